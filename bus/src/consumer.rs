@@ -1,0 +1,197 @@
+//! Durable consumers for workers: ack, retry with backoff (nak with delay), reject (term), and
+//! dead-lettering once `max_deliver` is reached. One bad message never stops the loop.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
+use bytes::Bytes;
+use events::StreamSeq;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::read::{StoredMessage, from_offset, header_pairs};
+use crate::{Bus, BusError, BusErrorKind, StreamName};
+
+/// A durable consumer's declaration.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub stream: StreamName,
+    /// Durable name; also the DLQ subject suffix (`nebula.dlq.<durable>`).
+    pub durable: String,
+    pub filter_subject: Option<String>,
+    /// Deliveries before a failing message is dead-lettered.
+    pub max_deliver: i64,
+    /// Delay before redelivery after the n-th failure (the last entry repeats).
+    pub backoff: Vec<Duration>,
+    /// How long a delivery may go unacknowledged before JetStream redelivers it.
+    pub ack_wait: Duration,
+    pub max_ack_pending: i64,
+}
+
+impl ConsumerSpec {
+    pub fn new(stream: StreamName, durable: impl Into<String>) -> Self {
+        Self {
+            stream,
+            durable: durable.into(),
+            filter_subject: None,
+            max_deliver: 5,
+            backoff: vec![Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)],
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 1000,
+        }
+    }
+
+    fn delay_after(&self, delivered: i64) -> Duration {
+        let index = usize::try_from(delivered.saturating_sub(1)).unwrap_or(0);
+        self.backoff.get(index).or(self.backoff.last()).copied().unwrap_or(Duration::from_secs(1))
+    }
+}
+
+/// What a handler decided about one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; remove it.
+    Ack,
+    /// Failed for a reason that may pass; redeliver after the backoff, dead-letter after the last try.
+    Retry(String),
+    /// Will never succeed (malformed, unknown, invalid): dead-letter it now.
+    Reject(String),
+}
+
+/// One delivery handed to a handler.
+pub struct Delivery {
+    pub message: StoredMessage,
+    /// 1 on the first delivery.
+    pub delivered: i64,
+    acker: async_nats::jetstream::message::Acker,
+}
+
+impl Delivery {
+    /// Tells JetStream the work is still going, so a long job is not redelivered.
+    pub async fn in_progress(&self) -> Result<(), BusError> {
+        self.acker
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|err| BusError::msg(BusErrorKind::Other, err.to_string()))
+    }
+}
+
+/// A dead letter as stored on the DLQ stream.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub origin: String,
+    pub origin_stream: StreamName,
+    pub origin_subject: String,
+    pub origin_seq: StreamSeq,
+    pub reason: String,
+    pub payload: Bytes,
+}
+
+impl Bus {
+    /// Stores a poison message on the DLQ. Idempotent per origin and sequence.
+    pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BusError> {
+        let subject = events::subjects::dlq(&letter.origin);
+        let id = format!("dlq-{}-{}-{}", letter.origin, letter.origin_stream.as_str(), letter.origin_seq);
+        let reason: String = letter.reason.chars().filter(|c| !c.is_control()).take(1000).collect();
+        let headers = vec![
+            ("Nebula-Dlq-Reason".to_owned(), reason),
+            ("Nebula-Origin-Stream".to_owned(), letter.origin_stream.as_str().to_owned()),
+            ("Nebula-Origin-Subject".to_owned(), letter.origin_subject),
+            ("Nebula-Origin-Seq".to_owned(), letter.origin_seq.to_string()),
+        ];
+        self.publish_raw(subject, id, headers, letter.payload).await?;
+        self.metrics.add("nebula_dead_letters_total", &[("origin", &letter.origin)], 1.0);
+        Ok(())
+    }
+
+    /// Runs `handler` over a durable consumer until `cancel` fires. Each delivery is acked,
+    /// nak'ed with backoff, or dead-lettered and terminated, according to the handler's outcome.
+    pub async fn consume<F, Fut>(&self, spec: ConsumerSpec, cancel: CancellationToken, mut handler: F) -> Result<(), BusError>
+    where
+        F: FnMut(&Delivery) -> Fut,
+        Fut: Future<Output = Outcome>,
+    {
+        let stream = self.stream(spec.stream).await?;
+        let config = pull::Config {
+            durable_name: Some(spec.durable.clone()),
+            filter_subject: spec.filter_subject.clone().unwrap_or_default(),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            max_ack_pending: spec.max_ack_pending,
+            ..Default::default()
+        };
+        let consumer: consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(&spec.durable, config)
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Provision, err))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
+        loop {
+            let next = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let message = match next {
+                None => return Ok(()),
+                Some(Err(err)) => {
+                    tracing::warn!(consumer = %spec.durable, error = %err, "consumer stream error");
+                    continue;
+                }
+                Some(Ok(message)) => message,
+            };
+            let (delivered, stream_seq, published) = match message.info() {
+                Ok(info) => (info.delivered, StreamSeq(info.stream_sequence), from_offset(info.published)),
+                Err(err) => {
+                    tracing::warn!(consumer = %spec.durable, error = %err, "delivery without metadata");
+                    continue;
+                }
+            };
+            let (message, acker) = message.split();
+            let stored = StoredMessage {
+                stream_seq,
+                subject: message.subject.to_string(),
+                published,
+                headers: message.headers.as_ref().map(header_pairs).unwrap_or_default(),
+                payload: message.payload,
+            };
+            let delivery = Delivery { message: stored, delivered, acker };
+            let outcome = handler(&delivery).await;
+            if let Err(err) = self.settle(&spec, &delivery, outcome).await {
+                tracing::warn!(consumer = %spec.durable, stream_seq = %stream_seq, error = %err, "failed to settle delivery; it will be redelivered");
+            }
+        }
+    }
+
+    async fn settle(&self, spec: &ConsumerSpec, delivery: &Delivery, outcome: Outcome) -> Result<(), BusError> {
+        let ack = |kind| async move {
+            delivery.acker.ack_with(kind).await.map_err(|err| BusError::msg(BusErrorKind::Other, err.to_string()))
+        };
+        let reason = match outcome {
+            Outcome::Ack => return ack(AckKind::Ack).await,
+            Outcome::Retry(reason) if delivery.delivered < spec.max_deliver => {
+                tracing::info!(consumer = %spec.durable, stream_seq = %delivery.message.stream_seq, delivered = delivery.delivered, reason = %reason, "retrying delivery");
+                self.metrics.add("nebula_consumer_retries_total", &[("consumer", &spec.durable)], 1.0);
+                return ack(AckKind::Nak(Some(spec.delay_after(delivery.delivered)))).await;
+            }
+            Outcome::Retry(reason) => format!("gave up after {} deliveries: {reason}", delivery.delivered),
+            Outcome::Reject(reason) => reason,
+        };
+        tracing::warn!(consumer = %spec.durable, stream_seq = %delivery.message.stream_seq, reason = %reason, "dead-lettering message");
+        self.dead_letter(DeadLetter {
+            origin: spec.durable.clone(),
+            origin_stream: spec.stream,
+            origin_subject: delivery.message.subject.clone(),
+            origin_seq: delivery.message.stream_seq,
+            reason,
+            payload: delivery.message.payload.clone(),
+        })
+        .await?;
+        ack(AckKind::Term).await
+    }
+}

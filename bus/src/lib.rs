@@ -1,0 +1,137 @@
+//! The message bus: the only crate that talks to NATS.
+//!
+//! [`Bus`] connects to JetStream, provisions the streams the system needs, appends commits to the
+//! event log with optimistic concurrency, publishes telemetry and work, reads streams in order
+//! from any point, runs durable work consumers with retries and dead-lettering, and backs cqrs-es
+//! aggregates with [`store::JetStreamStore`]. Nothing outside this crate sees an
+//! `async_nats::Message`.
+
+mod error;
+pub mod consumer;
+pub mod metrics;
+mod publish;
+mod read;
+pub mod store;
+pub mod streams;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+pub use error::{BusError, BusErrorKind};
+pub use publish::{Appended, ExpectedSeq};
+pub use read::{ReadFrom, StoredMessage, MessageStream};
+pub use streams::StreamName;
+
+/// How to reach NATS and how patient to be with it.
+#[derive(Debug, Clone)]
+pub struct BusConfig {
+    pub url: String,
+    /// How long a publish keeps retrying (same `Nats-Msg-Id`) while the server is unreachable.
+    pub publish_retry_for: Duration,
+    /// Largest payload we accept to publish; bigger ones are refused before they are sent.
+    pub max_payload: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: "nats://127.0.0.1:4322".to_owned(),
+            publish_retry_for: Duration::from_secs(30),
+            max_payload: 1024 * 1024,
+        }
+    }
+}
+
+/// A cheap-to-clone handle on NATS and JetStream.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    config: BusConfig,
+    metrics: metrics::Registry,
+}
+
+impl Bus {
+    /// Connects (retrying in the background if the server goes away later) and provisions the
+    /// streams, idempotently.
+    pub async fn connect(config: BusConfig) -> Result<Bus, BusError> {
+        let bus = Self::connect_only(config).await?;
+        streams::provision(&bus.jetstream).await?;
+        Ok(bus)
+    }
+
+    /// Connects without touching stream configuration (for read-only tools).
+    pub async fn connect_only(config: BusConfig) -> Result<Bus, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("nebula")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .max_reconnects(None)
+            .connect(config.url.as_str())
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
+        // Fail fast if nobody is there, rather than queueing forever.
+        tokio::time::timeout(Duration::from_secs(10), client.flush())
+            .await
+            .map_err(|_| BusError::msg(BusErrorKind::Connect, format!("no nats server answered at {}", config.url)))?
+            .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .max_ack_inflight(1024)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        Ok(Bus { client, jetstream, config, metrics: metrics::Registry::default() })
+    }
+
+    pub fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    /// The process-wide metrics registry this bus reports into.
+    pub fn metrics(&self) -> &metrics::Registry {
+        &self.metrics
+    }
+
+    /// Uses `registry` for this handle's metrics (to share one registry across a process).
+    pub fn with_metrics(mut self, registry: metrics::Registry) -> Bus {
+        self.metrics = registry;
+        self
+    }
+
+    /// Round-trips to the server; used by health checks.
+    pub async fn ping(&self) -> Result<Duration, BusError> {
+        let started = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(2), self.client.flush())
+            .await
+            .map_err(|_| BusError::msg(BusErrorKind::Timeout, "nats did not answer within 2s"))?
+            .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
+        Ok(started.elapsed())
+    }
+
+    /// The sequence of the last message in `stream` (0 when empty).
+    pub async fn last_seq(&self, stream: StreamName) -> Result<events::StreamSeq, BusError> {
+        let info = self.stream_info(stream).await?;
+        Ok(events::StreamSeq(info.state.last_sequence))
+    }
+
+    pub(crate) async fn stream_info(&self, stream: StreamName) -> Result<jetstream::stream::Info, BusError> {
+        let mut handle = self
+            .jetstream
+            .get_stream(stream.as_str())
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::NotFound, err))?;
+        handle
+            .info()
+            .await
+            .cloned()
+            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))
+    }
+
+    pub(crate) async fn stream(&self, stream: StreamName) -> Result<jetstream::stream::Stream, BusError> {
+        self.jetstream
+            .get_stream(stream.as_str())
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::NotFound, err))
+    }
+}

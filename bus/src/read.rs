@@ -1,0 +1,160 @@
+//! Reading streams in order: for projections, replay, `events tail` and the gateway's live feed.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_nats::jetstream::consumer::{self, DeliverPolicy};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use events::{DecodeError, EventEnvelope, StreamSeq};
+use futures::{Stream, StreamExt};
+
+use crate::{Bus, BusError, BusErrorKind, StreamName};
+
+/// Where to start reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFrom {
+    /// From the first message.
+    Start,
+    /// From this stream sequence, inclusive.
+    Seq(StreamSeq),
+    /// From the first message stored at or after this time.
+    Time(DateTime<Utc>),
+    /// Only messages stored from now on.
+    New,
+}
+
+/// One message as stored in a stream.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    pub stream_seq: StreamSeq,
+    pub subject: String,
+    pub published: DateTime<Utc>,
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+}
+
+impl StoredMessage {
+    /// The commit this EVENTS message carries.
+    pub fn decode_commit(&self) -> Result<Vec<EventEnvelope>, DecodeError> {
+        events::decode_commit(&self.payload)
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+type Inner = Pin<Box<dyn Stream<Item = Result<StoredMessage, BusError>> + Send>>;
+
+/// An endless, ordered stream of stored messages (it waits for new ones at the end).
+pub struct MessageStream {
+    inner: Inner,
+}
+
+impl Stream for MessageStream {
+    type Item = Result<StoredMessage, BusError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+impl Bus {
+    /// Reads `stream` in order from `from`, optionally only the subjects matching `filter`.
+    /// Backed by an ordered consumer: no acks, resumes by itself across reconnects.
+    pub async fn read(
+        &self,
+        stream: StreamName,
+        from: ReadFrom,
+        filter: Option<String>,
+    ) -> Result<MessageStream, BusError> {
+        let deliver_policy = match from {
+            ReadFrom::Start | ReadFrom::Seq(StreamSeq(0)) => DeliverPolicy::All,
+            ReadFrom::Seq(seq) => DeliverPolicy::ByStartSequence { start_sequence: seq.0 },
+            ReadFrom::Time(at) => DeliverPolicy::ByStartTime { start_time: to_offset(at)? },
+            ReadFrom::New => DeliverPolicy::New,
+        };
+        let handle = self.stream(stream).await?;
+        let consumer = handle
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy,
+                filter_subject: filter.unwrap_or_default(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
+        let inner = messages.map(|item| {
+            let message = item.map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
+            stored(message)
+        });
+        Ok(MessageStream { inner: Box::pin(inner) })
+    }
+
+    /// Fetches one message by stream sequence.
+    pub async fn get(&self, stream: StreamName, seq: StreamSeq) -> Result<StoredMessage, BusError> {
+        let handle = self.stream(stream).await?;
+        let message = handle
+            .get_raw_message(seq.0)
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::NotFound, err))?;
+        Ok(StoredMessage {
+            stream_seq: StreamSeq(message.sequence),
+            subject: message.subject.to_string(),
+            published: from_offset(message.time),
+            headers: header_pairs(&message.headers),
+            payload: message.payload,
+        })
+    }
+
+    /// Every message on exactly one subject, in order (used to load an aggregate).
+    pub(crate) async fn read_subject(&self, subject: &str) -> Result<Vec<StoredMessage>, BusError> {
+        let handle = self.stream(StreamName::Events).await?;
+        let mut out = Vec::new();
+        let mut next_seq = None;
+        loop {
+            match handle.direct_get_next_for_subject(subject, next_seq).await {
+                Ok(message) => {
+                    next_seq = Some(message.sequence + 1);
+                    out.push(StoredMessage {
+                        stream_seq: StreamSeq(message.sequence),
+                        subject: message.subject.to_string(),
+                        published: from_offset(message.time),
+                        headers: header_pairs(&message.headers),
+                        payload: message.payload,
+                    });
+                }
+                Err(err) if err.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => return Ok(out),
+                Err(err) => return Err(BusError::with_source(BusErrorKind::Other, err)),
+            }
+        }
+    }
+}
+
+fn stored(message: async_nats::jetstream::Message) -> Result<StoredMessage, BusError> {
+    let info = message.info().map_err(|err| BusError::msg(BusErrorKind::Other, err.to_string()))?;
+    let stream_seq = StreamSeq(info.stream_sequence);
+    let published = from_offset(info.published);
+    let headers = message.headers.as_ref().map(header_pairs).unwrap_or_default();
+    Ok(StoredMessage { stream_seq, subject: message.subject.to_string(), published, headers, payload: message.payload.clone() })
+}
+
+pub(crate) fn header_pairs(headers: &async_nats::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.to_string())))
+        .collect()
+}
+
+pub(crate) fn from_offset(at: time::OffsetDateTime) -> DateTime<Utc> {
+    DateTime::from_timestamp(at.unix_timestamp(), at.nanosecond()).unwrap_or_default()
+}
+
+fn to_offset(at: DateTime<Utc>) -> Result<time::OffsetDateTime, BusError> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.timestamp_nanos_opt().unwrap_or_default()))
+        .map_err(|err| BusError::with_source(BusErrorKind::Other, err))
+}

@@ -1,0 +1,213 @@
+//! A cqrs-es 0.5 event store on JetStream.
+//!
+//! Each aggregate has its own subject (`nebula.events.<type>.<id>`). Loading reads that subject
+//! with direct gets; committing publishes the whole commit as one message with
+//! `Nats-Expected-Last-Subject-Sequence` set to the last sequence seen at load, so of two writers
+//! that loaded the same state exactly one wins and the other gets `AggregateConflict`.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventStore};
+use events::{Actor, CorrelationId, EventEnvelope, EventId, StreamSeq};
+
+use crate::{Bus, BusError, BusErrorKind, ExpectedSeq};
+
+/// Who issued a command and why; becomes the envelope fields of every event it produces.
+#[derive(Debug, Clone)]
+pub struct CommandMeta {
+    pub correlation_id: CorrelationId,
+    pub causation_id: Option<EventId>,
+    pub actor: Actor,
+}
+
+impl CommandMeta {
+    /// A new correlation, started by `actor`.
+    pub fn new(actor: Actor) -> Self {
+        Self { correlation_id: CorrelationId::new(), causation_id: None, actor }
+    }
+
+    /// A command caused by `event`: same correlation, caused by that event.
+    pub fn caused_by(event: &EventEnvelope, actor: Actor) -> Self {
+        Self { correlation_id: event.correlation_id, causation_id: Some(event.event_id), actor }
+    }
+
+    pub fn into_metadata(self) -> HashMap<String, String> {
+        let mut metadata = HashMap::new();
+        metadata.insert("correlation_id".to_owned(), self.correlation_id.to_string());
+        if let Some(causation_id) = self.causation_id {
+            metadata.insert("causation_id".to_owned(), causation_id.to_string());
+        }
+        metadata.insert("actor".to_owned(), serde_json::to_string(&self.actor).unwrap_or_default());
+        metadata
+    }
+
+    fn from_metadata(metadata: &HashMap<String, String>) -> Self {
+        let correlation_id = metadata
+            .get("correlation_id")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        let causation_id = metadata.get("causation_id").and_then(|v| v.parse().ok());
+        let actor = metadata
+            .get("actor")
+            .and_then(|v| serde_json::from_str(v).ok())
+            .unwrap_or_else(Actor::system);
+        Self { correlation_id, causation_id, actor }
+    }
+}
+
+/// The loaded state of one aggregate plus where its subject stood.
+pub struct JetStreamContext<A: Aggregate> {
+    aggregate: A,
+    aggregate_id: String,
+    last_aggregate_seq: u64,
+    last_stream_seq: StreamSeq,
+}
+
+impl<A: Aggregate> AggregateContext<A> for JetStreamContext<A> {
+    fn aggregate(&mut self) -> &mut A {
+        &mut self.aggregate
+    }
+}
+
+impl<A: Aggregate> JetStreamContext<A> {
+    pub fn state(&self) -> &A {
+        &self.aggregate
+    }
+
+    pub fn last_stream_seq(&self) -> StreamSeq {
+        self.last_stream_seq
+    }
+}
+
+pub struct JetStreamStore<A> {
+    bus: Bus,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A> JetStreamStore<A> {
+    pub fn new(bus: Bus) -> Self {
+        Self { bus, _aggregate: PhantomData }
+    }
+}
+
+/// A cqrs-es framework whose store is JetStream. Read models are never built with cqrs-es
+/// queries (they would be lost on a crash): they are JetStream consumers in `projections`.
+pub type Commands<A> = CqrsFramework<A, JetStreamStore<A>>;
+
+pub fn commands<A>(bus: Bus, services: A::Services) -> Commands<A>
+where
+    A: Aggregate,
+    A::Event: events::DomainEvent,
+{
+    CqrsFramework::new(JetStreamStore::new(bus), Vec::new(), services)
+}
+
+fn to_aggregate_error<E: std::error::Error>(err: BusError) -> AggregateError<E> {
+    match err.kind() {
+        BusErrorKind::Conflict => AggregateError::AggregateConflict,
+        BusErrorKind::Connect | BusErrorKind::Timeout => AggregateError::DatabaseConnectionError(Box::new(err)),
+        BusErrorKind::Decode => AggregateError::DeserializationError(Box::new(err)),
+        _ => AggregateError::UnexpectedError(Box::new(err)),
+    }
+}
+
+impl<A> JetStreamStore<A>
+where
+    A: Aggregate,
+    A::Event: events::DomainEvent,
+{
+    async fn load(&self, aggregate_id: &str) -> Result<(Vec<(EventEnvelope, A::Event)>, StreamSeq), BusError> {
+        let subject = events::subjects::event(<A::Event as events::DomainEvent>::AGGREGATE_TYPE, aggregate_id);
+        let messages = self.bus.read_subject(&subject).await?;
+        let mut last_stream_seq = StreamSeq(0);
+        let mut out = Vec::new();
+        for message in messages {
+            last_stream_seq = message.stream_seq;
+            let commit = message
+                .decode_commit()
+                .map_err(|err| BusError::with_source(BusErrorKind::Decode, err))?;
+            for envelope in commit {
+                let event = envelope
+                    .decode::<A::Event>()
+                    .map_err(|err| BusError::with_source(BusErrorKind::Decode, err))?;
+                out.push((envelope, event));
+            }
+        }
+        Ok((out, last_stream_seq))
+    }
+}
+
+impl<A> EventStore<A> for JetStreamStore<A>
+where
+    A: Aggregate,
+    A::Event: events::DomainEvent,
+{
+    type AC = JetStreamContext<A>;
+
+    async fn load_events(&self, aggregate_id: &str) -> Result<Vec<cqrs_es::EventEnvelope<A>>, AggregateError<A::Error>> {
+        let (events, _) = self.load(aggregate_id).await.map_err(to_aggregate_error)?;
+        Ok(events
+            .into_iter()
+            .map(|(envelope, payload)| cqrs_es::EventEnvelope {
+                aggregate_id: aggregate_id.to_owned(),
+                sequence: envelope.aggregate_seq as usize,
+                metadata: envelope.metadata(),
+                payload,
+            })
+            .collect())
+    }
+
+    async fn load_aggregate(&self, aggregate_id: &str) -> Result<JetStreamContext<A>, AggregateError<A::Error>> {
+        let (events, last_stream_seq) = self.load(aggregate_id).await.map_err(to_aggregate_error)?;
+        let mut aggregate = A::default();
+        let mut last_aggregate_seq = 0;
+        for (envelope, event) in events {
+            last_aggregate_seq = envelope.aggregate_seq;
+            aggregate.apply(event);
+        }
+        Ok(JetStreamContext { aggregate, aggregate_id: aggregate_id.to_owned(), last_aggregate_seq, last_stream_seq })
+    }
+
+    async fn commit(
+        &self,
+        events: Vec<A::Event>,
+        context: JetStreamContext<A>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Vec<cqrs_es::EventEnvelope<A>>, AggregateError<A::Error>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let meta = CommandMeta::from_metadata(&metadata);
+        let envelopes: Vec<EventEnvelope> = events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                EventEnvelope::new(
+                    context.aggregate_id.clone(),
+                    context.last_aggregate_seq + 1 + i as u64,
+                    event,
+                    meta.correlation_id,
+                    meta.causation_id,
+                    meta.actor.clone(),
+                )
+            })
+            .collect();
+        let expected = if context.last_stream_seq.0 == 0 {
+            ExpectedSeq::NoEvents
+        } else {
+            ExpectedSeq::LastAt(context.last_stream_seq)
+        };
+        self.bus.append(&envelopes, expected).await.map_err(to_aggregate_error)?;
+        Ok(envelopes
+            .into_iter()
+            .zip(events)
+            .map(|(envelope, payload)| cqrs_es::EventEnvelope {
+                aggregate_id: envelope.aggregate_id,
+                sequence: envelope.aggregate_seq as usize,
+                metadata: metadata.clone(),
+                payload,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,67 @@
+//! The node aggregate: a machine joining and leaving the fleet.
+
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+use events::node::{NodeDeregistered, NodeEvent, NodeRegistered};
+use serde::{Deserialize, Serialize};
+
+use crate::Event;
+
+#[derive(Debug, Clone)]
+pub enum NodeCommand {
+    /// Announce (or re-announce, after a restart or hardware change) a node's inventory.
+    Register(NodeRegistered),
+    Deregister { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("node is not registered")]
+    NotRegistered,
+    #[error("inventory is invalid: {0}")]
+    InvalidInventory(String),
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Node {
+    pub registered: bool,
+    pub online: bool,
+    pub inventory: Option<NodeRegistered>,
+}
+
+impl Aggregate for Node {
+    const TYPE: &'static str = "node";
+    type Command = NodeCommand;
+    type Event = Event<NodeEvent>;
+    type Error = NodeError;
+    type Services = ();
+
+    async fn handle(&mut self, command: NodeCommand, _services: &(), sink: &EventSink<Self>) -> Result<(), NodeError> {
+        match command {
+            NodeCommand::Register(inventory) => {
+                if inventory.hostname.trim().is_empty() {
+                    return Err(NodeError::InvalidInventory("hostname is empty".to_owned()));
+                }
+                sink.write(Event(NodeEvent::Registered(inventory)), self).await;
+            }
+            NodeCommand::Deregister { reason } => {
+                if !self.online {
+                    return Err(NodeError::NotRegistered);
+                }
+                sink.write(Event(NodeEvent::Deregistered(NodeDeregistered { reason })), self).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Event<NodeEvent>) {
+        match event.0 {
+            NodeEvent::Registered(inventory) => {
+                self.registered = true;
+                self.online = true;
+                self.inventory = Some(inventory);
+            }
+            NodeEvent::Deregistered(_) => self.online = false,
+        }
+    }
+}

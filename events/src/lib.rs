@@ -1,0 +1,15 @@
+//! Nebula's event vocabulary: the envelope every fact travels in, the typed domain enums, the ids,
+//! and the subjects they are published under.
+//!
+//! This crate is plain data. It knows nothing of NATS, Postgres or tokio: it can be used by any
+//! reader of the log, including ones written long after the event was stored.
+
+mod envelope;
+mod ids;
+pub mod job;
+pub mod node;
+pub mod subjects;
+pub mod telemetry;
+
+pub use envelope::{Actor, DecodeError, EventEnvelope, DomainEvent, Upcaster, decode_commit, encode_commit};
+pub use ids::{CorrelationId, EventId, IdError, JobId, NodeId, StreamSeq, validate_token};

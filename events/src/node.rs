@@ -1,0 +1,65 @@
+//! Node lifecycle: what a machine is, and whether it is part of the fleet.
+
+use serde::{Deserialize, Serialize};
+
+use crate::DomainEvent;
+
+/// A GPU as the node agent found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    pub index: u32,
+    pub name: String,
+    /// `"nvidia"`, `"amd"`, or `"simulated"`.
+    pub vendor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    pub memory_total_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+}
+
+/// A node's hardware inventory, as detected at agent start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistered {
+    pub hostname: String,
+    pub os: String,
+    pub kernel: String,
+    pub cpu_model: String,
+    pub cpu_cores: u32,
+    pub memory_total_bytes: u64,
+    pub disk_total_bytes: u64,
+    pub gpus: Vec<GpuInfo>,
+    /// How GPUs were found: `"nvml"`, `"nvidia-smi"`, `"rocm-smi"` or `"none"`.
+    pub gpu_source: String,
+    pub agent_version: String,
+    /// Where the agent's own HTTP endpoints listen, if anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_url: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDeregistered {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum NodeEvent {
+    #[serde(rename = "node.registered")]
+    Registered(NodeRegistered),
+    #[serde(rename = "node.deregistered")]
+    Deregistered(NodeDeregistered),
+}
+
+impl DomainEvent for NodeEvent {
+    const AGGREGATE_TYPE: &'static str = "node";
+    const SCHEMA_VERSION: u32 = 1;
+    const EVENT_TYPES: &'static [&'static str] = &["node.registered", "node.deregistered"];
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            NodeEvent::Registered(_) => "node.registered",
+            NodeEvent::Deregistered(_) => "node.deregistered",
+        }
+    }
+}
