@@ -1,0 +1,54 @@
+/// Why a batch could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The message can never be applied (malformed, invalid for this model).
+    #[error("poison message: {0}")]
+    Poison(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl ApplyError {
+    /// Worth retrying the same batch as is: the database went away or asked us to retry.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ApplyError::Poison(_) => false,
+            ApplyError::Database(err) => is_transient(err),
+        }
+    }
+}
+
+pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            // Connection exceptions, transaction rollbacks (serialization, deadlock),
+            // insufficient resources, operator intervention (shutdown), system errors.
+            let code = db.code();
+            let class = code.as_deref().map(|c| &c[..2.min(c.len())]);
+            matches!(class, Some("08" | "40" | "53" | "57" | "58"))
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("failed to connect to postgres")]
+    Connect(#[source] sqlx::Error),
+    #[error("failed to run migrations")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("bus error")]
+    Bus(#[from] bus::BusError),
+    #[error("unknown projection {0:?}")]
+    UnknownProjection(String),
+    #[error("{0}")]
+    Other(String),
+}

@@ -1,0 +1,99 @@
+//! Read models: Postgres tables kept up to date from the JetStream log. The only crate that
+//! talks to Postgres.
+//!
+//! A [`Projection`] turns a batch of stored messages into SQL. The [`runner`] feeds it in stream
+//! order and commits each batch in one transaction together with the projection's checkpoint,
+//! so a crash at any point loses nothing and applies nothing twice. [`rebuild`] replays a
+//! projection from sequence 1 into tables aside and swaps them in without taking the live model
+//! offline. [`ReadModels`] is the query side used by the gateway.
+
+mod error;
+mod event_log;
+mod jobs;
+mod nodes;
+mod read;
+pub mod rebuild;
+pub mod runner;
+mod telemetry;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bus::{StoredMessage, StreamName};
+use sqlx::PgConnection;
+
+pub use error::{ApplyError, ProjectionError};
+pub use event_log::EventLog;
+pub use jobs::Jobs;
+pub use nodes::Nodes;
+pub use read::{EventFilter, EventRow, JobView, NodeView, ReadModels, Snapshot};
+pub use telemetry::NodeTelemetry;
+
+pub use sqlx::PgPool;
+
+/// The migrations in `migrations/`, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Connects a pool to `database_url`.
+pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, ProjectionError> {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(database_url)
+        .await
+        .map_err(ProjectionError::Connect)
+}
+
+/// Applies pending migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), ProjectionError> {
+    MIGRATOR.run(pool).await.map_err(ProjectionError::Migrate)
+}
+
+/// Physical table names for one run: the live tables, or the tables aside during a rebuild.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    suffix: &'static str,
+}
+
+impl Target {
+    pub const LIVE: Target = Target { suffix: "" };
+    pub const REBUILD: Target = Target { suffix: "__rebuild" };
+
+    pub fn table(&self, logical: &str) -> String {
+        format!("{logical}{}", self.suffix)
+    }
+
+    /// The checkpoint row this run writes.
+    pub fn checkpoint(&self, projection: &str) -> String {
+        format!("{projection}{}", self.suffix)
+    }
+}
+
+pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ApplyError>> + Send + 'a>>;
+
+/// One read model.
+pub trait Projection: Send + Sync + 'static {
+    /// Stable name: the checkpoint key and the `projections rebuild` argument.
+    fn name(&self) -> &'static str;
+    fn stream(&self) -> StreamName;
+    /// The tables this projection owns (rebuilt aside, then swapped in).
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies `batch` (in stream order) inside the caller's transaction. Must be deterministic:
+    /// the same batch on the same state gives the same result.
+    fn apply<'a>(&'a self, conn: &'a mut PgConnection, target: &'a Target, batch: &'a [StoredMessage]) -> ApplyFuture<'a>;
+}
+
+/// Every projection of the backbone.
+pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![
+        std::sync::Arc::new(EventLog),
+        std::sync::Arc::new(Nodes),
+        std::sync::Arc::new(NodeTelemetry),
+        std::sync::Arc::new(Jobs),
+    ]
+}
+
+/// Looks a projection up by name.
+pub fn by_name(name: &str) -> Option<std::sync::Arc<dyn Projection>> {
+    all().into_iter().find(|p| p.name() == name)
+}

@@ -1,0 +1,349 @@
+//! Feeds a projection from its stream: batches applied in one transaction together with the
+//! checkpoint, transient failures retried forever, poison messages retried a few times and then
+//! dead-lettered (the checkpoint moves past them, so later events still project).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::{Bus, ReadFrom, StoredMessage, consumer::DeadLetter};
+use events::StreamSeq;
+use futures::{FutureExt, StreamExt};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{ApplyError, Projection, ProjectionError, Target};
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Most messages applied in one transaction.
+    pub batch_size: usize,
+    /// Attempts at a failing message before it is dead-lettered.
+    pub max_attempts: u32,
+    /// First delay after a failure; doubles up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self { batch_size: 500, max_attempts: 5, backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(2) }
+    }
+}
+
+type Progress = Arc<dyn Fn(StreamSeq) + Send + Sync>;
+
+/// One projection being kept up to date.
+pub struct Runner {
+    pool: PgPool,
+    bus: Bus,
+    projection: Arc<dyn Projection>,
+    config: RunnerConfig,
+    target: Target,
+    progress: Option<Progress>,
+}
+
+enum Step {
+    Applied(StreamSeq),
+    /// Someone else moved the checkpoint (another runner, or a rebuild swap): start over from it.
+    Moved,
+}
+
+impl Runner {
+    pub fn new(pool: PgPool, bus: Bus, projection: Arc<dyn Projection>, config: RunnerConfig) -> Self {
+        Self { pool, bus, projection, config, target: Target::LIVE, progress: None }
+    }
+
+    /// Writes into `target`'s tables and checkpoint instead of the live ones.
+    pub fn with_target(mut self, target: Target) -> Self {
+        self.target = target;
+        self
+    }
+
+    /// Calls `progress` with the new position after every committed batch.
+    pub fn with_progress(mut self, progress: impl Fn(StreamSeq) + Send + Sync + 'static) -> Self {
+        self.progress = Some(Arc::new(progress));
+        self
+    }
+
+    fn checkpoint_name(&self) -> String {
+        self.target.checkpoint(self.projection.name())
+    }
+
+    /// Runs until `cancel` fires.
+    pub async fn run(&self, cancel: CancellationToken) -> Result<(), ProjectionError> {
+        self.run_until(None, cancel).await.map(|_| ())
+    }
+
+    /// Runs until the checkpoint reaches `until` (if given) or `cancel` fires; returns the position.
+    pub async fn run_until(&self, until: Option<StreamSeq>, cancel: CancellationToken) -> Result<StreamSeq, ProjectionError> {
+        let name = self.projection.name();
+        let mut backoff = self.config.backoff;
+        'resync: loop {
+            let position = tokio::select! {
+                () = cancel.cancelled() => return self.position().await,
+                position = self.ensure_checkpoint() => position,
+            };
+            let mut position = match position {
+                Ok(position) => position,
+                Err(err) => {
+                    tracing::warn!(projection = name, error = %err, "failed to read checkpoint, retrying");
+                    self.pause(&mut backoff, &cancel).await;
+                    continue 'resync;
+                }
+            };
+            if until.is_some_and(|until| position >= until) {
+                return Ok(position);
+            }
+            let mut messages = match self.bus.read(self.projection.stream(), ReadFrom::Seq(StreamSeq(position.0 + 1)), None).await {
+                Ok(messages) => messages,
+                Err(err) => {
+                    tracing::warn!(projection = name, error = %err, "failed to open stream, retrying");
+                    self.pause(&mut backoff, &cancel).await;
+                    continue 'resync;
+                }
+            };
+            backoff = self.config.backoff;
+            loop {
+                let first = tokio::select! {
+                    () = cancel.cancelled() => return Ok(position),
+                    next = messages.next() => next,
+                };
+                let mut batch = match first {
+                    Some(Ok(message)) => vec![message],
+                    Some(Err(err)) => {
+                        tracing::warn!(projection = name, error = %err, "stream read failed, reopening");
+                        continue 'resync;
+                    }
+                    None => continue 'resync,
+                };
+                while batch.len() < self.config.batch_size {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(message))) => batch.push(message),
+                        _ => break,
+                    }
+                }
+                batch.retain(|m| m.stream_seq > position && until.is_none_or(|until| m.stream_seq <= until));
+                if batch.is_empty() {
+                    if until.is_some_and(|until| position >= until) {
+                        return Ok(position);
+                    }
+                    continue;
+                }
+                match self.commit(&batch, position, &cancel).await? {
+                    Step::Applied(new_position) => position = new_position,
+                    Step::Moved => continue 'resync,
+                }
+                if let Some(progress) = &self.progress {
+                    progress(position);
+                }
+                if until.is_some_and(|until| position >= until) {
+                    return Ok(position);
+                }
+                if cancel.is_cancelled() {
+                    return Ok(position);
+                }
+            }
+        }
+    }
+
+    /// The committed position of this runner's checkpoint.
+    pub async fn position(&self) -> Result<StreamSeq, ProjectionError> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
+            .bind(self.checkpoint_name())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(StreamSeq(last.unwrap_or(0).max(0) as u64))
+    }
+
+    async fn ensure_checkpoint(&self) -> Result<StreamSeq, sqlx::Error> {
+        sqlx::query("INSERT INTO projection_checkpoints (name, stream, last_seq) VALUES ($1, $2, 0) ON CONFLICT (name) DO NOTHING")
+            .bind(self.checkpoint_name())
+            .bind(self.projection.stream().as_str())
+            .execute(&self.pool)
+            .await?;
+        let last: i64 = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
+            .bind(self.checkpoint_name())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(StreamSeq(last.max(0) as u64))
+    }
+
+    async fn pause(&self, backoff: &mut Duration, cancel: &CancellationToken) {
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = tokio::time::sleep(*backoff) => {}
+        }
+        *backoff = (*backoff * 2).min(self.config.max_backoff);
+    }
+
+    /// Applies `batch` on top of `position`; on a non-transient failure, isolates the poison
+    /// message by applying one message per transaction.
+    async fn commit(&self, batch: &[StoredMessage], position: StreamSeq, cancel: &CancellationToken) -> Result<Step, ProjectionError> {
+        let name = self.projection.name();
+        let mut backoff = self.config.backoff;
+        loop {
+            match self.try_apply(batch, position).await {
+                Ok(step) => return Ok(step),
+                Err(err) if err.is_transient() => {
+                    self.bus.metrics().add("nebula_projection_retries_total", &[("projection", name)], 1.0);
+                    tracing::warn!(projection = name, error = %err, "transient failure, retrying batch");
+                    if cancel.is_cancelled() {
+                        return Ok(Step::Moved);
+                    }
+                    self.pause(&mut backoff, cancel).await;
+                }
+                Err(err) if batch.len() == 1 => return self.handle_poison(&batch[0], position, err, cancel).await,
+                Err(err) => {
+                    tracing::info!(projection = name, error = %err, size = batch.len(), "batch failed, applying one by one");
+                    let mut position = position;
+                    for message in batch {
+                        match Box::pin(self.commit(std::slice::from_ref(message), position, cancel)).await? {
+                            Step::Applied(next) => position = next,
+                            Step::Moved => return Ok(Step::Moved),
+                        }
+                    }
+                    return Ok(Step::Applied(position));
+                }
+            }
+        }
+    }
+
+    async fn handle_poison(
+        &self,
+        message: &StoredMessage,
+        position: StreamSeq,
+        first_error: ApplyError,
+        cancel: &CancellationToken,
+    ) -> Result<Step, ProjectionError> {
+        let name = self.projection.name();
+        let mut error = first_error;
+        let mut attempts = 1;
+        let mut backoff = self.config.backoff;
+        // A database refusal may pass (a constraint fixed by a later migration, a lock); a
+        // malformed message never will.
+        while matches!(error, ApplyError::Database(_)) && attempts < self.config.max_attempts {
+            self.pause(&mut backoff, cancel).await;
+            if cancel.is_cancelled() {
+                return Ok(Step::Moved);
+            }
+            attempts += 1;
+            match self.try_apply(std::slice::from_ref(message), position).await {
+                Ok(step) => return Ok(step),
+                Err(err) => error = err,
+            }
+        }
+        let reason = format!("projection {name} failed {attempts} time(s): {error}");
+        tracing::warn!(projection = name, stream_seq = %message.stream_seq, subject = %message.subject, reason = %reason, "dead-lettering event");
+        let letter = DeadLetter {
+            origin: format!("projection-{name}"),
+            origin_stream: self.projection.stream(),
+            origin_subject: message.subject.clone(),
+            origin_seq: message.stream_seq,
+            reason,
+            payload: message.payload.clone(),
+        };
+        let mut backoff = self.config.backoff;
+        while let Err(err) = self.bus.dead_letter(letter.clone()).await {
+            tracing::warn!(projection = name, error = %err, "failed to dead-letter, retrying");
+            self.pause(&mut backoff, cancel).await;
+            if cancel.is_cancelled() {
+                return Ok(Step::Moved);
+            }
+        }
+        self.bus.metrics().add("nebula_projection_dead_letters_total", &[("projection", name)], 1.0);
+        // Move the checkpoint past it, with nothing applied.
+        let mut backoff = self.config.backoff;
+        loop {
+            match self.advance(position, message.stream_seq).await {
+                Ok(step) => return Ok(step),
+                Err(err) => {
+                    tracing::warn!(projection = name, error = %err, "failed to advance checkpoint past a dead letter, retrying");
+                    self.pause(&mut backoff, cancel).await;
+                    if cancel.is_cancelled() {
+                        return Ok(Step::Moved);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn try_apply(&self, batch: &[StoredMessage], position: StreamSeq) -> Result<Step, ApplyError> {
+        let Some(last) = batch.last() else { return Ok(Step::Applied(position)) };
+        let mut tx = self.pool.begin().await?;
+        if !self.lock_checkpoint(&mut tx, position).await? {
+            return Ok(Step::Moved);
+        }
+        self.projection.apply(&mut tx, &self.target, batch).await?;
+        self.write_checkpoint(&mut tx, last.stream_seq).await?;
+        tx.commit().await?;
+        let name = self.projection.name();
+        let metrics = self.bus.metrics();
+        metrics.add("nebula_projection_messages_applied_total", &[("projection", name)], batch.len() as f64);
+        metrics.add("nebula_projection_batches_total", &[("projection", name)], 1.0);
+        metrics.set("nebula_projection_position", &[("projection", name)], last.stream_seq.0 as f64);
+        Ok(Step::Applied(last.stream_seq))
+    }
+
+    async fn advance(&self, position: StreamSeq, to: StreamSeq) -> Result<Step, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        if !self.lock_checkpoint(&mut tx, position).await? {
+            return Ok(Step::Moved);
+        }
+        self.write_checkpoint(&mut tx, to).await?;
+        tx.commit().await?;
+        Ok(Step::Applied(to))
+    }
+
+    /// Locks the checkpoint row for this transaction and checks nobody moved it.
+    async fn lock_checkpoint(&self, conn: &mut sqlx::PgConnection, expected: StreamSeq) -> Result<bool, sqlx::Error> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
+            .bind(self.checkpoint_name())
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(last == Some(expected.0 as i64))
+    }
+
+    async fn write_checkpoint(&self, conn: &mut sqlx::PgConnection, to: StreamSeq) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1")
+            .bind(self.checkpoint_name())
+            .bind(to.0 as i64)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Applies `(from, to]` of the projection's stream inside the caller's transaction (used by the
+/// rebuild swap, which holds the live checkpoint's lock meanwhile).
+pub(crate) async fn apply_range_in(
+    conn: &mut sqlx::PgConnection,
+    bus: &Bus,
+    projection: &dyn Projection,
+    target: &Target,
+    from: StreamSeq,
+    to: StreamSeq,
+) -> Result<(), ProjectionError> {
+    if to <= from {
+        return Ok(());
+    }
+    let mut messages = bus.read(projection.stream(), ReadFrom::Seq(StreamSeq(from.0 + 1)), None).await?;
+    let mut batch = Vec::new();
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .map_err(|_| ProjectionError::Other("timed out reading the stream during swap".to_owned()))?
+    {
+        let message = message?;
+        if message.stream_seq > to {
+            break;
+        }
+        let reached = message.stream_seq >= to;
+        batch.push(message);
+        if reached {
+            break;
+        }
+    }
+    projection
+        .apply(conn, target, &batch)
+        .await
+        .map_err(|err| ProjectionError::Other(format!("failed to apply during swap: {err}")))
+}

@@ -1,0 +1,81 @@
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// A nats-server ≥ 2.10 with JetStream, private to one test: own port, own store. Killed on drop.
+pub struct NatsServer {
+    binary: PathBuf,
+    port: u16,
+    store: TempDir,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a fresh server. The binary is `$NATS_SERVER_BIN`, else `.nebula/bin/nats-server`
+    /// (what `cargo xtask` installs).
+    pub fn start() -> NatsServer {
+        let binary = std::env::var_os("NATS_SERVER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::workspace_root().join(".nebula/bin/nats-server"));
+        assert!(
+            binary.exists(),
+            "nats-server not found at {} — run the tests with `cargo xtask test`, which installs it",
+            binary.display()
+        );
+        let store = tempfile::Builder::new().prefix("nebula-nats-").tempdir().expect("failed to create temp dir");
+        let mut server = NatsServer { binary, port: crate::free_port(), store, child: None };
+        server.spawn();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (SIGKILL: no goodbye) and starts it again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Kills the server and leaves it down.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again after [`NatsServer::kill`].
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        let log = std::fs::File::create(self.store.path().join("server.log")).expect("failed to create log");
+        let child = Command::new(&self.binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(self.store.path().join("js"))
+            .args(["--max_payload", "1048576"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("failed to start {}: {err}", self.binary.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {} in 10s", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
