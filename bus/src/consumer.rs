@@ -145,8 +145,8 @@ impl Bus {
                 }
                 Some(Ok(message)) => message,
             };
-            let (delivered, stream_seq, published) = match message.info() {
-                Ok(info) => (info.delivered, StreamSeq(info.stream_sequence), from_offset(info.published)),
+            let (delivered, stream_seq, published, pending) = match message.info() {
+                Ok(info) => (info.delivered, StreamSeq(info.stream_sequence), from_offset(info.published), info.pending),
                 Err(err) => {
                     tracing::warn!(consumer = %spec.durable, error = %err, "delivery without metadata");
                     continue;
@@ -159,6 +159,7 @@ impl Bus {
                 published,
                 headers: message.headers.as_ref().map(header_pairs).unwrap_or_default(),
                 payload: message.payload,
+                pending: Some(pending),
             };
             let delivery = Delivery { message: stored, delivered, acker };
             let outcome = handler(&delivery).await;

@@ -32,6 +32,8 @@ pub struct StoredMessage {
     pub published: DateTime<Utc>,
     pub headers: Vec<(String, String)>,
     pub payload: Bytes,
+    /// Messages (matching the reader's filter) still stored after this one, when known.
+    pub pending: Option<u64>,
 }
 
 impl StoredMessage {
@@ -108,6 +110,7 @@ impl Bus {
             published: from_offset(message.time),
             headers: header_pairs(&message.headers),
             payload: message.payload,
+            pending: None,
         })
     }
 
@@ -126,6 +129,7 @@ impl Bus {
                         published: from_offset(message.time),
                         headers: header_pairs(&message.headers),
                         payload: message.payload,
+                        pending: None,
                     });
                 }
                 Err(err) if err.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => return Ok(out),
@@ -140,7 +144,8 @@ fn stored(message: async_nats::jetstream::Message) -> Result<StoredMessage, BusE
     let stream_seq = StreamSeq(info.stream_sequence);
     let published = from_offset(info.published);
     let headers = message.headers.as_ref().map(header_pairs).unwrap_or_default();
-    Ok(StoredMessage { stream_seq, subject: message.subject.to_string(), published, headers, payload: message.payload.clone() })
+    let pending = Some(info.pending);
+    Ok(StoredMessage { stream_seq, subject: message.subject.to_string(), published, headers, payload: message.payload.clone(), pending })
 }
 
 pub(crate) fn header_pairs(headers: &async_nats::HeaderMap) -> Vec<(String, String)> {

@@ -1,0 +1,100 @@
+//! REST over the read models.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use serde_json::{Value, json};
+
+use crate::{ApiError, AppState};
+
+const MAX_LIMIT: i64 = 1000;
+
+pub(crate) async fn list_nodes(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let nodes = state.read.nodes().await?;
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+pub(crate) async fn get_node(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let node_id: events::NodeId = id.parse().map_err(|err| ApiError::BadRequest(format!("invalid node id: {err}")))?;
+    match state.read.node(node_id.as_str()).await? {
+        Some(node) => Ok(Json(json!(node))),
+        None => Err(ApiError::NotFound(format!("no node {node_id}"))),
+    }
+}
+
+/// `GET /api/events?aggregate_type=&aggregate_id=&type=&correlation_id=&after=&limit=`
+pub(crate) async fn list_events(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    const KNOWN: [&str; 7] = ["aggregate_type", "aggregate_id", "type", "correlation_id", "after", "limit", "since"];
+    if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown query parameter {unknown:?}; expected one of {}",
+            KNOWN.join(", ")
+        )));
+    }
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
+            _ => return Err(ApiError::BadRequest(format!("limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}"))),
+        },
+    };
+    let after = params
+        .get("after")
+        .or(params.get("since"))
+        .map(|raw| raw.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("after must be a stream sequence, got {raw:?}"))))
+        .transpose()?
+        .map(|seq| i64::try_from(seq).unwrap_or(i64::MAX));
+    let correlation_id = params
+        .get("correlation_id")
+        .map(|raw| raw.parse::<uuid::Uuid>().map_err(|_| ApiError::BadRequest(format!("correlation_id must be a uuid, got {raw:?}"))))
+        .transpose()?;
+    let filter = projections::EventFilter {
+        aggregate_type: params.get("aggregate_type").cloned(),
+        aggregate_id: params.get("aggregate_id").cloned(),
+        event_type: params.get("type").cloned(),
+        correlation_id,
+        after_seq: after,
+        limit,
+    };
+    let events = state.read.events(&filter).await?;
+    let next_after = events.last().map(|e| e.stream_seq);
+    Ok(Json(json!({ "events": events, "next_after": next_after })))
+}
+
+pub(crate) async fn list_jobs(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "jobs": state.read.jobs(200).await? })))
+}
+
+/// Each projection's position and lag behind its stream.
+pub(crate) async fn list_projections(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let checkpoints = state.read.checkpoints().await?;
+    let mut heads = HashMap::new();
+    for stream in bus::StreamName::ALL {
+        if let Ok(seq) = state.bus.last_seq(stream).await {
+            heads.insert(stream.as_str(), seq.0);
+        }
+    }
+    let projections: Vec<Value> = projections::all()
+        .iter()
+        .map(|p| {
+            let position = checkpoints.iter().find(|(n, _)| n == p.name()).map_or(0, |(_, s)| *s);
+            let head = heads.get(p.stream().as_str()).copied();
+            json!({
+                "name": p.name(),
+                "stream": p.stream().as_str(),
+                "position": position,
+                "stream_last_seq": head,
+                "lag": head.map(|h| (h as i64 - position).max(0)),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "projections": projections })))
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".to_owned())
+}

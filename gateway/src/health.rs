@@ -1,0 +1,95 @@
+//! `/health` (no auth) and `/metrics` (Prometheus text).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::{ApiError, AppState};
+
+/// A lazily (re)connected Redis connection used to answer health checks.
+pub(crate) struct RedisProbe {
+    client: Option<redis::Client>,
+    url_error: Option<String>,
+    connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
+}
+
+impl RedisProbe {
+    pub(crate) fn new(url: &str) -> Self {
+        match redis::Client::open(url) {
+            Ok(client) => Self { client: Some(client), url_error: None, connection: Mutex::new(None) },
+            Err(err) => Self { client: None, url_error: Some(err.to_string()), connection: Mutex::new(None) },
+        }
+    }
+
+    async fn ping(&self) -> Result<Duration, String> {
+        let client = self.client.as_ref().ok_or_else(|| self.url_error.clone().unwrap_or_default())?;
+        let started = std::time::Instant::now();
+        let mut guard = self.connection.lock().await;
+        if guard.is_none() {
+            let connection = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
+                .await
+                .map_err(|_| "timed out connecting".to_owned())?
+                .map_err(|err| err.to_string())?;
+            *guard = Some(connection);
+        }
+        let Some(connection) = guard.as_mut() else { return Err("not connected".to_owned()) };
+        let pong: Result<String, String> = tokio::time::timeout(Duration::from_secs(2), redis::cmd("PING").query_async(connection))
+            .await
+            .map_err(|_| "timed out".to_owned())
+            .and_then(|r| r.map_err(|err| err.to_string()));
+        if pong.is_err() {
+            *guard = None;
+        }
+        pong.map(|_| started.elapsed())
+    }
+}
+
+fn check(result: Result<Duration, String>) -> serde_json::Value {
+    match result {
+        Ok(latency) => json!({ "status": "ok", "latency_ms": latency.as_secs_f64() * 1000.0 }),
+        Err(error) => json!({ "status": "down", "error": error }),
+    }
+}
+
+pub(crate) async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let (nats, postgres, redis) = tokio::join!(
+        async { state.bus.ping().await.map_err(|err| err.to_string()) },
+        async {
+            let started = std::time::Instant::now();
+            tokio::time::timeout(Duration::from_secs(2), state.read.ping())
+                .await
+                .map_err(|_| "timed out".to_owned())
+                .and_then(|r| r.map_err(|err| format!("{err:#}")))
+                .map(|()| started.elapsed())
+        },
+        state.redis.ping(),
+    );
+    let healthy = nats.is_ok() && postgres.is_ok() && redis.is_ok();
+    let body = json!({
+        "status": if healthy { "ok" } else { "degraded" },
+        "checks": { "nats": check(nats), "postgres": check(postgres), "redis": check(redis) },
+    });
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body))
+}
+
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let registry = state.bus.metrics();
+    registry.set("nebula_ws_clients", &[], state.hub.clients() as f64);
+    // Lag of every projection behind its stream, computed at scrape time.
+    if let Ok(checkpoints) = state.read.checkpoints().await {
+        for projection in projections::all() {
+            if let Ok(head) = state.bus.last_seq(projection.stream()).await {
+                let position = checkpoints.iter().find(|(n, _)| n == projection.name()).map_or(0, |(_, s)| *s);
+                let lag = (head.0 as i64 - position).max(0);
+                registry.set("nebula_projection_lag_events", &[("projection", projection.name())], lag as f64);
+            }
+        }
+    }
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], registry.render()))
+}

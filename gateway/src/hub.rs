@@ -1,0 +1,170 @@
+//! The live hub: one reader of EVENTS and TELEMETRY per gateway, fanned out to every websocket
+//! client through a bounded broadcast ring. The hub never waits for a client: a client that
+//! falls a whole ring behind is told so and disconnected.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use bus::{Bus, ReadFrom, StoredMessage, StreamName};
+use events::StreamSeq;
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// One frame, serialized once for every client.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    /// EVENTS stream sequence for event frames; `None` for telemetry.
+    pub(crate) seq: Option<StreamSeq>,
+    pub(crate) text: Utf8Bytes,
+}
+
+struct Inner {
+    sender: broadcast::Sender<Arc<Frame>>,
+    /// The last EVENTS sequence broadcast; updated under the same lock as each send so a new
+    /// subscriber knows exactly where its live feed starts.
+    head: Mutex<StreamSeq>,
+    clients: AtomicUsize,
+}
+
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Subscription {
+    pub(crate) receiver: broadcast::Receiver<Arc<Frame>>,
+    /// Every event frame after this sequence will arrive on `receiver`.
+    pub(crate) head: StreamSeq,
+    hub: Hub,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.inner.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Hub {
+    /// Starts reading both streams from their current ends.
+    pub async fn start(bus: Bus, capacity: usize, tracker: &TaskTracker, cancel: CancellationToken) -> Result<Hub, bus::BusError> {
+        let head = bus.last_seq(StreamName::Events).await?;
+        let (sender, _) = broadcast::channel(capacity.max(16));
+        let hub = Hub { inner: Arc::new(Inner { sender, head: Mutex::new(head), clients: AtomicUsize::new(0) }) };
+        tracker.spawn(hub.clone().pump_events(bus.clone(), cancel.clone()));
+        tracker.spawn(hub.clone().pump_telemetry(bus, cancel));
+        Ok(hub)
+    }
+
+    pub fn clients(&self) -> usize {
+        self.inner.clients.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn subscribe(&self) -> Subscription {
+        let head = self.inner.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let receiver = self.inner.sender.subscribe();
+        self.inner.clients.fetch_add(1, Ordering::Relaxed);
+        Subscription { receiver, head: *head, hub: self.clone() }
+    }
+
+    async fn pump_events(self, bus: Bus, cancel: CancellationToken) {
+        loop {
+            let from = StreamSeq(self.inner.head.lock().unwrap_or_else(PoisonError::into_inner).0 + 1);
+            let mut messages = match bus.read(StreamName::Events, ReadFrom::Seq(from), None).await {
+                Ok(messages) => messages,
+                Err(err) => {
+                    tracing::warn!(error = %err, "hub failed to read events, retrying");
+                    if sleep_or_cancel(&cancel).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => self.publish_event(&bus, &message),
+                    Some(Err(err)) => {
+                        tracing::warn!(error = %err, "hub event stream failed, reopening");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    fn publish_event(&self, bus: &Bus, message: &StoredMessage) {
+        let mut head = self.inner.head.lock().unwrap_or_else(PoisonError::into_inner);
+        if message.stream_seq <= *head {
+            return;
+        }
+        *head = message.stream_seq;
+        match event_frame(message) {
+            Some(frame) => {
+                // No receivers is fine: nobody is watching.
+                let _ = self.inner.sender.send(Arc::new(frame));
+            }
+            None => bus.metrics().inc("nebula_ws_malformed_events_skipped_total"),
+        }
+    }
+
+    async fn pump_telemetry(self, bus: Bus, cancel: CancellationToken) {
+        loop {
+            let mut messages = match bus.read(StreamName::Telemetry, ReadFrom::New, None).await {
+                Ok(messages) => messages,
+                Err(err) => {
+                    tracing::warn!(error = %err, "hub failed to read telemetry, retrying");
+                    if sleep_or_cancel(&cancel).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    () = cancel.cancelled() => return,
+                    next = messages.next() => next,
+                };
+                match next {
+                    Some(Ok(message)) => {
+                        if let Some(frame) = telemetry_frame(&message) {
+                            let _ = self.inner.sender.send(Arc::new(frame));
+                        }
+                    }
+                    Some(Err(_)) | None => break,
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_or_cancel(cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => true,
+        () = tokio::time::sleep(Duration::from_millis(500)) => false,
+    }
+}
+
+/// `{"type":"events","seq":S,"events":[…]}` — the stored commit is embedded as is, after it was
+/// checked to be a valid commit.
+pub(crate) fn event_frame(message: &StoredMessage) -> Option<Frame> {
+    message.decode_commit().ok()?;
+    let events = std::str::from_utf8(&message.payload).ok()?;
+    let text = format!("{{\"type\":\"events\",\"seq\":{},\"events\":{events}}}", message.stream_seq);
+    Some(Frame { seq: Some(message.stream_seq), text: text.into() })
+}
+
+fn telemetry_frame(message: &StoredMessage) -> Option<Frame> {
+    let heartbeat: events::telemetry::Heartbeat = serde_json::from_slice(&message.payload).ok()?;
+    let raw = std::str::from_utf8(&message.payload).ok()?;
+    let node_id = serde_json::to_string(heartbeat.node_id.as_str()).ok()?;
+    let text = format!("{{\"type\":\"telemetry\",\"node_id\":{node_id},\"heartbeat\":{raw}}}");
+    Some(Frame { seq: None, text: text.into() })
+}

@@ -1,0 +1,126 @@
+//! The HTTP face of Nebula: REST over the read models, the live websocket feed, the embedded
+//! dashboard, health and metrics. The only crate that imports axum.
+
+mod agent_http;
+mod api;
+mod assets;
+mod auth;
+mod error;
+mod health;
+mod hub;
+mod ws;
+
+pub use ws::CLOSE_SLOW_CONSUMER;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use bus::Bus;
+use projections::ReadModels;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use agent_http::{AgentView, agent_router, serve_agent};
+pub use auth::{AdminToken, load_or_create_token};
+pub use error::ApiError;
+pub use hub::Hub;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub http_addr: SocketAddr,
+    pub redis_url: String,
+    /// Frames buffered per websocket client before it is disconnected as too slow.
+    pub ws_client_buffer: usize,
+    /// Recent events included in a websocket snapshot.
+    pub snapshot_events: i64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            ws_client_buffer: 4096,
+            snapshot_events: 50,
+        }
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) read: ReadModels,
+    pub(crate) bus: Bus,
+    pub(crate) hub: Hub,
+    pub(crate) token: AdminToken,
+    pub(crate) redis: Arc<health::RedisProbe>,
+    pub(crate) config: Arc<GatewayConfig>,
+}
+
+/// The running gateway: its address and the tasks it owns.
+pub struct Gateway {
+    pub local_addr: SocketAddr,
+}
+
+/// Builds the router (for tests and for [`serve`]).
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/metrics", get(health::metrics))
+        .route("/api/nodes", get(api::list_nodes))
+        .route("/api/nodes/{id}", get(api::get_node))
+        .route("/api/events", get(api::list_events))
+        .route("/api/jobs", get(api::list_jobs))
+        .route("/api/projections", get(api::list_projections))
+        .route("/ws", get(ws::upgrade))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .route("/health", get(health::health))
+        .merge(assets::router())
+        .merge(protected)
+        .fallback(api::not_found)
+        .with_state(state)
+}
+
+/// Starts the live hub and serves HTTP on `config.http_addr` until `cancel` fires.
+pub async fn serve(
+    config: GatewayConfig,
+    read: ReadModels,
+    bus: Bus,
+    token: AdminToken,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+) -> anyhow::Result<Gateway> {
+    use anyhow::Context as _;
+    let hub = Hub::start(bus.clone(), config.ws_client_buffer, tracker, cancel.clone())
+        .await
+        .context("failed to start the live event hub")?;
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("failed to listen on {}", config.http_addr))?;
+    let local_addr = listener.local_addr()?;
+    let state = AppState {
+        read,
+        bus,
+        hub,
+        token,
+        redis: Arc::new(health::RedisProbe::new(&config.redis_url)),
+        config: Arc::new(config),
+    };
+    let app = router(state);
+    tracker.spawn(async move {
+        let shutdown = cancel.clone();
+        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await {
+            tracing::error!(error = %err, "gateway server failed");
+        }
+    });
+    tracing::info!(addr = %local_addr, "gateway listening");
+    Ok(Gateway { local_addr })
+}
+
+/// The token file under a state directory.
+pub fn token_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("admin-token")
+}

@@ -1,0 +1,132 @@
+//! `GET /ws[?since=<seq>]`: a snapshot (or a resume point), then every event after it, in order,
+//! each exactly once, plus live telemetry.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use bus::{ReadFrom, StreamName};
+use events::StreamSeq;
+use futures::StreamExt;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::hub::event_frame;
+use crate::{ApiError, AppState};
+
+/// Close code sent to a client that fell too far behind.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(crate) async fn upgrade(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let since = params
+        .get("since")
+        .map(|raw| raw.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("since must be a stream sequence, got {raw:?}"))))
+        .transpose()?;
+    Ok(upgrade.on_upgrade(move |socket| async move {
+        let reason = serve_client(socket, state.clone(), since.map(StreamSeq)).await;
+        state.bus.metrics().add("nebula_ws_disconnects_total", &[("reason", reason)], 1.0);
+    }))
+}
+
+async fn send(socket: &mut WebSocket, message: Message) -> Result<(), &'static str> {
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("closed"),
+        Err(_) => Err("send_timeout"),
+    }
+}
+
+async fn serve_client(mut socket: WebSocket, state: AppState, since: Option<StreamSeq>) -> &'static str {
+    // Subscribe first: everything after `head` will be in the receiver.
+    let mut subscription = state.hub.subscribe();
+    let start = match since {
+        Some(since) => {
+            let frame = json!({ "type": "resumed", "seq": since.0 }).to_string();
+            if let Err(reason) = send(&mut socket, Message::Text(frame.into())).await {
+                return reason;
+            }
+            since
+        }
+        None => match state.read.snapshot(state.config.snapshot_events).await {
+            Ok(snapshot) => {
+                let seq = StreamSeq(snapshot.seq.max(0) as u64);
+                let frame = json!({ "type": "snapshot", "seq": snapshot.seq, "nodes": snapshot.nodes, "events": snapshot.events });
+                if let Err(reason) = send(&mut socket, Message::Text(frame.to_string().into())).await {
+                    return reason;
+                }
+                seq
+            }
+            Err(err) => {
+                tracing::error!(error = format!("{err:#}"), "failed to read websocket snapshot");
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame { code: 1011, reason: "snapshot unavailable".into() })))
+                    .await;
+                return "snapshot_failed";
+            }
+        },
+    };
+    // Fill the gap (start, head] from the log itself.
+    let mut last_sent = start;
+    if subscription.head > start {
+        match state.bus.read(StreamName::Events, ReadFrom::Seq(StreamSeq(start.0 + 1)), None).await {
+            Ok(mut messages) => {
+                while last_sent < subscription.head {
+                    let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+                    let Ok(Some(Ok(message))) = next else {
+                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "replay failed".into() }))).await;
+                        return "replay_failed";
+                    };
+                    if message.stream_seq > subscription.head {
+                        break;
+                    }
+                    last_sent = message.stream_seq;
+                    if let Some(frame) = event_frame(&message) {
+                        if let Err(reason) = send(&mut socket, Message::Text(frame.text)).await {
+                            return reason;
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "failed to replay events for a websocket client");
+                return "replay_failed";
+            }
+        }
+        last_sent = last_sent.max(subscription.head);
+    }
+    loop {
+        tokio::select! {
+            received = subscription.receiver.recv() => match received {
+                Ok(frame) => {
+                    if let Some(seq) = frame.seq {
+                        if seq <= last_sent {
+                            continue;
+                        }
+                        last_sent = seq;
+                    }
+                    if let Err(reason) = send(&mut socket, Message::Text(frame.text.clone())).await {
+                        return reason;
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::info!(missed, "disconnecting slow websocket client");
+                    let close = CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: format!("slow consumer; resume with since={last_sent}").into() };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(close)))).await;
+                    return "slow_consumer";
+                }
+                Err(RecvError::Closed) => return "shutdown",
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return "client_closed",
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::{Config, Parts, tools};
+
+#[derive(Debug, Parser)]
+#[command(name = "nebula", version, about = "Nebula Command: an event-sourced control plane for homelabs and AI creators")]
+pub struct Cli {
+    /// Configuration file (TOML). Defaults to ./nebula.toml when present; environment overrides it.
+    #[arg(long, global = true, env = "NEBULA_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process: gateway, projector and the local agent.
+    Up,
+    /// Run the HTTP gateway (REST, websocket, dashboard).
+    Gateway,
+    /// Run the projections that keep the Postgres read models up to date.
+    Projector,
+    /// Run the node agent (hardware detection, registration, heartbeats).
+    Agent,
+    /// Apply database migrations and provision the NATS streams, then exit.
+    Migrate,
+    /// Inspect the event log.
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Manage read models.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Follow the event log live, optionally starting in the past.
+    Tail(TailArgs),
+    /// Print a range of the event log in order, then exit.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Only subjects matching this NATS filter, e.g. `nebula.events.node.>`.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Start at a stream sequence (`1200`) or a duration ago (`10m`, `2h`, `1d`); default: only new events.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print each commit as stored (JSON) instead of one line per event.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// First stream sequence (inclusive).
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Last stream sequence (inclusive); default: the end of the log when the replay starts.
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// A NATS subject filter (`nebula.events.job.*`), or an event type or type prefix (`node.`, `job.failed`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Print each commit as stored (JSON) instead of one line per event.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Show each projection's position and lag.
+    List,
+    /// Rebuild a read model from sequence 1 aside, then swap it in (the live model stays online).
+    Rebuild {
+        /// The projection: event_log, nodes, node_telemetry or jobs.
+        name: String,
+    },
+}
+
+/// Logs go to stderr; `RUST_LOG` filters (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Up => serve(&config, Parts::ALL).await,
+        Command::Gateway => serve(&config, Parts::GATEWAY).await,
+        Command::Projector => serve(&config, Parts::PROJECTOR).await,
+        Command::Agent => serve(&config, Parts::AGENT).await,
+        Command::Migrate => tools::migrate(&config).await,
+        Command::Events(EventsCommand::Tail(args)) => tools::tail(&config, args).await,
+        Command::Events(EventsCommand::Replay(args)) => tools::replay(&config, args).await,
+        Command::Projections(ProjectionsCommand::List) => tools::list_projections(&config).await,
+        Command::Projections(ProjectionsCommand::Rebuild { name }) => tools::rebuild(&config, &name).await,
+    }
+}
+
+async fn serve(config: &Config, parts: Parts) -> anyhow::Result<()> {
+    let running = crate::start(config, parts).await?;
+    if let (Some(addr), Some(token)) = (running.gateway_addr, &running.token) {
+        // Printed once, to stdout, not into the logs.
+        println!("\n  Nebula Command is up.\n  Dashboard: http://{addr}/#token={}\n  API token: {}\n", token.expose(), token.expose());
+    }
+    if let Some(addr) = running.agent_addr {
+        tracing::info!(addr = %addr, "agent endpoints listening");
+    }
+    let cancel = running.cancel_token();
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("shutting down"),
+        () = cancel.cancelled() => tracing::error!("a service failed; shutting down"),
+    }
+    let failed = cancel.is_cancelled();
+    running.shutdown().await;
+    if failed { anyhow::bail!("stopped because a service failed (see the log above)") } else { Ok(()) }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Parses `--since`: a stream sequence, or a duration ago (`90s`, `10m`, `2h`, `1d`).
+pub fn parse_since(raw: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<bus::ReadFrom> {
+    if let Ok(seq) = raw.parse::<u64>() {
+        return Ok(bus::ReadFrom::Seq(events::StreamSeq(seq)));
+    }
+    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let amount: i64 = number.parse().with_context(|| format!("--since must be a sequence or a duration like 10m, got {raw:?}"))?;
+    let seconds = match unit {
+        "s" => amount,
+        "m" => amount * 60,
+        "h" => amount * 3600,
+        "d" => amount * 86_400,
+        _ => anyhow::bail!("--since unit must be s, m, h or d, got {raw:?}"),
+    };
+    Ok(bus::ReadFrom::Time(now - chrono::Duration::seconds(seconds)))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn since_takes_sequences_and_durations() {
+        let now = chrono::Utc::now();
+        assert_eq!(parse_since("42", now).unwrap(), bus::ReadFrom::Seq(events::StreamSeq(42)));
+        assert_eq!(parse_since("10m", now).unwrap(), bus::ReadFrom::Time(now - chrono::Duration::minutes(10)));
+        assert!(parse_since("10y", now).is_err());
+        assert!(parse_since("soon", now).is_err());
+    }
+}

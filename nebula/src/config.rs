@@ -1,0 +1,217 @@
+//! One configuration for the binary: defaults ← optional TOML file ← environment.
+//!
+//! Environment: `NATS_URL`, `DATABASE_URL`, `REDIS_URL`, `NEBULA_HTTP_ADDR`, and any other key as
+//! `NEBULA_<KEY>` with `__` for nesting (`NEBULA_AGENT__NODE_ID=gpu-1`,
+//! `NEBULA_PROJECTOR__BATCH_SIZE=1000`). `NEBULA_ADMIN_TOKEN` overrides the stored admin token.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub nats_url: String,
+    pub database_url: String,
+    pub redis_url: String,
+    pub http_addr: SocketAddr,
+    /// Where the agent's own endpoints listen (`/health`, `/metrics`, `/services`, `/gpu`).
+    pub agent_http_addr: SocketAddr,
+    /// Local state (the generated admin token).
+    pub state_dir: PathBuf,
+    pub admin_token: Option<String>,
+    pub projector: ProjectorConfig,
+    pub agent: agent::Config,
+    pub gateway: GatewayTuning,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProjectorConfig {
+    pub batch_size: usize,
+    pub max_attempts: u32,
+    /// Which projections to run (all when empty).
+    pub only: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayTuning {
+    pub ws_client_buffer: usize,
+    pub snapshot_events: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4322".to_owned(),
+            database_url: "postgres://nebula:nebula@127.0.0.1:5432/nebula".to_owned(),
+            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            agent_http_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            state_dir: PathBuf::from(".nebula"),
+            admin_token: None,
+            projector: ProjectorConfig::default(),
+            agent: agent::Config::default(),
+            gateway: GatewayTuning::default(),
+        }
+    }
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        let runner = projections::runner::RunnerConfig::default();
+        Self { batch_size: runner.batch_size, max_attempts: runner.max_attempts, only: Vec::new() }
+    }
+}
+
+impl Default for GatewayTuning {
+    fn default() -> Self {
+        let gateway = gateway::GatewayConfig::default();
+        Self { ws_client_buffer: gateway.ws_client_buffer, snapshot_events: gateway.snapshot_events }
+    }
+}
+
+impl Config {
+    /// Loads from `file` (if given, or `nebula.toml` in the working directory if present) and
+    /// the environment, then validates, reporting every problem at once.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let mut table = toml::Table::new();
+        let implicit = PathBuf::from("nebula.toml");
+        let path = file.map(Path::to_path_buf).or_else(|| implicit.exists().then_some(implicit));
+        if let Some(path) = &path {
+            let text = std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
+            table = text.parse().with_context(|| format!("failed to parse config file {}", path.display()))?;
+        }
+        for (name, value) in env {
+            let key = match name.as_str() {
+                "NATS_URL" => "nats_url".to_owned(),
+                "DATABASE_URL" => "database_url".to_owned(),
+                "REDIS_URL" => "redis_url".to_owned(),
+                "NEBULA_CONFIG" => continue,
+                _ => match name.strip_prefix("NEBULA_") {
+                    Some(rest) if !rest.is_empty() => rest.to_ascii_lowercase(),
+                    _ => continue,
+                },
+            };
+            insert(&mut table, &key.split("__").collect::<Vec<_>>(), &value);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration (defaults ← file ← NEBULA_* environment)")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if !self.nats_url.starts_with("nats://") && !self.nats_url.starts_with("tls://") {
+            problems.push(format!("nats_url must start with nats:// or tls://, got {:?}", self.nats_url));
+        }
+        if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
+            problems.push("database_url must be a postgres:// url".to_owned());
+        }
+        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
+            problems.push(format!("redis_url must start with redis://, got {:?}", self.redis_url));
+        }
+        if self.projector.batch_size == 0 || self.projector.batch_size > 10_000 {
+            problems.push(format!("projector.batch_size must be 1..=10000, got {}", self.projector.batch_size));
+        }
+        if self.projector.max_attempts == 0 {
+            problems.push("projector.max_attempts must be at least 1".to_owned());
+        }
+        for name in &self.projector.only {
+            if projections::by_name(name).is_none() {
+                problems.push(format!("projector.only names unknown projection {name:?}"));
+            }
+        }
+        if self.gateway.ws_client_buffer < 16 {
+            problems.push("gateway.ws_client_buffer must be at least 16".to_owned());
+        }
+        problems.extend(self.agent.validate());
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("invalid configuration:\n  - {}", problems.join("\n  - "))
+        }
+    }
+
+    pub fn bus_config(&self) -> bus::BusConfig {
+        bus::BusConfig { url: self.nats_url.clone(), ..Default::default() }
+    }
+}
+
+/// Sets `path` in `table` to `raw`, typed as an integer, float or boolean when it parses as one.
+fn insert(table: &mut toml::Table, path: &[&str], raw: &str) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut current = table;
+    for part in parents {
+        let entry = current.entry((*part).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else { return };
+        current = next;
+    }
+    let value = if let Ok(i) = raw.parse::<i64>() {
+        toml::Value::Integer(i)
+    } else if let Ok(f) = raw.parse::<f64>() {
+        toml::Value::Float(f)
+    } else if let Ok(b) = raw.parse::<bool>() {
+        toml::Value::Boolean(b)
+    } else {
+        toml::Value::String(raw.to_owned())
+    };
+    current.insert((*last).to_owned(), value);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nebula.toml");
+        std::fs::write(&file, "redis_url = \"redis://filehost:6379\"\n[projector]\nbatch_size = 7\n").unwrap();
+        let config = Config::load_from(
+            Some(&file),
+            env(&[("NATS_URL", "nats://10.0.0.1:4222"), ("NEBULA_PROJECTOR__BATCH_SIZE", "9"), ("NEBULA_AGENT__NODE_ID", "gpu-1"), ("HOME", "/root")]),
+        )
+        .unwrap();
+        assert_eq!(config.nats_url, "nats://10.0.0.1:4222");
+        assert_eq!(config.redis_url, "redis://filehost:6379");
+        assert_eq!(config.projector.batch_size, 9);
+        assert_eq!(config.agent.node_id.as_deref(), Some("gpu-1"));
+        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = Config::load_from(
+            None,
+            env(&[("NATS_URL", "http://x"), ("NEBULA_PROJECTOR__BATCH_SIZE", "0"), ("NEBULA_AGENT__NODE_ID", "a.b")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("nats_url"), "{err}");
+        assert!(err.contains("batch_size"), "{err}");
+        assert!(err.contains("node_id"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::load_from(None, env(&[("NEBULA_HTTP_ADRR", "x")])).unwrap_err();
+        assert!(format!("{err:#}").contains("http_adrr"), "{err:#}");
+    }
+}

@@ -1,0 +1,10 @@
+//! The `nebula` binary's library: configuration, composition of the services, and the CLI's
+//! commands. `main.rs` only parses arguments and calls into here.
+
+pub mod cli;
+pub mod config;
+mod stack;
+mod tools;
+
+pub use config::Config;
+pub use stack::{Parts, Running, start};

@@ -1,0 +1,175 @@
+//! Composing the services into one process: `nebula up` runs all of them, `nebula gateway`,
+//! `nebula projector` and `nebula agent` one each.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bus::{Bus, ServiceContext};
+use gateway::{AdminToken, AgentView};
+use projections::runner::{Runner, RunnerConfig};
+use projections::{PgPool, ReadModels};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Config;
+
+/// Which services to run in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts {
+    pub gateway: bool,
+    pub projector: bool,
+    pub agent: bool,
+}
+
+impl Parts {
+    pub const ALL: Parts = Parts { gateway: true, projector: true, agent: true };
+    pub const GATEWAY: Parts = Parts { gateway: true, projector: false, agent: false };
+    pub const PROJECTOR: Parts = Parts { gateway: false, projector: true, agent: false };
+    pub const AGENT: Parts = Parts { gateway: false, projector: false, agent: true };
+}
+
+/// A running composition. Dropping it does not stop it: call [`Running::shutdown`].
+pub struct Running {
+    pub gateway_addr: Option<SocketAddr>,
+    pub agent_addr: Option<SocketAddr>,
+    pub token: Option<AdminToken>,
+    pub bus: Bus,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Running {
+    /// Resolves when the shutdown token fires (from a signal or a failed service).
+    pub async fn stopped(&self) {
+        self.cancel.cancelled().await;
+    }
+
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops every service and waits (bounded) for their tasks to drain.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.is_err() {
+            tracing::warn!("some tasks did not stop within 10s");
+        }
+    }
+}
+
+struct AgentEndpoints(agent::AgentStatus);
+
+impl AgentView for AgentEndpoints {
+    fn health(&self) -> (bool, serde_json::Value) {
+        self.0.health()
+    }
+    fn metrics(&self) -> String {
+        self.0.metrics()
+    }
+    fn services(&self) -> serde_json::Value {
+        self.0.services()
+    }
+    fn gpu(&self) -> serde_json::Value {
+        self.0.gpu()
+    }
+}
+
+async fn database(config: &Config) -> anyhow::Result<PgPool> {
+    let pool = projections::connect(&config.database_url, 8)
+        .await
+        .with_context(|| format!("failed to connect to postgres at {}", redact(&config.database_url)))?;
+    projections::migrate(&pool).await.context("failed to migrate the database")?;
+    Ok(pool)
+}
+
+/// Hides the password of a URL for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            let user = credentials.split(':').next().unwrap_or_default();
+            format!("{}{user}:****{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Loads the admin token: `admin_token` from config/env if set, else the one stored under
+/// `state_dir` (generated on first run).
+pub(crate) fn admin_token(config: &Config) -> anyhow::Result<(AdminToken, bool)> {
+    if let Some(token) = &config.admin_token {
+        anyhow::ensure!(token.len() >= 16, "NEBULA_ADMIN_TOKEN must be at least 16 characters");
+        return Ok((AdminToken::new(token.as_str()), false));
+    }
+    gateway::load_or_create_token(&config.state_dir)
+        .with_context(|| format!("failed to read or create the admin token under {}", config.state_dir.display()))
+}
+
+/// Starts `parts` of the system. Every long-running task is tracked and stops on the token.
+pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let bus = Bus::connect(config.bus_config())
+        .await
+        .with_context(|| format!("failed to connect to nats at {}", config.nats_url))?;
+    let pool = if parts.gateway || parts.projector { Some(database(config).await?) } else { None };
+    let mut running = Running { gateway_addr: None, agent_addr: None, token: None, bus: bus.clone(), cancel: cancel.clone(), tracker: tracker.clone() };
+
+    if let (true, Some(pool)) = (parts.projector, &pool) {
+        let runner_config = RunnerConfig {
+            batch_size: config.projector.batch_size,
+            max_attempts: config.projector.max_attempts,
+            ..RunnerConfig::default()
+        };
+        for projection in projections::all() {
+            if !config.projector.only.is_empty() && !config.projector.only.iter().any(|n| n == projection.name()) {
+                continue;
+            }
+            let name = projection.name();
+            let runner = Runner::new(pool.clone(), bus.clone(), projection, runner_config.clone());
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                if let Err(err) = runner.run(cancel.clone()).await {
+                    tracing::error!(projection = name, error = format!("{err:#}"), "projection stopped");
+                    cancel.cancel();
+                }
+            });
+        }
+    }
+
+    if let (true, Some(pool)) = (parts.gateway, &pool) {
+        let (token, _) = admin_token(config)?;
+        let gateway_config = gateway::GatewayConfig {
+            http_addr: config.http_addr,
+            redis_url: config.redis_url.clone(),
+            ws_client_buffer: config.gateway.ws_client_buffer,
+            snapshot_events: config.gateway.snapshot_events,
+        };
+        let served = gateway::serve(gateway_config, ReadModels::new(pool.clone()), bus.clone(), token.clone(), &tracker, cancel.clone()).await?;
+        running.gateway_addr = Some(served.local_addr);
+        running.token = Some(token);
+    }
+
+    if parts.agent {
+        let ctx = ServiceContext { bus: bus.clone(), cancel: cancel.clone(), tracker: tracker.clone() };
+        let mut service = agent::build(config.agent.clone(), ctx).context("failed to build the agent")?;
+        let addr = gateway::serve_agent(config.agent_http_addr, Arc::new(AgentEndpoints(service.status())), &tracker, cancel.clone())
+            .await
+            .with_context(|| format!("failed to listen on {} for the agent endpoints", config.agent_http_addr))?;
+        if config.agent.advertise_url.is_none() {
+            service.set_advertise_url(format!("http://{addr}"));
+        }
+        running.agent_addr = Some(addr);
+        let cancel_on_error = cancel.clone();
+        tracker.spawn(async move {
+            if let Err(err) = service.run().await {
+                tracing::error!(error = format!("{err:#}"), "agent stopped");
+                cancel_on_error.cancel();
+            }
+        });
+    }
+    Ok(running)
+}

@@ -1,0 +1,173 @@
+//! One-shot commands: migrate, tail, replay, rebuild.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bus::{Bus, ReadFrom, StoredMessage, StreamName};
+use events::StreamSeq;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::Config;
+use crate::cli::{ReplayArgs, TailArgs, parse_since};
+use crate::stack::redact;
+
+pub(crate) async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let pool = projections::connect(&config.database_url, 2)
+        .await
+        .with_context(|| format!("failed to connect to postgres at {}", redact(&config.database_url)))?;
+    projections::migrate(&pool).await?;
+    Bus::connect(config.bus_config()).await.with_context(|| format!("failed to provision streams on {}", config.nats_url))?;
+    println!("database migrated and streams provisioned");
+    Ok(())
+}
+
+/// One line per event: `seq  time  type  aggregate  correlation  data`.
+fn print_message(out: &mut impl Write, message: &StoredMessage, json: bool, type_filter: Option<&str>) -> std::io::Result<()> {
+    if json {
+        return writeln!(out, "{}", String::from_utf8_lossy(&message.payload));
+    }
+    match message.decode_commit() {
+        Ok(commit) => {
+            for event in commit {
+                if type_filter.is_some_and(|prefix| !event.event_type.starts_with(prefix)) {
+                    continue;
+                }
+                writeln!(
+                    out,
+                    "{:>8}  {}  {:<22} {}/{}#{}  corr={}  {}",
+                    message.stream_seq,
+                    event.occurred_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                    event.event_type,
+                    event.aggregate_type,
+                    event.aggregate_id,
+                    event.aggregate_seq,
+                    event.correlation_id,
+                    event.data
+                )?;
+            }
+            Ok(())
+        }
+        Err(err) => writeln!(out, "{:>8}  {}  <undecodable: {err}>", message.stream_seq, message.subject),
+    }
+}
+
+pub(crate) async fn tail(config: &Config, args: TailArgs) -> anyhow::Result<()> {
+    let bus = Bus::connect_only(config.bus_config()).await?;
+    let from = match &args.since {
+        Some(raw) => parse_since(raw, chrono::Utc::now())?,
+        None => ReadFrom::New,
+    };
+    let mut messages = bus.read(StreamName::Events, from, args.subject.clone()).await?;
+    let stdout = std::io::stdout();
+    loop {
+        let next = tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            next = messages.next() => next,
+        };
+        match next {
+            Some(Ok(message)) => {
+                let mut out = stdout.lock();
+                print_message(&mut out, &message, args.json, None)?;
+                out.flush()?;
+            }
+            Some(Err(err)) => tracing::warn!(error = %err, "read failed; continuing"),
+            None => return Ok(()),
+        }
+    }
+}
+
+pub(crate) async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
+    let bus = Bus::connect_only(config.bus_config()).await?;
+    let head = bus.last_seq(StreamName::Events).await?;
+    let to = StreamSeq(args.to.unwrap_or(head.0).min(head.0));
+    anyhow::ensure!(args.from >= 1, "--from starts at 1");
+    if args.from > to.0 {
+        eprintln!("nothing to replay: the log ends at {head}");
+        return Ok(());
+    }
+    let (subject, type_prefix) = match args.filter.as_deref() {
+        Some(filter) if filter.starts_with("nebula.") => (Some(filter.to_owned()), None),
+        Some(filter) => (None, Some(filter)),
+        None => (None, None),
+    };
+    let mut messages = bus.read(StreamName::Events, ReadFrom::Seq(StreamSeq(args.from)), subject.clone()).await?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    loop {
+        // Everything asked for is already stored, so a long silence means nothing more matches.
+        let next = match tokio::time::timeout(std::time::Duration::from_secs(3), messages.next()).await {
+            Ok(Some(next)) => next?,
+            Ok(None) | Err(_) => break,
+        };
+        if next.stream_seq > to {
+            break;
+        }
+        print_message(&mut out, &next, args.json, type_prefix)?;
+        if next.stream_seq >= to || next.pending == Some(0) {
+            break;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+pub(crate) async fn list_projections(config: &Config) -> anyhow::Result<()> {
+    let pool = projections::connect(&config.database_url, 2).await?;
+    let bus = Bus::connect_only(config.bus_config()).await?;
+    let checkpoints = projections::ReadModels::new(pool).checkpoints().await?;
+    println!("{:<16} {:<10} {:>10} {:>10}", "projection", "stream", "position", "lag");
+    for projection in projections::all() {
+        let position = checkpoints.iter().find(|(n, _)| n == projection.name()).map_or(0, |(_, s)| *s);
+        let head = bus.last_seq(projection.stream()).await?.0 as i64;
+        println!("{:<16} {:<10} {:>10} {:>10}", projection.name(), projection.stream().as_str(), position, (head - position).max(0));
+    }
+    Ok(())
+}
+
+pub(crate) async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
+    let projection = projections::by_name(name).ok_or_else(|| {
+        let known: Vec<&str> = projections::all().iter().map(|p| p.name()).collect();
+        anyhow::anyhow!("unknown projection {name:?}; known: {}", known.join(", "))
+    })?;
+    let pool = projections::connect(&config.database_url, 4).await?;
+    projections::migrate(&pool).await?;
+    let bus = Bus::connect(config.bus_config()).await?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} rebuilding {msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_message(name.to_owned());
+    let progress_bar = Arc::new(bar);
+    let reporter = progress_bar.clone();
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.cancel();
+        }
+    });
+    let runner_config = projections::runner::RunnerConfig {
+        batch_size: config.projector.batch_size.max(1000),
+        max_attempts: config.projector.max_attempts,
+        ..Default::default()
+    };
+    let rebuilt = projections::rebuild::rebuild(
+        &pool,
+        &bus,
+        projection,
+        runner_config,
+        move |position, head| {
+            reporter.set_length(head.0);
+            reporter.set_position(position.0.min(head.0));
+        },
+        cancel,
+    )
+    .await?;
+    progress_bar.finish();
+    println!("rebuilt {name} up to stream sequence {}", rebuilt.position);
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! The node agent: runs on every machine of the fleet. It detects the hardware, registers the
+//! node (a `node.registered` event through the node aggregate), then publishes telemetry
+//! heartbeats on an interval, and deregisters on shutdown. Its own status (for the `/health`,
+//! `/metrics`, `/services` and `/gpu` endpoints the binary serves) is an [`AgentStatus`].
+
+pub mod hardware;
+mod status;
+
+use std::time::Duration;
+
+use bus::ServiceContext;
+use bus::store::{CommandMeta, commands};
+use cqrs_es::AggregateError;
+use domain::node::{Node, NodeCommand, NodeError};
+use events::{Actor, NodeId};
+use serde::Deserialize;
+
+pub use status::AgentStatus;
+
+use crate::hardware::{DetectOptions, GpuBackend, Sampler};
+
+/// The agent's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The node's id; the hostname (sanitized) when absent.
+    pub node_id: Option<String>,
+    /// Seconds between heartbeats.
+    pub heartbeat_interval_secs: f64,
+    /// Skip NVML and the GPU tools (for machines where probing them is unwanted).
+    pub disable_gpu_detection: bool,
+    /// Where the agent's HTTP endpoints will be reachable, announced in the registration.
+    pub advertise_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { node_id: None, heartbeat_interval_secs: 5.0, disable_gpu_detection: false, advertise_url: None }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.heartbeat_interval_secs.is_finite() && self.heartbeat_interval_secs >= 0.05) {
+            problems.push(format!("agent.heartbeat_interval_secs must be at least 0.05, got {}", self.heartbeat_interval_secs));
+        }
+        if let Some(id) = &self.node_id {
+            if let Err(err) = id.parse::<NodeId>() {
+                problems.push(format!("agent.node_id {id:?} is invalid: {err}"));
+            }
+        }
+        problems
+    }
+}
+
+pub struct Agent {
+    config: Config,
+    ctx: ServiceContext,
+    node_id: NodeId,
+    hostname: String,
+    status: AgentStatus,
+}
+
+/// The node id used when none is configured: the hostname, with anything a subject token cannot
+/// hold replaced by `-`.
+pub fn default_node_id(hostname: &str) -> NodeId {
+    let cleaned: String = hostname
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .take(64)
+        .collect();
+    cleaned.parse().unwrap_or_else(|_| "node".parse().unwrap_or_else(|_| unreachable!("\"node\" is a valid id")))
+}
+
+pub fn build(config: Config, ctx: ServiceContext) -> anyhow::Result<Agent> {
+    let problems = config.validate();
+    if !problems.is_empty() {
+        anyhow::bail!("invalid agent configuration: {}", problems.join("; "));
+    }
+    let hostname = sysinfo::System::host_name().unwrap_or_else(|| "localhost".to_owned());
+    let node_id = match &config.node_id {
+        Some(id) => id.parse()?,
+        None => default_node_id(&hostname),
+    };
+    let status = AgentStatus::new(node_id.clone());
+    Ok(Agent { config, ctx, node_id, hostname, status })
+}
+
+impl Agent {
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    /// Where the agent's endpoints are reachable, announced in its registration.
+    pub fn set_advertise_url(&mut self, url: String) {
+        self.config.advertise_url = Some(url);
+    }
+
+    /// A handle on the agent's live status, for its HTTP endpoints.
+    pub fn status(&self) -> AgentStatus {
+        self.status.clone()
+    }
+
+    /// Registers, then heartbeats until the shutdown token fires; then deregisters.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Agent { config, ctx, node_id, hostname, status } = self;
+        let disable = config.disable_gpu_detection;
+        let mut sampler = tokio::task::spawn_blocking(move || {
+            let backend = if disable {
+                GpuBackend::None
+            } else {
+                GpuBackend::detect_with(&DetectOptions::default())
+            };
+            Sampler::new(backend)
+        })
+        .await?;
+        let inventory = {
+            let hostname = hostname.clone();
+            let advertise = config.advertise_url.clone();
+            let (returned, inventory) = tokio::task::spawn_blocking(move || {
+                let inventory = hardware::inventory(sampler.gpu(), &hostname, env!("CARGO_PKG_VERSION"), advertise);
+                (sampler, inventory)
+            })
+            .await?;
+            sampler = returned;
+            inventory
+        };
+        status.set_inventory(inventory.clone());
+        tracing::info!(node_id = %node_id, gpus = inventory.gpus.len(), gpu_source = %inventory.gpu_source, "hardware detected");
+
+        let node_commands = commands::<Node>(ctx.bus.clone(), ());
+        let actor = Actor::Node(node_id.to_string());
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = node_commands
+                .execute_with_metadata(node_id.as_str(), NodeCommand::Register(inventory.clone()), CommandMeta::new(actor.clone()).into_metadata())
+                .await;
+            match result {
+                Ok(()) => break,
+                Err(AggregateError::UserError(err)) => anyhow::bail!("node registration refused: {err}"),
+                Err(err) => {
+                    status.record_error(format!("registration failed: {err}"));
+                    tracing::warn!(node_id = %node_id, error = %err, "registration failed, retrying");
+                    tokio::select! {
+                        () = ctx.cancel.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        status.set_registered(true);
+        tracing::info!(node_id = %node_id, "node registered");
+
+        let mut interval = tokio::time::interval(Duration::from_secs_f64(config.heartbeat_interval_secs));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sample_seq = 0u64;
+        loop {
+            tokio::select! {
+                () = ctx.cancel.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            sample_seq += 1;
+            let id = node_id.clone();
+            let (returned, heartbeat) = tokio::task::spawn_blocking(move || {
+                let heartbeat = sampler.sample(&id, sample_seq);
+                (sampler, heartbeat)
+            })
+            .await?;
+            sampler = returned;
+            match ctx.bus.publish_heartbeat(&heartbeat).await {
+                Ok(_) => status.record_heartbeat(heartbeat),
+                Err(err) => {
+                    status.record_error(format!("heartbeat failed: {err}"));
+                    tracing::warn!(node_id = %node_id, error = %err, "failed to publish heartbeat");
+                }
+            }
+        }
+
+        // Best effort: say goodbye, but never hang shutdown on it.
+        let goodbye = node_commands.execute_with_metadata(
+            node_id.as_str(),
+            NodeCommand::Deregister { reason: "agent stopped".to_owned() },
+            CommandMeta::new(actor).into_metadata(),
+        );
+        match tokio::time::timeout(Duration::from_secs(3), goodbye).await {
+            Ok(Ok(())) => tracing::info!(node_id = %node_id, "node deregistered"),
+            Ok(Err(AggregateError::UserError(NodeError::NotRegistered))) => {}
+            Ok(Err(err)) => tracing::warn!(node_id = %node_id, error = %err, "failed to deregister"),
+            Err(_) => tracing::warn!(node_id = %node_id, "deregistration timed out"),
+        }
+        Ok(())
+    }
+}
