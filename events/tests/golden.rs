@@ -1,0 +1,126 @@
+//! Golden JSON for every event type: the stored bytes of each event are pinned, so a rename or
+//! a changed field fails here before it reaches a stored log. Regenerate deliberately with
+//! `UPDATE_GOLDEN=1 cargo test -p events --test golden` and review the diff.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use events::job::{JobCancelled, JobCompleted, JobEvent, JobFailed, JobProgressed, JobRequested, JobStarted};
+use events::node::{GpuInfo, NodeDeregistered, NodeEvent, NodeRegistered};
+use events::telemetry::{GpuSample, Heartbeat};
+use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+fn at() -> DateTime<Utc> {
+    "2026-11-24T10:00:00.123456Z".parse().unwrap()
+}
+
+fn envelope<E: DomainEvent>(aggregate_id: &str, seq: u64, event: &E) -> EventEnvelope {
+    let mut envelope = EventEnvelope::new(
+        aggregate_id,
+        seq,
+        event,
+        CorrelationId(Uuid::parse_str("0192f0c0-0000-7000-8000-00000000c0de").unwrap()),
+        Some(EventId(Uuid::parse_str("0192f0c0-0000-7000-8000-0000000ca05e").unwrap())),
+        Actor::Service("golden".to_owned()),
+    );
+    envelope.event_id = EventId(Uuid::parse_str("0192f0c0-0000-7000-8000-000000000001").unwrap());
+    envelope.occurred_at = at();
+    envelope
+}
+
+fn check(name: &str, value: Value) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.json"));
+    let rendered = serde_json::to_string_pretty(&value).unwrap() + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &rendered).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
+    assert_eq!(rendered, expected, "wire format of {name} changed");
+}
+
+fn golden<E: DomainEvent + PartialEq + std::fmt::Debug>(aggregate_id: &str, event: E) {
+    let envelope = envelope(aggregate_id, 3, &event);
+    check(event.event_type(), serde_json::to_value(&envelope).unwrap());
+    // And the stored bytes read back as the same typed event.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{}.json", event.event_type()));
+    let stored: EventEnvelope = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(stored.decode::<E>().unwrap(), event);
+}
+
+fn node_registered() -> NodeRegistered {
+    NodeRegistered {
+        hostname: "gpu-box".to_owned(),
+        os: "Debian GNU/Linux 12".to_owned(),
+        kernel: "6.1.0-26-amd64".to_owned(),
+        cpu_model: "AMD Ryzen 9 7950X".to_owned(),
+        cpu_cores: 32,
+        memory_total_bytes: 68_719_476_736,
+        disk_total_bytes: 2_000_398_934_016,
+        gpus: vec![GpuInfo {
+            index: 0,
+            name: "NVIDIA GeForce RTX 4090".to_owned(),
+            vendor: "nvidia".to_owned(),
+            uuid: Some("GPU-5c5d5f4e-1111-2222-3333-444455556666".to_owned()),
+            memory_total_bytes: 25_757_220_864,
+            driver_version: Some("550.54.15".to_owned()),
+        }],
+        gpu_source: "nvml".to_owned(),
+        agent_version: "0.0.0".to_owned(),
+        agent_url: Some("http://10.0.0.5:8081".to_owned()),
+    }
+}
+
+#[test]
+fn node_events() {
+    golden("gpu-box", NodeEvent::Registered(node_registered()));
+    golden("gpu-box", NodeEvent::Deregistered(NodeDeregistered { reason: "agent stopped".to_owned() }));
+}
+
+#[test]
+fn job_events() {
+    let id = "0192f0c0-0000-7000-8000-00000000a0b1".to_owned();
+    golden(&id, JobEvent::Requested(JobRequested { kind: "render.txt2img".to_owned(), priority: 5, params: json!({"prompt": "a red fox", "seed": 42}) }));
+    golden(&id, JobEvent::Started(JobStarted { worker: "render-1".to_owned(), node_id: Some("gpu-box".to_owned()) }));
+    golden(&id, JobEvent::Progressed(JobProgressed { value: 7, max: 20 }));
+    golden(&id, JobEvent::Completed(JobCompleted { result: json!({"artifacts": ["sha256:ab12"]}) }));
+    golden(&id, JobEvent::Failed(JobFailed { reason: "comfyui execution_error".to_owned(), retryable: true }));
+    golden(&id, JobEvent::Cancelled(JobCancelled { reason: "cancelled by user".to_owned() }));
+}
+
+#[test]
+fn every_event_type_has_a_golden_file() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    for event_type in NodeEvent::EVENT_TYPES.iter().chain(JobEvent::EVENT_TYPES) {
+        assert!(dir.join(format!("{event_type}.json")).exists(), "no golden file for {event_type}");
+    }
+}
+
+#[test]
+fn heartbeat() {
+    let heartbeat = Heartbeat {
+        node_id: "gpu-box".parse().unwrap(),
+        sampled_at: at(),
+        sample_seq: 17,
+        cpu_percent: 12.5,
+        load_avg_1m: 0.75,
+        memory_used_bytes: 8_589_934_592,
+        memory_total_bytes: 68_719_476_736,
+        disk_used_bytes: 500_000_000_000,
+        disk_total_bytes: 2_000_398_934_016,
+        gpus: vec![GpuSample {
+            index: 0,
+            utilization_percent: Some(55.0),
+            memory_used_bytes: 4_294_967_296,
+            memory_total_bytes: 25_757_220_864,
+            temperature_c: Some(61.0),
+            power_watts: None,
+        }],
+        uptime_secs: 86_400,
+    };
+    check("telemetry.heartbeat", serde_json::to_value(&heartbeat).unwrap());
+    let stored = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/telemetry.heartbeat.json")).unwrap();
+    assert_eq!(serde_json::from_str::<Heartbeat>(&stored).unwrap(), heartbeat);
+}
