@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// A nats-server ≥ 2.10 with JetStream, private to one test: own port, own store. Killed on drop.
+/// A nats-server ≥ 2.10 with JetStream, private to one test: own port, own store, the default
+/// 1 MiB max_payload. Killed on drop.
 pub struct NatsServer {
     binary: PathBuf,
     port: u16,
@@ -59,7 +60,6 @@ impl NatsServer {
         let child = Command::new(&self.binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.store.path().join("js"))
-            .args(["--max_payload", "1048576"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -68,7 +68,10 @@ impl NatsServer {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {} in 10s", self.port);
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(self.store.path().join("server.log")).unwrap_or_default();
+                panic!("nats-server did not listen on {} in 10s; its log:\n{log}", self.port);
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
