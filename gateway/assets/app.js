@@ -566,6 +566,19 @@
     }
   }
 
+  // Checks `token` against an authenticated endpoint; a 401 means it was
+  // rejected. Network errors and other statuses are left to the backoff loop.
+  async function probeToken(token) {
+    let status = 0;
+    try {
+      const res = await fetch('/api/nodes', { headers: { Authorization: 'Bearer ' + token }, cache: 'no-store' });
+      status = res.status;
+    } catch (_e) {
+      return;
+    }
+    if (status === 401 && getToken() === token) tokenRejected();
+  }
+
   // ---- connection status ---------------------------------------------
 
   function setConn(s) {
@@ -611,6 +624,10 @@
       return;
     }
     ws = sock;
+    let opened = false;
+    sock.onopen = () => {
+      opened = true;
+    };
     sock.onmessage = (ev) => {
       if (gen !== wsGeneration) return;
       let frame;
@@ -634,6 +651,10 @@
         return;
       }
       scheduleReconnect();
+      // The gateway may refuse the upgrade itself with HTTP 401, which a
+      // browser only reports as a failed handshake: ask REST whether the
+      // token is the reason.
+      if (!opened) probeToken(token);
     };
     sock.onerror = () => {
       /* onclose follows; handled there */

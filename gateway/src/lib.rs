@@ -5,6 +5,7 @@ mod agent_http;
 mod api;
 mod assets;
 mod auth;
+mod commands;
 mod error;
 mod health;
 mod hub;
@@ -17,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use bus::Bus;
 use projections::ReadModels;
 use tokio_util::sync::CancellationToken;
@@ -72,7 +73,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/nodes", get(api::list_nodes))
         .route("/api/nodes/{id}", get(api::get_node))
         .route("/api/events", get(api::list_events))
-        .route("/api/jobs", get(api::list_jobs))
+        .route("/api/jobs", get(api::list_jobs).post(commands::submit_job))
+        .route("/api/jobs/{id}/cancel", post(commands::cancel_job))
         .route("/api/projections", get(api::list_projections))
         .route("/ws", get(ws::upgrade))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
@@ -81,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(assets::router())
         .merge(protected)
         .fallback(api::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(256 * 1024))
         .with_state(state)
 }
 

@@ -1,0 +1,85 @@
+//! Shared set-up for the binary's end-to-end tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bus::{Bus, BusConfig, ExpectedSeq};
+use events::node::{NodeEvent, NodeRegistered};
+use events::{Actor, CorrelationId, EventEnvelope};
+use nebula::Config;
+use sqlx::PgPool;
+use testkit::NatsServer;
+
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
+/// The URL of the database `#[sqlx::test]` made for this test.
+pub fn database_url(pool: &PgPool) -> String {
+    let base = testkit::database_url();
+    let database = pool.connect_options().get_database().unwrap_or("postgres").to_owned();
+    match base.rfind('/') {
+        Some(slash) if base[..slash].contains("://") && slash > base.find("://").unwrap() + 2 => format!("{}/{database}", &base[..slash]),
+        _ => format!("{base}/{database}"),
+    }
+}
+
+pub fn config(nats: &NatsServer, pool: &PgPool, state_dir: &std::path::Path) -> Config {
+    let mut config = Config {
+        nats_url: nats.url(),
+        database_url: database_url(pool),
+        redis_url: testkit::redis_url(),
+        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        agent_http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        state_dir: state_dir.to_path_buf(),
+        admin_token: Some(TOKEN.to_owned()),
+        ..Config::default()
+    };
+    config.agent.node_id = Some("test-node".to_owned());
+    config.agent.heartbeat_interval_secs = 0.2;
+    config.agent.disable_gpu_detection = true;
+    config.projector.batch_size = 200;
+    config
+}
+
+pub async fn bus(nats: &NatsServer) -> Bus {
+    Bus::connect(BusConfig { url: nats.url(), ..Default::default() }).await.unwrap()
+}
+
+pub fn registered(node: &str) -> EventEnvelope {
+    EventEnvelope::new(
+        node,
+        1,
+        &NodeEvent::Registered(NodeRegistered {
+            hostname: format!("{node}.lan"),
+            os: "Debian GNU/Linux 12".into(),
+            kernel: "6.1".into(),
+            cpu_model: "test".into(),
+            cpu_cores: 4,
+            memory_total_bytes: 8 << 30,
+            disk_total_bytes: 1 << 40,
+            gpus: vec![events::node::GpuInfo {
+                index: 0,
+                name: "Simulated GPU".into(),
+                vendor: "simulated".into(),
+                uuid: None,
+                memory_total_bytes: 24 << 30,
+                driver_version: None,
+            }],
+            gpu_source: "none".into(),
+            agent_version: "0.0.0".into(),
+            agent_url: None,
+        }),
+        CorrelationId::new(),
+        None,
+        Actor::system(),
+    )
+}
+
+/// Appends one registration event for `node`; returns its stream sequence.
+pub async fn publish(bus: &Bus, node: &str) -> u64 {
+    bus.append(&[registered(node)], ExpectedSeq::Any).await.unwrap().stream_seq.0
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+}
