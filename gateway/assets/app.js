@@ -703,7 +703,7 @@
   function renderStatusCell(node, now) {
     const td = h('td', 'status');
     const s = nodeStatus(node, now);
-    const badge = h('span', 'badge badge-' + s, s === 'unknown' ? DASH : s);
+    const badge = h('span', 'badge badge-' + s, s === 'unknown' ? text(node.status) : s);
     if (s === 'offline' && str(node.deregister_reason)) badge.title = 'reason: ' + str(node.deregister_reason);
     td.appendChild(badge);
     td.dataset.status = s;

@@ -28,6 +28,8 @@ struct Inner {
     /// subscriber knows exactly where its live feed starts.
     head: Mutex<StreamSeq>,
     clients: AtomicUsize,
+    /// Fires when the gateway shuts down: every client is then told it is going away.
+    shutdown: CancellationToken,
 }
 
 #[derive(Clone)]
@@ -53,7 +55,7 @@ impl Hub {
     pub async fn start(bus: Bus, capacity: usize, tracker: &TaskTracker, cancel: CancellationToken) -> Result<Hub, bus::BusError> {
         let head = bus.last_seq(StreamName::Events).await?;
         let (sender, _) = broadcast::channel(capacity.max(16));
-        let hub = Hub { inner: Arc::new(Inner { sender, head: Mutex::new(head), clients: AtomicUsize::new(0) }) };
+        let hub = Hub { inner: Arc::new(Inner { sender, head: Mutex::new(head), clients: AtomicUsize::new(0), shutdown: cancel.clone() }) };
         tracker.spawn(hub.clone().pump_events(bus.clone(), cancel.clone()));
         tracker.spawn(hub.clone().pump_telemetry(bus, cancel));
         Ok(hub)
@@ -61,6 +63,11 @@ impl Hub {
 
     pub fn clients(&self) -> usize {
         self.inner.clients.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the gateway is shutting down.
+    pub(crate) async fn shutting_down(&self) {
+        self.inner.shutdown.cancelled().await;
     }
 
     pub(crate) fn subscribe(&self) -> Subscription {

@@ -123,6 +123,11 @@ async fn serve_client(mut socket: WebSocket, state: AppState, since: Option<Stre
                 }
                 Err(RecvError::Closed) => return "shutdown",
             },
+            () = state.hub.shutting_down() => {
+                let close = CloseFrame { code: 1001, reason: format!("gateway shutting down; resume with since={last_sent}").into() };
+                let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(close)))).await;
+                return "shutdown";
+            }
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return "client_closed",
                 Some(Ok(_)) => {}

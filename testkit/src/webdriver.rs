@@ -59,10 +59,11 @@ impl Browser {
 
     async fn command(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
         let url = format!("{}/session/{}/{}", self.base, self.session, path);
-        let response: Value = self
-            .http
-            .request(method, url)
-            .json(&body)
+        let mut request = self.http.request(method, url);
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let response: Value = request
             .send()
             .await
             .expect("webdriver request failed")
@@ -86,9 +87,8 @@ impl Browser {
 
     /// A PNG screenshot of the page.
     pub async fn screenshot_png(&self) -> Vec<u8> {
-        use base64_decode as decode;
         let value = self.command(reqwest::Method::GET, "screenshot", Value::Null).await;
-        decode(value.as_str().unwrap_or_default())
+        base64_decode(value.as_str().unwrap_or_default())
     }
 }
 
