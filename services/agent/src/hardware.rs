@@ -5,11 +5,10 @@
 //! `rocm-smi` tool (AMD), else none. A tool is chosen only if it runs and reports at least one GPU,
 //! so a machine with `nvidia-smi` installed but no working driver still falls through to `rocm-smi`.
 //!
-//! Host facts come from `sysinfo`. Disk figures are those of **the filesystem holding `/`** (the
-//! last mount on `/`, so an over-mount wins): summing "real" disks would double-count bind mounts,
+//! Host facts come from `sysinfo`. Disk figures are those of **the filesystem holding `/`**
+//! (`statvfs("/")`, the visible root): summing "real" disks would double-count bind mounts,
 //! btrfs subvolumes and overlay roots, and tmpfs is RAM. Inside a container whose root is an
-//! overlay, that is the filesystem backing the overlay. "Used" is total − available, so blocks
-//! reserved for root count as used.
+//! overlay, that is the filesystem backing the overlay. "Used" is total − free, as `df` shows it.
 //!
 //! Everything here blocks (NVML calls, spawning tools, reading `/proc`): call it from
 //! `spawn_blocking` or a dedicated thread. Tools are killed after [`TOOL_TIMEOUT`], so a wedged

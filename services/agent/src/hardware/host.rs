@@ -1,13 +1,12 @@
 //! Host facts and periodic samples: CPU, memory, the root filesystem, load and uptime.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use events::NodeId;
 use events::node::NodeRegistered;
 use events::telemetry::Heartbeat;
-use sysinfo::{CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, RefreshKind, System};
+use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 use tracing::{info, warn};
 
 use super::GpuBackend;
@@ -39,7 +38,6 @@ pub fn inventory(
         0 => std::thread::available_parallelism().map_or(1, |cores| cores.get()),
         cores => cores,
     };
-    let mut disks = root_disks();
     let gpus = gpu.inventory().unwrap_or_else(|err| {
         warn!(
             gpu_source = gpu.source_name(),
@@ -55,7 +53,7 @@ pub fn inventory(
         cpu_model,
         cpu_cores: u32::try_from(cpu_cores).unwrap_or(u32::MAX),
         memory_total_bytes: system.total_memory(),
-        disk_total_bytes: root_disk_usage(&mut disks).total,
+        disk_total_bytes: root_disk_usage().total,
         gpus,
         gpu_source: gpu.source_name().to_owned(),
         agent_version: agent_version.to_owned(),
@@ -69,7 +67,6 @@ pub fn inventory(
 pub struct Sampler {
     gpu: GpuBackend,
     system: System,
-    disks: Disks,
     gpu_warnings: WarningLimiter,
 }
 
@@ -80,7 +77,6 @@ impl Sampler {
         Self {
             gpu,
             system,
-            disks: root_disks(),
             gpu_warnings: WarningLimiter::new(GPU_WARNING_INTERVAL),
         }
     }
@@ -96,7 +92,7 @@ impl Sampler {
         self.system.refresh_cpu_usage();
         self.system
             .refresh_memory_specifics(MemoryRefreshKind::nothing().with_ram());
-        let disk = root_disk_usage(&mut self.disks);
+        let disk = root_disk_usage();
         let gpus = match self.gpu.sample() {
             Ok(gpus) => {
                 if self.gpu_warnings.succeeded() {
@@ -146,26 +142,15 @@ struct DiskUsage {
     used: u64,
 }
 
-/// The mount list, without reading any filesystem's size yet (that can hang on network mounts).
-fn root_disks() -> Disks {
-    Disks::new_with_refreshed_list_specifics(DiskRefreshKind::nothing())
-}
-
-/// Size of the filesystem holding `/`: the last mount on `/`, which is the one visible. Only that
-/// filesystem is asked; zeroes when there is none in the list.
-fn root_disk_usage(disks: &mut Disks) -> DiskUsage {
-    let Some(root) = disks
-        .list_mut()
-        .iter_mut()
-        .rev()
-        .find(|disk| disk.mount_point() == Path::new("/"))
-    else {
-        return DiskUsage::default();
-    };
-    root.refresh_specifics(DiskRefreshKind::nothing().with_storage());
-    DiskUsage {
-        total: root.total_space(),
-        used: root.total_space().saturating_sub(root.available_space()),
+/// Size of the filesystem holding `/`, as `df` reports it: used = total − free, so blocks
+/// reserved for root count as free, not used. Zeroes when it cannot be read.
+fn root_disk_usage() -> DiskUsage {
+    match rustix::fs::statvfs("/") {
+        Ok(stat) => DiskUsage {
+            total: stat.f_blocks.saturating_mul(stat.f_frsize),
+            used: stat.f_blocks.saturating_sub(stat.f_bfree).saturating_mul(stat.f_frsize),
+        },
+        Err(_) => DiskUsage::default(),
     }
 }
 
@@ -302,22 +287,21 @@ mod tests {
 
     #[test]
     fn the_root_filesystem_matches_df() {
-        let mut disks = root_disks();
-        let usage = root_disk_usage(&mut disks);
+        let usage = root_disk_usage();
         // coreutils' df reports the same filesystem.
         let _guard = SPAWN_LOCK
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let output = std::process::Command::new("df")
-            .args(["-B1", "--output=size", "/"])
+            .args(["-B1", "--output=size,used", "/"])
             .output()
             .unwrap();
-        let size: u64 = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .nth(1)
-            .and_then(|line| line.trim().parse().ok())
-            .unwrap();
+        let line = String::from_utf8_lossy(&output.stdout).lines().nth(1).unwrap().to_owned();
+        let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().unwrap());
+        let (size, used) = (fields.next().unwrap(), fields.next().unwrap());
         assert_eq!(usage.total, size);
+        // Usage moves between the two reads; a few MiB of slack.
+        assert!(usage.used.abs_diff(used) < 64 << 20, "used {} vs df {used}", usage.used);
     }
 
     #[test]
