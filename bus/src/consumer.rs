@@ -37,7 +37,11 @@ impl ConsumerSpec {
             durable: durable.into(),
             filter_subject: None,
             max_deliver: 5,
-            backoff: vec![Duration::from_millis(200), Duration::from_secs(1), Duration::from_secs(5)],
+            backoff: vec![
+                Duration::from_millis(200),
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+            ],
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 1000,
         }
@@ -45,7 +49,11 @@ impl ConsumerSpec {
 
     fn delay_after(&self, delivered: i64) -> Duration {
         let index = usize::try_from(delivered.saturating_sub(1)).unwrap_or(0);
-        self.backoff.get(index).or(self.backoff.last()).copied().unwrap_or(Duration::from_secs(1))
+        self.backoff
+            .get(index)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
     }
 }
 
@@ -93,22 +101,48 @@ impl Bus {
     /// Stores a poison message on the DLQ. Idempotent per origin and sequence.
     pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BusError> {
         let subject = events::subjects::dlq(&letter.origin);
-        let id = format!("dlq-{}-{}-{}", letter.origin, letter.origin_stream.as_str(), letter.origin_seq);
-        let reason: String = letter.reason.chars().filter(|c| !c.is_control()).take(1000).collect();
+        let id = format!(
+            "dlq-{}-{}-{}",
+            letter.origin,
+            letter.origin_stream.as_str(),
+            letter.origin_seq
+        );
+        let reason: String = letter
+            .reason
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(1000)
+            .collect();
         let headers = vec![
             ("Nebula-Dlq-Reason".to_owned(), reason),
-            ("Nebula-Origin-Stream".to_owned(), letter.origin_stream.as_str().to_owned()),
+            (
+                "Nebula-Origin-Stream".to_owned(),
+                letter.origin_stream.as_str().to_owned(),
+            ),
             ("Nebula-Origin-Subject".to_owned(), letter.origin_subject),
-            ("Nebula-Origin-Seq".to_owned(), letter.origin_seq.to_string()),
+            (
+                "Nebula-Origin-Seq".to_owned(),
+                letter.origin_seq.to_string(),
+            ),
         ];
-        self.publish_raw(subject, id, headers, letter.payload).await?;
-        self.metrics.add("nebula_dead_letters_total", &[("origin", &letter.origin)], 1.0);
+        self.publish_raw(subject, id, headers, letter.payload)
+            .await?;
+        self.metrics.add(
+            "nebula_dead_letters_total",
+            &[("origin", &letter.origin)],
+            1.0,
+        );
         Ok(())
     }
 
     /// Runs `handler` over a durable consumer until `cancel` fires. Each delivery is acked,
     /// nak'ed with backoff, or dead-lettered and terminated, according to the handler's outcome.
-    pub async fn consume<F, Fut>(&self, spec: ConsumerSpec, cancel: CancellationToken, mut handler: F) -> Result<(), BusError>
+    pub async fn consume<F, Fut>(
+        &self,
+        spec: ConsumerSpec,
+        cancel: CancellationToken,
+        mut handler: F,
+    ) -> Result<(), BusError>
     where
         F: FnMut(&Delivery) -> Fut,
         Fut: Future<Output = Outcome>,
@@ -146,7 +180,12 @@ impl Bus {
                 Some(Ok(message)) => message,
             };
             let (delivered, stream_seq, published, pending) = match message.info() {
-                Ok(info) => (info.delivered, StreamSeq(info.stream_sequence), from_offset(info.published), info.pending),
+                Ok(info) => (
+                    info.delivered,
+                    StreamSeq(info.stream_sequence),
+                    from_offset(info.published),
+                    info.pending,
+                ),
                 Err(err) => {
                     tracing::warn!(consumer = %spec.durable, error = %err, "delivery without metadata");
                     continue;
@@ -157,11 +196,19 @@ impl Bus {
                 stream_seq,
                 subject: message.subject.to_string(),
                 published,
-                headers: message.headers.as_ref().map(header_pairs).unwrap_or_default(),
+                headers: message
+                    .headers
+                    .as_ref()
+                    .map(header_pairs)
+                    .unwrap_or_default(),
                 payload: message.payload,
                 pending: Some(pending),
             };
-            let delivery = Delivery { message: stored, delivered, acker };
+            let delivery = Delivery {
+                message: stored,
+                delivered,
+                acker,
+            };
             let outcome = handler(&delivery).await;
             if let Err(err) = self.settle(&spec, &delivery, outcome).await {
                 tracing::warn!(consumer = %spec.durable, stream_seq = %stream_seq, error = %err, "failed to settle delivery; it will be redelivered");
@@ -169,18 +216,33 @@ impl Bus {
         }
     }
 
-    async fn settle(&self, spec: &ConsumerSpec, delivery: &Delivery, outcome: Outcome) -> Result<(), BusError> {
+    async fn settle(
+        &self,
+        spec: &ConsumerSpec,
+        delivery: &Delivery,
+        outcome: Outcome,
+    ) -> Result<(), BusError> {
         let ack = |kind| async move {
-            delivery.acker.ack_with(kind).await.map_err(|err| BusError::msg(BusErrorKind::Other, err.to_string()))
+            delivery
+                .acker
+                .ack_with(kind)
+                .await
+                .map_err(|err| BusError::msg(BusErrorKind::Other, err.to_string()))
         };
         let reason = match outcome {
             Outcome::Ack => return ack(AckKind::Ack).await,
             Outcome::Retry(reason) if delivery.delivered < spec.max_deliver => {
                 tracing::info!(consumer = %spec.durable, stream_seq = %delivery.message.stream_seq, delivered = delivery.delivered, reason = %reason, "retrying delivery");
-                self.metrics.add("nebula_consumer_retries_total", &[("consumer", &spec.durable)], 1.0);
+                self.metrics.add(
+                    "nebula_consumer_retries_total",
+                    &[("consumer", &spec.durable)],
+                    1.0,
+                );
                 return ack(AckKind::Nak(Some(spec.delay_after(delivery.delivered)))).await;
             }
-            Outcome::Retry(reason) => format!("gave up after {} deliveries: {reason}", delivery.delivered),
+            Outcome::Retry(reason) => {
+                format!("gave up after {} deliveries: {reason}", delivery.delivered)
+            }
             Outcome::Reject(reason) => reason,
         };
         tracing::warn!(consumer = %spec.durable, stream_seq = %delivery.message.stream_seq, reason = %reason, "dead-lettering message");

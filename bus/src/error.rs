@@ -47,15 +47,30 @@ pub struct BusError {
 
 impl BusError {
     pub fn new(kind: BusErrorKind) -> Self {
-        Self { kind, detail: None, source: None }
+        Self {
+            kind,
+            detail: None,
+            source: None,
+        }
     }
 
     pub fn msg(kind: BusErrorKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: Some(detail.into()), source: None }
+        Self {
+            kind,
+            detail: Some(detail.into()),
+            source: None,
+        }
     }
 
-    pub fn with_source(kind: BusErrorKind, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
-        Self { kind, detail: None, source: Some(source.into()) }
+    pub fn with_source(
+        kind: BusErrorKind,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        Self {
+            kind,
+            detail: None,
+            source: Some(source.into()),
+        }
     }
 
     pub fn kind(&self) -> BusErrorKind {
@@ -74,6 +89,8 @@ impl fmt::Display for BusError {
 
 impl StdError for BusError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+        self.source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
     }
 }

@@ -6,8 +6,8 @@
 //! aggregates with [`store::JetStreamStore`]. Nothing outside this crate sees an
 //! `async_nats::Message`.
 
-mod error;
 pub mod consumer;
+mod error;
 pub mod metrics;
 mod publish;
 mod read;
@@ -20,7 +20,7 @@ use async_nats::jetstream;
 
 pub use error::{BusError, BusErrorKind};
 pub use publish::{Appended, ExpectedSeq};
-pub use read::{ReadFrom, StoredMessage, MessageStream};
+pub use read::{MessageStream, ReadFrom, StoredMessage};
 pub use streams::StreamName;
 
 /// How to reach NATS and how patient to be with it.
@@ -74,14 +74,24 @@ impl Bus {
         // Fail fast if nobody is there, rather than queueing forever.
         tokio::time::timeout(Duration::from_secs(10), client.flush())
             .await
-            .map_err(|_| BusError::msg(BusErrorKind::Connect, format!("no nats server answered at {}", config.url)))?
+            .map_err(|_| {
+                BusError::msg(
+                    BusErrorKind::Connect,
+                    format!("no nats server answered at {}", config.url),
+                )
+            })?
             .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(5))
             .max_ack_inflight(1024)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        Ok(Bus { client, jetstream, config, metrics: metrics::Registry::default() })
+        Ok(Bus {
+            client,
+            jetstream,
+            config,
+            metrics: metrics::Registry::default(),
+        })
     }
 
     pub fn config(&self) -> &BusConfig {
@@ -115,7 +125,10 @@ impl Bus {
         Ok(events::StreamSeq(info.state.last_sequence))
     }
 
-    pub(crate) async fn stream_info(&self, stream: StreamName) -> Result<jetstream::stream::Info, BusError> {
+    pub(crate) async fn stream_info(
+        &self,
+        stream: StreamName,
+    ) -> Result<jetstream::stream::Info, BusError> {
         let mut handle = self
             .jetstream
             .get_stream(stream.as_str())
@@ -128,7 +141,10 @@ impl Bus {
             .map_err(|err| BusError::with_source(BusErrorKind::Other, err))
     }
 
-    pub(crate) async fn stream(&self, stream: StreamName) -> Result<jetstream::stream::Stream, BusError> {
+    pub(crate) async fn stream(
+        &self,
+        stream: StreamName,
+    ) -> Result<jetstream::stream::Stream, BusError> {
         self.jetstream
             .get_stream(stream.as_str())
             .await

@@ -27,7 +27,11 @@ impl Registry {
 
     pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
-        values.get(name).and_then(|series| series.get(&owned(labels))).copied().unwrap_or(0.0)
+        values
+            .get(name)
+            .and_then(|series| series.get(&owned(labels)))
+            .copied()
+            .unwrap_or(0.0)
     }
 
     fn update(&self, name: &str, labels: &[(&str, &str)], f: impl FnOnce(&mut f64)) {
@@ -41,14 +45,20 @@ impl Registry {
         let values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
         for (name, series) in values.iter() {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for (labels, value) in series {
                 if labels.is_empty() {
                     let _ = writeln!(out, "{name} {value}");
                 } else {
-                    let rendered: Vec<String> =
-                        labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+                    let rendered: Vec<String> = labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                        .collect();
                     let _ = writeln!(out, "{name}{{{}}} {value}", rendered.join(","));
                 }
             }
@@ -58,11 +68,17 @@ impl Registry {
 }
 
 fn owned(labels: &[(&str, &str)]) -> Labels {
-    labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -74,8 +90,14 @@ mod tests {
         registry.add("nebula_x_total", &[], 2.0);
         registry.set("nebula_lag_events", &[("projection", "no\"des")], 5.0);
         let text = registry.render();
-        assert!(text.contains("# TYPE nebula_x_total counter\nnebula_x_total 3\n"), "{text}");
-        assert!(text.contains("nebula_lag_events{projection=\"no\\\"des\"} 5"), "{text}");
+        assert!(
+            text.contains("# TYPE nebula_x_total counter\nnebula_x_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("nebula_lag_events{projection=\"no\\\"des\"} 5"),
+            "{text}"
+        );
         assert_eq!(registry.get("nebula_x_total", &[]), 3.0);
     }
 }

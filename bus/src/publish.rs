@@ -33,12 +33,21 @@ impl Bus {
     /// Appends one commit (the events of one command, all of one aggregate) to the event log as a
     /// single message: it is stored whole or not at all. The `Nats-Msg-Id` is the first event's
     /// id, so retrying the same commit is idempotent.
-    pub async fn append(&self, events: &[EventEnvelope], expected: ExpectedSeq) -> Result<Appended, BusError> {
-        let first = events
-            .first()
-            .ok_or_else(|| BusError::msg(BusErrorKind::Other, "a commit needs at least one event"))?;
-        if events.iter().any(|e| e.aggregate_type != first.aggregate_type || e.aggregate_id != first.aggregate_id) {
-            return Err(BusError::msg(BusErrorKind::Other, "a commit may hold events of one aggregate only"));
+    pub async fn append(
+        &self,
+        events: &[EventEnvelope],
+        expected: ExpectedSeq,
+    ) -> Result<Appended, BusError> {
+        let first = events.first().ok_or_else(|| {
+            BusError::msg(BusErrorKind::Other, "a commit needs at least one event")
+        })?;
+        if events.iter().any(|e| {
+            e.aggregate_type != first.aggregate_type || e.aggregate_id != first.aggregate_id
+        }) {
+            return Err(BusError::msg(
+                BusErrorKind::Other,
+                "a commit may hold events of one aggregate only",
+            ));
         }
         events::validate_token(&first.aggregate_type)
             .and_then(|()| events::validate_token(&first.aggregate_id))
@@ -48,8 +57,14 @@ impl Bus {
         let payload_len = payload.len();
         let mut headers = HeaderMap::new();
         headers.insert("Nebula-Event-Type", first.event_type.as_str());
-        headers.insert("Nebula-Correlation-Id", first.correlation_id.to_string().as_str());
-        let mut message = PublishMessage::build().payload(payload).headers(headers).message_id(first.event_id.to_string());
+        headers.insert(
+            "Nebula-Correlation-Id",
+            first.correlation_id.to_string().as_str(),
+        );
+        let mut message = PublishMessage::build()
+            .payload(payload)
+            .headers(headers)
+            .message_id(first.event_id.to_string());
         match expected {
             ExpectedSeq::Any => {}
             ExpectedSeq::NoEvents => message = message.expected_last_subject_sequence(0),
@@ -57,9 +72,13 @@ impl Bus {
         }
         let result = self.publish_with_retry(subject, payload_len, message).await;
         match &result {
-            Ok(appended) if appended.duplicate => self.metrics.inc("nebula_bus_publish_duplicates_total"),
+            Ok(appended) if appended.duplicate => {
+                self.metrics.inc("nebula_bus_publish_duplicates_total")
+            }
             Ok(_) => self.metrics.inc("nebula_bus_events_appended_total"),
-            Err(err) if err.kind() == BusErrorKind::Conflict => self.metrics.inc("nebula_bus_append_conflicts_total"),
+            Err(err) if err.kind() == BusErrorKind::Conflict => {
+                self.metrics.inc("nebula_bus_append_conflicts_total")
+            }
             Err(_) => self.metrics.inc("nebula_bus_publish_errors_total"),
         }
         result
@@ -79,16 +98,33 @@ impl Bus {
         for (name, value) in &headers {
             header_map.insert(name.as_str(), value.as_str());
         }
-        let message = PublishMessage::build().payload(payload).headers(header_map).message_id(message_id);
-        self.publish_with_retry(subject.into(), payload_len, message).await
+        let message = PublishMessage::build()
+            .payload(payload)
+            .headers(header_map)
+            .message_id(message_id);
+        self.publish_with_retry(subject.into(), payload_len, message)
+            .await
     }
 
     /// Publishes a node heartbeat to TELEMETRY.
-    pub async fn publish_heartbeat(&self, heartbeat: &events::telemetry::Heartbeat) -> Result<Appended, BusError> {
-        let subject = events::subjects::telemetry(heartbeat.node_id.as_str(), events::telemetry::Heartbeat::KIND);
-        let payload = serde_json::to_vec(heartbeat).map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
-        let id = format!("hb-{}-{}-{}", heartbeat.node_id, heartbeat.sampled_at.timestamp_micros(), heartbeat.sample_seq);
-        self.publish_raw(subject, id, Vec::new(), Bytes::from(payload)).await
+    pub async fn publish_heartbeat(
+        &self,
+        heartbeat: &events::telemetry::Heartbeat,
+    ) -> Result<Appended, BusError> {
+        let subject = events::subjects::telemetry(
+            heartbeat.node_id.as_str(),
+            events::telemetry::Heartbeat::KIND,
+        );
+        let payload = serde_json::to_vec(heartbeat)
+            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
+        let id = format!(
+            "hb-{}-{}-{}",
+            heartbeat.node_id,
+            heartbeat.sampled_at.timestamp_micros(),
+            heartbeat.sample_seq
+        );
+        self.publish_raw(subject, id, Vec::new(), Bytes::from(payload))
+            .await
     }
 
     async fn publish_with_retry(
@@ -100,24 +136,35 @@ impl Bus {
         if payload_len > self.config.max_payload {
             return Err(BusError::msg(
                 BusErrorKind::TooLarge,
-                format!("{payload_len} bytes is over the limit of {} bytes", self.config.max_payload),
+                format!(
+                    "{payload_len} bytes is over the limit of {} bytes",
+                    self.config.max_payload
+                ),
             ));
         }
         let deadline = Instant::now() + self.config.publish_retry_for;
         let mut delay = Duration::from_millis(50);
         loop {
             let attempt = async {
-                let ack_future = self.jetstream.send_publish(subject.clone(), message.clone()).await?;
+                let ack_future = self
+                    .jetstream
+                    .send_publish(subject.clone(), message.clone())
+                    .await?;
                 ack_future.await
             };
             match attempt.await {
                 Ok(ack) => {
-                    return Ok(Appended { stream_seq: StreamSeq(ack.sequence), duplicate: ack.duplicate });
+                    return Ok(Appended {
+                        stream_seq: StreamSeq(ack.sequence),
+                        duplicate: ack.duplicate,
+                    });
                 }
                 Err(err) => {
                     let transient = matches!(
                         err.kind(),
-                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe | PublishErrorKind::StreamNotFound
+                        PublishErrorKind::TimedOut
+                            | PublishErrorKind::BrokenPipe
+                            | PublishErrorKind::StreamNotFound
                     );
                     if !transient || Instant::now() + delay > deadline {
                         return Err(classify(err));

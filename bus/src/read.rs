@@ -43,7 +43,10 @@ impl StoredMessage {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -73,8 +76,12 @@ impl Bus {
     ) -> Result<MessageStream, BusError> {
         let deliver_policy = match from {
             ReadFrom::Start | ReadFrom::Seq(StreamSeq(0)) => DeliverPolicy::All,
-            ReadFrom::Seq(seq) => DeliverPolicy::ByStartSequence { start_sequence: seq.0 },
-            ReadFrom::Time(at) => DeliverPolicy::ByStartTime { start_time: to_offset(at)? },
+            ReadFrom::Seq(seq) => DeliverPolicy::ByStartSequence {
+                start_sequence: seq.0,
+            },
+            ReadFrom::Time(at) => DeliverPolicy::ByStartTime {
+                start_time: to_offset(at)?,
+            },
             ReadFrom::New => DeliverPolicy::New,
         };
         let handle = self.stream(stream).await?;
@@ -94,7 +101,9 @@ impl Bus {
             let message = item.map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
             stored(message)
         });
-        Ok(MessageStream { inner: Box::pin(inner) })
+        Ok(MessageStream {
+            inner: Box::pin(inner),
+        })
     }
 
     /// Fetches one message by stream sequence.
@@ -132,7 +141,12 @@ impl Bus {
                         pending: None,
                     });
                 }
-                Err(err) if err.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => return Ok(out),
+                Err(err)
+                    if err.kind()
+                        == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+                {
+                    return Ok(out);
+                }
                 Err(err) => return Err(BusError::with_source(BusErrorKind::Other, err)),
             }
         }
@@ -140,18 +154,35 @@ impl Bus {
 }
 
 fn stored(message: async_nats::jetstream::Message) -> Result<StoredMessage, BusError> {
-    let info = message.info().map_err(|err| BusError::msg(BusErrorKind::Other, err.to_string()))?;
+    let info = message
+        .info()
+        .map_err(|err| BusError::msg(BusErrorKind::Other, err.to_string()))?;
     let stream_seq = StreamSeq(info.stream_sequence);
     let published = from_offset(info.published);
-    let headers = message.headers.as_ref().map(header_pairs).unwrap_or_default();
+    let headers = message
+        .headers
+        .as_ref()
+        .map(header_pairs)
+        .unwrap_or_default();
     let pending = Some(info.pending);
-    Ok(StoredMessage { stream_seq, subject: message.subject.to_string(), published, headers, payload: message.payload.clone(), pending })
+    Ok(StoredMessage {
+        stream_seq,
+        subject: message.subject.to_string(),
+        published,
+        headers,
+        payload: message.payload.clone(),
+        pending,
+    })
 }
 
 pub(crate) fn header_pairs(headers: &async_nats::HeaderMap) -> Vec<(String, String)> {
     headers
         .iter()
-        .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.to_string())))
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.to_string()))
+        })
         .collect()
 }
 
@@ -160,6 +191,8 @@ pub(crate) fn from_offset(at: time::OffsetDateTime) -> DateTime<Utc> {
 }
 
 fn to_offset(at: DateTime<Utc>) -> Result<time::OffsetDateTime, BusError> {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.timestamp_nanos_opt().unwrap_or_default()))
-        .map_err(|err| BusError::with_source(BusErrorKind::Other, err))
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+        at.timestamp_nanos_opt().unwrap_or_default(),
+    ))
+    .map_err(|err| BusError::with_source(BusErrorKind::Other, err))
 }

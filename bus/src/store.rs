@@ -24,12 +24,20 @@ pub struct CommandMeta {
 impl CommandMeta {
     /// A new correlation, started by `actor`.
     pub fn new(actor: Actor) -> Self {
-        Self { correlation_id: CorrelationId::new(), causation_id: None, actor }
+        Self {
+            correlation_id: CorrelationId::new(),
+            causation_id: None,
+            actor,
+        }
     }
 
     /// A command caused by `event`: same correlation, caused by that event.
     pub fn caused_by(event: &EventEnvelope, actor: Actor) -> Self {
-        Self { correlation_id: event.correlation_id, causation_id: Some(event.event_id), actor }
+        Self {
+            correlation_id: event.correlation_id,
+            causation_id: Some(event.event_id),
+            actor,
+        }
     }
 
     pub fn into_metadata(self) -> HashMap<String, String> {
@@ -38,7 +46,10 @@ impl CommandMeta {
         if let Some(causation_id) = self.causation_id {
             metadata.insert("causation_id".to_owned(), causation_id.to_string());
         }
-        metadata.insert("actor".to_owned(), serde_json::to_string(&self.actor).unwrap_or_default());
+        metadata.insert(
+            "actor".to_owned(),
+            serde_json::to_string(&self.actor).unwrap_or_default(),
+        );
         metadata
     }
 
@@ -52,7 +63,11 @@ impl CommandMeta {
             .get("actor")
             .and_then(|v| serde_json::from_str(v).ok())
             .unwrap_or_else(Actor::system);
-        Self { correlation_id, causation_id, actor }
+        Self {
+            correlation_id,
+            causation_id,
+            actor,
+        }
     }
 }
 
@@ -87,7 +102,10 @@ pub struct JetStreamStore<A> {
 
 impl<A> JetStreamStore<A> {
     pub fn new(bus: Bus) -> Self {
-        Self { bus, _aggregate: PhantomData }
+        Self {
+            bus,
+            _aggregate: PhantomData,
+        }
     }
 }
 
@@ -106,7 +124,9 @@ where
 fn to_aggregate_error<E: std::error::Error>(err: BusError) -> AggregateError<E> {
     match err.kind() {
         BusErrorKind::Conflict => AggregateError::AggregateConflict,
-        BusErrorKind::Connect | BusErrorKind::Timeout => AggregateError::DatabaseConnectionError(Box::new(err)),
+        BusErrorKind::Connect | BusErrorKind::Timeout => {
+            AggregateError::DatabaseConnectionError(Box::new(err))
+        }
         BusErrorKind::Decode => AggregateError::DeserializationError(Box::new(err)),
         _ => AggregateError::UnexpectedError(Box::new(err)),
     }
@@ -117,8 +137,14 @@ where
     A: Aggregate,
     A::Event: events::DomainEvent,
 {
-    async fn load(&self, aggregate_id: &str) -> Result<(Vec<(EventEnvelope, A::Event)>, StreamSeq), BusError> {
-        let subject = events::subjects::event(<A::Event as events::DomainEvent>::AGGREGATE_TYPE, aggregate_id);
+    async fn load(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<(Vec<(EventEnvelope, A::Event)>, StreamSeq), BusError> {
+        let subject = events::subjects::event(
+            <A::Event as events::DomainEvent>::AGGREGATE_TYPE,
+            aggregate_id,
+        );
         let messages = self.bus.read_subject(&subject).await?;
         let mut last_stream_seq = StreamSeq(0);
         let mut out = Vec::new();
@@ -145,7 +171,10 @@ where
 {
     type AC = JetStreamContext<A>;
 
-    async fn load_events(&self, aggregate_id: &str) -> Result<Vec<cqrs_es::EventEnvelope<A>>, AggregateError<A::Error>> {
+    async fn load_events(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<cqrs_es::EventEnvelope<A>>, AggregateError<A::Error>> {
         let (events, _) = self.load(aggregate_id).await.map_err(to_aggregate_error)?;
         Ok(events
             .into_iter()
@@ -158,15 +187,24 @@ where
             .collect())
     }
 
-    async fn load_aggregate(&self, aggregate_id: &str) -> Result<JetStreamContext<A>, AggregateError<A::Error>> {
-        let (events, last_stream_seq) = self.load(aggregate_id).await.map_err(to_aggregate_error)?;
+    async fn load_aggregate(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<JetStreamContext<A>, AggregateError<A::Error>> {
+        let (events, last_stream_seq) =
+            self.load(aggregate_id).await.map_err(to_aggregate_error)?;
         let mut aggregate = A::default();
         let mut last_aggregate_seq = 0;
         for (envelope, event) in events {
             last_aggregate_seq = envelope.aggregate_seq;
             aggregate.apply(event);
         }
-        Ok(JetStreamContext { aggregate, aggregate_id: aggregate_id.to_owned(), last_aggregate_seq, last_stream_seq })
+        Ok(JetStreamContext {
+            aggregate,
+            aggregate_id: aggregate_id.to_owned(),
+            last_aggregate_seq,
+            last_stream_seq,
+        })
     }
 
     async fn commit(
@@ -198,7 +236,10 @@ where
         } else {
             ExpectedSeq::LastAt(context.last_stream_seq)
         };
-        self.bus.append(&envelopes, expected).await.map_err(to_aggregate_error)?;
+        self.bus
+            .append(&envelopes, expected)
+            .await
+            .map_err(to_aggregate_error)?;
         Ok(envelopes
             .into_iter()
             .zip(events)

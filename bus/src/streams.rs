@@ -19,7 +19,12 @@ pub enum StreamName {
 }
 
 impl StreamName {
-    pub const ALL: [StreamName; 4] = [StreamName::Events, StreamName::Telemetry, StreamName::Work, StreamName::Dlq];
+    pub const ALL: [StreamName; 4] = [
+        StreamName::Events,
+        StreamName::Telemetry,
+        StreamName::Work,
+        StreamName::Dlq,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -73,7 +78,9 @@ impl StreamName {
                 ..base
             },
             StreamName::Dlq => stream::Config {
-                description: Some("dead letters: poison messages with reason and origin".to_owned()),
+                description: Some(
+                    "dead letters: poison messages with reason and origin".to_owned(),
+                ),
                 retention: stream::RetentionPolicy::Limits,
                 max_age: Duration::from_secs(30 * 24 * 3600),
                 duplicate_window: Duration::from_secs(120),

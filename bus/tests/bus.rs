@@ -16,14 +16,23 @@ use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 use tokio_util::sync::CancellationToken;
 
 async fn connect(server: &NatsServer) -> Bus {
-    Bus::connect(BusConfig { url: server.url(), ..Default::default() }).await.expect("failed to connect")
+    Bus::connect(BusConfig {
+        url: server.url(),
+        ..Default::default()
+    })
+    .await
+    .expect("failed to connect")
 }
 
 fn requested(job: &str, seq: u64) -> EventEnvelope {
     EventEnvelope::new(
         job,
         seq,
-        &JobEvent::Requested(JobRequested { kind: "test".into(), priority: 0, params: serde_json::json!({ "n": seq }) }),
+        &JobEvent::Requested(JobRequested {
+            kind: "test".into(),
+            priority: 0,
+            params: serde_json::json!({ "n": seq }),
+        }),
         CorrelationId::new(),
         None,
         Actor::system(),
@@ -37,7 +46,10 @@ async fn read_all(bus: &Bus, stream: StreamName) -> Vec<bus::StoredMessage> {
     }
     let mut messages = bus.read(stream, ReadFrom::Start, None).await.unwrap();
     let mut out = Vec::new();
-    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next()).await.expect("read stalled") {
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("read stalled")
+    {
         let message = message.unwrap();
         let done = message.stream_seq >= last;
         out.push(message);
@@ -54,22 +66,47 @@ async fn provisioning_is_idempotent_and_reads_are_ordered() {
     let bus = connect(&server).await;
     let again = connect(&server).await;
     for i in 1..=5u64 {
-        let appended = again.append(&[requested(&format!("job-{i}"), 1)], ExpectedSeq::NoEvents).await.unwrap();
+        let appended = again
+            .append(&[requested(&format!("job-{i}"), 1)], ExpectedSeq::NoEvents)
+            .await
+            .unwrap();
         assert_eq!(appended.stream_seq, StreamSeq(i));
         assert!(!appended.duplicate);
     }
     let all = read_all(&bus, StreamName::Events).await;
-    assert_eq!(all.iter().map(|m| m.stream_seq.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        all.iter().map(|m| m.stream_seq.0).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
     assert_eq!(all[2].subject, "nebula.events.job.job-3");
 
-    let mut from_four = bus.read(StreamName::Events, ReadFrom::Seq(StreamSeq(4)), None).await.unwrap();
-    assert_eq!(from_four.next().await.unwrap().unwrap().stream_seq, StreamSeq(4));
+    let mut from_four = bus
+        .read(StreamName::Events, ReadFrom::Seq(StreamSeq(4)), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        from_four.next().await.unwrap().unwrap().stream_seq,
+        StreamSeq(4)
+    );
 
     let cutoff = all[3].published;
-    let mut by_time = bus.read(StreamName::Events, ReadFrom::Time(cutoff), None).await.unwrap();
-    assert_eq!(by_time.next().await.unwrap().unwrap().stream_seq, StreamSeq(4));
+    let mut by_time = bus
+        .read(StreamName::Events, ReadFrom::Time(cutoff), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        by_time.next().await.unwrap().unwrap().stream_seq,
+        StreamSeq(4)
+    );
 
-    let mut filtered = bus.read(StreamName::Events, ReadFrom::Start, Some("nebula.events.job.job-2".into())).await.unwrap();
+    let mut filtered = bus
+        .read(
+            StreamName::Events,
+            ReadFrom::Start,
+            Some("nebula.events.job.job-2".into()),
+        )
+        .await
+        .unwrap();
     let only = filtered.next().await.unwrap().unwrap();
     assert_eq!((only.stream_seq, only.pending), (StreamSeq(2), Some(0)));
 }
@@ -82,8 +119,14 @@ async fn republishing_a_commit_is_deduplicated() {
     let first = bus.append(&commit, ExpectedSeq::Any).await.unwrap();
     let second = bus.append(&commit, ExpectedSeq::Any).await.unwrap();
     assert!(!first.duplicate);
-    assert!(second.duplicate, "the same Nats-Msg-Id must not be stored twice");
-    assert_eq!(bus.last_seq(StreamName::Events).await.unwrap(), StreamSeq(1));
+    assert!(
+        second.duplicate,
+        "the same Nats-Msg-Id must not be stored twice"
+    );
+    assert_eq!(
+        bus.last_seq(StreamName::Events).await.unwrap(),
+        StreamSeq(1)
+    );
 }
 
 /// (f) Two writers load the same version of one aggregate; exactly one commit wins.
@@ -93,28 +136,46 @@ async fn two_writers_to_one_aggregate_exactly_one_wins() {
     let bus = connect(&server).await;
     let jobs = commands::<Job>(bus.clone(), ());
     let meta = || CommandMeta::new(Actor::User("test".into())).into_metadata();
-    jobs.execute_with_metadata("job-1", JobCommand::Request { kind: "k".into(), priority: 0, params: serde_json::Value::Null }, meta())
-        .await
-        .unwrap();
+    jobs.execute_with_metadata(
+        "job-1",
+        JobCommand::Request {
+            kind: "k".into(),
+            priority: 0,
+            params: serde_json::Value::Null,
+        },
+        meta(),
+    )
+    .await
+    .unwrap();
 
     let store = JetStreamStore::<Job>::new(bus.clone());
     let writer_a = store.load_aggregate("job-1").await.unwrap();
     let writer_b = store.load_aggregate("job-1").await.unwrap();
     let start = |worker: &str| {
-        domain::Event(JobEvent::Started(events::job::JobStarted { worker: worker.into(), node_id: None }))
+        domain::Event(JobEvent::Started(events::job::JobStarted {
+            worker: worker.into(),
+            node_id: None,
+        }))
     };
     let a = store.commit(vec![start("a")], writer_a, meta()).await;
     let b = store.commit(vec![start("b")], writer_b, meta()).await;
     assert!(a.is_ok(), "first writer should win: {a:?}");
-    assert!(matches!(b, Err(AggregateError::AggregateConflict)), "second writer must conflict: {b:?}");
+    assert!(
+        matches!(b, Err(AggregateError::AggregateConflict)),
+        "second writer must conflict: {b:?}"
+    );
 
     // Many writers racing through the framework: every success is one event, no gaps, no repeats.
     let mut tasks = Vec::new();
     for i in 0..8 {
         let jobs = commands::<Job>(bus.clone(), ());
         tasks.push(tokio::spawn(async move {
-            jobs.execute_with_metadata("job-1", JobCommand::ReportProgress { value: i, max: 10 }, CommandMeta::new(Actor::system()).into_metadata())
-                .await
+            jobs.execute_with_metadata(
+                "job-1",
+                JobCommand::ReportProgress { value: i, max: 10 },
+                CommandMeta::new(Actor::system()).into_metadata(),
+            )
+            .await
         }));
     }
     let mut wins = 0;
@@ -128,14 +189,29 @@ async fn two_writers_to_one_aggregate_exactly_one_wins() {
     assert!(wins >= 1);
     let events = store.load_events("job-1").await.unwrap();
     let seqs: Vec<usize> = events.iter().map(|e| e.sequence).collect();
-    assert_eq!(seqs, (1..=2 + wins).collect::<Vec<_>>(), "aggregate sequences must be gapless and unique");
+    assert_eq!(
+        seqs,
+        (1..=2 + wins).collect::<Vec<_>>(),
+        "aggregate sequences must be gapless and unique"
+    );
 
     // A rejected command writes nothing.
     let err = jobs
-        .execute_with_metadata("job-1", JobCommand::Request { kind: "k".into(), priority: 0, params: serde_json::Value::Null }, meta())
+        .execute_with_metadata(
+            "job-1",
+            JobCommand::Request {
+                kind: "k".into(),
+                priority: 0,
+                params: serde_json::Value::Null,
+            },
+            meta(),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(err, AggregateError::UserError(JobError::AlreadyRequested)));
+    assert!(matches!(
+        err,
+        AggregateError::UserError(JobError::AlreadyRequested)
+    ));
     assert_eq!(store.load_events("job-1").await.unwrap().len(), 2 + wins);
 }
 
@@ -144,7 +220,11 @@ async fn two_writers_to_one_aggregate_exactly_one_wins() {
 async fn a_commit_is_one_atomic_message() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
-    let commit = vec![requested("job-x", 1), requested("job-x", 2), requested("job-x", 3)];
+    let commit = vec![
+        requested("job-x", 1),
+        requested("job-x", 2),
+        requested("job-x", 3),
+    ];
     bus.append(&commit, ExpectedSeq::NoEvents).await.unwrap();
     let stored = read_all(&bus, StreamName::Events).await;
     assert_eq!(stored.len(), 1);
@@ -152,7 +232,10 @@ async fn a_commit_is_one_atomic_message() {
     // Mixed aggregates in one commit are refused before anything is sent.
     let mixed = vec![requested("job-y", 1), requested("job-z", 1)];
     assert!(bus.append(&mixed, ExpectedSeq::Any).await.is_err());
-    assert_eq!(bus.last_seq(StreamName::Events).await.unwrap(), StreamSeq(1));
+    assert_eq!(
+        bus.last_seq(StreamName::Events).await.unwrap(),
+        StreamSeq(1)
+    );
 }
 
 /// (c) nats-server killed and restarted while a publisher runs: nothing lost, nothing twice.
@@ -161,13 +244,17 @@ async fn nats_restart_mid_publish_loses_and_duplicates_nothing() {
     let mut server = NatsServer::start();
     let bus = connect(&server).await;
     const TOTAL: usize = 3000;
-    let commits: Vec<EventEnvelope> = (0..TOTAL).map(|i| requested(&format!("job-{}", i % 50), i as u64)).collect();
+    let commits: Vec<EventEnvelope> = (0..TOTAL)
+        .map(|i| requested(&format!("job-{}", i % 50), i as u64))
+        .collect();
     let publisher = {
         let bus = bus.clone();
         let commits = commits.clone();
         tokio::spawn(async move {
             for commit in &commits {
-                bus.append(std::slice::from_ref(commit), ExpectedSeq::Any).await.expect("publish gave up");
+                bus.append(std::slice::from_ref(commit), ExpectedSeq::Any)
+                    .await
+                    .expect("publish gave up");
             }
         })
     };
@@ -179,20 +266,32 @@ async fn nats_restart_mid_publish_loses_and_duplicates_nothing() {
         .await;
         let before = bus.metrics().get("nebula_bus_events_appended_total", &[]);
         server.restart();
-        wait_until("publishing to resume after restart", DEFAULT_WAIT, || async {
-            (bus.metrics().get("nebula_bus_events_appended_total", &[]) > before + 100.0).then_some(())
-        })
+        wait_until(
+            "publishing to resume after restart",
+            DEFAULT_WAIT,
+            || async {
+                (bus.metrics().get("nebula_bus_events_appended_total", &[]) > before + 100.0)
+                    .then_some(())
+            },
+        )
         .await;
     }
     publisher.await.unwrap();
     let stored = read_all(&bus, StreamName::Events).await;
-    let ids: Vec<_> = stored.iter().flat_map(|m| m.decode_commit().unwrap()).map(|e| e.event_id).collect();
+    let ids: Vec<_> = stored
+        .iter()
+        .flat_map(|m| m.decode_commit().unwrap())
+        .map(|e| e.event_id)
+        .collect();
     let unique: HashSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "an event was stored twice");
     assert_eq!(ids.len(), TOTAL, "an acknowledged event was lost");
     let expected: HashSet<_> = commits.iter().map(|e| e.event_id).collect();
     assert_eq!(unique, expected.iter().collect());
-    assert!(bus.metrics().get("nebula_bus_publish_retries_total", &[]) > 0.0, "the restarts were never noticed");
+    assert!(
+        bus.metrics().get("nebula_bus_publish_retries_total", &[]) > 0.0,
+        "the restarts were never noticed"
+    );
 }
 
 /// (e) on the bus: oversized payloads are refused with a clear error and the bus keeps working.
@@ -206,13 +305,26 @@ async fn oversized_payloads_are_refused_clearly() {
     assert_eq!(err.kind(), BusErrorKind::TooLarge);
     assert!(err.to_string().contains("over the limit"), "{err}");
     // The server's own limit is enforced too, for a client configured with a larger one.
-    let lax = Bus::connect(BusConfig { url: server.url(), max_payload: 8 * 1024 * 1024, ..Default::default() }).await.unwrap();
+    let lax = Bus::connect(BusConfig {
+        url: server.url(),
+        max_payload: 8 * 1024 * 1024,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let err = lax
-        .publish_raw("nebula.work.test", "big-1", Vec::new(), Bytes::from(vec![b'x'; 2 * 1024 * 1024]))
+        .publish_raw(
+            "nebula.work.test",
+            "big-1",
+            Vec::new(),
+            Bytes::from(vec![b'x'; 2 * 1024 * 1024]),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), BusErrorKind::TooLarge, "{err}");
-    bus.append(&[requested("job-small", 1)], ExpectedSeq::Any).await.unwrap();
+    bus.append(&[requested("job-small", 1)], ExpectedSeq::Any)
+        .await
+        .unwrap();
 }
 
 /// Work consumers: good messages are acked, failing ones retried then dead-lettered with their
@@ -221,12 +333,26 @@ async fn oversized_payloads_are_refused_clearly() {
 async fn consumers_retry_then_dead_letter_and_keep_going() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
-    for (i, body) in ["ok-1", "flaky", "poison", "{not json", "ok-2"].iter().enumerate() {
-        bus.publish_raw("nebula.work.test", format!("m{i}"), Vec::new(), Bytes::from(body.to_string())).await.unwrap();
+    for (i, body) in ["ok-1", "flaky", "poison", "{not json", "ok-2"]
+        .iter()
+        .enumerate()
+    {
+        bus.publish_raw(
+            "nebula.work.test",
+            format!("m{i}"),
+            Vec::new(),
+            Bytes::from(body.to_string()),
+        )
+        .await
+        .unwrap();
     }
     let cancel = CancellationToken::new();
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, i64)>::new()));
-    let spec = ConsumerSpec { max_deliver: 3, backoff: vec![Duration::from_millis(20)], ..ConsumerSpec::new(StreamName::Work, "test-worker") };
+    let spec = ConsumerSpec {
+        max_deliver: 3,
+        backoff: vec![Duration::from_millis(20)],
+        ..ConsumerSpec::new(StreamName::Work, "test-worker")
+    };
     let consumer = {
         let bus = bus.clone();
         let cancel = cancel.clone();
@@ -234,7 +360,9 @@ async fn consumers_retry_then_dead_letter_and_keep_going() {
         tokio::spawn(async move {
             bus.consume(spec, cancel, |delivery| {
                 let body = String::from_utf8_lossy(&delivery.message.payload).to_string();
-                seen.lock().unwrap().push((body.clone(), delivery.delivered));
+                seen.lock()
+                    .unwrap()
+                    .push((body.clone(), delivery.delivered));
                 let outcome = match body.as_str() {
                     "flaky" if delivery.delivered < 2 => Outcome::Retry("try again".into()),
                     "poison" => Outcome::Retry("always fails".into()),
@@ -253,18 +381,39 @@ async fn consumers_retry_then_dead_letter_and_keep_going() {
     .await;
     wait_until("work queue drained", DEFAULT_WAIT, || async {
         let seen = seen.lock().unwrap();
-        (seen.iter().any(|(b, _)| b == "ok-2") && seen.iter().any(|(b, d)| b == "flaky" && *d == 2)).then_some(())
+        (seen.iter().any(|(b, _)| b == "ok-2") && seen.iter().any(|(b, d)| b == "flaky" && *d == 2))
+            .then_some(())
     })
     .await;
     cancel.cancel();
     consumer.await.unwrap().unwrap();
-    let poison = dead.iter().find(|m| m.payload.as_ref() == b"poison").expect("poison not dead-lettered");
-    assert!(poison.header("Nebula-Dlq-Reason").unwrap().contains("gave up after 3 deliveries"), "{:?}", poison.headers);
+    let poison = dead
+        .iter()
+        .find(|m| m.payload.as_ref() == b"poison")
+        .expect("poison not dead-lettered");
+    assert!(
+        poison
+            .header("Nebula-Dlq-Reason")
+            .unwrap()
+            .contains("gave up after 3 deliveries"),
+        "{:?}",
+        poison.headers
+    );
     assert_eq!(poison.header("Nebula-Origin-Stream"), Some("WORK"));
     assert_eq!(poison.subject, "nebula.dlq.test-worker");
-    let malformed = dead.iter().find(|m| m.payload.as_ref() == b"{not json").expect("malformed not dead-lettered");
-    assert_eq!(malformed.header("Nebula-Dlq-Reason"), Some("malformed json"));
+    let malformed = dead
+        .iter()
+        .find(|m| m.payload.as_ref() == b"{not json")
+        .expect("malformed not dead-lettered");
+    assert_eq!(
+        malformed.header("Nebula-Dlq-Reason"),
+        Some("malformed json")
+    );
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.iter().filter(|(b, _)| b == "poison").count(), 3, "poison must be tried max_deliver times");
+    assert_eq!(
+        seen.iter().filter(|(b, _)| b == "poison").count(),
+        3,
+        "poison must be tried max_deliver times"
+    );
     assert_eq!(seen.iter().filter(|(b, _)| b == "ok-1").count(), 1);
 }

@@ -3,7 +3,8 @@
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use events::job::{
-    JobCancelled, JobCompleted, JobEvent, JobFailed, JobProgressed, JobRequested, JobStarted, JobStatus,
+    JobCancelled, JobCompleted, JobEvent, JobFailed, JobProgressed, JobRequested, JobStarted,
+    JobStatus,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -12,12 +13,29 @@ use crate::Event;
 
 #[derive(Debug, Clone)]
 pub enum JobCommand {
-    Request { kind: String, priority: i32, params: Value },
-    Start { worker: String, node_id: Option<String> },
-    ReportProgress { value: u64, max: u64 },
-    Complete { result: Value },
-    Fail { reason: String, retryable: bool },
-    Cancel { reason: String },
+    Request {
+        kind: String,
+        priority: i32,
+        params: Value,
+    },
+    Start {
+        worker: String,
+        node_id: Option<String>,
+    },
+    ReportProgress {
+        value: u64,
+        max: u64,
+    },
+    Complete {
+        result: Value,
+    },
+    Fail {
+        reason: String,
+        retryable: bool,
+    },
+    Cancel {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,7 +61,11 @@ pub struct Job {
 impl Job {
     fn require(&self, allowed: &[JobStatus], action: &'static str) -> Result<(), JobError> {
         let status = self.status.ok_or(JobError::NotFound)?;
-        if allowed.contains(&status) { Ok(()) } else { Err(JobError::InvalidTransition(status, action)) }
+        if allowed.contains(&status) {
+            Ok(())
+        } else {
+            Err(JobError::InvalidTransition(status, action))
+        }
     }
 }
 
@@ -54,17 +76,30 @@ impl Aggregate for Job {
     type Error = JobError;
     type Services = ();
 
-    async fn handle(&mut self, command: JobCommand, _services: &(), sink: &EventSink<Self>) -> Result<(), JobError> {
+    async fn handle(
+        &mut self,
+        command: JobCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), JobError> {
         use JobStatus::{Requested, Running};
         let event = match command {
-            JobCommand::Request { kind, priority, params } => {
+            JobCommand::Request {
+                kind,
+                priority,
+                params,
+            } => {
                 if self.status.is_some() {
                     return Err(JobError::AlreadyRequested);
                 }
                 if kind.trim().is_empty() {
                     return Err(JobError::EmptyKind);
                 }
-                JobEvent::Requested(JobRequested { kind, priority, params })
+                JobEvent::Requested(JobRequested {
+                    kind,
+                    priority,
+                    params,
+                })
             }
             JobCommand::Start { worker, node_id } => {
                 self.require(&[Requested], "start")?;
@@ -120,30 +155,59 @@ mod tests {
     fn a_job_runs_to_completion() {
         JobTest::with(())
             .given(vec![
-                Event(JobEvent::Requested(JobRequested { kind: "render.txt2img".into(), priority: 0, params: Value::Null })),
-                Event(JobEvent::Started(JobStarted { worker: "w1".into(), node_id: None })),
+                Event(JobEvent::Requested(JobRequested {
+                    kind: "render.txt2img".into(),
+                    priority: 0,
+                    params: Value::Null,
+                })),
+                Event(JobEvent::Started(JobStarted {
+                    worker: "w1".into(),
+                    node_id: None,
+                })),
             ])
-            .when(JobCommand::Complete { result: serde_json::json!({"ok": true}) })
-            .then_expect_events(vec![Event(JobEvent::Completed(JobCompleted { result: serde_json::json!({"ok": true}) }))]);
+            .when(JobCommand::Complete {
+                result: serde_json::json!({"ok": true}),
+            })
+            .then_expect_events(vec![Event(JobEvent::Completed(JobCompleted {
+                result: serde_json::json!({"ok": true}),
+            }))]);
     }
 
     #[test]
     fn a_finished_job_cannot_be_cancelled() {
         JobTest::with(())
             .given(vec![
-                Event(JobEvent::Requested(JobRequested { kind: "k".into(), priority: 0, params: Value::Null })),
-                Event(JobEvent::Cancelled(JobCancelled { reason: "user".into() })),
+                Event(JobEvent::Requested(JobRequested {
+                    kind: "k".into(),
+                    priority: 0,
+                    params: Value::Null,
+                })),
+                Event(JobEvent::Cancelled(JobCancelled {
+                    reason: "user".into(),
+                })),
             ])
-            .when(JobCommand::Cancel { reason: "again".into() })
-            .then_expect_error(JobError::InvalidTransition(JobStatus::Cancelled, "be cancelled"));
+            .when(JobCommand::Cancel {
+                reason: "again".into(),
+            })
+            .then_expect_error(JobError::InvalidTransition(
+                JobStatus::Cancelled,
+                "be cancelled",
+            ));
     }
 
     #[test]
     fn progress_must_be_within_bounds() {
         JobTest::with(())
             .given(vec![
-                Event(JobEvent::Requested(JobRequested { kind: "k".into(), priority: 0, params: Value::Null })),
-                Event(JobEvent::Started(JobStarted { worker: "w".into(), node_id: None })),
+                Event(JobEvent::Requested(JobRequested {
+                    kind: "k".into(),
+                    priority: 0,
+                    params: Value::Null,
+                })),
+                Event(JobEvent::Started(JobStarted {
+                    worker: "w".into(),
+                    node_id: None,
+                })),
             ])
             .when(JobCommand::ReportProgress { value: 5, max: 4 })
             .then_expect_error(JobError::InvalidProgress { value: 5, max: 4 });
@@ -152,8 +216,16 @@ mod tests {
     #[test]
     fn a_job_is_requested_once() {
         JobTest::with(())
-            .given(vec![Event(JobEvent::Requested(JobRequested { kind: "k".into(), priority: 0, params: Value::Null }))])
-            .when(JobCommand::Request { kind: "k".into(), priority: 0, params: Value::Null })
+            .given(vec![Event(JobEvent::Requested(JobRequested {
+                kind: "k".into(),
+                priority: 0,
+                params: Value::Null,
+            }))])
+            .when(JobCommand::Request {
+                kind: "k".into(),
+                priority: 0,
+                params: Value::Null,
+            })
             .then_expect_error(JobError::AlreadyRequested);
     }
 }

@@ -11,7 +11,9 @@ use crate::Event;
 pub enum NodeCommand {
     /// Announce (or re-announce, after a restart or hardware change) a node's inventory.
     Register(NodeRegistered),
-    Deregister { reason: String },
+    Deregister {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,19 +38,29 @@ impl Aggregate for Node {
     type Error = NodeError;
     type Services = ();
 
-    async fn handle(&mut self, command: NodeCommand, _services: &(), sink: &EventSink<Self>) -> Result<(), NodeError> {
+    async fn handle(
+        &mut self,
+        command: NodeCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), NodeError> {
         match command {
             NodeCommand::Register(inventory) => {
                 if inventory.hostname.trim().is_empty() {
                     return Err(NodeError::InvalidInventory("hostname is empty".to_owned()));
                 }
-                sink.write(Event(NodeEvent::Registered(inventory)), self).await;
+                sink.write(Event(NodeEvent::Registered(inventory)), self)
+                    .await;
             }
             NodeCommand::Deregister { reason } => {
                 if !self.online {
                     return Err(NodeError::NotRegistered);
                 }
-                sink.write(Event(NodeEvent::Deregistered(NodeDeregistered { reason })), self).await;
+                sink.write(
+                    Event(NodeEvent::Deregistered(NodeDeregistered { reason })),
+                    self,
+                )
+                .await;
             }
         }
         Ok(())

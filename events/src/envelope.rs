@@ -79,11 +79,20 @@ pub enum DecodeError {
     #[error("a commit must hold at least one event")]
     EmptyCommit,
     #[error("event belongs to aggregate type {found:?}, expected {expected:?}")]
-    WrongAggregate { expected: &'static str, found: String },
+    WrongAggregate {
+        expected: &'static str,
+        found: String,
+    },
     #[error("unknown event type {0:?}")]
     UnknownType(String),
-    #[error("event {event_type:?} has schema version {found}, newer than the supported {supported}")]
-    FutureVersion { event_type: String, found: u32, supported: u32 },
+    #[error(
+        "event {event_type:?} has schema version {found}, newer than the supported {supported}"
+    )]
+    FutureVersion {
+        event_type: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("no upcaster lifts {event_type:?} from schema version {version}")]
     MissingUpcaster { event_type: String, version: u32 },
     #[error("event {event_type:?} has invalid data: {source}")]
@@ -97,7 +106,10 @@ pub enum DecodeError {
 impl DecodeError {
     /// Unknown types are skipped (and counted) by readers; everything else is a poison message.
     pub fn is_unknown_type(&self) -> bool {
-        matches!(self, DecodeError::UnknownType(_) | DecodeError::WrongAggregate { .. })
+        matches!(
+            self,
+            DecodeError::UnknownType(_) | DecodeError::WrongAggregate { .. }
+        )
     }
 }
 
@@ -200,7 +212,8 @@ pub fn encode_commit(events: &[EventEnvelope]) -> Vec<u8> {
 
 /// Parses one commit message.
 pub fn decode_commit(bytes: &[u8]) -> Result<Vec<EventEnvelope>, DecodeError> {
-    let events: Vec<EventEnvelope> = serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
+    let events: Vec<EventEnvelope> =
+        serde_json::from_slice(bytes).map_err(DecodeError::Malformed)?;
     if events.is_empty() {
         return Err(DecodeError::EmptyCommit);
     }

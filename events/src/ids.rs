@@ -115,7 +115,9 @@ impl fmt::Display for NodeId {
 }
 
 /// A position in a JetStream stream (1-based; 0 means "before the first message").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(transparent)]
 pub struct StreamSeq(pub u64);
 

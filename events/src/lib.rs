@@ -11,5 +11,7 @@ pub mod node;
 pub mod subjects;
 pub mod telemetry;
 
-pub use envelope::{Actor, DecodeError, EventEnvelope, DomainEvent, Upcaster, decode_commit, encode_commit};
+pub use envelope::{
+    Actor, DecodeError, DomainEvent, EventEnvelope, Upcaster, decode_commit, encode_commit,
+};
 pub use ids::{CorrelationId, EventId, IdError, JobId, NodeId, StreamSeq, validate_token};

@@ -43,8 +43,14 @@ mod tests {
     #[test]
     fn subjects_are_stable() {
         assert_eq!(super::event("node", "gpu-1"), "nebula.events.node.gpu-1");
-        assert_eq!(super::telemetry("gpu-1", "heartbeat"), "nebula.telemetry.gpu-1.heartbeat");
+        assert_eq!(
+            super::telemetry("gpu-1", "heartbeat"),
+            "nebula.telemetry.gpu-1.heartbeat"
+        );
         assert_eq!(super::work("render"), "nebula.work.render");
-        assert_eq!(super::dlq("projection-nodes"), "nebula.dlq.projection-nodes");
+        assert_eq!(
+            super::dlq("projection-nodes"),
+            "nebula.dlq.projection-nodes"
+        );
     }
 }

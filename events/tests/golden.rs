@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
-use events::job::{JobCancelled, JobCompleted, JobEvent, JobFailed, JobProgressed, JobRequested, JobStarted};
+use events::job::{
+    JobCancelled, JobCompleted, JobEvent, JobFailed, JobProgressed, JobRequested, JobStarted,
+};
 use events::node::{GpuInfo, NodeDeregistered, NodeEvent, NodeRegistered};
 use events::telemetry::{GpuSample, Heartbeat};
 use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
@@ -22,7 +24,9 @@ fn envelope<E: DomainEvent>(aggregate_id: &str, seq: u64, event: &E) -> EventEnv
         seq,
         event,
         CorrelationId(Uuid::parse_str("0192f0c0-0000-7000-8000-00000000c0de").unwrap()),
-        Some(EventId(Uuid::parse_str("0192f0c0-0000-7000-8000-0000000ca05e").unwrap())),
+        Some(EventId(
+            Uuid::parse_str("0192f0c0-0000-7000-8000-0000000ca05e").unwrap(),
+        )),
         Actor::Service("golden".to_owned()),
     );
     envelope.event_id = EventId(Uuid::parse_str("0192f0c0-0000-7000-8000-000000000001").unwrap());
@@ -31,13 +35,16 @@ fn envelope<E: DomainEvent>(aggregate_id: &str, seq: u64, event: &E) -> EventEnv
 }
 
 fn check(name: &str, value: Value) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.json"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"));
     let rendered = serde_json::to_string_pretty(&value).unwrap() + "\n";
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &rendered).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("missing golden file {}", path.display()));
     assert_eq!(rendered, expected, "wire format of {name} changed");
 }
 
@@ -45,8 +52,11 @@ fn golden<E: DomainEvent + PartialEq + std::fmt::Debug>(aggregate_id: &str, even
     let envelope = envelope(aggregate_id, 3, &event);
     check(event.event_type(), serde_json::to_value(&envelope).unwrap());
     // And the stored bytes read back as the same typed event.
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{}.json", event.event_type()));
-    let stored: EventEnvelope = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{}.json", event.event_type()));
+    let stored: EventEnvelope =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(stored.decode::<E>().unwrap(), event);
 }
 
@@ -76,25 +86,65 @@ fn node_registered() -> NodeRegistered {
 #[test]
 fn node_events() {
     golden("gpu-box", NodeEvent::Registered(node_registered()));
-    golden("gpu-box", NodeEvent::Deregistered(NodeDeregistered { reason: "agent stopped".to_owned() }));
+    golden(
+        "gpu-box",
+        NodeEvent::Deregistered(NodeDeregistered {
+            reason: "agent stopped".to_owned(),
+        }),
+    );
 }
 
 #[test]
 fn job_events() {
     let id = "0192f0c0-0000-7000-8000-00000000a0b1".to_owned();
-    golden(&id, JobEvent::Requested(JobRequested { kind: "render.txt2img".to_owned(), priority: 5, params: json!({"prompt": "a red fox", "seed": 42}) }));
-    golden(&id, JobEvent::Started(JobStarted { worker: "render-1".to_owned(), node_id: Some("gpu-box".to_owned()) }));
-    golden(&id, JobEvent::Progressed(JobProgressed { value: 7, max: 20 }));
-    golden(&id, JobEvent::Completed(JobCompleted { result: json!({"artifacts": ["sha256:ab12"]}) }));
-    golden(&id, JobEvent::Failed(JobFailed { reason: "comfyui execution_error".to_owned(), retryable: true }));
-    golden(&id, JobEvent::Cancelled(JobCancelled { reason: "cancelled by user".to_owned() }));
+    golden(
+        &id,
+        JobEvent::Requested(JobRequested {
+            kind: "render.txt2img".to_owned(),
+            priority: 5,
+            params: json!({"prompt": "a red fox", "seed": 42}),
+        }),
+    );
+    golden(
+        &id,
+        JobEvent::Started(JobStarted {
+            worker: "render-1".to_owned(),
+            node_id: Some("gpu-box".to_owned()),
+        }),
+    );
+    golden(
+        &id,
+        JobEvent::Progressed(JobProgressed { value: 7, max: 20 }),
+    );
+    golden(
+        &id,
+        JobEvent::Completed(JobCompleted {
+            result: json!({"artifacts": ["sha256:ab12"]}),
+        }),
+    );
+    golden(
+        &id,
+        JobEvent::Failed(JobFailed {
+            reason: "comfyui execution_error".to_owned(),
+            retryable: true,
+        }),
+    );
+    golden(
+        &id,
+        JobEvent::Cancelled(JobCancelled {
+            reason: "cancelled by user".to_owned(),
+        }),
+    );
 }
 
 #[test]
 fn every_event_type_has_a_golden_file() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     for event_type in NodeEvent::EVENT_TYPES.iter().chain(JobEvent::EVENT_TYPES) {
-        assert!(dir.join(format!("{event_type}.json")).exists(), "no golden file for {event_type}");
+        assert!(
+            dir.join(format!("{event_type}.json")).exists(),
+            "no golden file for {event_type}"
+        );
     }
 }
 
@@ -120,7 +170,16 @@ fn heartbeat() {
         }],
         uptime_secs: 86_400,
     };
-    check("telemetry.heartbeat", serde_json::to_value(&heartbeat).unwrap());
-    let stored = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/telemetry.heartbeat.json")).unwrap();
-    assert_eq!(serde_json::from_str::<Heartbeat>(&stored).unwrap(), heartbeat);
+    check(
+        "telemetry.heartbeat",
+        serde_json::to_value(&heartbeat).unwrap(),
+    );
+    let stored = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/telemetry.heartbeat.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Heartbeat>(&stored).unwrap(),
+        heartbeat
+    );
 }

@@ -30,18 +30,35 @@ pub fn agent_router(view: Arc<dyn AgentView>) -> Router {
             "/health",
             get(|State(view): State<Arc<dyn AgentView>>| async move {
                 let (healthy, body) = view.health();
-                let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                let status = if healthy {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
                 (status, Json(body))
             }),
         )
         .route(
             "/metrics",
             get(|State(view): State<Arc<dyn AgentView>>| async move {
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], view.metrics()).into_response()
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    view.metrics(),
+                )
+                    .into_response()
             }),
         )
-        .route("/services", get(|State(view): State<Arc<dyn AgentView>>| async move { Json(view.services()) }))
-        .route("/gpu", get(|State(view): State<Arc<dyn AgentView>>| async move { Json(view.gpu()) }))
+        .route(
+            "/services",
+            get(|State(view): State<Arc<dyn AgentView>>| async move { Json(view.services()) }),
+        )
+        .route(
+            "/gpu",
+            get(|State(view): State<Arc<dyn AgentView>>| async move { Json(view.gpu()) }),
+        )
         .with_state(view)
 }
 
@@ -56,7 +73,10 @@ pub async fn serve_agent(
     let local = listener.local_addr()?;
     let app = agent_router(view);
     tracker.spawn(async move {
-        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await {
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
+        {
             tracing::error!(error = %err, "agent http server failed");
         }
     });

@@ -15,8 +15,13 @@ pub(crate) async fn list_nodes(State(state): State<AppState>) -> Result<Json<Val
     Ok(Json(json!({ "nodes": nodes })))
 }
 
-pub(crate) async fn get_node(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let node_id: events::NodeId = id.parse().map_err(|err| ApiError::BadRequest(format!("invalid node id: {err}")))?;
+pub(crate) async fn get_node(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let node_id: events::NodeId = id
+        .parse()
+        .map_err(|err| ApiError::BadRequest(format!("invalid node id: {err}")))?;
     match state.read.node(node_id.as_str()).await? {
         Some(node) => Ok(Json(json!(node))),
         None => Err(ApiError::NotFound(format!("no node {node_id}"))),
@@ -28,7 +33,15 @@ pub(crate) async fn list_events(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    const KNOWN: [&str; 7] = ["aggregate_type", "aggregate_id", "type", "correlation_id", "after", "limit", "since"];
+    const KNOWN: [&str; 7] = [
+        "aggregate_type",
+        "aggregate_id",
+        "type",
+        "correlation_id",
+        "after",
+        "limit",
+        "since",
+    ];
     if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(ApiError::BadRequest(format!(
             "unknown query parameter {unknown:?}; expected one of {}",
@@ -39,18 +52,30 @@ pub(crate) async fn list_events(
         None => 100,
         Some(raw) => match raw.parse::<i64>() {
             Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
-            _ => return Err(ApiError::BadRequest(format!("limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}"))),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}"
+                )));
+            }
         },
     };
     let after = params
         .get("after")
         .or(params.get("since"))
-        .map(|raw| raw.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("after must be a stream sequence, got {raw:?}"))))
+        .map(|raw| {
+            raw.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!("after must be a stream sequence, got {raw:?}"))
+            })
+        })
         .transpose()?
         .map(|seq| i64::try_from(seq).unwrap_or(i64::MAX));
     let correlation_id = params
         .get("correlation_id")
-        .map(|raw| raw.parse::<uuid::Uuid>().map_err(|_| ApiError::BadRequest(format!("correlation_id must be a uuid, got {raw:?}"))))
+        .map(|raw| {
+            raw.parse::<uuid::Uuid>().map_err(|_| {
+                ApiError::BadRequest(format!("correlation_id must be a uuid, got {raw:?}"))
+            })
+        })
         .transpose()?;
     let filter = projections::EventFilter {
         aggregate_type: params.get("aggregate_type").cloned(),
@@ -70,7 +95,9 @@ pub(crate) async fn list_jobs(State(state): State<AppState>) -> Result<Json<Valu
 }
 
 /// Each projection's position and lag behind its stream.
-pub(crate) async fn list_projections(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn list_projections(
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
     let checkpoints = state.read.checkpoints().await?;
     let mut heads = HashMap::new();
     for stream in bus::StreamName::ALL {
@@ -81,7 +108,10 @@ pub(crate) async fn list_projections(State(state): State<AppState>) -> Result<Js
     let projections: Vec<Value> = projections::all()
         .iter()
         .map(|p| {
-            let position = checkpoints.iter().find(|(n, _)| n == p.name()).map_or(0, |(_, s)| *s);
+            let position = checkpoints
+                .iter()
+                .find(|(n, _)| n == p.name())
+                .map_or(0, |(_, s)| *s);
             let head = heads.get(p.stream().as_str()).copied();
             json!({
                 "name": p.name(),

@@ -48,13 +48,19 @@ impl fmt::Debug for AdminToken {
 pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<(AdminToken, bool)> {
     let path = crate::token_path(state_dir);
     match std::fs::read_to_string(&path) {
-        Ok(existing) if !existing.trim().is_empty() => return Ok((AdminToken::new(existing.trim()), false)),
+        Ok(existing) if !existing.trim().is_empty() => {
+            return Ok((AdminToken::new(existing.trim()), false));
+        }
         Ok(_) => {}
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
         Err(err) => return Err(err),
     }
     std::fs::create_dir_all(state_dir)?;
-    let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let token = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -67,17 +73,26 @@ pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<(AdminToken, bo
     Ok((AdminToken::new(token), true))
 }
 
-pub(crate) async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub(crate) async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let header = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     // Browsers cannot set headers on a websocket: /ws also takes `?token=`.
     let query_token = if request.uri().path() == "/ws" {
         request.uri().query().and_then(|q| {
-            q.split('&').find_map(|pair| pair.strip_prefix("token=")).map(|t| t.to_owned())
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("token="))
+                .map(|t| t.to_owned())
         })
     } else {
         None

@@ -33,23 +33,28 @@ pub(crate) struct CancelJob {
 
 /// Turns axum's body rejections into our error shape, with the reason spelled out.
 fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    payload.map(|Json(value)| value).map_err(|rejection| match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::Rejected {
-            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            message: "expected a JSON body with content-type application/json".into(),
-        },
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::Rejected { status: StatusCode::PAYLOAD_TOO_LARGE, message: "request body is larger than 256 KiB".into() }
-        }
-        other => ApiError::BadRequest(format!("invalid JSON body: {}", other.body_text())),
-    })
+    payload
+        .map(|Json(value)| value)
+        .map_err(|rejection| match rejection {
+            JsonRejection::MissingJsonContentType(_) => ApiError::Rejected {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: "expected a JSON body with content-type application/json".into(),
+            },
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::Rejected {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: "request body is larger than 256 KiB".into(),
+            },
+            other => ApiError::BadRequest(format!("invalid JSON body: {}", other.body_text())),
+        })
 }
 
 fn job_error(err: AggregateError<JobError>) -> ApiError {
     match err {
         AggregateError::UserError(JobError::NotFound) => ApiError::NotFound("no such job".into()),
         AggregateError::UserError(err) => ApiError::Conflict(err.to_string()),
-        AggregateError::AggregateConflict => ApiError::Conflict("the job changed concurrently; retry".into()),
+        AggregateError::AggregateConflict => {
+            ApiError::Conflict("the job changed concurrently; retry".into())
+        }
         other => ApiError::Internal(anyhow::anyhow!("{other}")),
     }
 }
@@ -61,7 +66,9 @@ pub(crate) async fn submit_job(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request = body(payload)?;
     if request.kind.trim().is_empty() || request.kind.len() > 128 {
-        return Err(ApiError::BadRequest("kind must be 1 to 128 characters".into()));
+        return Err(ApiError::BadRequest(
+            "kind must be 1 to 128 characters".into(),
+        ));
     }
     let job_id = JobId::new();
     let meta = CommandMeta::new(Actor::User("admin".into()));
@@ -69,12 +76,19 @@ pub(crate) async fn submit_job(
     commands::<Job>(state.bus.clone(), ())
         .execute_with_metadata(
             &job_id.to_string(),
-            JobCommand::Request { kind: request.kind, priority: request.priority, params: request.params },
+            JobCommand::Request {
+                kind: request.kind,
+                priority: request.priority,
+                params: request.params,
+            },
             meta.into_metadata(),
         )
         .await
         .map_err(job_error)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "correlation_id": correlation_id }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job_id, "correlation_id": correlation_id })),
+    ))
 }
 
 /// `POST /api/jobs/{id}/cancel {"reason"?}` → 202.
@@ -83,7 +97,9 @@ pub(crate) async fn cancel_job(
     Path(id): Path<String>,
     payload: Result<Json<CancelJob>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let job_id: JobId = id.parse().map_err(|_| ApiError::BadRequest(format!("invalid job id {id:?}: expected a uuid")))?;
+    let job_id: JobId = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("invalid job id {id:?}: expected a uuid")))?;
     let request = match payload {
         Err(JsonRejection::MissingJsonContentType(_)) => CancelJob::default(),
         other => body(other)?,
@@ -93,10 +109,15 @@ pub(crate) async fn cancel_job(
     commands::<Job>(state.bus.clone(), ())
         .execute_with_metadata(
             &job_id.to_string(),
-            JobCommand::Cancel { reason: request.reason.unwrap_or_else(|| "cancelled by user".into()) },
+            JobCommand::Cancel {
+                reason: request.reason.unwrap_or_else(|| "cancelled by user".into()),
+            },
             meta.into_metadata(),
         )
         .await
         .map_err(job_error)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": job_id, "correlation_id": correlation_id }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job_id, "correlation_id": correlation_id })),
+    ))
 }

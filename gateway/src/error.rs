@@ -62,11 +62,16 @@ impl IntoResponse for ApiError {
             tracing::error!(error = format!("{err:#}"), "request failed");
         }
         let status = self.status();
-        let mut response = (status, Json(json!({ "error": { "code": self.code(), "message": self.to_string() } }))).into_response();
+        let mut response = (
+            status,
+            Json(json!({ "error": { "code": self.code(), "message": self.to_string() } })),
+        )
+            .into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }

@@ -21,27 +21,46 @@ pub(crate) struct RedisProbe {
 impl RedisProbe {
     pub(crate) fn new(url: &str) -> Self {
         match redis::Client::open(url) {
-            Ok(client) => Self { client: Some(client), url_error: None, connection: Mutex::new(None) },
-            Err(err) => Self { client: None, url_error: Some(err.to_string()), connection: Mutex::new(None) },
+            Ok(client) => Self {
+                client: Some(client),
+                url_error: None,
+                connection: Mutex::new(None),
+            },
+            Err(err) => Self {
+                client: None,
+                url_error: Some(err.to_string()),
+                connection: Mutex::new(None),
+            },
         }
     }
 
     async fn ping(&self) -> Result<Duration, String> {
-        let client = self.client.as_ref().ok_or_else(|| self.url_error.clone().unwrap_or_default())?;
+        let client = self
+            .client
+            .as_ref()
+            .ok_or_else(|| self.url_error.clone().unwrap_or_default())?;
         let started = std::time::Instant::now();
         let mut guard = self.connection.lock().await;
         if guard.is_none() {
-            let connection = tokio::time::timeout(Duration::from_secs(2), client.get_multiplexed_async_connection())
-                .await
-                .map_err(|_| "timed out connecting".to_owned())?
-                .map_err(|err| err.to_string())?;
+            let connection = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.get_multiplexed_async_connection(),
+            )
+            .await
+            .map_err(|_| "timed out connecting".to_owned())?
+            .map_err(|err| err.to_string())?;
             *guard = Some(connection);
         }
-        let Some(connection) = guard.as_mut() else { return Err("not connected".to_owned()) };
-        let pong: Result<String, String> = tokio::time::timeout(Duration::from_secs(2), redis::cmd("PING").query_async(connection))
-            .await
-            .map_err(|_| "timed out".to_owned())
-            .and_then(|r| r.map_err(|err| err.to_string()));
+        let Some(connection) = guard.as_mut() else {
+            return Err("not connected".to_owned());
+        };
+        let pong: Result<String, String> = tokio::time::timeout(
+            Duration::from_secs(2),
+            redis::cmd("PING").query_async(connection),
+        )
+        .await
+        .map_err(|_| "timed out".to_owned())
+        .and_then(|r| r.map_err(|err| err.to_string()));
         if pong.is_err() {
             *guard = None;
         }
@@ -74,7 +93,11 @@ pub(crate) async fn health(State(state): State<AppState>) -> impl IntoResponse {
         "status": if healthy { "ok" } else { "degraded" },
         "checks": { "nats": check(nats), "postgres": check(postgres), "redis": check(redis) },
     });
-    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }
 
@@ -85,11 +108,24 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
     if let Ok(checkpoints) = state.read.checkpoints().await {
         for projection in projections::all() {
             if let Ok(head) = state.bus.last_seq(projection.stream()).await {
-                let position = checkpoints.iter().find(|(n, _)| n == projection.name()).map_or(0, |(_, s)| *s);
+                let position = checkpoints
+                    .iter()
+                    .find(|(n, _)| n == projection.name())
+                    .map_or(0, |(_, s)| *s);
                 let lag = (head.0 as i64 - position).max(0);
-                registry.set("nebula_projection_lag_events", &[("projection", projection.name())], lag as f64);
+                registry.set(
+                    "nebula_projection_lag_events",
+                    &[("projection", projection.name())],
+                    lag as f64,
+                );
             }
         }
     }
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], registry.render()))
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        registry.render(),
+    ))
 }

@@ -52,10 +52,22 @@ impl Drop for Subscription {
 
 impl Hub {
     /// Starts reading both streams from their current ends.
-    pub async fn start(bus: Bus, capacity: usize, tracker: &TaskTracker, cancel: CancellationToken) -> Result<Hub, bus::BusError> {
+    pub async fn start(
+        bus: Bus,
+        capacity: usize,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+    ) -> Result<Hub, bus::BusError> {
         let head = bus.last_seq(StreamName::Events).await?;
         let (sender, _) = broadcast::channel(capacity.max(16));
-        let hub = Hub { inner: Arc::new(Inner { sender, head: Mutex::new(head), clients: AtomicUsize::new(0), shutdown: cancel.clone() }) };
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                sender,
+                head: Mutex::new(head),
+                clients: AtomicUsize::new(0),
+                shutdown: cancel.clone(),
+            }),
+        };
         tracker.spawn(hub.clone().pump_events(bus.clone(), cancel.clone()));
         tracker.spawn(hub.clone().pump_telemetry(bus, cancel));
         Ok(hub)
@@ -71,16 +83,34 @@ impl Hub {
     }
 
     pub(crate) fn subscribe(&self) -> Subscription {
-        let head = self.inner.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let head = self
+            .inner
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let receiver = self.inner.sender.subscribe();
         self.inner.clients.fetch_add(1, Ordering::Relaxed);
-        Subscription { receiver, head: *head, hub: self.clone() }
+        Subscription {
+            receiver,
+            head: *head,
+            hub: self.clone(),
+        }
     }
 
     async fn pump_events(self, bus: Bus, cancel: CancellationToken) {
         loop {
-            let from = StreamSeq(self.inner.head.lock().unwrap_or_else(PoisonError::into_inner).0 + 1);
-            let mut messages = match bus.read(StreamName::Events, ReadFrom::Seq(from), None).await {
+            let from = StreamSeq(
+                self.inner
+                    .head
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+                    + 1,
+            );
+            let mut messages = match bus
+                .read(StreamName::Events, ReadFrom::Seq(from), None)
+                .await
+            {
                 Ok(messages) => messages,
                 Err(err) => {
                     tracing::warn!(error = %err, "hub failed to read events, retrying");
@@ -108,7 +138,11 @@ impl Hub {
     }
 
     fn publish_event(&self, bus: &Bus, message: &StoredMessage) {
-        let mut head = self.inner.head.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut head = self
+            .inner
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if message.stream_seq <= *head {
             return;
         }
@@ -118,7 +152,9 @@ impl Hub {
                 // No receivers is fine: nobody is watching.
                 let _ = self.inner.sender.send(Arc::new(frame));
             }
-            None => bus.metrics().inc("nebula_ws_malformed_events_skipped_total"),
+            None => bus
+                .metrics()
+                .inc("nebula_ws_malformed_events_skipped_total"),
         }
     }
 
@@ -164,8 +200,14 @@ async fn sleep_or_cancel(cancel: &CancellationToken) -> bool {
 pub(crate) fn event_frame(message: &StoredMessage) -> Option<Frame> {
     message.decode_commit().ok()?;
     let events = std::str::from_utf8(&message.payload).ok()?;
-    let text = format!("{{\"type\":\"events\",\"seq\":{},\"events\":{events}}}", message.stream_seq);
-    Some(Frame { seq: Some(message.stream_seq), text: text.into() })
+    let text = format!(
+        "{{\"type\":\"events\",\"seq\":{},\"events\":{events}}}",
+        message.stream_seq
+    );
+    Some(Frame {
+        seq: Some(message.stream_seq),
+        text: text.into(),
+    })
 }
 
 fn telemetry_frame(message: &StoredMessage) -> Option<Frame> {
@@ -173,5 +215,8 @@ fn telemetry_frame(message: &StoredMessage) -> Option<Frame> {
     let raw = std::str::from_utf8(&message.payload).ok()?;
     let node_id = serde_json::to_string(heartbeat.node_id.as_str()).ok()?;
     let text = format!("{{\"type\":\"telemetry\",\"node_id\":{node_id},\"heartbeat\":{raw}}}");
-    Some(Frame { seq: None, text: text.into() })
+    Some(Frame {
+        seq: None,
+        text: text.into(),
+    })
 }

@@ -77,7 +77,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/cancel", post(commands::cancel_job))
         .route("/api/projections", get(api::list_projections))
         .route("/ws", get(ws::upgrade))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .route("/health", get(health::health))
         .merge(assets::router())
@@ -97,9 +100,14 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> anyhow::Result<Gateway> {
     use anyhow::Context as _;
-    let hub = Hub::start(bus.clone(), config.ws_client_buffer, tracker, cancel.clone())
-        .await
-        .context("failed to start the live event hub")?;
+    let hub = Hub::start(
+        bus.clone(),
+        config.ws_client_buffer,
+        tracker,
+        cancel.clone(),
+    )
+    .await
+    .context("failed to start the live event hub")?;
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("failed to listen on {}", config.http_addr))?;
@@ -115,7 +123,10 @@ pub async fn serve(
     let app = router(state);
     tracker.spawn(async move {
         let shutdown = cancel.clone();
-        if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await {
+        if let Err(err) = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+        {
             tracing::error!(error = %err, "gateway server failed");
         }
     });

@@ -27,11 +27,18 @@ pub(crate) async fn upgrade(
 ) -> Result<Response, ApiError> {
     let since = params
         .get("since")
-        .map(|raw| raw.parse::<u64>().map_err(|_| ApiError::BadRequest(format!("since must be a stream sequence, got {raw:?}"))))
+        .map(|raw| {
+            raw.parse::<u64>().map_err(|_| {
+                ApiError::BadRequest(format!("since must be a stream sequence, got {raw:?}"))
+            })
+        })
         .transpose()?;
     Ok(upgrade.on_upgrade(move |socket| async move {
         let reason = serve_client(socket, state.clone(), since.map(StreamSeq)).await;
-        state.bus.metrics().add("nebula_ws_disconnects_total", &[("reason", reason)], 1.0);
+        state
+            .bus
+            .metrics()
+            .add("nebula_ws_disconnects_total", &[("reason", reason)], 1.0);
     }))
 }
 
@@ -43,7 +50,11 @@ async fn send(socket: &mut WebSocket, message: Message) -> Result<(), &'static s
     }
 }
 
-async fn serve_client(mut socket: WebSocket, state: AppState, since: Option<StreamSeq>) -> &'static str {
+async fn serve_client(
+    mut socket: WebSocket,
+    state: AppState,
+    since: Option<StreamSeq>,
+) -> &'static str {
     // Subscribe first: everything after `head` will be in the receiver.
     let mut subscription = state.hub.subscribe();
     let start = match since {
@@ -58,15 +69,23 @@ async fn serve_client(mut socket: WebSocket, state: AppState, since: Option<Stre
             Ok(snapshot) => {
                 let seq = StreamSeq(snapshot.seq.max(0) as u64);
                 let frame = json!({ "type": "snapshot", "seq": snapshot.seq, "nodes": snapshot.nodes, "events": snapshot.events });
-                if let Err(reason) = send(&mut socket, Message::Text(frame.to_string().into())).await {
+                if let Err(reason) =
+                    send(&mut socket, Message::Text(frame.to_string().into())).await
+                {
                     return reason;
                 }
                 seq
             }
             Err(err) => {
-                tracing::error!(error = format!("{err:#}"), "failed to read websocket snapshot");
+                tracing::error!(
+                    error = format!("{err:#}"),
+                    "failed to read websocket snapshot"
+                );
                 let _ = socket
-                    .send(Message::Close(Some(CloseFrame { code: 1011, reason: "snapshot unavailable".into() })))
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1011,
+                        reason: "snapshot unavailable".into(),
+                    })))
                     .await;
                 return "snapshot_failed";
             }
@@ -75,22 +94,35 @@ async fn serve_client(mut socket: WebSocket, state: AppState, since: Option<Stre
     // Fill the gap (start, head] from the log itself.
     let mut last_sent = start;
     if subscription.head > start {
-        match state.bus.read(StreamName::Events, ReadFrom::Seq(StreamSeq(start.0 + 1)), None).await {
+        match state
+            .bus
+            .read(
+                StreamName::Events,
+                ReadFrom::Seq(StreamSeq(start.0 + 1)),
+                None,
+            )
+            .await
+        {
             Ok(mut messages) => {
                 while last_sent < subscription.head {
                     let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
                     let Ok(Some(Ok(message))) = next else {
-                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "replay failed".into() }))).await;
+                        let _ = socket
+                            .send(Message::Close(Some(CloseFrame {
+                                code: 1011,
+                                reason: "replay failed".into(),
+                            })))
+                            .await;
                         return "replay_failed";
                     };
                     if message.stream_seq > subscription.head {
                         break;
                     }
                     last_sent = message.stream_seq;
-                    if let Some(frame) = event_frame(&message) {
-                        if let Err(reason) = send(&mut socket, Message::Text(frame.text)).await {
-                            return reason;
-                        }
+                    if let Some(frame) = event_frame(&message)
+                        && let Err(reason) = send(&mut socket, Message::Text(frame.text)).await
+                    {
+                        return reason;
                     }
                 }
             }

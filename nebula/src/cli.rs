@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::{Config, Parts, tools};
 
 #[derive(Debug, Parser)]
-#[command(name = "nebula", version, about = "Nebula Command: an event-sourced control plane for homelabs and AI creators")]
+#[command(
+    name = "nebula",
+    version,
+    about = "Nebula Command: an event-sourced control plane for homelabs and AI creators"
+)]
 pub struct Cli {
     /// Configuration file (TOML). Defaults to ./nebula.toml when present; environment overrides it.
     #[arg(long, global = true, env = "NEBULA_CONFIG")]
@@ -87,8 +91,12 @@ pub enum ProjectionsCommand {
 
 /// Logs go to stderr; `RUST_LOG` filters (default `info`).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -102,7 +110,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(EventsCommand::Tail(args)) => tools::tail(&config, args).await,
         Command::Events(EventsCommand::Replay(args)) => tools::replay(&config, args).await,
         Command::Projections(ProjectionsCommand::List) => tools::list_projections(&config).await,
-        Command::Projections(ProjectionsCommand::Rebuild { name }) => tools::rebuild(&config, &name).await,
+        Command::Projections(ProjectionsCommand::Rebuild { name }) => {
+            tools::rebuild(&config, &name).await
+        }
     }
 }
 
@@ -110,7 +120,11 @@ async fn serve(config: &Config, parts: Parts) -> anyhow::Result<()> {
     let running = crate::start(config, parts).await?;
     if let (Some(addr), Some(token)) = (running.gateway_addr, &running.token) {
         // Printed once, to stdout, not into the logs.
-        println!("\n  Nebula Command is up.\n  Dashboard: http://{addr}/#token={}\n  API token: {}\n", token.expose(), token.expose());
+        println!(
+            "\n  Nebula Command is up.\n  Dashboard: http://{addr}/#token={}\n  API token: {}\n",
+            token.expose(),
+            token.expose()
+        );
     }
     if let Some(addr) = running.agent_addr {
         tracing::info!(addr = %addr, "agent endpoints listening");
@@ -122,7 +136,11 @@ async fn serve(config: &Config, parts: Parts) -> anyhow::Result<()> {
     }
     let failed = cancel.is_cancelled();
     running.shutdown().await;
-    if failed { anyhow::bail!("stopped because a service failed (see the log above)") } else { Ok(()) }
+    if failed {
+        anyhow::bail!("stopped because a service failed (see the log above)")
+    } else {
+        Ok(())
+    }
 }
 
 async fn shutdown_signal() {
@@ -152,7 +170,9 @@ pub fn parse_since(raw: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Res
         return Ok(bus::ReadFrom::Seq(events::StreamSeq(seq)));
     }
     let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
-    let amount: i64 = number.parse().with_context(|| format!("--since must be a sequence or a duration like 10m, got {raw:?}"))?;
+    let amount: i64 = number.parse().with_context(|| {
+        format!("--since must be a sequence or a duration like 10m, got {raw:?}")
+    })?;
     let seconds = match unit {
         "s" => amount,
         "m" => amount * 60,
@@ -160,7 +180,9 @@ pub fn parse_since(raw: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Res
         "d" => amount * 86_400,
         _ => anyhow::bail!("--since unit must be s, m, h or d, got {raw:?}"),
     };
-    Ok(bus::ReadFrom::Time(now - chrono::Duration::seconds(seconds)))
+    Ok(bus::ReadFrom::Time(
+        now - chrono::Duration::seconds(seconds),
+    ))
 }
 
 #[cfg(test)]
@@ -177,8 +199,14 @@ mod tests {
     #[test]
     fn since_takes_sequences_and_durations() {
         let now = chrono::Utc::now();
-        assert_eq!(parse_since("42", now).unwrap(), bus::ReadFrom::Seq(events::StreamSeq(42)));
-        assert_eq!(parse_since("10m", now).unwrap(), bus::ReadFrom::Time(now - chrono::Duration::minutes(10)));
+        assert_eq!(
+            parse_since("42", now).unwrap(),
+            bus::ReadFrom::Seq(events::StreamSeq(42))
+        );
+        assert_eq!(
+            parse_since("10m", now).unwrap(),
+            bus::ReadFrom::Time(now - chrono::Duration::minutes(10))
+        );
         assert!(parse_since("10y", now).is_err());
         assert!(parse_since("soon", now).is_err());
     }

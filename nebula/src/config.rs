@@ -63,14 +63,21 @@ impl Default for Config {
 impl Default for ProjectorConfig {
     fn default() -> Self {
         let runner = projections::runner::RunnerConfig::default();
-        Self { batch_size: runner.batch_size, max_attempts: runner.max_attempts, only: Vec::new() }
+        Self {
+            batch_size: runner.batch_size,
+            max_attempts: runner.max_attempts,
+            only: Vec::new(),
+        }
     }
 }
 
 impl Default for GatewayTuning {
     fn default() -> Self {
         let gateway = gateway::GatewayConfig::default();
-        Self { ws_client_buffer: gateway.ws_client_buffer, snapshot_events: gateway.snapshot_events }
+        Self {
+            ws_client_buffer: gateway.ws_client_buffer,
+            snapshot_events: gateway.snapshot_events,
+        }
     }
 }
 
@@ -81,13 +88,21 @@ impl Config {
         Self::load_from(file, std::env::vars())
     }
 
-    pub fn load_from(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
         let mut table = toml::Table::new();
         let implicit = PathBuf::from("nebula.toml");
-        let path = file.map(Path::to_path_buf).or_else(|| implicit.exists().then_some(implicit));
+        let path = file
+            .map(Path::to_path_buf)
+            .or_else(|| implicit.exists().then_some(implicit));
         if let Some(path) = &path {
-            let text = std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
-            table = text.parse().with_context(|| format!("failed to parse config file {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read config file {}", path.display()))?;
+            table = text
+                .parse()
+                .with_context(|| format!("failed to parse config file {}", path.display()))?;
         }
         for (name, value) in env {
             let key = match name.as_str() {
@@ -112,16 +127,27 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         let mut problems = Vec::new();
         if !self.nats_url.starts_with("nats://") && !self.nats_url.starts_with("tls://") {
-            problems.push(format!("nats_url must start with nats:// or tls://, got {:?}", self.nats_url));
+            problems.push(format!(
+                "nats_url must start with nats:// or tls://, got {:?}",
+                self.nats_url
+            ));
         }
-        if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
+        if !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
             problems.push("database_url must be a postgres:// url".to_owned());
         }
         if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
-            problems.push(format!("redis_url must start with redis://, got {:?}", self.redis_url));
+            problems.push(format!(
+                "redis_url must start with redis://, got {:?}",
+                self.redis_url
+            ));
         }
         if self.projector.batch_size == 0 || self.projector.batch_size > 10_000 {
-            problems.push(format!("projector.batch_size must be 1..=10000, got {}", self.projector.batch_size));
+            problems.push(format!(
+                "projector.batch_size must be 1..=10000, got {}",
+                self.projector.batch_size
+            ));
         }
         if self.projector.max_attempts == 0 {
             problems.push("projector.max_attempts must be at least 1".to_owned());
@@ -143,20 +169,29 @@ impl Config {
     }
 
     pub fn bus_config(&self) -> bus::BusConfig {
-        bus::BusConfig { url: self.nats_url.clone(), ..Default::default() }
+        bus::BusConfig {
+            url: self.nats_url.clone(),
+            ..Default::default()
+        }
     }
 }
 
 /// Sets `path` in `table` to `raw`, typed as an integer, float or boolean when it parses as one.
 fn insert(table: &mut toml::Table, path: &[&str], raw: &str) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut current = table;
     for part in parents {
-        let entry = current.entry((*part).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = current
+            .entry((*part).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         if !entry.is_table() {
             *entry = toml::Value::Table(toml::Table::new());
         }
-        let toml::Value::Table(next) = entry else { return };
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
         current = next;
     }
     let value = if let Ok(i) = raw.parse::<i64>() {
@@ -176,17 +211,29 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn environment_overrides_defaults_and_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("nebula.toml");
-        std::fs::write(&file, "redis_url = \"redis://filehost:6379\"\n[projector]\nbatch_size = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "redis_url = \"redis://filehost:6379\"\n[projector]\nbatch_size = 7\n",
+        )
+        .unwrap();
         let config = Config::load_from(
             Some(&file),
-            env(&[("NATS_URL", "nats://10.0.0.1:4222"), ("NEBULA_PROJECTOR__BATCH_SIZE", "9"), ("NEBULA_AGENT__NODE_ID", "gpu-1"), ("HOME", "/root")]),
+            env(&[
+                ("NATS_URL", "nats://10.0.0.1:4222"),
+                ("NEBULA_PROJECTOR__BATCH_SIZE", "9"),
+                ("NEBULA_AGENT__NODE_ID", "gpu-1"),
+                ("HOME", "/root"),
+            ]),
         )
         .unwrap();
         assert_eq!(config.nats_url, "nats://10.0.0.1:4222");
@@ -200,7 +247,11 @@ mod tests {
     fn every_problem_is_reported_at_once() {
         let err = Config::load_from(
             None,
-            env(&[("NATS_URL", "http://x"), ("NEBULA_PROJECTOR__BATCH_SIZE", "0"), ("NEBULA_AGENT__NODE_ID", "a.b")]),
+            env(&[
+                ("NATS_URL", "http://x"),
+                ("NEBULA_PROJECTOR__BATCH_SIZE", "0"),
+                ("NEBULA_AGENT__NODE_ID", "a.b"),
+            ]),
         )
         .unwrap_err()
         .to_string();

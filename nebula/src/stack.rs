@@ -24,10 +24,26 @@ pub struct Parts {
 }
 
 impl Parts {
-    pub const ALL: Parts = Parts { gateway: true, projector: true, agent: true };
-    pub const GATEWAY: Parts = Parts { gateway: true, projector: false, agent: false };
-    pub const PROJECTOR: Parts = Parts { gateway: false, projector: true, agent: false };
-    pub const AGENT: Parts = Parts { gateway: false, projector: false, agent: true };
+    pub const ALL: Parts = Parts {
+        gateway: true,
+        projector: true,
+        agent: true,
+    };
+    pub const GATEWAY: Parts = Parts {
+        gateway: true,
+        projector: false,
+        agent: false,
+    };
+    pub const PROJECTOR: Parts = Parts {
+        gateway: false,
+        projector: true,
+        agent: false,
+    };
+    pub const AGENT: Parts = Parts {
+        gateway: false,
+        projector: false,
+        agent: true,
+    };
 }
 
 /// A running composition. Dropping it does not stop it: call [`Running::shutdown`].
@@ -54,7 +70,10 @@ impl Running {
     pub async fn shutdown(self) {
         self.cancel.cancel();
         self.tracker.close();
-        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some tasks did not stop within 10s");
         }
     }
@@ -80,8 +99,15 @@ impl AgentView for AgentEndpoints {
 async fn database(config: &Config) -> anyhow::Result<PgPool> {
     let pool = projections::connect(&config.database_url, 8)
         .await
-        .with_context(|| format!("failed to connect to postgres at {}", redact(&config.database_url)))?;
-    projections::migrate(&pool).await.context("failed to migrate the database")?;
+        .with_context(|| {
+            format!(
+                "failed to connect to postgres at {}",
+                redact(&config.database_url)
+            )
+        })?;
+    projections::migrate(&pool)
+        .await
+        .context("failed to migrate the database")?;
     Ok(pool)
 }
 
@@ -101,11 +127,18 @@ pub(crate) fn redact(url: &str) -> String {
 /// `state_dir` (generated on first run).
 pub(crate) fn admin_token(config: &Config) -> anyhow::Result<(AdminToken, bool)> {
     if let Some(token) = &config.admin_token {
-        anyhow::ensure!(token.len() >= 16, "NEBULA_ADMIN_TOKEN must be at least 16 characters");
+        anyhow::ensure!(
+            token.len() >= 16,
+            "NEBULA_ADMIN_TOKEN must be at least 16 characters"
+        );
         return Ok((AdminToken::new(token.as_str()), false));
     }
-    gateway::load_or_create_token(&config.state_dir)
-        .with_context(|| format!("failed to read or create the admin token under {}", config.state_dir.display()))
+    gateway::load_or_create_token(&config.state_dir).with_context(|| {
+        format!(
+            "failed to read or create the admin token under {}",
+            config.state_dir.display()
+        )
+    })
 }
 
 /// Starts `parts` of the system. Every long-running task is tracked and stops on the token.
@@ -115,8 +148,19 @@ pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
     let bus = Bus::connect(config.bus_config())
         .await
         .with_context(|| format!("failed to connect to nats at {}", config.nats_url))?;
-    let pool = if parts.gateway || parts.projector { Some(database(config).await?) } else { None };
-    let mut running = Running { gateway_addr: None, agent_addr: None, token: None, bus: bus.clone(), cancel: cancel.clone(), tracker: tracker.clone() };
+    let pool = if parts.gateway || parts.projector {
+        Some(database(config).await?)
+    } else {
+        None
+    };
+    let mut running = Running {
+        gateway_addr: None,
+        agent_addr: None,
+        token: None,
+        bus: bus.clone(),
+        cancel: cancel.clone(),
+        tracker: tracker.clone(),
+    };
 
     if let (true, Some(pool)) = (parts.projector, &pool) {
         let runner_config = RunnerConfig {
@@ -125,7 +169,9 @@ pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
             ..RunnerConfig::default()
         };
         for projection in projections::all() {
-            if !config.projector.only.is_empty() && !config.projector.only.iter().any(|n| n == projection.name()) {
+            if !config.projector.only.is_empty()
+                && !config.projector.only.iter().any(|n| n == projection.name())
+            {
                 continue;
             }
             let name = projection.name();
@@ -133,7 +179,11 @@ pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
             let cancel = cancel.clone();
             tracker.spawn(async move {
                 if let Err(err) = runner.run(cancel.clone()).await {
-                    tracing::error!(projection = name, error = format!("{err:#}"), "projection stopped");
+                    tracing::error!(
+                        projection = name,
+                        error = format!("{err:#}"),
+                        "projection stopped"
+                    );
                     cancel.cancel();
                 }
             });
@@ -148,17 +198,40 @@ pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
             ws_client_buffer: config.gateway.ws_client_buffer,
             snapshot_events: config.gateway.snapshot_events,
         };
-        let served = gateway::serve(gateway_config, ReadModels::new(pool.clone()), bus.clone(), token.clone(), &tracker, cancel.clone()).await?;
+        let served = gateway::serve(
+            gateway_config,
+            ReadModels::new(pool.clone()),
+            bus.clone(),
+            token.clone(),
+            &tracker,
+            cancel.clone(),
+        )
+        .await?;
         running.gateway_addr = Some(served.local_addr);
         running.token = Some(token);
     }
 
     if parts.agent {
-        let ctx = ServiceContext { bus: bus.clone(), cancel: cancel.clone(), tracker: tracker.clone() };
-        let mut service = agent::build(config.agent.clone(), ctx).context("failed to build the agent")?;
-        let addr = gateway::serve_agent(config.agent_http_addr, Arc::new(AgentEndpoints(service.status())), &tracker, cancel.clone())
-            .await
-            .with_context(|| format!("failed to listen on {} for the agent endpoints", config.agent_http_addr))?;
+        let ctx = ServiceContext {
+            bus: bus.clone(),
+            cancel: cancel.clone(),
+            tracker: tracker.clone(),
+        };
+        let mut service =
+            agent::build(config.agent.clone(), ctx).context("failed to build the agent")?;
+        let addr = gateway::serve_agent(
+            config.agent_http_addr,
+            Arc::new(AgentEndpoints(service.status())),
+            &tracker,
+            cancel.clone(),
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "failed to listen on {} for the agent endpoints",
+                config.agent_http_addr
+            )
+        })?;
         if config.agent.advertise_url.is_none() {
             service.set_advertise_url(format!("http://{addr}"));
         }

@@ -16,15 +16,27 @@ use crate::stack::redact;
 pub(crate) async fn migrate(config: &Config) -> anyhow::Result<()> {
     let pool = projections::connect(&config.database_url, 2)
         .await
-        .with_context(|| format!("failed to connect to postgres at {}", redact(&config.database_url)))?;
+        .with_context(|| {
+            format!(
+                "failed to connect to postgres at {}",
+                redact(&config.database_url)
+            )
+        })?;
     projections::migrate(&pool).await?;
-    Bus::connect(config.bus_config()).await.with_context(|| format!("failed to provision streams on {}", config.nats_url))?;
+    Bus::connect(config.bus_config())
+        .await
+        .with_context(|| format!("failed to provision streams on {}", config.nats_url))?;
     println!("database migrated and streams provisioned");
     Ok(())
 }
 
 /// One line per event: `seq  time  type  aggregate  correlation  data`.
-fn print_message(out: &mut impl Write, message: &StoredMessage, json: bool, type_filter: Option<&str>) -> std::io::Result<()> {
+fn print_message(
+    out: &mut impl Write,
+    message: &StoredMessage,
+    json: bool,
+    type_filter: Option<&str>,
+) -> std::io::Result<()> {
     if json {
         return writeln!(out, "{}", String::from_utf8_lossy(&message.payload));
     }
@@ -49,7 +61,11 @@ fn print_message(out: &mut impl Write, message: &StoredMessage, json: bool, type
             }
             Ok(())
         }
-        Err(err) => writeln!(out, "{:>8}  {}  <undecodable: {err}>", message.stream_seq, message.subject),
+        Err(err) => writeln!(
+            out,
+            "{:>8}  {}  <undecodable: {err}>",
+            message.stream_seq, message.subject
+        ),
     }
 }
 
@@ -59,7 +75,9 @@ pub(crate) async fn tail(config: &Config, args: TailArgs) -> anyhow::Result<()> 
         Some(raw) => parse_since(raw, chrono::Utc::now())?,
         None => ReadFrom::New,
     };
-    let mut messages = bus.read(StreamName::Events, from, args.subject.clone()).await?;
+    let mut messages = bus
+        .read(StreamName::Events, from, args.subject.clone())
+        .await?;
     let stdout = std::io::stdout();
     loop {
         let next = tokio::select! {
@@ -92,15 +110,22 @@ pub(crate) async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<
         Some(filter) => (None, Some(filter)),
         None => (None, None),
     };
-    let mut messages = bus.read(StreamName::Events, ReadFrom::Seq(StreamSeq(args.from)), subject.clone()).await?;
+    let mut messages = bus
+        .read(
+            StreamName::Events,
+            ReadFrom::Seq(StreamSeq(args.from)),
+            subject.clone(),
+        )
+        .await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     loop {
         // Everything asked for is already stored, so a long silence means nothing more matches.
-        let next = match tokio::time::timeout(std::time::Duration::from_secs(3), messages.next()).await {
-            Ok(Some(next)) => next?,
-            Ok(None) | Err(_) => break,
-        };
+        let next =
+            match tokio::time::timeout(std::time::Duration::from_secs(3), messages.next()).await {
+                Ok(Some(next)) => next?,
+                Ok(None) | Err(_) => break,
+            };
         if next.stream_seq > to {
             break;
         }
@@ -117,11 +142,23 @@ pub(crate) async fn list_projections(config: &Config) -> anyhow::Result<()> {
     let pool = projections::connect(&config.database_url, 2).await?;
     let bus = Bus::connect_only(config.bus_config()).await?;
     let checkpoints = projections::ReadModels::new(pool).checkpoints().await?;
-    println!("{:<16} {:<10} {:>10} {:>10}", "projection", "stream", "position", "lag");
+    println!(
+        "{:<16} {:<10} {:>10} {:>10}",
+        "projection", "stream", "position", "lag"
+    );
     for projection in projections::all() {
-        let position = checkpoints.iter().find(|(n, _)| n == projection.name()).map_or(0, |(_, s)| *s);
+        let position = checkpoints
+            .iter()
+            .find(|(n, _)| n == projection.name())
+            .map_or(0, |(_, s)| *s);
         let head = bus.last_seq(projection.stream()).await?.0 as i64;
-        println!("{:<16} {:<10} {:>10} {:>10}", projection.name(), projection.stream().as_str(), position, (head - position).max(0));
+        println!(
+            "{:<16} {:<10} {:>10} {:>10}",
+            projection.name(),
+            projection.stream().as_str(),
+            position,
+            (head - position).max(0)
+        );
     }
     Ok(())
 }
@@ -136,9 +173,11 @@ pub(crate) async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
     let bus = Bus::connect(config.bus_config()).await?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} rebuilding {msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} rebuilding {msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_message(name.to_owned());
     let progress_bar = Arc::new(bar);

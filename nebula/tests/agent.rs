@@ -14,7 +14,11 @@ use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 async fn the_agent_registers_heartbeats_serves_its_endpoints_and_deregisters() {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
-    let mut config = Config { nats_url: nats.url(), state_dir: state.path().to_path_buf(), ..Config::default() };
+    let mut config = Config {
+        nats_url: nats.url(),
+        state_dir: state.path().to_path_buf(),
+        ..Config::default()
+    };
     config.agent_http_addr = "127.0.0.1:0".parse().unwrap();
     config.agent.node_id = Some("agent-test".into());
     config.agent.heartbeat_interval_secs = 0.1;
@@ -30,35 +34,94 @@ async fn the_agent_registers_heartbeats_serves_its_endpoints_and_deregisters() {
     .await;
     assert_eq!(health["node_id"], "agent-test");
     assert_eq!(health["registered"], true);
-    let gpu: Value = client.get(format!("{base}/gpu")).send().await.unwrap().json().await.unwrap();
+    let gpu: Value = client
+        .get(format!("{base}/gpu"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(gpu["source"].is_string(), "{gpu}");
     assert!(gpu["gpus"].is_array(), "{gpu}");
-    let services: Value = client.get(format!("{base}/services")).send().await.unwrap().json().await.unwrap();
+    let services: Value = client
+        .get(format!("{base}/services"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(services["services"][0]["name"], "agent");
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("nebula_agent_heartbeats_sent_total{node=\"agent-test\"}"), "{metrics}");
-    assert!(metrics.contains("nebula_node_memory_used_bytes"), "{metrics}");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("nebula_agent_heartbeats_sent_total{node=\"agent-test\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("nebula_node_memory_used_bytes"),
+        "{metrics}"
+    );
 
     let bus = common::bus(&nats).await;
-    let mut events = bus.read(StreamName::Events, ReadFrom::Start, None).await.unwrap();
-    let first = events.next().await.unwrap().unwrap().decode_commit().unwrap().remove(0);
-    assert_eq!((first.event_type.as_str(), first.aggregate_id.as_str()), ("node.registered", "agent-test"));
-    assert_eq!(first.data["agent_url"], format!("{base}"), "the registration announces where the endpoints are");
+    let mut events = bus
+        .read(StreamName::Events, ReadFrom::Start, None)
+        .await
+        .unwrap();
+    let first = events
+        .next()
+        .await
+        .unwrap()
+        .unwrap()
+        .decode_commit()
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        (first.event_type.as_str(), first.aggregate_id.as_str()),
+        ("node.registered", "agent-test")
+    );
+    assert_eq!(
+        first.data["agent_url"],
+        format!("{base}"),
+        "the registration announces where the endpoints are"
+    );
     assert!(first.data["memory_total_bytes"].as_u64().unwrap() > 0);
 
-    let mut heartbeats = bus.read(StreamName::Telemetry, ReadFrom::Start, None).await.unwrap();
+    let mut heartbeats = bus
+        .read(StreamName::Telemetry, ReadFrom::Start, None)
+        .await
+        .unwrap();
     let mut seqs = Vec::new();
     while seqs.len() < 3 {
-        let message = tokio::time::timeout(Duration::from_secs(10), heartbeats.next()).await.unwrap().unwrap().unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(10), heartbeats.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(message.subject, "nebula.telemetry.agent-test.heartbeat");
-        let heartbeat: events::telemetry::Heartbeat = serde_json::from_slice(&message.payload).unwrap();
+        let heartbeat: events::telemetry::Heartbeat =
+            serde_json::from_slice(&message.payload).unwrap();
         assert!(heartbeat.memory_total_bytes > 0 && heartbeat.disk_total_bytes > 0);
         seqs.push(heartbeat.sample_seq);
     }
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 
     running.shutdown().await;
-    let goodbye = tokio::time::timeout(Duration::from_secs(10), events.next()).await.unwrap().unwrap().unwrap();
+    let goodbye = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     let goodbye = goodbye.decode_commit().unwrap().remove(0);
-    assert_eq!((goodbye.event_type.as_str(), goodbye.aggregate_seq), ("node.deregistered", 2));
+    assert_eq!(
+        (goodbye.event_type.as_str(), goodbye.aggregate_seq),
+        ("node.deregistered", 2)
+    );
 }

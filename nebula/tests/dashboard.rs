@@ -32,10 +32,15 @@ async fn agent_heartbeats_reach_the_dashboard_live(pool: PgPool) {
 
     let browser = Browser::start().await;
     browser.goto(&format!("http://{addr}/#token={TOKEN}")).await;
-    let first = wait_until("the agent's row with a heartbeat", WAIT, || async { sample_seq(&browser, "test-node").await }).await;
+    let first = wait_until("the agent's row with a heartbeat", WAIT, || async {
+        sample_seq(&browser, "test-node").await
+    })
+    .await;
     // Later heartbeats update the same page without a reload.
     let later = wait_until("a newer heartbeat on the page", WAIT, || async {
-        sample_seq(&browser, "test-node").await.filter(|seq| *seq >= first + 3)
+        sample_seq(&browser, "test-node")
+            .await
+            .filter(|seq| *seq >= first + 3)
     })
     .await;
     assert!(later > first);
@@ -54,8 +59,18 @@ async fn agent_heartbeats_reach_the_dashboard_live(pool: PgPool) {
     assert!(row["ram"].as_str().unwrap().contains("GiB"), "{row}");
     assert!(row["status"].as_str().unwrap().contains("online"), "{row}");
     assert_eq!(row["conn"], "live", "{row}");
-    assert!(row["feed"].as_array().unwrap().iter().any(|t| t == "node.registered"), "{row}");
-    assert_eq!(row["token_in_url"], false, "the token must be moved out of the address bar");
+    assert!(
+        row["feed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "node.registered"),
+        "{row}"
+    );
+    assert_eq!(
+        row["token_in_url"], false,
+        "the token must be moved out of the address bar"
+    );
     let png = browser.screenshot_png().await;
     assert!(png.starts_with(b"\x89PNG"), "not a PNG screenshot");
     let _ = std::fs::write(std::env::temp_dir().join("nebula-dashboard.png"), &png);
@@ -63,18 +78,34 @@ async fn agent_heartbeats_reach_the_dashboard_live(pool: PgPool) {
     // Restart the gateway on the same port; the page reconnects and resumes by itself.
     stack.shutdown().await;
     wait_until("the page to notice the gateway is gone", WAIT, || async {
-        let conn = browser.eval("return document.querySelector('#conn-status').textContent.trim();").await;
+        let conn = browser
+            .eval("return document.querySelector('#conn-status').textContent.trim();")
+            .await;
         (conn != "live").then_some(())
     })
     .await;
     config.http_addr = addr;
     config.agent.node_id = Some("second-node".to_owned());
     let restarted = start_on(&config, addr).await;
-    wait_until("the second agent's heartbeat after the restart", WAIT, || async { sample_seq(&browser, "second-node").await }).await;
+    wait_until(
+        "the second agent's heartbeat after the restart",
+        WAIT,
+        || async { sample_seq(&browser, "second-node").await },
+    )
+    .await;
     let feed: Value = browser.eval("return [...document.querySelectorAll('#events li')].map(li => Number(li.dataset.seq));").await;
-    let seqs: Vec<u64> = feed.as_array().unwrap().iter().filter_map(Value::as_u64).collect();
+    let seqs: Vec<u64> = feed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
     let unique: std::collections::HashSet<_> = seqs.iter().collect();
-    assert_eq!(unique.len(), seqs.len(), "the resumed feed shows an event twice: {seqs:?}");
+    assert_eq!(
+        unique.len(),
+        seqs.len(),
+        "the resumed feed shows an event twice: {seqs:?}"
+    );
     restarted.shutdown().await;
 }
 

@@ -12,9 +12,14 @@ use sqlx::PgPool;
 use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 use tokio_tungstenite::tungstenite::Message;
 
-const SERVER: Parts = Parts { gateway: true, projector: true, agent: false };
+const SERVER: Parts = Parts {
+    gateway: true,
+    projector: true,
+    agent: false,
+};
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn frame(socket: &mut Socket) -> Value {
     loop {
@@ -43,15 +48,27 @@ async fn event_frame(socket: &mut Socket) -> Value {
 
 async fn wait_projected(base: &str, seq: u64) {
     let client = http();
-    wait_until(&format!("event {seq} to be projected"), DEFAULT_WAIT, || async {
-        let body: Value = client.get(format!("{base}/api/projections")).bearer_auth(TOKEN).send().await.ok()?.json().await.ok()?;
-        let all_caught_up = body["projections"]
-            .as_array()?
-            .iter()
-            .filter(|p| p["stream"] == "EVENTS")
-            .all(|p| p["position"].as_u64().unwrap_or(0) >= seq);
-        all_caught_up.then_some(())
-    })
+    wait_until(
+        &format!("event {seq} to be projected"),
+        DEFAULT_WAIT,
+        || async {
+            let body: Value = client
+                .get(format!("{base}/api/projections"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let all_caught_up = body["projections"]
+                .as_array()?
+                .iter()
+                .filter(|p| p["stream"] == "EVENTS")
+                .all(|p| p["position"].as_u64().unwrap_or(0) >= seq);
+            all_caught_up.then_some(())
+        },
+    )
     .await;
 }
 
@@ -59,7 +76,9 @@ async fn wait_projected(base: &str, seq: u64) {
 async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
-    let running = nebula::start(&config(&nats, &pool, state.path()), SERVER).await.unwrap();
+    let running = nebula::start(&config(&nats, &pool, state.path()), SERVER)
+        .await
+        .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let bus = common::bus(&nats).await;
     let seq = publish(&bus, "node-a").await;
@@ -67,7 +86,14 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
     let client = http();
 
     // Health needs no token and reports every dependency.
-    let health: Value = client.get(format!("{base}/health")).send().await.unwrap().json().await.unwrap();
+    let health: Value = client
+        .get(format!("{base}/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok", "{health}");
     for dependency in ["nats", "postgres", "redis"] {
         assert_eq!(health["checks"][dependency]["status"], "ok", "{health}");
@@ -76,31 +102,80 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
     for path in ["/api/nodes", "/api/events", "/metrics", "/ws"] {
         let response = client.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(response.status(), 401, "{path} without a token");
-        let response = client.get(format!("{base}{path}")).bearer_auth("wrong-token-wrong-token").send().await.unwrap();
+        let response = client
+            .get(format!("{base}{path}"))
+            .bearer_auth("wrong-token-wrong-token")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 401, "{path} with a wrong token");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unauthorized");
     }
 
-    let nodes: Value = client.get(format!("{base}/api/nodes")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let nodes: Value = client
+        .get(format!("{base}/api/nodes"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(nodes["nodes"][0]["node_id"], "node-a");
-    assert_eq!(nodes["nodes"][0]["gpus"][0]["memory_total_bytes"], 24u64 << 30);
-    let node: Value = client.get(format!("{base}/api/nodes/node-a")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        nodes["nodes"][0]["gpus"][0]["memory_total_bytes"],
+        24u64 << 30
+    );
+    let node: Value = client
+        .get(format!("{base}/api/nodes/node-a"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(node["hostname"], "node-a.lan");
-    let missing = client.get(format!("{base}/api/nodes/nobody")).bearer_auth(TOKEN).send().await.unwrap();
+    let missing = client
+        .get(format!("{base}/api/nodes/nobody"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 
     // A job submitted through REST is a command on the job aggregate; its events carry the
     // correlation id the response names.
-    let accepted = client.post(format!("{base}/api/jobs")).bearer_auth(TOKEN).json(&json!({ "kind": "render.txt2img", "priority": 2, "params": { "prompt": "fox" } })).send().await.unwrap();
+    let accepted = client
+        .post(format!("{base}/api/jobs"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "kind": "render.txt2img", "priority": 2, "params": { "prompt": "fox" } }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(accepted.status(), 202);
     let accepted: Value = accepted.json().await.unwrap();
     let correlation = accepted["correlation_id"].as_str().unwrap().to_owned();
     let job_id = accepted["job_id"].as_str().unwrap().to_owned();
-    let cancel = client.post(format!("{base}/api/jobs/{job_id}/cancel")).bearer_auth(TOKEN).send().await.unwrap();
+    let cancel = client
+        .post(format!("{base}/api/jobs/{job_id}/cancel"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(cancel.status(), 202);
-    let again = client.post(format!("{base}/api/jobs/{job_id}/cancel")).bearer_auth(TOKEN).send().await.unwrap();
-    assert_eq!(again.status(), 409, "cancelling a cancelled job is a conflict");
+    let again = client
+        .post(format!("{base}/api/jobs/{job_id}/cancel"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        409,
+        "cancelling a cancelled job is a conflict"
+    );
     wait_projected(&base, 3).await;
     let by_correlation: Value = client
         .get(format!("{base}/api/events?correlation_id={correlation}"))
@@ -114,7 +189,9 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
     assert_eq!(by_correlation["events"].as_array().unwrap().len(), 1);
     assert_eq!(by_correlation["events"][0]["type"], "job.requested");
     let filtered: Value = client
-        .get(format!("{base}/api/events?aggregate_type=job&aggregate_id={job_id}&after=0&limit=10"))
+        .get(format!(
+            "{base}/api/events?aggregate_type=job&aggregate_id={job_id}&after=0&limit=10"
+        ))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -122,42 +199,139 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
         .json()
         .await
         .unwrap();
-    let types: Vec<&str> = filtered["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = filtered["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(types, vec!["job.requested", "job.cancelled"]);
-    let by_type: Value = client.get(format!("{base}/api/events?type=node.registered")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let by_type: Value = client
+        .get(format!("{base}/api/events?type=node.registered"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(by_type["events"].as_array().unwrap().len(), 1);
 
     // (e) Bad requests: a clear 4xx with a reason, and the server carries on.
     let bad: [(reqwest::RequestBuilder, u16, &str); 9] = [
-        (client.get(format!("{base}/api/events?limit=abc")), 400, "limit"),
-        (client.get(format!("{base}/api/events?limit=100000")), 400, "limit"),
-        (client.get(format!("{base}/api/events?after=-1")), 400, "after"),
-        (client.get(format!("{base}/api/events?correlation_id=nope")), 400, "correlation_id"),
-        (client.get(format!("{base}/api/events?colour=blue")), 400, "colour"),
-        (client.get(format!("{base}/api/nodes/bad.id")), 400, "node id"),
-        (client.post(format!("{base}/api/jobs")).header("content-type", "application/json").body("{\"kind\": "), 400, "invalid JSON"),
-        (client.post(format!("{base}/api/jobs")).json(&json!({ "kind": "x", "surprise": 1 })), 400, "surprise"),
-        (client.post(format!("{base}/api/jobs")).body("kind=x"), 415, "application/json"),
+        (
+            client.get(format!("{base}/api/events?limit=abc")),
+            400,
+            "limit",
+        ),
+        (
+            client.get(format!("{base}/api/events?limit=100000")),
+            400,
+            "limit",
+        ),
+        (
+            client.get(format!("{base}/api/events?after=-1")),
+            400,
+            "after",
+        ),
+        (
+            client.get(format!("{base}/api/events?correlation_id=nope")),
+            400,
+            "correlation_id",
+        ),
+        (
+            client.get(format!("{base}/api/events?colour=blue")),
+            400,
+            "colour",
+        ),
+        (
+            client.get(format!("{base}/api/nodes/bad.id")),
+            400,
+            "node id",
+        ),
+        (
+            client
+                .post(format!("{base}/api/jobs"))
+                .header("content-type", "application/json")
+                .body("{\"kind\": "),
+            400,
+            "invalid JSON",
+        ),
+        (
+            client
+                .post(format!("{base}/api/jobs"))
+                .json(&json!({ "kind": "x", "surprise": 1 })),
+            400,
+            "surprise",
+        ),
+        (
+            client.post(format!("{base}/api/jobs")).body("kind=x"),
+            415,
+            "application/json",
+        ),
     ];
     for (request, status, needle) in bad {
         let response = request.bearer_auth(TOKEN).send().await.unwrap();
-        assert_eq!(response.status().as_u16(), status, "expected {status} for a request about {needle}");
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "expected {status} for a request about {needle}"
+        );
         let body: Value = response.json().await.unwrap();
         let message = body["error"]["message"].as_str().unwrap();
-        assert!(message.contains(needle), "{message:?} should mention {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{message:?} should mention {needle:?}"
+        );
     }
-    let huge = client.post(format!("{base}/api/jobs")).bearer_auth(TOKEN).json(&json!({ "kind": "x", "params": "y".repeat(300 * 1024) })).send().await.unwrap();
+    let huge = client
+        .post(format!("{base}/api/jobs"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "kind": "x", "params": "y".repeat(300 * 1024) }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(huge.status(), 413);
-    let empty_kind = client.post(format!("{base}/api/jobs")).bearer_auth(TOKEN).json(&json!({ "kind": " " })).send().await.unwrap();
+    let empty_kind = client
+        .post(format!("{base}/api/jobs"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "kind": " " }))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(empty_kind.status(), 400);
-    let unknown = client.get(format!("{base}/api/nope")).bearer_auth(TOKEN).send().await.unwrap();
+    let unknown = client
+        .get(format!("{base}/api/nope"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
-    let bad_ws = client.get(format!("{base}/ws?since=abc")).bearer_auth(TOKEN).send().await.unwrap();
+    let bad_ws = client
+        .get(format!("{base}/ws?since=abc"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_ws.status(), 400);
 
-    let metrics = client.get(format!("{base}/metrics")).bearer_auth(TOKEN).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("nebula_projection_lag_events{projection=\"event_log\"}"), "{metrics}");
-    assert!(metrics.contains("# TYPE nebula_projection_messages_applied_total counter"), "{metrics}");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("nebula_projection_lag_events{projection=\"event_log\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE nebula_projection_messages_applied_total counter"),
+        "{metrics}"
+    );
     let dashboard = client.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(dashboard.status(), 200);
     assert!(dashboard.text().await.unwrap().contains("Nebula Command"));
@@ -170,7 +344,9 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
 async fn websocket_resume_delivers_exactly_the_missed_events(pool: PgPool) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
-    let running = nebula::start(&config(&nats, &pool, state.path()), SERVER).await.unwrap();
+    let running = nebula::start(&config(&nats, &pool, state.path()), SERVER)
+        .await
+        .unwrap();
     let addr = running.gateway_addr.unwrap();
     let base = format!("http://{addr}");
     let bus = common::bus(&nats).await;
@@ -180,7 +356,9 @@ async fn websocket_resume_delivers_exactly_the_missed_events(pool: PgPool) {
     wait_projected(&base, 3).await;
 
     let url = format!("ws://{addr}/ws?token={TOKEN}");
-    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
     let snapshot = frame(&mut socket).await;
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["seq"], 3);
@@ -189,25 +367,42 @@ async fn websocket_resume_delivers_exactly_the_missed_events(pool: PgPool) {
     assert_eq!(publish(&bus, "d").await, 4);
     assert_eq!(publish(&bus, "e").await, 5);
     let four = event_frame(&mut socket).await;
-    assert_eq!((four["seq"].as_u64(), four["events"][0]["aggregate_id"].as_str()), (Some(4), Some("d")));
+    assert_eq!(
+        (
+            four["seq"].as_u64(),
+            four["events"][0]["aggregate_id"].as_str()
+        ),
+        (Some(4), Some("d"))
+    );
     assert_eq!(event_frame(&mut socket).await["seq"], 5);
     socket.close(None).await.unwrap();
 
     for node in ["f", "g", "h"] {
         publish(&bus, node).await;
     }
-    let (mut resumed, _) = tokio_tungstenite::connect_async(format!("{url}&since=5").as_str()).await.unwrap();
-    assert_eq!(frame(&mut resumed).await, json!({ "type": "resumed", "seq": 5 }));
+    let (mut resumed, _) = tokio_tungstenite::connect_async(format!("{url}&since=5").as_str())
+        .await
+        .unwrap();
+    assert_eq!(
+        frame(&mut resumed).await,
+        json!({ "type": "resumed", "seq": 5 })
+    );
     let mut seqs = Vec::new();
     for _ in 0..3 {
         seqs.push(event_frame(&mut resumed).await["seq"].as_u64().unwrap());
     }
     assert_eq!(seqs, vec![6, 7, 8], "missed events, in order, once");
     assert_eq!(publish(&bus, "i").await, 9);
-    assert_eq!(event_frame(&mut resumed).await["seq"], 9, "live events follow the replay without a gap");
+    assert_eq!(
+        event_frame(&mut resumed).await["seq"],
+        9,
+        "live events follow the replay without a gap"
+    );
 
     // A resume from far back replays from the log, not only from what the gateway saw live.
-    let (mut from_start, _) = tokio_tungstenite::connect_async(format!("{url}&since=0").as_str()).await.unwrap();
+    let (mut from_start, _) = tokio_tungstenite::connect_async(format!("{url}&since=0").as_str())
+        .await
+        .unwrap();
     assert_eq!(frame(&mut from_start).await["type"], "resumed");
     let mut all = Vec::new();
     for _ in 0..9 {
@@ -224,11 +419,24 @@ async fn a_slow_websocket_client_is_disconnected_not_waited_for(pool: PgPool) {
     let state = tempfile::tempdir().unwrap();
     let mut config = config(&nats, &pool, state.path());
     config.gateway.ws_client_buffer = 16;
-    let running = nebula::start(&config, Parts { gateway: true, projector: false, agent: false }).await.unwrap();
+    let running = nebula::start(
+        &config,
+        Parts {
+            gateway: true,
+            projector: false,
+            agent: false,
+        },
+    )
+    .await
+    .unwrap();
     let addr = running.gateway_addr.unwrap();
     let url = format!("ws://{addr}/ws?token={TOKEN}&since=0");
-    let (mut slow, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
-    let (mut healthy, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    let (mut slow, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let (mut healthy, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
     assert_eq!(frame(&mut slow).await["type"], "resumed");
     assert_eq!(frame(&mut healthy).await["type"], "resumed");
 
@@ -276,6 +484,10 @@ async fn a_slow_websocket_client_is_disconnected_not_waited_for(pool: PgPool) {
     .expect("the slow client was never disconnected");
     let close = close.expect("expected a close frame");
     assert_eq!(u16::from(close.code), gateway::CLOSE_SLOW_CONSUMER);
-    assert!(close.reason.contains("since="), "the close reason tells the client where to resume: {}", close.reason);
+    assert!(
+        close.reason.contains("since="),
+        "the close reason tells the client where to resume: {}",
+        close.reason
+    );
     running.shutdown().await;
 }

@@ -29,15 +29,26 @@ fn spawn_projector(nats: &NatsServer, pool: &PgPool) -> Child {
 
 fn job_events(job: &str, correlation: CorrelationId) -> Vec<EventEnvelope> {
     let events = [
-        JobEvent::Requested(JobRequested { kind: "crash-test".into(), priority: 0, params: serde_json::json!({ "job": job }) }),
-        JobEvent::Started(JobStarted { worker: "w".into(), node_id: None }),
+        JobEvent::Requested(JobRequested {
+            kind: "crash-test".into(),
+            priority: 0,
+            params: serde_json::json!({ "job": job }),
+        }),
+        JobEvent::Started(JobStarted {
+            worker: "w".into(),
+            node_id: None,
+        }),
         JobEvent::Progressed(JobProgressed { value: 1, max: 2 }),
-        JobEvent::Completed(JobCompleted { result: serde_json::json!({ "job": job }) }),
+        JobEvent::Completed(JobCompleted {
+            result: serde_json::json!({ "job": job }),
+        }),
     ];
     events
         .iter()
         .enumerate()
-        .map(|(i, event)| EventEnvelope::new(job, i as u64 + 1, event, correlation, None, Actor::system()))
+        .map(|(i, event)| {
+            EventEnvelope::new(job, i as u64 + 1, event, correlation, None, Actor::system())
+        })
         .collect()
 }
 
@@ -46,7 +57,9 @@ async fn sigkilled_projector_loses_nothing_and_applies_nothing_twice(pool: PgPoo
     let nats = NatsServer::start();
     let bus = common::bus(&nats).await;
     const JOBS: usize = 5000; // 4 events each: 20,000 events
-    let jobs: Vec<(String, CorrelationId)> = (0..JOBS).map(|_| (JobId::new().to_string(), CorrelationId::new())).collect();
+    let jobs: Vec<(String, CorrelationId)> = (0..JOBS)
+        .map(|_| (JobId::new().to_string(), CorrelationId::new()))
+        .collect();
     let mut published = HashSet::new();
     let publisher = {
         let bus = bus.clone();
@@ -61,7 +74,11 @@ async fn sigkilled_projector_loses_nothing_and_applies_nothing_twice(pool: PgPoo
                     for (job, correlation) in chunk {
                         for event in job_events(&job, correlation) {
                             ids.push(event.event_id);
-                            let expected = if event.aggregate_seq == 1 { ExpectedSeq::NoEvents } else { ExpectedSeq::Any };
+                            let expected = if event.aggregate_seq == 1 {
+                                ExpectedSeq::NoEvents
+                            } else {
+                                ExpectedSeq::Any
+                            };
                             bus.append(&[event], expected).await.expect("append failed");
                         }
                     }
@@ -79,15 +96,22 @@ async fn sigkilled_projector_loses_nothing_and_applies_nothing_twice(pool: PgPoo
     let mut projector = spawn_projector(&nats, &pool);
     let mut kills = 0;
     let applied = || async {
-        sqlx::query_scalar::<_, i64>("SELECT COALESCE(min(last_seq), 0) FROM projection_checkpoints WHERE stream = 'EVENTS'")
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0)
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COALESCE(min(last_seq), 0) FROM projection_checkpoints WHERE stream = 'EVENTS'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(0)
     };
     while kills < 6 {
         let before = applied().await;
         // Let it make some progress, then kill it mid-stride.
-        wait_until("the projector to make progress", Duration::from_secs(60), || async { (applied().await > before + 500).then_some(()) }).await;
+        wait_until(
+            "the projector to make progress",
+            Duration::from_secs(60),
+            || async { (applied().await > before + 500).then_some(()) },
+        )
+        .await;
         projector.kill().expect("failed to SIGKILL the projector");
         projector.wait().unwrap();
         kills += 1;
@@ -99,13 +123,19 @@ async fn sigkilled_projector_loses_nothing_and_applies_nothing_twice(pool: PgPoo
     published.extend(publisher.await.unwrap());
     assert_eq!(published.len(), JOBS * 4);
     let head = bus.last_seq(StreamName::Events).await.unwrap().0 as i64;
-    wait_until("the projector to catch up", Duration::from_secs(120), || async {
-        let positions: Vec<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE stream = 'EVENTS'")
+    wait_until(
+        "the projector to catch up",
+        Duration::from_secs(120),
+        || async {
+            let positions: Vec<i64> = sqlx::query_scalar(
+                "SELECT last_seq FROM projection_checkpoints WHERE stream = 'EVENTS'",
+            )
             .fetch_all(&pool)
             .await
             .ok()?;
-        (positions.len() == 3 && positions.iter().all(|p| *p == head)).then_some(())
-    })
+            (positions.len() == 3 && positions.iter().all(|p| *p == head)).then_some(())
+        },
+    )
     .await;
     projector.kill().unwrap();
     projector.wait().unwrap();
@@ -113,17 +143,32 @@ async fn sigkilled_projector_loses_nothing_and_applies_nothing_twice(pool: PgPoo
 
     // The event log holds every published event exactly once (its primary key would have
     // refused a second copy, so count and identity together prove it).
-    let logged: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM event_log").fetch_all(&pool).await.unwrap();
-    assert_eq!(logged.len(), JOBS * 4, "event_log has the wrong number of rows");
+    let logged: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM event_log")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        logged.len(),
+        JOBS * 4,
+        "event_log has the wrong number of rows"
+    );
     let logged: HashSet<_> = logged.into_iter().map(events::EventId).collect();
     assert_eq!(logged, published, "event_log differs from the stream");
     // The jobs model equals the fold: every job completed, with its own result and progress.
     let rows: Vec<(String, String, Option<i64>, Option<serde_json::Value>)> =
-        sqlx::query_as("SELECT job_id, status, progress_value, result FROM jobs").fetch_all(&pool).await.unwrap();
+        sqlx::query_as("SELECT job_id, status, progress_value, result FROM jobs")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     assert_eq!(rows.len(), JOBS);
-    let by_id: HashMap<_, _> = rows.into_iter().map(|(id, status, progress, result)| (id, (status, progress, result))).collect();
+    let by_id: HashMap<_, _> = rows
+        .into_iter()
+        .map(|(id, status, progress, result)| (id, (status, progress, result)))
+        .collect();
     for (job, _) in &jobs {
-        let (status, progress, result) = by_id.get(job).unwrap_or_else(|| panic!("job {job} missing"));
+        let (status, progress, result) = by_id
+            .get(job)
+            .unwrap_or_else(|| panic!("job {job} missing"));
         assert_eq!(status, "completed");
         assert_eq!(*progress, Some(1));
         assert_eq!(result.as_ref().unwrap()["job"], job.as_str());

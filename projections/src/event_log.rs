@@ -40,15 +40,25 @@ impl Projection for EventLog {
         &["event_log"]
     }
 
-    fn apply<'a>(&'a self, conn: &'a mut PgConnection, target: &'a Target, batch: &'a [StoredMessage]) -> ApplyFuture<'a> {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        target: &'a Target,
+        batch: &'a [StoredMessage],
+    ) -> ApplyFuture<'a> {
         Box::pin(async move {
             let mut columns = Columns::default();
             for message in batch {
                 // Unknown event types are kept too: the log is schema-agnostic.
-                let commit = message.decode_commit().map_err(|err| ApplyError::Poison(err.to_string()))?;
+                let commit = message
+                    .decode_commit()
+                    .map_err(|err| ApplyError::Poison(err.to_string()))?;
                 for (idx, event) in commit.into_iter().enumerate() {
                     columns.stream_seq.push(seq_i64(message.stream_seq.0)?);
-                    columns.idx.push(i32::try_from(idx).map_err(|_| ApplyError::Poison("commit too long".into()))?);
+                    columns.idx.push(
+                        i32::try_from(idx)
+                            .map_err(|_| ApplyError::Poison("commit too long".into()))?,
+                    );
                     columns.event_id.push(event.event_id.0);
                     columns.aggregate_type.push(event.aggregate_type);
                     columns.aggregate_id.push(event.aggregate_id);
@@ -57,8 +67,12 @@ impl Projection for EventLog {
                     columns.occurred_at.push(event.occurred_at);
                     columns.correlation_id.push(event.correlation_id.0);
                     columns.causation_id.push(event.causation_id.map(|id| id.0));
-                    columns.actor.push(Json(serde_json::to_value(&event.actor).unwrap_or_default()));
-                    columns.schema_version.push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
+                    columns
+                        .actor
+                        .push(Json(serde_json::to_value(&event.actor).unwrap_or_default()));
+                    columns
+                        .schema_version
+                        .push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
                     columns.data.push(Json(event.data));
                 }
             }

@@ -23,14 +23,21 @@ impl Projection for Jobs {
         &["jobs"]
     }
 
-    fn apply<'a>(&'a self, conn: &'a mut PgConnection, target: &'a Target, batch: &'a [StoredMessage]) -> ApplyFuture<'a> {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        target: &'a Target,
+        batch: &'a [StoredMessage],
+    ) -> ApplyFuture<'a> {
         Box::pin(async move {
             let table = target.table("jobs");
             for message in batch {
                 if !message.subject.starts_with("nebula.events.job.") {
                     continue;
                 }
-                let commit = message.decode_commit().map_err(|err| ApplyError::Poison(err.to_string()))?;
+                let commit = message
+                    .decode_commit()
+                    .map_err(|err| ApplyError::Poison(err.to_string()))?;
                 let seq = seq_i64(message.stream_seq.0)?;
                 for envelope in commit {
                     let event = match envelope.decode::<JobEvent>() {

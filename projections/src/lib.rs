@@ -57,7 +57,9 @@ pub struct Target {
 
 impl Target {
     pub const LIVE: Target = Target { suffix: "" };
-    pub const REBUILD: Target = Target { suffix: "__rebuild" };
+    pub const REBUILD: Target = Target {
+        suffix: "__rebuild",
+    };
 
     pub fn table(&self, logical: &str) -> String {
         format!("{logical}{}", self.suffix)
@@ -80,7 +82,12 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     /// Applies `batch` (in stream order) inside the caller's transaction. Must be deterministic:
     /// the same batch on the same state gives the same result.
-    fn apply<'a>(&'a self, conn: &'a mut PgConnection, target: &'a Target, batch: &'a [StoredMessage]) -> ApplyFuture<'a>;
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        target: &'a Target,
+        batch: &'a [StoredMessage],
+    ) -> ApplyFuture<'a>;
 }
 
 /// Every projection of the backbone.

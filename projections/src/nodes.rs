@@ -23,14 +23,21 @@ impl Projection for Nodes {
         &["nodes"]
     }
 
-    fn apply<'a>(&'a self, conn: &'a mut PgConnection, target: &'a Target, batch: &'a [StoredMessage]) -> ApplyFuture<'a> {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        target: &'a Target,
+        batch: &'a [StoredMessage],
+    ) -> ApplyFuture<'a> {
         Box::pin(async move {
             let table = target.table("nodes");
             for message in batch {
                 if !message.subject.starts_with("nebula.events.node.") {
                     continue;
                 }
-                let commit = message.decode_commit().map_err(|err| ApplyError::Poison(err.to_string()))?;
+                let commit = message
+                    .decode_commit()
+                    .map_err(|err| ApplyError::Poison(err.to_string()))?;
                 for envelope in commit {
                     let event = match envelope.decode::<NodeEvent>() {
                         Ok(event) => event,

@@ -117,15 +117,19 @@ impl ReadModels {
     }
 
     pub async fn nodes(&self) -> Result<Vec<NodeView>, ProjectionError> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{NODE_SELECT} ORDER BY 1"))).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{NODE_SELECT} ORDER BY 1")))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(node_from_row).collect()
     }
 
     pub async fn node(&self, node_id: &str) -> Result<Option<NodeView>, ProjectionError> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{NODE_SELECT} WHERE COALESCE(n.node_id, t.node_id) = $1")))
-            .bind(node_id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{NODE_SELECT} WHERE COALESCE(n.node_id, t.node_id) = $1"
+        )))
+        .bind(node_id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(node_from_row).transpose()
     }
 
@@ -180,9 +184,10 @@ impl ReadModels {
 
     /// Checkpoints of every projection, by name.
     pub async fn checkpoints(&self) -> Result<Vec<(String, i64)>, ProjectionError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT name, last_seq FROM projection_checkpoints ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT name, last_seq FROM projection_checkpoints ORDER BY name")
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows)
     }
 
@@ -190,12 +195,17 @@ impl ReadModels {
     /// transaction.
     pub async fn snapshot(&self, recent: i64) -> Result<Snapshot, ProjectionError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-        let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = 'nodes'")
-            .fetch_optional(&mut *tx)
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
             .await?;
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = 'nodes'")
+                .fetch_optional(&mut *tx)
+                .await?;
         let seq = seq.unwrap_or(0);
-        let node_rows = sqlx::query(sqlx::AssertSqlSafe(format!("{NODE_SELECT} ORDER BY 1"))).fetch_all(&mut *tx).await?;
+        let node_rows = sqlx::query(sqlx::AssertSqlSafe(format!("{NODE_SELECT} ORDER BY 1")))
+            .fetch_all(&mut *tx)
+            .await?;
         let event_rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM event_log WHERE stream_seq <= $1 ORDER BY stream_seq DESC, idx DESC LIMIT $2) recent \
              ORDER BY stream_seq, idx"
@@ -207,8 +217,14 @@ impl ReadModels {
         tx.commit().await?;
         Ok(Snapshot {
             seq,
-            nodes: node_rows.iter().map(node_from_row).collect::<Result<_, _>>()?,
-            events: event_rows.iter().map(event_from_row).collect::<Result<_, _>>()?,
+            nodes: node_rows
+                .iter()
+                .map(node_from_row)
+                .collect::<Result<_, _>>()?,
+            events: event_rows
+                .iter()
+                .map(event_from_row)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -223,7 +239,9 @@ fn node_from_row(row: &sqlx::postgres::PgRow) -> Result<NodeView, ProjectionErro
         cpu_cores: row.try_get("cpu_cores")?,
         memory_total_bytes: row.try_get("memory_total_bytes")?,
         disk_total_bytes: row.try_get("disk_total_bytes")?,
-        gpus: row.try_get::<Option<Value>, _>("gpus")?.unwrap_or(Value::Array(Vec::new())),
+        gpus: row
+            .try_get::<Option<Value>, _>("gpus")?
+            .unwrap_or(Value::Array(Vec::new())),
         gpu_source: row.try_get("gpu_source")?,
         agent_version: row.try_get("agent_version")?,
         agent_url: row.try_get("agent_url")?,

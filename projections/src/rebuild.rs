@@ -51,18 +51,28 @@ pub async fn rebuild(
                 progress(rebuilt.position, rebuilt.position.max(head));
                 return Ok(rebuilt);
             }
-            Err(err) => tracing::warn!(projection = projection.name(), error = %err, "swap failed, catching up again"),
+            Err(err) => {
+                tracing::warn!(projection = projection.name(), error = %err, "swap failed, catching up again")
+            }
         }
     }
-    Err(ProjectionError::Other("could not swap the rebuilt tables in after 5 attempts".to_owned()))
+    Err(ProjectionError::Other(
+        "could not swap the rebuilt tables in after 5 attempts".to_owned(),
+    ))
 }
 
 async fn prepare_aside(pool: &PgPool, projection: &dyn Projection) -> Result<(), ProjectionError> {
     let mut tx = pool.begin().await?;
     for table in projection.tables() {
         let aside = Target::REBUILD.table(table);
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {aside}"))).execute(&mut *tx).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE TABLE {aside} (LIKE {table} INCLUDING ALL)"))).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {aside}")))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE {aside} (LIKE {table} INCLUDING ALL)"
+        )))
+        .execute(&mut *tx)
+        .await?;
     }
     sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
         .bind(Target::REBUILD.checkpoint(projection.name()))
@@ -73,14 +83,20 @@ async fn prepare_aside(pool: &PgPool, projection: &dyn Projection) -> Result<(),
 }
 
 async fn live_position(pool: &PgPool, name: &str) -> Result<StreamSeq, ProjectionError> {
-    let last: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
-        .bind(name)
-        .fetch_optional(pool)
-        .await?;
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
     Ok(StreamSeq(last.unwrap_or(0).max(0) as u64))
 }
 
-async fn swap(pool: &PgPool, bus: &Bus, projection: &dyn Projection, rebuilt: StreamSeq) -> Result<Rebuilt, ProjectionError> {
+async fn swap(
+    pool: &PgPool,
+    bus: &Bus,
+    projection: &dyn Projection,
+    rebuilt: StreamSeq,
+) -> Result<Rebuilt, ProjectionError> {
     let name = projection.name();
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO projection_checkpoints (name, stream, last_seq) VALUES ($1, $2, 0) ON CONFLICT (name) DO NOTHING")
@@ -89,25 +105,39 @@ async fn swap(pool: &PgPool, bus: &Bus, projection: &dyn Projection, rebuilt: St
         .execute(&mut *tx)
         .await?;
     // The live runner takes this lock for every batch: it waits while we swap.
-    let live: i64 = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
+    let live: i64 = sqlx::query_scalar(
+        "SELECT last_seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await?;
     let live = StreamSeq(live.max(0) as u64);
     apply_range_in(&mut tx, bus, projection, &Target::REBUILD, rebuilt, live).await?;
     let position = rebuilt.max(live);
     for table in projection.tables() {
         let aside = Target::REBUILD.table(table);
         let old = format!("{table}__old");
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {table} RENAME TO {old}"))).execute(&mut *tx).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("ALTER TABLE {aside} RENAME TO {table}"))).execute(&mut *tx).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {old}"))).execute(&mut *tx).await?;
-    }
-    sqlx::query("UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1")
-        .bind(name)
-        .bind(position.0 as i64)
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {table} RENAME TO {old}"
+        )))
         .execute(&mut *tx)
         .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {aside} RENAME TO {table}"
+        )))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {old}")))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(
+        "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1",
+    )
+    .bind(name)
+    .bind(position.0 as i64)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query("DELETE FROM projection_checkpoints WHERE name = $1")
         .bind(Target::REBUILD.checkpoint(name))
         .execute(&mut *tx)

@@ -26,7 +26,12 @@ pub struct RunnerConfig {
 
 impl Default for RunnerConfig {
     fn default() -> Self {
-        Self { batch_size: 500, max_attempts: 5, backoff: Duration::from_millis(50), max_backoff: Duration::from_secs(2) }
+        Self {
+            batch_size: 500,
+            max_attempts: 5,
+            backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
     }
 }
 
@@ -49,8 +54,20 @@ enum Step {
 }
 
 impl Runner {
-    pub fn new(pool: PgPool, bus: Bus, projection: Arc<dyn Projection>, config: RunnerConfig) -> Self {
-        Self { pool, bus, projection, config, target: Target::LIVE, progress: None }
+    pub fn new(
+        pool: PgPool,
+        bus: Bus,
+        projection: Arc<dyn Projection>,
+        config: RunnerConfig,
+    ) -> Self {
+        Self {
+            pool,
+            bus,
+            projection,
+            config,
+            target: Target::LIVE,
+            progress: None,
+        }
     }
 
     /// Writes into `target`'s tables and checkpoint instead of the live ones.
@@ -75,7 +92,11 @@ impl Runner {
     }
 
     /// Runs until the checkpoint reaches `until` (if given) or `cancel` fires; returns the position.
-    pub async fn run_until(&self, until: Option<StreamSeq>, cancel: CancellationToken) -> Result<StreamSeq, ProjectionError> {
+    pub async fn run_until(
+        &self,
+        until: Option<StreamSeq>,
+        cancel: CancellationToken,
+    ) -> Result<StreamSeq, ProjectionError> {
         let name = self.projection.name();
         let mut backoff = self.config.backoff;
         'resync: loop {
@@ -94,7 +115,15 @@ impl Runner {
             if until.is_some_and(|until| position >= until) {
                 return Ok(position);
             }
-            let mut messages = match self.bus.read(self.projection.stream(), ReadFrom::Seq(StreamSeq(position.0 + 1)), None).await {
+            let mut messages = match self
+                .bus
+                .read(
+                    self.projection.stream(),
+                    ReadFrom::Seq(StreamSeq(position.0 + 1)),
+                    None,
+                )
+                .await
+            {
                 Ok(messages) => messages,
                 Err(err) => {
                     tracing::warn!(projection = name, error = %err, "failed to open stream, retrying");
@@ -122,7 +151,9 @@ impl Runner {
                         _ => break,
                     }
                 }
-                batch.retain(|m| m.stream_seq > position && until.is_none_or(|until| m.stream_seq <= until));
+                batch.retain(|m| {
+                    m.stream_seq > position && until.is_none_or(|until| m.stream_seq <= until)
+                });
                 if batch.is_empty() {
                     if until.is_some_and(|until| position >= until) {
                         return Ok(position);
@@ -148,10 +179,11 @@ impl Runner {
 
     /// The committed position of this runner's checkpoint.
     pub async fn position(&self) -> Result<StreamSeq, ProjectionError> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
-            .bind(self.checkpoint_name())
-            .fetch_optional(&self.pool)
-            .await?;
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
+                .bind(self.checkpoint_name())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(StreamSeq(last.unwrap_or(0).max(0) as u64))
     }
 
@@ -161,10 +193,11 @@ impl Runner {
             .bind(self.projection.stream().as_str())
             .execute(&self.pool)
             .await?;
-        let last: i64 = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
-            .bind(self.checkpoint_name())
-            .fetch_one(&self.pool)
-            .await?;
+        let last: i64 =
+            sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1")
+                .bind(self.checkpoint_name())
+                .fetch_one(&self.pool)
+                .await?;
         Ok(StreamSeq(last.max(0) as u64))
     }
 
@@ -178,26 +211,39 @@ impl Runner {
 
     /// Applies `batch` on top of `position`; on a non-transient failure, isolates the poison
     /// message by applying one message per transaction.
-    async fn commit(&self, batch: &[StoredMessage], position: StreamSeq, cancel: &CancellationToken) -> Result<Step, ProjectionError> {
+    async fn commit(
+        &self,
+        batch: &[StoredMessage],
+        position: StreamSeq,
+        cancel: &CancellationToken,
+    ) -> Result<Step, ProjectionError> {
         let name = self.projection.name();
         let mut backoff = self.config.backoff;
         loop {
             match self.try_apply(batch, position).await {
                 Ok(step) => return Ok(step),
                 Err(err) if err.is_transient() => {
-                    self.bus.metrics().add("nebula_projection_retries_total", &[("projection", name)], 1.0);
+                    self.bus.metrics().add(
+                        "nebula_projection_retries_total",
+                        &[("projection", name)],
+                        1.0,
+                    );
                     tracing::warn!(projection = name, error = %err, "transient failure, retrying batch");
                     if cancel.is_cancelled() {
                         return Ok(Step::Moved);
                     }
                     self.pause(&mut backoff, cancel).await;
                 }
-                Err(err) if batch.len() == 1 => return self.handle_poison(&batch[0], position, err, cancel).await,
+                Err(err) if batch.len() == 1 => {
+                    return self.handle_poison(&batch[0], position, err, cancel).await;
+                }
                 Err(err) => {
                     tracing::info!(projection = name, error = %err, size = batch.len(), "batch failed, applying one by one");
                     let mut position = position;
                     for message in batch {
-                        match Box::pin(self.commit(std::slice::from_ref(message), position, cancel)).await? {
+                        match Box::pin(self.commit(std::slice::from_ref(message), position, cancel))
+                            .await?
+                        {
                             Step::Applied(next) => position = next,
                             Step::Moved => return Ok(Step::Moved),
                         }
@@ -227,7 +273,10 @@ impl Runner {
                 return Ok(Step::Moved);
             }
             attempts += 1;
-            match self.try_apply(std::slice::from_ref(message), position).await {
+            match self
+                .try_apply(std::slice::from_ref(message), position)
+                .await
+            {
                 Ok(step) => return Ok(step),
                 Err(err) => error = err,
             }
@@ -250,7 +299,11 @@ impl Runner {
                 return Ok(Step::Moved);
             }
         }
-        self.bus.metrics().add("nebula_projection_dead_letters_total", &[("projection", name)], 1.0);
+        self.bus.metrics().add(
+            "nebula_projection_dead_letters_total",
+            &[("projection", name)],
+            1.0,
+        );
         // Move the checkpoint past it, with nothing applied.
         let mut backoff = self.config.backoff;
         loop {
@@ -267,8 +320,14 @@ impl Runner {
         }
     }
 
-    async fn try_apply(&self, batch: &[StoredMessage], position: StreamSeq) -> Result<Step, ApplyError> {
-        let Some(last) = batch.last() else { return Ok(Step::Applied(position)) };
+    async fn try_apply(
+        &self,
+        batch: &[StoredMessage],
+        position: StreamSeq,
+    ) -> Result<Step, ApplyError> {
+        let Some(last) = batch.last() else {
+            return Ok(Step::Applied(position));
+        };
         let mut tx = self.pool.begin().await?;
         if !self.lock_checkpoint(&mut tx, position).await? {
             return Ok(Step::Moved);
@@ -278,9 +337,21 @@ impl Runner {
         tx.commit().await?;
         let name = self.projection.name();
         let metrics = self.bus.metrics();
-        metrics.add("nebula_projection_messages_applied_total", &[("projection", name)], batch.len() as f64);
-        metrics.add("nebula_projection_batches_total", &[("projection", name)], 1.0);
-        metrics.set("nebula_projection_position", &[("projection", name)], last.stream_seq.0 as f64);
+        metrics.add(
+            "nebula_projection_messages_applied_total",
+            &[("projection", name)],
+            batch.len() as f64,
+        );
+        metrics.add(
+            "nebula_projection_batches_total",
+            &[("projection", name)],
+            1.0,
+        );
+        metrics.set(
+            "nebula_projection_position",
+            &[("projection", name)],
+            last.stream_seq.0 as f64,
+        );
         Ok(Step::Applied(last.stream_seq))
     }
 
@@ -295,20 +366,32 @@ impl Runner {
     }
 
     /// Locks the checkpoint row for this transaction and checks nobody moved it.
-    async fn lock_checkpoint(&self, conn: &mut sqlx::PgConnection, expected: StreamSeq) -> Result<bool, sqlx::Error> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE")
-            .bind(self.checkpoint_name())
-            .fetch_optional(&mut *conn)
-            .await?;
+    async fn lock_checkpoint(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        expected: StreamSeq,
+    ) -> Result<bool, sqlx::Error> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "SELECT last_seq FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+        )
+        .bind(self.checkpoint_name())
+        .fetch_optional(&mut *conn)
+        .await?;
         Ok(last == Some(expected.0 as i64))
     }
 
-    async fn write_checkpoint(&self, conn: &mut sqlx::PgConnection, to: StreamSeq) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1")
-            .bind(self.checkpoint_name())
-            .bind(to.0 as i64)
-            .execute(&mut *conn)
-            .await?;
+    async fn write_checkpoint(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        to: StreamSeq,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1",
+        )
+        .bind(self.checkpoint_name())
+        .bind(to.0 as i64)
+        .execute(&mut *conn)
+        .await?;
         Ok(())
     }
 }
@@ -326,11 +409,19 @@ pub(crate) async fn apply_range_in(
     if to <= from {
         return Ok(());
     }
-    let mut messages = bus.read(projection.stream(), ReadFrom::Seq(StreamSeq(from.0 + 1)), None).await?;
+    let mut messages = bus
+        .read(
+            projection.stream(),
+            ReadFrom::Seq(StreamSeq(from.0 + 1)),
+            None,
+        )
+        .await?;
     let mut batch = Vec::new();
     while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
         .await
-        .map_err(|_| ProjectionError::Other("timed out reading the stream during swap".to_owned()))?
+        .map_err(|_| {
+            ProjectionError::Other("timed out reading the stream during swap".to_owned())
+        })?
     {
         let message = message?;
         if message.stream_seq > to {

@@ -26,7 +26,12 @@ impl Projection for NodeTelemetry {
         &["node_telemetry"]
     }
 
-    fn apply<'a>(&'a self, conn: &'a mut PgConnection, target: &'a Target, batch: &'a [StoredMessage]) -> ApplyFuture<'a> {
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        target: &'a Target,
+        batch: &'a [StoredMessage],
+    ) -> ApplyFuture<'a> {
         Box::pin(async move {
             // Latest sample per node wins; older ones in the same batch are never written.
             let mut latest: HashMap<String, (Heartbeat, u64)> = HashMap::new();
@@ -37,9 +42,10 @@ impl Projection for NodeTelemetry {
                 let heartbeat: Heartbeat = serde_json::from_slice(&message.payload)
                     .map_err(|err| ApplyError::Poison(format!("malformed heartbeat: {err}")))?;
                 let key = heartbeat.node_id.to_string();
-                let newer = latest
-                    .get(&key)
-                    .is_none_or(|(seen, _)| (heartbeat.sampled_at, heartbeat.sample_seq) >= (seen.sampled_at, seen.sample_seq));
+                let newer = latest.get(&key).is_none_or(|(seen, _)| {
+                    (heartbeat.sampled_at, heartbeat.sample_seq)
+                        >= (seen.sampled_at, seen.sample_seq)
+                });
                 if newer {
                     latest.insert(key, (heartbeat, message.stream_seq.0));
                 }

@@ -19,7 +19,12 @@ use testkit::NatsServer;
 use tokio_util::sync::CancellationToken;
 
 async fn connect(server: &NatsServer) -> Bus {
-    Bus::connect(BusConfig { url: server.url(), ..Default::default() }).await.unwrap()
+    Bus::connect(BusConfig {
+        url: server.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
 
 fn inventory(hostname: &str) -> NodeRegistered {
@@ -39,17 +44,25 @@ fn inventory(hostname: &str) -> NodeRegistered {
 }
 
 fn quick() -> RunnerConfig {
-    RunnerConfig { batch_size: 100, max_attempts: 3, backoff: Duration::from_millis(10), max_backoff: Duration::from_millis(50) }
+    RunnerConfig {
+        batch_size: 100,
+        max_attempts: 3,
+        backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    }
 }
 
 /// Runs `projection` until it has consumed everything currently in its stream.
 async fn catch_up(pool: &PgPool, bus: &Bus, projection: Arc<dyn Projection>) -> StreamSeq {
     let head = bus.last_seq(projection.stream()).await.unwrap();
     let runner = Runner::new(pool.clone(), bus.clone(), projection, quick());
-    tokio::time::timeout(Duration::from_secs(30), runner.run_until(Some(head), CancellationToken::new()))
-        .await
-        .expect("projection did not catch up")
-        .unwrap()
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        runner.run_until(Some(head), CancellationToken::new()),
+    )
+    .await
+    .expect("projection did not catch up")
+    .unwrap()
 }
 
 async fn catch_up_all(pool: &PgPool, bus: &Bus) {
@@ -60,14 +73,22 @@ async fn catch_up_all(pool: &PgPool, bus: &Bus) {
 
 async fn register(bus: &Bus, node: &str, hostname: &str) {
     commands::<Node>(bus.clone(), ())
-        .execute_with_metadata(node, NodeCommand::Register(inventory(hostname)), CommandMeta::new(Actor::Node(node.into())).into_metadata())
+        .execute_with_metadata(
+            node,
+            NodeCommand::Register(inventory(hostname)),
+            CommandMeta::new(Actor::Node(node.into())).into_metadata(),
+        )
         .await
         .unwrap();
 }
 
 async fn job(bus: &Bus, id: &str, command: JobCommand) {
     commands::<Job>(bus.clone(), ())
-        .execute_with_metadata(id, command, CommandMeta::new(Actor::User("tester".into())).into_metadata())
+        .execute_with_metadata(
+            id,
+            command,
+            CommandMeta::new(Actor::User("tester".into())).into_metadata(),
+        )
         .await
         .unwrap();
 }
@@ -77,7 +98,10 @@ async fn dead_letters(bus: &Bus) -> Vec<bus::StoredMessage> {
     if last.0 == 0 {
         return Vec::new();
     }
-    let mut reader = bus.read(StreamName::Dlq, ReadFrom::Start, None).await.unwrap();
+    let mut reader = bus
+        .read(StreamName::Dlq, ReadFrom::Start, None)
+        .await
+        .unwrap();
     let mut out = Vec::new();
     while let Some(Ok(message)) = reader.next().await {
         let done = message.stream_seq >= last;
@@ -97,17 +121,73 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
     register(&bus, "n2", "beta").await;
     register(&bus, "n1", "alpha-renamed").await;
     commands::<Node>(bus.clone(), ())
-        .execute_with_metadata("n2", NodeCommand::Deregister { reason: "maintenance".into() }, CommandMeta::new(Actor::system()).into_metadata())
+        .execute_with_metadata(
+            "n2",
+            NodeCommand::Deregister {
+                reason: "maintenance".into(),
+            },
+            CommandMeta::new(Actor::system()).into_metadata(),
+        )
         .await
         .unwrap();
-    job(&bus, "j1", JobCommand::Request { kind: "render".into(), priority: 3, params: serde_json::json!({"prompt": "fox"}) }).await;
-    job(&bus, "j1", JobCommand::Start { worker: "w1".into(), node_id: Some("n1".into()) }).await;
+    job(
+        &bus,
+        "j1",
+        JobCommand::Request {
+            kind: "render".into(),
+            priority: 3,
+            params: serde_json::json!({"prompt": "fox"}),
+        },
+    )
+    .await;
+    job(
+        &bus,
+        "j1",
+        JobCommand::Start {
+            worker: "w1".into(),
+            node_id: Some("n1".into()),
+        },
+    )
+    .await;
     job(&bus, "j1", JobCommand::ReportProgress { value: 5, max: 10 }).await;
-    job(&bus, "j1", JobCommand::Complete { result: serde_json::json!({"ok": true}) }).await;
-    job(&bus, "j2", JobCommand::Request { kind: "render".into(), priority: 1, params: serde_json::Value::Null }).await;
-    job(&bus, "j2", JobCommand::Fail { reason: "no gpu".into(), retryable: false }).await;
+    job(
+        &bus,
+        "j1",
+        JobCommand::Complete {
+            result: serde_json::json!({"ok": true}),
+        },
+    )
+    .await;
+    job(
+        &bus,
+        "j2",
+        JobCommand::Request {
+            kind: "render".into(),
+            priority: 1,
+            params: serde_json::Value::Null,
+        },
+    )
+    .await;
+    job(
+        &bus,
+        "j2",
+        JobCommand::Fail {
+            reason: "no gpu".into(),
+            retryable: false,
+        },
+    )
+    .await;
     // An event type this version does not know: kept in the log, skipped by typed models.
-    let mut unknown = EventEnvelope::new("n1", 3, &events::node::NodeEvent::Deregistered(events::node::NodeDeregistered { reason: "x".into() }), CorrelationId::new(), None, Actor::system());
+    let mut unknown = EventEnvelope::new(
+        "n1",
+        3,
+        &events::node::NodeEvent::Deregistered(events::node::NodeDeregistered {
+            reason: "x".into(),
+        }),
+        CorrelationId::new(),
+        None,
+        Actor::system(),
+    );
     unknown.event_type = "node.teleported".into();
     bus.append(&[unknown], ExpectedSeq::Any).await.unwrap();
     // And a heartbeat.
@@ -136,30 +216,83 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
     assert_eq!(nodes[1].status, "offline");
     let jobs = read.jobs(10).await.unwrap();
     let j1 = jobs.iter().find(|j| j.job_id == "j1").unwrap();
-    assert_eq!((j1.status.as_str(), j1.progress_value, j1.worker.as_deref()), ("completed", Some(5), Some("w1")));
+    assert_eq!(
+        (j1.status.as_str(), j1.progress_value, j1.worker.as_deref()),
+        ("completed", Some(5), Some("w1"))
+    );
     let j2 = jobs.iter().find(|j| j.job_id == "j2").unwrap();
-    assert_eq!((j2.status.as_str(), j2.error.as_deref()), ("failed", Some("no gpu")));
-    let all = read.events(&projections::EventFilter { limit: 100, ..Default::default() }).await.unwrap();
-    assert_eq!(all.len(), 11);
-    assert!(all.windows(2).all(|w| w[0].stream_seq < w[1].stream_seq));
-    let by_type = read.events(&projections::EventFilter { event_type: Some("node.teleported".into()), limit: 10, ..Default::default() }).await.unwrap();
-    assert_eq!(by_type.len(), 1);
-    let j1_events = read
-        .events(&projections::EventFilter { aggregate_type: Some("job".into()), aggregate_id: Some("j1".into()), limit: 10, ..Default::default() })
+    assert_eq!(
+        (j2.status.as_str(), j2.error.as_deref()),
+        ("failed", Some("no gpu"))
+    );
+    let all = read
+        .events(&projections::EventFilter {
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(j1_events.iter().map(|e| e.aggregate_seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(all.len(), 11);
+    assert!(all.windows(2).all(|w| w[0].stream_seq < w[1].stream_seq));
+    let by_type = read
+        .events(&projections::EventFilter {
+            event_type: Some("node.teleported".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_type.len(), 1);
+    let j1_events = read
+        .events(&projections::EventFilter {
+            aggregate_type: Some("job".into()),
+            aggregate_id: Some("j1".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        j1_events
+            .iter()
+            .map(|e| e.aggregate_seq)
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     let correlated = read
-        .events(&projections::EventFilter { correlation_id: Some(j1_events[0].correlation_id), limit: 10, ..Default::default() })
+        .events(&projections::EventFilter {
+            correlation_id: Some(j1_events[0].correlation_id),
+            limit: 10,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(correlated.len(), 1);
-    let after = read.events(&projections::EventFilter { after_seq: Some(9), limit: 10, ..Default::default() }).await.unwrap();
-    assert_eq!(after.iter().map(|e| e.stream_seq).collect::<Vec<_>>(), vec![10, 11]);
+    let after = read
+        .events(&projections::EventFilter {
+            after_seq: Some(9),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        after.iter().map(|e| e.stream_seq).collect::<Vec<_>>(),
+        vec![10, 11]
+    );
 
     // Running again applies nothing twice: the checkpoint holds.
     catch_up_all(&pool, &bus).await;
-    assert_eq!(read.events(&projections::EventFilter { limit: 100, ..Default::default() }).await.unwrap().len(), 11);
+    assert_eq!(
+        read.events(&projections::EventFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len(),
+        11
+    );
 }
 
 /// (d) A poison event is retried, then dead-lettered; the events after it still project.
@@ -171,15 +304,33 @@ async fn poison_events_go_to_the_dlq_and_later_events_still_project(pool: PgPool
     // Valid JSON and a valid event, but Postgres cannot store a NUL character: a real poison.
     register(&bus, "n2", "bad\u{0000}host").await;
     // Not even JSON.
-    bus.publish_raw("nebula.events.node.n3", "garbage-1", Vec::new(), Bytes::from_static(b"{this is not json")).await.unwrap();
+    bus.publish_raw(
+        "nebula.events.node.n3",
+        "garbage-1",
+        Vec::new(),
+        Bytes::from_static(b"{this is not json"),
+    )
+    .await
+    .unwrap();
     register(&bus, "n4", "after").await;
 
     catch_up_all(&pool, &bus).await;
     let nodes = ReadModels::new(pool.clone()).nodes().await.unwrap();
     let ids: Vec<&str> = nodes.iter().map(|n| n.node_id.as_str()).collect();
     assert_eq!(ids, vec!["n1", "n4"]);
-    let log = ReadModels::new(pool.clone()).events(&projections::EventFilter { limit: 100, ..Default::default() }).await.unwrap();
-    assert_eq!(log.iter().map(|e| e.aggregate_id.as_str()).collect::<Vec<_>>(), vec!["n1", "n4"]);
+    let log = ReadModels::new(pool.clone())
+        .events(&projections::EventFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        log.iter()
+            .map(|e| e.aggregate_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["n1", "n4"]
+    );
 
     let letters = dead_letters(&bus).await;
     let origins: Vec<(&str, &str)> = letters
@@ -194,15 +345,43 @@ async fn poison_events_go_to_the_dlq_and_later_events_still_project(pool: PgPool
         ("nebula.dlq.projection-nodes", "2"),
         ("nebula.dlq.projection-nodes", "3"),
     ] {
-        assert!(origins.contains(&expected), "missing dead letter {expected:?} in {origins:?}");
+        assert!(
+            origins.contains(&expected),
+            "missing dead letter {expected:?} in {origins:?}"
+        );
     }
-    let nul = letters.iter().find(|m| m.subject.ends_with("projection-nodes") && m.header("Nebula-Origin-Seq") == Some("2")).unwrap();
+    let nul = letters
+        .iter()
+        .find(|m| {
+            m.subject.ends_with("projection-nodes") && m.header("Nebula-Origin-Seq") == Some("2")
+        })
+        .unwrap();
     let reason = nul.header("Nebula-Dlq-Reason").unwrap();
-    assert!(reason.contains("failed 3 time(s)"), "database refusals are retried max_attempts times: {reason}");
-    let garbage = letters.iter().find(|m| m.subject.ends_with("projection-nodes") && m.header("Nebula-Origin-Seq") == Some("3")).unwrap();
-    assert!(garbage.header("Nebula-Dlq-Reason").unwrap().contains("malformed"), "{:?}", garbage.headers);
+    assert!(
+        reason.contains("failed 3 time(s)"),
+        "database refusals are retried max_attempts times: {reason}"
+    );
+    let garbage = letters
+        .iter()
+        .find(|m| {
+            m.subject.ends_with("projection-nodes") && m.header("Nebula-Origin-Seq") == Some("3")
+        })
+        .unwrap();
+    assert!(
+        garbage
+            .header("Nebula-Dlq-Reason")
+            .unwrap()
+            .contains("malformed"),
+        "{:?}",
+        garbage.headers
+    );
     assert_eq!(garbage.payload.as_ref(), b"{this is not json");
-    assert!(bus.metrics().get("nebula_projection_dead_letters_total", &[("projection", "nodes")]) >= 2.0);
+    assert!(
+        bus.metrics().get(
+            "nebula_projection_dead_letters_total",
+            &[("projection", "nodes")]
+        ) >= 2.0
+    );
 }
 
 /// Rebuild replays from sequence 1 aside and swaps in while the live model keeps serving and
@@ -215,7 +394,12 @@ async fn rebuild_swaps_in_without_taking_the_live_model_offline(pool: PgPool) {
         register(&bus, &format!("n{i}"), &format!("host-{i}")).await;
     }
     let cancel = CancellationToken::new();
-    let live = Runner::new(pool.clone(), bus.clone(), Arc::new(projections::Nodes), quick());
+    let live = Runner::new(
+        pool.clone(),
+        bus.clone(),
+        Arc::new(projections::Nodes),
+        quick(),
+    );
     let live_task = {
         let cancel = cancel.clone();
         tokio::spawn(async move { live.run(cancel).await })
@@ -226,7 +410,10 @@ async fn rebuild_swaps_in_without_taking_the_live_model_offline(pool: PgPool) {
     })
     .await;
     // Corrupt the live model by hand: the rebuild must repair it from the log.
-    sqlx::query("UPDATE nodes SET hostname = 'corrupted'").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE nodes SET hostname = 'corrupted'")
+        .execute(&pool)
+        .await
+        .unwrap();
 
     let writer = {
         let bus = bus.clone();
@@ -260,19 +447,37 @@ async fn rebuild_swaps_in_without_taking_the_live_model_offline(pool: PgPool) {
     .unwrap();
     reader.await.unwrap();
     writer.await.unwrap();
-    assert!(!progress.lock().unwrap().is_empty(), "progress was never reported");
+    assert!(
+        !progress.lock().unwrap().is_empty(),
+        "progress was never reported"
+    );
     assert!(rebuilt.position.0 >= 300);
 
-    testkit::wait_until("live runner to apply the rest", testkit::DEFAULT_WAIT, || async {
-        (read.nodes().await.unwrap().len() == 400).then_some(())
-    })
+    testkit::wait_until(
+        "live runner to apply the rest",
+        testkit::DEFAULT_WAIT,
+        || async { (read.nodes().await.unwrap().len() == 400).then_some(()) },
+    )
     .await;
     cancel.cancel();
     live_task.await.unwrap().unwrap();
     let nodes = read.nodes().await.unwrap();
-    assert!(nodes.iter().all(|n| n.hostname.as_deref() != Some("corrupted")), "rebuild did not replace the corrupted rows");
-    let position: i64 = sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = 'nodes'").fetch_one(&pool).await.unwrap();
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n.hostname.as_deref() != Some("corrupted")),
+        "rebuild did not replace the corrupted rows"
+    );
+    let position: i64 =
+        sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = 'nodes'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(position, 400);
-    let leftovers: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'nodes\\_\\_%'").fetch_one(&pool).await.unwrap();
+    let leftovers: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'nodes\\_\\_%'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(leftovers, 0, "tables aside must be gone after the swap");
 }

@@ -13,7 +13,10 @@ pub use nats::NatsServer;
 
 /// The workspace root (where `nats.conf` and `.nebula/` live).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().map(PathBuf::from).unwrap_or_default()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 /// Polls `check` until it yields `Some`, or panics after `timeout` naming `what`.
@@ -46,7 +49,8 @@ pub fn free_port() -> u16 {
 
 /// `DATABASE_URL` for tests, as `cargo xtask test` exports it.
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://nebula:nebula@127.0.0.1:5432/nebula".to_owned())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://nebula:nebula@127.0.0.1:5432/nebula".to_owned())
 }
 
 /// `REDIS_URL` for tests.

@@ -25,8 +25,16 @@ impl NatsServer {
             "nats-server not found at {} — run the tests with `cargo xtask test`, which installs it",
             binary.display()
         );
-        let store = tempfile::Builder::new().prefix("nebula-nats-").tempdir().expect("failed to create temp dir");
-        let mut server = NatsServer { binary, port: crate::free_port(), store, child: None };
+        let store = tempfile::Builder::new()
+            .prefix("nebula-nats-")
+            .tempdir()
+            .expect("failed to create temp dir");
+        let mut server = NatsServer {
+            binary,
+            port: crate::free_port(),
+            store,
+            child: None,
+        };
         server.spawn();
         server
     }
@@ -56,9 +64,17 @@ impl NatsServer {
     /// Starts it again after [`NatsServer::kill`].
     pub fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
-        let log = std::fs::File::create(self.store.path().join("server.log")).expect("failed to create log");
+        let log = std::fs::File::create(self.store.path().join("server.log"))
+            .expect("failed to create log");
         let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.store.path().join("js"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -69,8 +85,12 @@ impl NatsServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if Instant::now() >= deadline {
-                let log = std::fs::read_to_string(self.store.path().join("server.log")).unwrap_or_default();
-                panic!("nats-server did not listen on {} in 10s; its log:\n{log}", self.port);
+                let log = std::fs::read_to_string(self.store.path().join("server.log"))
+                    .unwrap_or_default();
+                panic!(
+                    "nats-server did not listen on {} in 10s; its log:\n{log}",
+                    self.port
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

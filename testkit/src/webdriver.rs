@@ -16,7 +16,8 @@ pub struct Browser {
 impl Browser {
     /// Starts chromedriver (`$CHROMEDRIVER` or `chromedriver` on PATH) and a headless session.
     pub async fn start() -> Browser {
-        let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
+        let chromedriver =
+            std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
         let port = crate::free_port();
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
@@ -35,9 +36,15 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not come up");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let mut args = vec!["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"];
+        let mut args = vec![
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1400,900",
+        ];
         let chromium = std::env::var("CHROMIUM_BIN").ok();
-        let mut options = json!({ "args": args.drain(..).collect::<Vec<_>>() });
+        let mut options = json!({ "args": std::mem::take(&mut args) });
         if let Some(binary) = chromium {
             options["binary"] = json!(binary);
         }
@@ -54,7 +61,12 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no session id in {response}"))
             .to_owned();
-        Browser { driver, base, session, http }
+        Browser {
+            driver,
+            base,
+            session,
+            http,
+        }
     }
 
     async fn command(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
@@ -71,23 +83,34 @@ impl Browser {
             .await
             .expect("webdriver answered with invalid json");
         if let Some(error) = response["value"].get("error") {
-            panic!("webdriver error on {path}: {error} {}", response["value"]["message"]);
+            panic!(
+                "webdriver error on {path}: {error} {}",
+                response["value"]["message"]
+            );
         }
         response["value"].clone()
     }
 
     pub async fn goto(&self, url: &str) {
-        self.command(reqwest::Method::POST, "url", json!({ "url": url })).await;
+        self.command(reqwest::Method::POST, "url", json!({ "url": url }))
+            .await;
     }
 
     /// Runs `script` (a function body; `return` a value) in the page.
     pub async fn eval(&self, script: &str) -> Value {
-        self.command(reqwest::Method::POST, "execute/sync", json!({ "script": script, "args": [] })).await
+        self.command(
+            reqwest::Method::POST,
+            "execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+        .await
     }
 
     /// A PNG screenshot of the page.
     pub async fn screenshot_png(&self) -> Vec<u8> {
-        let value = self.command(reqwest::Method::GET, "screenshot", Value::Null).await;
+        let value = self
+            .command(reqwest::Method::GET, "screenshot", Value::Null)
+            .await;
         base64_decode(value.as_str().unwrap_or_default())
     }
 }

@@ -12,11 +12,21 @@ use serde_json::Value;
 fn dependencies() -> HashMap<String, Vec<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(testkit::workspace_root())
         .output()
         .expect("failed to run cargo metadata");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
     metadata["packages"]
         .as_array()
@@ -39,16 +49,92 @@ const SERVICES: &[&str] = &["agent"];
 
 /// `(package, dependencies it must not have)`.
 fn forbidden() -> Vec<(&'static str, Vec<&'static str>)> {
-    let layers = ["bus", "projections", "gateway", "domain", "nebula", "testkit"];
+    let layers = [
+        "bus",
+        "projections",
+        "gateway",
+        "domain",
+        "nebula",
+        "testkit",
+    ];
     let mut rules = vec![
-        ("events", [&["async-nats", "sqlx", "axum", "tokio", "redis", "cqrs-es"][..], &layers[..], SERVICES].concat()),
-        ("domain", [&["async-nats", "sqlx", "axum", "redis", "bus", "projections", "gateway", "nebula", "testkit"][..], SERVICES].concat()),
-        ("bus", [&["sqlx", "axum", "redis", "projections", "gateway", "nebula", "testkit", "domain"][..], SERVICES].concat()),
-        ("projections", [&["async-nats", "axum", "redis", "gateway", "nebula", "testkit"][..], SERVICES].concat()),
-        ("gateway", [&["async-nats", "sqlx", "nebula", "testkit"][..], SERVICES].concat()),
+        (
+            "events",
+            [
+                &["async-nats", "sqlx", "axum", "tokio", "redis", "cqrs-es"][..],
+                &layers[..],
+                SERVICES,
+            ]
+            .concat(),
+        ),
+        (
+            "domain",
+            [
+                &[
+                    "async-nats",
+                    "sqlx",
+                    "axum",
+                    "redis",
+                    "bus",
+                    "projections",
+                    "gateway",
+                    "nebula",
+                    "testkit",
+                ][..],
+                SERVICES,
+            ]
+            .concat(),
+        ),
+        (
+            "bus",
+            [
+                &[
+                    "sqlx",
+                    "axum",
+                    "redis",
+                    "projections",
+                    "gateway",
+                    "nebula",
+                    "testkit",
+                    "domain",
+                ][..],
+                SERVICES,
+            ]
+            .concat(),
+        ),
+        (
+            "projections",
+            [
+                &[
+                    "async-nats",
+                    "axum",
+                    "redis",
+                    "gateway",
+                    "nebula",
+                    "testkit",
+                ][..],
+                SERVICES,
+            ]
+            .concat(),
+        ),
+        (
+            "gateway",
+            [&["async-nats", "sqlx", "nebula", "testkit"][..], SERVICES].concat(),
+        ),
     ];
     for service in SERVICES {
-        rules.push((service, vec!["async-nats", "sqlx", "axum", "projections", "gateway", "nebula", "testkit"]));
+        rules.push((
+            service,
+            vec![
+                "async-nats",
+                "sqlx",
+                "axum",
+                "projections",
+                "gateway",
+                "nebula",
+                "testkit",
+            ],
+        ));
     }
     rules
 }
@@ -58,7 +144,9 @@ fn dependencies_point_one_way() {
     let dependencies = dependencies();
     let mut violations = Vec::new();
     for (package, banned) in forbidden() {
-        let deps = dependencies.get(package).unwrap_or_else(|| panic!("package {package} not in the workspace"));
+        let deps = dependencies
+            .get(package)
+            .unwrap_or_else(|| panic!("package {package} not in the workspace"));
         for dep in deps {
             if banned.contains(&dep.as_str()) {
                 violations.push(format!("{package} depends on {dep}"));
@@ -68,10 +156,16 @@ fn dependencies_point_one_way() {
     // Only the test kit's users may depend on it, and only as a dev-dependency.
     for (package, deps) in &dependencies {
         if deps.iter().any(|d| d == "testkit") {
-            violations.push(format!("{package} depends on testkit outside dev-dependencies"));
+            violations.push(format!(
+                "{package} depends on testkit outside dev-dependencies"
+            ));
         }
     }
-    assert!(violations.is_empty(), "dependency direction broken:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "dependency direction broken:\n{}",
+        violations.join("\n")
+    );
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -90,23 +184,45 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 #[test]
 fn only_one_crate_touches_each_backend() {
     let root = testkit::workspace_root();
-    let owners = [("async_nats", "bus/src"), ("sqlx", "projections/src"), ("axum", "gateway/src")];
+    let owners = [
+        ("async_nats", "bus/src"),
+        ("sqlx", "projections/src"),
+        ("axum", "gateway/src"),
+    ];
     let mut files = Vec::new();
-    for dir in ["events/src", "domain/src", "bus/src", "projections/src", "gateway/src", "services", "nebula/src"] {
+    for dir in [
+        "events/src",
+        "domain/src",
+        "bus/src",
+        "projections/src",
+        "gateway/src",
+        "services",
+        "nebula/src",
+    ] {
         rust_files(&root.join(dir), &mut files);
     }
     let mut violations = Vec::new();
     for file in files {
-        let relative = file.strip_prefix(&root).unwrap().to_string_lossy().to_string();
+        let relative = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
         if relative.contains("/tests/") {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
         for (krate, owner) in owners {
-            if !relative.starts_with(owner) && (text.contains(&format!("{krate}::")) || text.contains(&format!("use {krate}"))) {
+            if !relative.starts_with(owner)
+                && (text.contains(&format!("{krate}::")) || text.contains(&format!("use {krate}")))
+            {
                 violations.push(format!("{relative} uses {krate}"));
             }
         }
     }
-    assert!(violations.is_empty(), "backend used outside its crate:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "backend used outside its crate:\n{}",
+        violations.join("\n")
+    );
 }

@@ -16,9 +16,15 @@ pub const TOKEN: &str = "test-admin-token-0123456789";
 /// The URL of the database `#[sqlx::test]` made for this test.
 pub fn database_url(pool: &PgPool) -> String {
     let base = testkit::database_url();
-    let database = pool.connect_options().get_database().unwrap_or("postgres").to_owned();
+    let database = pool
+        .connect_options()
+        .get_database()
+        .unwrap_or("postgres")
+        .to_owned();
     match base.rfind('/') {
-        Some(slash) if base[..slash].contains("://") && slash > base.find("://").unwrap() + 2 => format!("{}/{database}", &base[..slash]),
+        Some(slash) if base[..slash].contains("://") && slash > base.find("://").unwrap() + 2 => {
+            format!("{}/{database}", &base[..slash])
+        }
         _ => format!("{base}/{database}"),
     }
 }
@@ -42,7 +48,12 @@ pub fn config(nats: &NatsServer, pool: &PgPool, state_dir: &std::path::Path) -> 
 }
 
 pub async fn bus(nats: &NatsServer) -> Bus {
-    Bus::connect(BusConfig { url: nats.url(), ..Default::default() }).await.unwrap()
+    Bus::connect(BusConfig {
+        url: nats.url(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
 
 pub fn registered(node: &str) -> EventEnvelope {
@@ -77,9 +88,16 @@ pub fn registered(node: &str) -> EventEnvelope {
 
 /// Appends one registration event for `node`; returns its stream sequence.
 pub async fn publish(bus: &Bus, node: &str) -> u64 {
-    bus.append(&[registered(node)], ExpectedSeq::Any).await.unwrap().stream_seq.0
+    bus.append(&[registered(node)], ExpectedSeq::Any)
+        .await
+        .unwrap()
+        .stream_seq
+        .0
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }

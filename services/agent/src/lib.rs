@@ -35,7 +35,12 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { node_id: None, heartbeat_interval_secs: 5.0, disable_gpu_detection: false, advertise_url: None }
+        Self {
+            node_id: None,
+            heartbeat_interval_secs: 5.0,
+            disable_gpu_detection: false,
+            advertise_url: None,
+        }
     }
 }
 
@@ -43,12 +48,15 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !(self.heartbeat_interval_secs.is_finite() && self.heartbeat_interval_secs >= 0.05) {
-            problems.push(format!("agent.heartbeat_interval_secs must be at least 0.05, got {}", self.heartbeat_interval_secs));
+            problems.push(format!(
+                "agent.heartbeat_interval_secs must be at least 0.05, got {}",
+                self.heartbeat_interval_secs
+            ));
         }
-        if let Some(id) = &self.node_id {
-            if let Err(err) = id.parse::<NodeId>() {
-                problems.push(format!("agent.node_id {id:?} is invalid: {err}"));
-            }
+        if let Some(id) = &self.node_id
+            && let Err(err) = id.parse::<NodeId>()
+        {
+            problems.push(format!("agent.node_id {id:?} is invalid: {err}"));
         }
         problems
     }
@@ -67,10 +75,20 @@ pub struct Agent {
 pub fn default_node_id(hostname: &str) -> NodeId {
     let cleaned: String = hostname
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(64)
         .collect();
-    cleaned.parse().unwrap_or_else(|_| "node".parse().unwrap_or_else(|_| unreachable!("\"node\" is a valid id")))
+    cleaned.parse().unwrap_or_else(|_| {
+        "node"
+            .parse()
+            .unwrap_or_else(|_| unreachable!("\"node\" is a valid id"))
+    })
 }
 
 pub fn build(config: Config, ctx: ServiceContext) -> anyhow::Result<Agent> {
@@ -84,7 +102,13 @@ pub fn build(config: Config, ctx: ServiceContext) -> anyhow::Result<Agent> {
         None => default_node_id(&hostname),
     };
     let status = AgentStatus::new(node_id.clone());
-    Ok(Agent { config, ctx, node_id, hostname, status })
+    Ok(Agent {
+        config,
+        ctx,
+        node_id,
+        hostname,
+        status,
+    })
 }
 
 impl Agent {
@@ -104,7 +128,13 @@ impl Agent {
 
     /// Registers, then heartbeats until the shutdown token fires; then deregisters.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Agent { config, ctx, node_id, hostname, status } = self;
+        let Agent {
+            config,
+            ctx,
+            node_id,
+            hostname,
+            status,
+        } = self;
         let disable = config.disable_gpu_detection;
         let mut sampler = tokio::task::spawn_blocking(move || {
             let backend = if disable {
@@ -119,7 +149,12 @@ impl Agent {
             let hostname = hostname.clone();
             let advertise = config.advertise_url.clone();
             let (returned, inventory) = tokio::task::spawn_blocking(move || {
-                let inventory = hardware::inventory(sampler.gpu(), &hostname, env!("CARGO_PKG_VERSION"), advertise);
+                let inventory = hardware::inventory(
+                    sampler.gpu(),
+                    &hostname,
+                    env!("CARGO_PKG_VERSION"),
+                    advertise,
+                );
                 (sampler, inventory)
             })
             .await?;
@@ -134,11 +169,17 @@ impl Agent {
         let mut backoff = Duration::from_millis(100);
         loop {
             let result = node_commands
-                .execute_with_metadata(node_id.as_str(), NodeCommand::Register(inventory.clone()), CommandMeta::new(actor.clone()).into_metadata())
+                .execute_with_metadata(
+                    node_id.as_str(),
+                    NodeCommand::Register(inventory.clone()),
+                    CommandMeta::new(actor.clone()).into_metadata(),
+                )
                 .await;
             match result {
                 Ok(()) => break,
-                Err(AggregateError::UserError(err)) => anyhow::bail!("node registration refused: {err}"),
+                Err(AggregateError::UserError(err)) => {
+                    anyhow::bail!("node registration refused: {err}")
+                }
                 Err(err) => {
                     status.record_error(format!("registration failed: {err}"));
                     tracing::warn!(node_id = %node_id, error = %err, "registration failed, retrying");
@@ -153,7 +194,8 @@ impl Agent {
         status.set_registered(true);
         tracing::info!(node_id = %node_id, "node registered");
 
-        let mut interval = tokio::time::interval(Duration::from_secs_f64(config.heartbeat_interval_secs));
+        let mut interval =
+            tokio::time::interval(Duration::from_secs_f64(config.heartbeat_interval_secs));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut sample_seq = 0u64;
         loop {
@@ -181,13 +223,17 @@ impl Agent {
         // Best effort: say goodbye, but never hang shutdown on it.
         let goodbye = node_commands.execute_with_metadata(
             node_id.as_str(),
-            NodeCommand::Deregister { reason: "agent stopped".to_owned() },
+            NodeCommand::Deregister {
+                reason: "agent stopped".to_owned(),
+            },
             CommandMeta::new(actor).into_metadata(),
         );
         match tokio::time::timeout(Duration::from_secs(3), goodbye).await {
             Ok(Ok(())) => tracing::info!(node_id = %node_id, "node deregistered"),
             Ok(Err(AggregateError::UserError(NodeError::NotRegistered))) => {}
-            Ok(Err(err)) => tracing::warn!(node_id = %node_id, error = %err, "failed to deregister"),
+            Ok(Err(err)) => {
+                tracing::warn!(node_id = %node_id, error = %err, "failed to deregister")
+            }
             Err(_) => tracing::warn!(node_id = %node_id, "deregistration timed out"),
         }
         Ok(())

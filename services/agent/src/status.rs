@@ -28,7 +28,11 @@ pub struct AgentStatus {
 
 impl AgentStatus {
     pub(crate) fn new(node_id: NodeId) -> Self {
-        Self { node_id, started_at: Utc::now(), state: Arc::default() }
+        Self {
+            node_id,
+            started_at: Utc::now(),
+            state: Arc::default(),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {

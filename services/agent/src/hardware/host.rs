@@ -148,7 +148,10 @@ fn root_disk_usage() -> DiskUsage {
     match rustix::fs::statvfs("/") {
         Ok(stat) => DiskUsage {
             total: stat.f_blocks.saturating_mul(stat.f_frsize),
-            used: stat.f_blocks.saturating_sub(stat.f_bfree).saturating_mul(stat.f_frsize),
+            used: stat
+                .f_blocks
+                .saturating_sub(stat.f_bfree)
+                .saturating_mul(stat.f_frsize),
         },
         Err(_) => DiskUsage::default(),
     }
@@ -296,12 +299,20 @@ mod tests {
             .args(["-B1", "--output=size,used", "/"])
             .output()
             .unwrap();
-        let line = String::from_utf8_lossy(&output.stdout).lines().nth(1).unwrap().to_owned();
+        let line = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .to_owned();
         let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().unwrap());
         let (size, used) = (fields.next().unwrap(), fields.next().unwrap());
         assert_eq!(usage.total, size);
         // Usage moves between the two reads; a few MiB of slack.
-        assert!(usage.used.abs_diff(used) < 64 << 20, "used {} vs df {used}", usage.used);
+        assert!(
+            usage.used.abs_diff(used) < 64 << 20,
+            "used {} vs df {used}",
+            usage.used
+        );
     }
 
     #[test]
