@@ -135,6 +135,32 @@ impl Bus {
         Ok(())
     }
 
+    /// Like [`Bus::consume`], with each payload decoded as JSON into `T` first. A payload that is
+    /// not a valid `T` never reaches the handler: it is dead-lettered with the decode error.
+    pub async fn consume_json<T, F, Fut>(
+        &self,
+        spec: ConsumerSpec,
+        cancel: CancellationToken,
+        mut handler: F,
+    ) -> Result<(), BusError>
+    where
+        T: serde::de::DeserializeOwned,
+        F: FnMut(T, &Delivery) -> Fut,
+        Fut: Future<Output = Outcome>,
+    {
+        self.consume(spec, cancel, move |delivery| {
+            let decoded = serde_json::from_slice::<T>(&delivery.message.payload);
+            let ready = decoded.map(|value| handler(value, delivery));
+            async move {
+                match ready {
+                    Ok(handled) => handled.await,
+                    Err(err) => Outcome::Reject(format!("malformed payload: {err}")),
+                }
+            }
+        })
+        .await
+    }
+
     /// Runs `handler` over a durable consumer until `cancel` fires. Each delivery is acked,
     /// nak'ed with backoff, or dead-lettered and terminated, according to the handler's outcome.
     pub async fn consume<F, Fut>(

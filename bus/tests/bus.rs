@@ -417,3 +417,61 @@ async fn consumers_retry_then_dead_letter_and_keep_going() {
     );
     assert_eq!(seen.iter().filter(|(b, _)| b == "ok-1").count(), 1);
 }
+
+/// Typed consumers: a payload that is not the expected type is dead-lettered, never handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_consumers_dead_letter_what_does_not_decode() {
+    #[derive(serde::Deserialize)]
+    struct Work {
+        n: u32,
+    }
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    for (i, body) in [r#"{"n":1}"#, "not json", r#"{"n":"two"}"#, r#"{"n":3}"#]
+        .iter()
+        .enumerate()
+    {
+        bus.publish_raw(
+            "nebula.work.typed",
+            format!("t{i}"),
+            Vec::new(),
+            Bytes::from(body.to_string()),
+        )
+        .await
+        .unwrap();
+    }
+    let cancel = CancellationToken::new();
+    let handled = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let consumer = {
+        let (bus, cancel, handled) = (bus.clone(), cancel.clone(), handled.clone());
+        tokio::spawn(async move {
+            bus.consume_json(
+                ConsumerSpec::new(StreamName::Work, "typed"),
+                cancel,
+                |work: Work, _delivery| {
+                    handled.lock().unwrap().push(work.n);
+                    async { Outcome::Ack }
+                },
+            )
+            .await
+        })
+    };
+    let letters = wait_until("two dead letters", DEFAULT_WAIT, || async {
+        let letters = read_all(&bus, StreamName::Dlq).await;
+        (letters.len() == 2 && handled.lock().unwrap().len() == 2).then_some(letters)
+    })
+    .await;
+    cancel.cancel();
+    consumer.await.unwrap().unwrap();
+    assert_eq!(*handled.lock().unwrap(), vec![1, 3]);
+    for letter in &letters {
+        assert!(
+            letter
+                .header("Nebula-Dlq-Reason")
+                .unwrap()
+                .starts_with("malformed payload"),
+            "{:?}",
+            letter.headers
+        );
+    }
+}

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::{ApplyError, ApplyFuture, Projection, Target};
+use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
 
 pub struct EventLog;
 
@@ -77,7 +77,7 @@ impl Projection for EventLog {
                 }
             }
             if columns.stream_seq.is_empty() {
-                return Ok(());
+                return Ok(Applied::default());
             }
             let sql = format!(
                 "INSERT INTO {} (stream_seq, idx, event_id, aggregate_type, aggregate_id, aggregate_seq, event_type, \
@@ -102,7 +102,7 @@ impl Projection for EventLog {
                 .bind(columns.data)
                 .execute(&mut *conn)
                 .await?;
-            Ok(())
+            Ok(Applied::default())
         })
     }
 }

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 
 use crate::event_log::seq_i64;
-use crate::{ApplyError, ApplyFuture, Projection, Target};
+use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
 
 pub struct Jobs;
 
@@ -30,6 +30,7 @@ impl Projection for Jobs {
         batch: &'a [StoredMessage],
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
+            let mut applied = Applied::default();
             let table = target.table("jobs");
             for message in batch {
                 if !message.subject.starts_with("nebula.events.job.") {
@@ -42,7 +43,10 @@ impl Projection for Jobs {
                 for envelope in commit {
                     let event = match envelope.decode::<JobEvent>() {
                         Ok(event) => event,
-                        Err(err) if err.is_unknown_type() => continue,
+                        Err(err) if err.is_unknown_type() => {
+                            applied.unknown_skipped += 1;
+                            continue;
+                        }
                         Err(err) => return Err(ApplyError::Poison(err.to_string())),
                     };
                     let id = &envelope.aggregate_id;
@@ -117,7 +121,7 @@ impl Projection for Jobs {
                     };
                 }
             }
-            Ok(())
+            Ok(applied)
         })
     }
 }

@@ -71,7 +71,14 @@ impl Target {
     }
 }
 
-pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), ApplyError>> + Send + 'a>>;
+/// What applying a batch did beyond writing rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Events of this projection's domain whose type this version does not know (skipped).
+    pub unknown_skipped: u64,
+}
+
+pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<Applied, ApplyError>> + Send + 'a>>;
 
 /// One read model.
 pub trait Projection: Send + Sync + 'static {

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 
 use crate::event_log::seq_i64;
-use crate::{ApplyError, ApplyFuture, Projection, Target};
+use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
 
 pub struct Nodes;
 
@@ -30,6 +30,7 @@ impl Projection for Nodes {
         batch: &'a [StoredMessage],
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
+            let mut applied = Applied::default();
             let table = target.table("nodes");
             for message in batch {
                 if !message.subject.starts_with("nebula.events.node.") {
@@ -41,7 +42,10 @@ impl Projection for Nodes {
                 for envelope in commit {
                     let event = match envelope.decode::<NodeEvent>() {
                         Ok(event) => event,
-                        Err(err) if err.is_unknown_type() => continue,
+                        Err(err) if err.is_unknown_type() => {
+                            applied.unknown_skipped += 1;
+                            continue;
+                        }
                         Err(err) => return Err(ApplyError::Poison(err.to_string())),
                     };
                     let seq = seq_i64(message.stream_seq.0)?;
@@ -90,7 +94,7 @@ impl Projection for Nodes {
                     }
                 }
             }
-            Ok(())
+            Ok(applied)
         })
     }
 }

@@ -332,11 +332,18 @@ impl Runner {
         if !self.lock_checkpoint(&mut tx, position).await? {
             return Ok(Step::Moved);
         }
-        self.projection.apply(&mut tx, &self.target, batch).await?;
+        let applied = self.projection.apply(&mut tx, &self.target, batch).await?;
         self.write_checkpoint(&mut tx, last.stream_seq).await?;
         tx.commit().await?;
         let name = self.projection.name();
         let metrics = self.bus.metrics();
+        if applied.unknown_skipped > 0 {
+            metrics.add(
+                "nebula_projection_unknown_events_skipped_total",
+                &[("projection", name)],
+                applied.unknown_skipped as f64,
+            );
+        }
         metrics.add(
             "nebula_projection_messages_applied_total",
             &[("projection", name)],
@@ -436,5 +443,6 @@ pub(crate) async fn apply_range_in(
     projection
         .apply(conn, target, &batch)
         .await
+        .map(|_| ())
         .map_err(|err| ProjectionError::Other(format!("failed to apply during swap: {err}")))
 }

@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 
 use crate::event_log::seq_i64;
-use crate::{ApplyError, ApplyFuture, Projection, Target};
+use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
 
 pub struct NodeTelemetry;
 
@@ -67,7 +67,7 @@ impl Projection for NodeTelemetry {
                     .execute(&mut *conn)
                     .await?;
             }
-            Ok(())
+            Ok(Applied::default())
         })
     }
 }

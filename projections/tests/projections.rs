@@ -281,6 +281,13 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
         vec![10, 11]
     );
 
+    assert_eq!(
+        bus.metrics().get(
+            "nebula_projection_unknown_events_skipped_total",
+            &[("projection", "nodes")]
+        ),
+        1.0
+    );
     // Running again applies nothing twice: the checkpoint holds.
     catch_up_all(&pool, &bus).await;
     assert_eq!(
