@@ -21,10 +21,32 @@ pub struct Config {
     pub agent_http_addr: SocketAddr,
     /// Local state (the generated admin token).
     pub state_dir: PathBuf,
-    pub admin_token: Option<String>,
+    /// Overrides the generated admin token (`NEBULA_ADMIN_TOKEN`).
+    pub admin_token: Option<Secret>,
     pub projector: ProjectorConfig,
     pub agent: agent::Config,
     pub gateway: GatewayTuning,
+}
+
+/// A configuration value that never prints (tokens, passwords).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(****)")
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -258,6 +280,20 @@ mod tests {
         assert!(err.contains("nats_url"), "{err}");
         assert!(err.contains("batch_size"), "{err}");
         assert!(err.contains("node_id"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let config = Config::load_from(
+            None,
+            env(&[("NEBULA_ADMIN_TOKEN", "super-secret-token-value")]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.admin_token.as_ref().unwrap().expose(),
+            "super-secret-token-value"
+        );
+        assert!(!format!("{config:?}").contains("super-secret"));
     }
 
     #[test]

@@ -128,10 +128,10 @@ pub(crate) fn redact(url: &str) -> String {
 pub(crate) fn admin_token(config: &Config) -> anyhow::Result<(AdminToken, bool)> {
     if let Some(token) = &config.admin_token {
         anyhow::ensure!(
-            token.len() >= 16,
+            token.expose().len() >= 16,
             "NEBULA_ADMIN_TOKEN must be at least 16 characters"
         );
-        return Ok((AdminToken::new(token.as_str()), false));
+        return Ok((AdminToken::new(token.expose()), false));
     }
     gateway::load_or_create_token(&config.state_dir).with_context(|| {
         format!(

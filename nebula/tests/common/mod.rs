@@ -37,7 +37,7 @@ pub fn config(nats: &NatsServer, pool: &PgPool, state_dir: &std::path::Path) -> 
         http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         agent_http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: state_dir.to_path_buf(),
-        admin_token: Some(TOKEN.to_owned()),
+        admin_token: Some(nebula::config::Secret::new(TOKEN)),
         ..Config::default()
     };
     config.agent.node_id = Some("test-node".to_owned());

@@ -84,11 +84,13 @@ pub fn default_node_id(hostname: &str) -> NodeId {
         })
         .take(64)
         .collect();
-    cleaned.parse().unwrap_or_else(|_| {
-        "node"
-            .parse()
-            .unwrap_or_else(|_| unreachable!("\"node\" is a valid id"))
-    })
+    let cleaned = if cleaned.is_empty() {
+        "node".to_owned()
+    } else {
+        cleaned
+    };
+    // Only ASCII letters, digits, '-' and '_' remain, at most 64 of them: always a valid id.
+    NodeId::try_from(cleaned).expect("a sanitized hostname is a valid node id")
 }
 
 pub fn build(config: Config, ctx: ServiceContext) -> anyhow::Result<Agent> {
@@ -237,5 +239,18 @@ impl Agent {
             Err(_) => tracing::warn!(node_id = %node_id, "deregistration timed out"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hostnames_become_valid_node_ids() {
+        assert_eq!(
+            super::default_node_id("gpu-box.lan").as_str(),
+            "gpu-box-lan"
+        );
+        assert_eq!(super::default_node_id("").as_str(), "node");
+        assert_eq!(super::default_node_id(&"x".repeat(300)).as_str().len(), 64);
     }
 }
