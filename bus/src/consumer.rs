@@ -180,7 +180,9 @@ impl Bus {
             ack_policy: AckPolicy::Explicit,
             deliver_policy: DeliverPolicy::All,
             ack_wait: spec.ack_wait,
-            max_deliver: spec.max_deliver,
+            // The cap is enforced here, not by the server: a message whose last delivery was
+            // lost (crash, ack timeout, DLQ unreachable) must come back to be dead-lettered.
+            max_deliver: -1,
             max_ack_pending: spec.max_ack_pending,
             ..Default::default()
         };
@@ -198,7 +200,12 @@ impl Bus {
                 next = messages.next() => next,
             };
             let message = match next {
-                None => return Ok(()),
+                None => {
+                    return Err(BusError::msg(
+                        BusErrorKind::NotFound,
+                        format!("consumer {} ended (deleted?)", spec.durable),
+                    ));
+                }
                 Some(Err(err)) => {
                     tracing::warn!(consumer = %spec.durable, error = %err, "consumer stream error");
                     continue;
@@ -235,7 +242,12 @@ impl Bus {
                 delivered,
                 acker,
             };
-            let outcome = handler(&delivery).await;
+            let outcome = if delivered > spec.max_deliver {
+                // Its last try ended without a verdict (a crash or an ack timeout).
+                Outcome::Retry("no outcome recorded for the last delivery".to_owned())
+            } else {
+                handler(&delivery).await
+            };
             if let Err(err) = self.settle(&spec, &delivery, outcome).await {
                 tracing::warn!(consumer = %spec.durable, stream_seq = %stream_seq, error = %err, "failed to settle delivery; it will be redelivered");
             }
@@ -272,15 +284,19 @@ impl Bus {
             Outcome::Reject(reason) => reason,
         };
         tracing::warn!(consumer = %spec.durable, stream_seq = %delivery.message.stream_seq, reason = %reason, "dead-lettering message");
-        self.dead_letter(DeadLetter {
+        let letter = DeadLetter {
             origin: spec.durable.clone(),
             origin_stream: spec.stream,
             origin_subject: delivery.message.subject.clone(),
             origin_seq: delivery.message.stream_seq,
             reason,
             payload: delivery.message.payload.clone(),
-        })
-        .await?;
+        };
+        if let Err(err) = self.dead_letter(letter).await {
+            // Not stored anywhere yet: have it redelivered, and try again then.
+            ack(AckKind::Nak(Some(spec.delay_after(delivery.delivered)))).await?;
+            return Err(err);
+        }
         ack(AckKind::Term).await
     }
 }

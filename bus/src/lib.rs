@@ -20,7 +20,7 @@ use async_nats::jetstream;
 
 pub use error::{BusError, BusErrorKind};
 pub use publish::{Appended, ExpectedSeq};
-pub use read::{MessageStream, ReadFrom, StoredMessage};
+pub use read::{MessageStream, ReadFrom, StoredMessage, StreamBounds};
 pub use streams::StreamName;
 
 /// How to reach NATS and how patient to be with it.

@@ -50,6 +50,14 @@ impl StoredMessage {
     }
 }
 
+/// What a stream holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamBounds {
+    pub first: StreamSeq,
+    pub last: StreamSeq,
+    pub messages: u64,
+}
+
 type Inner = Pin<Box<dyn Stream<Item = Result<StoredMessage, BusError>> + Send>>;
 
 /// An endless, ordered stream of stored messages (it waits for new ones at the end).
@@ -74,15 +82,33 @@ impl Bus {
         from: ReadFrom,
         filter: Option<String>,
     ) -> Result<MessageStream, BusError> {
-        let deliver_policy = match from {
-            ReadFrom::Start | ReadFrom::Seq(StreamSeq(0)) => DeliverPolicy::All,
-            ReadFrom::Seq(seq) => DeliverPolicy::ByStartSequence {
-                start_sequence: seq.0,
-            },
-            ReadFrom::Time(at) => DeliverPolicy::ByStartTime {
-                start_time: to_offset(at)?,
-            },
-            ReadFrom::New => DeliverPolicy::New,
+        // New and Seq are pinned to a sequence so that a restarted ordered consumer (which
+        // async-nats recreates from sequence 1 when nothing was delivered yet) cannot replay
+        // the past into this reader: everything before `min_seq` or not after the last yielded
+        // message is dropped here.
+        let (deliver_policy, min_seq) = match from {
+            ReadFrom::Start | ReadFrom::Seq(StreamSeq(0)) => (DeliverPolicy::All, 1),
+            ReadFrom::Seq(seq) => (
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: seq.0,
+                },
+                seq.0,
+            ),
+            ReadFrom::Time(at) => (
+                DeliverPolicy::ByStartTime {
+                    start_time: to_offset(at)?,
+                },
+                1,
+            ),
+            ReadFrom::New => {
+                let next = self.last_seq(stream).await?.0 + 1;
+                (
+                    DeliverPolicy::ByStartSequence {
+                        start_sequence: next,
+                    },
+                    next,
+                )
+            }
         };
         let handle = self.stream(stream).await?;
         let consumer = handle
@@ -97,12 +123,33 @@ impl Bus {
             .messages()
             .await
             .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
-        let inner = messages.map(|item| {
-            let message = item.map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
-            stored(message)
+        let mut last_yielded = min_seq.saturating_sub(1);
+        let inner = messages.filter_map(move |item| {
+            let result = item
+                .map_err(|err| BusError::with_source(BusErrorKind::Other, err))
+                .and_then(stored);
+            let keep = match &result {
+                Ok(message) if message.stream_seq.0 <= last_yielded => false,
+                Ok(message) => {
+                    last_yielded = message.stream_seq.0;
+                    true
+                }
+                Err(_) => true,
+            };
+            std::future::ready(keep.then_some(result))
         });
         Ok(MessageStream {
             inner: Box::pin(inner),
+        })
+    }
+
+    /// The first and last sequence of `stream`, and how many messages it holds.
+    pub async fn bounds(&self, stream: StreamName) -> Result<StreamBounds, BusError> {
+        let info = self.stream_info(stream).await?;
+        Ok(StreamBounds {
+            first: StreamSeq(info.state.first_sequence),
+            last: StreamSeq(info.state.last_sequence),
+            messages: info.state.messages,
         })
     }
 

@@ -475,3 +475,64 @@ async fn typed_consumers_dead_letter_what_does_not_decode() {
         );
     }
 }
+
+/// A worker that dies during a message's last allowed delivery does not lose it: it comes back
+/// once more and is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_on_the_last_delivery_still_dead_letters() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    bus.publish_raw(
+        "nebula.work.crash",
+        "c1",
+        Vec::new(),
+        Bytes::from_static(b"job"),
+    )
+    .await
+    .unwrap();
+    let spec = ConsumerSpec {
+        max_deliver: 2,
+        ack_wait: Duration::from_millis(500),
+        backoff: vec![Duration::from_millis(10)],
+        ..ConsumerSpec::new(StreamName::Work, "crashy")
+    };
+    let (reached_last, mut last_reached) = tokio::sync::mpsc::channel::<()>(1);
+    let crashing = {
+        let (bus, spec) = (bus.clone(), spec.clone());
+        tokio::spawn(async move {
+            bus.consume(spec, CancellationToken::new(), |delivery| {
+                let last = delivery.delivered >= 2;
+                let reached_last = reached_last.clone();
+                async move {
+                    if last {
+                        let _ = reached_last.send(()).await;
+                        std::future::pending::<()>().await; // the worker hangs, then dies
+                    }
+                    Outcome::Retry("transient".into())
+                }
+            })
+            .await
+        })
+    };
+    tokio::time::timeout(DEFAULT_WAIT, last_reached.recv())
+        .await
+        .unwrap();
+    crashing.abort();
+    let cancel = CancellationToken::new();
+    let restarted = {
+        let (bus, cancel) = (bus.clone(), cancel.clone());
+        tokio::spawn(async move { bus.consume(spec, cancel, |_| async { Outcome::Ack }).await })
+    };
+    let letters = wait_until("the dead letter", DEFAULT_WAIT, || async {
+        let letters = read_all(&bus, StreamName::Dlq).await;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    cancel.cancel();
+    restarted.await.unwrap().unwrap();
+    let reason = letters[0].header("Nebula-Dlq-Reason").unwrap();
+    assert!(
+        reason.contains("gave up after 3 deliveries") && reason.contains("no outcome"),
+        "{reason}"
+    );
+}

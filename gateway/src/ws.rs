@@ -10,7 +10,7 @@ use axum::response::Response;
 use bus::{ReadFrom, StreamName};
 use events::StreamSeq;
 use futures::StreamExt;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::hub::event_frame;
@@ -46,8 +46,65 @@ async fn send(socket: &mut WebSocket, message: Message) -> Result<(), &'static s
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("closed"),
-        Err(_) => Err("send_timeout"),
+        Err(_) => {
+            // Stuck: tell it where to resume, if it still listens at all.
+            let close = CloseFrame {
+                code: CLOSE_SLOW_CONSUMER,
+                reason: "slow consumer (send timed out)".into(),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                socket.send(Message::Close(Some(close))),
+            )
+            .await;
+            Err("send_timeout")
+        }
     }
+}
+
+/// The snapshot's recent events: the event log's rows, plus whatever the log has not projected
+/// yet up to the snapshot's sequence, read from the stream, so the feed has no hole.
+async fn recent_events(
+    state: &AppState,
+    snapshot: &projections::Snapshot,
+) -> Result<Vec<Value>, bus::BusError> {
+    let mut events: Vec<Value> = snapshot
+        .events
+        .iter()
+        .filter_map(|row| serde_json::to_value(row).ok())
+        .collect();
+    if snapshot.events_through < snapshot.seq {
+        let wanted = state.config.snapshot_events.max(1);
+        let from = snapshot.events_through.max(snapshot.seq - wanted) + 1;
+        let mut messages = state
+            .bus
+            .read(
+                StreamName::Events,
+                ReadFrom::Seq(StreamSeq(from as u64)),
+                None,
+            )
+            .await?;
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+        {
+            let message = message?;
+            if message.stream_seq.0 as i64 > snapshot.seq {
+                break;
+            }
+            for event in message.decode_commit().unwrap_or_default() {
+                if let Ok(mut value) = serde_json::to_value(&event) {
+                    value["stream_seq"] = json!(message.stream_seq.0);
+                    events.push(value);
+                }
+            }
+            if message.stream_seq.0 as i64 >= snapshot.seq {
+                break;
+            }
+        }
+        let excess = events.len().saturating_sub(wanted as usize);
+        events.drain(..excess);
+    }
+    Ok(events)
 }
 
 async fn serve_client(
@@ -68,7 +125,14 @@ async fn serve_client(
         None => match state.read.snapshot(state.config.snapshot_events).await {
             Ok(snapshot) => {
                 let seq = StreamSeq(snapshot.seq.max(0) as u64);
-                let frame = json!({ "type": "snapshot", "seq": snapshot.seq, "nodes": snapshot.nodes, "events": snapshot.events });
+                let events = match recent_events(&state, &snapshot).await {
+                    Ok(events) => events,
+                    Err(err) => {
+                        tracing::warn!(error = %err, "failed to read recent events for a snapshot");
+                        return "snapshot_failed";
+                    }
+                };
+                let frame = json!({ "type": "snapshot", "seq": snapshot.seq, "nodes": snapshot.nodes, "events": events });
                 if let Err(reason) =
                     send(&mut socket, Message::Text(frame.to_string().into())).await
                 {

@@ -141,10 +141,28 @@ pub(crate) fn admin_token(config: &Config) -> anyhow::Result<(AdminToken, bool)>
     })
 }
 
-/// Starts `parts` of the system. Every long-running task is tracked and stops on the token.
+/// Starts `parts` of the system. Every long-running task is tracked and stops on the token; if
+/// starting fails halfway, what was already started is stopped again.
 pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    match start_parts(config, parts, cancel.clone(), tracker.clone()).await {
+        Ok(running) => Ok(running),
+        Err(err) => {
+            cancel.cancel();
+            tracker.close();
+            let _ = tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await;
+            Err(err)
+        }
+    }
+}
+
+async fn start_parts(
+    config: &Config,
+    parts: Parts,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) -> anyhow::Result<Running> {
     let bus = Bus::connect(config.bus_config())
         .await
         .with_context(|| format!("failed to connect to nats at {}", config.nats_url))?;

@@ -412,6 +412,51 @@ async fn websocket_resume_delivers_exactly_the_missed_events(pool: PgPool) {
     running.shutdown().await;
 }
 
+/// When the event log lags the nodes model, the snapshot's recent events come from the stream:
+/// the feed has no hole below the snapshot's sequence.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_snapshot_fills_recent_events_the_log_has_not_projected(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = config(&nats, &pool, state.path());
+    config.projector.only = vec!["nodes".to_owned()];
+    let running = nebula::start(&config, SERVER).await.unwrap();
+    let addr = running.gateway_addr.unwrap();
+    let bus = common::bus(&nats).await;
+    for node in ["a", "b", "c"] {
+        publish(&bus, node).await;
+    }
+    let client = http();
+    wait_until("nodes to be projected", DEFAULT_WAIT, || async {
+        let body: Value = client
+            .get(format!("http://{addr}/api/nodes"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (body["nodes"].as_array()?.len() == 3).then_some(())
+    })
+    .await;
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={TOKEN}").as_str())
+            .await
+            .unwrap();
+    let snapshot = frame(&mut socket).await;
+    assert_eq!(snapshot["seq"], 3);
+    let seqs: Vec<u64> = snapshot["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream_seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3], "{snapshot}");
+    assert_eq!(snapshot["events"][2]["aggregate_id"], "c");
+    running.shutdown().await;
+}
+
 /// A client that stops reading is disconnected; the others keep receiving everything.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_slow_websocket_client_is_disconnected_not_waited_for(pool: PgPool) {

@@ -6,6 +6,9 @@ pub enum ApplyError {
     Poison(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// Beginning, locking the checkpoint, writing it or committing failed: always retried.
+    #[error("checkpoint transaction failed: {0}")]
+    Checkpoint(#[source] sqlx::Error),
 }
 
 impl ApplyError {
@@ -13,6 +16,7 @@ impl ApplyError {
     pub fn is_transient(&self) -> bool {
         match self {
             ApplyError::Poison(_) => false,
+            ApplyError::Checkpoint(_) => true,
             ApplyError::Database(err) => is_transient(err),
         }
     }
@@ -23,9 +27,11 @@ pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             // Connection exceptions, transaction rollbacks (serialization, deadlock),
             // insufficient resources, operator intervention (shutdown), system errors.
+            // Plus read-only transactions (25006): a failover in progress.
             let code = db.code();
             let class = code.as_deref().map(|c| &c[..2.min(c.len())]);
             matches!(class, Some("08" | "40" | "53" | "57" | "58"))
+                || code.as_deref() == Some("25006")
         }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)

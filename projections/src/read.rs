@@ -85,8 +85,12 @@ pub struct Snapshot {
     /// The EVENTS stream sequence the node inventory reflects.
     pub seq: i64,
     pub nodes: Vec<NodeView>,
-    /// The most recent events at or below `seq`, oldest first.
+    /// The most recent events at or below `seq`, oldest first, as far as the event log has
+    /// them: see `events_through`.
     pub events: Vec<EventRow>,
+    /// The event log's own checkpoint; when below `seq`, events `(events_through, seq]` are
+    /// missing from `events` and must be read from the stream.
+    pub events_through: i64,
 }
 
 #[derive(Clone)]
@@ -203,6 +207,11 @@ impl ReadModels {
                 .fetch_optional(&mut *tx)
                 .await?;
         let seq = seq.unwrap_or(0);
+        let events_through: Option<i64> = sqlx::query_scalar(
+            "SELECT last_seq FROM projection_checkpoints WHERE name = 'event_log'",
+        )
+        .fetch_optional(&mut *tx)
+        .await?;
         let node_rows = sqlx::query(sqlx::AssertSqlSafe(format!("{NODE_SELECT} ORDER BY 1")))
             .fetch_all(&mut *tx)
             .await?;
@@ -225,6 +234,7 @@ impl ReadModels {
                 .iter()
                 .map(event_from_row)
                 .collect::<Result<_, _>>()?,
+            events_through: events_through.unwrap_or(0),
         })
     }
 }

@@ -112,8 +112,26 @@ impl Runner {
                     continue 'resync;
                 }
             };
-            if until.is_some_and(|until| position >= until) {
-                return Ok(position);
+            if let Some(until) = until {
+                if position >= until {
+                    return Ok(position);
+                }
+                // Nothing left to read up to `until` (expired by the stream's limits): the
+                // position moves there without waiting for messages that will never come.
+                match self.bus.bounds(self.projection.stream()).await {
+                    Ok(bounds) if bounds.messages == 0 || bounds.first > until => {
+                        match self.skip_to(position, until, &cancel).await {
+                            Step::Applied(position) => return Ok(position),
+                            Step::Moved => continue 'resync,
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(err) => {
+                        tracing::warn!(projection = name, error = %err, "failed to read stream bounds, retrying");
+                        self.pause(&mut backoff, &cancel).await;
+                        continue 'resync;
+                    }
+                }
             }
             let mut messages = match self
                 .bus
@@ -151,18 +169,23 @@ impl Runner {
                         _ => break,
                     }
                 }
+                let passed_until =
+                    until.filter(|until| batch.iter().any(|m| m.stream_seq > *until));
                 batch.retain(|m| {
                     m.stream_seq > position && until.is_none_or(|until| m.stream_seq <= until)
                 });
-                if batch.is_empty() {
-                    if until.is_some_and(|until| position >= until) {
-                        return Ok(position);
+                if !batch.is_empty() {
+                    match self.commit(&batch, position, &cancel).await? {
+                        Step::Applied(new_position) => position = new_position,
+                        Step::Moved => continue 'resync,
                     }
-                    continue;
                 }
-                match self.commit(&batch, position, &cancel).await? {
-                    Step::Applied(new_position) => position = new_position,
-                    Step::Moved => continue 'resync,
+                if let Some(until) = passed_until.filter(|until| position < *until) {
+                    // The stream skipped past `until` (expired messages): nothing more is coming.
+                    match self.skip_to(position, until, &cancel).await {
+                        Step::Applied(new_position) => position = new_position,
+                        Step::Moved => continue 'resync,
+                    }
                 }
                 if let Some(progress) = &self.progress {
                     progress(position);
@@ -272,13 +295,17 @@ impl Runner {
             if cancel.is_cancelled() {
                 return Ok(Step::Moved);
             }
-            attempts += 1;
             match self
                 .try_apply(std::slice::from_ref(message), position)
                 .await
             {
                 Ok(step) => return Ok(step),
-                Err(err) => error = err,
+                // Postgres went away meanwhile: that says nothing about this message.
+                Err(err) if err.is_transient() => {}
+                Err(err) => {
+                    attempts += 1;
+                    error = err;
+                }
             }
         }
         let reason = format!("projection {name} failed {attempts} time(s): {error}");
@@ -320,6 +347,28 @@ impl Runner {
         }
     }
 
+    /// Moves the checkpoint to `to` with nothing applied, retrying while Postgres is away.
+    async fn skip_to(
+        &self,
+        position: StreamSeq,
+        to: StreamSeq,
+        cancel: &CancellationToken,
+    ) -> Step {
+        let mut backoff = self.config.backoff;
+        loop {
+            match self.advance(position, to).await {
+                Ok(step) => return step,
+                Err(err) => {
+                    tracing::warn!(projection = self.projection.name(), error = %err, "failed to move the checkpoint, retrying");
+                    self.pause(&mut backoff, cancel).await;
+                    if cancel.is_cancelled() {
+                        return Step::Moved;
+                    }
+                }
+            }
+        }
+    }
+
     async fn try_apply(
         &self,
         batch: &[StoredMessage],
@@ -328,13 +377,20 @@ impl Runner {
         let Some(last) = batch.last() else {
             return Ok(Step::Applied(position));
         };
-        let mut tx = self.pool.begin().await?;
-        if !self.lock_checkpoint(&mut tx, position).await? {
+        // Failures outside the projection's own statements say nothing about the messages.
+        let mut tx = self.pool.begin().await.map_err(ApplyError::Checkpoint)?;
+        if !self
+            .lock_checkpoint(&mut tx, position)
+            .await
+            .map_err(ApplyError::Checkpoint)?
+        {
             return Ok(Step::Moved);
         }
         let applied = self.projection.apply(&mut tx, &self.target, batch).await?;
-        self.write_checkpoint(&mut tx, last.stream_seq).await?;
-        tx.commit().await?;
+        self.write_checkpoint(&mut tx, last.stream_seq)
+            .await
+            .map_err(ApplyError::Checkpoint)?;
+        tx.commit().await.map_err(ApplyError::Checkpoint)?;
         let name = self.projection.name();
         let metrics = self.bus.metrics();
         if applied.unknown_skipped > 0 {

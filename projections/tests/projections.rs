@@ -488,3 +488,61 @@ async fn rebuild_swaps_in_without_taking_the_live_model_offline(pool: PgPool) {
             .unwrap();
     assert_eq!(leftovers, 0, "tables aside must be gone after the swap");
 }
+
+/// A projection over a stream whose messages are gone (expired, or consumed from a work queue)
+/// still reaches the stream's end instead of waiting forever.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn catching_up_past_expired_messages_does_not_hang(pool: PgPool) {
+    struct Counter;
+    impl Projection for Counter {
+        fn name(&self) -> &'static str {
+            "work_counter"
+        }
+        fn stream(&self) -> StreamName {
+            StreamName::Work
+        }
+        fn tables(&self) -> &'static [&'static str] {
+            &[]
+        }
+        fn apply<'a>(
+            &'a self,
+            _conn: &'a mut sqlx::PgConnection,
+            _target: &'a projections::Target,
+            _batch: &'a [bus::StoredMessage],
+        ) -> projections::ApplyFuture<'a> {
+            Box::pin(async { Ok(projections::Applied::default()) })
+        }
+    }
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    for i in 0..3 {
+        bus.publish_raw(
+            "nebula.work.gone",
+            format!("w{i}"),
+            Vec::new(),
+            Bytes::from_static(b"x"),
+        )
+        .await
+        .unwrap();
+    }
+    // A worker takes them all: the work queue removes them.
+    let cancel = CancellationToken::new();
+    let worker = {
+        let (bus, cancel) = (bus.clone(), cancel.clone());
+        tokio::spawn(async move {
+            bus.consume(
+                bus::consumer::ConsumerSpec::new(StreamName::Work, "taker"),
+                cancel,
+                |_| async { bus::consumer::Outcome::Ack },
+            )
+            .await
+        })
+    };
+    testkit::wait_until("the queue to drain", testkit::DEFAULT_WAIT, || async {
+        (bus.bounds(StreamName::Work).await.unwrap().messages == 0).then_some(())
+    })
+    .await;
+    cancel.cancel();
+    worker.await.unwrap().unwrap();
+    assert_eq!(catch_up(&pool, &bus, Arc::new(Counter)).await, StreamSeq(3));
+}

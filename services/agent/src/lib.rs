@@ -170,13 +170,16 @@ impl Agent {
         let actor = Actor::Node(node_id.to_string());
         let mut backoff = Duration::from_millis(100);
         loop {
-            let result = node_commands
-                .execute_with_metadata(
-                    node_id.as_str(),
-                    NodeCommand::Register(inventory.clone()),
-                    CommandMeta::new(actor.clone()).into_metadata(),
-                )
-                .await;
+            let register = node_commands.execute_with_metadata(
+                node_id.as_str(),
+                NodeCommand::Register(inventory.clone()),
+                CommandMeta::new(actor.clone()).into_metadata(),
+            );
+            // Never hold up shutdown on an unreachable bus.
+            let result = tokio::select! {
+                () = ctx.cancel.cancelled() => return Ok(()),
+                result = register => result,
+            };
             match result {
                 Ok(()) => break,
                 Err(AggregateError::UserError(err)) => {
@@ -213,7 +216,11 @@ impl Agent {
             })
             .await?;
             sampler = returned;
-            match ctx.bus.publish_heartbeat(&heartbeat).await {
+            let published = tokio::select! {
+                () = ctx.cancel.cancelled() => break,
+                published = ctx.bus.publish_heartbeat(&heartbeat) => published,
+            };
+            match published {
                 Ok(_) => status.record_heartbeat(heartbeat),
                 Err(err) => {
                     status.record_error(format!("heartbeat failed: {err}"));
