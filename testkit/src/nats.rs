@@ -11,12 +11,19 @@ pub struct NatsServer {
     port: u16,
     store: TempDir,
     child: Option<Child>,
+    config: std::path::PathBuf,
 }
 
 impl NatsServer {
     /// Starts a fresh server. The binary is `$NATS_SERVER_BIN`, else `.nebula/bin/nats-server`
     /// (what `cargo xtask` installs).
     pub fn start() -> NatsServer {
+        Self::start_with("")
+    }
+
+    /// Starts a fresh server with extra settings inside its `jetstream { … }` block (for
+    /// example `sync_interval: always`).
+    pub fn start_with(jetstream_settings: &str) -> NatsServer {
         let binary = std::env::var_os("NATS_SERVER_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| crate::workspace_root().join(".nebula/bin/nats-server"));
@@ -29,11 +36,19 @@ impl NatsServer {
             .prefix("nebula-nats-")
             .tempdir()
             .expect("failed to create temp dir");
+        let port = crate::free_port();
+        let config = store.path().join("nats.conf");
+        let text = format!(
+            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream_settings}\n}}\n",
+            store.path().join("js").display()
+        );
+        std::fs::write(&config, text).expect("failed to write nats.conf");
         let mut server = NatsServer {
             binary,
-            port: crate::free_port(),
+            port,
             store,
             child: None,
+            config,
         };
         server.spawn();
         server
@@ -67,15 +82,8 @@ impl NatsServer {
         let log = std::fs::File::create(self.store.path().join("server.log"))
             .expect("failed to create log");
         let child = Command::new(&self.binary)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path().join("js"))
+            .arg("-c")
+            .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -25,6 +25,10 @@ commands:
   up            prepare the dev stack, build nebula, run `nebula migrate`, then `nebula up`
   test [args]   prepare the dev stack (with chromium), then
                 `cargo test --workspace --no-fail-fast [args]`
+  bench [--quick]  prepare the stack, build release binaries, run the benchmark; writes
+                bench/results/latest.json (--quick: small sizes, a smoke run)
+  chaos [--quick]  fault runs: projector SIGKILLs, nats-server restarts, Postgres restart,
+                poison events; non-zero exit on any lost or duplicated event
   prepare       only prepare the dev stack: apt packages, nats-server, Postgres, Redis
   help          show this
 
@@ -68,10 +72,7 @@ fn run() -> Result<ExitCode> {
             prepare(&root, Browser::NotNeeded)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some("bench" | "chaos") => bail!(
-            "`cargo xtask {}` is not written yet",
-            command.unwrap_or_default()
-        ),
+        Some(tool @ ("bench" | "chaos")) => release_tool(&root, tool, &rest),
         None | Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             Ok(ExitCode::SUCCESS)
@@ -140,6 +141,28 @@ fn up(root: &Path) -> Result<ExitCode> {
     // first) and its exit status is ours. exec returns only when it fails.
     let err = nebula_command("up").exec();
     Err(err).with_context(|| format!("failed to run `{} up`", nebula.display()))
+}
+
+/// Builds `nebula` and the bench tools in release mode and runs `tool` (`bench` or `chaos`).
+fn release_tool(root: &Path, tool: &str, extra_args: &[OsString]) -> Result<ExitCode> {
+    let stack = prepare(root, Browser::NotNeeded)?;
+    let status = cargo(root, &stack)
+        .args(["build", "--release", "-p", "nebula", "-p", "bench"])
+        .status()
+        .context("failed to run `cargo build --release`")?;
+    if !status.success() {
+        bail!("`cargo build --release` failed ({status})");
+    }
+    let target_dir =
+        root.join(std::env::var_os("CARGO_TARGET_DIR").unwrap_or_else(|| "target".into()));
+    let binary = target_dir.join("release").join(tool);
+    let status = Command::new(&binary)
+        .args(extra_args)
+        .current_dir(root)
+        .envs(stack.env.iter().map(|(name, value)| (name, value)))
+        .status()
+        .with_context(|| format!("failed to run {}", binary.display()))?;
+    Ok(exit_code(status))
 }
 
 fn test(root: &Path, extra_args: &[OsString]) -> Result<ExitCode> {

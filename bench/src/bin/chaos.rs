@@ -1,0 +1,512 @@
+//! `cargo xtask chaos`: full-size fault runs. Each prints how many events were lost and how many
+//! applied twice; any non-zero count makes the whole run exit non-zero.
+//!
+//! - R1: the projector process is SIGKILLed 20 times during a 100k-event load.
+//! - R2: nats-server is SIGKILLed and restarted 5 times under continuous publishing.
+//! - R3: Postgres is crash-restarted (immediate stop) while the projections run.
+//! - R4: 1% of the events are poison: each ends in the DLQ, every other event is applied.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bench::{Env, job_commits, preload, read_to_end, release_binary};
+use bus::{Bus, StreamName};
+use events::{EventEnvelope, EventId};
+use projections::runner::{Runner, RunnerConfig};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+struct Outcome {
+    name: &'static str,
+    lost: u64,
+    duplicated: u64,
+    detail: String,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scale = if quick { 10 } else { 1 };
+    let mut outcomes = Vec::new();
+    outcomes.push(r1_projector_kills(100_000 / scale, if quick { 5 } else { 20 }).await?);
+    outcomes.push(r2_nats_restarts(50_000 / scale, 5).await?);
+    outcomes.push(r3_postgres_restart(40_000 / scale, 3).await?);
+    outcomes.push(r4_poison(100_000 / scale).await?);
+    println!("\n| run | lost | duplicated | detail |\n|---|---|---|---|");
+    let mut failed = false;
+    for outcome in &outcomes {
+        println!(
+            "| {} | {} | {} | {} |",
+            outcome.name, outcome.lost, outcome.duplicated, outcome.detail
+        );
+        failed |= outcome.lost > 0 || outcome.duplicated > 0;
+    }
+    if failed {
+        bail!("events were lost or duplicated");
+    }
+    println!("\nall runs: nothing lost, nothing duplicated");
+    Ok(())
+}
+
+/// What the read models say about `published`: (lost, duplicated).
+async fn verify(pool: &PgPool, published: &[EventEnvelope]) -> Result<(u64, u64)> {
+    let logged: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM event_log")
+        .fetch_all(pool)
+        .await?;
+    let unique: HashSet<EventId> = logged.iter().copied().map(EventId).collect();
+    let duplicated = (logged.len() - unique.len()) as u64;
+    let mut lost = published
+        .iter()
+        .filter(|e| !unique.contains(&e.event_id))
+        .count() as u64;
+    // The jobs model must be the fold: each job in the state of its last event.
+    let mut expected: HashMap<&str, &str> = HashMap::new();
+    for event in published {
+        let status = match event.event_type.as_str() {
+            "job.requested" => "requested",
+            "job.started" | "job.progressed" => "running",
+            "job.completed" => "completed",
+            "job.failed" => "failed",
+            _ => "cancelled",
+        };
+        expected.insert(&event.aggregate_id, status);
+    }
+    let rows: Vec<(String, String)> = sqlx::query_as("SELECT job_id, status FROM jobs")
+        .fetch_all(pool)
+        .await?;
+    let actual: HashMap<String, String> = rows.into_iter().collect();
+    lost += expected
+        .iter()
+        .filter(|(job, status)| actual.get(**job).map(String::as_str) != Some(**status))
+        .count() as u64;
+    Ok((lost, duplicated))
+}
+
+async fn wait_caught_up(pool: &PgPool, bus: &Bus, limit: Duration) -> Result<()> {
+    let head = bus.last_seq(StreamName::Events).await?.0 as i64;
+    let deadline = Instant::now() + limit;
+    loop {
+        let positions: Vec<i64> = sqlx::query_scalar(
+            "SELECT last_seq FROM projection_checkpoints WHERE stream = 'EVENTS'",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default();
+        if positions.len() == 3 && positions.iter().all(|p| *p >= head) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("projections did not catch up to {head} in {limit:?}: {positions:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn min_position(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COALESCE(min(last_seq), 0) FROM projection_checkpoints WHERE stream = 'EVENTS'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap_or(0)
+}
+
+fn spawn_projector(env: &Env) -> Result<Child> {
+    let binary = release_binary("nebula");
+    Command::new(&binary)
+        .arg("projector")
+        .env("NATS_URL", env.nats.url())
+        .env("DATABASE_URL", &env.database_url)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "failed to start {} (run through `cargo xtask chaos`)",
+                binary.display()
+            )
+        })
+}
+
+async fn r1_projector_kills(events: u64, kills: usize) -> Result<Outcome> {
+    println!("R1: SIGKILL the projector {kills} times during a {events}-event load");
+    let env = Env::new("chaos_r1", "").await?;
+    let commits = job_commits((events / 4) as usize);
+    let load = {
+        let (bus, commits) = (env.bus.clone(), commits.clone());
+        tokio::spawn(async move { preload(&bus, commits, 4).await })
+    };
+    let mut projector = spawn_projector(&env)?;
+    let mut done = 0;
+    while done < kills {
+        let before = min_position(&env.pool).await;
+        let started = Instant::now();
+        // Kill mid-stride: after some progress, or after a while if the load is slow.
+        while min_position(&env.pool).await < before + 500
+            && started.elapsed() < Duration::from_millis(400)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        projector.kill()?;
+        projector.wait()?;
+        done += 1;
+        projector = spawn_projector(&env)?;
+    }
+    let load_time = load.await??;
+    wait_caught_up(&env.pool, &env.bus, Duration::from_secs(300)).await?;
+    projector.kill()?;
+    projector.wait()?;
+    let (lost, duplicated) = verify(&env.pool, &commits).await?;
+    let detail = format!("{done} kills, load took {:.1} s", load_time.as_secs_f64());
+    env.drop_database().await;
+    Ok(Outcome {
+        name: "R1 projector SIGKILL",
+        lost,
+        duplicated,
+        detail,
+    })
+}
+
+async fn r2_nats_restarts(events: u64, restarts: usize) -> Result<Outcome> {
+    println!(
+        "R2: restart nats-server {restarts} times under continuous publishing ({events} events)"
+    );
+    let mut env = Env::new("chaos_r2", "").await?;
+    let commits = job_commits((events / 4) as usize);
+    let load = {
+        let (bus, commits) = (env.bus.clone(), commits.clone());
+        tokio::spawn(async move { preload(&bus, commits, 8).await })
+    };
+    let mut done = 0;
+    while done < restarts && !load.is_finished() {
+        let before = env
+            .bus
+            .metrics()
+            .get("nebula_bus_events_appended_total", &[]);
+        let started = Instant::now();
+        while env
+            .bus
+            .metrics()
+            .get("nebula_bus_events_appended_total", &[])
+            < before + 2_000.0
+            && started.elapsed() < Duration::from_secs(5)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        env.nats.restart();
+        done += 1;
+    }
+    let load_time = load.await??;
+    if done < restarts {
+        bail!("the load finished after only {done} restarts; use a larger load");
+    }
+    let stored = read_to_end(&env.bus, StreamName::Events).await?;
+    let ids: Vec<EventId> = stored
+        .iter()
+        .flat_map(|m| m.decode_commit().unwrap_or_default())
+        .map(|e| e.event_id)
+        .collect();
+    let unique: HashSet<EventId> = ids.iter().copied().collect();
+    let lost = commits
+        .iter()
+        .filter(|e| !unique.contains(&e.event_id))
+        .count() as u64;
+    let duplicated = (ids.len() - unique.len()) as u64;
+    let retries = env
+        .bus
+        .metrics()
+        .get("nebula_bus_publish_retries_total", &[]);
+    let detail = format!(
+        "{done} restarts, {retries} publish retries, {} duplicate acks, load took {:.1} s",
+        env.bus
+            .metrics()
+            .get("nebula_bus_publish_duplicates_total", &[]),
+        load_time.as_secs_f64()
+    );
+    env.reset_database().await?;
+    env.drop_database().await;
+    Ok(Outcome {
+        name: "R2 nats-server restarts",
+        lost,
+        duplicated,
+        detail,
+    })
+}
+
+/// A Postgres cluster of our own (so it can be crashed), run as the `postgres` user.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn start() -> Result<PrivatePostgres> {
+        let root = PathBuf::from("/usr/lib/postgresql");
+        let version = std::fs::read_dir(&root)
+            .context("Postgres server binaries not found under /usr/lib/postgresql")?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|v| v.parse::<u32>().ok()))
+            .max()
+            .context("no Postgres version installed")?;
+        let bin = root.join(version.to_string()).join("bin");
+        let dir = tempfile::Builder::new()
+            .prefix("nebula-chaos-pg-")
+            .tempdir()?;
+        run(Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path()))?;
+        let data = dir.path().join("data");
+        run(Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "nebula", "--no-sync", "-D"])
+            .arg(&data))?;
+        let postgres = PrivatePostgres {
+            dir,
+            bin,
+            port: testkit::free_port(),
+        };
+        postgres.up()?;
+        Ok(postgres)
+    }
+
+    fn pg_ctl(&self) -> Command {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"));
+        command
+    }
+
+    fn up(&self) -> Result<()> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        run(self
+            .pg_ctl()
+            .args(["-w", "-l"])
+            .arg(self.dir.path().join("log"))
+            .args(["-o", &options, "start"]))
+    }
+
+    /// Like a crash: no shutdown checkpoint, connections cut.
+    fn crash_restart(&self) -> Result<()> {
+        run(self.pg_ctl().args(["-m", "immediate", "-w", "stop"]))?;
+        self.up()
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgres://nebula@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .pg_ctl()
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn run(command: &mut Command) -> Result<()> {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("failed to run {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+async fn r3_postgres_restart(events: u64, restarts: usize) -> Result<Outcome> {
+    println!(
+        "R3: crash-restart Postgres {restarts} times while the projections run ({events} events)"
+    );
+    let postgres = PrivatePostgres::start()?;
+    let admin = projections::connect(&postgres.url("postgres"), 2).await?;
+    sqlx::query("CREATE DATABASE nebula")
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    let pool = projections::connect(&postgres.url("nebula"), 8).await?;
+    projections::migrate(&pool).await?;
+    let nats = testkit::NatsServer::start();
+    let bus = Bus::connect(bus::BusConfig {
+        url: nats.url(),
+        ..Default::default()
+    })
+    .await?;
+    let commits = job_commits((events / 4) as usize);
+    preload(&bus, commits.clone(), 32).await?;
+    let cancel = CancellationToken::new();
+    let config = RunnerConfig {
+        batch_size: 200,
+        ..RunnerConfig::default()
+    };
+    let mut runners = Vec::new();
+    for projection in projections::all()
+        .into_iter()
+        .filter(|p| p.stream() == StreamName::Events)
+    {
+        let runner = Runner::new(pool.clone(), bus.clone(), projection, config.clone());
+        let cancel = cancel.clone();
+        runners.push(tokio::spawn(async move { runner.run(cancel).await }));
+    }
+    let head = bus.last_seq(StreamName::Events).await?.0 as i64;
+    let mut done = 0;
+    while done < restarts {
+        let before = min_position(&pool).await;
+        if before >= head {
+            break;
+        }
+        let started = Instant::now();
+        while min_position(&pool).await < before + 1_000
+            && started.elapsed() < Duration::from_secs(2)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        postgres.crash_restart()?;
+        done += 1;
+    }
+    wait_caught_up(&pool, &bus, Duration::from_secs(300)).await?;
+    cancel.cancel();
+    for runner in runners {
+        runner.await??;
+    }
+    if done == 0 {
+        bail!("the projections finished before Postgres could be restarted; use a larger load");
+    }
+    let (lost, duplicated) = verify(&pool, &commits).await?;
+    let retries: f64 = ["event_log", "nodes", "jobs"]
+        .iter()
+        .map(|p| {
+            bus.metrics()
+                .get("nebula_projection_retries_total", &[("projection", p)])
+        })
+        .sum();
+    pool.close().await;
+    Ok(Outcome {
+        name: "R3 Postgres crash-restart",
+        lost,
+        duplicated,
+        detail: format!("{done} restarts, {retries} batch retries"),
+    })
+}
+
+async fn r4_poison(events: u64) -> Result<Outcome> {
+    println!("R4: 1% poison among {events} events");
+    let env = Env::new("chaos_r4", "").await?;
+    // Poison: valid events whose data Postgres cannot store (a NUL character in JSON text).
+    let mut published = Vec::new();
+    let mut poison = HashSet::new();
+    let jobs = (events / 4) as usize;
+    let mut commits = job_commits(jobs);
+    for (i, chunk) in commits.chunks_mut(4).enumerate() {
+        if i % 25 == 0 {
+            // 1 in 100 events: this job's first event carries the poison; the job stops there.
+            chunk[0].data["params"]["prompt"] = serde_json::json!("bad\u{0000}prompt");
+            poison.insert(chunk[0].event_id);
+            published.push(chunk[0].clone());
+        } else {
+            published.extend_from_slice(chunk);
+        }
+    }
+    commits = published.clone();
+    preload(&env.bus, commits, 32).await?;
+    let started = Instant::now();
+    let cancel = CancellationToken::new();
+    let config = RunnerConfig {
+        backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        ..RunnerConfig::default()
+    };
+    let mut runners = Vec::new();
+    for projection in projections::all()
+        .into_iter()
+        .filter(|p| p.stream() == StreamName::Events)
+    {
+        let runner = Runner::new(
+            env.pool.clone(),
+            env.bus.clone(),
+            projection,
+            config.clone(),
+        );
+        let cancel = cancel.clone();
+        runners.push(tokio::spawn(async move { runner.run(cancel).await }));
+    }
+    wait_caught_up(&env.pool, &env.bus, Duration::from_secs(600)).await?;
+    let elapsed = started.elapsed();
+    cancel.cancel();
+    for runner in runners {
+        runner.await??;
+    }
+    // Every poison event is in the DLQ, once per projection that reads it.
+    let letters = read_to_end(&env.bus, StreamName::Dlq).await?;
+    let mut dead: HashMap<&str, HashSet<EventId>> = HashMap::new();
+    let by_seq: HashMap<u64, EventId> = read_to_end(&env.bus, StreamName::Events)
+        .await?
+        .iter()
+        .filter_map(|m| {
+            m.decode_commit()
+                .ok()
+                .map(|c| (m.stream_seq.0, c[0].event_id))
+        })
+        .collect();
+    for letter in &letters {
+        let origin: u64 = letter
+            .header("Nebula-Origin-Seq")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if let Some(id) = by_seq.get(&origin) {
+            dead.entry(letter.subject.rsplit('.').next().unwrap_or(""))
+                .or_default()
+                .insert(*id);
+        }
+    }
+    let mut lost = 0;
+    for projection in ["projection-event_log", "projection-jobs"] {
+        let caught = dead.get(projection).cloned().unwrap_or_default();
+        lost += poison.difference(&caught).count() as u64;
+        lost += caught.difference(&poison).count() as u64; // a good event dead-lettered is lost too
+    }
+    let healthy: Vec<EventEnvelope> = published
+        .iter()
+        .filter(|e| !poison.contains(&e.event_id))
+        .cloned()
+        .collect();
+    let (healthy_lost, duplicated) = verify(&env.pool, &healthy).await?;
+    let applied_poison: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE params::text LIKE '%bad%'")
+            .fetch_one(&env.pool)
+            .await?;
+    let detail = format!(
+        "{} poison events, {} dead letters, applied in {:.1} s",
+        poison.len(),
+        letters.len(),
+        elapsed.as_secs_f64()
+    );
+    env.drop_database().await;
+    Ok(Outcome {
+        name: "R4 1% poison",
+        lost: lost + healthy_lost + applied_poison as u64,
+        duplicated,
+        detail,
+    })
+}

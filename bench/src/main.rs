@@ -1,0 +1,777 @@
+//! `cargo xtask bench`: throughput and latency of the event pipeline, each figure next to the
+//! raw ceiling of the same machine measured in the same run. Prints a table and writes
+//! `bench/results/latest.json`. Targets are printed, never asserted.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use async_nats::jetstream::{self, consumer::pull, stream};
+use bench::{Env, job_commits, preload, rate, release_binary};
+use bus::consumer::{ConsumerSpec, Outcome};
+use bus::store::{CommandMeta, commands};
+use bus::{ExpectedSeq, StreamName};
+use bytes::Bytes;
+use domain::job::{Job, JobCommand};
+use events::{Actor, CorrelationId, EventEnvelope, JobId};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
+use projections::runner::{Runner, RunnerConfig};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+struct Sizes {
+    ceiling_messages: u64,
+    ceiling_rows: u64,
+    single_rows: u64,
+    sync_always_messages: u64,
+    p1_events: u64,
+    p1_batch1_seconds: u64,
+    p2_aggregates: u64,
+    p2_commands_per_aggregate: u64,
+    p3_clients: usize,
+    p3_rate: u64,
+    p3_seconds: u64,
+    p4_events: u64,
+    p6_messages: u64,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                ceiling_messages: 20_000,
+                ceiling_rows: 20_000,
+                single_rows: 500,
+                sync_always_messages: 500,
+                p1_events: 20_000,
+                p1_batch1_seconds: 3,
+                p2_aggregates: 100,
+                p2_commands_per_aggregate: 10,
+                p3_clients: 20,
+                p3_rate: 500,
+                p3_seconds: 3,
+                p4_events: 50_000,
+                p6_messages: 5_000,
+            }
+        } else {
+            Sizes {
+                ceiling_messages: 200_000,
+                ceiling_rows: 200_000,
+                single_rows: 3_000,
+                sync_always_messages: 3_000,
+                p1_events: 200_000,
+                p1_batch1_seconds: 10,
+                p2_aggregates: 1_000,
+                p2_commands_per_aggregate: 20,
+                p3_clients: 200,
+                p3_rate: 500,
+                p3_seconds: 20,
+                p4_events: 1_000_000,
+                p6_messages: 50_000,
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Report {
+    ceilings: BTreeMap<&'static str, Value>,
+    figures: BTreeMap<&'static str, Value>,
+    rows: Vec<[String; 5]>,
+}
+
+impl Report {
+    fn ceiling(&mut self, name: &'static str, value: f64, unit: &str) {
+        println!("  ceiling {name:<34} {value:>12.0} {unit}");
+        self.ceilings
+            .insert(name, json!({ "value": value.round(), "unit": unit }));
+        self.rows.push([
+            format!("ceiling: {name}"),
+            format!("{value:.0} {unit}"),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+
+    fn figure(
+        &mut self,
+        name: &'static str,
+        value: f64,
+        unit: &str,
+        ceiling: Option<(&'static str, f64)>,
+        target: &str,
+        extra: Value,
+    ) {
+        let ratio = ceiling.map(|(_, c)| value / c.max(1e-9));
+        let ratio_text = ratio
+            .map(|r| format!("{r:.2} of {}", ceiling.map_or("", |(n, _)| n)))
+            .unwrap_or_default();
+        println!("  {name:<42} {value:>12.0} {unit:<10} {ratio_text}");
+        let mut entry = json!({ "value": value.round(), "unit": unit, "target": target });
+        if let (Some(ratio), Some((against, _))) = (ratio, ceiling) {
+            entry["ratio"] = json!((ratio * 1000.0).round() / 1000.0);
+            entry["ratio_to"] = json!(against);
+        }
+        if let (Value::Object(entry), Value::Object(extra)) = (&mut entry, extra) {
+            entry.extend(extra);
+        }
+        self.figures.insert(name, entry);
+        self.rows.push([
+            name.to_owned(),
+            format!("{value:.0} {unit}"),
+            ratio_text,
+            target.to_owned(),
+            String::new(),
+        ]);
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let out = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+        .map_or_else(
+            || testkit::workspace_root().join("bench/results/latest.json"),
+            PathBuf::from,
+        );
+    let sizes = Sizes::new(quick);
+    let mut report = Report::default();
+    let started = Instant::now();
+
+    println!("ceilings (raw clients, 256-byte messages)");
+    let mut env = Env::new("bench", "").await?;
+    let client = async_nats::connect(env.nats.url()).await?;
+    let publish_ceiling = ceiling_publish(&client, "CEIL", sizes.ceiling_messages).await?;
+    report.ceiling("jetstream_async_publish", publish_ceiling, "msg/s");
+    let consume_ceiling = ceiling_consume(&client, "CEIL", sizes.ceiling_messages).await?;
+    report.ceiling("jetstream_pull_consume_ack", consume_ceiling, "msg/s");
+    let (unnest, single) = ceiling_postgres(&env, sizes.ceiling_rows, sizes.single_rows).await?;
+    report.ceiling("postgres_unnest_1000_row_batches", unnest, "rows/s");
+    report.ceiling("postgres_one_row_per_transaction", single, "rows/s");
+    {
+        let strict = testkit::NatsServer::start_with("sync_interval: always");
+        let strict_client = async_nats::connect(strict.url()).await?;
+        let always =
+            ceiling_publish(&strict_client, "CEIL_SYNC", sizes.sync_always_messages).await?;
+        report.ceiling("jetstream_async_publish_sync_always", always, "msg/s");
+    }
+
+    println!("P1 projection");
+    let commits = job_commits((sizes.p1_events / 4) as usize);
+    let preload_time = preload(&env.bus, commits, 64).await?;
+    report.figure(
+        "append_no_check_64_in_flight",
+        rate(sizes.p1_events, preload_time),
+        "events/s",
+        Some(("jetstream_async_publish", publish_ceiling)),
+        "info",
+        json!({}),
+    );
+    let (elapsed, head) = project_all(&env, RunnerConfig::default(), None).await?;
+    report.figure(
+        "p1_projection",
+        rate(head, elapsed),
+        "events/s",
+        Some(("jetstream_pull_consume_ack", consume_ceiling)),
+        ">= 0.5 of consume ceiling",
+        json!({ "events": head, "projections": ["event_log", "nodes", "jobs"], "batch_size": RunnerConfig::default().batch_size }),
+    );
+    env.reset_database().await?;
+    let batch_one = RunnerConfig {
+        batch_size: 1,
+        ..RunnerConfig::default()
+    };
+    let (elapsed, applied) = project_all(
+        &env,
+        batch_one,
+        Some(Duration::from_secs(sizes.p1_batch1_seconds)),
+    )
+    .await?;
+    report.figure(
+        "p1_projection_batch_size_1",
+        rate(applied, elapsed),
+        "events/s",
+        Some(("jetstream_pull_consume_ack", consume_ceiling)),
+        "info",
+        json!({ "events": applied }),
+    );
+
+    println!("P2 append through the event store");
+    let (commands_done, elapsed) =
+        append_commands(&env, sizes.p2_aggregates, sizes.p2_commands_per_aggregate).await?;
+    report.figure(
+        "p2_append",
+        rate(commands_done, elapsed),
+        "events/s",
+        Some(("jetstream_async_publish", publish_ceiling)),
+        ">= 0.5 of publish ceiling",
+        json!({ "aggregates": sizes.p2_aggregates, "commands": commands_done }),
+    );
+
+    println!("P3 live latency");
+    let live = live_latency(&env, sizes.p3_clients, sizes.p3_rate, sizes.p3_seconds).await?;
+    for (name, key) in [
+        ("p3_latency_p50", "p50_ms"),
+        ("p3_latency_p95", "p95_ms"),
+        ("p3_latency_p99", "p99_ms"),
+    ] {
+        report.figure(
+            name,
+            live[key].as_f64().unwrap_or_default() * 1000.0,
+            "us",
+            None,
+            if key == "p99_ms" {
+                "p99 <= 20 ms"
+            } else {
+                "info"
+            },
+            json!({}),
+        );
+    }
+    report.figure(
+        "p3_deliveries",
+        live["received"].as_f64().unwrap_or_default(),
+        "frames",
+        None,
+        "== sent x clients (no loss)",
+        live.clone(),
+    );
+    report.figure(
+        "p3_gateway_rss",
+        live["gateway_peak_rss_mb"].as_f64().unwrap_or_default(),
+        "MB",
+        None,
+        "<= 150 MB",
+        json!({}),
+    );
+
+    println!("P4 rebuild");
+    let current = env.bus.last_seq(StreamName::Events).await?.0;
+    if current < sizes.p4_events {
+        let missing = (sizes.p4_events - current).div_ceil(4) as usize;
+        preload(&env.bus, job_commits(missing), 64).await?;
+    }
+    env.reset_database().await?;
+    let (rebuilt, elapsed) = rebuild(&env).await?;
+    report.figure(
+        "p4_rebuild_event_log",
+        rate(rebuilt, elapsed),
+        "events/s",
+        Some(("jetstream_pull_consume_ack", consume_ceiling)),
+        ">= 0.5 of consume ceiling",
+        json!({ "events": rebuilt }),
+    );
+
+    println!("P6 work-queue scaling");
+    for consumers in [1usize, 2, 4] {
+        let throughput = work_queue(&env, consumers, sizes.p6_messages).await?;
+        let name: &'static str = match consumers {
+            1 => "p6_work_queue_1_consumer",
+            2 => "p6_work_queue_2_consumers",
+            _ => "p6_work_queue_4_consumers",
+        };
+        report.figure(
+            name,
+            throughput,
+            "msg/s",
+            Some(("jetstream_pull_consume_ack", consume_ceiling)),
+            "info",
+            json!({ "messages": sizes.p6_messages }),
+        );
+    }
+    let nats_version = client.server_info().version;
+    let postgres_version: String = sqlx::query_scalar("SELECT version()")
+        .fetch_one(&env.pool)
+        .await?;
+    env.drop_database().await;
+
+    let document = json!({
+        "generated_at": chrono::Utc::now(),
+        "quick": quick,
+        "duration_s": started.elapsed().as_secs(),
+        "machine": machine(&nats_version, &postgres_version),
+        "ceilings": report.ceilings,
+        "figures": report.figures,
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&document)? + "\n")?;
+    print_table(&report);
+    println!(
+        "\nwritten to {} in {} s",
+        out.display(),
+        started.elapsed().as_secs()
+    );
+    Ok(())
+}
+
+fn print_table(report: &Report) {
+    println!("\n| figure | value | ratio | target |\n|---|---|---|---|");
+    for [name, value, ratio, target, _] in &report.rows {
+        println!("| {name} | {value} | {ratio} | {target} |");
+    }
+}
+
+fn machine(nats_version: &str, postgres_version: &str) -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    let memory_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu_model": cpu,
+        "memory_gib": (memory_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+        "kernel": kernel,
+        "nats_server": nats_version,
+        "postgres": postgres_version.split(" on ").next().unwrap_or(postgres_version),
+        "rustc": rustc,
+    })
+}
+
+async fn ceiling_publish(client: &async_nats::Client, name: &str, messages: u64) -> Result<f64> {
+    let js = jetstream::new(client.clone());
+    js.create_stream(stream::Config {
+        name: name.to_owned(),
+        subjects: vec![format!("{}.>", name.to_lowercase())],
+        ..Default::default()
+    })
+    .await?;
+    let payload = Bytes::from(vec![b'x'; 256]);
+    let mut in_flight = FuturesUnordered::new();
+    let started = Instant::now();
+    for i in 0..messages {
+        if in_flight.len() >= 256 {
+            in_flight.next().await.context("ack stream ended")??;
+        }
+        let ack = js
+            .publish(
+                format!("{}.{}", name.to_lowercase(), i % 16),
+                payload.clone(),
+            )
+            .await?;
+        in_flight.push(ack.into_future());
+    }
+    while let Some(ack) = in_flight.next().await {
+        ack?;
+    }
+    Ok(rate(messages, started.elapsed()))
+}
+
+async fn ceiling_consume(client: &async_nats::Client, name: &str, messages: u64) -> Result<f64> {
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream(name).await?;
+    let consumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("ceiling".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let mut stream = consumer.messages().await?;
+    let started = Instant::now();
+    let mut seen = 0;
+    while seen < messages {
+        let message = stream
+            .next()
+            .await
+            .context("consumer ended")?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        seen += 1;
+    }
+    Ok(rate(messages, started.elapsed()))
+}
+
+async fn ceiling_postgres(env: &Env, rows: u64, single_rows: u64) -> Result<(f64, f64)> {
+    sqlx::query("CREATE TABLE ceiling_rows (id bigint PRIMARY KEY, payload text NOT NULL)")
+        .execute(&env.pool)
+        .await?;
+    let payload = "x".repeat(256);
+    let started = Instant::now();
+    for batch in 0..rows.div_ceil(1000) {
+        let ids: Vec<i64> = (batch * 1000..((batch + 1) * 1000).min(rows))
+            .map(|i| i as i64)
+            .collect();
+        let payloads = vec![payload.clone(); ids.len()];
+        sqlx::query(
+            "INSERT INTO ceiling_rows (id, payload) SELECT * FROM UNNEST($1::int8[], $2::text[])",
+        )
+        .bind(ids)
+        .bind(payloads)
+        .execute(&env.pool)
+        .await?;
+    }
+    let unnest = rate(rows, started.elapsed());
+    let started = Instant::now();
+    for i in 0..single_rows {
+        let mut tx = env.pool.begin().await?;
+        sqlx::query("INSERT INTO ceiling_rows (id, payload) VALUES ($1, $2)")
+            .bind((rows + i) as i64)
+            .bind(&payload)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    let single = rate(single_rows, started.elapsed());
+    sqlx::query("DROP TABLE ceiling_rows")
+        .execute(&env.pool)
+        .await?;
+    Ok((unnest, single))
+}
+
+/// Runs every EVENTS projection from its checkpoint until all reach the head (or `limit`
+/// passes); returns the elapsed time and the events the slowest one applied.
+async fn project_all(
+    env: &Env,
+    config: RunnerConfig,
+    limit: Option<Duration>,
+) -> Result<(Duration, u64)> {
+    let head = env.bus.last_seq(StreamName::Events).await?;
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for projection in projections::all()
+        .into_iter()
+        .filter(|p| p.stream() == StreamName::Events)
+    {
+        let runner = Runner::new(
+            env.pool.clone(),
+            env.bus.clone(),
+            projection,
+            config.clone(),
+        );
+        let cancel = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            runner.run_until(Some(head), cancel).await
+        }));
+    }
+    if let Some(limit) = limit {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            cancel.cancel();
+        });
+    }
+    let mut slowest = u64::MAX;
+    for task in tasks {
+        slowest = slowest.min(task.await??.0);
+    }
+    Ok((started.elapsed(), slowest))
+}
+
+/// Commands through cqrs-es on the JetStream store, one task per aggregate.
+async fn append_commands(
+    env: &Env,
+    aggregates: u64,
+    per_aggregate: u64,
+) -> Result<(u64, Duration)> {
+    let cqrs = Arc::new(commands::<Job>(env.bus.clone(), ()));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..aggregates)
+        .map(|_| {
+            let cqrs = cqrs.clone();
+            tokio::spawn(async move {
+                let id = JobId::new().to_string();
+                let meta = CommandMeta::new(Actor::Service("bench".into()));
+                let mut sequence = vec![
+                    JobCommand::Request {
+                        kind: "bench".into(),
+                        priority: 0,
+                        params: Value::Null,
+                    },
+                    JobCommand::Start {
+                        worker: "bench".into(),
+                        node_id: None,
+                    },
+                ];
+                for value in 1..=per_aggregate.saturating_sub(2) {
+                    sequence.push(JobCommand::ReportProgress {
+                        value,
+                        max: per_aggregate,
+                    });
+                }
+                for command in sequence {
+                    cqrs.execute_with_metadata(&id, command, meta.clone().into_metadata())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok((aggregates * per_aggregate.max(2), started.elapsed()))
+}
+
+/// 200 websocket clients on a separate gateway process while events are published at a fixed
+/// rate; latency from publish to each client's receipt.
+async fn live_latency(env: &Env, clients: usize, per_second: u64, seconds: u64) -> Result<Value> {
+    let binary = release_binary("nebula");
+    if !binary.exists() {
+        bail!(
+            "{} is missing: run through `cargo xtask bench`, which builds it",
+            binary.display()
+        );
+    }
+    let port = testkit::free_port();
+    let token = "bench-token-0123456789abcdef";
+    let mut gateway = Command::new(&binary)
+        .arg("gateway")
+        .env("NATS_URL", env.nats.url())
+        .env("DATABASE_URL", &env.database_url)
+        .env("NEBULA_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("NEBULA_ADMIN_TOKEN", token)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("failed to start the gateway")?;
+    let http = reqwest_free_health(port).await;
+    if let Err(err) = http {
+        let _ = gateway.kill();
+        return Err(err);
+    }
+    let head = env.bus.last_seq(StreamName::Events).await?.0;
+    let total_events = per_second * seconds;
+    let received = Arc::new(AtomicU64::new(0));
+    let mut readers = Vec::new();
+    for _ in 0..clients {
+        let url = format!("ws://127.0.0.1:{port}/ws?token={token}&since={head}");
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .context("websocket connect failed")?;
+        let received = received.clone();
+        readers.push(tokio::spawn(async move {
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+            let mut count = 0;
+            while count < total_events {
+                let Ok(Some(Ok(message))) =
+                    tokio::time::timeout(Duration::from_secs(15), socket.next()).await
+                else {
+                    break;
+                };
+                let tokio_tungstenite::tungstenite::Message::Text(text) = message else {
+                    continue;
+                };
+                let Some(sent) = sent_ns(&text) else { continue };
+                let latency_us = (now_ns().saturating_sub(sent) / 1000).max(1);
+                let _ = histogram.record(latency_us.min(60_000_000));
+                count += 1;
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+            histogram
+        }));
+    }
+    // The publisher: a steady rate, each event stamped with its send time.
+    let mut interval = tokio::time::interval(Duration::from_nanos(1_000_000_000 / per_second));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0;
+    while sent < total_events {
+        interval.tick().await;
+        let event = EventEnvelope::new(
+            JobId::new().to_string(),
+            1,
+            &events::job::JobEvent::Requested(events::job::JobRequested {
+                kind: "latency".into(),
+                priority: 0,
+                params: json!({ "sent_ns": now_ns() }),
+            }),
+            CorrelationId::new(),
+            None,
+            Actor::Service("bench".into()),
+        );
+        env.bus.append(&[event], ExpectedSeq::Any).await?;
+        sent += 1;
+    }
+    let mut merged = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    for reader in readers {
+        merged.add(reader.await?)?;
+    }
+    let rss = memory_kb(gateway.id());
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    let expected = total_events * clients as u64;
+    let received = received.load(Ordering::Relaxed);
+    Ok(json!({
+        "clients": clients,
+        "events_per_second": per_second,
+        "seconds": seconds,
+        "sent": total_events,
+        "expected": expected,
+        "received": received,
+        "lost": expected.saturating_sub(received),
+        "p50_ms": merged.value_at_quantile(0.50) as f64 / 1000.0,
+        "p95_ms": merged.value_at_quantile(0.95) as f64 / 1000.0,
+        "p99_ms": merged.value_at_quantile(0.99) as f64 / 1000.0,
+        "max_ms": merged.max() as f64 / 1000.0,
+        "gateway_peak_rss_mb": rss.0 as f64 / 1024.0,
+        "gateway_rss_mb": rss.1 as f64 / 1024.0,
+    }))
+}
+
+/// Waits for the gateway's `/health` with a plain TCP request (no HTTP client needed).
+async fn reqwest_free_health(port: u16) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            stream
+                .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .await?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await?;
+            if response.starts_with(b"HTTP/1.0 200")
+                || response.starts_with(b"HTTP/1.1 200")
+                || response.windows(4).any(|w| w == b"\"ok\"")
+            {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the gateway did not become healthy in 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn sent_ns(frame: &str) -> Option<u64> {
+    let start = frame.find("\"sent_ns\":")? + "\"sent_ns\":".len();
+    let digits: String = frame[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// (peak, current) resident memory of a process, in KiB.
+fn memory_kb(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+async fn rebuild(env: &Env) -> Result<(u64, Duration)> {
+    let projection = projections::by_name("event_log").context("no event_log projection")?;
+    let started = Instant::now();
+    let config = RunnerConfig {
+        batch_size: 2000,
+        ..RunnerConfig::default()
+    };
+    let rebuilt = projections::rebuild::rebuild(
+        &env.pool,
+        &env.bus,
+        projection,
+        config,
+        |_, _| {},
+        CancellationToken::new(),
+    )
+    .await?;
+    Ok((rebuilt.position.0, started.elapsed()))
+}
+
+async fn work_queue(env: &Env, consumers: usize, messages: u64) -> Result<f64> {
+    let subject = format!("nebula.work.bench{consumers}");
+    let lanes = 32;
+    let tasks: Vec<_> = (0..lanes)
+        .map(|lane| {
+            let bus = env.bus.clone();
+            let subject = subject.clone();
+            tokio::spawn(async move {
+                for i in (lane..messages).step_by(lanes as usize) {
+                    bus.publish_raw(
+                        subject.clone(),
+                        format!("w{consumers}-{i}"),
+                        Vec::new(),
+                        Bytes::from(vec![b'x'; 256]),
+                    )
+                    .await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let cancel = CancellationToken::new();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..consumers {
+        let spec = ConsumerSpec {
+            filter_subject: Some(subject.clone()),
+            max_ack_pending: 10_000,
+            ..ConsumerSpec::new(StreamName::Work, format!("bench-{consumers}"))
+        };
+        let (bus, cancel, done) = (env.bus.clone(), cancel.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            bus.consume(spec, cancel, |_| {
+                done.fetch_add(1, Ordering::Relaxed);
+                async { Outcome::Ack }
+            })
+            .await
+        }));
+    }
+    while done.load(Ordering::Relaxed) < messages {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("work queue did not drain");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    cancel.cancel();
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(rate(messages, elapsed))
+}
