@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::{Mutex, PoisonError};
 
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventStore};
 use events::{Actor, CorrelationId, EventEnvelope, EventId, StreamSeq};
@@ -95,17 +96,43 @@ impl<A: Aggregate> JetStreamContext<A> {
     }
 }
 
+/// The store. It keeps the state of recently used aggregates after each commit, so a command
+/// on a hot aggregate does not re-read its history; the cache can never make a decision on stale
+/// state commit, because every commit still names the subject sequence it was decided on: a
+/// stale entry meets `AggregateConflict`, is dropped, and the retry reads the log.
 pub struct JetStreamStore<A> {
     bus: Bus,
+    cache: Mutex<HashMap<String, Cached<A>>>,
+    capacity: usize,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+struct Cached<A> {
+    aggregate: A,
+    last_aggregate_seq: u64,
+    last_stream_seq: StreamSeq,
 }
 
 impl<A> JetStreamStore<A> {
     pub fn new(bus: Bus) -> Self {
+        Self::with_capacity(bus, 10_000)
+    }
+
+    /// A store caching at most `capacity` aggregates (0 disables the cache).
+    pub fn with_capacity(bus: Bus, capacity: usize) -> Self {
         Self {
             bus,
+            cache: Mutex::new(HashMap::new()),
+            capacity,
             _aggregate: PhantomData,
         }
+    }
+
+    fn forget(&self, aggregate_id: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(aggregate_id);
     }
 }
 
@@ -115,10 +142,36 @@ pub type Commands<A> = CqrsFramework<A, JetStreamStore<A>>;
 
 pub fn commands<A>(bus: Bus, services: A::Services) -> Commands<A>
 where
-    A: Aggregate,
+    A: Aggregate + Clone,
     A::Event: events::DomainEvent,
 {
     CqrsFramework::new(JetStreamStore::new(bus), Vec::new(), services)
+}
+
+/// Executes `command`, deciding again on fresh state when another writer got there first
+/// (up to `attempts` times). Every other error is returned as is.
+pub async fn execute<A>(
+    commands: &Commands<A>,
+    aggregate_id: &str,
+    command: A::Command,
+    meta: CommandMeta,
+    attempts: usize,
+) -> Result<(), AggregateError<A::Error>>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone,
+    A::Event: events::DomainEvent,
+{
+    let mut attempt = 1;
+    loop {
+        match commands
+            .execute_with_metadata(aggregate_id, command.clone(), meta.clone().into_metadata())
+            .await
+        {
+            Err(AggregateError::AggregateConflict) if attempt < attempts => attempt += 1,
+            other => return other,
+        }
+    }
 }
 
 fn to_aggregate_error<E: std::error::Error>(err: BusError) -> AggregateError<E> {
@@ -166,7 +219,7 @@ where
 
 impl<A> EventStore<A> for JetStreamStore<A>
 where
-    A: Aggregate,
+    A: Aggregate + Clone,
     A::Event: events::DomainEvent,
 {
     type AC = JetStreamContext<A>;
@@ -191,6 +244,20 @@ where
         &self,
         aggregate_id: &str,
     ) -> Result<JetStreamContext<A>, AggregateError<A::Error>> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(aggregate_id)
+            .map(|c| (c.aggregate.clone(), c.last_aggregate_seq, c.last_stream_seq));
+        if let Some((aggregate, last_aggregate_seq, last_stream_seq)) = cached {
+            return Ok(JetStreamContext {
+                aggregate,
+                aggregate_id: aggregate_id.to_owned(),
+                last_aggregate_seq,
+                last_stream_seq,
+            });
+        }
         let (events, last_stream_seq) =
             self.load(aggregate_id).await.map_err(to_aggregate_error)?;
         let mut aggregate = A::default();
@@ -236,10 +303,27 @@ where
         } else {
             ExpectedSeq::LastAt(context.last_stream_seq)
         };
-        self.bus
-            .append(&envelopes, expected)
-            .await
-            .map_err(to_aggregate_error)?;
+        let appended = match self.bus.append(&envelopes, expected).await {
+            Ok(appended) => appended,
+            Err(err) => {
+                self.forget(&context.aggregate_id);
+                return Err(to_aggregate_error(err));
+            }
+        };
+        if self.capacity > 0 {
+            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if cache.len() >= self.capacity {
+                cache.clear();
+            }
+            cache.insert(
+                context.aggregate_id.clone(),
+                Cached {
+                    aggregate: context.aggregate.clone(),
+                    last_aggregate_seq: context.last_aggregate_seq + envelopes.len() as u64,
+                    last_stream_seq: appended.stream_seq,
+                },
+            );
+        }
         Ok(envelopes
             .into_iter()
             .zip(events)

@@ -5,9 +5,9 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use bus::store::{CommandMeta, commands};
+use bus::store::{CommandMeta, execute};
 use cqrs_es::AggregateError;
-use domain::job::{Job, JobCommand, JobError};
+use domain::job::{JobCommand, JobError};
 use events::{Actor, JobId};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -73,16 +73,12 @@ pub(crate) async fn submit_job(
     let job_id = JobId::new();
     let meta = CommandMeta::new(Actor::User("admin".into()));
     let correlation_id = meta.correlation_id;
-    commands::<Job>(state.bus.clone(), ())
-        .execute_with_metadata(
-            &job_id.to_string(),
-            JobCommand::Request {
-                kind: request.kind,
-                priority: request.priority,
-                params: request.params,
-            },
-            meta.into_metadata(),
-        )
+    let command = JobCommand::Request {
+        kind: request.kind,
+        priority: request.priority,
+        params: request.params,
+    };
+    execute(&state.jobs, &job_id.to_string(), command, meta, 3)
         .await
         .map_err(job_error)?;
     Ok((
@@ -106,14 +102,10 @@ pub(crate) async fn cancel_job(
     };
     let meta = CommandMeta::new(Actor::User("admin".into()));
     let correlation_id = meta.correlation_id;
-    commands::<Job>(state.bus.clone(), ())
-        .execute_with_metadata(
-            &job_id.to_string(),
-            JobCommand::Cancel {
-                reason: request.reason.unwrap_or_else(|| "cancelled by user".into()),
-            },
-            meta.into_metadata(),
-        )
+    let command = JobCommand::Cancel {
+        reason: request.reason.unwrap_or_else(|| "cancelled by user".into()),
+    };
+    execute(&state.jobs, &job_id.to_string(), command, meta, 3)
         .await
         .map_err(job_error)?;
     Ok((

@@ -58,6 +58,8 @@ pub struct AppState {
     pub(crate) hub: Hub,
     pub(crate) token: AdminToken,
     pub(crate) redis: Arc<health::RedisProbe>,
+    /// Job commands, with the aggregate cache shared by every request.
+    pub(crate) jobs: Arc<bus::store::Commands<domain::job::Job>>,
     pub(crate) config: Arc<GatewayConfig>,
 }
 
@@ -112,12 +114,14 @@ pub async fn serve(
         .await
         .with_context(|| format!("failed to listen on {}", config.http_addr))?;
     let local_addr = listener.local_addr()?;
+    let jobs = Arc::new(bus::store::commands(bus.clone(), ()));
     let state = AppState {
         read,
         bus,
         hub,
         token,
         redis: Arc::new(health::RedisProbe::new(&config.redis_url)),
+        jobs,
         config: Arc::new(config),
     };
     let app = router(state);

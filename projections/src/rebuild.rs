@@ -1,5 +1,6 @@
 //! Rebuilding a read model from sequence 1 while the live one keeps serving: replay into tables
-//! aside (`<table>__rebuild`), catch up with the live checkpoint, then swap the tables in one
+//! aside (`<table>__rebuild`, created without indexes so the bulk load is cheap), build the live
+//! table's indexes on them, catch up with the live checkpoint, then swap the tables in one
 //! transaction that holds the live checkpoint's row lock.
 
 use std::sync::Arc;
@@ -30,6 +31,12 @@ pub async fn rebuild(
 ) -> Result<Rebuilt, ProjectionError> {
     let aside = Target::REBUILD;
     prepare_aside(pool, projection.as_ref()).await?;
+    // Unique indexes now (upserts need them, and they guard exactly-once); the rest after the
+    // bulk load, which is much cheaper than maintaining them row by row.
+    let mut renames = Vec::new();
+    for table in projection.tables() {
+        renames.extend(build_indexes(pool, table, IndexKind::Unique).await?);
+    }
     let head = bus.last_seq(projection.stream()).await?;
     let progress = Arc::new(progress);
     let report = progress.clone();
@@ -40,13 +47,16 @@ pub async fn rebuild(
     if cancel.is_cancelled() {
         return Err(ProjectionError::Other("rebuild cancelled".to_owned()));
     }
+    for table in projection.tables() {
+        renames.extend(build_indexes(pool, table, IndexKind::NonUnique).await?);
+    }
     for _attempt in 0..5 {
         // Close most of the gap to the live model without holding its lock.
         let live = live_position(pool, projection.name()).await?;
         if live > position {
             position = runner.run_until(Some(live), cancel.clone()).await?;
         }
-        match swap(pool, bus, projection.as_ref(), position).await {
+        match swap(pool, bus, projection.as_ref(), position, &renames).await {
             Ok(rebuilt) => {
                 progress(rebuilt.position, rebuilt.position.max(head));
                 return Ok(rebuilt);
@@ -69,7 +79,7 @@ async fn prepare_aside(pool: &PgPool, projection: &dyn Projection) -> Result<(),
             .execute(&mut *tx)
             .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE TABLE {aside} (LIKE {table} INCLUDING ALL)"
+            "CREATE TABLE {aside} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)"
         )))
         .execute(&mut *tx)
         .await?;
@@ -80,6 +90,60 @@ async fn prepare_aside(pool: &PgPool, projection: &dyn Projection) -> Result<(),
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IndexKind {
+    Unique,
+    NonUnique,
+}
+
+/// Creates the live table's indexes of one kind (the primary key is unique) on its aside copy,
+/// named `<index>__rebuild`; returns the renames the swap applies once the live table is gone.
+async fn build_indexes(
+    pool: &PgPool,
+    table: &str,
+    kind: IndexKind,
+) -> Result<Vec<(String, String)>, ProjectionError> {
+    let aside = Target::REBUILD.table(table);
+    let indexes: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT i.relname::text, pg_get_indexdef(i.oid), x.indisprimary FROM pg_index x \
+         JOIN pg_class i ON i.oid = x.indexrelid WHERE x.indrelid = $1::regclass AND x.indisunique = $2 \
+         ORDER BY x.indisprimary DESC, i.relname",
+    )
+    .bind(table)
+    .bind(kind == IndexKind::Unique)
+    .fetch_all(pool)
+    .await?;
+    let mut renames = Vec::new();
+    for (name, definition, primary) in indexes {
+        let canonical = name.trim_end_matches("__rebuild").to_owned();
+        let temporary = format!("{canonical}__rebuild");
+        let Some((_, method)) = definition.split_once(" USING ") else {
+            return Err(ProjectionError::Other(format!(
+                "cannot read the definition of index {name}: {definition}"
+            )));
+        };
+        let unique = if definition.starts_with("CREATE UNIQUE") {
+            "UNIQUE "
+        } else {
+            ""
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE {unique}INDEX {temporary} ON {aside} USING {method}"
+        )))
+        .execute(pool)
+        .await?;
+        if primary {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "ALTER TABLE {aside} ADD CONSTRAINT {temporary} PRIMARY KEY USING INDEX {temporary}"
+            )))
+            .execute(pool)
+            .await?;
+        }
+        renames.push((temporary, canonical));
+    }
+    Ok(renames)
 }
 
 async fn live_position(pool: &PgPool, name: &str) -> Result<StreamSeq, ProjectionError> {
@@ -96,6 +160,7 @@ async fn swap(
     bus: &Bus,
     projection: &dyn Projection,
     rebuilt: StreamSeq,
+    renames: &[(String, String)],
 ) -> Result<Rebuilt, ProjectionError> {
     let name = projection.name();
     let mut tx = pool.begin().await?;
@@ -130,6 +195,14 @@ async fn swap(
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {old}")))
             .execute(&mut *tx)
             .await?;
+    }
+    // The old indexes are gone with the old tables: the new ones take their names.
+    for (temporary, canonical) in renames {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER INDEX {temporary} RENAME TO {canonical}"
+        )))
+        .execute(&mut *tx)
+        .await?;
     }
     sqlx::query(
         "UPDATE projection_checkpoints SET last_seq = $2, updated_at = now() WHERE name = $1",

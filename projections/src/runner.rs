@@ -375,6 +375,7 @@ impl Runner {
         let Some(last) = batch.last() else {
             return Ok(Step::Applied(position));
         };
+        let started = std::time::Instant::now();
         // Failures outside the projection's own statements say nothing about the messages.
         let mut tx = self.pool.begin().await.map_err(ApplyError::Checkpoint)?;
         if !self
@@ -391,6 +392,11 @@ impl Runner {
         tx.commit().await.map_err(ApplyError::Checkpoint)?;
         let name = self.projection.name();
         let metrics = self.bus.metrics();
+        metrics.add(
+            "nebula_projection_apply_seconds_total",
+            &[("projection", name)],
+            started.elapsed().as_secs_f64(),
+        );
         if applied.unknown_skipped > 0 {
             metrics.add(
                 "nebula_projection_unknown_events_skipped_total",

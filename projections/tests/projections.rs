@@ -288,6 +288,56 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
         ),
         1.0
     );
+    // A job whose events arrive in separate batches is patched, not re-inserted.
+    job(
+        &bus,
+        "j3",
+        JobCommand::Request {
+            kind: "render".into(),
+            priority: 0,
+            params: serde_json::Value::Null,
+        },
+    )
+    .await;
+    catch_up(&pool, &bus, Arc::new(projections::Jobs)).await;
+    job(
+        &bus,
+        "j3",
+        JobCommand::Start {
+            worker: "w9".into(),
+            node_id: None,
+        },
+    )
+    .await;
+    job(&bus, "j3", JobCommand::ReportProgress { value: 2, max: 4 }).await;
+    catch_up(&pool, &bus, Arc::new(projections::Jobs)).await;
+    job(
+        &bus,
+        "j3",
+        JobCommand::Fail {
+            reason: "oom".into(),
+            retryable: true,
+        },
+    )
+    .await;
+    catch_up(&pool, &bus, Arc::new(projections::Jobs)).await;
+    let j3 = read
+        .jobs(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|j| j.job_id == "j3")
+        .unwrap();
+    assert_eq!(
+        (
+            j3.status.as_str(),
+            j3.worker.as_deref(),
+            j3.progress_value,
+            j3.progress_max,
+            j3.error.as_deref()
+        ),
+        ("failed", Some("w9"), Some(2), Some(4), Some("oom"))
+    );
     // Running again applies nothing twice: the checkpoint holds.
     catch_up_all(&pool, &bus).await;
     assert_eq!(
@@ -298,7 +348,7 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
         .await
         .unwrap()
         .len(),
-        11
+        15
     );
 }
 
@@ -487,6 +537,21 @@ async fn rebuild_swaps_in_without_taking_the_live_model_offline(pool: PgPool) {
             .await
             .unwrap();
     assert_eq!(leftovers, 0, "tables aside must be gone after the swap");
+    // The swapped-in table has the live table's indexes under their own names, primary key too.
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE tablename = 'nodes' ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(indexes, vec!["nodes_pkey"]);
+    let primary: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = 'nodes'::regclass AND contype = 'p'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(primary, 1);
 }
 
 /// A projection over a stream whose messages are gone (expired, or consumed from a work queue)

@@ -9,7 +9,7 @@ mod status;
 use std::time::Duration;
 
 use bus::ServiceContext;
-use bus::store::{CommandMeta, commands};
+use bus::store::{CommandMeta, commands, execute};
 use cqrs_es::AggregateError;
 use domain::node::{Node, NodeCommand, NodeError};
 use events::{Actor, NodeId};
@@ -170,10 +170,12 @@ impl Agent {
         let actor = Actor::Node(node_id.to_string());
         let mut backoff = Duration::from_millis(100);
         loop {
-            let register = node_commands.execute_with_metadata(
+            let register = execute(
+                &node_commands,
                 node_id.as_str(),
                 NodeCommand::Register(inventory.clone()),
-                CommandMeta::new(actor.clone()).into_metadata(),
+                CommandMeta::new(actor.clone()),
+                3,
             );
             // Never hold up shutdown on an unreachable bus.
             let result = tokio::select! {
@@ -230,12 +232,14 @@ impl Agent {
         }
 
         // Best effort: say goodbye, but never hang shutdown on it.
-        let goodbye = node_commands.execute_with_metadata(
+        let goodbye = execute(
+            &node_commands,
             node_id.as_str(),
             NodeCommand::Deregister {
                 reason: "agent stopped".to_owned(),
             },
-            CommandMeta::new(actor).into_metadata(),
+            CommandMeta::new(actor),
+            3,
         );
         match tokio::time::timeout(Duration::from_secs(3), goodbye).await {
             Ok(Ok(())) => tracing::info!(node_id = %node_id, "node deregistered"),
