@@ -178,14 +178,16 @@ async fn main() -> Result<()> {
         "info",
         json!({}),
     );
+    let before = projection_counters(&env.bus);
     let (elapsed, head) = project_all(&env, RunnerConfig::default(), None).await?;
+    let profile = projection_profile(&env.bus, &before, elapsed);
     report.figure(
         "p1_projection",
         rate(head, elapsed),
         "events/s",
         Some(("jetstream_pull_consume_ack", consume_ceiling)),
         ">= 0.5 of consume ceiling",
-        json!({ "events": head, "projections": ["event_log", "nodes", "jobs"], "batch_size": RunnerConfig::default().batch_size }),
+        json!({ "events": head, "projections": ["event_log", "nodes", "jobs"], "batch_size": RunnerConfig::default().batch_size, "profile": profile }),
     );
     env.reset_database().await?;
     let batch_one = RunnerConfig {
@@ -451,6 +453,45 @@ async fn ceiling_postgres(env: &Env, rows: u64, single_rows: u64) -> Result<(f64
         .execute(&env.pool)
         .await?;
     Ok((unnest, single))
+}
+
+const PROJECTIONS: [&str; 3] = ["event_log", "nodes", "jobs"];
+
+/// (messages, batches, seconds in Postgres) per projection, from the bus's metrics.
+fn projection_counters(bus: &bus::Bus) -> Vec<(f64, f64, f64)> {
+    let metrics = bus.metrics();
+    PROJECTIONS
+        .iter()
+        .map(|p| {
+            let labels = [("projection", *p)];
+            (
+                metrics.get("nebula_projection_messages_applied_total", &labels),
+                metrics.get("nebula_projection_batches_total", &labels),
+                metrics.get("nebula_projection_apply_seconds_total", &labels),
+            )
+        })
+        .collect()
+}
+
+/// Where each projection's time went: average batch, and the share of wall time spent inside
+/// its Postgres transactions (the rest is reading and decoding from JetStream, or waiting).
+fn projection_profile(bus: &bus::Bus, before: &[(f64, f64, f64)], elapsed: Duration) -> Value {
+    let after = projection_counters(bus);
+    let mut profile = serde_json::Map::new();
+    for ((name, (m0, b0, s0)), (m1, b1, s1)) in PROJECTIONS.iter().zip(before).zip(after) {
+        let (messages, batches, seconds) = (m1 - m0, b1 - b0, s1 - s0);
+        let share = seconds / elapsed.as_secs_f64().max(1e-9);
+        println!(
+            "    {name:<10} avg batch {:>6.0}   in postgres {:>4.0}% of wall time",
+            messages / batches.max(1.0),
+            share * 100.0
+        );
+        profile.insert(
+            (*name).to_owned(),
+            json!({ "avg_batch": (messages / batches.max(1.0)).round(), "postgres_share": (share * 100.0).round() / 100.0 }),
+        );
+    }
+    Value::Object(profile)
 }
 
 /// Runs every EVENTS projection from its checkpoint until all reach the head (or `limit`

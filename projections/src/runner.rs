@@ -22,6 +22,9 @@ pub struct RunnerConfig {
     /// First delay after a failure; doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a batch may wait for more messages once it has one (fills batches while
+    /// catching up; costs at most this much latency when live).
+    pub linger: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -31,6 +34,7 @@ impl Default for RunnerConfig {
             max_attempts: 5,
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_secs(2),
+            linger: Duration::from_millis(2),
         }
     }
 }
@@ -163,9 +167,19 @@ impl Runner {
                     }
                     None => continue 'resync,
                 };
+                let linger_until = tokio::time::Instant::now() + self.config.linger;
                 while batch.len() < self.config.batch_size {
-                    match messages.next().now_or_never() {
-                        Some(Some(Ok(message))) => batch.push(message),
+                    let next = match messages.next().now_or_never() {
+                        Some(next) => next,
+                        None => {
+                            match tokio::time::timeout_at(linger_until, messages.next()).await {
+                                Ok(next) => next,
+                                Err(_) => break,
+                            }
+                        }
+                    };
+                    match next {
+                        Some(Ok(message)) => batch.push(message),
                         _ => break,
                     }
                 }

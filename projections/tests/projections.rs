@@ -49,6 +49,7 @@ fn quick() -> RunnerConfig {
         max_attempts: 3,
         backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
+        ..RunnerConfig::default()
     }
 }
 
