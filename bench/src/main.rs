@@ -137,6 +137,16 @@ impl Report {
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    // `--only p3` runs the ceilings and the named figures only (for iterating on one of them).
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.split(',').map(str::to_owned).collect());
+    let wanted = |figure: &str| {
+        only.as_ref()
+            .is_none_or(|only| only.iter().any(|o| o == figure))
+    };
     let out = args
         .iter()
         .position(|a| a == "--out")
@@ -167,21 +177,22 @@ async fn main() -> Result<()> {
         report.ceiling("jetstream_async_publish_sync_always", always, "msg/s");
     }
 
-    println!("P1 projection");
-    let commits = job_commits((sizes.p1_events / 4) as usize);
-    let preload_time = preload(&env.bus, commits, 64).await?;
-    report.figure(
-        "append_no_check_64_in_flight",
-        rate(sizes.p1_events, preload_time),
-        "events/s",
-        Some(("jetstream_async_publish", publish_ceiling)),
-        "info",
-        json!({}),
-    );
-    let before = projection_counters(&env.bus);
-    let (elapsed, head) = project_all(&env, RunnerConfig::default(), None).await?;
-    let profile = projection_profile(&env.bus, &before, elapsed);
-    report.figure(
+    if wanted("p1") {
+        println!("P1 projection");
+        let commits = job_commits((sizes.p1_events / 4) as usize);
+        let preload_time = preload(&env.bus, commits, 64).await?;
+        report.figure(
+            "append_no_check_64_in_flight",
+            rate(sizes.p1_events, preload_time),
+            "events/s",
+            Some(("jetstream_async_publish", publish_ceiling)),
+            "info",
+            json!({}),
+        );
+        let before = projection_counters(&env.bus);
+        let (elapsed, head) = project_all(&env, RunnerConfig::default(), None).await?;
+        let profile = projection_profile(&env.bus, &before, elapsed);
+        report.figure(
         "p1_projection",
         rate(head, elapsed),
         "events/s",
@@ -189,108 +200,117 @@ async fn main() -> Result<()> {
         ">= 0.5 of consume ceiling",
         json!({ "events": head, "projections": ["event_log", "nodes", "jobs"], "batch_size": RunnerConfig::default().batch_size, "profile": profile }),
     );
-    env.reset_database().await?;
-    let batch_one = RunnerConfig {
-        batch_size: 1,
-        ..RunnerConfig::default()
-    };
-    let (elapsed, applied) = project_all(
-        &env,
-        batch_one,
-        Some(Duration::from_secs(sizes.p1_batch1_seconds)),
-    )
-    .await?;
-    report.figure(
-        "p1_projection_batch_size_1",
-        rate(applied, elapsed),
-        "events/s",
-        Some(("jetstream_pull_consume_ack", consume_ceiling)),
-        "info",
-        json!({ "events": applied }),
-    );
-
-    println!("P2 append through the event store");
-    let (commands_done, elapsed) =
-        append_commands(&env, sizes.p2_aggregates, sizes.p2_commands_per_aggregate).await?;
-    report.figure(
-        "p2_append",
-        rate(commands_done, elapsed),
-        "events/s",
-        Some(("jetstream_async_publish", publish_ceiling)),
-        ">= 0.5 of publish ceiling",
-        json!({ "aggregates": sizes.p2_aggregates, "commands": commands_done }),
-    );
-
-    println!("P3 live latency");
-    let live = live_latency(&env, sizes.p3_clients, sizes.p3_rate, sizes.p3_seconds).await?;
-    for (name, key) in [
-        ("p3_latency_p50", "p50_ms"),
-        ("p3_latency_p95", "p95_ms"),
-        ("p3_latency_p99", "p99_ms"),
-    ] {
+        env.reset_database().await?;
+        let batch_one = RunnerConfig {
+            batch_size: 1,
+            ..RunnerConfig::default()
+        };
+        let (elapsed, applied) = project_all(
+            &env,
+            batch_one,
+            Some(Duration::from_secs(sizes.p1_batch1_seconds)),
+        )
+        .await?;
         report.figure(
-            name,
-            live[key].as_f64().unwrap_or_default() * 1000.0,
-            "us",
+            "p1_projection_batch_size_1",
+            rate(applied, elapsed),
+            "events/s",
+            Some(("jetstream_pull_consume_ack", consume_ceiling)),
+            "info",
+            json!({ "events": applied }),
+        );
+    }
+
+    if wanted("p2") {
+        println!("P2 append through the event store");
+        let (commands_done, elapsed) =
+            append_commands(&env, sizes.p2_aggregates, sizes.p2_commands_per_aggregate).await?;
+        report.figure(
+            "p2_append",
+            rate(commands_done, elapsed),
+            "events/s",
+            Some(("jetstream_async_publish", publish_ceiling)),
+            ">= 0.5 of publish ceiling",
+            json!({ "aggregates": sizes.p2_aggregates, "commands": commands_done }),
+        );
+    }
+
+    if wanted("p3") {
+        println!("P3 live latency");
+        let live = live_latency(&env, sizes.p3_clients, sizes.p3_rate, sizes.p3_seconds).await?;
+        for (name, key) in [
+            ("p3_latency_p50", "p50_ms"),
+            ("p3_latency_p95", "p95_ms"),
+            ("p3_latency_p99", "p99_ms"),
+        ] {
+            report.figure(
+                name,
+                live[key].as_f64().unwrap_or_default() * 1000.0,
+                "us",
+                None,
+                if key == "p99_ms" {
+                    "p99 <= 20 ms"
+                } else {
+                    "info"
+                },
+                json!({}),
+            );
+        }
+        report.figure(
+            "p3_deliveries",
+            live["received"].as_f64().unwrap_or_default(),
+            "frames",
             None,
-            if key == "p99_ms" {
-                "p99 <= 20 ms"
-            } else {
-                "info"
-            },
+            "== sent x clients (no loss)",
+            live.clone(),
+        );
+        report.figure(
+            "p3_gateway_rss",
+            live["gateway_peak_rss_mb"].as_f64().unwrap_or_default(),
+            "MB",
+            None,
+            "<= 150 MB",
             json!({}),
         );
     }
-    report.figure(
-        "p3_deliveries",
-        live["received"].as_f64().unwrap_or_default(),
-        "frames",
-        None,
-        "== sent x clients (no loss)",
-        live.clone(),
-    );
-    report.figure(
-        "p3_gateway_rss",
-        live["gateway_peak_rss_mb"].as_f64().unwrap_or_default(),
-        "MB",
-        None,
-        "<= 150 MB",
-        json!({}),
-    );
 
-    println!("P4 rebuild");
-    let current = env.bus.last_seq(StreamName::Events).await?.0;
-    if current < sizes.p4_events {
-        let missing = (sizes.p4_events - current).div_ceil(4) as usize;
-        preload(&env.bus, job_commits(missing), 64).await?;
-    }
-    env.reset_database().await?;
-    let (rebuilt, elapsed) = rebuild(&env).await?;
-    report.figure(
-        "p4_rebuild_event_log",
-        rate(rebuilt, elapsed),
-        "events/s",
-        Some(("jetstream_pull_consume_ack", consume_ceiling)),
-        ">= 0.5 of consume ceiling",
-        json!({ "events": rebuilt }),
-    );
-
-    println!("P6 work-queue scaling");
-    for consumers in [1usize, 2, 4] {
-        let throughput = work_queue(&env, consumers, sizes.p6_messages).await?;
-        let name: &'static str = match consumers {
-            1 => "p6_work_queue_1_consumer",
-            2 => "p6_work_queue_2_consumers",
-            _ => "p6_work_queue_4_consumers",
-        };
+    if wanted("p4") {
+        println!("P4 rebuild");
+        let current = env.bus.last_seq(StreamName::Events).await?.0;
+        if current < sizes.p4_events {
+            let missing = (sizes.p4_events - current).div_ceil(4) as usize;
+            preload(&env.bus, job_commits(missing), 64).await?;
+        }
+        env.reset_database().await?;
+        let (rebuilt, elapsed) = rebuild(&env).await?;
         report.figure(
-            name,
-            throughput,
-            "msg/s",
+            "p4_rebuild_event_log",
+            rate(rebuilt, elapsed),
+            "events/s",
             Some(("jetstream_pull_consume_ack", consume_ceiling)),
-            "info",
-            json!({ "messages": sizes.p6_messages }),
+            ">= 0.5 of consume ceiling",
+            json!({ "events": rebuilt }),
         );
+    }
+
+    if wanted("p6") {
+        println!("P6 work-queue scaling");
+        for consumers in [1usize, 2, 4] {
+            let throughput = work_queue(&env, consumers, sizes.p6_messages).await?;
+            let name: &'static str = match consumers {
+                1 => "p6_work_queue_1_consumer",
+                2 => "p6_work_queue_2_consumers",
+                _ => "p6_work_queue_4_consumers",
+            };
+            report.figure(
+                name,
+                throughput,
+                "msg/s",
+                Some(("jetstream_pull_consume_ack", consume_ceiling)),
+                "info",
+                json!({ "messages": sizes.p6_messages }),
+            );
+        }
     }
     let nats_version = client.server_info().version;
     let postgres_version: String = sqlx::query_scalar("SELECT version()")
@@ -306,6 +326,11 @@ async fn main() -> Result<()> {
         "ceilings": report.ceilings,
         "figures": report.figures,
     });
+    if only.is_some() && !args.iter().any(|a| a == "--out") {
+        print_table(&report);
+        println!("\n(--only: partial run, not written to {})", out.display());
+        return Ok(());
+    }
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -613,25 +638,22 @@ async fn live_latency(env: &Env, clients: usize, per_second: u64, seconds: u64) 
     let received = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for _ in 0..clients {
-        let url = format!("ws://127.0.0.1:{port}/ws?token={token}&since={head}");
-        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .context("websocket connect failed")?;
+        let mut socket =
+            RawWebSocket::connect(port, &format!("/ws?token={token}&since={head}")).await?;
         let received = received.clone();
         readers.push(tokio::spawn(async move {
             let mut histogram =
                 Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
             let mut count = 0;
             while count < total_events {
-                let Ok(Some(Ok(message))) =
-                    tokio::time::timeout(Duration::from_secs(15), socket.next()).await
+                let Ok(Ok(Some(payload))) =
+                    tokio::time::timeout(Duration::from_secs(15), socket.next_text()).await
                 else {
                     break;
                 };
-                let tokio_tungstenite::tungstenite::Message::Text(text) = message else {
+                let Some(sent) = sent_ns(&payload) else {
                     continue;
                 };
-                let Some(sent) = sent_ns(&text) else { continue };
                 let latency_us = (now_ns().saturating_sub(sent) / 1000).max(1);
                 let _ = histogram.record(latency_us.min(60_000_000));
                 count += 1;
@@ -718,13 +740,73 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-fn sent_ns(frame: &str) -> Option<u64> {
-    let start = frame.find("\"sent_ns\":")? + "\"sent_ns\":".len();
-    let digits: String = frame[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
+fn sent_ns(frame: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"sent_ns\":";
+    let start = frame.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let digits = frame[start..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    std::str::from_utf8(&frame[start..start + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A minimal websocket client for the load generator: a hand-made upgrade and a frame reader
+/// over a large buffer. The library client cost more CPU than the gateway itself on 2 cores,
+/// which then showed up as "latency".
+struct RawWebSocket {
+    reader: tokio::io::BufReader<tokio::net::TcpStream>,
+}
+
+impl RawWebSocket {
+    async fn connect(port: u16, path: &str) -> Result<RawWebSocket> {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.set_nodelay(true)?;
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, stream);
+        let mut status = String::new();
+        reader.read_line(&mut status).await?;
+        if !status.contains(" 101 ") {
+            bail!("websocket upgrade refused: {status}");
+        }
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).await?;
+            if line == "\r\n" || line.is_empty() {
+                break;
+            }
+        }
+        Ok(RawWebSocket { reader })
+    }
+
+    /// The next text frame's payload (server frames are unmasked); `None` at close.
+    async fn next_text(&mut self) -> Result<Option<Vec<u8>>> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let mut header = [0u8; 2];
+            self.reader.read_exact(&mut header).await?;
+            let opcode = header[0] & 0x0f;
+            let length = match header[1] & 0x7f {
+                126 => u64::from(self.reader.read_u16().await?),
+                127 => self.reader.read_u64().await?,
+                short => u64::from(short),
+            };
+            let mut payload = vec![0; usize::try_from(length)?];
+            self.reader.read_exact(&mut payload).await?;
+            match opcode {
+                0x1 => return Ok(Some(payload)),
+                0x8 => return Ok(None),
+                _ => {}
+            }
+        }
+    }
 }
 
 /// (peak, current) resident memory of a process, in KiB.

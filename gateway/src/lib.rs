@@ -125,6 +125,13 @@ pub async fn serve(
         config: Arc::new(config),
     };
     let app = router(state);
+    // Live frames are small and latency-bound: no Nagle delay (with delayed acks it adds up to
+    // 40 ms to a frame).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "failed to set TCP_NODELAY");
+        }
+    });
     tracker.spawn(async move {
         let shutdown = cancel.clone();
         if let Err(err) = axum::serve(listener, app)

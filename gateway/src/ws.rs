@@ -9,9 +9,10 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use bus::{ReadFrom, StreamName};
 use events::StreamSeq;
+use futures::SinkExt;
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::hub::event_frame;
 use crate::{ApiError, AppState};
@@ -42,7 +43,53 @@ pub(crate) async fn upgrade(
     }))
 }
 
-async fn send(socket: &mut WebSocket, message: Message) -> Result<(), &'static str> {
+/// The next queued frame, if one is ready and the batch is not full yet.
+fn try_next(
+    receiver: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<crate::hub::Frame>>,
+    batched: usize,
+) -> Option<Result<std::sync::Arc<crate::hub::Frame>, RecvError>> {
+    const MAX_BATCH: usize = 256;
+    if batched >= MAX_BATCH {
+        return None;
+    }
+    match receiver.try_recv() {
+        Ok(frame) => Some(Ok(frame)),
+        Err(TryRecvError::Lagged(missed)) => Some(Err(RecvError::Lagged(missed))),
+        Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+        Err(TryRecvError::Empty) => None,
+    }
+}
+
+/// Writes `messages` and flushes once, within the send timeout.
+async fn send_batch(socket: &mut Sender, messages: Vec<Message>) -> Result<(), &'static str> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let write = async {
+        for message in messages {
+            socket.feed(message).await?;
+        }
+        socket.flush().await
+    };
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err("closed"),
+        Err(_) => {
+            let close = CloseFrame {
+                code: CLOSE_SLOW_CONSUMER,
+                reason: "slow consumer (send timed out)".into(),
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                socket.send(Message::Close(Some(close))),
+            )
+            .await;
+            Err("send_timeout")
+        }
+    }
+}
+
+async fn send(socket: &mut Sender, message: Message) -> Result<(), &'static str> {
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("closed"),
@@ -107,11 +154,39 @@ async fn recent_events(
     Ok(events)
 }
 
+/// The writing half of a client's socket.
+type Sender = futures::stream::SplitSink<WebSocket, Message>;
+
+/// Aborts the wrapped task when dropped (the reader of a connection ends with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn serve_client(
-    mut socket: WebSocket,
+    socket: WebSocket,
     state: AppState,
     since: Option<StreamSeq>,
 ) -> &'static str {
+    // Reads happen in their own task, woken only when the client sends something: polling the
+    // read half on every outgoing frame costs a buffer clear each time (it was most of the
+    // gateway's CPU under load).
+    let (mut socket, mut incoming) = futures::StreamExt::split(socket);
+    let client_gone = tokio_util::sync::CancellationToken::new();
+    let _reader = {
+        let client_gone = client_gone.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            while let Some(Ok(message)) = incoming.next().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+            client_gone.cancel();
+        }))
+    };
     // Subscribe first: everything after `head` will be in the receiver.
     let mut subscription = state.hub.subscribe();
     let start = match since {
@@ -199,35 +274,43 @@ async fn serve_client(
     }
     loop {
         tokio::select! {
-            received = subscription.receiver.recv() => match received {
-                Ok(frame) => {
-                    if let Some(seq) = frame.seq {
-                        if seq <= last_sent {
-                            continue;
+            received = subscription.receiver.recv() => {
+                // Take whatever else is already queued too, and write it with one flush: under
+                // load that is one syscall for many frames instead of one each.
+                let mut next = Some(received);
+                let mut batch = Vec::new();
+                while let Some(received) = next.take() {
+                    match received {
+                        Ok(frame) => {
+                            if let Some(seq) = frame.seq {
+                                if seq <= last_sent {
+                                    next = try_next(&mut subscription.receiver, batch.len());
+                                    continue;
+                                }
+                                last_sent = seq;
+                            }
+                            batch.push(Message::Text(frame.text.clone()));
                         }
-                        last_sent = seq;
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::info!(missed, "disconnecting slow websocket client");
+                            let close = CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: format!("slow consumer; resume with since={last_sent}").into() };
+                            let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(close)))).await;
+                            return "slow_consumer";
+                        }
+                        Err(RecvError::Closed) => return "shutdown",
                     }
-                    if let Err(reason) = send(&mut socket, Message::Text(frame.text.clone())).await {
-                        return reason;
-                    }
+                    next = try_next(&mut subscription.receiver, batch.len());
                 }
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::info!(missed, "disconnecting slow websocket client");
-                    let close = CloseFrame { code: CLOSE_SLOW_CONSUMER, reason: format!("slow consumer; resume with since={last_sent}").into() };
-                    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(close)))).await;
-                    return "slow_consumer";
+                if let Err(reason) = send_batch(&mut socket, batch).await {
+                    return reason;
                 }
-                Err(RecvError::Closed) => return "shutdown",
-            },
+            }
             () = state.hub.shutting_down() => {
                 let close = CloseFrame { code: 1001, reason: format!("gateway shutting down; resume with since={last_sent}").into() };
                 let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(close)))).await;
                 return "shutdown";
             }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return "client_closed",
-                Some(Ok(_)) => {}
-            },
+            () = client_gone.cancelled() => return "client_closed",
         }
     }
 }
