@@ -153,23 +153,6 @@ impl Bus {
         })
     }
 
-    /// Fetches one message by stream sequence.
-    pub async fn get(&self, stream: StreamName, seq: StreamSeq) -> Result<StoredMessage, BusError> {
-        let handle = self.stream(stream).await?;
-        let message = handle
-            .get_raw_message(seq.0)
-            .await
-            .map_err(|err| BusError::with_source(BusErrorKind::NotFound, err))?;
-        Ok(StoredMessage {
-            stream_seq: StreamSeq(message.sequence),
-            subject: message.subject.to_string(),
-            published: from_offset(message.time),
-            headers: header_pairs(&message.headers),
-            payload: message.payload,
-            pending: None,
-        })
-    }
-
     /// Every message on exactly one subject, in order (used to load an aggregate).
     pub(crate) async fn read_subject(&self, subject: &str) -> Result<Vec<StoredMessage>, BusError> {
         let handle = self.stream(StreamName::Events).await?;

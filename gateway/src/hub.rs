@@ -98,43 +98,18 @@ impl Hub {
     }
 
     async fn pump_events(self, bus: Bus, cancel: CancellationToken) {
-        loop {
-            let from = StreamSeq(
-                self.inner
-                    .head
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0
-                    + 1,
-            );
-            let mut messages = match bus
-                .read(StreamName::Events, ReadFrom::Seq(from), None)
-                .await
-            {
-                Ok(messages) => messages,
-                Err(err) => {
-                    tracing::warn!(error = %err, "hub failed to read events, retrying");
-                    if sleep_or_cancel(&cancel).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            loop {
-                let next = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    next = messages.next() => next,
-                };
-                match next {
-                    Some(Ok(message)) => self.publish_event(&bus, &message),
-                    Some(Err(err)) => {
-                        tracing::warn!(error = %err, "hub event stream failed, reopening");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
+        let resume_from = || {
+            let head = self
+                .inner
+                .head
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            ReadFrom::Seq(StreamSeq(head.0 + 1))
+        };
+        follow(&bus, StreamName::Events, resume_from, &cancel, |message| {
+            self.publish_event(&bus, message)
+        })
+        .await;
     }
 
     fn publish_event(&self, bus: &Bus, message: &StoredMessage) {
@@ -159,31 +134,53 @@ impl Hub {
     }
 
     async fn pump_telemetry(self, bus: Bus, cancel: CancellationToken) {
-        loop {
-            let mut messages = match bus.read(StreamName::Telemetry, ReadFrom::New, None).await {
-                Ok(messages) => messages,
-                Err(err) => {
-                    tracing::warn!(error = %err, "hub failed to read telemetry, retrying");
-                    if sleep_or_cancel(&cancel).await {
-                        return;
-                    }
-                    continue;
+        // Telemetry is a gauge: after a reopen, only what is new matters.
+        follow(
+            &bus,
+            StreamName::Telemetry,
+            || ReadFrom::New,
+            &cancel,
+            |message| {
+                if let Some(frame) = telemetry_frame(message) {
+                    let _ = self.inner.sender.send(Arc::new(frame));
                 }
-            };
-            loop {
+            },
+        )
+        .await;
+    }
+}
+
+/// Reads `stream` from `from()` (asked again at every reopen) until `cancel` fires, handing each
+/// message to `on_message`; a failed or ended read is reopened after a pause.
+async fn follow(
+    bus: &Bus,
+    stream: StreamName,
+    from: impl Fn() -> ReadFrom,
+    cancel: &CancellationToken,
+    mut on_message: impl FnMut(&StoredMessage),
+) {
+    loop {
+        match bus.read(stream, from(), None).await {
+            Ok(mut messages) => loop {
                 let next = tokio::select! {
                     () = cancel.cancelled() => return,
                     next = messages.next() => next,
                 };
                 match next {
-                    Some(Ok(message)) => {
-                        if let Some(frame) = telemetry_frame(&message) {
-                            let _ = self.inner.sender.send(Arc::new(frame));
-                        }
+                    Some(Ok(message)) => on_message(&message),
+                    Some(Err(err)) => {
+                        tracing::warn!(stream = stream.as_str(), error = %err, "hub read failed, reopening");
+                        break;
                     }
-                    Some(Err(_)) | None => break,
+                    None => break,
                 }
+            },
+            Err(err) => {
+                tracing::warn!(stream = stream.as_str(), error = %err, "hub failed to open the stream, retrying")
             }
+        }
+        if sleep_or_cancel(cancel).await {
+            return;
         }
     }
 }

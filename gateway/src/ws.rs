@@ -75,6 +75,7 @@ async fn send_batch(socket: &mut Sender, messages: Vec<Message>) -> Result<(), &
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err("closed"),
         Err(_) => {
+            // Stuck: tell it so, if it still listens at all.
             let close = CloseFrame {
                 code: CLOSE_SLOW_CONSUMER,
                 reason: "slow consumer (send timed out)".into(),
@@ -90,23 +91,7 @@ async fn send_batch(socket: &mut Sender, messages: Vec<Message>) -> Result<(), &
 }
 
 async fn send(socket: &mut Sender, message: Message) -> Result<(), &'static str> {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(message)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err("closed"),
-        Err(_) => {
-            // Stuck: tell it where to resume, if it still listens at all.
-            let close = CloseFrame {
-                code: CLOSE_SLOW_CONSUMER,
-                reason: "slow consumer (send timed out)".into(),
-            };
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                socket.send(Message::Close(Some(close))),
-            )
-            .await;
-            Err("send_timeout")
-        }
-    }
+    send_batch(socket, vec![message]).await
 }
 
 /// The snapshot's recent events: the event log's rows, plus whatever the log has not projected

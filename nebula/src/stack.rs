@@ -96,8 +96,9 @@ impl AgentView for AgentEndpoints {
     }
 }
 
-async fn database(config: &Config) -> anyhow::Result<PgPool> {
-    let pool = projections::connect(&config.database_url, 8)
+/// Connects to Postgres and applies pending migrations.
+pub(crate) async fn database(config: &Config, connections: u32) -> anyhow::Result<PgPool> {
+    let pool = projections::connect(&config.database_url, connections)
         .await
         .with_context(|| {
             format!(
@@ -112,7 +113,7 @@ async fn database(config: &Config) -> anyhow::Result<PgPool> {
 }
 
 /// Hides the password of a URL for messages.
-pub(crate) fn redact(url: &str) -> String {
+fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
@@ -167,7 +168,7 @@ async fn start_parts(
         .await
         .with_context(|| format!("failed to connect to nats at {}", config.nats_url))?;
     let pool = if parts.gateway || parts.projector {
-        Some(database(config).await?)
+        Some(database(config, 8).await?)
     } else {
         None
     };

@@ -11,18 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Config;
 use crate::cli::{ReplayArgs, TailArgs, parse_since};
-use crate::stack::redact;
+use crate::stack::database;
 
 pub(crate) async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let pool = projections::connect(&config.database_url, 2)
-        .await
-        .with_context(|| {
-            format!(
-                "failed to connect to postgres at {}",
-                redact(&config.database_url)
-            )
-        })?;
-    projections::migrate(&pool).await?;
+    database(config, 2).await?;
     Bus::connect(config.bus_config())
         .await
         .with_context(|| format!("failed to provision streams on {}", config.nats_url))?;
@@ -168,8 +160,7 @@ pub(crate) async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
         let known: Vec<&str> = projections::all().iter().map(|p| p.name()).collect();
         anyhow::anyhow!("unknown projection {name:?}; known: {}", known.join(", "))
     })?;
-    let pool = projections::connect(&config.database_url, 4).await?;
-    projections::migrate(&pool).await?;
+    let pool = database(config, 4).await?;
     let bus = Bus::connect(config.bus_config()).await?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

@@ -128,8 +128,9 @@ impl Drop for Browser {
                 self.session
             );
             if stream.write_all(request.as_bytes()).is_ok() {
-                let mut response = Vec::new();
-                let _ = stream.read_to_end(&mut response);
+                // The answer comes once the browser is closed; its first bytes are enough.
+                let mut response = [0u8; 512];
+                let _ = stream.read(&mut response);
             }
         }
         let _ = self.driver.kill();
