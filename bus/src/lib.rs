@@ -31,6 +31,8 @@ pub struct BusConfig {
     pub publish_retry_for: Duration,
     /// Largest payload we accept to publish; bigger ones are refused before they are sent.
     pub max_payload: usize,
+    /// Copies of every stream: 1 on a single server, 3 on a production cluster.
+    pub stream_replicas: usize,
 }
 
 impl Default for BusConfig {
@@ -39,6 +41,7 @@ impl Default for BusConfig {
             url: "nats://127.0.0.1:4322".to_owned(),
             publish_retry_for: Duration::from_secs(30),
             max_payload: 1024 * 1024,
+            stream_replicas: 1,
         }
     }
 }
@@ -57,7 +60,7 @@ impl Bus {
     /// streams, idempotently.
     pub async fn connect(config: BusConfig) -> Result<Bus, BusError> {
         let bus = Self::connect_only(config).await?;
-        streams::provision(&bus.jetstream).await?;
+        streams::provision(&bus.jetstream, bus.config.stream_replicas).await?;
         Ok(bus)
     }
 

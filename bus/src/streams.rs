@@ -44,13 +44,13 @@ impl StreamName {
         }
     }
 
-    /// The declared configuration.
-    pub fn config(self) -> stream::Config {
+    /// The declared configuration, with `replicas` copies of every message (3 on a cluster).
+    pub fn config(self, replicas: usize) -> stream::Config {
         let base = stream::Config {
             name: self.as_str().to_owned(),
             subjects: vec![self.subjects().to_owned()],
             storage: stream::StorageType::File,
-            num_replicas: 1,
+            num_replicas: replicas,
             allow_direct: true,
             ..Default::default()
         };
@@ -91,10 +91,13 @@ impl StreamName {
 }
 
 /// Creates every stream, or updates it to the declared configuration.
-pub(crate) async fn provision(jetstream: &jetstream::Context) -> Result<(), BusError> {
+pub(crate) async fn provision(
+    jetstream: &jetstream::Context,
+    replicas: usize,
+) -> Result<(), BusError> {
     for name in StreamName::ALL {
         jetstream
-            .create_or_update_stream(name.config())
+            .create_or_update_stream(name.config(replicas))
             .await
             .map_err(|err| BusError::with_source(BusErrorKind::Provision, err))?;
     }

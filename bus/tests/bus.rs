@@ -536,3 +536,27 @@ async fn a_crash_on_the_last_delivery_still_dead_letters() {
         "{reason}"
     );
 }
+
+/// Asking for more stream replicas than the deployment has fails at start, clearly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_beyond_a_single_server_are_refused_at_start() {
+    let server = NatsServer::start();
+    let config = BusConfig {
+        url: server.url(),
+        stream_replicas: 3,
+        ..Default::default()
+    };
+    match Bus::connect(config).await {
+        Ok(_) => panic!("R3 streams cannot exist on one server"),
+        Err(err) => {
+            assert_eq!(err.kind(), BusErrorKind::Provision);
+            let chain = format!(
+                "{err}: {}",
+                std::error::Error::source(&err)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            );
+            assert!(chain.contains("replicas"), "{chain}");
+        }
+    }
+}

@@ -14,6 +14,8 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub nats_url: String,
+    /// Replicas of every JetStream stream (1 on one server; 3 on a production cluster).
+    pub stream_replicas: usize,
     pub database_url: String,
     pub redis_url: String,
     pub http_addr: SocketAddr,
@@ -69,6 +71,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             nats_url: "nats://127.0.0.1:4322".to_owned(),
+            stream_replicas: 1,
             database_url: "postgres://nebula:nebula@127.0.0.1:5432/nebula".to_owned(),
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -165,6 +168,12 @@ impl Config {
                 self.redis_url
             ));
         }
+        if !(1..=5).contains(&self.stream_replicas) {
+            problems.push(format!(
+                "stream_replicas must be 1 to 5, got {}",
+                self.stream_replicas
+            ));
+        }
         if self.projector.batch_size == 0 || self.projector.batch_size > 10_000 {
             problems.push(format!(
                 "projector.batch_size must be 1..=10000, got {}",
@@ -193,6 +202,7 @@ impl Config {
     pub fn bus_config(&self) -> bus::BusConfig {
         bus::BusConfig {
             url: self.nats_url.clone(),
+            stream_replicas: self.stream_replicas,
             ..Default::default()
         }
     }
@@ -270,6 +280,7 @@ mod tests {
         let err = Config::load_from(
             None,
             env(&[
+                ("NEBULA_STREAM_REPLICAS", "7"),
                 ("NATS_URL", "http://x"),
                 ("NEBULA_PROJECTOR__BATCH_SIZE", "0"),
                 ("NEBULA_AGENT__NODE_ID", "a.b"),
@@ -278,6 +289,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("nats_url"), "{err}");
+        assert!(err.contains("stream_replicas"), "{err}");
         assert!(err.contains("batch_size"), "{err}");
         assert!(err.contains("node_id"), "{err}");
     }
