@@ -111,20 +111,10 @@ async fn agent_heartbeats_reach_the_dashboard_live(pool: PgPool) {
 
 /// Starts the stack on `addr`, retrying while the old listener's port is still being released.
 async fn start_on(config: &nebula::Config, addr: SocketAddr) -> nebula::Running {
-    let mut attempts = 0;
-    loop {
-        match nebula::start(config, Parts::ALL).await {
-            Ok(running) => return running,
-            Err(err) if attempts < 50 => {
-                attempts += 1;
-                tracing_free_wait(err, addr).await;
-            }
-            Err(err) => panic!("failed to restart on {addr}: {err:#}"),
-        }
-    }
-}
-
-async fn tracing_free_wait(err: anyhow::Error, addr: SocketAddr) {
-    eprintln!("restart on {addr} not ready yet: {err:#}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(
+        &format!("the stack to start again on {addr}"),
+        WAIT,
+        || async { nebula::start(config, Parts::ALL).await.ok() },
+    )
+    .await
 }

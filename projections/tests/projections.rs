@@ -481,14 +481,17 @@ async fn rebuild_swaps_in_without_taking_the_live_model_offline(pool: PgPool) {
             }
         })
     };
+    let rebuilding = CancellationToken::new();
     let reader = {
-        let read = read.clone();
+        let (read, rebuilding) = (read.clone(), rebuilding.clone());
         tokio::spawn(async move {
             // The live model answers throughout the rebuild.
-            for _ in 0..50 {
+            let mut reads = 0;
+            while !rebuilding.is_cancelled() || reads == 0 {
                 assert!(read.nodes().await.unwrap().len() >= 300);
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                reads += 1;
             }
+            reads
         })
     };
     let progress = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -503,7 +506,8 @@ async fn rebuild_swaps_in_without_taking_the_live_model_offline(pool: PgPool) {
     )
     .await
     .unwrap();
-    reader.await.unwrap();
+    rebuilding.cancel();
+    assert!(reader.await.unwrap() > 0);
     writer.await.unwrap();
     assert!(
         !progress.lock().unwrap().is_empty(),
