@@ -163,9 +163,13 @@ impl Runner {
                     Some(Ok(message)) => vec![message],
                     Some(Err(err)) => {
                         tracing::warn!(projection = name, error = %err, "stream read failed, reopening");
+                        self.pause(&mut backoff, &cancel).await;
                         continue 'resync;
                     }
-                    None => continue 'resync,
+                    None => {
+                        self.pause(&mut backoff, &cancel).await;
+                        continue 'resync;
+                    }
                 };
                 let linger_until = tokio::time::Instant::now() + self.config.linger;
                 while batch.len() < self.config.batch_size {
