@@ -70,7 +70,9 @@ impl Bus {
             ExpectedSeq::NoEvents => message = message.expected_last_subject_sequence(0),
             ExpectedSeq::LastAt(seq) => message = message.expected_last_subject_sequence(seq.0),
         }
-        let result = self.publish_with_retry(subject, payload_len, message).await;
+        let result = self
+            .publish_with_retry(subject, payload_len, message, self.config.publish_retry_for)
+            .await;
         match &result {
             Ok(appended) if appended.duplicate => {
                 self.metrics.inc("nebula_bus_publish_duplicates_total")
@@ -102,8 +104,13 @@ impl Bus {
             .payload(payload)
             .headers(header_map)
             .message_id(message_id);
-        self.publish_with_retry(subject.into(), payload_len, message)
-            .await
+        self.publish_with_retry(
+            subject.into(),
+            payload_len,
+            message,
+            self.config.publish_retry_for,
+        )
+        .await
     }
 
     /// Publishes a node heartbeat to TELEMETRY.
@@ -123,7 +130,13 @@ impl Bus {
             heartbeat.sampled_at.timestamp_micros(),
             heartbeat.sample_seq
         );
-        self.publish_raw(subject, id, Vec::new(), Bytes::from(payload))
+        // A heartbeat is a gauge: a late one is worth little, the next one replaces it. Retry
+        // briefly, then let the caller move on to a fresh sample.
+        let payload_len = payload.len();
+        let message = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .message_id(id);
+        self.publish_with_retry(subject, payload_len, message, Duration::from_secs(2))
             .await
     }
 
@@ -132,6 +145,7 @@ impl Bus {
         subject: String,
         payload_len: usize,
         message: PublishMessage,
+        retry_for: Duration,
     ) -> Result<Appended, BusError> {
         if payload_len > self.config.max_payload {
             return Err(BusError::msg(
@@ -142,7 +156,7 @@ impl Bus {
                 ),
             ));
         }
-        let deadline = Instant::now() + self.config.publish_retry_for;
+        let deadline = Instant::now() + retry_for;
         let mut delay = Duration::from_millis(50);
         loop {
             let attempt = async {
