@@ -26,6 +26,7 @@ pub use streams::StreamName;
 /// How to reach NATS and how patient to be with it.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
+    /// One server, or a cluster's seeds separated by commas.
     pub url: String,
     /// How long a publish keeps retrying (same `Nats-Msg-Id`) while the server is unreachable.
     pub publish_retry_for: Duration,
@@ -66,12 +67,20 @@ impl Bus {
 
     /// Connects without touching stream configuration (for read-only tools).
     pub async fn connect_only(config: BusConfig) -> Result<Bus, BusError> {
+        // `nats://a:4222,nats://b:4222,…`: every seed of a cluster, so start-up works while
+        // any one of them is down.
+        let servers = config
+            .url
+            .split(',')
+            .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
         let client = async_nats::ConnectOptions::new()
             .name("nebula")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
-            .connect(config.url.as_str())
+            .connect(servers.as_slice())
             .await
             .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
         // Fail fast if nobody is there, rather than queueing forever.

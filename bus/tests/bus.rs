@@ -560,3 +560,65 @@ async fn replicas_beyond_a_single_server_are_refused_at_start() {
         }
     }
 }
+
+/// The production shape: a 3-node cluster with R3 streams keeps accepting and serving events
+/// when a node dies, and loses none of the acknowledged ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_r3_cluster_survives_losing_a_node() {
+    let mut cluster = testkit::NatsCluster::start(3);
+    let config = BusConfig {
+        url: cluster.url(),
+        stream_replicas: 3,
+        ..Default::default()
+    };
+    // The cluster needs a moment to elect its JetStream leader.
+    let bus = wait_until(
+        "the cluster to accept R3 streams",
+        Duration::from_secs(60),
+        || {
+            let config = config.clone();
+            async move { Bus::connect(config).await.ok() }
+        },
+    )
+    .await;
+    let mut published = Vec::new();
+    for i in 0..200 {
+        let event = requested(&format!("job-{i}"), 1);
+        published.push(event.event_id);
+        bus.append(&[event], ExpectedSeq::NoEvents).await.unwrap();
+    }
+    cluster.servers[0].kill();
+    for i in 200..400 {
+        let event = requested(&format!("job-{i}"), 1);
+        published.push(event.event_id);
+        bus.append(&[event], ExpectedSeq::NoEvents).await.unwrap();
+    }
+    // Reading needs a consumer, which waits for the stream's new leader like any client would.
+    let ids = wait_until(
+        "events to be readable after the failover",
+        Duration::from_secs(60),
+        || async {
+            let mut messages = bus
+                .read(StreamName::Events, ReadFrom::Start, None)
+                .await
+                .ok()?;
+            let mut ids = Vec::new();
+            while ids.len() < published.len() {
+                let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                    .await
+                    .ok()??
+                    .ok()?;
+                ids.extend(
+                    message
+                        .decode_commit()
+                        .ok()?
+                        .into_iter()
+                        .map(|e| e.event_id),
+                );
+            }
+            Some(ids)
+        },
+    )
+    .await;
+    assert_eq!(ids, published, "every acknowledged event, once, in order");
+}

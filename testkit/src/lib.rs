@@ -9,7 +9,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 
 /// The workspace root (where `nats.conf` and `.nebula/` live).
 pub fn workspace_root() -> PathBuf {

@@ -24,6 +24,16 @@ impl NatsServer {
     /// Starts a fresh server with extra settings inside its `jetstream { … }` block (for
     /// example `sync_interval: always`).
     pub fn start_with(jetstream_settings: &str) -> NatsServer {
+        let port = crate::free_port();
+        Self::spawn_with(Self::binary(), temp_store(), port, |store| {
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream_settings}\n}}\n",
+                store.join("js").display()
+            )
+        })
+    }
+
+    fn binary() -> PathBuf {
         let binary = std::env::var_os("NATS_SERVER_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|| crate::workspace_root().join(".nebula/bin/nats-server"));
@@ -32,16 +42,17 @@ impl NatsServer {
             "nats-server not found at {} — run the tests with `cargo xtask test`, which installs it",
             binary.display()
         );
-        let store = tempfile::Builder::new()
-            .prefix("nebula-nats-")
-            .tempdir()
-            .expect("failed to create temp dir");
-        let port = crate::free_port();
+        binary
+    }
+
+    fn spawn_with(
+        binary: PathBuf,
+        store: TempDir,
+        port: u16,
+        text: impl FnOnce(&std::path::Path) -> String,
+    ) -> NatsServer {
         let config = store.path().join("nats.conf");
-        let text = format!(
-            "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream_settings}\n}}\n",
-            store.path().join("js").display()
-        );
+        let text = text(store.path());
         std::fs::write(&config, text).expect("failed to write nats.conf");
         let mut server = NatsServer {
             binary,
@@ -102,6 +113,56 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+fn temp_store() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("nebula-nats-")
+        .tempdir()
+        .expect("failed to create temp dir")
+}
+
+/// A JetStream cluster of `size` servers on loopback, routed to each other, for tests of
+/// replicated streams and of losing a node.
+pub struct NatsCluster {
+    pub servers: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start(size: usize) -> NatsCluster {
+        let ports: Vec<(u16, u16)> = (0..size)
+            .map(|_| (crate::free_port(), crate::free_port()))
+            .collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, route)| format!("nats-route://127.0.0.1:{route}"))
+            .collect();
+        let servers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, route))| {
+                let routes = routes.join(", ");
+                NatsServer::spawn_with(NatsServer::binary(), temp_store(), *client, |store| {
+                    format!(
+                        "server_name: n{i}\nlisten: 127.0.0.1:{client}\n\
+                         jetstream {{\n  store_dir: \"{}\"\n}}\n\
+                         cluster {{\n  name: nebula-test\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
+                        store.join("js").display()
+                    )
+                })
+            })
+            .collect();
+        NatsCluster { servers }
+    }
+
+    /// Every server, comma-separated, as `NATS_URL` takes a cluster's seeds.
+    pub fn url(&self) -> String {
+        self.servers
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
 
