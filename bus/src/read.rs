@@ -82,10 +82,14 @@ impl Bus {
         from: ReadFrom,
         filter: Option<String>,
     ) -> Result<MessageStream, BusError> {
-        // New and Seq are pinned to a sequence so that a restarted ordered consumer (which
+        // Every reader is pinned to a sequence so that a restarted ordered consumer (which
         // async-nats recreates from sequence 1 when nothing was delivered yet) cannot replay
-        // the past into this reader: everything before `min_seq` or not after the last yielded
-        // message is dropped here.
+        // the past into it: everything before `min_seq` or not after the last yielded message
+        // is dropped here. A time is first resolved to the sequence it starts at.
+        let from = match from {
+            ReadFrom::Time(at) => self.sequence_at(stream, at, filter.clone()).await?,
+            other => other,
+        };
         let (deliver_policy, min_seq) = match from {
             ReadFrom::Start | ReadFrom::Seq(StreamSeq(0)) => (DeliverPolicy::All, 1),
             ReadFrom::Seq(seq) => (
@@ -141,6 +145,44 @@ impl Bus {
         Ok(MessageStream {
             inner: Box::pin(inner),
         })
+    }
+
+    /// `ReadFrom::Seq` of the first message (matching `filter`) stored at or after `at`; the
+    /// next sequence to be written when there is none.
+    async fn sequence_at(
+        &self,
+        stream: StreamName,
+        at: DateTime<Utc>,
+        filter: Option<String>,
+    ) -> Result<ReadFrom, BusError> {
+        let next = StreamSeq(self.last_seq(stream).await?.0 + 1);
+        let consumer = self
+            .stream(stream)
+            .await?
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartTime {
+                    start_time: to_offset(at)?,
+                },
+                filter_subject: filter.unwrap_or_default(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
+        let mut probe = consumer
+            .messages()
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
+        // Stored messages arrive at once; silence means none is that recent.
+        match tokio::time::timeout(std::time::Duration::from_secs(2), probe.next()).await {
+            Ok(Some(Ok(message))) => {
+                let info = message
+                    .info()
+                    .map_err(|err| BusError::msg(BusErrorKind::Other, err.to_string()))?;
+                Ok(ReadFrom::Seq(StreamSeq(info.stream_sequence.min(next.0))))
+            }
+            Ok(Some(Err(err))) => Err(BusError::with_source(BusErrorKind::Other, err)),
+            Ok(None) | Err(_) => Ok(ReadFrom::Seq(next)),
+        }
     }
 
     /// The first and last sequence of `stream`, and how many messages it holds.

@@ -99,6 +99,19 @@ async fn provisioning_is_idempotent_and_reads_are_ordered() {
         StreamSeq(4)
     );
 
+    // A time after the last message starts the reader at the next one written.
+    let mut from_now = bus
+        .read(StreamName::Events, ReadFrom::Time(chrono::Utc::now()), None)
+        .await
+        .unwrap();
+    bus.append(&[requested("job-6", 1)], ExpectedSeq::NoEvents)
+        .await
+        .unwrap();
+    assert_eq!(
+        from_now.next().await.unwrap().unwrap().stream_seq,
+        StreamSeq(6)
+    );
+
     let mut filtered = bus
         .read(
             StreamName::Events,
