@@ -200,6 +200,31 @@ pub async fn read_to_end(bus: &Bus, stream: bus::StreamName) -> Result<Vec<bus::
     Ok(out)
 }
 
+/// Runs every EVENTS projection in its own task, as `nebula projector` does, until `until` (if
+/// given) or `cancel`. Each task returns the position it reached.
+pub fn spawn_event_projections(
+    pool: &PgPool,
+    bus: &Bus,
+    config: &projections::runner::RunnerConfig,
+    until: Option<events::StreamSeq>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Vec<tokio::task::JoinHandle<Result<events::StreamSeq, projections::ProjectionError>>> {
+    projections::all()
+        .into_iter()
+        .filter(|p| p.stream() == bus::StreamName::Events)
+        .map(|projection| {
+            let runner = projections::runner::Runner::new(
+                pool.clone(),
+                bus.clone(),
+                projection,
+                config.clone(),
+            );
+            let cancel = cancel.clone();
+            tokio::spawn(async move { runner.run_until(until, cancel).await })
+        })
+        .collect()
+}
+
 /// Events per second, guarded against zero durations.
 pub fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64().max(1e-9)

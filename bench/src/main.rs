@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, consumer::pull, stream};
-use bench::{Env, job_commits, preload, rate, release_binary};
+use bench::{Env, job_commits, preload, rate, release_binary, spawn_event_projections};
 use bus::consumer::{ConsumerSpec, Outcome};
 use bus::store::{CommandMeta, commands};
 use bus::{ExpectedSeq, StreamName};
@@ -21,7 +21,7 @@ use events::{Actor, CorrelationId, EventEnvelope, JobId};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use hdrhistogram::Histogram;
-use projections::runner::{Runner, RunnerConfig};
+use projections::runner::RunnerConfig;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -529,22 +529,7 @@ async fn project_all(
     let head = env.bus.last_seq(StreamName::Events).await?;
     let cancel = CancellationToken::new();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for projection in projections::all()
-        .into_iter()
-        .filter(|p| p.stream() == StreamName::Events)
-    {
-        let runner = Runner::new(
-            env.pool.clone(),
-            env.bus.clone(),
-            projection,
-            config.clone(),
-        );
-        let cancel = cancel.clone();
-        tasks.push(tokio::spawn(async move {
-            runner.run_until(Some(head), cancel).await
-        }));
-    }
+    let tasks = spawn_event_projections(&env.pool, &env.bus, &config, Some(head), &cancel);
     if let Some(limit) = limit {
         let cancel = cancel.clone();
         tokio::spawn(async move {

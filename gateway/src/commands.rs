@@ -70,14 +70,22 @@ pub(crate) async fn submit_job(
             "kind must be 1 to 128 characters".into(),
         ));
     }
-    let job_id = JobId::new();
-    let meta = CommandMeta::new(Actor::User("admin".into()));
-    let correlation_id = meta.correlation_id;
     let command = JobCommand::Request {
         kind: request.kind,
         priority: request.priority,
         params: request.params,
     };
+    accept(&state, JobId::new(), command).await
+}
+
+/// Runs `command` on the job as the admin, and answers 202 with the ids to follow it by.
+async fn accept(
+    state: &AppState,
+    job_id: JobId,
+    command: JobCommand,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let meta = CommandMeta::new(Actor::User("admin".into()));
+    let correlation_id = meta.correlation_id;
     execute(&state.jobs, &job_id.to_string(), command, meta, 3)
         .await
         .map_err(job_error)?;
@@ -100,16 +108,8 @@ pub(crate) async fn cancel_job(
         Err(JsonRejection::MissingJsonContentType(_)) => CancelJob::default(),
         other => body(other)?,
     };
-    let meta = CommandMeta::new(Actor::User("admin".into()));
-    let correlation_id = meta.correlation_id;
     let command = JobCommand::Cancel {
         reason: request.reason.unwrap_or_else(|| "cancelled by user".into()),
     };
-    execute(&state.jobs, &job_id.to_string(), command, meta, 3)
-        .await
-        .map_err(job_error)?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "job_id": job_id, "correlation_id": correlation_id })),
-    ))
+    accept(&state, job_id, command).await
 }

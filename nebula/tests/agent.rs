@@ -34,33 +34,12 @@ async fn the_agent_registers_heartbeats_serves_its_endpoints_and_deregisters() {
     .await;
     assert_eq!(health["node_id"], "agent-test");
     assert_eq!(health["registered"], true);
-    let gpu: Value = client
-        .get(format!("{base}/gpu"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let gpu = common::get_open_json(&client, format!("{base}/gpu")).await;
     assert!(gpu["source"].is_string(), "{gpu}");
     assert!(gpu["gpus"].is_array(), "{gpu}");
-    let services: Value = client
-        .get(format!("{base}/services"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let services = common::get_open_json(&client, format!("{base}/services")).await;
     assert_eq!(services["services"][0]["name"], "agent");
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_open_text(&client, format!("{base}/metrics")).await;
     assert!(
         metrics.contains("nebula_agent_heartbeats_sent_total{node=\"agent-test\"}"),
         "{metrics}"

@@ -86,14 +86,7 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
     let client = http();
 
     // Health needs no token and reports every dependency.
-    let health: Value = client
-        .get(format!("{base}/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = common::get_open_json(&client, format!("{base}/health")).await;
     assert_eq!(health["status"], "ok", "{health}");
     for dependency in ["nats", "postgres", "redis"] {
         assert_eq!(health["checks"][dependency]["status"], "ok", "{health}");
@@ -113,29 +106,13 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
         assert_eq!(body["error"]["code"], "unauthorized");
     }
 
-    let nodes: Value = client
-        .get(format!("{base}/api/nodes"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let nodes = common::get_json(&client, format!("{base}/api/nodes")).await;
     assert_eq!(nodes["nodes"][0]["node_id"], "node-a");
     assert_eq!(
         nodes["nodes"][0]["gpus"][0]["memory_total_bytes"],
         24u64 << 30
     );
-    let node: Value = client
-        .get(format!("{base}/api/nodes/node-a"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let node = common::get_json(&client, format!("{base}/api/nodes/node-a")).await;
     assert_eq!(node["hostname"], "node-a.lan");
     let missing = client
         .get(format!("{base}/api/nodes/nobody"))
@@ -177,15 +154,11 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
         "cancelling a cancelled job is a conflict"
     );
     wait_projected(&base, 3).await;
-    let by_correlation: Value = client
-        .get(format!("{base}/api/events?correlation_id={correlation}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_correlation = common::get_json(
+        &client,
+        format!("{base}/api/events?correlation_id={correlation}"),
+    )
+    .await;
     assert_eq!(by_correlation["events"].as_array().unwrap().len(), 1);
     assert_eq!(by_correlation["events"][0]["type"], "job.requested");
     let filtered: Value = client
@@ -206,15 +179,8 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
         .map(|e| e["type"].as_str().unwrap())
         .collect();
     assert_eq!(types, vec!["job.requested", "job.cancelled"]);
-    let by_type: Value = client
-        .get(format!("{base}/api/events?type=node.registered"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_type =
+        common::get_json(&client, format!("{base}/api/events?type=node.registered")).await;
     assert_eq!(by_type["events"].as_array().unwrap().len(), 1);
 
     // (e) Bad requests: a clear 4xx with a reason, and the server carries on.
@@ -315,15 +281,7 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
         .unwrap();
     assert_eq!(bad_ws.status(), 400);
 
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(&client, format!("{base}/metrics")).await;
     assert!(
         metrics.contains("nebula_projection_lag_events{projection=\"event_log\"}"),
         "{metrics}"

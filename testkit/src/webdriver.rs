@@ -1,7 +1,7 @@
 //! Just enough WebDriver to drive Debian's headless Chromium through chromedriver.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -28,14 +28,18 @@ impl Browser {
             .unwrap_or_else(|err| panic!("failed to start {chromedriver} (install chromium-driver; `cargo xtask test` does): {err}"));
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if http.get(format!("{base}/status")).send().await.is_ok() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not come up");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        crate::wait_until(
+            "chromedriver to come up",
+            Duration::from_secs(20),
+            || async {
+                http.get(format!("{base}/status"))
+                    .send()
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
         let mut args = vec![
             "--headless=new",
             "--no-sandbox",

@@ -13,10 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bench::{Env, job_commits, preload, read_to_end, release_binary};
+use bench::{Env, job_commits, preload, read_to_end, release_binary, spawn_event_projections};
 use bus::{Bus, StreamName};
 use events::{EventEnvelope, EventId};
-use projections::runner::{Runner, RunnerConfig};
+use projections::runner::RunnerConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -360,15 +360,7 @@ async fn r3_postgres_restart(events: u64, restarts: usize) -> Result<Outcome> {
         batch_size: 200,
         ..RunnerConfig::default()
     };
-    let mut runners = Vec::new();
-    for projection in projections::all()
-        .into_iter()
-        .filter(|p| p.stream() == StreamName::Events)
-    {
-        let runner = Runner::new(pool.clone(), bus.clone(), projection, config.clone());
-        let cancel = cancel.clone();
-        runners.push(tokio::spawn(async move { runner.run(cancel).await }));
-    }
+    let runners = spawn_event_projections(&pool, &bus, &config, None, &cancel);
     let head = bus.last_seq(StreamName::Events).await?.0 as i64;
     let mut done = 0;
     while done < restarts {
@@ -437,20 +429,7 @@ async fn r4_poison(events: u64) -> Result<Outcome> {
         max_backoff: Duration::from_millis(5),
         ..RunnerConfig::default()
     };
-    let mut runners = Vec::new();
-    for projection in projections::all()
-        .into_iter()
-        .filter(|p| p.stream() == StreamName::Events)
-    {
-        let runner = Runner::new(
-            env.pool.clone(),
-            env.bus.clone(),
-            projection,
-            config.clone(),
-        );
-        let cancel = cancel.clone();
-        runners.push(tokio::spawn(async move { runner.run(cancel).await }));
-    }
+    let runners = spawn_event_projections(&env.pool, &env.bus, &config, None, &cancel);
     wait_caught_up(&env.pool, &env.bus, Duration::from_secs(600)).await?;
     let elapsed = started.elapsed();
     cancel.cancel();

@@ -101,3 +101,43 @@ pub fn http() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// `GET url` with the admin token, as JSON.
+pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    send(client.get(url).bearer_auth(TOKEN))
+        .await
+        .json()
+        .await
+        .expect("response is not JSON")
+}
+
+/// `GET url` without a token, as JSON.
+pub async fn get_open_json(client: &reqwest::Client, url: String) -> serde_json::Value {
+    send(client.get(url))
+        .await
+        .json()
+        .await
+        .expect("response is not JSON")
+}
+
+/// `GET url` without a token, as text.
+pub async fn get_open_text(client: &reqwest::Client, url: String) -> String {
+    send(client.get(url))
+        .await
+        .text()
+        .await
+        .expect("response is not text")
+}
+
+/// `GET url` with the admin token, as text.
+pub async fn get_text(client: &reqwest::Client, url: String) -> String {
+    send(client.get(url).bearer_auth(TOKEN))
+        .await
+        .text()
+        .await
+        .expect("response is not text")
+}
+
+async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    request.send().await.expect("request failed")
+}
