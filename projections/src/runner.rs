@@ -39,6 +39,12 @@ impl Default for RunnerConfig {
     }
 }
 
+/// How long a reader may stay silent before the runner checks whether it should not be.
+const STALL_CHECK: Duration = Duration::from_secs(5);
+
+/// The longest one batch transaction may take before it is abandoned and retried.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(30);
+
 type Progress = Arc<dyn Fn(StreamSeq) + Send + Sync>;
 
 /// One projection being kept up to date.
@@ -157,7 +163,21 @@ impl Runner {
             loop {
                 let first = tokio::select! {
                     () = cancel.cancelled() => return Ok(position),
-                    next = messages.next() => next,
+                    next = tokio::time::timeout(STALL_CHECK, messages.next()) => match next {
+                        Ok(next) => next,
+                        Err(_) => {
+                            // Quiet is normal when caught up. Quiet while the stream holds more
+                            // is a stalled reader (seen after long Postgres outages, when the
+                            // consumer went unpolled): reopen it from the checkpoint.
+                            match self.bus.last_seq(self.projection.stream()).await {
+                                Ok(last) if last > position => {
+                                    tracing::warn!(projection = name, position = %position, last = %last, "reader stalled, reopening");
+                                    continue 'resync;
+                                }
+                                _ => continue,
+                            }
+                        }
+                    },
                 };
                 let mut batch = match first {
                     Some(Ok(message)) => vec![message],
@@ -385,7 +405,20 @@ impl Runner {
         }
     }
 
+    /// One attempt, bounded in time: a connection that stopped answering (a Postgres crash can
+    /// leave one) must not hold the runner forever. Dropping the attempt drops its connection.
     async fn try_apply(
+        &self,
+        batch: &[StoredMessage],
+        position: StreamSeq,
+    ) -> Result<Step, ApplyError> {
+        match tokio::time::timeout(ATTEMPT_LIMIT, self.apply_once(batch, position)).await {
+            Ok(result) => result,
+            Err(_) => Err(ApplyError::Checkpoint(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
+    async fn apply_once(
         &self,
         batch: &[StoredMessage],
         position: StreamSeq,

@@ -30,12 +30,33 @@ struct Outcome {
 #[tokio::main]
 async fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .try_init();
+    let args: Vec<String> = std::env::args().collect();
+    // `--only r3` runs one scenario (for iterating on it).
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let wanted = |run: &str| only.as_deref().is_none_or(|o| o == run);
     let scale = if quick { 10 } else { 1 };
     let mut outcomes = Vec::new();
-    outcomes.push(r1_projector_kills(100_000 / scale, if quick { 5 } else { 20 }).await?);
-    outcomes.push(r2_nats_restarts(50_000 / scale, 5).await?);
-    outcomes.push(r3_postgres_restart(40_000 / scale, 3).await?);
-    outcomes.push(r4_poison(100_000 / scale).await?);
+    if wanted("r1") {
+        outcomes.push(r1_projector_kills(100_000 / scale, if quick { 5 } else { 20 }).await?);
+    }
+    if wanted("r2") {
+        outcomes.push(r2_nats_restarts(50_000 / scale, 5).await?);
+    }
+    if wanted("r3") {
+        outcomes.push(r3_postgres_restart(40_000 / scale, 3).await?);
+    }
+    if wanted("r4") {
+        outcomes.push(r4_poison(100_000 / scale).await?);
+    }
     println!("\n| run | lost | duplicated | detail |\n|---|---|---|---|");
     let mut failed = false;
     for outcome in &outcomes {
@@ -90,12 +111,16 @@ async fn wait_caught_up(pool: &PgPool, bus: &Bus, limit: Duration) -> Result<()>
     let head = bus.last_seq(StreamName::Events).await?.0 as i64;
     let deadline = Instant::now() + limit;
     loop {
-        let positions: Vec<i64> = sqlx::query_scalar(
+        let query = sqlx::query_scalar(
             "SELECT last_seq FROM projection_checkpoints WHERE stream = 'EVENTS'",
         )
-        .fetch_all(pool)
-        .await
-        .unwrap_or_default();
+        .fetch_all(pool);
+        // Bounded: a connection left dead by a Postgres crash must not hang the check.
+        let positions: Vec<i64> = tokio::time::timeout(Duration::from_secs(5), query)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
         if positions.len() == 3 && positions.iter().all(|p| *p >= head) {
             return Ok(());
         }
@@ -107,12 +132,15 @@ async fn wait_caught_up(pool: &PgPool, bus: &Bus, limit: Duration) -> Result<()>
 }
 
 async fn min_position(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
+    let query = sqlx::query_scalar(
         "SELECT COALESCE(min(last_seq), 0) FROM projection_checkpoints WHERE stream = 'EVENTS'",
     )
-    .fetch_one(pool)
-    .await
-    .unwrap_or(0)
+    .fetch_one(pool);
+    tokio::time::timeout(Duration::from_secs(5), query)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(0)
 }
 
 fn spawn_projector(env: &Env) -> Result<Child> {
