@@ -112,7 +112,9 @@ impl Runner {
         'resync: loop {
             let position = tokio::select! {
                 () = cancel.cancelled() => return self.position().await,
-                position = self.ensure_checkpoint() => position,
+                position = tokio::time::timeout(ATTEMPT_LIMIT, self.ensure_checkpoint()) => {
+                    position.unwrap_or(Err(sqlx::Error::PoolTimedOut))
+                }
             };
             let mut position = match position {
                 Ok(position) => position,
@@ -166,9 +168,20 @@ impl Runner {
                     next = tokio::time::timeout(STALL_CHECK, messages.next()) => match next {
                         Ok(next) => next,
                         Err(_) => {
-                            // Quiet is normal when caught up. Quiet while the stream holds more
-                            // is a stalled reader (seen after long Postgres outages, when the
-                            // consumer went unpolled): reopen it from the checkpoint.
+                            // Quiet is normal when caught up, but two things can hide behind it:
+                            // - the committed checkpoint is not where we think: commits run with
+                            //   synchronous_commit=off, so a Postgres crash can roll back the
+                            //   last acknowledged batches (together with their checkpoint);
+                            // - the stream holds more than we read (a reader that went unpolled
+                            //   through a long Postgres outage).
+                            // Either way, start over from the committed checkpoint.
+                            let committed = tokio::time::timeout(ATTEMPT_LIMIT, self.position()).await;
+                            if let Ok(Ok(committed)) = committed {
+                                if committed != position {
+                                    tracing::warn!(projection = name, position = %position, committed = %committed, "checkpoint is not where this runner left it (lost to a database crash, or moved), resyncing");
+                                    continue 'resync;
+                                }
+                            }
                             match self.bus.last_seq(self.projection.stream()).await {
                                 Ok(last) if last > position => {
                                     tracing::warn!(projection = name, position = %position, last = %last, "reader stalled, reopening");

@@ -616,3 +616,63 @@ async fn catching_up_past_expired_messages_does_not_hang(pool: PgPool) {
     worker.await.unwrap().unwrap();
     assert_eq!(catch_up(&pool, &bus, Arc::new(Counter)).await, StreamSeq(3));
 }
+
+/// Commits run with synchronous_commit=off, so a Postgres crash can roll back the last
+/// acknowledged batches together with their checkpoint. An idle runner must notice that its
+/// checkpoint went back and apply those events again.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn an_idle_runner_reapplies_batches_a_database_crash_rolled_back(pool: PgPool) {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    for node in ["n1", "n2", "n3"] {
+        register(&bus, node, node).await;
+    }
+    let cancel = CancellationToken::new();
+    let runner = {
+        let runner = Runner::new(
+            pool.clone(),
+            bus.clone(),
+            Arc::new(projections::EventLog),
+            quick(),
+        );
+        let cancel = cancel.clone();
+        tokio::spawn(async move { runner.run(cancel).await })
+    };
+    let rows = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM event_log")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    testkit::wait_until("the log to be projected", testkit::DEFAULT_WAIT, || async {
+        (rows(pool.clone()).await == 3).then_some(())
+    })
+    .await;
+    // What a crash that lost the last two commits leaves behind: rows and checkpoint, rolled
+    // back together.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("DELETE FROM event_log WHERE stream_seq > 1")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE projection_checkpoints SET last_seq = 1 WHERE name = 'event_log'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // No new event arrives; the runner finds out by itself.
+    testkit::wait_until(
+        "the rolled-back events again",
+        testkit::DEFAULT_WAIT,
+        || async { (rows(pool.clone()).await == 3).then_some(()) },
+    )
+    .await;
+    cancel.cancel();
+    runner.await.unwrap().unwrap();
+    let position: i64 =
+        sqlx::query_scalar("SELECT last_seq FROM projection_checkpoints WHERE name = 'event_log'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(position, 3);
+}

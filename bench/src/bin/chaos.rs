@@ -210,6 +210,8 @@ async fn r2_nats_restarts(events: u64, restarts: usize) -> Result<Outcome> {
         let (bus, commits) = (env.bus.clone(), commits.clone());
         tokio::spawn(async move { preload(&bus, commits, 8).await })
     };
+    // Spread the restarts over the load: each waits for this many new events first.
+    let between = (events / (restarts as u64 * 5)).max(100) as f64;
     let mut done = 0;
     while done < restarts && !load.is_finished() {
         let before = env
@@ -221,7 +223,7 @@ async fn r2_nats_restarts(events: u64, restarts: usize) -> Result<Outcome> {
             .bus
             .metrics()
             .get("nebula_bus_events_appended_total", &[])
-            < before + 2_000.0
+            < before + between
             && started.elapsed() < Duration::from_secs(5)
         {
             tokio::time::sleep(Duration::from_millis(10)).await;
