@@ -175,12 +175,13 @@ impl Runner {
                             // - the stream holds more than we read (a reader that went unpolled
                             //   through a long Postgres outage).
                             // Either way, start over from the committed checkpoint.
-                            let committed = tokio::time::timeout(ATTEMPT_LIMIT, self.position()).await;
-                            if let Ok(Ok(committed)) = committed {
-                                if committed != position {
-                                    tracing::warn!(projection = name, position = %position, committed = %committed, "checkpoint is not where this runner left it (lost to a database crash, or moved), resyncing");
-                                    continue 'resync;
-                                }
+                            let committed =
+                                tokio::time::timeout(ATTEMPT_LIMIT, self.position()).await;
+                            if let Ok(Ok(committed)) = committed
+                                && committed != position
+                            {
+                                tracing::warn!(projection = name, position = %position, committed = %committed, "checkpoint is not where this runner left it (lost to a database crash, or moved), resyncing");
+                                continue 'resync;
                             }
                             match self.bus.last_seq(self.projection.stream()).await {
                                 Ok(last) if last > position => {
