@@ -6,6 +6,7 @@
 
 pub mod job;
 pub mod node;
+pub mod render;
 
 use std::fmt;
 

@@ -8,6 +8,7 @@ mod envelope;
 mod ids;
 pub mod job;
 pub mod node;
+pub mod render;
 pub mod subjects;
 pub mod telemetry;
 

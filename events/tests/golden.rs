@@ -9,6 +9,13 @@ use events::job::{
     JobCancelled, JobCompleted, JobEvent, JobFailed, JobProgressed, JobRequested, JobStarted,
 };
 use events::node::{GpuInfo, NodeDeregistered, NodeEvent, NodeRegistered};
+use events::render::{
+    Artifact, ComfyEvent, ComfyState, ComfyStateChanged, ImageRef, Lora, Provenance,
+    QUEUE_ID, QueueAdmitted, QueuePaused, QueueReleased, RenderAssigned, RenderCancelled,
+    RenderCompleted, RenderFailed, RenderJobEvent, RenderMode, RenderParams,
+    RenderPriorityChanged, RenderProgressed, RenderQueueEvent, RenderQueued, RenderRequested,
+    RenderStarted, Trigger,
+};
 use events::telemetry::{GpuSample, Heartbeat};
 use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
 use serde_json::{Value, json};
@@ -140,7 +147,13 @@ fn job_events() {
 #[test]
 fn every_event_type_has_a_golden_file() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    for event_type in NodeEvent::EVENT_TYPES.iter().chain(JobEvent::EVENT_TYPES) {
+    for event_type in NodeEvent::EVENT_TYPES
+        .iter()
+        .chain(JobEvent::EVENT_TYPES)
+        .chain(RenderJobEvent::EVENT_TYPES)
+        .chain(RenderQueueEvent::EVENT_TYPES)
+        .chain(ComfyEvent::EVENT_TYPES)
+    {
         assert!(
             dir.join(format!("{event_type}.json")).exists(),
             "no golden file for {event_type}"
@@ -181,5 +194,134 @@ fn heartbeat() {
     assert_eq!(
         serde_json::from_str::<Heartbeat>(&stored).unwrap(),
         heartbeat
+    );
+}
+
+#[test]
+fn render_events() {
+    let id = "0192f0c0-0000-7000-8000-00000000b0c2".to_owned();
+    let trigger = Trigger {
+        source: "dashboard".to_owned(),
+        reference: None,
+    };
+    golden(
+        &id,
+        RenderJobEvent::Requested(RenderRequested {
+            mode: RenderMode::Img2img,
+            params: RenderParams {
+                prompt: "a lighthouse at dusk".to_owned(),
+                seed: 42,
+                init_image: Some(ImageRef {
+                    sha256: "ab".repeat(32),
+                }),
+                denoise: 0.6,
+                lora: Some(Lora {
+                    name: "film_grain.safetensors".to_owned(),
+                    strength: 0.8,
+                }),
+                ..RenderParams::default()
+            },
+            priority: 5,
+            trigger: trigger.clone(),
+            vram_mib: 3012,
+            max_attempts: 3,
+        }),
+    );
+    golden(
+        &id,
+        RenderJobEvent::Queued(RenderQueued {
+            priority: 5,
+            reason: "submitted".to_owned(),
+        }),
+    );
+    golden(
+        &id,
+        RenderJobEvent::PriorityChanged(RenderPriorityChanged { priority: 9 }),
+    );
+    golden(
+        &id,
+        RenderJobEvent::Assigned(RenderAssigned {
+            node_id: "gpu-box".to_owned(),
+            attempt: 1,
+        }),
+    );
+    golden(
+        &id,
+        RenderJobEvent::Started(RenderStarted {
+            node_id: "gpu-box".to_owned(),
+            attempt: 1,
+            backend: "comfyui".to_owned(),
+        }),
+    );
+    golden(
+        &id,
+        RenderJobEvent::Progressed(RenderProgressed {
+            attempt: 1,
+            value: 7,
+            max: 20,
+        }),
+    );
+    golden(
+        &id,
+        RenderJobEvent::Completed(RenderCompleted {
+            attempt: 1,
+            artifacts: vec![Artifact {
+                sha256: "cd".repeat(32),
+                bytes: 10527,
+                content_type: "image/png".to_owned(),
+                width: 512,
+                height: 512,
+                filename: "nebula_00001_.png".to_owned(),
+            }],
+            provenance: Provenance {
+                workflow_hash: "ef".repeat(32),
+                model: "v1-5-pruned-emaonly.safetensors".to_owned(),
+                seed: 42,
+                node_id: "gpu-box".to_owned(),
+                backend: "comfyui".to_owned(),
+                trigger,
+                correlation_id: "0192f0c0-0000-7000-8000-00000000c0d3".to_owned(),
+            },
+        }),
+    );
+    golden(
+        &id,
+        RenderJobEvent::Failed(RenderFailed {
+            attempt: 1,
+            reason: "execution failed in UpscaleModelLoader: model not found".to_owned(),
+            retryable: false,
+        }),
+    );
+    golden(
+        &id,
+        RenderJobEvent::Cancelled(RenderCancelled {
+            reason: "cancelled by admin".to_owned(),
+            was_running: true,
+        }),
+    );
+    golden(
+        QUEUE_ID,
+        RenderQueueEvent::Admitted(QueueAdmitted { job_id: id.clone() }),
+    );
+    golden(
+        QUEUE_ID,
+        RenderQueueEvent::Released(QueueReleased { job_id: id.clone() }),
+    );
+    golden(
+        QUEUE_ID,
+        RenderQueueEvent::Paused(QueuePaused {
+            reason: "maintenance".to_owned(),
+        }),
+    );
+    golden(QUEUE_ID, RenderQueueEvent::Resumed);
+    golden(
+        "gpu-box",
+        ComfyEvent::StateChanged(ComfyStateChanged {
+            state: ComfyState::Healthy,
+            pid: Some(4242),
+            restarts: 1,
+            vram_mode: "--highvram".to_owned(),
+            reason: "answers /system_stats".to_owned(),
+        }),
     );
 }

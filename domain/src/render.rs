@@ -1,0 +1,610 @@
+//! Render jobs and the render queue.
+//!
+//! A [`RenderJob`] goes queued → assigned (to a node, attempt n) → running → completed | failed |
+//! cancelled; a node lost mid-job sends it back to queued, and its next assignment is attempt
+//! n+1. Every report from a worker names its attempt, so a worker that comes back from the dead
+//! cannot complete a job that has since moved on: a job completes exactly once.
+//!
+//! The [`RenderQueue`] (one aggregate, id [`QUEUE_ID`]) admits jobs under the cap and holds the
+//! pause switch. Admission is decided on its own subject, so of two submissions racing for the
+//! last place exactly one gets it.
+
+use std::collections::BTreeSet;
+
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+pub use events::render::QUEUE_ID;
+use events::render::{
+    Artifact, Provenance, QueueAdmitted, QueuePaused, QueueReleased, RenderAssigned,
+    RenderCancelled, RenderCompleted, RenderFailed, RenderJobEvent, RenderMode, RenderParams,
+    RenderPriorityChanged, RenderProgressed, RenderQueueEvent, RenderQueued, RenderRequested,
+    RenderStarted, RenderStatus, Trigger,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::Event;
+
+#[derive(Debug, Clone)]
+pub enum RenderCommand {
+    Submit {
+        mode: RenderMode,
+        params: RenderParams,
+        priority: i32,
+        trigger: Trigger,
+        max_attempts: u32,
+    },
+    ChangePriority {
+        priority: i32,
+    },
+    Assign {
+        node_id: String,
+    },
+    /// A worker begins (or, after its own crash, begins again) the attempt it was given.
+    Start {
+        node_id: String,
+        attempt: u32,
+        backend: String,
+    },
+    ReportProgress {
+        attempt: u32,
+        value: u32,
+        max: u32,
+    },
+    Complete {
+        attempt: u32,
+        artifacts: Vec<Artifact>,
+        provenance: Provenance,
+    },
+    Fail {
+        attempt: u32,
+        reason: String,
+        retryable: bool,
+    },
+    /// Back to the queue (its node was lost); the next assignment is a new attempt.
+    Requeue {
+        reason: String,
+    },
+    Cancel {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("render job already exists")]
+    AlreadySubmitted,
+    #[error("render job does not exist")]
+    NotFound,
+    #[error("render job is {0} and cannot {1}")]
+    InvalidTransition(&'static str, &'static str),
+    #[error("attempt {given} is stale: the job is on attempt {current} (node {node})")]
+    StaleAttempt {
+        given: u32,
+        current: u32,
+        node: String,
+    },
+    #[error("invalid parameters: {0}")]
+    InvalidParams(String),
+    #[error("invalid progress {value}/{max}")]
+    InvalidProgress { value: u32, max: u32 },
+    #[error("max_attempts must be 1..=10")]
+    InvalidAttempts,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RenderJob {
+    pub status: Option<RenderStatus>,
+    pub priority: i32,
+    pub node_id: Option<String>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+}
+
+impl RenderJob {
+    fn status(&self) -> Result<RenderStatus, RenderError> {
+        self.status.ok_or(RenderError::NotFound)
+    }
+
+    fn require(&self, allowed: &[RenderStatus], action: &'static str) -> Result<(), RenderError> {
+        let status = self.status()?;
+        if allowed.contains(&status) {
+            Ok(())
+        } else {
+            Err(RenderError::InvalidTransition(status.as_str(), action))
+        }
+    }
+
+    /// The report is about the current attempt (and so about the node that holds it).
+    fn current(&self, attempt: u32) -> Result<(), RenderError> {
+        if attempt == self.attempt {
+            Ok(())
+        } else {
+            Err(RenderError::StaleAttempt {
+                given: attempt,
+                current: self.attempt,
+                node: self.node_id.clone().unwrap_or_default(),
+            })
+        }
+    }
+}
+
+impl Aggregate for RenderJob {
+    const TYPE: &'static str = "render_job";
+    type Command = RenderCommand;
+    type Event = Event<RenderJobEvent>;
+    type Error = RenderError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: RenderCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), RenderError> {
+        use RenderStatus::{Assigned, Queued, Running};
+        let events = match command {
+            RenderCommand::Submit {
+                mode,
+                params,
+                priority,
+                trigger,
+                max_attempts,
+            } => {
+                if self.status.is_some() {
+                    return Err(RenderError::AlreadySubmitted);
+                }
+                params.validate(mode).map_err(RenderError::InvalidParams)?;
+                if !(1..=10).contains(&max_attempts) {
+                    return Err(RenderError::InvalidAttempts);
+                }
+                let vram_mib = params.vram_estimate_mib(mode);
+                vec![
+                    RenderJobEvent::Requested(RenderRequested {
+                        mode,
+                        params,
+                        priority,
+                        trigger,
+                        vram_mib,
+                        max_attempts,
+                    }),
+                    RenderJobEvent::Queued(RenderQueued {
+                        priority,
+                        reason: "submitted".to_owned(),
+                    }),
+                ]
+            }
+            RenderCommand::ChangePriority { priority } => {
+                self.require(&[Queued], "change priority")?;
+                vec![RenderJobEvent::PriorityChanged(RenderPriorityChanged {
+                    priority,
+                })]
+            }
+            RenderCommand::Assign { node_id } => {
+                self.require(&[Queued], "be assigned")?;
+                vec![RenderJobEvent::Assigned(RenderAssigned {
+                    node_id,
+                    attempt: self.attempt + 1,
+                })]
+            }
+            RenderCommand::Start {
+                node_id,
+                attempt,
+                backend,
+            } => {
+                self.require(&[Assigned, Running], "start")?;
+                self.current(attempt)?;
+                vec![RenderJobEvent::Started(RenderStarted {
+                    node_id,
+                    attempt,
+                    backend,
+                })]
+            }
+            RenderCommand::ReportProgress {
+                attempt,
+                value,
+                max,
+            } => {
+                self.require(&[Running], "report progress")?;
+                self.current(attempt)?;
+                if max == 0 || value > max {
+                    return Err(RenderError::InvalidProgress { value, max });
+                }
+                vec![RenderJobEvent::Progressed(RenderProgressed {
+                    attempt,
+                    value,
+                    max,
+                })]
+            }
+            RenderCommand::Complete {
+                attempt,
+                artifacts,
+                provenance,
+            } => {
+                self.require(&[Running], "complete")?;
+                self.current(attempt)?;
+                vec![RenderJobEvent::Completed(RenderCompleted {
+                    attempt,
+                    artifacts,
+                    provenance,
+                })]
+            }
+            RenderCommand::Fail {
+                attempt,
+                reason,
+                retryable,
+            } => {
+                self.require(&[Assigned, Running], "fail")?;
+                self.current(attempt)?;
+                vec![RenderJobEvent::Failed(RenderFailed {
+                    attempt,
+                    reason,
+                    retryable,
+                })]
+            }
+            RenderCommand::Requeue { reason } => {
+                self.require(&[Assigned, Running], "be requeued")?;
+                vec![RenderJobEvent::Queued(RenderQueued {
+                    priority: self.priority,
+                    reason,
+                })]
+            }
+            RenderCommand::Cancel { reason } => {
+                let status = self.status()?;
+                self.require(&[Queued, Assigned, Running], "be cancelled")?;
+                vec![RenderJobEvent::Cancelled(RenderCancelled {
+                    reason,
+                    was_running: status != Queued,
+                })]
+            }
+        };
+        for event in events {
+            sink.write(Event(event), self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Event<RenderJobEvent>) {
+        let status = match event.0 {
+            RenderJobEvent::Requested(requested) => {
+                self.priority = requested.priority;
+                self.max_attempts = requested.max_attempts;
+                RenderStatus::Queued
+            }
+            RenderJobEvent::Queued(queued) => {
+                self.priority = queued.priority;
+                self.node_id = None;
+                RenderStatus::Queued
+            }
+            RenderJobEvent::PriorityChanged(changed) => {
+                self.priority = changed.priority;
+                RenderStatus::Queued
+            }
+            RenderJobEvent::Assigned(assigned) => {
+                self.node_id = Some(assigned.node_id);
+                self.attempt = assigned.attempt;
+                RenderStatus::Assigned
+            }
+            RenderJobEvent::Started(_) | RenderJobEvent::Progressed(_) => RenderStatus::Running,
+            RenderJobEvent::Completed(_) => RenderStatus::Completed,
+            RenderJobEvent::Failed(_) => RenderStatus::Failed,
+            RenderJobEvent::Cancelled(_) => RenderStatus::Cancelled,
+        };
+        self.status = Some(status);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum QueueCommand {
+    /// Takes a place in the queue for `job_id`, unless `cap` places are taken.
+    Admit { job_id: String, cap: usize },
+    /// Gives the place back (the job left the queue: assigned, cancelled, or never created).
+    Release { job_id: String },
+    Pause { reason: String },
+    Resume,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    #[error("the render queue is full ({cap} jobs queued); try again when some have started")]
+    Full { cap: usize },
+    #[error("the render queue is already paused")]
+    AlreadyPaused,
+    #[error("the render queue is not paused")]
+    NotPaused,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RenderQueue {
+    pub admitted: BTreeSet<String>,
+    pub paused: bool,
+}
+
+impl Aggregate for RenderQueue {
+    const TYPE: &'static str = "render_queue";
+    type Command = QueueCommand;
+    type Event = Event<RenderQueueEvent>;
+    type Error = QueueError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: QueueCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), QueueError> {
+        let event = match command {
+            QueueCommand::Admit { job_id, cap } => {
+                if self.admitted.contains(&job_id) {
+                    return Ok(());
+                }
+                if self.admitted.len() >= cap {
+                    return Err(QueueError::Full { cap });
+                }
+                RenderQueueEvent::Admitted(QueueAdmitted { job_id })
+            }
+            QueueCommand::Release { job_id } => {
+                if !self.admitted.contains(&job_id) {
+                    return Ok(());
+                }
+                RenderQueueEvent::Released(QueueReleased { job_id })
+            }
+            QueueCommand::Pause { reason } => {
+                if self.paused {
+                    return Err(QueueError::AlreadyPaused);
+                }
+                RenderQueueEvent::Paused(QueuePaused { reason })
+            }
+            QueueCommand::Resume => {
+                if !self.paused {
+                    return Err(QueueError::NotPaused);
+                }
+                RenderQueueEvent::Resumed
+            }
+        };
+        sink.write(Event(event), self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Event<RenderQueueEvent>) {
+        match event.0 {
+            RenderQueueEvent::Admitted(admitted) => {
+                self.admitted.insert(admitted.job_id);
+            }
+            RenderQueueEvent::Released(released) => {
+                self.admitted.remove(&released.job_id);
+            }
+            RenderQueueEvent::Paused(_) => self.paused = true,
+            RenderQueueEvent::Resumed => self.paused = false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+
+    fn submit() -> RenderCommand {
+        RenderCommand::Submit {
+            mode: RenderMode::Txt2img,
+            params: RenderParams {
+                prompt: "a lighthouse".into(),
+                ..RenderParams::default()
+            },
+            priority: 0,
+            trigger: Trigger {
+                source: "api".into(),
+                reference: None,
+            },
+            max_attempts: 3,
+        }
+    }
+
+    fn submitted() -> Vec<Event<RenderJobEvent>> {
+        let mut job = RenderJob::default();
+        let mut out = Vec::new();
+        // Build the events the way handle would, to keep the tests honest about shapes.
+        let RenderCommand::Submit {
+            mode,
+            params,
+            priority,
+            trigger,
+            max_attempts,
+        } = submit()
+        else {
+            unreachable!()
+        };
+        let vram_mib = params.vram_estimate_mib(mode);
+        for event in [
+            RenderJobEvent::Requested(RenderRequested {
+                mode,
+                params,
+                priority,
+                trigger,
+                vram_mib,
+                max_attempts,
+            }),
+            RenderJobEvent::Queued(RenderQueued {
+                priority,
+                reason: "submitted".into(),
+            }),
+        ] {
+            job.apply(Event(event.clone()));
+            out.push(Event(event));
+        }
+        out
+    }
+
+    fn assigned(node: &str, attempt: u32) -> Event<RenderJobEvent> {
+        Event(RenderJobEvent::Assigned(RenderAssigned {
+            node_id: node.into(),
+            attempt,
+        }))
+    }
+
+    fn started(node: &str, attempt: u32) -> Event<RenderJobEvent> {
+        Event(RenderJobEvent::Started(RenderStarted {
+            node_id: node.into(),
+            attempt,
+            backend: "simulated".into(),
+        }))
+    }
+
+    #[test]
+    fn submit_records_request_and_queueing() {
+        TestFramework::<RenderJob>::with(())
+            .given_no_previous_events()
+            .when(submit())
+            .then_expect_events(submitted());
+    }
+
+    #[test]
+    fn invalid_params_are_refused_with_the_field() {
+        let mut command = submit();
+        if let RenderCommand::Submit { params, .. } = &mut command {
+            params.steps = 0;
+        }
+        TestFramework::<RenderJob>::with(())
+            .given_no_previous_events()
+            .when(command)
+            .then_expect_error(RenderError::InvalidParams(
+                "steps must be 1..=150, got 0".into(),
+            ));
+    }
+
+    #[test]
+    fn assignments_count_attempts() {
+        let mut given = submitted();
+        given.push(assigned("gpu-1", 1));
+        given.push(started("gpu-1", 1));
+        given.push(Event(RenderJobEvent::Queued(RenderQueued {
+            priority: 0,
+            reason: "node gpu-1 lost".into(),
+        })));
+        TestFramework::<RenderJob>::with(())
+            .given(given)
+            .when(RenderCommand::Assign {
+                node_id: "gpu-2".into(),
+            })
+            .then_expect_events(vec![assigned("gpu-2", 2)]);
+    }
+
+    #[test]
+    fn a_stale_attempt_cannot_complete() {
+        let mut given = submitted();
+        given.extend([
+            assigned("gpu-1", 1),
+            started("gpu-1", 1),
+            Event(RenderJobEvent::Queued(RenderQueued {
+                priority: 0,
+                reason: "node gpu-1 lost".into(),
+            })),
+            assigned("gpu-2", 2),
+            started("gpu-2", 2),
+        ]);
+        TestFramework::<RenderJob>::with(())
+            .given(given)
+            .when(RenderCommand::Complete {
+                attempt: 1,
+                artifacts: vec![],
+                provenance: Provenance {
+                    workflow_hash: String::new(),
+                    model: String::new(),
+                    seed: 0,
+                    node_id: "gpu-1".into(),
+                    backend: "simulated".into(),
+                    trigger: Trigger {
+                        source: "api".into(),
+                        reference: None,
+                    },
+                    correlation_id: String::new(),
+                },
+            })
+            .then_expect_error(RenderError::StaleAttempt {
+                given: 1,
+                current: 2,
+                node: "gpu-2".into(),
+            });
+    }
+
+    #[test]
+    fn a_worker_restarting_its_attempt_may_start_again() {
+        let mut given = submitted();
+        given.extend([assigned("gpu-1", 1), started("gpu-1", 1)]);
+        TestFramework::<RenderJob>::with(())
+            .given(given)
+            .when(RenderCommand::Start {
+                node_id: "gpu-1".into(),
+                attempt: 1,
+                backend: "simulated".into(),
+            })
+            .then_expect_events(vec![started("gpu-1", 1)]);
+    }
+
+    #[test]
+    fn cancelling_a_running_job_says_so() {
+        let mut given = submitted();
+        given.extend([assigned("gpu-1", 1), started("gpu-1", 1)]);
+        TestFramework::<RenderJob>::with(())
+            .given(given)
+            .when(RenderCommand::Cancel {
+                reason: "user".into(),
+            })
+            .then_expect_events(vec![Event(RenderJobEvent::Cancelled(RenderCancelled {
+                reason: "user".into(),
+                was_running: true,
+            }))]);
+    }
+
+    #[test]
+    fn priority_changes_only_while_queued() {
+        let mut given = submitted();
+        given.push(assigned("gpu-1", 1));
+        TestFramework::<RenderJob>::with(())
+            .given(given)
+            .when(RenderCommand::ChangePriority { priority: 5 })
+            .then_expect_error(RenderError::InvalidTransition(
+                "assigned",
+                "change priority",
+            ));
+    }
+
+    #[test]
+    fn the_queue_refuses_past_its_cap_and_admits_once_per_job() {
+        let given: Vec<_> = (0..3)
+            .map(|i| {
+                Event(RenderQueueEvent::Admitted(QueueAdmitted {
+                    job_id: format!("j{i}"),
+                }))
+            })
+            .collect();
+        TestFramework::<RenderQueue>::with(())
+            .given(given.clone())
+            .when(QueueCommand::Admit {
+                job_id: "j3".into(),
+                cap: 3,
+            })
+            .then_expect_error(QueueError::Full { cap: 3 });
+        TestFramework::<RenderQueue>::with(())
+            .given(given.clone())
+            .when(QueueCommand::Admit {
+                job_id: "j1".into(),
+                cap: 3,
+            })
+            .then_expect_events(vec![]);
+        let mut released = given;
+        released.push(Event(RenderQueueEvent::Released(QueueReleased {
+            job_id: "j0".into(),
+        })));
+        TestFramework::<RenderQueue>::with(())
+            .given(released)
+            .when(QueueCommand::Admit {
+                job_id: "j3".into(),
+                cap: 3,
+            })
+            .then_expect_events(vec![Event(RenderQueueEvent::Admitted(QueueAdmitted {
+                job_id: "j3".into(),
+            }))]);
+    }
+}
