@@ -198,7 +198,7 @@ async fn main() -> Result<()> {
         "events/s",
         Some(("jetstream_pull_consume_ack", consume_ceiling)),
         ">= 0.5 of consume ceiling",
-        json!({ "events": head, "projections": ["event_log", "nodes", "jobs"], "batch_size": RunnerConfig::default().batch_size, "profile": profile }),
+        json!({ "events": head, "projections": PROJECTIONS, "batch_size": RunnerConfig::default().batch_size, "profile": profile }),
     );
         env.reset_database().await?;
         let batch_one = RunnerConfig {
@@ -480,7 +480,7 @@ async fn ceiling_postgres(env: &Env, rows: u64, single_rows: u64) -> Result<(f64
     Ok((unnest, single))
 }
 
-const PROJECTIONS: [&str; 3] = ["event_log", "nodes", "jobs"];
+const PROJECTIONS: [&str; 4] = ["event_log", "nodes", "jobs", "render"];
 
 /// (messages, batches, seconds in Postgres) per projection, from the bus's metrics.
 fn projection_counters(bus: &bus::Bus) -> Vec<(f64, f64, f64)> {

@@ -68,12 +68,14 @@ pub enum Outcome {
     Reject(String),
 }
 
-/// One delivery handed to a handler.
+/// One delivery handed to a handler. Cheap to clone (a handler may move a clone into its
+/// future, e.g. to send progress acks while it works).
+#[derive(Clone)]
 pub struct Delivery {
     pub message: StoredMessage,
     /// 1 on the first delivery.
     pub delivered: i64,
-    acker: async_nats::jetstream::message::Acker,
+    acker: std::sync::Arc<async_nats::jetstream::message::Acker>,
 }
 
 impl Delivery {
@@ -240,7 +242,7 @@ impl Bus {
             let delivery = Delivery {
                 message: stored,
                 delivered,
-                acker,
+                acker: std::sync::Arc::new(acker),
             };
             let outcome = if delivered > spec.max_deliver {
                 // Its last try ended without a verdict (a crash or an ack timeout).

@@ -196,7 +196,7 @@ impl Bus {
     }
 
     /// Every message on exactly one subject, in order (used to load an aggregate).
-    pub(crate) async fn read_subject(&self, subject: &str) -> Result<Vec<StoredMessage>, BusError> {
+    pub async fn read_subject(&self, subject: &str) -> Result<Vec<StoredMessage>, BusError> {
         let handle = self.stream(StreamName::Events).await?;
         let mut out = Vec::new();
         let mut next_seq = None;

@@ -15,10 +15,10 @@ use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 pub use events::render::QUEUE_ID;
 use events::render::{
-    Artifact, Provenance, QueueAdmitted, QueuePaused, QueueReleased, RenderAssigned,
-    RenderCancelled, RenderCompleted, RenderFailed, RenderJobEvent, RenderMode, RenderParams,
-    RenderPriorityChanged, RenderProgressed, RenderQueueEvent, RenderQueued, RenderRequested,
-    RenderStarted, RenderStatus, Trigger,
+    Artifact, ComfyEvent, ComfyState, ComfyStateChanged, Provenance, QueueAdmitted, QueuePaused,
+    QueueReleased, RenderAssigned, RenderCancelled, RenderCompleted, RenderFailed, RenderJobEvent,
+    RenderMode, RenderParams, RenderPriorityChanged, RenderProgressed, RenderQueueEvent,
+    RenderQueued, RenderRequested, RenderStarted, RenderStatus, Trigger,
 };
 use serde::{Deserialize, Serialize};
 
@@ -296,10 +296,17 @@ impl Aggregate for RenderJob {
 #[derive(Debug, Clone)]
 pub enum QueueCommand {
     /// Takes a place in the queue for `job_id`, unless `cap` places are taken.
-    Admit { job_id: String, cap: usize },
+    Admit {
+        job_id: String,
+        cap: usize,
+    },
     /// Gives the place back (the job left the queue: assigned, cancelled, or never created).
-    Release { job_id: String },
-    Pause { reason: String },
+    Release {
+        job_id: String,
+    },
+    Pause {
+        reason: String,
+    },
     Resume,
 }
 
@@ -376,6 +383,44 @@ impl Aggregate for RenderQueue {
             RenderQueueEvent::Paused(_) => self.paused = true,
             RenderQueueEvent::Resumed => self.paused = false,
         }
+    }
+}
+
+/// A node's supervised ComfyUI process (aggregate id: the node id). Its supervisor is the only
+/// writer; every change of state is recorded.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ComfyInstance {
+    pub state: Option<ComfyState>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordComfyState(pub ComfyStateChanged);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreachable")]
+pub struct NeverFails;
+
+impl Aggregate for ComfyInstance {
+    const TYPE: &'static str = "comfyui";
+    type Command = RecordComfyState;
+    type Event = Event<ComfyEvent>;
+    type Error = NeverFails;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: RecordComfyState,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), NeverFails> {
+        sink.write(Event(ComfyEvent::StateChanged(command.0)), self)
+            .await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Event<ComfyEvent>) {
+        let ComfyEvent::StateChanged(changed) = event.0;
+        self.state = Some(changed.state);
     }
 }
 

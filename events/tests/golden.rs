@@ -10,11 +10,10 @@ use events::job::{
 };
 use events::node::{GpuInfo, NodeDeregistered, NodeEvent, NodeRegistered};
 use events::render::{
-    Artifact, ComfyEvent, ComfyState, ComfyStateChanged, ImageRef, Lora, Provenance,
-    QUEUE_ID, QueueAdmitted, QueuePaused, QueueReleased, RenderAssigned, RenderCancelled,
-    RenderCompleted, RenderFailed, RenderJobEvent, RenderMode, RenderParams,
-    RenderPriorityChanged, RenderProgressed, RenderQueueEvent, RenderQueued, RenderRequested,
-    RenderStarted, Trigger,
+    Artifact, ComfyEvent, ComfyState, ComfyStateChanged, ImageRef, Lora, Provenance, QUEUE_ID,
+    QueueAdmitted, QueuePaused, QueueReleased, RenderAssigned, RenderCancelled, RenderCompleted,
+    RenderFailed, RenderJobEvent, RenderMode, RenderParams, RenderPriorityChanged,
+    RenderProgressed, RenderQueueEvent, RenderQueued, RenderRequested, RenderStarted, Trigger,
 };
 use events::telemetry::{GpuSample, Heartbeat};
 use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};

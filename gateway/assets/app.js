@@ -136,6 +136,12 @@
     return s === null || s === '' ? DASH : s.slice(0, 8);
   }
 
+  // The random end of a UUIDv7 (its start is a timestamp, the same for ids made together).
+  function tailId(v) {
+    const s = str(v);
+    return s === null || s === '' ? DASH : s.slice(-8);
+  }
+
   // ---------------------------------------------------------------------
   // state + frame application (pure-ish: mutates `state` only)
   // ---------------------------------------------------------------------
@@ -412,6 +418,412 @@
     }
   }
 
+  // ---------------------------------------------------------------------
+  // Creative Studio: pure helpers (form -> request, queue order, live events)
+  // ---------------------------------------------------------------------
+
+  const RENDER_MODES = ['txt2img', 'img2img', 'inpaint', 'controlnet', 'upscale', 'face_swap'];
+  const IMAGE_FIELDS = ['init_image', 'mask_image', 'control_image', 'face_image'];
+  const SAMPLER_FIELDS = ['prompt', 'negative_prompt', 'seed', 'steps', 'cfg', 'checkpoint', 'lora'];
+  // The fields each mode's workflow reads. Image fields listed here are required by the mode.
+  const MODE_FIELDS = {
+    txt2img: SAMPLER_FIELDS.concat(['width', 'height']),
+    img2img: SAMPLER_FIELDS.concat(['denoise', 'init_image']),
+    inpaint: SAMPLER_FIELDS.concat(['denoise', 'init_image', 'mask_image']),
+    controlnet: SAMPLER_FIELDS.concat(['width', 'height', 'controlnet_model', 'control_image']),
+    upscale: ['upscale_model', 'init_image'],
+    face_swap: ['init_image', 'face_image'],
+  };
+  const PROMPT_MODES = ['txt2img', 'img2img', 'inpaint', 'controlnet'];
+  const MAX_SEED = Number.MAX_SAFE_INTEGER;
+  const I32_MIN = -2147483648;
+  const I32_MAX = 2147483647;
+  const MAX_INPUT_BYTES = 16 * 1024 * 1024;
+  const TERMINAL = ['completed', 'failed', 'cancelled'];
+  const STATUS_RANK = { queued: 0, assigned: 1, running: 2, completed: 3, failed: 3, cancelled: 3 };
+  const MAX_LIVE_JOBS = 500;
+
+  function modeFields(mode) {
+    return MODE_FIELDS[mode] ? MODE_FIELDS[mode].slice() : [];
+  }
+
+  function modeImages(mode) {
+    return modeFields(mode).filter((f) => IMAGE_FIELDS.indexOf(f) !== -1);
+  }
+
+  function isTerminal(status) {
+    return TERMINAL.indexOf(status) !== -1;
+  }
+
+  function isSimulated(backend) {
+    return backend === 'simulated';
+  }
+
+  function truncate(v, n) {
+    const s = str(v);
+    if (s === null) return '';
+    return s.length > n ? s.slice(0, Math.max(0, n - 1)) + '\u2026' : s;
+  }
+
+  function randomSeed(rand) {
+    const r = typeof rand === 'function' ? rand : Math.random;
+    // 2^32 * 2^20 < 2^53: a uniform integer that JSON carries exactly.
+    return Math.floor(r() * 4294967296) * 1048576 + Math.floor(r() * 1048576);
+  }
+
+  function rawValue(values, name) {
+    const v = values ? values[name] : undefined;
+    if (v === undefined || v === null) return '';
+    return String(v).trim();
+  }
+
+  function parseInteger(values, name, min, max, out) {
+    const raw = rawValue(values, name);
+    if (raw === '') return undefined;
+    if (!/^-?\d+$/.test(raw)) {
+      out.error = name + ' must be a whole number, got "' + raw + '"';
+      return undefined;
+    }
+    const n = Number(raw);
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      out.error = name + ' must be ' + min + '..=' + max + ', got ' + raw;
+      return undefined;
+    }
+    return n;
+  }
+
+  function parseNumber(values, name, out) {
+    const raw = rawValue(values, name);
+    if (raw === '') return undefined;
+    const n = Number(raw);
+    if (!Number.isFinite(n)) {
+      out.error = name + ' must be a number, got "' + raw + '"';
+      return undefined;
+    }
+    return n;
+  }
+
+  /**
+   * Builds the body of `POST /api/render/jobs` from raw form values (strings) of the fields
+   * `mode` uses, and the uploaded images (`{init_image: sha256, ...}`). Empty optional fields
+   * are left out so the server fills in its defaults; fields the mode does not use are never
+   * sent. Returns `{ body }` or `{ error }` (the server does the range checks).
+   */
+  function buildRenderRequest(mode, values, images) {
+    if (RENDER_MODES.indexOf(mode) === -1) return { error: 'unknown mode ' + String(mode) };
+    const fields = modeFields(mode);
+    const uses = (f) => fields.indexOf(f) !== -1;
+    const out = { error: null };
+    const params = {};
+    if (uses('prompt')) {
+      const prompt = values && typeof values.prompt === 'string' ? values.prompt : '';
+      if (prompt.trim() === '') {
+        if (PROMPT_MODES.indexOf(mode) !== -1) return { error: mode + ' needs a prompt' };
+      } else {
+        params.prompt = prompt;
+      }
+    }
+    if (uses('negative_prompt')) {
+      const negative = values && typeof values.negative_prompt === 'string' ? values.negative_prompt : '';
+      if (negative.trim() !== '') params.negative_prompt = negative;
+    }
+    if (uses('seed')) {
+      const seed = parseInteger(values, 'seed', 0, MAX_SEED, out);
+      if (out.error) return { error: out.error };
+      if (seed !== undefined) params.seed = seed;
+    }
+    for (const name of ['steps', 'width', 'height']) {
+      if (!uses(name)) continue;
+      const v = parseInteger(values, name, 0, I32_MAX, out);
+      if (out.error) return { error: out.error };
+      if (v !== undefined) params[name] = v;
+    }
+    for (const name of ['cfg', 'denoise']) {
+      if (!uses(name)) continue;
+      const v = parseNumber(values, name, out);
+      if (out.error) return { error: out.error };
+      if (v !== undefined) params[name] = v;
+    }
+    if (uses('checkpoint')) {
+      const checkpoint = rawValue(values, 'checkpoint');
+      if (checkpoint !== '') params.checkpoint = checkpoint;
+    }
+    if (uses('lora')) {
+      const name = rawValue(values, 'lora');
+      if (name !== '') {
+        const strength = parseNumber(values, 'lora_strength', out);
+        if (out.error) return { error: out.error.replace('lora_strength', 'LoRA strength') };
+        params.lora = { name: name, strength: strength === undefined ? 1 : strength };
+      }
+    }
+    for (const name of ['upscale_model', 'controlnet_model']) {
+      if (!uses(name)) continue;
+      const v = rawValue(values, name);
+      if (v !== '') params[name] = v;
+    }
+    for (const name of IMAGE_FIELDS) {
+      if (!uses(name)) continue;
+      const sha = images ? str(images[name]) : null;
+      if (sha) params[name] = { sha256: sha };
+    }
+    const priority = parseInteger(values, 'priority', I32_MIN, I32_MAX, out);
+    if (out.error) return { error: out.error };
+    return {
+      body: { mode: mode, params: params, priority: priority === undefined ? 0 : priority, source: 'dashboard' },
+    };
+  }
+
+  /** The content type `POST /api/render/inputs` wants for a file, or null if unsupported. */
+  function imageContentType(type, name) {
+    if (type === 'image/png' || type === 'image/jpeg') return type;
+    const n = typeof name === 'string' ? name.toLowerCase() : '';
+    if (/\.png$/.test(n)) return 'image/png';
+    if (/\.jpe?g$/.test(n)) return 'image/jpeg';
+    return null;
+  }
+
+  /** The message to show for a failed REST call: the server's `{error: {message}}` if any. */
+  function apiErrorMessage(status, body) {
+    const message = isObj(body) && isObj(body.error) ? str(body.error.message) : null;
+    switch (status) {
+      case 429:
+        return 'queue full: ' + (message || 'too many render jobs are waiting; try again later');
+      case 413:
+        return 'too large: ' + (message || 'input images may be at most ' + fmtBytes(MAX_INPUT_BYTES));
+      case 415:
+        return 'unsupported type: ' + (message || 'images must be PNG or JPEG');
+      default:
+        if (message) return message;
+        return status ? 'request failed (HTTP ' + status + ')' : 'request failed';
+    }
+  }
+
+  /**
+   * The priority that moves a queued job one place up (`dir` < 0) or down (`dir` > 0) in
+   * `jobs` (run order): one above the job before it, or one below the job after it. Null when
+   * the job cannot move that way (not queued, or already first/last among queued jobs).
+   */
+  function reorderPriority(jobs, jobId, dir) {
+    if (!Array.isArray(jobs)) return null;
+    const queued = jobs.filter((j) => isObj(j) && j.status === 'queued');
+    const i = queued.findIndex((j) => j.job_id === jobId);
+    if (i === -1) return null;
+    const other = queued[dir < 0 ? i - 1 : i + 1];
+    if (!other) return null;
+    const p = num(other.priority);
+    if (p === null) return null;
+    const next = dir < 0 ? p + 1 : p - 1;
+    return next < I32_MIN || next > I32_MAX ? null : next;
+  }
+
+  function createStudioState() {
+    return {
+      queue: null, // GET /api/render/queue
+      gallery: null, // completed jobs, newest first
+      failures: null, // failed jobs, newest first
+      live: new Map(), // job_id -> what the websocket told us since the last REST answer
+      pausedLive: null, // pause state from render_queue events, until REST agrees
+    };
+  }
+
+  function liveEntry(studio, id) {
+    let entry = studio.live.get(id);
+    if (!entry) {
+      entry = { status: null, attempt: null, value: null, max: null, node_id: null, backend: null, priority: null, seq: null };
+      studio.live.set(id, entry);
+      while (studio.live.size > MAX_LIVE_JOBS) studio.live.delete(studio.live.keys().next().value);
+    }
+    return entry;
+  }
+
+  /**
+   * Applies one event envelope to the studio's live overlay. Returns what to do:
+   *   { relevant, progress: job_id|null, needs: {queue, gallery, failures} }
+   * `progress` is set when only a bar moved (no REST round trip needed).
+   */
+  function applyStudioEvent(studio, env, seq) {
+    const result = { relevant: false, progress: null, needs: { queue: false, gallery: false, failures: false } };
+    if (!isObj(env)) return result;
+    const type = str(env.type) || '';
+    const agg = str(env.aggregate_type) || '';
+    const data = isObj(env.data) ? env.data : {};
+    const s = num(seq);
+    if (agg === 'render_job' || type.indexOf('render.job_') === 0) {
+      const id = str(env.aggregate_id);
+      if (!id) return result;
+      result.relevant = true;
+      const entry = liveEntry(studio, id);
+      if (s !== null && entry.seq !== null && s < entry.seq) return result; // older than what we have
+      if (s !== null) entry.seq = s;
+      result.needs.queue = true;
+      switch (type) {
+        case 'render.job_requested':
+          entry.status = 'queued';
+          entry.priority = num(data.priority);
+          break;
+        case 'render.job_queued':
+          entry.status = 'queued';
+          entry.priority = num(data.priority);
+          entry.node_id = null;
+          entry.value = null;
+          entry.max = null;
+          break;
+        case 'render.job_priority_changed':
+          entry.priority = num(data.priority);
+          break;
+        case 'render.job_assigned':
+          entry.status = 'assigned';
+          entry.node_id = str(data.node_id);
+          entry.attempt = num(data.attempt);
+          entry.value = null;
+          entry.max = null;
+          break;
+        case 'render.job_started':
+          entry.status = 'running';
+          entry.node_id = str(data.node_id);
+          entry.backend = str(data.backend);
+          if (num(data.attempt) !== null) entry.attempt = num(data.attempt);
+          break;
+        case 'render.job_progressed': {
+          const attempt = num(data.attempt);
+          if (entry.attempt !== null && attempt !== null && attempt < entry.attempt) break;
+          if (attempt !== null) entry.attempt = attempt;
+          entry.value = num(data.value);
+          entry.max = num(data.max);
+          entry.status = 'running';
+          result.needs.queue = false;
+          result.progress = id;
+          break;
+        }
+        case 'render.job_completed':
+          entry.status = 'completed';
+          if (entry.max !== null) entry.value = entry.max;
+          result.needs.gallery = true;
+          break;
+        case 'render.job_failed':
+          entry.status = 'failed';
+          result.needs.failures = true;
+          break;
+        case 'render.job_cancelled':
+          entry.status = 'cancelled';
+          break;
+        default:
+          break;
+      }
+      return result;
+    }
+    if (agg === 'render_queue' || type.indexOf('render.queue_') === 0) {
+      result.relevant = true;
+      result.needs.queue = true;
+      if (type === 'render.queue_paused') studio.pausedLive = { paused: true, reason: str(data.reason) };
+      else if (type === 'render.queue_resumed') studio.pausedLive = { paused: false, reason: null };
+      return result;
+    }
+    if (agg === 'comfyui' || type.indexOf('comfyui.') === 0) {
+      result.relevant = true;
+      result.needs.queue = true;
+    }
+    return result;
+  }
+
+  /** A queue job as the page shows it: the REST row with newer websocket news on top. */
+  function effectiveJob(job, live) {
+    const out = Object.assign({}, job);
+    const restProgress = isObj(job.progress) && num(job.progress.max) !== null ? { value: num(job.progress.value) || 0, max: num(job.progress.max) } : null;
+    out.progress = restProgress;
+    if (!live) return out;
+    const restRank = STATUS_RANK[job.status];
+    const liveRank = STATUS_RANK[live.status];
+    const restAttempt = num(job.attempt);
+    const sameOrNewer = live.attempt === null || restAttempt === null || live.attempt >= restAttempt;
+    if (liveRank !== undefined && (restRank === undefined || liveRank > restRank) && sameOrNewer) {
+      out.status = live.status;
+      if (live.node_id) out.node_id = live.node_id;
+      if (live.backend) out.backend = live.backend;
+    }
+    if (live.status === 'running' && !out.backend && live.backend) out.backend = live.backend;
+    if (live.priority !== null && out.status === 'queued') out.priority = live.priority;
+    if (live.max !== null && live.value !== null && (out.status === 'running' || out.status === 'completed')) {
+      const olderAttempt = live.attempt !== null && restAttempt !== null && live.attempt < restAttempt;
+      const newerAttempt = live.attempt !== null && restAttempt !== null && live.attempt > restAttempt;
+      if (!olderAttempt && (!restProgress || newerAttempt || live.value >= restProgress.value)) {
+        out.progress = { value: live.value, max: live.max };
+      }
+    }
+    if (out.status === 'queued' || out.status === 'assigned') out.progress = null;
+    if (out.status === 'completed' && out.progress) out.progress = { value: out.progress.max, max: out.progress.max };
+    return out;
+  }
+
+  function jobIds(list) {
+    const ids = new Set();
+    if (Array.isArray(list)) for (const j of list) if (isObj(j) && str(j.job_id)) ids.add(j.job_id);
+    return ids;
+  }
+
+  /**
+   * Where REST answers lag behind what the websocket already said (the read models are
+   * eventually consistent): `{queue, gallery, failures}`, true for each list to fetch again.
+   */
+  function studioLag(studio) {
+    const lag = { queue: false, gallery: false, failures: false };
+    const queueJobs = studio.queue && Array.isArray(studio.queue.jobs) ? studio.queue.jobs : null;
+    const inQueue = queueJobs ? new Map(queueJobs.filter(isObj).map((j) => [j.job_id, j])) : null;
+    const inGallery = studio.gallery ? jobIds(studio.gallery) : null;
+    const inFailures = studio.failures ? jobIds(studio.failures) : null;
+    for (const [id, entry] of studio.live) {
+      if (entry.status === null) continue;
+      if (inQueue) {
+        const job = inQueue.get(id);
+        if (isTerminal(entry.status) ? job !== undefined : job === undefined) lag.queue = true;
+      }
+      if (entry.status === 'completed' && inGallery && !inGallery.has(id)) lag.gallery = true;
+      if (entry.status === 'failed' && inFailures && !inFailures.has(id)) lag.failures = true;
+    }
+    if (studio.pausedLive && studio.queue && !!studio.queue.paused !== studio.pausedLive.paused) lag.queue = true;
+    return lag;
+  }
+
+  /**
+   * Forgets websocket news that REST now reflects; with `giveUp`, also the finished jobs REST
+   * does not show (after many retries: e.g. a failure older than the short failure list).
+   */
+  function pruneLive(studio, giveUp) {
+    const queueJobs = studio.queue && Array.isArray(studio.queue.jobs) ? studio.queue.jobs : null;
+    if (!queueJobs) return;
+    const inQueue = new Map(queueJobs.filter(isObj).map((j) => [j.job_id, j]));
+    const inGallery = studio.gallery ? jobIds(studio.gallery) : new Set();
+    const inFailures = studio.failures ? jobIds(studio.failures) : new Set();
+    for (const [id, entry] of studio.live) {
+      if (!isTerminal(entry.status)) {
+        if (giveUp && !inQueue.has(id)) studio.live.delete(id);
+        continue;
+      }
+      if (!giveUp) {
+        if (inQueue.has(id)) continue;
+        if (entry.status === 'completed' && !inGallery.has(id)) continue;
+        if (entry.status === 'failed' && !inFailures.has(id)) continue;
+      }
+      studio.live.delete(id);
+    }
+    if (studio.pausedLive && studio.queue && (giveUp || !!studio.queue.paused === studio.pausedLive.paused)) studio.pausedLive = null;
+  }
+
+  /** Pause state to show: the websocket's word until REST agrees. */
+  function queuePaused(studio) {
+    if (studio.pausedLive) return studio.pausedLive;
+    const q = studio.queue;
+    return { paused: !!(q && q.paused), reason: q ? str(q.reason) : null };
+  }
+
+  function progressPercent(progress) {
+    if (!isObj(progress)) return null;
+    const v = num(progress.value);
+    const m = num(progress.max);
+    if (v === null || m === null || m <= 0) return null;
+    return Math.max(0, Math.min(100, (v / m) * 100));
+  }
+
   const api = {
     createState,
     applyFrame,
@@ -431,6 +843,23 @@
     fmtClock,
     summarize,
     shortId,
+    tailId,
+    modeFields,
+    modeImages,
+    buildRenderRequest,
+    imageContentType,
+    apiErrorMessage,
+    reorderPriority,
+    createStudioState,
+    applyStudioEvent,
+    effectiveJob,
+    studioLag,
+    pruneLive,
+    queuePaused,
+    progressPercent,
+    randomSeed,
+    truncate,
+    isSimulated,
     constants: { TOKEN_KEY, STALE_MS, MAX_EVENTS, BACKOFF_MIN_MS, BACKOFF_MAX_MS, CLOSE_AUTH, CLOSE_SLOW },
   };
 
@@ -952,11 +1381,785 @@
     for (const li of el.events.children) li.hidden = !eventMatches(li._item, filterText);
   }
 
+  // ---- Creative Studio ---------------------------------------------------
+
+  const STUDIO_REFRESH_MIN_MS = 300; // at most one REST refresh per this interval
+  const STUDIO_POLL_MS = 20 * 1000; // safety net when the websocket is quiet
+  const STUDIO_LAG_RETRIES = 40; // refetches while REST lags the websocket
+  const GALLERY_LIMIT = 48;
+  const FAILURE_LIMIT = 10;
+  const PROMPT_CHARS = 90;
+
+  const studio = createStudioState();
+  const st = {
+    root: document.getElementById('studio'),
+    form: document.getElementById('studio-form'),
+    mode: document.getElementById('studio-mode'),
+    prompt: document.getElementById('studio-prompt'),
+    negative: document.getElementById('studio-negative'),
+    seed: document.getElementById('studio-seed'),
+    seedRandom: document.getElementById('studio-seed-random'),
+    steps: document.getElementById('studio-steps'),
+    cfg: document.getElementById('studio-cfg'),
+    denoise: document.getElementById('studio-denoise'),
+    width: document.getElementById('studio-width'),
+    height: document.getElementById('studio-height'),
+    checkpoint: document.getElementById('studio-checkpoint'),
+    lora: document.getElementById('studio-lora'),
+    loraStrength: document.getElementById('studio-lora-strength'),
+    upscaleModel: document.getElementById('studio-upscale-model'),
+    controlnetModel: document.getElementById('studio-controlnet-model'),
+    priority: document.getElementById('studio-priority'),
+    files: {
+      init_image: document.getElementById('studio-init-image'),
+      mask_image: document.getElementById('studio-mask-image'),
+      control_image: document.getElementById('studio-control-image'),
+      face_image: document.getElementById('studio-face-image'),
+    },
+    submit: document.getElementById('studio-submit'),
+    notice: document.getElementById('studio-notice'),
+    error: document.getElementById('studio-error'),
+    queue: document.getElementById('studio-queue'),
+    queueError: document.getElementById('studio-queue-error'),
+    queueCount: document.getElementById('studio-queue-count'),
+    pause: document.getElementById('studio-pause'),
+    paused: document.getElementById('studio-paused'),
+    comfyui: document.getElementById('studio-comfyui'),
+    failures: document.getElementById('studio-failures'),
+    gallery: document.getElementById('studio-gallery'),
+    galleryCount: document.getElementById('studio-gallery-count'),
+    simNote: document.getElementById('studio-sim-note'),
+  };
+  const queueRows = new Map(); // job_id -> { el, key }
+  const tiles = new Map(); // job_id -> { el, sha }
+  const blobs = new Map(); // sha256 -> { url, promise, refs }
+  const uploads = new WeakMap(); // File -> sha256 (a chosen file is uploaded once)
+  let submitting = false;
+  let lastSubmitted = null;
+  let refreshTimer = null;
+  let refreshing = false;
+  let refreshLastAt = 0;
+  let lagRetries = 0;
+  const refreshNeeds = { queue: false, gallery: false, failures: false };
+
+  // REST with the server's error message: resolves to { ok, status, data, message }.
+  async function apiCall(path, options) {
+    const o = options || {};
+    const token = getToken();
+    if (!token) {
+      showTokenForm('');
+      return { ok: false, status: 0, data: null, message: 'no token' };
+    }
+    const headers = { Authorization: 'Bearer ' + token };
+    const init = { method: o.method || 'GET', headers: headers, cache: 'no-store' };
+    if (o.json !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      init.body = JSON.stringify(o.json);
+    } else if (o.body !== undefined) {
+      headers['Content-Type'] = o.contentType;
+      init.body = o.body;
+    }
+    let res;
+    try {
+      res = await fetch(path, init);
+    } catch (e) {
+      return { ok: false, status: 0, data: null, message: 'network error' + (e && e.message ? ': ' + e.message : '') };
+    }
+    if (res.status === 401) {
+      tokenRejected();
+      return { ok: false, status: 401, data: null, message: 'token rejected' };
+    }
+    let data = null;
+    try {
+      data = await res.json();
+    } catch (_e) {
+      data = null;
+    }
+    if (!res.ok) return { ok: false, status: res.status, data: data, message: apiErrorMessage(res.status, data) };
+    return { ok: true, status: res.status, data: data, message: null };
+  }
+
+  function showError(target, message) {
+    target.textContent = message || '';
+    target.hidden = !message;
+  }
+
+  function simBadge() {
+    const b = h('span', 'badge-simulated', 'SIMULATED GPU');
+    b.title = 'rendered by the simulated backend: a stand-in image, not a real GPU render';
+    return b;
+  }
+
+  function statusBadge(status) {
+    const s = str(status) || 'unknown';
+    return h('span', 'badge badge-job status-' + s, s);
+  }
+
+  // ---- form --------------------------------------------------------------
+
+  function applyMode() {
+    const mode = st.mode.value;
+    const fields = modeFields(mode);
+    for (const node of st.form.querySelectorAll('[data-field]')) {
+      node.hidden = fields.indexOf(node.dataset.field) === -1;
+    }
+    st.root.dataset.mode = mode;
+  }
+
+  function formValues() {
+    return {
+      prompt: st.prompt.value,
+      negative_prompt: st.negative.value,
+      seed: st.seed.value,
+      steps: st.steps.value,
+      cfg: st.cfg.value,
+      denoise: st.denoise.value,
+      width: st.width.value,
+      height: st.height.value,
+      checkpoint: st.checkpoint.value,
+      lora: st.lora.value,
+      lora_strength: st.loraStrength.value,
+      upscale_model: st.upscaleModel.value,
+      controlnet_model: st.controlnetModel.value,
+      priority: st.priority.value,
+    };
+  }
+
+  async function uploadImage(name, file) {
+    const known = uploads.get(file);
+    if (known) return { sha: known };
+    const type = imageContentType(file.type, file.name);
+    if (!type) return { error: name + ': ' + (file.name || 'the file') + ' is not a PNG or JPEG image' };
+    if (file.size > MAX_INPUT_BYTES) return { error: name + ': ' + fmtBytes(file.size) + ' is larger than ' + fmtBytes(MAX_INPUT_BYTES) };
+    const res = await apiCall('/api/render/inputs', { method: 'POST', body: file, contentType: type });
+    if (!res.ok) return { error: name + ': ' + res.message };
+    const sha = isObj(res.data) ? str(res.data.sha256) : null;
+    if (!sha) return { error: name + ': the server answered without a sha256' };
+    uploads.set(file, sha);
+    return { sha: sha };
+  }
+
+  function setSubmitting(on, label) {
+    submitting = on;
+    st.submit.disabled = on;
+    st.submit.textContent = on ? label || 'Submitting\u2026' : 'Render';
+  }
+
+  async function submitRender(ev) {
+    ev.preventDefault();
+    if (submitting) return;
+    showError(st.error, '');
+    st.notice.textContent = '';
+    const mode = st.mode.value;
+    if (modeFields(mode).indexOf('seed') !== -1 && st.seed.value.trim() === '') st.seed.value = String(randomSeed());
+    const values = formValues();
+    const check = buildRenderRequest(mode, values, {});
+    if (check.error) {
+      showError(st.error, check.error);
+      return;
+    }
+    const images = {};
+    for (const name of modeImages(mode)) {
+      const input = st.files[name];
+      const file = input && input.files && input.files[0];
+      if (!file) {
+        showError(st.error, mode + ' needs ' + name + ': choose a file');
+        return;
+      }
+      images[name] = file;
+    }
+    setSubmitting(true, Object.keys(images).length ? 'Uploading\u2026' : 'Submitting\u2026');
+    try {
+      const shas = {};
+      for (const name of Object.keys(images)) {
+        const up = await uploadImage(name, images[name]);
+        if (up.error) {
+          showError(st.error, up.error);
+          return;
+        }
+        shas[name] = up.sha;
+      }
+      const built = buildRenderRequest(mode, values, shas);
+      if (built.error) {
+        showError(st.error, built.error);
+        return;
+      }
+      setSubmitting(true, 'Submitting\u2026');
+      const res = await apiCall('/api/render/jobs', { method: 'POST', json: built.body });
+      if (!res.ok) {
+        showError(st.error, res.message);
+        return;
+      }
+      const id = isObj(res.data) ? str(res.data.job_id) : null;
+      lastSubmitted = id;
+      st.notice.dataset.jobId = id || '';
+      st.notice.textContent = 'queued ' + tailId(id);
+      if (id) st.notice.title = 'job ' + id + (res.data.correlation_id ? '\ncorrelation ' + res.data.correlation_id : '');
+      scheduleStudioRefresh({ queue: true });
+    } finally {
+      setSubmitting(false);
+    }
+  }
+
+  function reuseParams(job) {
+    if (!isObj(job)) return;
+    const p = isObj(job.params) ? job.params : {};
+    if (RENDER_MODES.indexOf(job.mode) !== -1) st.mode.value = job.mode;
+    const set = (input, v) => {
+      if (v !== undefined && v !== null) input.value = String(v);
+    };
+    set(st.prompt, p.prompt);
+    set(st.negative, p.negative_prompt);
+    set(st.seed, p.seed);
+    set(st.steps, p.steps);
+    set(st.cfg, p.cfg);
+    set(st.denoise, p.denoise);
+    set(st.width, p.width);
+    set(st.height, p.height);
+    set(st.checkpoint, p.checkpoint);
+    st.lora.value = isObj(p.lora) ? str(p.lora.name) || '' : '';
+    if (isObj(p.lora)) set(st.loraStrength, p.lora.strength);
+    st.upscaleModel.value = str(p.upscale_model) || st.upscaleModel.value;
+    st.controlnetModel.value = str(p.controlnet_model) || '';
+    applyMode();
+    st.notice.textContent = 'parameters of ' + tailId(job.job_id) + ' loaded' + (modeImages(st.mode.value).length ? ' (choose the images again)' : '');
+    try {
+      st.form.scrollIntoView({ behavior: 'smooth', block: 'start' });
+    } catch (_e) {
+      /* ignore */
+    }
+  }
+
+  // ---- queue ---------------------------------------------------------------
+
+  function queueJobs() {
+    const jobs = studio.queue && Array.isArray(studio.queue.jobs) ? studio.queue.jobs.filter((j) => isObj(j) && str(j.job_id)) : [];
+    return jobs.map((j) => effectiveJob(j, studio.live.get(j.job_id)));
+  }
+
+  function setProgress(elProgress, progress) {
+    const pct = progressPercent(progress);
+    const fill = elProgress.querySelector('.progress-fill');
+    const label = elProgress.querySelector('.progress-label');
+    if (pct === null) {
+      elProgress.dataset.value = '';
+      elProgress.dataset.max = '';
+      elProgress.classList.add('progress-empty');
+      if (fill) fill.style.width = '0';
+      if (label) label.textContent = '';
+      return;
+    }
+    elProgress.dataset.value = String(progress.value);
+    elProgress.dataset.max = String(progress.max);
+    elProgress.classList.remove('progress-empty');
+    if (fill) fill.style.width = pct.toFixed(1) + '%';
+    if (label) label.textContent = progress.value + ' / ' + progress.max;
+    elProgress.title = pct.toFixed(0) + '%';
+  }
+
+  function queueRowKey(job, jobs) {
+    return [
+      job.status,
+      job.mode,
+      job.priority,
+      job.node_id,
+      job.backend,
+      job.attempt,
+      job.max_attempts,
+      str(isObj(job.params) ? job.params.prompt : null),
+      reorderPriority(jobs, job.job_id, -1) !== null,
+      reorderPriority(jobs, job.job_id, 1) !== null,
+      job.job_id === lastSubmitted,
+    ].join('\u0001');
+  }
+
+  function actionButton(action, label, title, enabled) {
+    const b = h('button', 'btn btn-small' + (action === 'cancel' ? ' btn-danger' : ''), label);
+    b.type = 'button';
+    b.dataset.action = action;
+    b.title = title;
+    b.setAttribute('aria-label', title);
+    b.disabled = !enabled;
+    return b;
+  }
+
+  function renderQueueRow(job, jobs) {
+    const row = h('div', 'qjob status-' + (str(job.status) || 'unknown'));
+    row.dataset.jobId = job.job_id;
+    row.dataset.status = str(job.status) || '';
+    if (job.job_id === lastSubmitted) row.classList.add('just-submitted');
+
+    const info = h('div', 'qjob-info');
+    const main = h('div', 'qjob-main');
+    const id = h('span', 'qjob-id', tailId(job.job_id));
+    id.title = 'job ' + job.job_id + (str(job.correlation_id) ? '\ncorrelation ' + job.correlation_id : '');
+    main.appendChild(id);
+    main.appendChild(h('span', 'mode-tag', text(job.mode)));
+    main.appendChild(statusBadge(job.status));
+    const prompt = isObj(job.params) ? str(job.params.prompt) : null;
+    const p = h('span', 'qjob-prompt', prompt ? truncate(prompt, PROMPT_CHARS) : DASH);
+    if (prompt) p.title = prompt;
+    main.appendChild(p);
+    info.appendChild(main);
+
+    const meta = h('div', 'qjob-meta');
+    meta.appendChild(h('span', 'qjob-node', 'node ' + text(job.node_id)));
+    const backend = h('span', 'qjob-backend', 'backend ' + text(job.backend));
+    meta.appendChild(backend);
+    if (isSimulated(job.backend)) meta.appendChild(simBadge());
+    meta.appendChild(h('span', 'qjob-priority', 'prio ' + text(job.priority)));
+    if (num(job.attempt) !== null && num(job.attempt) > 0) meta.appendChild(h('span', 'qjob-attempt', 'attempt ' + job.attempt + (num(job.max_attempts) ? '/' + job.max_attempts : '')));
+    info.appendChild(meta);
+    row.appendChild(info);
+
+    const progress = h('div', 'progress');
+    progress.appendChild(h('div', 'progress-fill'));
+    progress.appendChild(h('span', 'progress-label'));
+    setProgress(progress, job.progress);
+    row.appendChild(progress);
+
+    const actions = h('div', 'qjob-actions');
+    const queued = job.status === 'queued';
+    actions.appendChild(actionButton('up', '\u25B2', 'move up (run sooner)', queued && reorderPriority(jobs, job.job_id, -1) !== null));
+    actions.appendChild(actionButton('down', '\u25BC', 'move down (run later)', queued && reorderPriority(jobs, job.job_id, 1) !== null));
+    actions.appendChild(actionButton('cancel', 'Cancel', 'cancel this job', ['queued', 'assigned', 'running'].indexOf(job.status) !== -1));
+    row.appendChild(actions);
+    return row;
+  }
+
+  function renderQueue() {
+    const jobs = queueJobs();
+    const seen = new Set();
+    const emptyNote = st.queue.querySelector('.empty-note');
+    if (jobs.length === 0) {
+      for (const { el: row } of queueRows.values()) row.remove();
+      queueRows.clear();
+      if (!emptyNote) st.queue.appendChild(h('div', 'empty-note', studio.queue ? 'queue is empty' : 'loading\u2026'));
+      else emptyNote.textContent = studio.queue ? 'queue is empty' : 'loading\u2026';
+    } else if (emptyNote) {
+      emptyNote.remove();
+    }
+    let prev = null;
+    for (const job of jobs) {
+      seen.add(job.job_id);
+      const key = queueRowKey(job, jobs);
+      let entry = queueRows.get(job.job_id);
+      if (!entry || entry.key !== key) {
+        const row = renderQueueRow(job, jobs);
+        if (entry) entry.el.replaceWith(row);
+        entry = { el: row, key: key };
+        queueRows.set(job.job_id, entry);
+      } else {
+        setProgress(entry.el.querySelector('.progress'), job.progress);
+      }
+      const expected = prev ? prev.nextSibling : st.queue.firstChild;
+      if (expected !== entry.el) st.queue.insertBefore(entry.el, expected);
+      prev = entry.el;
+    }
+    for (const [id, entry] of queueRows) {
+      if (!seen.has(id)) {
+        entry.el.remove();
+        queueRows.delete(id);
+      }
+    }
+
+    const q = studio.queue;
+    const queued = q ? num(q.queued) : null;
+    const cap = q ? num(q.cap) : null;
+    st.queueCount.textContent = (queued === null ? DASH : queued) + ' / ' + (cap === null ? DASH : cap) + ' queued';
+    st.queueCount.classList.toggle('full', queued !== null && cap !== null && queued >= cap);
+    renderPause();
+    renderComfy();
+    renderSimNote();
+  }
+
+  function renderPause() {
+    const p = queuePaused(studio);
+    st.pause.dataset.paused = p.paused ? 'true' : 'false';
+    st.pause.textContent = p.paused ? 'Resume queue' : 'Pause queue';
+    st.pause.classList.toggle('btn-warn', p.paused);
+    st.paused.hidden = !p.paused;
+    st.paused.textContent = p.paused ? 'PAUSED \u2014 nothing new starts; running jobs finish' + (p.reason ? ' (' + p.reason + ')' : '') : '';
+    st.root.classList.toggle('queue-paused', p.paused);
+  }
+
+  function renderComfy() {
+    const list = studio.queue && Array.isArray(studio.queue.comfyui) ? studio.queue.comfyui.filter(isObj) : [];
+    st.comfyui.textContent = '';
+    if (list.length === 0) {
+      st.comfyui.appendChild(h('span', 'small muted', 'ComfyUI: no supervised instances'));
+      return;
+    }
+    st.comfyui.appendChild(h('span', 'small muted', 'ComfyUI'));
+    for (const c of list) {
+      const state = str(c.state) || 'unknown';
+      const chip = h('span', 'comfy-chip comfy-' + state);
+      chip.dataset.nodeId = str(c.node_id) || '';
+      chip.dataset.state = state;
+      chip.appendChild(h('span', 'comfy-node', text(c.node_id)));
+      chip.appendChild(h('span', 'comfy-state', state));
+      if (str(c.vram_mode)) chip.appendChild(h('span', 'comfy-vram', str(c.vram_mode)));
+      if (num(c.restarts)) chip.appendChild(h('span', 'comfy-restarts', '\u21BB' + c.restarts));
+      const tip = [];
+      if (num(c.pid) !== null) tip.push('pid ' + c.pid);
+      tip.push('restarts ' + text(c.restarts));
+      if (str(c.reason)) tip.push(str(c.reason));
+      if (str(c.updated_at)) tip.push('updated ' + str(c.updated_at));
+      chip.title = tip.join('\n');
+      st.comfyui.appendChild(chip);
+    }
+  }
+
+  function renderSimNote() {
+    const sim =
+      queueJobs().some((j) => isSimulated(j.backend)) ||
+      (Array.isArray(studio.gallery) && studio.gallery.some((j) => isObj(j) && isObj(j.provenance) && isSimulated(j.provenance.backend)));
+    st.simNote.hidden = !sim;
+    st.simNote.textContent = sim ? 'Jobs marked SIMULATED GPU were rendered by the simulated backend (placeholder images).' : '';
+  }
+
+  async function queueAction(row, action, button) {
+    const id = row.dataset.jobId;
+    let res;
+    button.disabled = true;
+    showError(st.queueError, '');
+    if (action === 'cancel') {
+      res = await apiCall('/api/render/jobs/' + encodeURIComponent(id) + '/cancel', { method: 'POST', json: {} });
+    } else {
+      const priority = reorderPriority(queueJobs(), id, action === 'up' ? -1 : 1);
+      if (priority === null) {
+        button.disabled = false;
+        return;
+      }
+      res = await apiCall('/api/render/jobs/' + encodeURIComponent(id) + '/priority', { method: 'POST', json: { priority: priority } });
+    }
+    if (!res.ok) {
+      showError(st.queueError, tailId(id) + ': ' + res.message);
+      button.disabled = false;
+    }
+    scheduleStudioRefresh({ queue: true });
+  }
+
+  async function togglePause() {
+    const paused = queuePaused(studio).paused;
+    st.pause.disabled = true;
+    showError(st.queueError, '');
+    const res = paused
+      ? await apiCall('/api/render/queue/resume', { method: 'POST' })
+      : await apiCall('/api/render/queue/pause', { method: 'POST', json: {} });
+    st.pause.disabled = false;
+    if (!res.ok) {
+      showError(st.queueError, (paused ? 'resume: ' : 'pause: ') + res.message);
+      return;
+    }
+    studio.pausedLive = { paused: !paused, reason: paused ? null : 'paused by admin' };
+    renderPause();
+    scheduleStudioRefresh({ queue: true });
+  }
+
+  // ---- failures -----------------------------------------------------------
+
+  function renderFailures() {
+    const list = Array.isArray(studio.failures) ? studio.failures.filter(isObj) : [];
+    st.failures.textContent = '';
+    if (list.length === 0) {
+      st.failures.appendChild(h('li', 'empty-note', studio.failures ? 'no failures' : 'loading\u2026'));
+      return;
+    }
+    for (const job of list) {
+      const li = h('li', 'failure');
+      li.dataset.jobId = str(job.job_id) || '';
+      const head = h('div', 'failure-head');
+      const id = h('span', 'qjob-id', tailId(job.job_id));
+      id.title = 'job ' + text(job.job_id);
+      head.appendChild(id);
+      head.appendChild(h('span', 'mode-tag', text(job.mode)));
+      head.appendChild(h('span', 'small muted', 'node ' + text(job.node_id)));
+      if (isSimulated(job.backend)) head.appendChild(simBadge());
+      const time = h('span', 'small muted failure-time', fmtClock(job.finished_at));
+      if (str(job.finished_at)) time.title = str(job.finished_at);
+      head.appendChild(time);
+      li.appendChild(head);
+      li.appendChild(h('div', 'failure-error', text(job.error)));
+      st.failures.appendChild(li);
+    }
+  }
+
+  // ---- gallery -------------------------------------------------------------
+
+  function acquireArtifact(sha) {
+    let entry = blobs.get(sha);
+    if (!entry) {
+      entry = { url: null, promise: null, refs: 0 };
+      blobs.set(sha, entry);
+      entry.promise = (async () => {
+        const token = getToken();
+        if (!token) return null;
+        try {
+          const res = await fetch('/api/render/artifacts/' + encodeURIComponent(sha), { headers: { Authorization: 'Bearer ' + token } });
+          if (res.status === 401) {
+            tokenRejected();
+            return null;
+          }
+          if (!res.ok) return null;
+          const blob = await res.blob();
+          if (entry.refs <= 0) return null; // nobody wants it any more
+          entry.url = URL.createObjectURL(blob);
+          return entry.url;
+        } catch (_e) {
+          return null;
+        }
+      })();
+      entry.promise.then((url) => {
+        if (url === null && blobs.get(sha) === entry) blobs.delete(sha); // retry on a later render
+      });
+    }
+    entry.refs += 1;
+    return entry.promise;
+  }
+
+  function releaseArtifact(sha) {
+    const entry = blobs.get(sha);
+    if (!entry) return;
+    entry.refs -= 1;
+    if (entry.refs > 0) return;
+    blobs.delete(sha);
+    if (entry.url) URL.revokeObjectURL(entry.url);
+  }
+
+  function provenanceRow(dl, label, value, cls, title) {
+    const dt = h('dt', null, label);
+    const dd = h('dd', cls || null, value);
+    if (title) dd.title = title;
+    dl.appendChild(dt);
+    dl.appendChild(dd);
+    return dd;
+  }
+
+  function renderTile(job) {
+    const artifacts = Array.isArray(job.artifacts) ? job.artifacts.filter(isObj) : [];
+    const art = artifacts[0] || null;
+    const prov = isObj(job.provenance) ? job.provenance : {};
+    const params = isObj(job.params) ? job.params : {};
+    const fig = h('figure', 'tile');
+    fig.dataset.jobId = job.job_id;
+
+    const frame = h('a', 'tile-image');
+    frame.target = '_blank';
+    frame.rel = 'noopener';
+    if (art && num(art.width) && num(art.height)) frame.style.aspectRatio = art.width + ' / ' + art.height;
+    frame.appendChild(h('span', 'tile-placeholder', art ? 'loading\u2026' : 'no image'));
+    fig.appendChild(frame);
+
+    const cap = h('figcaption', 'tile-caption');
+    const head = h('div', 'tile-head');
+    head.appendChild(h('span', 'mode-tag', text(job.mode)));
+    if (isSimulated(prov.backend) || isSimulated(job.backend)) head.appendChild(simBadge());
+    const time = h('span', 'small muted tile-time', fmtClock(job.finished_at));
+    if (str(job.finished_at)) time.title = str(job.finished_at);
+    head.appendChild(time);
+    cap.appendChild(head);
+    const prompt = str(params.prompt);
+    const p = h('div', 'tile-prompt', prompt ? truncate(prompt, 140) : DASH);
+    if (prompt) p.title = prompt;
+    cap.appendChild(p);
+
+    const dl = h('dl', 'provenance');
+    provenanceRow(dl, 'model', text(prov.model), 'prov-model');
+    const seed = provenanceRow(dl, 'seed', text(prov.seed), 'prov-seed');
+    if (str(prov.seed) !== null) dl.dataset.seed = str(prov.seed);
+    seed.classList.add('mono');
+    provenanceRow(dl, 'node', text(prov.node_id), 'prov-node');
+    provenanceRow(dl, 'backend', text(prov.backend), 'prov-backend' + (isSimulated(prov.backend) ? ' sim' : ''));
+    const trig = isObj(prov.trigger) ? prov.trigger : {};
+    provenanceRow(dl, 'trigger', text(trig.source) + (str(trig.reference) ? ' \u00b7 ' + str(trig.reference) : ''), 'prov-trigger');
+    provenanceRow(dl, 'workflow', shortId(prov.workflow_hash), 'prov-workflow mono', str(prov.workflow_hash) || undefined);
+    provenanceRow(dl, 'correlation', tailId(prov.correlation_id || job.correlation_id), 'prov-correlation mono', str(prov.correlation_id || job.correlation_id) || undefined);
+    if (art) provenanceRow(dl, 'image', text(art.width) + '\u00d7' + text(art.height) + ' \u00b7 ' + fmtBytes(art.bytes), 'prov-image', art.sha256 ? 'sha256 ' + art.sha256 : undefined);
+    provenanceRow(dl, 'job', tailId(job.job_id), 'prov-job mono', job.job_id);
+    cap.appendChild(dl);
+
+    const actions = h('div', 'tile-actions');
+    const reuse = h('button', 'btn btn-small', '\u21BA reuse');
+    reuse.type = 'button';
+    reuse.title = 'load these parameters into the form';
+    reuse.addEventListener('click', () => reuseParams(job));
+    actions.appendChild(reuse);
+    const dl2 = h('a', 'btn btn-small tile-download', '\u2913 download');
+    dl2.hidden = true;
+    if (art && str(art.filename)) dl2.download = str(art.filename);
+    actions.appendChild(dl2);
+    if (artifacts.length > 1) actions.appendChild(h('span', 'small muted', '+' + (artifacts.length - 1) + ' more'));
+    cap.appendChild(actions);
+    fig.appendChild(cap);
+
+    const sha = art ? str(art.sha256) : null;
+    if (sha) {
+      acquireArtifact(sha).then((url) => {
+        if (!fig.isConnected && tiles.get(job.job_id) === undefined) return;
+        const placeholder = frame.querySelector('.tile-placeholder');
+        if (!url) {
+          if (placeholder) placeholder.textContent = 'image unavailable';
+          return;
+        }
+        const img = document.createElement('img');
+        img.alt = prompt ? truncate(prompt, 120) : 'render ' + tailId(job.job_id);
+        img.decoding = 'async';
+        if (num(art.width)) img.width = art.width;
+        if (num(art.height)) img.height = art.height;
+        img.src = url;
+        if (placeholder) placeholder.remove();
+        frame.appendChild(img);
+        frame.href = url;
+        dl2.href = url;
+        dl2.hidden = false;
+      });
+    }
+    return { el: fig, sha: sha };
+  }
+
+  function renderGallery() {
+    const list = Array.isArray(studio.gallery) ? studio.gallery.filter((j) => isObj(j) && str(j.job_id)) : [];
+    const seen = new Set();
+    const emptyNote = st.gallery.querySelector('.empty-note');
+    if (list.length === 0) {
+      if (!emptyNote) st.gallery.appendChild(h('div', 'empty-note', 'nothing rendered yet'));
+    } else if (emptyNote) {
+      emptyNote.remove();
+    }
+    let prev = null;
+    for (const job of list) {
+      seen.add(job.job_id);
+      let tile = tiles.get(job.job_id);
+      if (!tile) {
+        tile = renderTile(job);
+        tiles.set(job.job_id, tile);
+      }
+      const expected = prev ? prev.nextSibling : st.gallery.firstChild;
+      if (expected !== tile.el) st.gallery.insertBefore(tile.el, expected);
+      prev = tile.el;
+    }
+    for (const [id, tile] of tiles) {
+      if (seen.has(id)) continue;
+      tile.el.remove();
+      tiles.delete(id);
+      if (tile.sha) releaseArtifact(tile.sha);
+    }
+    st.galleryCount.textContent = String(list.length);
+    renderSimNote();
+  }
+
+  // ---- refresh (REST) and live updates (websocket) -------------------------
+
+  function scheduleStudioRefresh(needs) {
+    if (needs) {
+      if (needs.queue) refreshNeeds.queue = true;
+      if (needs.gallery) refreshNeeds.gallery = true;
+      if (needs.failures) refreshNeeds.failures = true;
+    }
+    if (refreshing || refreshTimer !== null) return; // picked up when the current one ends
+    if (!refreshNeeds.queue && !refreshNeeds.gallery && !refreshNeeds.failures) return;
+    const wait = Math.max(0, STUDIO_REFRESH_MIN_MS - (Date.now() - refreshLastAt));
+    refreshTimer = setTimeout(runStudioRefresh, wait);
+  }
+
+  async function runStudioRefresh() {
+    refreshTimer = null;
+    if (!getToken()) return;
+    refreshing = true;
+    refreshLastAt = Date.now();
+    const want = Object.assign({}, refreshNeeds);
+    refreshNeeds.queue = refreshNeeds.gallery = refreshNeeds.failures = false;
+    try {
+      const [queue, gallery, failures] = await Promise.all([
+        want.queue ? apiCall('/api/render/queue') : null,
+        want.gallery ? apiCall('/api/render/jobs?status=completed&limit=' + GALLERY_LIMIT) : null,
+        want.failures ? apiCall('/api/render/jobs?status=failed&limit=' + FAILURE_LIMIT) : null,
+      ]);
+      if (queue && queue.ok && isObj(queue.data)) studio.queue = queue.data;
+      if (gallery && gallery.ok && isObj(gallery.data)) studio.gallery = Array.isArray(gallery.data.jobs) ? gallery.data.jobs : [];
+      if (failures && failures.ok && isObj(failures.data)) studio.failures = Array.isArray(failures.data.jobs) ? failures.data.jobs : [];
+      const failed = [queue, gallery, failures].filter((r) => r && !r.ok && r.status !== 401);
+      if (failed.length) showError(st.queueError, 'refresh failed: ' + failed[0].message);
+      else if (st.queueError.textContent.indexOf('refresh failed') === 0) showError(st.queueError, '');
+      // Ask again where the read models have not caught up with the websocket yet.
+      const lag = studioLag(studio);
+      const lagging = lag.queue || lag.gallery || lag.failures;
+      if (lagging && lagRetries < STUDIO_LAG_RETRIES) {
+        lagRetries += 1;
+        if (lag.queue) refreshNeeds.queue = true;
+        if (lag.gallery) refreshNeeds.gallery = true;
+        if (lag.failures) refreshNeeds.failures = true;
+      }
+      pruneLive(studio, lagging && lagRetries >= STUDIO_LAG_RETRIES);
+      if (want.queue) renderQueue();
+      if (want.gallery) renderGallery();
+      if (want.failures) renderFailures();
+    } finally {
+      refreshing = false;
+      scheduleStudioRefresh(null);
+    }
+  }
+
+  function studioOnEvents(items) {
+    let needs = null;
+    let progressed = false;
+    for (const item of items) {
+      const r = applyStudioEvent(studio, item.env, item.seq);
+      if (!r.relevant) continue;
+      if (r.progress) progressed = true;
+      else lagRetries = 0; // a structural change: the read models get time to catch up again
+      if (r.needs.queue || r.needs.gallery || r.needs.failures) {
+        needs = needs || { queue: false, gallery: false, failures: false };
+        if (r.needs.queue) needs.queue = true;
+        if (r.needs.gallery) needs.gallery = true;
+        if (r.needs.failures) needs.failures = true;
+      }
+      if (r.progress && !queueRows.has(r.progress)) {
+        needs = needs || { queue: false, gallery: false, failures: false };
+        needs.queue = true; // a job we have not listed yet
+      }
+    }
+    if (progressed || needs) renderQueue(); // bars and statuses move now, lists follow
+    if (needs) scheduleStudioRefresh(needs);
+  }
+
+  function studioRefreshAll() {
+    scheduleStudioRefresh({ queue: true, gallery: true, failures: true });
+  }
+
+  function studioBoot() {
+    applyMode();
+    st.mode.addEventListener('change', applyMode);
+    st.seedRandom.addEventListener('click', () => {
+      st.seed.value = String(randomSeed());
+    });
+    st.form.addEventListener('submit', submitRender);
+    st.pause.addEventListener('click', togglePause);
+    st.queue.addEventListener('click', (ev) => {
+      const target = ev.target;
+      if (!(target instanceof Element)) return;
+      const button = target.closest('button[data-action]');
+      const row = button ? button.closest('[data-job-id]') : null;
+      if (button && row && !button.disabled) queueAction(row, button.dataset.action, button);
+    });
+    renderQueue();
+    renderFailures();
+    renderGallery();
+    setInterval(() => {
+      if (!document.hidden) studioRefreshAll();
+    }, STUDIO_POLL_MS);
+  }
+
   // ---- render ----------------------------------------------------------
 
   function render(changes) {
     if (changes.reset || changes.nodes.size > 0) renderNodes(changes.nodes, changes.reset);
     if (changes.reset || changes.events.length > 0) renderEvents(changes.events, changes.reset);
+    // The studio follows the same feed: a (re)snapshot or resume refetches everything,
+    // live events move bars at once and refetch what changed.
+    if (changes.kind === 'snapshot' || changes.kind === 'resumed') studioRefreshAll();
+    else if (changes.kind === 'events' && changes.events.length > 0) studioOnEvents(changes.events);
   }
 
   // ---- boot ------------------------------------------------------------
@@ -1004,11 +2207,12 @@
 
     renderNodes(new Set(), true);
     renderEvents([], true);
+    studioBoot();
     setInterval(tick, 1000);
     connect();
   }
 
-  global.NebulaCommand = { state: state, apiFetch: apiFetch, reconnect: connect };
+  global.NebulaCommand = { state: state, studio: studio, apiFetch: apiFetch, reconnect: connect, refreshStudio: studioRefreshAll };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
   else boot();

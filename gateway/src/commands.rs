@@ -32,7 +32,7 @@ pub(crate) struct CancelJob {
 }
 
 /// Turns axum's body rejections into our error shape, with the reason spelled out.
-fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(crate) fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     payload
         .map(|Json(value)| value)
         .map_err(|rejection| match rejection {

@@ -9,6 +9,7 @@ mod commands;
 mod error;
 mod health;
 mod hub;
+mod render;
 mod ws;
 
 pub use ws::CLOSE_SLOW_CONSUMER;
@@ -37,6 +38,10 @@ pub struct GatewayConfig {
     pub ws_client_buffer: usize,
     /// Recent events included in a websocket snapshot.
     pub snapshot_events: i64,
+    /// Where render inputs and outputs are stored (shared with render workers on this host).
+    pub artifacts_dir: std::path::PathBuf,
+    /// Most render jobs queued at once; submissions beyond it get a 429.
+    pub render_queue_cap: usize,
 }
 
 impl Default for GatewayConfig {
@@ -46,6 +51,8 @@ impl Default for GatewayConfig {
             redis_url: "redis://127.0.0.1:6379".to_owned(),
             ws_client_buffer: 4096,
             snapshot_events: 50,
+            artifacts_dir: std::path::PathBuf::from(".nebula/artifacts"),
+            render_queue_cap: 100,
         }
     }
 }
@@ -60,6 +67,9 @@ pub struct AppState {
     pub(crate) redis: Arc<health::RedisProbe>,
     /// Job commands, with the aggregate cache shared by every request.
     pub(crate) jobs: Arc<bus::store::Commands<domain::job::Job>>,
+    pub(crate) render_jobs: Arc<bus::store::Commands<domain::render::RenderJob>>,
+    pub(crate) render_queue: Arc<bus::store::Commands<domain::render::RenderQueue>>,
+    pub(crate) artifacts: artifacts::ArtifactStore,
     pub(crate) config: Arc<GatewayConfig>,
 }
 
@@ -78,6 +88,29 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs", get(api::list_jobs).post(commands::submit_job))
         .route("/api/jobs/{id}/cancel", post(commands::cancel_job))
         .route("/api/projections", get(api::list_projections))
+        .route(
+            "/api/render/jobs",
+            get(self::render::list).post(self::render::submit),
+        )
+        .route("/api/render/jobs/{id}", get(self::render::get))
+        .route("/api/render/jobs/{id}/cancel", post(self::render::cancel))
+        .route(
+            "/api/render/jobs/{id}/priority",
+            post(self::render::priority),
+        )
+        .route("/api/render/queue", get(self::render::queue))
+        .route("/api/render/queue/pause", post(self::render::pause))
+        .route("/api/render/queue/resume", post(self::render::resume))
+        .route(
+            "/api/render/inputs",
+            post(self::render::upload_input).layer(axum::extract::DefaultBodyLimit::max(
+                self::render::MAX_INPUT_BYTES,
+            )),
+        )
+        .route(
+            "/api/render/artifacts/{sha256}",
+            get(self::render::artifact),
+        )
         .route("/ws", get(ws::upgrade))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -115,7 +148,16 @@ pub async fn serve(
         .with_context(|| format!("failed to listen on {}", config.http_addr))?;
     let local_addr = listener.local_addr()?;
     let jobs = Arc::new(bus::store::commands(bus.clone(), ()));
+    let artifacts = artifacts::ArtifactStore::open(&config.artifacts_dir).with_context(|| {
+        format!(
+            "failed to open the artifact store at {}",
+            config.artifacts_dir.display()
+        )
+    })?;
     let state = AppState {
+        render_jobs: Arc::new(bus::store::commands(bus.clone(), ())),
+        render_queue: Arc::new(bus::store::commands(bus.clone(), ())),
+        artifacts,
         read,
         bus,
         hub,

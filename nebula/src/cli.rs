@@ -23,7 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run everything in one process: gateway, projector and the local agent.
+    /// Run everything in one process: gateway, projector, the local agent, the render
+    /// dispatcher and a render worker (simulated GPU unless `render.backend = "comfyui"`).
     Up,
     /// Run the HTTP gateway (REST, websocket, dashboard).
     Gateway,
@@ -31,6 +32,11 @@ pub enum Command {
     Projector,
     /// Run the node agent (hardware detection, registration, heartbeats).
     Agent,
+    /// Place queued render jobs on GPU nodes (run one per system).
+    Dispatcher,
+    /// Run a worker on this node.
+    #[command(subcommand)]
+    Worker(WorkerCommand),
     /// Apply database migrations and provision the NATS streams, then exit.
     Migrate,
     /// Inspect the event log.
@@ -39,6 +45,14 @@ pub enum Command {
     /// Manage read models.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkerCommand {
+    /// Run render jobs placed on this node, through ComfyUI (`render.backend = "comfyui"`,
+    /// `render.comfyui_url`) or the simulated GPU; supervises ComfyUI when `render.supervise`
+    /// is set.
+    Render,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +98,7 @@ pub enum ProjectionsCommand {
     List,
     /// Rebuild a read model from sequence 1 aside, then swap it in (the live model stays online).
     Rebuild {
-        /// The projection: event_log, nodes, node_telemetry or jobs.
+        /// The projection: event_log, nodes, node_telemetry, jobs or render.
         name: String,
     },
 }
@@ -106,6 +120,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway => serve(&config, Parts::GATEWAY).await,
         Command::Projector => serve(&config, Parts::PROJECTOR).await,
         Command::Agent => serve(&config, Parts::AGENT).await,
+        Command::Dispatcher => serve(&config, Parts::DISPATCHER).await,
+        Command::Worker(WorkerCommand::Render) => serve(&config, Parts::RENDER_WORKER).await,
         Command::Migrate => tools::migrate(&config).await,
         Command::Events(EventsCommand::Tail(args)) => tools::tail(&config, args).await,
         Command::Events(EventsCommand::Replay(args)) => tools::replay(&config, args).await,

@@ -28,6 +28,45 @@ pub struct Config {
     pub projector: ProjectorConfig,
     pub agent: agent::Config,
     pub gateway: GatewayTuning,
+    pub render: RenderConfig,
+}
+
+/// The Creative Studio: where artifacts live, the queue's cap, placement, and this node's
+/// render worker (`nebula worker render`, and inside `nebula up`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RenderConfig {
+    pub artifacts_dir: PathBuf,
+    pub queue_cap: usize,
+    /// `"simulated"` (a labelled stand-in that draws real PNGs from prompt and seed, for
+    /// machines without a GPU) or `"comfyui"` (a real ComfyUI server at `comfyui_url`).
+    pub backend: String,
+    pub comfyui_url: String,
+    /// The worker's node id; the agent's when absent.
+    pub node_id: Option<String>,
+    pub simulated_vram_mib: u64,
+    pub simulated_step_ms: u64,
+    pub dispatcher: render::DispatcherConfig,
+    pub worker: render::WorkerConfig,
+    /// Supervise a local ComfyUI process (start, health-check, restart) when set.
+    pub supervise: Option<render::supervisor::SupervisorConfig>,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        Self {
+            artifacts_dir: PathBuf::from(".nebula/artifacts"),
+            queue_cap: 100,
+            backend: "simulated".to_owned(),
+            comfyui_url: "http://127.0.0.1:8188".to_owned(),
+            node_id: None,
+            simulated_vram_mib: 8192,
+            simulated_step_ms: 120,
+            dispatcher: render::DispatcherConfig::default(),
+            worker: render::WorkerConfig::default(),
+            supervise: None,
+        }
+    }
 }
 
 /// A configuration value that never prints (tokens, passwords).
@@ -81,6 +120,7 @@ impl Default for Config {
             projector: ProjectorConfig::default(),
             agent: agent::Config::default(),
             gateway: GatewayTuning::default(),
+            render: RenderConfig::default(),
         }
     }
 }
@@ -190,6 +230,35 @@ impl Config {
         }
         if self.gateway.ws_client_buffer < 16 {
             problems.push("gateway.ws_client_buffer must be at least 16".to_owned());
+        }
+        if !["simulated", "comfyui"].contains(&self.render.backend.as_str()) {
+            problems.push(format!(
+                "render.backend must be \"simulated\" or \"comfyui\", got {:?}",
+                self.render.backend
+            ));
+        }
+        if !self.render.comfyui_url.starts_with("http://")
+            && !self.render.comfyui_url.starts_with("https://")
+        {
+            problems.push(format!(
+                "render.comfyui_url must be an http(s) url, got {:?}",
+                self.render.comfyui_url
+            ));
+        }
+        if !(1..=10_000).contains(&self.render.queue_cap) {
+            problems.push(format!(
+                "render.queue_cap must be 1..=10000, got {}",
+                self.render.queue_cap
+            ));
+        }
+        if !(1..=64).contains(&self.render.worker.slots) {
+            problems.push(format!(
+                "render.worker.slots must be 1..=64, got {}",
+                self.render.worker.slots
+            ));
+        }
+        if self.render.dispatcher.max_per_node == 0 {
+            problems.push("render.dispatcher.max_per_node must be at least 1".to_owned());
         }
         problems.extend(self.agent.validate());
         if problems.is_empty() {

@@ -21,28 +21,46 @@ pub struct Parts {
     pub gateway: bool,
     pub projector: bool,
     pub agent: bool,
+    /// Places queued render jobs on nodes (one per system).
+    pub dispatcher: bool,
+    /// This node's render worker (and its ComfyUI supervisor, when configured).
+    pub render_worker: bool,
 }
 
 impl Parts {
+    pub const NONE: Parts = Parts {
+        gateway: false,
+        projector: false,
+        agent: false,
+        dispatcher: false,
+        render_worker: false,
+    };
     pub const ALL: Parts = Parts {
         gateway: true,
         projector: true,
         agent: true,
+        dispatcher: true,
+        render_worker: true,
     };
     pub const GATEWAY: Parts = Parts {
         gateway: true,
-        projector: false,
-        agent: false,
+        ..Parts::NONE
     };
     pub const PROJECTOR: Parts = Parts {
-        gateway: false,
         projector: true,
-        agent: false,
+        ..Parts::NONE
     };
     pub const AGENT: Parts = Parts {
-        gateway: false,
-        projector: false,
         agent: true,
+        ..Parts::NONE
+    };
+    pub const DISPATCHER: Parts = Parts {
+        dispatcher: true,
+        ..Parts::NONE
+    };
+    pub const RENDER_WORKER: Parts = Parts {
+        render_worker: true,
+        ..Parts::NONE
     };
 }
 
@@ -216,6 +234,8 @@ async fn start_parts(
             redis_url: config.redis_url.clone(),
             ws_client_buffer: config.gateway.ws_client_buffer,
             snapshot_events: config.gateway.snapshot_events,
+            artifacts_dir: config.render.artifacts_dir.clone(),
+            render_queue_cap: config.render.queue_cap,
         };
         let served = gateway::serve(
             gateway_config,
@@ -263,5 +283,103 @@ async fn start_parts(
             }
         });
     }
+    if parts.dispatcher {
+        let dispatcher = render::Dispatcher::new(bus.clone(), config.render.dispatcher.clone());
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            if let Err(err) = dispatcher.run(cancel.clone()).await {
+                tracing::error!(error = format!("{err:#}"), "render dispatcher stopped");
+                cancel.cancel();
+            }
+        });
+    }
+
+    if parts.render_worker {
+        start_render_worker(config, &bus, &cancel, &tracker).await?;
+    }
     Ok(running)
+}
+
+/// The render backend the configuration asks for.
+fn render_backend(config: &Config) -> anyhow::Result<Arc<dyn render::Backend>> {
+    Ok(match config.render.backend.as_str() {
+        "comfyui" => Arc::new(
+            render::comfyui::ComfyUi::new(&config.render.comfyui_url)
+                .map_err(|err| anyhow::anyhow!("render.comfyui_url: {err}"))?,
+        ),
+        _ => {
+            tracing::warn!(
+                "render backend: SIMULATED GPU (no model runs; images are drawn from prompt and seed). \
+                 Set render.backend = \"comfyui\" to use a real ComfyUI server."
+            );
+            Arc::new(render::simulated::SimulatedGpu {
+                vram_total_mib: config.render.simulated_vram_mib,
+                step_time: Duration::from_millis(config.render.simulated_step_ms),
+            })
+        }
+    })
+}
+
+async fn start_render_worker(
+    config: &Config,
+    bus: &Bus,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let node_id = match (&config.render.node_id, &config.agent.node_id) {
+        (Some(id), _) | (None, Some(id)) => id.clone(),
+        (None, None) => {
+            let hostname = agent::host_name();
+            agent::default_node_id(&hostname).to_string()
+        }
+    };
+    let _: events::NodeId = node_id
+        .parse()
+        .map_err(|err| anyhow::anyhow!("render.node_id {node_id:?}: {err}"))?;
+    let store = render::ArtifactStore::open(&config.render.artifacts_dir).with_context(|| {
+        format!(
+            "failed to open the artifact store at {}",
+            config.render.artifacts_dir.display()
+        )
+    })?;
+    if let Some(supervise) = &config.render.supervise {
+        // The largest GPU's memory decides ComfyUI's memory mode.
+        let vram = tokio::task::spawn_blocking(|| {
+            agent::hardware::GpuBackend::detect()
+                .inventory()
+                .ok()
+                .and_then(|gpus| gpus.iter().map(|g| g.memory_total_bytes >> 20).max())
+        })
+        .await
+        .ok()
+        .flatten();
+        let supervisor = render::supervisor::Supervisor::new(
+            bus.clone(),
+            node_id.clone(),
+            config.render.comfyui_url.clone(),
+            supervise.clone(),
+            vram,
+        )?;
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            if let Err(err) = supervisor.run(cancel).await {
+                tracing::error!(error = format!("{err:#}"), "comfyui supervisor stopped");
+            }
+        });
+    }
+    let worker = render::Worker::new(
+        bus.clone(),
+        node_id,
+        render_backend(config)?,
+        store,
+        config.render.worker.clone(),
+    );
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        if let Err(err) = worker.run(cancel.clone()).await {
+            tracing::error!(error = format!("{err:#}"), "render worker stopped");
+            cancel.cancel();
+        }
+    });
+    Ok(())
 }

@@ -1,8 +1,11 @@
 //! (a) An agent heartbeat reaches the dashboard in a real headless Chromium, live; and the page
 //! reconnects and resumes after the gateway restarts.
+//! (b) The Creative Studio: an image submitted from the page runs with live progress and lands
+//! in the gallery with its provenance.
 
 mod common;
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -117,4 +120,179 @@ async fn start_on(config: &nebula::Config, addr: SocketAddr) -> nebula::Running 
         || async { nebula::start(config, Parts::ALL).await.ok() },
     )
     .await
+}
+
+/// The studio's progress bar for `job` as `(value, max, status, simulated badge shown)`, once the
+/// queue lists the job with a progress value.
+async fn queue_progress(browser: &Browser, job: &str) -> Option<(u64, u64, String, bool)> {
+    let value = browser
+        .eval(&format!(
+            "const row = document.querySelector('#studio-queue [data-job-id=\"{job}\"]');
+             if (!row) return null;
+             const bar = row.querySelector('.progress');
+             return {{ value: bar ? bar.dataset.value : '', max: bar ? bar.dataset.max : '',
+                      status: row.dataset.status, sim: !!row.querySelector('.badge-simulated') }};"
+        ))
+        .await;
+    let value_of = |key: &str| value[key].as_str().and_then(|s| s.parse::<u64>().ok());
+    Some((
+        value_of("value")?,
+        value_of("max")?,
+        value["status"].as_str().unwrap_or_default().to_owned(),
+        value["sim"].as_bool().unwrap_or(false),
+    ))
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn an_image_submitted_from_the_dashboard_runs_with_live_progress_and_lands_in_the_gallery(
+    pool: PgPool,
+) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = config(&nats, &pool, state.path());
+    // Slow enough steps that the bar is seen moving: 20 steps take about three seconds.
+    config.render.simulated_step_ms = 150;
+    let stack = nebula::start(
+        &config,
+        Parts {
+            gateway: true,
+            projector: true,
+            dispatcher: true,
+            render_worker: true,
+            ..Parts::NONE
+        },
+    )
+    .await
+    .unwrap();
+    let addr = stack.gateway_addr.unwrap();
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#token={TOKEN}")).await;
+    wait_until("the page to go live with the studio loaded", WAIT, || async {
+        let ready = browser
+            .eval(
+                "return document.querySelector('#conn-status').textContent.trim() === 'live'
+                    && !!document.querySelector('#studio')
+                    && /\\d+ \\/ \\d+/.test(document.querySelector('#studio-queue-count').textContent);",
+            )
+            .await;
+        (ready == true).then_some(())
+    })
+    .await;
+
+    // Fill the txt2img form as a user would and submit it.
+    let seed = 987_654_321_u64;
+    browser
+        .eval(&format!(
+            "const set = (sel, v) => {{ const e = document.querySelector(sel); e.value = v;
+                 e.dispatchEvent(new Event('input', {{ bubbles: true }}));
+                 e.dispatchEvent(new Event('change', {{ bubbles: true }})); }};
+             set('#studio-mode', 'txt2img');
+             set('#studio-prompt', 'a lighthouse on a cliff at dusk');
+             set('#studio-seed', '{seed}');
+             set('#studio-steps', '20');
+             set('#studio-width', '256');
+             set('#studio-height', '256');
+             document.querySelector('#studio-submit').click();
+             return null;"
+        ))
+        .await;
+    let job = wait_until("the job id after submitting", WAIT, || async {
+        // (Not `error`: WebDriver's own errors are objects with that key.)
+        let answer = browser
+            .eval(
+                "const err = document.querySelector('#studio-error');
+                 return { id: document.querySelector('#studio-notice').dataset.jobId || null,
+                          shown: err.hidden ? null : err.textContent };",
+            )
+            .await;
+        assert!(
+            answer["shown"].is_null(),
+            "the studio showed an error: {answer}"
+        );
+        answer["id"].as_str().map(str::to_owned)
+    })
+    .await;
+
+    // The queue shows the job, and its bar moves without a reload.
+    let seen = RefCell::new(Vec::<u64>::new());
+    let simulated_in_queue = RefCell::new(false);
+    let max = wait_until(
+        "the progress bar to show two different values below max",
+        WAIT,
+        || async {
+            let (value, max, status, sim) = queue_progress(&browser, &job).await?;
+            if sim {
+                *simulated_in_queue.borrow_mut() = true;
+            }
+            if value < max && status == "running" {
+                let mut seen = seen.borrow_mut();
+                if seen.last() != Some(&value) {
+                    seen.push(value);
+                }
+            }
+            let seen = seen.borrow();
+            let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+            (distinct.len() >= 2).then_some(max)
+        },
+    )
+    .await;
+    let seen = seen.into_inner();
+    assert_eq!(max, 20, "one progress step per sampler step");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "progress went backwards: {seen:?}"
+    );
+    assert!(
+        simulated_in_queue.into_inner(),
+        "the running job must be labelled SIMULATED GPU in the queue"
+    );
+
+    // It lands in the gallery: the image loads through the token, with its provenance.
+    let tile = wait_until("the job's tile with its image loaded", WAIT, || async {
+        let tile = browser
+            .eval(&format!(
+                "const tile = document.querySelector('#studio-gallery [data-job-id=\"{job}\"]');
+                 if (!tile) return null;
+                 const img = tile.querySelector('img');
+                 if (!img || !img.complete || img.naturalWidth === 0) return null;
+                 const badge = tile.querySelector('.badge-simulated');
+                 return {{ width: img.naturalWidth, height: img.naturalHeight, src: img.src,
+                          provenance: tile.querySelector('.provenance').textContent,
+                          badge: badge ? badge.textContent : null,
+                          badge_visible: !!badge && badge.getBoundingClientRect().width > 0 }};"
+            ))
+            .await;
+        (!tile.is_null()).then_some(tile)
+    })
+    .await;
+    assert_eq!(tile["width"], 256, "{tile}");
+    assert_eq!(tile["height"], 256, "{tile}");
+    assert!(
+        tile["src"].as_str().unwrap().starts_with("blob:"),
+        "the artifact is fetched with the token into a blob URL: {tile}"
+    );
+    let provenance = tile["provenance"].as_str().unwrap();
+    assert!(provenance.contains(&seed.to_string()), "{tile}");
+    assert!(provenance.contains("simulated"), "{tile}");
+    assert!(provenance.contains("dashboard"), "the trigger: {tile}");
+    assert_eq!(tile["badge"], "SIMULATED GPU", "{tile}");
+    assert_eq!(tile["badge_visible"], true, "{tile}");
+
+    // Finished work leaves the queue by itself.
+    wait_until("the finished job to leave the queue", WAIT, || async {
+        let gone = browser
+            .eval(&format!(
+                "return !document.querySelector('#studio-queue [data-job-id=\"{job}\"]');"
+            ))
+            .await;
+        (gone == true).then_some(())
+    })
+    .await;
+    browser
+        .eval("document.querySelector('#studio').scrollIntoView(); return null;")
+        .await;
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-studio.png"), &png);
+    stack.shutdown().await;
 }

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 const SERVER: Parts = Parts {
     gateway: true,
     projector: true,
-    agent: false,
+    ..Parts::NONE
 };
 
 type Socket =
@@ -422,16 +422,7 @@ async fn a_slow_websocket_client_is_disconnected_not_waited_for(pool: PgPool) {
     let state = tempfile::tempdir().unwrap();
     let mut config = config(&nats, &pool, state.path());
     config.gateway.ws_client_buffer = 16;
-    let running = nebula::start(
-        &config,
-        Parts {
-            gateway: true,
-            projector: false,
-            agent: false,
-        },
-    )
-    .await
-    .unwrap();
+    let running = nebula::start(&config, Parts::GATEWAY).await.unwrap();
     let addr = running.gateway_addr.unwrap();
     let url = format!("ws://{addr}/ws?token={TOKEN}&since=0");
     let (mut slow, _) = tokio_tungstenite::connect_async(url.as_str())

@@ -13,6 +13,7 @@ mod jobs;
 mod nodes;
 mod read;
 pub mod rebuild;
+pub mod render;
 pub mod runner;
 mod telemetry;
 
@@ -27,6 +28,7 @@ pub use event_log::EventLog;
 pub use jobs::Jobs;
 pub use nodes::Nodes;
 pub use read::{EventFilter, EventRow, JobView, NodeView, ReadModels, Snapshot};
+pub use render::Render;
 pub use telemetry::NodeTelemetry;
 
 pub use sqlx::PgPool;
@@ -111,6 +113,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(Nodes),
         std::sync::Arc::new(NodeTelemetry),
         std::sync::Arc::new(Jobs),
+        std::sync::Arc::new(Render),
     ]
 }
 

@@ -45,7 +45,7 @@ fn dependencies() -> HashMap<String, Vec<String>> {
         .collect()
 }
 
-const SERVICES: &[&str] = &["agent"];
+const SERVICES: &[&str] = &["agent", "render"];
 
 /// `(package, dependencies it must not have)`.
 fn forbidden() -> Vec<(&'static str, Vec<&'static str>)> {

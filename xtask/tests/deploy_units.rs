@@ -164,6 +164,20 @@ fn nebula_agent_service_is_valid() {
 }
 
 #[test]
+fn nebula_render_worker_service_is_valid() {
+    let problems = problems(
+        "nebula-render-worker.service",
+        &read_unit("nebula-render-worker.service"),
+        "worker render",
+    );
+    assert!(
+        problems.is_empty(),
+        "deploy/nebula-render-worker.service:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
 fn a_misspelled_key_is_reported() {
     let broken = read_unit("nebula.service").replace("Restart=on-failure", "Restrat=on-failure");
     let structural = structural_problems(&broken, "up");

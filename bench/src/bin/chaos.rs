@@ -121,7 +121,11 @@ async fn wait_caught_up(pool: &PgPool, bus: &Bus, limit: Duration) -> Result<()>
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        if positions.len() == 3 && positions.iter().all(|p| *p >= head) {
+        let expected = projections::all()
+            .iter()
+            .filter(|p| p.stream() == StreamName::Events)
+            .count();
+        if positions.len() == expected && positions.iter().all(|p| *p >= head) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -416,7 +420,7 @@ async fn r3_postgres_restart(events: u64, restarts: usize) -> Result<Outcome> {
         bail!("the projections finished before Postgres could be restarted; use a larger load");
     }
     let (lost, duplicated) = verify(&pool, &commits).await?;
-    let retries: f64 = ["event_log", "nodes", "jobs"]
+    let retries: f64 = ["event_log", "nodes", "jobs", "render"]
         .iter()
         .map(|p| {
             bus.metrics()

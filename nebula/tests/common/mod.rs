@@ -44,6 +44,10 @@ pub fn config(nats: &NatsServer, pool: &PgPool, state_dir: &std::path::Path) -> 
     config.agent.heartbeat_interval_secs = 0.2;
     config.agent.disable_gpu_detection = true;
     config.projector.batch_size = 200;
+    config.render.artifacts_dir = state_dir.join("artifacts");
+    config.render.simulated_step_ms = 20;
+    config.render.worker.heartbeat_secs = 0.2;
+    config.render.dispatcher.tick = std::time::Duration::from_millis(100);
     config
 }
 

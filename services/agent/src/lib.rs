@@ -93,12 +93,17 @@ pub fn default_node_id(hostname: &str) -> NodeId {
     NodeId::try_from(cleaned).expect("a sanitized hostname is a valid node id")
 }
 
+/// This machine's host name (`localhost` when it cannot be read).
+pub fn host_name() -> String {
+    sysinfo::System::host_name().unwrap_or_else(|| "localhost".to_owned())
+}
+
 pub fn build(config: Config, ctx: ServiceContext) -> anyhow::Result<Agent> {
     let problems = config.validate();
     if !problems.is_empty() {
         anyhow::bail!("invalid agent configuration: {}", problems.join("; "));
     }
-    let hostname = sysinfo::System::host_name().unwrap_or_else(|| "localhost".to_owned());
+    let hostname = host_name();
     let node_id = match &config.node_id {
         Some(id) => id.parse()?,
         None => default_node_id(&hostname),

@@ -1,0 +1,156 @@
+//! The artifact store on disk (render inputs and outputs): every file once, by the SHA-256 of its bytes
+//! (`sha256/ab/abcdef….png`), and each job's outputs by job id (`jobs/<job>/<n>.png`, hard
+//! links to the content files). Writes go to a temporary file first and are renamed into
+//! place, so a reader never sees half a file and a crash leaves no torn artifact.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone)]
+pub struct ArtifactStore {
+    root: PathBuf,
+}
+
+/// Hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `s` is a lowercase hex SHA-256 (so it is safe as a path component).
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Width and height of a PNG, from its IHDR chunk.
+pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if bytes.len() < 24 || &bytes[..8] != SIGNATURE || &bytes[12..16] != b"IHDR" {
+        return None;
+    }
+    let width = u32::from_be_bytes(bytes[16..20].try_into().ok()?);
+    let height = u32::from_be_bytes(bytes[20..24].try_into().ok()?);
+    Some((width, height))
+}
+
+/// Whether a job id is safe as a path component (ours are UUIDs; anything else is refused).
+fn safe_component(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl ArtifactStore {
+    pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("sha256"))?;
+        std::fs::create_dir_all(root.join("jobs"))?;
+        std::fs::create_dir_all(root.join("tmp"))?;
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the content with this hash lives (whether or not it exists).
+    pub fn content_path(&self, sha256: &str) -> Option<PathBuf> {
+        is_sha256(sha256).then(|| self.root.join("sha256").join(&sha256[..2]).join(sha256))
+    }
+
+    /// Stores `bytes` once; returns its hash and whether it was new.
+    pub async fn put(&self, bytes: &[u8]) -> io::Result<(String, bool)> {
+        let sha = sha256_hex(bytes);
+        let path = self
+            .content_path(&sha)
+            .ok_or_else(|| io::Error::other("bad hash"))?;
+        if tokio::fs::try_exists(&path).await? {
+            return Ok((sha, false));
+        }
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{sha}.{}", uuid::Uuid::new_v4()));
+        tokio::fs::write(&tmp, bytes).await?;
+        tokio::fs::File::open(&tmp).await?.sync_all().await?;
+        tokio::fs::rename(&tmp, &path).await?;
+        Ok((sha, true))
+    }
+
+    /// Records the `index`-th output of `job_id` (a hard link to its content). Idempotent.
+    pub async fn link_job(
+        &self,
+        job_id: &str,
+        index: usize,
+        sha256: &str,
+        extension: &str,
+    ) -> io::Result<PathBuf> {
+        if !safe_component(job_id) || !safe_component(extension) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unsafe job id or extension",
+            ));
+        }
+        let content = self
+            .content_path(sha256)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a sha256"))?;
+        let dir = self.root.join("jobs").join(job_id);
+        tokio::fs::create_dir_all(&dir).await?;
+        let link = dir.join(format!("{index}.{extension}"));
+        match tokio::fs::hard_link(&content, &link).await {
+            Ok(()) => Ok(link),
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(link),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The bytes with this hash, or `None` if the store does not hold them.
+    pub async fn get(&self, sha256: &str) -> io::Result<Option<Bytes>> {
+        let Some(path) = self.content_path(sha256) else {
+            return Ok(None);
+        };
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// How many content files the store holds (for tests and metrics).
+    pub fn content_count(&self) -> io::Result<usize> {
+        let mut count = 0;
+        for shard in std::fs::read_dir(self.root.join("sha256"))? {
+            count += std::fs::read_dir(shard?.path())?.count();
+        }
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn content_is_stored_once_and_linked_by_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let (sha, new) = store.put(b"picture").await.unwrap();
+        assert!(new);
+        assert_eq!(store.put(b"picture").await.unwrap(), (sha.clone(), false));
+        assert_eq!(store.content_count().unwrap(), 1);
+        let link = store.link_job("job-1", 0, &sha, "png").await.unwrap();
+        assert_eq!(std::fs::read(&link).unwrap(), b"picture");
+        store.link_job("job-1", 0, &sha, "png").await.unwrap();
+        assert_eq!(store.get(&sha).await.unwrap().unwrap(), &b"picture"[..]);
+        assert!(store.get(&"0".repeat(64)).await.unwrap().is_none());
+        assert!(store.get("../../etc/passwd").await.unwrap().is_none());
+        assert!(store.link_job("../x", 0, &sha, "png").await.is_err());
+    }
+}

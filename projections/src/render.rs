@@ -1,0 +1,334 @@
+//! `render_jobs`, `render_queue` and `comfyui_instances`: the Creative Studio's read models.
+//!
+//! Render jobs are few (people and chat commands submit them) and each event is small, so this
+//! projection writes one statement per event; the batch still commits in one transaction with
+//! the checkpoint.
+
+use bus::{StoredMessage, StreamName};
+use events::render::{ComfyEvent, RenderJobEvent, RenderQueueEvent, RenderStatus};
+use events::{DomainEvent, EventEnvelope};
+use sqlx::PgConnection;
+use sqlx::types::Json;
+
+use crate::event_log::seq_i64;
+use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
+
+pub struct Render;
+
+impl Projection for Render {
+    fn name(&self) -> &'static str {
+        "render"
+    }
+
+    fn stream(&self) -> StreamName {
+        StreamName::Events
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &["render_jobs", "render_queue", "comfyui_instances"]
+    }
+
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut PgConnection,
+        target: &'a Target,
+        batch: &'a [StoredMessage],
+    ) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            let mut applied = Applied::default();
+            let prefixes = [
+                RenderJobEvent::AGGREGATE_TYPE,
+                RenderQueueEvent::AGGREGATE_TYPE,
+                ComfyEvent::AGGREGATE_TYPE,
+            ]
+            .map(|t| format!("nebula.events.{t}."));
+            for message in batch {
+                if !prefixes.iter().any(|p| message.subject.starts_with(p)) {
+                    continue;
+                }
+                let commit = message
+                    .decode_commit()
+                    .map_err(|err| ApplyError::Poison(err.to_string()))?;
+                let seq = seq_i64(message.stream_seq.0)?;
+                for envelope in commit {
+                    let known = match envelope.aggregate_type.as_str() {
+                        "render_job" => apply_job(conn, target, &envelope, seq).await?,
+                        "render_queue" => apply_queue(conn, target, &envelope, seq).await?,
+                        "comfyui" => apply_comfy(conn, target, &envelope, seq).await?,
+                        _ => true,
+                    };
+                    if !known {
+                        applied.unknown_skipped += 1;
+                    }
+                }
+            }
+            Ok(applied)
+        })
+    }
+}
+
+fn decode<E: DomainEvent + serde::de::DeserializeOwned>(
+    envelope: &EventEnvelope,
+) -> Result<Option<E>, ApplyError> {
+    match envelope.decode::<E>() {
+        Ok(event) => Ok(Some(event)),
+        Err(err) if err.is_unknown_type() => Ok(None),
+        Err(err) => Err(ApplyError::Poison(err.to_string())),
+    }
+}
+
+/// Applies one render job event; `false` if its type is unknown to this version.
+async fn apply_job(
+    conn: &mut PgConnection,
+    target: &Target,
+    envelope: &EventEnvelope,
+    seq: i64,
+) -> Result<bool, ApplyError> {
+    let Some(event) = decode::<RenderJobEvent>(envelope)? else {
+        return Ok(false);
+    };
+    let table = target.table("render_jobs");
+    let id = &envelope.aggregate_id;
+    let at = envelope.occurred_at;
+    let status = |s: RenderStatus| s.as_str();
+    let query = match event {
+        RenderJobEvent::Requested(requested) => {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {table} (job_id, mode, status, priority, params, trigger, vram_mib, \
+                 max_attempts, correlation_id, submitted_seq, requested_at, updated_at, last_stream_seq) \
+                 VALUES ($1, $2, 'queued', $3, $4, $5, $6, $7, $8, $9, $10, $10, $9) \
+                 ON CONFLICT (job_id) DO NOTHING"
+            )))
+            .bind(id)
+            .bind(requested.mode.as_str())
+            .bind(requested.priority)
+            .bind(Json(&requested.params))
+            .bind(Json(&requested.trigger))
+            .bind(i64::try_from(requested.vram_mib).unwrap_or(i64::MAX))
+            .bind(i32::try_from(requested.max_attempts).unwrap_or(i32::MAX))
+            .bind(envelope.correlation_id.0)
+            .bind(seq)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            return Ok(true);
+        }
+        RenderJobEvent::Queued(queued) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET status = $2, priority = $3, node_id = NULL, progress_value = NULL, \
+             progress_max = NULL, error = CASE WHEN $4 = 'submitted' THEN NULL ELSE $4 END, \
+             updated_at = $5, last_stream_seq = $6 WHERE job_id = $1"
+        )))
+        .bind(id)
+        .bind(status(RenderStatus::Queued))
+        .bind(queued.priority)
+        .bind(queued.reason)
+        .bind(at)
+        .bind(seq),
+        RenderJobEvent::PriorityChanged(changed) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET priority = $2, updated_at = $3, last_stream_seq = $4 WHERE job_id = $1"
+        )))
+        .bind(id)
+        .bind(changed.priority)
+        .bind(at)
+        .bind(seq),
+        RenderJobEvent::Assigned(assigned) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET status = $2, node_id = $3, attempt = $4, updated_at = $5, \
+             last_stream_seq = $6 WHERE job_id = $1"
+        )))
+        .bind(id)
+        .bind(status(RenderStatus::Assigned))
+        .bind(assigned.node_id)
+        .bind(i32::try_from(assigned.attempt).unwrap_or(i32::MAX))
+        .bind(at)
+        .bind(seq),
+        RenderJobEvent::Started(started) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET status = $2, node_id = $3, backend = $4, \
+             started_at = COALESCE(started_at, $5), updated_at = $5, last_stream_seq = $6 \
+             WHERE job_id = $1"
+        )))
+        .bind(id)
+        .bind(status(RenderStatus::Running))
+        .bind(started.node_id)
+        .bind(started.backend)
+        .bind(at)
+        .bind(seq),
+        RenderJobEvent::Progressed(progress) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET status = $2, progress_value = $3, progress_max = $4, \
+             updated_at = $5, last_stream_seq = $6 WHERE job_id = $1"
+        )))
+        .bind(id)
+        .bind(status(RenderStatus::Running))
+        .bind(i32::try_from(progress.value).unwrap_or(i32::MAX))
+        .bind(i32::try_from(progress.max).unwrap_or(i32::MAX))
+        .bind(at)
+        .bind(seq),
+        RenderJobEvent::Completed(completed) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET status = $2, artifacts = $3, provenance = $4, \
+             progress_value = progress_max, finished_at = $5, updated_at = $5, \
+             last_stream_seq = $6 WHERE job_id = $1"
+        )))
+        .bind(id)
+        .bind(status(RenderStatus::Completed))
+        .bind(Json(completed.artifacts))
+        .bind(Json(completed.provenance))
+        .bind(at)
+        .bind(seq),
+        RenderJobEvent::Failed(failed) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET status = $2, error = $3, retryable = $4, finished_at = $5, \
+             updated_at = $5, last_stream_seq = $6 WHERE job_id = $1"
+        )))
+        .bind(id)
+        .bind(status(RenderStatus::Failed))
+        .bind(failed.reason)
+        .bind(failed.retryable)
+        .bind(at)
+        .bind(seq),
+        RenderJobEvent::Cancelled(cancelled) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {table} SET status = $2, error = $3, finished_at = $4, updated_at = $4, \
+             last_stream_seq = $5 WHERE job_id = $1"
+        )))
+        .bind(id)
+        .bind(status(RenderStatus::Cancelled))
+        .bind(cancelled.reason)
+        .bind(at)
+        .bind(seq),
+    };
+    query.execute(&mut *conn).await?;
+    Ok(true)
+}
+
+async fn apply_queue(
+    conn: &mut PgConnection,
+    target: &Target,
+    envelope: &EventEnvelope,
+    seq: i64,
+) -> Result<bool, ApplyError> {
+    let Some(event) = decode::<RenderQueueEvent>(envelope)? else {
+        return Ok(false);
+    };
+    let (paused, reason) = match event {
+        RenderQueueEvent::Paused(paused) => (true, Some(paused.reason)),
+        RenderQueueEvent::Resumed => (false, None),
+        // Admission bookkeeping is the queue aggregate's own business.
+        RenderQueueEvent::Admitted(_) | RenderQueueEvent::Released(_) => return Ok(true),
+    };
+    let table = target.table("render_queue");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} (queue_id, paused, reason, updated_at, last_stream_seq) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (queue_id) DO UPDATE SET paused = $2, \
+         reason = $3, updated_at = $4, last_stream_seq = $5"
+    )))
+    .bind(&envelope.aggregate_id)
+    .bind(paused)
+    .bind(reason)
+    .bind(envelope.occurred_at)
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+async fn apply_comfy(
+    conn: &mut PgConnection,
+    target: &Target,
+    envelope: &EventEnvelope,
+    seq: i64,
+) -> Result<bool, ApplyError> {
+    let Some(ComfyEvent::StateChanged(changed)) = decode::<ComfyEvent>(envelope)? else {
+        return Ok(false);
+    };
+    let table = target.table("comfyui_instances");
+    let state = serde_json::to_value(changed.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} (node_id, state, pid, restarts, vram_mode, reason, updated_at, last_stream_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (node_id) DO UPDATE SET state = $2, \
+         pid = $3, restarts = $4, vram_mode = $5, reason = $6, updated_at = $7, last_stream_seq = $8"
+    )))
+    .bind(&envelope.aggregate_id)
+    .bind(state)
+    .bind(changed.pid.map(|p| i32::try_from(p).unwrap_or(i32::MAX)))
+    .bind(i32::try_from(changed.restarts).unwrap_or(i32::MAX))
+    .bind(changed.vram_mode)
+    .bind(changed.reason)
+    .bind(envelope.occurred_at)
+    .bind(seq)
+    .execute(&mut *conn)
+    .await?;
+    Ok(true)
+}
+
+/// Columns of a render job as the API shows it.
+const JOB_JSON: &str = "jsonb_build_object('job_id', job_id, 'mode', mode, 'status', status, \
+     'priority', priority, 'params', params, 'trigger', trigger, 'vram_mib', vram_mib, \
+     'attempt', attempt, 'max_attempts', max_attempts, 'node_id', node_id, 'backend', backend, \
+     'progress', CASE WHEN progress_max IS NULL THEN NULL ELSE jsonb_build_object('value', progress_value, 'max', progress_max) END, \
+     'artifacts', COALESCE(artifacts, '[]'::jsonb), 'provenance', provenance, 'error', error, \
+     'retryable', retryable, 'correlation_id', correlation_id, 'submitted_seq', submitted_seq, \
+     'requested_at', requested_at, 'started_at', started_at, 'finished_at', finished_at, \
+     'updated_at', updated_at)";
+
+impl crate::ReadModels {
+    /// One render job, or `None` if the read model has not seen it (yet).
+    pub async fn render_job(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<serde_json::Value>, crate::ProjectionError> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_JSON} FROM render_jobs WHERE job_id = $1"
+        )))
+        .bind(job_id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// The queue: whether it is paused, and the unfinished jobs in the order they will run
+    /// (running and assigned first, then queued by priority, then submission).
+    pub async fn render_queue(&self) -> Result<serde_json::Value, crate::ProjectionError> {
+        let mut tx = self.pool().begin().await?;
+        let state: Option<(bool, Option<String>)> =
+            sqlx::query_as("SELECT paused, reason FROM render_queue WHERE queue_id = $1")
+                .bind(events::render::QUEUE_ID)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let jobs: Vec<serde_json::Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_JSON} FROM render_jobs WHERE status IN ('queued', 'assigned', 'running') \
+             ORDER BY CASE status WHEN 'running' THEN 0 WHEN 'assigned' THEN 1 ELSE 2 END, \
+             priority DESC, submitted_seq"
+        )))
+        .fetch_all(&mut *tx)
+        .await?;
+        let instances: Vec<serde_json::Value> =
+            sqlx::query_scalar("SELECT to_jsonb(c) FROM comfyui_instances c ORDER BY node_id")
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        let (paused, reason) = state.unwrap_or((false, None));
+        let queued = jobs.iter().filter(|j| j["status"] == "queued").count();
+        Ok(serde_json::json!({
+            "paused": paused,
+            "reason": reason,
+            "queued": queued,
+            "jobs": jobs,
+            "comfyui": instances,
+        }))
+    }
+
+    /// Render jobs, newest first, optionally only those in `status`.
+    pub async fn render_jobs(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<serde_json::Value>, crate::ProjectionError> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_JSON} FROM render_jobs WHERE $1::text IS NULL OR status = $1 \
+             ORDER BY COALESCE(finished_at, updated_at) DESC, job_id LIMIT $2"
+        )))
+        .bind(status)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+}

@@ -1,0 +1,551 @@
+//! The dispatcher: places queued render jobs on GPU nodes.
+//!
+//! Its state is a fold of the log (render job and queue events from the start of EVENTS) plus
+//! live telemetry (worker and agent heartbeats), so a restarted dispatcher knows exactly what
+//! it knew. Decisions are commands on the aggregates: an assignment that raced with a cancel
+//! or another dispatcher is refused by the job's own subject, never applied twice.
+//!
+//! A job goes to a node whose render worker is alive, has a free slot (at most
+//! `max_per_node` jobs assigned or running there), and reports free VRAM that fits the job's
+//! estimate. Jobs are taken by priority, then in submission order. A node whose worker has
+//! been silent for `node_timeout` is lost: its jobs go back to the queue as a new attempt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bus::store::{CommandMeta, Commands, commands, execute};
+use bus::{Bus, ReadFrom, StreamName};
+use domain::render::{QUEUE_ID, QueueCommand, RenderCommand, RenderError, RenderJob, RenderQueue};
+use events::render::{
+    RenderJobEvent, RenderMode, RenderParams, RenderQueueEvent, RenderStatus, Trigger,
+    WorkerHeartbeat,
+};
+use events::telemetry::Heartbeat;
+use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// `nebula.work.render.<node>`: a node's render work.
+pub fn work_subject(node_id: &str) -> String {
+    events::subjects::work(&format!("render.{node_id}"))
+}
+
+/// What a worker receives: enough to run the job without reading the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkItem {
+    pub job_id: String,
+    pub attempt: u32,
+    pub mode: RenderMode,
+    pub params: RenderParams,
+    pub trigger: Trigger,
+    pub correlation_id: CorrelationId,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct DispatcherConfig {
+    /// Most render jobs assigned to or running on one node at once.
+    pub max_per_node: u32,
+    /// A worker silent this long is lost, and its jobs requeued.
+    #[serde(with = "humantime_secs")]
+    pub node_timeout: Duration,
+    /// How often placement and recovery run when nothing else wakes them.
+    #[serde(with = "humantime_secs")]
+    pub tick: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            max_per_node: 2,
+            node_timeout: Duration::from_secs(15),
+            tick: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Durations in config files as (fractional) seconds.
+mod humantime_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(value.as_secs_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct JobView {
+    status: RenderStatus,
+    priority: i32,
+    submitted_seq: u64,
+    vram_mib: u64,
+    node_id: Option<String>,
+    attempt: u32,
+    mode: RenderMode,
+    params: RenderParams,
+    trigger: Trigger,
+    correlation_id: CorrelationId,
+    last_event: EventId,
+}
+
+#[derive(Debug, Clone)]
+struct NodeView {
+    seen: Instant,
+    slots: u32,
+    ready: bool,
+    vram_free_mib: Option<u64>,
+    /// From the node agent's heartbeat: the freest GPU's free memory.
+    agent_vram_free_mib: Option<u64>,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: HashMap<String, JobView>,
+    admitted: BTreeMap<String, Instant>,
+    paused: bool,
+    nodes: HashMap<String, NodeView>,
+}
+
+impl State {
+    fn apply_event(&mut self, envelope: &EventEnvelope, stream_seq: u64) {
+        match envelope.aggregate_type.as_str() {
+            t if t == RenderJobEvent::AGGREGATE_TYPE => {
+                let Ok(event) = envelope.decode::<RenderJobEvent>() else {
+                    return;
+                };
+                let id = envelope.aggregate_id.clone();
+                if let RenderJobEvent::Requested(requested) = &event {
+                    self.jobs.insert(
+                        id.clone(),
+                        JobView {
+                            status: RenderStatus::Queued,
+                            priority: requested.priority,
+                            submitted_seq: stream_seq,
+                            vram_mib: requested.vram_mib,
+                            node_id: None,
+                            attempt: 0,
+                            mode: requested.mode,
+                            params: requested.params.clone(),
+                            trigger: requested.trigger.clone(),
+                            correlation_id: envelope.correlation_id,
+                            last_event: envelope.event_id,
+                        },
+                    );
+                }
+                let Some(job) = self.jobs.get_mut(&id) else {
+                    return;
+                };
+                job.last_event = envelope.event_id;
+                match event {
+                    RenderJobEvent::Requested(_) => {}
+                    RenderJobEvent::Queued(queued) => {
+                        job.status = RenderStatus::Queued;
+                        job.priority = queued.priority;
+                        job.node_id = None;
+                    }
+                    RenderJobEvent::PriorityChanged(changed) => job.priority = changed.priority,
+                    RenderJobEvent::Assigned(assigned) => {
+                        job.status = RenderStatus::Assigned;
+                        job.node_id = Some(assigned.node_id);
+                        job.attempt = assigned.attempt;
+                    }
+                    RenderJobEvent::Started(_) | RenderJobEvent::Progressed(_) => {
+                        job.status = RenderStatus::Running;
+                    }
+                    RenderJobEvent::Completed(_)
+                    | RenderJobEvent::Failed(_)
+                    | RenderJobEvent::Cancelled(_) => {
+                        // Finished jobs need no placement: forget them.
+                        self.jobs.remove(&id);
+                    }
+                }
+            }
+            t if t == RenderQueueEvent::AGGREGATE_TYPE => {
+                let Ok(event) = envelope.decode::<RenderQueueEvent>() else {
+                    return;
+                };
+                match event {
+                    RenderQueueEvent::Admitted(admitted) => {
+                        self.admitted.insert(admitted.job_id, Instant::now());
+                    }
+                    RenderQueueEvent::Released(released) => {
+                        self.admitted.remove(&released.job_id);
+                    }
+                    RenderQueueEvent::Paused(_) => self.paused = true,
+                    RenderQueueEvent::Resumed => self.paused = false,
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn load(&self, node_id: &str) -> (u32, u64) {
+        let mut count = 0;
+        let mut pending_vram = 0;
+        for job in self.jobs.values() {
+            if job.node_id.as_deref() == Some(node_id)
+                && matches!(job.status, RenderStatus::Assigned | RenderStatus::Running)
+            {
+                count += 1;
+                if job.status == RenderStatus::Assigned {
+                    // Not started yet: its memory is not in the node's reported use.
+                    pending_vram += job.vram_mib;
+                }
+            }
+        }
+        (count, pending_vram)
+    }
+
+    /// Queued jobs in the order they should run.
+    fn queue(&self) -> Vec<(String, JobView)> {
+        let mut queued: Vec<(String, JobView)> = self
+            .jobs
+            .iter()
+            .filter(|(_, job)| job.status == RenderStatus::Queued)
+            .map(|(id, job)| (id.clone(), job.clone()))
+            .collect();
+        queued.sort_by(|(_, a), (_, b)| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.submitted_seq.cmp(&b.submitted_seq))
+        });
+        queued
+    }
+}
+
+pub struct Dispatcher {
+    bus: Bus,
+    config: DispatcherConfig,
+    jobs: Commands<RenderJob>,
+    queue: Commands<RenderQueue>,
+}
+
+impl Dispatcher {
+    pub fn new(bus: Bus, config: DispatcherConfig) -> Self {
+        Self {
+            jobs: commands::<RenderJob>(bus.clone(), ()),
+            queue: commands::<RenderQueue>(bus.clone(), ()),
+            bus,
+            config,
+        }
+    }
+
+    /// Runs until `cancel` fires. Reconnects its readers when they fail.
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            match self.run_once(&cancel).await {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    tracing::warn!(error = %err, "render dispatcher failed; starting over from the log");
+                    tokio::select! {
+                        () = cancel.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_once(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let mut state = State::default();
+        let head = self.bus.last_seq(StreamName::Events).await?;
+        let mut log = self
+            .bus
+            .read(StreamName::Events, ReadFrom::Start, None)
+            .await?;
+        let mut telemetry = self
+            .bus
+            .read(
+                StreamName::Telemetry,
+                ReadFrom::New,
+                Some(events::subjects::TELEMETRY_ALL.to_owned()),
+            )
+            .await?;
+        let mut caught_up = head.0 == 0;
+        let mut republished = false;
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                message = log.next() => {
+                    let message = message.ok_or_else(|| anyhow::anyhow!("event log reader ended"))??;
+                    if message.subject.starts_with("nebula.events.render_") {
+                        match message.decode_commit() {
+                            Ok(commit) => {
+                                for envelope in &commit {
+                                    state.apply_event(envelope, message.stream_seq.0);
+                                }
+                            }
+                            Err(err) => tracing::warn!(stream_seq = %message.stream_seq, error = %err, "undecodable commit skipped"),
+                        }
+                    }
+                    if message.stream_seq >= head {
+                        caught_up = true;
+                    }
+                    // Place as soon as a change arrives, but not once per message of a backlog.
+                    if !caught_up || message.pending.unwrap_or(0) > 0 {
+                        continue;
+                    }
+                }
+                message = telemetry.next() => {
+                    let message = message.ok_or_else(|| anyhow::anyhow!("telemetry reader ended"))??;
+                    observe_telemetry(&mut state, &message.subject, &message.payload);
+                    continue;
+                }
+                _ = tick.tick() => {}
+            }
+            if !caught_up {
+                continue;
+            }
+            if !republished {
+                // Assignments made before a restart may never have reached their node.
+                self.republish_assigned(&state).await;
+                republished = true;
+            }
+            // Nothing is declared lost before a full timeout of listening has passed.
+            if started.elapsed() >= self.config.node_timeout {
+                self.requeue_lost(&mut state).await;
+            }
+            self.release_admissions(&mut state).await;
+            self.place(&mut state).await;
+        }
+    }
+
+    fn meta(job: &JobView) -> CommandMeta {
+        CommandMeta {
+            correlation_id: job.correlation_id,
+            causation_id: Some(job.last_event),
+            actor: Actor::Service("render-dispatcher".to_owned()),
+        }
+    }
+
+    async fn publish_work(&self, job_id: &str, job: &JobView) -> Result<(), bus::BusError> {
+        let Some(node_id) = &job.node_id else {
+            return Ok(());
+        };
+        let item = WorkItem {
+            job_id: job_id.to_owned(),
+            attempt: job.attempt,
+            mode: job.mode,
+            params: job.params.clone(),
+            trigger: job.trigger.clone(),
+            correlation_id: job.correlation_id,
+        };
+        let payload = serde_json::to_vec(&item).unwrap_or_default();
+        self.bus
+            .publish_raw(
+                work_subject(node_id),
+                format!("render-{job_id}-{}", job.attempt),
+                Vec::new(),
+                payload.into(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn republish_assigned(&self, state: &State) {
+        for (id, job) in &state.jobs {
+            if job.status == RenderStatus::Assigned
+                && let Err(err) = self.publish_work(id, job).await
+            {
+                tracing::warn!(job_id = %id, error = %err, "failed to republish an assignment");
+            }
+        }
+    }
+
+    async fn requeue_lost(&self, state: &mut State) {
+        let timeout = self.config.node_timeout;
+        let lost: Vec<(String, JobView)> = state
+            .jobs
+            .iter()
+            .filter(|(_, job)| {
+                matches!(job.status, RenderStatus::Assigned | RenderStatus::Running)
+                    && job.node_id.as_ref().is_some_and(|node| {
+                        state
+                            .nodes
+                            .get(node)
+                            .is_none_or(|view| view.seen.elapsed() > timeout)
+                    })
+            })
+            .map(|(id, job)| (id.clone(), job.clone()))
+            .collect();
+        for (id, job) in lost {
+            let node = job.node_id.clone().unwrap_or_default();
+            let reason = format!("node {node} lost (no render worker heartbeat for {timeout:?})");
+            tracing::warn!(job_id = %id, node = %node, attempt = job.attempt, "requeueing a job from a lost node");
+            match execute(
+                &self.jobs,
+                &id,
+                RenderCommand::Requeue { reason },
+                Self::meta(&job),
+                3,
+            )
+            .await
+            {
+                Ok(()) => {
+                    if let Some(view) = state.jobs.get_mut(&id) {
+                        view.status = RenderStatus::Queued;
+                        view.node_id = None;
+                    }
+                }
+                Err(err) => tracing::warn!(job_id = %id, error = %err, "requeue refused"),
+            }
+        }
+    }
+
+    /// Gives back places held by jobs that left the queue, or were never created (a
+    /// submitter that crashed between admission and submission).
+    async fn release_admissions(&self, state: &mut State) {
+        let stale: Vec<String> = state
+            .admitted
+            .iter()
+            .filter(|(id, since)| match state.jobs.get(*id) {
+                Some(job) => job.status != RenderStatus::Queued,
+                None => since.elapsed() > Duration::from_secs(30),
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in stale {
+            let meta = CommandMeta::new(Actor::Service("render-dispatcher".to_owned()));
+            match execute(
+                &self.queue,
+                QUEUE_ID,
+                QueueCommand::Release { job_id: id.clone() },
+                meta,
+                5,
+            )
+            .await
+            {
+                Ok(()) => {
+                    state.admitted.remove(&id);
+                }
+                Err(err) => {
+                    tracing::warn!(job_id = %id, error = %err, "failed to release a queue place")
+                }
+            }
+        }
+    }
+
+    async fn place(&self, state: &mut State) {
+        if state.paused {
+            return;
+        }
+        let timeout = self.config.node_timeout;
+        for (id, job) in state.queue() {
+            let mut best: Option<(String, u32, u64)> = None;
+            for (node_id, node) in &state.nodes {
+                if !node.ready || node.seen.elapsed() > timeout {
+                    continue;
+                }
+                let (running, pending_vram) = state.load(node_id);
+                let cap = node.slots.min(self.config.max_per_node);
+                if running >= cap {
+                    continue;
+                }
+                let free = [node.vram_free_mib, node.agent_vram_free_mib]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .map(|free| free.saturating_sub(pending_vram));
+                if free.is_some_and(|free| free < job.vram_mib) {
+                    continue;
+                }
+                let free = free.unwrap_or(u64::MAX);
+                let slots_left = cap - running;
+                let better = best.as_ref().is_none_or(|(name, s, f)| {
+                    (slots_left, free, std::cmp::Reverse(node_id))
+                        > (*s, *f, std::cmp::Reverse(name))
+                });
+                if better {
+                    best = Some((node_id.clone(), slots_left, free));
+                }
+            }
+            let Some((node_id, _, _)) = best else {
+                continue;
+            };
+            let result = execute(
+                &self.jobs,
+                &id,
+                RenderCommand::Assign {
+                    node_id: node_id.clone(),
+                },
+                Self::meta(&job),
+                3,
+            )
+            .await;
+            match result {
+                Ok(()) => {
+                    let Some(view) = state.jobs.get_mut(&id) else {
+                        continue;
+                    };
+                    view.status = RenderStatus::Assigned;
+                    view.node_id = Some(node_id.clone());
+                    view.attempt += 1;
+                    let view = view.clone();
+                    tracing::info!(job_id = %id, node = %node_id, attempt = view.attempt, "render job assigned");
+                    if let Err(err) = self.publish_work(&id, &view).await {
+                        // The next start of the dispatcher republishes it; until then retry.
+                        tracing::warn!(job_id = %id, error = %err, "failed to publish work; retrying");
+                        let _ = self.publish_work(&id, &view).await;
+                    }
+                }
+                Err(cqrs_es::AggregateError::UserError(
+                    RenderError::InvalidTransition(..) | RenderError::NotFound,
+                )) => {
+                    // Cancelled or assigned meanwhile; the log will tell us.
+                }
+                Err(err) => tracing::warn!(job_id = %id, error = %err, "assignment failed"),
+            }
+        }
+    }
+}
+
+fn observe_telemetry(state: &mut State, subject: &str, payload: &[u8]) {
+    let mut parts = subject.split('.');
+    let (Some(_), Some(_), Some(node_id), Some(kind)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return;
+    };
+    if kind == WorkerHeartbeat::KIND {
+        let Ok(beat) = serde_json::from_slice::<WorkerHeartbeat>(payload) else {
+            return;
+        };
+        let agent = state
+            .nodes
+            .get(node_id)
+            .and_then(|view| view.agent_vram_free_mib);
+        state.nodes.insert(
+            node_id.to_owned(),
+            NodeView {
+                seen: Instant::now(),
+                slots: beat.slots,
+                ready: beat.ready,
+                vram_free_mib: beat.vram_free_mib,
+                agent_vram_free_mib: agent,
+            },
+        );
+    } else if kind == Heartbeat::KIND {
+        let Ok(beat) = serde_json::from_slice::<Heartbeat>(payload) else {
+            return;
+        };
+        let free = beat
+            .gpus
+            .iter()
+            .map(|gpu| gpu.memory_total_bytes.saturating_sub(gpu.memory_used_bytes) >> 20)
+            .max();
+        if let Some(view) = state.nodes.get_mut(node_id) {
+            view.agent_vram_free_mib = free;
+        }
+    }
+}
