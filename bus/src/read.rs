@@ -197,9 +197,19 @@ impl Bus {
 
     /// Every message on exactly one subject, in order (used to load an aggregate).
     pub async fn read_subject(&self, subject: &str) -> Result<Vec<StoredMessage>, BusError> {
+        self.read_subject_after(subject, StreamSeq(0)).await
+    }
+
+    /// The messages on one subject stored after stream sequence `after`, in order (one request
+    /// when there are none).
+    pub async fn read_subject_after(
+        &self,
+        subject: &str,
+        after: StreamSeq,
+    ) -> Result<Vec<StoredMessage>, BusError> {
         let handle = self.stream(StreamName::Events).await?;
         let mut out = Vec::new();
-        let mut next_seq = None;
+        let mut next_seq = (after.0 > 0).then_some(after.0 + 1);
         loop {
             match handle.direct_get_next_for_subject(subject, next_seq).await {
                 Ok(message) => {

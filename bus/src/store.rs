@@ -97,9 +97,10 @@ impl<A: Aggregate> JetStreamContext<A> {
 }
 
 /// The store. It keeps the state of recently used aggregates after each commit, so a command
-/// on a hot aggregate does not re-read its history; the cache can never make a decision on stale
-/// state commit, because every commit still names the subject sequence it was decided on: a
-/// stale entry meets `AggregateConflict`, is dropped, and the retry reads the log.
+/// on a hot aggregate does not re-read its history: a cached entry is brought up to date with
+/// whatever other processes appended since (one direct get when nothing was), so a command is
+/// never decided — accepted or refused — on stale state. A write racing in between still meets
+/// `AggregateConflict`, because every commit names the subject sequence it was decided on.
 pub struct JetStreamStore<A> {
     bus: Bus,
     cache: Mutex<HashMap<String, Cached<A>>>,
@@ -190,19 +191,18 @@ where
     A: Aggregate,
     A::Event: events::DomainEvent,
 {
-    async fn load(
+    /// The events of `aggregate_id` stored after `after`, each with its stream sequence.
+    async fn load_after(
         &self,
         aggregate_id: &str,
-    ) -> Result<(Vec<(EventEnvelope, A::Event)>, StreamSeq), BusError> {
+        after: StreamSeq,
+    ) -> Result<Vec<(StreamSeq, EventEnvelope, A::Event)>, BusError> {
         let subject = events::subjects::event(
             <A::Event as events::DomainEvent>::AGGREGATE_TYPE,
             aggregate_id,
         );
-        let messages = self.bus.read_subject(&subject).await?;
-        let mut last_stream_seq = StreamSeq(0);
         let mut out = Vec::new();
-        for message in messages {
-            last_stream_seq = message.stream_seq;
+        for message in self.bus.read_subject_after(&subject, after).await? {
             let commit = message
                 .decode_commit()
                 .map_err(|err| BusError::with_source(BusErrorKind::Decode, err))?;
@@ -210,10 +210,25 @@ where
                 let event = envelope
                     .decode::<A::Event>()
                     .map_err(|err| BusError::with_source(BusErrorKind::Decode, err))?;
-                out.push((envelope, event));
+                out.push((message.stream_seq, envelope, event));
             }
         }
-        Ok((out, last_stream_seq))
+        Ok(out)
+    }
+
+    async fn load(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<(Vec<(EventEnvelope, A::Event)>, StreamSeq), BusError> {
+        let events = self.load_after(aggregate_id, StreamSeq(0)).await?;
+        let last_stream_seq = events.last().map_or(StreamSeq(0), |(seq, _, _)| *seq);
+        Ok((
+            events
+                .into_iter()
+                .map(|(_, envelope, event)| (envelope, event))
+                .collect(),
+            last_stream_seq,
+        ))
     }
 }
 
@@ -250,7 +265,18 @@ where
             .unwrap_or_else(PoisonError::into_inner)
             .get(aggregate_id)
             .map(|c| (c.aggregate.clone(), c.last_aggregate_seq, c.last_stream_seq));
-        if let Some((aggregate, last_aggregate_seq, last_stream_seq)) = cached {
+        if let Some((mut aggregate, mut last_aggregate_seq, mut last_stream_seq)) = cached {
+            // Another process may have written since: catch up with what it wrote (usually
+            // nothing, one request), so a command is never refused on stale state.
+            let newer = self
+                .load_after(aggregate_id, last_stream_seq)
+                .await
+                .map_err(to_aggregate_error)?;
+            for (stream_seq, envelope, event) in newer {
+                last_stream_seq = stream_seq;
+                last_aggregate_seq = envelope.aggregate_seq;
+                aggregate.apply(event);
+            }
             return Ok(JetStreamContext {
                 aggregate,
                 aggregate_id: aggregate_id.to_owned(),

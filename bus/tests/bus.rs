@@ -9,7 +9,7 @@ use bus::{Bus, BusConfig, BusErrorKind, ExpectedSeq, ReadFrom, StreamName};
 use bytes::Bytes;
 use cqrs_es::{AggregateError, EventStore};
 use domain::job::{Job, JobCommand, JobError};
-use events::job::{JobEvent, JobRequested};
+use events::job::{JobEvent, JobRequested, JobStatus};
 use events::{Actor, CorrelationId, EventEnvelope, StreamSeq};
 use futures::StreamExt;
 use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
@@ -226,6 +226,58 @@ async fn two_writers_to_one_aggregate_exactly_one_wins() {
         AggregateError::UserError(JobError::AlreadyRequested)
     ));
     assert_eq!(store.load_events("job-1").await.unwrap().len(), 2 + wins);
+}
+
+/// Two processes (two stores, two caches) on one aggregate: each decides on what the other
+/// wrote, accepting and refusing alike — a cached state is never stale.
+#[tokio::test]
+async fn a_cached_aggregate_sees_what_another_writer_appended() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let here = commands::<Job>(bus.clone(), ());
+    let there = commands::<Job>(bus.clone(), ());
+    let meta = || CommandMeta::new(Actor::User("test".into())).into_metadata();
+    here.execute_with_metadata(
+        "job-2",
+        JobCommand::Request {
+            kind: "k".into(),
+            priority: 0,
+            params: serde_json::Value::Null,
+        },
+        meta(),
+    )
+    .await
+    .unwrap();
+    // `here` has it cached as requested; `there` cancels it.
+    there
+        .execute_with_metadata(
+            "job-2",
+            JobCommand::Cancel {
+                reason: "elsewhere".into(),
+            },
+            meta(),
+        )
+        .await
+        .unwrap();
+    // A start decided on the cached (stale) state would be accepted; it must be refused.
+    let refused = here
+        .execute_with_metadata(
+            "job-2",
+            JobCommand::Start {
+                worker: "w".into(),
+                node_id: None,
+            },
+            meta(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            AggregateError::UserError(JobError::InvalidTransition(JobStatus::Cancelled, _))
+        ),
+        "{refused:?}"
+    );
 }
 
 /// A commit of several events is one message: all or nothing, in order.

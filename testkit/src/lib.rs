@@ -2,6 +2,7 @@
 //! `wait_until`, and a minimal WebDriver client for headless Chromium. Never a dependency of
 //! product code.
 
+pub mod comfyui;
 mod nats;
 pub mod webdriver;
 

@@ -353,7 +353,18 @@ impl ComfyUi {
             }
             // It may have started between the last frame and the delete.
             running = match self.queue_state(prompt_id).await {
-                Ok(state) => state == QueueState::Running,
+                Ok(QueueState::Running) => true,
+                Ok(QueueState::Absent) => false,
+                Ok(QueueState::Pending) => {
+                    // The delete did not take; one more try, then it is ComfyUI's to drop.
+                    if let Err(err) = self
+                        .post_json("queue", &json!({ "delete": [prompt_id] }))
+                        .await
+                    {
+                        tracing::warn!(prompt_id, error = %err, "failed to delete a queued ComfyUI prompt");
+                    }
+                    false
+                }
                 Err(err) => {
                     tracing::warn!(prompt_id, error = %err, "failed to read the ComfyUI queue; interrupting to be sure");
                     true

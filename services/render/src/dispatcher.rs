@@ -160,12 +160,9 @@ impl State {
                     RenderJobEvent::Started(_) | RenderJobEvent::Progressed(_) => {
                         job.status = RenderStatus::Running;
                     }
-                    RenderJobEvent::Completed(_)
-                    | RenderJobEvent::Failed(_)
-                    | RenderJobEvent::Cancelled(_) => {
-                        // Finished jobs need no placement: forget them.
-                        self.jobs.remove(&id);
-                    }
+                    RenderJobEvent::Completed(_) => job.status = RenderStatus::Completed,
+                    RenderJobEvent::Failed(_) => job.status = RenderStatus::Failed,
+                    RenderJobEvent::Cancelled(_) => job.status = RenderStatus::Cancelled,
                 }
             }
             t if t == RenderQueueEvent::AGGREGATE_TYPE => {
@@ -415,6 +412,11 @@ impl Dispatcher {
             })
             .map(|(id, _)| id.clone())
             .collect();
+        // Finished jobs need nothing more once their place is given back: forget them.
+        let admitted = &state.admitted;
+        state
+            .jobs
+            .retain(|id, job| !job.status.is_terminal() || admitted.contains_key(id));
         for id in stale {
             let meta = CommandMeta::new(Actor::Service("render-dispatcher".to_owned()));
             match execute(

@@ -1,0 +1,706 @@
+//! The Creative Studio end to end: REST → render queue → dispatcher → worker → ComfyUI (the
+//! test kit's faithful fake) or the simulated GPU → artifact store → read model, over a real
+//! nats-server and Postgres.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bus::Bus;
+use events::EventEnvelope;
+use events::render::RenderJobEvent;
+use nebula::{Config, Parts};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use testkit::comfyui::FakeComfy;
+use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
+
+use common::TOKEN;
+
+/// A studio: gateway, projector and dispatcher, with quick timings.
+fn studio_config(nats: &NatsServer, pool: &PgPool, state: &Path) -> Config {
+    let mut config = common::config(nats, pool, state);
+    config.render.dispatcher.node_timeout = Duration::from_secs(2);
+    config.render.worker.ack_wait_secs = 2.0;
+    config
+}
+
+const STUDIO: Parts = Parts {
+    gateway: true,
+    projector: true,
+    dispatcher: true,
+    ..Parts::NONE
+};
+
+async fn submit(client: &reqwest::Client, base: &str, body: Value) -> reqwest::Response {
+    client
+        .post(format!("{base}/api/render/jobs"))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn submit_ok(client: &reqwest::Client, base: &str, body: Value) -> String {
+    let response = submit(client, base, body).await;
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+    let body: Value = response.json().await.unwrap();
+    assert!(body["correlation_id"].is_string());
+    body["job_id"].as_str().unwrap().to_owned()
+}
+
+fn txt2img(prompt: &str, seed: u64, priority: i32, steps: u32) -> Value {
+    json!({
+        "mode": "txt2img",
+        "priority": priority,
+        "params": { "prompt": prompt, "seed": seed, "steps": steps, "width": 64, "height": 64 },
+    })
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> reqwest::StatusCode {
+    client
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+async fn job(client: &reqwest::Client, base: &str, id: &str) -> Option<Value> {
+    let response = client
+        .get(format!("{base}/api/render/jobs/{id}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    if response.status() == 404 {
+        return None;
+    }
+    Some(response.json().await.unwrap())
+}
+
+async fn wait_status(client: &reqwest::Client, base: &str, id: &str, status: &str) -> Value {
+    wait_until(
+        &format!("render job {id} to be {status}"),
+        Duration::from_secs(30),
+        || async {
+            job(client, base, id)
+                .await
+                .filter(|job| job["status"] == status)
+        },
+    )
+    .await
+}
+
+/// Every event of every render job, in log order.
+async fn render_log(bus: &Bus) -> Vec<EventEnvelope> {
+    let mut reader = bus
+        .read(
+            bus::StreamName::Events,
+            bus::ReadFrom::Start,
+            Some("nebula.events.render_job.>".into()),
+        )
+        .await
+        .unwrap();
+    let last = bus.last_seq(bus::StreamName::Events).await.unwrap();
+    let mut out = Vec::new();
+    use futures::StreamExt;
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_millis(500), reader.next()).await
+    {
+        let done = message.stream_seq >= last;
+        out.extend(message.decode_commit().unwrap());
+        if done {
+            break;
+        }
+    }
+    out
+}
+
+fn of_type<'a>(log: &'a [EventEnvelope], job: &str, event_type: &str) -> Vec<&'a EventEnvelope> {
+    log.iter()
+        .filter(|e| e.aggregate_id == job && e.event_type == event_type)
+        .collect()
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_queue_holds_100_jobs_and_refuses_the_101st_clearly(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = studio_config(&nats, &pool, state.path());
+    // No worker anywhere: nothing leaves the queue by running.
+    let running = nebula::start(&config, STUDIO).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    let mut ids = Vec::new();
+    for i in 0..100 {
+        ids.push(submit_ok(&client, &base, txt2img("a queue", i, 0, 4)).await);
+    }
+    let refused = submit(&client, &base, txt2img("one too many", 100, 0, 4)).await;
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rejected");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the render queue is full (100 jobs queued)"),
+        "{body}"
+    );
+    let queue = wait_until("the queue read model", DEFAULT_WAIT, || async {
+        let queue = common::get_json(&client, format!("{base}/api/render/queue")).await;
+        (queue["queued"] == 100).then_some(queue)
+    })
+    .await;
+    assert_eq!(queue["cap"], 100);
+    // A cancelled job gives its place back.
+    assert_eq!(
+        post(
+            &client,
+            format!("{base}/api/render/jobs/{}/cancel", ids[0]),
+            json!({}),
+        )
+        .await,
+        202
+    );
+    wait_until("a place to free up", DEFAULT_WAIT, || async {
+        let response = submit(&client, &base, txt2img("next in line", 101, 0, 4)).await;
+        (response.status() == 202).then_some(())
+    })
+    .await;
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn bad_render_requests_get_clear_errors(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = studio_config(&nats, &pool, state.path());
+    let running = nebula::start(&config, Parts::GATEWAY).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    let cases = [
+        (json!({"mode": "sketch"}), "unknown variant"),
+        (
+            json!({"mode": "txt2img", "params": {}}),
+            "txt2img needs a prompt",
+        ),
+        (
+            json!({"mode": "txt2img", "params": {"prompt": "x", "steps": 0}}),
+            "steps must be 1..=150",
+        ),
+        (
+            json!({"mode": "txt2img", "params": {"prompt": "x", "width": 100}}),
+            "width must be a multiple of 8",
+        ),
+        (
+            json!({"mode": "txt2img", "params": {"prompt": "x", "sampler": "euler"}}),
+            "unknown field",
+        ),
+        (
+            json!({"mode": "img2img", "params": {"prompt": "x"}}),
+            "img2img needs init_image",
+        ),
+        (
+            json!({"mode": "img2img", "params": {"prompt": "x", "init_image": {"sha256": "ab".repeat(32)}}}),
+            "is not in the artifact store",
+        ),
+        (
+            json!({"mode": "upscale", "params": {"init_image": {"sha256": "ab".repeat(32)}}}),
+            "upscale needs upscale_model",
+        ),
+    ];
+    for (body, expected) in cases {
+        let response = submit(&client, &base, body.clone()).await;
+        assert_eq!(response.status(), 400, "{body}");
+        let error: Value = response.json().await.unwrap();
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{body}: {message}");
+    }
+    // Inputs must be images; artifacts need the token and a real hash.
+    let upload = |bytes: &'static [u8], content_type: &'static str| {
+        client
+            .post(format!("{base}/api/render/inputs"))
+            .bearer_auth(TOKEN)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+    };
+    assert_eq!(
+        upload(b"not a png", "image/png").await.unwrap().status(),
+        400
+    );
+    assert_eq!(
+        upload(b"\x89PNG\r\n\x1a\n", "text/plain")
+            .await
+            .unwrap()
+            .status(),
+        415
+    );
+    let stored: Value = upload(b"\x89PNG\r\n\x1a\nrest", "image/png")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sha = stored["sha256"].as_str().unwrap();
+    let artifact = format!("{base}/api/render/artifacts/{sha}");
+    assert_eq!(client.get(&artifact).send().await.unwrap().status(), 401);
+    let served = client
+        .get(&artifact)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.headers()["content-type"], "image/png");
+    let bad = format!("{base}/api/render/artifacts/..%2f..%2fetc");
+    assert_eq!(
+        client
+            .get(bad)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    let missing = format!("{base}/api/render/artifacts/{}", "0".repeat(64));
+    assert_eq!(
+        client
+            .get(missing)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let unknown = format!("{base}/api/render/jobs/{}", uuid::Uuid::now_v7());
+    assert_eq!(
+        client
+            .get(unknown)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_node_runs_at_most_two_jobs_and_the_queue_goes_by_priority(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = studio_config(&nats, &pool, state.path());
+    config.render.node_id = Some("gpu-sim".into());
+    config.render.worker.slots = 4; // the dispatcher's limit (2) is the one under test
+    let running = nebula::start(
+        &config,
+        Parts {
+            render_worker: true,
+            ..STUDIO
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    assert_eq!(
+        post(&client, format!("{base}/api/render/queue/pause"), json!({})).await,
+        202
+    );
+    let mut ids = Vec::new();
+    for (i, priority) in [0, 0, 5, 1, 5, 0].into_iter().enumerate() {
+        ids.push(submit_ok(&client, &base, txt2img("order", i as u64, priority, 5)).await);
+    }
+    // Reordering: the last job jumps ahead of everything.
+    assert_eq!(
+        post(
+            &client,
+            format!("{base}/api/render/jobs/{}/priority", ids[5]),
+            json!({"priority": 9}),
+        )
+        .await,
+        202
+    );
+    assert_eq!(
+        post(
+            &client,
+            format!("{base}/api/render/queue/resume"),
+            json!({})
+        )
+        .await,
+        202
+    );
+    for id in &ids {
+        let done = wait_status(&client, &base, id, "completed").await;
+        assert_eq!(done["backend"], "simulated");
+        assert_eq!(done["node_id"], "gpu-sim");
+        assert_eq!(done["artifacts"].as_array().unwrap().len(), 1);
+    }
+    let log = render_log(&running.bus).await;
+    let assigned: Vec<&str> = log
+        .iter()
+        .filter(|e| e.event_type == "render.job_assigned")
+        .map(|e| e.aggregate_id.as_str())
+        .collect();
+    let expected: Vec<&str> = [5, 2, 4, 3, 0, 1]
+        .iter()
+        .map(|&i| ids[i].as_str())
+        .collect();
+    assert_eq!(
+        assigned, expected,
+        "placement must follow priority, then submission"
+    );
+    // At no point in the log were more than two jobs assigned to or running on the node.
+    let mut active: HashMap<&str, bool> = HashMap::new();
+    let mut most = 0;
+    for event in &log {
+        match event.event_type.as_str() {
+            "render.job_assigned" => {
+                active.insert(&event.aggregate_id, true);
+            }
+            "render.job_completed" | "render.job_failed" | "render.job_cancelled" => {
+                active.remove(event.aggregate_id.as_str());
+            }
+            _ => {}
+        }
+        most = most.max(active.len());
+    }
+    assert_eq!(most, 2, "the per-node limit is 2 and should be used");
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_running_job_is_cancelled_through_comfyui_interrupt(pool: PgPool) {
+    let nats = NatsServer::start();
+    let comfy = FakeComfy::start().await;
+    comfy.set_hold(true);
+    let state = tempfile::tempdir().unwrap();
+    let mut config = studio_config(&nats, &pool, state.path());
+    config.render.backend = "comfyui".into();
+    config.render.comfyui_url = comfy.url();
+    config.render.node_id = Some("gpu-comfy".into());
+    let running = nebula::start(
+        &config,
+        Parts {
+            render_worker: true,
+            ..STUDIO
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    let id = submit_ok(&client, &base, txt2img("a long render", 7, 0, 20)).await;
+    let started = wait_until("progress from ComfyUI", Duration::from_secs(30), || async {
+        job(&client, &base, &id)
+            .await
+            .filter(|job| job["status"] == "running" && job["progress"].is_object())
+    })
+    .await;
+    assert_eq!(started["progress"]["max"], 20);
+    assert_eq!(started["backend"], "comfyui");
+    assert_eq!(
+        post(
+            &client,
+            format!("{base}/api/render/jobs/{id}/cancel"),
+            json!({"reason": "changed my mind"}),
+        )
+        .await,
+        202
+    );
+    let cancelled = wait_status(&client, &base, &id, "cancelled").await;
+    assert_eq!(cancelled["error"], "changed my mind");
+    wait_until("ComfyUI to be interrupted", DEFAULT_WAIT, || async {
+        (comfy.interrupts() == 1 && comfy.running() == 0).then_some(())
+    })
+    .await;
+    // Cancelling again is refused: it is over.
+    assert_eq!(
+        post(
+            &client,
+            format!("{base}/api/render/jobs/{id}/cancel"),
+            json!({})
+        )
+        .await,
+        409
+    );
+    let log = render_log(&running.bus).await;
+    assert!(of_type(&log, &id, "render.job_completed").is_empty());
+    let store = render::ArtifactStore::open(state.path().join("artifacts")).unwrap();
+    assert_eq!(store.content_count().unwrap(), 0);
+    running.shutdown().await;
+}
+
+fn spawn_worker(nats: &NatsServer, comfy: &FakeComfy, artifacts: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_nebula"))
+        .args(["worker", "render"])
+        .env("NATS_URL", nats.url())
+        .env("NEBULA_RENDER__BACKEND", "comfyui")
+        .env("NEBULA_RENDER__COMFYUI_URL", comfy.url())
+        .env("NEBULA_RENDER__NODE_ID", "gpu-crash")
+        .env("NEBULA_RENDER__ARTIFACTS_DIR", artifacts)
+        .env("NEBULA_RENDER__WORKER__ACK_WAIT_SECS", "2")
+        .env("NEBULA_RENDER__WORKER__HEARTBEAT_SECS", "0.2")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("failed to start nebula worker render")
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_worker_killed_mid_job_leaves_it_completed_once_and_stored_once(pool: PgPool) {
+    let nats = NatsServer::start();
+    let comfy = FakeComfy::start().await;
+    comfy.set_hold(true);
+    let state = tempfile::tempdir().unwrap();
+    let artifacts = state.path().join("artifacts");
+    let mut config = studio_config(&nats, &pool, state.path());
+    // Long enough that the restarted worker takes its own job back.
+    config.render.dispatcher.node_timeout = Duration::from_secs(20);
+    let running = nebula::start(&config, STUDIO).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    let mut worker = spawn_worker(&nats, &comfy, &artifacts);
+    let id = submit_ok(&client, &base, txt2img("survives a crash", 11, 0, 4)).await;
+    wait_until(
+        "the first run to reach ComfyUI",
+        Duration::from_secs(30),
+        || async { (comfy.running() == 1).then_some(()) },
+    )
+    .await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    // The orphaned prompt finishes in ComfyUI with nobody listening.
+    comfy.set_hold(false);
+    let mut worker = spawn_worker(&nats, &comfy, &artifacts);
+    let done = wait_status(&client, &base, &id, "completed").await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    assert_eq!(
+        done["attempt"], 1,
+        "the same attempt ran again on the same node"
+    );
+    let log = render_log(&running.bus).await;
+    assert_eq!(of_type(&log, &id, "render.job_completed").len(), 1);
+    assert!(of_type(&log, &id, "render.job_started").len() >= 2);
+    assert_eq!(comfy.accepted_prompts().len(), 2, "one prompt per run");
+    let store = render::ArtifactStore::open(&artifacts).unwrap();
+    assert_eq!(store.content_count().unwrap(), 1);
+    let sha = done["artifacts"][0]["sha256"].as_str().unwrap();
+    let linked = std::fs::read(artifacts.join("jobs").join(&id).join("0.png")).unwrap();
+    assert_eq!(render::artifacts::sha256_hex(&linked), sha);
+    let served = client
+        .get(format!("{base}/api/render/artifacts/{sha}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&served[..], &linked[..]);
+    assert_eq!(done["provenance"]["seed"], 11);
+    assert_eq!(done["provenance"]["node_id"], "gpu-crash");
+    assert_eq!(done["provenance"]["backend"], "comfyui");
+    assert_eq!(
+        done["provenance"]["workflow_hash"].as_str().unwrap().len(),
+        64
+    );
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPool) {
+    let nats = NatsServer::start();
+    let comfy = FakeComfy::start().await;
+    comfy.set_hold(true); // node A never finishes
+    let state = tempfile::tempdir().unwrap();
+    let config = studio_config(&nats, &pool, state.path());
+    let running = nebula::start(&config, STUDIO).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+
+    let mut node_a = config.clone();
+    node_a.render.node_id = Some("gpu-a".into());
+    node_a.render.backend = "comfyui".into();
+    node_a.render.comfyui_url = comfy.url();
+    let worker_a = nebula::start(&node_a, Parts::RENDER_WORKER).await.unwrap();
+    let id = submit_ok(&client, &base, txt2img("moves house", 3, 0, 4)).await;
+    let first = wait_status(&client, &base, &id, "running").await;
+    assert_eq!(first["node_id"], "gpu-a");
+
+    let mut node_b = config.clone();
+    node_b.render.node_id = Some("gpu-b".into());
+    let worker_b = nebula::start(&node_b, Parts::RENDER_WORKER).await.unwrap();
+    // Node A goes dark: its worker stops, heartbeats and all.
+    worker_a.shutdown().await;
+    let done = wait_status(&client, &base, &id, "completed").await;
+    assert_eq!(done["node_id"], "gpu-b");
+    assert_eq!(done["attempt"], 2);
+    let log = render_log(&running.bus).await;
+    let queued = of_type(&log, &id, "render.job_queued");
+    assert_eq!(queued.len(), 2);
+    let requeue = queued[1].decode::<RenderJobEvent>().unwrap();
+    let RenderJobEvent::Queued(requeue) = requeue else {
+        panic!("not a queued event")
+    };
+    assert!(
+        requeue.reason.contains("node gpu-a lost"),
+        "{}",
+        requeue.reason
+    );
+    assert_eq!(of_type(&log, &id, "render.job_completed").len(), 1);
+    worker_b.shutdown().await;
+    running.shutdown().await;
+}
+
+/// The states a supervisor recorded for `node`, in order, with their pid and restart count.
+async fn comfy_states(bus: &Bus, node: &str) -> Vec<(String, Option<u32>, u32)> {
+    let subject = events::subjects::event("comfyui", node);
+    let mut out = Vec::new();
+    for message in bus.read_subject(&subject).await.unwrap() {
+        for envelope in message.decode_commit().unwrap() {
+            let events::render::ComfyEvent::StateChanged(changed) =
+                envelope.decode::<events::render::ComfyEvent>().unwrap();
+            let state = serde_json::to_value(changed.state).unwrap();
+            out.push((
+                state.as_str().unwrap().to_owned(),
+                changed.pid,
+                changed.restarts,
+            ));
+        }
+    }
+    out
+}
+
+fn supervise(port: u16, env: &[(&str, &str)]) -> render::supervisor::SupervisorConfig {
+    render::supervisor::SupervisorConfig {
+        command: vec![
+            testkit::comfyui::fake_comfyui_bin().display().to_string(),
+            "--listen".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string(),
+        ],
+        env: env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        health_interval_secs: 0.1,
+        health_timeout_secs: 0.5,
+        unresponsive_after: 3,
+        startup_grace_secs: 15.0,
+        backoff_initial_secs: 0.2,
+        backoff_max_secs: 1.0,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
+    let nats = NatsServer::start();
+    let bus = common::bus(&nats).await;
+    let client = common::http();
+    let cancel = tokio_util::sync::CancellationToken::new();
+
+    // Dies: SIGKILLed while healthy.
+    let port = testkit::free_port();
+    let supervisor = render::supervisor::Supervisor::new(
+        bus.clone(),
+        "gpu-sup",
+        format!("http://127.0.0.1:{port}"),
+        supervise(port, &[]),
+        Some(24 * 1024),
+    )
+    .unwrap();
+    let task = tokio::spawn(supervisor.run(cancel.clone()));
+    let pid = wait_until("ComfyUI to be healthy", Duration::from_secs(30), || async {
+        comfy_states(&bus, "gpu-sup")
+            .await
+            .into_iter()
+            .find(|(state, _, _)| state == "healthy")
+            .and_then(|(_, pid, _)| pid)
+    })
+    .await;
+    let stats: Value = client
+        .get(format!("http://127.0.0.1:{port}/system_stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let argv = stats["system"]["argv"].to_string();
+    assert!(
+        argv.contains("--highvram"),
+        "24 GiB means --highvram: {argv}"
+    );
+    let killed = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let states = wait_until(
+        "a restarted, healthy ComfyUI",
+        Duration::from_secs(30),
+        || async {
+            let states = comfy_states(&bus, "gpu-sup").await;
+            states
+                .iter()
+                .any(|(state, _, restarts)| state == "healthy" && *restarts == 1)
+                .then_some(states)
+        },
+    )
+    .await;
+    let names: Vec<&str> = states.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert_eq!(
+        names,
+        ["starting", "healthy", "down", "starting", "healthy"],
+        "{states:?}"
+    );
+    assert_ne!(states[3].1, Some(pid), "a new process");
+
+    // Hangs: stops answering a second after it starts; it is killed and started again.
+    let port = testkit::free_port();
+    let supervisor = render::supervisor::Supervisor::new(
+        bus.clone(),
+        "gpu-hang",
+        format!("http://127.0.0.1:{port}"),
+        supervise(port, &[("FAKE_COMFY_HANG_AFTER_SECS", "1")]),
+        Some(4 * 1024),
+    )
+    .unwrap();
+    let hung = tokio::spawn(supervisor.run(cancel.clone()));
+    let states = wait_until(
+        "a hung ComfyUI to be replaced",
+        Duration::from_secs(30),
+        || async {
+            let states = comfy_states(&bus, "gpu-hang").await;
+            (states.iter().filter(|(s, _, _)| s == "starting").count() >= 2).then_some(states)
+        },
+    )
+    .await;
+    let names: Vec<&str> = states.iter().map(|(s, _, _)| s.as_str()).take(5).collect();
+    assert_eq!(
+        names,
+        ["starting", "healthy", "unresponsive", "down", "starting"],
+        "{states:?}"
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    hung.await.unwrap().unwrap();
+    let last = comfy_states(&bus, "gpu-sup").await;
+    assert_eq!(last.last().unwrap().0, "stopped");
+}
