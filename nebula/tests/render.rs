@@ -704,3 +704,135 @@ async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
     let last = comfy_states(&bus, "gpu-sup").await;
     assert_eq!(last.last().unwrap().0, "stopped");
 }
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_comfyui_that_keeps_dying_fails_the_job_after_retries_and_dead_letters_the_work(
+    pool: PgPool,
+) {
+    let nats = NatsServer::start();
+    let comfy = FakeComfy::start().await;
+    comfy.set_hold(true);
+    let state = tempfile::tempdir().unwrap();
+    let mut config = studio_config(&nats, &pool, state.path());
+    config.render.backend = "comfyui".into();
+    config.render.comfyui_url = comfy.url();
+    config.render.node_id = Some("gpu-flaky".into());
+    config.render.worker.retry_backoff_secs = 0.1;
+    config.render.worker.max_deliveries = 3;
+    config.render.dispatcher.node_timeout = Duration::from_secs(30);
+    let running = nebula::start(
+        &config,
+        Parts {
+            render_worker: true,
+            ..STUDIO
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    let id = submit_ok(&client, &base, txt2img("doomed", 5, 0, 8)).await;
+    wait_until(
+        "the job to reach ComfyUI",
+        Duration::from_secs(30),
+        || async { (comfy.running() == 1).then_some(()) },
+    )
+    .await;
+    // ComfyUI dies mid-job and stays away: every retry finds nobody listening.
+    comfy.kill().await;
+    let failed = wait_status(&client, &base, &id, "failed").await;
+    assert_eq!(failed["retryable"], true);
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("gave up after 3 tries"), "{error}");
+    // The work message is in the DLQ with the reason.
+    let letters = wait_until("the dead letter", DEFAULT_WAIT, || async {
+        let last = running.bus.last_seq(bus::StreamName::Dlq).await.unwrap();
+        (last.0 >= 1).then_some(last)
+    })
+    .await;
+    assert_eq!(letters.0, 1);
+    let log = render_log(&running.bus).await;
+    assert_eq!(of_type(&log, &id, "render.job_started").len(), 3);
+    assert_eq!(of_type(&log, &id, "render.job_failed").len(), 1);
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_render_longer_than_the_ack_wait_is_kept_alive_not_redelivered(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = studio_config(&nats, &pool, state.path());
+    config.render.node_id = Some("gpu-slow".into());
+    config.render.simulated_step_ms = 150;
+    config.render.worker.ack_wait_secs = 1.0;
+    let running = nebula::start(
+        &config,
+        Parts {
+            render_worker: true,
+            ..STUDIO
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    // 20 steps of 150 ms: three times the ack wait.
+    let id = submit_ok(&client, &base, txt2img("patience", 1, 0, 20)).await;
+    let done = wait_status(&client, &base, &id, "completed").await;
+    assert_eq!(done["attempt"], 1);
+    let log = render_log(&running.bus).await;
+    assert_eq!(
+        of_type(&log, &id, "render.job_started").len(),
+        1,
+        "no redelivery"
+    );
+    let progressed = of_type(&log, &id, "render.job_progressed");
+    assert!(progressed.len() >= 5, "progress is reported as it goes");
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn jobs_go_to_a_node_whose_free_vram_fits_them(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = studio_config(&nats, &pool, state.path());
+    let running = nebula::start(&config, STUDIO).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    let mut workers = Vec::new();
+    for (node, vram) in [("gpu-small", 4096), ("gpu-big", 24576)] {
+        let mut worker = config.clone();
+        worker.render.node_id = Some(node.into());
+        worker.render.simulated_vram_mib = vram;
+        workers.push(nebula::start(&worker, Parts::RENDER_WORKER).await.unwrap());
+    }
+    let sdxl = |seed: u64, size: u32| {
+        json!({
+            "mode": "txt2img",
+            "params": {
+                "prompt": "large", "seed": seed, "steps": 2, "width": size, "height": size,
+                "checkpoint": "sd_xl_base_1.0.safetensors",
+            },
+        })
+    };
+    // ~8.5 GiB: only the big node has room.
+    for seed in 0..3 {
+        let id = submit_ok(&client, &base, sdxl(seed, 1024)).await;
+        let done = wait_status(&client, &base, &id, "completed").await;
+        assert_eq!(done["node_id"], "gpu-big");
+        assert!(done["vram_mib"].as_u64().unwrap() > 4096);
+    }
+    // Bigger than any node: it waits in the queue rather than failing somewhere, and does not
+    // hold up a small job submitted after it.
+    let huge = submit_ok(&client, &base, sdxl(7, 4096)).await;
+    let small = submit_ok(&client, &base, txt2img("small", 9, 0, 2)).await;
+    wait_status(&client, &base, &small, "completed").await;
+    let queued = wait_status(&client, &base, &huge, "queued").await;
+    assert!(queued["node_id"].is_null());
+    let log = render_log(&running.bus).await;
+    assert!(of_type(&log, &huge, "render.job_assigned").is_empty());
+    for worker in workers {
+        worker.shutdown().await;
+    }
+    running.shutdown().await;
+}

@@ -178,6 +178,19 @@ impl FakeComfy {
         self.shared.control.send_replace(());
     }
 
+    /// The model files of `folder` (`loras`, `controlnet`, `vae`, or `checkpoints` and
+    /// `upscale_models` to replace the options). Until a folder is set, any LoRA, ControlNet or
+    /// VAE name passes validation; once set, other names are rejected with `value_not_in_list`
+    /// as ComfyUI does.
+    pub fn set_models<I, S>(&self, folder: &str, names: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let names = names.into_iter().map(Into::into).collect();
+        self.shared.state().models.insert(folder.to_owned(), names);
+    }
+
     /// While `unresponsive` is true the server still accepts connections but never answers an
     /// HTTP request (a hung ComfyUI, for supervisor tests).
     pub fn set_unresponsive(&self, unresponsive: bool) {
@@ -306,6 +319,16 @@ impl Shared {
         lock(&self.state)
     }
 
+    /// The model names of `folder` (`checkpoints`, `loras`, ...); `None` when the fake was not
+    /// told (any name then passes validation).
+    fn models(&self, state: &ServerState, folder: &str) -> Option<Vec<String>> {
+        state.models.get(folder).cloned().or_else(|| match folder {
+            "checkpoints" => Some(self.options.checkpoints.clone()),
+            "upscale_models" => Some(self.options.upscale_models.clone()),
+            _ => None,
+        })
+    }
+
     /// `object_info` for the known classes, with the model and input-file lists filled in.
     fn object_info(&self, state: &ServerState) -> Map<String, Value> {
         let mut info = self.definitions.clone();
@@ -315,13 +338,18 @@ impl Shared {
             .filter(|(folder, _, _)| *folder == Folder::Input)
             .map(|(_, subfolder, name)| Value::String(join_subfolder(subfolder, name)))
             .collect();
-        let checkpoints = json!(self.options.checkpoints);
-        let upscale_models = json!(self.options.upscale_models);
-        if let Some(spec) = info.get_mut("CheckpointLoaderSimple") {
-            spec["input"]["required"]["ckpt_name"][0] = checkpoints;
+        for (class, input, folder) in MODEL_INPUTS {
+            let mut names = self.models(state, folder).unwrap_or_default();
+            if folder == "vae" {
+                names.push("pixel_space".to_owned());
+            }
+            if let Some(spec) = info.get_mut(class) {
+                spec["input"]["required"][input][0] = json!(names);
+            }
         }
+        let upscale_models = self.models(state, "upscale_models").unwrap_or_default();
         if let Some(spec) = info.get_mut("UpscaleModelLoader") {
-            spec["input"]["required"]["model_name"][1]["options"] = upscale_models;
+            spec["input"]["required"]["model_name"][1]["options"] = json!(upscale_models);
         }
         for class in ["LoadImage", "LoadImageMask"] {
             if let Some(spec) = info.get_mut(class) {
@@ -347,6 +375,8 @@ struct ServerState {
     clients: HashMap<String, mpsc::Sender<String>>,
     files: BTreeMap<(Folder, String, String), Bytes>,
     cache: HashMap<String, CacheEntry>,
+    /// Model folders set with `FakeComfy::set_models`.
+    models: HashMap<String, Vec<String>>,
     hold: bool,
     interrupt_requested: bool,
     /// `server.client_id`: the client of the prompt that runs (or ran last).
@@ -1155,12 +1185,11 @@ async fn models() -> Response {
 }
 
 async fn models_in(State(shared): State<Arc<Shared>>, Path(folder): Path<String>) -> Response {
-    match folder.as_str() {
-        "checkpoints" => ok_json(&json!(shared.options.checkpoints)),
-        "upscale_models" => ok_json(&json!(shared.options.upscale_models)),
-        folder if MODEL_FOLDERS.contains(&folder) => ok_json(&json!([])),
-        _ => StatusCode::NOT_FOUND.into_response(),
+    if !MODEL_FOLDERS.contains(&folder.as_str()) {
+        return StatusCode::NOT_FOUND.into_response();
     }
+    let state = shared.state();
+    ok_json(&json!(shared.models(&state, &folder).unwrap_or_default()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1523,17 +1552,22 @@ fn class_inputs(definition: &Value) -> Vec<InputSpec<'_>> {
     inputs
 }
 
-/// Inputs whose model list the fake does not know (LoRAs, ControlNets, VAEs, ReActor models):
-/// any name passes.
-fn unchecked_combo(class: &str, input: &str) -> bool {
-    matches!(
-        (class, input),
-        ("LoraLoader", "lora_name")
-            | ("ControlNetLoader", "control_net_name")
-            | ("VAELoader", "vae_name")
-            | ("ReActorFaceSwap", "swap_model")
-            | ("ReActorFaceSwap", "face_restore_model")
-    )
+/// Combo inputs listing the files of a model folder: `(class, input, folder)`.
+const MODEL_INPUTS: [(&str, &str, &str); 4] = [
+    ("CheckpointLoaderSimple", "ckpt_name", "checkpoints"),
+    ("LoraLoader", "lora_name", "loras"),
+    ("ControlNetLoader", "control_net_name", "controlnet"),
+    ("VAELoader", "vae_name", "vae"),
+];
+
+/// Whether any value passes a combo input: model lists the fake was not given, and ReActor's.
+fn unchecked_combo(class: &str, input: &str, known_folders: &HashSet<&str>) -> bool {
+    if class == "ReActorFaceSwap" {
+        return matches!(input, "swap_model" | "face_restore_model");
+    }
+    MODEL_INPUTS
+        .iter()
+        .any(|(c, i, folder)| *c == class && *i == input && !known_folders.contains(folder))
 }
 
 /// Inputs a class checks in its own `VALIDATE_INPUTS`, which skips the generic checks.
@@ -1567,11 +1601,16 @@ struct Validator<'a> {
     validated: Vec<(String, Checked)>,
     in_progress: Vec<String>,
     conversions: Vec<(String, String, Value)>,
+    /// Model folders whose lists are known (the others are not checked).
+    known_folders: HashSet<&'a str>,
 }
 
 impl<'a> Validator<'a> {
     fn new(graph: &'a Graph, info: &'a Map<String, Value>, state: &'a ServerState) -> Self {
+        let mut known_folders: HashSet<&'a str> = ["checkpoints", "upscale_models"].into();
+        known_folders.extend(state.models.keys().map(String::as_str));
         Self {
+            known_folders,
             graph,
             info,
             state,
@@ -1899,7 +1938,9 @@ impl<'a> Validator<'a> {
                 continue;
             }
             if let Value::Array(options) = spec.kind {
-                if unchecked_combo(class, name) || options.iter().any(|o| py_eq(o, &value)) {
+                if unchecked_combo(class, name, &self.known_folders)
+                    || options.iter().any(|o| py_eq(o, &value))
+                {
                     continue;
                 }
                 let (list, config) = if options.len() > 20 {

@@ -40,6 +40,8 @@ pub struct WorkerConfig {
     /// How long a delivery may go without a sign of life before JetStream redelivers it.
     pub ack_wait_secs: f64,
     pub heartbeat_secs: f64,
+    /// Delay before the first retry of a failed run; doubles for each one after.
+    pub retry_backoff_secs: f64,
 }
 
 impl Default for WorkerConfig {
@@ -49,6 +51,7 @@ impl Default for WorkerConfig {
             max_deliveries: 3,
             ack_wait_secs: 30.0,
             heartbeat_secs: 2.0,
+            retry_backoff_secs: 2.0,
         }
     }
 }
@@ -119,7 +122,10 @@ impl Worker {
         spec.max_deliver = self.config.max_deliveries;
         spec.max_ack_pending = i64::from(self.config.slots.max(1));
         spec.ack_wait = Duration::from_secs_f64(self.config.ack_wait_secs);
-        spec.backoff = vec![Duration::from_secs(1), Duration::from_secs(5)];
+        let first = self.config.retry_backoff_secs.clamp(0.01, 3600.0);
+        spec.backoff = (0..6)
+            .map(|n| Duration::from_secs_f64((first * f64::from(1 << n)).min(3600.0)))
+            .collect();
         spec
     }
 
