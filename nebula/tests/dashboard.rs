@@ -13,6 +13,7 @@ use common::{TOKEN, config};
 use nebula::Parts;
 use serde_json::Value;
 use sqlx::PgPool;
+use testkit::comfyui::{FakeComfy, FakeComfyOptions};
 use testkit::webdriver::Browser;
 use testkit::{NatsServer, wait_until};
 
@@ -147,11 +148,33 @@ async fn queue_progress(browser: &Browser, job: &str) -> Option<(u64, u64, Strin
 async fn an_image_submitted_from_the_dashboard_runs_with_live_progress_and_lands_in_the_gallery(
     pool: PgPool,
 ) {
+    studio_job_end_to_end(pool, None).await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn an_image_submitted_from_the_dashboard_runs_through_comfyui_end_to_end(pool: PgPool) {
+    let comfy = FakeComfy::start_with(FakeComfyOptions {
+        step_delay: Duration::from_millis(150),
+        ..FakeComfyOptions::default()
+    })
+    .await;
+    studio_job_end_to_end(pool, Some(&comfy)).await;
+    assert_eq!(comfy.accepted_prompts().len(), 1);
+}
+
+/// Submits a txt2img job through the studio form and follows it to the gallery: on the
+/// simulated GPU, or through `comfy` (the test kit's fake ComfyUI) when given.
+async fn studio_job_end_to_end(pool: PgPool, comfy: Option<&FakeComfy>) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let mut config = config(&nats, &pool, state.path());
     // Slow enough steps that the bar is seen moving: 20 steps take about three seconds.
     config.render.simulated_step_ms = 150;
+    if let Some(comfy) = comfy {
+        config.render.backend = "comfyui".into();
+        config.render.comfyui_url = comfy.url();
+    }
+    let simulated = comfy.is_none();
     let stack = nebula::start(
         &config,
         Parts {
@@ -243,9 +266,10 @@ async fn an_image_submitted_from_the_dashboard_runs_with_live_progress_and_lands
         seen.windows(2).all(|w| w[0] < w[1]),
         "progress went backwards: {seen:?}"
     );
-    assert!(
+    assert_eq!(
         simulated_in_queue.into_inner(),
-        "the running job must be labelled SIMULATED GPU in the queue"
+        simulated,
+        "a job on the simulated GPU, and only such a job, is labelled SIMULATED GPU in the queue"
     );
 
     // It lands in the gallery: the image loads through the token, with its provenance.
@@ -274,10 +298,15 @@ async fn an_image_submitted_from_the_dashboard_runs_with_live_progress_and_lands
     );
     let provenance = tile["provenance"].as_str().unwrap();
     assert!(provenance.contains(&seed.to_string()), "{tile}");
-    assert!(provenance.contains("simulated"), "{tile}");
     assert!(provenance.contains("dashboard"), "the trigger: {tile}");
-    assert_eq!(tile["badge"], "SIMULATED GPU", "{tile}");
-    assert_eq!(tile["badge_visible"], true, "{tile}");
+    if simulated {
+        assert!(provenance.contains("simulated"), "{tile}");
+        assert_eq!(tile["badge"], "SIMULATED GPU", "{tile}");
+        assert_eq!(tile["badge_visible"], true, "{tile}");
+    } else {
+        assert!(provenance.contains("comfyui"), "{tile}");
+        assert!(tile["badge"].is_null(), "{tile}");
+    }
 
     // Finished work leaves the queue by itself.
     wait_until("the finished job to leave the queue", WAIT, || async {
@@ -293,6 +322,11 @@ async fn an_image_submitted_from_the_dashboard_runs_with_live_progress_and_lands
         .eval("document.querySelector('#studio').scrollIntoView(); return null;")
         .await;
     let png = browser.screenshot_png().await;
-    let _ = std::fs::write(std::env::temp_dir().join("nebula-studio.png"), &png);
+    let name = if simulated {
+        "nebula-studio.png"
+    } else {
+        "nebula-studio-comfyui.png"
+    };
+    let _ = std::fs::write(std::env::temp_dir().join(name), &png);
     stack.shutdown().await;
 }

@@ -21,9 +21,18 @@
 //!   whose name contains `corrupt` fails in `CheckpointLoaderSimple` at run time.
 //! - Images are real PNGs with a `prompt` `tEXt` chunk; pixels derive from the graph (seed,
 //!   prompt text, ...), so different seeds give different bytes.
+//! - `/upload/image` renames a different file with the same name to `name (1).ext`, keeps the
+//!   name for identical bytes or `overwrite`; `/view` answers 400/403/404 like ComfyUI.
+//! - A client that reconnects with the same `clientId` while a prompt runs gets
+//!   `executing {node}`; the reconnect quirk (the old socket's close silences the new one) too.
 //!
-//! Previews are off (no binary frames), as on a default server. Only the node classes in
-//! [`NODE_DEFINITIONS`] exist.
+//! Previews are off (no binary frames), as on a default server. The node classes that exist:
+//! CheckpointLoaderSimple, CLIPTextEncode, EmptyLatentImage, KSampler, VAEDecode, VAEEncode,
+//! VAEEncodeForInpaint, SetLatentNoiseMask, VAELoader, SaveImage, PreviewImage, LoadImage,
+//! LoadImageMask, EmptyImage, ImageInvert, ImageScale, ImageScaleBy, LoraLoader,
+//! ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced, UpscaleModelLoader,
+//! ImageUpscaleWithModel and the ReActorFaceSwap custom node. LoRA, ControlNet and VAE names
+//! pass until [`FakeComfy::set_models`] says which exist.
 
 #[path = "png.rs"]
 pub mod png;

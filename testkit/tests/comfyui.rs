@@ -764,6 +764,74 @@ async fn kill_cuts_websockets_and_refuses_connections() {
     );
     assert_eq!(comfy.running(), 0);
     assert_eq!(comfy.accepted_prompts().len(), 1);
+
+    // Started again on the same port: a fresh server that remembers nothing.
+    let again = FakeComfy::start_on(comfy.port(), FakeComfyOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(again.url(), comfy.url());
+    let history = get_json(
+        &again,
+        &format!("/history/{}", accepted["prompt_id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(history, json!({}));
+    assert_eq!(
+        get_json(&again, "/queue").await,
+        json!({"queue_running": [], "queue_pending": []})
+    );
+}
+
+/// The ControlNet template of `templates.json`.
+const CONTROLNET: &str = r#"{"4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "random_sd15.safetensors"}}, "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a watercolor", "clip": ["4", 1]}}, "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}}, "10": {"class_type": "LoadImage", "inputs": {"image": "tpl_src.png"}}, "11": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}, "3": {"class_type": "KSampler", "inputs": {"seed": 7, "steps": 2, "cfg": 7.0, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0, "model": ["4", 0], "positive": ["21", 0], "negative": ["21", 1], "latent_image": ["11", 0]}}, "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}}, "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "cap_cn", "images": ["8", 0]}}, "20": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "control_v11p_sd15_canny.pth"}}, "21": {"class_type": "ControlNetApplyAdvanced", "inputs": {"positive": ["6", 0], "negative": ["7", 0], "control_net": ["20", 0], "image": ["10", 0], "strength": 0.8, "start_percent": 0.0, "end_percent": 1.0}}}"#;
+
+#[tokio::test]
+async fn model_lists_are_checked_once_the_fake_knows_them() {
+    let comfy = fake().await;
+    let mut ws = connect(&comfy, "cap-tpl").await;
+    upload(
+        &comfy,
+        "tpl_src.png",
+        &small_png(72, 56),
+        &[("overwrite", "true")],
+    )
+    .await;
+
+    // Not told which ControlNets exist: any name passes, and the graph runs.
+    let (status, accepted) = submit(&comfy, CONTROLNET, Some("cap-tpl")).await;
+    assert_eq!(status, 200, "{accepted}");
+    let frames = frames_until_done(&mut ws, accepted["prompt_id"].as_str().unwrap()).await;
+    let executed = frames.iter().find(|f| f["type"] == "executed").unwrap();
+    let filename = executed["data"]["output"]["images"][0]["filename"]
+        .as_str()
+        .unwrap();
+    let bytes = reqwest::get(format!("{}/view?filename={filename}", comfy.url()))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(
+        png::size(&bytes),
+        Some((72, 56)),
+        "img2img keeps the input's size"
+    );
+
+    // Told there are none, as on the captured server: the captured 400.
+    comfy.set_models("controlnet", Vec::<String>::new());
+    let (status, body) = submit(&comfy, CONTROLNET, Some("cap-tpl")).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation", "details": "", "extra_info": {}}, "node_errors": {"20": {"errors": [{"type": "value_not_in_list", "message": "Value not in list", "details": "control_net_name: 'control_v11p_sd15_canny.pth' not in []", "extra_info": {"input_name": "control_net_name", "input_config": [[], {}], "received_value": "control_v11p_sd15_canny.pth"}}], "dependent_outputs": ["9"], "class_type": "ControlNetLoader"}}})
+    );
+    comfy.set_models("controlnet", ["control_v11p_sd15_canny.pth"]);
+    assert_eq!(
+        get_json(&comfy, "/models/controlnet").await,
+        json!(["control_v11p_sd15_canny.pth"])
+    );
+    let (status, _) = submit(&comfy, CONTROLNET, Some("cap-tpl")).await;
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]
