@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bus::Bus;
@@ -442,8 +442,8 @@ async fn a_running_job_is_cancelled_through_comfyui_interrupt(pool: PgPool) {
     running.shutdown().await;
 }
 
-fn spawn_worker(nats: &NatsServer, comfy: &FakeComfy, artifacts: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_nebula"))
+fn spawn_worker(nats: &NatsServer, comfy: &FakeComfy, artifacts: &Path) -> common::KillOnDrop {
+    let child = Command::new(env!("CARGO_BIN_EXE_nebula"))
         .args(["worker", "render"])
         .env("NATS_URL", nats.url())
         .env("NEBULA_RENDER__BACKEND", "comfyui")
@@ -456,7 +456,8 @@ fn spawn_worker(nats: &NatsServer, comfy: &FakeComfy, artifacts: &Path) -> Child
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
-        .expect("failed to start nebula worker render")
+        .expect("failed to start nebula worker render");
+    common::KillOnDrop(child)
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
@@ -480,14 +481,12 @@ async fn a_worker_killed_mid_job_leaves_it_completed_once_and_stored_once(pool: 
         || async { (comfy.running() == 1).then_some(()) },
     )
     .await;
-    worker.kill().unwrap();
-    worker.wait().unwrap();
+    worker.kill();
     // The orphaned prompt finishes in ComfyUI with nobody listening.
     comfy.set_hold(false);
     let mut worker = spawn_worker(&nats, &comfy, &artifacts);
     let done = wait_status(&client, &base, &id, "completed").await;
-    worker.kill().unwrap();
-    worker.wait().unwrap();
+    worker.kill();
     assert_eq!(
         done["attempt"], 1,
         "the same attempt ran again on the same node"

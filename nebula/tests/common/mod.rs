@@ -145,3 +145,20 @@ pub async fn get_text(client: &reqwest::Client, url: String) -> String {
 async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
     request.send().await.expect("request failed")
 }
+
+/// A child process that is SIGKILLed when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    /// SIGKILLs the process and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
