@@ -835,3 +835,68 @@ async fn jobs_go_to_a_node_whose_free_vram_fits_them(pool: PgPool) {
     }
     running.shutdown().await;
 }
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_queue_survives_a_restart_of_every_process(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = studio_config(&nats, &pool, state.path());
+    config.render.node_id = Some("gpu-restart".into());
+    let first = nebula::start(&config, STUDIO).await.unwrap();
+    let base = format!("http://{}", first.gateway_addr.unwrap());
+    let client = common::http();
+    assert_eq!(
+        post(&client, format!("{base}/api/render/queue/pause"), json!({})).await,
+        202
+    );
+    let mut ids = Vec::new();
+    for (seed, priority) in [(1, 0), (2, 3), (3, 1)] {
+        ids.push(submit_ok(&client, &base, txt2img("outlives us", seed, priority, 3)).await);
+    }
+    // Everything stops: gateway, projector, dispatcher. Nothing is lost with them.
+    first.shutdown().await;
+
+    let second = nebula::start(
+        &config,
+        Parts {
+            render_worker: true,
+            ..STUDIO
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", second.gateway_addr.unwrap());
+    // The read model catches up from its checkpoint: the queue is all there, still paused.
+    wait_until("the queue after the restart", DEFAULT_WAIT, || async {
+        let queue = common::get_json(&client, format!("{base}/api/render/queue")).await;
+        (queue["paused"] == true && queue["queued"] == 3).then_some(())
+    })
+    .await;
+    // Still paused: nothing runs until resumed.
+    let log = render_log(&second.bus).await;
+    assert!(log.iter().all(|e| e.event_type != "render.job_assigned"));
+    assert_eq!(
+        post(
+            &client,
+            format!("{base}/api/render/queue/resume"),
+            json!({})
+        )
+        .await,
+        202
+    );
+    for id in &ids {
+        wait_status(&client, &base, id, "completed").await;
+    }
+    let log = render_log(&second.bus).await;
+    let assigned: Vec<&str> = log
+        .iter()
+        .filter(|e| e.event_type == "render.job_assigned")
+        .map(|e| e.aggregate_id.as_str())
+        .collect();
+    assert_eq!(assigned.len(), 3);
+    assert_eq!(
+        assigned[0], ids[1],
+        "the highest priority first, as before the restart"
+    );
+    second.shutdown().await;
+}

@@ -201,6 +201,40 @@ impl State {
         (count, pending_vram)
     }
 
+    /// The node `job` should go to: alive and ready, below its job limit, with free VRAM (as
+    /// both its worker and its agent report it, less what assigned jobs will take) that fits;
+    /// among those, the one with most free slots, then most free VRAM.
+    fn choose_node(&self, job: &JobView, max_per_node: u32, timeout: Duration) -> Option<String> {
+        let mut best: Option<(String, u32, u64)> = None;
+        for (node_id, node) in &self.nodes {
+            if !node.ready || node.seen.elapsed() > timeout {
+                continue;
+            }
+            let (running, pending_vram) = self.load(node_id);
+            let cap = node.slots.min(max_per_node);
+            if running >= cap {
+                continue;
+            }
+            let free = [node.vram_free_mib, node.agent_vram_free_mib]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|free| free.saturating_sub(pending_vram));
+            if free.is_some_and(|free| free < job.vram_mib) {
+                continue;
+            }
+            let free = free.unwrap_or(u64::MAX);
+            let slots_left = cap - running;
+            let better = best.as_ref().is_none_or(|(name, s, f)| {
+                (slots_left, free, std::cmp::Reverse(node_id)) > (*s, *f, std::cmp::Reverse(name))
+            });
+            if better {
+                best = Some((node_id.clone(), slots_left, free));
+            }
+        }
+        best.map(|(node_id, _, _)| node_id)
+    }
+
     /// Queued jobs in the order they should run.
     fn queue(&self) -> Vec<(String, JobView)> {
         let mut queued: Vec<(String, JobView)> = self
@@ -444,35 +478,7 @@ impl Dispatcher {
         }
         let timeout = self.config.node_timeout;
         for (id, job) in state.queue() {
-            let mut best: Option<(String, u32, u64)> = None;
-            for (node_id, node) in &state.nodes {
-                if !node.ready || node.seen.elapsed() > timeout {
-                    continue;
-                }
-                let (running, pending_vram) = state.load(node_id);
-                let cap = node.slots.min(self.config.max_per_node);
-                if running >= cap {
-                    continue;
-                }
-                let free = [node.vram_free_mib, node.agent_vram_free_mib]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .map(|free| free.saturating_sub(pending_vram));
-                if free.is_some_and(|free| free < job.vram_mib) {
-                    continue;
-                }
-                let free = free.unwrap_or(u64::MAX);
-                let slots_left = cap - running;
-                let better = best.as_ref().is_none_or(|(name, s, f)| {
-                    (slots_left, free, std::cmp::Reverse(node_id))
-                        > (*s, *f, std::cmp::Reverse(name))
-                });
-                if better {
-                    best = Some((node_id.clone(), slots_left, free));
-                }
-            }
-            let Some((node_id, _, _)) = best else {
+            let Some(node_id) = state.choose_node(&job, self.config.max_per_node, timeout) else {
                 continue;
             };
             let result = execute(
@@ -549,5 +555,100 @@ fn observe_telemetry(state: &mut State, subject: &str, payload: &[u8]) {
         if let Some(view) = state.nodes.get_mut(node_id) {
             view.agent_vram_free_mib = free;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(vram_mib: u64) -> JobView {
+        JobView {
+            status: RenderStatus::Queued,
+            priority: 0,
+            submitted_seq: 1,
+            vram_mib,
+            node_id: None,
+            attempt: 0,
+            mode: RenderMode::Txt2img,
+            params: RenderParams::default(),
+            trigger: Trigger {
+                source: "api".into(),
+                reference: None,
+            },
+            correlation_id: CorrelationId::new(),
+            last_event: EventId::new(),
+        }
+    }
+
+    fn worker(node: &str, vram_free_mib: u64) -> Vec<u8> {
+        serde_json::to_vec(&WorkerHeartbeat {
+            node_id: node.into(),
+            backend: "comfyui".into(),
+            slots: 2,
+            running: 0,
+            vram_free_mib: Some(vram_free_mib),
+            vram_total_mib: Some(24_576),
+            ready: true,
+        })
+        .unwrap()
+    }
+
+    fn agent(node: &str, used_gib: u64) -> Vec<u8> {
+        serde_json::to_vec(&Heartbeat {
+            node_id: node.parse().unwrap(),
+            sampled_at: chrono::Utc::now(),
+            sample_seq: 1,
+            cpu_percent: 0.0,
+            load_avg_1m: 0.0,
+            memory_used_bytes: 0,
+            memory_total_bytes: 0,
+            disk_used_bytes: 0,
+            disk_total_bytes: 0,
+            gpus: vec![events::telemetry::GpuSample {
+                index: 0,
+                utilization_percent: None,
+                memory_used_bytes: used_gib << 30,
+                memory_total_bytes: 24 << 30,
+                temperature_c: None,
+                power_watts: None,
+            }],
+            uptime_secs: 1,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_agent_s_view_of_gpu_memory_counts_too() {
+        let mut state = State::default();
+        let timeout = Duration::from_secs(15);
+        for node in ["a", "b"] {
+            observe_telemetry(
+                &mut state,
+                &format!("nebula.telemetry.{node}.render_worker"),
+                &worker(node, 20_000),
+            );
+        }
+        // Something outside Nebula holds 20 GiB on node a's GPU: only the agent sees it.
+        observe_telemetry(&mut state, "nebula.telemetry.a.heartbeat", &agent("a", 20));
+        observe_telemetry(&mut state, "nebula.telemetry.b.heartbeat", &agent("b", 2));
+        assert_eq!(
+            state.choose_node(&job(8_000), 2, timeout).as_deref(),
+            Some("b")
+        );
+        // Nothing has room for 30 GiB.
+        assert_eq!(state.choose_node(&job(30_000), 2, timeout), None);
+        // A full node is skipped whatever its memory.
+        for i in 0..2 {
+            let mut running = job(1);
+            running.status = RenderStatus::Running;
+            running.node_id = Some("b".into());
+            state.jobs.insert(format!("r{i}"), running);
+        }
+        assert_eq!(
+            state.choose_node(&job(1_000), 2, timeout).as_deref(),
+            Some("a")
+        );
+        assert_eq!(state.choose_node(&job(8_000), 2, timeout), None);
     }
 }
