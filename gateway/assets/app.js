@@ -195,10 +195,17 @@
     if (seq !== null && (state.countedThrough === null || seq > state.countedThrough)) state.countedThrough = seq;
   }
 
+  // Progress ticks drive the studio's bars but would drown the event feed: the feed skips them.
+  function isFeedEvent(env) {
+    return !(isObj(env) && env.type === 'render.job_progressed');
+  }
+
   function pushEvent(state, changes, seq, env) {
     const item = { seq: seq, env: env };
-    state.events.unshift(item);
-    if (state.events.length > MAX_EVENTS) state.events.length = MAX_EVENTS;
+    if (isFeedEvent(env)) {
+      state.events.unshift(item);
+      if (state.events.length > MAX_EVENTS) state.events.length = MAX_EVENTS;
+    }
     changes.events.push(item);
   }
 
@@ -2155,7 +2162,8 @@
 
   function render(changes) {
     if (changes.reset || changes.nodes.size > 0) renderNodes(changes.nodes, changes.reset);
-    if (changes.reset || changes.events.length > 0) renderEvents(changes.events, changes.reset);
+    const feed = changes.events.filter(function (item) { return isFeedEvent(item.env); });
+    if (changes.reset || feed.length > 0) renderEvents(feed, changes.reset);
     // The studio follows the same feed: a (re)snapshot or resume refetches everything,
     // live events move bars at once and refetch what changed.
     if (changes.kind === 'snapshot' || changes.kind === 'resumed') studioRefreshAll();
