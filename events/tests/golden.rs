@@ -5,6 +5,11 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use events::chat::{
+    ChannelSettings, ChatCommandEvent, ChatJobStarted, ChatSettingsEvent, CommandAnswered,
+    CommandReceived, CommandRejected, CommandRule, Platform, RejectReason, ReplyFailed, ReplyKind,
+    ReplySent, SettingsChanged,
+};
 use events::job::{
     JobCancelled, JobCompleted, JobEvent, JobFailed, JobProgressed, JobRequested, JobStarted,
 };
@@ -152,6 +157,8 @@ fn every_event_type_has_a_golden_file() {
         .chain(RenderJobEvent::EVENT_TYPES)
         .chain(RenderQueueEvent::EVENT_TYPES)
         .chain(ComfyEvent::EVENT_TYPES)
+        .chain(ChatCommandEvent::EVENT_TYPES)
+        .chain(ChatSettingsEvent::EVENT_TYPES)
     {
         assert!(
             dir.join(format!("{event_type}.json")).exists(),
@@ -321,6 +328,80 @@ fn render_events() {
             restarts: 1,
             vram_mode: "--highvram".to_owned(),
             reason: "answers /system_stats".to_owned(),
+        }),
+    );
+}
+
+#[test]
+fn chat_events() {
+    let id = "twitch-b34ccfc7-4977-403a-8a94-33c6bac34fb8";
+    golden(
+        id,
+        ChatCommandEvent::Received(CommandReceived {
+            platform: Platform::Twitch,
+            scope: "nebula_tv".to_owned(),
+            channel: "nebula_tv".to_owned(),
+            user_id: "29803735".to_owned(),
+            user_name: "Viewer".to_owned(),
+            message_id: "b34ccfc7-4977-403a-8a94-33c6bac34fb8".to_owned(),
+            command: "imagine".to_owned(),
+            args: "a red fox in the snow".to_owned(),
+            roles: vec!["subscriber".to_owned()],
+        }),
+    );
+    golden(
+        id,
+        ChatCommandEvent::Rejected(CommandRejected {
+            reason: RejectReason::Cooldown,
+            message: "@Viewer please wait 12 s before the next !imagine".to_owned(),
+            retry_after_secs: Some(12),
+        }),
+    );
+    golden(
+        id,
+        ChatCommandEvent::JobStarted(ChatJobStarted {
+            job_id: "0192f0c0-0000-7000-8000-00000000a0b1".to_owned(),
+        }),
+    );
+    golden(
+        id,
+        ChatCommandEvent::Answered(CommandAnswered {
+            text: "3 jobs queued, 1 running".to_owned(),
+        }),
+    );
+    golden(
+        id,
+        ChatCommandEvent::ReplySent(ReplySent {
+            kind: ReplyKind::Result,
+            text: "@Viewer here it is".to_owned(),
+            artifact: Some("ab".repeat(32)),
+        }),
+    );
+    golden(
+        id,
+        ChatCommandEvent::ReplyFailed(ReplyFailed {
+            kind: ReplyKind::Result,
+            error: "discord answered 503".to_owned(),
+        }),
+    );
+    let mut settings = ChannelSettings {
+        nickname: Some("Nebula".to_owned()),
+        avatar: Some("https://example.com/nebula.png".to_owned()),
+        ..ChannelSettings::default()
+    };
+    settings.commands.insert(
+        "imagine".to_owned(),
+        CommandRule {
+            enabled: true,
+            roles: vec!["1100000000000000001".to_owned()],
+        },
+    );
+    golden(
+        "discord-1100000000000000000",
+        ChatSettingsEvent::Changed(SettingsChanged {
+            platform: Platform::Discord,
+            scope: "1100000000000000000".to_owned(),
+            settings,
         }),
     );
 }
