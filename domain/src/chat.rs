@@ -66,6 +66,8 @@ pub enum Decision {
 pub struct ChatCommand {
     pub received: Option<CommandReceived>,
     pub decision: Option<Decision>,
+    /// What the user is to be told when the command was rejected or answered.
+    pub answer: Option<(ReplyKind, String)>,
     /// The reply that closes the command (result, rejection or answer) went out.
     pub replied: bool,
 }
@@ -156,11 +158,15 @@ impl Aggregate for ChatCommand {
             ChatCommandEvent::Received(received) => self.received = Some(received),
             ChatCommandEvent::Rejected(rejected) => {
                 self.decision = Some(Decision::Rejected(rejected.reason));
+                self.answer = Some((ReplyKind::Rejection, rejected.message));
             }
             ChatCommandEvent::JobStarted(started) => {
                 self.decision = Some(Decision::Job(started.job_id));
             }
-            ChatCommandEvent::Answered(_) => self.decision = Some(Decision::Answered),
+            ChatCommandEvent::Answered(answered) => {
+                self.decision = Some(Decision::Answered);
+                self.answer = Some((ReplyKind::Answer, answered.text));
+            }
             ChatCommandEvent::ReplySent(_) => self.replied = true,
             ChatCommandEvent::ReplyFailed(_) => {}
         }
@@ -311,8 +317,10 @@ mod tests {
 
     #[test]
     fn settings_are_validated_and_unchanged_settings_record_nothing() {
-        let mut bad = ChannelSettings::default();
-        bad.quota_window_secs = 0;
+        let bad = ChannelSettings {
+            quota_window_secs: 0,
+            ..ChannelSettings::default()
+        };
         TestFramework::<ChatSettings>::with(())
             .given_no_previous_events()
             .when(ChangeSettings {

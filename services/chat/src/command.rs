@@ -1,0 +1,148 @@
+//! Chat text into commands, and `imagine` arguments into render parameters.
+
+use events::chat::{COMMANDS, CommandReceived, Platform};
+use events::render::RenderParams;
+use serde::{Deserialize, Serialize};
+
+/// A chat command as a platform service received it, on its way to the intake (over the WORK
+/// stream, so a crash between receiving and deciding loses nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incoming {
+    #[serde(flatten)]
+    pub command: CommandReceived,
+    /// Platform data the reply needs but the event log should not keep (a Discord interaction
+    /// token, valid 15 minutes), held in Redis by the intake for that long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_token: Option<String>,
+}
+
+impl Incoming {
+    /// The WORK subject a platform's incoming commands travel on.
+    pub fn subject(platform: Platform) -> String {
+        events::subjects::work(&format!("chat.{}", platform.as_str()))
+    }
+}
+
+/// `"!imagine a red fox"` with prefix `"!"` → `("imagine", "a red fox")`; `None` for anything
+/// that is not one of [`COMMANDS`].
+pub fn parse_prefixed(text: &str, prefix: &str) -> Option<(String, String)> {
+    let rest = text.trim().strip_prefix(prefix)?;
+    let (word, args) = match rest.split_once(char::is_whitespace) {
+        Some((word, args)) => (word, args.trim()),
+        None => (rest, ""),
+    };
+    let word = word.to_ascii_lowercase();
+    COMMANDS
+        .contains(&word.as_str())
+        .then(|| (word, args.to_owned()))
+}
+
+/// `imagine` arguments: the prompt, then optional flags `--seed N`, `--steps N`, `--size WxH`,
+/// `--cfg X` and `--no <negative prompt…>` (the rest of the text).
+pub fn parse_imagine(args: &str) -> Result<RenderParams, String> {
+    let mut params = RenderParams::default();
+    let mut prompt = Vec::new();
+    let mut words = args.split_whitespace();
+    while let Some(word) = words.next() {
+        let mut value = |flag: &str| {
+            words
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value"))
+                .map(str::to_owned)
+        };
+        match word {
+            "--seed" => {
+                let raw = value(word)?;
+                params.seed = raw
+                    .parse()
+                    .map_err(|_| format!("--seed must be a whole number, got {raw:?}"))?;
+            }
+            "--steps" => {
+                let raw = value(word)?;
+                params.steps = raw
+                    .parse()
+                    .map_err(|_| format!("--steps must be a whole number, got {raw:?}"))?;
+            }
+            "--cfg" => {
+                let raw = value(word)?;
+                params.cfg = raw
+                    .parse()
+                    .map_err(|_| format!("--cfg must be a number, got {raw:?}"))?;
+            }
+            "--size" => {
+                let raw = value(word)?;
+                let (w, h) = raw
+                    .split_once(['x', 'X'])
+                    .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                    .ok_or_else(|| format!("--size must look like 768x512, got {raw:?}"))?;
+                params.width = w;
+                params.height = h;
+            }
+            "--no" => {
+                params.negative_prompt = words.by_ref().collect::<Vec<_>>().join(" ");
+            }
+            flag if flag.starts_with("--") => {
+                return Err(format!(
+                    "unknown option {flag}: use --seed, --steps, --size, --cfg or --no"
+                ));
+            }
+            word => prompt.push(word),
+        }
+    }
+    params.prompt = prompt.join(" ");
+    if params.prompt.is_empty() {
+        return Err("say what to imagine, e.g. `imagine a lighthouse at dusk`".into());
+    }
+    if params.prompt.chars().count() > 1000 {
+        return Err("the prompt is too long (1000 characters at most)".into());
+    }
+    params.validate(events::render::RenderMode::Txt2img)?;
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixed_commands() {
+        assert_eq!(
+            parse_prefixed("  !Imagine a red fox ", "!"),
+            Some(("imagine".into(), "a red fox".into()))
+        );
+        assert_eq!(
+            parse_prefixed("!status", "!"),
+            Some(("status".into(), String::new()))
+        );
+        assert_eq!(parse_prefixed("!dance", "!"), None);
+        assert_eq!(parse_prefixed("imagine this", "!"), None);
+    }
+
+    #[test]
+    fn imagine_arguments() {
+        let params =
+            parse_imagine("a red fox --seed 42 --size 768x512 --steps 8 --no blurry, dark")
+                .unwrap();
+        assert_eq!(params.prompt, "a red fox");
+        assert_eq!(params.seed, 42);
+        assert_eq!((params.width, params.height), (768, 512));
+        assert_eq!(params.steps, 8);
+        assert_eq!(params.negative_prompt, "blurry, dark");
+        assert!(parse_imagine("").unwrap_err().contains("what to imagine"));
+        assert!(
+            parse_imagine("fox --seed x")
+                .unwrap_err()
+                .contains("--seed")
+        );
+        assert!(
+            parse_imagine("fox --size 10x10")
+                .unwrap_err()
+                .contains("width")
+        );
+        assert!(
+            parse_imagine("fox --wat 1")
+                .unwrap_err()
+                .contains("unknown option")
+        );
+    }
+}

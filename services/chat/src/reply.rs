@@ -1,0 +1,94 @@
+//! What a platform must be able to say, and the words every platform shares.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use events::chat::{CommandReceived, Platform};
+use events::render::Artifact;
+
+/// A step of a job's life worth telling the user about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    Queued { position: usize },
+    Started { node_id: String },
+    Progress { value: u32, max: u32 },
+}
+
+/// One message to the user who typed the command.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The command will not run (cooldown, quota, switched off, not allowed, bad arguments).
+    Rejected { text: String },
+    /// The answer to a command that starts no job.
+    Answer { text: String },
+    /// Where the job stands (may replace the previous progress message, as Discord does).
+    Progress { job_id: String, stage: Stage },
+    /// The finished image: the artifact, where its bytes are, and where it can be seen.
+    Image {
+        job_id: String,
+        artifact: Artifact,
+        path: PathBuf,
+        url: String,
+        seed: u64,
+    },
+    /// The job ended without an image.
+    Failed { job_id: String, text: String },
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ReplyError {
+    pub message: String,
+    /// Whether trying again later may work (a 429, a 5xx, a lost connection).
+    pub retryable: bool,
+}
+
+impl ReplyError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+/// A platform's way of answering in the conversation a command came from.
+#[async_trait]
+pub trait Replier: Send + Sync + 'static {
+    fn platform(&self) -> Platform;
+
+    /// Sends `reply`; returns the text that was sent (recorded in the event log).
+    async fn send(
+        &self,
+        command: &CommandReceived,
+        reply_token: Option<&str>,
+        reply: &Reply,
+    ) -> Result<String, ReplyError>;
+}
+
+/// The text both platforms use for a reply (Discord adds embeds and files around it).
+pub fn text(command: &CommandReceived, reply: &Reply) -> String {
+    let who = &command.user_name;
+    match reply {
+        Reply::Rejected { text } | Reply::Answer { text } => format!("@{who} {text}"),
+        Reply::Progress { stage, .. } => match stage {
+            Stage::Queued { position } => {
+                format!("@{who} queued your image (position {position}) 🎨")
+            }
+            Stage::Started { node_id } => format!("@{who} rendering on {node_id}…"),
+            Stage::Progress { value, max } => {
+                let percent = u64::from(*value) * 100 / u64::from((*max).max(1));
+                format!("@{who} rendering… {percent}%")
+            }
+        },
+        Reply::Image { url, seed, .. } => format!("@{who} here it is: {url} (seed {seed})"),
+        Reply::Failed { text, .. } => format!("@{who} sorry, no image this time: {text}"),
+    }
+}

@@ -1,0 +1,255 @@
+//! Twitch chat: joins the configured channels over IRC (twitch-irc), turns `!imagine …`,
+//! `!status`, `!queue` and `!cancel` into chat commands, and replies in thread
+//! (`reply-parent-msg-id`) within Twitch's send limits.
+//!
+//! twitch-irc reconnects and rejoins by itself (on `RECONNECT`, a lost connection or a missed
+//! `PONG`); the address it connects to comes from [`TwitchConfig::irc_url`] through
+//! [`transport::Endpoint`], the same path for Twitch itself, a proxy or a local fake.
+
+pub mod limiter;
+pub mod transport;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bus::Bus;
+use chat::reply::text;
+use chat::{Incoming, Replier, Reply, ReplyError, parse_prefixed};
+use events::chat::{CommandReceived, Platform, command_id};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use twitch_irc::login::StaticLoginCredentials;
+use twitch_irc::message::ServerMessage;
+use twitch_irc::{ClientConfig, TwitchIRCClient};
+
+use crate::limiter::SendLimiter;
+use crate::transport::{Endpoint, Transport};
+
+type Client = TwitchIRCClient<Transport, StaticLoginCredentials>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwitchConfig {
+    /// `ircs://irc.chat.twitch.tv:6697` (TLS) or `irc://host:port` (plain).
+    pub irc_url: String,
+    /// The bot account's login; empty: anonymous (reads chat, cannot reply).
+    pub login: String,
+    /// The bot account's OAuth token (without the `oauth:` prefix).
+    pub token: Option<String>,
+    /// Channels to join (logins, without `#`).
+    pub channels: Vec<String>,
+    /// What starts a command (`!imagine`).
+    pub prefix: String,
+    /// At most one progress message per job this often, in seconds.
+    pub progress_every_secs: u64,
+}
+
+impl Default for TwitchConfig {
+    fn default() -> Self {
+        Self {
+            irc_url: "ircs://irc.chat.twitch.tv:6697".to_owned(),
+            login: String::new(),
+            token: None,
+            channels: Vec::new(),
+            prefix: "!".to_owned(),
+            progress_every_secs: 20,
+        }
+    }
+}
+
+/// The Twitch side: the IRC client and the send limiter. Implements [`Replier`].
+pub struct Twitch {
+    client: Client,
+    limiter: SendLimiter,
+    anonymous: bool,
+}
+
+/// What [`connect`] hands back: the replier and the loop that reads chat.
+pub struct Listener {
+    incoming: tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
+    twitch: Arc<Twitch>,
+    bus: Bus,
+    prefix: String,
+}
+
+/// Connects to chat and joins the configured channels.
+pub fn connect(config: &TwitchConfig, bus: Bus) -> anyhow::Result<(Arc<Twitch>, Listener)> {
+    let endpoint: Endpoint = config
+        .irc_url
+        .parse()
+        .map_err(|err| anyhow::anyhow!("twitch irc_url {:?}: {err}", config.irc_url))?;
+    transport::set_endpoint(endpoint);
+    let anonymous = config.login.is_empty() || config.token.is_none();
+    let credentials = if anonymous {
+        StaticLoginCredentials::anonymous()
+    } else {
+        StaticLoginCredentials::new(config.login.to_lowercase(), config.token.clone())
+    };
+    let mut client_config = ClientConfig::new_simple(credentials);
+    client_config.connect_timeout = Duration::from_secs(10);
+    let (incoming, client) = Client::new(client_config);
+    let channels: HashSet<String> = config
+        .channels
+        .iter()
+        .map(|c| c.trim_start_matches('#').to_lowercase())
+        .collect();
+    client
+        .set_wanted_channels(channels)
+        .context("invalid twitch channel name")?;
+    let twitch = Arc::new(Twitch {
+        client,
+        limiter: SendLimiter::twitch(),
+        anonymous,
+    });
+    Ok((
+        twitch.clone(),
+        Listener {
+            incoming,
+            twitch,
+            bus,
+            prefix: config.prefix.clone(),
+        },
+    ))
+}
+
+impl Listener {
+    /// Reads chat until `cancel` fires: commands go to the intake over the WORK stream.
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        loop {
+            let message = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                message = self.incoming.recv() => match message {
+                    Some(message) => message,
+                    None => anyhow::bail!("the twitch client stopped"),
+                },
+            };
+            match message {
+                ServerMessage::Privmsg(privmsg) => {
+                    let Some((command, args)) = parse_prefixed(&privmsg.message_text, &self.prefix)
+                    else {
+                        continue;
+                    };
+                    let roles = privmsg
+                        .badges
+                        .iter()
+                        .map(|badge| badge.name.clone())
+                        .filter(|name| {
+                            ["broadcaster", "moderator", "vip", "subscriber"]
+                                .contains(&name.as_str())
+                        })
+                        .collect();
+                    let incoming = Incoming {
+                        command: CommandReceived {
+                            platform: Platform::Twitch,
+                            scope: privmsg.channel_login.clone(),
+                            channel: privmsg.channel_login.clone(),
+                            user_id: privmsg.sender.id.clone(),
+                            user_name: privmsg.sender.name.clone(),
+                            message_id: privmsg.message_id.clone(),
+                            command,
+                            args,
+                            roles,
+                        },
+                        reply_token: None,
+                    };
+                    self.forward(&incoming, &cancel).await;
+                }
+                ServerMessage::UserState(state) => {
+                    let moderator = state
+                        .badges
+                        .iter()
+                        .any(|b| b.name == "moderator" || b.name == "broadcaster");
+                    self.twitch
+                        .limiter
+                        .set_moderator(&state.channel_login, moderator);
+                }
+                ServerMessage::Notice(notice) => {
+                    tracing::warn!(channel = ?notice.channel_login, text = %notice.message_text, "twitch notice");
+                }
+                ServerMessage::Join(join) => {
+                    tracing::info!(channel = %join.channel_login, "joined twitch channel");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Publishes a command for the intake; keeps trying while NATS is away (chat cannot be
+    /// asked for a message again), for up to a minute.
+    async fn forward(&self, incoming: &Incoming, cancel: &CancellationToken) {
+        let id = command_id(Platform::Twitch, &incoming.command.message_id);
+        let payload = match serde_json::to_vec(incoming) {
+            Ok(payload) => bytes::Bytes::from(payload),
+            Err(err) => {
+                tracing::error!(error = %err, "chat command not encodable");
+                return;
+            }
+        };
+        let mut delay = Duration::from_millis(200);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match self
+                .bus
+                .publish_raw(
+                    Incoming::subject(Platform::Twitch),
+                    &id,
+                    Vec::new(),
+                    payload.clone(),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(err) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(%id, error = %err, "chat command not yet handed over; retrying");
+                }
+                Err(err) => {
+                    self.bus.metrics().add(
+                        "nebula_chat_dropped_total",
+                        &[("platform", "twitch")],
+                        1.0,
+                    );
+                    tracing::error!(%id, error = %err, "chat command dropped: the bus stayed away");
+                    return;
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+#[async_trait]
+impl Replier for Twitch {
+    fn platform(&self) -> Platform {
+        Platform::Twitch
+    }
+
+    async fn send(
+        &self,
+        command: &CommandReceived,
+        _reply_token: Option<&str>,
+        reply: &Reply,
+    ) -> Result<String, ReplyError> {
+        if self.anonymous {
+            return Err(ReplyError::permanent(
+                "anonymous twitch login cannot send messages; set twitch.login and twitch.token",
+            ));
+        }
+        let text = text(command, reply);
+        self.limiter.acquire(&command.channel).await;
+        self.client
+            .say_in_reply_to(
+                &(command.channel.clone(), command.message_id.clone()),
+                text.clone(),
+            )
+            .await
+            .map_err(|err| ReplyError::retryable(format!("twitch: {err}")))?;
+        Ok(text)
+    }
+}
