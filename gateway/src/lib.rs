@@ -118,6 +118,8 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/health", get(health::health))
+        // Share links for chat replies: the unguessable content hash is the capability.
+        .route("/share/{file}", get(self::render::shared))
         .merge(assets::router())
         .merge(protected)
         .fallback(api::not_found)

@@ -365,6 +365,20 @@ pub(crate) async fn upload_input(
 }
 
 /// `GET /api/render/artifacts/{sha256}`: the bytes, immutable (the name is their hash).
+/// `GET /share/{sha256}.png` without a token: the link a chat reply carries. Only a holder of the
+/// link (the artifact's SHA-256) can fetch it.
+pub(crate) async fn shared(
+    state: State<AppState>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let sha256 = file
+        .strip_suffix(".png")
+        .or_else(|| file.strip_suffix(".jpg"))
+        .unwrap_or(&file)
+        .to_owned();
+    artifact(state, Path(sha256)).await
+}
+
 pub(crate) async fn artifact(
     State(state): State<AppState>,
     Path(sha256): Path<String>,

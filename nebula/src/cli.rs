@@ -34,6 +34,8 @@ pub enum Command {
     Agent,
     /// Place queued render jobs on GPU nodes (run one per system).
     Dispatcher,
+    /// Run the chat bots that are configured (`chat.twitch.channels`).
+    Chat,
     /// Run a worker on this node.
     #[command(subcommand)]
     Worker(WorkerCommand),
@@ -121,6 +123,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projector => serve(&config, Parts::PROJECTOR).await,
         Command::Agent => serve(&config, Parts::AGENT).await,
         Command::Dispatcher => serve(&config, Parts::DISPATCHER).await,
+        Command::Chat => serve(&config, Parts::CHAT).await,
         Command::Worker(WorkerCommand::Render) => serve(&config, Parts::RENDER_WORKER).await,
         Command::Migrate => tools::migrate(&config).await,
         Command::Events(EventsCommand::Tail(args)) => tools::tail(&config, args).await,

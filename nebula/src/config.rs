@@ -29,6 +29,33 @@ pub struct Config {
     pub agent: agent::Config,
     pub gateway: GatewayTuning,
     pub render: RenderConfig,
+    pub chat: ChatConfig,
+}
+
+/// Chat triggers: what every bot shares, and each platform's connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Base of the share links chat replies carry (`<public_url>/share/<sha256>.png`); the
+    /// gateway's own address when unset.
+    pub public_url: Option<String>,
+    /// Attempts a chat-started render job gets.
+    pub max_attempts: u32,
+    /// Prefix of the Redis keys for cooldowns, quotas and reply tokens.
+    pub redis_prefix: String,
+    /// Runs when `channels` is set.
+    pub twitch: twitch::TwitchConfig,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            max_attempts: 3,
+            redis_prefix: "nebula:chat".to_owned(),
+            twitch: twitch::TwitchConfig::default(),
+        }
+    }
 }
 
 /// The Creative Studio: where artifacts live, the queue's cap, placement, and this node's
@@ -121,6 +148,7 @@ impl Default for Config {
             agent: agent::Config::default(),
             gateway: GatewayTuning::default(),
             render: RenderConfig::default(),
+            chat: ChatConfig::default(),
         }
     }
 }
@@ -301,6 +329,14 @@ fn insert(table: &mut toml::Table, path: &[&str], raw: &str) {
         toml::Value::Float(f)
     } else if let Ok(b) = raw.parse::<bool>() {
         toml::Value::Boolean(b)
+    } else if let Some(array) = raw
+        .starts_with('[')
+        .then(|| format!("v = {raw}").parse::<toml::Table>().ok())
+        .flatten()
+        .and_then(|mut t| t.remove("v"))
+    {
+        // `NEBULA_CHAT__TWITCH__CHANNELS='["a", "b"]'`
+        array
     } else {
         toml::Value::String(raw.to_owned())
     };

@@ -25,6 +25,8 @@ pub struct Parts {
     pub dispatcher: bool,
     /// This node's render worker (and its ComfyUI supervisor, when configured).
     pub render_worker: bool,
+    /// The chat bots that are configured (Twitch when `chat.twitch.channels` is set).
+    pub chat: bool,
 }
 
 impl Parts {
@@ -34,6 +36,7 @@ impl Parts {
         agent: false,
         dispatcher: false,
         render_worker: false,
+        chat: false,
     };
     pub const ALL: Parts = Parts {
         gateway: true,
@@ -41,6 +44,7 @@ impl Parts {
         agent: true,
         dispatcher: true,
         render_worker: true,
+        chat: true,
     };
     pub const GATEWAY: Parts = Parts {
         gateway: true,
@@ -60,6 +64,10 @@ impl Parts {
     };
     pub const RENDER_WORKER: Parts = Parts {
         render_worker: true,
+        ..Parts::NONE
+    };
+    pub const CHAT: Parts = Parts {
+        chat: true,
         ..Parts::NONE
     };
 }
@@ -297,6 +305,9 @@ async fn start_parts(
     if parts.render_worker {
         start_render_worker(config, &bus, &cancel, &tracker).await?;
     }
+    if parts.chat {
+        start_chat(config, &running, &cancel, &tracker).await?;
+    }
     Ok(running)
 }
 
@@ -381,5 +392,74 @@ async fn start_render_worker(
             cancel.cancel();
         }
     });
+    Ok(())
+}
+
+/// The configured chat bots, each with its intake and its follower.
+async fn start_chat(
+    config: &Config,
+    running: &Running,
+    cancel: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let chat_config = &config.chat;
+    if chat_config.twitch.channels.is_empty() {
+        return Ok(());
+    }
+    let bus = running.bus.clone();
+    let limits = chat::Limits::connect(&config.redis_url, &chat_config.redis_prefix)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to connect to redis at {}",
+                redact(&config.redis_url)
+            )
+        })?;
+    let artifacts =
+        render::ArtifactStore::open(&config.render.artifacts_dir).with_context(|| {
+            format!(
+                "failed to open the artifact store at {}",
+                config.render.artifacts_dir.display()
+            )
+        })?;
+    let public_url = chat_config.public_url.clone().unwrap_or_else(|| {
+        let addr = running.gateway_addr.unwrap_or(config.http_addr);
+        format!("http://{addr}")
+    });
+    let intake_config = chat::IntakeConfig {
+        queue_cap: config.render.queue_cap,
+        max_attempts: chat_config.max_attempts,
+    };
+    let twitch_config = &chat_config.twitch;
+    let (replier, listener) = twitch::connect(twitch_config, bus.clone())?;
+    let replier: Arc<dyn chat::Replier> = replier;
+    let intake = chat::Intake::new(bus.clone(), replier.clone(), limits.clone(), intake_config);
+    let follower = chat::Follower::new(
+        bus.clone(),
+        replier,
+        limits,
+        artifacts,
+        chat::follower::FollowerConfig {
+            progress_every: Duration::from_secs(twitch_config.progress_every_secs),
+            public_url,
+        },
+    );
+    for (name, task) in [
+        (
+            "twitch listener",
+            Box::pin(listener.run(cancel.clone()))
+                as std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>,
+        ),
+        ("twitch intake", Box::pin(intake.run(cancel.clone()))),
+        ("twitch follower", Box::pin(follower.run(cancel.clone()))),
+    ] {
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            if let Err(err) = task.await {
+                tracing::error!(error = format!("{err:#}"), "{name} stopped");
+                cancel.cancel();
+            }
+        });
+    }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod comfyui;
 mod nats;
+pub mod twitch;
 pub mod webdriver;
 
 use std::future::Future;

@@ -22,7 +22,7 @@ use events::chat::{CommandReceived, Platform, command_id};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use twitch_irc::login::StaticLoginCredentials;
-use twitch_irc::message::ServerMessage;
+use twitch_irc::message::{IRCMessage, IRCTags, ServerMessage};
 use twitch_irc::{ClientConfig, TwitchIRCClient};
 
 use crate::limiter::SendLimiter;
@@ -30,7 +30,7 @@ use crate::transport::{Endpoint, Transport};
 
 type Client = TwitchIRCClient<Transport, StaticLoginCredentials>;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TwitchConfig {
     /// `ircs://irc.chat.twitch.tv:6697` (TLS) or `irc://host:port` (plain).
@@ -57,6 +57,19 @@ impl Default for TwitchConfig {
             prefix: "!".to_owned(),
             progress_every_secs: 20,
         }
+    }
+}
+
+impl std::fmt::Debug for TwitchConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwitchConfig")
+            .field("irc_url", &self.irc_url)
+            .field("login", &self.login)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("channels", &self.channels)
+            .field("prefix", &self.prefix)
+            .field("progress_every_secs", &self.progress_every_secs)
+            .finish()
     }
 }
 
@@ -243,11 +256,24 @@ impl Replier for Twitch {
         }
         let text = text(command, reply);
         self.limiter.acquire(&command.channel).await;
+        // A reply in thread. Every reply starts with `@user`, so chat never reads it as a
+        // command (twitch-irc's own `say_in_reply_to` guards with a leading ". " instead).
+        let text = if text.starts_with('@') {
+            text
+        } else {
+            format!("@{} {text}", command.user_name)
+        };
+        let mut tags = IRCTags::new();
+        tags.0
+            .insert("reply-parent-msg-id".to_owned(), command.message_id.clone());
+        let message = IRCMessage::new(
+            tags,
+            None,
+            "PRIVMSG".to_owned(),
+            vec![format!("#{}", command.channel), text.clone()],
+        );
         self.client
-            .say_in_reply_to(
-                &(command.channel.clone(), command.message_id.clone()),
-                text.clone(),
-            )
+            .send_message(message)
             .await
             .map_err(|err| ReplyError::retryable(format!("twitch: {err}")))?;
         Ok(text)

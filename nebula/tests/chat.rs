@@ -1,0 +1,367 @@
+//! Chat triggers end to end against the test kit's fake Twitch (IRC over TCP, as
+//! irc.chat.twitch.tv speaks it): `!imagine` → render job on the simulated GPU → progress →
+//! a threaded reply with the image link, one correlation id throughout; duplicates, cooldowns,
+//! quotas, switched-off commands, and lost connections.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use bus::Bus;
+use bus::store::{CommandMeta, commands, execute};
+use domain::chat::{ChangeSettings, ChatSettings};
+use events::chat::{ChannelSettings, CommandRule, Platform, settings_id};
+use events::{Actor, EventEnvelope};
+use nebula::{Config, Parts};
+use sqlx::PgPool;
+use testkit::twitch::{Chatter, FakeTwitch, FakeTwitchOptions, Sent};
+use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
+
+const CHANNEL: &str = "nebula_tv";
+
+fn chat_config(nats: &NatsServer, pool: &PgPool, state: &Path, twitch: &FakeTwitch) -> Config {
+    let mut config = common::config(nats, pool, state);
+    config.chat.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
+    config.chat.twitch.irc_url = twitch.url();
+    config.chat.twitch.login = "NebulaBot".into();
+    config.chat.twitch.token = Some("s3cret".into());
+    config.chat.twitch.channels = vec![format!("#{CHANNEL}")];
+    config.chat.twitch.progress_every_secs = 0;
+    config.render.node_id = Some("gpu-sim".into());
+    config
+}
+
+async fn twitch() -> FakeTwitch {
+    FakeTwitch::start(FakeTwitchOptions {
+        token: Some("s3cret".into()),
+        moderator_in: vec![],
+    })
+    .await
+}
+
+async fn joined(twitch: &FakeTwitch) {
+    wait_until("the bot to join the channel", DEFAULT_WAIT, || async {
+        twitch.joined(CHANNEL).then_some(())
+    })
+    .await;
+}
+
+/// The replies to message `id`, once `done` holds for them.
+async fn replies(
+    twitch: &FakeTwitch,
+    id: &str,
+    what: &str,
+    done: impl Fn(&[Sent]) -> bool,
+) -> Vec<Sent> {
+    wait_until(what, Duration::from_secs(30), || async {
+        let replies: Vec<Sent> = twitch
+            .sent()
+            .into_iter()
+            .filter(|s| s.reply_parent.as_deref() == Some(id))
+            .collect();
+        done(&replies).then_some(replies)
+    })
+    .await
+}
+
+async fn envelopes(bus: &Bus, aggregate_type: &str, id: &str) -> Vec<EventEnvelope> {
+    bus.read_subject(&events::subjects::event(aggregate_type, id))
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|m| m.decode_commit().unwrap())
+        .collect()
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let twitch = twitch().await;
+    let config = chat_config(&nats, &pool, state.path(), &twitch);
+    let running = nebula::start(
+        &config,
+        Parts {
+            gateway: true,
+            dispatcher: true,
+            render_worker: true,
+            chat: true,
+            ..Parts::NONE
+        },
+    )
+    .await
+    .unwrap();
+    joined(&twitch).await;
+
+    let viewer = Chatter::new("viewer", "4242");
+    let id = twitch.say(
+        CHANNEL,
+        &viewer,
+        "!imagine a red fox in the snow --seed 7 --size 64x64 --steps 6",
+    );
+    let replies = replies(&twitch, &id, "the image reply", |replies| {
+        replies.iter().any(|r| r.text.contains("here it is"))
+    })
+    .await;
+    let texts: Vec<&str> = replies.iter().map(|r| r.text.as_str()).collect();
+    assert!(
+        texts[0].starts_with("@Viewer queued your image"),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("rendering on gpu-sim")),
+        "{texts:?}"
+    );
+    assert!(texts.iter().any(|t| t.contains('%')), "{texts:?}");
+    let last = texts.last().unwrap();
+    assert!(last.contains("(seed 7)"), "{last}");
+    assert!(replies.iter().all(|r| r.channel == CHANNEL));
+
+    // The link works without a token, and is the image.
+    let url = last
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap();
+    let response = reqwest::get(url).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    let png = response.bytes().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+
+    // One correlation id from the chat message through the job to the reply.
+    let command_id = events::chat::command_id(Platform::Twitch, &id);
+    let chat = envelopes(&running.bus, "chat_command", &command_id).await;
+    let types: Vec<&str> = chat.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "chat.command_received",
+            "chat.job_started",
+            "chat.reply_sent"
+        ]
+    );
+    let job_id = chat[1].data["job_id"].as_str().unwrap().to_owned();
+    let job = envelopes(&running.bus, "render_job", &job_id).await;
+    assert!(job.iter().any(|e| e.event_type == "render.job_completed"));
+    let correlation = chat[0].correlation_id;
+    assert!(
+        chat.iter()
+            .chain(&job)
+            .all(|e| e.correlation_id == correlation),
+        "every event carries the chat message's correlation id"
+    );
+    assert_eq!(job[0].data["trigger"]["source"], "twitch");
+    assert_eq!(job[0].data["trigger"]["reference"], command_id.as_str());
+
+    // The same message again (a reconnect replays it): no second job, no second reply. The
+    // intake decides in order, so once a later command is answered the repeat was handled.
+    let before = twitch.sent().len();
+    twitch.say_with_id(
+        CHANNEL,
+        &viewer,
+        "!imagine a red fox in the snow --seed 7",
+        &id,
+    );
+    assert!(
+        reply_to(&twitch, &viewer, "!queue")
+            .await
+            .contains("waiting")
+    );
+    assert_eq!(twitch.sent().len(), before + 1);
+    // And delivered again past JetStream's dedupe window (another message id on WORK): the
+    // chat command refuses the second receipt.
+    let incoming = chat::Incoming {
+        command: serde_json::from_value(chat[0].data.clone()).unwrap(),
+        reply_token: None,
+    };
+    running
+        .bus
+        .publish_raw(
+            chat::Incoming::subject(Platform::Twitch),
+            "redelivered",
+            Vec::new(),
+            serde_json::to_vec(&incoming).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    wait_until("the duplicate to be counted", DEFAULT_WAIT, || async {
+        (running
+            .bus
+            .metrics()
+            .get("nebula_chat_duplicates_total", &[("platform", "twitch")])
+            >= 1.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(twitch.sent().len(), before + 1);
+    assert_eq!(
+        envelopes(&running.bus, "chat_command", &command_id)
+            .await
+            .len(),
+        3
+    );
+    running.shutdown().await;
+}
+
+async fn set_settings(bus: &Bus, settings: ChannelSettings) {
+    execute(
+        &commands::<ChatSettings>(bus.clone(), ()),
+        &settings_id(Platform::Twitch, CHANNEL),
+        ChangeSettings {
+            platform: Platform::Twitch,
+            scope: CHANNEL.into(),
+            settings,
+        },
+        CommandMeta::new(Actor::User("admin".into())),
+        3,
+    )
+    .await
+    .unwrap();
+}
+
+async fn reply_to(twitch: &FakeTwitch, chatter: &Chatter, text: &str) -> String {
+    let id = twitch.say(CHANNEL, chatter, text);
+    let replies = replies(twitch, &id, &format!("a reply to {text:?}"), |r| {
+        !r.is_empty()
+    })
+    .await;
+    replies[0].text.clone()
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let twitch = twitch().await;
+    let config = chat_config(&nats, &pool, state.path(), &twitch);
+    let running = nebula::start(&config, Parts::CHAT).await.unwrap();
+    joined(&twitch).await;
+    set_settings(
+        &running.bus,
+        ChannelSettings {
+            cooldown_secs: 600,
+            quota: 2,
+            ..ChannelSettings::default()
+        },
+    )
+    .await;
+
+    let ann = Chatter::new("ann", "1");
+    let bob = Chatter::new("bob", "2");
+    let cat = Chatter::new("cat", "3");
+    assert!(
+        reply_to(&twitch, &ann, "!imagine a cat")
+            .await
+            .contains("queued")
+    );
+    let cooldown = reply_to(&twitch, &ann, "!imagine another cat").await;
+    assert!(cooldown.starts_with("@Ann please wait "), "{cooldown}");
+    assert!(
+        reply_to(&twitch, &bob, "!imagine a dog")
+            .await
+            .contains("queued")
+    );
+    let quota = reply_to(&twitch, &cat, "!imagine a bird").await;
+    assert!(quota.contains("has used its 2 images"), "{quota}");
+    let invalid = reply_to(&twitch, &cat, "!imagine --seed").await;
+    assert!(invalid.contains("--seed needs a value"), "{invalid}");
+    assert!(
+        reply_to(&twitch, &ann, "!queue")
+            .await
+            .contains("2 image(s) waiting")
+    );
+    assert!(
+        reply_to(&twitch, &ann, "!status")
+            .await
+            .contains("waiting in the queue")
+    );
+    assert!(
+        reply_to(&twitch, &ann, "!cancel")
+            .await
+            .contains("cancelled your last image")
+    );
+
+    // Only moderators may imagine now; then nobody may.
+    let mut settings = ChannelSettings::default();
+    settings.commands.insert(
+        "imagine".into(),
+        CommandRule {
+            enabled: true,
+            roles: vec!["moderator".into()],
+        },
+    );
+    set_settings(&running.bus, settings.clone()).await;
+    let dan = Chatter::new("dan", "4");
+    assert!(
+        reply_to(&twitch, &dan, "!imagine a fish")
+            .await
+            .contains("only for some roles")
+    );
+    let mut moderator = Chatter::new("eve", "5");
+    moderator.badges = vec!["moderator/1".into()];
+    assert!(
+        reply_to(&twitch, &moderator, "!imagine a fish")
+            .await
+            .contains("queued")
+    );
+    settings.commands.insert(
+        "imagine".into(),
+        CommandRule {
+            enabled: false,
+            roles: vec![],
+        },
+    );
+    set_settings(&running.bus, settings).await;
+    assert!(
+        reply_to(&twitch, &moderator, "!imagine a fish")
+            .await
+            .contains("imagine is switched off here")
+    );
+
+    // A rejection is in the log with its reason, and its reply.
+    let id = twitch.say(CHANNEL, &ann, "!imagine yet another cat");
+    replies(&twitch, &id, "the rejection", |r| !r.is_empty()).await;
+    let command_id = events::chat::command_id(Platform::Twitch, &id);
+    let recorded = wait_until("the reply to be recorded", DEFAULT_WAIT, || async {
+        let events = envelopes(&running.bus, "chat_command", &command_id).await;
+        (events.len() == 3).then_some(events)
+    })
+    .await;
+    assert_eq!(recorded[1].event_type, "chat.command_rejected");
+    assert_eq!(recorded[1].data["reason"], "disabled");
+    assert_eq!(recorded[2].event_type, "chat.reply_sent");
+    assert_eq!(recorded[2].data["kind"], "rejection");
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_bot_rejoins_after_a_lost_connection_and_a_reconnect_request(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let twitch = twitch().await;
+    let config = chat_config(&nats, &pool, state.path(), &twitch);
+    let running = nebula::start(&config, Parts::CHAT).await.unwrap();
+    joined(&twitch).await;
+    let ann = Chatter::new("ann", "1");
+    assert!(reply_to(&twitch, &ann, "!queue").await.contains("waiting"));
+
+    twitch.drop_connections();
+    wait_until("a second login", Duration::from_secs(30), || async {
+        (twitch.logins() >= 2 && twitch.joined(CHANNEL)).then_some(())
+    })
+    .await;
+    assert!(reply_to(&twitch, &ann, "!queue").await.contains("waiting"));
+
+    twitch.reconnect();
+    wait_until("a third login", Duration::from_secs(30), || async {
+        (twitch.logins() >= 3 && twitch.joined(CHANNEL)).then_some(())
+    })
+    .await;
+    assert!(
+        reply_to(&twitch, &ann, "!status")
+            .await
+            .contains("no image")
+    );
+    running.shutdown().await;
+}
