@@ -5,6 +5,7 @@ mod agent_http;
 mod api;
 mod assets;
 mod auth;
+mod chat;
 mod commands;
 mod error;
 mod health;
@@ -69,6 +70,7 @@ pub struct AppState {
     pub(crate) jobs: Arc<bus::store::Commands<domain::job::Job>>,
     pub(crate) render_jobs: Arc<bus::store::Commands<domain::render::RenderJob>>,
     pub(crate) render_queue: Arc<bus::store::Commands<domain::render::RenderQueue>>,
+    pub(crate) chat_settings: Arc<bus::store::Commands<domain::chat::ChatSettings>>,
     pub(crate) artifacts: artifacts::ArtifactStore,
     pub(crate) config: Arc<GatewayConfig>,
 }
@@ -111,6 +113,12 @@ pub fn router(state: AppState) -> Router {
             "/api/render/artifacts/{sha256}",
             get(self::render::artifact),
         )
+        .route("/api/chat/settings", get(chat::list_settings))
+        .route(
+            "/api/chat/settings/{platform}/{scope}",
+            get(chat::get_settings).put(chat::put_settings),
+        )
+        .route("/api/chat/commands", get(chat::list_commands))
         .route("/ws", get(ws::upgrade))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -159,6 +167,7 @@ pub async fn serve(
     let state = AppState {
         render_jobs: Arc::new(bus::store::commands(bus.clone(), ())),
         render_queue: Arc::new(bus::store::commands(bus.clone(), ())),
+        chat_settings: Arc::new(bus::store::commands(bus.clone(), ())),
         artifacts,
         read,
         bus,

@@ -9,10 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use bus::Bus;
-use bus::store::{CommandMeta, commands, execute};
-use domain::chat::{ChangeSettings, ChatSettings};
-use events::chat::{ChannelSettings, CommandRule, Platform, settings_id};
-use events::{Actor, EventEnvelope};
+use events::EventEnvelope;
+use events::chat::{ChannelSettings, CommandRule, Platform};
 use nebula::{Config, Parts};
 use sqlx::PgPool;
 use testkit::twitch::{Chatter, FakeTwitch, FakeTwitchOptions, Sent};
@@ -204,20 +202,16 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
     running.shutdown().await;
 }
 
-async fn set_settings(bus: &Bus, settings: ChannelSettings) {
-    execute(
-        &commands::<ChatSettings>(bus.clone(), ()),
-        &settings_id(Platform::Twitch, CHANNEL),
-        ChangeSettings {
-            platform: Platform::Twitch,
-            scope: CHANNEL.into(),
-            settings,
-        },
-        CommandMeta::new(Actor::User("admin".into())),
-        3,
-    )
-    .await
-    .unwrap();
+/// Changes the channel's settings through REST, as the dashboard does.
+async fn set_settings(base: &str, settings: &ChannelSettings) {
+    let response = common::http()
+        .put(format!("{base}/api/chat/settings/twitch/{CHANNEL}"))
+        .bearer_auth(common::TOKEN)
+        .json(settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
 }
 
 async fn reply_to(twitch: &FakeTwitch, chatter: &Chatter, text: &str) -> String {
@@ -235,11 +229,22 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
     let state = tempfile::tempdir().unwrap();
     let twitch = twitch().await;
     let config = chat_config(&nats, &pool, state.path(), &twitch);
-    let running = nebula::start(&config, Parts::CHAT).await.unwrap();
+    let running = nebula::start(
+        &config,
+        Parts {
+            gateway: true,
+            projector: true,
+            chat: true,
+            ..Parts::NONE
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
     joined(&twitch).await;
     set_settings(
-        &running.bus,
-        ChannelSettings {
+        &base,
+        &ChannelSettings {
             cooldown_secs: 600,
             quota: 2,
             ..ChannelSettings::default()
@@ -291,7 +296,7 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
             roles: vec!["moderator".into()],
         },
     );
-    set_settings(&running.bus, settings.clone()).await;
+    set_settings(&base, &settings).await;
     let dan = Chatter::new("dan", "4");
     assert!(
         reply_to(&twitch, &dan, "!imagine a fish")
@@ -312,7 +317,7 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
             roles: vec![],
         },
     );
-    set_settings(&running.bus, settings).await;
+    set_settings(&base, &settings).await;
     assert!(
         reply_to(&twitch, &moderator, "!imagine a fish")
             .await
@@ -332,6 +337,72 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
     assert_eq!(recorded[1].data["reason"], "disabled");
     assert_eq!(recorded[2].event_type, "chat.reply_sent");
     assert_eq!(recorded[2].data["kind"], "rejection");
+
+    // The read side: the settings in force, and the command log with what each caused.
+    let client = common::http();
+    let settings = common::get_json(
+        &client,
+        format!("{base}/api/chat/settings/twitch/{CHANNEL}"),
+    )
+    .await;
+    assert_eq!(settings["customized"], true);
+    assert_eq!(
+        settings["settings"]["commands"]["imagine"]["enabled"],
+        false
+    );
+    let correlation = recorded[0].correlation_id;
+    let log = wait_until("the command log", DEFAULT_WAIT, || async {
+        let log = common::get_json(
+            &client,
+            format!("{base}/api/chat/commands?correlation_id={correlation}"),
+        )
+        .await;
+        (log["commands"][0]["reply"].is_string()).then_some(log)
+    })
+    .await;
+    let entry = &log["commands"][0];
+    assert_eq!(entry["status"], "rejected");
+    assert_eq!(entry["reason"], "disabled");
+    assert_eq!(entry["user_name"], "Ann");
+    let all = common::get_json(&client, format!("{base}/api/chat/commands?platform=twitch")).await;
+    let jobs = all["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] == "job")
+        .count();
+    assert_eq!(jobs, 3, "{all}");
+
+    // Bad settings are refused clearly.
+    for (path, body, needle) in [
+        (
+            "twitch/nebula_tv",
+            serde_json::json!({"cooldwn_secs": 5}),
+            "unknown field",
+        ),
+        (
+            "twitch/nebula_tv",
+            serde_json::json!({"quota_window_secs": 0}),
+            "quota_window_secs",
+        ),
+        (
+            "twitch/nebula_tv",
+            serde_json::json!({"commands": {"dance": {"enabled": true}}}),
+            "dance",
+        ),
+        ("myspace/x", serde_json::json!({}), "unknown platform"),
+    ] {
+        let response = client
+            .put(format!("{base}/api/chat/settings/{path}"))
+            .bearer_auth(common::TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400);
+        let text = response.text().await.unwrap();
+        assert!(text.contains(needle), "{text}");
+    }
     running.shutdown().await;
 }
 

@@ -7,6 +7,7 @@
 //! projection from sequence 1 into tables aside and swaps them in without taking the live model
 //! offline. [`ReadModels`] is the query side used by the gateway.
 
+pub mod chat;
 mod error;
 mod event_log;
 mod jobs;
@@ -23,6 +24,7 @@ use std::pin::Pin;
 use bus::{StoredMessage, StreamName};
 use sqlx::PgConnection;
 
+pub use chat::Chat;
 pub use error::{ApplyError, ProjectionError};
 pub use event_log::EventLog;
 pub use jobs::Jobs;
@@ -114,6 +116,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(NodeTelemetry),
         std::sync::Arc::new(Jobs),
         std::sync::Arc::new(Render),
+        std::sync::Arc::new(Chat),
     ]
 }
 
