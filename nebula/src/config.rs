@@ -355,6 +355,18 @@ mod tests {
     }
 
     #[test]
+    fn chat_channels_come_as_a_list_or_separated_by_commas() {
+        for raw in ["chan_a, #chan_b", r##"["chan_a", "#chan_b"]"##] {
+            let config =
+                Config::load_from(None, env(&[("NEBULA_CHAT__TWITCH__CHANNELS", raw)])).unwrap();
+            assert_eq!(config.chat.twitch.channels, ["chan_a", "#chan_b"], "{raw}");
+        }
+        let config =
+            Config::load_from(None, env(&[("NEBULA_CHAT__TWITCH__TOKEN", "very-secret")])).unwrap();
+        assert!(!format!("{config:?}").contains("very-secret"));
+    }
+
+    #[test]
     fn environment_overrides_defaults_and_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("nebula.toml");

@@ -178,6 +178,20 @@ fn nebula_render_worker_service_is_valid() {
 }
 
 #[test]
+fn nebula_chat_service_is_valid() {
+    let problems = problems(
+        "nebula-chat.service",
+        &read_unit("nebula-chat.service"),
+        "chat",
+    );
+    assert!(
+        problems.is_empty(),
+        "deploy/nebula-chat.service:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
 fn a_misspelled_key_is_reported() {
     let broken = read_unit("nebula.service").replace("Restart=on-failure", "Restrat=on-failure");
     let structural = structural_problems(&broken, "up");

@@ -39,12 +39,31 @@ pub struct TwitchConfig {
     pub login: String,
     /// The bot account's OAuth token (without the `oauth:` prefix).
     pub token: Option<String>,
-    /// Channels to join (logins, without `#`).
+    /// Channels to join (logins, `#` optional); a list, or one string separated by commas
+    /// (`NEBULA_CHAT__TWITCH__CHANNELS=chan_a,chan_b`).
+    #[serde(deserialize_with = "list_or_commas")]
     pub channels: Vec<String>,
     /// What starts a command (`!imagine`).
     pub prefix: String,
     /// At most one progress message per job this often, in seconds.
     pub progress_every_secs: u64,
+}
+
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Channels {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Channels::deserialize(d)? {
+        Channels::List(list) => list,
+        Channels::Commas(text) => text
+            .split(',')
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .collect(),
+    })
 }
 
 impl Default for TwitchConfig {
