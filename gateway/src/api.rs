@@ -28,6 +28,33 @@ pub(crate) async fn get_node(
     }
 }
 
+/// Refuses a query with a parameter not in `known` (a typo would otherwise be ignored).
+pub(crate) fn known_params(
+    params: &HashMap<String, String>,
+    known: &[&str],
+) -> Result<(), ApiError> {
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(ApiError::BadRequest(format!(
+            "unknown query parameter {unknown:?}; expected one of {}",
+            known.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The `limit` parameter: 1 to 1000, 100 when absent.
+pub(crate) fn limit_param(params: &HashMap<String, String>) -> Result<i64, ApiError> {
+    match params.get("limit") {
+        None => Ok(100),
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::BadRequest(format!(
+                "limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}"
+            ))),
+        },
+    }
+}
+
 /// `GET /api/events?aggregate_type=&aggregate_id=&type=&correlation_id=&after=&limit=`
 pub(crate) async fn list_events(
     State(state): State<AppState>,
@@ -42,23 +69,8 @@ pub(crate) async fn list_events(
         "limit",
         "since",
     ];
-    if let Some(unknown) = params.keys().find(|k| !KNOWN.contains(&k.as_str())) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown query parameter {unknown:?}; expected one of {}",
-            KNOWN.join(", ")
-        )));
-    }
-    let limit = match params.get("limit") {
-        None => 100,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => limit,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "limit must be an integer from 1 to {MAX_LIMIT}, got {raw:?}"
-                )));
-            }
-        },
-    };
+    known_params(&params, &KNOWN)?;
+    let limit = limit_param(&params)?;
     let after = params
         .get("after")
         .or(params.get("since"))

@@ -13,6 +13,7 @@ use events::Actor;
 use events::chat::{ChannelSettings, Platform};
 use serde_json::{Value, json};
 
+use crate::api::{known_params, limit_param};
 use crate::commands::body;
 use crate::{ApiError, AppState};
 
@@ -96,7 +97,6 @@ pub(crate) async fn put_settings(
     }
     let settings: ChannelSettings = serde_json::from_value(raw)
         .map_err(|err| ApiError::BadRequest(format!("invalid settings: {err}")))?;
-    settings.validate().map_err(ApiError::BadRequest)?;
     let meta = CommandMeta::new(Actor::User("admin".into()));
     let correlation_id = meta.correlation_id;
     execute(
@@ -133,14 +133,7 @@ pub(crate) async fn list_commands(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(unknown) = params
-        .keys()
-        .find(|k| !["platform", "correlation_id", "limit"].contains(&k.as_str()))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "unknown query parameter {unknown:?}"
-        )));
-    }
+    known_params(&params, &["platform", "correlation_id", "limit"])?;
     let platform = params.get("platform").map(|p| platform(p)).transpose()?;
     let correlation = params
         .get("correlation_id")
@@ -149,14 +142,7 @@ pub(crate) async fn list_commands(
                 .map_err(|_| ApiError::BadRequest("correlation_id must be a uuid".into()))
         })
         .transpose()?;
-    let limit = match params.get("limit") {
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| ApiError::BadRequest("limit must be 1..=500".into()))?,
-        None => 100,
-    };
+    let limit = limit_param(&params)?;
     let commands = state
         .read
         .chat_commands(platform.map(Platform::as_str), correlation, limit)

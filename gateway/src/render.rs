@@ -17,6 +17,7 @@ use events::{Actor, JobId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::api::{known_params, limit_param};
 use crate::commands::body;
 use crate::{ApiError, AppState};
 
@@ -195,14 +196,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    if let Some(unknown) = params
-        .keys()
-        .find(|k| !["status", "limit"].contains(&k.as_str()))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "unknown query parameter {unknown:?}; expected status, limit"
-        )));
-    }
+    known_params(&params, &["status", "limit"])?;
     let status = params.get("status").map(String::as_str);
     if let Some(status) = status {
         let known = [
@@ -219,17 +213,7 @@ pub(crate) async fn list(
             )));
         }
     }
-    let limit = match params.get("limit") {
-        None => 100,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(limit) if (1..=1000).contains(&limit) => limit,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "limit must be an integer from 1 to 1000, got {raw:?}"
-                )));
-            }
-        },
-    };
+    let limit = limit_param(&params)?;
     Ok(Json(
         json!({ "jobs": state.read.render_jobs(status, limit).await? }),
     ))
