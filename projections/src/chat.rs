@@ -7,7 +7,6 @@ use events::{DomainEvent, EventEnvelope};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use crate::event_log::seq_i64;
 use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
 
 pub struct Chat;
@@ -33,42 +32,24 @@ impl Projection for Chat {
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
             let mut applied = Applied::default();
-            let prefixes = [
-                ChatCommandEvent::AGGREGATE_TYPE,
-                ChatSettingsEvent::AGGREGATE_TYPE,
-            ]
-            .map(|t| format!("nebula.events.{t}."));
-            for message in batch {
-                if !prefixes.iter().any(|p| message.subject.starts_with(p)) {
-                    continue;
-                }
-                let commit = message
-                    .decode_commit()
-                    .map_err(|err| ApplyError::Poison(err.to_string()))?;
-                let seq = seq_i64(message.stream_seq.0)?;
-                for envelope in commit {
-                    let known = match envelope.aggregate_type.as_str() {
-                        "chat_command" => apply_command(conn, target, &envelope, seq).await?,
-                        "chat_settings" => apply_settings(conn, target, &envelope, seq).await?,
-                        _ => true,
-                    };
-                    if !known {
-                        applied.unknown_skipped += 1;
-                    }
+            for (seq, envelope) in crate::envelopes_of(
+                batch,
+                &[
+                    ChatCommandEvent::AGGREGATE_TYPE,
+                    ChatSettingsEvent::AGGREGATE_TYPE,
+                ],
+            )? {
+                let known = match envelope.aggregate_type.as_str() {
+                    "chat_command" => apply_command(conn, target, &envelope, seq).await?,
+                    "chat_settings" => apply_settings(conn, target, &envelope, seq).await?,
+                    _ => true,
+                };
+                if !known {
+                    applied.unknown_skipped += 1;
                 }
             }
             Ok(applied)
         })
-    }
-}
-
-fn decode<E: DomainEvent + serde::de::DeserializeOwned>(
-    envelope: &EventEnvelope,
-) -> Result<Option<E>, ApplyError> {
-    match envelope.decode::<E>() {
-        Ok(event) => Ok(Some(event)),
-        Err(err) if err.is_unknown_type() => Ok(None),
-        Err(err) => Err(ApplyError::Poison(err.to_string())),
     }
 }
 
@@ -78,7 +59,7 @@ async fn apply_command(
     envelope: &EventEnvelope,
     seq: i64,
 ) -> Result<bool, ApplyError> {
-    let Some(event) = decode::<ChatCommandEvent>(envelope)? else {
+    let Some(event) = crate::decode_known::<ChatCommandEvent>(envelope)? else {
         return Ok(false);
     };
     let table = target.table("chat_commands");
@@ -169,7 +150,9 @@ async fn apply_settings(
     envelope: &EventEnvelope,
     seq: i64,
 ) -> Result<bool, ApplyError> {
-    let Some(ChatSettingsEvent::Changed(changed)) = decode::<ChatSettingsEvent>(envelope)? else {
+    let Some(ChatSettingsEvent::Changed(changed)) =
+        crate::decode_known::<ChatSettingsEvent>(envelope)?
+    else {
         return Ok(false);
     };
     let table = target.table("chat_settings");

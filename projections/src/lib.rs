@@ -89,6 +89,45 @@ pub struct Applied {
     pub unknown_skipped: u64,
 }
 
+/// The events of `batch` whose aggregate type is one of `aggregate_types`, each with the stream
+/// sequence of its commit, in stream order. An undecodable commit among them is poison.
+pub(crate) fn envelopes_of(
+    batch: &[StoredMessage],
+    aggregate_types: &[&str],
+) -> Result<Vec<(i64, events::EventEnvelope)>, ApplyError> {
+    let mut out = Vec::new();
+    for message in batch {
+        let ours = aggregate_types.iter().any(|t| {
+            message
+                .subject
+                .strip_prefix("nebula.events.")
+                .and_then(|rest| rest.strip_prefix(t))
+                .is_some_and(|rest| rest.starts_with('.'))
+        });
+        if !ours {
+            continue;
+        }
+        let seq = event_log::seq_i64(message.stream_seq.0)?;
+        let commit = message
+            .decode_commit()
+            .map_err(|err| ApplyError::Poison(err.to_string()))?;
+        out.extend(commit.into_iter().map(|envelope| (seq, envelope)));
+    }
+    Ok(out)
+}
+
+/// An event of a known aggregate: `None` when its type is newer than this version (skipped and
+/// counted), poison when it does not decode.
+pub(crate) fn decode_known<E: events::DomainEvent + serde::de::DeserializeOwned>(
+    envelope: &events::EventEnvelope,
+) -> Result<Option<E>, ApplyError> {
+    match envelope.decode::<E>() {
+        Ok(event) => Ok(Some(event)),
+        Err(err) if err.is_unknown_type() => Ok(None),
+        Err(err) => Err(ApplyError::Poison(err.to_string())),
+    }
+}
+
 pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<Applied, ApplyError>> + Send + 'a>>;
 
 /// One read model.

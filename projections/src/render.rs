@@ -10,7 +10,6 @@ use events::{DomainEvent, EventEnvelope};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use crate::event_log::seq_i64;
 use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
 
 pub struct Render;
@@ -36,44 +35,26 @@ impl Projection for Render {
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
             let mut applied = Applied::default();
-            let prefixes = [
-                RenderJobEvent::AGGREGATE_TYPE,
-                RenderQueueEvent::AGGREGATE_TYPE,
-                ComfyEvent::AGGREGATE_TYPE,
-            ]
-            .map(|t| format!("nebula.events.{t}."));
-            for message in batch {
-                if !prefixes.iter().any(|p| message.subject.starts_with(p)) {
-                    continue;
-                }
-                let commit = message
-                    .decode_commit()
-                    .map_err(|err| ApplyError::Poison(err.to_string()))?;
-                let seq = seq_i64(message.stream_seq.0)?;
-                for envelope in commit {
-                    let known = match envelope.aggregate_type.as_str() {
-                        "render_job" => apply_job(conn, target, &envelope, seq).await?,
-                        "render_queue" => apply_queue(conn, target, &envelope, seq).await?,
-                        "comfyui" => apply_comfy(conn, target, &envelope, seq).await?,
-                        _ => true,
-                    };
-                    if !known {
-                        applied.unknown_skipped += 1;
-                    }
+            for (seq, envelope) in crate::envelopes_of(
+                batch,
+                &[
+                    RenderJobEvent::AGGREGATE_TYPE,
+                    RenderQueueEvent::AGGREGATE_TYPE,
+                    ComfyEvent::AGGREGATE_TYPE,
+                ],
+            )? {
+                let known = match envelope.aggregate_type.as_str() {
+                    "render_job" => apply_job(conn, target, &envelope, seq).await?,
+                    "render_queue" => apply_queue(conn, target, &envelope, seq).await?,
+                    "comfyui" => apply_comfy(conn, target, &envelope, seq).await?,
+                    _ => true,
+                };
+                if !known {
+                    applied.unknown_skipped += 1;
                 }
             }
             Ok(applied)
         })
-    }
-}
-
-fn decode<E: DomainEvent + serde::de::DeserializeOwned>(
-    envelope: &EventEnvelope,
-) -> Result<Option<E>, ApplyError> {
-    match envelope.decode::<E>() {
-        Ok(event) => Ok(Some(event)),
-        Err(err) if err.is_unknown_type() => Ok(None),
-        Err(err) => Err(ApplyError::Poison(err.to_string())),
     }
 }
 
@@ -84,7 +65,7 @@ async fn apply_job(
     envelope: &EventEnvelope,
     seq: i64,
 ) -> Result<bool, ApplyError> {
-    let Some(event) = decode::<RenderJobEvent>(envelope)? else {
+    let Some(event) = crate::decode_known::<RenderJobEvent>(envelope)? else {
         return Ok(false);
     };
     let table = target.table("render_jobs");
@@ -203,7 +184,7 @@ async fn apply_queue(
     envelope: &EventEnvelope,
     seq: i64,
 ) -> Result<bool, ApplyError> {
-    let Some(event) = decode::<RenderQueueEvent>(envelope)? else {
+    let Some(event) = crate::decode_known::<RenderQueueEvent>(envelope)? else {
         return Ok(false);
     };
     let (paused, reason) = match event {
@@ -234,7 +215,8 @@ async fn apply_comfy(
     envelope: &EventEnvelope,
     seq: i64,
 ) -> Result<bool, ApplyError> {
-    let Some(ComfyEvent::StateChanged(changed)) = decode::<ComfyEvent>(envelope)? else {
+    let Some(ComfyEvent::StateChanged(changed)) = crate::decode_known::<ComfyEvent>(envelope)?
+    else {
         return Ok(false);
     };
     let table = target.table("comfyui_instances");
