@@ -54,18 +54,7 @@ pub fn settings_id(platform: Platform, scope: &str) -> String {
 }
 
 fn scoped_id(platform: Platform, raw: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .take(100)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{}-{cleaned}", platform.as_str())
+    format!("{}-{}", platform.as_str(), crate::sanitize_token(raw, 100))
 }
 
 /// The commands the chat services understand.

@@ -18,6 +18,21 @@ pub fn validate_token(token: &str) -> Result<(), IdError> {
     }
 }
 
+/// `raw` made into a subject token: its first `max_chars` characters, each one outside
+/// `[A-Za-z0-9_-]` replaced by `_`.
+pub fn sanitize_token(raw: &str, max_chars: usize) -> String {
+    raw.chars()
+        .take(max_chars)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error("id must be 1 to 128 characters long, got {0}")]

@@ -16,4 +16,6 @@ pub mod telemetry;
 pub use envelope::{
     Actor, DecodeError, DomainEvent, EventEnvelope, Upcaster, decode_commit, encode_commit,
 };
-pub use ids::{CorrelationId, EventId, IdError, JobId, NodeId, StreamSeq, validate_token};
+pub use ids::{
+    CorrelationId, EventId, IdError, JobId, NodeId, StreamSeq, sanitize_token, validate_token,
+};

@@ -51,17 +51,7 @@ pub fn upload_name(job_id: &str, param: &str) -> String {
 }
 
 fn safe_name(s: &str) -> String {
-    let safe: String = s
-        .chars()
-        .take(100)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = events::sanitize_token(s, 100);
     if safe.is_empty() {
         "job".to_owned()
     } else {
