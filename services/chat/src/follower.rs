@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::limits::Limits;
 use crate::reply::{Replier, Reply, Stage};
-use events::chat::ReplyKind;
+use events::chat::{CommandReceived, ReplyKind};
 
 #[derive(Debug, Clone)]
 pub struct FollowerConfig {
@@ -41,10 +41,17 @@ pub struct Follower {
     jobs: Mutex<HashMap<String, Followed>>,
 }
 
-#[derive(Clone)]
 struct Followed {
-    command_id: Option<String>,
+    /// `None`: the job was not started from this platform.
+    target: Option<Arc<Target>>,
     last_progress: Option<Instant>,
+}
+
+/// Who to tell about a job: read once per job, not once per progress tick.
+struct Target {
+    command_id: String,
+    received: CommandReceived,
+    reply_token: Option<String>,
 }
 
 /// Progress about events older than this is not worth telling (a backlog after a restart).
@@ -109,53 +116,60 @@ impl Follower {
 
     async fn follow(&self, envelope: &EventEnvelope, event: &RenderJobEvent) -> Result<(), String> {
         let job_id = envelope.aggregate_id.clone();
-        let Some(command_id) = self.command_of(&job_id, event).await? else {
+        let Some(target) = self.target_of(&job_id, event).await? else {
             return Ok(());
         };
         let fresh = chrono::Utc::now() - envelope.occurred_at < STALE_PROGRESS;
         let stage = match event {
-            RenderJobEvent::Started(started) if fresh => Some(Stage::Started {
-                node_id: started.node_id.clone(),
-            }),
+            RenderJobEvent::Started(started) if fresh => {
+                self.mark_progress(&job_id);
+                Stage::Started {
+                    node_id: started.node_id.clone(),
+                }
+            }
             RenderJobEvent::Progressed(progressed) if fresh && self.progress_due(&job_id) => {
-                Some(Stage::Progress {
+                Stage::Progress {
                     value: progressed.value,
                     max: progressed.max,
-                })
+                }
             }
             RenderJobEvent::Completed(_)
             | RenderJobEvent::Failed(_)
-            | RenderJobEvent::Cancelled(_) => None,
+            | RenderJobEvent::Cancelled(_) => return self.finish(envelope, event, &target).await,
             _ => return Ok(()),
         };
-        let state = self
-            .chat_state
-            .load_aggregate(&command_id)
-            .await
-            .map_err(|err| err.to_string())?;
-        let state = state.state().clone();
-        let Some(received) = state.received else {
-            return Ok(()); // a job whose chat command is not in the log (a test, a replay)
+        let reply = Reply::Progress {
+            job_id: job_id.clone(),
+            stage,
         };
-        if state.replied {
-            return Ok(());
-        }
-        let token = self
-            .limits
-            .secret(&command_id)
+        if let Err(err) = self
+            .replier
+            .send(&target.received, target.reply_token.as_deref(), &reply)
             .await
-            .map_err(|err| format!("redis: {err}"))?;
-        if let Some(stage) = stage {
-            if let Stage::Started { .. } = stage {
-                self.mark_progress(&job_id);
-            }
-            let reply = Reply::Progress {
-                job_id: job_id.clone(),
-                stage,
-            };
-            if let Err(err) = self.replier.send(&received, token.as_deref(), &reply).await {
-                tracing::warn!(%job_id, error = %err, "a progress message was not delivered");
-            }
+        {
+            tracing::warn!(%job_id, error = %err, "a progress message was not delivered");
+        }
+        Ok(())
+    }
+
+    /// The result reply, once: a redelivered completion finds it recorded and stays quiet.
+    async fn finish(
+        &self,
+        envelope: &EventEnvelope,
+        event: &RenderJobEvent,
+        target: &Target,
+    ) -> Result<(), String> {
+        let job_id = envelope.aggregate_id.clone();
+        let command_id = &target.command_id;
+        let replied = self
+            .chat_state
+            .load_aggregate(command_id)
+            .await
+            .map_err(|err| err.to_string())?
+            .state()
+            .replied;
+        if replied {
+            self.forget(&job_id);
             return Ok(());
         }
         let (reply, artifact) = match event {
@@ -206,13 +220,17 @@ impl Follower {
         };
         let meta = CommandMeta::caused_by(
             envelope,
-            Actor::Service(format!("chat-{}", received.platform)),
+            Actor::Service(format!("chat-{}", target.received.platform)),
         );
-        match self.replier.send(&received, token.as_deref(), &reply).await {
+        match self
+            .replier
+            .send(&target.received, target.reply_token.as_deref(), &reply)
+            .await
+        {
             Ok(text) => {
                 let recorded = execute(
                     &self.chat,
-                    &command_id,
+                    command_id,
                     ChatCommandCommand::RecordReply {
                         kind: ReplyKind::Result,
                         text,
@@ -231,7 +249,7 @@ impl Follower {
             Err(err) => {
                 execute(
                     &self.chat,
-                    &command_id,
+                    command_id,
                     ChatCommandCommand::RecordReplyFailure {
                         kind: ReplyKind::Result,
                         error: err.message.clone(),
@@ -251,14 +269,15 @@ impl Follower {
         }
     }
 
-    /// The chat command that started `job_id`, from its request (read once, then remembered).
-    async fn command_of(
+    /// Whom to tell about `job_id`: the chat command its request names, with the reply token
+    /// (read once per job, then remembered).
+    async fn target_of(
         &self,
         job_id: &str,
         event: &RenderJobEvent,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<Arc<Target>>, String> {
         if let Some(followed) = self.lock().get(job_id) {
-            return Ok(followed.command_id.clone());
+            return Ok(followed.target.clone());
         }
         let trigger = match event {
             RenderJobEvent::Requested(requested) => Some(requested.trigger.clone()),
@@ -269,18 +288,44 @@ impl Follower {
                 .then_some(trigger.reference)
                 .flatten()
         });
+        let target = match command_id {
+            Some(command_id) => {
+                let received = self
+                    .chat_state
+                    .load_aggregate(&command_id)
+                    .await
+                    .map_err(|err| err.to_string())?
+                    .state()
+                    .received
+                    .clone();
+                let reply_token = self
+                    .limits
+                    .secret(&command_id)
+                    .await
+                    .map_err(|err| format!("redis: {err}"))?;
+                // A job whose chat command is not in the log (a replay elsewhere) is not ours.
+                received.map(|received| {
+                    Arc::new(Target {
+                        command_id,
+                        received,
+                        reply_token,
+                    })
+                })
+            }
+            None => None,
+        };
         let mut jobs = self.lock();
         if jobs.len() > 10_000 {
-            jobs.retain(|_, followed| followed.command_id.is_some());
+            jobs.retain(|_, followed| followed.target.is_some());
         }
         jobs.insert(
             job_id.to_owned(),
             Followed {
-                command_id: command_id.clone(),
+                target: target.clone(),
                 last_progress: None,
             },
         );
-        Ok(command_id)
+        Ok(target)
     }
 
     async fn trigger_of(&self, job_id: &str) -> Result<Option<Trigger>, String> {

@@ -58,27 +58,25 @@ pub struct Intake {
     queue_state: JetStreamStore<RenderQueue>,
 }
 
-/// Why handling stopped short.
-enum Stop {
-    /// The bus, Redis or the platform is away: try the delivery again later.
-    Retry(String),
-}
+/// Handling stopped short: the bus, Redis or the platform is away, so the delivery is tried
+/// again later.
+struct Stop(String);
 
 impl<E: std::error::Error> From<AggregateError<E>> for Stop {
     fn from(err: AggregateError<E>) -> Self {
-        Stop::Retry(err.to_string())
+        Stop(err.to_string())
     }
 }
 
 impl From<redis::RedisError> for Stop {
     fn from(err: redis::RedisError) -> Self {
-        Stop::Retry(format!("redis: {err}"))
+        Stop(format!("redis: {err}"))
     }
 }
 
 impl From<bus::BusError> for Stop {
     fn from(err: bus::BusError) -> Self {
-        Stop::Retry(err.to_string())
+        Stop(err.to_string())
     }
 }
 
@@ -129,7 +127,7 @@ impl Intake {
     pub async fn handle(&self, incoming: Incoming) -> Outcome {
         match self.decide(&incoming).await {
             Ok(()) => Outcome::Ack,
-            Err(Stop::Retry(reason)) => {
+            Err(Stop(reason)) => {
                 tracing::warn!(message_id = %incoming.command.message_id, reason, "chat command will be retried");
                 Outcome::Retry(reason)
             }
@@ -198,8 +196,20 @@ impl Intake {
                 Verdict::Answer(text) => ChatCommandCommand::Answer { text },
                 Verdict::Job(job_id) => ChatCommandCommand::StartJob { job_id },
             };
-            execute(&self.chat, &id, chat_command, meta.clone(), 3).await?;
-            state = self.chat_state.load_aggregate(&id).await?.state().clone();
+            execute(&self.chat, &id, chat_command.clone(), meta.clone(), 3).await?;
+            // What was just decided is what the aggregate now holds; no need to read it back.
+            match chat_command {
+                ChatCommandCommand::Reject { message, .. } => {
+                    state.answer = Some((ReplyKind::Rejection, message));
+                }
+                ChatCommandCommand::Answer { text } => {
+                    state.answer = Some((ReplyKind::Answer, text));
+                }
+                ChatCommandCommand::StartJob { job_id } => {
+                    state.decision = Some(Decision::Job(job_id));
+                }
+                _ => {}
+            }
             if let Some(Decision::Job(job_id)) = &state.decision {
                 // Best effort: the follower reports the rest.
                 let position = self.queue_position().await;
@@ -257,7 +267,7 @@ impl Intake {
                     )
                     .await?;
                     if err.retryable {
-                        return Err(Stop::Retry(format!("reply not delivered: {err}")));
+                        return Err(Stop(format!("reply not delivered: {err}")));
                     }
                 }
             }
@@ -272,7 +282,7 @@ impl Intake {
             .first()
             .and_then(|message| message.decode_commit().ok())
             .and_then(|commit| commit.first().map(|envelope| envelope.correlation_id))
-            .ok_or_else(|| Stop::Retry(format!("{subject} holds no readable commit")))
+            .ok_or_else(|| Stop(format!("{subject} holds no readable commit")))
     }
 
     async fn queue_position(&self) -> usize {
