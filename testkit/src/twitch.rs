@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,7 +32,6 @@ pub struct Sent {
     pub text: String,
     /// The `reply-parent-msg-id` tag, when the message was a reply.
     pub reply_parent: Option<String>,
-    pub connection: u64,
 }
 
 /// A chat user for [`FakeTwitch::say`].
@@ -67,7 +66,6 @@ struct State {
     connections: Vec<Connection>,
     sent: Vec<Sent>,
     logins: u64,
-    joins: Vec<String>,
     next_id: u64,
 }
 
@@ -167,11 +165,6 @@ impl FakeTwitch {
     /// Successful logins so far (one per connection the bot opened).
     pub fn logins(&self) -> u64 {
         self.lock().logins
-    }
-
-    /// Channels joined (once per JOIN, across connections).
-    pub fn joins(&self) -> Vec<String> {
-        self.lock().joins.clone()
     }
 
     /// Whether some open connection has joined `#channel`.
@@ -276,8 +269,7 @@ async fn serve(
                 break;
             }
             if line.ends_with("RECONNECT") {
-                // Twitch closes the connection shortly after asking clients to reconnect.
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Twitch closes the connection after asking clients to reconnect.
                 break;
             }
         }
@@ -361,7 +353,6 @@ async fn serve(
                     let channel = channel.trim_start_matches('#').to_lowercase();
                     {
                         let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                        state.joins.push(channel.clone());
                         if let Some(connection) = state.connections.iter_mut().find(|c| c.id == id)
                         {
                             connection.joined.insert(channel.clone());
@@ -426,7 +417,6 @@ async fn serve(
                         channel: channel.clone(),
                         text,
                         reply_parent,
-                        connection: id,
                     });
                 let moderator = options.moderator_in.contains(&channel);
                 send(format!(
