@@ -293,13 +293,12 @@ async fn start_parts(
     }
     if parts.dispatcher {
         let dispatcher = render::Dispatcher::new(bus.clone(), config.render.dispatcher.clone());
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            if let Err(err) = dispatcher.run(cancel.clone()).await {
-                tracing::error!(error = format!("{err:#}"), "render dispatcher stopped");
-                cancel.cancel();
-            }
-        });
+        spawn_part(
+            &tracker,
+            &cancel,
+            "render dispatcher",
+            dispatcher.run(cancel.clone()),
+        );
     }
 
     if parts.render_worker {
@@ -444,22 +443,34 @@ async fn start_chat(
             public_url,
         },
     );
-    for (name, task) in [
-        (
-            "twitch listener",
-            Box::pin(listener.run(cancel.clone()))
-                as std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>,
-        ),
-        ("twitch intake", Box::pin(intake.run(cancel.clone()))),
-        ("twitch follower", Box::pin(follower.run(cancel.clone()))),
-    ] {
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            if let Err(err) = task.await {
-                tracing::error!(error = format!("{err:#}"), "{name} stopped");
-                cancel.cancel();
-            }
-        });
-    }
+    spawn_part(
+        tracker,
+        cancel,
+        "twitch listener",
+        listener.run(cancel.clone()),
+    );
+    spawn_part(tracker, cancel, "twitch intake", intake.run(cancel.clone()));
+    spawn_part(
+        tracker,
+        cancel,
+        "twitch follower",
+        follower.run(cancel.clone()),
+    );
     Ok(())
+}
+
+/// Runs `task` on `tracker`; if it fails, logs why and stops the whole process (`cancel`).
+fn spawn_part(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    name: &'static str,
+    task: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+) {
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        if let Err(err) = task.await {
+            tracing::error!(error = format!("{err:#}"), "{name} stopped");
+            cancel.cancel();
+        }
+    });
 }
