@@ -30,12 +30,31 @@ fn chat_config(nats: &NatsServer, pool: &PgPool, state: &Path, twitch: &FakeTwit
     config
 }
 
-async fn twitch() -> FakeTwitch {
-    FakeTwitch::start(FakeTwitchOptions {
+/// A running nebula with the chat bot joined to the fake Twitch (the rest keeps it alive).
+struct Bot {
+    running: nebula::Running,
+    twitch: FakeTwitch,
+    _nats: NatsServer,
+    _state: tempfile::TempDir,
+}
+
+async fn start_bot(pool: &PgPool, parts: Parts) -> Bot {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let twitch = FakeTwitch::start(FakeTwitchOptions {
         token: Some("s3cret".into()),
         moderator_in: vec![],
     })
-    .await
+    .await;
+    let config = chat_config(&nats, pool, state.path(), &twitch);
+    let running = nebula::start(&config, parts).await.unwrap();
+    joined(&twitch).await;
+    Bot {
+        running,
+        twitch,
+        _nats: nats,
+        _state: state,
+    }
 }
 
 async fn joined(twitch: &FakeTwitch) {
@@ -74,12 +93,8 @@ async fn envelopes(bus: &Bus, aggregate_type: &str, id: &str) -> Vec<EventEnvelo
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: PgPool) {
-    let nats = NatsServer::start();
-    let state = tempfile::tempdir().unwrap();
-    let twitch = twitch().await;
-    let config = chat_config(&nats, &pool, state.path(), &twitch);
-    let running = nebula::start(
-        &config,
+    let bot = start_bot(
+        &pool,
         Parts {
             gateway: true,
             dispatcher: true,
@@ -88,9 +103,8 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
             ..Parts::NONE
         },
     )
-    .await
-    .unwrap();
-    joined(&twitch).await;
+    .await;
+    let (running, twitch) = (&bot.running, &bot.twitch);
 
     let viewer = Chatter::new("viewer", "4242");
     let id = twitch.say(
@@ -98,7 +112,7 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
         &viewer,
         "!imagine a red fox in the snow --seed 7 --size 64x64 --steps 6",
     );
-    let replies = replies(&twitch, &id, "the image reply", |replies| {
+    let replies = replies(twitch, &id, "the image reply", |replies| {
         replies.iter().any(|r| r.text.contains("here it is"))
     })
     .await;
@@ -162,7 +176,7 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
         &id,
     );
     assert!(
-        reply_to(&twitch, &viewer, "!queue")
+        reply_to(twitch, &viewer, "!queue")
             .await
             .contains("waiting")
     );
@@ -199,7 +213,7 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
             .len(),
         3
     );
-    running.shutdown().await;
+    bot.running.shutdown().await;
 }
 
 /// Changes the channel's settings through REST, as the dashboard does.
@@ -225,12 +239,8 @@ async fn reply_to(twitch: &FakeTwitch, chatter: &Chatter, text: &str) -> String 
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(pool: PgPool) {
-    let nats = NatsServer::start();
-    let state = tempfile::tempdir().unwrap();
-    let twitch = twitch().await;
-    let config = chat_config(&nats, &pool, state.path(), &twitch);
-    let running = nebula::start(
-        &config,
+    let bot = start_bot(
+        &pool,
         Parts {
             gateway: true,
             projector: true,
@@ -238,10 +248,9 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
             ..Parts::NONE
         },
     )
-    .await
-    .unwrap();
+    .await;
+    let (running, twitch) = (&bot.running, &bot.twitch);
     let base = format!("http://{}", running.gateway_addr.unwrap());
-    joined(&twitch).await;
     set_settings(
         &base,
         &ChannelSettings {
@@ -256,33 +265,33 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
     let bob = Chatter::new("bob", "2");
     let cat = Chatter::new("cat", "3");
     assert!(
-        reply_to(&twitch, &ann, "!imagine a cat")
+        reply_to(twitch, &ann, "!imagine a cat")
             .await
             .contains("queued")
     );
-    let cooldown = reply_to(&twitch, &ann, "!imagine another cat").await;
+    let cooldown = reply_to(twitch, &ann, "!imagine another cat").await;
     assert!(cooldown.starts_with("@Ann please wait "), "{cooldown}");
     assert!(
-        reply_to(&twitch, &bob, "!imagine a dog")
+        reply_to(twitch, &bob, "!imagine a dog")
             .await
             .contains("queued")
     );
-    let quota = reply_to(&twitch, &cat, "!imagine a bird").await;
+    let quota = reply_to(twitch, &cat, "!imagine a bird").await;
     assert!(quota.contains("has used its 2 images"), "{quota}");
-    let invalid = reply_to(&twitch, &cat, "!imagine --seed").await;
+    let invalid = reply_to(twitch, &cat, "!imagine --seed").await;
     assert!(invalid.contains("--seed needs a value"), "{invalid}");
     assert!(
-        reply_to(&twitch, &ann, "!queue")
+        reply_to(twitch, &ann, "!queue")
             .await
             .contains("2 image(s) waiting")
     );
     assert!(
-        reply_to(&twitch, &ann, "!status")
+        reply_to(twitch, &ann, "!status")
             .await
             .contains("waiting in the queue")
     );
     assert!(
-        reply_to(&twitch, &ann, "!cancel")
+        reply_to(twitch, &ann, "!cancel")
             .await
             .contains("cancelled your last image")
     );
@@ -299,14 +308,14 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
     set_settings(&base, &settings).await;
     let dan = Chatter::new("dan", "4");
     assert!(
-        reply_to(&twitch, &dan, "!imagine a fish")
+        reply_to(twitch, &dan, "!imagine a fish")
             .await
             .contains("only for some roles")
     );
     let mut moderator = Chatter::new("eve", "5");
     moderator.badges = vec!["moderator/1".into()];
     assert!(
-        reply_to(&twitch, &moderator, "!imagine a fish")
+        reply_to(twitch, &moderator, "!imagine a fish")
             .await
             .contains("queued")
     );
@@ -319,14 +328,14 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
     );
     set_settings(&base, &settings).await;
     assert!(
-        reply_to(&twitch, &moderator, "!imagine a fish")
+        reply_to(twitch, &moderator, "!imagine a fish")
             .await
             .contains("imagine is switched off here")
     );
 
     // A rejection is in the log with its reason, and its reply.
     let id = twitch.say(CHANNEL, &ann, "!imagine yet another cat");
-    replies(&twitch, &id, "the rejection", |r| !r.is_empty()).await;
+    replies(twitch, &id, "the rejection", |r| !r.is_empty()).await;
     let command_id = events::chat::command_id(Platform::Twitch, &id);
     let recorded = wait_until("the reply to be recorded", DEFAULT_WAIT, || async {
         let events = envelopes(&running.bus, "chat_command", &command_id).await;
@@ -403,36 +412,28 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
         let text = response.text().await.unwrap();
         assert!(text.contains(needle), "{text}");
     }
-    running.shutdown().await;
+    bot.running.shutdown().await;
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn the_bot_rejoins_after_a_lost_connection_and_a_reconnect_request(pool: PgPool) {
-    let nats = NatsServer::start();
-    let state = tempfile::tempdir().unwrap();
-    let twitch = twitch().await;
-    let config = chat_config(&nats, &pool, state.path(), &twitch);
-    let running = nebula::start(&config, Parts::CHAT).await.unwrap();
-    joined(&twitch).await;
+    let bot = start_bot(&pool, Parts::CHAT).await;
+    let twitch = &bot.twitch;
     let ann = Chatter::new("ann", "1");
-    assert!(reply_to(&twitch, &ann, "!queue").await.contains("waiting"));
+    assert!(reply_to(twitch, &ann, "!queue").await.contains("waiting"));
 
     twitch.drop_connections();
     wait_until("a second login", Duration::from_secs(30), || async {
         (twitch.logins() >= 2 && twitch.joined(CHANNEL)).then_some(())
     })
     .await;
-    assert!(reply_to(&twitch, &ann, "!queue").await.contains("waiting"));
+    assert!(reply_to(twitch, &ann, "!queue").await.contains("waiting"));
 
     twitch.reconnect();
     wait_until("a third login", Duration::from_secs(30), || async {
         (twitch.logins() >= 3 && twitch.joined(CHANNEL)).then_some(())
     })
     .await;
-    assert!(
-        reply_to(&twitch, &ann, "!status")
-            .await
-            .contains("no image")
-    );
-    running.shutdown().await;
+    assert!(reply_to(twitch, &ann, "!status").await.contains("no image"));
+    bot.running.shutdown().await;
 }
