@@ -30,15 +30,21 @@ fn chat_config(nats: &NatsServer, pool: &PgPool, state: &Path, twitch: &FakeTwit
     config
 }
 
+/// twitch-irc takes its address from a process-wide slot (`twitch::transport`): one Twitch
+/// client per process, so the tests of this binary take turns.
+static ONE_BOT_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A running nebula with the chat bot joined to the fake Twitch (the rest keeps it alive).
 struct Bot {
     running: nebula::Running,
     twitch: FakeTwitch,
     _nats: NatsServer,
     _state: tempfile::TempDir,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 async fn start_bot(pool: &PgPool, parts: Parts) -> Bot {
+    let turn = ONE_BOT_AT_A_TIME.lock().await;
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let twitch = FakeTwitch::start(FakeTwitchOptions {
@@ -54,6 +60,7 @@ async fn start_bot(pool: &PgPool, parts: Parts) -> Bot {
         twitch,
         _nats: nats,
         _state: state,
+        _turn: turn,
     }
 }
 

@@ -54,8 +54,17 @@ impl FromStr for Endpoint {
 
 static ENDPOINT: RwLock<Option<Endpoint>> = RwLock::new(None);
 
+/// Sets where every Twitch connection of this process goes (new connections, reconnects).
 pub fn set_endpoint(endpoint: Endpoint) {
-    *ENDPOINT.write().unwrap_or_else(PoisonError::into_inner) = Some(endpoint);
+    let mut slot = ENDPOINT.write().unwrap_or_else(PoisonError::into_inner);
+    if let Some(previous) = slot.as_ref().filter(|previous| **previous != endpoint) {
+        tracing::warn!(
+            previous = %format!("{}:{}", previous.host, previous.port),
+            now = %format!("{}:{}", endpoint.host, endpoint.port),
+            "twitch endpoint changed: every twitch client in this process now connects to the new one"
+        );
+    }
+    *slot = Some(endpoint);
 }
 
 fn endpoint() -> Endpoint {
