@@ -207,7 +207,13 @@ impl Bus {
         subject: &str,
         after: StreamSeq,
     ) -> Result<Vec<StoredMessage>, BusError> {
-        let handle = self.stream(StreamName::Events).await?;
+        // A handle without the stream-info round trip: every aggregate load comes through
+        // here, and direct gets need only the stream's name.
+        let handle = self
+            .jetstream
+            .get_stream_no_info(StreamName::Events.as_str())
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::NotFound, err))?;
         let mut out = Vec::new();
         let mut next_seq = (after.0 > 0).then_some(after.0 + 1);
         loop {
