@@ -34,7 +34,7 @@ pub enum Command {
     Agent,
     /// Place queued render jobs on GPU nodes (run one per system).
     Dispatcher,
-    /// Run the chat bots that are configured (`chat.twitch.channels`).
+    /// Run the chat bots that are configured (`chat.twitch.channels`, `chat.discord.token`).
     Chat,
     /// Run a worker on this node.
     #[command(subcommand)]

@@ -45,6 +45,8 @@ pub struct ChatConfig {
     pub redis_prefix: String,
     /// Runs when `channels` is set.
     pub twitch: twitch::TwitchConfig,
+    /// Runs when `token` is set.
+    pub discord: discord::DiscordConfig,
 }
 
 impl Default for ChatConfig {
@@ -54,6 +56,7 @@ impl Default for ChatConfig {
             max_attempts: 3,
             redis_prefix: "nebula:chat".to_owned(),
             twitch: twitch::TwitchConfig::default(),
+            discord: discord::DiscordConfig::default(),
         }
     }
 }
@@ -288,6 +291,28 @@ impl Config {
         if self.render.dispatcher.max_per_node == 0 {
             problems.push("render.dispatcher.max_per_node must be at least 1".to_owned());
         }
+        let discord = &self.chat.discord;
+        if discord
+            .token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            problems.push("chat.discord.token is empty".to_owned());
+        }
+        if let Some(url) = &discord.api_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(format!(
+                "chat.discord.api_url must be an http(s) url, got {url:?}"
+            ));
+        }
+        if let Some(url) = &discord.gateway_url
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            problems.push(format!(
+                "chat.discord.gateway_url must be a ws(s) url, got {url:?}"
+            ));
+        }
         problems.extend(self.agent.validate());
         if problems.is_empty() {
             Ok(())
@@ -364,6 +389,29 @@ mod tests {
         let config =
             Config::load_from(None, env(&[("NEBULA_CHAT__TWITCH__TOKEN", "very-secret")])).unwrap();
         assert!(!format!("{config:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn the_discord_bot_token_is_redacted_and_its_endpoints_checked() {
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("NEBULA_CHAT__DISCORD__TOKEN", "MTEx.very-secret"),
+                ("NEBULA_CHAT__DISCORD__API_URL", "http://127.0.0.1:9999"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.chat.discord.api_url.as_deref(),
+            Some("http://127.0.0.1:9999")
+        );
+        assert!(!format!("{config:?}").contains("very-secret"));
+        let err = Config::load_from(
+            None,
+            env(&[("NEBULA_CHAT__DISCORD__GATEWAY_URL", "https://gateway")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("gateway_url must be a ws(s) url"));
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct Parts {
     pub dispatcher: bool,
     /// This node's render worker (and its ComfyUI supervisor, when configured).
     pub render_worker: bool,
-    /// The chat bots that are configured (Twitch when `chat.twitch.channels` is set).
+    /// The chat bots that are configured (Twitch when `chat.twitch.channels` is set, Discord
+    /// when `chat.discord.token` is).
     pub chat: bool,
 }
 
@@ -402,7 +403,9 @@ async fn start_chat(
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
     let chat_config = &config.chat;
-    if chat_config.twitch.channels.is_empty() {
+    let twitch_on = !chat_config.twitch.channels.is_empty();
+    let discord_on = chat_config.discord.token.is_some();
+    if !twitch_on && !discord_on {
         return Ok(());
     }
     let bus = running.bus.clone();
@@ -429,33 +432,40 @@ async fn start_chat(
         queue_cap: config.render.queue_cap,
         max_attempts: chat_config.max_attempts,
     };
-    let twitch_config = &chat_config.twitch;
-    let (replier, listener) = twitch::connect(twitch_config, bus.clone())?;
-    let replier: Arc<dyn chat::Replier> = replier;
-    let intake = chat::Intake::new(bus.clone(), replier.clone(), limits.clone(), intake_config);
-    let follower = chat::Follower::new(
-        bus.clone(),
-        replier,
-        limits,
-        artifacts,
-        chat::follower::FollowerConfig {
-            progress_every: Duration::from_secs(twitch_config.progress_every_secs),
-            public_url,
-        },
-    );
-    spawn_part(
-        tracker,
-        cancel,
-        "twitch listener",
-        listener.run(cancel.clone()),
-    );
-    spawn_part(tracker, cancel, "twitch intake", intake.run(cancel.clone()));
-    spawn_part(
-        tracker,
-        cancel,
-        "twitch follower",
-        follower.run(cancel.clone()),
-    );
+    // Each platform: its listener, and its own intake and follower around its replier.
+    let platform = |name: &'static str, replier: Arc<dyn chat::Replier>, progress_every: u64| {
+        let intake = chat::Intake::new(
+            bus.clone(),
+            replier.clone(),
+            limits.clone(),
+            intake_config.clone(),
+        );
+        let follower = chat::Follower::new(
+            bus.clone(),
+            replier,
+            limits.clone(),
+            artifacts.clone(),
+            chat::follower::FollowerConfig {
+                progress_every: Duration::from_secs(progress_every),
+                public_url: public_url.clone(),
+            },
+        );
+        spawn_part(tracker, cancel, name, intake.run(cancel.clone()));
+        spawn_part(tracker, cancel, name, follower.run(cancel.clone()));
+    };
+    if twitch_on {
+        let twitch_config = &chat_config.twitch;
+        let (replier, listener) = twitch::connect(twitch_config, bus.clone())?;
+        spawn_part(tracker, cancel, "twitch", listener.run(cancel.clone()));
+        platform("twitch", replier, twitch_config.progress_every_secs);
+    }
+    if discord_on {
+        let discord_config = &chat_config.discord;
+        let (replier, listener) =
+            discord::connect(discord_config, bus.clone(), cancel.clone()).await?;
+        spawn_part(tracker, cancel, "discord", listener.run(cancel.clone()));
+        platform("discord", replier, discord_config.progress_every_secs);
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! product code.
 
 pub mod comfyui;
+pub mod discord;
 mod nats;
 pub mod twitch;
 pub mod webdriver;

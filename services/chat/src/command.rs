@@ -1,8 +1,12 @@
 //! Chat text into commands, and `imagine` arguments into render parameters.
 
-use events::chat::{COMMANDS, CommandReceived, Platform};
+use std::time::Duration;
+
+use bus::Bus;
+use events::chat::{COMMANDS, CommandReceived, Platform, command_id};
 use events::render::RenderParams;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 /// A chat command as a platform service received it, on its way to the intake (over the WORK
 /// stream, so a crash between receiving and deciding loses nothing).
@@ -20,6 +24,53 @@ impl Incoming {
     /// The WORK subject a platform's incoming commands travel on.
     pub fn subject(platform: Platform) -> String {
         events::subjects::work(&format!("chat.{}", platform.as_str()))
+    }
+}
+
+/// Publishes a command for the intake (the platform's message id as `Nats-Msg-Id`); keeps trying
+/// while NATS is away (chat cannot be asked for a message again), for up to a minute. Returns
+/// whether it was handed over; a command that was not is counted in `nebula_chat_dropped_total`.
+pub async fn hand_over(bus: &Bus, incoming: &Incoming, cancel: &CancellationToken) -> bool {
+    let platform = incoming.command.platform;
+    let id = command_id(platform, &incoming.command.message_id);
+    let payload = match serde_json::to_vec(incoming) {
+        Ok(payload) => bytes::Bytes::from(payload),
+        Err(err) => {
+            tracing::error!(error = %err, "chat command not encodable");
+            return false;
+        }
+    };
+    let mut delay = Duration::from_millis(200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let published = bus
+            .publish_raw(
+                Incoming::subject(platform),
+                &id,
+                Vec::new(),
+                payload.clone(),
+            )
+            .await;
+        match published {
+            Ok(_) => return true,
+            Err(err) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%id, error = %err, "chat command not yet handed over; retrying");
+            }
+            Err(err) => {
+                bus.metrics().add(
+                    "nebula_chat_dropped_total",
+                    &[("platform", platform.as_str())],
+                    1.0,
+                );
+                tracing::error!(%id, error = %err, "chat command dropped: the bus stayed away");
+                return false;
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return false,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

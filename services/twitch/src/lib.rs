@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bus::Bus;
 use chat::reply::text;
 use chat::{Incoming, Replier, Reply, ReplyError, parse_prefixed};
-use events::chat::{CommandReceived, Platform, command_id};
+use events::chat::{CommandReceived, Platform};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use twitch_irc::login::StaticLoginCredentials;
@@ -187,7 +187,7 @@ impl Listener {
                         },
                         reply_token: None,
                     };
-                    self.forward(&incoming, &cancel).await;
+                    chat::hand_over(&self.bus, &incoming, &cancel).await;
                 }
                 ServerMessage::UserState(state) => {
                     let moderator = state
@@ -206,52 +206,6 @@ impl Listener {
                 }
                 _ => {}
             }
-        }
-    }
-
-    /// Publishes a command for the intake; keeps trying while NATS is away (chat cannot be
-    /// asked for a message again), for up to a minute.
-    async fn forward(&self, incoming: &Incoming, cancel: &CancellationToken) {
-        let id = command_id(Platform::Twitch, &incoming.command.message_id);
-        let payload = match serde_json::to_vec(incoming) {
-            Ok(payload) => bytes::Bytes::from(payload),
-            Err(err) => {
-                tracing::error!(error = %err, "chat command not encodable");
-                return;
-            }
-        };
-        let mut delay = Duration::from_millis(200);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            match self
-                .bus
-                .publish_raw(
-                    Incoming::subject(Platform::Twitch),
-                    &id,
-                    Vec::new(),
-                    payload.clone(),
-                )
-                .await
-            {
-                Ok(_) => return,
-                Err(err) if tokio::time::Instant::now() < deadline => {
-                    tracing::warn!(%id, error = %err, "chat command not yet handed over; retrying");
-                }
-                Err(err) => {
-                    self.bus.metrics().add(
-                        "nebula_chat_dropped_total",
-                        &[("platform", "twitch")],
-                        1.0,
-                    );
-                    tracing::error!(%id, error = %err, "chat command dropped: the bus stayed away");
-                    return;
-                }
-            }
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 }

@@ -1,0 +1,259 @@
+//! Each guild set up from its settings: which slash commands are registered there, and the
+//! bot's nickname and avatar in it. Applied when the bot joins a guild (READY, GUILD_CREATE)
+//! and whenever the guild's settings change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bus::store::JetStreamStore;
+use bus::{Bus, ReadFrom, StreamName};
+use cqrs_es::EventStore;
+use domain::chat::ChatSettings;
+use events::chat::{COMMANDS, ChannelSettings, ChatSettingsEvent, Platform, settings_id};
+use futures::StreamExt;
+use serenity::all::{
+    CommandOptionType, CreateAttachment, CreateCommand, CreateCommandOption, GuildId, Http,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::classify;
+
+pub(crate) struct Guilds {
+    bus: Bus,
+    settings: JetStreamStore<ChatSettings>,
+    /// The guilds the bot is in, and what has been applied in each.
+    applied: Mutex<HashMap<GuildId, Applied>>,
+    /// One guild set up at a time (a join and a settings change may arrive together).
+    turn: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Applied {
+    /// The registered commands; `None` until a registration succeeded.
+    commands: Option<Vec<String>>,
+    /// Nickname and avatar. Nothing is assumed set at first, so a guild whose settings name
+    /// no identity keeps whatever a person gave the bot there.
+    identity: (Option<String>, Option<String>),
+}
+
+impl Guilds {
+    pub(crate) fn new(bus: Bus) -> Self {
+        Self {
+            settings: JetStreamStore::new(bus.clone()),
+            bus,
+            applied: Mutex::new(HashMap::new()),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The bot is in `guild` (READY or GUILD_CREATE): set it up, unless that is done.
+    pub(crate) async fn joined(&self, http: &Http, guild: GuildId) {
+        self.lock().entry(guild).or_default();
+        self.prepare(http, guild).await;
+    }
+
+    /// Applies the guild's current settings where they differ from what was applied.
+    async fn prepare(&self, http: &Http, guild: GuildId) {
+        let _turn = self.turn.lock().await;
+        let id = settings_id(Platform::Discord, &guild.to_string());
+        let settings = match self.settings.load_aggregate(&id).await {
+            Ok(aggregate) => aggregate.state().current(),
+            Err(err) => {
+                self.failed("settings", &format!("{guild}: {err}"));
+                return;
+            }
+        };
+        let Some(applied) = self.lock().get(&guild).cloned() else {
+            return; // not a guild the bot is in
+        };
+        let commands: Vec<String> = COMMANDS
+            .iter()
+            .filter(|name| settings.rule(name).enabled)
+            .map(|name| (*name).to_owned())
+            .collect();
+        if applied.commands.as_ref() != Some(&commands) {
+            let definitions: Vec<CreateCommand> =
+                commands.iter().map(|name| definition(name)).collect();
+            match retrying(|| guild.set_commands(http, definitions.clone())).await {
+                Ok(_) => {
+                    tracing::info!(%guild, ?commands, "slash commands registered");
+                    self.record(guild, |a| a.commands = Some(commands.clone()));
+                }
+                Err(err) => self.failed("register", &format!("{guild}: {err}")),
+            }
+        }
+        let identity = (settings.nickname.clone(), settings.avatar.clone());
+        if applied.identity != identity {
+            match self.apply_identity(http, guild, &settings).await {
+                Ok(()) => {
+                    tracing::info!(%guild, nickname = ?identity.0, "identity applied");
+                    self.record(guild, |a| a.identity = identity.clone());
+                }
+                Err(err) => self.failed("identity", &format!("{guild}: {err}")),
+            }
+        }
+    }
+
+    /// Nickname and avatar in one `PATCH /guilds/{guild}/members/@me` (a missing one resets).
+    async fn apply_identity(
+        &self,
+        http: &Http,
+        guild: GuildId,
+        settings: &ChannelSettings,
+    ) -> Result<(), String> {
+        let avatar = match settings.avatar.as_deref() {
+            None => None,
+            Some(data) if data.starts_with("data:") => Some(data.to_owned()),
+            Some(url) => Some(
+                CreateAttachment::url(http, url)
+                    .await
+                    .map_err(|err| format!("avatar {url}: {err}"))?
+                    .to_base64(),
+            ),
+        };
+        let mut body = serde_json::Map::new();
+        body.insert("nick".into(), settings.nickname.clone().into());
+        body.insert("avatar".into(), avatar.into());
+        retrying(|| http.edit_member_me(guild, &body, Some("Nebula chat settings")))
+            .await
+            .map(|_| ())
+    }
+
+    /// Follows every guild settings change from now on (the current ones were applied on
+    /// joining) until `cancel` fires.
+    pub(crate) async fn follow_settings(
+        self: Arc<Self>,
+        http: Arc<Http>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut changes = self
+            .bus
+            .read(
+                StreamName::Events,
+                ReadFrom::New,
+                Some(events::subjects::event("chat_settings", "*")),
+            )
+            .await?;
+        loop {
+            let message = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                message = changes.next() => match message {
+                    Some(message) => message?,
+                    None => anyhow::bail!("the settings feed ended"),
+                },
+            };
+            let Ok(commit) = message.decode_commit() else {
+                continue; // counted where it was written; nothing to apply
+            };
+            for envelope in commit {
+                let Ok(ChatSettingsEvent::Changed(changed)) = envelope.decode() else {
+                    continue;
+                };
+                let Ok(guild) = changed.scope.parse::<u64>() else {
+                    continue;
+                };
+                if changed.platform == Platform::Discord && guild != 0 {
+                    self.prepare(&http, GuildId::new(guild)).await;
+                }
+            }
+        }
+    }
+
+    fn record(&self, guild: GuildId, change: impl FnOnce(&mut Applied)) {
+        if let Some(applied) = self.lock().get_mut(&guild) {
+            change(applied);
+        }
+    }
+
+    fn failed(&self, op: &'static str, error: &str) {
+        self.bus
+            .metrics()
+            .add("nebula_discord_errors_total", &[("op", op)], 1.0);
+        tracing::warn!(
+            op,
+            error,
+            "discord guild setup failed; tried again on the next change or reconnect"
+        );
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GuildId, Applied>> {
+        self.applied.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A Discord call, tried three times when the failure may pass (a 429, a 5xx).
+async fn retrying<T, F, Fut>(mut call: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = serenity::Result<T>>,
+{
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1.. {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(err) => {
+                let err = classify(err);
+                if !err.retryable || attempt == 3 {
+                    return Err(err.message);
+                }
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+    unreachable!("the loop returns by the third attempt")
+}
+
+/// The slash command `name` as Discord registers it.
+pub(crate) fn definition(name: &str) -> CreateCommand {
+    let command = CreateCommand::new(name).dm_permission(false);
+    match name {
+        "imagine" => command
+            .description("Render an image from a prompt")
+            .add_option(
+                CreateCommandOption::new(CommandOptionType::String, "prompt", "What to imagine")
+                    .required(true)
+                    .max_length(1000),
+            )
+            .add_option(
+                CreateCommandOption::new(
+                    CommandOptionType::String,
+                    "negative",
+                    "What to keep out of the image",
+                )
+                .max_length(1000),
+            )
+            .add_option(
+                CreateCommandOption::new(
+                    CommandOptionType::Integer,
+                    "seed",
+                    "The same seed gives the same image",
+                )
+                .min_int_value(0),
+            )
+            .add_option(
+                CreateCommandOption::new(CommandOptionType::Integer, "steps", "Sampling steps")
+                    .min_int_value(1)
+                    .max_int_value(150),
+            )
+            .add_option(CreateCommandOption::new(
+                CommandOptionType::String,
+                "size",
+                "Width x height, e.g. 768x512",
+            ))
+            .add_option(
+                CreateCommandOption::new(
+                    CommandOptionType::Number,
+                    "cfg",
+                    "How closely to follow the prompt",
+                )
+                .min_number_value(0.0)
+                .max_number_value(30.0),
+            ),
+        "status" => command.description("Where your last image is"),
+        "queue" => command.description("How many images are waiting"),
+        "cancel" => command.description("Cancel your last image"),
+        other => command.description(format!("Nebula {other}")),
+    }
+}

@@ -1,0 +1,209 @@
+//! Discord: a bot (serenity) that registers `/imagine`, `/status`, `/queue` and `/cancel` in
+//! every guild it is in, acknowledges each interaction within Discord's three seconds (a
+//! deferred response), hands the command to the chat intake, and then edits that response with
+//! throttled progress and finally the image, attached.
+//!
+//! Each guild's settings (`chat_settings` aggregate, edited through REST and the dashboard)
+//! decide which commands are registered there and the bot's nickname and avatar in it; a change
+//! is applied as soon as it is recorded ([`guilds`]).
+//!
+//! Endpoints: the REST API goes to [`DiscordConfig::api_url`] when it is set (serenity's proxy
+//! mode, in which serenity's own rate limiter is off, so a 429 comes back to Nebula, which
+//! retries), and the gateway URL comes from `GET /gateway` there, or from
+//! [`DiscordConfig::gateway_url`]. The same code path serves Discord, a proxy or a local fake.
+
+mod guilds;
+mod interaction;
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use bus::Bus;
+use chat::{Replier, Reply, ReplyError, Stage};
+use events::chat::{CommandReceived, Platform};
+use serde::{Deserialize, Serialize};
+use serenity::all::{CreateAttachment, EditInteractionResponse, GatewayIntents, Http, HttpBuilder};
+use serenity::builder::Builder as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::guilds::Guilds;
+use crate::interaction::Handler;
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscordConfig {
+    /// The bot token (Developer Portal → Bot); the bot runs when it is set.
+    pub token: Option<String>,
+    /// Where the REST API is, when not `https://discord.com` (a proxy such as
+    /// twilight-http-proxy, or a local fake): requests go to `<api_url>/api/v10/…`.
+    pub api_url: Option<String>,
+    /// The gateway websocket URL, when not the one `GET /gateway` names.
+    pub gateway_url: Option<String>,
+    /// At most one progress edit per job this often, in seconds (Discord allows about five
+    /// edits per five seconds on one response).
+    pub progress_every_secs: u64,
+}
+
+impl Default for DiscordConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            api_url: None,
+            gateway_url: None,
+            progress_every_secs: 3,
+        }
+    }
+}
+
+impl std::fmt::Debug for DiscordConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscordConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("api_url", &self.api_url)
+            .field("gateway_url", &self.gateway_url)
+            .field("progress_every_secs", &self.progress_every_secs)
+            .finish()
+    }
+}
+
+/// The Discord side of replies: edits the deferred response of an interaction.
+pub struct Discord {
+    http: Arc<Http>,
+}
+
+/// What [`connect`] hands back beside the replier: the gateway connection and the loop that
+/// applies guild settings.
+pub struct Listener {
+    client: serenity::Client,
+    guilds: Arc<Guilds>,
+}
+
+/// Prepares the client (asks the API for the gateway URL); [`Listener::run`] connects.
+pub async fn connect(
+    config: &DiscordConfig,
+    bus: Bus,
+    cancel: CancellationToken,
+) -> anyhow::Result<(Arc<Discord>, Listener)> {
+    let token = config
+        .token
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+        .context("chat.discord.token is not set")?;
+    let mut http = HttpBuilder::new(token);
+    if let Some(api_url) = &config.api_url {
+        // serenity sends to a proxy only with its rate limiter off.
+        http = http
+            .proxy(api_url.trim_end_matches('/'))
+            .ratelimiter_disabled(true);
+    }
+    let guilds = Arc::new(Guilds::new(bus.clone()));
+    let handler = Handler::new(bus, guilds.clone(), cancel);
+    let client =
+        serenity::client::ClientBuilder::new_with_http(http.build(), GatewayIntents::GUILDS)
+            .event_handler(handler)
+            .await
+            .context("failed to prepare the discord client")?;
+    if let Some(gateway_url) = &config.gateway_url {
+        *client.ws_url.lock().await = gateway_url.clone();
+    }
+    let discord = Arc::new(Discord {
+        http: client.http.clone(),
+    });
+    Ok((discord, Listener { client, guilds }))
+}
+
+impl Listener {
+    /// Connects to the gateway and stays connected (serenity resumes or reconnects by itself)
+    /// until `cancel` fires; meanwhile applies every guild settings change.
+    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let shards = self.client.shard_manager.clone();
+        let settings = self
+            .guilds
+            .clone()
+            .follow_settings(self.client.http.clone(), cancel.clone());
+        tokio::select! {
+            () = cancel.cancelled() => {
+                shards.shutdown_all().await;
+                Ok(())
+            }
+            ended = self.client.start() => {
+                ended.context("the discord connection ended")?;
+                anyhow::bail!("the discord connection ended")
+            }
+            ended = settings => ended,
+        }
+    }
+}
+
+/// Whether a failed Discord call may work later: rate limits, server errors and lost
+/// connections may; a bad request, an expired token or missing permissions will not.
+pub(crate) fn classify(err: serenity::Error) -> ReplyError {
+    use serenity::http::HttpError;
+    match &err {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(response)) => {
+            let status = response.status_code.as_u16();
+            let message = format!(
+                "discord {status} (code {}): {}",
+                response.error.code, response.error.message
+            );
+            if status == 429 || status >= 500 {
+                ReplyError::retryable(message)
+            } else {
+                ReplyError::permanent(message)
+            }
+        }
+        serenity::Error::Model(_) | serenity::Error::Json(_) => {
+            ReplyError::permanent(format!("discord: {err}"))
+        }
+        _ => ReplyError::retryable(format!("discord: {err}")),
+    }
+}
+
+/// The text of a reply on Discord: the response already hangs under the user's command, so
+/// it does not name them.
+pub fn text(reply: &Reply) -> String {
+    match reply {
+        Reply::Rejected { text } | Reply::Answer { text } => text.clone(),
+        Reply::Progress { stage, .. } => match stage {
+            Stage::Queued { position } => format!("🎨 queued (position {position})"),
+            Stage::Started { node_id } => format!("🎨 rendering on {node_id}…"),
+            Stage::Progress { value, max } => {
+                let percent = u64::from(*value) * 100 / u64::from((*max).max(1));
+                format!("🎨 rendering… {percent}%")
+            }
+        },
+        Reply::Image { seed, url, .. } => format!("here it is (seed {seed}) · {url}"),
+        Reply::Failed { text, .. } => format!("sorry, no image this time: {text}"),
+    }
+}
+
+#[async_trait]
+impl Replier for Discord {
+    fn platform(&self) -> Platform {
+        Platform::Discord
+    }
+
+    async fn send(
+        &self,
+        _command: &CommandReceived,
+        reply_token: Option<&str>,
+        reply: &Reply,
+    ) -> Result<String, ReplyError> {
+        let token = reply_token.ok_or_else(|| {
+            ReplyError::permanent(
+                "no interaction token: the command is older than 15 minutes, or its token was lost",
+            )
+        })?;
+        let text = text(reply);
+        let mut edit = EditInteractionResponse::new().content(text.clone());
+        if let Reply::Image { path, job_id, .. } = reply {
+            let bytes = tokio::fs::read(path).await.map_err(|err| {
+                ReplyError::permanent(format!("the image {} is unreadable: {err}", path.display()))
+            })?;
+            edit = edit.new_attachment(CreateAttachment::bytes(bytes, format!("{job_id}.png")));
+        }
+        edit.execute(&*self.http, token).await.map_err(classify)?;
+        Ok(text)
+    }
+}

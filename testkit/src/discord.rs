@@ -1,0 +1,828 @@
+//! A fake Discord: the REST API (v10, as serenity reaches it through `HttpBuilder::proxy`) and
+//! the websocket gateway, speaking what discord.com speaks for a bot that uses slash commands.
+//!
+//! Gateway (`ws://…/?v=10`, JSON text frames): `HELLO` (op 10) on connect; `IDENTIFY` (op 2)
+//! → `READY` with the configured guilds (unavailable, as Discord sends them) and the
+//! application, or close code 4004 for a wrong token; heartbeat (op 1) → ACK (op 11); `RESUME`
+//! (op 6) → `RESUMED`. Dispatches carry a growing `s` per session. A test makes users run
+//! slash commands with [`FakeDiscord::interact`] (an `INTERACTION_CREATE`, type 2).
+//!
+//! REST, under `/api/v10`: `GET /gateway`; `PUT /applications/{app}/guilds/{guild}/commands`
+//! (bulk overwrite, validated names and descriptions); `POST /interactions/{id}/{token}/callback`
+//! (204; 404 code 10062 "Unknown interaction" after three seconds or for a wrong token, 400 code
+//! 40060 when already acknowledged); `PATCH /webhooks/{app}/{token}/messages/@original` (JSON or
+//! multipart with `payload_json` and `files[n]`; 404 code 10008 before the interaction was
+//! acknowledged, 10015 for a token it never issued or one older than 15 minutes; 400 code 50035
+//! for content over 2000 characters); `PATCH /guilds/{guild}/members/@me`. Bot routes want
+//! `Authorization: Bot <token>` (401 otherwise); unknown guilds get 403 code 50001 "Missing
+//! Access". [`FakeDiscord::fail_next`] makes the next calls to a route answer 429 (Discord's
+//! rate-limit body and headers) or a 5xx (a plain-text body, as from the edge).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, patch, post, put};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Interactions must be acknowledged within this long.
+const ACKNOWLEDGE_WINDOW: Duration = Duration::from_secs(3);
+/// Interaction tokens work this long.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// How the fake behaves.
+#[derive(Debug, Clone)]
+pub struct FakeDiscordOptions {
+    /// The bot token the fake accepts.
+    pub token: String,
+    /// The guilds the bot is in.
+    pub guilds: Vec<u64>,
+}
+
+/// A REST route a test can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Route {
+    /// `POST /interactions/{id}/{token}/callback`
+    Callback,
+    /// `PATCH /webhooks/{app}/{token}/messages/@original` with a JSON body (text only)
+    EditOriginal,
+    /// The same with a multipart body (files attached)
+    EditWithFiles,
+    /// `PUT /applications/{app}/guilds/{guild}/commands`
+    Commands,
+    /// `PATCH /guilds/{guild}/members/@me`
+    MemberMe,
+}
+
+/// A guild member who runs a slash command.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub user_id: u64,
+    pub name: String,
+    /// Role ids.
+    pub roles: Vec<u64>,
+    pub administrator: bool,
+}
+
+impl Member {
+    pub fn new(user_id: u64, name: &str) -> Self {
+        Self {
+            user_id,
+            name: name.to_owned(),
+            roles: Vec::new(),
+            administrator: false,
+        }
+    }
+}
+
+/// An interaction the fake dispatched.
+#[derive(Debug, Clone)]
+pub struct Interaction {
+    pub id: String,
+    pub token: String,
+}
+
+/// What the bot did with an interaction's response, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The interaction callback (type 5 is "deferred", 4 a message), with its content if any.
+    Callback { kind: u64, content: Option<String> },
+    /// An edit of the original response: its content, and the files attached (name, bytes).
+    Edit {
+        content: Option<String>,
+        files: Vec<(String, Vec<u8>)>,
+    },
+}
+
+struct Issued {
+    id: String,
+    created: Instant,
+    acknowledged: bool,
+    payload: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    interactions: HashMap<String, Issued>,
+    responses: HashMap<String, Vec<Answer>>,
+    commands: HashMap<u64, Vec<Value>>,
+    members: HashMap<u64, Value>,
+    faults: VecDeque<(Route, u16)>,
+    sessions: Vec<mpsc::UnboundedSender<(String, Value)>>,
+    identified: u64,
+    calls: Vec<(String, u16)>,
+}
+
+struct Shared {
+    options: FakeDiscordOptions,
+    application_id: u64,
+    addr: SocketAddr,
+    inner: Mutex<Inner>,
+    close: Mutex<Vec<CancellationToken>>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn snowflake(&self) -> u64 {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        // Discord snowflakes: milliseconds since 2015 << 22, plus a sequence.
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64
+            - 1_420_070_400_000;
+        (ms << 22) | (SEQ.fetch_add(1, Ordering::Relaxed) & 0x3f_ffff)
+    }
+
+    fn bot_user(&self) -> Value {
+        json!({
+            "id": self.application_id.to_string(),
+            "username": "Nebula",
+            "global_name": null,
+            "discriminator": "0",
+            "avatar": null,
+            "bot": true,
+        })
+    }
+}
+
+pub struct FakeDiscord {
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+}
+
+impl FakeDiscord {
+    pub async fn start(options: FakeDiscordOptions) -> FakeDiscord {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind fake discord");
+        let addr = listener.local_addr().expect("fake discord address");
+        let shared = Arc::new(Shared {
+            options,
+            application_id: 1_100_000_000_000_000_001,
+            addr,
+            inner: Mutex::new(Inner::default()),
+            close: Mutex::new(Vec::new()),
+        });
+        let app = Router::new()
+            .route("/", any(gateway))
+            .route("/api/v10/gateway", get(gateway_url))
+            .route(
+                "/api/v10/applications/{app}/guilds/{guild}/commands",
+                put(set_commands),
+            )
+            .route(
+                "/api/v10/interactions/{id}/{token}/callback",
+                post(callback),
+            )
+            .route(
+                "/api/v10/webhooks/{app}/{token}/messages/@original",
+                patch(edit_original),
+            )
+            .route("/api/v10/guilds/{guild}/members/@me", patch(member_me))
+            .fallback(|| async { discord_error(StatusCode::NOT_FOUND, 0, "404: Not Found") })
+            .layer(middleware::from_fn_with_state(shared.clone(), traffic))
+            .with_state(shared.clone());
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+        FakeDiscord { shared, shutdown }
+    }
+
+    /// What `chat.discord.api_url` should be.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    pub fn application_id(&self) -> u64 {
+        self.shared.application_id
+    }
+
+    /// Open gateway sessions that identified or resumed (and so receive dispatches).
+    pub fn connected(&self) -> usize {
+        self.shared
+            .lock()
+            .sessions
+            .iter()
+            .filter(|session| !session.is_closed())
+            .count()
+    }
+
+    /// Sessions that identified and got `READY`.
+    pub fn identified(&self) -> u64 {
+        self.shared.lock().identified
+    }
+
+    /// The slash commands registered in `guild`, by name.
+    pub fn commands(&self, guild: u64) -> Option<Vec<String>> {
+        self.shared.lock().commands.get(&guild).map(|commands| {
+            commands
+                .iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+    }
+
+    /// The registered definition of `name` in `guild`.
+    pub fn command(&self, guild: u64, name: &str) -> Option<Value> {
+        self.shared
+            .lock()
+            .commands
+            .get(&guild)?
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+    }
+
+    /// The bot's member in `guild` as last changed (`nick`, `avatar`).
+    pub fn member(&self, guild: u64) -> Option<Value> {
+        self.shared.lock().members.get(&guild).cloned()
+    }
+
+    /// Every REST call so far: `METHOD /path` and the status it got.
+    pub fn calls(&self) -> Vec<(String, u16)> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// The next `times` calls to `route` answer `status` (429, or a 5xx).
+    pub fn fail_next(&self, route: Route, status: u16, times: usize) {
+        let mut inner = self.shared.lock();
+        for _ in 0..times {
+            inner.faults.push_back((route, status));
+        }
+    }
+
+    /// `member` runs `/name` with `options` (`{"prompt": "…", "seed": 7}`) in `channel` of
+    /// `guild`: an `INTERACTION_CREATE` to every identified session.
+    pub fn interact(
+        &self,
+        guild: u64,
+        channel: u64,
+        member: &Member,
+        name: &str,
+        options: Value,
+    ) -> Interaction {
+        let id = self.shared.snowflake().to_string();
+        let token = format!("aW50ZXJhY3Rpb24{}", uuid::Uuid::new_v4().simple());
+        let options: Vec<Value> = options
+            .as_object()
+            .map(|map| {
+                map.iter()
+                    .map(|(name, value)| {
+                        let kind = match value {
+                            Value::String(_) => 3,
+                            Value::Bool(_) => 5,
+                            Value::Number(n) if n.is_i64() || n.is_u64() => 4,
+                            _ => 10,
+                        };
+                        json!({"name": name, "type": kind, "value": value})
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let permissions: u64 = if member.administrator {
+            8
+        } else {
+            0x0004_0000_0000
+        };
+        let payload = json!({
+            "id": id,
+            "application_id": self.shared.application_id.to_string(),
+            "type": 2,
+            "token": token,
+            "version": 1,
+            "locale": "en-US",
+            "guild_locale": "en-US",
+            "guild_id": guild.to_string(),
+            "channel_id": channel.to_string(),
+            "channel": {"id": channel.to_string(), "type": 0, "name": "general",
+                        "guild_id": guild.to_string(), "permissions": "2147483647"},
+            "app_permissions": "2147483647",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": guild.to_string()},
+            "context": 0,
+            "attachment_size_limit": 10_485_760,
+            "member": {
+                "user": {"id": member.user_id.to_string(), "username": member.name.to_lowercase(),
+                         "global_name": member.name, "discriminator": "0", "avatar": null},
+                "nick": null,
+                "avatar": null,
+                "roles": member.roles.iter().map(u64::to_string).collect::<Vec<_>>(),
+                "joined_at": "2026-01-01T00:00:00.000000+00:00",
+                "premium_since": null,
+                "deaf": false,
+                "mute": false,
+                "flags": 0,
+                "pending": false,
+                "permissions": permissions.to_string(),
+            },
+            "data": {
+                "id": self.shared.snowflake().to_string(),
+                "name": name,
+                "type": 1,
+                "guild_id": guild.to_string(),
+                "options": options,
+            },
+        });
+        self.shared.lock().interactions.insert(
+            token.clone(),
+            Issued {
+                id: id.clone(),
+                created: Instant::now(),
+                acknowledged: false,
+                payload: payload.clone(),
+            },
+        );
+        self.dispatch("INTERACTION_CREATE", payload);
+        Interaction { id, token }
+    }
+
+    /// Sends `interaction` again (a gateway that replays after a resume).
+    pub fn redeliver(&self, interaction: &Interaction) {
+        let payload = self.shared.lock().interactions[&interaction.token]
+            .payload
+            .clone();
+        self.dispatch("INTERACTION_CREATE", payload);
+    }
+
+    /// What the bot did with `interaction`'s response, in order.
+    pub fn responses(&self, interaction: &Interaction) -> Vec<Answer> {
+        self.shared
+            .lock()
+            .responses
+            .get(&interaction.token)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Closes every gateway connection (code 1001, as Discord does when it moves a session).
+    pub fn drop_sessions(&self) {
+        self.shared.lock().sessions.clear();
+        for close in self
+            .shared
+            .close
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            close.cancel();
+        }
+    }
+
+    fn dispatch(&self, event: &str, data: Value) {
+        let mut inner = self.shared.lock();
+        inner
+            .sessions
+            .retain(|session| session.send((event.to_owned(), data.clone())).is_ok());
+    }
+}
+
+impl Drop for FakeDiscord {
+    fn drop(&mut self) {
+        self.drop_sessions();
+        self.shutdown.cancel();
+    }
+}
+
+fn discord_error(status: StatusCode, code: u64, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"message": message, "code": code})),
+    )
+        .into_response()
+}
+
+fn invalid_form(detail: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({
+            "message": "Invalid Form Body",
+            "code": 50035,
+            "errors": {"_errors": [{"code": "BASE_TYPE_INVALID", "message": detail}]},
+        })),
+    )
+        .into_response()
+}
+
+/// Every REST call: recorded with the status it got, or answered by an injected fault.
+async fn traffic(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let method = request.method().clone();
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let route = match method.as_str() {
+        "POST" if path.ends_with("/callback") => Some(Route::Callback),
+        "PATCH" if path.ends_with("/messages/@original") && multipart => Some(Route::EditWithFiles),
+        "PATCH" if path.ends_with("/messages/@original") => Some(Route::EditOriginal),
+        "PUT" if path.ends_with("/commands") => Some(Route::Commands),
+        "PATCH" if path.ends_with("/members/@me") => Some(Route::MemberMe),
+        _ => None,
+    };
+    let call = format!("{method} {path}");
+    let fault = route.and_then(|route| {
+        let mut inner = shared.lock();
+        let at = inner.faults.iter().position(|(r, _)| *r == route)?;
+        inner.faults.remove(at)
+    });
+    let response = match fault {
+        Some((_, status)) => fault_response(status),
+        None => next.run(request).await,
+    };
+    shared.lock().calls.push((call, response.status().as_u16()));
+    response
+}
+
+/// A 429 as Discord's rate limiter sends it, or a 5xx as the edge in front of it does.
+fn fault_response(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status != StatusCode::TOO_MANY_REQUESTS {
+        return (
+            status,
+            "upstream connect error or disconnect/reset before headers",
+        )
+            .into_response();
+    }
+    (
+        status,
+        [
+            ("retry-after", "1"),
+            ("x-ratelimit-scope", "user"),
+            ("x-ratelimit-global", "false"),
+            ("x-ratelimit-limit", "5"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset-after", "0.250"),
+        ],
+        axum::Json(json!({
+            "message": "You are being rate limited.",
+            "retry_after": 0.25,
+            "global": false,
+        })),
+    )
+        .into_response()
+}
+
+fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
+    let expected = format!("Bot {}", shared.options.token);
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|given| given == expected)
+}
+
+fn unauthorized() -> Response {
+    discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized")
+}
+
+async fn gateway_url(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    axum::Json(json!({"url": format!("ws://{}", shared.addr)})).into_response()
+}
+
+async fn set_commands(
+    State(shared): State<Arc<Shared>>,
+    Path((app, guild)): Path<(u64, u64)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    if app != shared.application_id || !shared.options.guilds.contains(&guild) {
+        return discord_error(StatusCode::FORBIDDEN, 50001, "Missing Access");
+    }
+    let Ok(Value::Array(commands)) = serde_json::from_slice::<Value>(&body) else {
+        return invalid_form("body must be an array of commands");
+    };
+    let mut stored = Vec::new();
+    for mut command in commands {
+        let name = command["name"].as_str().unwrap_or_default();
+        let description = command["description"].as_str().unwrap_or_default();
+        let name_ok = (1..=32).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+        if !name_ok || !(1..=100).contains(&description.chars().count()) {
+            return invalid_form(&format!("invalid command {name:?}"));
+        }
+        let Some(object) = command.as_object_mut() else {
+            return invalid_form("a command must be an object");
+        };
+        object.insert("id".into(), shared.snowflake().to_string().into());
+        object.insert("application_id".into(), app.to_string().into());
+        object.insert("guild_id".into(), guild.to_string().into());
+        object.insert("version".into(), shared.snowflake().to_string().into());
+        object.entry("type").or_insert(1.into());
+        object.entry("options").or_insert(json!([]));
+        object
+            .entry("default_member_permissions")
+            .or_insert(Value::Null);
+        object.entry("nsfw").or_insert(false.into());
+        stored.push(command);
+    }
+    shared.lock().commands.insert(guild, stored.clone());
+    axum::Json(Value::Array(stored)).into_response()
+}
+
+async fn callback(
+    State(shared): State<Arc<Shared>>,
+    Path((id, token)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return invalid_form("body must be JSON");
+    };
+    let Some(kind) = body["type"].as_u64() else {
+        return invalid_form("type is required");
+    };
+    let mut inner = shared.lock();
+    let Some(issued) = inner.interactions.get_mut(&token).filter(|i| i.id == id) else {
+        return discord_error(StatusCode::NOT_FOUND, 10062, "Unknown interaction");
+    };
+    if issued.acknowledged {
+        return discord_error(
+            StatusCode::BAD_REQUEST,
+            40060,
+            "Interaction has already been acknowledged.",
+        );
+    }
+    if issued.created.elapsed() > ACKNOWLEDGE_WINDOW {
+        return discord_error(StatusCode::NOT_FOUND, 10062, "Unknown interaction");
+    }
+    issued.acknowledged = true;
+    let content = body["data"]["content"].as_str().map(str::to_owned);
+    inner
+        .responses
+        .entry(token)
+        .or_default()
+        .push(Answer::Callback { kind, content });
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn edit_original(
+    State(shared): State<Arc<Shared>>,
+    Path((app, token)): Path<(u64, String)>,
+    request: Request,
+) -> Response {
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let (payload, files) = if multipart {
+        match read_multipart(request, &shared).await {
+            Some(parts) => parts,
+            None => return invalid_form("bad multipart body"),
+        }
+    } else {
+        let Ok(body) = axum::body::to_bytes(request.into_body(), 1 << 20).await else {
+            return invalid_form("body too large");
+        };
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(payload) => (payload, Vec::new()),
+            Err(_) => return invalid_form("body must be JSON"),
+        }
+    };
+    let mut inner = shared.lock();
+    let issued = inner
+        .interactions
+        .get(&token)
+        .filter(|i| app == shared.application_id && i.created.elapsed() < TOKEN_LIFETIME);
+    let Some(issued) = issued else {
+        return discord_error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
+    };
+    if !issued.acknowledged {
+        return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+    }
+    let channel = issued.payload["channel_id"].clone();
+    let content = payload["content"].as_str().map(str::to_owned);
+    if content.as_ref().is_some_and(|c| c.chars().count() > 2000) {
+        return invalid_form("content must be 2000 or fewer in length");
+    }
+    let attachments: Vec<Value> = files
+        .iter()
+        .map(|(name, bytes)| {
+            let id = shared.snowflake();
+            let url = format!("https://cdn.discordapp.com/attachments/{channel}/{id}/{name}");
+            json!({"id": id.to_string(), "filename": name, "size": bytes.len(),
+                   "url": url, "proxy_url": url, "content_type": "image/png"})
+        })
+        .collect();
+    inner
+        .responses
+        .entry(token)
+        .or_default()
+        .push(Answer::Edit {
+            content: content.clone(),
+            files,
+        });
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+    axum::Json(json!({
+        "id": shared.snowflake().to_string(),
+        "type": 20,
+        "channel_id": channel,
+        "author": shared.bot_user(),
+        "content": content.unwrap_or_default(),
+        "timestamp": now,
+        "edited_timestamp": now,
+        "tts": false,
+        "mention_everyone": false,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": attachments,
+        "embeds": [],
+        "pinned": false,
+        "flags": 0,
+        "webhook_id": shared.application_id.to_string(),
+        "application_id": shared.application_id.to_string(),
+    }))
+    .into_response()
+}
+
+/// `payload_json` and the `files[n]` parts (name, bytes) of a multipart body.
+async fn read_multipart(
+    request: Request,
+    shared: &Arc<Shared>,
+) -> Option<(Value, Vec<(String, Vec<u8>)>)> {
+    let mut multipart = Multipart::from_request(request, shared).await.ok()?;
+    let mut payload = Value::Null;
+    let mut files = Vec::new();
+    while let Some(field) = multipart.next_field().await.ok()? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let filename = field.file_name().map(str::to_owned);
+        let bytes = field.bytes().await.ok()?;
+        if name == "payload_json" {
+            payload = serde_json::from_slice(&bytes).ok()?;
+        } else if name.starts_with("files[") {
+            files.push((filename.unwrap_or(name), bytes.to_vec()));
+        }
+    }
+    Some((payload, files))
+}
+
+async fn member_me(
+    State(shared): State<Arc<Shared>>,
+    Path(guild): Path<u64>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    if !shared.options.guilds.contains(&guild) {
+        return discord_error(StatusCode::FORBIDDEN, 50001, "Missing Access");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return invalid_form("body must be JSON");
+    };
+    if let Some(nick) = body["nick"].as_str()
+        && !(1..=32).contains(&nick.chars().count())
+    {
+        return invalid_form("nick must be 1 to 32 characters");
+    }
+    if let Some(avatar) = body["avatar"].as_str()
+        && !avatar.starts_with("data:image/")
+    {
+        return invalid_form("avatar must be image data");
+    }
+    shared.lock().members.insert(guild, body.clone());
+    let avatar_hash = body["avatar"]
+        .as_str()
+        .map(|data| format!("{:032x}", crc32fast::hash(data.as_bytes())));
+    axum::Json(json!({
+        "user": shared.bot_user(),
+        "nick": body["nick"],
+        "avatar": avatar_hash,
+        "roles": [],
+        "joined_at": "2026-01-01T00:00:00.000000+00:00",
+        "deaf": false,
+        "mute": false,
+        "flags": 0,
+    }))
+    .into_response()
+}
+
+async fn gateway(State(shared): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| session(socket, shared))
+}
+
+/// One gateway connection.
+async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
+    let close = CancellationToken::new();
+    shared
+        .close
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(close.clone());
+    let (tx, mut rx) = mpsc::unbounded_channel::<(String, Value)>();
+    let mut seq = 0u64;
+    let hello = json!({"op": 10, "s": null, "t": null, "d": {"heartbeat_interval": 41250}});
+    if socket
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = close.cancelled() => {
+                let _ = socket.send(Message::Close(Some(CloseFrame {
+                    code: 1001,
+                    reason: "going away".into(),
+                }))).await;
+                return;
+            }
+            dispatch = rx.recv() => {
+                let Some((event, data)) = dispatch else { return };
+                seq += 1;
+                let frame = json!({"op": 0, "s": seq, "t": event, "d": data});
+                if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+            frame = socket.recv() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                    Some(Ok(_)) => continue,
+                };
+                let Ok(payload) = serde_json::from_str::<Value>(&text) else {
+                    let _ = socket.send(Message::Close(Some(CloseFrame {
+                        code: 4002,
+                        reason: "Error while decoding payload.".into(),
+                    }))).await;
+                    return;
+                };
+                match payload["op"].as_u64() {
+                    Some(1) => {
+                        let ack = json!({"op": 11, "s": null, "t": null, "d": null});
+                        if socket.send(Message::Text(ack.to_string().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(2 | 6) => {
+                        let token = payload["d"]["token"].as_str().unwrap_or_default();
+                        if token.trim_start_matches("Bot ") != shared.options.token {
+                            let _ = socket.send(Message::Close(Some(CloseFrame {
+                                code: 4004,
+                                reason: "Authentication failed.".into(),
+                            }))).await;
+                            return;
+                        }
+                        seq += 1;
+                        let frame = if payload["op"] == 2 {
+                            shared.lock().identified += 1;
+                            let guilds: Vec<Value> = shared
+                                .options
+                                .guilds
+                                .iter()
+                                .map(|g| json!({"id": g.to_string(), "unavailable": true}))
+                                .collect();
+                            json!({"op": 0, "s": seq, "t": "READY", "d": {
+                                "v": 10,
+                                "user": shared.bot_user(),
+                                "guilds": guilds,
+                                "session_id": uuid::Uuid::new_v4().simple().to_string(),
+                                "resume_gateway_url": format!("ws://{}", shared.addr),
+                                "shard": [0, 1],
+                                "application": {"id": shared.application_id.to_string(), "flags": 0},
+                                "private_channels": [],
+                                "presences": [],
+                                "relationships": [],
+                            }})
+                        } else {
+                            json!({"op": 0, "s": seq, "t": "RESUMED", "d": {}})
+                        };
+                        if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+                            return;
+                        }
+                        shared.lock().sessions.push(tx.clone());
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
