@@ -2168,6 +2168,22 @@
     // live events move bars at once and refetch what changed.
     if (changes.kind === 'snapshot' || changes.kind === 'resumed') studioRefreshAll();
     else if (changes.kind === 'events' && changes.events.length > 0) studioOnEvents(changes.events);
+    for (const listener of changeListeners) {
+      try {
+        listener(changes);
+      } catch (e) {
+        console.error('a dashboard section failed on live changes', e);
+      }
+    }
+  }
+
+  // Other sections of the page (chat.js) follow the same feed.
+  const changeListeners = [];
+
+  function setEventFilter(value) {
+    el.filter.value = value;
+    applyFilter();
+    el.filter.scrollIntoView({ block: 'nearest' });
   }
 
   // ---- boot ------------------------------------------------------------
@@ -2220,7 +2236,20 @@
     connect();
   }
 
-  global.NebulaCommand = { state: state, studio: studio, apiFetch: apiFetch, reconnect: connect, refreshStudio: studioRefreshAll };
+  global.NebulaCommand = {
+    state: state,
+    studio: studio,
+    apiFetch: apiFetch,
+    api: apiCall,
+    h: h,
+    fmtClock: fmtClock,
+    summarize: summarize,
+    hasToken: () => !!getToken(),
+    onChanges: (listener) => changeListeners.push(listener),
+    setEventFilter: setEventFilter,
+    reconnect: connect,
+    refreshStudio: studioRefreshAll,
+  };
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);
   else boot();

@@ -10,6 +10,7 @@ use crate::AppState;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
+const CHAT_JS: &str = include_str!("../assets/chat.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
 
 pub(crate) fn router() -> Router<AppState> {
@@ -21,6 +22,10 @@ pub(crate) fn router() -> Router<AppState> {
         .route(
             "/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/assets/chat.js",
+            get(|| async { asset("text/javascript; charset=utf-8", CHAT_JS) }),
         )
         .route(
             "/assets/style.css",

@@ -2,6 +2,9 @@
 //! reconnects and resumes after the gateway restarts.
 //! (b) The Creative Studio: an image submitted from the page runs with live progress and lands
 //! in the gallery with its provenance.
+//! (c) Chat: a Discord guild's settings edited on the page reach the bot (the fake Discord sees
+//! the nickname); bad values are refused with the reason; a slash command appears in the live
+//! command log and opens to everything it caused.
 
 mod common;
 
@@ -14,6 +17,7 @@ use nebula::Parts;
 use serde_json::Value;
 use sqlx::PgPool;
 use testkit::comfyui::{FakeComfy, FakeComfyOptions};
+use testkit::discord::{FakeDiscord, FakeDiscordOptions, Member as DiscordMember};
 use testkit::webdriver::Browser;
 use testkit::{NatsServer, wait_until};
 
@@ -328,5 +332,227 @@ async fn studio_job_end_to_end(pool: PgPool, comfy: Option<&FakeComfy>) {
         "nebula-studio-comfyui.png"
     };
     let _ = std::fs::write(std::env::temp_dir().join(name), &png);
+    stack.shutdown().await;
+}
+
+const GUILD: u64 = 900_000_000_000_000_077;
+const BOT_TOKEN: &str = "MTEwMDAwMDAwMDAwMDAwMDAwMQ.fake.dashboard";
+
+/// Sets a form control as a user would.
+const SET: &str = "const set = (sel, v) => { const e = document.querySelector(sel);
+    if (e.type === 'checkbox') e.checked = v; else e.value = v;
+    e.dispatchEvent(new Event('input', { bubbles: true }));
+    e.dispatchEvent(new Event('change', { bubbles: true })); };";
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let discord = FakeDiscord::start(FakeDiscordOptions {
+        token: BOT_TOKEN.into(),
+        guilds: vec![GUILD],
+    })
+    .await;
+    let mut config = config(&nats, &pool, state.path());
+    config.chat.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
+    config.chat.discord.token = Some(BOT_TOKEN.into());
+    config.chat.discord.api_url = Some(discord.api_url());
+    config.chat.discord.progress_every_secs = 0;
+    let stack = nebula::start(
+        &config,
+        Parts {
+            gateway: true,
+            projector: true,
+            dispatcher: true,
+            render_worker: true,
+            chat: true,
+            ..Parts::NONE
+        },
+    )
+    .await
+    .unwrap();
+    let addr = stack.gateway_addr.unwrap();
+    wait_until("the bot to register its commands", WAIT, || async {
+        discord.commands(GUILD).map(|_| ())
+    })
+    .await;
+
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#token={TOKEN}")).await;
+    wait_until("the page to go live", WAIT, || async {
+        let live = browser
+            .eval("return document.querySelector('#conn-status').textContent.trim() === 'live' && !!document.querySelector('#chat');")
+            .await;
+        (live == true).then_some(())
+    })
+    .await;
+
+    // Open the guild: the defaults, nothing saved yet.
+    browser
+        .eval(&format!(
+            "{SET} set('#chat-platform', 'discord'); set('#chat-scope', '{GUILD}');
+             document.querySelector('#chat-open').click(); return null;"
+        ))
+        .await;
+    let opened = wait_until("the guild's settings in the form", WAIT, || async {
+        let form = browser
+            .eval(
+                "const f = document.querySelector('#chat-settings-form');
+                 if (f.hidden || !f.dataset.scope) return null;
+                 return { scope: f.dataset.scope, state: document.querySelector('#chat-settings-state').textContent,
+                          rules: [...document.querySelectorAll('#chat-rules tr')].map(r => r.dataset.command),
+                          cooldown: document.querySelector('#chat-cooldown').value,
+                          nickname_shown: !document.querySelector('#chat-nickname').closest('[data-platform]').hidden };",
+            )
+            .await;
+        (!form.is_null()).then_some(form)
+    })
+    .await;
+    assert_eq!(opened["scope"], GUILD.to_string());
+    assert!(opened["state"].as_str().unwrap().contains("defaults"));
+    assert_eq!(
+        opened["rules"],
+        serde_json::json!(["imagine", "status", "queue", "cancel"])
+    );
+    assert_eq!(opened["cooldown"], "30");
+    assert_eq!(opened["nickname_shown"], true);
+
+    // A value the server refuses: its reason is shown, nothing is saved.
+    browser
+        .eval(&format!(
+            "{SET} set('#chat-avatar', 'ftp://example.com/a.png');
+             document.querySelector('#chat-save').click(); return null;"
+        ))
+        .await;
+    let refused = wait_until("the refusal", WAIT, || async {
+        let shown = browser
+            .eval("const e = document.querySelector('#chat-error'); return e.hidden ? null : e.textContent;")
+            .await;
+        shown.as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(refused.contains("avatar must be"), "{refused}");
+
+    // Nickname, a shorter cooldown, /queue only for role 777: saved, and the bot renames itself.
+    browser
+        .eval(&format!(
+            "{SET} set('#chat-avatar', ''); set('#chat-nickname', 'Studio Bot'); set('#chat-cooldown', '5');
+             set('#chat-rules tr[data-command=queue] input[name=roles]', '777');
+             document.querySelector('#chat-save').click(); return null;"
+        ))
+        .await;
+    wait_until("the saved notice", WAIT, || async {
+        let notice = browser
+            .eval("return document.querySelector('#chat-notice').textContent;")
+            .await;
+        (notice == "saved").then_some(())
+    })
+    .await;
+    wait_until("the bot's new nickname in the guild", WAIT, || async {
+        (discord.member(GUILD)?["nick"] == "Studio Bot").then_some(())
+    })
+    .await;
+    let saved = common::http()
+        .get(format!("http://{addr}/api/chat/settings/discord/{GUILD}"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(saved["settings"]["cooldown_secs"], 5);
+    assert_eq!(
+        saved["settings"]["commands"]["queue"]["roles"],
+        serde_json::json!(["777"])
+    );
+    wait_until(
+        "the guild in the list of servers with settings",
+        WAIT,
+        || async {
+            let known = browser
+                .eval(&format!(
+                    "return !!document.querySelector('#chat-known button[data-scope=\"{GUILD}\"]');"
+                ))
+                .await;
+            (known == true).then_some(())
+        },
+    )
+    .await;
+
+    // A /imagine in Discord appears in the live log, and its job's outcome follows.
+    let interaction = discord.interact(
+        GUILD,
+        910_000_000_000_000_001,
+        &DiscordMember::new(4242, "Viewer"),
+        "imagine",
+        serde_json::json!({"prompt": "a comet over the sea", "size": "64x64", "steps": 4}),
+    );
+    let command_id = events::chat::command_id(events::chat::Platform::Discord, &interaction.id);
+    let entry = wait_until("the command's job to show as completed in the log", WAIT, || async {
+        let entry = browser
+            .eval(&format!(
+                "const li = document.querySelector('#chat-log li[data-command-id=\"{command_id}\"]');
+                 if (!li) return null;
+                 return {{ outcome: li.querySelector('.chat-outcome').textContent,
+                          typed: li.querySelector('.chat-typed').textContent,
+                          user: li.querySelector('.chat-user').textContent,
+                          reply: li.querySelector('.chat-reply').textContent,
+                          correlation: li.dataset.correlationId }};"
+            ))
+            .await;
+        (entry["outcome"] == "job completed" && entry["reply"].as_str()?.contains("here it is"))
+            .then_some(entry)
+    })
+    .await;
+    assert!(
+        entry["typed"]
+            .as_str()
+            .unwrap()
+            .starts_with("/imagine a comet over the sea"),
+        "{entry}"
+    );
+    assert_eq!(entry["user"], "Viewer");
+
+    // Opened, it lists what the command caused, in one correlation.
+    browser
+        .eval(&format!(
+            "document.querySelector('#chat-log li[data-command-id=\"{command_id}\"] .chat-row').click(); return null;"
+        ))
+        .await;
+    let caused = wait_until("everything the command caused", WAIT, || async {
+        let types = browser
+            .eval(&format!(
+                "const li = document.querySelector('#chat-log li[data-command-id=\"{command_id}\"]');
+                 return li ? [...li.querySelectorAll('.chat-caused-item')].map(i => i.dataset.type) : [];"
+            ))
+            .await;
+        let types: Vec<String> = serde_json::from_value(types).ok()?;
+        types
+            .iter()
+            .any(|t| t == "chat.reply_sent")
+            .then_some(types)
+    })
+    .await;
+    for expected in [
+        "chat.command_received",
+        "chat.job_started",
+        "render.job_requested",
+        "render.job_completed",
+        "chat.reply_sent",
+    ] {
+        assert!(
+            caused.iter().any(|t| t == expected),
+            "{expected} in {caused:?}"
+        );
+    }
+    // "show in the event feed" filters the feed to that correlation.
+    let filter = browser
+        .eval(&format!(
+            "document.querySelector('#chat-log li[data-command-id=\"{command_id}\"] button[data-action=filter]').click();
+             return document.querySelector('#event-filter').value;"
+        ))
+        .await;
+    assert_eq!(filter, entry["correlation"]);
     stack.shutdown().await;
 }

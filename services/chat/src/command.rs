@@ -89,9 +89,14 @@ pub fn parse_prefixed(text: &str, prefix: &str) -> Option<(String, String)> {
 }
 
 /// `imagine` arguments: the prompt, then optional flags `--seed N`, `--steps N`, `--size WxH`,
-/// `--cfg X` and `--no <negative prompt…>` (the rest of the text).
-pub fn parse_imagine(args: &str) -> Result<RenderParams, String> {
-    let mut params = RenderParams::default();
+/// `--cfg X` and `--no <negative prompt…>` (the rest of the text). Without `--seed` the image
+/// gets `seed` (the intake derives one from the message, so each command draws a new image and
+/// a retry of the same command the same one).
+pub fn parse_imagine(args: &str, seed: u64) -> Result<RenderParams, String> {
+    let mut params = RenderParams {
+        seed,
+        ..RenderParams::default()
+    };
     let mut prompt = Vec::new();
     let mut words = args.split_whitespace();
     while let Some(word) = words.next() {
@@ -171,27 +176,34 @@ mod tests {
 
     #[test]
     fn imagine_arguments() {
-        let params =
-            parse_imagine("a red fox --seed 42 --size 768x512 --steps 8 --no blurry, dark")
-                .unwrap();
+        let params = parse_imagine(
+            "a red fox --seed 42 --size 768x512 --steps 8 --no blurry, dark",
+            9,
+        )
+        .unwrap();
         assert_eq!(params.prompt, "a red fox");
         assert_eq!(params.seed, 42);
         assert_eq!((params.width, params.height), (768, 512));
         assert_eq!(params.steps, 8);
         assert_eq!(params.negative_prompt, "blurry, dark");
-        assert!(parse_imagine("").unwrap_err().contains("what to imagine"));
+        assert_eq!(parse_imagine("a red fox", 9).unwrap().seed, 9);
         assert!(
-            parse_imagine("fox --seed x")
+            parse_imagine("", 9)
+                .unwrap_err()
+                .contains("what to imagine")
+        );
+        assert!(
+            parse_imagine("fox --seed x", 9)
                 .unwrap_err()
                 .contains("--seed")
         );
         assert!(
-            parse_imagine("fox --size 10x10")
+            parse_imagine("fox --size 10x10", 9)
                 .unwrap_err()
                 .contains("width")
         );
         assert!(
-            parse_imagine("fox --wat 1")
+            parse_imagine("fox --wat 1", 9)
                 .unwrap_err()
                 .contains("unknown option")
         );

@@ -316,7 +316,12 @@ impl Intake {
         let platform = command.platform;
         match command.command.as_str() {
             "imagine" => {
-                let params = match parse_imagine(&command.args) {
+                let id = command_id(platform, &command.message_id);
+                // The job id and the seed follow from the message, so a retry after a crash
+                // finds its job, and each new command draws a new image.
+                let job_uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, id.as_bytes());
+                let seed = job_uuid.as_u64_pair().0 >> 12; // fits every backend's seed range
+                let params = match parse_imagine(&command.args, seed) {
                     Ok(params) => params,
                     Err(message) => {
                         return Ok(Verdict::Reject(RejectReason::Invalid, message, None));
@@ -348,10 +353,7 @@ impl Intake {
                         ));
                     }
                 }
-                let id = command_id(platform, &command.message_id);
-                // The job id follows from the message, so a retry after a crash finds its job.
-                let job_id =
-                    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, id.as_bytes()).to_string();
+                let job_id = job_uuid.to_string();
                 match self.submit(&job_id, &id, params, meta).await? {
                     Ok(()) => {
                         self.limits

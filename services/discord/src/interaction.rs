@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(command.user_name, "Viewer");
         assert_eq!(command.roles, ["777", "administrator"]);
         assert_eq!(command.args, "a red fox --seed 7 --cfg 6.5 --no blurry");
-        let params = chat::parse_imagine(&command.args).unwrap();
+        let params = chat::parse_imagine(&command.args, 1).unwrap();
         assert_eq!((params.seed, params.cfg), (7, 6.5));
     }
 }
