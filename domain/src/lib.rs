@@ -7,6 +7,7 @@
 pub mod chat;
 pub mod job;
 pub mod node;
+pub mod post;
 pub mod render;
 
 use std::fmt;

@@ -9,6 +9,7 @@ mod envelope;
 mod ids;
 pub mod job;
 pub mod node;
+pub mod post;
 pub mod render;
 pub mod subjects;
 pub mod telemetry;

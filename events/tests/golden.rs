@@ -14,6 +14,7 @@ use events::job::{
     JobCancelled, JobCompleted, JobEvent, JobFailed, JobProgressed, JobRequested, JobStarted,
 };
 use events::node::{GpuInfo, NodeDeregistered, NodeEvent, NodeRegistered};
+use events::post::{Destination, PostDelivered, PostEvent, PostFailed, PostRequested};
 use events::render::{
     Artifact, ComfyEvent, ComfyState, ComfyStateChanged, ImageRef, Lora, Provenance, QUEUE_ID,
     QueueAdmitted, QueuePaused, QueueReleased, RenderAssigned, RenderCancelled, RenderCompleted,
@@ -159,6 +160,7 @@ fn every_event_type_has_a_golden_file() {
         .chain(ComfyEvent::EVENT_TYPES)
         .chain(ChatCommandEvent::EVENT_TYPES)
         .chain(ChatSettingsEvent::EVENT_TYPES)
+        .chain(PostEvent::EVENT_TYPES)
     {
         assert!(
             dir.join(format!("{event_type}.json")).exists(),
@@ -402,6 +404,40 @@ fn chat_events() {
             platform: Platform::Discord,
             scope: "1100000000000000000".to_owned(),
             settings,
+        }),
+    );
+}
+
+#[test]
+fn post_events() {
+    let id = "0192f0c0-0000-7000-8000-0000000b0a57";
+    golden(
+        id,
+        PostEvent::Requested(PostRequested {
+            text: "We're live: tonight's renders".to_owned(),
+            artifact: Some(
+                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+            ),
+            destinations: vec![Destination::Twitch, Destination::Youtube, Destination::Kick],
+        }),
+    );
+    golden(
+        id,
+        PostEvent::Delivered(PostDelivered {
+            destination: Destination::Youtube,
+            remote_id: Some("LCC.EhwKGkNKX3Z4".to_owned()),
+            text: "We're live: tonight's renders https://nebula.example.com/share/9f86d081.png"
+                .to_owned(),
+            attempt: 1,
+        }),
+    );
+    golden(
+        id,
+        PostEvent::Failed(PostFailed {
+            destination: Destination::Kick,
+            error: "kick 503: upstream unavailable".to_owned(),
+            attempt: 1,
+            will_retry: true,
         }),
     );
 }

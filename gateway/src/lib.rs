@@ -10,6 +10,7 @@ mod commands;
 mod error;
 mod health;
 mod hub;
+mod posts;
 mod render;
 mod ws;
 
@@ -71,6 +72,8 @@ pub struct AppState {
     pub(crate) render_jobs: Arc<bus::store::Commands<domain::render::RenderJob>>,
     pub(crate) render_queue: Arc<bus::store::Commands<domain::render::RenderQueue>>,
     pub(crate) chat_settings: Arc<bus::store::Commands<domain::chat::ChatSettings>>,
+    pub(crate) posts: Arc<bus::store::Commands<domain::post::Post>>,
+    pub(crate) post_state: Arc<bus::store::JetStreamStore<domain::post::Post>>,
     pub(crate) artifacts: artifacts::ArtifactStore,
     pub(crate) config: Arc<GatewayConfig>,
 }
@@ -119,6 +122,8 @@ pub fn router(state: AppState) -> Router {
             get(chat::get_settings).put(chat::put_settings),
         )
         .route("/api/chat/commands", get(chat::list_commands))
+        .route("/api/posts", post(posts::create))
+        .route("/api/posts/{id}", get(posts::get))
         .route("/ws", get(ws::upgrade))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -168,6 +173,8 @@ pub async fn serve(
         render_jobs: Arc::new(bus::store::commands(bus.clone(), ())),
         render_queue: Arc::new(bus::store::commands(bus.clone(), ())),
         chat_settings: Arc::new(bus::store::commands(bus.clone(), ())),
+        posts: Arc::new(bus::store::commands(bus.clone(), ())),
+        post_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         artifacts,
         read,
         bus,

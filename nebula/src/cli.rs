@@ -34,7 +34,8 @@ pub enum Command {
     Agent,
     /// Place queued render jobs on GPU nodes (run one per system).
     Dispatcher,
-    /// Run the chat bots that are configured (`chat.twitch.channels`, `chat.discord.token`).
+    /// Run the chat bots that are configured (`chat.twitch.channels`, `chat.discord.token`) and
+    /// the Stream Bot (`post.*.token`).
     Chat,
     /// Run a worker on this node.
     #[command(subcommand)]

@@ -30,6 +30,8 @@ pub struct Config {
     pub gateway: GatewayTuning,
     pub render: RenderConfig,
     pub chat: ChatConfig,
+    /// The Stream Bot's destinations (Twitch Helix, YouTube, Kick).
+    pub post: posting::PostConfig,
 }
 
 /// Chat triggers: what every bot shares, and each platform's connection.
@@ -152,6 +154,7 @@ impl Default for Config {
             gateway: GatewayTuning::default(),
             render: RenderConfig::default(),
             chat: ChatConfig::default(),
+            post: posting::PostConfig::default(),
         }
     }
 }
@@ -313,6 +316,18 @@ impl Config {
                 "chat.discord.gateway_url must be a ws(s) url, got {url:?}"
             ));
         }
+        for (name, url) in [
+            ("post.twitch.api_url", &self.post.twitch.api_url),
+            ("post.youtube.api_url", &self.post.youtube.api_url),
+            ("post.kick.api_url", &self.post.kick.api_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!("{name} must be an http(s) url, got {url:?}"));
+            }
+        }
+        if self.post.max_attempts == 0 {
+            problems.push("post.max_attempts must be at least 1".to_owned());
+        }
         problems.extend(self.agent.validate());
         if problems.is_empty() {
             Ok(())
@@ -389,6 +404,28 @@ mod tests {
         let config =
             Config::load_from(None, env(&[("NEBULA_CHAT__TWITCH__TOKEN", "very-secret")])).unwrap();
         assert!(!format!("{config:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn stream_bot_ids_come_as_numbers_or_text_and_tokens_are_redacted() {
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("NEBULA_POST__TWITCH__BROADCASTER_ID", "141981764"),
+                ("NEBULA_POST__TWITCH__TOKEN", "helix-secret"),
+                ("NEBULA_POST__KICK__BROADCASTER_USER_ID", "668"),
+                ("NEBULA_POST__YOUTUBE__TOKEN", "ya29.secret"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.post.twitch.broadcaster_id.as_deref(),
+            Some("141981764")
+        );
+        assert_eq!(config.post.kick.broadcaster_user_id, Some(668));
+        assert!(config.post.any());
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("helix-secret") && !debug.contains("ya29.secret"));
     }
 
     #[test]

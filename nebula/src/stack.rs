@@ -26,7 +26,7 @@ pub struct Parts {
     /// This node's render worker (and its ComfyUI supervisor, when configured).
     pub render_worker: bool,
     /// The chat bots that are configured (Twitch when `chat.twitch.channels` is set, Discord
-    /// when `chat.discord.token` is).
+    /// when `chat.discord.token` is), and the Stream Bot (when a `post.*.token` is).
     pub chat: bool,
 }
 
@@ -395,7 +395,8 @@ async fn start_render_worker(
     Ok(())
 }
 
-/// The configured chat bots, each with its intake and its follower.
+/// The configured chat bots, each with its intake and its follower, and the Stream Bot when a
+/// posting destination is configured.
 async fn start_chat(
     config: &Config,
     running: &Running,
@@ -405,6 +406,15 @@ async fn start_chat(
     let chat_config = &config.chat;
     let twitch_on = !chat_config.twitch.channels.is_empty();
     let discord_on = chat_config.discord.token.is_some();
+    let public_url = chat_config.public_url.clone().unwrap_or_else(|| {
+        let addr = running.gateway_addr.unwrap_or(config.http_addr);
+        format!("http://{addr}")
+    });
+    if config.post.any() {
+        let poster =
+            posting::Poster::new(running.bus.clone(), config.post.clone(), public_url.clone())?;
+        spawn_part(tracker, cancel, "stream bot", poster.run(cancel.clone()));
+    }
     if !twitch_on && !discord_on {
         return Ok(());
     }
@@ -424,10 +434,6 @@ async fn start_chat(
                 config.render.artifacts_dir.display()
             )
         })?;
-    let public_url = chat_config.public_url.clone().unwrap_or_else(|| {
-        let addr = running.gateway_addr.unwrap_or(config.http_addr);
-        format!("http://{addr}")
-    });
     let intake_config = chat::IntakeConfig {
         queue_cap: config.render.queue_cap,
         max_attempts: chat_config.max_attempts,

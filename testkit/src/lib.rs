@@ -5,6 +5,7 @@
 pub mod comfyui;
 pub mod discord;
 mod nats;
+pub mod stream;
 pub mod twitch;
 pub mod webdriver;
 

@@ -45,7 +45,7 @@ fn dependencies() -> HashMap<String, Vec<String>> {
         .collect()
 }
 
-const SERVICES: &[&str] = &["agent", "render", "chat", "twitch", "discord"];
+const SERVICES: &[&str] = &["agent", "render", "chat", "twitch", "discord", "posting"];
 
 /// `(package, dependencies it must not have)`.
 fn forbidden() -> Vec<(&'static str, Vec<&'static str>)> {

@@ -1,0 +1,94 @@
+//! The Stream Bot over REST: request a post, and see where each destination stands.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bus::store::{CommandMeta, execute};
+use cqrs_es::{AggregateError, EventStore};
+use domain::post::{PostCommand, PostError};
+use events::Actor;
+use events::post::{Destination, PostRequested};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::commands::body;
+use crate::{ApiError, AppState};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PostBody {
+    text: String,
+    #[serde(default)]
+    artifact: Option<String>,
+    destinations: Vec<Destination>,
+}
+
+/// `POST /api/posts {"text", "artifact"?, "destinations": ["twitch", "youtube", "kick"]}` → 202
+/// `{post_id, correlation_id}`; the Stream Bot posts it and records each outcome.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    payload: Result<Json<Value>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let raw = body(payload)?;
+    let body: PostBody = serde_json::from_value(raw)
+        .map_err(|err| ApiError::BadRequest(format!("invalid post: {err}")))?;
+    if let Some(sha256) = &body.artifact {
+        let known = state
+            .artifacts
+            .content_path(sha256)
+            .is_some_and(|path| path.exists());
+        if !known {
+            return Err(ApiError::BadRequest(format!("no artifact {sha256}")));
+        }
+    }
+    let post_id = uuid::Uuid::now_v7().to_string();
+    let meta = CommandMeta::new(Actor::User("admin".into()));
+    let correlation_id = meta.correlation_id;
+    execute(
+        &state.posts,
+        &post_id,
+        PostCommand::Request(PostRequested {
+            text: body.text,
+            artifact: body.artifact,
+            destinations: body.destinations,
+        }),
+        meta,
+        3,
+    )
+    .await
+    .map_err(|err| match err {
+        AggregateError::UserError(PostError::Invalid(message)) => ApiError::BadRequest(message),
+        AggregateError::UserError(err) => ApiError::Conflict(err.to_string()),
+        other => ApiError::Unavailable(format!("the event store is unavailable: {other}")),
+    })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "post_id": post_id, "correlation_id": correlation_id })),
+    ))
+}
+
+/// `GET /api/posts/{id}` — the post and each destination's outcome, from its events.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Path(post_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if uuid::Uuid::parse_str(&post_id).is_err() {
+        return Err(ApiError::BadRequest("a post id is a uuid".into()));
+    }
+    let post = state
+        .post_state
+        .load_aggregate(&post_id)
+        .await
+        .map_err(|err| ApiError::Unavailable(format!("the event store is unavailable: {err}")))?;
+    let post = post.state();
+    let Some(requested) = &post.requested else {
+        return Err(ApiError::NotFound("no such post".into()));
+    };
+    Ok(Json(json!({
+        "post_id": post_id,
+        "text": requested.text,
+        "artifact": requested.artifact,
+        "destinations": post.outcomes,
+    })))
+}

@@ -1,0 +1,296 @@
+//! The Stream Bot end to end against the test kit's fakes of Twitch Helix, the YouTube Data API
+//! and Kick's public API: a post with an artifact reaches all three (each within its length,
+//! the link whole), 429s and 5xx are retried, refusals are final at once, every attempt is an
+//! event in the post's correlation, and bad requests are refused with the reason.
+
+mod common;
+
+use std::time::Duration;
+
+use nebula::Parts;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use testkit::stream::{Api, FakeStream, FakeStreamOptions};
+use testkit::{NatsServer, wait_until};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+struct Stack {
+    running: nebula::Running,
+    base: String,
+    _nats: NatsServer,
+    _state: tempfile::TempDir,
+}
+
+async fn start(pool: &PgPool, fake: &FakeStream, kick_token: &str) -> Stack {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let options = FakeStreamOptions::default();
+    let mut config = common::config(&nats, pool, state.path());
+    config.post.twitch.api_url = fake.helix_url();
+    config.post.twitch.client_id = Some(options.helix_client_id.clone());
+    config.post.twitch.token = Some(options.helix_token.clone());
+    config.post.twitch.broadcaster_id = Some("141981764".into());
+    config.post.youtube.api_url = fake.youtube_url();
+    config.post.youtube.token = Some(options.youtube_token.clone());
+    config.post.kick.api_url = fake.kick_url();
+    config.post.kick.token = Some(kick_token.into());
+    config.post.kick.broadcaster_user_id = Some(668);
+    let running = nebula::start(
+        &config,
+        Parts {
+            gateway: true,
+            chat: true,
+            ..Parts::NONE
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    Stack {
+        running,
+        base,
+        _nats: nats,
+        _state: state,
+    }
+}
+
+async fn request_post(base: &str, body: Value) -> (u16, Value) {
+    let response = common::http()
+        .post(format!("{base}/api/posts"))
+        .bearer_auth(common::TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The post once no destination is pending.
+async fn settled(base: &str, post_id: &str) -> Value {
+    wait_until("every destination to settle", WAIT, || async {
+        let post: Value = common::http()
+            .get(format!("{base}/api/posts/{post_id}"))
+            .bearer_auth(common::TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let destinations = post["destinations"].as_object()?;
+        destinations
+            .values()
+            .all(|d| d["status"] != "pending")
+            .then_some(post)
+    })
+    .await
+}
+
+/// Uploads a PNG as an artifact (as the studio does for inputs); returns its SHA-256.
+async fn artifact(base: &str) -> String {
+    let png = testkit::comfyui::png::encode_rgb(2, 2, &[200; 12], &[]);
+    let response: Value = common::http()
+        .post(format!("{base}/api/render/inputs"))
+        .bearer_auth(common::TOKEN)
+        .header("content-type", "image/png")
+        .body(png)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["sha256"].as_str().unwrap().to_owned()
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_post_reaches_every_platform_through_rate_limits_and_outages(pool: PgPool) {
+    let fake = FakeStream::start(FakeStreamOptions::default()).await;
+    let stack = start(&pool, &fake, "kick-token").await;
+    let sha256 = artifact(&stack.base).await;
+    fake.fail_next(Api::Helix, 429, 1);
+    fake.fail_next(Api::Youtube, 503, 1);
+    fake.fail_next(Api::Kick, 500, 1);
+
+    let text = format!("Tonight's renders are in! {}", "✨".repeat(180));
+    let (status, created) = request_post(
+        &stack.base,
+        json!({"text": text, "artifact": sha256, "destinations": ["twitch", "youtube", "kick"]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let post_id = created["post_id"].as_str().unwrap();
+    let post = settled(&stack.base, post_id).await;
+    for destination in ["twitch", "youtube", "kick"] {
+        assert_eq!(
+            post["destinations"][destination]["status"], "delivered",
+            "{post}"
+        );
+        assert_eq!(post["destinations"][destination]["attempts"], 2, "{post}");
+    }
+    assert!(
+        post["destinations"]["youtube"]["remote_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("LCC.")
+    );
+
+    // Each platform got the text and the whole link, within its length.
+    let link = format!("{}/share/{sha256}.png", stack.base);
+    let posted = fake.posted();
+    assert_eq!(posted.len(), 3, "{posted:?}");
+    for message in &posted {
+        assert!(message.text.ends_with(&link), "{message:?}");
+        let max = if message.api == Api::Youtube {
+            200
+        } else {
+            500
+        };
+        assert!(message.text.chars().count() <= max, "{message:?}");
+    }
+    let youtube = posted.iter().find(|m| m.api == Api::Youtube).unwrap();
+    assert!(youtube.text.contains("… http"), "shortened: {youtube:?}");
+    assert_eq!(
+        youtube.target,
+        FakeStreamOptions::default().youtube_live_chat.unwrap()
+    );
+    let kick = posted.iter().find(|m| m.api == Api::Kick).unwrap();
+    assert_eq!(kick.target, "668");
+    assert!(kick.text.starts_with(&text), "Kick takes the whole text");
+    let twitch = posted.iter().find(|m| m.api == Api::Helix).unwrap();
+    assert_eq!(twitch.target, "141981764");
+    // The link is the image.
+    let image = reqwest::get(&link).await.unwrap();
+    assert_eq!(image.status(), 200);
+
+    // Every attempt is an event, in the post's correlation.
+    let envelopes: Vec<events::EventEnvelope> = stack
+        .running
+        .bus
+        .read_subject(&events::subjects::event("post", post_id))
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|m| m.decode_commit().unwrap())
+        .collect();
+    let count = |t: &str| envelopes.iter().filter(|e| e.event_type == t).count();
+    assert_eq!(count("post.requested"), 1);
+    assert_eq!(count("post.failed"), 3);
+    assert_eq!(count("post.delivered"), 3);
+    let correlation = envelopes[0].correlation_id.to_string();
+    assert_eq!(created["correlation_id"], correlation.as_str());
+    assert!(
+        envelopes
+            .iter()
+            .all(|e| e.correlation_id.to_string() == correlation)
+    );
+    let failed: Vec<&Value> = envelopes
+        .iter()
+        .filter(|e| e.event_type == "post.failed")
+        .map(|e| &e.data)
+        .collect();
+    assert!(failed.iter().all(|f| f["will_retry"] == true));
+    let errors: Vec<&str> = failed
+        .iter()
+        .map(|f| f["error"].as_str().unwrap())
+        .collect();
+    assert!(
+        errors.iter().any(|e| e.starts_with("twitch 429")),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("youtube 503: backendError")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.starts_with("kick 500")),
+        "{errors:?}"
+    );
+    stack.running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn refusals_are_final_and_bad_requests_are_explained(pool: PgPool) {
+    let fake = FakeStream::start(FakeStreamOptions::default()).await;
+    fake.set_youtube_live_chat(None); // off air
+    let stack = start(&pool, &fake, "a-revoked-token").await;
+
+    let (status, created) = request_post(
+        &stack.base,
+        json!({"text": "going live soon", "destinations": ["kick", "youtube", "twitch"]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let post = settled(&stack.base, created["post_id"].as_str().unwrap()).await;
+    let kick = &post["destinations"]["kick"];
+    assert_eq!(kick["status"], "failed", "{post}");
+    assert_eq!(kick["attempts"], 1, "a refusal is not tried again");
+    assert_eq!(kick["error"], "kick 401: Unauthorized");
+    let youtube = &post["destinations"]["youtube"];
+    assert_eq!(youtube["status"], "failed", "{post}");
+    assert!(
+        youtube["error"]
+            .as_str()
+            .unwrap()
+            .contains("no active broadcast")
+    );
+    assert_eq!(post["destinations"]["twitch"]["status"], "delivered");
+    assert_eq!(
+        fake.calls()
+            .iter()
+            .filter(|(api, _)| *api == Api::Kick)
+            .count(),
+        1
+    );
+
+    // Bad requests: the reason, and nothing recorded.
+    for (body, expected) in [
+        (
+            json!({"text": "", "destinations": ["kick"]}),
+            "text must not be empty",
+        ),
+        (
+            json!({"text": "hi", "destinations": []}),
+            "at least one destination",
+        ),
+        (
+            json!({"text": "hi", "destinations": ["myspace"]}),
+            "unknown variant",
+        ),
+        (
+            json!({"text": "hi", "destinations": ["kick", "kick"]}),
+            "named twice",
+        ),
+        (
+            json!({"text": "hi", "destinations": ["kick"], "artifact": "ab".repeat(32)}),
+            "no artifact",
+        ),
+        (
+            json!({"text": "hi", "destinations": ["kick"], "colour": "red"}),
+            "unknown field",
+        ),
+        (
+            json!({"text": "x".repeat(501), "destinations": ["kick"]}),
+            "500 at most",
+        ),
+    ] {
+        let (status, answer) = request_post(&stack.base, body.clone()).await;
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert!(
+            answer.to_string().contains(expected),
+            "{body} → {answer} (expected {expected:?})"
+        );
+    }
+    let missing = common::http()
+        .get(format!("{}/api/posts/{}", stack.base, uuid::Uuid::now_v7()))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    stack.running.shutdown().await;
+}

@@ -1,0 +1,272 @@
+//! The Stream Bot: posts an announcement, or a finished artifact's link, to Twitch (a chat
+//! announcement through Helix), YouTube (the live chat, through the Data API) and Kick (the
+//! channel's chat, through its public API).
+//!
+//! A post is requested on the `post` aggregate (`POST /api/posts`); the [`Poster`] follows
+//! `post.requested` events with a durable consumer, tries each destination still pending, and
+//! records every outcome as an event (`post.delivered`, `post.failed` with `will_retry`). A 429,
+//! a 5xx or a lost connection is tried again with backoff, up to `post.max_attempts`; a refusal
+//! (a bad token, a chat that is not live) is final at once. Every API base is configurable:
+//! the same path reaches the platform, a proxy or a local fake.
+
+mod platforms;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bus::consumer::{ConsumerSpec, Delivery, Outcome};
+use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
+use bus::{Bus, StreamName};
+use cqrs_es::{AggregateError, EventStore};
+use domain::post::{Post, PostCommand, PostError};
+use events::post::{Destination, PostEvent, PostRequested};
+use events::{Actor, EventEnvelope};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+pub use platforms::{HelixConfig, KickConfig, YoutubeConfig};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostConfig {
+    pub twitch: HelixConfig,
+    pub youtube: YoutubeConfig,
+    pub kick: KickConfig,
+    /// Attempts per destination before a post there is given up.
+    pub max_attempts: u32,
+}
+
+impl Default for PostConfig {
+    fn default() -> Self {
+        Self {
+            twitch: HelixConfig::default(),
+            youtube: YoutubeConfig::default(),
+            kick: KickConfig::default(),
+            max_attempts: 5,
+        }
+    }
+}
+
+impl PostConfig {
+    /// Whether any destination has a token (the Stream Bot then runs).
+    pub fn any(&self) -> bool {
+        self.twitch.token.is_some() || self.youtube.token.is_some() || self.kick.token.is_some()
+    }
+}
+
+/// Why a post to one destination did not happen.
+#[derive(Debug, Clone)]
+pub(crate) struct PostFailure {
+    pub(crate) message: String,
+    pub(crate) retryable: bool,
+}
+
+impl PostFailure {
+    pub(crate) fn retryable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    pub(crate) fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+        }
+    }
+}
+
+pub struct Poster {
+    bus: Bus,
+    http: reqwest::Client,
+    config: Arc<PostConfig>,
+    public_url: String,
+    posts: Commands<Post>,
+    post_state: JetStreamStore<Post>,
+}
+
+impl Poster {
+    /// `public_url`: where the gateway's `/share/<sha256>.png` links are reachable.
+    pub fn new(bus: Bus, config: PostConfig, public_url: String) -> anyhow::Result<Self> {
+        // reqwest is built without a compiled-in crypto provider; ring is the one in the tree.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .user_agent(concat!("nebula-command/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            posts: commands(bus.clone(), ()),
+            post_state: JetStreamStore::new(bus.clone()),
+            bus,
+            http,
+            config: Arc::new(config),
+            public_url,
+        })
+    }
+
+    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut spec = ConsumerSpec::new(StreamName::Events, "post-worker");
+        spec.filter_subject = Some(events::subjects::event("post", "*"));
+        // The post's own attempt count decides when to give up; the consumer allows more.
+        spec.max_deliver = i64::from(self.config.max_attempts) + 3;
+        spec.backoff = vec![
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            Duration::from_secs(15),
+            Duration::from_secs(60),
+        ];
+        let this = &self;
+        self.bus
+            .consume(spec, cancel, move |delivery| {
+                let delivery = delivery.clone();
+                async move { this.handle(&delivery).await }
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn handle(&self, delivery: &Delivery) -> Outcome {
+        let commit = match delivery.message.decode_commit() {
+            Ok(commit) => commit,
+            Err(err) => return Outcome::Reject(format!("undecodable commit: {err}")),
+        };
+        for envelope in &commit {
+            if let Ok(PostEvent::Requested(_)) = envelope.decode::<PostEvent>()
+                && let Err(reason) = self.deliver(envelope).await
+            {
+                return Outcome::Retry(reason);
+            }
+        }
+        Outcome::Ack
+    }
+
+    /// Tries every destination still pending; `Err` when one is to be tried again.
+    async fn deliver(&self, envelope: &EventEnvelope) -> Result<(), String> {
+        let post_id = &envelope.aggregate_id;
+        let post = self
+            .post_state
+            .load_aggregate(post_id)
+            .await
+            .map_err(|err| err.to_string())?;
+        let post = post.state();
+        let Some(requested) = &post.requested else {
+            return Ok(());
+        };
+        let meta = CommandMeta::caused_by(envelope, Actor::Service("stream-bot".into()));
+        let mut again = Vec::new();
+        for destination in post.pending() {
+            let attempts = match post.outcomes.get(&destination) {
+                Some(domain::post::Outcome::Pending { attempts, .. }) => *attempts,
+                _ => continue,
+            };
+            let text = compose(requested, &self.public_url, destination);
+            let command = match self.send(destination, &text).await {
+                Ok(remote_id) => {
+                    tracing::info!(%post_id, %destination, "posted");
+                    PostCommand::RecordDelivered {
+                        destination,
+                        remote_id,
+                        text,
+                    }
+                }
+                Err(failure) => {
+                    let will_retry = failure.retryable && attempts + 1 < self.config.max_attempts;
+                    tracing::warn!(%post_id, %destination, error = %failure.message, will_retry, "post failed");
+                    self.bus.metrics().add(
+                        "nebula_post_failures_total",
+                        &[("destination", destination.as_str())],
+                        1.0,
+                    );
+                    if will_retry {
+                        again.push(destination.as_str());
+                    }
+                    PostCommand::RecordFailed {
+                        destination,
+                        error: failure.message,
+                        will_retry,
+                    }
+                }
+            };
+            match execute(&self.posts, post_id, command, meta.clone(), 5).await {
+                Ok(()) => {}
+                Err(AggregateError::UserError(PostError::NotADestination(_))) => {}
+                Err(err) => return Err(err.to_string()),
+            }
+        }
+        if again.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("to try again: {}", again.join(", ")))
+        }
+    }
+
+    async fn send(
+        &self,
+        destination: Destination,
+        text: &str,
+    ) -> Result<Option<String>, PostFailure> {
+        match destination {
+            Destination::Twitch => platforms::twitch(&self.http, &self.config.twitch, text).await,
+            Destination::Youtube => {
+                platforms::youtube(&self.http, &self.config.youtube, text).await
+            }
+            Destination::Kick => platforms::kick(&self.http, &self.config.kick, text).await,
+        }
+    }
+}
+
+/// The message for `destination`: the text, then the artifact's link, within the platform's
+/// length (the text is shortened, never the link).
+pub fn compose(requested: &PostRequested, public_url: &str, destination: Destination) -> String {
+    let max = destination.max_chars();
+    let text = requested.text.trim();
+    let Some(sha256) = &requested.artifact else {
+        return shorten(text, max);
+    };
+    let link = format!("{}/share/{sha256}.png", public_url.trim_end_matches('/'));
+    let room = max.saturating_sub(link.chars().count() + 1);
+    format!("{} {link}", shorten(text, room))
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut short: String = text.chars().take(max.saturating_sub(1)).collect();
+    short.push('…');
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_post_fits_each_platform_with_its_link_whole() {
+        let requested = PostRequested {
+            text: "x".repeat(300),
+            artifact: Some("ab".repeat(32)),
+            destinations: vec![Destination::Youtube],
+        };
+        let youtube = compose(
+            &requested,
+            "https://nebula.example.com/",
+            Destination::Youtube,
+        );
+        assert_eq!(youtube.chars().count(), 200);
+        assert!(youtube.ends_with(&format!(
+            "https://nebula.example.com/share/{}.png",
+            "ab".repeat(32)
+        )));
+        assert!(youtube.contains("x… https://"));
+        let kick = compose(&requested, "https://nebula.example.com", Destination::Kick);
+        assert!(kick.starts_with(&"x".repeat(300)));
+        let plain = PostRequested {
+            artifact: None,
+            text: "  live now  ".into(),
+            ..requested
+        };
+        assert_eq!(compose(&plain, "http://h", Destination::Twitch), "live now");
+    }
+}

@@ -1,0 +1,313 @@
+//! One call per platform, as each documents it: Twitch Helix "Send Chat Announcement", YouTube
+//! Data API `liveChatMessages.insert` (after `liveBroadcasts.list` finds the live chat when none
+//! is configured), Kick public API `POST /chat`.
+
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::PostFailure;
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HelixConfig {
+    pub api_url: String,
+    /// The application's client id (Twitch developer console).
+    pub client_id: Option<String>,
+    /// A user token with `moderator:manage:announcements`.
+    pub token: Option<String>,
+    /// The channel to announce in (its user id).
+    #[serde(deserialize_with = "id_text")]
+    pub broadcaster_id: Option<String>,
+    /// The token's user id (a moderator of the channel, or the broadcaster; default).
+    #[serde(deserialize_with = "id_text")]
+    pub moderator_id: Option<String>,
+    /// `primary`, `blue`, `green`, `orange` or `purple`.
+    pub color: String,
+}
+
+/// A numeric id, whether written as a string or (from an environment variable) a number.
+fn id_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    Ok(Option::<Id>::deserialize(d)?.map(|id| match id {
+        Id::Text(text) => text,
+        Id::Number(number) => number.to_string(),
+    }))
+}
+
+impl Default for HelixConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://api.twitch.tv/helix".into(),
+            client_id: None,
+            token: None,
+            broadcaster_id: None,
+            moderator_id: None,
+            color: "primary".into(),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct YoutubeConfig {
+    pub api_url: String,
+    /// An OAuth access token with the `youtube.force-ssl` scope.
+    pub token: Option<String>,
+    /// The live chat to post in; unset: the live chat of the channel's active broadcast.
+    pub live_chat_id: Option<String>,
+}
+
+impl Default for YoutubeConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://www.googleapis.com/youtube/v3".into(),
+            token: None,
+            live_chat_id: None,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KickConfig {
+    pub api_url: String,
+    /// A user access token with the `chat:write` scope.
+    pub token: Option<String>,
+    /// The channel to post in.
+    pub broadcaster_user_id: Option<u64>,
+}
+
+impl Default for KickConfig {
+    fn default() -> Self {
+        Self {
+            api_url: "https://api.kick.com/public/v1".into(),
+            token: None,
+            broadcaster_user_id: None,
+        }
+    }
+}
+
+fn redacted(token: &Option<String>) -> Option<&'static str> {
+    token.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for HelixConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HelixConfig")
+            .field("api_url", &self.api_url)
+            .field("client_id", &self.client_id)
+            .field("token", &redacted(&self.token))
+            .field("broadcaster_id", &self.broadcaster_id)
+            .field("moderator_id", &self.moderator_id)
+            .field("color", &self.color)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for YoutubeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("YoutubeConfig")
+            .field("api_url", &self.api_url)
+            .field("token", &redacted(&self.token))
+            .field("live_chat_id", &self.live_chat_id)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for KickConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KickConfig")
+            .field("api_url", &self.api_url)
+            .field("token", &redacted(&self.token))
+            .field("broadcaster_user_id", &self.broadcaster_user_id)
+            .finish()
+    }
+}
+
+fn not_configured(what: &str) -> PostFailure {
+    PostFailure::permanent(format!("{what} is not configured"))
+}
+
+/// A failed call: 429 and 5xx (and `retryable_reason`) may pass, the rest will not.
+fn refused(
+    platform: &str,
+    status: StatusCode,
+    detail: &str,
+    retryable_reason: bool,
+) -> PostFailure {
+    let message = format!("{platform} {}: {detail}", status.as_u16());
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || retryable_reason {
+        PostFailure::retryable(message)
+    } else {
+        PostFailure::permanent(message)
+    }
+}
+
+fn unreachable(platform: &str, err: &reqwest::Error) -> PostFailure {
+    PostFailure::retryable(format!("{platform} unreachable: {err}"))
+}
+
+async fn body(response: reqwest::Response) -> Value {
+    response.json::<Value>().await.unwrap_or(Value::Null)
+}
+
+/// Helix: `POST /chat/announcements?broadcaster_id=&moderator_id=` → 204.
+pub(crate) async fn twitch(
+    http: &reqwest::Client,
+    config: &HelixConfig,
+    text: &str,
+) -> Result<Option<String>, PostFailure> {
+    let (Some(client_id), Some(token), Some(broadcaster)) =
+        (&config.client_id, &config.token, &config.broadcaster_id)
+    else {
+        return Err(not_configured(
+            "twitch (post.twitch.client_id, token and broadcaster_id)",
+        ));
+    };
+    let moderator = config.moderator_id.as_ref().unwrap_or(broadcaster);
+    let response = http
+        .post(format!(
+            "{}/chat/announcements",
+            config.api_url.trim_end_matches('/')
+        ))
+        .query(&[("broadcaster_id", broadcaster), ("moderator_id", moderator)])
+        .bearer_auth(token)
+        .header("Client-Id", client_id)
+        .json(&json!({ "message": text, "color": config.color }))
+        .send()
+        .await
+        .map_err(|err| unreachable("twitch", &err))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(None); // Helix answers 204 and no id
+    }
+    let body = body(response).await;
+    let detail = body["message"].as_str().unwrap_or("no message");
+    Err(refused("twitch", status, detail, false))
+}
+
+/// YouTube: `POST /liveChat/messages?part=snippet` → the `liveChatMessage` (its id).
+pub(crate) async fn youtube(
+    http: &reqwest::Client,
+    config: &YoutubeConfig,
+    text: &str,
+) -> Result<Option<String>, PostFailure> {
+    let Some(token) = &config.token else {
+        return Err(not_configured("youtube (post.youtube.token)"));
+    };
+    let base = config.api_url.trim_end_matches('/');
+    let live_chat_id = match &config.live_chat_id {
+        Some(id) => id.clone(),
+        None => active_live_chat(http, base, token).await?,
+    };
+    let response = http
+        .post(format!("{base}/liveChat/messages"))
+        .query(&[("part", "snippet")])
+        .bearer_auth(token)
+        .json(&json!({
+            "snippet": {
+                "liveChatId": live_chat_id,
+                "type": "textMessageEvent",
+                "textMessageDetails": { "messageText": text },
+            }
+        }))
+        .send()
+        .await
+        .map_err(|err| unreachable("youtube", &err))?;
+    let status = response.status();
+    let body = body(response).await;
+    if status.is_success() {
+        return Ok(body["id"].as_str().map(str::to_owned));
+    }
+    Err(youtube_error(status, &body))
+}
+
+/// The live chat of the channel's active broadcast.
+async fn active_live_chat(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> Result<String, PostFailure> {
+    let response = http
+        .get(format!("{base}/liveBroadcasts"))
+        .query(&[
+            ("part", "snippet"),
+            ("broadcastStatus", "active"),
+            ("broadcastType", "all"),
+        ])
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|err| unreachable("youtube", &err))?;
+    let status = response.status();
+    let body = body(response).await;
+    if !status.is_success() {
+        return Err(youtube_error(status, &body));
+    }
+    body["items"]
+        .as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .find_map(|item| item["snippet"]["liveChatId"].as_str())
+        })
+        .map(str::to_owned)
+        .ok_or_else(|| PostFailure::permanent("youtube: no active broadcast with a live chat"))
+}
+
+/// Google's error body: `{"error": {"code", "message", "errors": [{"reason", …}]}}`.
+fn youtube_error(status: StatusCode, body: &Value) -> PostFailure {
+    let reason = body["error"]["errors"][0]["reason"]
+        .as_str()
+        .unwrap_or("unknown");
+    let message = body["error"]["message"].as_str().unwrap_or("no message");
+    let rate_limited = matches!(reason, "rateLimitExceeded" | "userRateLimitExceeded");
+    refused(
+        "youtube",
+        status,
+        &format!("{reason}: {message}"),
+        rate_limited,
+    )
+}
+
+/// Kick: `POST /chat {broadcaster_user_id, content, type: "user"}` → `{data: {is_sent, message_id}}`.
+pub(crate) async fn kick(
+    http: &reqwest::Client,
+    config: &KickConfig,
+    text: &str,
+) -> Result<Option<String>, PostFailure> {
+    let (Some(token), Some(broadcaster)) = (&config.token, config.broadcaster_user_id) else {
+        return Err(not_configured(
+            "kick (post.kick.token and broadcaster_user_id)",
+        ));
+    };
+    let response = http
+        .post(format!("{}/chat", config.api_url.trim_end_matches('/')))
+        .bearer_auth(token)
+        .json(&json!({
+            "broadcaster_user_id": broadcaster,
+            "content": text,
+            "type": "user",
+        }))
+        .send()
+        .await
+        .map_err(|err| unreachable("kick", &err))?;
+    let status = response.status();
+    let body = body(response).await;
+    if !status.is_success() {
+        let detail = body["message"].as_str().unwrap_or("no message");
+        return Err(refused("kick", status, detail, false));
+    }
+    if body["data"]["is_sent"] != true {
+        return Err(PostFailure::permanent(
+            "kick accepted the message but did not send it",
+        ));
+    }
+    Ok(body["data"]["message_id"].as_str().map(str::to_owned))
+}
