@@ -247,6 +247,7 @@ mod tests {
             message_id: "b34ccfc7-4977-403a-8a94-33c6bac34fb8".into(),
             command: "imagine".into(),
             args: "a red fox".into(),
+            options: Default::default(),
             roles: vec![],
         }
     }

@@ -73,8 +73,13 @@ pub struct CommandReceived {
     pub message_id: String,
     /// One of [`COMMANDS`].
     pub command: String,
-    /// Everything after the command word (or the slash command's options, as text).
+    /// Everything after the command word (for a slash command, its options written as text:
+    /// what the log shows).
     pub args: String,
+    /// A slash command's options by name, as given (Discord): what the command is decided on,
+    /// so no option can be read into another. Empty for typed commands (Twitch).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
     /// Discord role ids, or Twitch badges (`broadcaster`, `moderator`, `vip`, `subscriber`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,

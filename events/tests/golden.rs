@@ -348,6 +348,7 @@ fn chat_events() {
             message_id: "b34ccfc7-4977-403a-8a94-33c6bac34fb8".to_owned(),
             command: "imagine".to_owned(),
             args: "a red fox in the snow".to_owned(),
+            options: Default::default(),
             roles: vec!["subscriber".to_owned()],
         }),
     );

@@ -24,6 +24,7 @@
     platform: document.getElementById('chat-platform'),
     scope: document.getElementById('chat-scope'),
     known: document.getElementById('chat-known'),
+    openError: document.getElementById('chat-open-error'),
     form: document.getElementById('chat-settings-form'),
     formScope: document.getElementById('chat-settings-scope'),
     formState: document.getElementById('chat-settings-state'),
@@ -45,6 +46,7 @@
   let open = null; // { platform, scope } of the settings in the form
   let saving = false;
   const expanded = new Set(); // command ids whose details are open
+  const detailsShown = new Map(); // command id -> { key, el }: refetched only when it changed
   let refreshTimer = null;
   let againTimer = null;
   let refreshing = false;
@@ -159,10 +161,13 @@
     if (!scope) return;
     ui.platform.value = platform;
     ui.scope.value = scope;
+    showError(ui.openError, '');
     const res = await NC.api('/api/chat/settings/' + platform + '/' + encodeURIComponent(scope));
     if (!res.ok) {
-      ui.form.hidden = false;
-      showError(ui.error, res.message);
+      // Nothing open, so a Save cannot land on the server shown before.
+      open = null;
+      ui.form.hidden = true;
+      showError(ui.openError, res.message);
       return;
     }
     const data = isObj(res.data) ? res.data : {};
@@ -261,7 +266,20 @@
       ? h('div', 'chat-reply chat-reply-failed', 'reply failed: ' + command.reply_error)
       : h('div', 'chat-reply', str(command.reply) ? '\u21b3 ' + command.reply : '');
     li.appendChild(reply);
-    if (expanded.has(id)) li.appendChild(details(li));
+    // What the command caused changes only when its row does (a decision, the job, a reply).
+    const key = [command.status, command.job_status, command.reply, command.reply_error, command.updated_at].join('|');
+    li.dataset.key = key;
+    if (expanded.has(id)) {
+      const shown = detailsShown.get(id);
+      if (shown && shown.key === key) {
+        li.appendChild(shown.el);
+      } else {
+        const el = details(li);
+        detailsShown.set(id, { key: key, el: el });
+        li.appendChild(el);
+      }
+      li.classList.add('expanded');
+    }
     return li;
   }
 
@@ -376,12 +394,15 @@
     if (open) {
       open.remove();
       expanded.delete(id);
+      detailsShown.delete(id);
       li.classList.remove('expanded');
       return;
     }
     expanded.add(id);
     li.classList.add('expanded');
-    li.appendChild(details(li));
+    const el = details(li);
+    detailsShown.set(id, { key: li.dataset.key, el: el });
+    li.appendChild(el);
   }
 
   function boot() {

@@ -410,6 +410,13 @@ async fn start_chat(
         let addr = running.gateway_addr.unwrap_or(config.http_addr);
         format!("http://{addr}")
     });
+    if chat_config.public_url.is_none() && (twitch_on || discord_on || config.post.any()) {
+        tracing::warn!(
+            %public_url,
+            "chat.public_url is not set: share links in chat replies and posts point at this \
+             address, which viewers elsewhere cannot open"
+        );
+    }
     if config.post.any() {
         let poster =
             posting::Poster::new(running.bus.clone(), config.post.clone(), public_url.clone())?;

@@ -155,7 +155,8 @@ async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(poo
         CHANNEL,
         &viewer,
         "imagine",
-        json!({"prompt": "a red fox in the snow", "seed": 7, "size": "64x64", "steps": 6}),
+        // A prompt may say anything, `--no` included: options are taken whole.
+        json!({"prompt": "a red fox in the snow --no filter", "seed": 7, "size": "64x64", "steps": 6}),
     );
     let edits = edits(discord, &interaction, "the image", |edits| {
         edits.iter().any(|(_, files)| *files > 0)
@@ -169,14 +170,20 @@ async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(poo
         }
     );
     let texts: Vec<&str> = edits.iter().map(|(c, _)| c.as_str()).collect();
-    assert!(texts[0].contains("queued (position"), "{texts:?}");
+    assert!(
+        texts[0].contains("queued your image (position"),
+        "{texts:?}"
+    );
     assert!(
         texts.iter().any(|t| t.contains("rendering on gpu-sim")),
         "{texts:?}"
     );
     assert!(texts.iter().any(|t| t.contains('%')), "{texts:?}");
     let (last, files) = edits.last().unwrap();
-    assert!(last.starts_with("here it is (seed 7)"), "{last}");
+    assert!(
+        last.starts_with("here it is: http") && last.ends_with("(seed 7)"),
+        "{last}"
+    );
     assert_eq!(files.len(), 1);
     let (name, png) = &files[0];
     assert!(png.starts_with(b"\x89PNG"), "the attachment is a PNG");
@@ -208,6 +215,11 @@ async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(poo
     let job = envelopes(&running.bus, "render_job", &job_id).await;
     assert!(job.iter().any(|e| e.event_type == "render.job_completed"));
     assert_eq!(job[0].data["trigger"]["source"], "discord");
+    assert_eq!(
+        job[0].data["params"]["prompt"],
+        "a red fox in the snow --no filter"
+    );
+    assert_eq!(job[0].data["params"]["seed"], 7);
     let correlation = chat[0].correlation_id;
     assert!(
         chat.iter()
@@ -371,13 +383,56 @@ async fn guild_settings_shape_the_bot_and_discord_errors_are_retried(pool: PgPoo
     let cooldown = answer(discord, &artist, "imagine", json!({"prompt": "another"})).await;
     assert!(cooldown.starts_with("please wait "), "{cooldown}");
 
-    // Discord drops the gateway session: serenity resumes, and commands keep coming.
+    // The rendered image as the bot's avatar in this guild, by its share link: fetched, and
+    // sent to Discord as image data.
+    let sha256 = chat[4].data["artifact"].as_str().unwrap();
+    settings.avatar = Some(format!("{base}/share/{sha256}.png"));
+    set_settings(&base, &settings).await;
+    wait_until("the avatar from a URL", DEFAULT_WAIT, || async {
+        let member = discord.member(GUILD)?;
+        member["avatar"]
+            .as_str()?
+            .starts_with("data:image/png;base64,iVBOR")
+            .then_some(())
+    })
+    .await;
+
+    // Discord drops the gateway session: serenity resumes it (no new IDENTIFY), and commands
+    // keep coming.
     discord.drop_sessions();
     wait_until("the session to resume", DEFAULT_WAIT, || async {
         (discord.connected() > 0).then_some(())
     })
     .await;
+    assert_eq!(discord.identified(), 1, "resumed, not identified again");
     let queue = answer(discord, &viewer, "queue", json!({})).await;
     assert!(queue.contains("waiting in the queue"), "{queue}");
+
+    // A server that takes smaller uploads than the image: Discord answers 413, and the reply
+    // carries the link instead.
+    discord.set_attachment_size_limit(100);
+    let painter = Member {
+        roles: vec![777],
+        ..Member::new(6161, "Painter")
+    };
+    let small = discord.interact(
+        GUILD,
+        CHANNEL,
+        &painter,
+        "imagine",
+        json!({"prompt": "a small boat", "size": "64x64", "steps": 2}),
+    );
+    let edits = edits(discord, &small, "the link-only image reply", |edits| {
+        edits.iter().any(|(text, _)| text.starts_with("here it is"))
+    })
+    .await;
+    let (text, files) = edits.last().unwrap();
+    assert!(files.is_empty() && text.contains("/share/"), "{text}");
+    assert!(
+        discord
+            .calls()
+            .iter()
+            .any(|(call, status)| call.ends_with("/messages/@original") && *status == 413)
+    );
     bot.running.shutdown().await;
 }

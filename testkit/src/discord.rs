@@ -13,7 +13,8 @@
 //! 40060 when already acknowledged); `PATCH /webhooks/{app}/{token}/messages/@original` (JSON or
 //! multipart with `payload_json` and `files[n]`; 404 code 10008 before the interaction was
 //! acknowledged, 10015 for a token it never issued or one older than 15 minutes; 400 code 50035
-//! for content over 2000 characters); `PATCH /guilds/{guild}/members/@me`. Bot routes want
+//! for content over 2000 characters; 413 code 40005 for files over the interaction's
+//! `attachment_size_limit`); `PATCH /guilds/{guild}/members/@me`. Bot routes want
 //! `Authorization: Bot <token>` (401 otherwise); unknown guilds get 403 code 50001 "Missing
 //! Access". [`FakeDiscord::fail_next`] makes the next calls to a route answer 429 (Discord's
 //! rate-limit body and headers) or a 5xx (a plain-text body, as from the edge).
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{FromRequest, Multipart, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -121,6 +122,8 @@ struct Inner {
     sessions: Vec<mpsc::UnboundedSender<(String, Value)>>,
     identified: u64,
     calls: Vec<(String, u16)>,
+    /// `attachment_size_limit` of the interactions to come (Discord's default: 10 MiB).
+    attachment_limit: Option<u64>,
 }
 
 struct Shared {
@@ -194,6 +197,7 @@ impl FakeDiscord {
             )
             .route("/api/v10/guilds/{guild}/members/@me", patch(member_me))
             .fallback(|| async { discord_error(StatusCode::NOT_FOUND, 0, "404: Not Found") })
+            .layer(DefaultBodyLimit::max(32 << 20))
             .layer(middleware::from_fn_with_state(shared.clone(), traffic))
             .with_state(shared.clone());
         let shutdown = CancellationToken::new();
@@ -209,10 +213,6 @@ impl FakeDiscord {
     /// What `chat.discord.api_url` should be.
     pub fn api_url(&self) -> String {
         format!("http://{}", self.shared.addr)
-    }
-
-    pub fn application_id(&self) -> u64 {
-        self.shared.application_id
     }
 
     /// Open gateway sessions that identified or resumed (and so receive dispatches).
@@ -261,6 +261,11 @@ impl FakeDiscord {
         self.shared.lock().calls.clone()
     }
 
+    /// The largest upload the interactions to come allow (a server with a lower boost tier).
+    pub fn set_attachment_size_limit(&self, bytes: u64) {
+        self.shared.lock().attachment_limit = Some(bytes);
+    }
+
     /// The next `times` calls to `route` answer `status` (429, or a 5xx).
     pub fn fail_next(&self, route: Route, status: u16, times: usize) {
         let mut inner = self.shared.lock();
@@ -297,6 +302,7 @@ impl FakeDiscord {
                     .collect()
             })
             .unwrap_or_default();
+        let attachment_limit = self.shared.lock().attachment_limit.unwrap_or(10 << 20);
         let permissions: u64 = if member.administrator {
             8
         } else {
@@ -318,7 +324,7 @@ impl FakeDiscord {
             "entitlements": [],
             "authorizing_integration_owners": {"0": guild.to_string()},
             "context": 0,
-            "attachment_size_limit": 10_485_760,
+            "attachment_size_limit": attachment_limit,
             "member": {
                 "user": {"id": member.user_id.to_string(), "username": member.name.to_lowercase(),
                          "global_name": member.name, "discriminator": "0", "avatar": null},
@@ -616,6 +622,21 @@ async fn edit_original(
         return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
     }
     let channel = issued.payload["channel_id"].clone();
+    let limit = issued.payload["attachment_size_limit"]
+        .as_u64()
+        .unwrap_or(0);
+    if files
+        .iter()
+        .map(|(_, bytes)| bytes.len() as u64)
+        .sum::<u64>()
+        > limit
+    {
+        return discord_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            40005,
+            "Request entity too large",
+        );
+    }
     let content = payload["content"].as_str().map(str::to_owned);
     if content.as_ref().is_some_and(|c| c.chars().count() > 2000) {
         return invalid_form("content must be 2000 or fewer in length");

@@ -1,5 +1,6 @@
 //! Chat text into commands, and `imagine` arguments into render parameters.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bus::Bus;
@@ -93,49 +94,22 @@ pub fn parse_prefixed(text: &str, prefix: &str) -> Option<(String, String)> {
 /// gets `seed` (the intake derives one from the message, so each command draws a new image and
 /// a retry of the same command the same one).
 pub fn parse_imagine(args: &str, seed: u64) -> Result<RenderParams, String> {
-    let mut params = RenderParams {
-        seed,
-        ..RenderParams::default()
-    };
+    let mut options = BTreeMap::new();
     let mut prompt = Vec::new();
     let mut words = args.split_whitespace();
     while let Some(word) = words.next() {
-        let mut value = |flag: &str| {
-            words
-                .next()
-                .ok_or_else(|| format!("{flag} needs a value"))
-                .map(str::to_owned)
-        };
         match word {
-            "--seed" => {
-                let raw = value(word)?;
-                params.seed = raw
-                    .parse()
-                    .map_err(|_| format!("--seed must be a whole number, got {raw:?}"))?;
-            }
-            "--steps" => {
-                let raw = value(word)?;
-                params.steps = raw
-                    .parse()
-                    .map_err(|_| format!("--steps must be a whole number, got {raw:?}"))?;
-            }
-            "--cfg" => {
-                let raw = value(word)?;
-                params.cfg = raw
-                    .parse()
-                    .map_err(|_| format!("--cfg must be a number, got {raw:?}"))?;
-            }
-            "--size" => {
-                let raw = value(word)?;
-                let (w, h) = raw
-                    .split_once(['x', 'X'])
-                    .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
-                    .ok_or_else(|| format!("--size must look like 768x512, got {raw:?}"))?;
-                params.width = w;
-                params.height = h;
-            }
             "--no" => {
-                params.negative_prompt = words.by_ref().collect::<Vec<_>>().join(" ");
+                options.insert(
+                    "negative".to_owned(),
+                    words.by_ref().collect::<Vec<_>>().join(" "),
+                );
+            }
+            "--seed" | "--steps" | "--cfg" | "--size" => {
+                let value = words
+                    .next()
+                    .ok_or_else(|| format!("{word} needs a value"))?;
+                options.insert(word[2..].to_owned(), value.to_owned());
             }
             flag if flag.starts_with("--") => {
                 return Err(format!(
@@ -145,7 +119,48 @@ pub fn parse_imagine(args: &str, seed: u64) -> Result<RenderParams, String> {
             word => prompt.push(word),
         }
     }
-    params.prompt = prompt.join(" ");
+    options.insert("prompt".to_owned(), prompt.join(" "));
+    imagine(&options, seed)
+}
+
+/// `imagine` from named options (`prompt`, `negative`, `seed`, `steps`, `size`, `cfg`), each
+/// taken as it is: a slash command's, or what [`parse_imagine`] read from typed text.
+pub fn imagine(options: &BTreeMap<String, String>, seed: u64) -> Result<RenderParams, String> {
+    let mut params = RenderParams {
+        seed,
+        ..RenderParams::default()
+    };
+    for (name, raw) in options {
+        let raw = raw.trim();
+        match name.as_str() {
+            "prompt" => params.prompt = raw.to_owned(),
+            "negative" => params.negative_prompt = raw.to_owned(),
+            "seed" => {
+                params.seed = raw
+                    .parse()
+                    .map_err(|_| format!("--seed must be a whole number, got {raw:?}"))?;
+            }
+            "steps" => {
+                params.steps = raw
+                    .parse()
+                    .map_err(|_| format!("--steps must be a whole number, got {raw:?}"))?;
+            }
+            "cfg" => {
+                params.cfg = raw
+                    .parse()
+                    .map_err(|_| format!("--cfg must be a number, got {raw:?}"))?;
+            }
+            "size" => {
+                let (w, h) = raw
+                    .split_once(['x', 'X'])
+                    .and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)))
+                    .ok_or_else(|| format!("--size must look like 768x512, got {raw:?}"))?;
+                params.width = w;
+                params.height = h;
+            }
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
     if params.prompt.is_empty() {
         return Err("say what to imagine, e.g. `imagine a lighthouse at dusk`".into());
     }
@@ -187,6 +202,19 @@ mod tests {
         assert_eq!(params.steps, 8);
         assert_eq!(params.negative_prompt, "blurry, dark");
         assert_eq!(parse_imagine("a red fox", 9).unwrap().seed, 9);
+        // Named options are taken whole: a prompt may say `--no`.
+        let options: BTreeMap<String, String> = [
+            ("prompt", "a cat --no dog"),
+            ("seed", "7"),
+            ("size", "768 x 512"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let params = imagine(&options, 9).unwrap();
+        assert_eq!(params.prompt, "a cat --no dog");
+        assert_eq!((params.seed, params.width, params.height), (7, 768, 512));
+        assert!(params.negative_prompt.is_empty());
         assert!(
             parse_imagine("", 9)
                 .unwrap_err()

@@ -20,7 +20,7 @@ use events::render::{RenderMode, RenderStatus, Trigger};
 use events::{Actor, CorrelationId};
 use tokio_util::sync::CancellationToken;
 
-use crate::command::{Incoming, parse_imagine};
+use crate::command::{Incoming, imagine, parse_imagine};
 use crate::limits::{Limited, Limits};
 use crate::reply::{Replier, Reply, Stage};
 
@@ -321,7 +321,12 @@ impl Intake {
                 // finds its job, and each new command draws a new image.
                 let job_uuid = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, id.as_bytes());
                 let seed = job_uuid.as_u64_pair().0 >> 12; // fits every backend's seed range
-                let params = match parse_imagine(&command.args, seed) {
+                let parsed = if command.options.is_empty() {
+                    parse_imagine(&command.args, seed)
+                } else {
+                    imagine(&command.options, seed)
+                };
+                let params = match parsed {
                     Ok(params) => params,
                     Err(message) => {
                         return Ok(Verdict::Reject(RejectReason::Invalid, message, None));

@@ -13,7 +13,7 @@ pub mod intake;
 pub mod limits;
 pub mod reply;
 
-pub use command::{Incoming, hand_over, parse_imagine, parse_prefixed};
+pub use command::{Incoming, hand_over, imagine, parse_imagine, parse_prefixed};
 pub use follower::Follower;
 pub use intake::{Intake, IntakeConfig};
 pub use limits::{Limited, Limits};

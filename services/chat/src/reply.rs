@@ -73,22 +73,25 @@ pub trait Replier: Send + Sync + 'static {
     ) -> Result<String, ReplyError>;
 }
 
-/// The text both platforms use for a reply (Discord adds embeds and files around it).
-pub fn text(command: &CommandReceived, reply: &Reply) -> String {
-    let who = &command.user_name;
+/// The words of a reply, as every platform says them (Twitch puts `@user` in front; Discord's
+/// answer hangs under the user's command already, and attaches the image).
+pub fn describe(reply: &Reply) -> String {
     match reply {
-        Reply::Rejected { text } | Reply::Answer { text } => format!("@{who} {text}"),
+        Reply::Rejected { text } | Reply::Answer { text } => text.clone(),
         Reply::Progress { stage, .. } => match stage {
-            Stage::Queued { position } => {
-                format!("@{who} queued your image (position {position}) 🎨")
-            }
-            Stage::Started { node_id } => format!("@{who} rendering on {node_id}…"),
+            Stage::Queued { position } => format!("queued your image (position {position}) 🎨"),
+            Stage::Started { node_id } => format!("rendering on {node_id}…"),
             Stage::Progress { value, max } => {
                 let percent = u64::from(*value) * 100 / u64::from((*max).max(1));
-                format!("@{who} rendering… {percent}%")
+                format!("rendering… {percent}%")
             }
         },
-        Reply::Image { url, seed, .. } => format!("@{who} here it is: {url} (seed {seed})"),
-        Reply::Failed { text, .. } => format!("@{who} sorry, no image this time: {text}"),
+        Reply::Image { url, seed, .. } => format!("here it is: {url} (seed {seed})"),
+        Reply::Failed { text, .. } => format!("sorry, no image this time: {text}"),
     }
+}
+
+/// A reply addressed to the user who typed the command: `@user …`.
+pub fn text(command: &CommandReceived, reply: &Reply) -> String {
+    format!("@{} {}", command.user_name, describe(reply))
 }

@@ -12,9 +12,7 @@ use cqrs_es::EventStore;
 use domain::chat::ChatSettings;
 use events::chat::{COMMANDS, ChannelSettings, ChatSettingsEvent, Platform, settings_id};
 use futures::StreamExt;
-use serenity::all::{
-    CommandOptionType, CreateAttachment, CreateCommand, CreateCommandOption, GuildId, Http,
-};
+use serenity::all::{CommandOptionType, CreateCommand, CreateCommandOption, GuildId, Http};
 use tokio_util::sync::CancellationToken;
 
 use crate::classify;
@@ -26,6 +24,8 @@ pub(crate) struct Guilds {
     applied: Mutex<HashMap<GuildId, Applied>>,
     /// One guild set up at a time (a join and a settings change may arrive together).
     turn: tokio::sync::Mutex<()>,
+    /// For avatars given as URLs.
+    web: reqwest::Client,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -44,6 +44,10 @@ impl Guilds {
             bus,
             applied: Mutex::new(HashMap::new()),
             turn: tokio::sync::Mutex::new(()),
+            web: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -105,12 +109,7 @@ impl Guilds {
         let avatar = match settings.avatar.as_deref() {
             None => None,
             Some(data) if data.starts_with("data:") => Some(data.to_owned()),
-            Some(url) => Some(
-                CreateAttachment::url(http, url)
-                    .await
-                    .map_err(|err| format!("avatar {url}: {err}"))?
-                    .to_base64(),
-            ),
+            Some(url) => Some(self.fetch_avatar(url).await?),
         };
         let mut body = serde_json::Map::new();
         body.insert("nick".into(), settings.nickname.clone().into());
@@ -118,6 +117,45 @@ impl Guilds {
         retrying(|| http.edit_member_me(guild, &body, Some("Nebula chat settings")))
             .await
             .map(|_| ())
+    }
+
+    /// An avatar URL as the data URI Discord takes: an image (PNG, JPEG, GIF or WebP) of at
+    /// most 8 MiB, fetched within 10 s.
+    async fn fetch_avatar(&self, url: &str) -> Result<String, String> {
+        use base64::Engine as _;
+        const MAX: usize = 8 << 20;
+        let fail = |why: String| format!("avatar {url}: {why}");
+        let response = self
+            .web
+            .get(url)
+            .send()
+            .await
+            .map_err(|err| fail(err.to_string()))?;
+        if !response.status().is_success() {
+            return Err(fail(format!("answered {}", response.status())));
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
+            .unwrap_or_default();
+        if !["image/png", "image/jpeg", "image/gif", "image/webp"].contains(&content_type.as_str())
+        {
+            return Err(fail(format!("is {content_type:?}, not an image")));
+        }
+        if response.content_length().is_some_and(|n| n > MAX as u64) {
+            return Err(fail("is larger than 8 MiB".into()));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|err| fail(err.to_string()))?;
+        if bytes.len() > MAX {
+            return Err(fail("is larger than 8 MiB".into()));
+        }
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+        Ok(format!("data:{content_type};base64,{encoded}"))
     }
 
     /// Follows every guild settings change from now on (the current ones were applied on
@@ -167,14 +205,8 @@ impl Guilds {
     }
 
     fn failed(&self, op: &'static str, error: &str) {
-        self.bus
-            .metrics()
-            .add("nebula_discord_errors_total", &[("op", op)], 1.0);
-        tracing::warn!(
-            op,
-            error,
-            "discord guild setup failed; tried again on the next change or reconnect"
-        );
+        // Tried again on the next settings change or reconnect.
+        crate::failed(&self.bus, op, error);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<GuildId, Applied>> {

@@ -1,6 +1,7 @@
 //! The gateway side: guilds joined, and slash commands turned into chat commands after the
 //! interaction is acknowledged (Discord waits three seconds for that, and then forgets it).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,15 +63,30 @@ impl Handler {
         }
     }
 
-    /// A deferred response ("Nebula is thinking…"), retried within Discord's window when the
-    /// failure may pass. `false`: the user sees "the application did not respond".
+    /// A deferred response ("Nebula is thinking…"), retried within Discord's window (counted
+    /// from the interaction's creation) when the failure may pass. `false`: the user sees "the
+    /// application did not respond".
     async fn acknowledge(&self, http: &Http, interaction: &CommandInteraction) -> bool {
-        let started = Instant::now();
+        // A snowflake holds its creation time: milliseconds since 2015 in its top 42 bits.
+        let created = (interaction.id.get() >> 22) + 1_420_070_400_000;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        // Counted up to half a second: a clock that disagrees with Discord's must not leave no
+        // time at all.
+        let age =
+            Duration::from_millis(now.saturating_sub(created)).min(Duration::from_millis(500));
+        let deadline = Instant::now() + ACKNOWLEDGE_WITHIN.saturating_sub(age);
         let mut delay = Duration::from_millis(100);
         loop {
-            let err = match interaction.defer(http).await {
-                Ok(()) => return true,
-                Err(err) => err,
+            let left = deadline.saturating_duration_since(Instant::now());
+            let err = match tokio::time::timeout(left, interaction.defer(http)).await {
+                Ok(Ok(())) => return true,
+                Ok(Err(err)) => err,
+                Err(_) => {
+                    self.failed("acknowledge", "no answer within Discord's three seconds");
+                    return false;
+                }
             };
             if let serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(response)) =
                 &err
@@ -79,7 +95,7 @@ impl Handler {
                 return true; // a second delivery of the same interaction
             }
             let err = classify(err);
-            if !err.retryable || started.elapsed() + delay > ACKNOWLEDGE_WITHIN {
+            if !err.retryable || Instant::now() + delay >= deadline {
                 self.failed("acknowledge", &err.message);
                 return false;
             }
@@ -90,10 +106,7 @@ impl Handler {
     }
 
     fn failed(&self, op: &'static str, error: &str) {
-        self.bus
-            .metrics()
-            .add("nebula_discord_errors_total", &[("op", op)], 1.0);
-        tracing::warn!(op, error, "a discord call failed");
+        crate::failed(&self.bus, op, error);
     }
 }
 
@@ -127,6 +140,7 @@ pub(crate) fn incoming(interaction: &CommandInteraction) -> Option<Incoming> {
         .and_then(|m| m.nick.clone())
         .or_else(|| user.global_name.clone())
         .unwrap_or_else(|| user.name.clone());
+    let options = options(&interaction.data);
     let mut roles: Vec<String> = member
         .map(|m| m.roles.iter().map(ToString::to_string).collect())
         .unwrap_or_default();
@@ -145,40 +159,42 @@ pub(crate) fn incoming(interaction: &CommandInteraction) -> Option<Incoming> {
             user_name,
             message_id: interaction.id.to_string(),
             command: interaction.data.name.clone(),
-            args: args(&interaction.data),
+            args: args(&options),
+            options,
             roles,
         },
         reply_token: Some(interaction.token.clone()),
     })
 }
 
-/// Slash command options as the chat arguments Twitch users type: `prompt --seed 7 --no …`.
-fn args(data: &CommandData) -> String {
-    let mut prompt = String::new();
-    let mut flags = Vec::new();
-    let mut negative = None;
-    for option in &data.options {
-        let value = match &option.value {
-            CommandDataOptionValue::String(text) => text.trim().to_owned(),
-            CommandDataOptionValue::Integer(number) => number.to_string(),
-            CommandDataOptionValue::Number(number) => number.to_string(),
-            CommandDataOptionValue::Boolean(flag) => flag.to_string(),
-            _ => continue,
-        };
-        match option.name.as_str() {
-            "prompt" => prompt = value,
-            "negative" => negative = Some(value),
-            name => flags.push(format!("--{name} {value}")),
+/// A slash command's options by name, as text.
+fn options(data: &CommandData) -> BTreeMap<String, String> {
+    data.options
+        .iter()
+        .filter_map(|option| {
+            let value = match &option.value {
+                CommandDataOptionValue::String(text) => text.clone(),
+                CommandDataOptionValue::Integer(number) => number.to_string(),
+                CommandDataOptionValue::Number(number) => number.to_string(),
+                CommandDataOptionValue::Boolean(flag) => flag.to_string(),
+                _ => return None,
+            };
+            Some((option.name.clone(), value))
+        })
+        .collect()
+}
+
+/// The options written as Twitch users type them (`prompt --seed 7 --no …`), for the log.
+fn args(options: &BTreeMap<String, String>) -> String {
+    let mut args = options.get("prompt").cloned().unwrap_or_default();
+    for (name, value) in options {
+        if name != "prompt" && name != "negative" {
+            args.push_str(&format!(" --{name} {value}"));
         }
     }
-    let mut args = prompt;
-    for flag in flags {
-        args.push(' ');
-        args.push_str(&flag);
-    }
-    if let Some(negative) = negative {
+    if let Some(negative) = options.get("negative") {
         args.push_str(" --no ");
-        args.push_str(&negative);
+        args.push_str(negative);
     }
     args.trim().to_owned()
 }
@@ -227,8 +243,9 @@ mod tests {
         assert_eq!(command.message_id, "1200000000000000001");
         assert_eq!(command.user_name, "Viewer");
         assert_eq!(command.roles, ["777", "administrator"]);
-        assert_eq!(command.args, "a red fox --seed 7 --cfg 6.5 --no blurry");
-        let params = chat::parse_imagine(&command.args, 1).unwrap();
+        assert_eq!(command.args, "a red fox --cfg 6.5 --seed 7 --no blurry");
+        let params = chat::imagine(&command.options, 1).unwrap();
         assert_eq!((params.seed, params.cfg), (7, 6.5));
+        assert_eq!(params.negative_prompt, "blurry");
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use bus::Bus;
-use chat::{Replier, Reply, ReplyError, Stage};
+use chat::{Replier, Reply, ReplyError};
 use events::chat::{CommandReceived, Platform};
 use serde::{Deserialize, Serialize};
 use serenity::all::{CreateAttachment, EditInteractionResponse, GatewayIntents, Http, HttpBuilder};
@@ -136,6 +136,13 @@ impl Listener {
     }
 }
 
+/// Counts and logs a Discord call that failed (`nebula_discord_errors_total{op}`).
+pub(crate) fn failed(bus: &Bus, op: &'static str, error: &str) {
+    bus.metrics()
+        .add("nebula_discord_errors_total", &[("op", op)], 1.0);
+    tracing::warn!(op, error, "a discord call failed");
+}
+
 /// Whether a failed Discord call may work later: rate limits, server errors and lost
 /// connections may; a bad request, an expired token or missing permissions will not.
 pub(crate) fn classify(err: serenity::Error) -> ReplyError {
@@ -160,22 +167,23 @@ pub(crate) fn classify(err: serenity::Error) -> ReplyError {
     }
 }
 
-/// The text of a reply on Discord: the response already hangs under the user's command, so
-/// it does not name them.
+/// The largest image attached to a reply (Discord takes 10 MiB from bots by default); a larger
+/// one is shared by its link only.
+const MAX_ATTACHMENT: usize = 8 << 20;
+
+/// Discord's limit on a message's content, in characters.
+const MAX_CONTENT: usize = 2000;
+
+/// The text of a reply on Discord (the response hangs under the user's command already, so it
+/// does not name them), at most 2000 characters.
 pub fn text(reply: &Reply) -> String {
-    match reply {
-        Reply::Rejected { text } | Reply::Answer { text } => text.clone(),
-        Reply::Progress { stage, .. } => match stage {
-            Stage::Queued { position } => format!("🎨 queued (position {position})"),
-            Stage::Started { node_id } => format!("🎨 rendering on {node_id}…"),
-            Stage::Progress { value, max } => {
-                let percent = u64::from(*value) * 100 / u64::from((*max).max(1));
-                format!("🎨 rendering… {percent}%")
-            }
-        },
-        Reply::Image { seed, url, .. } => format!("here it is (seed {seed}) · {url}"),
-        Reply::Failed { text, .. } => format!("sorry, no image this time: {text}"),
+    let text = chat::reply::describe(reply);
+    if text.chars().count() <= MAX_CONTENT {
+        return text;
     }
+    let mut short: String = text.chars().take(MAX_CONTENT - 1).collect();
+    short.push('…');
+    short
 }
 
 #[async_trait]
@@ -196,14 +204,34 @@ impl Replier for Discord {
             )
         })?;
         let text = text(reply);
-        let mut edit = EditInteractionResponse::new().content(text.clone());
-        if let Reply::Image { path, job_id, .. } = reply {
-            let bytes = tokio::fs::read(path).await.map_err(|err| {
-                ReplyError::permanent(format!("the image {} is unreadable: {err}", path.display()))
-            })?;
-            edit = edit.new_attachment(CreateAttachment::bytes(bytes, format!("{job_id}.png")));
+        let edit = EditInteractionResponse::new().content(text.clone());
+        let Reply::Image { path, job_id, .. } = reply else {
+            edit.execute(&*self.http, token).await.map_err(classify)?;
+            return Ok(text);
+        };
+        let bytes = tokio::fs::read(path).await.map_err(|err| {
+            ReplyError::permanent(format!("the image {} is unreadable: {err}", path.display()))
+        })?;
+        if bytes.len() > MAX_ATTACHMENT {
+            // Too large to attach: the link alone (it is in the text).
+            edit.execute(&*self.http, token).await.map_err(classify)?;
+            return Ok(text);
         }
-        edit.execute(&*self.http, token).await.map_err(classify)?;
-        Ok(text)
+        let attached = edit
+            .clone()
+            .new_attachment(CreateAttachment::bytes(bytes, format!("{job_id}.png")))
+            .execute(&*self.http, token)
+            .await;
+        match attached {
+            Ok(_) => Ok(text),
+            // Discord's limit for this server is lower than ours (413, code 40005).
+            Err(serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(
+                response,
+            ))) if response.status_code.as_u16() == 413 || response.error.code == 40005 => {
+                edit.execute(&*self.http, token).await.map_err(classify)?;
+                Ok(text)
+            }
+            Err(err) => Err(classify(err)),
+        }
     }
 }

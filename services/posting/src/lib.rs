@@ -89,8 +89,6 @@ pub struct Poster {
 impl Poster {
     /// `public_url`: where the gateway's `/share/<sha256>.png` links are reachable.
     pub fn new(bus: Bus, config: PostConfig, public_url: String) -> anyhow::Result<Self> {
-        // reqwest is built without a compiled-in crypto provider; ring is the one in the tree.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .user_agent(concat!("nebula-command/", env!("CARGO_PKG_VERSION")))
@@ -110,6 +108,10 @@ impl Poster {
         spec.filter_subject = Some(events::subjects::event("post", "*"));
         // The post's own attempt count decides when to give up; the consumer allows more.
         spec.max_deliver = i64::from(self.config.max_attempts) + 3;
+        // One post at a time, kept alive while it is sent (see `deliver`): a post must never be
+        // handed to a second worker while the first is still sending it.
+        spec.max_ack_pending = 1;
+        spec.ack_wait = Duration::from_secs(60);
         spec.backoff = vec![
             Duration::from_secs(1),
             Duration::from_secs(5),
@@ -133,7 +135,7 @@ impl Poster {
         };
         for envelope in &commit {
             if let Ok(PostEvent::Requested(_)) = envelope.decode::<PostEvent>()
-                && let Err(reason) = self.deliver(envelope).await
+                && let Err(reason) = self.deliver(envelope, delivery).await
             {
                 return Outcome::Retry(reason);
             }
@@ -142,7 +144,7 @@ impl Poster {
     }
 
     /// Tries every destination still pending; `Err` when one is to be tried again.
-    async fn deliver(&self, envelope: &EventEnvelope) -> Result<(), String> {
+    async fn deliver(&self, envelope: &EventEnvelope, delivery: &Delivery) -> Result<(), String> {
         let post_id = &envelope.aggregate_id;
         let post = self
             .post_state
@@ -161,6 +163,9 @@ impl Poster {
                 _ => continue,
             };
             let text = compose(requested, &self.public_url, destination);
+            if let Err(err) = delivery.in_progress().await {
+                return Err(format!("could not extend the delivery: {err}"));
+            }
             let command = match self.send(destination, &text).await {
                 Ok(remote_id) => {
                     tracing::info!(%post_id, %destination, "posted");
@@ -226,6 +231,9 @@ pub fn compose(requested: &PostRequested, public_url: &str, destination: Destina
     };
     let link = format!("{}/share/{sha256}.png", public_url.trim_end_matches('/'));
     let room = max.saturating_sub(link.chars().count() + 1);
+    if room < 2 {
+        return link; // no room for words beside the link
+    }
     format!("{} {link}", shorten(text, room))
 }
 

@@ -149,8 +149,16 @@ fn refused(
     }
 }
 
+/// A call that did not complete. One that never connected is tried again; one that timed out
+/// may have been posted, so it is not repeated (a double post in public is worse than none).
 fn unreachable(platform: &str, err: &reqwest::Error) -> PostFailure {
-    PostFailure::retryable(format!("{platform} unreachable: {err}"))
+    if err.is_timeout() && !err.is_connect() {
+        PostFailure::permanent(format!(
+            "{platform} did not answer in time; not repeated, as it may have been posted: {err}"
+        ))
+    } else {
+        PostFailure::retryable(format!("{platform} unreachable: {err}"))
+    }
 }
 
 async fn body(response: reqwest::Response) -> Value {

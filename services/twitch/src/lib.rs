@@ -183,6 +183,7 @@ impl Listener {
                             message_id: privmsg.message_id.clone(),
                             command,
                             args,
+                            options: Default::default(),
                             roles,
                         },
                         reply_token: None,
