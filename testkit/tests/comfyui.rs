@@ -967,27 +967,41 @@ impl Drop for Process {
     }
 }
 
-fn spawn_binary(port: u16, env: &[(&str, &str)]) -> Process {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_fake-comfyui"));
-    command
-        .args([
-            "--listen",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--highvram",
-        ])
-        .stdout(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
+/// Starts the binary on a free port; returns it once it says it listens (as ComfyUI does). A
+/// port taken between choosing and binding (by a test running beside this one) means another.
+fn spawn_binary(env: &[(&str, &str)]) -> (Process, u16) {
+    use std::io::BufRead;
+    for _ in 0..5 {
+        let port = testkit::free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fake-comfyui"));
+        command
+            .args([
+                "--listen",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--highvram",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("failed to start fake-comfyui");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        if line.starts_with("To see the GUI go to:") {
+            return (Process(child), port);
+        }
+        drop(Process(child)); // it could not listen there
     }
-    Process(command.spawn().expect("failed to start fake-comfyui"))
+    panic!("fake-comfyui found no port to listen on");
 }
 
 #[tokio::test]
 async fn the_binary_takes_comfyuis_flags_and_can_hang() {
-    let port = testkit::free_port();
-    let _process = spawn_binary(port, &[("FAKE_COMFY_VRAM_TOTAL_MIB", "12288")]);
+    let (_process, port) = spawn_binary(&[("FAKE_COMFY_VRAM_TOTAL_MIB", "12288")]);
     let url = format!("http://127.0.0.1:{port}/system_stats");
     let stats: Value = wait_until("fake-comfyui to answer", DEFAULT_WAIT, || async {
         reqwest::get(&url).await.ok()?.json().await.ok()
@@ -1007,12 +1021,7 @@ async fn the_binary_takes_comfyuis_flags_and_can_hang() {
     assert_eq!(stats["devices"][0]["vram_total"], 12_288u64 * 1024 * 1024);
 
     // Hung from the start: it accepts connections and never answers.
-    let port = testkit::free_port();
-    let _hung = spawn_binary(port, &[("FAKE_COMFY_HANG_AFTER_SECS", "0")]);
-    wait_until("fake-comfyui to listen", DEFAULT_WAIT, || async {
-        TcpStream::connect(("127.0.0.1", port)).await.ok()
-    })
-    .await;
+    let (_hung, port) = spawn_binary(&[("FAKE_COMFY_HANG_AFTER_SECS", "0")]);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_millis(500))
         .build()

@@ -95,6 +95,14 @@ async fn main() {
     let comfy = FakeComfy::start_on(port, options)
         .await
         .unwrap_or_else(|err| fail(&format!("failed to listen on 127.0.0.1:{port}: {err}")));
+    // Hung from the start means before anyone is told where it listens.
+    let hang_after = match hang_after {
+        Some(delay) if delay.is_zero() => {
+            comfy.set_unresponsive(true);
+            None
+        }
+        other => other,
+    };
     println!("To see the GUI go to: {}", comfy.url());
 
     if let Some(delay) = hang_after {
