@@ -259,6 +259,42 @@ async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(poo
             .iter()
             .any(|(call, status)| call.ends_with("/callback") && *status == 503)
     );
+
+    // A result that comes after the interaction's 15 minutes: its response can no longer be
+    // edited (401, code 50027), so the image goes to the channel, naming the user.
+    let late = discord.interact(
+        GUILD,
+        CHANNEL,
+        &Member::new(7373, "Late"),
+        "imagine",
+        json!({"prompt": "a slow sunrise", "size": "64x64", "steps": 30}),
+    );
+    wait_until("the deferral", DEFAULT_WAIT, || async {
+        (!discord.responses(&late).is_empty()).then_some(())
+    })
+    .await;
+    discord.expire(&late);
+    let message = wait_until(
+        "the image in the channel",
+        Duration::from_secs(40),
+        || async {
+            discord
+                .channel_messages()
+                .into_iter()
+                .find(|m| m.content.starts_with("<@7373> here it is"))
+        },
+    )
+    .await;
+    assert_eq!(message.channel, CHANNEL);
+    assert_eq!(message.mentions, ["7373"]);
+    assert_eq!(message.files.len(), 1);
+    assert!(message.files[0].1.starts_with(b"\x89PNG"));
+    assert!(
+        discord
+            .calls()
+            .iter()
+            .any(|(call, status)| call.ends_with("/messages/@original") && *status == 401)
+    );
     bot.running.shutdown().await;
 }
 

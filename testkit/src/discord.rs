@@ -12,9 +12,10 @@
 //! (204; 404 code 10062 "Unknown interaction" after three seconds or for a wrong token, 400 code
 //! 40060 when already acknowledged); `PATCH /webhooks/{app}/{token}/messages/@original` (JSON or
 //! multipart with `payload_json` and `files[n]`; 404 code 10008 before the interaction was
-//! acknowledged, 10015 for a token it never issued or one older than 15 minutes; 400 code 50035
-//! for content over 2000 characters; 413 code 40005 for files over the interaction's
-//! `attachment_size_limit`); `PATCH /guilds/{guild}/members/@me`. Bot routes want
+//! acknowledged, 10015 for a token it never issued, 401 code 50027 for one older than 15
+//! minutes (see [`FakeDiscord::expire`]), 400 code 50035 for content over 2000 characters, 413
+//! code 40005 for files over the interaction's `attachment_size_limit`);
+//! `PATCH /guilds/{guild}/members/@me`; `POST /channels/{channel}/messages`. Bot routes want
 //! `Authorization: Bot <token>` (401 otherwise); unknown guilds get 403 code 50001 "Missing
 //! Access". [`FakeDiscord::fail_next`] makes the next calls to a route answer 429 (Discord's
 //! rate-limit body and headers) or a 5xx (a plain-text body, as from the edge).
@@ -109,13 +110,26 @@ struct Issued {
     id: String,
     created: Instant,
     acknowledged: bool,
+    /// Aged past the token's 15 minutes by [`FakeDiscord::expire`].
+    expired: bool,
     payload: Value,
+}
+
+/// A message the bot posted in a channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelMessage {
+    pub channel: u64,
+    pub content: String,
+    pub files: Vec<(String, Vec<u8>)>,
+    /// `allowed_mentions.users`: whom it may ping.
+    pub mentions: Vec<String>,
 }
 
 #[derive(Default)]
 struct Inner {
     interactions: HashMap<String, Issued>,
     responses: HashMap<String, Vec<Answer>>,
+    channel_messages: Vec<ChannelMessage>,
     commands: HashMap<u64, Vec<Value>>,
     members: HashMap<u64, Value>,
     faults: VecDeque<(Route, u16)>,
@@ -196,6 +210,10 @@ impl FakeDiscord {
                 patch(edit_original),
             )
             .route("/api/v10/guilds/{guild}/members/@me", patch(member_me))
+            .route(
+                "/api/v10/channels/{channel}/messages",
+                post(channel_message),
+            )
             .fallback(|| async { discord_error(StatusCode::NOT_FOUND, 0, "404: Not Found") })
             .layer(DefaultBodyLimit::max(32 << 20))
             .layer(middleware::from_fn_with_state(shared.clone(), traffic))
@@ -353,11 +371,25 @@ impl FakeDiscord {
                 id: id.clone(),
                 created: Instant::now(),
                 acknowledged: false,
+                expired: false,
                 payload: payload.clone(),
             },
         );
         self.dispatch("INTERACTION_CREATE", payload);
         Interaction { id, token }
+    }
+
+    /// Ages `interaction` past its token's 15 minutes: edits of its response now get 401
+    /// code 50027, as from Discord.
+    pub fn expire(&self, interaction: &Interaction) {
+        if let Some(issued) = self.shared.lock().interactions.get_mut(&interaction.token) {
+            issued.expired = true;
+        }
+    }
+
+    /// Messages the bot posted in channels, in order.
+    pub fn channel_messages(&self) -> Vec<ChannelMessage> {
+        self.shared.lock().channel_messages.clone()
     }
 
     /// Sends `interaction` again (a gateway that replays after a resume).
@@ -591,33 +623,21 @@ async fn edit_original(
     Path((app, token)): Path<(u64, String)>,
     request: Request,
 ) -> Response {
-    let multipart = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("multipart/form-data"));
-    let (payload, files) = if multipart {
-        match read_multipart(request, &shared).await {
-            Some(parts) => parts,
-            None => return invalid_form("bad multipart body"),
-        }
-    } else {
-        let Ok(body) = axum::body::to_bytes(request.into_body(), 1 << 20).await else {
-            return invalid_form("body too large");
-        };
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(payload) => (payload, Vec::new()),
-            Err(_) => return invalid_form("body must be JSON"),
-        }
+    let (payload, files) = match payload_and_files(request, &shared).await {
+        Ok(parts) => parts,
+        Err(response) => return response,
     };
     let mut inner = shared.lock();
     let issued = inner
         .interactions
         .get(&token)
-        .filter(|i| app == shared.application_id && i.created.elapsed() < TOKEN_LIFETIME);
+        .filter(|_| app == shared.application_id);
     let Some(issued) = issued else {
         return discord_error(StatusCode::NOT_FOUND, 10015, "Unknown Webhook");
     };
+    if issued.expired || issued.created.elapsed() >= TOKEN_LIFETIME {
+        return discord_error(StatusCode::UNAUTHORIZED, 50027, "Invalid Webhook Token");
+    }
     if !issued.acknowledged {
         return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
     }
@@ -677,6 +697,109 @@ async fn edit_original(
         "flags": 0,
         "webhook_id": shared.application_id.to_string(),
         "application_id": shared.application_id.to_string(),
+    }))
+    .into_response()
+}
+
+/// A body as Discord takes it: JSON, or multipart with `payload_json` and `files[n]`.
+async fn payload_and_files(
+    request: Request,
+    shared: &Arc<Shared>,
+) -> Result<(Value, Vec<(String, Vec<u8>)>), Response> {
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if multipart {
+        return read_multipart(request, shared)
+            .await
+            .ok_or_else(|| invalid_form("bad multipart body"));
+    }
+    let Ok(body) = axum::body::to_bytes(request.into_body(), 1 << 20).await else {
+        return Err(invalid_form("body too large"));
+    };
+    serde_json::from_slice::<Value>(&body)
+        .map(|payload| (payload, Vec::new()))
+        .map_err(|_| invalid_form("body must be JSON"))
+}
+
+/// `POST /channels/{channel}/messages` — the bot posts in a guild channel.
+async fn channel_message(
+    State(shared): State<Arc<Shared>>,
+    Path(channel): Path<u64>,
+    request: Request,
+) -> Response {
+    if !authorized(&shared, request.headers()) {
+        return unauthorized();
+    }
+    let (payload, files) = match payload_and_files(request, &shared).await {
+        Ok(parts) => parts,
+        Err(response) => return response,
+    };
+    let content = payload["content"].as_str().unwrap_or_default().to_owned();
+    if content.is_empty() && files.is_empty() {
+        return discord_error(
+            StatusCode::BAD_REQUEST,
+            50006,
+            "Cannot send an empty message",
+        );
+    }
+    if content.chars().count() > 2000 {
+        return invalid_form("content must be 2000 or fewer in length");
+    }
+    if files.iter().map(|(_, bytes)| bytes.len()).sum::<usize>() > 10 << 20 {
+        return discord_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            40005,
+            "Request entity too large",
+        );
+    }
+    let mentions = payload["allowed_mentions"]["users"]
+        .as_array()
+        .map(|users| {
+            users
+                .iter()
+                .filter_map(|u| {
+                    u.as_str()
+                        .map(str::to_owned)
+                        .or_else(|| u.as_u64().map(|n| n.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let attachments: Vec<Value> = files
+        .iter()
+        .map(|(name, bytes)| {
+            let id = shared.snowflake();
+            let url = format!("https://cdn.discordapp.com/attachments/{channel}/{id}/{name}");
+            json!({"id": id.to_string(), "filename": name, "size": bytes.len(),
+                   "url": url, "proxy_url": url, "content_type": "image/png"})
+        })
+        .collect();
+    shared.lock().channel_messages.push(ChannelMessage {
+        channel,
+        content: content.clone(),
+        files,
+        mentions,
+    });
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+    axum::Json(json!({
+        "id": shared.snowflake().to_string(),
+        "type": 0,
+        "channel_id": channel.to_string(),
+        "author": shared.bot_user(),
+        "content": content,
+        "timestamp": now,
+        "edited_timestamp": null,
+        "tts": false,
+        "mention_everyone": false,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": attachments,
+        "embeds": [],
+        "pinned": false,
+        "flags": 0,
     }))
     .into_response()
 }

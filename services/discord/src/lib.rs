@@ -23,7 +23,10 @@ use bus::Bus;
 use chat::{Replier, Reply, ReplyError};
 use events::chat::{CommandReceived, Platform};
 use serde::{Deserialize, Serialize};
-use serenity::all::{CreateAttachment, EditInteractionResponse, GatewayIntents, Http, HttpBuilder};
+use serenity::all::{
+    ChannelId, CreateAllowedMentions, CreateAttachment, CreateMessage, EditInteractionResponse,
+    GatewayIntents, Http, HttpBuilder, UserId,
+};
 use serenity::builder::Builder as _;
 use tokio_util::sync::CancellationToken;
 
@@ -186,6 +189,106 @@ pub fn text(reply: &Reply) -> String {
     short
 }
 
+/// Where a reply goes: the interaction's own response, or (once its token has expired, after
+/// 15 minutes) a message in the channel that names the user.
+enum Target<'a> {
+    Original(&'a str),
+    Channel(ChannelId, UserId),
+}
+
+/// Discord's codes for a webhook token that no longer works (expired: 50027; unknown: 10015).
+fn expired(err: &serenity::Error) -> bool {
+    matches!(
+        err,
+        serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(response))
+            if matches!(response.error.code, 50027 | 10015)
+    )
+}
+
+fn too_large(err: &serenity::Error) -> bool {
+    matches!(
+        err,
+        serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(response))
+            if response.status_code.as_u16() == 413 || response.error.code == 40005
+    )
+}
+
+impl Discord {
+    /// The image to attach, when the reply has one small enough.
+    async fn attachment(&self, reply: &Reply) -> Result<Option<CreateAttachment>, ReplyError> {
+        let Reply::Image { path, job_id, .. } = reply else {
+            return Ok(None);
+        };
+        let bytes = tokio::fs::read(path).await.map_err(|err| {
+            ReplyError::permanent(format!("the image {} is unreadable: {err}", path.display()))
+        })?;
+        // Too large to attach: the link alone (it is in the text).
+        Ok((bytes.len() <= MAX_ATTACHMENT)
+            .then(|| CreateAttachment::bytes(bytes, format!("{job_id}.png"))))
+    }
+
+    /// Sends `text` (and `file`) to `target`; when Discord refuses the file as too large for
+    /// this server (413, code 40005), the text alone, which carries the link.
+    async fn deliver(
+        &self,
+        target: &Target<'_>,
+        text: &str,
+        file: Option<CreateAttachment>,
+    ) -> serenity::Result<()> {
+        let sent = self.post(target, text, file.clone()).await;
+        match sent {
+            Err(err) if file.is_some() && too_large(&err) => self.post(target, text, None).await,
+            other => other,
+        }
+    }
+
+    async fn post(
+        &self,
+        target: &Target<'_>,
+        text: &str,
+        file: Option<CreateAttachment>,
+    ) -> serenity::Result<()> {
+        match target {
+            Target::Original(token) => {
+                let mut edit = EditInteractionResponse::new().content(text);
+                if let Some(file) = file {
+                    edit = edit.new_attachment(file);
+                }
+                edit.execute(&*self.http, token).await.map(|_| ())
+            }
+            Target::Channel(channel, user) => {
+                let mut message = CreateMessage::new()
+                    .content(text)
+                    .allowed_mentions(CreateAllowedMentions::new().users([*user]));
+                if let Some(file) = file {
+                    message = message.add_file(file);
+                }
+                channel.send_message(&*self.http, message).await.map(|_| ())
+            }
+        }
+    }
+
+    /// The channel fallback for `command`, when the reply is worth a message there (progress
+    /// is not: it would only be noise once the response itself cannot change).
+    fn channel_of(command: &CommandReceived, reply: &Reply) -> Result<Target<'static>, ReplyError> {
+        if matches!(reply, Reply::Progress { .. }) {
+            return Err(ReplyError::permanent(
+                "the interaction expired; progress is not posted to the channel",
+            ));
+        }
+        let channel = command.channel.parse::<u64>().ok().filter(|id| *id != 0);
+        let user = command.user_id.parse::<u64>().ok().filter(|id| *id != 0);
+        match (channel, user) {
+            (Some(channel), Some(user)) => {
+                Ok(Target::Channel(ChannelId::new(channel), UserId::new(user)))
+            }
+            _ => Err(ReplyError::permanent(
+                "the interaction expired and its channel or user id is not a Discord id",
+            )),
+        }
+    }
+}
+
 #[async_trait]
 impl Replier for Discord {
     fn platform(&self) -> Platform {
@@ -194,44 +297,25 @@ impl Replier for Discord {
 
     async fn send(
         &self,
-        _command: &CommandReceived,
+        command: &CommandReceived,
         reply_token: Option<&str>,
         reply: &Reply,
     ) -> Result<String, ReplyError> {
-        let token = reply_token.ok_or_else(|| {
-            ReplyError::permanent(
-                "no interaction token: the command is older than 15 minutes, or its token was lost",
-            )
-        })?;
         let text = text(reply);
-        let edit = EditInteractionResponse::new().content(text.clone());
-        let Reply::Image { path, job_id, .. } = reply else {
-            edit.execute(&*self.http, token).await.map_err(classify)?;
-            return Ok(text);
-        };
-        let bytes = tokio::fs::read(path).await.map_err(|err| {
-            ReplyError::permanent(format!("the image {} is unreadable: {err}", path.display()))
-        })?;
-        if bytes.len() > MAX_ATTACHMENT {
-            // Too large to attach: the link alone (it is in the text).
-            edit.execute(&*self.http, token).await.map_err(classify)?;
-            return Ok(text);
-        }
-        let attached = edit
-            .clone()
-            .new_attachment(CreateAttachment::bytes(bytes, format!("{job_id}.png")))
-            .execute(&*self.http, token)
-            .await;
-        match attached {
-            Ok(_) => Ok(text),
-            // Discord's limit for this server is lower than ours (413, code 40005).
-            Err(serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(
-                response,
-            ))) if response.status_code.as_u16() == 413 || response.error.code == 40005 => {
-                edit.execute(&*self.http, token).await.map_err(classify)?;
-                Ok(text)
+        let file = self.attachment(reply).await?;
+        if let Some(token) = reply_token {
+            match self
+                .deliver(&Target::Original(token), &text, file.clone())
+                .await
+            {
+                Ok(()) => return Ok(text),
+                Err(err) if expired(&err) => {} // on to the channel
+                Err(err) => return Err(classify(err)),
             }
-            Err(err) => Err(classify(err)),
         }
+        let target = Self::channel_of(command, reply)?;
+        let text = format!("<@{}> {text}", command.user_id);
+        self.deliver(&target, &text, file).await.map_err(classify)?;
+        Ok(text)
     }
 }
