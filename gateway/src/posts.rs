@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use bus::store::{CommandMeta, execute};
 use cqrs_es::{AggregateError, EventStore};
 use domain::post::{PostCommand, PostError};
@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 use crate::commands::body;
 use crate::{ApiError, AppState};
 
+/// The namespace of post ids derived from an `Idempotency-Key`.
+const IDEMPOTENCY: uuid::Uuid = uuid::Uuid::from_u128(0x6e65_6275_6c61_706f_7374_6964_656d_706f);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PostBody {
@@ -25,9 +28,12 @@ struct PostBody {
 }
 
 /// `POST /api/posts {"text", "artifact"?, "destinations": ["twitch", "youtube", "kick"]}` → 202
-/// `{post_id, correlation_id}`; the Stream Bot posts it and records each outcome.
+/// `{post_id, correlation_id}`; the Stream Bot posts it and records each outcome. With an
+/// `Idempotency-Key` header, a retried request finds the post it made (200, same `post_id`)
+/// instead of posting twice.
 pub(crate) async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     payload: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let raw = body(payload)?;
@@ -42,10 +48,27 @@ pub(crate) async fn create(
             return Err(ApiError::BadRequest(format!("no artifact {sha256}")));
         }
     }
-    let post_id = uuid::Uuid::now_v7().to_string();
+    let key = match headers.get("idempotency-key") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .filter(|key| !key.is_empty() && key.len() <= 200)
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "Idempotency-Key must be 1 to 200 visible characters".into(),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let post_id = match key {
+        Some(key) => uuid::Uuid::new_v5(&IDEMPOTENCY, key.as_bytes()).to_string(),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
     let meta = CommandMeta::new(Actor::User("admin".into()));
     let correlation_id = meta.correlation_id;
-    execute(
+    let requested = execute(
         &state.posts,
         &post_id,
         PostCommand::Request(PostRequested {
@@ -56,16 +79,25 @@ pub(crate) async fn create(
         meta,
         3,
     )
-    .await
-    .map_err(|err| match err {
-        AggregateError::UserError(PostError::Invalid(message)) => ApiError::BadRequest(message),
-        AggregateError::UserError(err) => ApiError::Conflict(err.to_string()),
-        other => ApiError::Unavailable(format!("the event store is unavailable: {other}")),
-    })?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "post_id": post_id, "correlation_id": correlation_id })),
-    ))
+    .await;
+    match requested {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "post_id": post_id, "correlation_id": correlation_id })),
+        )),
+        // The same Idempotency-Key again: the post it already made.
+        Err(AggregateError::UserError(PostError::AlreadyRequested)) => Ok((
+            StatusCode::OK,
+            Json(json!({ "post_id": post_id, "duplicate": true })),
+        )),
+        Err(AggregateError::UserError(PostError::Invalid(message))) => {
+            Err(ApiError::BadRequest(message))
+        }
+        Err(AggregateError::UserError(err)) => Err(ApiError::Conflict(err.to_string())),
+        Err(other) => Err(ApiError::Unavailable(format!(
+            "the event store is unavailable: {other}"
+        ))),
+    }
 }
 
 /// `GET /api/posts/{id}` — the post and each destination's outcome, from its events.

@@ -23,6 +23,15 @@ struct Stack {
 }
 
 async fn start(pool: &PgPool, fake: &FakeStream, kick_token: &str) -> Stack {
+    start_with(pool, fake, kick_token, |_| {}).await
+}
+
+async fn start_with(
+    pool: &PgPool,
+    fake: &FakeStream,
+    kick_token: &str,
+    tune: impl FnOnce(&mut nebula::Config),
+) -> Stack {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let options = FakeStreamOptions::default();
@@ -36,6 +45,7 @@ async fn start(pool: &PgPool, fake: &FakeStream, kick_token: &str) -> Stack {
     config.post.kick.api_url = fake.kick_url();
     config.post.kick.token = Some(kick_token.into());
     config.post.kick.broadcaster_user_id = Some(668);
+    tune(&mut config);
     let running = nebula::start(
         &config,
         Parts {
@@ -285,6 +295,31 @@ async fn refusals_are_final_and_bad_requests_are_explained(pool: PgPool) {
             "{body} → {answer} (expected {expected:?})"
         );
     }
+    // A client that retries with the same Idempotency-Key gets the post it already made.
+    let keyed = |key: &'static str| {
+        common::http()
+            .post(format!("{}/api/posts", stack.base))
+            .bearer_auth(common::TOKEN)
+            .header("idempotency-key", key)
+            .json(&json!({"text": "once only", "destinations": ["twitch"]}))
+            .send()
+    };
+    let first = keyed("announce-2026-12-01").await.unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let again = keyed("announce-2026-12-01").await.unwrap();
+    assert_eq!(again.status(), 200);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["post_id"], first["post_id"]);
+    settled(&stack.base, first["post_id"].as_str().unwrap()).await;
+    assert_eq!(
+        fake.posted()
+            .iter()
+            .filter(|p| p.text == "once only")
+            .count(),
+        1
+    );
+
     let missing = common::http()
         .get(format!("{}/api/posts/{}", stack.base, uuid::Uuid::now_v7()))
         .bearer_auth(common::TOKEN)
@@ -292,5 +327,35 @@ async fn refusals_are_final_and_bad_requests_are_explained(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+    stack.running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_post_that_cannot_go_out_in_time_is_given_up(pool: PgPool) {
+    let fake = FakeStream::start(FakeStreamOptions::default()).await;
+    let stack = start_with(&pool, &fake, "kick-token", |config| {
+        config.post.max_age_secs = 1;
+    })
+    .await;
+    // Kick is down; by the retry (a second later) the announcement is stale.
+    fake.fail_next(Api::Kick, 502, 3);
+    let (status, created) = request_post(
+        &stack.base,
+        json!({"text": "starting now!", "destinations": ["kick"]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let post = settled(&stack.base, created["post_id"].as_str().unwrap()).await;
+    let kick = &post["destinations"]["kick"];
+    assert_eq!(kick["status"], "failed", "{post}");
+    assert!(
+        kick["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("too old to post"),
+        "{post}"
+    );
+    assert!(fake.posted().is_empty());
+    assert_eq!(fake.calls().len(), 1, "one attempt, then given up");
     stack.running.shutdown().await;
 }

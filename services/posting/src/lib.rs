@@ -34,6 +34,9 @@ pub struct PostConfig {
     pub kick: KickConfig,
     /// Attempts per destination before a post there is given up.
     pub max_attempts: u32,
+    /// A post not out this long after it was requested is given up (an announcement hours
+    /// late is worse than none); 0: no limit.
+    pub max_age_secs: u64,
 }
 
 impl Default for PostConfig {
@@ -43,6 +46,7 @@ impl Default for PostConfig {
             youtube: YoutubeConfig::default(),
             kick: KickConfig::default(),
             max_attempts: 5,
+            max_age_secs: 3600,
         }
     }
 }
@@ -156,12 +160,31 @@ impl Poster {
             return Ok(());
         };
         let meta = CommandMeta::caused_by(envelope, Actor::Service("stream-bot".into()));
+        let age = (chrono::Utc::now() - envelope.occurred_at)
+            .to_std()
+            .unwrap_or_default();
+        let too_old = self.config.max_age_secs > 0 && age.as_secs() >= self.config.max_age_secs;
         let mut again = Vec::new();
         for destination in post.pending() {
             let attempts = match post.outcomes.get(&destination) {
                 Some(domain::post::Outcome::Pending { attempts, .. }) => *attempts,
                 _ => continue,
             };
+            if too_old {
+                let command = PostCommand::RecordFailed {
+                    destination,
+                    error: format!(
+                        "too old to post: requested {} s ago (post.max_age_secs is {})",
+                        age.as_secs(),
+                        self.config.max_age_secs
+                    ),
+                    will_retry: false,
+                };
+                execute(&self.posts, post_id, command, meta.clone(), 5)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                continue;
+            }
             let text = compose(requested, &self.public_url, destination);
             if let Err(err) = delivery.in_progress().await {
                 return Err(format!("could not extend the delivery: {err}"));
