@@ -320,6 +320,9 @@ impl Config {
             ("post.twitch.api_url", &self.post.twitch.api_url),
             ("post.youtube.api_url", &self.post.youtube.api_url),
             ("post.kick.api_url", &self.post.kick.api_url),
+            ("post.twitch.token_url", &self.post.twitch.token_url),
+            ("post.youtube.token_url", &self.post.youtube.token_url),
+            ("post.kick.token_url", &self.post.kick.token_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 problems.push(format!("{name} must be an http(s) url, got {url:?}"));

@@ -418,8 +418,12 @@ async fn start_chat(
         );
     }
     if config.post.any() {
-        let poster =
-            posting::Poster::new(running.bus.clone(), config.post.clone(), public_url.clone())?;
+        let poster = posting::Poster::new(
+            running.bus.clone(),
+            config.post.clone(),
+            public_url.clone(),
+            Some(&config.state_dir),
+        )?;
         spawn_part(tracker, cancel, "stream bot", poster.run(cancel.clone()));
     }
     if !twitch_on && !discord_on {

@@ -359,3 +359,72 @@ async fn a_post_that_cannot_go_out_in_time_is_given_up(pool: PgPool) {
     assert_eq!(fake.calls().len(), 1, "one attempt, then given up");
     stack.running.shutdown().await;
 }
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn stale_access_tokens_are_refreshed_and_the_rotated_ones_kept(pool: PgPool) {
+    let fake = FakeStream::start(FakeStreamOptions::default()).await;
+    let options = FakeStreamOptions::default();
+    let state_dir = std::cell::RefCell::new(None);
+    let stack = start_with(&pool, &fake, "kick-token", |config| {
+        let post = &mut config.post;
+        post.twitch.refresh_token = Some(fake.refresh_token(Api::Helix));
+        post.twitch.client_secret = Some(options.client_secret.clone());
+        post.twitch.token_url = fake.token_url(Api::Helix);
+        post.youtube.refresh_token = Some(fake.refresh_token(Api::Youtube));
+        post.youtube.client_id = Some(options.client_id.clone());
+        post.youtube.client_secret = Some(options.client_secret.clone());
+        post.youtube.token_url = fake.token_url(Api::Youtube);
+        post.kick.refresh_token = Some(fake.refresh_token(Api::Kick));
+        post.kick.client_id = Some(options.client_id.clone());
+        post.kick.client_secret = Some(options.client_secret.clone());
+        post.kick.token_url = fake.token_url(Api::Kick);
+        *state_dir.borrow_mut() = Some(config.state_dir.clone());
+    })
+    .await;
+    // An hour later: every configured access token is stale.
+    fake.expire_access_tokens();
+    let (status, created) = request_post(
+        &stack.base,
+        json!({"text": "still here", "destinations": ["twitch", "youtube", "kick"]}),
+    )
+    .await;
+    assert_eq!(status, 202, "{created}");
+    let post = settled(&stack.base, created["post_id"].as_str().unwrap()).await;
+    for (destination, api) in [
+        ("twitch", Api::Helix),
+        ("youtube", Api::Youtube),
+        ("kick", Api::Kick),
+    ] {
+        assert_eq!(
+            post["destinations"][destination]["status"], "delivered",
+            "{post}"
+        );
+        assert_eq!(
+            post["destinations"][destination]["attempts"], 1,
+            "refreshed within the attempt"
+        );
+        assert_eq!(fake.refreshes(api), 1);
+        let statuses: Vec<u16> = fake
+            .calls()
+            .iter()
+            .filter(|(a, _)| *a == api)
+            .map(|(_, status)| *status)
+            .collect();
+        assert_eq!(statuses[0], 401, "{destination}: {statuses:?}");
+        assert!((200..300).contains(statuses.last().unwrap()));
+    }
+    // Twitch and Kick retired the configured refresh tokens: the new ones are on disk, only
+    // for the service's user.
+    let path = state_dir.borrow().clone().unwrap().join("post-tokens.json");
+    let kept: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(kept["kick"]["refresh_token"], fake.refresh_token(Api::Kick));
+    assert_eq!(
+        kept["twitch"]["refresh_token"],
+        fake.refresh_token(Api::Helix)
+    );
+    assert_eq!(kept["youtube"]["refresh_token"], "youtube-refresh-0");
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    stack.running.shutdown().await;
+}

@@ -14,6 +14,10 @@
 //! - Kick public API, `/public/v1`: `POST /chat {broadcaster_user_id, content, type}` →
 //!   `{"data": {"is_sent", "message_id"}, "message": "OK"}`; 401 `{"data": {}, "message":
 //!   "Unauthorized"}`; 500 on demand.
+//! - Their OAuth token endpoints (the refresh-token grant, form-encoded): Twitch
+//!   `/id.twitch.tv/oauth2/token` and Kick `/id.kick.com/oauth/token` hand out a new refresh
+//!   token each time and retire the old one; Google `/oauth2.googleapis.com/token` keeps it.
+//!   [`FakeStream::expire_access_tokens`] makes every access token stale (the APIs answer 401).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -35,6 +39,16 @@ pub enum Api {
     Kick,
 }
 
+impl Api {
+    fn name(self) -> &'static str {
+        match self {
+            Api::Helix => "helix",
+            Api::Youtube => "youtube",
+            Api::Kick => "kick",
+        }
+    }
+}
+
 /// The credentials each fake accepts, and YouTube's broadcast state.
 #[derive(Debug, Clone)]
 pub struct FakeStreamOptions {
@@ -44,6 +58,10 @@ pub struct FakeStreamOptions {
     /// `Some(live chat id)` while a broadcast is live.
     pub youtube_live_chat: Option<String>,
     pub kick_token: String,
+    /// The client id YouTube's and Kick's token endpoints want (Twitch's is
+    /// `helix_client_id`), and the secret all three want.
+    pub client_id: String,
+    pub client_secret: String,
 }
 
 impl Default for FakeStreamOptions {
@@ -54,6 +72,8 @@ impl Default for FakeStreamOptions {
             youtube_token: "ya29.fake-token".into(),
             youtube_live_chat: Some("Cg0KC2Zha2UtbGl2ZS1pZA".into()),
             kick_token: "kick-token".into(),
+            client_id: "fake-client-id".into(),
+            client_secret: "fake-client-secret".into(),
         }
     }
 }
@@ -74,9 +94,18 @@ struct Inner {
     faults: VecDeque<(Api, u16)>,
 }
 
+/// An API's tokens now: the access token it takes, the refresh token its endpoint takes.
+#[derive(Debug, Clone)]
+struct Credentials {
+    access: String,
+    refresh: String,
+    refreshes: u32,
+}
+
 struct Shared {
     options: Mutex<FakeStreamOptions>,
     inner: Mutex<Inner>,
+    credentials: Mutex<HashMap<Api, Credentials>>,
 }
 
 impl Shared {
@@ -125,6 +154,16 @@ impl Shared {
         })
     }
 
+    fn credentials(&self) -> std::sync::MutexGuard<'_, HashMap<Api, Credentials>> {
+        self.credentials
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn access_ok(&self, api: Api, headers: &HeaderMap) -> bool {
+        bearer(headers) == self.credentials().get(&api).map(|c| c.access.as_str())
+    }
+
     fn record(&self, api: Api, status: StatusCode) {
         self.lock().calls.push((api, status.as_u16()));
     }
@@ -142,15 +181,37 @@ impl FakeStream {
             .await
             .expect("bind fake stream apis");
         let addr = listener.local_addr().expect("fake stream apis address");
+        let credentials = [
+            (Api::Helix, options.helix_token.clone()),
+            (Api::Youtube, options.youtube_token.clone()),
+            (Api::Kick, options.kick_token.clone()),
+        ]
+        .into_iter()
+        .map(|(api, access)| {
+            let refresh = format!("{}-refresh-0", api.name());
+            (
+                api,
+                Credentials {
+                    access,
+                    refresh,
+                    refreshes: 0,
+                },
+            )
+        })
+        .collect();
         let shared = Arc::new(Shared {
             options: Mutex::new(options),
             inner: Mutex::new(Inner::default()),
+            credentials: Mutex::new(credentials),
         });
         let app = Router::new()
             .route("/helix/chat/announcements", post(helix_announcement))
             .route("/youtube/v3/liveBroadcasts", get(youtube_broadcasts))
             .route("/youtube/v3/liveChat/messages", post(youtube_message))
             .route("/public/v1/chat", post(kick_chat))
+            .route("/id.twitch.tv/oauth2/token", post(twitch_token))
+            .route("/oauth2.googleapis.com/token", post(google_token))
+            .route("/id.kick.com/oauth/token", post(kick_token))
             .with_state(shared.clone());
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
@@ -181,12 +242,40 @@ impl FakeStream {
         format!("http://{}/public/v1", self.addr)
     }
 
+    /// The token endpoint of `api` (`post.<platform>.token_url`).
+    pub fn token_url(&self, api: Api) -> String {
+        let path = match api {
+            Api::Helix => "id.twitch.tv/oauth2/token",
+            Api::Youtube => "oauth2.googleapis.com/token",
+            Api::Kick => "id.kick.com/oauth/token",
+        };
+        format!("http://{}/{path}", self.addr)
+    }
+
+    /// The refresh token `api`'s endpoint takes now (`<api>-refresh-0` at first).
+    pub fn refresh_token(&self, api: Api) -> String {
+        self.shared.credentials()[&api].refresh.clone()
+    }
+
+    /// Refreshes granted by `api`'s token endpoint.
+    pub fn refreshes(&self, api: Api) -> u32 {
+        self.shared.credentials()[&api].refreshes
+    }
+
+    /// Every access token goes stale (the hour is up): the APIs answer 401 until refreshed.
+    pub fn expire_access_tokens(&self) {
+        for (api, credentials) in self.shared.credentials().iter_mut() {
+            credentials.access = format!("{}-access-{}", api.name(), uuid::Uuid::new_v4().simple());
+        }
+    }
+
     /// Every message accepted, in order.
     pub fn posted(&self) -> Vec<Posted> {
         self.shared.lock().posted.clone()
     }
 
-    /// Every posting call (announcement, live chat message, Kick chat) and its status.
+    /// Every API call (announcement, broadcast list, live chat message, Kick chat) and its
+    /// status.
     pub fn calls(&self) -> Vec<(Api, u16)> {
         self.shared.lock().calls.clone()
     }
@@ -256,7 +345,7 @@ fn helix(
         return fault;
     }
     let options = shared.options();
-    if bearer(headers) != Some(options.helix_token.as_str()) {
+    if !shared.access_ok(Api::Helix, headers) {
         return helix_error(StatusCode::UNAUTHORIZED, "Invalid OAuth token");
     }
     let client_id = headers.get("client-id").and_then(|v| v.to_str().ok());
@@ -325,7 +414,7 @@ fn google_error(status: StatusCode, reason: &str, message: &str) -> Response {
 }
 
 fn youtube_authorized(shared: &Shared, headers: &HeaderMap) -> Option<Response> {
-    (bearer(headers) != Some(shared.options().youtube_token.as_str())).then(|| {
+    (!shared.access_ok(Api::Youtube, headers)).then(|| {
         google_error(
             StatusCode::UNAUTHORIZED,
             "authError",
@@ -339,7 +428,13 @@ async fn youtube_broadcasts(
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(denied) = youtube_authorized(&shared, &headers) {
+    let response = broadcasts(&shared, &query, &headers);
+    shared.record(Api::Youtube, response.status());
+    response
+}
+
+fn broadcasts(shared: &Shared, query: &HashMap<String, String>, headers: &HeaderMap) -> Response {
+    if let Some(denied) = youtube_authorized(shared, headers) {
         return denied;
     }
     if query.get("part").map(String::as_str) != Some("snippet") {
@@ -466,7 +561,7 @@ fn kick(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     if let Some(fault) = shared.fault(Api::Kick) {
         return fault;
     }
-    if bearer(headers) != Some(shared.options().kick_token.as_str()) {
+    if !shared.access_ok(Api::Kick, headers) {
         return (
             StatusCode::UNAUTHORIZED,
             Json(json!({"data": {}, "message": "Unauthorized"})),
@@ -505,4 +600,101 @@ fn kick(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
         "message": "OK",
     }))
     .into_response()
+}
+
+/// The refresh-token grant as `api`'s endpoint runs it: the new credentials, or why not.
+fn grant(
+    shared: &Shared,
+    api: Api,
+    form: &HashMap<String, String>,
+    client_id: &str,
+    rotates: bool,
+) -> Result<Credentials, &'static str> {
+    let options = shared.options();
+    if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        return Err("unsupported_grant_type");
+    }
+    if form.get("client_id").map(String::as_str) != Some(client_id)
+        || form.get("client_secret") != Some(&options.client_secret)
+    {
+        return Err("invalid_client");
+    }
+    let mut all = shared.credentials();
+    let credentials = all.get_mut(&api).expect("every api has credentials");
+    if form.get("refresh_token") != Some(&credentials.refresh) {
+        return Err("invalid_grant");
+    }
+    credentials.refreshes += 1;
+    credentials.access = format!("{}-access-{}", api.name(), uuid::Uuid::new_v4().simple());
+    if rotates {
+        credentials.refresh = format!("{}-refresh-{}", api.name(), credentials.refreshes);
+    }
+    Ok(credentials.clone())
+}
+
+async fn twitch_token(
+    State(shared): State<Arc<Shared>>,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
+    let client_id = shared.options().helix_client_id;
+    match grant(&shared, Api::Helix, &form, &client_id, true) {
+        Ok(credentials) => Json(json!({
+            "access_token": credentials.access,
+            "refresh_token": credentials.refresh,
+            "expires_in": 14_124,
+            "scope": ["moderator:manage:announcements"],
+            "token_type": "bearer",
+        }))
+        .into_response(),
+        Err("invalid_client") => helix_error(StatusCode::FORBIDDEN, "invalid client secret"),
+        Err(_) => helix_error(StatusCode::BAD_REQUEST, "Invalid refresh token"),
+    }
+}
+
+fn oauth_error(error: &str, description: &str) -> Response {
+    let status = if error == "invalid_client" {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    (
+        status,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+async fn google_token(
+    State(shared): State<Arc<Shared>>,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
+    let client_id = shared.options().client_id;
+    match grant(&shared, Api::Youtube, &form, &client_id, false) {
+        Ok(credentials) => Json(json!({
+            "access_token": credentials.access,
+            "expires_in": 3599,
+            "scope": "https://www.googleapis.com/auth/youtube.force-ssl",
+            "token_type": "Bearer",
+        }))
+        .into_response(),
+        Err(error) => oauth_error(error, "Token has been expired or revoked."),
+    }
+}
+
+async fn kick_token(
+    State(shared): State<Arc<Shared>>,
+    axum::Form(form): axum::Form<HashMap<String, String>>,
+) -> Response {
+    let client_id = shared.options().client_id;
+    match grant(&shared, Api::Kick, &form, &client_id, true) {
+        Ok(credentials) => Json(json!({
+            "access_token": credentials.access,
+            "refresh_token": credentials.refresh,
+            "expires_in": 7200,
+            "scope": "chat:write",
+            "token_type": "Bearer",
+        }))
+        .into_response(),
+        Err(error) => oauth_error(error, "the refresh token is invalid or was already used"),
+    }
 }

@@ -10,6 +10,7 @@
 //! the same path reaches the platform, a proxy or a local fake.
 
 mod platforms;
+mod tokens;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,8 @@ impl PostConfig {
 pub(crate) struct PostFailure {
     pub(crate) message: String,
     pub(crate) retryable: bool,
+    /// The platform answered 401: a refreshed token may do.
+    pub(crate) unauthorized: bool,
 }
 
 impl PostFailure {
@@ -70,6 +73,7 @@ impl PostFailure {
         Self {
             message: message.into(),
             retryable: true,
+            unauthorized: false,
         }
     }
 
@@ -77,6 +81,7 @@ impl PostFailure {
         Self {
             message: message.into(),
             retryable: false,
+            unauthorized: false,
         }
     }
 }
@@ -88,16 +93,44 @@ pub struct Poster {
     public_url: String,
     posts: Commands<Post>,
     post_state: JetStreamStore<Post>,
+    tokens: tokens::Tokens,
 }
 
 impl Poster {
-    /// `public_url`: where the gateway's `/share/<sha256>.png` links are reachable.
-    pub fn new(bus: Bus, config: PostConfig, public_url: String) -> anyhow::Result<Self> {
+    /// `public_url`: where the gateway's `/share/<sha256>.png` links are reachable;
+    /// `state_dir`: where refreshed tokens are kept (`post-tokens.json`).
+    pub fn new(
+        bus: Bus,
+        config: PostConfig,
+        public_url: String,
+        state_dir: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .user_agent(concat!("nebula-command/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let tokens = tokens::Tokens::load(
+            [
+                (
+                    Destination::Twitch,
+                    config.twitch.token.clone(),
+                    config.twitch.refresh_token.clone(),
+                ),
+                (
+                    Destination::Youtube,
+                    config.youtube.token.clone(),
+                    config.youtube.refresh_token.clone(),
+                ),
+                (
+                    Destination::Kick,
+                    config.kick.token.clone(),
+                    config.kick.refresh_token.clone(),
+                ),
+            ],
+            state_dir.map(|dir| dir.join("post-tokens.json")),
+        );
         Ok(Self {
+            tokens,
             posts: commands(bus.clone(), ()),
             post_state: JetStreamStore::new(bus.clone()),
             bus,
@@ -229,17 +262,53 @@ impl Poster {
         }
     }
 
+    /// Posts `text`; a 401 gets the token refreshed (where that is configured) and one more try.
     async fn send(
         &self,
         destination: Destination,
         text: &str,
     ) -> Result<Option<String>, PostFailure> {
-        match destination {
-            Destination::Twitch => platforms::twitch(&self.http, &self.config.twitch, text).await,
-            Destination::Youtube => {
-                platforms::youtube(&self.http, &self.config.youtube, text).await
+        let Some(token) = self.tokens.access(destination) else {
+            return Err(platforms::not_configured(&format!(
+                "{destination} (post.{destination}.token)"
+            )));
+        };
+        let first = self.call(destination, &token, text).await;
+        let refresh = match destination {
+            Destination::Twitch => self.config.twitch.refresh(),
+            Destination::Youtube => self.config.youtube.refresh(),
+            Destination::Kick => self.config.kick.refresh(),
+        };
+        match (first, refresh) {
+            (Err(failure), Some(spec)) if failure.unauthorized => {
+                self.tokens
+                    .refresh(destination, &self.http, &spec)
+                    .await
+                    .map_err(|refresh| PostFailure {
+                        message: format!("{}; {}", failure.message, refresh.message),
+                        ..refresh
+                    })?;
+                let token = self.tokens.access(destination).unwrap_or(token);
+                self.call(destination, &token, text).await
             }
-            Destination::Kick => platforms::kick(&self.http, &self.config.kick, text).await,
+            (outcome, _) => outcome,
+        }
+    }
+
+    async fn call(
+        &self,
+        destination: Destination,
+        token: &str,
+        text: &str,
+    ) -> Result<Option<String>, PostFailure> {
+        match destination {
+            Destination::Twitch => {
+                platforms::twitch(&self.http, &self.config.twitch, token, text).await
+            }
+            Destination::Youtube => {
+                platforms::youtube(&self.http, &self.config.youtube, token, text).await
+            }
+            Destination::Kick => platforms::kick(&self.http, &self.config.kick, token, text).await,
         }
     }
 }

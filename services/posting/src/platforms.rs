@@ -24,6 +24,11 @@ pub struct HelixConfig {
     pub moderator_id: Option<String>,
     /// `primary`, `blue`, `green`, `orange` or `purple`.
     pub color: String,
+    /// With `client_secret`: a 401 gets a new `token` from `token_url`, and the call is tried
+    /// once more.
+    pub refresh_token: Option<String>,
+    pub client_secret: Option<String>,
+    pub token_url: String,
 }
 
 /// A numeric id, whether written as a string or (from an environment variable) a number.
@@ -49,6 +54,9 @@ impl Default for HelixConfig {
             broadcaster_id: None,
             moderator_id: None,
             color: "primary".into(),
+            refresh_token: None,
+            client_secret: None,
+            token_url: "https://id.twitch.tv/oauth2/token".into(),
         }
     }
 }
@@ -61,6 +69,12 @@ pub struct YoutubeConfig {
     pub token: Option<String>,
     /// The live chat to post in; unset: the live chat of the channel's active broadcast.
     pub live_chat_id: Option<String>,
+    /// With `client_id` and `client_secret`: a 401 gets a new `token` from `token_url` (access
+    /// tokens live an hour), and the call is tried once more.
+    pub refresh_token: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub token_url: String,
 }
 
 impl Default for YoutubeConfig {
@@ -69,6 +83,10 @@ impl Default for YoutubeConfig {
             api_url: "https://www.googleapis.com/youtube/v3".into(),
             token: None,
             live_chat_id: None,
+            refresh_token: None,
+            client_id: None,
+            client_secret: None,
+            token_url: "https://oauth2.googleapis.com/token".into(),
         }
     }
 }
@@ -81,6 +99,12 @@ pub struct KickConfig {
     pub token: Option<String>,
     /// The channel to post in.
     pub broadcaster_user_id: Option<u64>,
+    /// With `client_id` and `client_secret`: a 401 gets a new `token` from `token_url`, and the
+    /// call is tried once more.
+    pub refresh_token: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub token_url: String,
 }
 
 impl Default for KickConfig {
@@ -89,6 +113,10 @@ impl Default for KickConfig {
             api_url: "https://api.kick.com/public/v1".into(),
             token: None,
             broadcaster_user_id: None,
+            refresh_token: None,
+            client_id: None,
+            client_secret: None,
+            token_url: "https://id.kick.com/oauth/token".into(),
         }
     }
 }
@@ -106,6 +134,9 @@ impl std::fmt::Debug for HelixConfig {
             .field("broadcaster_id", &self.broadcaster_id)
             .field("moderator_id", &self.moderator_id)
             .field("color", &self.color)
+            .field("refresh_token", &redacted(&self.refresh_token))
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("token_url", &self.token_url)
             .finish()
     }
 }
@@ -116,6 +147,10 @@ impl std::fmt::Debug for YoutubeConfig {
             .field("api_url", &self.api_url)
             .field("token", &redacted(&self.token))
             .field("live_chat_id", &self.live_chat_id)
+            .field("refresh_token", &redacted(&self.refresh_token))
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("token_url", &self.token_url)
             .finish()
     }
 }
@@ -126,11 +161,72 @@ impl std::fmt::Debug for KickConfig {
             .field("api_url", &self.api_url)
             .field("token", &redacted(&self.token))
             .field("broadcaster_user_id", &self.broadcaster_user_id)
+            .field("refresh_token", &redacted(&self.refresh_token))
+            .field("client_id", &self.client_id)
+            .field("client_secret", &redacted(&self.client_secret))
+            .field("token_url", &self.token_url)
             .finish()
     }
 }
 
-fn not_configured(what: &str) -> PostFailure {
+/// What refreshing a platform's access token takes (the OAuth refresh-token grant).
+#[derive(Debug, Clone)]
+pub(crate) struct RefreshSpec {
+    pub(crate) token_url: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    /// The refresh token configured (the one the token store starts from).
+    pub(crate) refresh_token: String,
+}
+
+fn refresh_spec(
+    token_url: &str,
+    client_id: &Option<String>,
+    client_secret: &Option<String>,
+    refresh_token: &Option<String>,
+) -> Option<RefreshSpec> {
+    Some(RefreshSpec {
+        token_url: token_url.to_owned(),
+        client_id: client_id.clone()?,
+        client_secret: client_secret.clone()?,
+        refresh_token: refresh_token.clone()?,
+    })
+}
+
+impl HelixConfig {
+    pub(crate) fn refresh(&self) -> Option<RefreshSpec> {
+        refresh_spec(
+            &self.token_url,
+            &self.client_id,
+            &self.client_secret,
+            &self.refresh_token,
+        )
+    }
+}
+
+impl YoutubeConfig {
+    pub(crate) fn refresh(&self) -> Option<RefreshSpec> {
+        refresh_spec(
+            &self.token_url,
+            &self.client_id,
+            &self.client_secret,
+            &self.refresh_token,
+        )
+    }
+}
+
+impl KickConfig {
+    pub(crate) fn refresh(&self) -> Option<RefreshSpec> {
+        refresh_spec(
+            &self.token_url,
+            &self.client_id,
+            &self.client_secret,
+            &self.refresh_token,
+        )
+    }
+}
+
+pub(crate) fn not_configured(what: &str) -> PostFailure {
     PostFailure::permanent(format!("{what} is not configured"))
 }
 
@@ -142,11 +238,16 @@ fn refused(
     retryable_reason: bool,
 ) -> PostFailure {
     let message = format!("{platform} {}: {detail}", status.as_u16());
-    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() || retryable_reason {
+    let mut failure = if status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+        || retryable_reason
+    {
         PostFailure::retryable(message)
     } else {
         PostFailure::permanent(message)
-    }
+    };
+    failure.unauthorized = status == StatusCode::UNAUTHORIZED;
+    failure
 }
 
 /// A call that did not complete. One that never connected is tried again; one that timed out
@@ -161,7 +262,7 @@ fn unreachable(platform: &str, err: &reqwest::Error) -> PostFailure {
     }
 }
 
-async fn body(response: reqwest::Response) -> Value {
+pub(crate) async fn body(response: reqwest::Response) -> Value {
     response.json::<Value>().await.unwrap_or(Value::Null)
 }
 
@@ -169,13 +270,12 @@ async fn body(response: reqwest::Response) -> Value {
 pub(crate) async fn twitch(
     http: &reqwest::Client,
     config: &HelixConfig,
+    token: &str,
     text: &str,
 ) -> Result<Option<String>, PostFailure> {
-    let (Some(client_id), Some(token), Some(broadcaster)) =
-        (&config.client_id, &config.token, &config.broadcaster_id)
-    else {
+    let (Some(client_id), Some(broadcaster)) = (&config.client_id, &config.broadcaster_id) else {
         return Err(not_configured(
-            "twitch (post.twitch.client_id, token and broadcaster_id)",
+            "twitch (post.twitch.client_id and broadcaster_id)",
         ));
     };
     let moderator = config.moderator_id.as_ref().unwrap_or(broadcaster);
@@ -204,11 +304,9 @@ pub(crate) async fn twitch(
 pub(crate) async fn youtube(
     http: &reqwest::Client,
     config: &YoutubeConfig,
+    token: &str,
     text: &str,
 ) -> Result<Option<String>, PostFailure> {
-    let Some(token) = &config.token else {
-        return Err(not_configured("youtube (post.youtube.token)"));
-    };
     let base = config.api_url.trim_end_matches('/');
     let live_chat_id = match &config.live_chat_id {
         Some(id) => id.clone(),
@@ -288,12 +386,11 @@ fn youtube_error(status: StatusCode, body: &Value) -> PostFailure {
 pub(crate) async fn kick(
     http: &reqwest::Client,
     config: &KickConfig,
+    token: &str,
     text: &str,
 ) -> Result<Option<String>, PostFailure> {
-    let (Some(token), Some(broadcaster)) = (&config.token, config.broadcaster_user_id) else {
-        return Err(not_configured(
-            "kick (post.kick.token and broadcaster_user_id)",
-        ));
+    let Some(broadcaster) = config.broadcaster_user_id else {
+        return Err(not_configured("kick (post.kick.broadcaster_user_id)"));
     };
     let response = http
         .post(format!("{}/chat", config.api_url.trim_end_matches('/')))
