@@ -295,6 +295,36 @@ async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(poo
             .iter()
             .any(|(call, status)| call.ends_with("/messages/@original") && *status == 401)
     );
+
+    // Discord refuses the acknowledgement outright (a 400 is not worth retrying): the user saw
+    // "the application did not respond", but the image still comes, in the channel.
+    discord.fail_next(Route::Callback, 400, 1);
+    discord.interact(
+        GUILD,
+        CHANNEL,
+        &Member::new(8484, "Unanswered"),
+        "imagine",
+        json!({"prompt": "a quiet harbour", "size": "64x64", "steps": 4}),
+    );
+    let message = wait_until(
+        "the unacknowledged image in the channel",
+        Duration::from_secs(40),
+        || async {
+            discord
+                .channel_messages()
+                .into_iter()
+                .find(|m| m.content.starts_with("<@8484> here it is"))
+        },
+    )
+    .await;
+    assert_eq!(message.files.len(), 1);
+    assert!(
+        running
+            .bus
+            .metrics()
+            .get("nebula_discord_errors_total", &[("op", "acknowledge")])
+            >= 1.0
+    );
     bot.running.shutdown().await;
 }
 

@@ -190,18 +190,21 @@ pub fn text(reply: &Reply) -> String {
 }
 
 /// Where a reply goes: the interaction's own response, or (once its token has expired, after
-/// 15 minutes) a message in the channel that names the user.
+/// 15 minutes, or when the interaction could not be acknowledged) a message in the channel
+/// that names the user.
 enum Target<'a> {
     Original(&'a str),
     Channel(ChannelId, UserId),
 }
 
-/// Discord's codes for a webhook token that no longer works (expired: 50027; unknown: 10015).
-fn expired(err: &serenity::Error) -> bool {
+/// Discord's codes for a response that cannot be edited: the token expired (50027) or is
+/// unknown (10015), or there is no response because the interaction was never acknowledged
+/// (10008).
+fn response_gone(err: &serenity::Error) -> bool {
     matches!(
         err,
         serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(response))
-            if matches!(response.error.code, 50027 | 10015)
+            if matches!(response.error.code, 50027 | 10015 | 10008)
     )
 }
 
@@ -269,11 +272,11 @@ impl Discord {
     }
 
     /// The channel fallback for `command`, when the reply is worth a message there (progress
-    /// is not: it would only be noise once the response itself cannot change).
+    /// is not: it would only be noise in the channel).
     fn channel_of(command: &CommandReceived, reply: &Reply) -> Result<Target<'static>, ReplyError> {
         if matches!(reply, Reply::Progress { .. }) {
             return Err(ReplyError::permanent(
-                "the interaction expired; progress is not posted to the channel",
+                "the interaction's response cannot be edited; progress is not posted to the channel",
             ));
         }
         let channel = command.channel.parse::<u64>().ok().filter(|id| *id != 0);
@@ -309,7 +312,7 @@ impl Replier for Discord {
                 .await
             {
                 Ok(()) => return Ok(text),
-                Err(err) if expired(&err) => {} // on to the channel
+                Err(err) if response_gone(&err) => {} // on to the channel
                 Err(err) => return Err(classify(err)),
             }
         }
