@@ -18,7 +18,7 @@
 //! `PATCH /guilds/{guild}/members/@me`; `POST /channels/{channel}/messages`. Bot routes want
 //! `Authorization: Bot <token>` (401 otherwise); unknown guilds get 403 code 50001 "Missing
 //! Access". [`FakeDiscord::fail_next`] makes the next calls to a route answer 429 (Discord's
-//! rate-limit body and headers) or a 5xx (a plain-text body, as from the edge).
+//! rate-limit body and headers), a 5xx (a plain-text body, as from the edge) or another 4xx.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -490,15 +490,24 @@ async fn traffic(State(shared): State<Arc<Shared>>, request: Request, next: Next
     response
 }
 
-/// A 429 as Discord's rate limiter sends it, or a 5xx as the edge in front of it does.
+/// A 429 as Discord's rate limiter sends it, a 5xx as the edge in front of it does, another
+/// 4xx as Discord's JSON error.
 fn fault_response(status: u16) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status != StatusCode::TOO_MANY_REQUESTS {
+    if status.is_server_error() {
         return (
             status,
             "upstream connect error or disconnect/reset before headers",
         )
             .into_response();
+    }
+    if status != StatusCode::TOO_MANY_REQUESTS {
+        let message = format!(
+            "{}: {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("Error")
+        );
+        return discord_error(status, 0, &message);
     }
     (
         status,
