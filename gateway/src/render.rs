@@ -141,22 +141,11 @@ pub(crate) async fn submit(
     let job_id = JobId::new().to_string();
     let meta = admin();
     let correlation_id = meta.correlation_id;
-    // A place in the queue first: the cap is decided on the queue's own subject.
-    execute(
+    sagas::submit_render(
         &state.render_queue,
-        QUEUE_ID,
-        QueueCommand::Admit {
-            job_id: job_id.clone(),
-            cap: state.config.render_queue_cap,
-        },
-        meta.clone(),
-        10,
-    )
-    .await
-    .map_err(queue_error)?;
-    let submitted = execute(
         &state.render_jobs,
         &job_id,
+        state.config.render_queue_cap,
         RenderCommand::Submit {
             mode: request.mode,
             params,
@@ -167,24 +156,13 @@ pub(crate) async fn submit(
             },
             max_attempts: request.max_attempts,
         },
-        meta.clone(),
-        3,
+        meta,
     )
-    .await;
-    if let Err(err) = submitted {
-        // Give the place back (the dispatcher would, after a while).
-        let _ = execute(
-            &state.render_queue,
-            QUEUE_ID,
-            QueueCommand::Release {
-                job_id: job_id.clone(),
-            },
-            meta,
-            10,
-        )
-        .await;
-        return Err(render_error(err));
-    }
+    .await
+    .map_err(|err| match err {
+        sagas::SubmitError::Queue(err) => queue_error(err),
+        sagas::SubmitError::Job(err) => render_error(err),
+    })?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "job_id": job_id, "correlation_id": correlation_id })),

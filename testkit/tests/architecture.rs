@@ -54,6 +54,7 @@ fn forbidden() -> Vec<(&'static str, Vec<&'static str>)> {
         "projections",
         "gateway",
         "domain",
+        "sagas",
         "nebula",
         "testkit",
     ];
@@ -78,6 +79,7 @@ fn forbidden() -> Vec<(&'static str, Vec<&'static str>)> {
                     "bus",
                     "projections",
                     "gateway",
+                    "sagas",
                     "nebula",
                     "testkit",
                 ][..],
@@ -94,6 +96,7 @@ fn forbidden() -> Vec<(&'static str, Vec<&'static str>)> {
                     "redis",
                     "projections",
                     "gateway",
+                    "sagas",
                     "nebula",
                     "testkit",
                     "domain",
@@ -110,6 +113,7 @@ fn forbidden() -> Vec<(&'static str, Vec<&'static str>)> {
                     "axum",
                     "redis",
                     "gateway",
+                    "sagas",
                     "nebula",
                     "testkit",
                 ][..],
@@ -120,6 +124,23 @@ fn forbidden() -> Vec<(&'static str, Vec<&'static str>)> {
         (
             "gateway",
             [&["async-nats", "sqlx", "nebula", "testkit"][..], SERVICES].concat(),
+        ),
+        (
+            "sagas",
+            [
+                &[
+                    "async-nats",
+                    "sqlx",
+                    "axum",
+                    "redis",
+                    "projections",
+                    "gateway",
+                    "nebula",
+                    "testkit",
+                ][..],
+                SERVICES,
+            ]
+            .concat(),
         ),
     ];
     for service in SERVICES {

@@ -10,9 +10,7 @@ use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
 use bus::{Bus, StreamName};
 use cqrs_es::{AggregateError, EventStore};
 use domain::chat::{ChatCommand, ChatCommandCommand, ChatError, ChatSettings, Decision};
-use domain::render::{
-    QUEUE_ID, QueueCommand, QueueError, RenderCommand, RenderError, RenderJob, RenderQueue,
-};
+use domain::render::{QUEUE_ID, QueueError, RenderCommand, RenderError, RenderJob, RenderQueue};
 use events::chat::{
     ChannelSettings, CommandReceived, RejectReason, ReplyKind, command_id, settings_id,
 };
@@ -437,29 +435,11 @@ impl Intake {
         params: events::render::RenderParams,
         meta: &CommandMeta,
     ) -> Result<Result<(), String>, Stop> {
-        let admitted = execute(
+        let submitted = sagas::submit_render(
             &self.queue,
-            QUEUE_ID,
-            QueueCommand::Admit {
-                job_id: job_id.to_owned(),
-                cap: self.config.queue_cap,
-            },
-            meta.clone(),
-            10,
-        )
-        .await;
-        match admitted {
-            Ok(()) => {}
-            Err(AggregateError::UserError(QueueError::Full { cap })) => {
-                return Ok(Err(format!(
-                    "the queue is full ({cap} images waiting); try again in a few minutes"
-                )));
-            }
-            Err(err) => return Err(err.into()),
-        }
-        let submitted = execute(
             &self.jobs,
             job_id,
+            self.config.queue_cap,
             RenderCommand::Submit {
                 mode: RenderMode::Txt2img,
                 params,
@@ -471,12 +451,17 @@ impl Intake {
                 max_attempts: self.config.max_attempts,
             },
             meta.clone(),
-            3,
         )
         .await;
         match submitted {
-            Ok(()) | Err(AggregateError::UserError(RenderError::AlreadySubmitted)) => Ok(Ok(())),
-            Err(err) => Err(err.into()),
+            Ok(()) => Ok(Ok(())),
+            Err(sagas::SubmitError::Queue(AggregateError::UserError(QueueError::Full { cap }))) => {
+                Ok(Err(format!(
+                    "the queue is full ({cap} images waiting); try again in a few minutes"
+                )))
+            }
+            Err(sagas::SubmitError::Queue(err)) => Err(err.into()),
+            Err(sagas::SubmitError::Job(err)) => Err(err.into()),
         }
     }
 }
