@@ -1457,7 +1457,7 @@
       showTokenForm('');
       return { ok: false, status: 0, data: null, message: 'no token' };
     }
-    const headers = { Authorization: 'Bearer ' + token };
+    const headers = Object.assign({}, o.headers, { Authorization: 'Bearer ' + token });
     const init = { method: o.method || 'GET', headers: headers, cache: 'no-store' };
     if (o.json !== undefined) {
       headers['Content-Type'] = 'application/json';
@@ -1996,6 +1996,15 @@
     dl2.hidden = true;
     if (art && str(art.filename)) dl2.download = str(art.filename);
     actions.appendChild(dl2);
+    if (art && str(art.sha256)) {
+      // Picked up by the Stream Bot panel (chat.js).
+      const share = h('button', 'btn btn-small', '\u2197 post');
+      share.type = 'button';
+      share.title = 'announce this image on your streams';
+      share.dataset.action = 'post-artifact';
+      share.dataset.sha256 = str(art.sha256);
+      actions.appendChild(share);
+    }
     if (artifacts.length > 1) actions.appendChild(h('span', 'small muted', '+' + (artifacts.length - 1) + ' more'));
     cap.appendChild(actions);
     fig.appendChild(cap);

@@ -4,7 +4,9 @@
  * cooldown and quota, the bot's nickname and avatar in a guild) read and saved through
  * /api/chat/settings, and the chat command log from /api/chat/commands, refreshed as chat and
  * render events arrive on the dashboard's websocket. A command opens to everything it caused:
- * the events of its correlation (/api/events?correlation_id=).
+ * the events of its correlation (/api/events?correlation_id=). The Stream Bot panel posts an
+ * announcement (with a gallery image's link, from its "post" button) through /api/posts and
+ * follows each destination's outcome as the post's events arrive.
  */
 (function (global) {
   'use strict';
@@ -41,6 +43,16 @@
     logPlatform: document.getElementById('chat-log-platform'),
     log: document.getElementById('chat-log'),
     logError: document.getElementById('chat-log-error'),
+    postForm: document.getElementById('post-form'),
+    postText: document.getElementById('post-text'),
+    postArtifact: document.getElementById('post-artifact'),
+    postArtifactSha: document.getElementById('post-artifact-sha'),
+    postArtifactClear: document.getElementById('post-artifact-clear'),
+    postSubmit: document.getElementById('post-submit'),
+    postNotice: document.getElementById('post-notice'),
+    postError: document.getElementById('post-error'),
+    postList: document.getElementById('post-list'),
+    gallery: document.getElementById('studio-gallery'),
   };
 
   let open = null; // { platform, scope } of the settings in the form
@@ -367,6 +379,111 @@
     }
   }
 
+  // ---- the Stream Bot --------------------------------------------------------
+
+  const posts = new Map(); // post id -> the post as GET /api/posts/{id} answers (this session's)
+  let postArtifact = null; // sha256 of the image to share with the next post
+  let posting = false;
+
+  function setPostArtifact(sha) {
+    postArtifact = sha;
+    ui.postArtifact.hidden = !sha;
+    ui.postArtifactSha.textContent = sha ? sha.slice(0, 12) + '\u2026' : '';
+    ui.postArtifactSha.title = sha || '';
+  }
+
+  function newKey() {
+    if (global.crypto && typeof global.crypto.randomUUID === 'function') return global.crypto.randomUUID();
+    return String(Date.now()) + '-' + Math.random().toString(16).slice(2);
+  }
+
+  async function submitPost(ev) {
+    ev.preventDefault();
+    if (posting) return;
+    showError(ui.postError, '');
+    ui.postNotice.textContent = '';
+    const text = ui.postText.value.trim();
+    const destinations = [...ui.postForm.querySelectorAll('input[name=destination]:checked')].map((i) => i.value);
+    if (!text) return showError(ui.postError, 'write the announcement');
+    if (!destinations.length) return showError(ui.postError, 'choose where to post');
+    const body = { text: text, destinations: destinations };
+    if (postArtifact) body.artifact = postArtifact;
+    posting = true;
+    ui.postSubmit.disabled = true;
+    try {
+      // One key per post: a retried request (a double click, a flaky network) finds it.
+      const key = ui.postForm.dataset.key || newKey();
+      ui.postForm.dataset.key = key;
+      const res = await NC.api('/api/posts', { method: 'POST', json: body, headers: { 'Idempotency-Key': key } });
+      if (!res.ok) return showError(ui.postError, res.message);
+      delete ui.postForm.dataset.key;
+      const id = isObj(res.data) ? str(res.data.post_id) : null;
+      if (!id) return showError(ui.postError, 'the server answered without a post id');
+      posts.set(id, { post_id: id, text: text, artifact: postArtifact, destinations: {} });
+      ui.postNotice.textContent = 'posting\u2026';
+      ui.postNotice.dataset.postId = id;
+      ui.postText.value = '';
+      setPostArtifact(null);
+      renderPosts();
+      refreshPost(id);
+    } finally {
+      posting = false;
+      ui.postSubmit.disabled = false;
+    }
+  }
+
+  async function refreshPost(id) {
+    const res = await NC.api('/api/posts/' + encodeURIComponent(id));
+    if (!res.ok || !isObj(res.data)) return;
+    posts.set(id, res.data);
+    renderPosts();
+  }
+
+  function outcomeLabel(name, outcome) {
+    const o = isObj(outcome) ? outcome : {};
+    switch (o.status) {
+      case 'delivered':
+        return { cls: 'delivered', label: name + ' \u2713', title: str(o.text) || '' };
+      case 'failed':
+        return { cls: 'failed', label: name + ' failed', title: str(o.error) || '' };
+      default:
+        return {
+          cls: 'pending',
+          label: name + (o.attempts ? ' retrying (' + o.attempts + ')' : ' \u2026'),
+          title: str(o.last_error) || '',
+        };
+    }
+  }
+
+  function renderPosts() {
+    ui.postList.textContent = '';
+    const list = [...posts.values()].reverse();
+    for (const post of list) {
+      const li = h('li', 'chat-entry post-entry');
+      li.dataset.postId = text(post.post_id);
+      li.appendChild(h('div', 'chat-typed', text(post.text)));
+      const outcomes = h('div', 'post-outcomes');
+      const destinations = isObj(post.destinations) ? post.destinations : {};
+      for (const name of Object.keys(destinations).sort()) {
+        const o = outcomeLabel(name, destinations[name]);
+        const badge = h('span', 'badge outcome-' + o.cls, o.label);
+        badge.dataset.destination = name;
+        badge.dataset.status = (isObj(destinations[name]) && str(destinations[name].status)) || 'pending';
+        if (o.title) badge.title = o.title;
+        outcomes.appendChild(badge);
+      }
+      li.appendChild(outcomes);
+      ui.postList.appendChild(li);
+    }
+    const latest = posts.get(ui.postNotice.dataset.postId);
+    if (latest && isObj(latest.destinations) && Object.keys(latest.destinations).length) {
+      const states = Object.values(latest.destinations).map((o) => (isObj(o) ? o.status : 'pending'));
+      if (!states.includes('pending')) {
+        ui.postNotice.textContent = states.includes('failed') ? 'posted, with failures' : 'posted';
+      }
+    }
+  }
+
   function relevant(env) {
     return isObj(env) && (env.aggregate_type === 'chat_command' || env.aggregate_type === 'chat_settings' ||
       (env.aggregate_type === 'render_job' && env.type !== 'render.job_progressed'));
@@ -377,6 +494,10 @@
       scheduleRefresh();
       loadKnown();
       return;
+    }
+    for (const item of changes.events || []) {
+      const env = item.env;
+      if (isObj(env) && env.aggregate_type === 'post' && posts.has(env.aggregate_id)) refreshPost(env.aggregate_id);
     }
     if (changes.kind !== 'events' || !changes.events.some((item) => relevant(item.env))) return;
     scheduleRefresh();
@@ -433,6 +554,15 @@
         ev.preventDefault();
         toggle(ev.target);
       }
+    });
+    ui.postForm.addEventListener('submit', submitPost);
+    ui.postArtifactClear.addEventListener('click', () => setPostArtifact(null));
+    ui.gallery.addEventListener('click', (ev) => {
+      const button = ev.target instanceof Element ? ev.target.closest('button[data-action=post-artifact]') : null;
+      if (!button) return;
+      setPostArtifact(button.dataset.sha256);
+      ui.postForm.scrollIntoView({ block: 'nearest' });
+      ui.postText.focus();
     });
     NC.onChanges(onChanges);
     if (NC.hasToken()) {

@@ -4,7 +4,8 @@
 //! in the gallery with its provenance.
 //! (c) Chat: a Discord guild's settings edited on the page reach the bot (the fake Discord sees
 //! the nickname); bad values are refused with the reason; a slash command appears in the live
-//! command log and opens to everything it caused.
+//! command log and opens to everything it caused; its image, shared from the gallery through
+//! the Stream Bot panel, reaches every platform.
 
 mod common;
 
@@ -18,6 +19,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use testkit::comfyui::{FakeComfy, FakeComfyOptions};
 use testkit::discord::{FakeDiscord, FakeDiscordOptions, Member as DiscordMember};
+use testkit::stream::{FakeStream, FakeStreamOptions};
 use testkit::webdriver::Browser;
 use testkit::{NatsServer, wait_until};
 
@@ -353,7 +355,18 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
         guilds: vec![GUILD],
     })
     .await;
+    let stream = FakeStream::start(FakeStreamOptions::default()).await;
     let mut config = config(&nats, &pool, state.path());
+    let options = FakeStreamOptions::default();
+    config.post.twitch.api_url = stream.helix_url();
+    config.post.twitch.client_id = Some(options.helix_client_id.clone());
+    config.post.twitch.token = Some(options.helix_token.clone());
+    config.post.twitch.broadcaster_id = Some("141981764".into());
+    config.post.youtube.api_url = stream.youtube_url();
+    config.post.youtube.token = Some(options.youtube_token.clone());
+    config.post.kick.api_url = stream.kick_url();
+    config.post.kick.token = Some(options.kick_token.clone());
+    config.post.kick.broadcaster_user_id = Some(668);
     config.chat.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
     config.chat.discord.token = Some(BOT_TOKEN.into());
     config.chat.discord.api_url = Some(discord.api_url());
@@ -554,5 +567,56 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
         ))
         .await;
     assert_eq!(filter, entry["correlation"]);
+
+    // The image, shared from its gallery tile through the Stream Bot panel, reaches every
+    // platform; each destination's outcome shows as it is recorded.
+    let sha256 = wait_until("the image in the gallery with a post button", WAIT, || async {
+        let sha = browser
+            .eval(
+                "const b = document.querySelector('#studio-gallery button[data-action=post-artifact]');
+                 if (!b) return null; b.click(); return b.dataset.sha256;",
+            )
+            .await;
+        sha.as_str().map(str::to_owned)
+    })
+    .await;
+    browser
+        .eval(&format!(
+            "{SET} set('#post-text', 'Fresh from the studio');
+             document.querySelector('#post-submit').click(); return null;"
+        ))
+        .await;
+    let outcomes = wait_until("every destination delivered", WAIT, || async {
+        let outcomes = browser
+            .eval(
+                "return [...document.querySelectorAll('#post-list .post-entry [data-destination]')]
+                    .map(b => b.dataset.destination + ':' + b.dataset.status);",
+            )
+            .await;
+        let outcomes: Vec<String> = serde_json::from_value(outcomes).ok()?;
+        (outcomes.len() == 3 && outcomes.iter().all(|o| o.ends_with(":delivered")))
+            .then_some(outcomes)
+    })
+    .await;
+    assert_eq!(
+        outcomes,
+        ["kick:delivered", "twitch:delivered", "youtube:delivered"]
+    );
+    let notice = browser
+        .eval("return document.querySelector('#post-notice').textContent;")
+        .await;
+    assert_eq!(notice, "posted");
+    let posted = stream.posted();
+    assert_eq!(posted.len(), 3);
+    for message in &posted {
+        assert!(
+            message.text.starts_with("Fresh from the studio"),
+            "{message:?}"
+        );
+        assert!(
+            message.text.ends_with(&format!("/share/{sha256}.png")),
+            "{message:?}"
+        );
+    }
     stack.shutdown().await;
 }
