@@ -4,8 +4,10 @@
 //! Gateway (`ws://…/?v=10`, JSON text frames): `HELLO` (op 10) on connect; `IDENTIFY` (op 2)
 //! → `READY` with the configured guilds (unavailable, as Discord sends them) and the
 //! application, or close code 4004 for a wrong token; heartbeat (op 1) → ACK (op 11); `RESUME`
-//! (op 6) → `RESUMED`. Dispatches carry a growing `s` per session. A test makes users run
-//! slash commands with [`FakeDiscord::interact`] (an `INTERACTION_CREATE`, type 2).
+//! (op 6) → the dispatches the session missed after its `seq`, then `RESUMED` (op 9 for a
+//! session it does not know). Sessions outlive their connections; dispatches carry a growing
+//! `s` per session. A test makes users run slash commands with [`FakeDiscord::interact`] (an
+//! `INTERACTION_CREATE`, type 2).
 //!
 //! REST, under `/api/v10`: `GET /gateway`; `PUT /applications/{app}/guilds/{guild}/commands`
 //! (bulk overwrite, validated names and descriptions); `POST /interactions/{id}/{token}/callback`
@@ -125,6 +127,35 @@ pub struct ChannelMessage {
     pub mentions: Vec<String>,
 }
 
+/// A gateway session: it outlives its connection, so a RESUME gets what was dispatched in
+/// between (as Discord replays missed events).
+struct Session {
+    id: String,
+    seq: u64,
+    log: Vec<Value>,
+    /// The connection it is attached to, while one is.
+    tx: Option<mpsc::UnboundedSender<Value>>,
+}
+
+impl Session {
+    /// Numbers, logs and (while connected) sends one dispatch.
+    fn dispatch(&mut self, event: &str, data: Value) -> Value {
+        self.seq += 1;
+        let frame = json!({"op": 0, "s": self.seq, "t": event, "d": data});
+        self.log.push(frame.clone());
+        if let Some(tx) = &self.tx
+            && tx.send(frame.clone()).is_err()
+        {
+            self.tx = None;
+        }
+        frame
+    }
+
+    fn connected(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     interactions: HashMap<String, Issued>,
@@ -133,7 +164,7 @@ struct Inner {
     commands: HashMap<u64, Vec<Value>>,
     members: HashMap<u64, Value>,
     faults: VecDeque<(Route, u16)>,
-    sessions: Vec<mpsc::UnboundedSender<(String, Value)>>,
+    sessions: Vec<Session>,
     identified: u64,
     calls: Vec<(String, u16)>,
     /// `attachment_size_limit` of the interactions to come (Discord's default: 10 MiB).
@@ -233,13 +264,13 @@ impl FakeDiscord {
         format!("http://{}", self.shared.addr)
     }
 
-    /// Open gateway sessions that identified or resumed (and so receive dispatches).
+    /// Gateway sessions attached to an open connection (they receive dispatches at once).
     pub fn connected(&self) -> usize {
         self.shared
             .lock()
             .sessions
             .iter()
-            .filter(|session| !session.is_closed())
+            .filter(|session| session.connected())
             .count()
     }
 
@@ -411,8 +442,11 @@ impl FakeDiscord {
     }
 
     /// Closes every gateway connection (code 1001, as Discord does when it moves a session).
+    /// The sessions stay resumable: what is dispatched until a RESUME is replayed then.
     pub fn drop_sessions(&self) {
-        self.shared.lock().sessions.clear();
+        for session in &mut self.shared.lock().sessions {
+            session.tx = None;
+        }
         for close in self
             .shared
             .close
@@ -425,10 +459,9 @@ impl FakeDiscord {
     }
 
     fn dispatch(&self, event: &str, data: Value) {
-        let mut inner = self.shared.lock();
-        inner
-            .sessions
-            .retain(|session| session.send((event.to_owned(), data.clone())).is_ok());
+        for session in &mut self.shared.lock().sessions {
+            session.dispatch(event, data.clone());
+        }
     }
 }
 
@@ -880,7 +913,9 @@ async fn gateway(State(shared): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -
     upgrade.on_upgrade(move |socket| session(socket, shared))
 }
 
-/// One gateway connection.
+/// One gateway connection: HELLO, then IDENTIFY (a new session, READY) or RESUME (the session
+/// named, its missed dispatches, RESUMED; op 9 for one it does not know), heartbeats, and the
+/// session's dispatches.
 async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
     let close = CancellationToken::new();
     shared
@@ -888,8 +923,7 @@ async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .push(close.clone());
-    let (tx, mut rx) = mpsc::unbounded_channel::<(String, Value)>();
-    let mut seq = 0u64;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
     let hello = json!({"op": 10, "s": null, "t": null, "d": {"heartbeat_interval": 41250}});
     if socket
         .send(Message::Text(hello.to_string().into()))
@@ -898,19 +932,20 @@ async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
     {
         return;
     }
+    let close_with = |code: u16, reason: &'static str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
     loop {
         tokio::select! {
             () = close.cancelled() => {
-                let _ = socket.send(Message::Close(Some(CloseFrame {
-                    code: 1001,
-                    reason: "going away".into(),
-                }))).await;
+                let _ = socket.send(close_with(1001, "going away")).await;
                 return;
             }
-            dispatch = rx.recv() => {
-                let Some((event, data)) = dispatch else { return };
-                seq += 1;
-                let frame = json!({"op": 0, "s": seq, "t": event, "d": data});
+            frame = rx.recv() => {
+                let Some(frame) = frame else { return };
                 if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
                     return;
                 }
@@ -922,60 +957,88 @@ async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
                     Some(Ok(_)) => continue,
                 };
                 let Ok(payload) = serde_json::from_str::<Value>(&text) else {
-                    let _ = socket.send(Message::Close(Some(CloseFrame {
-                        code: 4002,
-                        reason: "Error while decoding payload.".into(),
-                    }))).await;
+                    let _ = socket.send(close_with(4002, "Error while decoding payload.")).await;
                     return;
                 };
-                match payload["op"].as_u64() {
-                    Some(1) => {
-                        let ack = json!({"op": 11, "s": null, "t": null, "d": null});
-                        if socket.send(Message::Text(ack.to_string().into())).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(2 | 6) => {
+                let frames = match payload["op"].as_u64() {
+                    Some(1) => vec![json!({"op": 11, "s": null, "t": null, "d": null})],
+                    Some(op @ (2 | 6)) => {
                         let token = payload["d"]["token"].as_str().unwrap_or_default();
                         if token.trim_start_matches("Bot ") != shared.options.token {
-                            let _ = socket.send(Message::Close(Some(CloseFrame {
-                                code: 4004,
-                                reason: "Authentication failed.".into(),
-                            }))).await;
+                            let _ = socket.send(close_with(4004, "Authentication failed.")).await;
                             return;
                         }
-                        seq += 1;
-                        let frame = if payload["op"] == 2 {
-                            shared.lock().identified += 1;
-                            let guilds: Vec<Value> = shared
-                                .options
-                                .guilds
-                                .iter()
-                                .map(|g| json!({"id": g.to_string(), "unavailable": true}))
-                                .collect();
-                            json!({"op": 0, "s": seq, "t": "READY", "d": {
-                                "v": 10,
-                                "user": shared.bot_user(),
-                                "guilds": guilds,
-                                "session_id": uuid::Uuid::new_v4().simple().to_string(),
-                                "resume_gateway_url": format!("ws://{}", shared.addr),
-                                "shard": [0, 1],
-                                "application": {"id": shared.application_id.to_string(), "flags": 0},
-                                "private_channels": [],
-                                "presences": [],
-                                "relationships": [],
-                            }})
+                        if op == 2 {
+                            vec![identify(&shared, tx.clone())]
                         } else {
-                            json!({"op": 0, "s": seq, "t": "RESUMED", "d": {}})
-                        };
-                        if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
-                            return;
+                            resume(&shared, &payload["d"], tx.clone())
                         }
-                        shared.lock().sessions.push(tx.clone());
                     }
-                    _ => {}
+                    _ => Vec::new(),
+                };
+                for frame in frames {
+                    if socket.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
     }
+}
+
+/// A new session attached to `tx`: its READY.
+fn identify(shared: &Shared, tx: mpsc::UnboundedSender<Value>) -> Value {
+    let guilds: Vec<Value> = shared
+        .options
+        .guilds
+        .iter()
+        .map(|g| json!({"id": g.to_string(), "unavailable": true}))
+        .collect();
+    let mut session = Session {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        seq: 0,
+        log: Vec::new(),
+        tx: None, // READY goes out on this connection first, then the rest
+    };
+    let ready = session.dispatch(
+        "READY",
+        json!({
+            "v": 10,
+            "user": shared.bot_user(),
+            "guilds": guilds,
+            "session_id": session.id,
+            "resume_gateway_url": format!("ws://{}", shared.addr),
+            "shard": [0, 1],
+            "application": {"id": shared.application_id.to_string(), "flags": 0},
+            "private_channels": [],
+            "presences": [],
+            "relationships": [],
+        }),
+    );
+    session.tx = Some(tx);
+    let mut inner = shared.lock();
+    inner.identified += 1;
+    inner.sessions.push(session);
+    ready
+}
+
+/// The session named in a RESUME, attached to `tx`: what it missed after `seq`, then RESUMED;
+/// op 9 (not resumable) for a session it does not know.
+fn resume(shared: &Shared, resume: &Value, tx: mpsc::UnboundedSender<Value>) -> Vec<Value> {
+    let id = resume["session_id"].as_str().unwrap_or_default();
+    let after = resume["seq"].as_u64().unwrap_or(0);
+    let mut inner = shared.lock();
+    let Some(session) = inner.sessions.iter_mut().find(|s| s.id == id) else {
+        return vec![json!({"op": 9, "s": null, "t": null, "d": false})];
+    };
+    let mut frames: Vec<Value> = session
+        .log
+        .iter()
+        .filter(|frame| frame["s"].as_u64().is_some_and(|s| s > after))
+        .cloned()
+        .collect();
+    session.tx = None;
+    frames.push(session.dispatch("RESUMED", json!({})));
+    session.tx = Some(tx);
+    frames
 }
