@@ -463,6 +463,14 @@ async fn guild_settings_shape_the_bot_and_discord_errors_are_retried(pool: PgPoo
     })
     .await;
 
+    // The bot is invited to another server while it runs: the commands are registered there.
+    let joined = GUILD + 1;
+    discord.join_guild(joined);
+    wait_until("commands in the new guild", DEFAULT_WAIT, || async {
+        (discord.commands(joined)? == ["imagine", "status", "queue", "cancel"]).then_some(())
+    })
+    .await;
+
     // Discord drops the gateway connection, and a command is run before the bot is back: the
     // bot resumes its session (no new IDENTIFY), gets the missed interaction replayed, and
     // answers it.

@@ -3,7 +3,8 @@
 //!
 //! Gateway (`ws://…/?v=10`, JSON text frames): `HELLO` (op 10) on connect; `IDENTIFY` (op 2)
 //! → `READY` with the configured guilds (unavailable, as Discord sends them) and the
-//! application, or close code 4004 for a wrong token; heartbeat (op 1) → ACK (op 11); `RESUME`
+//! application (and `GUILD_CREATE` for a guild joined later, [`FakeDiscord::join_guild`]), or
+//! close code 4004 for a wrong token; heartbeat (op 1) → ACK (op 11); `RESUME`
 //! (op 6) → the dispatches the session missed after its `seq`, then `RESUMED` (op 9 for a
 //! session it does not know). Sessions outlive their connections; dispatches carry a growing
 //! `s` per session. A test makes users run slash commands with [`FakeDiscord::interact`] (an
@@ -166,6 +167,8 @@ struct Inner {
     faults: VecDeque<(Route, u16)>,
     sessions: Vec<Session>,
     identified: u64,
+    /// Guilds joined after READY ([`FakeDiscord::join_guild`]).
+    joined: Vec<u64>,
     calls: Vec<(String, u16)>,
     /// `attachment_size_limit` of the interactions to come (Discord's default: 10 MiB).
     attachment_limit: Option<u64>,
@@ -193,6 +196,10 @@ impl Shared {
             .as_millis() as u64
             - 1_420_070_400_000;
         (ms << 22) | (SEQ.fetch_add(1, Ordering::Relaxed) & 0x3f_ffff)
+    }
+
+    fn in_guild(&self, guild: u64) -> bool {
+        self.options.guilds.contains(&guild) || self.lock().joined.contains(&guild)
     }
 
     fn bot_user(&self) -> Value {
@@ -418,6 +425,61 @@ impl FakeDiscord {
         }
     }
 
+    /// The bot is added to `guild` while it runs: a `GUILD_CREATE` (the whole guild, as Discord
+    /// sends it to a bot that joins) to every session.
+    pub fn join_guild(&self, guild: u64) {
+        self.shared.lock().joined.push(guild);
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+        let everyone = json!({
+            "id": guild.to_string(), "name": "@everyone", "color": 0, "hoist": false,
+            "icon": null, "unicode_emoji": null, "position": 0, "permissions": "2248473465835073",
+            "managed": false, "mentionable": false, "flags": 0,
+            "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null},
+        });
+        let channel = json!({
+            "id": (guild + 1).to_string(), "type": 0, "guild_id": guild.to_string(),
+            "name": "general", "position": 0, "permission_overwrites": [], "nsfw": false,
+            "topic": null, "last_message_id": null, "parent_id": null, "rate_limit_per_user": 0,
+            "flags": 0,
+        });
+        let mut data = json!({
+            "id": guild.to_string(),
+            "name": "A new server",
+            "icon": null, "icon_hash": null, "splash": null, "discovery_splash": null,
+            "owner_id": "4242",
+            "afk_channel_id": null, "afk_timeout": 300,
+            "widget_enabled": false, "widget_channel_id": null,
+            "verification_level": 1, "default_message_notifications": 1,
+            "explicit_content_filter": 2,
+            "roles": [everyone], "emojis": [], "features": [], "mfa_level": 0,
+            "application_id": null, "system_channel_id": (guild + 1).to_string(),
+            "system_channel_flags": 0, "rules_channel_id": null,
+        });
+        let rest = json!({
+            "max_presences": null, "max_members": 500_000, "vanity_url_code": null,
+            "description": null, "banner": null, "premium_tier": 0,
+            "premium_subscription_count": 0, "preferred_locale": "en-US",
+            "public_updates_channel_id": null, "max_video_channel_users": 25,
+            "max_stage_video_channel_users": 50, "nsfw_level": 0, "stickers": [],
+            "premium_progress_bar_enabled": false, "safety_alerts_channel_id": null,
+        });
+        // The fields only GUILD_CREATE carries.
+        let create = json!({
+            "joined_at": now, "large": false, "unavailable": false, "member_count": 2,
+            "voice_states": [], "members": [], "channels": [channel], "threads": [],
+            "presences": [], "stage_instances": [], "guild_scheduled_events": [],
+            "soundboard_sounds": [], "lazy": true,
+        });
+        if let Some(object) = data.as_object_mut() {
+            for part in [rest, create] {
+                if let Value::Object(fields) = part {
+                    object.extend(fields);
+                }
+            }
+        }
+        self.dispatch("GUILD_CREATE", data);
+    }
+
     /// Messages the bot posted in channels, in order.
     pub fn channel_messages(&self) -> Vec<ChannelMessage> {
         self.shared.lock().channel_messages.clone()
@@ -589,7 +651,7 @@ async fn set_commands(
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    if app != shared.application_id || !shared.options.guilds.contains(&guild) {
+    if app != shared.application_id || !shared.in_guild(guild) {
         return discord_error(StatusCode::FORBIDDEN, 50001, "Missing Access");
     }
     let Ok(Value::Array(commands)) = serde_json::from_slice::<Value>(&body) else {
@@ -876,7 +938,7 @@ async fn member_me(
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    if !shared.options.guilds.contains(&guild) {
+    if !shared.in_guild(guild) {
         return discord_error(StatusCode::FORBIDDEN, 50001, "Missing Access");
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
