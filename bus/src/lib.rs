@@ -11,6 +11,7 @@ mod error;
 pub mod metrics;
 mod publish;
 mod read;
+mod secret;
 pub mod store;
 pub mod streams;
 
@@ -21,6 +22,7 @@ use async_nats::jetstream;
 pub use error::{BusError, BusErrorKind};
 pub use publish::{Appended, ExpectedSeq};
 pub use read::{MessageStream, ReadFrom, StoredMessage, StreamBounds};
+pub use secret::Secret;
 pub use streams::StreamName;
 
 /// How to reach NATS and how patient to be with it.

@@ -101,26 +101,7 @@ impl Default for RenderConfig {
     }
 }
 
-/// A configuration value that never prints (tokens, passwords).
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(****)")
-    }
-}
+pub use bus::Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -297,8 +278,8 @@ impl Config {
         let discord = &self.chat.discord;
         if discord
             .token
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty())
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
         {
             problems.push("chat.discord.token is empty".to_owned());
         }

@@ -8,8 +8,6 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use bus::Bus;
-use events::EventEnvelope;
 use events::chat::{ChannelSettings, CommandRule, Platform};
 use nebula::{Config, Parts};
 use sqlx::PgPool;
@@ -89,15 +87,6 @@ async fn replies(
     .await
 }
 
-async fn envelopes(bus: &Bus, aggregate_type: &str, id: &str) -> Vec<EventEnvelope> {
-    bus.read_subject(&events::subjects::event(aggregate_type, id))
-        .await
-        .unwrap()
-        .iter()
-        .flat_map(|m| m.decode_commit().unwrap())
-        .collect()
-}
-
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: PgPool) {
     let bot = start_bot(
@@ -150,7 +139,7 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
 
     // One correlation id from the chat message through the job to the reply.
     let command_id = events::chat::command_id(Platform::Twitch, &id);
-    let chat = envelopes(&running.bus, "chat_command", &command_id).await;
+    let chat = common::envelopes(&running.bus, "chat_command", &command_id).await;
     let types: Vec<&str> = chat.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         types,
@@ -161,7 +150,7 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
         ]
     );
     let job_id = chat[1].data["job_id"].as_str().unwrap().to_owned();
-    let job = envelopes(&running.bus, "render_job", &job_id).await;
+    let job = common::envelopes(&running.bus, "render_job", &job_id).await;
     assert!(job.iter().any(|e| e.event_type == "render.job_completed"));
     let correlation = chat[0].correlation_id;
     assert!(
@@ -215,7 +204,7 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
     .await;
     assert_eq!(twitch.sent().len(), before + 1);
     assert_eq!(
-        envelopes(&running.bus, "chat_command", &command_id)
+        common::envelopes(&running.bus, "chat_command", &command_id)
             .await
             .len(),
         3
@@ -345,7 +334,7 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
     replies(twitch, &id, "the rejection", |r| !r.is_empty()).await;
     let command_id = events::chat::command_id(Platform::Twitch, &id);
     let recorded = wait_until("the reply to be recorded", DEFAULT_WAIT, || async {
-        let events = envelopes(&running.bus, "chat_command", &command_id).await;
+        let events = common::envelopes(&running.bus, "chat_command", &command_id).await;
         (events.len() == 3).then_some(events)
     })
     .await;

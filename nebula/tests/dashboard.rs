@@ -357,16 +357,7 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
     .await;
     let stream = FakeStream::start(FakeStreamOptions::default()).await;
     let mut config = config(&nats, &pool, state.path());
-    let options = FakeStreamOptions::default();
-    config.post.twitch.api_url = stream.helix_url();
-    config.post.twitch.client_id = Some(options.helix_client_id.clone());
-    config.post.twitch.token = Some(options.helix_token.clone());
-    config.post.twitch.broadcaster_id = Some("141981764".into());
-    config.post.youtube.api_url = stream.youtube_url();
-    config.post.youtube.token = Some(options.youtube_token.clone());
-    config.post.kick.api_url = stream.kick_url();
-    config.post.kick.token = Some(options.kick_token.clone());
-    config.post.kick.broadcaster_user_id = Some(668);
+    common::post_to(&mut config, &stream);
     config.chat.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
     config.chat.discord.token = Some(BOT_TOKEN.into());
     config.chat.discord.api_url = Some(discord.api_url());

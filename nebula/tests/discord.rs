@@ -8,8 +8,6 @@ mod common;
 
 use std::time::Duration;
 
-use bus::Bus;
-use events::EventEnvelope;
 use events::chat::{ChannelSettings, CommandRule, Platform};
 use nebula::{Config, Parts};
 use serde_json::json;
@@ -118,15 +116,6 @@ async fn answer(
     edits[0].0.clone()
 }
 
-async fn envelopes(bus: &Bus, aggregate_type: &str, id: &str) -> Vec<EventEnvelope> {
-    bus.read_subject(&events::subjects::event(aggregate_type, id))
-        .await
-        .unwrap()
-        .iter()
-        .flat_map(|m| m.decode_commit().unwrap())
-        .collect()
-}
-
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(pool: PgPool) {
     let bot = start_bot(
@@ -190,7 +179,7 @@ async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(poo
 
     // The attachment is the artifact the job made (the share link serves the same bytes).
     let command_id = events::chat::command_id(Platform::Discord, &interaction.id);
-    let chat = envelopes(&running.bus, "chat_command", &command_id).await;
+    let chat = common::envelopes(&running.bus, "chat_command", &command_id).await;
     let types: Vec<&str> = chat.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         types,
@@ -212,7 +201,7 @@ async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(poo
     assert_eq!(&shared[..], &png[..]);
     let sha256 = url.rsplit('/').next().unwrap().trim_end_matches(".png");
     assert_eq!(chat[2].data["artifact"], sha256);
-    let job = envelopes(&running.bus, "render_job", &job_id).await;
+    let job = common::envelopes(&running.bus, "render_job", &job_id).await;
     assert!(job.iter().any(|e| e.event_type == "render.job_completed"));
     assert_eq!(job[0].data["trigger"]["source"], "discord");
     assert_eq!(
@@ -243,7 +232,7 @@ async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(poo
         "the repeat was refused by Discord as already acknowledged"
     );
     assert_eq!(
-        envelopes(&running.bus, "chat_command", &command_id)
+        common::envelopes(&running.bus, "chat_command", &command_id)
             .await
             .len(),
         3
@@ -430,7 +419,7 @@ async fn guild_settings_shape_the_bot_and_discord_errors_are_retried(pool: PgPoo
     .await;
     assert!(delivered.last().unwrap().0.starts_with("here it is"));
     let command_id = events::chat::command_id(Platform::Discord, &interaction.id);
-    let chat = envelopes(&running.bus, "chat_command", &command_id).await;
+    let chat = common::envelopes(&running.bus, "chat_command", &command_id).await;
     let types: Vec<&str> = chat.iter().map(|e| e.event_type.as_str()).collect();
     assert_eq!(
         types,

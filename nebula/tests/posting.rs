@@ -22,29 +22,19 @@ struct Stack {
     _state: tempfile::TempDir,
 }
 
-async fn start(pool: &PgPool, fake: &FakeStream, kick_token: &str) -> Stack {
-    start_with(pool, fake, kick_token, |_| {}).await
+async fn start(pool: &PgPool, fake: &FakeStream) -> Stack {
+    start_with(pool, fake, |_| {}).await
 }
 
 async fn start_with(
     pool: &PgPool,
     fake: &FakeStream,
-    kick_token: &str,
     tune: impl FnOnce(&mut nebula::Config),
 ) -> Stack {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
-    let options = FakeStreamOptions::default();
     let mut config = common::config(&nats, pool, state.path());
-    config.post.twitch.api_url = fake.helix_url();
-    config.post.twitch.client_id = Some(options.helix_client_id.clone());
-    config.post.twitch.token = Some(options.helix_token.clone());
-    config.post.twitch.broadcaster_id = Some("141981764".into());
-    config.post.youtube.api_url = fake.youtube_url();
-    config.post.youtube.token = Some(options.youtube_token.clone());
-    config.post.kick.api_url = fake.kick_url();
-    config.post.kick.token = Some(kick_token.into());
-    config.post.kick.broadcaster_user_id = Some(668);
+    common::post_to(&mut config, fake);
     tune(&mut config);
     let running = nebula::start(
         &config,
@@ -118,7 +108,7 @@ async fn artifact(base: &str) -> String {
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_post_reaches_every_platform_through_rate_limits_and_outages(pool: PgPool) {
     let fake = FakeStream::start(FakeStreamOptions::default()).await;
-    let stack = start(&pool, &fake, "kick-token").await;
+    let stack = start(&pool, &fake).await;
     let sha256 = artifact(&stack.base).await;
     fake.fail_next(Api::Helix, 429, 1);
     fake.fail_next(Api::Youtube, 503, 1);
@@ -176,15 +166,7 @@ async fn a_post_reaches_every_platform_through_rate_limits_and_outages(pool: PgP
     assert_eq!(image.status(), 200);
 
     // Every attempt is an event, in the post's correlation.
-    let envelopes: Vec<events::EventEnvelope> = stack
-        .running
-        .bus
-        .read_subject(&events::subjects::event("post", post_id))
-        .await
-        .unwrap()
-        .iter()
-        .flat_map(|m| m.decode_commit().unwrap())
-        .collect();
+    let envelopes = common::envelopes(&stack.running.bus, "post", post_id).await;
     let count = |t: &str| envelopes.iter().filter(|e| e.event_type == t).count();
     assert_eq!(count("post.requested"), 1);
     assert_eq!(count("post.failed"), 3);
@@ -227,7 +209,10 @@ async fn a_post_reaches_every_platform_through_rate_limits_and_outages(pool: PgP
 async fn refusals_are_final_and_bad_requests_are_explained(pool: PgPool) {
     let fake = FakeStream::start(FakeStreamOptions::default()).await;
     fake.set_youtube_live_chat(None); // off air
-    let stack = start(&pool, &fake, "a-revoked-token").await;
+    let stack = start_with(&pool, &fake, |config| {
+        config.post.kick.token = Some("a-revoked-token".into());
+    })
+    .await;
 
     let (status, created) = request_post(
         &stack.base,
@@ -333,7 +318,7 @@ async fn refusals_are_final_and_bad_requests_are_explained(pool: PgPool) {
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_post_that_cannot_go_out_in_time_is_given_up(pool: PgPool) {
     let fake = FakeStream::start(FakeStreamOptions::default()).await;
-    let stack = start_with(&pool, &fake, "kick-token", |config| {
+    let stack = start_with(&pool, &fake, |config| {
         config.post.max_age_secs = 1;
     })
     .await;
@@ -365,18 +350,18 @@ async fn stale_access_tokens_are_refreshed_and_the_rotated_ones_kept(pool: PgPoo
     let fake = FakeStream::start(FakeStreamOptions::default()).await;
     let options = FakeStreamOptions::default();
     let state_dir = std::cell::RefCell::new(None);
-    let stack = start_with(&pool, &fake, "kick-token", |config| {
+    let stack = start_with(&pool, &fake, |config| {
         let post = &mut config.post;
-        post.twitch.refresh_token = Some(fake.refresh_token(Api::Helix));
-        post.twitch.client_secret = Some(options.client_secret.clone());
+        post.twitch.refresh_token = Some(fake.refresh_token(Api::Helix).into());
+        post.twitch.client_secret = Some(options.client_secret.clone().into());
         post.twitch.token_url = fake.token_url(Api::Helix);
-        post.youtube.refresh_token = Some(fake.refresh_token(Api::Youtube));
+        post.youtube.refresh_token = Some(fake.refresh_token(Api::Youtube).into());
         post.youtube.client_id = Some(options.client_id.clone());
-        post.youtube.client_secret = Some(options.client_secret.clone());
+        post.youtube.client_secret = Some(options.client_secret.clone().into());
         post.youtube.token_url = fake.token_url(Api::Youtube);
-        post.kick.refresh_token = Some(fake.refresh_token(Api::Kick));
+        post.kick.refresh_token = Some(fake.refresh_token(Api::Kick).into());
         post.kick.client_id = Some(options.client_id.clone());
-        post.kick.client_secret = Some(options.client_secret.clone());
+        post.kick.client_secret = Some(options.client_secret.clone().into());
         post.kick.token_url = fake.token_url(Api::Kick);
         *state_dir.borrow_mut() = Some(config.state_dir.clone());
     })

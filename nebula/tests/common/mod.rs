@@ -162,3 +162,29 @@ impl Drop for KillOnDrop {
         self.kill();
     }
 }
+
+/// Points the Stream Bot at the test kit's fake Twitch Helix, YouTube and Kick, with the
+/// credentials they accept.
+pub fn post_to(config: &mut Config, fake: &testkit::stream::FakeStream) {
+    let options = testkit::stream::FakeStreamOptions::default();
+    let post = &mut config.post;
+    post.twitch.api_url = fake.helix_url();
+    post.twitch.client_id = Some(options.helix_client_id);
+    post.twitch.token = Some(options.helix_token.into());
+    post.twitch.broadcaster_id = Some("141981764".into());
+    post.youtube.api_url = fake.youtube_url();
+    post.youtube.token = Some(options.youtube_token.into());
+    post.kick.api_url = fake.kick_url();
+    post.kick.token = Some(options.kick_token.into());
+    post.kick.broadcaster_user_id = Some(668);
+}
+
+/// Every event of one aggregate, in order.
+pub async fn envelopes(bus: &Bus, aggregate_type: &str, id: &str) -> Vec<EventEnvelope> {
+    bus.read_subject(&events::subjects::event(aggregate_type, id))
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|m| m.decode_commit().unwrap())
+        .collect()
+}

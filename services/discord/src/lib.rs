@@ -20,9 +20,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use bus::Bus;
+use bus::Secret;
 use chat::{Replier, Reply, ReplyError};
 use events::chat::{CommandReceived, Platform};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serenity::all::{
     ChannelId, CreateAllowedMentions, CreateAttachment, CreateMessage, EditInteractionResponse,
     GatewayIntents, Http, HttpBuilder, UserId,
@@ -33,11 +34,11 @@ use tokio_util::sync::CancellationToken;
 use crate::guilds::Guilds;
 use crate::interaction::Handler;
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscordConfig {
     /// The bot token (Developer Portal → Bot); the bot runs when it is set.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Where the REST API is, when not `https://discord.com` (a proxy such as
     /// twilight-http-proxy, or a local fake): requests go to `<api_url>/api/v10/…`.
     pub api_url: Option<String>,
@@ -56,17 +57,6 @@ impl Default for DiscordConfig {
             gateway_url: None,
             progress_every_secs: 3,
         }
-    }
-}
-
-impl std::fmt::Debug for DiscordConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DiscordConfig")
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("api_url", &self.api_url)
-            .field("gateway_url", &self.gateway_url)
-            .field("progress_every_secs", &self.progress_every_secs)
-            .finish()
     }
 }
 
@@ -90,7 +80,8 @@ pub async fn connect(
 ) -> anyhow::Result<(Arc<Discord>, Listener)> {
     let token = config
         .token
-        .as_deref()
+        .as_ref()
+        .map(Secret::expose)
         .filter(|t| !t.trim().is_empty())
         .context("chat.discord.token is not set")?;
     let mut http = HttpBuilder::new(token);

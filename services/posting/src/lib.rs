@@ -22,12 +22,12 @@ use cqrs_es::{AggregateError, EventStore};
 use domain::post::{Post, PostCommand, PostError};
 use events::post::{Destination, PostEvent, PostRequested};
 use events::{Actor, EventEnvelope};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 pub use platforms::{HelixConfig, KickConfig, YoutubeConfig};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PostConfig {
     pub twitch: HelixConfig,

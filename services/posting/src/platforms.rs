@@ -2,20 +2,21 @@
 //! Data API `liveChatMessages.insert` (after `liveBroadcasts.list` finds the live chat when none
 //! is configured), Kick public API `POST /chat`.
 
+use bus::Secret;
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::PostFailure;
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HelixConfig {
     pub api_url: String,
     /// The application's client id (Twitch developer console).
     pub client_id: Option<String>,
     /// A user token with `moderator:manage:announcements`.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// The channel to announce in (its user id).
     #[serde(deserialize_with = "id_text")]
     pub broadcaster_id: Option<String>,
@@ -26,8 +27,8 @@ pub struct HelixConfig {
     pub color: String,
     /// With `client_secret`: a 401 gets a new `token` from `token_url`, and the call is tried
     /// once more.
-    pub refresh_token: Option<String>,
-    pub client_secret: Option<String>,
+    pub refresh_token: Option<Secret>,
+    pub client_secret: Option<Secret>,
     pub token_url: String,
 }
 
@@ -61,19 +62,19 @@ impl Default for HelixConfig {
     }
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct YoutubeConfig {
     pub api_url: String,
     /// An OAuth access token with the `youtube.force-ssl` scope.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// The live chat to post in; unset: the live chat of the channel's active broadcast.
     pub live_chat_id: Option<String>,
     /// With `client_id` and `client_secret`: a 401 gets a new `token` from `token_url` (access
     /// tokens live an hour), and the call is tried once more.
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<Secret>,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     pub token_url: String,
 }
 
@@ -91,19 +92,19 @@ impl Default for YoutubeConfig {
     }
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KickConfig {
     pub api_url: String,
     /// A user access token with the `chat:write` scope.
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// The channel to post in.
     pub broadcaster_user_id: Option<u64>,
     /// With `client_id` and `client_secret`: a 401 gets a new `token` from `token_url`, and the
     /// call is tried once more.
-    pub refresh_token: Option<String>,
+    pub refresh_token: Option<Secret>,
     pub client_id: Option<String>,
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     pub token_url: String,
 }
 
@@ -121,69 +122,21 @@ impl Default for KickConfig {
     }
 }
 
-fn redacted(token: &Option<String>) -> Option<&'static str> {
-    token.as_ref().map(|_| "<redacted>")
-}
-
-impl std::fmt::Debug for HelixConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HelixConfig")
-            .field("api_url", &self.api_url)
-            .field("client_id", &self.client_id)
-            .field("token", &redacted(&self.token))
-            .field("broadcaster_id", &self.broadcaster_id)
-            .field("moderator_id", &self.moderator_id)
-            .field("color", &self.color)
-            .field("refresh_token", &redacted(&self.refresh_token))
-            .field("client_secret", &redacted(&self.client_secret))
-            .field("token_url", &self.token_url)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for YoutubeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("YoutubeConfig")
-            .field("api_url", &self.api_url)
-            .field("token", &redacted(&self.token))
-            .field("live_chat_id", &self.live_chat_id)
-            .field("refresh_token", &redacted(&self.refresh_token))
-            .field("client_id", &self.client_id)
-            .field("client_secret", &redacted(&self.client_secret))
-            .field("token_url", &self.token_url)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for KickConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KickConfig")
-            .field("api_url", &self.api_url)
-            .field("token", &redacted(&self.token))
-            .field("broadcaster_user_id", &self.broadcaster_user_id)
-            .field("refresh_token", &redacted(&self.refresh_token))
-            .field("client_id", &self.client_id)
-            .field("client_secret", &redacted(&self.client_secret))
-            .field("token_url", &self.token_url)
-            .finish()
-    }
-}
-
 /// What refreshing a platform's access token takes (the OAuth refresh-token grant).
 #[derive(Debug, Clone)]
 pub(crate) struct RefreshSpec {
     pub(crate) token_url: String,
     pub(crate) client_id: String,
-    pub(crate) client_secret: String,
+    pub(crate) client_secret: Secret,
     /// The refresh token configured (the one the token store starts from).
-    pub(crate) refresh_token: String,
+    pub(crate) refresh_token: Secret,
 }
 
 fn refresh_spec(
     token_url: &str,
     client_id: &Option<String>,
-    client_secret: &Option<String>,
-    refresh_token: &Option<String>,
+    client_secret: &Option<Secret>,
+    refresh_token: &Option<Secret>,
 ) -> Option<RefreshSpec> {
     Some(RefreshSpec {
         token_url: token_url.to_owned(),

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
+use bus::Secret;
 use events::post::Destination;
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +31,7 @@ pub(crate) struct Tokens {
 impl Tokens {
     /// Starts from the configured tokens, then what the file kept for the same origins.
     pub(crate) fn load(
-        configured: impl IntoIterator<Item = (Destination, Option<String>, Option<String>)>,
+        configured: impl IntoIterator<Item = (Destination, Option<Secret>, Option<Secret>)>,
         file: Option<PathBuf>,
     ) -> Self {
         let kept: BTreeMap<Destination, Entry> = file
@@ -41,6 +42,8 @@ impl Tokens {
         let entries = configured
             .into_iter()
             .map(|(destination, access_token, refresh_token)| {
+                let access_token = access_token.map(|t| t.expose().to_owned());
+                let refresh_token = refresh_token.map(|t| t.expose().to_owned());
                 let entry = match kept.get(&destination) {
                     Some(kept) if kept.origin.is_some() && kept.origin == refresh_token => {
                         kept.clone()
@@ -77,14 +80,14 @@ impl Tokens {
             .lock()
             .get(&destination)
             .and_then(|entry| entry.refresh_token.clone())
-            .unwrap_or_else(|| spec.refresh_token.clone());
+            .unwrap_or_else(|| spec.refresh_token.expose().to_owned());
         let response = http
             .post(&spec.token_url)
             .form(&[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token.as_str()),
                 ("client_id", spec.client_id.as_str()),
-                ("client_secret", spec.client_secret.as_str()),
+                ("client_secret", spec.client_secret.expose()),
             ])
             .send()
             .await
@@ -117,7 +120,7 @@ impl Tokens {
                 entry.refresh_token = Some(rotated.to_owned());
             }
             if entry.origin.is_none() {
-                entry.origin = Some(spec.refresh_token.clone());
+                entry.origin = Some(spec.refresh_token.expose().to_owned());
             }
             entries.clone()
         };

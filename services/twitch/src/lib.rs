@@ -16,10 +16,11 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use bus::Bus;
+use bus::Secret;
 use chat::reply::text;
 use chat::{Incoming, Replier, Reply, ReplyError, parse_prefixed};
 use events::chat::{CommandReceived, Platform};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 use twitch_irc::login::StaticLoginCredentials;
 use twitch_irc::message::{IRCMessage, IRCTags, ServerMessage};
@@ -30,7 +31,7 @@ use crate::transport::{Endpoint, Transport};
 
 type Client = TwitchIRCClient<Transport, StaticLoginCredentials>;
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TwitchConfig {
     /// `ircs://irc.chat.twitch.tv:6697` (TLS) or `irc://host:port` (plain).
@@ -38,7 +39,7 @@ pub struct TwitchConfig {
     /// The bot account's login; empty: anonymous (reads chat, cannot reply).
     pub login: String,
     /// The bot account's OAuth token (without the `oauth:` prefix).
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Channels to join (logins, `#` optional); a list, or one string separated by commas
     /// (`NEBULA_CHAT__TWITCH__CHANNELS=chan_a,chan_b`).
     #[serde(deserialize_with = "list_or_commas")]
@@ -79,19 +80,6 @@ impl Default for TwitchConfig {
     }
 }
 
-impl std::fmt::Debug for TwitchConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TwitchConfig")
-            .field("irc_url", &self.irc_url)
-            .field("login", &self.login)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("channels", &self.channels)
-            .field("prefix", &self.prefix)
-            .field("progress_every_secs", &self.progress_every_secs)
-            .finish()
-    }
-}
-
 /// The Twitch side: the IRC client and the send limiter. Implements [`Replier`].
 pub struct Twitch {
     client: Client,
@@ -118,7 +106,10 @@ pub fn connect(config: &TwitchConfig, bus: Bus) -> anyhow::Result<(Arc<Twitch>, 
     let credentials = if anonymous {
         StaticLoginCredentials::anonymous()
     } else {
-        StaticLoginCredentials::new(config.login.to_lowercase(), config.token.clone())
+        StaticLoginCredentials::new(
+            config.login.to_lowercase(),
+            config.token.as_ref().map(|t| t.expose().to_owned()),
+        )
     };
     let mut client_config = ClientConfig::new_simple(credentials);
     client_config.connect_timeout = Duration::from_secs(10);
