@@ -15,7 +15,7 @@ use futures::StreamExt;
 use serenity::all::{CommandOptionType, CreateCommand, CreateCommandOption, GuildId, Http};
 use tokio_util::sync::CancellationToken;
 
-use crate::classify;
+use crate::retry_until;
 
 pub(crate) struct Guilds {
     bus: Bus,
@@ -214,27 +214,14 @@ impl Guilds {
     }
 }
 
-/// A Discord call, tried three times when the failure may pass (a 429, a 5xx).
-async fn retrying<T, F, Fut>(mut call: F) -> Result<T, String>
+/// A guild setup call: tried again for up to ten seconds while the failure may pass.
+async fn retrying<T, F, Fut>(call: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = serenity::Result<T>>,
 {
-    let mut delay = Duration::from_millis(500);
-    for attempt in 1.. {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(err) => {
-                let err = classify(err);
-                if !err.retryable || attempt == 3 {
-                    return Err(err.message);
-                }
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
-        }
-    }
-    unreachable!("the loop returns by the third attempt")
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    retry_until(deadline, call).await.map_err(|err| err.message)
 }
 
 /// The slash command `name` as Discord registers it.

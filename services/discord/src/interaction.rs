@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bus::Bus;
@@ -15,10 +15,11 @@ use serenity::all::{
     Interaction, Ready,
 };
 use serenity::builder::Builder as _;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::classify;
 use crate::guilds::Guilds;
+use crate::{classify, retry_until};
 
 /// Discord's error code for an interaction that was already acknowledged.
 const ALREADY_ACKNOWLEDGED: isize = 40060;
@@ -77,31 +78,22 @@ impl Handler {
         let age =
             Duration::from_millis(now.saturating_sub(created)).min(Duration::from_millis(500));
         let deadline = Instant::now() + ACKNOWLEDGE_WITHIN.saturating_sub(age);
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let err = match tokio::time::timeout(left, interaction.defer(http)).await {
-                Ok(Ok(())) => return true,
-                Ok(Err(err)) => err,
-                Err(_) => {
-                    self.failed("acknowledge", "no answer within Discord's three seconds");
-                    return false;
-                }
-            };
-            if let serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(response)) =
-                &err
-                && response.error.code == ALREADY_ACKNOWLEDGED
-            {
-                return true; // a second delivery of the same interaction
+        let deferred = retry_until(deadline, || async {
+            match interaction.defer(http).await {
+                // A second delivery of the same interaction: acknowledged already.
+                Err(serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(
+                    response,
+                ))) if response.error.code == ALREADY_ACKNOWLEDGED => Ok(()),
+                other => other,
             }
-            let err = classify(err);
-            if !err.retryable || Instant::now() + delay >= deadline {
+        })
+        .await;
+        match deferred {
+            Ok(()) => true,
+            Err(err) => {
                 self.failed("acknowledge", &err.message);
-                return false;
+                false
             }
-            tracing::info!(interaction = %interaction.id, error = %err, "acknowledging again");
-            tokio::time::sleep(delay).await;
-            delay *= 2;
         }
     }
 

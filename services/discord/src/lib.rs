@@ -130,6 +130,34 @@ impl Listener {
     }
 }
 
+/// A Discord call, tried again while the failure may pass (a 429, a 5xx, a lost connection)
+/// and there is time before `deadline`: waits of 100 ms, 200 ms, 400 ms … between tries, and
+/// no try outlives the deadline.
+pub(crate) async fn retry_until<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    mut call: F,
+) -> Result<T, ReplyError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = serenity::Result<T>>,
+{
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let err = match tokio::time::timeout(left, call()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(err)) => classify(err),
+            Err(_) => return Err(ReplyError::retryable("discord did not answer in time")),
+        };
+        if !err.retryable || tokio::time::Instant::now() + delay >= deadline {
+            return Err(err);
+        }
+        tracing::info!(error = %err, "trying discord again");
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+}
+
 /// Counts and logs a Discord call that failed (`nebula_discord_errors_total{op}`).
 pub(crate) fn failed(bus: &Bus, op: &'static str, error: &str) {
     bus.metrics()
