@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
 use bytes::Bytes;
-use events::StreamSeq;
+use events::{EventEnvelope, StreamSeq};
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -157,6 +157,34 @@ impl Bus {
                 match ready {
                     Ok(handled) => handled.await,
                     Err(err) => Outcome::Reject(format!("malformed payload: {err}")),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Like [`Bus::consume`] over EVENTS, with each message decoded into its commit (the events
+    /// of one append, in order) first. A message that is not a commit never reaches the handler:
+    /// it is dead-lettered with the decode error.
+    pub async fn consume_commits<F, Fut>(
+        &self,
+        spec: ConsumerSpec,
+        cancel: CancellationToken,
+        mut handler: F,
+    ) -> Result<(), BusError>
+    where
+        F: FnMut(Vec<EventEnvelope>, &Delivery) -> Fut,
+        Fut: Future<Output = Outcome>,
+    {
+        self.consume(spec, cancel, move |delivery| {
+            let ready = delivery
+                .message
+                .decode_commit()
+                .map(|commit| handler(commit, delivery));
+            async move {
+                match ready {
+                    Ok(handled) => handled.await,
+                    Err(err) => Outcome::Reject(format!("undecodable commit: {err}")),
                 }
             }
         })

@@ -687,3 +687,64 @@ async fn an_r3_cluster_survives_losing_a_node() {
     .await;
     assert_eq!(ids, published, "every acknowledged event, once, in order");
 }
+
+/// Commit consumers: each commit arrives whole and in order; a message that is not a commit is
+/// dead-lettered, never handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_consumers_dead_letter_what_is_not_a_commit() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    bus.append(
+        &[requested("job-c1", 1), requested("job-c1", 2)],
+        ExpectedSeq::NoEvents,
+    )
+    .await
+    .unwrap();
+    bus.publish_raw(
+        "nebula.events.job.garbage",
+        "garbage",
+        Vec::new(),
+        Bytes::from_static(b"not a commit"),
+    )
+    .await
+    .unwrap();
+    bus.append(&[requested("job-c2", 1)], ExpectedSeq::NoEvents)
+        .await
+        .unwrap();
+    let cancel = CancellationToken::new();
+    let handled = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let consumer = {
+        let (bus, cancel, handled) = (bus.clone(), cancel.clone(), handled.clone());
+        tokio::spawn(async move {
+            bus.consume_commits(
+                ConsumerSpec::new(StreamName::Events, "commits"),
+                cancel,
+                |commit, _delivery| {
+                    let ids: Vec<(String, u64)> = commit
+                        .iter()
+                        .map(|e| (e.aggregate_id.clone(), e.aggregate_seq))
+                        .collect();
+                    handled.lock().unwrap().push(ids);
+                    async { Outcome::Ack }
+                },
+            )
+            .await
+        })
+    };
+    let letters = wait_until("the dead letter", DEFAULT_WAIT, || async {
+        let letters = read_all(&bus, StreamName::Dlq).await;
+        (letters.len() == 1 && handled.lock().unwrap().len() == 2).then_some(letters)
+    })
+    .await;
+    cancel.cancel();
+    consumer.await.unwrap().unwrap();
+    assert_eq!(
+        *handled.lock().unwrap(),
+        vec![
+            vec![("job-c1".to_owned(), 1), ("job-c1".to_owned(), 2)],
+            vec![("job-c2".to_owned(), 1)],
+        ]
+    );
+    let reason = letters[0].header("Nebula-Dlq-Reason").unwrap();
+    assert!(reason.starts_with("undecodable commit"), "{reason}");
+}

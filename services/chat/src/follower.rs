@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use artifacts::ArtifactStore;
-use bus::consumer::{ConsumerSpec, Delivery, Outcome};
+use bus::consumer::{ConsumerSpec, Outcome};
 use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
 use bus::{Bus, StreamName};
 use cqrs_es::{AggregateError, EventStore};
@@ -90,19 +90,12 @@ impl Follower {
         spec.max_ack_pending = 1;
         let this = &self;
         self.bus
-            .consume(spec, cancel, move |delivery| {
-                let delivery = delivery.clone();
-                async move { this.handle(&delivery).await }
-            })
+            .consume_commits(spec, cancel, move |commit, _| this.handle(commit))
             .await?;
         Ok(())
     }
 
-    async fn handle(&self, delivery: &Delivery) -> Outcome {
-        let commit = match delivery.message.decode_commit() {
-            Ok(commit) => commit,
-            Err(err) => return Outcome::Reject(format!("undecodable commit: {err}")),
-        };
+    async fn handle(&self, commit: Vec<EventEnvelope>) -> Outcome {
         for envelope in &commit {
             let Ok(event) = envelope.decode::<RenderJobEvent>() else {
                 continue; // a type this version does not know

@@ -157,19 +157,15 @@ impl Poster {
         ];
         let this = &self;
         self.bus
-            .consume(spec, cancel, move |delivery| {
+            .consume_commits(spec, cancel, move |commit, delivery| {
                 let delivery = delivery.clone();
-                async move { this.handle(&delivery).await }
+                async move { this.handle(commit, &delivery).await }
             })
             .await?;
         Ok(())
     }
 
-    async fn handle(&self, delivery: &Delivery) -> Outcome {
-        let commit = match delivery.message.decode_commit() {
-            Ok(commit) => commit,
-            Err(err) => return Outcome::Reject(format!("undecodable commit: {err}")),
-        };
+    async fn handle(&self, commit: Vec<EventEnvelope>, delivery: &Delivery) -> Outcome {
         for envelope in &commit {
             if let Ok(PostEvent::Requested(_)) = envelope.decode::<PostEvent>()
                 && let Err(reason) = self.deliver(envelope, delivery).await
