@@ -42,7 +42,9 @@ struct Bot {
     _state: tempfile::TempDir,
 }
 
-async fn start_bot(pool: &PgPool, parts: Parts) -> Bot {
+/// The stack a slash command needs (gateway, dispatcher, a simulated render worker, chat),
+/// with the bot connected to a fresh fake Discord.
+async fn start_bot(pool: &PgPool) -> Bot {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let discord = FakeDiscord::start(FakeDiscordOptions {
@@ -51,6 +53,13 @@ async fn start_bot(pool: &PgPool, parts: Parts) -> Bot {
     })
     .await;
     let config = discord_config(&nats, pool, state.path(), &discord);
+    let parts = Parts {
+        gateway: true,
+        dispatcher: true,
+        render_worker: true,
+        chat: true,
+        ..Parts::NONE
+    };
     let running = nebula::start(&config, parts).await.unwrap();
     wait_until("the commands to be registered", DEFAULT_WAIT, || async {
         (discord.commands(GUILD).is_some() && discord.connected() > 0).then_some(())
@@ -118,17 +127,7 @@ async fn answer(
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(pool: PgPool) {
-    let bot = start_bot(
-        &pool,
-        Parts {
-            gateway: true,
-            dispatcher: true,
-            render_worker: true,
-            chat: true,
-            ..Parts::NONE
-        },
-    )
-    .await;
+    let bot = start_bot(&pool).await;
     let (running, discord) = (&bot.running, &bot.discord);
     assert_eq!(
         discord.commands(GUILD).unwrap(),
@@ -331,17 +330,7 @@ async fn set_settings(base: &str, settings: &ChannelSettings) {
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn guild_settings_shape_the_bot_and_discord_errors_are_retried(pool: PgPool) {
-    let bot = start_bot(
-        &pool,
-        Parts {
-            gateway: true,
-            dispatcher: true,
-            render_worker: true,
-            chat: true,
-            ..Parts::NONE
-        },
-    )
-    .await;
+    let bot = start_bot(&pool).await;
     let (running, discord) = (&bot.running, &bot.discord);
     let base = format!("http://{}", running.gateway_addr.unwrap());
     assert!(

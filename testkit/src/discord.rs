@@ -202,6 +202,50 @@ impl Shared {
         self.options.guilds.contains(&guild) || self.lock().joined.contains(&guild)
     }
 
+    /// A message the bot sent, as Discord answers with it: type 20 (a slash command's
+    /// response, sent through the application's webhook) or 0 (a channel message).
+    fn message(
+        &self,
+        channel: &str,
+        kind: u8,
+        content: &str,
+        files: &[(String, Vec<u8>)],
+    ) -> Value {
+        let attachments: Vec<Value> = files
+            .iter()
+            .map(|(name, bytes)| {
+                let id = self.snowflake();
+                let url = format!("https://cdn.discordapp.com/attachments/{channel}/{id}/{name}");
+                json!({"id": id.to_string(), "filename": name, "size": bytes.len(),
+                       "url": url, "proxy_url": url, "content_type": "image/png"})
+            })
+            .collect();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
+        let mut message = json!({
+            "id": self.snowflake().to_string(),
+            "type": kind,
+            "channel_id": channel,
+            "author": self.bot_user(),
+            "content": content,
+            "timestamp": now,
+            "edited_timestamp": null,
+            "tts": false,
+            "mention_everyone": false,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": attachments,
+            "embeds": [],
+            "pinned": false,
+            "flags": 0,
+        });
+        if kind == 20 {
+            message["edited_timestamp"] = now.into();
+            message["webhook_id"] = self.application_id.to_string().into();
+            message["application_id"] = self.application_id.to_string().into();
+        }
+        message
+    }
+
     fn bot_user(&self) -> Value {
         json!({
             "id": self.application_id.to_string(),
@@ -256,13 +300,7 @@ impl FakeDiscord {
             .layer(DefaultBodyLimit::max(32 << 20))
             .layer(middleware::from_fn_with_state(shared.clone(), traffic))
             .with_state(shared.clone());
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        });
+        let shutdown = crate::serve(listener, app);
         FakeDiscord { shared, shutdown }
     }
 
@@ -745,7 +783,10 @@ async fn edit_original(
     if !issued.acknowledged {
         return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
     }
-    let channel = issued.payload["channel_id"].clone();
+    let channel = issued.payload["channel_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let limit = issued.payload["attachment_size_limit"]
         .as_u64()
         .unwrap_or(0);
@@ -765,44 +806,13 @@ async fn edit_original(
     if content.as_ref().is_some_and(|c| c.chars().count() > 2000) {
         return invalid_form("content must be 2000 or fewer in length");
     }
-    let attachments: Vec<Value> = files
-        .iter()
-        .map(|(name, bytes)| {
-            let id = shared.snowflake();
-            let url = format!("https://cdn.discordapp.com/attachments/{channel}/{id}/{name}");
-            json!({"id": id.to_string(), "filename": name, "size": bytes.len(),
-                   "url": url, "proxy_url": url, "content_type": "image/png"})
-        })
-        .collect();
+    let message = shared.message(&channel, 20, content.as_deref().unwrap_or_default(), &files);
     inner
         .responses
         .entry(token)
         .or_default()
-        .push(Answer::Edit {
-            content: content.clone(),
-            files,
-        });
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
-    axum::Json(json!({
-        "id": shared.snowflake().to_string(),
-        "type": 20,
-        "channel_id": channel,
-        "author": shared.bot_user(),
-        "content": content.unwrap_or_default(),
-        "timestamp": now,
-        "edited_timestamp": now,
-        "tts": false,
-        "mention_everyone": false,
-        "mentions": [],
-        "mention_roles": [],
-        "attachments": attachments,
-        "embeds": [],
-        "pinned": false,
-        "flags": 0,
-        "webhook_id": shared.application_id.to_string(),
-        "application_id": shared.application_id.to_string(),
-    }))
-    .into_response()
+        .push(Answer::Edit { content, files });
+    axum::Json(message).into_response()
 }
 
 /// A body as Discord takes it: JSON, or multipart with `payload_json` and `files[n]`.
@@ -872,40 +882,14 @@ async fn channel_message(
                 .collect()
         })
         .unwrap_or_default();
-    let attachments: Vec<Value> = files
-        .iter()
-        .map(|(name, bytes)| {
-            let id = shared.snowflake();
-            let url = format!("https://cdn.discordapp.com/attachments/{channel}/{id}/{name}");
-            json!({"id": id.to_string(), "filename": name, "size": bytes.len(),
-                   "url": url, "proxy_url": url, "content_type": "image/png"})
-        })
-        .collect();
+    let message = shared.message(&channel.to_string(), 0, &content, &files);
     shared.lock().channel_messages.push(ChannelMessage {
         channel,
-        content: content.clone(),
+        content,
         files,
         mentions,
     });
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false);
-    axum::Json(json!({
-        "id": shared.snowflake().to_string(),
-        "type": 0,
-        "channel_id": channel.to_string(),
-        "author": shared.bot_user(),
-        "content": content,
-        "timestamp": now,
-        "edited_timestamp": null,
-        "tts": false,
-        "mention_everyone": false,
-        "mentions": [],
-        "mention_roles": [],
-        "attachments": attachments,
-        "embeds": [],
-        "pinned": false,
-        "flags": 0,
-    }))
-    .into_response()
+    axum::Json(message).into_response()
 }
 
 /// `payload_json` and the `files[n]` parts (name, bytes) of a multipart body.

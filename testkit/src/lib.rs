@@ -63,3 +63,18 @@ pub fn redis_url() -> String {
 }
 
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(20);
+
+/// Serves `app` on `listener` until the returned token is cancelled (a fake's `Drop`).
+pub(crate) fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+) -> tokio_util::sync::CancellationToken {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+    });
+    shutdown
+}

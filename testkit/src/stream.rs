@@ -213,13 +213,7 @@ impl FakeStream {
             .route("/oauth2.googleapis.com/token", post(google_token))
             .route("/id.kick.com/oauth/token", post(kick_token))
             .with_state(shared.clone());
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await;
-        });
+        let shutdown = crate::serve(listener, app);
         FakeStream {
             addr,
             shared,
