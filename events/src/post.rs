@@ -16,9 +16,6 @@ pub enum Destination {
 }
 
 impl Destination {
-    pub const ALL: [Destination; 3] =
-        [Destination::Twitch, Destination::Youtube, Destination::Kick];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Destination::Twitch => "twitch",
