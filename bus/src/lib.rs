@@ -8,21 +8,19 @@
 
 pub mod consumer;
 mod error;
-pub mod metrics;
 mod publish;
 mod read;
-mod secret;
 pub mod store;
 pub mod streams;
 
 use std::time::Duration;
 
 use async_nats::jetstream;
+use common::metrics::Registry;
 
 pub use error::{BusError, BusErrorKind};
 pub use publish::{Appended, ExpectedSeq};
 pub use read::{MessageStream, ReadFrom, StoredMessage, StreamBounds};
-pub use secret::Secret;
 pub use streams::StreamName;
 
 /// How to reach NATS and how patient to be with it.
@@ -55,7 +53,7 @@ pub struct Bus {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     config: BusConfig,
-    metrics: metrics::Registry,
+    metrics: Registry,
 }
 
 impl Bus {
@@ -104,7 +102,7 @@ impl Bus {
             client,
             jetstream,
             config,
-            metrics: metrics::Registry::default(),
+            metrics: Registry::default(),
         })
     }
 
@@ -113,12 +111,12 @@ impl Bus {
     }
 
     /// The process-wide metrics registry this bus reports into.
-    pub fn metrics(&self) -> &metrics::Registry {
+    pub fn metrics(&self) -> &Registry {
         &self.metrics
     }
 
     /// Uses `registry` for this handle's metrics (to share one registry across a process).
-    pub fn with_metrics(mut self, registry: metrics::Registry) -> Bus {
+    pub fn with_metrics(mut self, registry: Registry) -> Bus {
         self.metrics = registry;
         self
     }

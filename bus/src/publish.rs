@@ -6,6 +6,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
+use common::Backoff;
 use events::{EventEnvelope, StreamSeq};
 
 use crate::{Bus, BusError, BusErrorKind};
@@ -157,7 +158,7 @@ impl Bus {
             ));
         }
         let deadline = Instant::now() + retry_for;
-        let mut delay = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
         loop {
             let attempt = async {
                 let ack_future = self
@@ -180,13 +181,12 @@ impl Bus {
                             | PublishErrorKind::BrokenPipe
                             | PublishErrorKind::StreamNotFound
                     );
-                    if !transient || Instant::now() + delay > deadline {
+                    if !transient || Instant::now() + backoff.peek() > deadline {
                         return Err(classify(err));
                     }
                     tracing::debug!(subject = %subject, error = %err, "publish failed, retrying with the same message id");
                     self.metrics.inc("nebula_bus_publish_retries_total");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
+                    backoff.sleep().await;
                 }
             }
         }

@@ -1,45 +1,51 @@
-//! The dashboard: static files compiled into the binary. The page shell holds no data; every
-//! byte of state it shows comes from the authenticated API and websocket.
+//! The dashboard: the files of `dashboard/` compiled into the binary, served from one table.
+//! `/` is its `index.html`; everything else is `/assets/<path in dashboard/>`. The page shell
+//! holds no data; every byte of state it shows comes from the authenticated API and websocket.
 
 use axum::Router;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::AppState;
 
-const INDEX_HTML: &str = include_str!("../assets/index.html");
-const APP_JS: &str = include_str!("../assets/app.js");
-const CHAT_JS: &str = include_str!("../assets/chat.js");
-const STYLE_CSS: &str = include_str!("../assets/style.css");
+/// Every file of `dashboard/` but its tests (which run under Node, not in the page).
+#[derive(rust_embed::Embed)]
+#[folder = "../dashboard/"]
+#[exclude = "tests/*"]
+#[exclude = "package.json"]
+struct Dashboard;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
+        .route("/", get(|| async { serve("index.html") }))
         .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
-        .route(
-            "/assets/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/assets/chat.js",
-            get(|| async { asset("text/javascript; charset=utf-8", CHAT_JS) }),
-        )
-        .route(
-            "/assets/style.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }),
+            "/assets/{*path}",
+            get(|Path(path): Path<String>| async move { serve(&path) }),
         )
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        body,
-    )
+fn serve(path: &str) -> Response {
+    match Dashboard::get(path) {
+        Some(file) => (
+            [
+                (header::CONTENT_TYPE, content_type(file.metadata.mimetype())),
+                (header::CACHE_CONTROL, "no-cache".to_owned()),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            ],
+            file.data,
+        )
+            .into_response(),
+        None => (StatusCode::NOT_FOUND, "no such dashboard file\n").into_response(),
+    }
+}
+
+/// The file's type; text is UTF-8.
+fn content_type(mime: &str) -> String {
+    if mime.starts_with("text/") || mime.ends_with("javascript") || mime.ends_with("json") {
+        format!("{mime}; charset=utf-8")
+    } else {
+        mime.to_owned()
+    }
 }

@@ -101,7 +101,7 @@ impl Default for RenderConfig {
     }
 }
 
-pub use bus::Secret;
+pub use common::Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::{Bus, ReadFrom, StoredMessage, consumer::DeadLetter};
+use common::Backoff;
 use events::StreamSeq;
 use futures::{FutureExt, StreamExt};
 use sqlx::PgPool;
@@ -19,9 +20,8 @@ pub struct RunnerConfig {
     pub batch_size: usize,
     /// Attempts at a failing message before it is dead-lettered.
     pub max_attempts: u32,
-    /// First delay after a failure; doubles up to `max_backoff`.
-    pub backoff: Duration,
-    pub max_backoff: Duration,
+    /// Waits between retries after a failure.
+    pub backoff: Backoff,
     /// How long a batch may wait for more messages once it has one (fills batches while
     /// catching up; costs at most this much latency when live).
     pub linger: Duration,
@@ -32,8 +32,7 @@ impl Default for RunnerConfig {
         Self {
             batch_size: 500,
             max_attempts: 5,
-            backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(2),
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
             linger: Duration::from_millis(2),
         }
     }
@@ -108,7 +107,7 @@ impl Runner {
         cancel: CancellationToken,
     ) -> Result<StreamSeq, ProjectionError> {
         let name = self.projection.name();
-        let mut backoff = self.config.backoff;
+        let mut backoff = self.config.backoff.clone();
         'resync: loop {
             let position = tokio::select! {
                 () = cancel.cancelled() => return self.position().await,
@@ -120,7 +119,7 @@ impl Runner {
                 Ok(position) => position,
                 Err(err) => {
                     tracing::warn!(projection = name, error = %err, "failed to read checkpoint, retrying");
-                    self.pause(&mut backoff, &cancel).await;
+                    backoff.wait(&cancel).await;
                     continue 'resync;
                 }
             };
@@ -140,7 +139,7 @@ impl Runner {
                     Ok(_) => {}
                     Err(err) => {
                         tracing::warn!(projection = name, error = %err, "failed to read stream bounds, retrying");
-                        self.pause(&mut backoff, &cancel).await;
+                        backoff.wait(&cancel).await;
                         continue 'resync;
                     }
                 }
@@ -157,11 +156,11 @@ impl Runner {
                 Ok(messages) => messages,
                 Err(err) => {
                     tracing::warn!(projection = name, error = %err, "failed to open stream, retrying");
-                    self.pause(&mut backoff, &cancel).await;
+                    backoff.wait(&cancel).await;
                     continue 'resync;
                 }
             };
-            backoff = self.config.backoff;
+            backoff.reset();
             loop {
                 let first = tokio::select! {
                     () = cancel.cancelled() => return Ok(position),
@@ -197,11 +196,11 @@ impl Runner {
                     Some(Ok(message)) => vec![message],
                     Some(Err(err)) => {
                         tracing::warn!(projection = name, error = %err, "stream read failed, reopening");
-                        self.pause(&mut backoff, &cancel).await;
+                        backoff.wait(&cancel).await;
                         continue 'resync;
                     }
                     None => {
-                        self.pause(&mut backoff, &cancel).await;
+                        backoff.wait(&cancel).await;
                         continue 'resync;
                     }
                 };
@@ -276,14 +275,6 @@ impl Runner {
         Ok(StreamSeq(last.max(0) as u64))
     }
 
-    async fn pause(&self, backoff: &mut Duration, cancel: &CancellationToken) {
-        tokio::select! {
-            () = cancel.cancelled() => {}
-            () = tokio::time::sleep(*backoff) => {}
-        }
-        *backoff = (*backoff * 2).min(self.config.max_backoff);
-    }
-
     /// Applies `batch` on top of `position`; on a non-transient failure, isolates the poison
     /// message by splitting the batch in halves.
     async fn commit(
@@ -293,7 +284,7 @@ impl Runner {
         cancel: &CancellationToken,
     ) -> Result<Step, ProjectionError> {
         let name = self.projection.name();
-        let mut backoff = self.config.backoff;
+        let mut backoff = self.config.backoff.clone();
         loop {
             match self.try_apply(batch, position).await {
                 Ok(step) => return Ok(step),
@@ -307,7 +298,7 @@ impl Runner {
                     if cancel.is_cancelled() {
                         return Ok(Step::Moved);
                     }
-                    self.pause(&mut backoff, cancel).await;
+                    backoff.wait(cancel).await;
                 }
                 Err(err) if batch.len() == 1 => {
                     return self.handle_poison(&batch[0], position, err, cancel).await;
@@ -337,11 +328,11 @@ impl Runner {
         let name = self.projection.name();
         let mut error = first_error;
         let mut attempts = 1;
-        let mut backoff = self.config.backoff;
+        let mut backoff = self.config.backoff.clone();
         // A database refusal may pass (a constraint fixed by a later migration, a lock); a
         // malformed message never will.
         while matches!(error, ApplyError::Database(_)) && attempts < self.config.max_attempts {
-            self.pause(&mut backoff, cancel).await;
+            backoff.wait(cancel).await;
             if cancel.is_cancelled() {
                 return Ok(Step::Moved);
             }
@@ -368,10 +359,10 @@ impl Runner {
             reason,
             payload: message.payload.clone(),
         };
-        let mut backoff = self.config.backoff;
+        let mut backoff = self.config.backoff.clone();
         while let Err(err) = self.bus.dead_letter(letter.clone()).await {
             tracing::warn!(projection = name, error = %err, "failed to dead-letter, retrying");
-            self.pause(&mut backoff, cancel).await;
+            backoff.wait(cancel).await;
             if cancel.is_cancelled() {
                 return Ok(Step::Moved);
             }
@@ -382,13 +373,13 @@ impl Runner {
             1.0,
         );
         // Move the checkpoint past it, with nothing applied.
-        let mut backoff = self.config.backoff;
+        let mut backoff = self.config.backoff.clone();
         loop {
             match self.advance(position, message.stream_seq).await {
                 Ok(step) => return Ok(step),
                 Err(err) => {
                     tracing::warn!(projection = name, error = %err, "failed to advance checkpoint past a dead letter, retrying");
-                    self.pause(&mut backoff, cancel).await;
+                    backoff.wait(cancel).await;
                     if cancel.is_cancelled() {
                         return Ok(Step::Moved);
                     }
@@ -404,13 +395,13 @@ impl Runner {
         to: StreamSeq,
         cancel: &CancellationToken,
     ) -> Step {
-        let mut backoff = self.config.backoff;
+        let mut backoff = self.config.backoff.clone();
         loop {
             match self.advance(position, to).await {
                 Ok(step) => return step,
                 Err(err) => {
                     tracing::warn!(projection = self.projection.name(), error = %err, "failed to move the checkpoint, retrying");
-                    self.pause(&mut backoff, cancel).await;
+                    backoff.wait(cancel).await;
                     if cancel.is_cancelled() {
                         return Step::Moved;
                     }

@@ -47,8 +47,7 @@ fn quick() -> RunnerConfig {
     RunnerConfig {
         batch_size: 100,
         max_attempts: 3,
-        backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(50),
+        backoff: common::Backoff::new(Duration::from_millis(10), Duration::from_millis(50)),
         ..RunnerConfig::default()
     }
 }

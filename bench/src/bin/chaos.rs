@@ -459,8 +459,7 @@ async fn r4_poison(events: u64) -> Result<Outcome> {
     let started = Instant::now();
     let cancel = CancellationToken::new();
     let config = RunnerConfig {
-        backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(5),
+        backoff: common::Backoff::new(Duration::from_millis(1), Duration::from_millis(5)),
         ..RunnerConfig::default()
     };
     let runners = spawn_event_projections(&env.pool, &env.bus, &config, None, &cancel);

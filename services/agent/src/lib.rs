@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bus::ServiceContext;
 use bus::store::{CommandMeta, commands, execute};
+use common::Backoff;
 use cqrs_es::AggregateError;
 use domain::node::{Node, NodeCommand, NodeError};
 use events::{Actor, NodeId};
@@ -173,7 +174,7 @@ impl Agent {
 
         let node_commands = commands::<Node>(ctx.bus.clone(), ());
         let actor = Actor::Node(node_id.to_string());
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             let register = execute(
                 &node_commands,
@@ -195,11 +196,9 @@ impl Agent {
                 Err(err) => {
                     status.record_error(format!("registration failed: {err}"));
                     tracing::warn!(node_id = %node_id, error = %err, "registration failed, retrying");
-                    tokio::select! {
-                        () = ctx.cancel.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(&ctx.cancel).await {
+                        return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }

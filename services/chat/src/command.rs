@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bus::Bus;
+use common::Backoff;
 use events::chat::{COMMANDS, CommandReceived, Platform, command_id};
 use events::render::RenderParams;
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,7 @@ pub async fn hand_over(bus: &Bus, incoming: &Incoming, cancel: &CancellationToke
             return false;
         }
     };
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let published = bus
@@ -67,11 +68,9 @@ pub async fn hand_over(bus: &Bus, incoming: &Incoming, cancel: &CancellationToke
                 return false;
             }
         }
-        tokio::select! {
-            () = cancel.cancelled() => return false,
-            () = tokio::time::sleep(delay) => {}
+        if !backoff.wait(cancel).await {
+            return false;
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

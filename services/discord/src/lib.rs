@@ -20,8 +20,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use bus::Bus;
-use bus::Secret;
 use chat::{Replier, Reply, ReplyError};
+use common::{Backoff, Secret};
 use events::chat::{CommandReceived, Platform};
 use serde::Deserialize;
 use serenity::all::{
@@ -141,7 +141,11 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = serenity::Result<T>>,
 {
-    let mut delay = std::time::Duration::from_millis(100);
+    // No cap: the deadline bounds the waits.
+    let mut backoff = Backoff::new(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::MAX,
+    );
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let err = match tokio::time::timeout(left, call()).await {
@@ -149,12 +153,11 @@ where
             Ok(Err(err)) => classify(err),
             Err(_) => return Err(ReplyError::retryable("discord did not answer in time")),
         };
-        if !err.retryable || tokio::time::Instant::now() + delay >= deadline {
+        if !err.retryable || tokio::time::Instant::now() + backoff.peek() >= deadline {
             return Err(err);
         }
         tracing::info!(error = %err, "trying discord again");
-        tokio::time::sleep(delay).await;
-        delay *= 2;
+        backoff.sleep().await;
     }
 }
 

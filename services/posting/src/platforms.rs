@@ -2,7 +2,7 @@
 //! Data API `liveChatMessages.insert` (after `liveBroadcasts.list` finds the live chat when none
 //! is configured), Kick public API `POST /chat`.
 
-use bus::Secret;
+use common::Secret;
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
-use bus::Secret;
+use common::Secret;
 use events::post::Destination;
 use serde::{Deserialize, Serialize};
 

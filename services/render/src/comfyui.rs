@@ -14,6 +14,7 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use common::Backoff;
 use futures::StreamExt;
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
@@ -479,7 +480,7 @@ impl ComfyUi {
         seen: Vec<FileRef>,
     ) -> Result<Vec<FileRef>, BackendError> {
         let deadline = tokio::time::Instant::now() + HISTORY_GRACE;
-        let mut pause = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         let entry = loop {
             if let Some(entry) = self.history(prompt_id).await? {
                 break entry;
@@ -496,8 +497,7 @@ impl ComfyUi {
                 );
                 return Ok(seen);
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(500));
+            backoff.sleep().await;
         };
         if let Some(messages) = entry["status"]["messages"].as_array() {
             for message in messages {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bus::Bus;
 use bus::store::{CommandMeta, Commands, commands, execute};
+use common::Backoff;
 use domain::render::{ComfyInstance, RecordComfyState};
 use events::Actor;
 use events::render::{ComfyState, ComfyStateChanged};
@@ -147,7 +148,10 @@ impl Supervisor {
     /// Runs until `cancel` fires, then stops the process.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.01));
-        let mut backoff = secs(self.config.backoff_initial_secs);
+        let mut backoff = Backoff::new(
+            secs(self.config.backoff_initial_secs),
+            secs(self.config.backoff_max_secs),
+        );
         let mut restarts = 0;
         loop {
             let mut command = tokio::process::Command::new(&self.config.command[0]);
@@ -170,7 +174,7 @@ impl Supervisor {
                         format!("failed to start {:?}: {err}", self.config.command[0]),
                     )
                     .await;
-                    if !self.pause(&mut backoff, &cancel).await {
+                    if !backoff.wait(&cancel).await {
                         return Ok(());
                     }
                     restarts += 1;
@@ -215,22 +219,10 @@ impl Supervisor {
                     .await;
                 }
             }
-            if !self.pause(&mut backoff, &cancel).await {
+            if !backoff.wait(&cancel).await {
                 return Ok(());
             }
             restarts += 1;
-        }
-    }
-
-    /// Waits `backoff` (doubling it for next time); false if cancelled meanwhile.
-    async fn pause(&self, backoff: &mut Duration, cancel: &CancellationToken) -> bool {
-        let wait = *backoff;
-        *backoff = (*backoff * 2).min(Duration::from_secs_f64(
-            self.config.backoff_max_secs.max(0.01),
-        ));
-        tokio::select! {
-            () = cancel.cancelled() => false,
-            () = tokio::time::sleep(wait) => true,
         }
     }
 
@@ -239,7 +231,7 @@ impl Supervisor {
         child: &mut tokio::process::Child,
         pid: Option<u32>,
         restarts: u32,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
         cancel: &CancellationToken,
     ) -> Ended {
         let started = Instant::now();
@@ -262,7 +254,7 @@ impl Supervisor {
                 if state != ComfyState::Healthy {
                     state = ComfyState::Healthy;
                     // A process that came up healthy earns a fresh backoff.
-                    *backoff = Duration::from_secs_f64(self.config.backoff_initial_secs.max(0.01));
+                    backoff.reset();
                     self.record(state, pid, restarts, "answers /system_stats".into())
                         .await;
                 }

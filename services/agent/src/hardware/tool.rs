@@ -7,6 +7,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::Backoff;
+
 use super::HardwareError;
 
 /// How long a GPU tool may run before it is killed. `nvidia-smi` hangs when the driver is wedged;
@@ -110,7 +112,7 @@ fn wait_until(
     child: &mut Child,
     deadline: Instant,
 ) -> std::io::Result<Option<std::process::ExitStatus>> {
-    let mut pause = Duration::from_millis(2);
+    let mut backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
     loop {
         if let Some(status) = child.try_wait()? {
             return Ok(Some(status));
@@ -119,8 +121,7 @@ fn wait_until(
         if now >= deadline {
             return Ok(None);
         }
-        thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(50));
+        thread::sleep(backoff.next_delay().min(deadline - now));
     }
 }
 

@@ -1,6 +1,6 @@
 //! The node agent through a real bus: registration, heartbeats, its own endpoints, goodbye.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

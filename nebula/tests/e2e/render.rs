@@ -2,7 +2,7 @@
 //! test kit's faithful fake) or the simulated GPU → artifact store → read model, over a real
 //! nats-server and Postgres.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

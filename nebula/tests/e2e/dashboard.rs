@@ -7,7 +7,7 @@
 //! command log and opens to everything it caused; its image, shared from the gallery through
 //! the Stream Bot panel, reaches every platform.
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;

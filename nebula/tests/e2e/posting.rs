@@ -3,7 +3,7 @@
 //! the link whole), 429s and 5xx are retried, refusals are final at once, every attempt is an
 //! event in the post's correlation, and bad requests are refused with the reason.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

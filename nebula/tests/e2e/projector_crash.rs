@@ -1,7 +1,7 @@
 //! (b) The projector, killed with SIGKILL again and again during a 20k-event load, leaves read
 //! models equal to the fold of the stream: nothing lost, nothing applied twice.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Stdio};

@@ -3,7 +3,7 @@
 //! a threaded reply with the image link, one correlation id throughout; duplicates, cooldowns,
 //! quotas, switched-off commands, and lost connections.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

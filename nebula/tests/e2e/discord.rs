@@ -4,7 +4,7 @@
 //! image attached, one correlation id throughout; duplicate deliveries, a 5xx and a 429 from
 //! Discord, per-guild toggles and identity from the settings, and a dropped gateway session.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The gateway end to end: REST, auth, bad input, and the websocket's snapshot/resume contract.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

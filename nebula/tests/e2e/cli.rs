@@ -1,7 +1,7 @@
 //! The `nebula` command line against real services: help, config errors, migrate, replay, tail,
 //! projections list and rebuild.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};

@@ -1,0 +1,14 @@
+//! The `nebula` binary end to end, against real NATS, Postgres and Redis: one test binary with a
+//! module per area, so the whole stack is linked once.
+
+mod common;
+
+mod agent;
+mod chat;
+mod cli;
+mod dashboard;
+mod discord;
+mod gateway;
+mod posting;
+mod projector_crash;
+mod render;
