@@ -2,7 +2,6 @@
 //! library supplies the data through [`AgentView`]; serving it lives here so that axum stays in
 //! this crate.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
@@ -12,8 +11,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use service::Context;
 
 /// What an agent exposes about itself.
 pub trait AgentView: Send + Sync + 'static {
@@ -62,17 +60,18 @@ pub fn agent_router(view: Arc<dyn AgentView>) -> Router {
         .with_state(view)
 }
 
-/// Serves the agent endpoints on `addr` until `cancel` fires; returns the bound address.
-pub async fn serve_agent(
-    addr: SocketAddr,
+/// Serves the agent endpoints on `listener` (bound by the caller, so the agent can announce
+/// the address before anything is served) until the context is cancelled.
+pub fn serve_agent(
+    ctx: &Context,
+    listener: std::net::TcpListener,
     view: Arc<dyn AgentView>,
-    tracker: &TaskTracker,
-    cancel: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let app = agent_router(view);
-    tracker.spawn(async move {
+    let cancel = ctx.cancel.clone();
+    ctx.tracker.spawn(async move {
         if let Err(err) = axum::serve(listener, app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await
@@ -80,5 +79,5 @@ pub async fn serve_agent(
             tracing::error!(error = %err, "agent http server failed");
         }
     });
-    Ok(local)
+    Ok(())
 }

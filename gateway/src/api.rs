@@ -102,10 +102,6 @@ pub(crate) async fn list_events(
     Ok(Json(json!({ "events": events, "next_after": next_after })))
 }
 
-pub(crate) async fn list_jobs(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({ "jobs": state.read.jobs(200).await? })))
-}
-
 /// Each projection's position and lag behind its stream.
 pub(crate) async fn list_projections(
     State(state): State<AppState>,

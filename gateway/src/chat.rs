@@ -14,7 +14,7 @@ use events::chat::{ChannelSettings, Platform};
 use serde_json::{Value, json};
 
 use crate::api::{known_params, limit_param};
-use crate::commands::body;
+use crate::error::body;
 use crate::{ApiError, AppState};
 
 /// The fields a settings body may have (anything else is a typo worth reporting).

@@ -1,4 +1,5 @@
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -75,4 +76,21 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Turns axum's body rejections into our error shape, with the reason spelled out.
+pub(crate) fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    payload
+        .map(|Json(value)| value)
+        .map_err(|rejection| match rejection {
+            JsonRejection::MissingJsonContentType(_) => ApiError::Rejected {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message: "expected a JSON body with content-type application/json".into(),
+            },
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::Rejected {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                message: "request body is larger than 256 KiB".into(),
+            },
+            other => ApiError::BadRequest(format!("invalid JSON body: {}", other.body_text())),
+        })
 }

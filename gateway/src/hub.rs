@@ -4,15 +4,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use bus::{Bus, ReadFrom, StoredMessage, StreamName};
 use events::StreamSeq;
 use futures::StreamExt;
 use tokio::sync::broadcast;
+use service::Context;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 /// One frame, serialized once for every client.
 #[derive(Debug, Clone)]
@@ -52,24 +51,25 @@ impl Drop for Subscription {
 
 impl Hub {
     /// Starts reading both streams from their current ends.
-    pub async fn start(
-        bus: Bus,
-        capacity: usize,
-        tracker: &TaskTracker,
-        cancel: CancellationToken,
-    ) -> Result<Hub, bus::BusError> {
-        let head = bus.last_seq(StreamName::Events).await?;
+    pub async fn start(ctx: &Context, capacity: usize) -> Result<Hub, bus::BusError> {
+        let head = ctx.bus.last_seq(StreamName::Events).await?;
         let (sender, _) = broadcast::channel(capacity.max(16));
         let hub = Hub {
             inner: Arc::new(Inner {
                 sender,
                 head: Mutex::new(head),
                 clients: AtomicUsize::new(0),
-                shutdown: cancel.clone(),
+                shutdown: ctx.cancel.clone(),
             }),
         };
-        tracker.spawn(hub.clone().pump_events(bus.clone(), cancel.clone()));
-        tracker.spawn(hub.clone().pump_telemetry(bus, cancel));
+        let (pump, bus, cancel) = (hub.clone(), ctx.bus.clone(), ctx.cancel.clone());
+        ctx.spawn("hub-events", move || {
+            pump.clone().pump_events(bus.clone(), cancel.clone())
+        });
+        let (pump, bus, cancel) = (hub.clone(), ctx.bus.clone(), ctx.cancel.clone());
+        ctx.spawn("hub-telemetry", move || {
+            pump.clone().pump_telemetry(bus.clone(), cancel.clone())
+        });
         Ok(hub)
     }
 
@@ -97,7 +97,7 @@ impl Hub {
         }
     }
 
-    async fn pump_events(self, bus: Bus, cancel: CancellationToken) {
+    async fn pump_events(self, bus: Bus, cancel: CancellationToken) -> anyhow::Result<()> {
         let resume_from = || {
             let head = self
                 .inner
@@ -109,7 +109,7 @@ impl Hub {
         follow(&bus, StreamName::Events, resume_from, &cancel, |message| {
             self.publish_event(&bus, message)
         })
-        .await;
+        .await
     }
 
     fn publish_event(&self, bus: &Bus, message: &StoredMessage) {
@@ -133,7 +133,7 @@ impl Hub {
         }
     }
 
-    async fn pump_telemetry(self, bus: Bus, cancel: CancellationToken) {
+    async fn pump_telemetry(self, bus: Bus, cancel: CancellationToken) -> anyhow::Result<()> {
         // Telemetry is a gauge: after a reopen, only what is new matters.
         follow(
             &bus,
@@ -146,49 +146,30 @@ impl Hub {
                 }
             },
         )
-        .await;
+        .await
     }
 }
 
-/// Reads `stream` from `from()` (asked again at every reopen) until `cancel` fires, handing each
-/// message to `on_message`; a failed or ended read is reopened after a pause.
+/// Reads `stream` from `from()` until `cancel` fires, handing each message to `on_message`. A
+/// failed or ended read is an error: the context reopens it (asking `from()` again).
 async fn follow(
     bus: &Bus,
     stream: StreamName,
     from: impl Fn() -> ReadFrom,
     cancel: &CancellationToken,
     mut on_message: impl FnMut(&StoredMessage),
-) {
+) -> anyhow::Result<()> {
+    let mut messages = bus.read(stream, from(), None).await?;
     loop {
-        match bus.read(stream, from(), None).await {
-            Ok(mut messages) => loop {
-                let next = tokio::select! {
-                    () = cancel.cancelled() => return,
-                    next = messages.next() => next,
-                };
-                match next {
-                    Some(Ok(message)) => on_message(&message),
-                    Some(Err(err)) => {
-                        tracing::warn!(stream = stream.as_str(), error = %err, "hub read failed, reopening");
-                        break;
-                    }
-                    None => break,
-                }
-            },
-            Err(err) => {
-                tracing::warn!(stream = stream.as_str(), error = %err, "hub failed to open the stream, retrying")
-            }
+        let next = tokio::select! {
+            () = cancel.cancelled() => return Ok(()),
+            next = messages.next() => next,
+        };
+        match next {
+            Some(Ok(message)) => on_message(&message),
+            Some(Err(err)) => return Err(err.into()),
+            None => anyhow::bail!("the {} reader ended", stream.as_str()),
         }
-        if sleep_or_cancel(cancel).await {
-            return;
-        }
-    }
-}
-
-async fn sleep_or_cancel(cancel: &CancellationToken) -> bool {
-    tokio::select! {
-        () = cancel.cancelled() => true,
-        () = tokio::time::sleep(Duration::from_millis(500)) => false,
     }
 }
 

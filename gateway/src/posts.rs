@@ -12,7 +12,7 @@ use events::post::{Destination, PostRequested};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::commands::body;
+use crate::error::body;
 use crate::{ApiError, AppState};
 
 /// The namespace of post ids derived from an `Idempotency-Key`.

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::{known_params, limit_param};
-use crate::commands::body;
+use crate::error::body;
 use crate::{ApiError, AppState};
 
 /// Largest input image accepted by `POST /api/render/inputs`.
@@ -145,7 +145,7 @@ pub(crate) async fn submit(
         &state.render_queue,
         &state.render_jobs,
         &job_id,
-        state.config.render_queue_cap,
+        state.site.render_queue_cap,
         RenderCommand::Submit {
             mode: request.mode,
             params,
@@ -214,7 +214,7 @@ pub(crate) async fn get(
 /// `GET /api/render/queue`
 pub(crate) async fn queue(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut queue = state.read.render_queue().await?;
-    queue["cap"] = json!(state.config.render_queue_cap);
+    queue["cap"] = json!(state.site.render_queue_cap);
     Ok(Json(queue))
 }
 

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
-use crate::{Config, Parts, tools};
+use crate::tools::{self, ReplayArgs, TailArgs};
+use crate::{Config, Parts};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,35 +64,6 @@ pub enum EventsCommand {
     Tail(TailArgs),
     /// Print a range of the event log in order, then exit.
     Replay(ReplayArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct TailArgs {
-    /// Only subjects matching this NATS filter, e.g. `nebula.events.node.>`.
-    #[arg(long)]
-    pub subject: Option<String>,
-    /// Start at a stream sequence (`1200`) or a duration ago (`10m`, `2h`, `1d`); default: only new events.
-    #[arg(long)]
-    pub since: Option<String>,
-    /// Print each commit as stored (JSON) instead of one line per event.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ReplayArgs {
-    /// First stream sequence (inclusive).
-    #[arg(long, default_value_t = 1)]
-    pub from: u64,
-    /// Last stream sequence (inclusive); default: the end of the log when the replay starts.
-    #[arg(long)]
-    pub to: Option<u64>,
-    /// A NATS subject filter (`nebula.events.job.*`), or an event type or type prefix (`node.`, `job.failed`).
-    #[arg(long)]
-    pub filter: Option<String>,
-    /// Print each commit as stored (JSON) instead of one line per event.
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,27 +155,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// Parses `--since`: a stream sequence, or a duration ago (`90s`, `10m`, `2h`, `1d`).
-pub fn parse_since(raw: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<bus::ReadFrom> {
-    if let Ok(seq) = raw.parse::<u64>() {
-        return Ok(bus::ReadFrom::Seq(events::StreamSeq(seq)));
-    }
-    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
-    let amount: i64 = number.parse().with_context(|| {
-        format!("--since must be a sequence or a duration like 10m, got {raw:?}")
-    })?;
-    let seconds = match unit {
-        "s" => amount,
-        "m" => amount * 60,
-        "h" => amount * 3600,
-        "d" => amount * 86_400,
-        _ => anyhow::bail!("--since unit must be s, m, h or d, got {raw:?}"),
-    };
-    Ok(bus::ReadFrom::Time(
-        now - chrono::Duration::seconds(seconds),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -214,20 +164,5 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn since_takes_sequences_and_durations() {
-        let now = chrono::Utc::now();
-        assert_eq!(
-            parse_since("42", now).unwrap(),
-            bus::ReadFrom::Seq(events::StreamSeq(42))
-        );
-        assert_eq!(
-            parse_since("10m", now).unwrap(),
-            bus::ReadFrom::Time(now - chrono::Duration::minutes(10))
-        );
-        assert!(parse_since("10y", now).is_err());
-        assert!(parse_since("soon", now).is_err());
     }
 }

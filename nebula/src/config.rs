@@ -1,122 +1,84 @@
-//! One configuration for the binary: defaults ← optional TOML file ← environment.
+//! One configuration for the binary: defaults ← optional TOML file ← environment. It only
+//! composes: each part's section is that part's own `Config`, with its defaults and its
+//! `validate()`; what the parts share (the site) sits at the top.
 //!
-//! Environment: `NATS_URL`, `DATABASE_URL`, `REDIS_URL`, `NEBULA_HTTP_ADDR`, and any other key as
-//! `NEBULA_<KEY>` with `__` for nesting (`NEBULA_AGENT__NODE_ID=gpu-1`,
-//! `NEBULA_PROJECTOR__BATCH_SIZE=1000`). `NEBULA_ADMIN_TOKEN` overrides the stored admin token.
+//! Environment: any key as `NEBULA_<KEY>` with `__` for nesting (`NEBULA_AGENT__NODE_ID=gpu-1`,
+//! `NEBULA_PROJECTOR__BATCH_SIZE=1000`), and the names in [`ALIASES`] (`NATS_URL`,
+//! `NEBULA_HTTP_ADDR`, …).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde::Deserialize;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Config {
-    pub nats_url: String,
-    /// Replicas of every JetStream stream (1 on one server; 3 on a production cluster).
-    pub stream_replicas: usize,
-    pub database_url: String,
-    pub redis_url: String,
-    pub http_addr: SocketAddr,
-    /// Where the agent's own endpoints listen (`/health`, `/metrics`, `/services`, `/gpu`).
-    pub agent_http_addr: SocketAddr,
-    /// Local state (the generated admin token).
-    pub state_dir: PathBuf,
-    /// Overrides the generated admin token (`NEBULA_ADMIN_TOKEN`).
-    pub admin_token: Option<Secret>,
-    pub projector: ProjectorConfig,
-    pub agent: agent::Config,
-    pub gateway: GatewayTuning,
-    pub render: RenderConfig,
-    pub chat: ChatConfig,
-    /// The Stream Bot's destinations (Twitch Helix, YouTube, Kick).
-    pub post: posting::PostConfig,
-}
-
-/// Chat triggers: what every bot shares, and each platform's connection.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ChatConfig {
-    /// Base of the share links chat replies carry (`<public_url>/share/<sha256>.png`); the
-    /// gateway's own address when unset.
-    pub public_url: Option<String>,
-    /// Attempts a chat-started render job gets.
-    pub max_attempts: u32,
-    /// Prefix of the Redis keys for cooldowns, quotas and reply tokens.
-    pub redis_prefix: String,
-    /// Runs when `channels` is set.
-    pub twitch: twitch::TwitchConfig,
-    /// Runs when `token` is set.
-    pub discord: discord::DiscordConfig,
-}
-
-impl Default for ChatConfig {
-    fn default() -> Self {
-        Self {
-            public_url: None,
-            max_attempts: 3,
-            redis_prefix: "nebula:chat".to_owned(),
-            twitch: twitch::TwitchConfig::default(),
-            discord: discord::DiscordConfig::default(),
-        }
-    }
-}
-
-/// The Creative Studio: where artifacts live, the queue's cap, placement, and this node's
-/// render worker (`nebula worker render`, and inside `nebula up`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RenderConfig {
-    pub artifacts_dir: PathBuf,
-    pub queue_cap: usize,
-    /// `"simulated"` (a labelled stand-in that draws real PNGs from prompt and seed, for
-    /// machines without a GPU) or `"comfyui"` (a real ComfyUI server at `comfyui_url`).
-    pub backend: String,
-    pub comfyui_url: String,
-    /// The worker's node id; the agent's when absent.
-    pub node_id: Option<String>,
-    pub simulated_vram_mib: u64,
-    pub simulated_step_ms: u64,
-    pub dispatcher: render::DispatcherConfig,
-    pub worker: render::WorkerConfig,
-    /// Supervise a local ComfyUI process (start, health-check, restart) when set.
-    pub supervise: Option<render::supervisor::SupervisorConfig>,
-}
-
-impl Default for RenderConfig {
-    fn default() -> Self {
-        Self {
-            artifacts_dir: PathBuf::from(".nebula/artifacts"),
-            queue_cap: 100,
-            backend: "simulated".to_owned(),
-            comfyui_url: "http://127.0.0.1:8188".to_owned(),
-            node_id: None,
-            simulated_vram_mib: 8192,
-            simulated_step_ms: 120,
-            dispatcher: render::DispatcherConfig::default(),
-            worker: render::WorkerConfig::default(),
-            supervise: None,
-        }
-    }
-}
+use serde::{Deserialize, Deserializer};
 
 pub use common::Secret;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct ProjectorConfig {
-    pub batch_size: usize,
-    pub max_attempts: u32,
-    /// Which projections to run (all when empty).
-    pub only: Vec<String>,
+pub struct Config {
+    /// NATS: one server, or a cluster's seeds separated by commas.
+    pub nats_url: String,
+    /// Replicas of every JetStream stream (1 on one server; 3 on a production cluster).
+    pub stream_replicas: usize,
+    /// Postgres, for the read models.
+    pub database_url: String,
+    /// Redis, for chat limits.
+    pub redis_url: String,
+    /// Local state (the generated admin token, refreshed platform tokens).
+    pub state_dir: PathBuf,
+    /// The artifact store, shared by the gateway and the render workers on this host.
+    pub artifacts_dir: PathBuf,
+    /// Base of the share links chat replies and posts carry (`<public_url>/share/<sha256>.png`);
+    /// the gateway's own address when unset.
+    pub public_url: Option<String>,
+    /// Most render jobs queued at once (the next submission gets a 429).
+    pub render_queue_cap: usize,
+    pub gateway: gateway::Config,
+    pub projector: projections::projector::Config,
+    pub agent: agent::Config,
+    pub render: render::Config,
+    pub chat: ChatConfig,
+    /// The Stream Bot's destinations (Twitch Helix, YouTube, Kick).
+    pub post: posting::Config,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GatewayTuning {
-    pub ws_client_buffer: usize,
-    pub snapshot_events: i64,
+/// `[chat]`: what every bot shares, and each platform's own section.
+#[derive(Debug, Clone, Default)]
+pub struct ChatConfig {
+    pub shared: chat::Config,
+    /// Runs when `channels` is set.
+    pub twitch: twitch::Config,
+    /// Runs when `token` is set.
+    pub discord: discord::Config,
+}
+
+impl<'de> Deserialize<'de> for ChatConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(deserializer)?;
+        fn section<T: Default + serde::de::DeserializeOwned, E: Error>(
+            table: &mut toml::Table,
+            name: &str,
+        ) -> Result<T, E> {
+            match table.remove(name) {
+                Some(value) => value
+                    .try_into()
+                    .map_err(|err| E::custom(format!("in chat.{name}: {err}"))),
+                None => Ok(T::default()),
+            }
+        }
+        let twitch = section(&mut table, "twitch")?;
+        let discord = section(&mut table, "discord")?;
+        let shared = toml::Value::Table(table)
+            .try_into()
+            .map_err(|err| D::Error::custom(format!("in chat: {err}")))?;
+        Ok(Self {
+            shared,
+            twitch,
+            discord,
+        })
+    }
 }
 
 impl Default for Config {
@@ -126,40 +88,36 @@ impl Default for Config {
             stream_replicas: 1,
             database_url: "postgres://nebula:nebula@127.0.0.1:5432/nebula".to_owned(),
             redis_url: "redis://127.0.0.1:6379".to_owned(),
-            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            agent_http_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
             state_dir: PathBuf::from(".nebula"),
-            admin_token: None,
-            projector: ProjectorConfig::default(),
+            artifacts_dir: PathBuf::from(".nebula/artifacts"),
+            public_url: None,
+            render_queue_cap: 100,
+            gateway: gateway::Config::default(),
+            projector: projections::projector::Config::default(),
             agent: agent::Config::default(),
-            gateway: GatewayTuning::default(),
-            render: RenderConfig::default(),
+            render: render::Config::default(),
             chat: ChatConfig::default(),
-            post: posting::PostConfig::default(),
+            post: posting::Config::default(),
         }
     }
 }
 
-impl Default for ProjectorConfig {
-    fn default() -> Self {
-        let runner = projections::runner::RunnerConfig::default();
-        Self {
-            batch_size: runner.batch_size,
-            max_attempts: runner.max_attempts,
-            only: Vec::new(),
-        }
-    }
-}
-
-impl Default for GatewayTuning {
-    fn default() -> Self {
-        let gateway = gateway::GatewayConfig::default();
-        Self {
-            ws_client_buffer: gateway.ws_client_buffer,
-            snapshot_events: gateway.snapshot_events,
-        }
-    }
-}
+/// Other names for keys: the usual environment variables, and keys that moved. The first is the
+/// environment variable or the old dotted key, the second where it goes.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("NATS_URL", "nats_url"),
+    ("DATABASE_URL", "database_url"),
+    ("REDIS_URL", "redis_url"),
+    ("NEBULA_HTTP_ADDR", "gateway.http_addr"),
+    ("NEBULA_ADMIN_TOKEN", "gateway.admin_token"),
+    ("NEBULA_AGENT_HTTP_ADDR", "agent.http_addr"),
+    ("http_addr", "gateway.http_addr"),
+    ("admin_token", "gateway.admin_token"),
+    ("agent_http_addr", "agent.http_addr"),
+    ("render.artifacts_dir", "artifacts_dir"),
+    ("render.queue_cap", "render_queue_cap"),
+    ("chat.public_url", "public_url"),
+];
 
 impl Config {
     /// Loads from `file` (if given, or `nebula.toml` in the working directory if present) and
@@ -183,19 +141,24 @@ impl Config {
             table = text
                 .parse()
                 .with_context(|| format!("failed to parse config file {}", path.display()))?;
+            for (old, new) in ALIASES {
+                if let Some(value) = remove(&mut table, &old.split('.').collect::<Vec<_>>()) {
+                    insert_value(&mut table, &new.split('.').collect::<Vec<_>>(), value);
+                }
+            }
         }
         for (name, value) in env {
-            let key = match name.as_str() {
-                "NATS_URL" => "nats_url".to_owned(),
-                "DATABASE_URL" => "database_url".to_owned(),
-                "REDIS_URL" => "redis_url".to_owned(),
-                "NEBULA_CONFIG" => continue,
-                _ => match name.strip_prefix("NEBULA_") {
-                    Some(rest) if !rest.is_empty() => rest.to_ascii_lowercase(),
-                    _ => continue,
-                },
+            let key = match name.strip_prefix("NEBULA_") {
+                _ if name == "NEBULA_CONFIG" => continue,
+                _ if ALIASES.iter().any(|(alias, _)| *alias == name) => name,
+                Some(rest) if !rest.is_empty() => rest.to_ascii_lowercase().replace("__", "."),
+                _ => continue,
             };
-            insert(&mut table, &key.split("__").collect::<Vec<_>>(), &value);
+            let key = ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == key)
+                .map_or(key.as_str(), |(_, new)| new);
+            insert(&mut table, &key.split('.').collect::<Vec<_>>(), &value);
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
@@ -229,90 +192,30 @@ impl Config {
                 self.stream_replicas
             ));
         }
-        if self.projector.batch_size == 0 || self.projector.batch_size > 10_000 {
+        if !(1..=10_000).contains(&self.render_queue_cap) {
             problems.push(format!(
-                "projector.batch_size must be 1..=10000, got {}",
-                self.projector.batch_size
+                "render_queue_cap must be 1..=10000, got {}",
+                self.render_queue_cap
             ));
         }
-        if self.projector.max_attempts == 0 {
-            problems.push("projector.max_attempts must be at least 1".to_owned());
-        }
-        for name in &self.projector.only {
-            if projections::by_name(name).is_none() {
-                problems.push(format!("projector.only names unknown projection {name:?}"));
-            }
-        }
-        if self.gateway.ws_client_buffer < 16 {
-            problems.push("gateway.ws_client_buffer must be at least 16".to_owned());
-        }
-        if !["simulated", "comfyui"].contains(&self.render.backend.as_str()) {
-            problems.push(format!(
-                "render.backend must be \"simulated\" or \"comfyui\", got {:?}",
-                self.render.backend
-            ));
-        }
-        if !self.render.comfyui_url.starts_with("http://")
-            && !self.render.comfyui_url.starts_with("https://")
-        {
-            problems.push(format!(
-                "render.comfyui_url must be an http(s) url, got {:?}",
-                self.render.comfyui_url
-            ));
-        }
-        if !(1..=10_000).contains(&self.render.queue_cap) {
-            problems.push(format!(
-                "render.queue_cap must be 1..=10000, got {}",
-                self.render.queue_cap
-            ));
-        }
-        if !(1..=64).contains(&self.render.worker.slots) {
-            problems.push(format!(
-                "render.worker.slots must be 1..=64, got {}",
-                self.render.worker.slots
-            ));
-        }
-        if self.render.dispatcher.max_per_node == 0 {
-            problems.push("render.dispatcher.max_per_node must be at least 1".to_owned());
-        }
-        let discord = &self.chat.discord;
-        if discord
-            .token
-            .as_ref()
-            .is_some_and(|t| t.expose().trim().is_empty())
-        {
-            problems.push("chat.discord.token is empty".to_owned());
-        }
-        if let Some(url) = &discord.api_url
+        if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            problems.push(format!(
-                "chat.discord.api_url must be an http(s) url, got {url:?}"
-            ));
+            problems.push(format!("public_url must be an http(s) url, got {url:?}"));
         }
-        if let Some(url) = &discord.gateway_url
-            && !(url.starts_with("ws://") || url.starts_with("wss://"))
-        {
-            problems.push(format!(
-                "chat.discord.gateway_url must be a ws(s) url, got {url:?}"
-            ));
+        let sections = [
+            ("gateway", self.gateway.validate()),
+            ("projector", self.projector.validate()),
+            ("agent", self.agent.validate()),
+            ("render", self.render.validate()),
+            ("chat", self.chat.shared.validate()),
+            ("chat.twitch", self.chat.twitch.validate()),
+            ("chat.discord", self.chat.discord.validate()),
+            ("post", self.post.validate()),
+        ];
+        for (section, found) in sections {
+            problems.extend(found.into_iter().map(|p| format!("{section}.{p}")));
         }
-        for (name, url) in [
-            ("post.twitch.api_url", &self.post.twitch.api_url),
-            ("post.youtube.api_url", &self.post.youtube.api_url),
-            ("post.kick.api_url", &self.post.kick.api_url),
-            ("post.twitch.token_url", &self.post.twitch.token_url),
-            ("post.youtube.token_url", &self.post.youtube.token_url),
-            ("post.kick.token_url", &self.post.kick.token_url),
-        ] {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                problems.push(format!("{name} must be an http(s) url, got {url:?}"));
-            }
-        }
-        if self.post.max_attempts == 0 {
-            problems.push("post.max_attempts must be at least 1".to_owned());
-        }
-        problems.extend(self.agent.validate());
         if problems.is_empty() {
             Ok(())
         } else {
@@ -327,26 +230,46 @@ impl Config {
             ..Default::default()
         }
     }
+
+    /// This machine's node id: `agent.node_id`, else the host name.
+    pub fn node_id(&self) -> events::NodeId {
+        match self.agent.node_id.as_deref().map(str::parse) {
+            Some(Ok(id)) => id,
+            // Refused by `validate`; only reachable for a configuration built in code.
+            _ => agent::default_node_id(&agent::host_name()),
+        }
+    }
+
+    /// What every part shares; `gateway_addr` is where this process's gateway listens, when it
+    /// runs one (the default public URL).
+    pub fn site(&self, gateway_addr: Option<SocketAddr>) -> service::Site {
+        let public_url = self.public_url.clone().unwrap_or_else(|| {
+            format!("http://{}", gateway_addr.unwrap_or(self.gateway.http_addr))
+        });
+        service::Site {
+            node_id: self.node_id(),
+            database_url: self.database_url.clone(),
+            redis_url: self.redis_url.clone(),
+            state_dir: self.state_dir.clone(),
+            artifacts_dir: self.artifacts_dir.clone(),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            render_queue_cap: self.render_queue_cap,
+        }
+    }
+}
+
+/// Takes the value at `path` out of `table`.
+fn remove(table: &mut toml::Table, path: &[&str]) -> Option<toml::Value> {
+    let (last, parents) = path.split_last()?;
+    let mut current = table;
+    for part in parents {
+        current = current.get_mut(*part)?.as_table_mut()?;
+    }
+    current.remove(*last)
 }
 
 /// Sets `path` in `table` to `raw`, typed as an integer, float or boolean when it parses as one.
 fn insert(table: &mut toml::Table, path: &[&str], raw: &str) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut current = table;
-    for part in parents {
-        let entry = current
-            .entry((*part).to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if !entry.is_table() {
-            *entry = toml::Value::Table(toml::Table::new());
-        }
-        let toml::Value::Table(next) = entry else {
-            return;
-        };
-        current = next;
-    }
     let value = if let Ok(i) = raw.parse::<i64>() {
         toml::Value::Integer(i)
     } else if let Ok(f) = raw.parse::<f64>() {
@@ -364,6 +287,26 @@ fn insert(table: &mut toml::Table, path: &[&str], raw: &str) {
     } else {
         toml::Value::String(raw.to_owned())
     };
+    insert_value(table, path, value);
+}
+
+fn insert_value(table: &mut toml::Table, path: &[&str], value: toml::Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry((*part).to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(next) = entry else {
+            return;
+        };
+        current = next;
+    }
     current.insert((*last).to_owned(), value);
 }
 
@@ -407,7 +350,7 @@ mod tests {
             Some("141981764")
         );
         assert_eq!(config.post.kick.broadcaster_user_id, Some(668));
-        assert!(config.post.any());
+        assert!(config.post.enabled());
         let debug = format!("{config:?}");
         assert!(!debug.contains("helix-secret") && !debug.contains("ya29.secret"));
     }
@@ -458,7 +401,7 @@ mod tests {
         assert_eq!(config.redis_url, "redis://filehost:6379");
         assert_eq!(config.projector.batch_size, 9);
         assert_eq!(config.agent.node_id.as_deref(), Some("gpu-1"));
-        assert_eq!(config.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.gateway.http_addr.to_string(), "127.0.0.1:8080");
     }
 
     #[test]
@@ -470,14 +413,24 @@ mod tests {
                 ("NATS_URL", "http://x"),
                 ("NEBULA_PROJECTOR__BATCH_SIZE", "0"),
                 ("NEBULA_AGENT__NODE_ID", "a.b"),
+                ("NEBULA_RENDER__WORKER__SLOTS", "0"),
+                ("NEBULA_GATEWAY__WS_CLIENT_BUFFER", "1"),
+                ("NEBULA_POST__MAX_ATTEMPTS", "0"),
             ]),
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("nats_url"), "{err}");
-        assert!(err.contains("stream_replicas"), "{err}");
-        assert!(err.contains("batch_size"), "{err}");
-        assert!(err.contains("node_id"), "{err}");
+        for problem in [
+            "nats_url must start with",
+            "stream_replicas must be",
+            "projector.batch_size must be",
+            "agent.node_id \"a.b\" is invalid",
+            "render.worker.slots must be",
+            "gateway.ws_client_buffer must be",
+            "post.max_attempts must be",
+        ] {
+            assert!(err.contains(problem), "{problem:?} missing from {err}");
+        }
     }
 
     #[test]
@@ -488,10 +441,38 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            config.admin_token.as_ref().unwrap().expose(),
+            config.gateway.admin_token.as_ref().unwrap().expose(),
             "super-secret-token-value"
         );
         assert!(!format!("{config:?}").contains("super-secret"));
+    }
+
+    #[test]
+    fn moved_keys_and_usual_variables_still_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nebula.toml");
+        std::fs::write(
+            &file,
+            "http_addr = \"127.0.0.1:9000\"\n[render]\nqueue_cap = 7\nbackend = \"comfyui\"\n",
+        )
+        .unwrap();
+        let config = Config::load_from(
+            Some(&file),
+            env(&[
+                ("NEBULA_RENDER__ARTIFACTS_DIR", "/srv/artifacts"),
+                ("NEBULA_AGENT_HTTP_ADDR", "127.0.0.1:9001"),
+                ("NEBULA_CHAT__PUBLIC_URL", "https://nebula.example.com/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.gateway.http_addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.render_queue_cap, 7);
+        assert_eq!(config.render.backend, render::BackendKind::Comfyui);
+        assert_eq!(config.artifacts_dir, PathBuf::from("/srv/artifacts"));
+        assert_eq!(config.agent.http_addr.to_string(), "127.0.0.1:9001");
+        assert_eq!(config.site(None).public_url, "https://nebula.example.com");
+        let err = Config::load_from(None, env(&[("NEBULA_RENDER__BACKEND", "gpu")])).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown variant `gpu`"), "{err:#}");
     }
 
     #[test]

@@ -7,4 +7,4 @@ mod stack;
 mod tools;
 
 pub use config::Config;
-pub use stack::{Parts, Running, start};
+pub use stack::{Part, Parts, Running, start};

@@ -4,17 +4,66 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::Args;
 use bus::{Bus, ReadFrom, StoredMessage, StreamName};
 use events::StreamSeq;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::Config;
-use crate::cli::{ReplayArgs, TailArgs, parse_since};
-use crate::stack::database;
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Only subjects matching this NATS filter, e.g. `nebula.events.node.>`.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Start at a stream sequence (`1200`) or a duration ago (`10m`, `2h`, `1d`); default: only new events.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Print each commit as stored (JSON) instead of one line per event.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// First stream sequence (inclusive).
+    #[arg(long, default_value_t = 1)]
+    pub from: u64,
+    /// Last stream sequence (inclusive); default: the end of the log when the replay starts.
+    #[arg(long)]
+    pub to: Option<u64>,
+    /// A NATS subject filter (`nebula.events.job.*`), or an event type or type prefix (`node.`, `job.failed`).
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Print each commit as stored (JSON) instead of one line per event.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `--since`: a stream sequence, or a duration ago (`90s`, `10m`, `2h`, `1d`).
+fn parse_since(raw: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<bus::ReadFrom> {
+    if let Ok(seq) = raw.parse::<u64>() {
+        return Ok(bus::ReadFrom::Seq(events::StreamSeq(seq)));
+    }
+    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let amount: i64 = number.parse().with_context(|| {
+        format!("--since must be a sequence or a duration like 10m, got {raw:?}")
+    })?;
+    let seconds = match unit {
+        "s" => amount,
+        "m" => amount * 60,
+        "h" => amount * 3600,
+        "d" => amount * 86_400,
+        _ => anyhow::bail!("--since unit must be s, m, h or d, got {raw:?}"),
+    };
+    Ok(bus::ReadFrom::Time(
+        now - chrono::Duration::seconds(seconds),
+    ))
+}
 
 pub(crate) async fn migrate(config: &Config) -> anyhow::Result<()> {
-    database(config, 2).await?;
+    projections::open(&config.database_url, 2).await?;
     Bus::connect(config.bus_config())
         .await
         .with_context(|| format!("failed to provision streams on {}", config.nats_url))?;
@@ -160,7 +209,7 @@ pub(crate) async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
         let known: Vec<&str> = projections::all().iter().map(|p| p.name()).collect();
         anyhow::anyhow!("unknown projection {name:?}; known: {}", known.join(", "))
     })?;
-    let pool = database(config, 4).await?;
+    let pool = projections::open(&config.database_url, 4).await?;
     let bus = Bus::connect(config.bus_config()).await?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -200,4 +249,24 @@ pub(crate) async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
     progress_bar.finish();
     println!("rebuilt {name} up to stream sequence {}", rebuilt.position);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_sequences_and_durations() {
+        let now = chrono::Utc::now();
+        assert_eq!(
+            parse_since("42", now).unwrap(),
+            bus::ReadFrom::Seq(events::StreamSeq(42))
+        );
+        assert_eq!(
+            parse_since("10m", now).unwrap(),
+            bus::ReadFrom::Time(now - chrono::Duration::minutes(10))
+        );
+        assert!(parse_since("10y", now).is_err());
+        assert!(parse_since("soon", now).is_err());
+    }
 }

@@ -12,6 +12,7 @@ mod error;
 mod event_log;
 mod jobs;
 mod nodes;
+pub mod projector;
 mod read;
 pub mod rebuild;
 pub mod render;
@@ -53,6 +54,24 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
         .connect_with(options.options([("synchronous_commit", "off")]))
         .await
         .map_err(ProjectionError::Connect)
+}
+
+/// Connects to `database_url` and applies pending migrations: what every part that uses the
+/// read models does first.
+pub async fn open(database_url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    use anyhow::Context as _;
+    let pool = connect(database_url, max_connections)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to connect to postgres at {}",
+                common::redact_url(database_url)
+            )
+        })?;
+    migrate(&pool)
+        .await
+        .context("failed to migrate the database")?;
+    Ok(pool)
 }
 
 /// Applies pending migrations.

@@ -63,6 +63,11 @@ enum Step {
 }
 
 impl Runner {
+    /// The projection this runner feeds.
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
     pub fn new(
         pool: PgPool,
         bus: Bus,

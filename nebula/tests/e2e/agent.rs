@@ -19,7 +19,7 @@ async fn the_agent_registers_heartbeats_serves_its_endpoints_and_deregisters() {
         state_dir: state.path().to_path_buf(),
         ..Config::default()
     };
-    config.agent_http_addr = "127.0.0.1:0".parse().unwrap();
+    config.agent.http_addr = "127.0.0.1:0".parse().unwrap();
     config.agent.node_id = Some("agent-test".into());
     config.agent.heartbeat_interval_secs = 0.1;
     let running = nebula::start(&config, Parts::AGENT).await.unwrap();

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use events::chat::{ChannelSettings, CommandRule, Platform};
-use nebula::{Config, Parts};
+use nebula::{Config, Part, Parts};
 use sqlx::PgPool;
 use testkit::twitch::{Chatter, FakeTwitch, FakeTwitchOptions, Sent};
 use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
@@ -18,7 +18,7 @@ const CHANNEL: &str = "nebula_tv";
 
 fn chat_config(nats: &NatsServer, pool: &PgPool, state: &Path, twitch: &FakeTwitch) -> Config {
     let mut config = common::config(nats, pool, state);
-    config.chat.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
+    config.chat.shared.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
     config.chat.twitch.irc_url = twitch.url();
     config.chat.twitch.login = "NebulaBot".into();
     config.chat.twitch.token = Some("s3cret".into());
@@ -91,13 +91,7 @@ async fn replies(
 async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: PgPool) {
     let bot = start_bot(
         &pool,
-        Parts {
-            gateway: true,
-            dispatcher: true,
-            render_worker: true,
-            chat: true,
-            ..Parts::NONE
-        },
+        Parts::of(&[Part::Gateway, Part::Dispatcher, Part::RenderWorker, Part::Chat]),
     )
     .await;
     let (running, twitch) = (&bot.running, &bot.twitch);
@@ -237,12 +231,7 @@ async fn reply_to(twitch: &FakeTwitch, chatter: &Chatter, text: &str) -> String 
 async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(pool: PgPool) {
     let bot = start_bot(
         &pool,
-        Parts {
-            gateway: true,
-            projector: true,
-            chat: true,
-            ..Parts::NONE
-        },
+        Parts::of(&[Part::Gateway, Part::Projector, Part::Chat]),
     )
     .await;
     let (running, twitch) = (&bot.running, &bot.twitch);

@@ -34,17 +34,18 @@ pub fn config(nats: &NatsServer, pool: &PgPool, state_dir: &std::path::Path) -> 
         nats_url: nats.url(),
         database_url: database_url(pool),
         redis_url: testkit::redis_url(),
-        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        agent_http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         state_dir: state_dir.to_path_buf(),
-        admin_token: Some(nebula::config::Secret::new(TOKEN)),
+        artifacts_dir: state_dir.join("artifacts"),
         ..Config::default()
     };
+    config.gateway.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.gateway.admin_token = Some(nebula::config::Secret::new(TOKEN));
+    config.agent.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
     config.agent.node_id = Some("test-node".to_owned());
     config.agent.heartbeat_interval_secs = 0.2;
     config.agent.disable_gpu_detection = true;
     config.projector.batch_size = 200;
-    config.render.artifacts_dir = state_dir.join("artifacts");
+    config.artifacts_dir = state_dir.join("artifacts");
     config.render.simulated_step_ms = 20;
     config.render.worker.heartbeat_secs = 0.2;
     config.render.dispatcher.tick = std::time::Duration::from_millis(100);

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{TOKEN, config};
-use nebula::Parts;
+use nebula::{Part, Parts};
 use serde_json::Value;
 use sqlx::PgPool;
 use testkit::comfyui::{FakeComfy, FakeComfyOptions};
@@ -94,7 +94,7 @@ async fn agent_heartbeats_reach_the_dashboard_live(pool: PgPool) {
         (conn != "live").then_some(())
     })
     .await;
-    config.http_addr = addr;
+    config.gateway.http_addr = addr;
     config.agent.node_id = Some("second-node".to_owned());
     let restarted = start_on(&config, addr).await;
     wait_until(
@@ -177,19 +177,13 @@ async fn studio_job_end_to_end(pool: PgPool, comfy: Option<&FakeComfy>) {
     // Slow enough steps that the bar is seen moving: 20 steps take about three seconds.
     config.render.simulated_step_ms = 150;
     if let Some(comfy) = comfy {
-        config.render.backend = "comfyui".into();
+        config.render.backend = render::BackendKind::Comfyui;
         config.render.comfyui_url = comfy.url();
     }
     let simulated = comfy.is_none();
     let stack = nebula::start(
         &config,
-        Parts {
-            gateway: true,
-            projector: true,
-            dispatcher: true,
-            render_worker: true,
-            ..Parts::NONE
-        },
+        Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]),
     )
     .await
     .unwrap();
@@ -358,20 +352,13 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
     let stream = FakeStream::start(FakeStreamOptions::default()).await;
     let mut config = config(&nats, &pool, state.path());
     common::post_to(&mut config, &stream);
-    config.chat.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
+    config.chat.shared.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
     config.chat.discord.token = Some(BOT_TOKEN.into());
     config.chat.discord.api_url = Some(discord.api_url());
     config.chat.discord.progress_every_secs = 0;
     let stack = nebula::start(
         &config,
-        Parts {
-            gateway: true,
-            projector: true,
-            dispatcher: true,
-            render_worker: true,
-            chat: true,
-            ..Parts::NONE
-        },
+        Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker, Part::Chat]),
     )
     .await
     .unwrap();

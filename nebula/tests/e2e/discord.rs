@@ -9,7 +9,7 @@ use crate::common;
 use std::time::Duration;
 
 use events::chat::{ChannelSettings, CommandRule, Platform};
-use nebula::{Config, Parts};
+use nebula::{Config, Part, Parts};
 use serde_json::json;
 use sqlx::PgPool;
 use testkit::discord::{Answer, FakeDiscord, FakeDiscordOptions, Interaction, Member, Route};
@@ -26,7 +26,7 @@ fn discord_config(
     discord: &FakeDiscord,
 ) -> Config {
     let mut config = common::config(nats, pool, state);
-    config.chat.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
+    config.chat.shared.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
     config.chat.discord.token = Some(BOT_TOKEN.into());
     config.chat.discord.api_url = Some(discord.api_url());
     config.chat.discord.progress_every_secs = 0;
@@ -53,13 +53,7 @@ async fn start_bot(pool: &PgPool) -> Bot {
     })
     .await;
     let config = discord_config(&nats, pool, state.path(), &discord);
-    let parts = Parts {
-        gateway: true,
-        dispatcher: true,
-        render_worker: true,
-        chat: true,
-        ..Parts::NONE
-    };
+    let parts = Parts::of(&[Part::Gateway, Part::Dispatcher, Part::RenderWorker, Part::Chat]);
     let running = nebula::start(&config, parts).await.unwrap();
     wait_until("the commands to be registered", DEFAULT_WAIT, || async {
         (discord.commands(GUILD).is_some() && discord.connected() > 0).then_some(())

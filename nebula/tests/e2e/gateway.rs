@@ -6,17 +6,13 @@ use std::time::Duration;
 
 use common::{TOKEN, config, http, publish};
 use futures::StreamExt;
-use nebula::Parts;
+use nebula::{Part, Parts};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 use tokio_tungstenite::tungstenite::Message;
 
-const SERVER: Parts = Parts {
-    gateway: true,
-    projector: true,
-    ..Parts::NONE
-};
+const SERVER: Parts = Parts::of(&[Part::Gateway, Part::Projector]);
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -122,12 +118,12 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
         .unwrap();
     assert_eq!(missing.status(), 404);
 
-    // A job submitted through REST is a command on the job aggregate; its events carry the
-    // correlation id the response names.
+    // A render job submitted through REST is a command on the job aggregate; its events carry
+    // the correlation id the response names.
     let accepted = client
-        .post(format!("{base}/api/jobs"))
+        .post(format!("{base}/api/render/jobs"))
         .bearer_auth(TOKEN)
-        .json(&json!({ "kind": "render.txt2img", "priority": 2, "params": { "prompt": "fox" } }))
+        .json(&json!({ "mode": "txt2img", "priority": 2, "params": { "prompt": "fox" } }))
         .send()
         .await
         .unwrap();
@@ -136,14 +132,14 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
     let correlation = accepted["correlation_id"].as_str().unwrap().to_owned();
     let job_id = accepted["job_id"].as_str().unwrap().to_owned();
     let cancel = client
-        .post(format!("{base}/api/jobs/{job_id}/cancel"))
+        .post(format!("{base}/api/render/jobs/{job_id}/cancel"))
         .bearer_auth(TOKEN)
         .send()
         .await
         .unwrap();
     assert_eq!(cancel.status(), 202);
     let again = client
-        .post(format!("{base}/api/jobs/{job_id}/cancel"))
+        .post(format!("{base}/api/render/jobs/{job_id}/cancel"))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -153,32 +149,56 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
         409,
         "cancelling a cancelled job is a conflict"
     );
-    wait_projected(&base, 3).await;
-    let by_correlation = common::get_json(
-        &client,
-        format!("{base}/api/events?correlation_id={correlation}"),
-    )
+    let filtered = wait_until("the job's events in the event log", DEFAULT_WAIT, || {
+        let (client, base, job_id) = (&client, &base, &job_id);
+        async move {
+            let found: Value = common::get_json(
+                client,
+                format!("{base}/api/events?aggregate_type=render_job&aggregate_id={job_id}&after=0&limit=10"),
+            )
+            .await;
+            (found["events"].as_array().unwrap().len() >= 3).then_some(found)
+        }
+    })
     .await;
-    assert_eq!(by_correlation["events"].as_array().unwrap().len(), 1);
-    assert_eq!(by_correlation["events"][0]["type"], "job.requested");
-    let filtered: Value = client
-        .get(format!(
-            "{base}/api/events?aggregate_type=job&aggregate_id={job_id}&after=0&limit=10"
-        ))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     let types: Vec<&str> = filtered["events"]
         .as_array()
         .unwrap()
         .iter()
         .map(|e| e["type"].as_str().unwrap())
         .collect();
-    assert_eq!(types, vec!["job.requested", "job.cancelled"]);
+    assert_eq!(
+        types,
+        vec![
+            "render.job_requested",
+            "render.job_queued",
+            "render.job_cancelled"
+        ]
+    );
+    let by_correlation = common::get_json(
+        &client,
+        format!("{base}/api/events?correlation_id={correlation}"),
+    )
+    .await;
+    let caused: Vec<&str> = by_correlation["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        caused.contains(&"render.queue_admitted") && caused.contains(&"render.job_requested"),
+        "{caused:?}"
+    );
+    // Generic jobs had no worker: the surface that accepted them is gone.
+    let gone = client
+        .post(format!("{base}/api/jobs"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "kind": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
     let by_type =
         common::get_json(&client, format!("{base}/api/events?type=node.registered")).await;
     assert_eq!(by_type["events"].as_array().unwrap().len(), 1);
@@ -217,21 +237,21 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
         ),
         (
             client
-                .post(format!("{base}/api/jobs"))
+                .post(format!("{base}/api/render/jobs"))
                 .header("content-type", "application/json")
-                .body("{\"kind\": "),
+                .body("{\"mode\": "),
             400,
             "invalid JSON",
         ),
         (
             client
-                .post(format!("{base}/api/jobs"))
-                .json(&json!({ "kind": "x", "surprise": 1 })),
+                .post(format!("{base}/api/render/jobs"))
+                .json(&json!({ "mode": "txt2img", "params": { "prompt": "x" }, "surprise": 1 })),
             400,
             "surprise",
         ),
         (
-            client.post(format!("{base}/api/jobs")).body("kind=x"),
+            client.post(format!("{base}/api/render/jobs")).body("mode=x"),
             415,
             "application/json",
         ),
@@ -251,21 +271,21 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
         );
     }
     let huge = client
-        .post(format!("{base}/api/jobs"))
+        .post(format!("{base}/api/render/jobs"))
         .bearer_auth(TOKEN)
-        .json(&json!({ "kind": "x", "params": "y".repeat(300 * 1024) }))
+        .json(&json!({ "mode": "txt2img", "params": { "prompt": "y".repeat(300 * 1024) } }))
         .send()
         .await
         .unwrap();
     assert_eq!(huge.status(), 413);
-    let empty_kind = client
-        .post(format!("{base}/api/jobs"))
+    let unknown_mode = client
+        .post(format!("{base}/api/render/jobs"))
         .bearer_auth(TOKEN)
-        .json(&json!({ "kind": " " }))
+        .json(&json!({ "mode": "telepathy", "params": { "prompt": "x" } }))
         .send()
         .await
         .unwrap();
-    assert_eq!(empty_kind.status(), 400);
+    assert_eq!(unknown_mode.status(), 400);
     let unknown = client
         .get(format!("{base}/api/nope"))
         .bearer_auth(TOKEN)

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use nebula::Parts;
+use nebula::{Part, Parts};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::stream::{Api, FakeStream, FakeStreamOptions};
@@ -38,11 +38,7 @@ async fn start_with(
     tune(&mut config);
     let running = nebula::start(
         &config,
-        Parts {
-            gateway: true,
-            chat: true,
-            ..Parts::NONE
-        },
+        Parts::of(&[Part::Gateway, Part::Chat]),
     )
     .await
     .unwrap();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bus::Bus;
 use events::EventEnvelope;
 use events::render::RenderJobEvent;
-use nebula::{Config, Parts};
+use nebula::{Config, Part, Parts};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::comfyui::FakeComfy;
@@ -28,12 +28,7 @@ fn studio_config(nats: &NatsServer, pool: &PgPool, state: &Path) -> Config {
     config
 }
 
-const STUDIO: Parts = Parts {
-    gateway: true,
-    projector: true,
-    dispatcher: true,
-    ..Parts::NONE
-};
+const STUDIO: Parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]);
 
 async fn submit(client: &reqwest::Client, base: &str, body: Value) -> reqwest::Response {
     client
@@ -305,10 +300,7 @@ async fn a_node_runs_at_most_two_jobs_and_the_queue_goes_by_priority(pool: PgPoo
     config.render.worker.slots = 4; // the dispatcher's limit (2) is the one under test
     let running = nebula::start(
         &config,
-        Parts {
-            render_worker: true,
-            ..STUDIO
-        },
+        STUDIO.with(Part::RenderWorker),
     )
     .await
     .unwrap();
@@ -387,15 +379,12 @@ async fn a_running_job_is_cancelled_through_comfyui_interrupt(pool: PgPool) {
     comfy.set_hold(true);
     let state = tempfile::tempdir().unwrap();
     let mut config = studio_config(&nats, &pool, state.path());
-    config.render.backend = "comfyui".into();
+    config.render.backend = render::BackendKind::Comfyui;
     config.render.comfyui_url = comfy.url();
     config.render.node_id = Some("gpu-comfy".into());
     let running = nebula::start(
         &config,
-        Parts {
-            render_worker: true,
-            ..STUDIO
-        },
+        STUDIO.with(Part::RenderWorker),
     )
     .await
     .unwrap();
@@ -533,7 +522,7 @@ async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPoo
 
     let mut node_a = config.clone();
     node_a.render.node_id = Some("gpu-a".into());
-    node_a.render.backend = "comfyui".into();
+    node_a.render.backend = render::BackendKind::Comfyui;
     node_a.render.comfyui_url = comfy.url();
     let worker_a = nebula::start(&node_a, Parts::RENDER_WORKER).await.unwrap();
     let id = submit_ok(&client, &base, txt2img("moves house", 3, 0, 4)).await;
@@ -624,7 +613,7 @@ async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
         Some(24 * 1024),
     )
     .unwrap();
-    let task = tokio::spawn(supervisor.run(cancel.clone()));
+    let task = tokio::spawn(std::sync::Arc::new(supervisor).run(cancel.clone()));
     let pid = wait_until("ComfyUI to be healthy", Duration::from_secs(30), || async {
         comfy_states(&bus, "gpu-sup")
             .await
@@ -681,7 +670,7 @@ async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
         Some(4 * 1024),
     )
     .unwrap();
-    let hung = tokio::spawn(supervisor.run(cancel.clone()));
+    let hung = tokio::spawn(std::sync::Arc::new(supervisor).run(cancel.clone()));
     let states = wait_until(
         "a hung ComfyUI to be replaced",
         Duration::from_secs(30),
@@ -713,7 +702,7 @@ async fn a_comfyui_that_keeps_dying_fails_the_job_after_retries_and_dead_letters
     comfy.set_hold(true);
     let state = tempfile::tempdir().unwrap();
     let mut config = studio_config(&nats, &pool, state.path());
-    config.render.backend = "comfyui".into();
+    config.render.backend = render::BackendKind::Comfyui;
     config.render.comfyui_url = comfy.url();
     config.render.node_id = Some("gpu-flaky".into());
     config.render.worker.retry_backoff_secs = 0.1;
@@ -721,10 +710,7 @@ async fn a_comfyui_that_keeps_dying_fails_the_job_after_retries_and_dead_letters
     config.render.dispatcher.node_timeout = Duration::from_secs(30);
     let running = nebula::start(
         &config,
-        Parts {
-            render_worker: true,
-            ..STUDIO
-        },
+        STUDIO.with(Part::RenderWorker),
     )
     .await
     .unwrap();
@@ -766,10 +752,7 @@ async fn a_render_longer_than_the_ack_wait_is_kept_alive_not_redelivered(pool: P
     config.render.worker.ack_wait_secs = 1.0;
     let running = nebula::start(
         &config,
-        Parts {
-            render_worker: true,
-            ..STUDIO
-        },
+        STUDIO.with(Part::RenderWorker),
     )
     .await
     .unwrap();
@@ -858,10 +841,7 @@ async fn the_queue_survives_a_restart_of_every_process(pool: PgPool) {
 
     let second = nebula::start(
         &config,
-        Parts {
-            render_worker: true,
-            ..STUDIO
-        },
+        STUDIO.with(Part::RenderWorker),
     )
     .await
     .unwrap();

@@ -6,26 +6,31 @@
 pub mod hardware;
 mod status;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use bus::ServiceContext;
 use bus::store::{CommandMeta, commands, execute};
 use common::Backoff;
 use cqrs_es::AggregateError;
 use domain::node::{Node, NodeCommand, NodeError};
 use events::{Actor, NodeId};
 use serde::Deserialize;
+use service::Context;
 
 pub use status::AgentStatus;
 
 use crate::hardware::{DetectOptions, GpuBackend, Sampler};
 
-/// The agent's configuration.
+/// The agent's configuration (`[agent]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// The node's id; the hostname (sanitized) when absent.
+    /// The node's id; the hostname (sanitized) when absent. It becomes the site's node id, which
+    /// every part on this machine uses.
     pub node_id: Option<String>,
+    /// Where the agent's own endpoints listen (`/health`, `/metrics`, `/services`, `/gpu`;
+    /// `NEBULA_AGENT_HTTP_ADDR`).
+    pub http_addr: std::net::SocketAddr,
     /// Seconds between heartbeats.
     pub heartbeat_interval_secs: f64,
     /// Skip NVML and the GPU tools (for machines where probing them is unwanted).
@@ -38,6 +43,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             node_id: None,
+            http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8081)),
             heartbeat_interval_secs: 5.0,
             disable_gpu_detection: false,
             advertise_url: None,
@@ -50,22 +56,22 @@ impl Config {
         let mut problems = Vec::new();
         if !(self.heartbeat_interval_secs.is_finite() && self.heartbeat_interval_secs >= 0.05) {
             problems.push(format!(
-                "agent.heartbeat_interval_secs must be at least 0.05, got {}",
+                "heartbeat_interval_secs must be at least 0.05, got {}",
                 self.heartbeat_interval_secs
             ));
         }
         if let Some(id) = &self.node_id
             && let Err(err) = id.parse::<NodeId>()
         {
-            problems.push(format!("agent.node_id {id:?} is invalid: {err}"));
+            problems.push(format!("node_id {id:?} is invalid: {err}"));
         }
         problems
     }
 }
 
-pub struct Agent {
+struct Agent {
     config: Config,
-    ctx: ServiceContext,
+    ctx: Context,
     node_id: NodeId,
     hostname: String,
     status: AgentStatus,
@@ -99,50 +105,33 @@ pub fn host_name() -> String {
     sysinfo::System::host_name().unwrap_or_else(|| "localhost".to_owned())
 }
 
-pub fn build(config: Config, ctx: ServiceContext) -> anyhow::Result<Agent> {
-    let problems = config.validate();
-    if !problems.is_empty() {
-        anyhow::bail!("invalid agent configuration: {}", problems.join("; "));
-    }
-    let hostname = host_name();
-    let node_id = match &config.node_id {
-        Some(id) => id.parse()?,
-        None => default_node_id(&hostname),
-    };
+/// Starts the agent of the site's node: it detects the hardware, registers the node (announcing
+/// `config.advertise_url`), heartbeats until the context is cancelled, then deregisters. The
+/// returned status feeds the agent's own endpoints.
+pub fn start(ctx: &Context, config: Config) -> anyhow::Result<AgentStatus> {
+    let node_id = ctx.site.node_id.clone();
     let status = AgentStatus::new(node_id.clone());
-    Ok(Agent {
+    let agent = Arc::new(Agent {
         config,
-        ctx,
+        ctx: ctx.clone(),
         node_id,
-        hostname,
-        status,
-    })
+        hostname: host_name(),
+        status: status.clone(),
+    });
+    ctx.spawn("agent", move || Arc::clone(&agent).run());
+    Ok(status)
 }
 
 impl Agent {
-    pub fn node_id(&self) -> &NodeId {
-        &self.node_id
-    }
-
-    /// Where the agent's endpoints are reachable, announced in its registration.
-    pub fn set_advertise_url(&mut self, url: String) {
-        self.config.advertise_url = Some(url);
-    }
-
-    /// A handle on the agent's live status, for its HTTP endpoints.
-    pub fn status(&self) -> AgentStatus {
-        self.status.clone()
-    }
-
     /// Registers, then heartbeats until the shutdown token fires; then deregisters.
-    pub async fn run(self) -> anyhow::Result<()> {
+    async fn run(self: Arc<Self>) -> anyhow::Result<()> {
         let Agent {
             config,
             ctx,
             node_id,
             hostname,
             status,
-        } = self;
+        } = &*self;
         let disable = config.disable_gpu_detection;
         let mut sampler = tokio::task::spawn_blocking(move || {
             let backend = if disable {
@@ -191,7 +180,7 @@ impl Agent {
             match result {
                 Ok(()) => break,
                 Err(AggregateError::UserError(err)) => {
-                    anyhow::bail!("node registration refused: {err}")
+                    return Err(service::fatal(format!("node registration refused: {err}")));
                 }
                 Err(err) => {
                     status.record_error(format!("registration failed: {err}"));

@@ -22,14 +22,14 @@ use crate::reply::{Replier, Reply, Stage};
 use events::chat::{CommandReceived, ReplyKind};
 
 #[derive(Debug, Clone)]
-pub struct FollowerConfig {
+pub(crate) struct FollowerConfig {
     /// At most one progress message per job this often (0: every step).
     pub progress_every: Duration,
     /// Where artifacts can be seen from outside: links are `<public_url>/share/<sha256>.png`.
     pub public_url: String,
 }
 
-pub struct Follower {
+pub(crate) struct Follower {
     bus: Bus,
     replier: Arc<dyn Replier>,
     limits: Limits,
@@ -58,7 +58,7 @@ struct Target {
 const STALE_PROGRESS: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
 impl Follower {
-    pub fn new(
+    pub(crate) fn new(
         bus: Bus,
         replier: Arc<dyn Replier>,
         limits: Limits,
@@ -77,7 +77,7 @@ impl Follower {
         }
     }
 
-    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
         let platform = self.replier.platform();
         let mut spec = ConsumerSpec::new(StreamName::Events, format!("chat-follow-{platform}"));
         spec.filter_subject = Some(events::subjects::event("render_job", "*"));
@@ -88,7 +88,7 @@ impl Follower {
             Duration::from_secs(15),
         ];
         spec.max_ack_pending = 1;
-        let this = &self;
+        let this = &*self;
         self.bus
             .consume_commits(spec, cancel, move |commit, _| this.handle(commit))
             .await?;

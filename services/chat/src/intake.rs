@@ -26,23 +26,14 @@ use crate::reply::{Replier, Reply, Stage};
 const REPLY_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Clone)]
-pub struct IntakeConfig {
+pub(crate) struct IntakeConfig {
     /// The render queue's cap (as the gateway enforces it).
     pub queue_cap: usize,
     /// Attempts a chat-started render job gets.
     pub max_attempts: u32,
 }
 
-impl Default for IntakeConfig {
-    fn default() -> Self {
-        Self {
-            queue_cap: 100,
-            max_attempts: 3,
-        }
-    }
-}
-
-pub struct Intake {
+pub(crate) struct Intake {
     bus: Bus,
     replier: Arc<dyn Replier>,
     limits: Limits,
@@ -79,7 +70,7 @@ impl From<bus::BusError> for Stop {
 }
 
 impl Intake {
-    pub fn new(bus: Bus, replier: Arc<dyn Replier>, limits: Limits, config: IntakeConfig) -> Self {
+    pub(crate) fn new(bus: Bus, replier: Arc<dyn Replier>, limits: Limits, config: IntakeConfig) -> Self {
         Self {
             chat: commands(bus.clone(), ()),
             chat_state: JetStreamStore::new(bus.clone()),
@@ -96,7 +87,7 @@ impl Intake {
     }
 
     /// The durable consumer this platform's commands are decided on.
-    pub fn consumer(&self) -> ConsumerSpec {
+    fn consumer(&self) -> ConsumerSpec {
         let platform = self.replier.platform();
         let mut spec = ConsumerSpec::new(StreamName::Work, format!("chat-intake-{platform}"));
         spec.filter_subject = Some(Incoming::subject(platform));
@@ -110,9 +101,9 @@ impl Intake {
     }
 
     /// Decides incoming commands until `cancel` fires.
-    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
         let spec = self.consumer();
-        let this = &self;
+        let this = &*self;
         self.bus
             .consume_json::<Incoming, _, _>(spec, cancel, move |incoming, _| async move {
                 this.handle(incoming).await
@@ -122,7 +113,7 @@ impl Intake {
     }
 
     /// Decides one command (again, after a crash or redelivery: every step is idempotent).
-    pub async fn handle(&self, incoming: Incoming) -> Outcome {
+    async fn handle(&self, incoming: Incoming) -> Outcome {
         match self.decide(&incoming).await {
             Ok(()) => Outcome::Ack,
             Err(Stop(reason)) => {

@@ -10,6 +10,7 @@ use bus::store::JetStreamStore;
 use bus::{Bus, ReadFrom, StreamName};
 use cqrs_es::EventStore;
 use domain::chat::ChatSettings;
+use events::DomainEvent;
 use events::chat::{COMMANDS, ChannelSettings, ChatSettingsEvent, Platform, settings_id};
 use futures::StreamExt;
 use serenity::all::{CommandOptionType, CreateCommand, CreateCommandOption, GuildId, Http};
@@ -158,8 +159,9 @@ impl Guilds {
         Ok(format!("data:{content_type};base64,{encoded}"))
     }
 
-    /// Follows every guild settings change from now on (the current ones were applied on
-    /// joining) until `cancel` fires.
+    /// Follows every guild settings change from now on until `cancel` fires. The current
+    /// settings were applied on joining each guild; a reopened feed (after a failure) applies
+    /// them again for every guild known, so nothing changed during the gap is missed.
     pub(crate) async fn follow_settings(
         self: Arc<Self>,
         http: Arc<Http>,
@@ -170,9 +172,15 @@ impl Guilds {
             .read(
                 StreamName::Events,
                 ReadFrom::New,
-                Some(events::subjects::event("chat_settings", "*")),
+                Some(events::subjects::events_of_type(
+                    ChatSettingsEvent::AGGREGATE_TYPE,
+                )),
             )
             .await?;
+        let known: Vec<GuildId> = self.lock().keys().copied().collect();
+        for guild in known {
+            self.prepare(&http, guild).await;
+        }
         loop {
             let message = tokio::select! {
                 () = cancel.cancelled() => return Ok(()),

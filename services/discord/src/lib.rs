@@ -7,10 +7,10 @@
 //! decide which commands are registered there and the bot's nickname and avatar in it; a change
 //! is applied as soon as it is recorded ([`guilds`]).
 //!
-//! Endpoints: the REST API goes to [`DiscordConfig::api_url`] when it is set (serenity's proxy
+//! Endpoints: the REST API goes to [`Config::api_url`] when it is set (serenity's proxy
 //! mode, in which serenity's own rate limiter is off, so a 429 comes back to Nebula, which
 //! retries), and the gateway URL comes from `GET /gateway` there, or from
-//! [`DiscordConfig::gateway_url`]. The same code path serves Discord, a proxy or a local fake.
+//! [`Config::gateway_url`]. The same code path serves Discord, a proxy or a local fake.
 
 mod guilds;
 mod interaction;
@@ -29,14 +29,13 @@ use serenity::all::{
     GatewayIntents, Http, HttpBuilder, UserId,
 };
 use serenity::builder::Builder as _;
-use tokio_util::sync::CancellationToken;
 
 use crate::guilds::Guilds;
 use crate::interaction::Handler;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct DiscordConfig {
+pub struct Config {
     /// The bot token (Developer Portal → Bot); the bot runs when it is set.
     pub token: Option<Secret>,
     /// Where the REST API is, when not `https://discord.com` (a proxy such as
@@ -49,7 +48,32 @@ pub struct DiscordConfig {
     pub progress_every_secs: u64,
 }
 
-impl Default for DiscordConfig {
+impl Config {
+    /// Whether the bot runs (a token is set).
+    pub fn enabled(&self) -> bool {
+        self.token.is_some()
+    }
+
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+            problems.push("token is empty".to_owned());
+        }
+        if let Some(url) = &self.api_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(format!("api_url must be an http(s) url, got {url:?}"));
+        }
+        if let Some(url) = &self.gateway_url
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            problems.push(format!("gateway_url must be a ws(s) url, got {url:?}"));
+        }
+        problems
+    }
+}
+
+impl Default for Config {
     fn default() -> Self {
         Self {
             token: None,
@@ -65,19 +89,10 @@ pub struct Discord {
     http: Arc<Http>,
 }
 
-/// What [`connect`] hands back beside the replier: the gateway connection and the loop that
-/// applies guild settings.
-pub struct Listener {
-    client: serenity::Client,
-    guilds: Arc<Guilds>,
-}
-
-/// Prepares the client (asks the API for the gateway URL); [`Listener::run`] connects.
-pub async fn connect(
-    config: &DiscordConfig,
-    bus: Bus,
-    cancel: CancellationToken,
-) -> anyhow::Result<(Arc<Discord>, Listener)> {
+/// Starts the Discord bot: prepares the client (asks the API for the gateway URL), connects
+/// and stays connected (serenity resumes or reconnects by itself), applies every guild settings
+/// change as it is recorded, and replies through the chat platform's follower.
+pub async fn start(ctx: &service::Context, config: Config, chat: &chat::Config) -> anyhow::Result<()> {
     let token = config
         .token
         .as_ref()
@@ -91,9 +106,9 @@ pub async fn connect(
             .proxy(api_url.trim_end_matches('/'))
             .ratelimiter_disabled(true);
     }
-    let guilds = Arc::new(Guilds::new(bus.clone()));
-    let handler = Handler::new(bus, guilds.clone(), cancel);
-    let client =
+    let guilds = Arc::new(Guilds::new(ctx.bus.clone()));
+    let handler = Handler::new(ctx.bus.clone(), guilds.clone(), ctx.cancel.clone());
+    let mut client =
         serenity::client::ClientBuilder::new_with_http(http.build(), GatewayIntents::GUILDS)
             .event_handler(handler)
             .await
@@ -104,30 +119,32 @@ pub async fn connect(
     let discord = Arc::new(Discord {
         http: client.http.clone(),
     });
-    Ok((discord, Listener { client, guilds }))
-}
-
-impl Listener {
-    /// Connects to the gateway and stays connected (serenity resumes or reconnects by itself)
-    /// until `cancel` fires; meanwhile applies every guild settings change.
-    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let shards = self.client.shard_manager.clone();
-        let settings = self
-            .guilds
-            .clone()
-            .follow_settings(self.client.http.clone(), cancel.clone());
+    let (http, cancel) = (client.http.clone(), ctx.cancel.clone());
+    ctx.spawn("discord-settings", move || {
+        Arc::clone(&guilds).follow_settings(http.clone(), cancel.clone())
+    });
+    let cancel = ctx.cancel.clone();
+    ctx.spawn_once("discord", async move {
+        let shards = client.shard_manager.clone();
         tokio::select! {
             () = cancel.cancelled() => {
                 shards.shutdown_all().await;
                 Ok(())
             }
-            ended = self.client.start() => {
+            ended = client.start() => {
+                // A refused token (close 4004) and the like: no restart mends them.
                 ended.context("the discord connection ended")?;
                 anyhow::bail!("the discord connection ended")
             }
-            ended = settings => ended,
         }
-    }
+    });
+    chat::start_platform(
+        ctx,
+        chat,
+        discord,
+        std::time::Duration::from_secs(config.progress_every_secs),
+    )
+    .await
 }
 
 /// A Discord call, tried again while the failure may pass (a 429, a 5xx, a lost connection)

@@ -29,7 +29,7 @@ pub use platforms::{HelixConfig, KickConfig, YoutubeConfig};
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct PostConfig {
+pub struct Config {
     pub twitch: HelixConfig,
     pub youtube: YoutubeConfig,
     pub kick: KickConfig,
@@ -40,7 +40,7 @@ pub struct PostConfig {
     pub max_age_secs: u64,
 }
 
-impl Default for PostConfig {
+impl Default for Config {
     fn default() -> Self {
         Self {
             twitch: HelixConfig::default(),
@@ -52,11 +52,47 @@ impl Default for PostConfig {
     }
 }
 
-impl PostConfig {
-    /// Whether any destination has a token (the Stream Bot then runs).
-    pub fn any(&self) -> bool {
+impl Config {
+    /// Whether the Stream Bot runs (some destination has a token).
+    pub fn enabled(&self) -> bool {
         self.twitch.token.is_some() || self.youtube.token.is_some() || self.kick.token.is_some()
     }
+
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, url) in [
+            ("twitch.api_url", &self.twitch.api_url),
+            ("youtube.api_url", &self.youtube.api_url),
+            ("kick.api_url", &self.kick.api_url),
+            ("twitch.token_url", &self.twitch.token_url),
+            ("youtube.token_url", &self.youtube.token_url),
+            ("kick.token_url", &self.kick.token_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!("{name} must be an http(s) url, got {url:?}"));
+            }
+        }
+        if self.max_attempts == 0 {
+            problems.push("max_attempts must be at least 1".to_owned());
+        }
+        problems
+    }
+}
+
+/// Starts the Stream Bot: it sends every requested post, with links under the site's public
+/// URL, keeping refreshed tokens in the site's state directory.
+pub fn start(ctx: &service::Context, config: Config) -> anyhow::Result<()> {
+    let poster = Arc::new(Poster::new(
+        ctx.bus.clone(),
+        config,
+        ctx.site.public_url.clone(),
+        Some(&ctx.site.state_dir),
+    )?);
+    let cancel = ctx.cancel.clone();
+    ctx.spawn("stream-bot", move || {
+        Arc::clone(&poster).run(cancel.clone())
+    });
+    Ok(())
 }
 
 /// Why a post to one destination did not happen.
@@ -86,10 +122,10 @@ impl PostFailure {
     }
 }
 
-pub struct Poster {
+struct Poster {
     bus: Bus,
     http: reqwest::Client,
-    config: Arc<PostConfig>,
+    config: Arc<Config>,
     public_url: String,
     posts: Commands<Post>,
     post_state: JetStreamStore<Post>,
@@ -99,9 +135,9 @@ pub struct Poster {
 impl Poster {
     /// `public_url`: where the gateway's `/share/<sha256>.png` links are reachable;
     /// `state_dir`: where refreshed tokens are kept (`post-tokens.json`).
-    pub fn new(
+    fn new(
         bus: Bus,
-        config: PostConfig,
+        config: Config,
         public_url: String,
         state_dir: Option<&std::path::Path>,
     ) -> anyhow::Result<Self> {
@@ -140,7 +176,7 @@ impl Poster {
         })
     }
 
-    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+    async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
         let mut spec = ConsumerSpec::new(StreamName::Events, "post-worker");
         spec.filter_subject = Some(events::subjects::event("post", "*"));
         // The post's own attempt count decides when to give up; the consumer allows more.
@@ -155,7 +191,7 @@ impl Poster {
             Duration::from_secs(15),
             Duration::from_secs(60),
         ];
-        let this = &self;
+        let this = &*self;
         self.bus
             .consume_commits(spec, cancel, move |commit, delivery| {
                 let delivery = delivery.clone();

@@ -11,6 +11,7 @@
 //! been silent for `node_timeout` is lost: its jobs go back to the queue as a new attempt.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bus::store::{CommandMeta, Commands, commands, execute};
@@ -44,7 +45,7 @@ pub struct WorkItem {
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default)]
-pub struct DispatcherConfig {
+pub struct Config {
     /// Most render jobs assigned to or running on one node at once.
     pub max_per_node: u32,
     /// A worker silent this long is lost, and its jobs requeued.
@@ -55,7 +56,20 @@ pub struct DispatcherConfig {
     pub tick: Duration,
 }
 
-impl Default for DispatcherConfig {
+impl Config {
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.max_per_node == 0 {
+            problems.push("max_per_node must be at least 1".to_owned());
+        }
+        if self.node_timeout.is_zero() || self.tick.is_zero() {
+            problems.push("node_timeout and tick must be longer than zero".to_owned());
+        }
+        problems
+    }
+}
+
+impl Default for Config {
     fn default() -> Self {
         Self {
             max_per_node: 2,
@@ -252,39 +266,30 @@ impl State {
     }
 }
 
-pub struct Dispatcher {
+/// Starts placing jobs (run one per system). Its state is rebuilt from the log at every
+/// (re)start, so the context restarting it after a failure loses nothing.
+pub fn start(ctx: &service::Context, config: Config) {
+    let dispatcher = Arc::new(Dispatcher {
+        jobs: commands::<RenderJob>(ctx.bus.clone(), ()),
+        queue: commands::<RenderQueue>(ctx.bus.clone(), ()),
+        bus: ctx.bus.clone(),
+        config,
+    });
+    let cancel = ctx.cancel.clone();
+    ctx.spawn("render-dispatcher", move || {
+        let (dispatcher, cancel) = (Arc::clone(&dispatcher), cancel.clone());
+        async move { dispatcher.run_once(&cancel).await }
+    });
+}
+
+struct Dispatcher {
     bus: Bus,
-    config: DispatcherConfig,
+    config: Config,
     jobs: Commands<RenderJob>,
     queue: Commands<RenderQueue>,
 }
 
 impl Dispatcher {
-    pub fn new(bus: Bus, config: DispatcherConfig) -> Self {
-        Self {
-            jobs: commands::<RenderJob>(bus.clone(), ()),
-            queue: commands::<RenderQueue>(bus.clone(), ()),
-            bus,
-            config,
-        }
-    }
-
-    /// Runs until `cancel` fires. Reconnects its readers when they fail.
-    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        loop {
-            match self.run_once(&cancel).await {
-                Ok(()) => return Ok(()),
-                Err(err) => {
-                    tracing::warn!(error = %err, "render dispatcher failed; starting over from the log");
-                    tokio::select! {
-                        () = cancel.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
-    }
-
     async fn run_once(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut state = State::default();

@@ -54,6 +54,26 @@ impl Default for SupervisorConfig {
     }
 }
 
+impl SupervisorConfig {
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.command.is_empty() {
+            problems.push("command must name the ComfyUI program".to_owned());
+        }
+        if let Some(mode) = &self.vram_mode
+            && !VRAM_MODES.contains(&mode.as_str())
+        {
+            problems.push(format!(
+                "vram_mode must be --lowvram, --normalvram or --highvram, got {mode:?}"
+            ));
+        }
+        problems
+    }
+}
+
+/// The memory modes ComfyUI takes.
+pub const VRAM_MODES: [&str; 3] = ["--lowvram", "--normalvram", "--highvram"];
+
 /// ComfyUI's memory mode for a GPU with this much VRAM: under 6 GiB needs `--lowvram`; 16 GiB
 /// and more can keep models resident (`--highvram`); unknown or in between is the default.
 pub fn vram_flag(vram_total_mib: Option<u64>) -> &'static str {
@@ -98,7 +118,7 @@ impl Supervisor {
             .clone()
             .unwrap_or_else(|| vram_flag(vram_total_mib).to_owned());
         anyhow::ensure!(
-            ["--lowvram", "--normalvram", "--highvram"].contains(&vram_flag.as_str()),
+            VRAM_MODES.contains(&vram_flag.as_str()),
             "render.supervise.vram_mode must be --lowvram, --normalvram or --highvram"
         );
         Ok(Self {
@@ -146,7 +166,7 @@ impl Supervisor {
     }
 
     /// Runs until `cancel` fires, then stops the process.
-    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self: std::sync::Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
         let secs = |s: f64| Duration::from_secs_f64(s.max(0.01));
         let mut backoff = Backoff::new(
             secs(self.config.backoff_initial_secs),

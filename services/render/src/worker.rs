@@ -44,6 +44,28 @@ pub struct WorkerConfig {
     pub retry_backoff_secs: f64,
 }
 
+impl WorkerConfig {
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=64).contains(&self.slots) {
+            problems.push(format!("slots must be 1..=64, got {}", self.slots));
+        }
+        if self.max_deliveries < 1 {
+            problems.push("max_deliveries must be at least 1".to_owned());
+        }
+        for (name, secs) in [
+            ("ack_wait_secs", self.ack_wait_secs),
+            ("heartbeat_secs", self.heartbeat_secs),
+            ("retry_backoff_secs", self.retry_backoff_secs),
+        ] {
+            if !(secs.is_finite() && secs > 0.0) {
+                problems.push(format!("{name} must be a positive number of seconds, got {secs}"));
+            }
+        }
+        problems
+    }
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
@@ -56,7 +78,7 @@ impl Default for WorkerConfig {
     }
 }
 
-pub struct Worker {
+pub(crate) struct Worker {
     bus: Bus,
     node_id: String,
     backend: Arc<dyn Backend>,
@@ -67,6 +89,8 @@ pub struct Worker {
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
 
+type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
+
 enum Report {
     Done,
     /// The job moved on without us (cancelled, requeued elsewhere, already finished).
@@ -75,7 +99,7 @@ enum Report {
 }
 
 impl Worker {
-    pub fn new(
+    pub(crate) fn new(
         bus: Bus,
         node_id: impl Into<String>,
         backend: Arc<dyn Backend>,
@@ -93,27 +117,26 @@ impl Worker {
         }
     }
 
-    pub fn consumer_name(node_id: &str) -> String {
+    fn consumer_name(node_id: &str) -> String {
         format!("render-{node_id}")
     }
 
-    /// Runs until `cancel` fires.
-    pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
+    /// Spawns its loops on the context: `slots` consumers of this node's work, the heartbeat,
+    /// and the watch for cancelled jobs.
+    pub(crate) fn start(self, ctx: &service::Context) {
         let this = Arc::new(self);
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(Arc::clone(&this).heartbeats(cancel.clone()));
-        tasks.spawn(Arc::clone(&this).watch_cancellations(cancel.clone()));
-        for _ in 0..this.config.slots.max(1) {
-            tasks.spawn(Arc::clone(&this).consume(cancel.clone()));
-        }
         tracing::info!(node = %this.node_id, backend = this.backend.name(), slots = this.config.slots, "render worker running");
-        while let Some(result) = tasks.join_next().await {
-            if let Ok(Err(err)) = result {
-                cancel.cancel();
-                return Err(err);
-            }
+        let spawn = |part: &'static str, run: fn(Arc<Self>, CancellationToken) -> BoxedRun| {
+            let (this, cancel) = (Arc::clone(&this), ctx.cancel.clone());
+            ctx.spawn(part, move || run(Arc::clone(&this), cancel.clone()));
+        };
+        spawn("render-heartbeat", |this, cancel| Box::pin(this.heartbeats(cancel)));
+        spawn("render-cancel-watch", |this, cancel| {
+            Box::pin(this.watch_cancellations(cancel))
+        });
+        for _ in 0..this.config.slots.max(1) {
+            spawn("render-worker", |this, cancel| Box::pin(this.consume(cancel)));
         }
-        Ok(())
     }
 
     fn spec(&self) -> ConsumerSpec {
@@ -130,33 +153,21 @@ impl Worker {
     }
 
     async fn consume(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        loop {
-            let result = self
-                .bus
-                .consume_json::<WorkItem, _, _>(self.spec(), cancel.clone(), |item, delivery| {
-                    let this = Arc::clone(&self);
-                    let delivery = delivery.clone();
-                    let shutdown = cancel.clone();
-                    async move {
-                        tokio::select! {
-                            outcome = this.handle(item, &delivery) => outcome,
-                            // Stopping mid-job: leave the work for the next start of this node.
-                            () = shutdown.cancelled() => Outcome::Retry("worker stopped mid-job".into()),
-                        }
-                    }
-                })
-                .await;
-            match result {
-                Ok(()) => return Ok(()),
-                Err(err) => {
-                    tracing::warn!(node = %self.node_id, error = %err, "render work consumer failed; reopening");
+        self.bus
+            .consume_json::<WorkItem, _, _>(self.spec(), cancel.clone(), |item, delivery| {
+                let this = Arc::clone(&self);
+                let delivery = delivery.clone();
+                let shutdown = cancel.clone();
+                async move {
                     tokio::select! {
-                        () = cancel.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        outcome = this.handle(item, &delivery) => outcome,
+                        // Stopping mid-job: leave the work for the next start of this node.
+                        () = shutdown.cancelled() => Outcome::Retry("worker stopped mid-job".into()),
                     }
                 }
-            }
-        }
+            })
+            .await?;
+        Ok(())
     }
 
     async fn heartbeats(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -205,42 +216,33 @@ impl Worker {
 
     /// Interrupts jobs running here when the log says they were cancelled.
     async fn watch_cancellations(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let filter = format!("nebula.events.{}.>", RenderJobEvent::AGGREGATE_TYPE);
+        let filter = events::subjects::events_of_type(RenderJobEvent::AGGREGATE_TYPE);
+        let mut reader = self
+            .bus
+            .read(StreamName::Events, ReadFrom::New, Some(filter))
+            .await?;
         loop {
-            let mut reader = match self
-                .bus
-                .read(StreamName::Events, ReadFrom::New, Some(filter.clone()))
-                .await
-            {
-                Ok(reader) => reader,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot watch for cancellations; retrying");
-                    tokio::select! {
-                        () = cancel.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
+            let message = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                message = reader.next() => message,
             };
-            loop {
-                let message = tokio::select! {
-                    () = cancel.cancelled() => return Ok(()),
-                    message = reader.next() => message,
-                };
-                let Some(Ok(message)) = message else { break };
-                let Ok(commit) = message.decode_commit() else {
-                    continue;
-                };
-                for envelope in commit {
-                    if envelope.event_type == "render.job_cancelled"
-                        && let Some(token) = self
-                            .running
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .get(&envelope.aggregate_id)
-                    {
-                        tracing::info!(job_id = %envelope.aggregate_id, "job cancelled; interrupting it");
-                        token.cancel();
-                    }
+            let message = match message {
+                Some(message) => message?,
+                None => anyhow::bail!("the cancellation reader ended"),
+            };
+            let Ok(commit) = message.decode_commit() else {
+                continue;
+            };
+            for envelope in commit {
+                if envelope.event_type == "render.job_cancelled"
+                    && let Some(token) = self
+                        .running
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get(&envelope.aggregate_id)
+                {
+                    tracing::info!(job_id = %envelope.aggregate_id, "job cancelled; interrupting it");
+                    token.cancel();
                 }
             }
         }

@@ -3,7 +3,7 @@
 //! (`reply-parent-msg-id`) within Twitch's send limits.
 //!
 //! twitch-irc reconnects and rejoins by itself (on `RECONNECT`, a lost connection or a missed
-//! `PONG`); the address it connects to comes from [`TwitchConfig::irc_url`] through
+//! `PONG`); the address it connects to comes from [`Config::irc_url`] through
 //! [`transport::Endpoint`], the same path for Twitch itself, a proxy or a local fake.
 
 pub mod limiter;
@@ -33,7 +33,7 @@ type Client = TwitchIRCClient<Transport, StaticLoginCredentials>;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct TwitchConfig {
+pub struct Config {
     /// `ircs://irc.chat.twitch.tv:6697` (TLS) or `irc://host:port` (plain).
     pub irc_url: String,
     /// The bot account's login; empty: anonymous (reads chat, cannot reply).
@@ -67,7 +67,28 @@ fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>,
     })
 }
 
-impl Default for TwitchConfig {
+impl Config {
+    /// Whether the bot runs (some channel is configured).
+    pub fn enabled(&self) -> bool {
+        !self.channels.is_empty()
+    }
+
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(err) = self.irc_url.parse::<Endpoint>() {
+            problems.push(format!("irc_url {:?}: {err}", self.irc_url));
+        }
+        if self.prefix.trim().is_empty() {
+            problems.push("prefix is empty".to_owned());
+        }
+        if self.token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+            problems.push("token is empty".to_owned());
+        }
+        problems
+    }
+}
+
+impl Default for Config {
     fn default() -> Self {
         Self {
             irc_url: "ircs://irc.chat.twitch.tv:6697".to_owned(),
@@ -87,16 +108,31 @@ pub struct Twitch {
     anonymous: bool,
 }
 
-/// What [`connect`] hands back: the replier and the loop that reads chat.
-pub struct Listener {
+/// The loop that reads chat.
+struct Listener {
     incoming: tokio::sync::mpsc::UnboundedReceiver<ServerMessage>,
     twitch: Arc<Twitch>,
     bus: Bus,
     prefix: String,
 }
 
+/// Starts the Twitch bot: joins the configured channels, hands every command to the intake,
+/// and replies through the chat platform's follower.
+pub async fn start(ctx: &service::Context, config: Config, chat: &chat::Config) -> anyhow::Result<()> {
+    let (twitch, listener) = connect(&config, ctx.bus.clone())?;
+    let cancel = ctx.cancel.clone();
+    ctx.spawn_once("twitch", listener.run(cancel));
+    chat::start_platform(
+        ctx,
+        chat,
+        twitch,
+        Duration::from_secs(config.progress_every_secs),
+    )
+    .await
+}
+
 /// Connects to chat and joins the configured channels.
-pub fn connect(config: &TwitchConfig, bus: Bus) -> anyhow::Result<(Arc<Twitch>, Listener)> {
+fn connect(config: &Config, bus: Bus) -> anyhow::Result<(Arc<Twitch>, Listener)> {
     let endpoint: Endpoint = config
         .irc_url
         .parse()
@@ -140,7 +176,7 @@ pub fn connect(config: &TwitchConfig, bus: Bus) -> anyhow::Result<(Arc<Twitch>, 
 
 impl Listener {
     /// Reads chat until `cancel` fires: commands go to the intake over the WORK stream.
-    pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
+    async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
         loop {
             let message = tokio::select! {
                 () = cancel.cancelled() => return Ok(()),

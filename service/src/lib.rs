@@ -1,0 +1,136 @@
+//! The shape every long-running part of Nebula has (the gateway, the projector, the render
+//! dispatcher and every crate under `services/`): a serde `Config` with its own defaults and a
+//! `validate()` that reports every problem at once, and one `start(ctx, config)` that does its
+//! fallible set-up, spawns its loops with [`Context::spawn`] and returns.
+//!
+//! One failure policy: a loop spawned with [`Context::spawn`] that fails (an error, or a panic)
+//! is logged, counted (`nebula_part_restarts_total{part}`) and started again after a backoff;
+//! only an error marked [`Fatal`] — one no restart can fix, such as a refused credential —
+//! stops the whole process, and so does the failure of a task that cannot be started again
+//! ([`Context::spawn_once`]). Every task is tracked and stops on the context's token.
+
+mod site;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bus::Bus;
+use common::Backoff;
+use common::metrics::Registry;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use site::Site;
+
+/// What every part is given by the process that runs it.
+#[derive(Clone)]
+pub struct Context {
+    pub bus: Bus,
+    /// Fires when the process shuts down (a signal, or a part that failed for good).
+    pub cancel: CancellationToken,
+    /// Every task a part spawns, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// The settings the parts of one installation share.
+    pub site: Arc<Site>,
+}
+
+/// An error no restart can fix: the process stops (after logging it) instead of trying again.
+#[derive(Debug)]
+pub struct Fatal(pub String);
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fatal {}
+
+/// `Err(fatal(...))` from a loop stops the process.
+pub fn fatal(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Fatal(message.into()))
+}
+
+/// Whether `err` (or anything in its chain) is [`Fatal`].
+pub fn is_fatal(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| cause.is::<Fatal>())
+}
+
+/// A loop that ran at least this long before failing starts again without waiting long.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+impl Context {
+    pub fn new(bus: Bus, site: Site) -> Self {
+        Self {
+            bus,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            site: Arc::new(site),
+        }
+    }
+
+    /// The process's metrics (the bus reports into the same registry).
+    pub fn metrics(&self) -> &Registry {
+        self.bus.metrics()
+    }
+
+    /// Runs `run()` on the tracker until it returns `Ok` or the context is cancelled. An error
+    /// or a panic restarts it after a backoff (1 s doubling to 30 s; reset after a minute of
+    /// health); a [`Fatal`] error stops the process.
+    pub fn spawn<F, Fut>(&self, part: &'static str, mut run: F)
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let ctx = self.clone();
+        self.tracker.spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+            while !ctx.cancel.is_cancelled() {
+                let started = Instant::now();
+                let attempt = ctx.tracker.spawn(run());
+                let err = match attempt.await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(err)) => err,
+                    Err(join) if join.is_panic() => anyhow::anyhow!("panicked: {join}"),
+                    Err(join) => anyhow::anyhow!("{join}"),
+                };
+                if ctx.cancel.is_cancelled() {
+                    return;
+                }
+                if is_fatal(&err) {
+                    tracing::error!(part, error = format!("{err:#}"), "stopped for good; shutting down");
+                    ctx.cancel.cancel();
+                    return;
+                }
+                if started.elapsed() >= HEALTHY_RUN {
+                    backoff.reset();
+                }
+                ctx.metrics()
+                    .add("nebula_part_restarts_total", &[("part", part)], 1.0);
+                tracing::warn!(part, error = format!("{err:#}"), retry_in = ?backoff.peek(), "failed; starting it again");
+                if !backoff.wait(&ctx.cancel).await {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Runs `task` once, on the tracker: for a loop that owns something it cannot open again
+    /// (a platform client's message channel, a bound listener). Its error cannot be mended by a
+    /// restart, so it stops the process.
+    pub fn spawn_once<Fut>(&self, part: &'static str, task: Fut)
+    where
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            if let Err(err) = task.await
+                && !cancel.is_cancelled()
+            {
+                tracing::error!(part, error = format!("{err:#}"), "stopped for good; shutting down");
+                cancel.cancel();
+            }
+        });
+    }
+}
