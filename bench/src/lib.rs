@@ -6,11 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use bus::{Bus, BusConfig, ExpectedSeq};
-use events::job::{JobCompleted, JobEvent, JobProgressed, JobRequested, JobStarted};
 use events::{Actor, CorrelationId, EventEnvelope, JobId};
 use futures::StreamExt;
 use sqlx::PgPool;
 use testkit::NatsServer;
+
+use crate::jobs::{JobCompleted, JobEvent, JobProgressed, JobRequested, JobStarted};
+
+pub mod jobs;
 
 /// A nats-server and a database of our own for one run.
 pub struct Env {
@@ -94,7 +97,7 @@ async fn recreate(admin: &PgPool, database: &str, url: &str) -> Result<PgPool> {
         .execute(admin)
         .await?;
     let pool = projections::connect(url, 8).await?;
-    projections::migrate(&pool).await?;
+    migrate(&pool).await?;
     Ok(pool)
 }
 
@@ -200,6 +203,23 @@ pub async fn read_to_end(bus: &Bus, stream: bus::StreamName) -> Result<Vec<bus::
     Ok(out)
 }
 
+/// The product's migrations, and the bench's own `jobs` table.
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    projections::migrate(pool).await?;
+    sqlx::query(jobs::CREATE_TABLE).execute(pool).await?;
+    Ok(())
+}
+
+/// Every EVENTS projection `nebula projector` runs, and the bench's `jobs`.
+pub fn event_projections() -> Vec<std::sync::Arc<dyn projections::Projection>> {
+    let mut all: Vec<std::sync::Arc<dyn projections::Projection>> = projections::all()
+        .into_iter()
+        .filter(|p| p.stream() == bus::StreamName::Events)
+        .collect();
+    all.push(std::sync::Arc::new(jobs::Jobs));
+    all
+}
+
 /// Runs every EVENTS projection in its own task, as `nebula projector` does, until `until` (if
 /// given) or `cancel`. Each task returns the position it reached.
 pub fn spawn_event_projections(
@@ -209,9 +229,8 @@ pub fn spawn_event_projections(
     until: Option<events::StreamSeq>,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<Result<events::StreamSeq, projections::ProjectionError>>> {
-    projections::all()
+    event_projections()
         .into_iter()
-        .filter(|p| p.stream() == bus::StreamName::Events)
         .map(|projection| {
             let runner = projections::runner::Runner::new(
                 pool.clone(),

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, consumer::pull, stream};
+use bench::jobs::{Job, JobCommand};
 use bench::{Env, job_commits, preload, rate, release_binary, spawn_event_projections};
 use bus::consumer::{ConsumerSpec, Outcome};
 use bus::store::{CommandMeta, commands};
 use bus::{ExpectedSeq, StreamName};
 use bytes::Bytes;
-use domain::job::{Job, JobCommand};
 use events::{Actor, CorrelationId, EventEnvelope, JobId};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -656,7 +656,7 @@ async fn live_latency(env: &Env, clients: usize, per_second: u64, seconds: u64) 
         let event = EventEnvelope::new(
             JobId::new().to_string(),
             1,
-            &events::job::JobEvent::Requested(events::job::JobRequested {
+            &bench::jobs::JobEvent::Requested(bench::jobs::JobRequested {
                 kind: "latency".into(),
                 priority: 0,
                 params: json!({ "sent_ns": now_ns() }),

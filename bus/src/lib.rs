@@ -163,12 +163,3 @@ impl Bus {
             .map_err(|err| BusError::with_source(BusErrorKind::NotFound, err))
     }
 }
-
-/// What every service gets from the process that runs it: the bus, a shutdown token, and a
-/// tracker for the tasks it spawns (so shutdown can wait for them).
-#[derive(Clone)]
-pub struct ServiceContext {
-    pub bus: Bus,
-    pub cancel: tokio_util::sync::CancellationToken,
-    pub tracker: tokio_util::task::TaskTracker,
-}

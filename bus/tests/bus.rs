@@ -8,8 +8,8 @@ use bus::store::{CommandMeta, JetStreamStore, commands};
 use bus::{Bus, BusConfig, BusErrorKind, ExpectedSeq, ReadFrom, StreamName};
 use bytes::Bytes;
 use cqrs_es::{AggregateError, EventStore};
-use domain::job::{Job, JobCommand, JobError};
-use events::job::{JobEvent, JobRequested, JobStatus};
+use domain::node::{Node, NodeCommand, NodeError};
+use events::node::{NodeDeregistered, NodeEvent, NodeRegistered};
 use events::{Actor, CorrelationId, EventEnvelope, StreamSeq};
 use futures::StreamExt;
 use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
@@ -24,15 +24,28 @@ async fn connect(server: &NatsServer) -> Bus {
     .expect("failed to connect")
 }
 
-fn requested(job: &str, seq: u64) -> EventEnvelope {
+fn inventory(hostname: &str) -> NodeRegistered {
+    NodeRegistered {
+        hostname: hostname.to_owned(),
+        os: "Debian GNU/Linux 12".into(),
+        kernel: "6.1".into(),
+        cpu_model: "test".into(),
+        cpu_cores: 4,
+        memory_total_bytes: 8 << 30,
+        disk_total_bytes: 1 << 40,
+        gpus: vec![],
+        gpu_source: "none".into(),
+        agent_version: "0.0.0".into(),
+        agent_url: None,
+    }
+}
+
+/// A `node.registered` envelope for `node`, its `seq`-th event (the hostname says which).
+fn registered(node: &str, seq: u64) -> EventEnvelope {
     EventEnvelope::new(
-        job,
+        node,
         seq,
-        &JobEvent::Requested(JobRequested {
-            kind: "test".into(),
-            priority: 0,
-            params: serde_json::json!({ "n": seq }),
-        }),
+        &NodeEvent::Registered(inventory(&format!("{node}-{seq}"))),
         CorrelationId::new(),
         None,
         Actor::system(),
@@ -67,7 +80,7 @@ async fn provisioning_is_idempotent_and_reads_are_ordered() {
     let again = connect(&server).await;
     for i in 1..=5u64 {
         let appended = again
-            .append(&[requested(&format!("job-{i}"), 1)], ExpectedSeq::NoEvents)
+            .append(&[registered(&format!("job-{i}"), 1)], ExpectedSeq::NoEvents)
             .await
             .unwrap();
         assert_eq!(appended.stream_seq, StreamSeq(i));
@@ -78,7 +91,7 @@ async fn provisioning_is_idempotent_and_reads_are_ordered() {
         all.iter().map(|m| m.stream_seq.0).collect::<Vec<_>>(),
         vec![1, 2, 3, 4, 5]
     );
-    assert_eq!(all[2].subject, "nebula.events.job.job-3");
+    assert_eq!(all[2].subject, "nebula.events.node.job-3");
 
     let mut from_four = bus
         .read(StreamName::Events, ReadFrom::Seq(StreamSeq(4)), None)
@@ -104,7 +117,7 @@ async fn provisioning_is_idempotent_and_reads_are_ordered() {
         .read(StreamName::Events, ReadFrom::Time(chrono::Utc::now()), None)
         .await
         .unwrap();
-    bus.append(&[requested("job-6", 1)], ExpectedSeq::NoEvents)
+    bus.append(&[registered("job-6", 1)], ExpectedSeq::NoEvents)
         .await
         .unwrap();
     assert_eq!(
@@ -116,7 +129,7 @@ async fn provisioning_is_idempotent_and_reads_are_ordered() {
         .read(
             StreamName::Events,
             ReadFrom::Start,
-            Some("nebula.events.job.job-2".into()),
+            Some("nebula.events.node.job-2".into()),
         )
         .await
         .unwrap();
@@ -128,7 +141,7 @@ async fn provisioning_is_idempotent_and_reads_are_ordered() {
 async fn republishing_a_commit_is_deduplicated() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
-    let commit = [requested("job-a", 1)];
+    let commit = [registered("job-a", 1)];
     let first = bus.append(&commit, ExpectedSeq::Any).await.unwrap();
     let second = bus.append(&commit, ExpectedSeq::Any).await.unwrap();
     assert!(!first.duplicate);
@@ -147,31 +160,23 @@ async fn republishing_a_commit_is_deduplicated() {
 async fn two_writers_to_one_aggregate_exactly_one_wins() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
-    let jobs = commands::<Job>(bus.clone(), ());
+    let nodes = commands::<Node>(bus.clone(), ());
     let meta = || CommandMeta::new(Actor::User("test".into())).into_metadata();
-    jobs.execute_with_metadata(
-        "job-1",
-        JobCommand::Request {
-            kind: "k".into(),
-            priority: 0,
-            params: serde_json::Value::Null,
-        },
-        meta(),
-    )
-    .await
-    .unwrap();
+    nodes
+        .execute_with_metadata("node-1", NodeCommand::Register(inventory("one")), meta())
+        .await
+        .unwrap();
 
-    let store = JetStreamStore::<Job>::new(bus.clone());
-    let writer_a = store.load_aggregate("job-1").await.unwrap();
-    let writer_b = store.load_aggregate("job-1").await.unwrap();
-    let start = |worker: &str| {
-        domain::Event(JobEvent::Started(events::job::JobStarted {
-            worker: worker.into(),
-            node_id: None,
+    let store = JetStreamStore::<Node>::new(bus.clone());
+    let writer_a = store.load_aggregate("node-1").await.unwrap();
+    let writer_b = store.load_aggregate("node-1").await.unwrap();
+    let goodbye = |reason: &str| {
+        domain::Event(NodeEvent::Deregistered(NodeDeregistered {
+            reason: reason.into(),
         }))
     };
-    let a = store.commit(vec![start("a")], writer_a, meta()).await;
-    let b = store.commit(vec![start("b")], writer_b, meta()).await;
+    let a = store.commit(vec![goodbye("a")], writer_a, meta()).await;
+    let b = store.commit(vec![goodbye("b")], writer_b, meta()).await;
     assert!(a.is_ok(), "first writer should win: {a:?}");
     assert!(
         matches!(b, Err(AggregateError::AggregateConflict)),
@@ -181,14 +186,15 @@ async fn two_writers_to_one_aggregate_exactly_one_wins() {
     // Many writers racing through the framework: every success is one event, no gaps, no repeats.
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let jobs = commands::<Job>(bus.clone(), ());
+        let nodes = commands::<Node>(bus.clone(), ());
         tasks.push(tokio::spawn(async move {
-            jobs.execute_with_metadata(
-                "job-1",
-                JobCommand::ReportProgress { value: i, max: 10 },
-                CommandMeta::new(Actor::system()).into_metadata(),
-            )
-            .await
+            nodes
+                .execute_with_metadata(
+                    "node-1",
+                    NodeCommand::Register(inventory(&format!("racer-{i}"))),
+                    CommandMeta::new(Actor::system()).into_metadata(),
+                )
+                .await
         }));
     }
     let mut wins = 0;
@@ -200,7 +206,7 @@ async fn two_writers_to_one_aggregate_exactly_one_wins() {
         }
     }
     assert!(wins >= 1);
-    let events = store.load_events("job-1").await.unwrap();
+    let events = store.load_events("node-1").await.unwrap();
     let seqs: Vec<usize> = events.iter().map(|e| e.sequence).collect();
     assert_eq!(
         seqs,
@@ -208,24 +214,23 @@ async fn two_writers_to_one_aggregate_exactly_one_wins() {
         "aggregate sequences must be gapless and unique"
     );
 
-    // A rejected command writes nothing.
-    let err = jobs
-        .execute_with_metadata(
-            "job-1",
-            JobCommand::Request {
-                kind: "k".into(),
-                priority: 0,
-                params: serde_json::Value::Null,
-            },
-            meta(),
-        )
+    // A rejected command writes nothing: the second goodbye finds the node gone.
+    let deregister = || NodeCommand::Deregister {
+        reason: "test".into(),
+    };
+    nodes
+        .execute_with_metadata("node-1", deregister(), meta())
+        .await
+        .unwrap();
+    let err = nodes
+        .execute_with_metadata("node-1", deregister(), meta())
         .await
         .unwrap_err();
     assert!(matches!(
         err,
-        AggregateError::UserError(JobError::AlreadyRequested)
+        AggregateError::UserError(NodeError::NotRegistered)
     ));
-    assert_eq!(store.load_events("job-1").await.unwrap().len(), 2 + wins);
+    assert_eq!(store.load_events("node-1").await.unwrap().len(), 3 + wins);
 }
 
 /// Two processes (two stores, two caches) on one aggregate: each decides on what the other
@@ -234,48 +239,27 @@ async fn two_writers_to_one_aggregate_exactly_one_wins() {
 async fn a_cached_aggregate_sees_what_another_writer_appended() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
-    let here = commands::<Job>(bus.clone(), ());
-    let there = commands::<Job>(bus.clone(), ());
+    let here = commands::<Node>(bus.clone(), ());
+    let there = commands::<Node>(bus.clone(), ());
     let meta = || CommandMeta::new(Actor::User("test".into())).into_metadata();
-    here.execute_with_metadata(
-        "job-2",
-        JobCommand::Request {
-            kind: "k".into(),
-            priority: 0,
-            params: serde_json::Value::Null,
-        },
-        meta(),
-    )
-    .await
-    .unwrap();
-    // `here` has it cached as requested; `there` cancels it.
-    there
-        .execute_with_metadata(
-            "job-2",
-            JobCommand::Cancel {
-                reason: "elsewhere".into(),
-            },
-            meta(),
-        )
+    let deregister = |reason: &str| NodeCommand::Deregister {
+        reason: reason.into(),
+    };
+    here.execute_with_metadata("node-2", NodeCommand::Register(inventory("two")), meta())
         .await
         .unwrap();
-    // A start decided on the cached (stale) state would be accepted; it must be refused.
+    // `here` has it cached as online; `there` takes it offline.
+    there
+        .execute_with_metadata("node-2", deregister("elsewhere"), meta())
+        .await
+        .unwrap();
+    // A goodbye decided on the cached (stale) state would be accepted; it must be refused.
     let refused = here
-        .execute_with_metadata(
-            "job-2",
-            JobCommand::Start {
-                worker: "w".into(),
-                node_id: None,
-            },
-            meta(),
-        )
+        .execute_with_metadata("node-2", deregister("here"), meta())
         .await
         .unwrap_err();
     assert!(
-        matches!(
-            refused,
-            AggregateError::UserError(JobError::InvalidTransition(JobStatus::Cancelled, _))
-        ),
+        matches!(refused, AggregateError::UserError(NodeError::NotRegistered)),
         "{refused:?}"
     );
 }
@@ -286,16 +270,16 @@ async fn a_commit_is_one_atomic_message() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
     let commit = vec![
-        requested("job-x", 1),
-        requested("job-x", 2),
-        requested("job-x", 3),
+        registered("job-x", 1),
+        registered("job-x", 2),
+        registered("job-x", 3),
     ];
     bus.append(&commit, ExpectedSeq::NoEvents).await.unwrap();
     let stored = read_all(&bus, StreamName::Events).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].decode_commit().unwrap(), commit);
     // Mixed aggregates in one commit are refused before anything is sent.
-    let mixed = vec![requested("job-y", 1), requested("job-z", 1)];
+    let mixed = vec![registered("job-y", 1), registered("job-z", 1)];
     assert!(bus.append(&mixed, ExpectedSeq::Any).await.is_err());
     assert_eq!(
         bus.last_seq(StreamName::Events).await.unwrap(),
@@ -310,7 +294,7 @@ async fn nats_restart_mid_publish_loses_and_duplicates_nothing() {
     let bus = connect(&server).await;
     const TOTAL: usize = 3000;
     let commits: Vec<EventEnvelope> = (0..TOTAL)
-        .map(|i| requested(&format!("job-{}", i % 50), i as u64))
+        .map(|i| registered(&format!("job-{}", i % 50), i as u64))
         .collect();
     let publisher = {
         let bus = bus.clone();
@@ -364,8 +348,8 @@ async fn nats_restart_mid_publish_loses_and_duplicates_nothing() {
 async fn oversized_payloads_are_refused_clearly() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
-    let mut big = requested("job-big", 1);
-    big.data = serde_json::json!({ "blob": "x".repeat(2 * 1024 * 1024) });
+    let mut big = registered("job-big", 1);
+    big.data["hostname"] = serde_json::json!("x".repeat(2 * 1024 * 1024));
     let err = bus.append(&[big], ExpectedSeq::Any).await.unwrap_err();
     assert_eq!(err.kind(), BusErrorKind::TooLarge);
     assert!(err.to_string().contains("over the limit"), "{err}");
@@ -387,7 +371,7 @@ async fn oversized_payloads_are_refused_clearly() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), BusErrorKind::TooLarge, "{err}");
-    bus.append(&[requested("job-small", 1)], ExpectedSeq::Any)
+    bus.append(&[registered("job-small", 1)], ExpectedSeq::Any)
         .await
         .unwrap();
 }
@@ -648,13 +632,13 @@ async fn an_r3_cluster_survives_losing_a_node() {
     .await;
     let mut published = Vec::new();
     for i in 0..200 {
-        let event = requested(&format!("job-{i}"), 1);
+        let event = registered(&format!("job-{i}"), 1);
         published.push(event.event_id);
         bus.append(&[event], ExpectedSeq::NoEvents).await.unwrap();
     }
     cluster.servers[0].kill();
     for i in 200..400 {
-        let event = requested(&format!("job-{i}"), 1);
+        let event = registered(&format!("job-{i}"), 1);
         published.push(event.event_id);
         bus.append(&[event], ExpectedSeq::NoEvents).await.unwrap();
     }
@@ -695,20 +679,20 @@ async fn commit_consumers_dead_letter_what_is_not_a_commit() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
     bus.append(
-        &[requested("job-c1", 1), requested("job-c1", 2)],
+        &[registered("job-c1", 1), registered("job-c1", 2)],
         ExpectedSeq::NoEvents,
     )
     .await
     .unwrap();
     bus.publish_raw(
-        "nebula.events.job.garbage",
+        "nebula.events.node.garbage",
         "garbage",
         Vec::new(),
         Bytes::from_static(b"not a commit"),
     )
     .await
     .unwrap();
-    bus.append(&[requested("job-c2", 1)], ExpectedSeq::NoEvents)
+    bus.append(&[registered("job-c2", 1)], ExpectedSeq::NoEvents)
         .await
         .unwrap();
     let cancel = CancellationToken::new();

@@ -29,6 +29,9 @@ mod tests {
             super::redact_url("postgres://nebula:secret@db:5432/nebula"),
             "postgres://nebula:****@db:5432/nebula"
         );
-        assert_eq!(super::redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            super::redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
     }
 }

@@ -5,7 +5,6 @@
 //! `events` enum to carry both traits without teaching `events` about cqrs-es.
 
 pub mod chat;
-pub mod job;
 pub mod node;
 pub mod post;
 pub mod render;

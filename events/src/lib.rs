@@ -7,7 +7,6 @@
 pub mod chat;
 mod envelope;
 mod ids;
-pub mod job;
 pub mod node;
 pub mod post;
 pub mod render;

@@ -1,6 +1,6 @@
 //! Reading events: unknown types, bad data, future versions, upcasting, and commits.
 
-use events::job::JobEvent;
+use events::chat::ChatSettingsEvent;
 use events::node::{NodeDeregistered, NodeEvent};
 use events::{
     Actor, CorrelationId, DecodeError, DomainEvent, EventEnvelope, Upcaster, decode_commit,
@@ -32,7 +32,7 @@ fn unknown_types_are_reported_as_unknown() {
     // Another domain's reader skips it too.
     assert!(
         deregistered()
-            .decode::<JobEvent>()
+            .decode::<ChatSettingsEvent>()
             .unwrap_err()
             .is_unknown_type()
     );

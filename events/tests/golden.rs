@@ -10,9 +10,6 @@ use events::chat::{
     CommandReceived, CommandRejected, CommandRule, Platform, RejectReason, ReplyFailed, ReplyKind,
     ReplySent, SettingsChanged,
 };
-use events::job::{
-    JobCancelled, JobCompleted, JobEvent, JobFailed, JobProgressed, JobRequested, JobStarted,
-};
 use events::node::{GpuInfo, NodeDeregistered, NodeEvent, NodeRegistered};
 use events::post::{Destination, PostDelivered, PostEvent, PostFailed, PostRequested};
 use events::render::{
@@ -23,7 +20,7 @@ use events::render::{
 };
 use events::telemetry::{GpuSample, Heartbeat};
 use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 fn at() -> DateTime<Utc> {
@@ -107,54 +104,10 @@ fn node_events() {
 }
 
 #[test]
-fn job_events() {
-    let id = "0192f0c0-0000-7000-8000-00000000a0b1".to_owned();
-    golden(
-        &id,
-        JobEvent::Requested(JobRequested {
-            kind: "render.txt2img".to_owned(),
-            priority: 5,
-            params: json!({"prompt": "a red fox", "seed": 42}),
-        }),
-    );
-    golden(
-        &id,
-        JobEvent::Started(JobStarted {
-            worker: "render-1".to_owned(),
-            node_id: Some("gpu-box".to_owned()),
-        }),
-    );
-    golden(
-        &id,
-        JobEvent::Progressed(JobProgressed { value: 7, max: 20 }),
-    );
-    golden(
-        &id,
-        JobEvent::Completed(JobCompleted {
-            result: json!({"artifacts": ["sha256:ab12"]}),
-        }),
-    );
-    golden(
-        &id,
-        JobEvent::Failed(JobFailed {
-            reason: "comfyui execution_error".to_owned(),
-            retryable: true,
-        }),
-    );
-    golden(
-        &id,
-        JobEvent::Cancelled(JobCancelled {
-            reason: "cancelled by user".to_owned(),
-        }),
-    );
-}
-
-#[test]
 fn every_event_type_has_a_golden_file() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     for event_type in NodeEvent::EVENT_TYPES
         .iter()
-        .chain(JobEvent::EVENT_TYPES)
         .chain(RenderJobEvent::EVENT_TYPES)
         .chain(RenderQueueEvent::EVENT_TYPES)
         .chain(ComfyEvent::EVENT_TYPES)

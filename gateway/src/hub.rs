@@ -9,8 +9,8 @@ use axum::extract::ws::Utf8Bytes;
 use bus::{Bus, ReadFrom, StoredMessage, StreamName};
 use events::StreamSeq;
 use futures::StreamExt;
-use tokio::sync::broadcast;
 use service::Context;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 /// One frame, serialized once for every client.

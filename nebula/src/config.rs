@@ -472,7 +472,10 @@ mod tests {
         assert_eq!(config.agent.http_addr.to_string(), "127.0.0.1:9001");
         assert_eq!(config.site(None).public_url, "https://nebula.example.com");
         let err = Config::load_from(None, env(&[("NEBULA_RENDER__BACKEND", "gpu")])).unwrap_err();
-        assert!(format!("{err:#}").contains("unknown variant `gpu`"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("unknown variant `gpu`"),
+            "{err:#}"
+        );
     }
 
     #[test]

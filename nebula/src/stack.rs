@@ -102,10 +102,14 @@ type Start = fn(Context, Config) -> BoxFuture<'static, anyhow::Result<Started>>;
 /// Every part, in the order a process starts them: the gateway before the parts whose share
 /// links point at it.
 const PARTS: [(Part, Start); 6] = [
-    (Part::Projector, |ctx, config| Box::pin(projector(ctx, config))),
+    (Part::Projector, |ctx, config| {
+        Box::pin(projector(ctx, config))
+    }),
     (Part::Gateway, |ctx, config| Box::pin(gateway(ctx, config))),
     (Part::Agent, |ctx, config| Box::pin(agent(ctx, config))),
-    (Part::Dispatcher, |ctx, config| Box::pin(dispatcher(ctx, config))),
+    (Part::Dispatcher, |ctx, config| {
+        Box::pin(dispatcher(ctx, config))
+    }),
     (Part::RenderWorker, |ctx, config| {
         Box::pin(render_worker(ctx, config))
     }),

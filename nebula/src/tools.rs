@@ -4,8 +4,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Args;
 use bus::{Bus, ReadFrom, StoredMessage, StreamName};
+use clap::Args;
 use events::StreamSeq;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;

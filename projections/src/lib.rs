@@ -10,7 +10,6 @@
 pub mod chat;
 mod error;
 mod event_log;
-mod jobs;
 mod nodes;
 pub mod projector;
 mod read;
@@ -28,9 +27,8 @@ use sqlx::PgConnection;
 pub use chat::Chat;
 pub use error::{ApplyError, ProjectionError};
 pub use event_log::EventLog;
-pub use jobs::Jobs;
 pub use nodes::Nodes;
-pub use read::{EventFilter, EventRow, JobView, NodeView, ReadModels, Snapshot};
+pub use read::{EventFilter, EventRow, NodeView, ReadModels, Snapshot};
 pub use render::Render;
 pub use telemetry::NodeTelemetry;
 
@@ -172,7 +170,6 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(EventLog),
         std::sync::Arc::new(Nodes),
         std::sync::Arc::new(NodeTelemetry),
-        std::sync::Arc::new(Jobs),
         std::sync::Arc::new(Render),
         std::sync::Arc::new(Chat),
     ]

@@ -49,24 +49,6 @@ pub struct EventRow {
     pub data: Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct JobView {
-    pub job_id: String,
-    pub kind: String,
-    pub status: String,
-    pub priority: i32,
-    pub params: Value,
-    pub progress_value: Option<i64>,
-    pub progress_max: Option<i64>,
-    pub worker: Option<String>,
-    pub node_id: Option<String>,
-    pub result: Option<Value>,
-    pub error: Option<String>,
-    pub correlation_id: Uuid,
-    pub requested_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
 /// Filters for `GET /api/events`; all optional, combined with AND.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -154,36 +136,6 @@ impl ReadModels {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(event_from_row).collect()
-    }
-
-    pub async fn jobs(&self, limit: i64) -> Result<Vec<JobView>, ProjectionError> {
-        let rows = sqlx::query(
-            "SELECT job_id, kind, status, priority, params, progress_value, progress_max, worker, node_id, result, error, \
-             correlation_id, requested_at, updated_at FROM jobs ORDER BY requested_at DESC LIMIT $1",
-        )
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(JobView {
-                    job_id: row.try_get("job_id")?,
-                    kind: row.try_get("kind")?,
-                    status: row.try_get("status")?,
-                    priority: row.try_get("priority")?,
-                    params: row.try_get("params")?,
-                    progress_value: row.try_get("progress_value")?,
-                    progress_max: row.try_get("progress_max")?,
-                    worker: row.try_get("worker")?,
-                    node_id: row.try_get("node_id")?,
-                    result: row.try_get("result")?,
-                    error: row.try_get("error")?,
-                    correlation_id: row.try_get("correlation_id")?,
-                    requested_at: row.try_get("requested_at")?,
-                    updated_at: row.try_get("updated_at")?,
-                })
-            })
-            .collect()
     }
 
     /// Checkpoints of every projection, by name.

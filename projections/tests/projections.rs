@@ -7,13 +7,15 @@ use std::time::Duration;
 use bus::store::{CommandMeta, commands};
 use bus::{Bus, BusConfig, ExpectedSeq, ReadFrom, StreamName};
 use bytes::Bytes;
-use domain::job::{Job, JobCommand};
 use domain::node::{Node, NodeCommand};
+use domain::render::{RenderCommand, RenderJob};
 use events::node::NodeRegistered;
+use events::render::{Provenance, RenderMode, RenderParams, Trigger};
 use events::{Actor, CorrelationId, EventEnvelope, StreamSeq};
 use futures::StreamExt;
 use projections::runner::{Runner, RunnerConfig};
 use projections::{Projection, ReadModels};
+use serde_json::json;
 use sqlx::PgPool;
 use testkit::NatsServer;
 use tokio_util::sync::CancellationToken;
@@ -82,8 +84,8 @@ async fn register(bus: &Bus, node: &str, hostname: &str) {
         .unwrap();
 }
 
-async fn job(bus: &Bus, id: &str, command: JobCommand) {
-    commands::<Job>(bus.clone(), ())
+async fn job(bus: &Bus, id: &str, command: RenderCommand) {
+    commands::<RenderJob>(bus.clone(), ())
         .execute_with_metadata(
             id,
             command,
@@ -91,6 +93,62 @@ async fn job(bus: &Bus, id: &str, command: JobCommand) {
         )
         .await
         .unwrap();
+}
+
+/// A render job submitted, placed on `node` and started there (attempt 1): four commands,
+/// five events.
+async fn started_job(bus: &Bus, id: &str, priority: i32, node: &str) {
+    job(
+        bus,
+        id,
+        RenderCommand::Submit {
+            mode: RenderMode::Txt2img,
+            params: RenderParams {
+                prompt: format!("prompt of {id}"),
+                ..RenderParams::default()
+            },
+            priority,
+            trigger: Trigger {
+                source: "test".into(),
+                reference: None,
+            },
+            max_attempts: 1,
+        },
+    )
+    .await;
+    job(
+        bus,
+        id,
+        RenderCommand::Assign {
+            node_id: node.into(),
+        },
+    )
+    .await;
+    job(
+        bus,
+        id,
+        RenderCommand::Start {
+            node_id: node.into(),
+            attempt: 1,
+            backend: "simulated".into(),
+        },
+    )
+    .await;
+}
+
+fn provenance(node: &str) -> Provenance {
+    Provenance {
+        workflow_hash: "abc".into(),
+        model: "sd".into(),
+        seed: 7,
+        node_id: node.into(),
+        backend: "simulated".into(),
+        trigger: Trigger {
+            source: "test".into(),
+            reference: None,
+        },
+        correlation_id: "c".into(),
+    }
 }
 
 async fn dead_letters(bus: &Bus) -> Vec<bus::StoredMessage> {
@@ -130,48 +188,33 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
         )
         .await
         .unwrap();
+    started_job(&bus, "j1", 3, "n1").await;
     job(
         &bus,
         "j1",
-        JobCommand::Request {
-            kind: "render".into(),
-            priority: 3,
-            params: serde_json::json!({"prompt": "fox"}),
+        RenderCommand::ReportProgress {
+            attempt: 1,
+            value: 5,
+            max: 10,
         },
     )
     .await;
     job(
         &bus,
         "j1",
-        JobCommand::Start {
-            worker: "w1".into(),
-            node_id: Some("n1".into()),
+        RenderCommand::Complete {
+            attempt: 1,
+            artifacts: Vec::new(),
+            provenance: provenance("n1"),
         },
     )
     .await;
-    job(&bus, "j1", JobCommand::ReportProgress { value: 5, max: 10 }).await;
-    job(
-        &bus,
-        "j1",
-        JobCommand::Complete {
-            result: serde_json::json!({"ok": true}),
-        },
-    )
-    .await;
+    started_job(&bus, "j2", 1, "n2").await;
     job(
         &bus,
         "j2",
-        JobCommand::Request {
-            kind: "render".into(),
-            priority: 1,
-            params: serde_json::Value::Null,
-        },
-    )
-    .await;
-    job(
-        &bus,
-        "j2",
-        JobCommand::Fail {
+        RenderCommand::Fail {
+            attempt: 1,
             reason: "no gpu".into(),
             retryable: false,
         },
@@ -214,16 +257,16 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
     assert_eq!(nodes[0].status, "online");
     assert_eq!(nodes[0].heartbeat.as_ref().unwrap()["cpu_percent"], 50.0);
     assert_eq!(nodes[1].status, "offline");
-    let jobs = read.jobs(10).await.unwrap();
-    let j1 = jobs.iter().find(|j| j.job_id == "j1").unwrap();
+    let j1 = read.render_job("j1").await.unwrap().unwrap();
     assert_eq!(
-        (j1.status.as_str(), j1.progress_value, j1.worker.as_deref()),
-        ("completed", Some(5), Some("w1"))
+        (&j1["status"], &j1["progress"]["value"], &j1["node_id"]),
+        (&json!("completed"), &json!(10), &json!("n1"))
     );
-    let j2 = jobs.iter().find(|j| j.job_id == "j2").unwrap();
+    assert_eq!(j1["params"]["prompt"], "prompt of j1");
+    let j2 = read.render_job("j2").await.unwrap().unwrap();
     assert_eq!(
-        (j2.status.as_str(), j2.error.as_deref()),
-        ("failed", Some("no gpu"))
+        (&j2["status"], &j2["error"]),
+        (&json!("failed"), &json!("no gpu"))
     );
     let all = read
         .events(&projections::EventFilter {
@@ -232,8 +275,12 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
         })
         .await
         .unwrap();
-    assert_eq!(all.len(), 11);
-    assert!(all.windows(2).all(|w| w[0].stream_seq < w[1].stream_seq));
+    // 4 node events, 6 of j1 (submitted: requested and queued), 5 of j2, the unknown one.
+    assert_eq!(all.len(), 16);
+    assert!(
+        all.windows(2)
+            .all(|w| (w[0].stream_seq, w[0].idx) < (w[1].stream_seq, w[1].idx))
+    );
     let by_type = read
         .events(&projections::EventFilter {
             event_type: Some("node.teleported".into()),
@@ -245,7 +292,7 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
     assert_eq!(by_type.len(), 1);
     let j1_events = read
         .events(&projections::EventFilter {
-            aggregate_type: Some("job".into()),
+            aggregate_type: Some("render_job".into()),
             aggregate_id: Some("j1".into()),
             limit: 10,
             ..Default::default()
@@ -257,7 +304,7 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
             .iter()
             .map(|e| e.aggregate_seq)
             .collect::<Vec<_>>(),
-        vec![1, 2, 3, 4]
+        vec![1, 2, 3, 4, 5, 6]
     );
     let correlated = read
         .events(&projections::EventFilter {
@@ -267,10 +314,14 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
         })
         .await
         .unwrap();
-    assert_eq!(correlated.len(), 1);
+    assert_eq!(
+        correlated.len(),
+        2,
+        "the submission's commit: requested and queued"
+    );
     let after = read
         .events(&projections::EventFilter {
-            after_seq: Some(9),
+            after_seq: Some(12),
             limit: 10,
             ..Default::default()
         })
@@ -278,7 +329,7 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
         .unwrap();
     assert_eq!(
         after.iter().map(|e| e.stream_seq).collect::<Vec<_>>(),
-        vec![10, 11]
+        vec![13, 14]
     );
 
     assert_eq!(
@@ -288,55 +339,40 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
         ),
         1.0
     );
-    // A job whose events arrive in separate batches is patched, not re-inserted.
+    // A job whose events arrive in separate batches ends as the fold of all of them.
+    started_job(&bus, "j3", 0, "n1").await;
+    catch_up(&pool, &bus, Arc::new(projections::Render)).await;
     job(
         &bus,
         "j3",
-        JobCommand::Request {
-            kind: "render".into(),
-            priority: 0,
-            params: serde_json::Value::Null,
+        RenderCommand::ReportProgress {
+            attempt: 1,
+            value: 2,
+            max: 4,
         },
     )
     .await;
-    catch_up(&pool, &bus, Arc::new(projections::Jobs)).await;
+    catch_up(&pool, &bus, Arc::new(projections::Render)).await;
     job(
         &bus,
         "j3",
-        JobCommand::Start {
-            worker: "w9".into(),
-            node_id: None,
-        },
-    )
-    .await;
-    job(&bus, "j3", JobCommand::ReportProgress { value: 2, max: 4 }).await;
-    catch_up(&pool, &bus, Arc::new(projections::Jobs)).await;
-    job(
-        &bus,
-        "j3",
-        JobCommand::Fail {
+        RenderCommand::Fail {
+            attempt: 1,
             reason: "oom".into(),
             retryable: true,
         },
     )
     .await;
-    catch_up(&pool, &bus, Arc::new(projections::Jobs)).await;
-    let j3 = read
-        .jobs(10)
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|j| j.job_id == "j3")
-        .unwrap();
+    catch_up(&pool, &bus, Arc::new(projections::Render)).await;
+    let j3 = read.render_job("j3").await.unwrap().unwrap();
     assert_eq!(
+        (&j3["status"], &j3["node_id"], &j3["progress"], &j3["error"]),
         (
-            j3.status.as_str(),
-            j3.worker.as_deref(),
-            j3.progress_value,
-            j3.progress_max,
-            j3.error.as_deref()
-        ),
-        ("failed", Some("w9"), Some(2), Some(4), Some("oom"))
+            &json!("failed"),
+            &json!("n1"),
+            &json!({ "value": 2, "max": 4 }),
+            &json!("oom")
+        )
     );
     // Running again applies nothing twice: the checkpoint holds.
     catch_up_all(&pool, &bus).await;
@@ -348,7 +384,7 @@ async fn read_models_equal_the_fold_of_the_stream(pool: PgPool) {
         .await
         .unwrap()
         .len(),
-        15
+        22
     );
 }
 
@@ -394,8 +430,8 @@ async fn poison_events_go_to_the_dlq_and_later_events_still_project(pool: PgPool
         .iter()
         .map(|m| (m.subject.as_str(), m.header("Nebula-Origin-Seq").unwrap()))
         .collect();
-    // Both EVENTS projections that read node events dead-letter both poison messages; the jobs
-    // projection skips node subjects without reading them.
+    // Both EVENTS projections that read node events dead-letter both poison messages; the render
+    // and chat projections skip node subjects without reading them.
     for expected in [
         ("nebula.dlq.projection-event_log", "2"),
         ("nebula.dlq.projection-event_log", "3"),

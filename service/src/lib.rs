@@ -128,7 +128,11 @@ impl Context {
             if let Err(err) = task.await
                 && !cancel.is_cancelled()
             {
-                tracing::error!(part, error = format!("{err:#}"), "stopped for good; shutting down");
+                tracing::error!(
+                    part,
+                    error = format!("{err:#}"),
+                    "stopped for good; shutting down"
+                );
                 cancel.cancel();
             }
         });

@@ -29,6 +29,9 @@ struct Outcome {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--projector") {
+        return projector().await;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
@@ -70,6 +73,23 @@ async fn main() -> Result<()> {
         bail!("events were lost or duplicated");
     }
     println!("\nall runs: nothing lost, nothing duplicated");
+    Ok(())
+}
+
+/// `--projector`: every EVENTS projection, from `NATS_URL` into `DATABASE_URL`, until killed.
+async fn projector() -> Result<()> {
+    let bus = Bus::connect(bus::BusConfig {
+        url: std::env::var("NATS_URL").context("NATS_URL is not set")?,
+        ..Default::default()
+    })
+    .await?;
+    let url = std::env::var("DATABASE_URL").context("DATABASE_URL is not set")?;
+    let pool = projections::connect(&url, 8).await?;
+    let cancel = CancellationToken::new();
+    let runners = spawn_event_projections(&pool, &bus, &RunnerConfig::default(), None, &cancel);
+    for runner in runners {
+        runner.await??;
+    }
     Ok(())
 }
 
@@ -121,10 +141,7 @@ async fn wait_caught_up(pool: &PgPool, bus: &Bus, limit: Duration) -> Result<()>
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        let expected = projections::all()
-            .iter()
-            .filter(|p| p.stream() == StreamName::Events)
-            .count();
+        let expected = bench::event_projections().len();
         if positions.len() == expected && positions.iter().all(|p| *p >= head) {
             return Ok(());
         }
@@ -147,10 +164,12 @@ async fn min_position(pool: &PgPool) -> i64 {
         .unwrap_or(0)
 }
 
+/// A projector process to kill: this binary with `--projector`, running the same runners as
+/// `nebula projector` plus the bench's `jobs` model.
 fn spawn_projector(env: &Env) -> Result<Child> {
-    let binary = release_binary("nebula");
+    let binary = release_binary("chaos");
     Command::new(&binary)
-        .arg("projector")
+        .arg("--projector")
         .env("NATS_URL", env.nats.url())
         .env("DATABASE_URL", &env.database_url)
         .env("RUST_LOG", "error")
@@ -380,7 +399,7 @@ async fn r3_postgres_restart(events: u64, restarts: usize) -> Result<Outcome> {
         .await?;
     admin.close().await;
     let pool = projections::connect(&postgres.url("nebula"), 8).await?;
-    projections::migrate(&pool).await?;
+    bench::migrate(&pool).await?;
     let nats = testkit::NatsServer::start();
     let bus = Bus::connect(bus::BusConfig {
         url: nats.url(),

@@ -91,7 +91,12 @@ async fn replies(
 async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: PgPool) {
     let bot = start_bot(
         &pool,
-        Parts::of(&[Part::Gateway, Part::Dispatcher, Part::RenderWorker, Part::Chat]),
+        Parts::of(&[
+            Part::Gateway,
+            Part::Dispatcher,
+            Part::RenderWorker,
+            Part::Chat,
+        ]),
     )
     .await;
     let (running, twitch) = (&bot.running, &bot.twitch);

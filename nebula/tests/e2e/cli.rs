@@ -76,19 +76,17 @@ async fn replay_tail_and_rebuild_work_on_a_real_log(pool: PgPool) {
     for node in ["alpha", "beta", "gamma"] {
         common::publish(&bus, node).await;
     }
-    let job = events::EventEnvelope::new(
-        "job-1",
-        1,
-        &events::job::JobEvent::Requested(events::job::JobRequested {
-            kind: "render".into(),
-            priority: 0,
-            params: serde_json::Value::Null,
+    let goodbye = events::EventEnvelope::new(
+        "gamma",
+        2,
+        &events::node::NodeEvent::Deregistered(events::node::NodeDeregistered {
+            reason: "agent stopped".into(),
         }),
         events::CorrelationId::new(),
         None,
         events::Actor::system(),
     );
-    bus.append(&[job], bus::ExpectedSeq::Any).await.unwrap();
+    bus.append(&[goodbye], bus::ExpectedSeq::Any).await.unwrap();
 
     let all = stdout(&nebula(
         &nats,
@@ -115,7 +113,7 @@ async fn replay_tail_and_rebuild_work_on_a_real_log(pool: PgPool) {
     let by_type = stdout(&nebula(
         &nats,
         &database_url,
-        &["events", "replay", "--filter", "job."],
+        &["events", "replay", "--filter", "node.dereg"],
     ));
     assert_eq!(by_type.lines().count(), 1);
     let by_subject = stdout(&nebula(
@@ -131,7 +129,7 @@ async fn replay_tail_and_rebuild_work_on_a_real_log(pool: PgPool) {
         &["events", "replay", "--from", "4", "--json"],
     ));
     let commit: Vec<events::EventEnvelope> = serde_json::from_str(json.trim()).unwrap();
-    assert_eq!(commit[0].event_type, "job.requested");
+    assert_eq!(commit[0].event_type, "node.deregistered");
 
     // `tail --since 2` prints the past from sequence 2, then follows live.
     let mut tail = Command::new(env!("CARGO_BIN_EXE_nebula"))

@@ -53,7 +53,12 @@ async fn start_bot(pool: &PgPool) -> Bot {
     })
     .await;
     let config = discord_config(&nats, pool, state.path(), &discord);
-    let parts = Parts::of(&[Part::Gateway, Part::Dispatcher, Part::RenderWorker, Part::Chat]);
+    let parts = Parts::of(&[
+        Part::Gateway,
+        Part::Dispatcher,
+        Part::RenderWorker,
+        Part::Chat,
+    ]);
     let running = nebula::start(&config, parts).await.unwrap();
     wait_until("the commands to be registered", DEFAULT_WAIT, || async {
         (discord.commands(GUILD).is_some() && discord.connected() > 0).then_some(())

@@ -251,7 +251,9 @@ async fn rest_endpoints_answer_and_refuse_bad_input_clearly(pool: PgPool) {
             "surprise",
         ),
         (
-            client.post(format!("{base}/api/render/jobs")).body("mode=x"),
+            client
+                .post(format!("{base}/api/render/jobs"))
+                .body("mode=x"),
             415,
             "application/json",
         ),

@@ -36,12 +36,9 @@ async fn start_with(
     let mut config = common::config(&nats, pool, state.path());
     common::post_to(&mut config, fake);
     tune(&mut config);
-    let running = nebula::start(
-        &config,
-        Parts::of(&[Part::Gateway, Part::Chat]),
-    )
-    .await
-    .unwrap();
+    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Chat]))
+        .await
+        .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     Stack {
         running,

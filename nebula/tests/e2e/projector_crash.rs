@@ -8,7 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bus::{ExpectedSeq, StreamName};
-use events::job::{JobCompleted, JobEvent, JobProgressed, JobRequested, JobStarted};
+use events::render::{
+    Provenance, RenderCompleted, RenderJobEvent, RenderMode, RenderParams, RenderProgressed,
+    RenderRequested, RenderStarted, Trigger,
+};
 use events::{Actor, CorrelationId, EventEnvelope, JobId};
 use sqlx::PgPool;
 use testkit::{NatsServer, wait_until};
@@ -28,20 +31,47 @@ fn spawn_projector(nats: &NatsServer, pool: &PgPool) -> common::KillOnDrop {
     common::KillOnDrop(child)
 }
 
+/// A render job's life in four events: requested (its prompt is its id), started, half done,
+/// completed with its id in the provenance.
 fn job_events(job: &str, correlation: CorrelationId) -> Vec<EventEnvelope> {
+    let trigger = Trigger {
+        source: "crash-test".into(),
+        reference: None,
+    };
     let events = [
-        JobEvent::Requested(JobRequested {
-            kind: "crash-test".into(),
+        RenderJobEvent::Requested(RenderRequested {
+            mode: RenderMode::Txt2img,
+            params: RenderParams {
+                prompt: job.into(),
+                ..RenderParams::default()
+            },
             priority: 0,
-            params: serde_json::json!({ "job": job }),
+            trigger: trigger.clone(),
+            vram_mib: 1024,
+            max_attempts: 1,
         }),
-        JobEvent::Started(JobStarted {
-            worker: "w".into(),
-            node_id: None,
+        RenderJobEvent::Started(RenderStarted {
+            node_id: "gpu-crash".into(),
+            attempt: 1,
+            backend: "simulated".into(),
         }),
-        JobEvent::Progressed(JobProgressed { value: 1, max: 2 }),
-        JobEvent::Completed(JobCompleted {
-            result: serde_json::json!({ "job": job }),
+        RenderJobEvent::Progressed(RenderProgressed {
+            attempt: 1,
+            value: 1,
+            max: 2,
+        }),
+        RenderJobEvent::Completed(RenderCompleted {
+            attempt: 1,
+            artifacts: Vec::new(),
+            provenance: Provenance {
+                workflow_hash: "crash-test".into(),
+                model: "none".into(),
+                seed: 0,
+                node_id: "gpu-crash".into(),
+                backend: "simulated".into(),
+                trigger,
+                correlation_id: job.into(),
+            },
         }),
     ];
     events
@@ -157,23 +187,34 @@ async fn sigkilled_projector_loses_nothing_and_applies_nothing_twice(pool: PgPoo
     );
     let logged: HashSet<_> = logged.into_iter().map(events::EventId).collect();
     assert_eq!(logged, published, "event_log differs from the stream");
-    // The jobs model equals the fold: every job completed, with its own result and progress.
-    let rows: Vec<(String, String, Option<i64>, Option<serde_json::Value>)> =
-        sqlx::query_as("SELECT job_id, status, progress_value, result FROM jobs")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    // The render jobs model equals the fold: every job completed, with its own prompt and
+    // provenance, and its progress at the end.
+    let rows: Vec<(
+        String,
+        String,
+        Option<i32>,
+        serde_json::Value,
+        Option<serde_json::Value>,
+    )> = sqlx::query_as(
+        "SELECT job_id, status, progress_value, params, provenance FROM render_jobs",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(rows.len(), JOBS);
     let by_id: HashMap<_, _> = rows
         .into_iter()
-        .map(|(id, status, progress, result)| (id, (status, progress, result)))
+        .map(|(id, status, progress, params, provenance)| {
+            (id, (status, progress, params, provenance))
+        })
         .collect();
     for (job, _) in &jobs {
-        let (status, progress, result) = by_id
+        let (status, progress, params, provenance) = by_id
             .get(job)
             .unwrap_or_else(|| panic!("job {job} missing"));
         assert_eq!(status, "completed");
-        assert_eq!(*progress, Some(1));
-        assert_eq!(result.as_ref().unwrap()["job"], job.as_str());
+        assert_eq!(*progress, Some(2));
+        assert_eq!(params["prompt"], job.as_str());
+        assert_eq!(provenance.as_ref().unwrap()["correlation_id"], job.as_str());
     }
 }

@@ -298,12 +298,9 @@ async fn a_node_runs_at_most_two_jobs_and_the_queue_goes_by_priority(pool: PgPoo
     let mut config = studio_config(&nats, &pool, state.path());
     config.render.node_id = Some("gpu-sim".into());
     config.render.worker.slots = 4; // the dispatcher's limit (2) is the one under test
-    let running = nebula::start(
-        &config,
-        STUDIO.with(Part::RenderWorker),
-    )
-    .await
-    .unwrap();
+    let running = nebula::start(&config, STUDIO.with(Part::RenderWorker))
+        .await
+        .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let client = common::http();
     assert_eq!(
@@ -382,12 +379,9 @@ async fn a_running_job_is_cancelled_through_comfyui_interrupt(pool: PgPool) {
     config.render.backend = render::BackendKind::Comfyui;
     config.render.comfyui_url = comfy.url();
     config.render.node_id = Some("gpu-comfy".into());
-    let running = nebula::start(
-        &config,
-        STUDIO.with(Part::RenderWorker),
-    )
-    .await
-    .unwrap();
+    let running = nebula::start(&config, STUDIO.with(Part::RenderWorker))
+        .await
+        .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let client = common::http();
     let id = submit_ok(&client, &base, txt2img("a long render", 7, 0, 20)).await;
@@ -708,12 +702,9 @@ async fn a_comfyui_that_keeps_dying_fails_the_job_after_retries_and_dead_letters
     config.render.worker.retry_backoff_secs = 0.1;
     config.render.worker.max_deliveries = 3;
     config.render.dispatcher.node_timeout = Duration::from_secs(30);
-    let running = nebula::start(
-        &config,
-        STUDIO.with(Part::RenderWorker),
-    )
-    .await
-    .unwrap();
+    let running = nebula::start(&config, STUDIO.with(Part::RenderWorker))
+        .await
+        .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let client = common::http();
     let id = submit_ok(&client, &base, txt2img("doomed", 5, 0, 8)).await;
@@ -750,12 +741,9 @@ async fn a_render_longer_than_the_ack_wait_is_kept_alive_not_redelivered(pool: P
     config.render.node_id = Some("gpu-slow".into());
     config.render.simulated_step_ms = 150;
     config.render.worker.ack_wait_secs = 1.0;
-    let running = nebula::start(
-        &config,
-        STUDIO.with(Part::RenderWorker),
-    )
-    .await
-    .unwrap();
+    let running = nebula::start(&config, STUDIO.with(Part::RenderWorker))
+        .await
+        .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let client = common::http();
     // 20 steps of 150 ms: three times the ack wait.
@@ -839,12 +827,9 @@ async fn the_queue_survives_a_restart_of_every_process(pool: PgPool) {
     // Everything stops: gateway, projector, dispatcher. Nothing is lost with them.
     first.shutdown().await;
 
-    let second = nebula::start(
-        &config,
-        STUDIO.with(Part::RenderWorker),
-    )
-    .await
-    .unwrap();
+    let second = nebula::start(&config, STUDIO.with(Part::RenderWorker))
+        .await
+        .unwrap();
     let base = format!("http://{}", second.gateway_addr.unwrap());
     // The read model catches up from its checkpoint: the queue is all there, still paused.
     wait_until("the queue after the restart", DEFAULT_WAIT, || async {

@@ -70,7 +70,12 @@ impl From<bus::BusError> for Stop {
 }
 
 impl Intake {
-    pub(crate) fn new(bus: Bus, replier: Arc<dyn Replier>, limits: Limits, config: IntakeConfig) -> Self {
+    pub(crate) fn new(
+        bus: Bus,
+        replier: Arc<dyn Replier>,
+        limits: Limits,
+        config: IntakeConfig,
+    ) -> Self {
         Self {
             chat: commands(bus.clone(), ()),
             chat_state: JetStreamStore::new(bus.clone()),

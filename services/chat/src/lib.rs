@@ -107,9 +107,7 @@ pub async fn start_platform(
         },
     ));
     let cancel = ctx.cancel.clone();
-    ctx.spawn(intake_part, move || {
-        Arc::clone(&intake).run(cancel.clone())
-    });
+    ctx.spawn(intake_part, move || Arc::clone(&intake).run(cancel.clone()));
     let cancel = ctx.cancel.clone();
     ctx.spawn(follower_part, move || {
         Arc::clone(&follower).run(cancel.clone())

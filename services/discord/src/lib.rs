@@ -56,7 +56,11 @@ impl Config {
 
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
             problems.push("token is empty".to_owned());
         }
         if let Some(url) = &self.api_url
@@ -92,7 +96,11 @@ pub struct Discord {
 /// Starts the Discord bot: prepares the client (asks the API for the gateway URL), connects
 /// and stays connected (serenity resumes or reconnects by itself), applies every guild settings
 /// change as it is recorded, and replies through the chat platform's follower.
-pub async fn start(ctx: &service::Context, config: Config, chat: &chat::Config) -> anyhow::Result<()> {
+pub async fn start(
+    ctx: &service::Context,
+    config: Config,
+    chat: &chat::Config,
+) -> anyhow::Result<()> {
     let token = config
         .token
         .as_ref()

@@ -80,7 +80,12 @@ impl Config {
         {
             problems.push(format!("node_id {id:?} is invalid: {err}"));
         }
-        problems.extend(self.worker.validate().into_iter().map(|p| format!("worker.{p}")));
+        problems.extend(
+            self.worker
+                .validate()
+                .into_iter()
+                .map(|p| format!("worker.{p}")),
+        );
         problems.extend(
             self.dispatcher
                 .validate()
@@ -88,7 +93,12 @@ impl Config {
                 .map(|p| format!("dispatcher.{p}")),
         );
         if let Some(supervise) = &self.supervise {
-            problems.extend(supervise.validate().into_iter().map(|p| format!("supervise.{p}")));
+            problems.extend(
+                supervise
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("supervise.{p}")),
+            );
         }
         problems
     }

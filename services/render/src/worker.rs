@@ -59,7 +59,9 @@ impl WorkerConfig {
             ("retry_backoff_secs", self.retry_backoff_secs),
         ] {
             if !(secs.is_finite() && secs > 0.0) {
-                problems.push(format!("{name} must be a positive number of seconds, got {secs}"));
+                problems.push(format!(
+                    "{name} must be a positive number of seconds, got {secs}"
+                ));
             }
         }
         problems
@@ -130,12 +132,16 @@ impl Worker {
             let (this, cancel) = (Arc::clone(&this), ctx.cancel.clone());
             ctx.spawn(part, move || run(Arc::clone(&this), cancel.clone()));
         };
-        spawn("render-heartbeat", |this, cancel| Box::pin(this.heartbeats(cancel)));
+        spawn("render-heartbeat", |this, cancel| {
+            Box::pin(this.heartbeats(cancel))
+        });
         spawn("render-cancel-watch", |this, cancel| {
             Box::pin(this.watch_cancellations(cancel))
         });
         for _ in 0..this.config.slots.max(1) {
-            spawn("render-worker", |this, cancel| Box::pin(this.consume(cancel)));
+            spawn("render-worker", |this, cancel| {
+                Box::pin(this.consume(cancel))
+            });
         }
     }
 

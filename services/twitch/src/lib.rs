@@ -81,7 +81,11 @@ impl Config {
         if self.prefix.trim().is_empty() {
             problems.push("prefix is empty".to_owned());
         }
-        if self.token.as_ref().is_some_and(|t| t.expose().trim().is_empty()) {
+        if self
+            .token
+            .as_ref()
+            .is_some_and(|t| t.expose().trim().is_empty())
+        {
             problems.push("token is empty".to_owned());
         }
         problems
@@ -118,7 +122,11 @@ struct Listener {
 
 /// Starts the Twitch bot: joins the configured channels, hands every command to the intake,
 /// and replies through the chat platform's follower.
-pub async fn start(ctx: &service::Context, config: Config, chat: &chat::Config) -> anyhow::Result<()> {
+pub async fn start(
+    ctx: &service::Context,
+    config: Config,
+    chat: &chat::Config,
+) -> anyhow::Result<()> {
     let (twitch, listener) = connect(&config, ctx.bus.clone())?;
     let cancel = ctx.cancel.clone();
     ctx.spawn_once("twitch", listener.run(cancel));

@@ -1,9 +1,11 @@
-//! The generic job lifecycle every kind of work (render, video, AI developer) goes through.
+//! The bench's own events: a generic job lifecycle (requested, started, progressed, completed),
+//! four events an aggregate, used to load the log with many small aggregates. No product part
+//! writes or reads them.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::DomainEvent;
+use events::DomainEvent;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRequested {

@@ -1,15 +1,16 @@
-//! The generic job aggregate: requested → running → completed | failed | cancelled.
+//! The bench's job aggregate (requested → running → completed | failed | cancelled): what P2
+//! drives through cqrs-es on the JetStream store.
 
-use cqrs_es::Aggregate;
-use cqrs_es::event_sink::EventSink;
-use events::job::{
+use super::events::{
     JobCancelled, JobCompleted, JobEvent, JobFailed, JobProgressed, JobRequested, JobStarted,
     JobStatus,
 };
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::Event;
+use domain::Event;
 
 #[derive(Debug, Clone)]
 pub enum JobCommand {

@@ -1,4 +1,5 @@
-//! `jobs`: the generic lifecycle of every job.
+//! `jobs`: the bench's read model of its job events, a batch folded in memory into one `UNNEST`
+//! insert and one `UNNEST` patch — the shape a high-volume projection takes.
 //!
 //! A batch is folded in memory first: a job requested in this batch becomes one row inserted
 //! with every later event of the batch already applied; a job requested earlier gets one patch
@@ -9,14 +10,15 @@ use std::collections::HashMap;
 
 use bus::{StoredMessage, StreamName};
 use chrono::{DateTime, Utc};
-use events::job::{JobEvent, JobStatus};
+use events::DomainEvent;
+
+use super::events::{JobEvent, JobStatus};
 use serde_json::Value;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::event_log::seq_i64;
-use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
+use projections::{Applied, ApplyError, ApplyFuture, Projection, Target};
 
 pub struct Jobs;
 
@@ -104,7 +106,8 @@ impl Projection for Jobs {
             let mut order: Vec<String> = Vec::new();
             let mut pending: HashMap<String, Pending> = HashMap::new();
             for message in batch {
-                if !message.subject.starts_with("nebula.events.job.") {
+                let subject = events::subjects::parse(&message.subject);
+                if subject.and_then(|s| s.aggregate_type()) != Some(JobEvent::AGGREGATE_TYPE) {
                     continue;
                 }
                 let commit = message
@@ -334,4 +337,8 @@ impl Updates {
             .await?;
         Ok(())
     }
+}
+
+fn seq_i64(seq: u64) -> Result<i64, ApplyError> {
+    i64::try_from(seq).map_err(|_| ApplyError::Poison(format!("sequence {seq} out of range")))
 }
