@@ -147,7 +147,7 @@ pub(crate) async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<
         return Ok(());
     }
     let (subject, type_prefix) = match args.filter.as_deref() {
-        Some(filter) if filter.starts_with("nebula.") => (Some(filter.to_owned()), None),
+        Some(filter) if events::subjects::is_ours(filter) => (Some(filter.to_owned()), None),
         Some(filter) => (None, Some(filter)),
         None => (None, None),
     };

@@ -32,12 +32,12 @@ impl Projection for Chat {
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
             let mut applied = Applied::default();
-            for (seq, envelope) in crate::envelopes_of(
+            for crate::Stored { seq, envelope, .. } in crate::events_of(
                 batch,
-                &[
+                crate::Reads::Aggregates(&[
                     ChatCommandEvent::AGGREGATE_TYPE,
                     ChatSettingsEvent::AGGREGATE_TYPE,
-                ],
+                ]),
             )? {
                 let known = match envelope.aggregate_type.as_str() {
                     "chat_command" => apply_command(conn, target, &envelope, seq).await?,

@@ -6,7 +6,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
+use crate::{Applied, ApplyFuture, Projection, Reads, Stored, Target, events_of, seq_i64};
 
 pub struct EventLog;
 
@@ -48,33 +48,30 @@ impl Projection for EventLog {
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
             let mut columns = Columns::default();
-            for message in batch {
-                // Unknown event types are kept too: the log is schema-agnostic.
-                let commit = message
-                    .decode_commit()
-                    .map_err(|err| ApplyError::Poison(err.to_string()))?;
-                for (idx, event) in commit.into_iter().enumerate() {
-                    columns.stream_seq.push(seq_i64(message.stream_seq.0)?);
-                    columns.idx.push(
-                        i32::try_from(idx)
-                            .map_err(|_| ApplyError::Poison("commit too long".into()))?,
-                    );
-                    columns.event_id.push(event.event_id.0);
-                    columns.aggregate_type.push(event.aggregate_type);
-                    columns.aggregate_id.push(event.aggregate_id);
-                    columns.aggregate_seq.push(seq_i64(event.aggregate_seq)?);
-                    columns.event_type.push(event.event_type);
-                    columns.occurred_at.push(event.occurred_at);
-                    columns.correlation_id.push(event.correlation_id.0);
-                    columns.causation_id.push(event.causation_id.map(|id| id.0));
-                    columns
-                        .actor
-                        .push(Json(serde_json::to_value(&event.actor).unwrap_or_default()));
-                    columns
-                        .schema_version
-                        .push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
-                    columns.data.push(Json(event.data));
-                }
+            // Unknown event types are kept too: the log is schema-agnostic.
+            for Stored {
+                seq,
+                idx,
+                envelope: event,
+            } in events_of(batch, Reads::Everything)?
+            {
+                columns.stream_seq.push(seq);
+                columns.idx.push(idx);
+                columns.event_id.push(event.event_id.0);
+                columns.aggregate_type.push(event.aggregate_type);
+                columns.aggregate_id.push(event.aggregate_id);
+                columns.aggregate_seq.push(seq_i64(event.aggregate_seq)?);
+                columns.event_type.push(event.event_type);
+                columns.occurred_at.push(event.occurred_at);
+                columns.correlation_id.push(event.correlation_id.0);
+                columns.causation_id.push(event.causation_id.map(|id| id.0));
+                columns
+                    .actor
+                    .push(Json(serde_json::to_value(&event.actor).unwrap_or_default()));
+                columns
+                    .schema_version
+                    .push(i32::try_from(event.schema_version).unwrap_or(i32::MAX));
+                columns.data.push(Json(event.data));
             }
             if columns.stream_seq.is_empty() {
                 return Ok(Applied::default());
@@ -105,8 +102,4 @@ impl Projection for EventLog {
             Ok(Applied::default())
         })
     }
-}
-
-pub(crate) fn seq_i64(seq: u64) -> Result<i64, ApplyError> {
-    i64::try_from(seq).map_err(|_| ApplyError::Poison(format!("sequence {seq} out of range")))
 }

@@ -106,31 +106,80 @@ pub struct Applied {
     pub unknown_skipped: u64,
 }
 
-/// The events of `batch` whose aggregate type is one of `aggregate_types`, each with the stream
-/// sequence of its commit, in stream order. An undecodable commit among them is poison.
-pub(crate) fn envelopes_of(
+/// Which events of a batch a projection reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reads<'a> {
+    /// Every event, of any aggregate, known or not (the event log).
+    Everything,
+    /// The events of these aggregate types.
+    Aggregates(&'a [&'a str]),
+}
+
+/// One event of a batch, and where it sits in the stream.
+pub(crate) struct Stored {
+    /// The stream sequence of its commit.
+    pub(crate) seq: i64,
+    /// Its place in the commit.
+    pub(crate) idx: i32,
+    pub(crate) envelope: events::EventEnvelope,
+}
+
+/// The events of `batch` that `reads` asks for, in stream order: the one decode path of every
+/// EVENTS projection. Subjects of other aggregates are skipped unread; an undecodable commit
+/// among the wanted ones is poison.
+pub(crate) fn events_of(
     batch: &[StoredMessage],
-    aggregate_types: &[&str],
-) -> Result<Vec<(i64, events::EventEnvelope)>, ApplyError> {
+    reads: Reads<'_>,
+) -> Result<Vec<Stored>, ApplyError> {
     let mut out = Vec::new();
     for message in batch {
-        let ours = aggregate_types.iter().any(|t| {
-            message
-                .subject
-                .strip_prefix("nebula.events.")
-                .and_then(|rest| rest.strip_prefix(t))
-                .is_some_and(|rest| rest.starts_with('.'))
-        });
-        if !ours {
+        let wanted = match reads {
+            Reads::Everything => true,
+            Reads::Aggregates(types) => events::subjects::parse(&message.subject)
+                .and_then(|subject| subject.aggregate_type())
+                .is_some_and(|aggregate| types.contains(&aggregate)),
+        };
+        if !wanted {
             continue;
         }
-        let seq = event_log::seq_i64(message.stream_seq.0)?;
+        let seq = seq_i64(message.stream_seq.0)?;
         let commit = message
             .decode_commit()
             .map_err(|err| ApplyError::Poison(err.to_string()))?;
-        out.extend(commit.into_iter().map(|envelope| (seq, envelope)));
+        for (idx, envelope) in commit.into_iter().enumerate() {
+            let idx =
+                i32::try_from(idx).map_err(|_| ApplyError::Poison("commit too long".into()))?;
+            out.push(Stored { seq, idx, envelope });
+        }
     }
     Ok(out)
+}
+
+/// The telemetry samples of `kind` in `batch`, decoded, with their stream sequences: the one
+/// decode path of TELEMETRY projections. A sample that does not decode is poison.
+pub(crate) fn samples_of<T: serde::de::DeserializeOwned>(
+    batch: &[StoredMessage],
+    kind: &str,
+) -> Result<Vec<(i64, T)>, ApplyError> {
+    let mut out = Vec::new();
+    for message in batch {
+        let ours = matches!(
+            events::subjects::parse(&message.subject),
+            Some(events::subjects::Subject::Telemetry { kind: found, .. }) if found == kind
+        );
+        if !ours {
+            continue;
+        }
+        let sample = serde_json::from_slice(&message.payload)
+            .map_err(|err| ApplyError::Poison(format!("malformed {kind}: {err}")))?;
+        out.push((seq_i64(message.stream_seq.0)?, sample));
+    }
+    Ok(out)
+}
+
+/// A stream sequence as Postgres stores it.
+pub(crate) fn seq_i64(seq: u64) -> Result<i64, ApplyError> {
+    i64::try_from(seq).map_err(|_| ApplyError::Poison(format!("sequence {seq} out of range")))
 }
 
 /// An event of a known aggregate: `None` when its type is newer than this version (skipped and

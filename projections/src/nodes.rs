@@ -1,12 +1,12 @@
 //! `nodes`: the inventory of every node, from node lifecycle events.
 
 use bus::{StoredMessage, StreamName};
+use events::DomainEvent;
 use events::node::NodeEvent;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use crate::event_log::seq_i64;
-use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
+use crate::{Applied, ApplyFuture, Projection, Reads, Stored, Target, decode_known, events_of};
 
 pub struct Nodes;
 
@@ -32,27 +32,17 @@ impl Projection for Nodes {
         Box::pin(async move {
             let mut applied = Applied::default();
             let table = target.table("nodes");
-            for message in batch {
-                if !message.subject.starts_with("nebula.events.node.") {
+            for Stored { seq, envelope, .. } in
+                events_of(batch, Reads::Aggregates(&[NodeEvent::AGGREGATE_TYPE]))?
+            {
+                let Some(event) = decode_known::<NodeEvent>(&envelope)? else {
+                    applied.unknown_skipped += 1;
                     continue;
-                }
-                let commit = message
-                    .decode_commit()
-                    .map_err(|err| ApplyError::Poison(err.to_string()))?;
-                for envelope in commit {
-                    let event = match envelope.decode::<NodeEvent>() {
-                        Ok(event) => event,
-                        Err(err) if err.is_unknown_type() => {
-                            applied.unknown_skipped += 1;
-                            continue;
-                        }
-                        Err(err) => return Err(ApplyError::Poison(err.to_string())),
-                    };
-                    let seq = seq_i64(message.stream_seq.0)?;
-                    match event {
-                        NodeEvent::Registered(node) => {
-                            let sql = format!(
-                                "INSERT INTO {table} (node_id, hostname, os, kernel, cpu_model, cpu_cores, memory_total_bytes, \
+                };
+                match event {
+                    NodeEvent::Registered(node) => {
+                        let sql = format!(
+                            "INSERT INTO {table} (node_id, hostname, os, kernel, cpu_model, cpu_cores, memory_total_bytes, \
                                  disk_total_bytes, gpus, gpu_source, agent_version, agent_url, status, registered_at, updated_at, last_stream_seq) \
                                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'online', $13, $13, $14) \
                                  ON CONFLICT (node_id) DO UPDATE SET hostname = EXCLUDED.hostname, os = EXCLUDED.os, \
@@ -61,36 +51,35 @@ impl Projection for Nodes {
                                  gpus = EXCLUDED.gpus, gpu_source = EXCLUDED.gpu_source, agent_version = EXCLUDED.agent_version, \
                                  agent_url = EXCLUDED.agent_url, status = 'online', updated_at = EXCLUDED.updated_at, \
                                  last_stream_seq = EXCLUDED.last_stream_seq"
-                            );
-                            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                                .bind(&envelope.aggregate_id)
-                                .bind(&node.hostname)
-                                .bind(&node.os)
-                                .bind(&node.kernel)
-                                .bind(&node.cpu_model)
-                                .bind(i32::try_from(node.cpu_cores).unwrap_or(i32::MAX))
-                                .bind(i64::try_from(node.memory_total_bytes).unwrap_or(i64::MAX))
-                                .bind(i64::try_from(node.disk_total_bytes).unwrap_or(i64::MAX))
-                                .bind(Json(&node.gpus))
-                                .bind(&node.gpu_source)
-                                .bind(&node.agent_version)
-                                .bind(&node.agent_url)
-                                .bind(envelope.occurred_at)
-                                .bind(seq)
-                                .execute(&mut *conn)
-                                .await?;
-                        }
-                        NodeEvent::Deregistered(_) => {
-                            let sql = format!(
-                                "UPDATE {table} SET status = 'offline', updated_at = $2, last_stream_seq = $3 WHERE node_id = $1"
-                            );
-                            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                                .bind(&envelope.aggregate_id)
-                                .bind(envelope.occurred_at)
-                                .bind(seq)
-                                .execute(&mut *conn)
-                                .await?;
-                        }
+                        );
+                        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                            .bind(&envelope.aggregate_id)
+                            .bind(&node.hostname)
+                            .bind(&node.os)
+                            .bind(&node.kernel)
+                            .bind(&node.cpu_model)
+                            .bind(i32::try_from(node.cpu_cores).unwrap_or(i32::MAX))
+                            .bind(i64::try_from(node.memory_total_bytes).unwrap_or(i64::MAX))
+                            .bind(i64::try_from(node.disk_total_bytes).unwrap_or(i64::MAX))
+                            .bind(Json(&node.gpus))
+                            .bind(&node.gpu_source)
+                            .bind(&node.agent_version)
+                            .bind(&node.agent_url)
+                            .bind(envelope.occurred_at)
+                            .bind(seq)
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    NodeEvent::Deregistered(_) => {
+                        let sql = format!(
+                            "UPDATE {table} SET status = 'offline', updated_at = $2, last_stream_seq = $3 WHERE node_id = $1"
+                        );
+                        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                            .bind(&envelope.aggregate_id)
+                            .bind(envelope.occurred_at)
+                            .bind(seq)
+                            .execute(&mut *conn)
+                            .await?;
                     }
                 }
             }

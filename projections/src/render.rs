@@ -35,13 +35,13 @@ impl Projection for Render {
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
             let mut applied = Applied::default();
-            for (seq, envelope) in crate::envelopes_of(
+            for crate::Stored { seq, envelope, .. } in crate::events_of(
                 batch,
-                &[
+                crate::Reads::Aggregates(&[
                     RenderJobEvent::AGGREGATE_TYPE,
                     RenderQueueEvent::AGGREGATE_TYPE,
                     ComfyEvent::AGGREGATE_TYPE,
-                ],
+                ]),
             )? {
                 let known = match envelope.aggregate_type.as_str() {
                     "render_job" => apply_job(conn, target, &envelope, seq).await?,

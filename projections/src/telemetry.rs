@@ -8,8 +8,7 @@ use events::telemetry::Heartbeat;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use crate::event_log::seq_i64;
-use crate::{Applied, ApplyError, ApplyFuture, Projection, Target};
+use crate::{Applied, ApplyFuture, Projection, Target, samples_of};
 
 pub struct NodeTelemetry;
 
@@ -34,20 +33,15 @@ impl Projection for NodeTelemetry {
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
             // Latest sample per node wins; older ones in the same batch are never written.
-            let mut latest: HashMap<String, (Heartbeat, u64)> = HashMap::new();
-            for message in batch {
-                if !message.subject.ends_with(".heartbeat") {
-                    continue;
-                }
-                let heartbeat: Heartbeat = serde_json::from_slice(&message.payload)
-                    .map_err(|err| ApplyError::Poison(format!("malformed heartbeat: {err}")))?;
+            let mut latest: HashMap<String, (Heartbeat, i64)> = HashMap::new();
+            for (stream_seq, heartbeat) in samples_of::<Heartbeat>(batch, Heartbeat::KIND)? {
                 let key = heartbeat.node_id.to_string();
                 let newer = latest.get(&key).is_none_or(|(seen, _)| {
                     (heartbeat.sampled_at, heartbeat.sample_seq)
                         >= (seen.sampled_at, seen.sample_seq)
                 });
                 if newer {
-                    latest.insert(key, (heartbeat, message.stream_seq.0));
+                    latest.insert(key, (heartbeat, stream_seq));
                 }
             }
             let table = target.table("node_telemetry");
@@ -63,7 +57,7 @@ impl Projection for NodeTelemetry {
                     .bind(heartbeat.sampled_at)
                     .bind(i64::try_from(heartbeat.sample_seq).unwrap_or(i64::MAX))
                     .bind(Json(&heartbeat))
-                    .bind(seq_i64(stream_seq)?)
+                    .bind(stream_seq)
                     .execute(&mut *conn)
                     .await?;
             }

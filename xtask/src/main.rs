@@ -23,7 +23,8 @@ usage: cargo xtask <command> [args]
 
 commands:
   up            prepare the dev stack, build nebula, run `nebula migrate`, then `nebula up`
-  test [args]   prepare the dev stack (with chromium), then
+  test [args]   prepare the dev stack (with chromium and node), run the dashboard's unit
+                tests (`node --test dashboard/tests/`), then
                 `cargo test --workspace --no-fail-fast [args]`
   bench [--quick]  prepare the stack, build release binaries, run the benchmark; writes
                 bench/results/latest.json (--quick: small sizes, a smoke run)
@@ -167,6 +168,15 @@ fn release_tool(root: &Path, tool: &str, extra_args: &[OsString]) -> Result<Exit
 
 fn test(root: &Path, extra_args: &[OsString]) -> Result<ExitCode> {
     let stack = prepare(root, Browser::Needed)?;
+    let started = Instant::now();
+    let mut dashboard = Command::new("node");
+    dashboard
+        .args(["--test", "dashboard/tests/"])
+        .current_dir(root);
+    println!("xtask: running `{}`", cmd::describe(&dashboard));
+    let dashboard = dashboard
+        .status()
+        .context("failed to run the dashboard's unit tests with node")?;
     let mut command = cargo(root, &stack);
     command.arg("test");
     if !selects_packages(extra_args) {
@@ -174,9 +184,12 @@ fn test(root: &Path, extra_args: &[OsString]) -> Result<ExitCode> {
     }
     command.arg("--no-fail-fast").args(extra_args);
     println!("xtask: running `{}`", cmd::describe(&command));
-    let started = Instant::now();
     let status = command.status().context("failed to run `cargo test`")?;
     println!("xtask: tests took {} s", started.elapsed().as_secs());
+    if !dashboard.success() {
+        println!("xtask: the dashboard's unit tests failed ({dashboard})");
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(exit_code(status))
 }
 

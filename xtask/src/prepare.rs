@@ -20,7 +20,8 @@ pub(crate) struct Stack {
     pub(crate) env: Vec<(&'static str, String)>,
 }
 
-/// Whether the UI tests' browser (chromium + chromedriver) is part of the stack.
+/// Whether the UI tests' browser (chromium + chromedriver) and Node (the dashboard's unit
+/// tests) are part of the stack.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Browser {
     Needed,
@@ -111,6 +112,10 @@ fn install_missing_packages(
         }
         if !cmd::is_executable(chromedriver) {
             packages.push("chromium-driver");
+        }
+        // The dashboard's unit tests run under Node's own test runner.
+        if cmd::find_in_path("node").is_none() {
+            packages.push("nodejs");
         }
     }
     if packages.is_empty() {

@@ -1,11 +1,15 @@
-//! (a) An agent heartbeat reaches the dashboard in a real headless Chromium, live; and the page
-//! reconnects and resumes after the gateway restarts.
+//! (a) An agent heartbeat reaches the dashboard in a real headless Chromium, live; the overview
+//! (its home) shows each node with its GPUs; the left navigation and back/forward move between
+//! rooms; and the page reconnects and resumes after the gateway restarts.
 //! (b) The Creative Studio: an image submitted from the page runs with live progress and lands
 //! in the gallery with its provenance.
 //! (c) Chat: a Discord guild's settings edited on the page reach the bot (the fake Discord sees
 //! the nickname); bad values are refused with the reason; a slash command appears in the live
 //! command log and opens to everything it caused; its image, shared from the gallery through
-//! the Stream Bot panel, reaches every platform.
+//! the Stream Bot room, reaches every platform. A deep link (`#/chat`) opens its room on load.
+//!
+//! Each test works in a room as a user does: it opens the room from the navigation (or a deep
+//! link) first and checks that room is the one shown.
 
 use crate::common;
 
@@ -24,6 +28,48 @@ use testkit::webdriver::Browser;
 use testkit::{NatsServer, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+/// JS: the room the page shows, when exactly one room is shown and the navigation marks that
+/// same one as current; else null.
+const SHOWN_ROOM: &str = "const shown = [...document.querySelectorAll('#rooms > section.room')]
+        .filter(s => !s.hidden && s.getBoundingClientRect().width > 0);
+    const current = [...document.querySelectorAll('#nav a.nav-link[aria-current=page]')];
+    return shown.length === 1 && current.length === 1 && current[0].dataset.room === shown[0].dataset.room
+        ? shown[0].dataset.room : null;";
+
+/// The room the page shows (see [`SHOWN_ROOM`]).
+async fn shown_room(browser: &Browser) -> Option<String> {
+    browser.eval(SHOWN_ROOM).await.as_str().map(str::to_owned)
+}
+
+/// Opens `room` as a user does, by its entry in the left navigation, and waits until it is the
+/// room shown.
+async fn open_room(browser: &Browser, room: &str) {
+    wait_until(
+        &format!("the {room} room to open from the navigation"),
+        WAIT,
+        || async {
+            let shown = browser
+                .eval(&format!(
+                    "const link = document.querySelector('#nav a.nav-link[data-room=\"{room}\"]');
+                     if (!link) return null;
+                     if (link.getAttribute('aria-current') !== 'page') link.click();
+                     {SHOWN_ROOM}"
+                ))
+                .await;
+            (shown == room).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until `room` is the room shown (after a click that should lead there, or back/forward).
+async fn wait_for_room(browser: &Browser, room: &str) {
+    wait_until(&format!("the {room} room to be shown"), WAIT, || async {
+        (shown_room(browser).await.as_deref() == Some(room)).then_some(())
+    })
+    .await;
+}
 
 async fn sample_seq(browser: &Browser, node: &str) -> Option<u64> {
     let value = browser
@@ -54,6 +100,57 @@ async fn agent_heartbeats_reach_the_dashboard_live(pool: PgPool) {
     })
     .await;
     assert!(later > first);
+    // The page opens on its home, the overview, with the token out of the address bar.
+    let home = browser
+        .eval(&format!(
+            "return {{ room: (() => {{ {SHOWN_ROOM} }})(), hash: location.hash,
+                      token_in_url: location.hash.includes('token') }};"
+        ))
+        .await;
+    assert_eq!(home["room"], "overview", "{home}");
+    assert_eq!(home["hash"], "#/", "{home}");
+    assert_eq!(
+        home["token_in_url"], false,
+        "the token must be moved out of the address bar"
+    );
+
+    // The overview shows every node, each with its GPUs and their VRAM.
+    let bus = common::bus(&nats).await;
+    common::publish(&bus, "gpu-node").await;
+    let overview = wait_until("the overview to show both nodes and the GPU", WAIT, || async {
+        let cards = browser
+            .eval(
+                "const card = (id) => document.querySelector('#overview-nodes [data-node-id=\"' + id + '\"]');
+                 const gpu = card('gpu-node'), agent = card('test-node');
+                 if (!gpu || !agent || !gpu.querySelector('.gpu-name')) return null;
+                 return { gpu: gpu.querySelector('.gpu-name').textContent,
+                          vram: gpu.querySelector('.gpu-vram').textContent,
+                          sim: !!gpu.querySelector('.tag-sim'),
+                          agent: agent.textContent,
+                          link: agent.getAttribute('href') };",
+            )
+            .await;
+        (!cards.is_null()).then_some(cards)
+    })
+    .await;
+    assert_eq!(overview["gpu"], "Simulated GPU", "{overview}");
+    assert!(
+        overview["vram"].as_str().unwrap().ends_with("/ 24.0 GiB"),
+        "the GPU's VRAM (used / total): {overview}"
+    );
+    assert_eq!(overview["sim"], true, "{overview}");
+    let agent = overview["agent"].as_str().unwrap();
+    assert!(
+        agent.contains("online") && agent.contains("no GPU"),
+        "{overview}"
+    );
+    assert_eq!(overview["link"], "#/nodes?node=test-node", "{overview}");
+    let png = browser.screenshot_png().await;
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG screenshot");
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-dashboard.png"), &png);
+
+    // The Nodes room: the agent's row, live.
+    open_room(&browser, "nodes").await;
     let row: Value = browser
         .eval(
             "const row = document.querySelector('#nodes tr[data-node-id=\"test-node\"]');
@@ -61,7 +158,6 @@ async fn agent_heartbeats_reach_the_dashboard_live(pool: PgPool) {
                       disk: row.querySelector('.disk').textContent, gpus: row.querySelector('.gpus').textContent,
                       status: row.querySelector('.status').textContent,
                       conn: document.querySelector('#conn-status').textContent.trim(),
-                      feed: [...document.querySelectorAll('#events li')].map(li => li.dataset.type),
                       token_in_url: location.hash.includes('token') };",
         )
         .await;
@@ -69,21 +165,29 @@ async fn agent_heartbeats_reach_the_dashboard_live(pool: PgPool) {
     assert!(row["ram"].as_str().unwrap().contains("GiB"), "{row}");
     assert!(row["status"].as_str().unwrap().contains("online"), "{row}");
     assert_eq!(row["conn"], "live", "{row}");
-    assert!(
-        row["feed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t == "node.registered"),
-        "{row}"
-    );
     assert_eq!(
         row["token_in_url"], false,
         "the token must be moved out of the address bar"
     );
-    let png = browser.screenshot_png().await;
-    assert!(png.starts_with(b"\x89PNG"), "not a PNG screenshot");
-    let _ = std::fs::write(std::env::temp_dir().join("nebula-dashboard.png"), &png);
+
+    // The Events room: the live feed.
+    open_room(&browser, "events").await;
+    let feed: Value = browser
+        .eval("return [...document.querySelectorAll('#events li')].map(li => li.dataset.type);")
+        .await;
+    assert!(
+        feed.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "node.registered"),
+        "{feed}"
+    );
+
+    // Back and forward move between the rooms visited.
+    browser.eval("history.back(); return null;").await;
+    wait_for_room(&browser, "nodes").await;
+    browser.eval("history.forward(); return null;").await;
+    wait_for_room(&browser, "events").await;
 
     // Restart the gateway on the same port; the page reconnects and resumes by itself.
     stack.shutdown().await;
@@ -183,7 +287,12 @@ async fn studio_job_end_to_end(pool: PgPool, comfy: Option<&FakeComfy>) {
     let simulated = comfy.is_none();
     let stack = nebula::start(
         &config,
-        Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]),
+        Parts::of(&[
+            Part::Gateway,
+            Part::Projector,
+            Part::Dispatcher,
+            Part::RenderWorker,
+        ]),
     )
     .await
     .unwrap();
@@ -202,6 +311,7 @@ async fn studio_job_end_to_end(pool: PgPool, comfy: Option<&FakeComfy>) {
         (ready == true).then_some(())
     })
     .await;
+    open_room(&browser, "studio").await;
 
     // Fill the txt2img form as a user would and submit it.
     let seed = 987_654_321_u64;
@@ -358,7 +468,13 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
     config.chat.discord.progress_every_secs = 0;
     let stack = nebula::start(
         &config,
-        Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker, Part::Chat]),
+        Parts::of(&[
+            Part::Gateway,
+            Part::Projector,
+            Part::Dispatcher,
+            Part::RenderWorker,
+            Part::Chat,
+        ]),
     )
     .await
     .unwrap();
@@ -369,7 +485,17 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
     .await;
 
     let browser = Browser::start().await;
+    // The token arrives once in the address and is kept; then a deep link opens its room on load.
     browser.goto(&format!("http://{addr}/#token={TOKEN}")).await;
+    wait_until("the token to be kept", WAIT, || async {
+        let kept = browser
+            .eval("return !!localStorage.getItem('nebula.token') && !location.hash.includes('token');")
+            .await;
+        (kept == true).then_some(())
+    })
+    .await;
+    browser.goto("about:blank").await;
+    browser.goto(&format!("http://{addr}/#/chat")).await;
     wait_until("the page to go live", WAIT, || async {
         let live = browser
             .eval("return document.querySelector('#conn-status').textContent.trim() === 'live' && !!document.querySelector('#chat');")
@@ -377,6 +503,16 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
         (live == true).then_some(())
     })
     .await;
+    let opened = browser
+        .eval(&format!(
+            "return {{ room: (() => {{ {SHOWN_ROOM} }})(), hash: location.hash }};"
+        ))
+        .await;
+    assert_eq!(
+        opened["room"], "chat",
+        "the deep link opens the chat room, marked in the navigation: {opened}"
+    );
+    assert_eq!(opened["hash"], "#/chat", "{opened}");
 
     // Open the guild: the defaults, nothing saved yet.
     browser
@@ -537,17 +673,19 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
             "{expected} in {caused:?}"
         );
     }
-    // "show in the event feed" filters the feed to that correlation.
-    let filter = browser
+    // "show in the event feed" opens the Events room filtered to that correlation.
+    let shown = browser
         .eval(&format!(
             "document.querySelector('#chat-log li[data-command-id=\"{command_id}\"] button[data-action=filter]').click();
-             return document.querySelector('#event-filter').value;"
+             return {{ filter: document.querySelector('#event-filter').value, room: (() => {{ {SHOWN_ROOM} }})() }};"
         ))
         .await;
-    assert_eq!(filter, entry["correlation"]);
+    assert_eq!(shown["filter"], entry["correlation"], "{shown}");
+    assert_eq!(shown["room"], "events", "{shown}");
 
-    // The image, shared from its gallery tile through the Stream Bot panel, reaches every
-    // platform; each destination's outcome shows as it is recorded.
+    // The image, shared from its gallery tile in the Studio through the Stream Bot room, reaches
+    // every platform; each destination's outcome shows as it is recorded.
+    open_room(&browser, "studio").await;
     let sha256 = wait_until("the image in the gallery with a post button", WAIT, || async {
         let sha = browser
             .eval(
@@ -558,6 +696,19 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
         sha.as_str().map(str::to_owned)
     })
     .await;
+    let attached = browser
+        .eval(&format!(
+            "return {{ room: (() => {{ {SHOWN_ROOM} }})(),
+                      shown: !document.querySelector('#post-artifact').hidden,
+                      sha: document.querySelector('#post-artifact-sha').title }};"
+        ))
+        .await;
+    assert_eq!(
+        attached["room"], "streambot",
+        "the tile's post button opens the Stream Bot: {attached}"
+    );
+    assert_eq!(attached["shown"], true, "{attached}");
+    assert_eq!(attached["sha"], sha256.as_str(), "{attached}");
     browser
         .eval(&format!(
             "{SET} set('#post-text', 'Fresh from the studio');

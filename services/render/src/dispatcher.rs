@@ -315,7 +315,9 @@ impl Dispatcher {
                 () = cancel.cancelled() => return Ok(()),
                 message = log.next() => {
                     let message = message.ok_or_else(|| anyhow::anyhow!("event log reader ended"))??;
-                    if message.subject.starts_with("nebula.events.render_") {
+                    let aggregate = events::subjects::parse(&message.subject)
+                        .and_then(|subject| subject.aggregate_type());
+                    if aggregate.is_some_and(|t| t == RenderJobEvent::AGGREGATE_TYPE || t == RenderQueueEvent::AGGREGATE_TYPE) {
                         match message.decode_commit() {
                             Ok(commit) => {
                                 for envelope in &commit {
@@ -524,9 +526,8 @@ impl Dispatcher {
 }
 
 fn observe_telemetry(state: &mut State, subject: &str, payload: &[u8]) {
-    let mut parts = subject.split('.');
-    let (Some(_), Some(_), Some(node_id), Some(kind)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let Some(events::subjects::Subject::Telemetry { node_id, kind }) =
+        events::subjects::parse(subject)
     else {
         return;
     };
@@ -630,13 +631,14 @@ mod tests {
         for node in ["a", "b"] {
             observe_telemetry(
                 &mut state,
-                &format!("nebula.telemetry.{node}.render_worker"),
+                &events::subjects::telemetry(node, WorkerHeartbeat::KIND),
                 &worker(node, 20_000),
             );
         }
         // Something outside Nebula holds 20 GiB on node a's GPU: only the agent sees it.
-        observe_telemetry(&mut state, "nebula.telemetry.a.heartbeat", &agent("a", 20));
-        observe_telemetry(&mut state, "nebula.telemetry.b.heartbeat", &agent("b", 2));
+        let heartbeat = |node| events::subjects::telemetry(node, Heartbeat::KIND);
+        observe_telemetry(&mut state, &heartbeat("a"), &agent("a", 20));
+        observe_telemetry(&mut state, &heartbeat("b"), &agent("b", 2));
         assert_eq!(
             state.choose_node(&job(8_000), 2, timeout).as_deref(),
             Some("b")
