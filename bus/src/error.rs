@@ -18,6 +18,8 @@ pub enum BusErrorKind {
     NotFound,
     /// A stored message could not be decoded.
     Decode,
+    /// Not allowed: e.g. a raw publish into the event log, which only `Bus::append` writes.
+    Refused,
     /// Anything else the server or client reported.
     Other,
 }
@@ -32,6 +34,7 @@ impl fmt::Display for BusErrorKind {
             BusErrorKind::Timeout => "timed out",
             BusErrorKind::NotFound => "not found",
             BusErrorKind::Decode => "failed to decode message",
+            BusErrorKind::Refused => "refused",
             BusErrorKind::Other => "nats operation failed",
         })
     }

@@ -7,6 +7,7 @@
 //! `async_nats::Message`.
 
 pub mod consumer;
+mod dlq;
 mod error;
 mod publish;
 mod read;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use common::metrics::Registry;
 
+pub use dlq::StoredDeadLetter;
 pub use error::{BusError, BusErrorKind};
 pub use publish::{Appended, ExpectedSeq};
 pub use read::{MessageStream, ReadFrom, StoredMessage, StreamBounds};

@@ -87,8 +87,9 @@ impl Bus {
         result
     }
 
-    /// Publishes a raw payload to any subject the streams capture, with a caller-chosen
-    /// `Nats-Msg-Id`, waiting for the ack (retrying while the server is away).
+    /// Publishes a raw payload to any subject the streams capture but the event log's, with a
+    /// caller-chosen `Nats-Msg-Id`, waiting for the ack (retrying while the server is away).
+    /// `nebula.events.*` is refused: only [`Bus::append`] writes commits there.
     pub async fn publish_raw(
         &self,
         subject: impl Into<String>,
@@ -96,6 +97,14 @@ impl Bus {
         headers: Vec<(String, String)>,
         payload: Bytes,
     ) -> Result<Appended, BusError> {
+        let subject = subject.into();
+        if events::subjects::is_event_log(&subject) {
+            self.metrics.inc("nebula_bus_refused_publishes_total");
+            return Err(BusError::msg(
+                BusErrorKind::Refused,
+                format!("{subject} is in the event log, which only Bus::append writes"),
+            ));
+        }
         let payload_len = payload.len();
         let mut header_map = HeaderMap::new();
         for (name, value) in &headers {
@@ -105,13 +114,8 @@ impl Bus {
             .payload(payload)
             .headers(header_map)
             .message_id(message_id);
-        self.publish_with_retry(
-            subject.into(),
-            payload_len,
-            message,
-            self.config.publish_retry_for,
-        )
-        .await
+        self.publish_with_retry(subject, payload_len, message, self.config.publish_retry_for)
+            .await
     }
 
     /// Publishes a node heartbeat to TELEMETRY.

@@ -52,6 +52,17 @@ fn registered(node: &str, seq: u64) -> EventEnvelope {
     )
 }
 
+/// What a plain NATS client could write, bypassing the bus.
+async fn foreign_publish(server: &NatsServer, subject: &str, payload: &'static [u8]) {
+    let client = async_nats::connect(server.url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .publish(subject.to_owned(), Bytes::from_static(payload))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 async fn read_all(bus: &Bus, stream: StreamName) -> Vec<bus::StoredMessage> {
     let last = bus.last_seq(stream).await.unwrap();
     if last.0 == 0 {
@@ -376,6 +387,37 @@ async fn oversized_payloads_are_refused_clearly() {
         .unwrap();
 }
 
+/// Only `Bus::append` writes the event log: a raw publish there is refused before it is sent.
+#[tokio::test]
+async fn raw_publishes_never_reach_the_event_log() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    for subject in ["nebula.events.node.intruder", "nebula.events"] {
+        let err = bus
+            .publish_raw(subject, "raw-1", Vec::new(), Bytes::from_static(b"[]"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), BusErrorKind::Refused, "{err}");
+        assert!(err.to_string().contains("only Bus::append"), "{err}");
+    }
+    assert_eq!(
+        bus.last_seq(StreamName::Events).await.unwrap(),
+        StreamSeq(0)
+    );
+    assert_eq!(
+        bus.metrics().get("nebula_bus_refused_publishes_total", &[]),
+        2.0
+    );
+    bus.publish_raw(
+        "nebula.work.fine",
+        "raw-2",
+        Vec::new(),
+        Bytes::from_static(b"x"),
+    )
+    .await
+    .unwrap();
+}
+
 /// Work consumers: good messages are acked, failing ones retried then dead-lettered with their
 /// reason, rejected ones dead-lettered at once; the loop survives all of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -684,14 +726,8 @@ async fn commit_consumers_dead_letter_what_is_not_a_commit() {
     )
     .await
     .unwrap();
-    bus.publish_raw(
-        "nebula.events.node.garbage",
-        "garbage",
-        Vec::new(),
-        Bytes::from_static(b"not a commit"),
-    )
-    .await
-    .unwrap();
+    // Not a commit, written by a foreign client (the bus itself refuses to).
+    foreign_publish(&server, "nebula.events.node.garbage", b"not a commit").await;
     bus.append(&[registered("job-c2", 1)], ExpectedSeq::NoEvents)
         .await
         .unwrap();

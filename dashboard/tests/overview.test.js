@@ -127,6 +127,8 @@ test('dead letters: normalized newest first; replay only what can go back', () =
   assert.equal(replayBlocked(got.letters[0]), HISTORY_NOTE);
   assert.equal(replayBlocked(got.letters[1]), null);
   assert.equal(replayBlocked({ replayable: false, origin_stream: 'WORK' }), 'not replayable');
+  const told = normalizeLetters({ letters: [{ seq: 4, origin_stream: 'TELEMETRY', replayable: false, not_replayable_because: 'telemetry is a gauge' }] });
+  assert.equal(replayBlocked(told.letters[0]), 'telemetry is a gauge', "the server's reason wins");
   assert.equal(payloadText('not json'), 'not json');
   assert.equal(payloadText({ a: 1 }), '{\n  "a": 1\n}');
 });

@@ -5,6 +5,7 @@
 //! `events` enum to carry both traits without teaching `events` about cqrs-es.
 
 pub mod chat;
+pub mod dlq;
 pub mod node;
 pub mod post;
 pub mod render;

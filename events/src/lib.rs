@@ -5,6 +5,7 @@
 //! reader of the log, including ones written long after the event was stored.
 
 pub mod chat;
+pub mod dlq;
 mod envelope;
 mod ids;
 pub mod node;

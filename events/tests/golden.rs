@@ -10,6 +10,7 @@ use events::chat::{
     CommandReceived, CommandRejected, CommandRule, Platform, RejectReason, ReplyFailed, ReplyKind,
     ReplySent, SettingsChanged,
 };
+use events::dlq::{DeadLetterEvent, DeadLetterReplayed, dead_letter_id};
 use events::node::{GpuInfo, NodeDeregistered, NodeEvent, NodeRegistered};
 use events::post::{Destination, PostDelivered, PostEvent, PostFailed, PostRequested};
 use events::render::{
@@ -114,6 +115,7 @@ fn every_event_type_has_a_golden_file() {
         .chain(ChatCommandEvent::EVENT_TYPES)
         .chain(ChatSettingsEvent::EVENT_TYPES)
         .chain(PostEvent::EVENT_TYPES)
+        .chain(DeadLetterEvent::EVENT_TYPES)
     {
         assert!(
             dir.join(format!("{event_type}.json")).exists(),
@@ -358,6 +360,22 @@ fn chat_events() {
             platform: Platform::Discord,
             scope: "1100000000000000000".to_owned(),
             settings,
+        }),
+    );
+}
+
+#[test]
+fn dead_letter_events() {
+    golden(
+        &dead_letter_id("render-gpu-1", "WORK", 40),
+        DeadLetterEvent::Replayed(DeadLetterReplayed {
+            origin: "render-gpu-1".to_owned(),
+            origin_stream: "WORK".to_owned(),
+            origin_subject: "nebula.work.render.gpu-1".to_owned(),
+            origin_seq: 40,
+            reason: "not a work item".to_owned(),
+            dlq_seq: 3,
+            replayed_seq: 41,
         }),
     );
 }

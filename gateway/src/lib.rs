@@ -6,6 +6,7 @@ mod api;
 mod assets;
 mod auth;
 mod chat;
+mod dlq;
 mod error;
 mod health;
 mod hub;
@@ -92,6 +93,7 @@ pub struct AppState {
     pub(crate) render_queue: Arc<bus::store::Commands<domain::render::RenderQueue>>,
     pub(crate) chat_settings: Arc<bus::store::Commands<domain::chat::ChatSettings>>,
     pub(crate) posts: Arc<bus::store::Commands<domain::post::Post>>,
+    pub(crate) dead_letters: Arc<bus::store::Commands<domain::dlq::DeadLetter>>,
     pub(crate) post_state: Arc<bus::store::JetStreamStore<domain::post::Post>>,
     pub(crate) artifacts: artifacts::ArtifactStore,
     pub(crate) config: Arc<Config>,
@@ -143,6 +145,9 @@ pub fn router(state: AppState) -> Router {
             get(chat::get_settings).put(chat::put_settings),
         )
         .route("/api/chat/commands", get(chat::list_commands))
+        .route("/api/dlq", get(dlq::list))
+        .route("/api/dlq/{seq}", get(dlq::get))
+        .route("/api/dlq/{seq}/replay", post(dlq::replay))
         .route("/api/posts", post(posts::create))
         .route("/api/posts/{id}", get(posts::get))
         .route("/ws", get(ws::upgrade))
@@ -194,6 +199,7 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         render_queue: Arc::new(bus::store::commands(bus.clone(), ())),
         chat_settings: Arc::new(bus::store::commands(bus.clone(), ())),
         posts: Arc::new(bus::store::commands(bus.clone(), ())),
+        dead_letters: Arc::new(bus::store::commands(bus.clone(), ())),
         post_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         artifacts,
         read: ReadModels::new(pool),

@@ -124,6 +124,9 @@ async fn recent_events(
                 break;
             }
             for event in message.decode_commit().unwrap_or_default() {
+                if event.event_type == projections::PROGRESS_TICK {
+                    continue;
+                }
                 if let Ok(mut value) = serde_json::to_value(&event) {
                     value["stream_seq"] = json!(message.stream_seq.0);
                     events.push(value);
@@ -172,12 +175,30 @@ async fn serve_client(
             client_gone.cancel();
         }))
     };
+    let reason = stream_to_client(&mut socket, &state, since, &client_gone).await;
+    if client_gone.is_cancelled() {
+        // The client closed (politely, or mid-replay, which makes the next send fail): answer
+        // its close frame — tungstenite queued the reply when it read it — and close.
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.close()).await;
+        return "client_closed";
+    }
+    reason
+}
+
+/// The snapshot or resume point, the gap filled from the log, then the live feed, until the
+/// client goes (`client_gone`), falls behind, or the gateway shuts down.
+async fn stream_to_client(
+    socket: &mut Sender,
+    state: &AppState,
+    since: Option<StreamSeq>,
+    client_gone: &tokio_util::sync::CancellationToken,
+) -> &'static str {
     // Subscribe first: everything after `head` will be in the receiver.
     let mut subscription = state.hub.subscribe();
     let start = match since {
         Some(since) => {
             let frame = json!({ "type": "resumed", "seq": since.0 }).to_string();
-            if let Err(reason) = send(&mut socket, Message::Text(frame.into())).await {
+            if let Err(reason) = send(socket, Message::Text(frame.into())).await {
                 return reason;
             }
             since
@@ -193,9 +214,7 @@ async fn serve_client(
                     }
                 };
                 let frame = json!({ "type": "snapshot", "seq": snapshot.seq, "nodes": snapshot.nodes, "events": events });
-                if let Err(reason) =
-                    send(&mut socket, Message::Text(frame.to_string().into())).await
-                {
+                if let Err(reason) = send(socket, Message::Text(frame.to_string().into())).await {
                     return reason;
                 }
                 seq
@@ -229,7 +248,11 @@ async fn serve_client(
         {
             Ok(mut messages) => {
                 while last_sent < subscription.head {
-                    let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+                    let next = tokio::select! {
+                        // A client that closes mid-replay is answered at once, not after it.
+                        () = client_gone.cancelled() => return "client_closed",
+                        next = tokio::time::timeout(Duration::from_secs(10), messages.next()) => next,
+                    };
                     let Ok(Some(Ok(message))) = next else {
                         let _ = socket
                             .send(Message::Close(Some(CloseFrame {
@@ -244,7 +267,7 @@ async fn serve_client(
                     }
                     last_sent = message.stream_seq;
                     if let Some(frame) = event_frame(&message)
-                        && let Err(reason) = send(&mut socket, Message::Text(frame.text)).await
+                        && let Err(reason) = send(socket, Message::Text(frame.text)).await
                     {
                         return reason;
                     }
@@ -286,7 +309,7 @@ async fn serve_client(
                     }
                     next = try_next(&mut subscription.receiver, batch.len());
                 }
-                if let Err(reason) = send_batch(&mut socket, batch).await {
+                if let Err(reason) = send_batch(socket, batch).await {
                     return reason;
                 }
             }

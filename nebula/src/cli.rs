@@ -17,6 +17,10 @@ pub struct Cli {
     /// Configuration file (TOML). Defaults to ./nebula.toml when present; environment overrides it.
     #[arg(long, global = true, env = "NEBULA_CONFIG")]
     pub config: Option<PathBuf>,
+    /// More log lines on stderr: `-v` info, `-vv` debug (`RUST_LOG` overrides). One-shot commands
+    /// log warnings only by default; the services log at info.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -48,6 +52,46 @@ pub enum Command {
     /// Manage read models.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// What the bus dead-lettered: list, show, and send back once fixed.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+impl Command {
+    /// Whether this command runs services until stopped (and logs what they do).
+    fn serves(&self) -> bool {
+        matches!(
+            self,
+            Command::Up
+                | Command::Gateway
+                | Command::Projector
+                | Command::Agent
+                | Command::Dispatcher
+                | Command::Chat
+                | Command::Worker(_)
+        )
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// The newest dead letters: where each came from and why.
+    List {
+        /// How many, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One dead letter, its payload whole.
+    Show {
+        /// Its sequence on the DLQ (the first column of `dlq list`).
+        seq: u64,
+    },
+    /// Send a dead letter back to the subject it came from, once (work messages only); the
+    /// replay is recorded on the event log.
+    Replay {
+        /// Its sequence on the DLQ.
+        seq: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,15 +116,30 @@ pub enum ProjectionsCommand {
     List,
     /// Rebuild a read model from sequence 1 aside, then swap it in (the live model stays online).
     Rebuild {
-        /// The projection: event_log, nodes, node_telemetry, jobs or render.
+        /// The projection.
+        #[arg(value_parser = projection_names())]
         name: String,
     },
 }
 
-/// Logs go to stderr; `RUST_LOG` filters (default `info`).
-pub fn init_tracing() {
+/// Every projection's name, for `projections rebuild`.
+fn projection_names() -> clap::builder::PossibleValuesParser {
+    let names: Vec<&'static str> = projections::all().iter().map(|p| p.name()).collect();
+    clap::builder::PossibleValuesParser::new(names)
+}
+
+/// Logs go to stderr: at info for the services, at warn for one-shot commands (their answer is
+/// on stdout), more with `-v`; `RUST_LOG` overrides.
+pub fn init_tracing(cli: &Cli) {
+    let base = if cli.command.serves() { 1 } else { 0 };
+    let level = match base + cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -104,6 +163,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Projections(ProjectionsCommand::Rebuild { name }) => {
             tools::rebuild(&config, &name).await
         }
+        Command::Dlq(DlqCommand::List { limit }) => tools::dlq_list(&config, limit).await,
+        Command::Dlq(DlqCommand::Show { seq }) => tools::dlq_show(&config, seq).await,
+        Command::Dlq(DlqCommand::Replay { seq }) => tools::dlq_replay(&config, seq).await,
     }
 }
 

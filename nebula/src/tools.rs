@@ -251,6 +251,95 @@ pub(crate) async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `dlq list`: one line per letter, newest first.
+pub(crate) async fn dlq_list(config: &Config, limit: usize) -> anyhow::Result<()> {
+    let bus = Bus::connect_only(config.bus_config()).await?;
+    let (letters, total) = bus.dead_letters(limit).await?;
+    let mut out = std::io::stdout().lock();
+    if letters.is_empty() {
+        writeln!(out, "the DLQ is empty")?;
+        return Ok(());
+    }
+    for letter in &letters {
+        writeln!(
+            out,
+            "{:>6}  {}  {:<24} {}#{}  {}",
+            letter.seq,
+            letter.dead_lettered_at.format("%Y-%m-%d %H:%M:%S"),
+            letter.origin,
+            letter.origin_subject,
+            letter.origin_seq,
+            letter.reason
+        )?;
+    }
+    if letters.len() as u64 != total {
+        writeln!(out, "({} of {total}; --limit for more)", letters.len())?;
+    }
+    Ok(())
+}
+
+/// `dlq show`: where a letter came from, why, and its payload.
+pub(crate) async fn dlq_show(config: &Config, seq: u64) -> anyhow::Result<()> {
+    let bus = Bus::connect_only(config.bus_config()).await?;
+    let letter = bus
+        .dead_letter_at(StreamSeq(seq))
+        .await?
+        .with_context(|| format!("no dead letter {seq} on the DLQ"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "dead letter    {}", letter.seq)?;
+    writeln!(
+        out,
+        "at             {}",
+        letter.dead_lettered_at.to_rfc3339()
+    )?;
+    writeln!(out, "given up by    {}", letter.origin)?;
+    writeln!(
+        out,
+        "came from      {} {}#{}",
+        letter.origin_stream.map_or("?", |s| s.as_str()),
+        letter.origin_subject,
+        letter.origin_seq
+    )?;
+    writeln!(out, "reason         {}", letter.reason)?;
+    match letter.replayable() {
+        Ok(()) => writeln!(out, "replayable     yes: nebula dlq replay {seq}")?,
+        Err(why) => writeln!(out, "replayable     no: {why}")?,
+    }
+    writeln!(out, "payload        {} bytes", letter.payload.len())?;
+    match serde_json::from_slice::<serde_json::Value>(&letter.payload) {
+        Ok(json) => writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?,
+        Err(_) => writeln!(out, "{}", String::from_utf8_lossy(&letter.payload))?,
+    }
+    Ok(())
+}
+
+/// `dlq replay`: sends a letter back where it came from, once, as the user running the CLI.
+pub(crate) async fn dlq_replay(config: &Config, seq: u64) -> anyhow::Result<()> {
+    let bus = Bus::connect_only(config.bus_config()).await?;
+    let letters = bus::store::commands::<domain::dlq::DeadLetter>(bus.clone(), ());
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    let meta = bus::store::CommandMeta::new(events::Actor::User(format!("cli:{user}")));
+    match sagas::replay_dead_letter(&bus, &letters, StreamSeq(seq), meta).await {
+        Ok(replayed) => {
+            println!(
+                "dead letter {seq} sent back to {} (sequence {})",
+                replayed.letter.origin_subject, replayed.replayed_seq
+            );
+            Ok(())
+        }
+        Err(sagas::ReplayError::NotFound) => anyhow::bail!("no dead letter {seq} on the DLQ"),
+        Err(sagas::ReplayError::NotReplayable(why)) => {
+            anyhow::bail!("dead letter {seq} cannot be replayed: {why}")
+        }
+        Err(sagas::ReplayError::AlreadyReplayed(at)) => {
+            anyhow::bail!("dead letter {seq} was already replayed (as sequence {at} of its stream)")
+        }
+        Err(sagas::ReplayError::Unavailable(why)) => {
+            anyhow::bail!("dead letter {seq} was not replayed: {why}")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

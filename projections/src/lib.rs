@@ -28,7 +28,7 @@ pub use chat::Chat;
 pub use error::{ApplyError, ProjectionError};
 pub use event_log::EventLog;
 pub use nodes::Nodes;
-pub use read::{EventFilter, EventRow, NodeView, ReadModels, Snapshot};
+pub use read::{EventFilter, EventRow, NodeView, PROGRESS_TICK, ReadModels, Snapshot};
 pub use render::Render;
 pub use telemetry::NodeTelemetry;
 

@@ -8,6 +8,9 @@ use uuid::Uuid;
 
 use crate::ProjectionError;
 
+/// The event type a snapshot's recent events leave out.
+pub const PROGRESS_TICK: &str = "render.job_progressed";
+
 /// A node as the API shows it: inventory plus its latest heartbeat.
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeView {
@@ -148,7 +151,8 @@ impl ReadModels {
     }
 
     /// Nodes and recent events as of the nodes projection's checkpoint, read in one consistent
-    /// transaction.
+    /// transaction. Progress ticks are left out of the recent events: they are state the render
+    /// read model holds, and would crowd out the events a feed shows.
     pub async fn snapshot(&self, recent: i64) -> Result<Snapshot, ProjectionError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -168,7 +172,8 @@ impl ReadModels {
             .fetch_all(&mut *tx)
             .await?;
         let event_rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM event_log WHERE stream_seq <= $1 ORDER BY stream_seq DESC, idx DESC LIMIT $2) recent \
+            "SELECT * FROM (SELECT {EVENT_COLUMNS} FROM event_log WHERE stream_seq <= $1 \
+             AND event_type <> '{PROGRESS_TICK}' ORDER BY stream_seq DESC, idx DESC LIMIT $2) recent \
              ORDER BY stream_seq, idx"
         )))
         .bind(seq)

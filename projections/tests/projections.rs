@@ -397,14 +397,17 @@ async fn poison_events_go_to_the_dlq_and_later_events_still_project(pool: PgPool
     // Valid JSON and a valid event, but Postgres cannot store a NUL character: a real poison.
     register(&bus, "n2", "bad\u{0000}host").await;
     // Not even JSON.
-    bus.publish_raw(
-        "nebula.events.node.n3",
-        "garbage-1",
-        Vec::new(),
-        Bytes::from_static(b"{this is not json"),
-    )
-    .await
-    .unwrap();
+    // Not even JSON, written by a foreign client (the bus refuses raw writes to the log).
+    let client = async_nats::connect(server.url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .publish(
+            "nebula.events.node.n3",
+            Bytes::from_static(b"{this is not json"),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
     register(&bus, "n4", "after").await;
 
     catch_up_all(&pool, &bus).await;

@@ -1,11 +1,14 @@
-//! Commands that span aggregates, shared by every way in (the gateway's REST and the chat
-//! intake), so each step and what undoes it is written once.
+//! Commands that span aggregates (or an aggregate and a stream), shared by every way in (the
+//! gateway's REST, the chat intake, the CLI), so each step and what undoes it is written once.
 
-use bus::store::{CommandMeta, Commands, execute};
-use cqrs_es::AggregateError;
+use bus::store::{CommandMeta, Commands, JetStreamStore, execute};
+use bus::{Bus, StoredDeadLetter};
+use cqrs_es::{AggregateError, EventStore};
+use domain::dlq::{DeadLetter, DeadLetterCommand, DeadLetterError};
 use domain::render::{
     QUEUE_ID, QueueCommand, QueueError, RenderCommand, RenderError, RenderJob, RenderQueue,
 };
+use events::dlq::{DeadLetterReplayed, dead_letter_id};
 
 /// Why a render job was not submitted.
 #[derive(Debug)]
@@ -57,4 +60,86 @@ pub async fn submit_render(
             Err(SubmitError::Job(err))
         }
     }
+}
+
+/// Why a dead letter was not sent back.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// Nothing at that sequence on the DLQ (never, or already taken off it).
+    NotFound,
+    /// Its kind of message cannot be sent back (see `StoredDeadLetter::replayable`).
+    NotReplayable(String),
+    /// It was sent back before, as this sequence of its stream.
+    AlreadyReplayed(u64),
+    /// The bus or the letter's log is away.
+    Unavailable(String),
+}
+
+/// What a replay did.
+#[derive(Debug, Clone)]
+pub struct Replayed {
+    pub letter: StoredDeadLetter,
+    /// Where it is now: its new sequence on the origin stream.
+    pub replayed_seq: events::StreamSeq,
+}
+
+/// Sends the dead letter at `seq` back where it came from, once: republished on its origin
+/// subject (a message id derived from the letter makes racing replays store it once), recorded
+/// on its `dead_letter` aggregate under `meta`'s actor (which refuses a second record), then
+/// taken off the DLQ. A letter found recorded already is taken off and refused.
+pub async fn replay_dead_letter(
+    bus: &Bus,
+    letters: &Commands<DeadLetter>,
+    seq: events::StreamSeq,
+    meta: CommandMeta,
+) -> Result<Replayed, ReplayError> {
+    let unavailable = |err: &dyn std::fmt::Display| ReplayError::Unavailable(err.to_string());
+    let letter = bus
+        .dead_letter_at(seq)
+        .await
+        .map_err(|err| unavailable(&err))?
+        .ok_or(ReplayError::NotFound)?;
+    letter.replayable().map_err(ReplayError::NotReplayable)?;
+    let origin_stream = letter
+        .origin_stream
+        .map(|stream| stream.as_str())
+        .unwrap_or_default();
+    let id = dead_letter_id(&letter.origin, origin_stream, letter.origin_seq);
+    let state = JetStreamStore::<DeadLetter>::new(bus.clone())
+        .load_aggregate(&id)
+        .await
+        .map_err(|err| unavailable(&err))?;
+    if let Some(replayed_seq) = state.state().replayed_seq {
+        bus.remove_dead_letter(seq)
+            .await
+            .map_err(|err| unavailable(&err))?;
+        return Err(ReplayError::AlreadyReplayed(replayed_seq));
+    }
+    let appended = bus
+        .republish_dead_letter(&letter)
+        .await
+        .map_err(|err| unavailable(&err))?;
+    let record = DeadLetterCommand::RecordReplay(DeadLetterReplayed {
+        origin: letter.origin.clone(),
+        origin_stream: origin_stream.to_owned(),
+        origin_subject: letter.origin_subject.clone(),
+        origin_seq: letter.origin_seq,
+        reason: letter.reason.clone(),
+        dlq_seq: seq.0,
+        replayed_seq: appended.stream_seq.0,
+    });
+    match execute(letters, &id, record, meta, 3).await {
+        Ok(()) => {}
+        Err(AggregateError::UserError(DeadLetterError::AlreadyReplayed(replayed_seq))) => {
+            return Err(ReplayError::AlreadyReplayed(replayed_seq));
+        }
+        Err(err) => return Err(unavailable(&err)),
+    }
+    bus.remove_dead_letter(seq)
+        .await
+        .map_err(|err| unavailable(&err))?;
+    Ok(Replayed {
+        letter,
+        replayed_seq: appended.stream_seq,
+    })
 }

@@ -19,6 +19,7 @@ function normalizeLetter(raw) {
     size: num(raw.size),
     payload: raw.payload,
     replayable: raw.replayable === true,
+    not_replayable_because: str(raw.not_replayable_because),
   };
 }
 
@@ -30,10 +31,11 @@ export function normalizeLetters(data) {
   return { letters: list, total: Math.max(total, list.length) };
 }
 
-/** Why a letter cannot be replayed, or null when it can. */
+/** Why a letter cannot be replayed (the server's reason when it gives one), or null when it can. */
 export function replayBlocked(letter) {
   if (!letter) return 'unknown dead letter';
   if (letter.replayable) return null;
+  if (letter.not_replayable_because) return letter.not_replayable_because;
   if (letter.origin_stream === 'EVENTS') return HISTORY_NOTE;
   return 'not replayable';
 }

@@ -1,5 +1,5 @@
 //! The `nebula` command line against real services: help, config errors, migrate, replay, tail,
-//! projections list and rebuild.
+//! projections list and rebuild, the DLQ; and a CLI that prints its answer, not its logs.
 
 use crate::common;
 
@@ -15,16 +15,19 @@ fn nebula(nats: &NatsServer, database_url: &str, args: &[&str]) -> Output {
         .args(args)
         .env("NATS_URL", nats.url())
         .env("DATABASE_URL", database_url)
-        .env("RUST_LOG", "warn")
+        .env_remove("RUST_LOG")
         .output()
         .expect("failed to run nebula")
 }
 
+/// The command's answer. A one-shot command logs warnings only: nothing of its clients' INFO
+/// chatter reaches the terminal.
 fn stdout(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "nebula failed: {stderr}");
     assert!(
-        output.status.success(),
-        "nebula failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+        !stderr.contains(" INFO ") && !stderr.contains(" DEBUG "),
+        "a one-shot command logged more than warnings: {stderr}"
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -38,6 +41,8 @@ fn every_command_has_help() {
         vec!["events", "tail", "--help"],
         vec!["events", "replay", "--help"],
         vec!["projections", "rebuild", "--help"],
+        vec!["dlq", "list", "--help"],
+        vec!["dlq", "replay", "--help"],
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_nebula"))
             .args(&args)
@@ -49,6 +54,24 @@ fn every_command_has_help() {
             "{args:?}"
         );
     }
+}
+
+#[test]
+fn rebuild_names_every_projection() {
+    let output = Command::new(env!("CARGO_BIN_EXE_nebula"))
+        .args(["projections", "rebuild", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for projection in projections::all() {
+        assert!(help.contains(projection.name()), "{help}");
+    }
+    let wrong = Command::new(env!("CARGO_BIN_EXE_nebula"))
+        .args(["projections", "rebuild", "jobs"])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("invalid value 'jobs'"));
 }
 
 #[test]
@@ -203,8 +226,82 @@ async fn replay_tail_and_rebuild_work_on_a_real_log(pool: PgPool) {
     let unknown = nebula(&nats, &database_url, &["projections", "rebuild", "gadgets"]);
     assert!(!unknown.status.success());
     assert!(
-        String::from_utf8_lossy(&unknown.stderr).contains("known: event_log, nodes"),
+        String::from_utf8_lossy(&unknown.stderr).contains("possible values: event_log, nodes"),
         "{}",
         String::from_utf8_lossy(&unknown.stderr)
+    );
+}
+
+/// `dlq list|show|replay`: what was dead-lettered and why, then sent back once.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_dlq_is_listed_shown_and_replayed_once(pool: PgPool) {
+    let nats = NatsServer::start();
+    let database_url = common::database_url(&pool);
+    let bus = common::bus(&nats).await;
+    let empty = stdout(&nebula(&nats, &database_url, &["dlq", "list"]));
+    assert_eq!(empty.trim(), "the DLQ is empty");
+    bus.dead_letter(bus::consumer::DeadLetter {
+        origin: "render-gpu-9".into(),
+        origin_stream: bus::StreamName::Work,
+        origin_subject: "nebula.work.render.gpu-9".into(),
+        origin_seq: events::StreamSeq(77),
+        reason: "not a work item: expected value at line 1".into(),
+        payload: bytes::Bytes::from_static(b"{\"job_id\": \"j-1\"}"),
+    })
+    .await
+    .unwrap();
+    let list = stdout(&nebula(&nats, &database_url, &["dlq", "list"]));
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(
+        list.contains("render-gpu-9")
+            && list.contains("nebula.work.render.gpu-9#77")
+            && list.contains("not a work item"),
+        "{list}"
+    );
+    let seq = list.split_whitespace().next().unwrap().to_owned();
+    let shown = stdout(&nebula(&nats, &database_url, &["dlq", "show", &seq]));
+    assert!(
+        shown.contains("\"job_id\": \"j-1\"") && shown.contains("replayable     yes"),
+        "{shown}"
+    );
+    let replayed = stdout(&nebula(&nats, &database_url, &["dlq", "replay", &seq]));
+    assert!(
+        replayed.contains("sent back to nebula.work.render.gpu-9"),
+        "{replayed}"
+    );
+    // Back on WORK, once; off the DLQ; and the replay is on the log, with who did it.
+    let work = bus.bounds(bus::StreamName::Work).await.unwrap();
+    assert_eq!(work.messages, 1);
+    let (got, cancel) = (
+        std::sync::Arc::new(std::sync::Mutex::new(Vec::new())),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let mut spec = bus::consumer::ConsumerSpec::new(bus::StreamName::Work, "cli-test");
+    spec.filter_subject = Some("nebula.work.render.gpu-9".into());
+    let consumer = {
+        let (bus, got, cancel) = (bus.clone(), got.clone(), cancel.clone());
+        tokio::spawn(async move {
+            bus.consume(spec, cancel.clone(), |delivery| {
+                got.lock().unwrap().push(delivery.message.payload.clone());
+                cancel.cancel();
+                async { bus::consumer::Outcome::Ack }
+            })
+            .await
+        })
+    };
+    consumer.await.unwrap().unwrap();
+    assert_eq!(&got.lock().unwrap()[0][..], b"{\"job_id\": \"j-1\"}");
+    let again = nebula(&nats, &database_url, &["dlq", "replay", &seq]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no dead letter"));
+    let after = stdout(&nebula(&nats, &database_url, &["dlq", "list"]));
+    assert_eq!(after.trim(), "the DLQ is empty");
+    let records = common::envelopes(&bus, "dead_letter", "render-gpu-9-WORK-77").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].event_type, "dead_letter.replayed");
+    assert!(
+        matches!(&records[0].actor, events::Actor::User(name) if name.starts_with("cli:")),
+        "{:?}",
+        records[0].actor
     );
 }

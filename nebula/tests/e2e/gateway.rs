@@ -5,7 +5,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::{TOKEN, config, http, publish};
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use nebula::{Part, Parts};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -505,5 +505,253 @@ async fn a_slow_websocket_client_is_disconnected_not_waited_for(pool: PgPool) {
         "the close reason tells the client where to resume: {}",
         close.reason
     );
+    running.shutdown().await;
+}
+
+/// A client that closes politely in the middle of a long replay gets the server's close frame
+/// at once, not after the replay (it would otherwise wait out its own close timeout).
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_client_closing_mid_replay_is_answered_at_once(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let running = nebula::start(&config(&nats, &pool, state.path()), Parts::GATEWAY)
+        .await
+        .unwrap();
+    let addr = running.gateway_addr.unwrap();
+    // 2,000 events of 16 KiB: a 32 MiB replay, more than the sockets between us buffer.
+    let bus = common::bus(&nats).await;
+    const EVENTS: u64 = 2000;
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let bus = bus.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..EVENTS / 8 {
+                let mut event = common::registered(&format!("n{worker}-{i}"));
+                event.data["padding"] = json!("p".repeat(16 * 1024));
+                bus.append(&[event], bus::ExpectedSeq::Any).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let url = format!("ws://{addr}/ws?token={TOKEN}&since=0");
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    assert_eq!(frame(&mut socket).await["type"], "resumed");
+    assert_eq!(event_frame(&mut socket).await["seq"], 1);
+    socket.send(Message::Close(None)).await.unwrap();
+    let (frames_after, answer) = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut frames = 0u64;
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return (frames, Some(frame)),
+                Ok(_) => frames += 1,
+                Err(_) => return (frames, None),
+            }
+        }
+        (frames, None)
+    })
+    .await
+    .expect("the server never answered the close");
+    assert!(
+        answer.is_some(),
+        "the server dropped the connection instead of answering the close frame"
+    );
+    assert!(
+        frames_after < EVENTS - 1,
+        "the whole replay ({frames_after} frames) was streamed before the close was answered"
+    );
+    running.shutdown().await;
+}
+
+/// The DLQ over REST: a real consumer gives up on a message; the letter is listed with its
+/// reason and origin, shown whole, refused for replay where it cannot be sent back, and, once
+/// the consumer is fixed, sent back and handled — once, recorded with who did it.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn dead_letters_are_listed_and_sent_back_once_fixed(pool: PgPool) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use bus::consumer::{ConsumerSpec, DeadLetter, Outcome};
+
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let running = nebula::start(&config(&nats, &pool, state.path()), Parts::GATEWAY)
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = http();
+    let bus = common::bus(&nats).await;
+
+    // A worker that cannot handle "needs-fix" until it is fixed.
+    let fixed = Arc::new(AtomicBool::new(false));
+    let handled = Arc::new(Mutex::new(Vec::<String>::new()));
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let worker = {
+        let (bus, fixed, handled, cancel) =
+            (bus.clone(), fixed.clone(), handled.clone(), cancel.clone());
+        let mut spec = ConsumerSpec::new(bus::StreamName::Work, "e2e-worker");
+        spec.filter_subject = Some("nebula.work.e2e".into());
+        tokio::spawn(async move {
+            bus.consume(spec, cancel, |delivery| {
+                let body = String::from_utf8_lossy(&delivery.message.payload).into_owned();
+                let outcome = if body == "needs-fix" && !fixed.load(Ordering::SeqCst) {
+                    Outcome::Reject("cannot handle needs-fix yet".into())
+                } else {
+                    handled.lock().unwrap().push(body);
+                    Outcome::Ack
+                };
+                async move { outcome }
+            })
+            .await
+        })
+    };
+    bus.publish_raw(
+        "nebula.work.e2e",
+        "e2e-1",
+        Vec::new(),
+        bytes::Bytes::from_static(b"needs-fix"),
+    )
+    .await
+    .unwrap();
+    wait_until("the worker to give up on it", DEFAULT_WAIT, || async {
+        (bus.bounds(bus::StreamName::Dlq).await.unwrap().messages == 1).then_some(())
+    })
+    .await;
+    // And one from the event log, which is history and cannot be sent back.
+    bus.dead_letter(DeadLetter {
+        origin: "projection-nodes".into(),
+        origin_stream: bus::StreamName::Events,
+        origin_subject: "nebula.events.node.n9".into(),
+        origin_seq: events::StreamSeq(9),
+        reason: "poison event".into(),
+        payload: bytes::Bytes::from_static(b"[{\"not\": \"an envelope\"}]"),
+    })
+    .await
+    .unwrap();
+    let list = wait_until("both dead letters", DEFAULT_WAIT, || async {
+        let list = common::get_json(&client, format!("{base}/api/dlq")).await;
+        (list["total"] == 2).then_some(list)
+    })
+    .await;
+    let letters = list["letters"].as_array().unwrap();
+    let (events_letter, work_letter) = (&letters[0], &letters[1]);
+    assert_eq!(
+        events_letter["origin"], "projection-nodes",
+        "newest first: {list}"
+    );
+    assert_eq!(events_letter["replayable"], false);
+    assert!(
+        events_letter["not_replayable_because"]
+            .as_str()
+            .unwrap()
+            .contains("history")
+    );
+    assert_eq!(events_letter["payload"], json!([{ "not": "an envelope" }]));
+    assert_eq!(work_letter["origin"], "e2e-worker");
+    assert_eq!(work_letter["origin_stream"], "WORK");
+    assert_eq!(work_letter["origin_subject"], "nebula.work.e2e");
+    assert!(
+        work_letter["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot handle needs-fix yet")
+    );
+    assert_eq!(work_letter["payload"], "needs-fix");
+    assert_eq!(work_letter["replayable"], true);
+    let work_seq = work_letter["seq"].as_u64().unwrap();
+    let events_seq = events_letter["seq"].as_u64().unwrap();
+    let one = common::get_json(&client, format!("{base}/api/dlq/{work_seq}")).await;
+    assert_eq!(one["payload"], "needs-fix");
+
+    let post = |path: String| {
+        client
+            .post(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+    };
+    let refused = post(format!("/api/dlq/{events_seq}/replay")).await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let refused: Value = refused.json().await.unwrap();
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rebuild its projection")
+    );
+
+    // Fixed: sent back, handled, gone from the DLQ, recorded with its actor.
+    fixed.store(true, Ordering::SeqCst);
+    let replayed = post(format!("/api/dlq/{work_seq}/replay")).await.unwrap();
+    assert_eq!(replayed.status(), 202);
+    let replayed: Value = replayed.json().await.unwrap();
+    assert_eq!(replayed["replayed_to"], "nebula.work.e2e");
+    wait_until(
+        "the worker to handle the replayed message",
+        DEFAULT_WAIT,
+        || async { (handled.lock().unwrap().as_slice() == ["needs-fix"]).then_some(()) },
+    )
+    .await;
+    let gone = post(format!("/api/dlq/{work_seq}/replay")).await.unwrap();
+    assert_eq!(gone.status(), 404);
+    let list = common::get_json(&client, format!("{base}/api/dlq")).await;
+    assert_eq!(list["total"], 1);
+    let id = events::dlq::dead_letter_id(
+        "e2e-worker",
+        "WORK",
+        work_letter["origin_seq"].as_u64().unwrap(),
+    );
+    let records = common::envelopes(&bus, "dead_letter", &id).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].actor, events::Actor::User("admin".into()));
+    assert_eq!(
+        records[0].correlation_id.to_string(),
+        replayed["correlation_id"].as_str().unwrap()
+    );
+
+    // The same message dead-lettered again later (a second copy on the DLQ) is not sent back
+    // twice: its record says it was.
+    let copy = bus
+        .publish_raw(
+            "nebula.dlq.e2e-worker",
+            "dlq-copy",
+            vec![
+                ("Nebula-Dlq-Reason".into(), "again".into()),
+                ("Nebula-Origin-Stream".into(), "WORK".into()),
+                ("Nebula-Origin-Subject".into(), "nebula.work.e2e".into()),
+                (
+                    "Nebula-Origin-Seq".into(),
+                    work_letter["origin_seq"].to_string(),
+                ),
+            ],
+            bytes::Bytes::from_static(b"needs-fix"),
+        )
+        .await
+        .unwrap();
+    let twice = post(format!("/api/dlq/{}/replay", copy.stream_seq))
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), 409);
+    assert_eq!(handled.lock().unwrap().len(), 1, "handled twice");
+
+    for (path, status) in [
+        ("/api/dlq/abc", 400),
+        ("/api/dlq/9999", 404),
+        ("/api/dlq?limit=0", 400),
+    ] {
+        let response = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+    }
+    let unknown = post("/api/dlq/9999/replay".into()).await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    cancel.cancel();
+    worker.await.unwrap().unwrap();
     running.shutdown().await;
 }
