@@ -1,7 +1,10 @@
 //! The artifact store on disk (render inputs and outputs): every file once, by the SHA-256 of its bytes
 //! (`sha256/ab/abcdef….png`), and each job's outputs by job id (`jobs/<job>/<n>.png`, hard
 //! links to the content files). Writes go to a temporary file first and are renamed into
-//! place, so a reader never sees half a file and a crash leaves no torn artifact.
+//! place, so a reader never sees half a file and a crash leaves no torn artifact. Image bytes
+//! are written and read by [`png`], the one PNG codec of the house.
+
+pub mod png;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -25,15 +28,9 @@ pub fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Width and height of a PNG, from its IHDR chunk.
+/// Width and height of a PNG, from its IHDR chunk ([`png::size`]).
 pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
-    const SIGNATURE: &[u8] = b"\x89PNG\r\n\x1a\n";
-    if bytes.len() < 24 || &bytes[..8] != SIGNATURE || &bytes[12..16] != b"IHDR" {
-        return None;
-    }
-    let width = u32::from_be_bytes(bytes[16..20].try_into().ok()?);
-    let height = u32::from_be_bytes(bytes[20..24].try_into().ok()?);
-    Some((width, height))
+    png::size(bytes)
 }
 
 /// Whether a job id is safe as a path component (ours are UUIDs; anything else is refused).

@@ -67,7 +67,7 @@ mod tests {
         DeadLetterReplayed {
             origin: "render-gpu-1".into(),
             origin_stream: "WORK".into(),
-            origin_subject: "nebula.work.render.gpu-1".into(),
+            origin_subject: events::subjects::work("render.gpu-1"),
             origin_seq: 40,
             reason: "not JSON".into(),
             dlq_seq: 3,

@@ -7,66 +7,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde_json::json;
-use tokio::sync::Mutex;
 
 use crate::{ApiError, AppState};
-
-/// A lazily (re)connected Redis connection used to answer health checks.
-pub(crate) struct RedisProbe {
-    client: Option<redis::Client>,
-    url_error: Option<String>,
-    connection: Mutex<Option<redis::aio::MultiplexedConnection>>,
-}
-
-impl RedisProbe {
-    pub(crate) fn new(url: &str) -> Self {
-        match redis::Client::open(url) {
-            Ok(client) => Self {
-                client: Some(client),
-                url_error: None,
-                connection: Mutex::new(None),
-            },
-            Err(err) => Self {
-                client: None,
-                url_error: Some(err.to_string()),
-                connection: Mutex::new(None),
-            },
-        }
-    }
-
-    async fn ping(&self) -> Result<Duration, String> {
-        let client = self
-            .client
-            .as_ref()
-            .ok_or_else(|| self.url_error.clone().unwrap_or_default())?;
-        let started = std::time::Instant::now();
-        let mut guard = self.connection.lock().await;
-        if guard.is_none() {
-            let connection = tokio::time::timeout(
-                Duration::from_secs(2),
-                client.get_multiplexed_async_connection(),
-            )
-            .await
-            .map_err(|_| "timed out connecting".to_owned())?
-            .map_err(|err| err.to_string())?;
-            *guard = Some(connection);
-        }
-        let Some(connection) = guard.as_mut() else {
-            return Err("not connected".to_owned());
-        };
-        let pong: Result<String, String> = tokio::time::timeout(
-            Duration::from_secs(2),
-            redis::cmd("PING").query_async(connection),
-        )
-        .await
-        .map_err(|_| "timed out".to_owned())
-        .and_then(|r| r.map_err(|err| err.to_string()));
-        if pong.is_err() {
-            *guard = None;
-        }
-        pong.map(|_| started.elapsed())
-    }
-}
 
 fn check(result: Result<Duration, String>) -> serde_json::Value {
     match result {

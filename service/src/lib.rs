@@ -33,6 +33,8 @@ pub struct Context {
     pub tracker: TaskTracker,
     /// The settings the parts of one installation share.
     pub site: Arc<Site>,
+    /// The waits before a failed loop starts again (1 s doubling to 30 s).
+    pub restart: Backoff,
 }
 
 /// An error no restart can fix: the process stops (after logging it) instead of trying again.
@@ -67,6 +69,7 @@ impl Context {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             site: Arc::new(site),
+            restart: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
         }
     }
 
@@ -76,7 +79,7 @@ impl Context {
     }
 
     /// Runs `run()` on the tracker until it returns `Ok` or the context is cancelled. An error
-    /// or a panic restarts it after a backoff (1 s doubling to 30 s; reset after a minute of
+    /// or a panic restarts it after a backoff ([`Context::restart`], reset after a minute of
     /// health); a [`Fatal`] error stops the process.
     pub fn spawn<F, Fut>(&self, part: &'static str, mut run: F)
     where
@@ -85,7 +88,7 @@ impl Context {
     {
         let ctx = self.clone();
         self.tracker.spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+            let mut backoff = ctx.restart.clone();
             while !ctx.cancel.is_cancelled() {
                 let started = Instant::now();
                 let attempt = ctx.tracker.spawn(run());

@@ -83,7 +83,7 @@ async fn settled(base: &str, post_id: &str) -> Value {
 
 /// Uploads a PNG as an artifact (as the studio does for inputs); returns its SHA-256.
 async fn artifact(base: &str) -> String {
-    let png = testkit::comfyui::png::encode_rgb(2, 2, &[200; 12], &[]);
+    let png = render::artifacts::png::encode_rgb(2, 2, &[200; 12], &[]);
     let response: Value = common::http()
         .post(format!("{base}/api/render/inputs"))
         .bearer_auth(common::TOKEN)

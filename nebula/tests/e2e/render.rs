@@ -432,7 +432,7 @@ fn spawn_worker(nats: &NatsServer, comfy: &FakeComfy, artifacts: &Path) -> commo
         .env("NEBULA_RENDER__BACKEND", "comfyui")
         .env("NEBULA_RENDER__COMFYUI_URL", comfy.url())
         .env("NEBULA_RENDER__NODE_ID", "gpu-crash")
-        .env("NEBULA_RENDER__ARTIFACTS_DIR", artifacts)
+        .env("NEBULA_ARTIFACTS_DIR", artifacts)
         .env("NEBULA_RENDER__WORKER__ACK_WAIT_SECS", "2")
         .env("NEBULA_RENDER__WORKER__HEARTBEAT_SECS", "0.2")
         .env("RUST_LOG", "warn")

@@ -57,9 +57,9 @@ impl<E: std::error::Error> From<AggregateError<E>> for Stop {
     }
 }
 
-impl From<redis::RedisError> for Stop {
-    fn from(err: redis::RedisError) -> Self {
-        Stop(format!("redis: {err}"))
+impl From<kv::KvError> for Stop {
+    fn from(err: kv::KvError) -> Self {
+        Stop(err.to_string())
     }
 }
 

@@ -2,10 +2,11 @@
 //! sees the same counts. One Lua script decides and takes atomically: a rejected command
 //! consumes neither the user's cooldown nor the channel's quota.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use events::chat::{ChannelSettings, Platform};
-use redis::aio::ConnectionManager;
+use kv::{Kv, KvError, Script};
 
 const TAKE: &str = r#"
 local cooldown = redis.call('PTTL', KEYS[1])
@@ -30,19 +31,15 @@ pub enum Limited {
 
 #[derive(Clone)]
 pub struct Limits {
-    redis: ConnectionManager,
-    script: redis::Script,
+    kv: Arc<(Kv, Script)>,
     prefix: String,
 }
 
 impl Limits {
     /// Connects to Redis (and keeps reconnecting on its own); keys start with `prefix`.
-    pub async fn connect(url: &str, prefix: &str) -> redis::RedisResult<Limits> {
-        let client = redis::Client::open(url)?;
-        let redis = ConnectionManager::new(client).await?;
+    pub async fn connect(url: &str, prefix: &str) -> Result<Limits, KvError> {
         Ok(Limits {
-            redis,
-            script: redis::Script::new(TAKE),
+            kv: Arc::new((Kv::connect(url).await?, Script::new(TAKE))),
             prefix: prefix.to_owned(),
         })
     }
@@ -54,46 +51,37 @@ impl Limits {
         scope: &str,
         user: &str,
         settings: &ChannelSettings,
-    ) -> redis::RedisResult<Result<(), Limited>> {
-        let cooldown = format!("{}:cooldown:{platform}:{scope}:{user}", self.prefix);
-        let quota = format!("{}:quota:{platform}:{scope}", self.prefix);
-        let (verdict, millis): (i64, i64) = self
-            .script
-            .key(cooldown)
-            .key(quota)
-            .arg(settings.cooldown_secs)
-            .arg(settings.quota)
-            .arg(settings.quota_window_secs)
-            .invoke_async(&mut self.redis.clone())
-            .await?;
-        let retry_after = Duration::from_millis(u64::try_from(millis).unwrap_or(0));
+    ) -> Result<Result<(), Limited>, KvError> {
+        let (kv, take) = &*self.kv;
+        let keys = [
+            format!("{}:cooldown:{platform}:{scope}:{user}", self.prefix),
+            format!("{}:quota:{platform}:{scope}", self.prefix),
+        ];
+        let args = [
+            i64::from(settings.cooldown_secs),
+            i64::from(settings.quota),
+            i64::from(settings.quota_window_secs),
+        ];
+        let answer = kv.run(take, &keys, &args).await?;
+        let (verdict, millis) = (answer.first().copied(), answer.get(1).copied());
+        let retry_after = Duration::from_millis(u64::try_from(millis.unwrap_or(0)).unwrap_or(0));
         Ok(match verdict {
-            0 => Ok(()),
-            1 => Err(Limited::Cooldown { retry_after }),
+            Some(0) => Ok(()),
+            Some(1) => Err(Limited::Cooldown { retry_after }),
             _ => Err(Limited::Quota { retry_after }),
         })
     }
 
     /// Remembers a short-lived secret for a command (a Discord interaction token).
-    pub async fn put_secret(
-        &self,
-        key: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> redis::RedisResult<()> {
-        redis::cmd("SET")
-            .arg(format!("{}:secret:{key}", self.prefix))
-            .arg(value)
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            .query_async(&mut self.redis.clone())
-            .await
+    pub async fn put_secret(&self, key: &str, value: &str, ttl: Duration) -> Result<(), KvError> {
+        let key = format!("{}:secret:{key}", self.prefix);
+        self.kv.0.set(&key, value, ttl).await
     }
 
-    pub async fn secret(&self, key: &str) -> redis::RedisResult<Option<String>> {
-        redis::cmd("GET")
-            .arg(format!("{}:secret:{key}", self.prefix))
-            .query_async(&mut self.redis.clone())
+    pub async fn secret(&self, key: &str) -> Result<Option<String>, KvError> {
+        self.kv
+            .0
+            .get(&format!("{}:secret:{key}", self.prefix))
             .await
     }
 
@@ -103,13 +91,11 @@ impl Limits {
         platform: Platform,
         user: &str,
         job_id: &str,
-    ) -> redis::RedisResult<()> {
-        redis::cmd("SET")
-            .arg(format!("{}:last_job:{platform}:{user}", self.prefix))
-            .arg(job_id)
-            .arg("EX")
-            .arg(86_400)
-            .query_async(&mut self.redis.clone())
+    ) -> Result<(), KvError> {
+        let key = format!("{}:last_job:{platform}:{user}", self.prefix);
+        self.kv
+            .0
+            .set(&key, job_id, Duration::from_secs(86_400))
             .await
     }
 
@@ -117,10 +103,8 @@ impl Limits {
         &self,
         platform: Platform,
         user: &str,
-    ) -> redis::RedisResult<Option<String>> {
-        redis::cmd("GET")
-            .arg(format!("{}:last_job:{platform}:{user}", self.prefix))
-            .query_async(&mut self.redis.clone())
-            .await
+    ) -> Result<Option<String>, KvError> {
+        let key = format!("{}:last_job:{platform}:{user}", self.prefix);
+        self.kv.0.get(&key).await
     }
 }

@@ -4,14 +4,12 @@
 //! that no model ran.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::time::Duration;
 
+use artifacts::png;
 use async_trait::async_trait;
 use bytes::Bytes;
 use events::render::{RenderMode, RenderParams};
-use flate2::Compression;
-use flate2::write::ZlibEncoder;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +81,7 @@ impl Backend for SimulatedGpu {
         let params_json = ascii_json(&serde_json::to_string(params).unwrap_or_default());
         let render = tokio::task::spawn_blocking(move || {
             let rgb = draw(&prompt, seed, width, height);
-            encode_png(
+            png::encode_rgb(
                 width,
                 height,
                 &rgb,
@@ -262,189 +260,16 @@ fn draw(prompt: &str, seed: u64, width: u32, height: u32) -> Vec<u8> {
     rgb
 }
 
-const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";
-
-/// Encodes 8-bit RGB pixels (`width * height * 3` bytes, rows top to bottom) as a PNG, with
-/// one text chunk per `(keyword, text)`: `tEXt` when the text is Latin-1, `iTXt` (UTF-8)
-/// otherwise. Rows use the Sub filter, which suits smooth pictures.
-///
-/// # Panics
-/// When `rgb` is not `width * height * 3` bytes long.
-pub fn encode_png(width: u32, height: u32, rgb: &[u8], text: &[(&str, &str)]) -> Vec<u8> {
-    let row = width as usize * 3;
-    assert_eq!(
-        rgb.len(),
-        row * height as usize,
-        "rgb must hold width * height * 3 bytes"
-    );
-    let mut png = Vec::with_capacity(rgb.len() / 2 + 1024);
-    png.extend_from_slice(PNG_SIGNATURE);
-
-    let mut header = Vec::with_capacity(13);
-    header.extend_from_slice(&width.to_be_bytes());
-    header.extend_from_slice(&height.to_be_bytes());
-    // Bit depth 8, colour type 2 (RGB), deflate, adaptive filtering, no interlace.
-    header.extend_from_slice(&[8, 2, 0, 0, 0]);
-    write_chunk(&mut png, b"IHDR", &header);
-
-    for (keyword, value) in text {
-        let keyword = png_keyword(keyword);
-        let mut data = latin1(&keyword).unwrap_or_default();
-        data.push(0);
-        match latin1(value) {
-            Some(bytes) => {
-                data.extend_from_slice(&bytes);
-                write_chunk(&mut png, b"tEXt", &data);
-            }
-            None => {
-                // Not compressed, no language tag, no translated keyword.
-                data.extend_from_slice(&[0, 0, 0, 0]);
-                data.extend_from_slice(value.as_bytes());
-                write_chunk(&mut png, b"iTXt", &data);
-            }
-        }
-    }
-
-    let mut filtered = Vec::with_capacity(rgb.len() + height as usize);
-    for line in rgb.chunks_exact(row.max(1)).take(height as usize) {
-        filtered.push(1); // Sub
-        for (index, &byte) in line.iter().enumerate() {
-            let left = if index >= 3 { line[index - 3] } else { 0 };
-            filtered.push(byte.wrapping_sub(left));
-        }
-    }
-    if row == 0 {
-        filtered.resize(height as usize, 0);
-    }
-    let mut zlib = ZlibEncoder::new(
-        Vec::with_capacity(filtered.len() / 2),
-        Compression::default(),
-    );
-    // Writing into a Vec cannot fail.
-    zlib.write_all(&filtered)
-        .expect("compressing into memory cannot fail");
-    let compressed = zlib.finish().expect("compressing into memory cannot fail");
-    write_chunk(&mut png, b"IDAT", &compressed);
-    write_chunk(&mut png, b"IEND", &[]);
-    png
-}
-
-fn write_chunk(png: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
-    png.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    png.extend_from_slice(kind);
-    png.extend_from_slice(data);
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(kind);
-    crc.update(data);
-    png.extend_from_slice(&crc.finalize().to_be_bytes());
-}
-
-/// A valid PNG keyword: 1–79 Latin-1 printable characters.
-fn png_keyword(keyword: &str) -> String {
-    let keyword: String = keyword
-        .chars()
-        .map(|c| {
-            if (' '..='~').contains(&c) || ('\u{a1}'..='\u{ff}').contains(&c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(79)
-        .collect();
-    if keyword.is_empty() {
-        "_".to_owned()
-    } else {
-        keyword
-    }
-}
-
-fn latin1(text: &str) -> Option<Vec<u8>> {
-    text.chars()
-        .map(|c| u8::try_from(u32::from(c)).ok().filter(|&b| b != 0))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
     use std::sync::Mutex;
     use std::time::Instant;
-
-    use flate2::read::ZlibDecoder;
 
     use super::*;
     use crate::artifacts::png_size;
 
-    /// The chunks of a PNG as (type, data), checking each CRC on the way.
-    fn chunks(png: &[u8]) -> Vec<([u8; 4], Vec<u8>)> {
-        assert_eq!(&png[..8], PNG_SIGNATURE, "PNG signature");
-        let mut rest = &png[8..];
-        let mut out = Vec::new();
-        while !rest.is_empty() {
-            let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
-            let kind: [u8; 4] = rest[4..8].try_into().unwrap();
-            let data = &rest[8..8 + len];
-            let crc = u32::from_be_bytes(rest[8 + len..12 + len].try_into().unwrap());
-            let mut expected = crc32fast::Hasher::new();
-            expected.update(&kind);
-            expected.update(data);
-            assert_eq!(
-                crc,
-                expected.finalize(),
-                "CRC of {}",
-                String::from_utf8_lossy(&kind)
-            );
-            out.push((kind, data.to_vec()));
-            rest = &rest[12 + len..];
-        }
-        out
-    }
-
-    /// Decodes the IDAT stream of one of our PNGs back to RGB (Sub and None filters only).
-    fn decode_rgb(png: &[u8]) -> (u32, u32, Vec<u8>) {
-        let chunks = chunks(png);
-        let header = &chunks[0].1;
-        let width = u32::from_be_bytes(header[0..4].try_into().unwrap());
-        let height = u32::from_be_bytes(header[4..8].try_into().unwrap());
-        let idat: Vec<u8> = chunks
-            .iter()
-            .filter(|(kind, _)| kind == b"IDAT")
-            .flat_map(|(_, data)| data.clone())
-            .collect();
-        let mut raw = Vec::new();
-        ZlibDecoder::new(&idat[..]).read_to_end(&mut raw).unwrap();
-        let row = width as usize * 3;
-        assert_eq!(raw.len(), (row + 1) * height as usize);
-        let mut rgb = Vec::new();
-        for line in raw.chunks_exact(row + 1) {
-            let start = rgb.len();
-            for (index, &byte) in line[1..].iter().enumerate() {
-                let left = if index >= 3 {
-                    rgb[start + index - 3]
-                } else {
-                    0
-                };
-                rgb.push(match line[0] {
-                    0 => byte,
-                    1 => byte.wrapping_add(left),
-                    other => panic!("unexpected filter {other}"),
-                });
-            }
-        }
-        (width, height, rgb)
-    }
-
-    fn text_chunks(png: &[u8]) -> Vec<(String, String)> {
-        chunks(png)
-            .into_iter()
-            .filter(|(kind, _)| kind == b"tEXt")
-            .map(|(_, data)| {
-                let nul = data.iter().position(|&b| b == 0).unwrap();
-                let latin1 = |bytes: &[u8]| bytes.iter().map(|&b| char::from(b)).collect();
-                (latin1(&data[..nul]), latin1(&data[nul + 1..]))
-            })
-            .collect()
+    fn decode_rgb(bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+        png::decode_rgb(bytes).expect("an 8-bit RGB PNG")
     }
 
     fn request(mode: RenderMode, params: RenderParams) -> RenderRequest {
@@ -480,23 +305,26 @@ mod tests {
         let rgb: Vec<u8> = (0..width * height * 3)
             .map(|i| (i * 37 % 251) as u8)
             .collect();
-        let png = encode_png(
+        let bytes = png::encode_rgb(
             width,
             height,
             &rgb,
             &[("Software", SOFTWARE), ("Title", "Café ☕")],
         );
-        let chunks = chunks(&png);
+        let chunks = png::chunks(&bytes).expect("well formed, every CRC right");
         let kinds: Vec<&[u8; 4]> = chunks.iter().map(|(kind, _)| kind).collect();
         assert_eq!(kinds, [b"IHDR", b"tEXt", b"iTXt", b"IDAT", b"IEND"]);
         assert_eq!(chunks[0].1, [0, 0, 0, 7, 0, 0, 0, 5, 8, 2, 0, 0, 0]);
-        assert_eq!(png_size(&png), Some((7, 5)));
+        assert_eq!(png_size(&bytes), Some((7, 5)));
         assert_eq!(
-            text_chunks(&png),
-            [("Software".to_owned(), SOFTWARE.to_owned())]
+            png::text_chunks(&bytes),
+            [
+                ("Software".to_owned(), SOFTWARE.to_owned()),
+                ("Title".to_owned(), "Café ☕".to_owned())
+            ]
         );
         assert!(chunks[2].1.ends_with("Café ☕".as_bytes()));
-        assert_eq!(decode_rgb(&png), (width, height, rgb));
+        assert_eq!(decode_rgb(&bytes), (width, height, rgb));
     }
 
     #[tokio::test]
@@ -523,7 +351,7 @@ mod tests {
         let (width, height, rgb) = decode_rgb(&image.bytes);
         assert_eq!((width, height), (96, 64));
         assert_eq!(rgb.len(), 96 * 64 * 3);
-        let texts = text_chunks(&image.bytes);
+        let texts = png::text_chunks(&image.bytes);
         assert_eq!(texts[0], ("Software".to_owned(), SOFTWARE.to_owned()));
         assert_eq!(texts[1].0, "prompt");
         let stored: RenderParams = serde_json::from_str(&texts[1].1).unwrap();

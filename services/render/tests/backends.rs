@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use events::render::{ImageRef, Lora, RenderMode, RenderParams};
+use render::artifacts::png::encode_rgb;
 use render::backend::{Backend, BackendError, InputImage, RenderRequest};
 use render::comfyui::ComfyUi;
-use render::simulated::{SimulatedGpu, encode_png};
+use render::simulated::SimulatedGpu;
 use render::workflows;
 use testkit::comfyui::{FakeComfy, FakeComfyOptions};
 use tokio_util::sync::CancellationToken;
@@ -54,7 +55,7 @@ fn request(job_id: &str, mode: RenderMode, params: RenderParams) -> RenderReques
 
 fn input_png(param: &str) -> InputImage {
     let rgb: Vec<u8> = (0..16 * 16 * 3).map(|i| (i % 256) as u8).collect();
-    let bytes = Bytes::from(encode_png(16, 16, &rgb, &[]));
+    let bytes = Bytes::from(encode_rgb(16, 16, &rgb, &[]));
     InputImage {
         param: param.into(),
         sha256: render::artifacts::sha256_hex(&bytes),
