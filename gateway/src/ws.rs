@@ -206,7 +206,7 @@ async fn stream_to_client(
         None => match state.read.snapshot(state.config.snapshot_events).await {
             Ok(snapshot) => {
                 let seq = StreamSeq(snapshot.seq.max(0) as u64);
-                let events = match recent_events(&state, &snapshot).await {
+                let events = match recent_events(state, &snapshot).await {
                     Ok(events) => events,
                     Err(err) => {
                         tracing::warn!(error = %err, "failed to read recent events for a snapshot");

@@ -13,6 +13,7 @@ use events::render::{
     RenderRequested, RenderStarted, Trigger,
 };
 use events::{Actor, CorrelationId, EventEnvelope, JobId};
+use serde_json::Value;
 use sqlx::PgPool;
 use testkit::{NatsServer, wait_until};
 
@@ -189,13 +190,8 @@ async fn sigkilled_projector_loses_nothing_and_applies_nothing_twice(pool: PgPoo
     assert_eq!(logged, published, "event_log differs from the stream");
     // The render jobs model equals the fold: every job completed, with its own prompt and
     // provenance, and its progress at the end.
-    let rows: Vec<(
-        String,
-        String,
-        Option<i32>,
-        serde_json::Value,
-        Option<serde_json::Value>,
-    )> = sqlx::query_as(
+    type Row = (String, String, Option<i32>, Value, Option<Value>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT job_id, status, progress_value, params, provenance FROM render_jobs",
     )
     .fetch_all(&pool)
