@@ -339,10 +339,14 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
 
     // The read side: the settings in force, and the command log with what each caused.
     let client = common::http();
-    let settings = common::get_json(
-        &client,
-        format!("{base}/api/chat/settings/twitch/{CHANNEL}"),
-    )
+    let settings = wait_until("the settings in the read model", DEFAULT_WAIT, || async {
+        let settings = common::get_json(
+            &client,
+            format!("{base}/api/chat/settings/twitch/{CHANNEL}"),
+        )
+        .await;
+        (settings["customized"] == true).then_some(settings)
+    })
     .await;
     assert_eq!(settings["customized"], true);
     assert_eq!(

@@ -579,15 +579,20 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
         (discord.member(GUILD)?["nick"] == "Studio Bot").then_some(())
     })
     .await;
-    let saved = common::http()
-        .get(format!("http://{addr}/api/chat/settings/discord/{GUILD}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap();
+    // The read model catches up with the saved event (the bot acts on the event itself).
+    let saved = wait_until("the saved settings in the read model", WAIT, || async {
+        let saved = common::http()
+            .get(format!("http://{addr}/api/chat/settings/discord/{GUILD}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json::<Value>()
+            .await
+            .ok()?;
+        (saved["settings"]["cooldown_secs"] == 5).then_some(saved)
+    })
+    .await;
     assert_eq!(saved["settings"]["cooldown_secs"], 5);
     assert_eq!(
         saved["settings"]["commands"]["queue"]["roles"],
