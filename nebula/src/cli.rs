@@ -179,9 +179,6 @@ async fn serve(config: &Config, parts: Parts) -> anyhow::Result<()> {
             token.expose()
         );
     }
-    if let Some(addr) = running.agent_addr {
-        tracing::info!(addr = %addr, "agent endpoints listening");
-    }
     let cancel = running.cancel_token();
     tokio::select! {
         () = shutdown_signal() => tracing::info!("shutting down"),
