@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use events::StreamSeq;
 
-use crate::read::{from_offset, header_pairs};
+use crate::read::from_direct_get;
 use crate::{Appended, Bus, BusError, BusErrorKind, StreamName};
 
 /// A dead letter as stored on the DLQ (see [`crate::consumer::DeadLetter`] for how it got
@@ -84,16 +84,9 @@ impl Bus {
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => return Ok(None),
             Err(err) => return Err(BusError::with_source(BusErrorKind::Other, err)),
         };
-        let headers = header_pairs(&message.headers);
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        let subject = message.subject.to_string();
-        let origin = match events::subjects::parse(&subject) {
+        let message = from_direct_get(message);
+        let header = |name: &str| message.header(name).unwrap_or_default().to_owned();
+        let origin = match events::subjects::parse(&message.subject) {
             Some(events::subjects::Subject::Dlq { origin }) => origin.to_owned(),
             _ => String::new(),
         };
@@ -107,8 +100,8 @@ impl Bus {
             origin_subject: header("Nebula-Origin-Subject"),
             origin_seq: header("Nebula-Origin-Seq").parse().unwrap_or(0),
             reason: header("Nebula-Dlq-Reason"),
-            dead_lettered_at: from_offset(message.time),
-            subject,
+            dead_lettered_at: message.published,
+            subject: message.subject,
             payload: message.payload,
         }))
     }

@@ -117,12 +117,6 @@ impl Bus {
         &self.metrics
     }
 
-    /// Uses `registry` for this handle's metrics (to share one registry across a process).
-    pub fn with_metrics(mut self, registry: Registry) -> Bus {
-        self.metrics = registry;
-        self
-    }
-
     /// Round-trips to the server; used by health checks.
     pub async fn ping(&self) -> Result<Duration, BusError> {
         let started = std::time::Instant::now();

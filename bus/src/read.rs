@@ -220,14 +220,7 @@ impl Bus {
             match handle.direct_get_next_for_subject(subject, next_seq).await {
                 Ok(message) => {
                     next_seq = Some(message.sequence + 1);
-                    out.push(StoredMessage {
-                        stream_seq: StreamSeq(message.sequence),
-                        subject: message.subject.to_string(),
-                        published: from_offset(message.time),
-                        headers: header_pairs(&message.headers),
-                        payload: message.payload,
-                        pending: None,
-                    });
+                    out.push(from_direct_get(message));
                 }
                 Err(err)
                     if err.kind()
@@ -261,6 +254,20 @@ fn stored(message: async_nats::jetstream::Message) -> Result<StoredMessage, BusE
         payload: message.payload.clone(),
         pending,
     })
+}
+
+/// A message read by sequence or subject (a direct get) as a [`StoredMessage`].
+pub(crate) fn from_direct_get(
+    message: async_nats::jetstream::message::StreamMessage,
+) -> StoredMessage {
+    StoredMessage {
+        stream_seq: StreamSeq(message.sequence),
+        subject: message.subject.to_string(),
+        published: from_offset(message.time),
+        headers: header_pairs(&message.headers),
+        payload: message.payload,
+        pending: None,
+    }
 }
 
 pub(crate) fn header_pairs(headers: &async_nats::HeaderMap) -> Vec<(String, String)> {

@@ -22,7 +22,7 @@ pub trait AgentView: Send + Sync + 'static {
     fn gpu(&self) -> Value;
 }
 
-pub fn agent_router(view: Arc<dyn AgentView>) -> Router {
+fn agent_router(view: Arc<dyn AgentView>) -> Router {
     Router::new()
         .route(
             "/health",

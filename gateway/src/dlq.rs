@@ -106,15 +106,14 @@ pub(crate) async fn replay(
                 "correlation_id": correlation_id,
             })),
         )),
-        Err(ReplayError::NotFound) => Err(ApiError::NotFound(format!("no dead letter {seq}"))),
-        Err(ReplayError::NotReplayable(why)) => Err(ApiError::BadRequest(format!(
-            "dead letter {seq} cannot be replayed: {why}"
-        ))),
-        Err(ReplayError::AlreadyReplayed(at)) => Err(ApiError::Conflict(format!(
-            "dead letter {seq} was already replayed (as sequence {at} of its stream)"
-        ))),
-        Err(ReplayError::Unavailable(why)) => Err(ApiError::Unavailable(format!(
-            "dead letter {seq} was not replayed: {why}"
-        ))),
+        Err(err) => {
+            let message = format!("dead letter {seq}: {err}");
+            Err(match err {
+                ReplayError::NotFound => ApiError::NotFound(message),
+                ReplayError::NotReplayable(_) => ApiError::BadRequest(message),
+                ReplayError::AlreadyReplayed(_) => ApiError::Conflict(message),
+                ReplayError::Unavailable(_) => ApiError::Unavailable(message),
+            })
+        }
     }
 }

@@ -62,13 +62,13 @@ impl Hub {
                 shutdown: ctx.cancel.clone(),
             }),
         };
-        let (pump, bus, cancel) = (hub.clone(), ctx.bus.clone(), ctx.cancel.clone());
-        ctx.spawn("hub-events", move || {
-            pump.clone().pump_events(bus.clone(), cancel.clone())
+        let (pump, bus) = (hub.clone(), ctx.bus.clone());
+        ctx.spawn("hub-events", move |cancel| {
+            pump.clone().pump_events(bus.clone(), cancel)
         });
-        let (pump, bus, cancel) = (hub.clone(), ctx.bus.clone(), ctx.cancel.clone());
-        ctx.spawn("hub-telemetry", move || {
-            pump.clone().pump_telemetry(bus.clone(), cancel.clone())
+        let (pump, bus) = (hub.clone(), ctx.bus.clone());
+        ctx.spawn("hub-telemetry", move |cancel| {
+            pump.clone().pump_telemetry(bus.clone(), cancel)
         });
         Ok(hub)
     }

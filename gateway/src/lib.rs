@@ -28,7 +28,7 @@ use projections::ReadModels;
 use serde::Deserialize;
 use service::{Context, Site};
 
-pub use agent_http::{AgentView, agent_router, serve_agent};
+pub use agent_http::{AgentView, serve_agent};
 pub use auth::{AdminToken, load_or_create_token};
 pub use error::ApiError;
 pub use hub::Hub;

@@ -213,11 +213,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// Resolves when the shutdown token fires (from a signal or a failed part).
-    pub async fn stopped(&self) {
-        self.cancel.cancelled().await;
-    }
-
+    /// Fires when the process shuts down (a signal, or a part that failed for good).
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
     }

@@ -319,25 +319,14 @@ pub(crate) async fn dlq_replay(config: &Config, seq: u64) -> anyhow::Result<()> 
     let letters = bus::store::commands::<domain::dlq::DeadLetter>(bus.clone(), ());
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
     let meta = bus::store::CommandMeta::new(events::Actor::User(format!("cli:{user}")));
-    match sagas::replay_dead_letter(&bus, &letters, StreamSeq(seq), meta).await {
-        Ok(replayed) => {
-            println!(
-                "dead letter {seq} sent back to {} (sequence {})",
-                replayed.letter.origin_subject, replayed.replayed_seq
-            );
-            Ok(())
-        }
-        Err(sagas::ReplayError::NotFound) => anyhow::bail!("no dead letter {seq} on the DLQ"),
-        Err(sagas::ReplayError::NotReplayable(why)) => {
-            anyhow::bail!("dead letter {seq} cannot be replayed: {why}")
-        }
-        Err(sagas::ReplayError::AlreadyReplayed(at)) => {
-            anyhow::bail!("dead letter {seq} was already replayed (as sequence {at} of its stream)")
-        }
-        Err(sagas::ReplayError::Unavailable(why)) => {
-            anyhow::bail!("dead letter {seq} was not replayed: {why}")
-        }
-    }
+    let replayed = sagas::replay_dead_letter(&bus, &letters, StreamSeq(seq), meta)
+        .await
+        .with_context(|| format!("dead letter {seq}"))?;
+    println!(
+        "dead letter {seq} sent back to {} (sequence {})",
+        replayed.letter.origin_subject, replayed.replayed_seq
+    );
+    Ok(())
 }
 
 #[cfg(test)]

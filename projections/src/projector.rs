@@ -71,10 +71,8 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<()> {
             projection,
             runner_config.clone(),
         ));
-        let cancel = ctx.cancel.clone();
-        ctx.spawn(runner.name(), move || {
+        ctx.spawn(runner.name(), move |cancel| {
             let runner = Arc::clone(&runner);
-            let cancel = cancel.clone();
             async move {
                 runner
                     .run(cancel)

@@ -75,6 +75,24 @@ pub enum ReplayError {
     Unavailable(String),
 }
 
+impl std::fmt::Display for ReplayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplayError::NotFound => f.write_str("no such dead letter on the DLQ"),
+            ReplayError::NotReplayable(why) => write!(f, "it cannot be replayed: {why}"),
+            ReplayError::AlreadyReplayed(at) => {
+                write!(
+                    f,
+                    "it was already replayed (as sequence {at} of its stream)"
+                )
+            }
+            ReplayError::Unavailable(why) => write!(f, "it was not replayed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ReplayError {}
+
 /// What a replay did.
 #[derive(Debug, Clone)]
 pub struct Replayed {
@@ -135,9 +153,11 @@ pub async fn replay_dead_letter(
         }
         Err(err) => return Err(unavailable(&err)),
     }
-    bus.remove_dead_letter(seq)
-        .await
-        .map_err(|err| unavailable(&err))?;
+    // Sent back and recorded: that is the replay. A letter left on the DLQ by a failed delete
+    // is taken off by the next try, which finds the record.
+    if let Err(err) = bus.remove_dead_letter(seq).await {
+        tracing::warn!(dlq_seq = %seq, error = %err, "replayed, but could not take the letter off the DLQ");
+    }
     Ok(Replayed {
         letter,
         replayed_seq: appended.stream_seq,

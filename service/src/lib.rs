@@ -78,12 +78,13 @@ impl Context {
         self.bus.metrics()
     }
 
-    /// Runs `run()` on the tracker until it returns `Ok` or the context is cancelled. An error
-    /// or a panic restarts it after a backoff ([`Context::restart`], reset after a minute of
-    /// health); a [`Fatal`] error stops the process.
+    /// Runs `run(shutdown)` on the tracker until it returns `Ok` or the context is cancelled
+    /// (`shutdown` is the context's token, for the loop to stop on). An error or a panic
+    /// restarts it after a backoff ([`Context::restart`], reset after a minute of health); a
+    /// [`Fatal`] error stops the process.
     pub fn spawn<F, Fut>(&self, part: &'static str, mut run: F)
     where
-        F: FnMut() -> Fut + Send + 'static,
+        F: FnMut(CancellationToken) -> Fut + Send + 'static,
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let ctx = self.clone();
@@ -91,7 +92,7 @@ impl Context {
             let mut backoff = ctx.restart.clone();
             while !ctx.cancel.is_cancelled() {
                 let started = Instant::now();
-                let attempt = ctx.tracker.spawn(run());
+                let attempt = ctx.tracker.spawn(run(ctx.cancel.clone()));
                 let err = match attempt.await {
                     Ok(Ok(())) => return,
                     Ok(Err(err)) => err,

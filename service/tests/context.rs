@@ -37,7 +37,7 @@ async fn failed_and_panicking_loops_start_again_until_they_finish() {
     let ctx = context(&server).await;
     let runs = Arc::new(AtomicU32::new(0));
     let counter = runs.clone();
-    ctx.spawn("flaky", move || {
+    ctx.spawn("flaky", move |_| {
         let run = counter.fetch_add(1, Ordering::SeqCst);
         async move {
             match run {
@@ -75,7 +75,7 @@ async fn a_fatal_error_stops_the_process_and_is_not_retried() {
     let ctx = context(&server).await;
     let runs = Arc::new(AtomicU32::new(0));
     let counter = runs.clone();
-    ctx.spawn("refused", move || {
+    ctx.spawn("refused", move |_| {
         counter.fetch_add(1, Ordering::SeqCst);
         async { Err(service::fatal("the credential was refused")) }
     });

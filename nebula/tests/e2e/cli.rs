@@ -293,7 +293,7 @@ async fn the_dlq_is_listed_shown_and_replayed_once(pool: PgPool) {
     assert_eq!(&got.lock().unwrap()[0][..], b"{\"job_id\": \"j-1\"}");
     let again = nebula(&nats, &database_url, &["dlq", "replay", &seq]);
     assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("no dead letter"));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("no such dead letter"));
     let after = stdout(&nebula(&nats, &database_url, &["dlq", "list"]));
     assert_eq!(after.trim(), "the DLQ is empty");
     let records = common::envelopes(&bus, "dead_letter", "render-gpu-9-WORK-77").await;

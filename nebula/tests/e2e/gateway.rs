@@ -42,6 +42,24 @@ async fn event_frame(socket: &mut Socket) -> Value {
     }
 }
 
+/// `count` node registrations padded with `padding` bytes each, from eight publishers at once.
+async fn publish_padded(bus: &bus::Bus, count: u64, padding: usize) {
+    let mut tasks = Vec::new();
+    for worker in 0..8u64 {
+        let bus = bus.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..count / 8 {
+                let mut event = common::registered(&format!("n{worker}-{i}"));
+                event.data["padding"] = json!("p".repeat(padding));
+                bus.append(&[event], bus::ExpectedSeq::Any).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
 async fn wait_projected(base: &str, seq: u64) {
     let client = http();
     wait_until(
@@ -459,22 +477,7 @@ async fn a_slow_websocket_client_is_disconnected_not_waited_for(pool: PgPool) {
     // Big events, so the slow client's socket buffers fill and its queue overflows.
     let bus = common::bus(&nats).await;
     const EVENTS: u64 = 4000;
-    let publisher = tokio::spawn(async move {
-        let mut tasks = Vec::new();
-        for worker in 0..8u64 {
-            let bus = bus.clone();
-            tasks.push(tokio::spawn(async move {
-                for i in 0..EVENTS / 8 {
-                    let mut event = common::registered(&format!("n{worker}-{i}"));
-                    event.data["padding"] = json!("p".repeat(8 * 1024));
-                    bus.append(&[event], bus::ExpectedSeq::Any).await.unwrap();
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-    });
+    let publisher = tokio::spawn(async move { publish_padded(&bus, EVENTS, 8 * 1024).await });
     let mut received = 0;
     let mut last = 0;
     while received < EVENTS {
@@ -521,20 +524,7 @@ async fn a_client_closing_mid_replay_is_answered_at_once(pool: PgPool) {
     // 2,000 events of 16 KiB: a 32 MiB replay, more than the sockets between us buffer.
     let bus = common::bus(&nats).await;
     const EVENTS: u64 = 2000;
-    let mut tasks = Vec::new();
-    for worker in 0..8u64 {
-        let bus = bus.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..EVENTS / 8 {
-                let mut event = common::registered(&format!("n{worker}-{i}"));
-                event.data["padding"] = json!("p".repeat(16 * 1024));
-                bus.append(&[event], bus::ExpectedSeq::Any).await.unwrap();
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
+    publish_padded(&bus, EVENTS, 16 * 1024).await;
     let url = format!("ws://{addr}/ws?token={TOKEN}&since=0");
     let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
         .await

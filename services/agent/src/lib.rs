@@ -118,7 +118,7 @@ pub fn start(ctx: &Context, config: Config) -> anyhow::Result<AgentStatus> {
         hostname: host_name(),
         status: status.clone(),
     });
-    ctx.spawn("agent", move || Arc::clone(&agent).run());
+    ctx.spawn("agent", move |_| Arc::clone(&agent).run());
     Ok(status)
 }
 

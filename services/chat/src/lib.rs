@@ -106,11 +106,9 @@ pub async fn start_platform(
             public_url: site.public_url.clone(),
         },
     ));
-    let cancel = ctx.cancel.clone();
-    ctx.spawn(intake_part, move || Arc::clone(&intake).run(cancel.clone()));
-    let cancel = ctx.cancel.clone();
-    ctx.spawn(follower_part, move || {
-        Arc::clone(&follower).run(cancel.clone())
+    ctx.spawn(intake_part, move |cancel| Arc::clone(&intake).run(cancel));
+    ctx.spawn(follower_part, move |cancel| {
+        Arc::clone(&follower).run(cancel)
     });
     Ok(())
 }

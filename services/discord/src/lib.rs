@@ -127,9 +127,9 @@ pub async fn start(
     let discord = Arc::new(Discord {
         http: client.http.clone(),
     });
-    let (http, cancel) = (client.http.clone(), ctx.cancel.clone());
-    ctx.spawn("discord-settings", move || {
-        Arc::clone(&guilds).follow_settings(http.clone(), cancel.clone())
+    let http = client.http.clone();
+    ctx.spawn("discord-settings", move |cancel| {
+        Arc::clone(&guilds).follow_settings(http.clone(), cancel)
     });
     let cancel = ctx.cancel.clone();
     ctx.spawn_once("discord", async move {

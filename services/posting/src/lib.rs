@@ -88,10 +88,7 @@ pub fn start(ctx: &service::Context, config: Config) -> anyhow::Result<()> {
         ctx.site.public_url.clone(),
         Some(&ctx.site.state_dir),
     )?);
-    let cancel = ctx.cancel.clone();
-    ctx.spawn("stream-bot", move || {
-        Arc::clone(&poster).run(cancel.clone())
-    });
+    ctx.spawn("stream-bot", move |cancel| Arc::clone(&poster).run(cancel));
     Ok(())
 }
 

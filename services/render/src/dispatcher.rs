@@ -275,9 +275,8 @@ pub fn start(ctx: &service::Context, config: Config) {
         bus: ctx.bus.clone(),
         config,
     });
-    let cancel = ctx.cancel.clone();
-    ctx.spawn("render-dispatcher", move || {
-        let (dispatcher, cancel) = (Arc::clone(&dispatcher), cancel.clone());
+    ctx.spawn("render-dispatcher", move |cancel| {
+        let dispatcher = Arc::clone(&dispatcher);
         async move { dispatcher.run_once(&cancel).await }
     });
 }

@@ -146,9 +146,8 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<()> {
             supervise.clone(),
             None,
         )?);
-        let cancel = ctx.cancel.clone();
-        ctx.spawn("comfyui-supervisor", move || {
-            Arc::clone(&supervisor).run(cancel.clone())
+        ctx.spawn("comfyui-supervisor", move |cancel| {
+            Arc::clone(&supervisor).run(cancel)
         });
     }
     worker::Worker::new(

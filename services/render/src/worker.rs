@@ -91,8 +91,6 @@ pub(crate) struct Worker {
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
 
-type BoxedRun = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>>;
-
 enum Report {
     Done,
     /// The job moved on without us (cancelled, requeued elsewhere, already finished).
@@ -128,19 +126,18 @@ impl Worker {
     pub(crate) fn start(self, ctx: &service::Context) {
         let this = Arc::new(self);
         tracing::info!(node = %this.node_id, backend = this.backend.name(), slots = this.config.slots, "render worker running");
-        let spawn = |part: &'static str, run: fn(Arc<Self>, CancellationToken) -> BoxedRun| {
-            let (this, cancel) = (Arc::clone(&this), ctx.cancel.clone());
-            ctx.spawn(part, move || run(Arc::clone(&this), cancel.clone()));
-        };
-        spawn("render-heartbeat", |this, cancel| {
-            Box::pin(this.heartbeats(cancel))
+        let worker = Arc::clone(&this);
+        ctx.spawn("render-heartbeat", move |cancel| {
+            Arc::clone(&worker).heartbeats(cancel)
         });
-        spawn("render-cancel-watch", |this, cancel| {
-            Box::pin(this.watch_cancellations(cancel))
+        let worker = Arc::clone(&this);
+        ctx.spawn("render-cancel-watch", move |cancel| {
+            Arc::clone(&worker).watch_cancellations(cancel)
         });
         for _ in 0..this.config.slots.max(1) {
-            spawn("render-worker", |this, cancel| {
-                Box::pin(this.consume(cancel))
+            let worker = Arc::clone(&this);
+            ctx.spawn("render-worker", move |cancel| {
+                Arc::clone(&worker).consume(cancel)
             });
         }
     }
