@@ -85,6 +85,13 @@ function mount(ctx) {
     count.textContent = total > letters.length ? letters.length + ' of ' + total + ' shown' : plural(total, 'dead letter');
   }
 
+  // The count on the nav and the overview: what the DLQ holds (a replayed letter left it).
+  function publishTotal() {
+    ctx.setBadge(total ? String(total) : '', 'crit');
+    const waiting = letters.filter((letter) => !stateOf(letter.seq).replayed);
+    ctx.publish('dlq', { total: total, error: null, newest: waiting[0] || null });
+  }
+
   async function load() {
     if (loading) return;
     loading = true;
@@ -104,8 +111,7 @@ function mount(ctx) {
       letters = got.letters;
       total = got.total;
       render();
-      ctx.setBadge(total ? String(total) : '', 'crit');
-      ctx.publish('dlq', { total: total, error: null, newest: letters[0] || null });
+      publishTotal();
     } finally {
       loading = false;
       refreshButton.disabled = false;
@@ -124,7 +130,10 @@ function mount(ctx) {
     state.ok = outcome.ok;
     state.replayed = outcome.replayed;
     state.message = outcome.message;
+    // Sent back (or found sent back already): it is off the DLQ now.
+    if (outcome.replayed) total = Math.max(0, total - 1);
     render();
+    publishTotal();
   }
 
   list.addEventListener('click', (ev) => {
