@@ -623,8 +623,7 @@ async fn live_latency(env: &Env, clients: usize, per_second: u64, seconds: u64) 
     let received = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for _ in 0..clients {
-        let mut socket =
-            RawWebSocket::connect(port, &format!("/ws?token={token}&since={head}")).await?;
+        let mut socket = RawWebSocket::connect(port, &format!("/ws?since={head}"), &token).await?;
         let received = received.clone();
         readers.push(tokio::spawn(async move {
             let mut histogram =
@@ -746,13 +745,13 @@ struct RawWebSocket {
 }
 
 impl RawWebSocket {
-    async fn connect(port: u16, path: &str) -> Result<RawWebSocket> {
+    async fn connect(port: u16, path: &str, token: &str) -> Result<RawWebSocket> {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
         stream.set_nodelay(true)?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Authorization: Bearer {token}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await?;
         let mut reader = tokio::io::BufReader::with_capacity(256 * 1024, stream);

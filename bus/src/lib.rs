@@ -11,6 +11,7 @@ mod dlq;
 mod error;
 mod publish;
 mod read;
+pub mod sealed;
 pub mod store;
 pub mod streams;
 
@@ -23,6 +24,7 @@ pub use dlq::StoredDeadLetter;
 pub use error::{BusError, BusErrorKind};
 pub use publish::{Appended, ExpectedSeq};
 pub use read::{MessageStream, ReadFrom, StoredMessage, StreamBounds};
+pub use sealed::{SealedChange, SealedStore};
 pub use streams::StreamName;
 
 /// How to reach NATS and how patient to be with it.

@@ -7,7 +7,7 @@ use async_nats::jetstream::consumer::{self, DeliverPolicy};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use events::{DecodeError, EventEnvelope, StreamSeq};
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 
 use crate::{Bus, BusError, BusErrorKind, StreamName};
 
@@ -193,6 +193,26 @@ impl Bus {
             last: StreamSeq(info.state.last_sequence),
             messages: info.state.messages,
         })
+    }
+
+    /// The EVENTS subjects matching `filter` that hold a message (for one aggregate type, every
+    /// aggregate id that has one), sorted.
+    pub async fn event_subjects(&self, filter: &str) -> Result<Vec<String>, BusError> {
+        let handle = self
+            .jetstream
+            .get_stream_no_info(StreamName::Events.as_str())
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::NotFound, err))?;
+        let mut subjects: Vec<String> = handle
+            .info_with_subjects(filter)
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?
+            .map(|item| item.map(|(subject, _count)| subject))
+            .try_collect()
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
+        subjects.sort();
+        Ok(subjects)
     }
 
     /// Every message on exactly one subject, in order (used to load an aggregate).

@@ -101,5 +101,9 @@ pub(crate) async fn provision(
             .await
             .map_err(|err| BusError::with_source(BusErrorKind::Provision, err))?;
     }
+    jetstream
+        .create_or_update_key_value(crate::sealed::config(replicas))
+        .await
+        .map_err(|err| BusError::with_source(BusErrorKind::Provision, err))?;
     Ok(())
 }

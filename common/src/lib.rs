@@ -7,7 +7,7 @@ pub mod metrics;
 mod secret;
 
 pub use backoff::Backoff;
-pub use secret::Secret;
+pub use secret::{Dsn, Secret};
 
 /// `scheme://user:password@host/…` with the password hidden, for messages.
 pub fn redact_url(url: &str) -> String {

@@ -4,6 +4,7 @@
 //! cqrs-es wants its own `DomainEvent` trait on an aggregate's event type; [`Event`] wraps an
 //! `events` enum to carry both traits without teaching `events` about cqrs-es.
 
+pub mod access;
 pub mod chat;
 pub mod dlq;
 pub mod node;

@@ -4,6 +4,7 @@
 //! This crate is plain data. It knows nothing of NATS, Postgres or tokio: it can be used by any
 //! reader of the log, including ones written long after the event was stored.
 
+pub mod access;
 pub mod chat;
 pub mod dlq;
 mod envelope;

@@ -2,20 +2,19 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use bus::store::{CommandMeta, execute};
+use axum::{Extension, Json};
+use bus::store::execute;
 use cqrs_es::AggregateError;
 use domain::chat::{ChangeSettings, ChatError};
-use events::Actor;
 use events::chat::{ChannelSettings, Platform};
 use serde_json::{Value, json};
 
 use crate::api::{known_params, limit_param};
 use crate::error::body;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Principal};
 
 /// The fields a settings body may have (anything else is a typo worth reporting).
 const SETTINGS_FIELDS: &[&str] = &[
@@ -77,6 +76,7 @@ pub(crate) async fn get_settings(
 /// `PUT /api/chat/settings/{platform}/{scope}` with the whole settings object → 202.
 pub(crate) async fn put_settings(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((raw_platform, raw_scope)): Path<(String, String)>,
     payload: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -97,7 +97,7 @@ pub(crate) async fn put_settings(
     }
     let settings: ChannelSettings = serde_json::from_value(raw)
         .map_err(|err| ApiError::BadRequest(format!("invalid settings: {err}")))?;
-    let meta = CommandMeta::new(Actor::User("admin".into()));
+    let meta = principal.meta();
     let correlation_id = meta.correlation_id;
     execute(
         &state.chat_settings,

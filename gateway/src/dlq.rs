@@ -3,17 +3,16 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use bus::StoredDeadLetter;
-use bus::store::CommandMeta;
-use events::{Actor, StreamSeq};
+use events::StreamSeq;
 use sagas::ReplayError;
 use serde_json::{Value, json};
 
 use crate::api::{known_params, limit_param};
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Principal};
 
 /// How much of a payload the list shows; `GET /api/dlq/{seq}` shows it whole.
 const PREVIEW_BYTES: usize = 4096;
@@ -91,10 +90,11 @@ pub(crate) async fn get(
 /// `POST /api/dlq/{seq}/replay` → 202 `{seq, replayed_to, replayed_seq}`: sent back once.
 pub(crate) async fn replay(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(seq): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let seq = seq_param(&seq)?;
-    let meta = CommandMeta::new(Actor::User("admin".into()));
+    let meta = principal.meta();
     let correlation_id = meta.correlation_id;
     match sagas::replay_dead_letter(&state.bus, &state.dead_letters, seq, meta).await {
         Ok(replayed) => Ok((

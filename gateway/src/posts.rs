@@ -1,19 +1,18 @@
 //! The Stream Bot over REST: request a post, and see where each destination stands.
 
-use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use bus::store::{CommandMeta, execute};
+use axum::{Extension, Json};
+use bus::store::execute;
 use cqrs_es::{AggregateError, EventStore};
 use domain::post::{PostCommand, PostError};
-use events::Actor;
 use events::post::{Destination, PostRequested};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::error::body;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Principal};
 
 /// The namespace of post ids derived from an `Idempotency-Key`.
 const IDEMPOTENCY: uuid::Uuid = uuid::Uuid::from_u128(0x6e65_6275_6c61_706f_7374_6964_656d_706f);
@@ -33,6 +32,7 @@ struct PostBody {
 /// instead of posting twice.
 pub(crate) async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     payload: Result<Json<Value>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -66,7 +66,7 @@ pub(crate) async fn create(
         Some(key) => uuid::Uuid::new_v5(&IDEMPOTENCY, key.as_bytes()).to_string(),
         None => uuid::Uuid::now_v7().to_string(),
     };
-    let meta = CommandMeta::new(Actor::User("admin".into()));
+    let meta = principal.meta();
     let correlation_id = meta.correlation_id;
     let requested = execute(
         &state.posts,

@@ -3,23 +3,23 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bus::store::{CommandMeta, execute};
 use cqrs_es::AggregateError;
 use domain::render::{QUEUE_ID, QueueCommand, QueueError, RenderCommand, RenderError};
+use events::JobId;
 use events::render::{RenderMode, RenderParams, RenderStatus, Trigger};
-use events::{Actor, JobId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api::{known_params, limit_param};
 use crate::error::body;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Principal};
 
 /// Largest input image accepted by `POST /api/render/inputs`.
 pub(crate) const MAX_INPUT_BYTES: usize = 16 * 1024 * 1024;
@@ -54,10 +54,6 @@ pub(crate) struct Reason {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Priority {
     priority: i32,
-}
-
-fn admin() -> CommandMeta {
-    CommandMeta::new(Actor::User("admin".into()))
 }
 
 fn job_id(raw: &str) -> Result<JobId, ApiError> {
@@ -109,6 +105,7 @@ fn optional_body<T: Default + serde::de::DeserializeOwned>(
 /// 202 `{job_id, correlation_id}`; 429 when the queue is full.
 pub(crate) async fn submit(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     payload: Result<Json<SubmitRender>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request = body(payload)?;
@@ -139,7 +136,7 @@ pub(crate) async fn submit(
         ));
     }
     let job_id = JobId::new().to_string();
-    let meta = admin();
+    let meta = principal.meta();
     let correlation_id = meta.correlation_id;
     sagas::submit_render(
         &state.render_queue,
@@ -222,9 +219,9 @@ async fn job_command(
     state: &AppState,
     id: &str,
     command: RenderCommand,
+    meta: CommandMeta,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let id = job_id(id)?.to_string();
-    let meta = admin();
     let correlation_id = meta.correlation_id;
     execute(&state.render_jobs, &id, command, meta, 3)
         .await
@@ -239,30 +236,44 @@ async fn job_command(
 /// are interrupted on their node.
 pub(crate) async fn cancel(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     payload: Result<Json<Reason>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let reason = optional_body(payload)?
         .reason
-        .unwrap_or_else(|| "cancelled by admin".into());
-    job_command(&state, &id, RenderCommand::Cancel { reason }).await
+        .unwrap_or_else(|| format!("cancelled by {}", principal.name));
+    job_command(
+        &state,
+        &id,
+        RenderCommand::Cancel { reason },
+        principal.meta(),
+    )
+    .await
 }
 
 /// `POST /api/render/jobs/{id}/priority {"priority"}`: reorders a queued job.
 pub(crate) async fn priority(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
     payload: Result<Json<Priority>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let priority = body(payload)?.priority;
-    job_command(&state, &id, RenderCommand::ChangePriority { priority }).await
+    job_command(
+        &state,
+        &id,
+        RenderCommand::ChangePriority { priority },
+        principal.meta(),
+    )
+    .await
 }
 
 async fn queue_command(
     state: &AppState,
     command: QueueCommand,
+    meta: CommandMeta,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let meta = admin();
     let correlation_id = meta.correlation_id;
     execute(&state.render_queue, QUEUE_ID, command, meta, 10)
         .await
@@ -276,19 +287,21 @@ async fn queue_command(
 /// `POST /api/render/queue/pause {"reason"?}`: nothing new starts; running jobs finish.
 pub(crate) async fn pause(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     payload: Result<Json<Reason>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let reason = optional_body(payload)?
         .reason
-        .unwrap_or_else(|| "paused by admin".into());
-    queue_command(&state, QueueCommand::Pause { reason }).await
+        .unwrap_or_else(|| format!("paused by {}", principal.name));
+    queue_command(&state, QueueCommand::Pause { reason }, principal.meta()).await
 }
 
 /// `POST /api/render/queue/resume`
 pub(crate) async fn resume(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    queue_command(&state, QueueCommand::Resume).await
+    queue_command(&state, QueueCommand::Resume, principal.meta()).await
 }
 
 /// `POST /api/render/inputs` with a PNG or JPEG body → 201 `{sha256, bytes}`: an input image

@@ -34,6 +34,9 @@ pub(crate) async fn upgrade(
             })
         })
         .transpose()?;
+    // Clients only send the odd ping: a big message is a mistake or an attack.
+    let limit = state.config.ws_max_message_bytes;
+    let upgrade = upgrade.max_message_size(limit).max_frame_size(limit);
     Ok(upgrade.on_upgrade(move |socket| async move {
         let reason = serve_client(socket, state.clone(), since.map(StreamSeq)).await;
         state

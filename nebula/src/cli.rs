@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::access::{self, SecretsCommand, TokensCommand};
 use crate::tools::{self, ReplayArgs, TailArgs};
 use crate::{Config, Parts};
 
@@ -55,6 +56,13 @@ pub enum Command {
     /// What the bus dead-lettered: list, show, and send back once fixed.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Named API tokens with a role: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// The secrets vault: set (value from stdin), list, rm. Configuration values written
+    /// `secret:NAME` are read from it.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
 }
 
 impl Command {
@@ -166,18 +174,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(DlqCommand::List { limit }) => tools::dlq_list(&config, limit).await,
         Command::Dlq(DlqCommand::Show { seq }) => tools::dlq_show(&config, seq).await,
         Command::Dlq(DlqCommand::Replay { seq }) => tools::dlq_replay(&config, seq).await,
+        Command::Tokens(command) => access::tokens(&config, command).await,
+        Command::Secrets(command) => access::secrets(&config, command).await,
     }
 }
 
 async fn serve(config: &Config, parts: Parts) -> anyhow::Result<()> {
     let running = crate::start(config, parts).await?;
-    if let (Some(addr), Some(token)) = (running.gateway_addr, &running.token) {
-        // Printed once, to stdout, not into the logs.
-        println!(
-            "\n  Nebula Command is up.\n  Dashboard: http://{addr}/#token={}\n  API token: {}\n",
-            token.expose(),
-            token.expose()
-        );
+    if let Some(addr) = running.gateway_addr {
+        announce(addr, running.admin.as_ref());
     }
     let cancel = running.cancel_token();
     tokio::select! {
@@ -190,6 +195,33 @@ async fn serve(config: &Config, parts: Parts) -> anyhow::Result<()> {
         anyhow::bail!("stopped because a service failed (see the log above)")
     } else {
         Ok(())
+    }
+}
+
+/// Where the dashboard is. The bootstrap admin token is shown only the first time, and only to
+/// a person at a terminal (never into a journal or a log file); otherwise its file is named.
+fn announce(addr: std::net::SocketAddr, admin: Option<&crate::stack::AdminAccess>) {
+    use std::io::IsTerminal;
+    match admin {
+        Some(admin) if admin.created && std::io::stdout().is_terminal() => println!(
+            "\n  Nebula Command is up.\n  Dashboard: http://{addr}/#token={}\n  Admin token (shown once; kept in {}): {}\n",
+            admin.token.expose(),
+            admin
+                .file
+                .as_deref()
+                .map_or("the configuration".into(), |p| p.display().to_string()),
+            admin.token.expose()
+        ),
+        Some(crate::stack::AdminAccess {
+            file: Some(file), ..
+        }) => {
+            tracing::info!(file = %file.display(), "the bootstrap admin token is in this file");
+            println!(
+                "\n  Nebula Command is up.\n  Dashboard: http://{addr}/\n  Admin token: in {}\n",
+                file.display()
+            );
+        }
+        _ => println!("\n  Nebula Command is up.\n  Dashboard: http://{addr}/\n"),
     }
 }
 

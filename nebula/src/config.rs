@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Deserializer};
 
-pub use common::Secret;
+pub use common::{Dsn, Secret};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -21,10 +21,10 @@ pub struct Config {
     pub nats_url: String,
     /// Replicas of every JetStream stream (1 on one server; 3 on a production cluster).
     pub stream_replicas: usize,
-    /// Postgres, for the read models.
-    pub database_url: String,
+    /// Postgres, for the read models (its password never prints).
+    pub database_url: Dsn,
     /// Redis, for chat limits.
-    pub redis_url: String,
+    pub redis_url: Dsn,
     /// Local state (the generated admin token, refreshed platform tokens).
     pub state_dir: PathBuf,
     /// The artifact store, shared by the gateway and the render workers on this host.
@@ -34,6 +34,9 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Most render jobs queued at once (the next submission gets a 429).
     pub render_queue_cap: usize,
+    /// The secrets vault's key file (`<state_dir>/vault.key` when unset); `NEBULA_VAULT_KEY`
+    /// (64 hex digits) wins over it.
+    pub vault_key_file: Option<PathBuf>,
     pub gateway: gateway::Config,
     pub projector: projections::projector::Config,
     pub agent: agent::Config,
@@ -86,12 +89,13 @@ impl Default for Config {
         Self {
             nats_url: "nats://127.0.0.1:4322".to_owned(),
             stream_replicas: 1,
-            database_url: "postgres://nebula:nebula@127.0.0.1:5432/nebula".to_owned(),
-            redis_url: "redis://127.0.0.1:6379".to_owned(),
+            database_url: "postgres://nebula:nebula@127.0.0.1:5432/nebula".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
             state_dir: PathBuf::from(".nebula"),
             artifacts_dir: PathBuf::from(".nebula/artifacts"),
             public_url: None,
             render_queue_cap: 100,
+            vault_key_file: None,
             gateway: gateway::Config::default(),
             projector: projections::projector::Config::default(),
             agent: agent::Config::default(),
@@ -175,12 +179,12 @@ impl Config {
                 self.nats_url
             ));
         }
-        if !self.database_url.starts_with("postgres://")
-            && !self.database_url.starts_with("postgresql://")
-        {
+        let database_url = self.database_url.expose();
+        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
             problems.push("database_url must be a postgres:// url".to_owned());
         }
-        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
+        let redis_url = self.redis_url.expose();
+        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
             problems.push(format!(
                 "redis_url must start with redis://, got {:?}",
                 self.redis_url
@@ -248,13 +252,73 @@ impl Config {
         });
         service::Site {
             node_id: self.node_id(),
-            database_url: self.database_url.clone(),
-            redis_url: self.redis_url.clone(),
+            database_url: self.database_url.expose().to_owned(),
+            redis_url: self.redis_url.expose().to_owned(),
             state_dir: self.state_dir.clone(),
             artifacts_dir: self.artifacts_dir.clone(),
             public_url: public_url.trim_end_matches('/').to_owned(),
             render_queue_cap: self.render_queue_cap,
+            vault_key_file: self
+                .vault_key_file
+                .clone()
+                .unwrap_or_else(|| self.state_dir.join("vault.key")),
         }
+    }
+
+    /// Every value that may be written `secret:NAME` (a token, a client secret), by key.
+    pub fn secret_fields(&mut self) -> Vec<(&'static str, &mut Option<Secret>)> {
+        let post = &mut self.post;
+        vec![
+            ("gateway.admin_token", &mut self.gateway.admin_token),
+            ("chat.twitch.token", &mut self.chat.twitch.token),
+            ("chat.discord.token", &mut self.chat.discord.token),
+            ("post.twitch.token", &mut post.twitch.token),
+            ("post.twitch.refresh_token", &mut post.twitch.refresh_token),
+            ("post.twitch.client_secret", &mut post.twitch.client_secret),
+            ("post.youtube.token", &mut post.youtube.token),
+            (
+                "post.youtube.refresh_token",
+                &mut post.youtube.refresh_token,
+            ),
+            (
+                "post.youtube.client_secret",
+                &mut post.youtube.client_secret,
+            ),
+            ("post.kick.token", &mut post.kick.token),
+            ("post.kick.refresh_token", &mut post.kick.refresh_token),
+            ("post.kick.client_secret", &mut post.kick.client_secret),
+        ]
+    }
+
+    /// The vault secrets the configuration names (`secret:NAME`), by key.
+    pub fn secret_references(&mut self) -> Vec<(&'static str, String)> {
+        self.secret_fields()
+            .into_iter()
+            .filter_map(|(key, value)| {
+                let name = vault::reference(value.as_ref()?)?;
+                Some((key, name.to_owned()))
+            })
+            .collect()
+    }
+
+    /// This configuration with every `secret:NAME` replaced by the vault's current value; a
+    /// name the vault does not hold is an error naming the key.
+    pub async fn resolve_secrets(&self, vault: &vault::Vault) -> anyhow::Result<Config> {
+        let mut resolved = self.clone();
+        for (key, value) in resolved.secret_fields() {
+            let Some(name) = value.as_ref().and_then(vault::reference).map(str::to_owned) else {
+                continue;
+            };
+            let revealed = vault
+                .get(&name)
+                .await
+                .with_context(|| format!("{key} names secret:{name}"))?
+                .with_context(|| {
+                    format!("{key} names secret:{name}, which the vault does not hold (nebula secrets set {name})")
+                })?;
+            *value = Some(revealed.value);
+        }
+        Ok(resolved)
     }
 }
 
@@ -398,7 +462,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.nats_url, "nats://10.0.0.1:4222");
-        assert_eq!(config.redis_url, "redis://filehost:6379");
+        assert_eq!(config.redis_url.expose(), "redis://filehost:6379");
         assert_eq!(config.projector.batch_size, 9);
         assert_eq!(config.agent.node_id.as_deref(), Some("gpu-1"));
         assert_eq!(config.gateway.http_addr.to_string(), "127.0.0.1:8080");

@@ -1,6 +1,7 @@
 //! The `nebula` binary's library: configuration, composition of the services, and the CLI's
 //! commands. `main.rs` only parses arguments and calls into here.
 
+mod access;
 pub mod cli;
 pub mod config;
 mod stack;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bus::Bus;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use gateway::{AdminToken, AgentView};
 use service::Context;
@@ -175,7 +176,69 @@ async fn render_worker(ctx: Context, config: Config) -> anyhow::Result<Started> 
     Ok(Started::default())
 }
 
-async fn chat(ctx: Context, config: Config) -> anyhow::Result<Started> {
+/// The chat services, with their `secret:NAME` values from the vault; when one of those
+/// secrets changes, they are stopped and started again with the new value.
+async fn chat(ctx: Context, mut config: Config) -> anyhow::Result<Started> {
+    let references: Vec<String> = config
+        .secret_references()
+        .into_iter()
+        .filter(|(key, _)| key.starts_with("chat.") || key.starts_with("post."))
+        .map(|(_, name)| name)
+        .collect();
+    if references.is_empty() {
+        start_chat(&ctx, config).await?;
+        return Ok(Started::default());
+    }
+    let vault = open_vault(&ctx).await?;
+    // Watched before the first read, so no rotation falls between them.
+    let mut changes = Box::pin(vault.changes().await?);
+    let mut child = ctx.child();
+    start_chat(&child, config.resolve_secrets(&vault).await?).await?;
+    let parent = ctx.clone();
+    ctx.spawn_once("chat-secrets", async move {
+        loop {
+            let next = tokio::select! {
+                () = parent.cancel.cancelled() => {
+                    child.stop().await;
+                    return Ok(());
+                }
+                next = changes.next() => next,
+            };
+            let Some(name) = next else {
+                tracing::warn!("the vault's change feed ended; reopening it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                changes = Box::pin(vault.changes().await?);
+                continue;
+            };
+            if !references.contains(&name) {
+                continue;
+            }
+            tracing::info!(secret = %name, "a secret the chat services use changed; starting them again");
+            parent
+                .metrics()
+                .add("nebula_secret_rotations_total", &[("part", "chat")], 1.0);
+            child.stop().await;
+            child = parent.child();
+            let started = match config.resolve_secrets(&vault).await {
+                Ok(resolved) => start_chat(&child, resolved).await,
+                Err(err) => Err(err),
+            };
+            if let Err(err) = started {
+                tracing::error!(error = format!("{err:#}"), "the chat services stay stopped until their secrets are fixed");
+            }
+        }
+    });
+    Ok(Started::default())
+}
+
+async fn open_vault(ctx: &Context) -> anyhow::Result<vault::Vault> {
+    let source = vault::KeySource::new(ctx.site.vault_key_file.clone());
+    vault::Vault::open(&ctx.bus, &source, false).await.context(
+        "the configuration names vault secrets (secret:NAME), but the vault cannot be opened",
+    )
+}
+
+async fn start_chat(ctx: &Context, config: Config) -> anyhow::Result<()> {
     let (post, chat) = (config.post, config.chat);
     let any = post.enabled() || chat.twitch.enabled() || chat.discord.enabled();
     if !any {
@@ -191,22 +254,31 @@ async fn chat(ctx: Context, config: Config) -> anyhow::Result<Started> {
         );
     }
     if post.enabled() {
-        posting::start(&ctx, post)?;
+        posting::start(ctx, post)?;
     }
     if chat.twitch.enabled() {
-        twitch::start(&ctx, chat.twitch, &chat.shared).await?;
+        twitch::start(ctx, chat.twitch, &chat.shared).await?;
     }
     if chat.discord.enabled() {
-        discord::start(&ctx, chat.discord, &chat.shared).await?;
+        discord::start(ctx, chat.discord, &chat.shared).await?;
     }
-    Ok(Started::default())
+    Ok(())
+}
+
+/// The bootstrap admin token of a running gateway.
+pub struct AdminAccess {
+    pub token: AdminToken,
+    /// Where it is kept (none when it came from the configuration).
+    pub file: Option<std::path::PathBuf>,
+    /// Whether this start generated it.
+    pub created: bool,
 }
 
 /// A running composition. Dropping it does not stop it: call [`Running::shutdown`].
 pub struct Running {
     pub gateway_addr: Option<SocketAddr>,
     pub agent_addr: Option<SocketAddr>,
-    pub token: Option<AdminToken>,
+    pub admin: Option<AdminAccess>,
     pub bus: Bus,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -258,16 +330,40 @@ pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
     let mut running = Running {
         gateway_addr: None,
         agent_addr: None,
-        token: None,
+        admin: None,
         bus,
         cancel: ctx.cancel.clone(),
         tracker: ctx.tracker.clone(),
+    };
+    // `secret:NAME` values are read from the vault once, here; the chat part reads its own,
+    // and reads them again when they rotate.
+    let elsewhere = config
+        .clone()
+        .secret_references()
+        .iter()
+        .any(|(key, _)| !key.starts_with("chat.") && !key.starts_with("post."));
+    let resolved = if elsewhere {
+        let vault = match open_vault(&ctx).await {
+            Ok(vault) => vault,
+            Err(err) => {
+                running.shutdown().await;
+                return Err(err);
+            }
+        };
+        config.resolve_secrets(&vault).await?
+    } else {
+        config.clone()
     };
     for (part, start) in PARTS {
         if !parts.contains(part) {
             continue;
         }
-        let started = match start(ctx.clone(), config.clone()).await {
+        let given = if part == Part::Chat {
+            config.clone()
+        } else {
+            resolved.clone()
+        };
+        let started = match start(ctx.clone(), given).await {
             Ok(started) => started,
             Err(err) => {
                 running.shutdown().await;
@@ -278,7 +374,11 @@ pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
             // Share links point at the address the gateway really listens on.
             ctx.site = Arc::new(config.site(Some(gateway.local_addr)));
             running.gateway_addr = Some(gateway.local_addr);
-            running.token = Some(gateway.token);
+            running.admin = Some(AdminAccess {
+                token: gateway.token,
+                file: gateway.token_file,
+                created: gateway.token_created,
+            });
         }
         running.agent_addr = running.agent_addr.or(started.agent_addr);
     }

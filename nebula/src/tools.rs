@@ -63,7 +63,7 @@ fn parse_since(raw: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<
 }
 
 pub(crate) async fn migrate(config: &Config) -> anyhow::Result<()> {
-    projections::open(&config.database_url, 2).await?;
+    projections::open(config.database_url.expose(), 2).await?;
     Bus::connect(config.bus_config())
         .await
         .with_context(|| format!("failed to provision streams on {}", config.nats_url))?;
@@ -180,7 +180,7 @@ pub(crate) async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<
 }
 
 pub(crate) async fn list_projections(config: &Config) -> anyhow::Result<()> {
-    let pool = projections::connect(&config.database_url, 2).await?;
+    let pool = projections::connect(config.database_url.expose(), 2).await?;
     let bus = Bus::connect_only(config.bus_config()).await?;
     let checkpoints = projections::ReadModels::new(pool).checkpoints().await?;
     println!(
@@ -209,7 +209,7 @@ pub(crate) async fn rebuild(config: &Config, name: &str) -> anyhow::Result<()> {
         let known: Vec<&str> = projections::all().iter().map(|p| p.name()).collect();
         anyhow::anyhow!("unknown projection {name:?}; known: {}", known.join(", "))
     })?;
-    let pool = projections::open(&config.database_url, 4).await?;
+    let pool = projections::open(config.database_url.expose(), 4).await?;
     let bus = Bus::connect(config.bus_config()).await?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -317,8 +317,7 @@ pub(crate) async fn dlq_show(config: &Config, seq: u64) -> anyhow::Result<()> {
 pub(crate) async fn dlq_replay(config: &Config, seq: u64) -> anyhow::Result<()> {
     let bus = Bus::connect_only(config.bus_config()).await?;
     let letters = bus::store::commands::<domain::dlq::DeadLetter>(bus.clone(), ());
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
-    let meta = bus::store::CommandMeta::new(events::Actor::User(format!("cli:{user}")));
+    let meta = bus::store::CommandMeta::new(crate::access::cli_actor());
     let replayed = sagas::replay_dead_letter(&bus, &letters, StreamSeq(seq), meta)
         .await
         .with_context(|| format!("dead letter {seq}"))?;

@@ -1,6 +1,8 @@
 //! Commands that span aggregates (or an aggregate and a stream), shared by every way in (the
 //! gateway's REST, the chat intake, the CLI), so each step and what undoes it is written once.
 
+pub mod access;
+
 use bus::store::{CommandMeta, Commands, JetStreamStore, execute};
 use bus::{Bus, StoredDeadLetter};
 use cqrs_es::{AggregateError, EventStore};

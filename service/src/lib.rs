@@ -35,6 +35,8 @@ pub struct Context {
     pub site: Arc<Site>,
     /// The waits before a failed loop starts again (1 s doubling to 30 s).
     pub restart: Backoff,
+    /// The process's own token: a fatal failure fires it, in a child context too.
+    process: CancellationToken,
 }
 
 /// An error no restart can fix: the process stops (after logging it) instead of trying again.
@@ -64,13 +66,33 @@ const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
 impl Context {
     pub fn new(bus: Bus, site: Site) -> Self {
+        let cancel = CancellationToken::new();
         Self {
             bus,
-            cancel: CancellationToken::new(),
+            process: cancel.clone(),
+            cancel,
             tracker: TaskTracker::new(),
             site: Arc::new(site),
             restart: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
         }
+    }
+
+    /// A context for a part that is stopped and started again while the process runs (when a
+    /// secret it uses rotates): its tasks stop with this context or with [`Context::stop`],
+    /// and a fatal failure in it still stops the process.
+    pub fn child(&self) -> Context {
+        Context {
+            cancel: self.cancel.child_token(),
+            tracker: TaskTracker::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Stops this context's tasks and waits for them.
+    pub async fn stop(&self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
     }
 
     /// The process's metrics (the bus reports into the same registry).
@@ -104,7 +126,7 @@ impl Context {
                 }
                 if is_fatal(&err) {
                     tracing::error!(part, error = format!("{err:#}"), "stopped for good; shutting down");
-                    ctx.cancel.cancel();
+                    ctx.process.cancel();
                     return;
                 }
                 if started.elapsed() >= HEALTHY_RUN {
@@ -127,7 +149,7 @@ impl Context {
     where
         Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
     {
-        let cancel = self.cancel.clone();
+        let (cancel, process) = (self.cancel.clone(), self.process.clone());
         self.tracker.spawn(async move {
             if let Err(err) = task.await
                 && !cancel.is_cancelled()
@@ -137,7 +159,7 @@ impl Context {
                     error = format!("{err:#}"),
                     "stopped for good; shutting down"
                 );
-                cancel.cancel();
+                process.cancel();
             }
         });
     }

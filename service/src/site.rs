@@ -13,7 +13,7 @@ pub struct Site {
     pub database_url: String,
     /// Redis, for chat limits and the gateway's health check.
     pub redis_url: String,
-    /// Local state: the admin token, refreshed platform tokens.
+    /// Local state: the admin token, the vault key, refreshed platform tokens.
     pub state_dir: PathBuf,
     /// The artifact store (render outputs and inputs), shared by the gateway and render
     /// workers on this host.
@@ -22,4 +22,6 @@ pub struct Site {
     pub public_url: String,
     /// Most render jobs queued at once, enforced by every submitter (REST and chat).
     pub render_queue_cap: usize,
+    /// The secrets vault's key file (`NEBULA_VAULT_KEY` wins over it).
+    pub vault_key_file: PathBuf,
 }

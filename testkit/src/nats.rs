@@ -65,6 +65,11 @@ impl NatsServer {
         server
     }
 
+    /// Where the server keeps its JetStream files.
+    pub fn store_dir(&self) -> &std::path::Path {
+        self.store.path()
+    }
+
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

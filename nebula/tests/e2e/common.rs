@@ -32,8 +32,8 @@ pub fn database_url(pool: &PgPool) -> String {
 pub fn config(nats: &NatsServer, pool: &PgPool, state_dir: &std::path::Path) -> Config {
     let mut config = Config {
         nats_url: nats.url(),
-        database_url: database_url(pool),
-        redis_url: testkit::redis_url(),
+        database_url: database_url(pool).into(),
+        redis_url: testkit::redis_url().into(),
         state_dir: state_dir.to_path_buf(),
         artifacts_dir: state_dir.join("artifacts"),
         ..Config::default()
@@ -98,6 +98,28 @@ pub async fn publish(bus: &Bus, node: &str) -> u64 {
         .unwrap()
         .stream_seq
         .0
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// `/ws<query>` opened as the bootstrap admin (a bearer header, as non-browser clients do).
+pub async fn ws(addr: std::net::SocketAddr, query: &str) -> Ws {
+    ws_with(addr, query, TOKEN).await.unwrap()
+}
+
+pub async fn ws_with(
+    addr: std::net::SocketAddr,
+    query: &str,
+    token: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/ws{query}").into_client_request()?;
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    Ok(tokio_tungstenite::connect_async(request).await?.0)
 }
 
 pub fn http() -> reqwest::Client {

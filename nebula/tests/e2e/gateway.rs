@@ -353,10 +353,7 @@ async fn websocket_resume_delivers_exactly_the_missed_events(pool: PgPool) {
     }
     wait_projected(&base, 3).await;
 
-    let url = format!("ws://{addr}/ws?token={TOKEN}");
-    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
+    let mut socket = common::ws(addr, "").await;
     let snapshot = frame(&mut socket).await;
     assert_eq!(snapshot["type"], "snapshot");
     assert_eq!(snapshot["seq"], 3);
@@ -378,9 +375,7 @@ async fn websocket_resume_delivers_exactly_the_missed_events(pool: PgPool) {
     for node in ["f", "g", "h"] {
         publish(&bus, node).await;
     }
-    let (mut resumed, _) = tokio_tungstenite::connect_async(format!("{url}&since=5").as_str())
-        .await
-        .unwrap();
+    let mut resumed = common::ws(addr, "?since=5").await;
     assert_eq!(
         frame(&mut resumed).await,
         json!({ "type": "resumed", "seq": 5 })
@@ -398,9 +393,7 @@ async fn websocket_resume_delivers_exactly_the_missed_events(pool: PgPool) {
     );
 
     // A resume from far back replays from the log, not only from what the gateway saw live.
-    let (mut from_start, _) = tokio_tungstenite::connect_async(format!("{url}&since=0").as_str())
-        .await
-        .unwrap();
+    let mut from_start = common::ws(addr, "?since=0").await;
     assert_eq!(frame(&mut from_start).await["type"], "resumed");
     let mut all = Vec::new();
     for _ in 0..9 {
@@ -438,10 +431,7 @@ async fn a_snapshot_fills_recent_events_the_log_has_not_projected(pool: PgPool) 
         (body["nodes"].as_array()?.len() == 3).then_some(())
     })
     .await;
-    let (mut socket, _) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={TOKEN}").as_str())
-            .await
-            .unwrap();
+    let mut socket = common::ws(addr, "").await;
     let snapshot = frame(&mut socket).await;
     assert_eq!(snapshot["seq"], 3);
     let seqs: Vec<u64> = snapshot["events"]
@@ -464,13 +454,8 @@ async fn a_slow_websocket_client_is_disconnected_not_waited_for(pool: PgPool) {
     config.gateway.ws_client_buffer = 16;
     let running = nebula::start(&config, Parts::GATEWAY).await.unwrap();
     let addr = running.gateway_addr.unwrap();
-    let url = format!("ws://{addr}/ws?token={TOKEN}&since=0");
-    let (mut slow, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
-    let (mut healthy, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
+    let mut slow = common::ws(addr, "?since=0").await;
+    let mut healthy = common::ws(addr, "?since=0").await;
     assert_eq!(frame(&mut slow).await["type"], "resumed");
     assert_eq!(frame(&mut healthy).await["type"], "resumed");
 
@@ -525,10 +510,7 @@ async fn a_client_closing_mid_replay_is_answered_at_once(pool: PgPool) {
     let bus = common::bus(&nats).await;
     const EVENTS: u64 = 2000;
     publish_padded(&bus, EVENTS, 16 * 1024).await;
-    let url = format!("ws://{addr}/ws?token={TOKEN}&since=0");
-    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
-        .await
-        .unwrap();
+    let mut socket = common::ws(addr, "?since=0").await;
     assert_eq!(frame(&mut socket).await["type"], "resumed");
     assert_eq!(event_frame(&mut socket).await["seq"], 1);
     socket.send(Message::Close(None)).await.unwrap();

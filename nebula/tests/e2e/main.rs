@@ -3,6 +3,7 @@
 
 mod common;
 
+mod access;
 mod agent;
 mod chat;
 mod cli;
@@ -12,3 +13,4 @@ mod gateway;
 mod posting;
 mod projector_crash;
 mod render;
+mod vault;

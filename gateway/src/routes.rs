@@ -1,0 +1,165 @@
+//! Every protected route and the role it needs, in one table: the router is built from it and
+//! the role check reads it, so a route cannot exist without a role. `/health`, the dashboard's
+//! static files and share links are the only open doors (see [`crate::router`]).
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::routing::{MethodFilter, MethodRouter, on};
+use events::access::Role;
+
+use crate::{AppState, api, chat, dlq, health, posts, render, secrets, tokens, ws};
+
+/// One protected route: what a caller needs to use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub method: Method,
+    /// The route pattern, `{name}` for a path parameter.
+    pub path: &'static str,
+    pub role: Role,
+}
+
+struct Entry {
+    endpoint: Endpoint,
+    route: MethodRouter<AppState>,
+}
+
+impl Entry {
+    fn body_limit(mut self, bytes: usize) -> Self {
+        self.route = self.route.layer(DefaultBodyLimit::max(bytes));
+        self
+    }
+}
+
+fn entry<H, T>(role: Role, method: Method, path: &'static str, handler: H) -> Entry
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a standard method");
+    Entry {
+        endpoint: Endpoint { method, path, role },
+        route: on(filter, handler),
+    }
+}
+
+fn table() -> Vec<Entry> {
+    use Role::{Admin, Operator, Viewer};
+    let (get, post, put, delete) = (Method::GET, Method::POST, Method::PUT, Method::DELETE);
+    vec![
+        // Reads.
+        entry(Viewer, get.clone(), "/metrics", health::metrics),
+        entry(Viewer, get.clone(), "/ws", ws::upgrade),
+        entry(Viewer, post.clone(), "/api/ws-ticket", tokens::ws_ticket),
+        entry(Viewer, get.clone(), "/api/whoami", tokens::whoami),
+        entry(Viewer, get.clone(), "/api/nodes", api::list_nodes),
+        entry(Viewer, get.clone(), "/api/nodes/{id}", api::get_node),
+        entry(Viewer, get.clone(), "/api/events", api::list_events),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/projections",
+            api::list_projections,
+        ),
+        entry(Viewer, get.clone(), "/api/render/jobs", render::list),
+        entry(Viewer, get.clone(), "/api/render/jobs/{id}", render::get),
+        entry(Viewer, get.clone(), "/api/render/queue", render::queue),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/render/artifacts/{sha256}",
+            render::artifact,
+        ),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/chat/settings",
+            chat::list_settings,
+        ),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/chat/settings/{platform}/{scope}",
+            chat::get_settings,
+        ),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/chat/commands",
+            chat::list_commands,
+        ),
+        entry(Viewer, get.clone(), "/api/dlq", dlq::list),
+        entry(Viewer, get.clone(), "/api/dlq/{seq}", dlq::get),
+        entry(Viewer, get.clone(), "/api/posts/{id}", posts::get),
+        // Work.
+        entry(Operator, post.clone(), "/api/render/jobs", render::submit),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/render/jobs/{id}/cancel",
+            render::cancel,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/render/jobs/{id}/priority",
+            render::priority,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/render/queue/pause",
+            render::pause,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/render/queue/resume",
+            render::resume,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/render/inputs",
+            render::upload_input,
+        )
+        .body_limit(render::MAX_INPUT_BYTES),
+        entry(Operator, post.clone(), "/api/posts", posts::create),
+        // Settings, access and whatever republishes stored bytes.
+        entry(
+            Admin,
+            put.clone(),
+            "/api/chat/settings/{platform}/{scope}",
+            chat::put_settings,
+        ),
+        entry(Admin, post.clone(), "/api/dlq/{seq}/replay", dlq::replay),
+        entry(Admin, get.clone(), "/api/tokens", tokens::list),
+        entry(Admin, post, "/api/tokens", tokens::create),
+        entry(Admin, delete.clone(), "/api/tokens/{name}", tokens::revoke),
+        entry(Admin, get, "/api/secrets", secrets::list),
+        entry(Admin, put.clone(), "/api/secrets/{name}", secrets::put),
+        entry(Admin, delete, "/api/secrets/{name}", secrets::remove),
+    ]
+}
+
+/// Every protected route with its role (what the role-matrix test walks).
+pub fn endpoints() -> Vec<Endpoint> {
+    table().into_iter().map(|entry| entry.endpoint).collect()
+}
+
+/// The protected routes and the role table the access check reads.
+pub(crate) fn protected() -> (Router<AppState>, crate::access::RoleTable) {
+    let mut roles = crate::access::RoleTable::new();
+    let mut router = Router::new();
+    for Entry { endpoint, route } in table() {
+        let previous = roles.insert((endpoint.method, endpoint.path), endpoint.role);
+        assert!(
+            previous.is_none(),
+            "{} is in the route table twice",
+            endpoint.path
+        );
+        router = router.route(endpoint.path, route);
+    }
+    (router, roles)
+}
