@@ -145,6 +145,9 @@ impl Tokens {
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
                 let mut file = options.open(&temporary)?;
+                // `mode` applies only to a file it creates: a leftover one keeps its own.
+                #[cfg(unix)]
+                file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
                 file.write_all(&serde_json::to_vec_pretty(entries)?)?;
                 file.sync_all()?;
             }
@@ -163,6 +166,24 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn the_kept_file_is_private_even_over_a_leftover_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("post-tokens.json");
+        let leftover = file.with_extension("json.tmp");
+        std::fs::write(&leftover, b"{}").unwrap();
+        std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let tokens = Tokens::load(
+            [(Destination::Kick, Some("access-0".into()), None)],
+            Some(file.clone()),
+        );
+        tokens.save(&tokens.lock().clone());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 
     #[test]
     fn kept_tokens_count_only_while_the_configured_refresh_token_is_their_origin() {
