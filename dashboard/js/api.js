@@ -1,5 +1,6 @@
 // The gateway token and REST calls with it. A 401 anywhere means the token was rejected: the
-// shell is told (it asks for a new one).
+// shell is told (it asks for a new one). A 403 is not that: the token is good but its role may
+// not do this; the caller shows the message like any other failure.
 
 import { isObj } from './state/format.js';
 import { apiErrorMessage } from './state/errors.js';
@@ -96,19 +97,4 @@ export async function fetchBlob(path) {
   } catch (_e) {
     return null;
   }
-}
-
-/**
- * Asks REST whether `token` is the reason a websocket handshake failed (a browser reports the
- * gateway's HTTP 401 only as a failed handshake). Other failures are left to the backoff loop.
- */
-export async function probeToken(token) {
-  let status = 0;
-  try {
-    const res = await fetch('/api/nodes', { headers: { Authorization: 'Bearer ' + token }, cache: 'no-store' });
-    status = res.status;
-  } catch (_e) {
-    return;
-  }
-  if (status === 401 && getToken() === token) rejected('token rejected');
 }

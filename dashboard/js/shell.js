@@ -1,21 +1,30 @@
 // The shell: the room registry, the left navigation, `#/room` deep links (load, back/forward),
-// the gateway token, the one websocket for the whole page, and the buses rooms share (live
-// changes; named topics with their last value).
+// the gateway token and who it signs in (`GET /api/whoami`: the header's name and role, sign
+// out), the one websocket for the whole page, and the buses rooms share (live changes; named
+// topics with their last value).
 //
 // A room is an object given to `registerRoom` before `start`:
 //   { id, title, subtitle?, icon (an SVG path, 16x16), css?: ['css/x.css'], html (its markup),
+//     needs?: 'operator' | 'admin' (its nav entry is hidden from lesser roles),
 //     mount(ctx) -> { show(params)?, hide()?, tick(now)? } }
 // `ctx`: { id, root, live, go, href, setParams, setBadge, onChanges, publish, subscribe }.
 // Rooms are mounted once, at start, and live on while hidden: the websocket feeds them all.
+//
+// Roles: a control a room marks `data-needs="operator"` (or "admin") is locked for callers
+// below that role (locks.js), in the rooms' markup as it is and as they render it later. The
+// topic `whoami` carries `{ name, role }` (null while signed out or not known yet).
 
-import { clearToken, getToken, onTokenRejected, setToken } from './api.js';
+import { api, clearToken, getToken, onTokenRejected, setToken } from './api.js';
 import { byIds, h, icon } from './dom.js';
+import { setRole, watchLocks } from './locks.js';
+import { isRole, normalizeWhoami, whoamiLabel } from './state/access.js';
 import { createState } from './state/live.js';
 import { parseHash, resolveRoute, routeHash, sameRoute } from './state/router.js';
 import { createSocket } from './socket.js';
 
 const PREFERRED_HOME = 'overview'; // `#/`; the first room when there is no overview
 const STYLE_WAIT_MS = 3000;
+const WHOAMI_RETRY_MS = 5000; // a failed whoami (not a rejected token) is asked again, at most this often
 const ROOM_ID = /^[a-z][a-z0-9-]*$/;
 
 /** The live state every room reads: nodes and the event feed, folded from the websocket. */
@@ -29,12 +38,17 @@ let current = null; // { room, params } shown now
 let started = false;
 let el = null;
 let socket = null;
+let who = null; // { name, role } of the token in use; null: signed out or not known yet
+let whoGeneration = 0; // answers for an older token (or sign-in) are dropped
+let whoLoading = false;
+let whoTriedAt = 0;
 
 export function registerRoom(def) {
   if (started) throw new Error('rooms are registered before the shell starts');
   if (!def || !ROOM_ID.test(def.id || '') || typeof def.mount !== 'function' || !def.title) {
     throw new Error('a room needs an id (lower case), a title and mount()');
   }
+  if (def.needs !== undefined && !isRole(def.needs)) throw new Error('room ' + def.id + ' needs an unknown role: ' + def.needs);
   if (rooms.has(def.id)) throw new Error('room ' + def.id + ' is registered twice');
   rooms.set(def.id, { def: def, section: null, link: null, badge: null, instance: null });
 }
@@ -143,7 +157,7 @@ function routeFromAddress() {
 
 function onAddressChange() {
   const { route, token } = routeFromAddress();
-  if (token) socket.restart();
+  if (token) signedIn();
   applyRoute(route);
 }
 
@@ -162,6 +176,10 @@ function buildNav() {
     a.appendChild(r.badge);
     r.link = a;
     const li = h('li', null);
+    if (r.def.needs) {
+      li.dataset.needs = r.def.needs; // hidden from lesser roles (locks.js)
+      li.dataset.needsMode = 'hide';
+    }
     li.appendChild(a);
     list.appendChild(li);
   }
@@ -236,9 +254,11 @@ function loadStyles() {
   Promise.race([Promise.all(loads), new Promise((resolve) => setTimeout(resolve, STYLE_WAIT_MS))]).then(ready);
 }
 
-function setConn(state) {
+function setConn(state, label) {
   el.conn.dataset.state = state;
-  el.connText.textContent = state;
+  el.connText.textContent = label || state;
+  // A whoami that failed for a passing reason is asked again once the gateway answers.
+  if (state === 'live' && who === null && !whoLoading && getToken() && Date.now() - whoTriedAt > WHOAMI_RETRY_MS) loadWhoami();
 }
 
 function showTokenForm(message) {
@@ -264,8 +284,72 @@ function tokenRejected(message) {
     clearToken();
     socket.stop();
     setConn('connecting');
+    setWho(null);
   }
   showTokenForm(message);
+}
+
+// ---- who is signed in -------------------------------------------------------
+
+/** Shows who is signed in (or nobody), sets `body[data-role]`, locks what the role may not do. */
+function setWho(next) {
+  who = next;
+  el.whoami.textContent = whoamiLabel(who);
+  el.whoami.hidden = !who;
+  if (who) el.whoami.title = 'signed in as ' + who.name + ' (' + who.role + ' role)';
+  else el.whoami.removeAttribute('title');
+  el.signOut.hidden = !getToken();
+  if (who) document.body.dataset.role = who.role;
+  else delete document.body.dataset.role;
+  setRole(who ? who.role : null, document.body);
+  publish('whoami', who);
+}
+
+/** Asks the gateway who the token in use is. A 401 goes the rejected-token way (api.js). */
+async function loadWhoami() {
+  const token = getToken();
+  const generation = ++whoGeneration;
+  if (!token) {
+    setWho(null);
+    return;
+  }
+  whoLoading = true;
+  whoTriedAt = Date.now();
+  let res;
+  try {
+    res = await api('/api/whoami');
+  } finally {
+    if (generation === whoGeneration) whoLoading = false;
+  }
+  if (generation !== whoGeneration || getToken() !== token) return; // signed out or in again meanwhile
+  if (!res.ok) {
+    if (res.status !== 401) console.warn('who am I: ' + res.message + ' (asked again when the gateway answers)');
+    return;
+  }
+  const next = normalizeWhoami(res.data);
+  if (!next) console.warn('who am I: the gateway answered without a name and role');
+  setWho(next);
+}
+
+/** A new token is in use (the form, the address): connect with it and ask who it is. */
+function signedIn() {
+  whoGeneration += 1; // an answer for the token before is no longer wanted
+  whoLoading = false;
+  setWho(null); // locked until the gateway says what this token may do
+  hideTokenForm();
+  socket.restart();
+  loadWhoami();
+}
+
+/** Forgets the token: no socket, nobody signed in, the token form again. */
+function signOut() {
+  whoGeneration += 1;
+  whoLoading = false;
+  clearToken();
+  socket.stop();
+  setConn('signed-out', 'signed out');
+  setWho(null);
+  showTokenForm('');
 }
 
 function onLiveChanges(changes) {
@@ -291,6 +375,8 @@ export function start() {
     tokenMessage: 'token-message',
     nodeCount: 'node-count',
     eventCount: 'event-count',
+    whoami: 'whoami',
+    signOut: 'sign-out',
   });
   el.connText = el.conn.querySelector('.conn-text');
   socket = createSocket(live, {
@@ -306,8 +392,11 @@ export function start() {
   for (const [id, r] of rooms) bodies.set(id, buildSection(id, r));
   loadStyles();
   for (const [id, r] of rooms) mountRoom(id, r, bodies.get(id));
+  watchLocks(el.rooms); // what rooms render later is locked as it appears
+  setWho(null); // everything that needs a role is locked until whoami answers
 
   const { route } = routeFromAddress();
+  el.signOut.hidden = !getToken(); // the token may have come with the address just now
   applyRoute(route);
   window.addEventListener('hashchange', onAddressChange);
   window.addEventListener('popstate', onAddressChange);
@@ -321,12 +410,13 @@ export function start() {
     }
     setToken(t);
     el.tokenInput.value = '';
-    hideTokenForm();
-    socket.restart();
+    signedIn();
   });
+  el.signOut.addEventListener('click', signOut);
 
   setInterval(() => {
     if (current) call(rooms.get(current.room), 'tick', Date.now());
   }, 1000);
   socket.connect();
+  if (getToken()) loadWhoami(); // stored, or just taken from the address
 }

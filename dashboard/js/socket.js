@@ -1,7 +1,10 @@
 // The page's one websocket: frames folded into the live state, reconnect with backoff, resume
-// from the last sequence seen (`?since=`) so nothing is missed or shown twice.
+// from the last sequence seen (`?since=`) so nothing is missed or shown twice. The token never
+// goes into the websocket's address: every (re)connect first asks `POST /api/ws-ticket` (with
+// the token in its header) for a one-time ticket, and opens `/ws?ticket=…` with it.
 
-import { getToken, probeToken } from './api.js';
+import { api, getToken } from './api.js';
+import { isObj, str } from './state/format.js';
 import { applyFrame, BACKOFF_MIN_MS, CLOSE_AUTH, nextBackoff, wsUrl } from './state/live.js';
 
 /**
@@ -57,7 +60,15 @@ export function createSocket(state, hooks) {
     hooks.changes(changes);
   }
 
-  function connect() {
+  /** A fresh one-time ticket for the websocket: the ticket, 'rejected' (a 401), or null. */
+  async function fetchTicket() {
+    const res = await api('/api/ws-ticket', { method: 'POST' });
+    if (res.status === 401) return 'rejected';
+    if (!res.ok) return null; // the network, or the gateway busy: the backoff loop tries again
+    return isObj(res.data) ? str(res.data.ticket) || null : null;
+  }
+
+  async function connect() {
     stop();
     const token = getToken();
     if (!token) {
@@ -67,18 +78,24 @@ export function createSocket(state, hooks) {
     }
     hooks.status(everLive ? 'reconnecting' : 'connecting');
     const gen = generation;
+    const ticket = await fetchTicket();
+    if (gen !== generation || getToken() !== token) return; // stopped, restarted or signed out meanwhile
+    if (ticket === 'rejected') {
+      hooks.rejected('token rejected'); // api() has usually told the shell already (it stops us)
+      return;
+    }
+    if (!ticket) {
+      scheduleReconnect();
+      return;
+    }
     let sock;
     try {
-      sock = new WebSocket(wsUrl(window.location, token, state.lastSeq));
+      sock = new WebSocket(wsUrl(window.location, ticket, state.lastSeq));
     } catch (_e) {
       scheduleReconnect();
       return;
     }
     ws = sock;
-    let opened = false;
-    sock.onopen = () => {
-      opened = true;
-    };
     sock.onmessage = (ev) => {
       if (gen === generation) onMessage(ev);
     };
@@ -89,8 +106,9 @@ export function createSocket(state, hooks) {
         hooks.rejected('token rejected');
         return;
       }
+      // A handshake that failed (a ticket is good once, for a short while) or a dropped socket:
+      // the next try asks for a new ticket, and a token rejected by then shows there.
       scheduleReconnect();
-      if (!opened) probeToken(token);
     };
     sock.onerror = () => {
       /* onclose follows */

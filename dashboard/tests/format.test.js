@@ -65,5 +65,7 @@ test('error messages: the server words them, in either shape', () => {
   assert.equal(apiErrorMessage(429, { error: { message: '100 jobs are waiting' } }), 'queue full: 100 jobs are waiting');
   assert.equal(apiErrorMessage(413, null), 'too large: input images may be at most 16.0 MiB');
   assert.equal(apiErrorMessage(500, null), 'request failed (HTTP 500)');
+  assert.equal(apiErrorMessage(403, { error: { code: 'forbidden', message: 'this needs the operator role; grafana is a viewer' } }), 'this needs the operator role; grafana is a viewer');
+  assert.match(apiErrorMessage(403, null), /not allowed/);
   assert.equal(apiErrorMessage(0, null), 'request failed');
 });

@@ -190,9 +190,12 @@ test('history merges below the live feed without ticks, duplicates or the future
   assert.equal(state.eventCount, 2, 'history is not counted as received');
 });
 
-test('websocket url and backoff', () => {
-  assert.equal(wsUrl({ protocol: 'https:', host: 'h:1' }, 'a b', 7), 'wss://h:1/ws?token=a%20b&since=7');
-  assert.equal(wsUrl({ protocol: 'http:', host: 'h' }, 't', null), 'ws://h/ws?token=t');
+test('websocket url (a one-time ticket, never the token) and backoff', () => {
+  assert.equal(wsUrl({ protocol: 'https:', host: 'h:1' }, 'a b', 7), 'wss://h:1/ws?ticket=a%20b&since=7');
+  assert.equal(wsUrl({ protocol: 'http:', host: 'h' }, '0f3a', null), 'ws://h/ws?ticket=0f3a');
+  assert.equal(wsUrl({ protocol: 'http:', host: 'h' }, 't', undefined), 'ws://h/ws?ticket=t');
+  assert.equal(wsUrl({ protocol: 'http:', host: 'h' }, 't', 0), 'ws://h/ws?ticket=t&since=0');
+  assert.equal(wsUrl({ protocol: 'https:', host: 'h' }, 't', 3).indexOf('token='), -1);
   assert.equal(nextBackoff(0), 500);
   assert.equal(nextBackoff(1000), 2000);
   assert.equal(nextBackoff(4000), 5000);

@@ -29,7 +29,7 @@ const html = `
       </form>
       <div id="chat-open-error" class="studio-error" role="alert" hidden></div>
       <ul id="chat-known" class="chat-known" aria-label="Servers with settings"></ul>
-      <form id="chat-settings-form" class="chat-settings-form" autocomplete="off" novalidate hidden>
+      <form id="chat-settings-form" class="chat-settings-form" autocomplete="off" novalidate hidden data-needs="admin">
         <div class="chat-settings-title"><span id="chat-settings-scope"></span> <span id="chat-settings-state" class="small muted"></span></div>
         <table class="chat-rules">
           <thead><tr><th scope="col">Command</th><th scope="col">On</th><th scope="col">Only for roles <span class="small" id="chat-roles-hint"></span></th></tr></thead>
@@ -48,7 +48,7 @@ const html = `
             <input id="chat-avatar" type="text" spellcheck="false" placeholder="the bot's own avatar"></label>
         </div>
         <div class="form-actions">
-          <button id="chat-save" class="btn btn-primary" type="submit">Save</button>
+          <button id="chat-save" class="btn btn-primary" type="submit" data-needs="admin">Save</button>
           <span id="chat-notice" class="studio-notice" role="status" aria-live="polite"></span>
         </div>
         <div id="chat-error" class="studio-error" role="alert" hidden></div>

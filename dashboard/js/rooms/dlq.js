@@ -47,6 +47,7 @@ function renderLetter(letter, state, now) {
   const blocked = replayBlocked(letter);
   const replay = button(state.replayed ? 'Replayed' : 'Replay', 'btn-small' + (blocked ? '' : ' btn-primary'), blocked || 'send it back to ' + text(letter.origin_subject));
   replay.dataset.action = 'replay';
+  replay.dataset.needs = 'admin'; // locked for lesser roles (locks.js)
   replay.disabled = !!blocked || state.replayed || state.busy;
   actions.appendChild(replay);
   const show = button(state.open ? 'Hide payload' : 'Payload', 'btn-small');

@@ -15,7 +15,7 @@ const html = `
       <h2 id="posts-title">New announcement</h2>
       <span class="small muted">\u2197 post on a gallery image attaches it</span>
     </div>
-    <form id="post-form" class="post-form" autocomplete="off" novalidate>
+    <form id="post-form" class="post-form" autocomplete="off" novalidate data-needs="operator">
       <label class="field field-wide" for="post-text"><span class="field-label">Announcement</span>
         <textarea id="post-text" rows="3" maxlength="500" spellcheck="true" placeholder="We're live: tonight's renders"></textarea></label>
       <div id="post-artifact" class="post-artifact" hidden>
@@ -30,7 +30,7 @@ const html = `
         <label><input type="checkbox" name="destination" value="kick" checked> Kick</label>
       </fieldset>
       <div class="form-actions">
-        <button id="post-submit" class="btn btn-primary" type="submit">Post</button>
+        <button id="post-submit" class="btn btn-primary" type="submit" data-needs="operator">Post</button>
         <span id="post-notice" class="studio-notice" role="status" aria-live="polite"></span>
       </div>
       <div id="post-error" class="studio-error" role="alert" hidden></div>

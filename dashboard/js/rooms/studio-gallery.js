@@ -73,6 +73,7 @@ export function mountGallery(actions) {
       share.title = 'announce this image on your streams (Stream Bot)';
       share.dataset.action = 'post-artifact';
       share.dataset.sha256 = str(art.sha256);
+      share.dataset.needs = 'operator'; // posting needs the operator role
     }
     const more = artifacts.length > 1 ? h('span', 'small muted', '+' + (artifacts.length - 1) + ' more') : null;
     fig.appendChild(hc('figcaption', 'tile-caption', [head, p, provenance(job, art), hc('div', 'tile-actions', [reuse, download, share, more])]));

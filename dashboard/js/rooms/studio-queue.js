@@ -17,6 +17,7 @@ function actionButton(action, label, title, enabled) {
   b.title = title;
   b.setAttribute('aria-label', title);
   b.disabled = !enabled;
+  b.dataset.needs = 'operator'; // cancel and reorder: locked for viewers (locks.js)
   return b;
 }
 

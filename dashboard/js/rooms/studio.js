@@ -56,7 +56,7 @@ const html = `
   <div class="studio-grid">
     <section class="panel panel-submit" aria-labelledby="submit-title">
       <div class="panel-head"><h2 id="submit-title">New render</h2></div>
-      <form id="studio-form" class="studio-form" autocomplete="off" novalidate>
+      <form id="studio-form" class="studio-form" autocomplete="off" novalidate data-needs="operator">
         <label class="field field-wide" for="studio-mode"><span class="field-label">Mode</span>
           <select id="studio-mode" name="mode">${MODES.map(([m, d]) => `<option value="${m}">${m} \u2014 ${d}</option>`).join('')}</select></label>
         <label class="field field-wide" data-field="prompt" for="studio-prompt"><span class="field-label">Prompt</span>
@@ -65,7 +65,7 @@ const html = `
           <textarea id="studio-negative" name="negative_prompt" rows="2" spellcheck="false" placeholder="blurry, low quality"></textarea></label>
         ${IMAGE_INPUTS.map(([name, label, hint]) => `<div class="field field-wide" data-field="${name}">
           <label class="field-label" for="studio-${name.replace('_', '-')}">${label} <span class="small">${hint}</span></label>
-          <input id="studio-${name.replace('_', '-')}" name="${name}" type="file" accept="image/png,image/jpeg"></div>`).join('')}
+          <input id="studio-${name.replace('_', '-')}" name="${name}" type="file" accept="image/png,image/jpeg" data-needs="operator"></div>`).join('')}
         <div class="field" data-field="seed">
           <label class="field-label" for="studio-seed">Seed</label>
           <div class="input-row">
@@ -90,7 +90,7 @@ const html = `
         <label class="field" for="studio-priority"><span class="field-label">Priority</span>
           <input id="studio-priority" name="priority" type="number" step="1" value="0"></label>
         <div class="form-actions field-wide">
-          <button id="studio-submit" class="btn btn-primary" type="submit">Render</button>
+          <button id="studio-submit" class="btn btn-primary" type="submit" data-needs="operator">Render</button>
           <span id="studio-notice" class="studio-notice" role="status" aria-live="polite"></span>
         </div>
         <div id="studio-error" class="studio-error field-wide" role="alert" hidden></div>
@@ -102,7 +102,7 @@ const html = `
         <h2 id="queue-title">Queue</h2>
         <div class="queue-tools">
           <span id="studio-queue-count" class="queue-count" title="queued / cap">0 / \u2014</span>
-          <button id="studio-pause" class="btn" type="button" data-paused="false">Pause queue</button>
+          <button id="studio-pause" class="btn" type="button" data-paused="false" data-needs="operator">Pause queue</button>
         </div>
       </div>
       <div id="studio-paused" class="paused-banner" role="status" hidden></div>

@@ -14,6 +14,8 @@ export function serverMessage(body) {
 export function apiErrorMessage(status, body) {
   const message = serverMessage(body);
   switch (status) {
+    case 403: // the token is good, its role is not enough (not a rejected token)
+      return message || 'not allowed: this needs a higher role than your token has';
     case 429:
       return 'queue full: ' + (message || 'too many render jobs are waiting; try again later');
     case 413:

@@ -324,9 +324,13 @@ export function eventMatches(item, filter) {
   return hay.indexOf(filter.toLowerCase()) !== -1;
 }
 
-export function wsUrl(loc, token, since) {
+/**
+ * The websocket's address for a one-time `ticket` (from `POST /api/ws-ticket`; the token itself
+ * never goes into an address), resuming after `since` when there is one.
+ */
+export function wsUrl(loc, ticket, since) {
   const proto = loc.protocol === 'https:' ? 'wss:' : 'ws:';
-  let url = proto + '//' + loc.host + '/ws?token=' + encodeURIComponent(token);
+  let url = proto + '//' + loc.host + '/ws?ticket=' + encodeURIComponent(ticket);
   if (since !== null && since !== undefined) url += '&since=' + encodeURIComponent(String(since));
   return url;
 }

@@ -4,7 +4,7 @@
 use crate::common;
 
 use chrono::Utc;
-use common::{TOKEN, config, http};
+use common::{TOKEN, config, create_token, http};
 use events::access::Role;
 use nebula::Parts;
 use reqwest::StatusCode;
@@ -23,20 +23,6 @@ fn concrete(pattern: &str) -> String {
         .replace("{name}", "nobody")
 }
 
-async fn create_token(base: &str, name: &str, role: &str) -> String {
-    let response = http()
-        .post(format!("{base}/api/tokens"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "name": name, "role": role }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["name"], name);
-    assert_eq!(body["role"], role);
-    body["token"].as_str().unwrap().to_owned()
-}
 
 /// What a caller presents: an `Authorization` header value, or none.
 struct Caller {

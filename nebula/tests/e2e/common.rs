@@ -122,6 +122,22 @@ pub async fn ws_with(
     Ok(tokio_tungstenite::connect_async(request).await?.0)
 }
 
+/// Issues a named token through the REST API (as the bootstrap admin); returns its text.
+pub async fn create_token(base: &str, name: &str, role: &str) -> String {
+    let response = self::http()
+        .post(format!("{base}/api/tokens"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "name": name, "role": role }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["name"], name);
+    assert_eq!(body["role"], role);
+    body["token"].as_str().unwrap().to_owned()
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

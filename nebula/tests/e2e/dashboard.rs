@@ -31,7 +31,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// JS: the room the page shows, when exactly one room is shown and the navigation marks that
 /// same one as current; else null.
-const SHOWN_ROOM: &str = "const shown = [...document.querySelectorAll('#rooms > section.room')]
+pub(crate) const SHOWN_ROOM: &str = "const shown = [...document.querySelectorAll('#rooms > section.room')]
         .filter(s => !s.hidden && s.getBoundingClientRect().width > 0);
     const current = [...document.querySelectorAll('#nav a.nav-link[aria-current=page]')];
     return shown.length === 1 && current.length === 1 && current[0].dataset.room === shown[0].dataset.room
@@ -44,7 +44,7 @@ async fn shown_room(browser: &Browser) -> Option<String> {
 
 /// Opens `room` as a user does, by its entry in the left navigation, and waits until it is the
 /// room shown.
-async fn open_room(browser: &Browser, room: &str) {
+pub(crate) async fn open_room(browser: &Browser, room: &str) {
     wait_until(
         &format!("the {room} room to open from the navigation"),
         WAIT,
@@ -64,7 +64,7 @@ async fn open_room(browser: &Browser, room: &str) {
 }
 
 /// Waits until `room` is the room shown (after a click that should lead there, or back/forward).
-async fn wait_for_room(browser: &Browser, room: &str) {
+pub(crate) async fn wait_for_room(browser: &Browser, room: &str) {
     wait_until(&format!("the {room} room to be shown"), WAIT, || async {
         (shown_room(browser).await.as_deref() == Some(room)).then_some(())
     })

@@ -8,6 +8,7 @@ mod agent;
 mod chat;
 mod cli;
 mod dashboard;
+mod dashboard_access;
 mod discord;
 mod gateway;
 mod posting;
