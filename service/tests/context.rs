@@ -25,6 +25,7 @@ async fn context(server: &NatsServer) -> Context {
         artifacts_dir: std::env::temp_dir(),
         public_url: "http://127.0.0.1:1".into(),
         render_queue_cap: 1,
+        vault_key_file: std::env::temp_dir().join("unused-vault.key"),
     };
     let mut ctx = Context::new(bus, site);
     ctx.restart = Backoff::new(Duration::from_millis(10), Duration::from_millis(20));
@@ -96,4 +97,45 @@ async fn a_task_that_cannot_restart_stops_the_process_when_it_fails() {
     tokio::time::timeout(DEFAULT_WAIT, ctx.cancel.cancelled())
         .await
         .expect("the failed one-shot task stops the process");
+}
+
+#[tokio::test]
+async fn a_child_stops_alone_but_its_fatal_error_stops_the_process() {
+    let server = NatsServer::start();
+    let ctx = context(&server).await;
+    let child = ctx.child();
+    let stopped = Arc::new(AtomicU32::new(0));
+    let counter = stopped.clone();
+    child.spawn("restartable", move |cancel| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            cancel.cancelled().await;
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    wait_until("the child's loop to run", DEFAULT_WAIT, || async {
+        (stopped.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    child.stop().await;
+    assert_eq!(
+        stopped.load(Ordering::SeqCst),
+        2,
+        "the child's loop saw its stop"
+    );
+    assert!(
+        !ctx.cancel.is_cancelled(),
+        "stopping a child leaves the process running"
+    );
+
+    let again = ctx.child();
+    again.spawn("refused", |_| async {
+        Err(service::fatal("the token was refused"))
+    });
+    wait_until("the process to stop", DEFAULT_WAIT, || async {
+        ctx.cancel.is_cancelled().then_some(())
+    })
+    .await;
 }
