@@ -23,7 +23,6 @@ fn concrete(pattern: &str) -> String {
         .replace("{name}", "nobody")
 }
 
-
 /// What a caller presents: an `Authorization` header value, or none.
 struct Caller {
     label: &'static str,

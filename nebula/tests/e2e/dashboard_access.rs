@@ -16,22 +16,27 @@ use testkit::{NatsServer, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-
 /// Signs in through the address fragment and waits until the page says who it is and is live.
 async fn sign_in(browser: &Browser, url: &str, expected: &str) {
     browser.goto(url).await;
-    wait_until(&format!("{expected} to be signed in and live"), WAIT, || async {
-        let state = browser
-            .eval(
-                "const who = document.querySelector('#whoami');
+    wait_until(
+        &format!("{expected} to be signed in and live"),
+        WAIT,
+        || async {
+            let state = browser
+                .eval(
+                    "const who = document.querySelector('#whoami');
                  return { who: who ? who.textContent.trim() : null,
                           conn: document.querySelector('#conn-status').textContent.trim(),
                           hash: location.hash };",
-            )
-            .await;
-        (state["who"] == expected && state["conn"] == "live" && !state["hash"].as_str()?.contains("token"))
+                )
+                .await;
+            (state["who"] == expected
+                && state["conn"] == "live"
+                && !state["hash"].as_str()?.contains("token"))
             .then_some(())
-    })
+        },
+    )
     .await;
 }
 
@@ -63,12 +68,22 @@ async fn a_viewer_watches_and_an_operator_acts_under_their_names(pool: PgPool) {
 
     // A viewer: sees everything live, may do nothing.
     let browser = Browser::start().await;
-    sign_in(&browser, &format!("{base}/#token={viewer}"), "wall · viewer").await;
+    sign_in(
+        &browser,
+        &format!("{base}/#token={viewer}"),
+        "wall · viewer",
+    )
+    .await;
     open_room(&browser, "studio").await;
-    let studio = wait_until("the studio's operator controls to be locked", WAIT, || async {
-        let c = controls(&browser, "studio", "operator").await;
-        (c["total"].as_u64()? >= 2 && c["locked"] == c["total"] && c["enabled"] == 0).then_some(c)
-    })
+    let studio = wait_until(
+        "the studio's operator controls to be locked",
+        WAIT,
+        || async {
+            let c = controls(&browser, "studio", "operator").await;
+            (c["total"].as_u64()? >= 2 && c["locked"] == c["total"] && c["enabled"] == 0)
+                .then_some(c)
+        },
+    )
     .await;
     assert!(studio["total"].as_u64().unwrap() >= 2, "{studio}");
     let access_link = browser
@@ -91,7 +106,12 @@ async fn a_viewer_watches_and_an_operator_acts_under_their_names(pool: PgPool) {
     .await;
 
     // An operator: may run the Studio, not change settings; the pause is recorded as ops.
-    sign_in(&browser, &format!("{base}/?as=ops#token={operator}"), "ops · operator").await;
+    sign_in(
+        &browser,
+        &format!("{base}/?as=ops#token={operator}"),
+        "ops · operator",
+    )
+    .await;
     open_room(&browser, "studio").await;
     wait_until("the studio's controls to be usable", WAIT, || async {
         let c = controls(&browser, "studio", "operator").await;
@@ -111,10 +131,14 @@ async fn a_viewer_watches_and_an_operator_acts_under_their_names(pool: PgPool) {
     .await;
     assert_eq!(paused.actor, events::Actor::User("ops".into()));
     open_room(&browser, "chat").await;
-    let chat = wait_until("the chat settings to be locked for an operator", WAIT, || async {
-        let c = controls(&browser, "chat", "admin").await;
-        (c["total"].as_u64()? >= 1 && c["locked"] == c["total"]).then_some(c)
-    })
+    let chat = wait_until(
+        "the chat settings to be locked for an operator",
+        WAIT,
+        || async {
+            let c = controls(&browser, "chat", "admin").await;
+            (c["total"].as_u64()? >= 1 && c["locked"] == c["total"]).then_some(c)
+        },
+    )
     .await;
     assert_eq!(chat["enabled"], 0, "{chat}");
     let png = browser.screenshot_png().await;
