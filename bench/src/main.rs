@@ -623,7 +623,7 @@ async fn live_latency(env: &Env, clients: usize, per_second: u64, seconds: u64) 
     let received = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for _ in 0..clients {
-        let mut socket = RawWebSocket::connect(port, &format!("/ws?since={head}"), &token).await?;
+        let mut socket = RawWebSocket::connect(port, &format!("/ws?since={head}"), token).await?;
         let received = received.clone();
         readers.push(tokio::spawn(async move {
             let mut histogram =
