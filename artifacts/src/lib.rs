@@ -10,23 +10,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone)]
 pub struct ArtifactStore {
     root: PathBuf,
 }
 
-/// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether `s` is a lowercase hex SHA-256 (so it is safe as a path component).
-pub fn is_sha256(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
+pub use common::{is_sha256, sha256_hex};
 
 /// Width and height of a PNG, from its IHDR chunk ([`png::size`]).
 pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {

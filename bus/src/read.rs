@@ -195,9 +195,40 @@ impl Bus {
         })
     }
 
-    /// The EVENTS subjects matching `filter` that hold a message (for one aggregate type, every
-    /// aggregate id that has one), sorted.
-    pub async fn event_subjects(&self, filter: &str) -> Result<Vec<String>, BusError> {
+    /// The ids of every aggregate of `aggregate_type` that has an event, sorted.
+    pub async fn aggregate_ids(&self, aggregate_type: &str) -> Result<Vec<String>, BusError> {
+        let prefix = events::subjects::event(aggregate_type, "");
+        let subjects = self
+            .event_subjects(&events::subjects::events_of_type(aggregate_type))
+            .await?;
+        Ok(subjects
+            .into_iter()
+            .filter_map(|subject| subject.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
+    /// Every event of one aggregate, in order, as stored (a commit that does not decode is
+    /// skipped and counted in `nebula_bus_malformed_commits_skipped_total`).
+    pub async fn aggregate_events(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<EventEnvelope>, BusError> {
+        let subject = events::subjects::event(aggregate_type, aggregate_id);
+        let mut out = Vec::new();
+        for message in self.read_subject(&subject).await? {
+            match message.decode_commit() {
+                Ok(envelopes) => out.extend(envelopes),
+                Err(_) => self
+                    .metrics()
+                    .inc("nebula_bus_malformed_commits_skipped_total"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The EVENTS subjects matching `filter` that hold a message, sorted.
+    async fn event_subjects(&self, filter: &str) -> Result<Vec<String>, BusError> {
         let handle = self
             .jetstream
             .get_stream_no_info(StreamName::Events.as_str())

@@ -1,6 +1,6 @@
 //! Small things every crate above `events` shares and none of which is NATS, Postgres or HTTP:
 //! [`Secret`] (a configuration value that never prints), the Prometheus [`metrics::Registry`],
-//! and one [`Backoff`] for every retry loop.
+//! one [`Backoff`] for every retry loop, and the hex, SHA-256 and random-token helpers.
 
 mod backoff;
 pub mod metrics;
@@ -8,6 +8,35 @@ mod secret;
 
 pub use backoff::Backoff;
 pub use secret::{Dsn, Secret};
+
+/// `bytes` in lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// Whether `s` is a lower-case hex SHA-256 (so it is safe as a path component).
+pub fn is_sha256(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `bytes` random bytes from the operating system, in lower-case hex (tokens, tickets).
+pub fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf)?;
+    Ok(hex(&buf))
+}
 
 /// `scheme://user:password@host/…` with the password hidden, for messages.
 pub fn redact_url(url: &str) -> String {
@@ -23,6 +52,20 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_and_hashes() {
+        assert_eq!(super::hex(&[0, 15, 255]), "000fff");
+        let empty = super::sha256_hex(b"");
+        assert_eq!(
+            empty,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert!(super::is_sha256(&empty));
+        assert!(!super::is_sha256(&empty.to_uppercase()));
+        let a = super::random_hex(32).unwrap();
+        assert!(a.len() == 64 && a != super::random_hex(32).unwrap());
+    }
+
     #[test]
     fn passwords_are_hidden() {
         assert_eq!(

@@ -21,7 +21,7 @@ use bus::store::CommandMeta;
 use chrono::{DateTime, Utc};
 use events::Actor;
 use events::access::Role;
-use sagas::access::{TokenText, constant_time_eq, load_token};
+use sagas::access::{BOOTSTRAP_NAME, TokenText, constant_time_eq, load_token};
 use serde::Serialize;
 
 use crate::{ApiError, AppState};
@@ -32,8 +32,6 @@ pub const RECHECK_AFTER: Duration = Duration::from_secs(5);
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
 /// Outstanding tickets and remembered token checks, at most.
 const MAX_ENTRIES: usize = 10_000;
-/// The name the bootstrap admin token acts as.
-pub const BOOTSTRAP_NAME: &str = "admin";
 
 /// The bootstrap admin token: a secret that never prints.
 #[derive(Clone)]
@@ -68,7 +66,7 @@ pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<(AdminToken, bo
         Err(err) => return Err(err),
     }
     std::fs::create_dir_all(state_dir)?;
-    let token = sagas::access::random_hex(32).map_err(std::io::Error::other)?;
+    let token = common::random_hex(32).map_err(std::io::Error::other)?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -199,7 +197,7 @@ impl Access {
 
     /// A ticket that opens one websocket as `principal` within [`TICKET_TTL`].
     pub(crate) fn issue_ticket(&self, principal: Principal) -> Result<String, ApiError> {
-        let ticket = sagas::access::random_hex(32)
+        let ticket = common::random_hex(32)
             .map_err(|err| ApiError::Internal(anyhow::anyhow!("no randomness: {err}")))?;
         let mut tickets = self.tickets.lock().unwrap_or_else(PoisonError::into_inner);
         tickets.retain(|_, (_, issued)| issued.elapsed() < TICKET_TTL);

@@ -31,9 +31,7 @@ use projections::ReadModels;
 use serde::Deserialize;
 use service::{Context, Site};
 
-pub use access::{
-    AdminToken, BOOTSTRAP_NAME, Principal, RECHECK_AFTER, TICKET_TTL, load_or_create_token,
-};
+pub use access::{AdminToken, Principal, RECHECK_AFTER, TICKET_TTL, load_or_create_token};
 pub use agent_http::{AgentView, serve_agent};
 pub use error::ApiError;
 pub use hub::Hub;

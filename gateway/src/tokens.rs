@@ -6,8 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
+use domain::access::ApiTokenError;
 use events::access::Role;
-use sagas::access::{TokenError, issue_token, list_tokens, revoke_token};
+use sagas::access::{TokenError, expiry, issue_token, list_tokens, revoke_token};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -47,8 +48,8 @@ pub(crate) struct CreateToken {
 fn token_error(err: TokenError) -> ApiError {
     match err {
         TokenError::Invalid(why) => ApiError::BadRequest(why),
-        TokenError::Exists => ApiError::Conflict(err.to_string()),
-        TokenError::NotFound => ApiError::NotFound(err.to_string()),
+        TokenError::Refused(ApiTokenError::Exists) => ApiError::Conflict(err.to_string()),
+        TokenError::Refused(ApiTokenError::NotFound) => ApiError::NotFound(err.to_string()),
         TokenError::Unavailable(_) => ApiError::Unavailable(err.to_string()),
     }
 }
@@ -79,31 +80,8 @@ pub(crate) async fn create(
     payload: Result<Json<CreateToken>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request = body(payload)?;
-    let now = Utc::now();
-    let expires_at = match (request.expires_at, request.expires_in_days) {
-        (Some(_), Some(_)) => {
-            return Err(ApiError::BadRequest(
-                "give expires_at or expires_in_days, not both".into(),
-            ));
-        }
-        (Some(at), None) if at <= now => {
-            return Err(ApiError::BadRequest("expires_at is in the past".into()));
-        }
-        (Some(at), None) => Some(at),
-        (None, Some(days)) if !(1..=3650).contains(&days) => {
-            return Err(ApiError::BadRequest(
-                "expires_in_days must be 1..=3650".into(),
-            ));
-        }
-        (None, Some(days)) => Some(now + chrono::Duration::days(i64::from(days))),
-        (None, None) => None,
-    };
-    if request.name == crate::access::BOOTSTRAP_NAME {
-        return Err(ApiError::BadRequest(format!(
-            "{:?} is the bootstrap admin token's name; choose another",
-            request.name
-        )));
-    }
+    let expires_at =
+        expiry(request.expires_at, request.expires_in_days, Utc::now()).map_err(token_error)?;
     let token = issue_token(
         &state.api_tokens,
         &request.name,

@@ -55,16 +55,7 @@ pub(crate) async fn tokens(config: &Config, command: TokensCommand) -> anyhow::R
             role,
             expires_in_days,
         } => {
-            if name == gateway::BOOTSTRAP_NAME {
-                anyhow::bail!("{name:?} is the bootstrap admin token's name; choose another");
-            }
-            let expires_at = match expires_in_days {
-                Some(days) if !(1..=3650).contains(&days) => {
-                    anyhow::bail!("--expires-in-days must be 1..=3650")
-                }
-                Some(days) => Some(Utc::now() + chrono::Duration::days(i64::from(days))),
-                None => None,
-            };
+            let expires_at = sagas::access::expiry(None, expires_in_days, Utc::now())?;
             let token = sagas::access::issue_token(&commands, &name, role, expires_at, meta())
                 .await
                 .with_context(|| format!("token {name:?} was not issued"))?;

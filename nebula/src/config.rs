@@ -291,8 +291,9 @@ impl Config {
     }
 
     /// The vault secrets the configuration names (`secret:NAME`), by key.
-    pub fn secret_references(&mut self) -> Vec<(&'static str, String)> {
-        self.secret_fields()
+    pub fn secret_references(&self) -> Vec<(&'static str, String)> {
+        self.clone()
+            .secret_fields()
             .into_iter()
             .filter_map(|(key, value)| {
                 let name = vault::reference(value.as_ref()?)?;

@@ -178,7 +178,7 @@ async fn render_worker(ctx: Context, config: Config) -> anyhow::Result<Started> 
 
 /// The chat services, with their `secret:NAME` values from the vault; when one of those
 /// secrets changes, they are stopped and started again with the new value.
-async fn chat(ctx: Context, mut config: Config) -> anyhow::Result<Started> {
+async fn chat(ctx: Context, config: Config) -> anyhow::Result<Started> {
     let references: Vec<String> = config
         .secret_references()
         .into_iter()
@@ -196,6 +196,7 @@ async fn chat(ctx: Context, mut config: Config) -> anyhow::Result<Started> {
     start_chat(&child, config.resolve_secrets(&vault).await?).await?;
     let parent = ctx.clone();
     ctx.spawn_once("chat-secrets", async move {
+        let mut reopen = parent.restart.clone();
         loop {
             let next = tokio::select! {
                 () = parent.cancel.cancelled() => {
@@ -205,11 +206,18 @@ async fn chat(ctx: Context, mut config: Config) -> anyhow::Result<Started> {
                 next = changes.next() => next,
             };
             let Some(name) = next else {
-                tracing::warn!("the vault's change feed ended; reopening it");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                changes = Box::pin(vault.changes().await?);
+                tracing::warn!(retry_in = ?reopen.peek(), "the vault's change feed ended; reopening it");
+                if !reopen.wait(&parent.cancel).await {
+                    child.stop().await;
+                    return Ok(());
+                }
+                match vault.changes().await {
+                    Ok(reopened) => changes = Box::pin(reopened),
+                    Err(err) => tracing::warn!(error = %err, "the vault's change feed cannot be reopened yet"),
+                }
                 continue;
             };
+            reopen.reset();
             if !references.contains(&name) {
                 continue;
             }
@@ -338,7 +346,6 @@ pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
     // `secret:NAME` values are read from the vault once, here; the chat part reads its own,
     // and reads them again when they rotate.
     let elsewhere = config
-        .clone()
         .secret_references()
         .iter()
         .any(|(key, _)| !key.starts_with("chat.") && !key.starts_with("post."));

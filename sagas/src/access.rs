@@ -12,9 +12,12 @@ use domain::access::{ApiToken, ApiTokenCommand, ApiTokenError};
 use events::access::{ApiTokenEvent, Role, validate_name};
 use events::{Actor, DomainEvent};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 const PREFIX: &str = "nbt_";
+/// The name the bootstrap admin token acts as; no named token may take it.
+pub const BOOTSTRAP_NAME: &str = "admin";
+/// The longest expiry a token may be given, in days.
+pub const MAX_EXPIRY_DAYS: u32 = 3650;
 
 /// A token's text, split into the name it claims and its random part. Parsing checks the shape
 /// only; whether it is valid is for [`TokenRecord::accepts`].
@@ -27,24 +30,13 @@ pub struct TokenText<'a> {
 impl<'a> TokenText<'a> {
     pub fn parse(text: &'a str) -> Option<TokenText<'a>> {
         let (name, secret) = text.strip_prefix(PREFIX)?.rsplit_once('_')?;
-        let well_formed = secret.len() == 64
-            && secret
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-            && validate_name("token", name).is_ok();
+        let well_formed = common::is_sha256(secret) && validate_name("token", name).is_ok();
         well_formed.then_some(TokenText { name, full: text })
     }
 
     pub fn sha256(&self) -> String {
-        sha256_hex(self.full.as_bytes())
+        common::sha256_hex(self.full.as_bytes())
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Equal in time independent of where the two strings first differ.
@@ -57,16 +49,31 @@ pub fn constant_time_eq(a: &str, b: &str) -> bool {
     diff == 0
 }
 
-/// `bytes` random bytes from the operating system, in lower-case hex.
-pub fn random_hex(bytes: usize) -> Result<String, getrandom::Error> {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+/// A fresh token for `name`: `nbt_<name>_<32 random bytes in hex>`.
+fn generate(name: &str) -> Result<String, TokenError> {
+    let random = common::random_hex(32)
+        .map_err(|err| TokenError::Unavailable(format!("no randomness: {err}")))?;
+    Ok(format!("{PREFIX}{name}_{random}"))
 }
 
-/// A fresh token for `name`: `nbt_<name>_<32 random bytes in hex>`.
-fn generate(name: &str) -> Result<String, getrandom::Error> {
-    Ok(format!("{PREFIX}{name}_{}", random_hex(32)?))
+/// When a new token stops working: at `at`, or `days` from `now`, or never; one of them at most,
+/// in the future, at most [`MAX_EXPIRY_DAYS`] away.
+pub fn expiry(
+    at: Option<DateTime<Utc>>,
+    days: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, TokenError> {
+    let invalid = |why: &str| Err(TokenError::Invalid(why.to_owned()));
+    match (at, days) {
+        (Some(_), Some(_)) => invalid("give expires_at or expires_in_days, not both"),
+        (Some(at), None) if at <= now => invalid("expires_at is in the past"),
+        (Some(at), None) => Ok(Some(at)),
+        (None, Some(days)) if !(1..=MAX_EXPIRY_DAYS).contains(&days) => {
+            invalid("expires_in_days must be 1..=3650")
+        }
+        (None, Some(days)) => Ok(Some(now + chrono::Duration::days(i64::from(days)))),
+        (None, None) => Ok(None),
+    }
 }
 
 /// What the log says about one token name (never the token itself).
@@ -107,33 +114,20 @@ impl TokenRecord {
 }
 
 /// Why a token was not issued or revoked.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    #[error("{0}")]
     Invalid(String),
-    Exists,
-    NotFound,
+    /// The name's aggregate said no (already issued, or nothing to revoke).
+    #[error(transparent)]
+    Refused(ApiTokenError),
+    #[error("the event log is unavailable: {0}")]
     Unavailable(String),
 }
 
-impl std::fmt::Display for TokenError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TokenError::Invalid(why) => f.write_str(why),
-            TokenError::Exists => {
-                f.write_str("a token with this name is already issued; revoke it first")
-            }
-            TokenError::NotFound => f.write_str("no token with this name is issued"),
-            TokenError::Unavailable(why) => write!(f, "the event log is unavailable: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for TokenError {}
-
 fn token_error(err: AggregateError<ApiTokenError>) -> TokenError {
     match err {
-        AggregateError::UserError(ApiTokenError::Exists) => TokenError::Exists,
-        AggregateError::UserError(ApiTokenError::NotFound) => TokenError::NotFound,
+        AggregateError::UserError(refused) => TokenError::Refused(refused),
         other => TokenError::Unavailable(other.to_string()),
     }
 }
@@ -148,7 +142,12 @@ pub async fn issue_token(
     meta: CommandMeta,
 ) -> Result<String, TokenError> {
     validate_name("token", name).map_err(TokenError::Invalid)?;
-    let text = generate(name).map_err(|err| TokenError::Unavailable(err.to_string()))?;
+    if name == BOOTSTRAP_NAME {
+        return Err(TokenError::Invalid(format!(
+            "{name:?} is the bootstrap admin token's name; choose another"
+        )));
+    }
+    let text = generate(name)?;
     let token_sha256 = TokenText::parse(&text)
         .expect("a generated token parses")
         .sha256();
@@ -168,7 +167,7 @@ pub async fn revoke_token(
     name: &str,
     meta: CommandMeta,
 ) -> Result<(), TokenError> {
-    validate_name("token", name).map_err(|_| TokenError::NotFound)?;
+    validate_name("token", name).map_err(|_| TokenError::Refused(ApiTokenError::NotFound))?;
     execute(tokens, name, ApiTokenCommand::Revoke, meta, 3)
         .await
         .map_err(token_error)
@@ -180,34 +179,31 @@ pub async fn load_token(bus: &Bus, name: &str) -> Result<Option<TokenRecord>, bu
     if validate_name("token", name).is_err() {
         return Ok(None);
     }
-    let subject = events::subjects::event(ApiTokenEvent::AGGREGATE_TYPE, name);
     let mut record: Option<TokenRecord> = None;
-    for message in bus.read_subject(&subject).await? {
-        let Ok(envelopes) = message.decode_commit() else {
-            continue;
-        };
-        for envelope in envelopes {
-            match envelope.decode::<ApiTokenEvent>() {
-                Ok(ApiTokenEvent::Issued(issued)) => {
-                    record = Some(TokenRecord {
-                        name: name.to_owned(),
-                        role: issued.role,
-                        issued_at: envelope.occurred_at,
-                        issued_by: envelope.actor.clone(),
-                        expires_at: issued.expires_at,
-                        revoked_at: None,
-                        revoked_by: None,
-                        token_sha256: issued.token_sha256,
-                    });
-                }
-                Ok(ApiTokenEvent::Revoked {}) => {
-                    if let Some(record) = record.as_mut() {
-                        record.revoked_at = Some(envelope.occurred_at);
-                        record.revoked_by = Some(envelope.actor.clone());
-                    }
-                }
-                Err(_) => {}
+    for envelope in bus
+        .aggregate_events(ApiTokenEvent::AGGREGATE_TYPE, name)
+        .await?
+    {
+        match envelope.decode::<ApiTokenEvent>() {
+            Ok(ApiTokenEvent::Issued(issued)) => {
+                record = Some(TokenRecord {
+                    name: name.to_owned(),
+                    role: issued.role,
+                    issued_at: envelope.occurred_at,
+                    issued_by: envelope.actor.clone(),
+                    expires_at: issued.expires_at,
+                    revoked_at: None,
+                    revoked_by: None,
+                    token_sha256: issued.token_sha256,
+                });
             }
+            Ok(ApiTokenEvent::Revoked {}) => {
+                if let Some(record) = record.as_mut() {
+                    record.revoked_at = Some(envelope.occurred_at);
+                    record.revoked_by = Some(envelope.actor.clone());
+                }
+            }
+            Err(_) => {}
         }
     }
     Ok(record)
@@ -215,17 +211,9 @@ pub async fn load_token(bus: &Bus, name: &str) -> Result<Option<TokenRecord>, bu
 
 /// Every token name's latest issue, by name.
 pub async fn list_tokens(bus: &Bus) -> Result<Vec<TokenRecord>, bus::BusError> {
-    let prefix = events::subjects::event(ApiTokenEvent::AGGREGATE_TYPE, "");
     let mut out = Vec::new();
-    for subject in bus
-        .event_subjects(&events::subjects::events_of_type(
-            ApiTokenEvent::AGGREGATE_TYPE,
-        ))
-        .await?
-    {
-        if let Some(name) = subject.strip_prefix(&prefix)
-            && let Some(record) = load_token(bus, name).await?
-        {
+    for name in bus.aggregate_ids(ApiTokenEvent::AGGREGATE_TYPE).await? {
+        if let Some(record) = load_token(bus, &name).await? {
             out.push(record);
         }
     }
@@ -291,6 +279,29 @@ mod tests {
         record.revoked_at = Some(now);
         assert_eq!(record.status(now), "revoked");
         assert!(!record.accepts(&TokenText::parse(&text).unwrap(), now));
+    }
+
+    #[test]
+    fn expiries_are_in_the_future_and_one_at_most() {
+        let now = Utc::now();
+        let later = now + chrono::Duration::hours(1);
+        assert_eq!(expiry(None, None, now).unwrap(), None);
+        assert_eq!(expiry(Some(later), None, now).unwrap(), Some(later));
+        assert_eq!(
+            expiry(None, Some(7), now).unwrap(),
+            Some(now + chrono::Duration::days(7))
+        );
+        for (at, days) in [
+            (Some(later), Some(1)),
+            (Some(now), None),
+            (None, Some(0)),
+            (None, Some(MAX_EXPIRY_DAYS + 1)),
+        ] {
+            assert!(
+                matches!(expiry(at, days, now), Err(TokenError::Invalid(_))),
+                "{at:?} {days:?}"
+            );
+        }
     }
 
     #[test]

@@ -114,7 +114,7 @@ impl VaultKey {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes)
             .map_err(|err| VaultError::Key(format!("cannot be made: {err}")))?;
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = common::hex(&bytes);
         let fail = |err: std::io::Error| {
             VaultError::Key(format!("file {} cannot be created: {err}", file.display()))
         };
@@ -282,7 +282,7 @@ impl Vault {
             )));
         }
         for _ in 0..10 {
-            let version = self.current_version(name).await? + 1;
+            let version = self.history(name).await?.0 + 1;
             let sealed = seal(&self.key, name, version, bytes)?;
             self.store.put(name, sealed).await.map_err(unavailable)?;
             match execute(
@@ -341,19 +341,32 @@ impl Vault {
         }
     }
 
-    async fn current_version(&self, name: &str) -> Result<u64, VaultError> {
-        let subject = events::subjects::event(SecretEvent::AGGREGATE_TYPE, name);
+    /// The last version `name` was given (0: never; kept after a removal, so versions never
+    /// repeat) and, while it is set, what the log says of it.
+    async fn history(&self, name: &str) -> Result<(u64, Option<SecretRecord>), VaultError> {
         let mut version = 0;
-        for message in self.bus.read_subject(&subject).await.map_err(unavailable)? {
-            for envelope in message.decode_commit().unwrap_or_default() {
-                if let Ok(SecretEvent::Set { version: v } | SecretEvent::Removed { version: v }) =
-                    envelope.decode::<SecretEvent>()
-                {
-                    version = version.max(v);
+        let mut record = None;
+        let envelopes = self
+            .bus
+            .aggregate_events(SecretEvent::AGGREGATE_TYPE, name)
+            .await
+            .map_err(unavailable)?;
+        for envelope in envelopes {
+            match envelope.decode::<SecretEvent>() {
+                Ok(SecretEvent::Set { version: set }) => {
+                    version = set;
+                    record = Some(SecretRecord {
+                        name: name.to_owned(),
+                        version: set,
+                        set_at: envelope.occurred_at,
+                        set_by: envelope.actor.clone(),
+                    });
                 }
+                Ok(SecretEvent::Removed { .. }) => record = None,
+                Err(_) => {}
             }
         }
-        Ok(version)
+        Ok((version, record))
     }
 
     /// What the log says of `name` now: `None` when it was never set or was removed.
@@ -361,42 +374,19 @@ impl Vault {
         if validate_name("secret", name).is_err() {
             return Ok(None);
         }
-        let subject = events::subjects::event(SecretEvent::AGGREGATE_TYPE, name);
-        let mut record = None;
-        for message in self.bus.read_subject(&subject).await.map_err(unavailable)? {
-            for envelope in message.decode_commit().unwrap_or_default() {
-                match envelope.decode::<SecretEvent>() {
-                    Ok(SecretEvent::Set { version }) => {
-                        record = Some(SecretRecord {
-                            name: name.to_owned(),
-                            version,
-                            set_at: envelope.occurred_at,
-                            set_by: envelope.actor.clone(),
-                        });
-                    }
-                    Ok(SecretEvent::Removed { .. }) => record = None,
-                    Err(_) => {}
-                }
-            }
-        }
-        Ok(record)
+        Ok(self.history(name).await?.1)
     }
 
     /// Every secret the vault holds, by name.
     pub async fn list(&self) -> Result<Vec<SecretRecord>, VaultError> {
-        let prefix = events::subjects::event(SecretEvent::AGGREGATE_TYPE, "");
-        let subjects = self
+        let names = self
             .bus
-            .event_subjects(&events::subjects::events_of_type(
-                SecretEvent::AGGREGATE_TYPE,
-            ))
+            .aggregate_ids(SecretEvent::AGGREGATE_TYPE)
             .await
             .map_err(unavailable)?;
         let mut out = Vec::new();
-        for subject in subjects {
-            if let Some(name) = subject.strip_prefix(&prefix)
-                && let Some(record) = self.record(name).await?
-            {
+        for name in names {
+            if let Some(record) = self.record(&name).await? {
                 out.push(record);
             }
         }

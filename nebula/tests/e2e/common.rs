@@ -220,10 +220,5 @@ pub fn post_to(config: &mut Config, fake: &testkit::stream::FakeStream) {
 
 /// Every event of one aggregate, in order.
 pub async fn envelopes(bus: &Bus, aggregate_type: &str, id: &str) -> Vec<EventEnvelope> {
-    bus.read_subject(&events::subjects::event(aggregate_type, id))
-        .await
-        .unwrap()
-        .iter()
-        .flat_map(|m| m.decode_commit().unwrap())
-        .collect()
+    bus.aggregate_events(aggregate_type, id).await.unwrap()
 }
