@@ -30,7 +30,7 @@ const html = `
       <div id="token-created-box" class="token-created-box" hidden>
         <label class="field-label" for="token-created">Token <span id="token-created-name" class="mono"></span></label>
         <div class="input-row">
-          <textarea id="token-created" class="token-created" rows="2" readonly spellcheck="false"></textarea>
+          <textarea id="token-created" class="token-created" rows="3" readonly spellcheck="false"></textarea>
           <button id="token-copy" class="btn" type="button">Copy</button>
         </div>
         <p class="token-once">shown once \u2014 copy it now</p>

@@ -146,3 +146,86 @@ async fn a_viewer_watches_and_an_operator_acts_under_their_names(pool: PgPool) {
 
     stack.shutdown().await;
 }
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn an_admin_issues_and_revokes_a_token_in_the_access_room(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let stack = nebula::start(&config(&nats, &pool, state.path()), Parts::GATEWAY)
+        .await
+        .unwrap();
+    let base = format!("http://{}", stack.gateway_addr.unwrap());
+    let browser = Browser::start().await;
+    sign_in(
+        &browser,
+        &format!("{base}/#token={}", common::TOKEN),
+        "admin · admin",
+    )
+    .await;
+    open_room(&browser, "access").await;
+
+    browser
+        .eval(
+            "document.querySelector('#token-name').value = 'kiosk';
+             document.querySelector('#token-role').value = 'viewer';
+             document.querySelector('#token-expiry').value = '30';
+             document.querySelector('#token-create').click(); return null;",
+        )
+        .await;
+    let token = wait_until("the new token to be shown once", WAIT, || async {
+        let shown = browser
+            .eval("const t = document.querySelector('#token-created'); return t && !t.closest('[hidden]') ? t.value : null;")
+            .await;
+        shown.as_str().filter(|t| t.starts_with("nbt_kiosk_")).map(str::to_owned)
+    })
+    .await;
+    let whoami = |token: String| {
+        let url = format!("{base}/api/whoami");
+        async move {
+            common::http()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(whoami(token.clone()).await, 200, "the shown token works");
+    let row = wait_until("the token's row", WAIT, || async {
+        let row = browser
+            .eval(
+                "const r = document.querySelector('#tokens-table tr[data-name=\"kiosk\"]');
+                 return r ? { status: r.dataset.status, text: r.textContent } : null;",
+            )
+            .await;
+        (row["status"] == "active").then_some(row)
+    })
+    .await;
+    assert!(row["text"].as_str().unwrap().contains("viewer"), "{row}");
+    assert!(
+        !row["text"].as_str().unwrap().contains(&token[12..]),
+        "the listing never shows it"
+    );
+    let png = browser.screenshot_png().await;
+    std::fs::write(std::env::temp_dir().join("nebula-access.png"), png).unwrap();
+
+    // Revoked from the page (after the confirmation): the token stops at once.
+    browser
+        .eval(
+            "window.confirm = () => true;
+             document.querySelector('#tokens-table tr[data-name=\"kiosk\"] [data-action=\"revoke\"]').click();
+             return null;",
+        )
+        .await;
+    wait_until("the row to say revoked", WAIT, || async {
+        let status = browser
+            .eval("const r = document.querySelector('#tokens-table tr[data-name=\"kiosk\"]'); return r ? r.dataset.status : null;")
+            .await;
+        (status == "revoked").then_some(())
+    })
+    .await;
+    assert_eq!(whoami(token).await, 401);
+    stack.shutdown().await;
+}
