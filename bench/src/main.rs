@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, consumer::pull, stream};
 use bench::jobs::{Job, JobCommand};
-use bench::{Env, job_commits, preload, rate, release_binary, spawn_event_projections};
+use bench::{Env, job_commits, preload, rate, spawn_event_projections};
+use gateway::GatewayProcess;
+
+mod gateway;
 use bus::consumer::{ConsumerSpec, Outcome};
 use bus::store::{CommandMeta, commands};
 use bus::{ExpectedSeq, StreamName};
@@ -39,6 +42,7 @@ struct Sizes {
     p3_seconds: u64,
     p4_events: u64,
     p6_messages: u64,
+    p7_requests: usize,
 }
 
 impl Sizes {
@@ -58,6 +62,7 @@ impl Sizes {
                 p3_seconds: 3,
                 p4_events: 50_000,
                 p6_messages: 5_000,
+                p7_requests: 500,
             }
         } else {
             Sizes {
@@ -74,6 +79,7 @@ impl Sizes {
                 p3_seconds: 20,
                 p4_events: 1_000_000,
                 p6_messages: 50_000,
+                p7_requests: 4_000,
             }
         }
     }
@@ -271,6 +277,37 @@ async fn main() -> Result<()> {
             None,
             "<= 150 MB",
             json!({}),
+        );
+    }
+
+    if wanted("p7") {
+        println!("P7 the cost of auth on a REST read");
+        let gateway = GatewayProcess::start(&env).await?;
+        let named = gateway.issue_token("bench-reader", "viewer").await?;
+        let (connections, requests) = (8, sizes.p7_requests);
+        // Alternated, twice each, so drift on a shared machine lands on both.
+        let (mut bootstrap, mut token) = (0f64, 0f64);
+        for _ in 0..2 {
+            bootstrap += gateway
+                .reads(
+                    "/api/whoami",
+                    gateway::BOOTSTRAP_TOKEN,
+                    connections,
+                    requests,
+                )
+                .await?;
+            token += gateway
+                .reads("/api/whoami", &named, connections, requests)
+                .await?;
+        }
+        report.ceiling("rest_read_bootstrap_token", bootstrap / 2.0, "req/s");
+        report.figure(
+            "p7_rest_read_named_token",
+            token / 2.0,
+            "req/s",
+            Some(("rest_read_bootstrap_token", bootstrap / 2.0)),
+            ">= 0.9 of the bootstrap-token read (auth within noise)",
+            json!({ "route": "/api/whoami", "connections": connections, "requests": connections * requests }),
         );
     }
 
@@ -593,37 +630,17 @@ async fn append_commands(
 /// 200 websocket clients on a separate gateway process while events are published at a fixed
 /// rate; latency from publish to each client's receipt.
 async fn live_latency(env: &Env, clients: usize, per_second: u64, seconds: u64) -> Result<Value> {
-    let binary = release_binary("nebula");
-    if !binary.exists() {
-        bail!(
-            "{} is missing: run through `cargo xtask bench`, which builds it",
-            binary.display()
-        );
-    }
-    let port = testkit::free_port();
-    let token = "bench-token-0123456789abcdef";
-    let mut gateway = Command::new(&binary)
-        .arg("gateway")
-        .env("NATS_URL", env.nats.url())
-        .env("DATABASE_URL", &env.database_url)
-        .env("NEBULA_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("NEBULA_ADMIN_TOKEN", token)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .context("failed to start the gateway")?;
-    let http = reqwest_free_health(port).await;
-    if let Err(err) = http {
-        let _ = gateway.kill();
-        return Err(err);
-    }
+    let gateway = GatewayProcess::start(env).await?;
+    let port = gateway.port;
+    // The clients sign in as a named viewer, as a dashboard would; auth is paid once per
+    // connection, never per frame.
+    let token = gateway.issue_token("bench-viewer", "viewer").await?;
     let head = env.bus.last_seq(StreamName::Events).await?.0;
     let total_events = per_second * seconds;
     let received = Arc::new(AtomicU64::new(0));
     let mut readers = Vec::new();
     for _ in 0..clients {
-        let mut socket = RawWebSocket::connect(port, &format!("/ws?since={head}"), token).await?;
+        let mut socket = RawWebSocket::connect(port, &format!("/ws?since={head}"), &token).await?;
         let received = received.clone();
         readers.push(tokio::spawn(async move {
             let mut histogram =
@@ -671,9 +688,8 @@ async fn live_latency(env: &Env, clients: usize, per_second: u64, seconds: u64) 
     for reader in readers {
         merged.add(reader.await?)?;
     }
-    let rss = memory_kb(gateway.id());
-    let _ = gateway.kill();
-    let _ = gateway.wait();
+    let rss = memory_kb(gateway.pid());
+    drop(gateway);
     let expected = total_events * clients as u64;
     let received = received.load(Ordering::Relaxed);
     Ok(json!({
@@ -691,31 +707,6 @@ async fn live_latency(env: &Env, clients: usize, per_second: u64, seconds: u64) 
         "gateway_peak_rss_mb": rss.0 as f64 / 1024.0,
         "gateway_rss_mb": rss.1 as f64 / 1024.0,
     }))
-}
-
-/// Waits for the gateway's `/health` with a plain TCP request (no HTTP client needed).
-async fn reqwest_free_health(port: u16) -> Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-            stream
-                .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
-                .await?;
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).await?;
-            if response.starts_with(b"HTTP/1.0 200")
-                || response.starts_with(b"HTTP/1.1 200")
-                || response.windows(4).any(|w| w == b"\"ok\"")
-            {
-                return Ok(());
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("the gateway did not become healthy in 20 s");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn now_ns() -> u64 {
