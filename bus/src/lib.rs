@@ -6,15 +6,18 @@
 //! aggregates with [`store::JetStreamStore`]. Nothing outside this crate sees an
 //! `async_nats::Message`.
 
+mod connect;
 pub mod consumer;
 mod dlq;
 mod error;
 mod publish;
 mod read;
+pub mod remote;
 pub mod sealed;
 pub mod store;
 pub mod streams;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -24,14 +27,17 @@ pub use dlq::StoredDeadLetter;
 pub use error::{BusError, BusErrorKind};
 pub use publish::{Appended, ExpectedSeq};
 pub use read::{MessageStream, ReadFrom, StoredMessage, StreamBounds};
+pub use remote::Remote;
 pub use sealed::{SealedChange, SealedStore};
 pub use streams::StreamName;
 
 /// How to reach NATS and how patient to be with it.
 #[derive(Debug, Clone)]
 pub struct BusConfig {
-    /// One server, or a cluster's seeds separated by commas.
+    /// One server, or a cluster's seeds separated by commas. Never carries credentials.
     pub url: String,
+    /// Who this process is to NATS, and how the connection is secured.
+    pub auth: NatsAuth,
     /// How long a publish keeps retrying (same `Nats-Msg-Id`) while the server is unreachable.
     pub publish_retry_for: Duration,
     /// Largest payload we accept to publish; bigger ones are refused before they are sent.
@@ -44,12 +50,40 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             url: "nats://127.0.0.1:4322".to_owned(),
+            auth: NatsAuth::default(),
             publish_retry_for: Duration::from_secs(30),
             max_payload: 1024 * 1024,
             stream_replicas: 1,
         }
     }
 }
+
+/// Credentials and TLS: files, never values, and never in the URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsAuth {
+    /// An nkey user seed (`SU…`, what `nebula nats config` writes, mode 0600).
+    pub nkey_file: Option<PathBuf>,
+    /// A `.creds` file (JWT and seed) for a server in operator mode.
+    pub creds_file: Option<PathBuf>,
+    /// The CA that signed the server's certificate (TLS is then required).
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and its key, for servers that verify clients.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl NatsAuth {
+    /// Authenticates with the nkey seed in `file`.
+    pub fn nkey(file: impl Into<PathBuf>) -> Self {
+        Self {
+            nkey_file: Some(file.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// How long start-up waits for a server to accept us before giving up with an error.
+const CONNECT_WITHIN: Duration = Duration::from_secs(10);
 
 /// A cheap-to-clone handle on NATS and JetStream.
 #[derive(Clone)]
@@ -62,15 +96,30 @@ pub struct Bus {
 
 impl Bus {
     /// Connects (retrying in the background if the server goes away later) and provisions the
-    /// streams, idempotently.
+    /// streams, idempotently: what the control plane does, and nobody else.
     pub async fn connect(config: BusConfig) -> Result<Bus, BusError> {
         let bus = Self::connect_only(config).await?;
         streams::provision(&bus.jetstream, bus.config.stream_replicas).await?;
         Ok(bus)
     }
 
-    /// Connects without touching stream configuration (for read-only tools).
+    /// Connects and checks that the control plane provisioned every stream, changing none: what
+    /// every process outside the control plane does.
+    pub async fn connect_checked(config: BusConfig) -> Result<Bus, BusError> {
+        let bus = Self::connect_only(config).await?;
+        streams::check(&bus).await?;
+        Ok(bus)
+    }
+
+    /// Connects without touching or checking stream configuration (for read-only tools).
     pub async fn connect_only(config: BusConfig) -> Result<Bus, BusError> {
+        if config.url.contains('@') {
+            return Err(BusError::msg(
+                BusErrorKind::Connect,
+                "the NATS url carries credentials; they belong in a file (nats.nkey_file or \
+                 nats.creds_file), never in the url",
+            ));
+        }
         // `nats://a:4222,nats://b:4222,…`: every seed of a cluster, so start-up works while
         // any one of them is down.
         let servers = config
@@ -79,24 +128,40 @@ impl Bus {
             .map(|url| url.trim().parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
-        let client = async_nats::ConnectOptions::new()
-            .name("nebula")
-            .retry_on_initial_connect()
-            .connection_timeout(Duration::from_secs(5))
-            .max_reconnects(None)
-            .connect(servers.as_slice())
-            .await
-            .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
-        // Fail fast if nobody is there, rather than queueing forever.
-        tokio::time::timeout(Duration::from_secs(10), client.flush())
-            .await
-            .map_err(|_| {
-                BusError::msg(
-                    BusErrorKind::Connect,
-                    format!("no nats server answered at {}", config.url),
-                )
-            })?
-            .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
+        let metrics = Registry::default();
+        let identity = connect::Identity::load(&config.auth).await?;
+        let deadline = tokio::time::Instant::now() + CONNECT_WITHIN;
+        let client = loop {
+            let options = connect::options(&config.auth, &identity, &metrics).await?;
+            match options.connect(servers.as_slice()).await {
+                Ok(client) => break client,
+                Err(err) if connect::is_refusal(&err) => {
+                    return Err(BusError::msg(
+                        BusErrorKind::Connect,
+                        format!(
+                            "nats at {} refused {} ({err}); `nebula nats config` makes the \
+                             credentials and the server's authorization",
+                            config.url,
+                            identity.describe()
+                        ),
+                    ));
+                }
+                Err(err) if tokio::time::Instant::now() >= deadline => {
+                    return Err(BusError::msg(
+                        BusErrorKind::Connect,
+                        format!(
+                            "no nats server accepted us at {} within {}s: {err}",
+                            config.url,
+                            CONNECT_WITHIN.as_secs()
+                        ),
+                    ));
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "nats not reachable yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(5))
             .max_ack_inflight(1024)
@@ -106,7 +171,7 @@ impl Bus {
             client,
             jetstream,
             config,
-            metrics: Registry::default(),
+            metrics,
         })
     }
 

@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 use crate::{Bus, BusError, BusErrorKind};
 
 /// The bucket's name (its stream is `KV_nebula_vault`).
-pub const BUCKET: &str = "nebula_vault";
+pub const BUCKET: &str = events::subjects::VAULT_BUCKET;
 
 pub(crate) fn config(replicas: usize) -> kv::Config {
     kv::Config {

@@ -107,3 +107,27 @@ pub(crate) async fn provision(
         .map_err(|err| BusError::with_source(BusErrorKind::Provision, err))?;
     Ok(())
 }
+
+/// Checks that every stream (and the vault's bucket) exists, changing nothing. A process
+/// outside the control plane never provisions: its credentials may not, and a process started
+/// with other defaults must not turn R3 streams into R1.
+pub(crate) async fn check(bus: &crate::Bus) -> Result<(), BusError> {
+    let mut names: Vec<String> = StreamName::ALL
+        .iter()
+        .map(|name| name.as_str().to_owned())
+        .collect();
+    names.push(format!("KV_{}", crate::sealed::BUCKET));
+    for name in names {
+        bus.jetstream.get_stream(&name).await.map_err(|err| {
+            BusError::msg(
+                BusErrorKind::NotFound,
+                format!(
+                    "stream {name} cannot be read ({err}): the control plane provisions the \
+                     streams (start `nebula up`, or run `nebula migrate`) before other parts \
+                     connect"
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! Small things every crate above `events` shares and none of which is NATS, Postgres or HTTP:
 //! [`Secret`] (a configuration value that never prints), the Prometheus [`metrics::Registry`],
-//! one [`Backoff`] for every retry loop, and the hex, SHA-256 and random-token helpers.
+//! one [`Backoff`] for every retry loop, the hex, SHA-256 and random-token helpers, and private (0600) files.
 
 mod backoff;
 pub mod metrics;
@@ -8,6 +8,25 @@ mod secret;
 
 pub use backoff::Backoff;
 pub use secret::{Dsn, Secret};
+
+/// Writes `bytes` to a new file at `path` that only its owner may read or write (mode 0600),
+/// creating its folder first; never overwrites an existing file (`AlreadyExists`).
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
 
 /// `bytes` in lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {

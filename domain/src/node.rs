@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Event;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum NodeCommand {
     /// Announce (or re-announce, after a restart or hardware change) a node's inventory.
     Register(NodeRegistered),
@@ -16,7 +16,7 @@ pub enum NodeCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum NodeError {
     #[error("node is not registered")]
     NotRegistered,
@@ -29,6 +29,23 @@ pub struct Node {
     pub registered: bool,
     pub online: bool,
     pub inventory: Option<NodeRegistered>,
+}
+
+/// A node speaks only for itself: its agent registers and deregisters its own node
+/// (`bus::remote::NodePolicy`).
+pub fn node_may(
+    _state: &Node,
+    node_id: &str,
+    aggregate_id: &str,
+    _command: &NodeCommand,
+) -> Result<(), String> {
+    if aggregate_id == node_id {
+        Ok(())
+    } else {
+        Err(format!(
+            "node {node_id} cannot speak for node {aggregate_id}"
+        ))
+    }
 }
 
 impl Aggregate for Node {

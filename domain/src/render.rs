@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Event;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum RenderCommand {
     Submit {
         mode: RenderMode,
@@ -69,14 +69,14 @@ pub enum RenderCommand {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum RenderError {
     #[error("render job already exists")]
     AlreadySubmitted,
     #[error("render job does not exist")]
     NotFound,
     #[error("render job is {0} and cannot {1}")]
-    InvalidTransition(&'static str, &'static str),
+    InvalidTransition(String, String),
     #[error("attempt {given} is stale: the job is on attempt {current} (node {node})")]
     StaleAttempt {
         given: u32,
@@ -110,7 +110,10 @@ impl RenderJob {
         if allowed.contains(&status) {
             Ok(())
         } else {
-            Err(RenderError::InvalidTransition(status.as_str(), action))
+            Err(RenderError::InvalidTransition(
+                status.as_str().to_owned(),
+                action.to_owned(),
+            ))
         }
     }
 
@@ -124,6 +127,57 @@ impl RenderJob {
                 current: self.attempt,
                 node: self.node_id.clone().unwrap_or_default(),
             })
+        }
+    }
+}
+
+/// What a node's render worker may do to a job (`bus::remote::NodePolicy`): start, report on,
+/// complete or fail only a job placed on that node, and start it only as that node. Placing,
+/// requeueing, cancelling and submitting are the control plane's.
+pub fn job_node_may(
+    state: &RenderJob,
+    node_id: &str,
+    job_id: &str,
+    command: &RenderCommand,
+) -> Result<(), String> {
+    let placed_here = state.node_id.as_deref() == Some(node_id);
+    let allowed = match command {
+        RenderCommand::Start {
+            node_id: starts_as, ..
+        } => placed_here && starts_as == node_id,
+        RenderCommand::ReportProgress { .. }
+        | RenderCommand::Complete { .. }
+        | RenderCommand::Fail { .. } => placed_here,
+        RenderCommand::Submit { .. }
+        | RenderCommand::ChangePriority { .. }
+        | RenderCommand::Assign { .. }
+        | RenderCommand::Requeue { .. }
+        | RenderCommand::Cancel { .. } => {
+            return Err(format!("a node may not {} a job", command.verb()));
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "job {job_id} is placed on {}, not on node {node_id}",
+            state.node_id.as_deref().unwrap_or("no node")
+        ))
+    }
+}
+
+impl RenderCommand {
+    fn verb(&self) -> &'static str {
+        match self {
+            RenderCommand::Submit { .. } => "submit",
+            RenderCommand::ChangePriority { .. } => "reprioritise",
+            RenderCommand::Assign { .. } => "assign",
+            RenderCommand::Start { .. } => "start",
+            RenderCommand::ReportProgress { .. } => "report on",
+            RenderCommand::Complete { .. } => "complete",
+            RenderCommand::Fail { .. } => "fail",
+            RenderCommand::Requeue { .. } => "requeue",
+            RenderCommand::Cancel { .. } => "cancel",
         }
     }
 }
@@ -393,12 +447,28 @@ pub struct ComfyInstance {
     pub state: Option<ComfyState>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordComfyState(pub ComfyStateChanged);
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[error("unreachable")]
 pub struct NeverFails;
+
+/// A node's supervisor records the state of its own ComfyUI only (`bus::remote::NodePolicy`).
+pub fn comfy_node_may(
+    _state: &ComfyInstance,
+    node_id: &str,
+    aggregate_id: &str,
+    _command: &RecordComfyState,
+) -> Result<(), String> {
+    if aggregate_id == node_id {
+        Ok(())
+    } else {
+        Err(format!(
+            "node {node_id} cannot record the ComfyUI of node {aggregate_id}"
+        ))
+    }
+}
 
 impl Aggregate for ComfyInstance {
     const TYPE: &'static str = "comfyui";
@@ -610,8 +680,8 @@ mod tests {
             .given(given)
             .when(RenderCommand::ChangePriority { priority: 5 })
             .then_expect_error(RenderError::InvalidTransition(
-                "assigned",
-                "change priority",
+                "assigned".to_owned(),
+                "change priority".to_owned(),
             ));
     }
 
@@ -651,5 +721,37 @@ mod tests {
             .then_expect_events(vec![Event(RenderQueueEvent::Admitted(QueueAdmitted {
                 job_id: "j3".into(),
             }))]);
+    }
+
+    #[test]
+    fn a_node_may_work_only_on_the_jobs_placed_on_it() {
+        let mut job = RenderJob::default();
+        for event in submitted() {
+            job.apply(event);
+        }
+        let start = |node: &str| RenderCommand::Start {
+            node_id: node.into(),
+            attempt: 1,
+            backend: "simulated".into(),
+        };
+        let progress = RenderCommand::ReportProgress {
+            attempt: 1,
+            value: 1,
+            max: 2,
+        };
+        assert!(super::job_node_may(&job, "gpu-1", "j1", &start("gpu-1")).is_err());
+        job.apply(assigned("gpu-1", 1));
+        assert!(super::job_node_may(&job, "gpu-1", "j1", &start("gpu-1")).is_ok());
+        assert!(super::job_node_may(&job, "gpu-1", "j1", &progress).is_ok());
+        // Another node: neither as itself nor in gpu-1's name.
+        assert!(super::job_node_may(&job, "gpu-2", "j1", &start("gpu-2")).is_err());
+        assert!(super::job_node_may(&job, "gpu-2", "j1", &start("gpu-1")).is_err());
+        assert!(super::job_node_may(&job, "gpu-1", "j1", &start("gpu-2")).is_err());
+        assert!(super::job_node_may(&job, "gpu-2", "j1", &progress).is_err());
+        let cancel = RenderCommand::Cancel {
+            reason: "mine now".into(),
+        };
+        let err = super::job_node_may(&job, "gpu-1", "j1", &cancel).unwrap_err();
+        assert!(err.contains("may not cancel"), "{err}");
     }
 }

@@ -19,6 +19,8 @@ pub enum Platform {
 }
 
 impl Platform {
+    pub const ALL: [Platform; 2] = [Platform::Discord, Platform::Twitch];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Platform::Discord => "discord",

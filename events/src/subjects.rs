@@ -31,12 +31,72 @@ pub fn work(queue: &str) -> String {
 
 pub const WORK_ALL: &str = "nebula.work.>";
 
+/// `nebula.work.render.<node_id>`: the render jobs placed on one node.
+pub fn render_work(node_id: &str) -> String {
+    work(&format!("render.{node_id}"))
+}
+
+/// The durable consumer through which a node's render worker takes its work (also its DLQ
+/// origin): `render-<node_id>`.
+pub fn render_consumer(node_id: &str) -> String {
+    format!("render-{node_id}")
+}
+
+/// `nebula.work.chat.<platform>`: what a chat listener heard, for its intake.
+pub fn chat_work(platform: &str) -> String {
+    work(&format!("chat.{platform}"))
+}
+
+/// Every chat platform's intake work.
+pub const CHAT_WORK_ALL: &str = "nebula.work.chat.>";
+
 /// `nebula.dlq.<origin>`: where a consumer named `origin` dead-letters poison messages.
 pub fn dlq(origin: &str) -> String {
     format!("{ROOT}.dlq.{origin}")
 }
 
 pub const DLQ_ALL: &str = "nebula.dlq.>";
+
+/// `nebula.cmd.<node_id>.<aggregate_type>`: a command a node sends to one of the control plane's
+/// aggregates (request/reply). Only that node's credentials may publish under its node id, so
+/// the subject says who is asking.
+pub fn command(node_id: &str, aggregate_type: &str) -> String {
+    format!("{ROOT}.cmd.{node_id}.{aggregate_type}")
+}
+
+/// Every node's commands to one aggregate type (what the control plane's relay serves).
+pub fn commands_of_type(aggregate_type: &str) -> String {
+    format!("{ROOT}.cmd.*.{aggregate_type}")
+}
+
+/// The reply inbox prefix of one NATS user (`_INBOX_<name>`): a user may subscribe to its own
+/// replies only, never to another's.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
+}
+
+/// Everything under an inbox prefix.
+pub fn inbox_all(user: &str) -> String {
+    format!("{}.>", inbox_prefix(user))
+}
+
+/// JetStream's API, as a user's permissions name it (`$JS.API.<rest>`).
+pub fn jetstream_api(rest: &str) -> String {
+    format!("$JS.API.{rest}")
+}
+
+/// Acknowledgements of one consumer's deliveries.
+pub fn jetstream_acks(stream: &str, consumer: &str) -> String {
+    format!("$JS.ACK.{stream}.{consumer}.>")
+}
+
+/// Flow control and heartbeats of push consumers on `stream` (KV watches).
+pub fn jetstream_flow_control(stream: &str) -> String {
+    format!("$JS.FC.{stream}.>")
+}
+
+/// The KV bucket the secrets vault keeps its sealed values in (its stream is `KV_<bucket>`).
+pub const VAULT_BUCKET: &str = "nebula_vault";
 
 /// A subject of ours, taken apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +112,11 @@ pub enum Subject<'a> {
     Work { queue: &'a str },
     /// `nebula.dlq.<origin>`
     Dlq { origin: &'a str },
+    /// `nebula.cmd.<node_id>.<aggregate_type>`
+    Command {
+        node_id: &'a str,
+        aggregate_type: &'a str,
+    },
 }
 
 impl<'a> Subject<'a> {
@@ -88,6 +153,13 @@ pub fn parse(subject: &str) -> Option<Subject<'_>> {
         }
         "work" => Some(Subject::Work { queue: rest }),
         "dlq" => Some(Subject::Dlq { origin: rest }),
+        "cmd" => {
+            let (node_id, aggregate_type) = rest.split_once('.')?;
+            (!aggregate_type.contains('.')).then_some(Subject::Command {
+                node_id,
+                aggregate_type,
+            })
+        }
         _ => None,
     }
 }
@@ -152,7 +224,17 @@ mod tests {
                 origin: "chat-intake-twitch"
             })
         );
+        assert_eq!(
+            parse(&super::command("gpu-1", "render_job")),
+            Some(Subject::Command {
+                node_id: "gpu-1",
+                aggregate_type: "render_job"
+            })
+        );
         for not_ours in [
+            "nebula.cmd.gpu-1",
+            "nebula.cmd.gpu-1.render_job.x",
+            "nebula.cmd.*.render_job",
             "nebula",
             "nebulae.events.node.a",
             "nebula.events.node",

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::access::{self, SecretsCommand, TokensCommand};
+use crate::nats::{self, NatsCommand};
 use crate::tools::{self, ReplayArgs, TailArgs};
 use crate::{Config, Parts};
 
@@ -39,9 +40,10 @@ pub enum Command {
     Agent,
     /// Place queued render jobs on GPU nodes (run one per system).
     Dispatcher,
-    /// Run the chat bots that are configured (`chat.twitch.channels`, `chat.discord.token`) and
-    /// the Stream Bot (`post.*.token`).
+    /// Run the chat bots that are configured (`chat.twitch.channels`, `chat.discord.token`).
     Chat,
+    /// Run the Stream Bot (`post.*.token`): the Twitch, YouTube and Kick posts.
+    Posting,
     /// Run a worker on this node.
     #[command(subcommand)]
     Worker(WorkerCommand),
@@ -63,6 +65,9 @@ pub enum Command {
     /// `secret:NAME` are read from it.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// NATS credentials per role and the server's authorization (`nats config`).
+    #[command(subcommand)]
+    Nats(NatsCommand),
 }
 
 impl Command {
@@ -76,6 +81,7 @@ impl Command {
                 | Command::Agent
                 | Command::Dispatcher
                 | Command::Chat
+                | Command::Posting
                 | Command::Worker(_)
         )
     }
@@ -163,6 +169,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent => serve(&config, Parts::AGENT).await,
         Command::Dispatcher => serve(&config, Parts::DISPATCHER).await,
         Command::Chat => serve(&config, Parts::CHAT).await,
+        Command::Posting => serve(&config, Parts::POSTING).await,
         Command::Worker(WorkerCommand::Render) => serve(&config, Parts::RENDER_WORKER).await,
         Command::Migrate => tools::migrate(&config).await,
         Command::Events(EventsCommand::Tail(args)) => tools::tail(&config, args).await,
@@ -176,6 +183,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(DlqCommand::Replay { seq }) => tools::dlq_replay(&config, seq).await,
         Command::Tokens(command) => access::tokens(&config, command).await,
         Command::Secrets(command) => access::secrets(&config, command).await,
+        Command::Nats(command) => nats::run(&config, command),
     }
 }
 

@@ -17,8 +17,10 @@ pub use common::{Dsn, Secret};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// NATS: one server, or a cluster's seeds separated by commas.
+    /// NATS: one server, or a cluster's seeds separated by commas (never with credentials).
     pub nats_url: String,
+    /// Who this process is to NATS: `[nats]` nkey_file / creds_file, tls_ca, tls_cert, tls_key.
+    pub nats: NatsConfig,
     /// Replicas of every JetStream stream (1 on one server; 3 on a production cluster).
     pub stream_replicas: usize,
     /// Postgres, for the read models (its password never prints).
@@ -44,6 +46,22 @@ pub struct Config {
     pub chat: ChatConfig,
     /// The Stream Bot's destinations (Twitch Helix, YouTube, Kick).
     pub post: posting::Config,
+}
+
+/// `[nats]`: credentials and TLS, as files (`nebula nats config` writes the nkey seeds).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// This role's nkey user seed (mode 0600): `<state_dir>/nats-auth/control.nk` on the control
+    /// plane, `agent-<node>.nk` / `worker-<node>.nk` on a GPU node.
+    pub nkey_file: Option<PathBuf>,
+    /// A creds file (JWT + seed), for a server in operator mode.
+    pub creds_file: Option<PathBuf>,
+    /// The CA of the server's certificate; TLS is then required.
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate and key, for a server that verifies clients.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `[chat]`: what every bot shares, and each platform's own section.
@@ -88,6 +106,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             nats_url: "nats://127.0.0.1:4322".to_owned(),
+            nats: NatsConfig::default(),
             stream_replicas: 1,
             database_url: "postgres://nebula:nebula@127.0.0.1:5432/nebula".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -110,6 +129,8 @@ impl Default for Config {
 /// environment variable or the old dotted key, the second where it goes.
 pub const ALIASES: &[(&str, &str)] = &[
     ("NATS_URL", "nats_url"),
+    ("NATS_NKEY_FILE", "nats.nkey_file"),
+    ("NATS_CREDS_FILE", "nats.creds_file"),
     ("DATABASE_URL", "database_url"),
     ("REDIS_URL", "redis_url"),
     ("NEBULA_HTTP_ADDR", "gateway.http_addr"),
@@ -176,8 +197,21 @@ impl Config {
         if !self.nats_url.starts_with("nats://") && !self.nats_url.starts_with("tls://") {
             problems.push(format!(
                 "nats_url must start with nats:// or tls://, got {:?}",
-                self.nats_url
+                common::redact_url(&self.nats_url)
             ));
+        }
+        if self.nats_url.contains('@') {
+            problems.push(
+                "nats_url carries credentials; put them in a file instead (nats.nkey_file, \
+                 which `nebula nats config` writes, or nats.creds_file)"
+                    .to_owned(),
+            );
+        }
+        if self.nats.nkey_file.is_some() && self.nats.creds_file.is_some() {
+            problems.push("nats.nkey_file and nats.creds_file are both set; choose one".to_owned());
+        }
+        if self.nats.tls_cert.is_some() != self.nats.tls_key.is_some() {
+            problems.push("nats.tls_cert and nats.tls_key go together".to_owned());
         }
         let database_url = self.database_url.expose();
         if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
@@ -230,6 +264,13 @@ impl Config {
     pub fn bus_config(&self) -> bus::BusConfig {
         bus::BusConfig {
             url: self.nats_url.clone(),
+            auth: bus::NatsAuth {
+                nkey_file: self.nats.nkey_file.clone(),
+                creds_file: self.nats.creds_file.clone(),
+                tls_ca: self.nats.tls_ca.clone(),
+                tls_cert: self.nats.tls_cert.clone(),
+                tls_key: self.nats.tls_key.clone(),
+            },
             stream_replicas: self.stream_replicas,
             ..Default::default()
         }
@@ -441,6 +482,49 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("gateway_url must be a ws(s) url"));
+    }
+
+    #[test]
+    fn nats_credentials_are_files_never_part_of_the_url() {
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("NATS_NKEY_FILE", "/etc/nebula/nats/control.nk"),
+                ("NEBULA_NATS__TLS_CA", "/etc/nebula/nats/ca.pem"),
+            ]),
+        )
+        .unwrap();
+        let bus = config.bus_config();
+        assert_eq!(
+            bus.auth.nkey_file.as_deref(),
+            Some(Path::new("/etc/nebula/nats/control.nk"))
+        );
+        assert_eq!(
+            bus.auth.tls_ca.as_deref(),
+            Some(Path::new("/etc/nebula/nats/ca.pem"))
+        );
+        let err = Config::load_from(
+            None,
+            env(&[("NATS_URL", "nats://control:hunter2@10.0.0.1:4222")]),
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("nats_url carries credentials"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("NATS_NKEY_FILE", "/a.nk"),
+                ("NATS_CREDS_FILE", "/b.creds"),
+                ("NEBULA_NATS__TLS_CERT", "/c.pem"),
+            ]),
+        )
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("choose one") && text.contains("go together"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -25,13 +25,16 @@ pub enum Part {
     Gateway,
     /// This node's agent: hardware, registration, heartbeats, its own endpoints.
     Agent,
-    /// Places queued render jobs on nodes (one per system).
+    /// Places queued render jobs on nodes (one per system), and relays the nodes' commands to
+    /// the control plane's aggregates (`bus::remote`).
     Dispatcher,
     /// This node's render worker (and its ComfyUI supervisor, when configured).
     RenderWorker,
     /// The chat bots that are configured (Twitch when `chat.twitch.channels` is set, Discord
-    /// when `chat.discord.token` is), and the Stream Bot (when a `post.*.token` is).
+    /// when `chat.discord.token` is).
     Chat,
+    /// The Stream Bot, when a `post.*.token` is set.
+    Posting,
 }
 
 impl Part {
@@ -47,7 +50,13 @@ impl Part {
             Part::Dispatcher => "render dispatcher",
             Part::RenderWorker => "render worker",
             Part::Chat => "chat",
+            Part::Posting => "Stream Bot",
         }
+    }
+
+    /// Whether it belongs to the control plane, which alone provisions the streams.
+    const fn is_control_plane(self) -> bool {
+        matches!(self, Part::Projector | Part::Gateway | Part::Dispatcher)
     }
 }
 
@@ -64,6 +73,7 @@ impl Parts {
         Part::Dispatcher,
         Part::RenderWorker,
         Part::Chat,
+        Part::Posting,
     ]);
     pub const GATEWAY: Parts = Parts::of(&[Part::Gateway]);
     pub const PROJECTOR: Parts = Parts::of(&[Part::Projector]);
@@ -71,6 +81,7 @@ impl Parts {
     pub const DISPATCHER: Parts = Parts::of(&[Part::Dispatcher]);
     pub const RENDER_WORKER: Parts = Parts::of(&[Part::RenderWorker]);
     pub const CHAT: Parts = Parts::of(&[Part::Chat]);
+    pub const POSTING: Parts = Parts::of(&[Part::Posting]);
 
     pub const fn of(parts: &[Part]) -> Parts {
         let mut bits = 0;
@@ -89,6 +100,12 @@ impl Parts {
     pub const fn contains(self, part: Part) -> bool {
         self.0 & part.bit() != 0
     }
+
+    fn any_of_the_control_plane(self) -> bool {
+        PARTS
+            .iter()
+            .any(|(part, _)| part.is_control_plane() && self.contains(*part))
+    }
 }
 
 /// What a part hands back once it runs.
@@ -102,7 +119,7 @@ type Start = fn(Context, Config) -> BoxFuture<'static, anyhow::Result<Started>>;
 
 /// Every part, in the order a process starts them: the gateway before the parts whose share
 /// links point at it.
-const PARTS: [(Part, Start); 6] = [
+const PARTS: [(Part, Start); 7] = [
     (Part::Projector, |ctx, config| {
         Box::pin(projector(ctx, config))
     }),
@@ -114,7 +131,12 @@ const PARTS: [(Part, Start); 6] = [
     (Part::RenderWorker, |ctx, config| {
         Box::pin(render_worker(ctx, config))
     }),
-    (Part::Chat, |ctx, config| Box::pin(chat(ctx, config))),
+    (Part::Chat, |ctx, config| {
+        Box::pin(with_secrets(ctx, config, "chat.", start_chat))
+    }),
+    (Part::Posting, |ctx, config| {
+        Box::pin(with_secrets(ctx, config, "post.", start_posting))
+    }),
 ];
 
 async fn projector(ctx: Context, config: Config) -> anyhow::Result<Started> {
@@ -149,8 +171,44 @@ async fn agent(ctx: Context, config: Config) -> anyhow::Result<Started> {
     })
 }
 
+/// The dispatcher, and the relays through which the nodes' agents, render workers and ComfyUI
+/// supervisors have their commands decided (they may not write the event log themselves).
 async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
     render::dispatcher::start(&ctx, config.render.dispatcher);
+    let bus = ctx.bus.clone();
+    ctx.spawn("relay-node", move |cancel| {
+        let bus = bus.clone();
+        async move {
+            Ok(
+                bus::remote::serve::<domain::node::Node>(bus, domain::node::node_may, cancel)
+                    .await?,
+            )
+        }
+    });
+    let bus = ctx.bus.clone();
+    ctx.spawn("relay-render-job", move |cancel| {
+        let bus = bus.clone();
+        async move {
+            Ok(bus::remote::serve::<domain::render::RenderJob>(
+                bus,
+                domain::render::job_node_may,
+                cancel,
+            )
+            .await?)
+        }
+    });
+    let bus = ctx.bus.clone();
+    ctx.spawn("relay-comfyui", move |cancel| {
+        let bus = bus.clone();
+        async move {
+            Ok(bus::remote::serve::<domain::render::ComfyInstance>(
+                bus,
+                domain::render::comfy_node_may,
+                cancel,
+            )
+            .await?)
+        }
+    });
     Ok(Started::default())
 }
 
@@ -176,26 +234,35 @@ async fn render_worker(ctx: Context, config: Config) -> anyhow::Result<Started> 
     Ok(Started::default())
 }
 
-/// The chat services, with their `secret:NAME` values from the vault; when one of those
-/// secrets changes, they are stopped and started again with the new value.
-async fn chat(ctx: Context, config: Config) -> anyhow::Result<Started> {
+type StartWith = fn(&Context, Config) -> BoxFuture<'_, anyhow::Result<()>>;
+
+/// A part whose configuration may name vault secrets (`secret:NAME` under `prefix`): started
+/// with their values; when one of those secrets changes, stopped and started again with the
+/// new value.
+async fn with_secrets(
+    ctx: Context,
+    config: Config,
+    prefix: &'static str,
+    start: StartWith,
+) -> anyhow::Result<Started> {
     let references: Vec<String> = config
         .secret_references()
         .into_iter()
-        .filter(|(key, _)| key.starts_with("chat.") || key.starts_with("post."))
+        .filter(|(key, _)| key.starts_with(prefix))
         .map(|(_, name)| name)
         .collect();
     if references.is_empty() {
-        start_chat(&ctx, config).await?;
+        start(&ctx, config).await?;
         return Ok(Started::default());
     }
     let vault = open_vault(&ctx).await?;
     // Watched before the first read, so no rotation falls between them.
     let mut changes = Box::pin(vault.changes().await?);
     let mut child = ctx.child();
-    start_chat(&child, config.resolve_secrets(&vault).await?).await?;
+    start(&child, config.resolve_secrets(&vault).await?).await?;
     let parent = ctx.clone();
-    ctx.spawn_once("chat-secrets", async move {
+    let part = prefix.trim_end_matches('.');
+    ctx.spawn_once("secrets-watch", async move {
         let mut reopen = parent.restart.clone();
         loop {
             let next = tokio::select! {
@@ -221,18 +288,18 @@ async fn chat(ctx: Context, config: Config) -> anyhow::Result<Started> {
             if !references.contains(&name) {
                 continue;
             }
-            tracing::info!(secret = %name, "a secret the chat services use changed; starting them again");
+            tracing::info!(secret = %name, part, "a secret this part uses changed; starting it again");
             parent
                 .metrics()
-                .add("nebula_secret_rotations_total", &[("part", "chat")], 1.0);
+                .add("nebula_secret_rotations_total", &[("part", part)], 1.0);
             child.stop().await;
             child = parent.child();
             let started = match config.resolve_secrets(&vault).await {
-                Ok(resolved) => start_chat(&child, resolved).await,
+                Ok(resolved) => start(&child, resolved).await,
                 Err(err) => Err(err),
             };
             if let Err(err) = started {
-                tracing::error!(error = format!("{err:#}"), "the chat services stay stopped until their secrets are fixed");
+                tracing::error!(error = format!("{err:#}"), part, "the part stays stopped until its secrets are fixed");
             }
         }
     });
@@ -246,31 +313,43 @@ async fn open_vault(ctx: &Context) -> anyhow::Result<vault::Vault> {
     )
 }
 
-async fn start_chat(ctx: &Context, config: Config) -> anyhow::Result<()> {
-    let (post, chat) = (config.post, config.chat);
-    let any = post.enabled() || chat.twitch.enabled() || chat.discord.enabled();
-    if !any {
-        tracing::info!(
-            "no chat bot or Stream Bot configured (chat.twitch.channels, chat.discord.token, post.*.token)"
-        );
-    }
-    if any && config.public_url.is_none() {
+fn start_chat(ctx: &Context, config: Config) -> BoxFuture<'_, anyhow::Result<()>> {
+    Box::pin(async move {
+        let chat = config.chat;
+        let any = chat.twitch.enabled() || chat.discord.enabled();
+        if !any {
+            tracing::info!("no chat bot configured (chat.twitch.channels, chat.discord.token)");
+        }
+        warn_without_public_url(ctx, any, config.public_url.is_some());
+        if chat.twitch.enabled() {
+            twitch::start(ctx, chat.twitch, &chat.shared).await?;
+        }
+        if chat.discord.enabled() {
+            discord::start(ctx, chat.discord, &chat.shared).await?;
+        }
+        Ok(())
+    })
+}
+
+fn start_posting(ctx: &Context, config: Config) -> BoxFuture<'_, anyhow::Result<()>> {
+    Box::pin(async move {
+        if !config.post.enabled() {
+            tracing::info!("no Stream Bot destination configured (post.*.token)");
+            return Ok(());
+        }
+        warn_without_public_url(ctx, true, config.public_url.is_some());
+        posting::start(ctx, config.post)
+    })
+}
+
+fn warn_without_public_url(ctx: &Context, runs: bool, public_url_set: bool) {
+    if runs && !public_url_set {
         tracing::warn!(
             public_url = %ctx.site.public_url,
             "public_url is not set: share links in chat replies and posts point at this \
              address, which viewers elsewhere cannot open"
         );
     }
-    if post.enabled() {
-        posting::start(ctx, post)?;
-    }
-    if chat.twitch.enabled() {
-        twitch::start(ctx, chat.twitch, &chat.shared).await?;
-    }
-    if chat.discord.enabled() {
-        discord::start(ctx, chat.discord, &chat.shared).await?;
-    }
-    Ok(())
 }
 
 /// The bootstrap admin token of a running gateway.
@@ -331,9 +410,13 @@ impl AgentView for AgentEndpoints {
 /// Starts `parts` of the system, in the order of the table. If one fails to start, what was
 /// already started is stopped again.
 pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
-    let bus = Bus::connect(config.bus_config())
-        .await
-        .with_context(|| format!("failed to connect to nats at {}", config.nats_url))?;
+    // Only the control plane provisions the streams; every other process checks they exist.
+    let bus = if parts.any_of_the_control_plane() {
+        Bus::connect(config.bus_config()).await
+    } else {
+        Bus::connect_checked(config.bus_config()).await
+    }
+    .with_context(|| format!("failed to connect to nats at {}", config.nats_url))?;
     let mut ctx = Context::new(bus.clone(), config.site(None));
     let mut running = Running {
         gateway_addr: None,
@@ -343,8 +426,8 @@ pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
         cancel: ctx.cancel.clone(),
         tracker: ctx.tracker.clone(),
     };
-    // `secret:NAME` values are read from the vault once, here; the chat part reads its own,
-    // and reads them again when they rotate.
+    // `secret:NAME` values are read from the vault once, here; the chat and posting parts read
+    // their own, and read them again when they rotate.
     let elsewhere = config
         .secret_references()
         .iter()
@@ -365,7 +448,7 @@ pub async fn start(config: &Config, parts: Parts) -> anyhow::Result<Running> {
         if !parts.contains(part) {
             continue;
         }
-        let given = if part == Part::Chat {
+        let given = if matches!(part, Part::Chat | Part::Posting) {
             config.clone()
         } else {
             resolved.clone()

@@ -33,6 +33,18 @@ impl NatsServer {
         })
     }
 
+    /// Starts a fresh server whose clients must authenticate: `authorization` is a nats-server
+    /// `authorization { … }` block (what `nebula nats config` writes).
+    pub fn start_authorized(authorization: &str) -> NatsServer {
+        let port = crate::free_port();
+        Self::spawn_with(Self::binary(), temp_store(), port, |store| {
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n}}\n{authorization}\n",
+                store.join("js").display()
+            )
+        })
+    }
+
     fn binary() -> PathBuf {
         let binary = std::env::var_os("NATS_SERVER_BIN")
             .map(PathBuf::from)

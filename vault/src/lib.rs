@@ -10,7 +10,6 @@
 //! - A check value sealed when the vault was created tells a wrong key at open, before any
 //!   secret is read: a wrong key is an error, never a garbled value.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bus::store::{CommandMeta, Commands, commands, execute};
@@ -118,19 +117,7 @@ impl VaultKey {
         let fail = |err: std::io::Error| {
             VaultError::Key(format!("file {} cannot be created: {err}", file.display()))
         };
-        if let Some(dir) = file.parent() {
-            std::fs::create_dir_all(dir).map_err(fail)?;
-        }
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut out = options.open(file).map_err(fail)?;
-        out.write_all(hex.as_bytes()).map_err(fail)?;
-        out.sync_all().map_err(fail)?;
+        common::write_private(file, hex.as_bytes()).map_err(fail)?;
         Ok(VaultKey(Key::from(bytes)))
     }
 }

@@ -271,7 +271,7 @@ fn no_subject_is_spelled_outside_events_subjects() {
             if line.trim_start().starts_with("//") {
                 continue;
             }
-            for kind in ["events", "telemetry", "work", "dlq"] {
+            for kind in ["events", "telemetry", "work", "dlq", "cmd"] {
                 if line.contains(&format!("\"nebula.{kind}")) {
                     problems.push(format!("{path}:{}: {}", number + 1, line.trim()));
                 }

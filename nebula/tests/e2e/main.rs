@@ -11,6 +11,7 @@ mod dashboard;
 mod dashboard_access;
 mod discord;
 mod gateway;
+mod nats_auth;
 mod posting;
 mod projector_crash;
 mod render;

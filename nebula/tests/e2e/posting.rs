@@ -36,7 +36,7 @@ async fn start_with(
     let mut config = common::config(&nats, pool, state.path());
     common::post_to(&mut config, fake);
     tune(&mut config);
-    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Chat]))
+    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Posting]))
         .await
         .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());

@@ -155,7 +155,7 @@ async fn secrets_are_sealed_never_shown_and_rotate_into_a_running_service(pool: 
     let mut config = common::config(&nats, &pool, state.path());
     common::post_to(&mut config, &fake);
     config.post.kick.token = Some("secret:kick".into());
-    let chat = nebula::start(&config, Parts::of(&[Part::Chat]))
+    let chat = nebula::start(&config, Parts::of(&[Part::Posting]))
         .await
         .unwrap();
     let post = post_to_kick(&base).await;

@@ -9,7 +9,8 @@ mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::store::{CommandMeta, commands, execute};
+use bus::remote::Remote;
+use bus::store::CommandMeta;
 use common::Backoff;
 use cqrs_es::AggregateError;
 use domain::node::{Node, NodeCommand, NodeError};
@@ -161,16 +162,15 @@ impl Agent {
         status.set_inventory(inventory.clone());
         tracing::info!(node_id = %node_id, gpus = inventory.gpus.len(), gpu_source = %inventory.gpu_source, "hardware detected");
 
-        let node_commands = commands::<Node>(ctx.bus.clone(), ());
+        // The control plane decides; this node never writes the event log itself.
+        let node_commands = Remote::<Node>::new(ctx.bus.clone(), node_id.as_str());
         let actor = Actor::Node(node_id.to_string());
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
-            let register = execute(
-                &node_commands,
+            let register = node_commands.execute(
                 node_id.as_str(),
                 NodeCommand::Register(inventory.clone()),
                 CommandMeta::new(actor.clone()),
-                3,
             );
             // Never hold up shutdown on an unreachable bus.
             let result = tokio::select! {
@@ -225,14 +225,12 @@ impl Agent {
         }
 
         // Best effort: say goodbye, but never hang shutdown on it.
-        let goodbye = execute(
-            &node_commands,
+        let goodbye = node_commands.execute(
             node_id.as_str(),
             NodeCommand::Deregister {
                 reason: "agent stopped".to_owned(),
             },
             CommandMeta::new(actor),
-            3,
         );
         match tokio::time::timeout(Duration::from_secs(3), goodbye).await {
             Ok(Ok(())) => tracing::info!(node_id = %node_id, "node deregistered"),

@@ -25,7 +25,7 @@ pub struct Incoming {
 impl Incoming {
     /// The WORK subject a platform's incoming commands travel on.
     pub fn subject(platform: Platform) -> String {
-        events::subjects::work(&format!("chat.{}", platform.as_str()))
+        events::subjects::chat_work(platform.as_str())
     }
 }
 

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 /// `nebula.work.render.<node>`: a node's render work.
 pub fn work_subject(node_id: &str) -> String {
-    events::subjects::work(&format!("render.{node_id}"))
+    events::subjects::render_work(node_id)
 }
 
 /// What a worker receives: enough to run the job without reading the log.

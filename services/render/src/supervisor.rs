@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bus::Bus;
-use bus::store::{CommandMeta, Commands, commands, execute};
+use bus::remote::Remote;
+use bus::store::CommandMeta;
 use common::Backoff;
 use domain::render::{ComfyInstance, RecordComfyState};
 use events::Actor;
@@ -90,7 +91,8 @@ pub struct Supervisor {
     url: String,
     node_id: String,
     vram_flag: String,
-    events: Commands<ComfyInstance>,
+    /// Its state changes, decided by the control plane.
+    events: Remote<ComfyInstance>,
     http: reqwest::Client,
 }
 
@@ -121,11 +123,12 @@ impl Supervisor {
             VRAM_MODES.contains(&vram_flag.as_str()),
             "render.supervise.vram_mode must be --lowvram, --normalvram or --highvram"
         );
+        let node_id = node_id.into();
         Ok(Self {
             url: url.into().trim_end_matches('/').to_owned(),
-            node_id: node_id.into(),
+            events: Remote::new(bus, &node_id),
+            node_id,
             vram_flag,
-            events: commands::<ComfyInstance>(bus, ()),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs_f64(
                     config.health_timeout_secs.clamp(0.05, 60.0),
@@ -148,7 +151,7 @@ impl Supervisor {
             "comfyui-supervisor@{}",
             self.node_id
         )));
-        if let Err(err) = execute(&self.events, &self.node_id, command, meta, 5).await {
+        if let Err(err) = self.events.execute(&self.node_id, command, meta).await {
             tracing::warn!(error = %err, "failed to record a comfyui state change");
         }
     }

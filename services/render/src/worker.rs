@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bus::consumer::{ConsumerSpec, Delivery, Outcome};
-use bus::store::{CommandMeta, Commands, commands, execute};
+use bus::remote::Remote;
+use bus::store::CommandMeta;
 use bus::{Bus, ReadFrom, StreamName};
 use cqrs_es::AggregateError;
 use domain::render::{RenderCommand, RenderError, RenderJob};
@@ -86,7 +87,8 @@ pub(crate) struct Worker {
     backend: Arc<dyn Backend>,
     store: ArtifactStore,
     config: WorkerConfig,
-    jobs: Commands<RenderJob>,
+    /// The control plane decides every report (this node never writes the event log).
+    jobs: Remote<RenderJob>,
     /// Cancel switches of the jobs running here, by job id.
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
 }
@@ -101,24 +103,20 @@ enum Report {
 impl Worker {
     pub(crate) fn new(
         bus: Bus,
-        node_id: impl Into<String>,
+        node_id: String,
         backend: Arc<dyn Backend>,
         store: ArtifactStore,
         config: WorkerConfig,
     ) -> Self {
         Self {
-            jobs: commands::<RenderJob>(bus.clone(), ()),
+            jobs: Remote::new(bus.clone(), &node_id),
             bus,
-            node_id: node_id.into(),
+            node_id,
             backend,
             store,
             config,
             running: Arc::default(),
         }
-    }
-
-    fn consumer_name(node_id: &str) -> String {
-        format!("render-{node_id}")
     }
 
     /// Spawns its loops on the context: `slots` consumers of this node's work, the heartbeat,
@@ -143,7 +141,10 @@ impl Worker {
     }
 
     fn spec(&self) -> ConsumerSpec {
-        let mut spec = ConsumerSpec::new(StreamName::Work, Self::consumer_name(&self.node_id));
+        let mut spec = ConsumerSpec::new(
+            StreamName::Work,
+            events::subjects::render_consumer(&self.node_id),
+        );
         spec.filter_subject = Some(work_subject(&self.node_id));
         spec.max_deliver = self.config.max_deliveries;
         spec.max_ack_pending = i64::from(self.config.slots.max(1));
@@ -260,7 +261,11 @@ impl Worker {
     }
 
     async fn report(&self, item: &WorkItem, command: RenderCommand) -> Report {
-        match execute(&self.jobs, &item.job_id, command, self.meta(item), 5).await {
+        match self
+            .jobs
+            .execute(&item.job_id, command, self.meta(item))
+            .await
+        {
             Ok(()) => Report::Done,
             Err(AggregateError::UserError(
                 err @ (RenderError::StaleAttempt { .. }
