@@ -596,6 +596,12 @@ async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
     let bus = common::bus(&nats).await;
     let client = common::http();
     let cancel = tokio_util::sync::CancellationToken::new();
+    // The control plane's relay decides the supervisor's state changes.
+    tokio::spawn(bus::remote::serve::<domain::render::ComfyInstance>(
+        bus.clone(),
+        domain::render::comfy_node_may,
+        cancel.clone(),
+    ));
 
     // Dies: SIGKILLed while healthy.
     let port = testkit::free_port();
