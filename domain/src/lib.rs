@@ -15,6 +15,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// A node policy's rule for aggregates keyed by node id: a node may act on its own only.
+fn own_node(node_id: &str, aggregate_id: &str, what: &str) -> Result<(), String> {
+    if aggregate_id == node_id {
+        Ok(())
+    } else {
+        Err(format!("node {node_id} cannot {what} {aggregate_id}"))
+    }
+}
+
 /// An `events` domain enum, usable as a cqrs-es aggregate event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(transparent)]

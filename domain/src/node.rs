@@ -39,13 +39,7 @@ pub fn node_may(
     aggregate_id: &str,
     _command: &NodeCommand,
 ) -> Result<(), String> {
-    if aggregate_id == node_id {
-        Ok(())
-    } else {
-        Err(format!(
-            "node {node_id} cannot speak for node {aggregate_id}"
-        ))
-    }
+    crate::own_node(node_id, aggregate_id, "speak for node")
 }
 
 impl Aggregate for Node {

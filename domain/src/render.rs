@@ -461,13 +461,7 @@ pub fn comfy_node_may(
     aggregate_id: &str,
     _command: &RecordComfyState,
 ) -> Result<(), String> {
-    if aggregate_id == node_id {
-        Ok(())
-    } else {
-        Err(format!(
-            "node {node_id} cannot record the ComfyUI of node {aggregate_id}"
-        ))
-    }
+    crate::own_node(node_id, aggregate_id, "record the ComfyUI of node")
 }
 
 impl Aggregate for ComfyInstance {

@@ -369,25 +369,23 @@ mod tests {
     #[test]
     fn a_node_may_speak_only_for_itself() {
         let agent = Identity::Agent(node("gpu-a")).permissions("UKEY");
-        assert!(
-            agent
-                .publish
-                .contains(&"nebula.telemetry.gpu-a.>".to_owned())
-        );
-        assert!(agent.publish.contains(&"nebula.cmd.gpu-a.node".to_owned()));
+        assert!(agent.publish.contains(&subject::telemetry("gpu-a", ">")));
+        assert!(agent.publish.contains(&subject::command("gpu-a", "node")));
         assert_eq!(agent.subscribe, vec!["_INBOX_UKEY.>".to_owned()]);
         let worker = Identity::Worker(node("gpu-a")).permissions("UKEY");
         for permissions in [&agent, &worker] {
             for subject in permissions.publish.iter().chain(&permissions.subscribe) {
-                assert!(!subject.starts_with("nebula.events"), "{subject}");
+                assert!(!subject::is_event_log(subject), "{subject}");
                 assert!(!subject.contains("gpu-b"), "{subject}");
                 assert!(!subject.contains("STREAM.CREATE") && !subject.contains("STREAM.UPDATE"));
                 assert!(subject != ">");
             }
         }
-        assert!(worker.publish.contains(
-            &"$JS.API.CONSUMER.CREATE.WORK.render-gpu-a.nebula.work.render.gpu-a".to_owned()
-        ));
+        let own_work = format!(
+            "$JS.API.CONSUMER.CREATE.WORK.render-gpu-a.{}",
+            subject::render_work("gpu-a")
+        );
+        assert!(worker.publish.contains(&own_work));
     }
 
     #[test]

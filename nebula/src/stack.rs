@@ -175,40 +175,9 @@ async fn agent(ctx: Context, config: Config) -> anyhow::Result<Started> {
 /// supervisors have their commands decided (they may not write the event log themselves).
 async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
     render::dispatcher::start(&ctx, config.render.dispatcher);
-    let bus = ctx.bus.clone();
-    ctx.spawn("relay-node", move |cancel| {
-        let bus = bus.clone();
-        async move {
-            Ok(
-                bus::remote::serve::<domain::node::Node>(bus, domain::node::node_may, cancel)
-                    .await?,
-            )
-        }
-    });
-    let bus = ctx.bus.clone();
-    ctx.spawn("relay-render-job", move |cancel| {
-        let bus = bus.clone();
-        async move {
-            Ok(bus::remote::serve::<domain::render::RenderJob>(
-                bus,
-                domain::render::job_node_may,
-                cancel,
-            )
-            .await?)
-        }
-    });
-    let bus = ctx.bus.clone();
-    ctx.spawn("relay-comfyui", move |cancel| {
-        let bus = bus.clone();
-        async move {
-            Ok(bus::remote::serve::<domain::render::ComfyInstance>(
-                bus,
-                domain::render::comfy_node_may,
-                cancel,
-            )
-            .await?)
-        }
-    });
+    relay::<domain::node::Node>(&ctx, "relay-node", domain::node::node_may);
+    relay::<domain::render::RenderJob>(&ctx, "relay-render-job", domain::render::job_node_may);
+    relay::<domain::render::ComfyInstance>(&ctx, "relay-comfyui", domain::render::comfy_node_may);
     Ok(Started::default())
 }
 
@@ -232,6 +201,21 @@ async fn render_worker(ctx: Context, config: Config) -> anyhow::Result<Started> 
     }
     render::start(&ctx, render).await?;
     Ok(Started::default())
+}
+
+/// Serves the nodes' commands to aggregates of type `A`, restarted by the context if it fails.
+fn relay<A>(ctx: &Context, name: &'static str, policy: bus::remote::NodePolicy<A>)
+where
+    A: cqrs_es::Aggregate<Services = ()> + Clone + 'static,
+    A::Command: serde::de::DeserializeOwned + Clone + Send + Sync,
+    A::Error: serde::Serialize + Send + Sync,
+    A::Event: events::DomainEvent,
+{
+    let bus = ctx.bus.clone();
+    ctx.spawn(name, move |cancel| {
+        let bus = bus.clone();
+        async move { Ok(bus::remote::serve::<A>(bus, policy, cancel).await?) }
+    });
 }
 
 type StartWith = fn(&Context, Config) -> BoxFuture<'_, anyhow::Result<()>>;

@@ -51,6 +51,8 @@ async fn start_bot(pool: &PgPool, parts: Parts) -> Bot {
     })
     .await;
     let config = chat_config(&nats, pool, state.path(), &twitch);
+    // The control plane provisions the streams the bot checks for.
+    drop(common::bus(&nats).await);
     let running = nebula::start(&config, parts).await.unwrap();
     joined(&twitch).await;
     Bot {

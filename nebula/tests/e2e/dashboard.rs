@@ -474,6 +474,7 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
             Part::Dispatcher,
             Part::RenderWorker,
             Part::Chat,
+            Part::Posting,
         ]),
     )
     .await
