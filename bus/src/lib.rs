@@ -58,10 +58,13 @@ impl Default for BusConfig {
     }
 }
 
-/// Credentials and TLS: files, never values, and never in the URL.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Credentials and TLS: files, never values, and never in the URL (`[nats]` in the
+/// configuration).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct NatsAuth {
-    /// An nkey user seed (`SU…`, what `nebula nats config` writes, mode 0600).
+    /// An nkey user seed (`SU…`, what `nebula nats config` writes, mode 0600):
+    /// `control.nk` on the control plane, `agent-<node>.nk` / `worker-<node>.nk` on a GPU node.
     pub nkey_file: Option<PathBuf>,
     /// A `.creds` file (JWT and seed) for a server in operator mode.
     pub creds_file: Option<PathBuf>,
@@ -131,6 +134,7 @@ impl Bus {
         let metrics = Registry::default();
         let identity = connect::Identity::load(&config.auth).await?;
         let deadline = tokio::time::Instant::now() + CONNECT_WITHIN;
+        let mut retry = common::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let client = loop {
             let options = connect::options(&config.auth, &identity, &metrics).await?;
             match options.connect(servers.as_slice()).await {
@@ -157,8 +161,8 @@ impl Bus {
                     ));
                 }
                 Err(err) => {
-                    tracing::debug!(error = %err, "nats not reachable yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tracing::debug!(error = %err, retry_in = ?retry.peek(), "nats not reachable yet; retrying");
+                    retry.sleep().await;
                 }
             }
         };

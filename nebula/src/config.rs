@@ -20,7 +20,7 @@ pub struct Config {
     /// NATS: one server, or a cluster's seeds separated by commas (never with credentials).
     pub nats_url: String,
     /// Who this process is to NATS: `[nats]` nkey_file / creds_file, tls_ca, tls_cert, tls_key.
-    pub nats: NatsConfig,
+    pub nats: bus::NatsAuth,
     /// Replicas of every JetStream stream (1 on one server; 3 on a production cluster).
     pub stream_replicas: usize,
     /// Postgres, for the read models (its password never prints).
@@ -46,22 +46,6 @@ pub struct Config {
     pub chat: ChatConfig,
     /// The Stream Bot's destinations (Twitch Helix, YouTube, Kick).
     pub post: posting::Config,
-}
-
-/// `[nats]`: credentials and TLS, as files (`nebula nats config` writes the nkey seeds).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NatsConfig {
-    /// This role's nkey user seed (mode 0600): `<state_dir>/nats-auth/control.nk` on the control
-    /// plane, `agent-<node>.nk` / `worker-<node>.nk` on a GPU node.
-    pub nkey_file: Option<PathBuf>,
-    /// A creds file (JWT + seed), for a server in operator mode.
-    pub creds_file: Option<PathBuf>,
-    /// The CA of the server's certificate; TLS is then required.
-    pub tls_ca: Option<PathBuf>,
-    /// A client certificate and key, for a server that verifies clients.
-    pub tls_cert: Option<PathBuf>,
-    pub tls_key: Option<PathBuf>,
 }
 
 /// `[chat]`: what every bot shares, and each platform's own section.
@@ -106,7 +90,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             nats_url: "nats://127.0.0.1:4322".to_owned(),
-            nats: NatsConfig::default(),
+            nats: bus::NatsAuth::default(),
             stream_replicas: 1,
             database_url: "postgres://nebula:nebula@127.0.0.1:5432/nebula".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -264,13 +248,7 @@ impl Config {
     pub fn bus_config(&self) -> bus::BusConfig {
         bus::BusConfig {
             url: self.nats_url.clone(),
-            auth: bus::NatsAuth {
-                nkey_file: self.nats.nkey_file.clone(),
-                creds_file: self.nats.creds_file.clone(),
-                tls_ca: self.nats.tls_ca.clone(),
-                tls_cert: self.nats.tls_cert.clone(),
-                tls_key: self.nats.tls_key.clone(),
-            },
+            auth: self.nats.clone(),
             stream_replicas: self.stream_replicas,
             ..Default::default()
         }

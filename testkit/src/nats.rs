@@ -24,22 +24,20 @@ impl NatsServer {
     /// Starts a fresh server with extra settings inside its `jetstream { … }` block (for
     /// example `sync_interval: always`).
     pub fn start_with(jetstream_settings: &str) -> NatsServer {
-        let port = crate::free_port();
-        Self::spawn_with(Self::binary(), temp_store(), port, |store| {
-            format!(
-                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream_settings}\n}}\n",
-                store.join("js").display()
-            )
-        })
+        Self::start_configured(jetstream_settings, "")
     }
 
     /// Starts a fresh server whose clients must authenticate: `authorization` is a nats-server
     /// `authorization { … }` block (what `nebula nats config` writes).
     pub fn start_authorized(authorization: &str) -> NatsServer {
+        Self::start_configured("", authorization)
+    }
+
+    fn start_configured(jetstream_settings: &str, rest: &str) -> NatsServer {
         let port = crate::free_port();
         Self::spawn_with(Self::binary(), temp_store(), port, |store| {
             format!(
-                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n}}\n{authorization}\n",
+                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream_settings}\n}}\n{rest}\n",
                 store.join("js").display()
             )
         })
