@@ -35,6 +35,7 @@ impl GatewayProcess {
         let child = Command::new(&binary)
             .arg("gateway")
             .env("NATS_URL", env.nats.url())
+            .env("NATS_NKEY_FILE", env.nats.control_seed())
             .env("DATABASE_URL", &env.database_url)
             .env("NEBULA_HTTP_ADDR", format!("127.0.0.1:{port}"))
             .env("NEBULA_ADMIN_TOKEN", BOOTSTRAP_TOKEN)

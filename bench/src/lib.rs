@@ -49,6 +49,7 @@ impl Env {
         let nats = NatsServer::start_with(jetstream_settings);
         let bus = Bus::connect(BusConfig {
             url: nats.url(),
+            auth: bus::NatsAuth::nkey(nats.control_seed()),
             ..Default::default()
         })
         .await?;

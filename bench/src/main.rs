@@ -167,7 +167,9 @@ async fn main() -> Result<()> {
 
     println!("ceilings (raw clients, 256-byte messages)");
     let mut env = Env::new("bench", "").await?;
-    let client = async_nats::connect(env.nats.url()).await?;
+    let client = async_nats::ConnectOptions::with_nkey(env.nats.control_nkey())
+        .connect(env.nats.url())
+        .await?;
     let publish_ceiling = ceiling_publish(&client, "CEIL", sizes.ceiling_messages).await?;
     report.ceiling("jetstream_async_publish", publish_ceiling, "msg/s");
     let consume_ceiling = ceiling_consume(&client, "CEIL", sizes.ceiling_messages).await?;
@@ -177,7 +179,9 @@ async fn main() -> Result<()> {
     report.ceiling("postgres_one_row_per_transaction", single, "rows/s");
     {
         let strict = testkit::NatsServer::start_with("sync_interval: always");
-        let strict_client = async_nats::connect(strict.url()).await?;
+        let strict_client = async_nats::ConnectOptions::with_nkey(strict.control_nkey())
+            .connect(strict.url())
+            .await?;
         let always =
             ceiling_publish(&strict_client, "CEIL_SYNC", sizes.sync_always_messages).await?;
         report.ceiling("jetstream_async_publish_sync_always", always, "msg/s");

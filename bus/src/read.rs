@@ -119,6 +119,7 @@ impl Bus {
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy,
                 filter_subject: filter.unwrap_or_default(),
+                name: Some(reader_name()),
                 ..Default::default()
             })
             .await
@@ -164,6 +165,7 @@ impl Bus {
                     start_time: to_offset(at)?,
                 },
                 filter_subject: filter.unwrap_or_default(),
+                name: Some(reader_name()),
                 ..Default::default()
             })
             .await
@@ -341,4 +343,11 @@ fn to_offset(at: DateTime<Utc>) -> Result<time::OffsetDateTime, BusError> {
         at.timestamp_nanos_opt().unwrap_or_default(),
     ))
     .map_err(|err| BusError::with_source(BusErrorKind::Other, err))
+}
+
+/// A fresh name for an ordered consumer. Named, its create request goes to
+/// `$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`, so NATS permissions can allow a role to
+/// read only the subjects it may (an unnamed one would go to `…CREATE.<stream>`, filter unseen).
+fn reader_name() -> String {
+    format!("read-{}", uuid::Uuid::new_v4().simple())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bus::consumer::{ConsumerSpec, Outcome};
 use bus::store::{CommandMeta, JetStreamStore, commands};
-use bus::{Bus, BusConfig, BusErrorKind, ExpectedSeq, ReadFrom, StreamName};
+use bus::{Bus, BusConfig, BusErrorKind, ExpectedSeq, NatsAuth, ReadFrom, StreamName};
 use bytes::Bytes;
 use cqrs_es::{AggregateError, EventStore};
 use domain::node::{Node, NodeCommand, NodeError};
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 async fn connect(server: &NatsServer) -> Bus {
     Bus::connect(BusConfig {
         url: server.url(),
+        auth: NatsAuth::nkey(server.control_seed()),
         ..Default::default()
     })
     .await
@@ -54,7 +55,10 @@ fn registered(node: &str, seq: u64) -> EventEnvelope {
 
 /// What a plain NATS client could write, bypassing the bus.
 async fn foreign_publish(server: &NatsServer, subject: &str, payload: &'static [u8]) {
-    let client = async_nats::connect(server.url()).await.unwrap();
+    let client = async_nats::ConnectOptions::with_nkey(server.control_nkey())
+        .connect(server.url())
+        .await
+        .unwrap();
     async_nats::jetstream::new(client)
         .publish(subject.to_owned(), Bytes::from_static(payload))
         .await
@@ -367,6 +371,7 @@ async fn oversized_payloads_are_refused_clearly() {
     // The server's own limit is enforced too, for a client configured with a larger one.
     let lax = Bus::connect(BusConfig {
         url: server.url(),
+        auth: NatsAuth::nkey(server.control_seed()),
         max_payload: 8 * 1024 * 1024,
         ..Default::default()
     })
@@ -634,6 +639,7 @@ async fn replicas_beyond_a_single_server_are_refused_at_start() {
     let server = NatsServer::start();
     let config = BusConfig {
         url: server.url(),
+        auth: NatsAuth::nkey(server.control_seed()),
         stream_replicas: 3,
         ..Default::default()
     };
@@ -659,6 +665,7 @@ async fn an_r3_cluster_survives_losing_a_node() {
     let mut cluster = testkit::NatsCluster::start(3);
     let config = BusConfig {
         url: cluster.url(),
+        auth: NatsAuth::nkey(cluster.control_seed()),
         stream_replicas: 3,
         ..Default::default()
     };

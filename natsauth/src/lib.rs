@@ -248,6 +248,27 @@ impl Accounts {
         })
     }
 
+    /// The credentials of every role for `nodes` and of every node named before (its agent
+    /// seed is in `dir`), with `dir/authorization.conf` written for them (atomically, so a
+    /// server reloading never reads half a file). What `nebula nats config` and `cargo xtask`
+    /// run.
+    pub fn write(dir: &Path, nodes: &[events::NodeId]) -> Result<Accounts, AuthError> {
+        let mut all = known_nodes(dir)?;
+        for node in nodes {
+            if !all.contains(node) {
+                all.push(node.clone());
+            }
+        }
+        all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let accounts = Accounts::ensure(dir, &Identity::all(&all))?;
+        let path = dir.join(AUTHORIZATION_FILE);
+        let partial = dir.join(format!("{AUTHORIZATION_FILE}.partial"));
+        std::fs::write(&partial, accounts.authorization())
+            .and_then(|()| std::fs::rename(&partial, &path))
+            .map_err(|err| AuthError::Io(format!("cannot write {}: {err}", path.display())))?;
+        Ok(accounts)
+    }
+
     /// The seed file of `identity`.
     pub fn seed_file(&self, identity: &Identity) -> Option<&Path> {
         self.credentials
@@ -279,6 +300,37 @@ impl Accounts {
         out.push_str("  ]\n}\n");
         out
     }
+}
+
+/// The file [`Accounts::write`] leaves next to the seeds, for nats-server to `include`.
+pub const AUTHORIZATION_FILE: &str = "authorization.conf";
+
+/// The nodes whose agent seeds are already in `dir` (none when `dir` does not exist yet).
+fn known_nodes(dir: &Path) -> Result<Vec<events::NodeId>, AuthError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(err) => {
+            return Err(AuthError::Io(format!(
+                "cannot read {}: {err}",
+                dir.display()
+            )));
+        }
+    };
+    let mut nodes = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.map_err(|err| AuthError::Io(format!("cannot read {}: {err}", dir.display())))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(node) = name
+            .strip_prefix("agent-")
+            .and_then(|rest| rest.strip_suffix(".nk"))
+            && let Ok(ids) = parse_nodes(node)
+        {
+            nodes.extend(ids);
+        }
+    }
+    Ok(nodes)
 }
 
 /// Reads a seed file's key pair.

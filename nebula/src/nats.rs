@@ -1,11 +1,11 @@
 //! `nebula nats config`: the NATS credentials of every role and the nats-server authorization
 //! that limits each to the subjects it needs (`natsauth`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Subcommand;
-use natsauth::{Accounts, Identity};
+use natsauth::Accounts;
 
 use crate::Config;
 
@@ -33,7 +33,8 @@ pub fn default_dir(config: &Config) -> PathBuf {
 pub(crate) fn run(config: &Config, command: NatsCommand) -> anyhow::Result<()> {
     let NatsCommand::Config { nodes, out } = command;
     let dir = out.unwrap_or_else(|| default_dir(config));
-    let accounts = write(&dir, &natsauth::parse_nodes(&nodes)?)?;
+    let accounts = Accounts::write(&dir, &natsauth::parse_nodes(&nodes)?)
+        .with_context(|| format!("NATS credentials in {}", dir.display()))?;
     println!(
         "NATS credentials in {} (each seed is mode 0600; copy it only to the machine it names):",
         dir.display()
@@ -53,47 +54,7 @@ pub(crate) fn run(config: &Config, command: NatsCommand) -> anyhow::Result<()> {
         "\nnats-server: include {:?} in its configuration, then reload it \
          (nats-server --signal reload).\nEach process: NATS_NKEY_FILE=<its seed> \
          (nats.nkey_file).",
-        dir.join("authorization.conf")
+        dir.join(natsauth::AUTHORIZATION_FILE)
     );
     Ok(())
-}
-
-/// The credentials of every role for `nodes` and of every node named before (its seeds are in
-/// `dir`), and `dir/authorization.conf` for them.
-pub fn write(dir: &Path, nodes: &[events::NodeId]) -> anyhow::Result<Accounts> {
-    let mut all: Vec<events::NodeId> = known_nodes(dir)?;
-    for node in nodes {
-        if !all.contains(node) {
-            all.push(node.clone());
-        }
-    }
-    all.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    let accounts = Accounts::ensure(dir, &Identity::all(&all))?;
-    let path = dir.join("authorization.conf");
-    let partial = dir.join("authorization.conf.partial");
-    std::fs::write(&partial, accounts.authorization())
-        .and_then(|()| std::fs::rename(&partial, &path))
-        .with_context(|| format!("failed to write {}", path.display()))?;
-    Ok(accounts)
-}
-
-/// The nodes whose agent seeds are already in `dir`.
-fn known_nodes(dir: &Path) -> anyhow::Result<Vec<events::NodeId>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err).with_context(|| format!("failed to read {}", dir.display())),
-    };
-    let mut nodes = Vec::new();
-    for entry in entries {
-        let name = entry?.file_name().to_string_lossy().into_owned();
-        if let Some(node) = name
-            .strip_prefix("agent-")
-            .and_then(|rest| rest.strip_suffix(".nk"))
-            && let Ok(ids) = natsauth::parse_nodes(node)
-        {
-            nodes.extend(ids);
-        }
-    }
-    Ok(nodes)
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 async fn connect(server: &NatsServer) -> Bus {
     Bus::connect(BusConfig {
         url: server.url(),
+        auth: bus::NatsAuth::nkey(server.control_seed()),
         ..Default::default()
     })
     .await
@@ -398,7 +399,10 @@ async fn poison_events_go_to_the_dlq_and_later_events_still_project(pool: PgPool
     register(&bus, "n2", "bad\u{0000}host").await;
     // Not even JSON.
     // Not even JSON, written by a foreign client (the bus refuses raw writes to the log).
-    let client = async_nats::connect(server.url()).await.unwrap();
+    let client = async_nats::ConnectOptions::with_nkey(server.control_nkey())
+        .connect(server.url())
+        .await
+        .unwrap();
     async_nats::jetstream::new(client)
         .publish(
             "nebula.events.node.n3",

@@ -13,6 +13,7 @@ use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 async fn context(server: &NatsServer) -> Context {
     let bus = Bus::connect(BusConfig {
         url: server.url(),
+        auth: bus::NatsAuth::nkey(server.control_seed()),
         ..Default::default()
     })
     .await

@@ -1,46 +1,110 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use natsauth::{Accounts, Identity};
 use tempfile::TempDir;
 
 /// A nats-server ≥ 2.10 with JetStream, private to one test: own port, own store, the default
-/// 1 MiB max_payload. Killed on drop.
+/// 1 MiB max_payload, and the authorization `nebula nats config` generates, so clients must
+/// sign in as one of the roles ([`NatsServer::seed`]) and every test runs under the
+/// permissions production has. Killed on drop.
 pub struct NatsServer {
     binary: PathBuf,
     port: u16,
     store: TempDir,
     child: Option<Child>,
-    config: std::path::PathBuf,
+    config: PathBuf,
+    credentials: Arc<Credentials>,
+}
+
+/// The roles' seeds (mode 0600) in a folder of their own, shared by a cluster's servers.
+struct Credentials {
+    _dir: TempDir,
+    accounts: Accounts,
+}
+
+impl Credentials {
+    fn generate(nodes: &[&str]) -> Arc<Credentials> {
+        let dir = tempfile::Builder::new()
+            .prefix("nebula-nats-auth-")
+            .tempdir()
+            .expect("failed to create temp dir");
+        let nodes: Vec<events::NodeId> = nodes
+            .iter()
+            .map(|node| node.parse().expect("a valid node id"))
+            .collect();
+        let accounts = Accounts::write(dir.path(), &nodes).expect("failed to write credentials");
+        Arc::new(Credentials {
+            _dir: dir,
+            accounts,
+        })
+    }
 }
 
 impl NatsServer {
-    /// Starts a fresh server. The binary is `$NATS_SERVER_BIN`, else `.nebula/bin/nats-server`
-    /// (what `cargo xtask` installs).
+    /// Starts a fresh server with users for the control plane, the chat bots and the Stream
+    /// Bot. The binary is `$NATS_SERVER_BIN`, else `.nebula/bin/nats-server` (what
+    /// `cargo xtask` installs).
     pub fn start() -> NatsServer {
-        Self::start_with("")
+        Self::start_configured("", &[])
+    }
+
+    /// Starts a fresh server that also has an agent and a render worker user for each of
+    /// `nodes`.
+    pub fn start_with_nodes(nodes: &[&str]) -> NatsServer {
+        Self::start_configured("", nodes)
     }
 
     /// Starts a fresh server with extra settings inside its `jetstream { … }` block (for
     /// example `sync_interval: always`).
     pub fn start_with(jetstream_settings: &str) -> NatsServer {
-        Self::start_configured(jetstream_settings, "")
+        Self::start_configured(jetstream_settings, &[])
     }
 
-    /// Starts a fresh server whose clients must authenticate: `authorization` is a nats-server
-    /// `authorization { … }` block (what `nebula nats config` writes).
-    pub fn start_authorized(authorization: &str) -> NatsServer {
-        Self::start_configured("", authorization)
-    }
-
-    fn start_configured(jetstream_settings: &str, rest: &str) -> NatsServer {
+    fn start_configured(jetstream_settings: &str, nodes: &[&str]) -> NatsServer {
         let port = crate::free_port();
-        Self::spawn_with(Self::binary(), temp_store(), port, |store| {
+        let credentials = Credentials::generate(nodes);
+        Self::spawn_with(Self::binary(), temp_store(), port, credentials, |store| {
             format!(
-                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream_settings}\n}}\n{rest}\n",
+                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream_settings}\n}}\n",
                 store.join("js").display()
             )
         })
+    }
+
+    /// The seed file `identity` signs in with (`bus::NatsAuth::nkey`, `NATS_NKEY_FILE`).
+    ///
+    /// # Panics
+    /// When the server has no such user (a node not named at start).
+    pub fn seed(&self, identity: &Identity) -> PathBuf {
+        self.credentials
+            .accounts
+            .seed_file(identity)
+            .unwrap_or_else(|| panic!("this nats-server has no user {}", identity.user()))
+            .to_path_buf()
+    }
+
+    /// The control plane's seed file: the role that may do everything.
+    pub fn control_seed(&self) -> PathBuf {
+        self.seed(&Identity::Control)
+    }
+
+    /// The control plane's seed itself, for a raw `async_nats` client
+    /// (`ConnectOptions::with_nkey`).
+    pub fn control_nkey(&self) -> String {
+        let path = self.control_seed();
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// The folder of every role's seed (and the `authorization.conf` the server's own
+    /// configuration has inline).
+    pub fn credentials_dir(&self) -> &Path {
+        &self.credentials.accounts.dir
     }
 
     fn binary() -> PathBuf {
@@ -59,10 +123,16 @@ impl NatsServer {
         binary: PathBuf,
         store: TempDir,
         port: u16,
-        text: impl FnOnce(&std::path::Path) -> String,
+        credentials: Arc<Credentials>,
+        text: impl FnOnce(&Path) -> String,
     ) -> NatsServer {
         let config = store.path().join("nats.conf");
-        let text = text(store.path());
+        // inline: nats-server resolves an include relative to the including file, never absolute
+        let text = format!(
+            "{}{}",
+            text(store.path()),
+            credentials.accounts.authorization()
+        );
         std::fs::write(&config, text).expect("failed to write nats.conf");
         let mut server = NatsServer {
             binary,
@@ -70,13 +140,14 @@ impl NatsServer {
             store,
             child: None,
             config,
+            credentials,
         };
         server.spawn();
         server
     }
 
     /// Where the server keeps its JetStream files.
-    pub fn store_dir(&self) -> &std::path::Path {
+    pub fn store_dir(&self) -> &Path {
         self.store.path()
     }
 
@@ -146,6 +217,7 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub fn start(size: usize) -> NatsCluster {
+        let credentials = Credentials::generate(&[]);
         let ports: Vec<(u16, u16)> = (0..size)
             .map(|_| (crate::free_port(), crate::free_port()))
             .collect();
@@ -158,7 +230,8 @@ impl NatsCluster {
             .enumerate()
             .map(|(i, (client, route))| {
                 let routes = routes.join(", ");
-                NatsServer::spawn_with(NatsServer::binary(), temp_store(), *client, |store| {
+                let credentials = credentials.clone();
+                NatsServer::spawn_with(NatsServer::binary(), temp_store(), *client, credentials, |store| {
                     format!(
                         "server_name: n{i}\nlisten: 127.0.0.1:{client}\n\
                          jetstream {{\n  store_dir: \"{}\"\n}}\n\
@@ -169,6 +242,11 @@ impl NatsCluster {
             })
             .collect();
         NatsCluster { servers }
+    }
+
+    /// The control plane's seed file (every server has the same users).
+    pub fn control_seed(&self) -> PathBuf {
+        self.servers[0].control_seed()
     }
 
     /// Every server, comma-separated, as `NATS_URL` takes a cluster's seeds.

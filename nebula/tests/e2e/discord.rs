@@ -9,6 +9,7 @@ use crate::common;
 use std::time::Duration;
 
 use events::chat::{ChannelSettings, CommandRule, Platform};
+use natsauth::Identity;
 use nebula::{Config, Part, Parts};
 use serde_json::json;
 use sqlx::PgPool;
@@ -34,9 +35,11 @@ fn discord_config(
     config
 }
 
-/// A running nebula whose bot is connected to the fake Discord.
+/// The bot connected to the fake Discord, in a process of its own signed in as the chat role,
+/// beside the control plane and a simulated render worker.
 struct Bot {
     running: nebula::Running,
+    chat: nebula::Running,
     discord: FakeDiscord,
     _nats: NatsServer,
     _state: tempfile::TempDir,
@@ -53,19 +56,19 @@ async fn start_bot(pool: &PgPool) -> Bot {
     })
     .await;
     let config = discord_config(&nats, pool, state.path(), &discord);
-    let parts = Parts::of(&[
-        Part::Gateway,
-        Part::Dispatcher,
-        Part::RenderWorker,
-        Part::Chat,
-    ]);
+    let parts = Parts::of(&[Part::Gateway, Part::Dispatcher, Part::RenderWorker]);
     let running = nebula::start(&config, parts).await.unwrap();
+    let mut bot = config.clone();
+    common::sign_in_as(&mut bot, &nats, &Identity::Chat);
+    bot.public_url = running.gateway_addr.map(|addr| format!("http://{addr}"));
+    let chat = nebula::start(&bot, Parts::CHAT).await.unwrap();
     wait_until("the commands to be registered", DEFAULT_WAIT, || async {
         (discord.commands(GUILD).is_some() && discord.connected() > 0).then_some(())
     })
     .await;
     Bot {
         running,
+        chat,
         discord,
         _nats: nats,
         _state: state,
@@ -306,12 +309,14 @@ async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(poo
     .await;
     assert_eq!(message.files.len(), 1);
     assert!(
-        running
+        bot.chat
             .bus
             .metrics()
             .get("nebula_discord_errors_total", &[("op", "acknowledge")])
             >= 1.0
     );
+    common::assert_no_permission_violations(&bot.chat);
+    bot.chat.shutdown().await;
     bot.running.shutdown().await;
 }
 
@@ -483,5 +488,7 @@ async fn guild_settings_shape_the_bot_and_discord_errors_are_retried(pool: PgPoo
             .iter()
             .any(|(call, status)| call.ends_with("/messages/@original") && *status == 413)
     );
+    common::assert_no_permission_violations(&bot.chat);
+    bot.chat.shutdown().await;
     bot.running.shutdown().await;
 }

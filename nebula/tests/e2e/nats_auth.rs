@@ -24,13 +24,9 @@ fn as_role(nats: &NatsServer, seed: &std::path::Path) -> BusConfig {
 
 #[tokio::test]
 async fn each_role_may_do_only_what_its_credentials_allow() {
-    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start_with_nodes(&["gpu-a", "gpu-b"]);
     let gpu_a: events::NodeId = "gpu-a".parse().unwrap();
-    let gpu_b: events::NodeId = "gpu-b".parse().unwrap();
-    let accounts = nebula::nats::write(dir.path(), &[gpu_a.clone(), gpu_b.clone()]).unwrap();
-    let authorization = std::fs::read_to_string(dir.path().join("authorization.conf")).unwrap();
-    let nats = NatsServer::start_authorized(&authorization);
-    let seed = |identity: Identity| accounts.seed_file(&identity).unwrap().to_path_buf();
+    let seed = |identity: Identity| nats.seed(&identity);
 
     // Anonymous: refused at once, with a clear error (the invented node.registered).
     let err = Bus::connect_only(BusConfig {
@@ -55,7 +51,7 @@ async fn each_role_may_do_only_what_its_credentials_allow() {
         .await
         .unwrap();
 
-    let worker_a = Bus::connect_checked(as_role(&nats, &seed(Identity::Worker(gpu_a.clone()))))
+    let worker_a = Bus::connect_checked(as_role(&nats, &seed(Identity::Worker(gpu_a))))
         .await
         .expect("a node's credentials may check the streams");
     // The event log: refused, reported and counted.
@@ -114,15 +110,10 @@ async fn each_role_may_do_only_what_its_credentials_allow() {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_node_registers_through_the_control_planes_relay(pool: sqlx::PgPool) {
-    let dir = tempfile::tempdir().unwrap();
-    let node: events::NodeId = "gpu-a".parse().unwrap();
-    let accounts = nebula::nats::write(dir.path(), std::slice::from_ref(&node)).unwrap();
-    let authorization = std::fs::read_to_string(dir.path().join("authorization.conf")).unwrap();
-    let nats = NatsServer::start_authorized(&authorization);
+    let nats = NatsServer::start_with_nodes(&["gpu-a"]);
     let state = tempfile::tempdir().unwrap();
 
-    let mut control = crate::common::config(&nats, &pool, state.path());
-    control.nats.nkey_file = accounts.seed_file(&Identity::Control).map(Into::into);
+    let control = crate::common::config(&nats, &pool, state.path());
     let plane = nebula::start(
         &control,
         nebula::Parts::of(&[nebula::Part::Projector, nebula::Part::Dispatcher]),
@@ -131,9 +122,11 @@ async fn a_node_registers_through_the_control_planes_relay(pool: sqlx::PgPool) {
     .unwrap();
 
     let mut agent = control.clone();
-    agent.nats.nkey_file = accounts
-        .seed_file(&Identity::Agent(node.clone()))
-        .map(Into::into);
+    crate::common::sign_in_as(
+        &mut agent,
+        &nats,
+        &Identity::Agent("gpu-a".parse().unwrap()),
+    );
     agent.agent.node_id = Some("gpu-a".into());
     let node_process = nebula::start(&agent, nebula::Parts::AGENT).await.unwrap();
 

@@ -7,7 +7,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use nebula::{Part, Parts};
+use natsauth::Identity;
+use nebula::Parts;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::stream::{Api, FakeStream, FakeStreamOptions};
@@ -16,10 +17,21 @@ use testkit::{NatsServer, wait_until};
 const WAIT: Duration = Duration::from_secs(40);
 
 struct Stack {
+    /// The gateway, signed in as the control plane.
     running: nebula::Running,
+    /// The Stream Bot in a process of its own, signed in as the posting role.
+    posting: nebula::Running,
     base: String,
     _nats: NatsServer,
     _state: tempfile::TempDir,
+}
+
+impl Stack {
+    async fn shutdown(self) {
+        common::assert_no_permission_violations(&self.posting);
+        self.posting.shutdown().await;
+        self.running.shutdown().await;
+    }
 }
 
 async fn start(pool: &PgPool, fake: &FakeStream) -> Stack {
@@ -36,12 +48,14 @@ async fn start_with(
     let mut config = common::config(&nats, pool, state.path());
     common::post_to(&mut config, fake);
     tune(&mut config);
-    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Posting]))
-        .await
-        .unwrap();
+    let running = nebula::start(&config, Parts::GATEWAY).await.unwrap();
+    common::sign_in_as(&mut config, &nats, &Identity::Posting);
+    config.public_url = running.gateway_addr.map(|addr| format!("http://{addr}"));
+    let posting = nebula::start(&config, Parts::POSTING).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     Stack {
         running,
+        posting,
         base,
         _nats: nats,
         _state: state,
@@ -195,7 +209,7 @@ async fn a_post_reaches_every_platform_through_rate_limits_and_outages(pool: PgP
         errors.iter().any(|e| e.starts_with("kick 500")),
         "{errors:?}"
     );
-    stack.running.shutdown().await;
+    stack.shutdown().await;
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
@@ -305,7 +319,7 @@ async fn refusals_are_final_and_bad_requests_are_explained(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
-    stack.running.shutdown().await;
+    stack.shutdown().await;
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
@@ -335,7 +349,7 @@ async fn a_post_that_cannot_go_out_in_time_is_given_up(pool: PgPool) {
     );
     assert!(fake.posted().is_empty());
     assert_eq!(fake.calls().len(), 1, "one attempt, then given up");
-    stack.running.shutdown().await;
+    stack.shutdown().await;
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
@@ -404,5 +418,5 @@ async fn stale_access_tokens_are_refreshed_and_the_rotated_ones_kept(pool: PgPoo
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
-    stack.running.shutdown().await;
+    stack.shutdown().await;
 }

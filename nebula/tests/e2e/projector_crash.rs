@@ -21,6 +21,7 @@ fn spawn_projector(nats: &NatsServer, pool: &PgPool) -> common::KillOnDrop {
     let child = Command::new(env!("CARGO_BIN_EXE_nebula"))
         .arg("projector")
         .env("NATS_URL", nats.url())
+        .env("NATS_NKEY_FILE", nats.control_seed())
         .env("DATABASE_URL", common::database_url(pool))
         .env("NEBULA_PROJECTOR__BATCH_SIZE", "250")
         .env("RUST_LOG", "warn")

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bus::Bus;
 use events::EventEnvelope;
 use events::render::RenderJobEvent;
+use natsauth::Identity;
 use nebula::{Config, Part, Parts};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -429,6 +430,10 @@ fn spawn_worker(nats: &NatsServer, comfy: &FakeComfy, artifacts: &Path) -> commo
     let child = Command::new(env!("CARGO_BIN_EXE_nebula"))
         .args(["worker", "render"])
         .env("NATS_URL", nats.url())
+        .env(
+            "NATS_NKEY_FILE",
+            nats.seed(&Identity::Worker("gpu-crash".parse().unwrap())),
+        )
         .env("NEBULA_RENDER__BACKEND", "comfyui")
         .env("NEBULA_RENDER__COMFYUI_URL", comfy.url())
         .env("NEBULA_RENDER__NODE_ID", "gpu-crash")
@@ -445,7 +450,7 @@ fn spawn_worker(nats: &NatsServer, comfy: &FakeComfy, artifacts: &Path) -> commo
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_worker_killed_mid_job_leaves_it_completed_once_and_stored_once(pool: PgPool) {
-    let nats = NatsServer::start();
+    let nats = NatsServer::start_with_nodes(&["gpu-crash"]);
     let comfy = FakeComfy::start().await;
     comfy.set_hold(true);
     let state = tempfile::tempdir().unwrap();
@@ -505,7 +510,7 @@ async fn a_worker_killed_mid_job_leaves_it_completed_once_and_stored_once(pool: 
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPool) {
-    let nats = NatsServer::start();
+    let nats = NatsServer::start_with_nodes(&["gpu-a", "gpu-b"]);
     let comfy = FakeComfy::start().await;
     comfy.set_hold(true); // node A never finishes
     let state = tempfile::tempdir().unwrap();
@@ -518,6 +523,11 @@ async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPoo
     node_a.render.node_id = Some("gpu-a".into());
     node_a.render.backend = render::BackendKind::Comfyui;
     node_a.render.comfyui_url = comfy.url();
+    common::sign_in_as(
+        &mut node_a,
+        &nats,
+        &Identity::Worker("gpu-a".parse().unwrap()),
+    );
     let worker_a = nebula::start(&node_a, Parts::RENDER_WORKER).await.unwrap();
     let id = submit_ok(&client, &base, txt2img("moves house", 3, 0, 4)).await;
     let first = wait_status(&client, &base, &id, "running").await;
@@ -525,8 +535,14 @@ async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPoo
 
     let mut node_b = config.clone();
     node_b.render.node_id = Some("gpu-b".into());
+    common::sign_in_as(
+        &mut node_b,
+        &nats,
+        &Identity::Worker("gpu-b".parse().unwrap()),
+    );
     let worker_b = nebula::start(&node_b, Parts::RENDER_WORKER).await.unwrap();
     // Node A goes dark: its worker stops, heartbeats and all.
+    common::assert_no_permission_violations(&worker_a);
     worker_a.shutdown().await;
     let done = wait_status(&client, &base, &id, "completed").await;
     assert_eq!(done["node_id"], "gpu-b");
@@ -544,6 +560,7 @@ async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPoo
         requeue.reason
     );
     assert_eq!(of_type(&log, &id, "render.job_completed").len(), 1);
+    common::assert_no_permission_violations(&worker_b);
     worker_b.shutdown().await;
     running.shutdown().await;
 }
@@ -592,7 +609,7 @@ fn supervise(port: u16, env: &[(&str, &str)]) -> render::supervisor::SupervisorC
 
 #[tokio::test]
 async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
-    let nats = NatsServer::start();
+    let nats = NatsServer::start_with_nodes(&["gpu-sup", "gpu-hang"]);
     let bus = common::bus(&nats).await;
     let client = common::http();
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -606,7 +623,7 @@ async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
     // Dies: SIGKILLed while healthy.
     let port = testkit::free_port();
     let supervisor = render::supervisor::Supervisor::new(
-        bus.clone(),
+        common::bus_as(&nats, &Identity::Worker("gpu-sup".parse().unwrap())).await,
         "gpu-sup",
         format!("http://127.0.0.1:{port}"),
         supervise(port, &[]),
@@ -663,7 +680,7 @@ async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
     // Hangs: stops answering a second after it starts; it is killed and started again.
     let port = testkit::free_port();
     let supervisor = render::supervisor::Supervisor::new(
-        bus.clone(),
+        common::bus_as(&nats, &Identity::Worker("gpu-hang".parse().unwrap())).await,
         "gpu-hang",
         format!("http://127.0.0.1:{port}"),
         supervise(port, &[("FAKE_COMFY_HANG_AFTER_SECS", "1")]),
@@ -769,7 +786,7 @@ async fn a_render_longer_than_the_ack_wait_is_kept_alive_not_redelivered(pool: P
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn jobs_go_to_a_node_whose_free_vram_fits_them(pool: PgPool) {
-    let nats = NatsServer::start();
+    let nats = NatsServer::start_with_nodes(&["gpu-small", "gpu-big"]);
     let state = tempfile::tempdir().unwrap();
     let config = studio_config(&nats, &pool, state.path());
     let running = nebula::start(&config, STUDIO).await.unwrap();
@@ -780,6 +797,7 @@ async fn jobs_go_to_a_node_whose_free_vram_fits_them(pool: PgPool) {
         let mut worker = config.clone();
         worker.render.node_id = Some(node.into());
         worker.render.simulated_vram_mib = vram;
+        common::sign_in_as(&mut worker, &nats, &Identity::Worker(node.parse().unwrap()));
         workers.push(nebula::start(&worker, Parts::RENDER_WORKER).await.unwrap());
     }
     let sdxl = |seed: u64, size: u32| {
@@ -808,6 +826,7 @@ async fn jobs_go_to_a_node_whose_free_vram_fits_them(pool: PgPool) {
     let log = render_log(&running.bus).await;
     assert!(of_type(&log, &huge, "render.job_assigned").is_empty());
     for worker in workers {
+        common::assert_no_permission_violations(&worker);
         worker.shutdown().await;
     }
     running.shutdown().await;

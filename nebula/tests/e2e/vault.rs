@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::{TOKEN, http};
-use nebula::{Part, Parts};
+use natsauth::Identity;
+use nebula::Parts;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::stream::{Api, FakeStream, FakeStreamOptions};
@@ -155,9 +156,8 @@ async fn secrets_are_sealed_never_shown_and_rotate_into_a_running_service(pool: 
     let mut config = common::config(&nats, &pool, state.path());
     common::post_to(&mut config, &fake);
     config.post.kick.token = Some("secret:kick".into());
-    let chat = nebula::start(&config, Parts::of(&[Part::Posting]))
-        .await
-        .unwrap();
+    common::sign_in_as(&mut config, &nats, &Identity::Posting);
+    let chat = nebula::start(&config, Parts::POSTING).await.unwrap();
     let post = post_to_kick(&base).await;
     assert_eq!(post["destinations"]["kick"]["status"], "failed", "{post}");
     assert_eq!(
@@ -258,10 +258,8 @@ async fn a_wrong_or_missing_key_is_a_clear_error_at_start(pool: PgPool) {
     std::fs::write(other.path().join("vault.key"), "ab".repeat(32)).unwrap();
     let mut config = common::config(&nats, &pool, other.path());
     config.chat.discord.token = Some("secret:discord".into());
-    let err = nebula::start(&config, Parts::of(&[Part::Chat]))
-        .await
-        .err()
-        .unwrap();
+    common::sign_in_as(&mut config, &nats, &Identity::Chat);
+    let err = nebula::start(&config, Parts::CHAT).await.err().unwrap();
     let message = format!("{err:#}");
     assert!(
         message.contains("the vault key does not open this vault"),
@@ -272,10 +270,8 @@ async fn a_wrong_or_missing_key_is_a_clear_error_at_start(pool: PgPool) {
     let empty = tempfile::tempdir().unwrap();
     let mut config = common::config(&nats, &pool, empty.path());
     config.chat.discord.token = Some("secret:discord".into());
-    let err = nebula::start(&config, Parts::of(&[Part::Chat]))
-        .await
-        .err()
-        .unwrap();
+    common::sign_in_as(&mut config, &nats, &Identity::Chat);
+    let err = nebula::start(&config, Parts::CHAT).await.err().unwrap();
     let message = format!("{err:#}");
     assert!(message.contains("the vault key is missing"), "{message}");
     assert!(!empty.path().join("vault.key").exists());
@@ -283,10 +279,8 @@ async fn a_wrong_or_missing_key_is_a_clear_error_at_start(pool: PgPool) {
     // A name the vault does not hold names the key that wants it.
     let mut config = common::config(&nats, &pool, state.path());
     config.chat.discord.token = Some("secret:nothing".into());
-    let err = nebula::start(&config, Parts::of(&[Part::Chat]))
-        .await
-        .err()
-        .unwrap();
+    common::sign_in_as(&mut config, &nats, &Identity::Chat);
+    let err = nebula::start(&config, Parts::CHAT).await.err().unwrap();
     let message = format!("{err:#}");
     assert!(
         message.contains("chat.discord.token names secret:nothing, which the vault does not hold"),
