@@ -23,6 +23,26 @@ pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
     png::size(bytes)
 }
 
+/// Stored content, open for reading from its start.
+#[derive(Debug)]
+pub struct Content {
+    pub file: tokio::fs::File,
+    pub len: u64,
+    pub content_type: &'static str,
+}
+
+/// The media type of content that starts with `head`: PNG and JPEG (what the store holds),
+/// anything else as opaque bytes.
+pub fn content_type(head: &[u8]) -> &'static str {
+    if head.starts_with(b"\x89PNG\r\n\x1a\n") {
+        "image/png"
+    } else if head.starts_with(&[0xff, 0xd8, 0xff]) {
+        "image/jpeg"
+    } else {
+        "application/octet-stream"
+    }
+}
+
 /// Whether a job id is safe as a path component (ours are UUIDs; anything else is refused).
 fn safe_component(s: &str) -> bool {
     !s.is_empty()
@@ -110,6 +130,36 @@ impl ArtifactStore {
         }
     }
 
+    /// The content with this hash, opened for streaming (its length and type read from the
+    /// file), or `None` if the store does not hold it. Nothing is read into memory but its
+    /// first bytes.
+    pub async fn open_content(&self, sha256: &str) -> io::Result<Option<Content>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let Some(path) = self.content_path(sha256) else {
+            return Ok(None);
+        };
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => return Err(err),
+        };
+        let len = file.metadata().await?.len();
+        let mut head = [0u8; 8];
+        let mut filled = 0;
+        while filled < head.len() {
+            match file.read(&mut head[filled..]).await? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        file.seek(io::SeekFrom::Start(0)).await?;
+        Ok(Some(Content {
+            file,
+            len,
+            content_type: content_type(&head[..filled]),
+        }))
+    }
+
     /// How many content files the store holds (for tests and metrics).
     pub fn content_count(&self) -> io::Result<usize> {
         let mut count = 0;
@@ -139,5 +189,32 @@ mod tests {
         assert!(store.get(&"0".repeat(64)).await.unwrap().is_none());
         assert!(store.get("../../etc/passwd").await.unwrap().is_none());
         assert!(store.link_job("../x", 0, &sha, "png").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn content_opens_for_streaming_with_its_length_and_type() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let png = png::encode_rgb(2, 1, &[255, 0, 0, 0, 255, 0], &[]);
+        let (sha, _) = store.put(&png).await.unwrap();
+        let mut content = store.open_content(&sha).await.unwrap().unwrap();
+        assert_eq!(content.len, png.len() as u64);
+        assert_eq!(content.content_type, "image/png");
+        let mut read = Vec::new();
+        content.file.read_to_end(&mut read).await.unwrap();
+        assert_eq!(read, png, "read from the start, not after the sniffed head");
+        let (short, _) = store.put(b"hi").await.unwrap();
+        let content = store.open_content(&short).await.unwrap().unwrap();
+        assert_eq!(content.content_type, "application/octet-stream");
+        assert!(store.open_content(&"0".repeat(64)).await.unwrap().is_none());
+        assert!(
+            store
+                .open_content("../../etc/passwd")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(content_type(&[0xff, 0xd8, 0xff, 0xe0]), "image/jpeg");
     }
 }

@@ -17,6 +17,7 @@ import {
   queuePaused,
   randomSeed,
   reorderPriority,
+  shareOf,
   studioLag,
 } from '../js/state/studio.js';
 
@@ -166,4 +167,32 @@ test('pause: the websocket says it first, REST confirms', () => {
   pruneLive(studio, false);
   assert.equal(studio.pausedLive, null);
   assert.equal(applyStudioEvent(studio, { type: 'node.registered', aggregate_type: 'node' }, 4).relevant, false);
+});
+
+test('a tile shows REST\'s share link, or what this page just did until REST agrees', () => {
+  const sha = 'ab'.repeat(32);
+  const link = { token: '0f'.repeat(16), url: 'https://n.example/share/' + '0f'.repeat(16) + '.png' };
+  const shared = { job_id: 'j', shares: [{ sha256: sha, token: link.token, url: link.url }] };
+  const bare = { job_id: 'j', shares: [] };
+  assert.deepEqual(shareOf(shared, sha, undefined), { link: link, settled: true });
+  assert.deepEqual(shareOf(bare, sha, undefined), { link: null, settled: true });
+  // Another output's share, junk and a missing list are no link.
+  assert.deepEqual(shareOf(shared, 'cd'.repeat(32), undefined), { link: null, settled: true });
+  assert.deepEqual(shareOf({ shares: [null, 3, { sha256: sha }] }, sha, undefined), { link: null, settled: true });
+  assert.deepEqual(shareOf(null, sha, undefined), { link: null, settled: true });
+  // Just shared: shown at once, settled when REST has the same token.
+  assert.deepEqual(shareOf(bare, sha, link), { link: link, settled: false });
+  assert.deepEqual(shareOf(shared, sha, link), { link: link, settled: true });
+  // Just revoked: gone at once, settled when REST has no link.
+  assert.deepEqual(shareOf(shared, sha, null), { link: null, settled: false });
+  assert.deepEqual(shareOf(bare, sha, null), { link: null, settled: true });
+});
+
+test('share events refresh the gallery, not the queue', () => {
+  const studio = createStudioState();
+  for (const type of ['render.job_shared', 'render.job_share_revoked']) {
+    const result = applyStudioEvent(studio, { type: type, aggregate_type: 'render_job', aggregate_id: 'j1', data: {} }, 9);
+    assert.equal(result.relevant, true);
+    assert.deepEqual(result.needs, { queue: false, gallery: true, failures: false });
+  }
 });

@@ -108,6 +108,14 @@ pub fn validate(requested: &PostRequested) -> Result<(), String> {
     {
         return Err("artifact must be a SHA-256 in hex".into());
     }
+    if requested.share.is_some() && requested.artifact.is_none() {
+        return Err("a share link needs the artifact it opens".into());
+    }
+    if let Some(token) = &requested.share
+        && !crate::render::is_share_token(token)
+    {
+        return Err("share must be a share token (32 hex characters)".into());
+    }
     Ok(())
 }
 
@@ -237,6 +245,7 @@ mod tests {
             text: "live now".into(),
             artifact: None,
             destinations: vec![Destination::Twitch, Destination::Kick],
+            share: None,
         }
     }
 
@@ -255,6 +264,25 @@ mod tests {
                 ..requested()
             }))
             .then_expect_error(PostError::Invalid("a destination is named twice".into()));
+        Posts::with(())
+            .given_no_previous_events()
+            .when(PostCommand::Request(PostRequested {
+                share: Some("ab".repeat(16)),
+                ..requested()
+            }))
+            .then_expect_error(PostError::Invalid(
+                "a share link needs the artifact it opens".into(),
+            ));
+        Posts::with(())
+            .given_no_previous_events()
+            .when(PostCommand::Request(PostRequested {
+                artifact: Some("ab".repeat(32)),
+                share: Some("../etc".into()),
+                ..requested()
+            }))
+            .then_expect_error(PostError::Invalid(
+                "share must be a share token (32 hex characters)".into(),
+            ));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! pause switch. Admission is decided on its own subject, so of two submissions racing for the
 //! last place exactly one gets it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
@@ -18,7 +18,8 @@ use events::render::{
     Artifact, ComfyEvent, ComfyState, ComfyStateChanged, Provenance, QueueAdmitted, QueuePaused,
     QueueReleased, RenderAssigned, RenderCancelled, RenderCompleted, RenderFailed, RenderJobEvent,
     RenderMode, RenderParams, RenderPriorityChanged, RenderProgressed, RenderQueueEvent,
-    RenderQueued, RenderRequested, RenderStarted, RenderStatus, Trigger,
+    RenderQueued, RenderRequested, RenderShareRevoked, RenderShared, RenderStarted, RenderStatus,
+    Trigger,
 };
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +68,16 @@ pub enum RenderCommand {
     Cancel {
         reason: String,
     },
+    /// Opens one output of the finished job to whoever holds the link of `token` (random,
+    /// chosen by the caller). An output already shared keeps its link: nothing is recorded.
+    Share {
+        sha256: String,
+        token: String,
+    },
+    /// Closes the share link of one output.
+    RevokeShare {
+        sha256: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -89,6 +100,21 @@ pub enum RenderError {
     InvalidProgress { value: u32, max: u32 },
     #[error("max_attempts must be 1..=10")]
     InvalidAttempts,
+    #[error("{0} is not an output of this job (only a finished job's outputs can be shared)")]
+    NotAnOutput(String),
+    #[error("{0} is not shared")]
+    NotShared(String),
+    #[error("a share token is 32 hex characters")]
+    InvalidShareToken,
+}
+
+/// Whether `token` has the shape of a share token (128 random bits in lower-case hex), so it is
+/// safe in a URL and a file name.
+pub fn is_share_token(token: &str) -> bool {
+    token.len() == 32
+        && token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -98,6 +124,10 @@ pub struct RenderJob {
     pub node_id: Option<String>,
     pub attempt: u32,
     pub max_attempts: u32,
+    /// The SHA-256 of each output, once completed.
+    pub outputs: Vec<String>,
+    /// The share token of each shared output, by SHA-256.
+    pub shares: BTreeMap<String, String>,
 }
 
 impl RenderJob {
@@ -152,7 +182,9 @@ pub fn job_node_may(
         | RenderCommand::ChangePriority { .. }
         | RenderCommand::Assign { .. }
         | RenderCommand::Requeue { .. }
-        | RenderCommand::Cancel { .. } => {
+        | RenderCommand::Cancel { .. }
+        | RenderCommand::Share { .. }
+        | RenderCommand::RevokeShare { .. } => {
             return Err(format!("a node may not {} a job", command.verb()));
         }
     };
@@ -178,6 +210,8 @@ impl RenderCommand {
             RenderCommand::Fail { .. } => "fail",
             RenderCommand::Requeue { .. } => "requeue",
             RenderCommand::Cancel { .. } => "cancel",
+            RenderCommand::Share { .. } => "share the outputs of",
+            RenderCommand::RevokeShare { .. } => "revoke a share of",
         }
     }
 }
@@ -310,6 +344,30 @@ impl Aggregate for RenderJob {
                     was_running: status != Queued,
                 })]
             }
+            RenderCommand::Share { sha256, token } => {
+                self.require(&[RenderStatus::Completed], "share its outputs")?;
+                if !self.outputs.contains(&sha256) {
+                    return Err(RenderError::NotAnOutput(sha256));
+                }
+                if !is_share_token(&token) {
+                    return Err(RenderError::InvalidShareToken);
+                }
+                if self.shares.contains_key(&sha256) {
+                    return Ok(());
+                }
+                vec![RenderJobEvent::Shared(RenderShared { sha256, token })]
+            }
+            RenderCommand::RevokeShare { sha256 } => {
+                let token = self
+                    .shares
+                    .get(&sha256)
+                    .cloned()
+                    .ok_or(RenderError::NotShared(sha256.clone()))?;
+                vec![RenderJobEvent::ShareRevoked(RenderShareRevoked {
+                    sha256,
+                    token,
+                })]
+            }
         };
         for event in events {
             sink.write(Event(event), self).await;
@@ -339,7 +397,19 @@ impl Aggregate for RenderJob {
                 RenderStatus::Assigned
             }
             RenderJobEvent::Started(_) | RenderJobEvent::Progressed(_) => RenderStatus::Running,
-            RenderJobEvent::Completed(_) => RenderStatus::Completed,
+            RenderJobEvent::Completed(completed) => {
+                self.outputs = completed.artifacts.into_iter().map(|a| a.sha256).collect();
+                RenderStatus::Completed
+            }
+            // Shares change no status.
+            RenderJobEvent::Shared(shared) => {
+                self.shares.insert(shared.sha256, shared.token);
+                return;
+            }
+            RenderJobEvent::ShareRevoked(revoked) => {
+                self.shares.remove(&revoked.sha256);
+                return;
+            }
             RenderJobEvent::Failed(_) => RenderStatus::Failed,
             RenderJobEvent::Cancelled(_) => RenderStatus::Cancelled,
         };
@@ -715,6 +785,110 @@ mod tests {
             .then_expect_events(vec![Event(RenderQueueEvent::Admitted(QueueAdmitted {
                 job_id: "j3".into(),
             }))]);
+    }
+
+    fn completed_with(sha256: &str) -> Vec<Event<RenderJobEvent>> {
+        let mut given = submitted();
+        given.extend([
+            assigned("gpu-1", 1),
+            started("gpu-1", 1),
+            Event(RenderJobEvent::Completed(RenderCompleted {
+                attempt: 1,
+                artifacts: vec![Artifact {
+                    sha256: sha256.into(),
+                    bytes: 3,
+                    content_type: "image/png".into(),
+                    width: 1,
+                    height: 1,
+                    filename: "out.png".into(),
+                }],
+                provenance: Provenance {
+                    workflow_hash: String::new(),
+                    model: String::new(),
+                    seed: 0,
+                    node_id: "gpu-1".into(),
+                    backend: "simulated".into(),
+                    trigger: Trigger {
+                        source: "api".into(),
+                        reference: None,
+                    },
+                    correlation_id: String::new(),
+                },
+            })),
+        ]);
+        given
+    }
+
+    #[test]
+    fn only_a_finished_jobs_outputs_are_shared_each_under_one_token() {
+        let output = "ab".repeat(32);
+        let token = "0f".repeat(16);
+        let share = |sha256: &str, token: &str| RenderCommand::Share {
+            sha256: sha256.into(),
+            token: token.into(),
+        };
+        let shared = Event(RenderJobEvent::Shared(RenderShared {
+            sha256: output.clone(),
+            token: token.clone(),
+        }));
+        TestFramework::<RenderJob>::with(())
+            .given(completed_with(&output))
+            .when(share(&output, &token))
+            .then_expect_events(vec![shared.clone()]);
+        // Shared already: the link it has stays, nothing is recorded.
+        let mut given = completed_with(&output);
+        given.push(shared.clone());
+        TestFramework::<RenderJob>::with(())
+            .given(given.clone())
+            .when(share(&output, &"1e".repeat(16)))
+            .then_expect_events(vec![]);
+        // An upload, or anything else that is not this job's output.
+        TestFramework::<RenderJob>::with(())
+            .given(completed_with(&output))
+            .when(share(&"cd".repeat(32), &token))
+            .then_expect_error(RenderError::NotAnOutput("cd".repeat(32)));
+        TestFramework::<RenderJob>::with(())
+            .given(submitted())
+            .when(share(&output, &token))
+            .then_expect_error(RenderError::InvalidTransition(
+                "queued".into(),
+                "share its outputs".into(),
+            ));
+        TestFramework::<RenderJob>::with(())
+            .given(completed_with(&output))
+            .when(share(&output, "guessable"))
+            .then_expect_error(RenderError::InvalidShareToken);
+        // Revoked: the token goes with it, and the output can be shared anew.
+        TestFramework::<RenderJob>::with(())
+            .given(given.clone())
+            .when(RenderCommand::RevokeShare {
+                sha256: output.clone(),
+            })
+            .then_expect_events(vec![Event(RenderJobEvent::ShareRevoked(
+                RenderShareRevoked {
+                    sha256: output.clone(),
+                    token: token.clone(),
+                },
+            ))]);
+        given.push(Event(RenderJobEvent::ShareRevoked(RenderShareRevoked {
+            sha256: output.clone(),
+            token,
+        })));
+        TestFramework::<RenderJob>::with(())
+            .given(given.clone())
+            .when(RenderCommand::RevokeShare {
+                sha256: output.clone(),
+            })
+            .then_expect_error(RenderError::NotShared(output.clone()));
+        let mut job = RenderJob::default();
+        for event in given {
+            job.apply(event);
+        }
+        assert_eq!(job.status, Some(RenderStatus::Completed));
+        assert!(job.shares.is_empty());
+        assert!(
+            super::job_node_may(&job, "gpu-1", "j1", &share(&output, &"2d".repeat(16))).is_err()
+        );
     }
 
     #[test]

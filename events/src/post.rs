@@ -42,10 +42,14 @@ impl std::fmt::Display for Destination {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PostRequested {
     pub text: String,
-    /// A finished artifact to share with the post (its SHA-256): the post carries its link.
+    /// A finished artifact to share with the post (its SHA-256).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<String>,
     pub destinations: Vec<Destination>,
+    /// The share token of `artifact` (`render.job_shared`): the post carries its link,
+    /// `<public_url>/share/<token>.png`. A post without one carries no link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

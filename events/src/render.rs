@@ -309,6 +309,24 @@ pub struct RenderCancelled {
     pub was_running: bool,
 }
 
+/// One output of a finished job may be seen by anyone holding its link,
+/// `<public_url>/share/<token>.png`. The token is random (128 bits, so a link cannot be guessed
+/// from the image's hash); it is not a secret in the vault's sense: it opens this one image and
+/// is meant to be published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderShared {
+    /// The output's SHA-256 (one of the job's artifacts).
+    pub sha256: String,
+    pub token: String,
+}
+
+/// A share link stops working; the output may be shared again (under a new token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderShareRevoked {
+    pub sha256: String,
+    pub token: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum RenderJobEvent {
@@ -330,6 +348,10 @@ pub enum RenderJobEvent {
     Failed(RenderFailed),
     #[serde(rename = "render.job_cancelled")]
     Cancelled(RenderCancelled),
+    #[serde(rename = "render.job_shared")]
+    Shared(RenderShared),
+    #[serde(rename = "render.job_share_revoked")]
+    ShareRevoked(RenderShareRevoked),
 }
 
 impl DomainEvent for RenderJobEvent {
@@ -345,6 +367,8 @@ impl DomainEvent for RenderJobEvent {
         "render.job_completed",
         "render.job_failed",
         "render.job_cancelled",
+        "render.job_shared",
+        "render.job_share_revoked",
     ];
 
     fn event_type(&self) -> &'static str {
@@ -358,6 +382,8 @@ impl DomainEvent for RenderJobEvent {
             RenderJobEvent::Completed(_) => "render.job_completed",
             RenderJobEvent::Failed(_) => "render.job_failed",
             RenderJobEvent::Cancelled(_) => "render.job_cancelled",
+            RenderJobEvent::Shared(_) => "render.job_shared",
+            RenderJobEvent::ShareRevoked(_) => "render.job_share_revoked",
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
+use events::access::{ApiTokenEvent, Role, SecretEvent, TokenIssued};
 use events::chat::{
     ChannelSettings, ChatCommandEvent, ChatJobStarted, ChatSettingsEvent, CommandAnswered,
     CommandReceived, CommandRejected, CommandRule, Platform, RejectReason, ReplyFailed, ReplyKind,
@@ -17,7 +18,8 @@ use events::render::{
     Artifact, ComfyEvent, ComfyState, ComfyStateChanged, ImageRef, Lora, Provenance, QUEUE_ID,
     QueueAdmitted, QueuePaused, QueueReleased, RenderAssigned, RenderCancelled, RenderCompleted,
     RenderFailed, RenderJobEvent, RenderMode, RenderParams, RenderPriorityChanged,
-    RenderProgressed, RenderQueueEvent, RenderQueued, RenderRequested, RenderStarted, Trigger,
+    RenderProgressed, RenderQueueEvent, RenderQueued, RenderRequested, RenderShareRevoked,
+    RenderShared, RenderStarted, Trigger,
 };
 use events::telemetry::{GpuSample, Heartbeat};
 use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
@@ -116,6 +118,8 @@ fn every_event_type_has_a_golden_file() {
         .chain(ChatSettingsEvent::EVENT_TYPES)
         .chain(PostEvent::EVENT_TYPES)
         .chain(DeadLetterEvent::EVENT_TYPES)
+        .chain(ApiTokenEvent::EVENT_TYPES)
+        .chain(SecretEvent::EVENT_TYPES)
     {
         assert!(
             dir.join(format!("{event_type}.json")).exists(),
@@ -262,6 +266,18 @@ fn render_events() {
             was_running: true,
         }),
     );
+    let shared = RenderShared {
+        sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+        token: "3f1c9a0e5b7d42a8c6e1f09b2d4a7c35".to_owned(),
+    };
+    golden(&id, RenderJobEvent::Shared(shared.clone()));
+    golden(
+        &id,
+        RenderJobEvent::ShareRevoked(RenderShareRevoked {
+            sha256: shared.sha256,
+            token: shared.token,
+        }),
+    );
     golden(
         QUEUE_ID,
         RenderQueueEvent::Admitted(QueueAdmitted { job_id: id.clone() }),
@@ -391,6 +407,7 @@ fn post_events() {
                 "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
             ),
             destinations: vec![Destination::Twitch, Destination::Youtube, Destination::Kick],
+            share: Some("3f1c9a0e5b7d42a8c6e1f09b2d4a7c35".to_owned()),
         }),
     );
     golden(
@@ -398,7 +415,7 @@ fn post_events() {
         PostEvent::Delivered(PostDelivered {
             destination: Destination::Youtube,
             remote_id: Some("LCC.EhwKGkNKX3Z4".to_owned()),
-            text: "We're live: tonight's renders https://nebula.example.com/share/9f86d081.png"
+            text: "We're live: tonight's renders https://nebula.example.com/share/3f1c9a0e5b7d42a8c6e1f09b2d4a7c35.png"
                 .to_owned(),
             attempt: 1,
         }),
@@ -412,4 +429,38 @@ fn post_events() {
             will_retry: true,
         }),
     );
+}
+
+#[test]
+fn access_events() {
+    golden(
+        "grafana",
+        ApiTokenEvent::Issued(TokenIssued {
+            role: Role::Viewer,
+            token_sha256: "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+                .to_owned(),
+            expires_at: Some(at()),
+        }),
+    );
+    golden("grafana", ApiTokenEvent::Revoked {});
+    golden("twitch-oauth", SecretEvent::Set { version: 2 });
+    golden("twitch-oauth", SecretEvent::Removed { version: 2 });
+}
+
+/// Fields added later are optional: what was stored before them still reads.
+#[test]
+fn a_post_requested_before_share_links_still_reads() {
+    let stored = serde_json::json!({
+        "type": "post.requested",
+        "data": {
+            "text": "live now",
+            "artifact": "ab".repeat(32),
+            "destinations": ["twitch"],
+        }
+    });
+    let PostEvent::Requested(requested) = serde_json::from_value(stored).unwrap() else {
+        panic!("not a request");
+    };
+    assert_eq!(requested.share, None);
+    assert_eq!(requested.artifact, Some("ab".repeat(32)));
 }

@@ -84,6 +84,9 @@ pub fn load_or_create_token(state_dir: &Path) -> std::io::Result<(AdminToken, bo
 pub struct Principal {
     pub name: String,
     pub role: Role,
+    /// When the token stops working (a websocket opened with it is closed then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Principal {
@@ -98,7 +101,6 @@ impl Principal {
 
 struct Checked {
     principal: Option<Principal>,
-    expires_at: Option<DateTime<Utc>>,
     at: Instant,
 }
 
@@ -142,6 +144,7 @@ impl Access {
             return Ok(Principal {
                 name: BOOTSTRAP_NAME.to_owned(),
                 role: Role::Admin,
+                expires_at: None,
             });
         }
         let text = TokenText::parse(token).ok_or(ApiError::Unauthorized)?;
@@ -153,7 +156,7 @@ impl Access {
                 && entry.at.elapsed() < RECHECK_AFTER
             {
                 return match &entry.principal {
-                    Some(principal) if entry.expires_at.is_none_or(|at| at > now) => {
+                    Some(principal) if principal.expires_at.is_none_or(|at| at > now) => {
                         Ok(principal.clone())
                     }
                     _ => Err(ApiError::Unauthorized),
@@ -171,6 +174,7 @@ impl Access {
             .map(|record| Principal {
                 name: record.name.clone(),
                 role: record.role,
+                expires_at: record.expires_at,
             });
         let mut checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
         if checked.len() >= MAX_ENTRIES {
@@ -180,7 +184,6 @@ impl Access {
             sha256,
             Checked {
                 principal: principal.clone(),
-                expires_at: record.and_then(|record| record.expires_at),
                 at: Instant::now(),
             },
         );

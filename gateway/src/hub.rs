@@ -19,6 +19,16 @@ pub(crate) struct Frame {
     /// EVENTS stream sequence for event frames; `None` for telemetry.
     pub(crate) seq: Option<StreamSeq>,
     pub(crate) text: Utf8Bytes,
+    /// The API token this commit revoked, by name: websockets opened with it are closed.
+    pub(crate) revokes: Option<String>,
+}
+
+impl Frame {
+    /// Whether this frame ends the session of `principal` (its token was revoked).
+    pub(crate) fn revokes(&self, principal: &crate::Principal) -> bool {
+        self.revokes.as_deref() == Some(principal.name.as_str())
+            && principal.name != sagas::access::BOOTSTRAP_NAME
+    }
 }
 
 struct Inner {
@@ -176,7 +186,18 @@ async fn follow(
 /// `{"type":"events","seq":S,"events":[…]}` — the stored commit is embedded as is, after it was
 /// checked to be a valid commit.
 pub(crate) fn event_frame(message: &StoredMessage) -> Option<Frame> {
-    message.decode_commit().ok()?;
+    use events::DomainEvent;
+    let commit = message.decode_commit().ok()?;
+    let revokes = commit
+        .iter()
+        .find(|envelope| {
+            envelope.aggregate_type == events::access::ApiTokenEvent::AGGREGATE_TYPE
+                && matches!(
+                    envelope.decode::<events::access::ApiTokenEvent>(),
+                    Ok(events::access::ApiTokenEvent::Revoked {})
+                )
+        })
+        .map(|envelope| envelope.aggregate_id.clone());
     let events = std::str::from_utf8(&message.payload).ok()?;
     let text = format!(
         "{{\"type\":\"events\",\"seq\":{},\"events\":{events}}}",
@@ -185,6 +206,7 @@ pub(crate) fn event_frame(message: &StoredMessage) -> Option<Frame> {
     Some(Frame {
         seq: Some(message.stream_seq),
         text: text.into(),
+        revokes,
     })
 }
 
@@ -196,5 +218,6 @@ fn telemetry_frame(message: &StoredMessage) -> Option<Frame> {
     Some(Frame {
         seq: None,
         text: text.into(),
+        revokes: None,
     })
 }

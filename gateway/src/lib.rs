@@ -14,10 +14,11 @@ mod posts;
 mod render;
 mod routes;
 mod secrets;
+mod shares;
 mod tokens;
 mod ws;
 
-pub use ws::CLOSE_SLOW_CONSUMER;
+pub use ws::{CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_ENDED};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -127,6 +128,7 @@ pub struct AppState {
     pub(crate) vault: Arc<vault::Vault>,
     pub(crate) redis: Arc<kv::Probe>,
     pub(crate) render_jobs: Arc<bus::store::Commands<domain::render::RenderJob>>,
+    pub(crate) render_state: Arc<bus::store::JetStreamStore<domain::render::RenderJob>>,
     pub(crate) render_queue: Arc<bus::store::Commands<domain::render::RenderQueue>>,
     pub(crate) chat_settings: Arc<bus::store::Commands<domain::chat::ChatSettings>>,
     pub(crate) posts: Arc<bus::store::Commands<domain::post::Post>>,
@@ -160,8 +162,8 @@ pub fn router(state: AppState) -> Router {
     let concurrency = state.config.max_concurrent_requests;
     Router::new()
         .route("/health", get(health::health))
-        // Share links for chat replies: the unguessable content hash is the capability.
-        .route("/share/{file}", get(self::render::shared))
+        // Share links: the random token is the capability, for one shared output.
+        .route("/share/{file}", get(shares::shared))
         .merge(assets::router())
         .merge(protected)
         .fallback(api::not_found)
@@ -222,9 +224,21 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         .await
         .with_context(|| format!("failed to listen on {}", config.http_addr))?;
     let local_addr = listener.local_addr()?;
+    // The default public URL names this gateway's configured address; with port 0 it was
+    // composed before the port was chosen, and only the bound one can be opened.
+    let site = match config.http_addr.port() {
+        0 => Arc::new(Site {
+            public_url: site
+                .public_url
+                .replace(&config.http_addr.to_string(), &local_addr.to_string()),
+            ..(*site).clone()
+        }),
+        _ => site,
+    };
     let bus = ctx.bus.clone();
     let state = AppState {
         render_jobs: Arc::new(bus::store::commands(bus.clone(), ())),
+        render_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         render_queue: Arc::new(bus::store::commands(bus.clone(), ())),
         chat_settings: Arc::new(bus::store::commands(bus.clone(), ())),
         posts: Arc::new(bus::store::commands(bus.clone(), ())),

@@ -27,7 +27,8 @@ struct PostBody {
 }
 
 /// `POST /api/posts {"text", "artifact"?, "destinations": ["twitch", "youtube", "kick"]}` → 202
-/// `{post_id, correlation_id}`; the Stream Bot posts it and records each outcome. With an
+/// `{post_id, correlation_id}`; the Stream Bot posts it and records each outcome. An artifact
+/// must be a finished job's output; the post carries its share link (shared now if it was not). With an
 /// `Idempotency-Key` header, a retried request finds the post it made (200, same `post_id`)
 /// instead of posting twice.
 pub(crate) async fn create(
@@ -39,15 +40,6 @@ pub(crate) async fn create(
     let raw = body(payload)?;
     let body: PostBody = serde_json::from_value(raw)
         .map_err(|err| ApiError::BadRequest(format!("invalid post: {err}")))?;
-    if let Some(sha256) = &body.artifact {
-        let known = state
-            .artifacts
-            .content_path(sha256)
-            .is_some_and(|path| path.exists());
-        if !known {
-            return Err(ApiError::BadRequest(format!("no artifact {sha256}")));
-        }
-    }
     let key = match headers.get("idempotency-key") {
         Some(value) => Some(
             value
@@ -68,6 +60,27 @@ pub(crate) async fn create(
     };
     let meta = principal.meta();
     let correlation_id = meta.correlation_id;
+    // The artifact's link: its job's share (made now, in this correlation, or the one it has).
+    let share = match &body.artifact {
+        Some(sha256) => {
+            let job_id = state.read.job_of_output(sha256).await?.ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{sha256} is not an output of a finished render job: only those can be shared"
+                ))
+            })?;
+            let token = sagas::share_output(
+                &state.render_jobs,
+                &state.render_state,
+                &job_id,
+                sha256,
+                meta.clone(),
+            )
+            .await
+            .map_err(crate::shares::share_error)?;
+            Some(token)
+        }
+        None => None,
+    };
     let requested = execute(
         &state.posts,
         &post_id,
@@ -75,6 +88,7 @@ pub(crate) async fn create(
             text: body.text,
             artifact: body.artifact,
             destinations: body.destinations,
+            share,
         }),
         meta,
         3,

@@ -7,7 +7,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use bus::store::{CommandMeta, execute};
 use cqrs_es::AggregateError;
@@ -56,18 +55,21 @@ pub(crate) struct Priority {
     priority: i32,
 }
 
-fn job_id(raw: &str) -> Result<JobId, ApiError> {
+pub(crate) fn job_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::BadRequest(format!("invalid job id {raw:?}: expected a uuid")))
 }
 
-fn render_error(err: AggregateError<RenderError>) -> ApiError {
+pub(crate) fn render_error(err: AggregateError<RenderError>) -> ApiError {
     match err {
         AggregateError::UserError(RenderError::NotFound) => {
             ApiError::NotFound("no such render job".into())
         }
         AggregateError::UserError(RenderError::InvalidParams(message)) => {
             ApiError::BadRequest(message)
+        }
+        AggregateError::UserError(err @ RenderError::NotAnOutput(_)) => {
+            ApiError::BadRequest(err.to_string())
         }
         AggregateError::UserError(err) => ApiError::Conflict(err.to_string()),
         AggregateError::AggregateConflict => {
@@ -92,7 +94,7 @@ fn queue_error(err: AggregateError<QueueError>) -> ApiError {
 }
 
 /// Optional JSON body: none at all is the default.
-fn optional_body<T: Default + serde::de::DeserializeOwned>(
+pub(crate) fn optional_body<T: Default + serde::de::DeserializeOwned>(
     payload: Result<Json<T>, JsonRejection>,
 ) -> Result<T, ApiError> {
     match payload {
@@ -189,9 +191,11 @@ pub(crate) async fn list(
         }
     }
     let limit = limit_param(&params)?;
-    Ok(Json(
-        json!({ "jobs": state.read.render_jobs(status, limit).await? }),
-    ))
+    let jobs: Vec<Value> = (state.read.render_jobs(status, limit).await?)
+        .into_iter()
+        .map(|job| with_links(&state, job))
+        .collect();
+    Ok(Json(json!({ "jobs": jobs })))
 }
 
 /// `GET /api/render/jobs/{id}`
@@ -204,7 +208,7 @@ pub(crate) async fn get(
         .read
         .render_job(&id.to_string())
         .await?
-        .map(Json)
+        .map(|job| Json(with_links(&state, job)))
         .ok_or_else(|| ApiError::NotFound("no such render job".into()))
 }
 
@@ -339,52 +343,19 @@ pub(crate) async fn upload_input(
     ))
 }
 
-/// `GET /api/render/artifacts/{sha256}`: the bytes, immutable (the name is their hash).
-/// `GET /share/{sha256}.png` without a token: the link a chat reply carries. Only a holder of the
-/// link (the artifact's SHA-256) can fetch it.
-pub(crate) async fn shared(
-    state: State<AppState>,
-    Path(file): Path<String>,
-) -> Result<Response, ApiError> {
-    let sha256 = file
-        .strip_suffix(".png")
-        .or_else(|| file.strip_suffix(".jpg"))
-        .unwrap_or(&file)
-        .to_owned();
-    artifact(state, Path(sha256)).await
+/// The link of a share token.
+pub(crate) fn link(state: &AppState, token: &str) -> String {
+    format!("{}/share/{token}.png", state.site.public_url)
 }
 
-pub(crate) async fn artifact(
-    State(state): State<AppState>,
-    Path(sha256): Path<String>,
-) -> Result<Response, ApiError> {
-    if !artifacts::is_sha256(&sha256) {
-        return Err(ApiError::BadRequest(
-            "expected a lowercase hex sha256".into(),
-        ));
+/// A render job as the API shows it: each share with its link.
+pub(crate) fn with_links(state: &AppState, mut job: Value) -> Value {
+    if let Some(shares) = job["shares"].as_array_mut() {
+        for share in shares {
+            if let Some(token) = share["token"].as_str() {
+                share["url"] = json!(link(state, token));
+            }
+        }
     }
-    let bytes = state
-        .artifacts
-        .get(&sha256)
-        .await
-        .map_err(|err| ApiError::Internal(err.into()))?
-        .ok_or_else(|| ApiError::NotFound("no such artifact".into()))?;
-    let content_type = if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
-        "image/jpeg"
-    } else if bytes.starts_with(b"\x89PNG") {
-        "image/png"
-    } else {
-        "application/octet-stream"
-    };
-    Ok((
-        [
-            (header::CONTENT_TYPE, content_type),
-            (
-                header::CACHE_CONTROL,
-                "private, max-age=31536000, immutable",
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
+    job
 }

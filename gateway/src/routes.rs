@@ -9,7 +9,7 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
-use crate::{AppState, api, chat, dlq, health, posts, render, secrets, tokens, ws};
+use crate::{AppState, api, chat, dlq, health, posts, render, secrets, shares, tokens, ws};
 
 /// One protected route: what a caller needs to use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ fn table() -> Vec<Entry> {
             Viewer,
             get.clone(),
             "/api/render/artifacts/{sha256}",
-            render::artifact,
+            shares::artifact,
         ),
         entry(
             Viewer,
@@ -125,6 +125,18 @@ fn table() -> Vec<Entry> {
             render::upload_input,
         )
         .body_limit(render::MAX_INPUT_BYTES),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/render/jobs/{id}/shares",
+            shares::share,
+        ),
+        entry(
+            Operator,
+            delete.clone(),
+            "/api/render/jobs/{id}/shares/{sha256}",
+            shares::revoke,
+        ),
         entry(Operator, post.clone(), "/api/posts", posts::create),
         // Settings, access and whatever republishes stored bytes.
         entry(

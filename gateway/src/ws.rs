@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -15,14 +16,18 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::hub::event_frame;
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, Principal};
 
 /// Close code sent to a client that fell too far behind.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// Close code sent when the token the socket was opened with is revoked or expires: signing in
+/// again is the only way back.
+pub const CLOSE_TOKEN_ENDED: u16 = 4001;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Query(params): Query<HashMap<String, String>>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
@@ -38,7 +43,7 @@ pub(crate) async fn upgrade(
     let limit = state.config.ws_max_message_bytes;
     let upgrade = upgrade.max_message_size(limit).max_frame_size(limit);
     Ok(upgrade.on_upgrade(move |socket| async move {
-        let reason = serve_client(socket, state.clone(), since.map(StreamSeq)).await;
+        let reason = serve_client(socket, state.clone(), principal, since.map(StreamSeq)).await;
         state
             .bus
             .metrics()
@@ -160,6 +165,7 @@ impl Drop for AbortOnDrop {
 async fn serve_client(
     socket: WebSocket,
     state: AppState,
+    principal: Principal,
     since: Option<StreamSeq>,
 ) -> &'static str {
     // Reads happen in their own task, woken only when the client sends something: polling the
@@ -178,7 +184,7 @@ async fn serve_client(
             client_gone.cancel();
         }))
     };
-    let reason = stream_to_client(&mut socket, &state, since, &client_gone).await;
+    let reason = stream_to_client(&mut socket, &state, &principal, since, &client_gone).await;
     if client_gone.is_cancelled() {
         // The client closed (politely, or mid-replay, which makes the next send fail): answer
         // its close frame — tungstenite queued the reply when it read it — and close.
@@ -188,11 +194,27 @@ async fn serve_client(
     reason
 }
 
+/// Tells the client its token ended and why, then closes.
+async fn close_token_ended(socket: &mut Sender, why: &str) -> &'static str {
+    let close = CloseFrame {
+        code: CLOSE_TOKEN_ENDED,
+        reason: format!("{why}; sign in again").into(),
+    };
+    let _ = tokio::time::timeout(
+        Duration::from_secs(1),
+        socket.send(Message::Close(Some(close))),
+    )
+    .await;
+    "token_ended"
+}
+
 /// The snapshot or resume point, the gap filled from the log, then the live feed, until the
-/// client goes (`client_gone`), falls behind, or the gateway shuts down.
+/// client goes (`client_gone`), falls behind, its token is revoked or expires, or the gateway
+/// shuts down.
 async fn stream_to_client(
     socket: &mut Sender,
     state: &AppState,
+    principal: &Principal,
     since: Option<StreamSeq>,
     client_gone: &tokio_util::sync::CancellationToken,
 ) -> &'static str {
@@ -269,10 +291,13 @@ async fn stream_to_client(
                         break;
                     }
                     last_sent = message.stream_seq;
-                    if let Some(frame) = event_frame(&message)
-                        && let Err(reason) = send(socket, Message::Text(frame.text)).await
-                    {
-                        return reason;
+                    if let Some(frame) = event_frame(&message) {
+                        if let Err(reason) = send(socket, Message::Text(frame.text.clone())).await {
+                            return reason;
+                        }
+                        if frame.revokes(principal) {
+                            return close_token_ended(socket, "token revoked").await;
+                        }
                     }
                 }
             }
@@ -283,6 +308,12 @@ async fn stream_to_client(
         }
         last_sent = last_sent.max(subscription.head);
     }
+    // A token that expires ends its socket then (far enough away: never).
+    let expires_in = principal.expires_at.map_or(Duration::MAX, |at| {
+        (at - chrono::Utc::now()).to_std().unwrap_or_default()
+    });
+    let expiry = tokio::time::sleep(expires_in.min(Duration::from_secs(100 * 365 * 86_400)));
+    tokio::pin!(expiry);
     loop {
         tokio::select! {
             received = subscription.receiver.recv() => {
@@ -290,6 +321,7 @@ async fn stream_to_client(
                 // load that is one syscall for many frames instead of one each.
                 let mut next = Some(received);
                 let mut batch = Vec::new();
+                let mut revoked = false;
                 while let Some(received) = next.take() {
                     match received {
                         Ok(frame) => {
@@ -301,6 +333,10 @@ async fn stream_to_client(
                                 last_sent = seq;
                             }
                             batch.push(Message::Text(frame.text.clone()));
+                            if frame.revokes(principal) {
+                                revoked = true;
+                                break;
+                            }
                         }
                         Err(RecvError::Lagged(missed)) => {
                             tracing::info!(missed, "disconnecting slow websocket client");
@@ -315,7 +351,11 @@ async fn stream_to_client(
                 if let Err(reason) = send_batch(socket, batch).await {
                     return reason;
                 }
+                if revoked {
+                    return close_token_ended(socket, "token revoked").await;
+                }
             }
+            () = &mut expiry => return close_token_ended(socket, "token expired").await,
             () = state.hub.shutting_down() => {
                 let close = CloseFrame { code: 1001, reason: format!("gateway shutting down; resume with since={last_sent}").into() };
                 let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(close)))).await;

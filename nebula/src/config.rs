@@ -31,7 +31,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// The artifact store, shared by the gateway and the render workers on this host.
     pub artifacts_dir: PathBuf,
-    /// Base of the share links chat replies and posts carry (`<public_url>/share/<sha256>.png`);
+    /// Base of the share links chat replies and posts carry (`<public_url>/share/<token>.png`);
     /// the gateway's own address when unset.
     pub public_url: Option<String>,
     /// Most render jobs queued at once (the next submission gets a 429).

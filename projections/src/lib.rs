@@ -29,7 +29,7 @@ pub use error::{ApplyError, ProjectionError};
 pub use event_log::EventLog;
 pub use nodes::Nodes;
 pub use read::{EventFilter, EventRow, NodeView, PROGRESS_TICK, ReadModels, Snapshot};
-pub use render::Render;
+pub use render::{Render, Share};
 pub use telemetry::NodeTelemetry;
 
 pub use sqlx::PgPool;

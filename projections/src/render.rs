@@ -24,7 +24,12 @@ impl Projection for Render {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["render_jobs", "render_queue", "comfyui_instances"]
+        &[
+            "render_jobs",
+            "render_queue",
+            "comfyui_instances",
+            "render_shares",
+        ]
     }
 
     fn apply<'a>(
@@ -164,6 +169,23 @@ async fn apply_job(
         .bind(failed.retryable)
         .bind(at)
         .bind(seq),
+        RenderJobEvent::Shared(shared) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {} (token, job_id, sha256, shared_by, shared_at, last_stream_seq) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token) DO NOTHING",
+            target.table("render_shares")
+        )))
+        .bind(shared.token)
+        .bind(id)
+        .bind(shared.sha256)
+        .bind(Json(&envelope.actor))
+        .bind(at)
+        .bind(seq),
+        RenderJobEvent::ShareRevoked(revoked) => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {} WHERE token = $1 AND job_id = $2",
+            target.table("render_shares")
+        )))
+        .bind(revoked.token)
+        .bind(id),
         RenderJobEvent::Cancelled(cancelled) => sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE {table} SET status = $2, error = $3, finished_at = $4, updated_at = $4, \
              last_stream_seq = $5 WHERE job_id = $1"
@@ -250,9 +272,45 @@ const JOB_JSON: &str = "jsonb_build_object('job_id', job_id, 'mode', mode, 'stat
      'artifacts', COALESCE(artifacts, '[]'::jsonb), 'provenance', provenance, 'error', error, \
      'retryable', retryable, 'correlation_id', correlation_id, 'submitted_seq', submitted_seq, \
      'requested_at', requested_at, 'started_at', started_at, 'finished_at', finished_at, \
-     'updated_at', updated_at)";
+     'updated_at', updated_at, 'shares', COALESCE((SELECT jsonb_agg(jsonb_build_object('sha256', \
+     s.sha256, 'token', s.token, 'shared_at', s.shared_at) ORDER BY s.shared_at) \
+     FROM render_shares s WHERE s.job_id = render_jobs.job_id), '[]'::jsonb))";
+
+/// A share link: which output of which job it opens.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Share {
+    pub token: String,
+    pub job_id: String,
+    pub sha256: String,
+}
 
 impl crate::ReadModels {
+    /// The share link of `token`, if it is shared (and not revoked).
+    pub async fn share(&self, token: &str) -> Result<Option<Share>, crate::ProjectionError> {
+        Ok(
+            sqlx::query_as("SELECT token, job_id, sha256 FROM render_shares WHERE token = $1")
+                .bind(token)
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    /// The finished job that made output `sha256` (the first, if several made the same bytes);
+    /// `None` for an upload or an unknown hash.
+    pub async fn job_of_output(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<String>, crate::ProjectionError> {
+        Ok(sqlx::query_scalar(
+            "SELECT job_id FROM render_jobs WHERE status = 'completed' AND \
+             artifacts @> jsonb_build_array(jsonb_build_object('sha256', $1::text)) \
+             ORDER BY finished_at, job_id LIMIT 1",
+        )
+        .bind(sha256)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     /// One render job, or `None` if the read model has not seen it (yet).
     pub async fn render_job(
         &self,

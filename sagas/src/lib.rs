@@ -64,6 +64,56 @@ pub async fn submit_render(
     }
 }
 
+/// Why an output was not shared.
+#[derive(Debug)]
+pub enum ShareError {
+    /// The job refused (not finished, not its output), or its log is away.
+    Job(AggregateError<RenderError>),
+    /// No randomness for the token.
+    Random(String),
+}
+
+impl std::fmt::Display for ShareError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShareError::Job(AggregateError::UserError(err)) => write!(f, "{err}"),
+            ShareError::Job(err) => write!(f, "the event log is unavailable: {err}"),
+            ShareError::Random(err) => write!(f, "no randomness for a share token: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for ShareError {}
+
+/// The share token of output `sha256` of `job_id`: a new random one, recorded on the job under
+/// `meta`'s actor, or the one it was shared under before (sharing twice, or racing, gives one
+/// link). `state` reads the job after the decision, so the answer is what the log holds.
+pub async fn share_output(
+    jobs: &Commands<RenderJob>,
+    state: &JetStreamStore<RenderJob>,
+    job_id: &str,
+    sha256: &str,
+    meta: CommandMeta,
+) -> Result<String, ShareError> {
+    let token = common::random_hex(16).map_err(|err| ShareError::Random(err.to_string()))?;
+    let share = RenderCommand::Share {
+        sha256: sha256.to_owned(),
+        token,
+    };
+    execute(jobs, job_id, share, meta, 3)
+        .await
+        .map_err(ShareError::Job)?;
+    let job = state
+        .load_aggregate(job_id)
+        .await
+        .map_err(ShareError::Job)?;
+    job.state().shares.get(sha256).cloned().ok_or_else(|| {
+        ShareError::Job(AggregateError::UserError(RenderError::NotShared(
+            sha256.to_owned(),
+        )))
+    })
+}
+
 /// Why a dead letter was not sent back.
 #[derive(Debug)]
 pub enum ReplayError {

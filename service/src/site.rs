@@ -18,7 +18,7 @@ pub struct Site {
     /// The artifact store (render outputs and inputs), shared by the gateway and render
     /// workers on this host.
     pub artifacts_dir: PathBuf,
-    /// Where the gateway's `/share/<sha256>.png` links are reachable from outside.
+    /// Where the gateway's `/share/<token>.png` links are reachable from outside.
     pub public_url: String,
     /// Most render jobs queued at once, enforced by every submitter (REST and chat).
     pub render_queue_cap: usize,

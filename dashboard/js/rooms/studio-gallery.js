@@ -1,11 +1,13 @@
 // The Studio's gallery: finished images (fetched with the token) with their provenance, a
-// "reuse" that loads the parameters into the form, and a "post" that shares one on the streams.
+// "reuse" that loads the parameters into the form, a "share" that makes (or revokes) a public
+// link to one image, and a "post" that announces it on the streams.
 
+import { api } from '../api.js';
 import { acquireArtifact, releaseArtifact } from '../artifacts.js';
-import { byIds, closest, emptyNote, h, hc, reconcile } from '../dom.js';
+import { byIds, closest, emptyNote, h, hc, reconcile, showError } from '../dom.js';
 import { studio } from '../render-feed.js';
 import { fmtBytes, fmtClock, isObj, num, shortId, str, tailId, text, truncate } from '../state/format.js';
-import { isSimulated } from '../state/studio.js';
+import { isSimulated, shareOf } from '../state/studio.js';
 import { simBadge } from '../widgets.js';
 
 function provenanceRow(dl, label, value, cls, title) {
@@ -76,7 +78,17 @@ export function mountGallery(actions) {
       share.dataset.needs = 'operator'; // posting needs the operator role
     }
     const more = artifacts.length > 1 ? h('span', 'small muted', '+' + (artifacts.length - 1) + ' more') : null;
-    fig.appendChild(hc('figcaption', 'tile-caption', [head, p, provenance(job, art), hc('div', 'tile-actions', [reuse, download, share, more])]));
+    const link = art && str(art.sha256) ? shareControls() : null;
+    fig.appendChild(
+      hc('figcaption', 'tile-caption', [
+        head,
+        p,
+        provenance(job, art),
+        hc('div', 'tile-actions', [reuse, download, link ? link.button : null, share, more]),
+        link ? link.row : null,
+        link ? link.error : null,
+      ]),
+    );
 
     const sha = art ? str(art.sha256) : null;
     if (sha) {
@@ -100,13 +112,98 @@ export function mountGallery(actions) {
         download.hidden = false;
       });
     }
-    return { el: fig, sha: sha, job: job };
+    const tile = { el: fig, sha: sha, job: job, link: link, pending: undefined };
+    showShare(tile);
+    return tile;
+  }
+
+  // The share button, and the row that shows the public link with copy and unshare.
+  function shareControls() {
+    const button = h('button', 'btn btn-small', '\u{1F517} share');
+    button.type = 'button';
+    button.title = 'make a public link to this image: anyone with the link can see it, nothing else';
+    button.dataset.action = 'share';
+    button.dataset.needs = 'operator';
+    const anchor = h('a', 'share-link mono small');
+    anchor.target = '_blank';
+    anchor.rel = 'noopener noreferrer';
+    const copy = h('button', 'btn btn-small', 'copy');
+    copy.type = 'button';
+    copy.dataset.action = 'copy-link';
+    const unshare = h('button', 'btn btn-small', 'unshare');
+    unshare.type = 'button';
+    unshare.title = 'the link stops working (sharing again makes a new one)';
+    unshare.dataset.action = 'unshare';
+    unshare.dataset.needs = 'operator';
+    const row = hc('div', 'tile-share', [h('span', 'small muted', 'public link'), anchor, copy, unshare]);
+    row.hidden = true;
+    const error = h('div', 'studio-error tile-share-error');
+    error.setAttribute('role', 'alert');
+    error.hidden = true;
+    return { button: button, row: row, anchor: anchor, copy: copy, error: error };
+  }
+
+  function showShare(tile) {
+    if (!tile.link) return;
+    const shown = shareOf(tile.job, tile.sha, tile.pending);
+    if (shown.settled) tile.pending = undefined;
+    tile.link.row.hidden = !shown.link;
+    tile.link.button.hidden = !!shown.link;
+    tile.link.row.dataset.token = shown.link ? shown.link.token : '';
+    tile.link.anchor.href = shown.link ? shown.link.url : '#';
+    tile.link.anchor.textContent = shown.link ? shown.link.url : '';
+  }
+
+  async function shareAction(tile, action) {
+    const link = tile.link;
+    showError(link.error, '');
+    if (action === 'copy-link') {
+      const url = link.anchor.href;
+      let copied = false;
+      try {
+        if (navigator.clipboard && typeof navigator.clipboard.writeText === 'function') {
+          await navigator.clipboard.writeText(url);
+          copied = true;
+        }
+      } catch (_e) {
+        /* not allowed here: the link is selectable */
+      }
+      link.copy.textContent = copied ? 'copied' : 'select it';
+      setTimeout(() => (link.copy.textContent = 'copy'), 1500);
+      return;
+    }
+    const base = '/api/render/jobs/' + encodeURIComponent(tile.job.job_id) + '/shares';
+    const button = action === 'share' ? link.button : link.row.querySelector('[data-action=unshare]');
+    button.disabled = true;
+    try {
+      if (action === 'share') {
+        const res = await api(base, { method: 'POST', json: { sha256: tile.sha } });
+        if (!res.ok) return showError(link.error, 'not shared: ' + res.message);
+        const token = isObj(res.data) ? str(res.data.token) : null;
+        const url = isObj(res.data) ? str(res.data.url) : null;
+        if (!token || !url) return showError(link.error, 'the server answered without a link');
+        tile.pending = { token: token, url: url };
+      } else {
+        const res = await api(base + '/' + encodeURIComponent(tile.sha), { method: 'DELETE' });
+        if (!res.ok && res.status !== 404) return showError(link.error, 'still shared: ' + res.message);
+        tile.pending = null;
+      }
+      showShare(tile);
+    } finally {
+      button.disabled = false;
+    }
   }
 
   function render() {
     const list = Array.isArray(studio.gallery) ? studio.gallery.filter((j) => isObj(j) && str(j.job_id)) : [];
     emptyNote(el.gallery, list.length ? null : studio.gallery ? 'nothing rendered yet \u2014 your images land here' : 'loading\u2026');
-    reconcile(el.gallery, list, (job) => job.job_id, tiles, (job, tile) => tile || renderTile(job), (tile) => {
+    const update = (job, tile) => {
+      if (!tile) return renderTile(job);
+      tile.job = job;
+      showShare(tile);
+      return tile;
+    };
+    reconcile(el.gallery, list, (job) => job.job_id, tiles, update, (tile) => {
       if (tile.sha) releaseArtifact(tile.sha);
     });
     el.count.textContent = String(list.length);
@@ -119,6 +216,7 @@ export function mountGallery(actions) {
     if (!tile) return;
     if (b.dataset.action === 'reuse') actions.reuse(tile.job);
     else if (b.dataset.action === 'post-artifact') actions.post(b.dataset.sha256);
+    else if (tile.link && ['share', 'copy-link', 'unshare'].indexOf(b.dataset.action) !== -1) shareAction(tile, b.dataset.action);
   });
 
   return { render: render };

@@ -267,6 +267,12 @@ export function applyStudioEvent(studio, env, seq) {
       case 'render.job_cancelled':
         entry.status = 'cancelled';
         break;
+      case 'render.job_shared':
+      case 'render.job_share_revoked':
+        // The job's place in the queue is unchanged; its gallery tile shows the link.
+        result.needs.queue = false;
+        result.needs.gallery = true;
+        break;
       default:
         break;
     }
@@ -416,4 +422,19 @@ export function jobFormValues(job) {
   if (isObj(p.lora) && num(p.lora.strength) !== null) values.lora_strength = String(p.lora.strength);
   values.controlnet_model = str(p.controlnet_model) || '';
   return { mode: RENDER_MODES.indexOf(job.mode) !== -1 ? job.mode : null, values: values };
+}
+
+/**
+ * The share link a gallery tile shows for output `sha` of `job`: REST's (`job.shares`, each
+ * `{sha256, token, url}`), unless this page just shared (`pending` = `{token, url}`) or revoked
+ * (`pending` = null) and REST does not show it yet. `{ link: {token, url} | null, settled }`:
+ * settled once REST agrees (the pending note can go).
+ */
+export function shareOf(job, sha, pending) {
+  const shares = isObj(job) && Array.isArray(job.shares) ? job.shares.filter(isObj) : [];
+  const rest = shares.find((s) => str(s.sha256) === sha && str(s.token) && str(s.url));
+  const restLink = rest ? { token: str(rest.token), url: str(rest.url) } : null;
+  if (pending === undefined) return { link: restLink, settled: true };
+  const agrees = pending === null ? restLink === null : restLink !== null && restLink.token === pending.token;
+  return { link: agrees ? restLink : pending, settled: agrees };
 }

@@ -388,7 +388,91 @@ async fn tokens_are_shown_once_revoked_at_once_and_never_listed(pool: PgPool) {
     }
     assert!(common::ws_with(addr, "", &viewer).await.is_ok());
 
+    // A socket lives no longer than its token: revoked, it is closed at once (4001, so the
+    // dashboard asks to sign in again); another viewer's socket stays open.
+    let mut doomed = common::ws_with(addr, "", &viewer).await.unwrap();
+    let other = create_token(&base, "wall", "viewer").await;
+    let mut bystander = common::ws_with(addr, "", &other).await.unwrap();
+    for socket in [&mut doomed, &mut bystander] {
+        wait_for_frame(socket, |frame| frame["type"] == "snapshot").await;
+    }
+    let response = client
+        .delete(format!("{base}/api/tokens/screen"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let close = closed(&mut doomed).await;
+    assert_eq!(u16::from(close.code), gateway::CLOSE_TOKEN_ENDED);
+    assert!(close.reason.contains("token revoked"), "{}", close.reason);
+    // The bystander still gets the feed (the next event after the revocation).
+    create_token(&base, "later", "viewer").await;
+    wait_for_frame(&mut bystander, |frame| {
+        frame.to_string().contains("api_token.issued") && frame.to_string().contains("later")
+    })
+    .await;
+
+    // One that expires: closed when it does.
+    let bus = common::bus(&nats).await;
+    let commands = bus::store::commands::<domain::access::ApiToken>(bus.clone(), ());
+    let brief = sagas::access::issue_token(
+        &commands,
+        "brief",
+        Role::Viewer,
+        Some(Utc::now() + chrono::Duration::seconds(2)),
+        bus::store::CommandMeta::new(events::Actor::User("test".into())),
+    )
+    .await
+    .unwrap();
+    let mut expiring = common::ws_with(addr, "", &brief).await.unwrap();
+    let close = closed(&mut expiring).await;
+    assert_eq!(u16::from(close.code), gateway::CLOSE_TOKEN_ENDED);
+    assert!(close.reason.contains("token expired"), "{}", close.reason);
+
     running.shutdown().await;
+}
+
+/// The close frame the server ends `socket` with (within 10 s).
+async fn closed(socket: &mut common::Ws) -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame,
+                Ok(_) => {}
+                Err(err) => panic!("no close frame: {err}"),
+            }
+        }
+        None
+    })
+    .await
+    .expect("the socket was not closed")
+    .expect("closed without a close frame")
+}
+
+/// Reads `socket` until a text frame satisfies `wanted` (within 10 s).
+async fn wait_for_frame(socket: &mut common::Ws, wanted: impl Fn(&Value) -> bool) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while let Some(message) = socket.next().await {
+            match message {
+                Ok(Message::Text(text)) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    if wanted(&frame) {
+                        return;
+                    }
+                }
+                Ok(Message::Close(close)) => panic!("closed: {close:?}"),
+                Ok(_) => {}
+                Err(err) => panic!("{err}"),
+            }
+        }
+    })
+    .await
+    .expect("the frame never came");
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]

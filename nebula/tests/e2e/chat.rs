@@ -110,7 +110,12 @@ async fn replies(
 async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: PgPool) {
     let bot = start_bot(
         &pool,
-        Parts::of(&[Part::Gateway, Part::Dispatcher, Part::RenderWorker]),
+        Parts::of(&[
+            Part::Gateway,
+            Part::Projector,
+            Part::Dispatcher,
+            Part::RenderWorker,
+        ]),
     )
     .await;
     let (running, twitch) = (&bot.control, &bot.twitch);
@@ -139,13 +144,23 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
     assert!(last.contains("(seed 7)"), "{last}");
     assert!(replies.iter().all(|r| r.channel == CHANNEL));
 
-    // The link works without a token, and is the image.
+    // The link works without a token, and is the image; its name is a random token, not the
+    // image's hash (which opens nothing without a token).
     let url = last
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap();
-    let response = reqwest::get(url).await.unwrap();
-    assert_eq!(response.status(), 200);
+    let token = url
+        .rsplit('/')
+        .next()
+        .and_then(|file| file.strip_suffix(".png"))
+        .unwrap();
+    assert!(domain::render::is_share_token(token), "{url}");
+    let response = wait_until("the share link to be served", DEFAULT_WAIT, || async {
+        let response = reqwest::get(url).await.ok()?;
+        (response.status() == 200).then_some(response)
+    })
+    .await;
     assert_eq!(response.headers()["content-type"], "image/png");
     let png = response.bytes().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"));
@@ -165,6 +180,14 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
     let job_id = chat[1].data["job_id"].as_str().unwrap().to_owned();
     let job = common::envelopes(&running.bus, "render_job", &job_id).await;
     assert!(job.iter().any(|e| e.event_type == "render.job_completed"));
+    let shared = job
+        .iter()
+        .find(|e| e.event_type == "render.job_shared")
+        .unwrap();
+    assert_eq!(shared.data["token"], token);
+    let sha256 = shared.data["sha256"].as_str().unwrap();
+    let by_hash = reqwest::get(url.replace(token, sha256)).await.unwrap();
+    assert_eq!(by_hash.status(), 404, "a content hash is no share link");
     let correlation = chat[0].correlation_id;
     assert!(
         chat.iter()

@@ -254,3 +254,47 @@ pub fn post_to(config: &mut Config, fake: &testkit::stream::FakeStream) {
 pub async fn envelopes(bus: &Bus, aggregate_type: &str, id: &str) -> Vec<EventEnvelope> {
     bus.aggregate_events(aggregate_type, id).await.unwrap()
 }
+
+/// Renders one small txt2img image through `POST /api/render/jobs` and waits until the read
+/// model shows it completed (the stack runs the gateway, projector, dispatcher and a render
+/// worker); the job's id and its output's SHA-256.
+pub async fn render_one(base: &str) -> (String, String) {
+    let client = http();
+    let submitted: serde_json::Value = client
+        .post(format!("{base}/api/render/jobs"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "mode": "txt2img",
+            "params": { "prompt": "a lighthouse", "seed": 3, "steps": 2, "width": 64, "height": 64 },
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job_id = submitted["job_id"].as_str().expect("submitted").to_owned();
+    let job = testkit::wait_until(
+        "the render job to complete",
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            let url = format!("{base}/api/render/jobs/{job_id}");
+            async move {
+                let job: serde_json::Value = client
+                    .get(url)
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                (job["status"] == "completed").then_some(job)
+            }
+        },
+    )
+    .await;
+    let sha256 = job["artifacts"][0]["sha256"].as_str().unwrap().to_owned();
+    (job_id, sha256)
+}

@@ -418,6 +418,10 @@ async fn studio_job_end_to_end(pool: PgPool, comfy: Option<&FakeComfy>) {
         assert!(tile["badge"].is_null(), "{tile}");
     }
 
+    if simulated {
+        share_from_the_gallery(&browser, &job).await;
+    }
+
     // Finished work leaves the queue by itself.
     wait_until("the finished job to leave the queue", WAIT, || async {
         let gone = browser
@@ -439,6 +443,75 @@ async fn studio_job_end_to_end(pool: PgPool, comfy: Option<&FakeComfy>) {
     };
     let _ = std::fs::write(std::env::temp_dir().join(name), &png);
     stack.shutdown().await;
+}
+
+/// The tile's share button makes a public link (shown at once, and it opens the image without
+/// a token); unshare takes it away and the link stops working.
+async fn share_from_the_gallery(browser: &Browser, job: &str) {
+    let tile = format!("document.querySelector('#studio-gallery [data-job-id=\"{job}\"]')");
+    browser
+        .eval(&format!(
+            "{tile}.querySelector('button[data-action=share]').click(); return null;"
+        ))
+        .await;
+    let link = wait_until("the tile's public link", WAIT, || async {
+        let shown = browser
+            .eval(&format!(
+                "const t = {tile}; const row = t.querySelector('.tile-share');
+                 const err = t.querySelector('.tile-share-error');
+                 return {{ shown: !row.hidden && row.getBoundingClientRect().height > 0,
+                          url: row.querySelector('.share-link').href,
+                          text: row.querySelector('.share-link').textContent,
+                          button: !t.querySelector('button[data-action=share]').hidden,
+                          failed: err.hidden ? null : err.textContent }};"
+            ))
+            .await;
+        // (Not `error`: WebDriver's own errors are objects with that key.)
+        assert!(shown["failed"].is_null(), "{shown}");
+        (shown["shown"] == true).then_some(shown)
+    })
+    .await;
+    assert_eq!(
+        link["button"], false,
+        "shared: the share button gives way to the link"
+    );
+    let url = link["url"].as_str().unwrap().to_owned();
+    assert_eq!(link["text"], url.as_str());
+    assert!(url.contains("/share/"), "{link}");
+    let opened = wait_until("the link to open the image", WAIT, || async {
+        let response = reqwest::get(&url).await.ok()?;
+        (response.status() == 200).then_some(response)
+    })
+    .await;
+    assert_eq!(opened.headers()["content-type"], "image/png");
+    browser
+        .eval(&format!(
+            "{tile}.scrollIntoView({{ block: 'end' }}); return null;"
+        ))
+        .await;
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-studio-shared.png"), &png);
+
+    browser
+        .eval(&format!(
+            "{tile}.querySelector('button[data-action=unshare]').click(); return null;"
+        ))
+        .await;
+    wait_until("the link to leave the tile", WAIT, || async {
+        let gone = browser
+            .eval(&format!(
+                "const t = {tile}; return t.querySelector('.tile-share').hidden
+                    && !t.querySelector('button[data-action=share]').hidden;"
+            ))
+            .await;
+        (gone == true).then_some(())
+    })
+    .await;
+    wait_until("the unshared link to stop", WAIT, || async {
+        let response = reqwest::get(&url).await.ok()?;
+        (response.status() == 404).then_some(())
+    })
+    .await;
 }
 
 const GUILD: u64 = 900_000_000_000_000_077;
@@ -748,10 +821,15 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
             message.text.starts_with("Fresh from the studio"),
             "{message:?}"
         );
-        assert!(
-            message.text.ends_with(&format!("/share/{sha256}.png")),
-            "{message:?}"
-        );
+        // The link is the image's share link (a random token, not its hash), and opens it.
+        let link = message.text.split_whitespace().last().unwrap();
+        let token = link
+            .rsplit_once("/share/")
+            .and_then(|(_, file)| file.strip_suffix(".png"))
+            .unwrap_or_default();
+        assert!(domain::render::is_share_token(token), "{message:?}");
+        let image = reqwest::get(link).await.unwrap().bytes().await.unwrap();
+        assert_eq!(render::artifacts::sha256_hex(&image), sha256);
     }
     stack.shutdown().await;
 }

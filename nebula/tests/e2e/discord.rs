@@ -56,7 +56,12 @@ async fn start_bot(pool: &PgPool) -> Bot {
     })
     .await;
     let config = discord_config(&nats, pool, state.path(), &discord);
-    let parts = Parts::of(&[Part::Gateway, Part::Dispatcher, Part::RenderWorker]);
+    let parts = Parts::of(&[
+        Part::Gateway,
+        Part::Projector,
+        Part::Dispatcher,
+        Part::RenderWorker,
+    ]);
     let running = nebula::start(&config, parts).await.unwrap();
     let mut bot = config.clone();
     common::sign_in_as(&mut bot, &nats, &Identity::Chat);
@@ -198,12 +203,24 @@ async fn an_imagine_in_discord_comes_back_as_an_attached_image_with_progress(poo
         .split_whitespace()
         .find(|w| w.starts_with("http://"))
         .unwrap();
-    let shared = reqwest::get(url).await.unwrap().bytes().await.unwrap();
+    let shared = wait_until("the share link to be served", DEFAULT_WAIT, || async {
+        let response = reqwest::get(url).await.ok()?;
+        (response.status() == 200).then_some(response)
+    })
+    .await
+    .bytes()
+    .await
+    .unwrap();
     assert_eq!(&shared[..], &png[..]);
-    let sha256 = url.rsplit('/').next().unwrap().trim_end_matches(".png");
-    assert_eq!(chat[2].data["artifact"], sha256);
+    let token = url.rsplit('/').next().unwrap().trim_end_matches(".png");
     let job = common::envelopes(&running.bus, "render_job", &job_id).await;
     assert!(job.iter().any(|e| e.event_type == "render.job_completed"));
+    let share = job
+        .iter()
+        .find(|e| e.event_type == "render.job_shared")
+        .unwrap();
+    assert_eq!(share.data["token"], token);
+    assert_eq!(share.data["sha256"], chat[2].data["artifact"]);
     assert_eq!(job[0].data["trigger"]["source"], "discord");
     assert_eq!(
         job[0].data["params"]["prompt"],
@@ -431,10 +448,26 @@ async fn guild_settings_shape_the_bot_and_discord_errors_are_retried(pool: PgPoo
     let cooldown = answer(discord, &artist, "imagine", json!({"prompt": "another"})).await;
     assert!(cooldown.starts_with("please wait "), "{cooldown}");
 
-    // The rendered image as the bot's avatar in this guild, by its share link: fetched, and
-    // sent to Discord as image data.
-    let sha256 = chat[4].data["artifact"].as_str().unwrap();
-    settings.avatar = Some(format!("{base}/share/{sha256}.png"));
+    // The rendered image as the bot's avatar in this guild, by the share link its reply made
+    // (recorded on the job, in the command's correlation): fetched, and sent to Discord as
+    // image data.
+    let job_id = chat[1].data["job_id"].as_str().unwrap();
+    let job = common::envelopes(&running.bus, "render_job", job_id).await;
+    let shared = job
+        .iter()
+        .find(|e| e.event_type == "render.job_shared")
+        .expect("the reply shared the image");
+    assert_eq!(shared.data["sha256"], chat[4].data["artifact"]);
+    assert_eq!(shared.correlation_id, chat[0].correlation_id);
+    assert_eq!(shared.actor, events::Actor::Service("chat-discord".into()));
+    let token = shared.data["token"].as_str().unwrap();
+    let link = format!("{base}/share/{token}.png");
+    wait_until("the share link to be served", DEFAULT_WAIT, || async {
+        let response = common::http().get(&link).send().await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    settings.avatar = Some(link);
     set_settings(&base, &settings).await;
     wait_until("the avatar from a URL", DEFAULT_WAIT, || async {
         let member = discord.member(GUILD)?;

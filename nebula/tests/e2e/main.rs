@@ -15,4 +15,6 @@ mod nats_auth;
 mod posting;
 mod projector_crash;
 mod render;
+mod shares;
+mod supervisor;
 mod vault;

@@ -8,7 +8,7 @@ use crate::common;
 use std::time::Duration;
 
 use natsauth::Identity;
-use nebula::Parts;
+use nebula::{Part, Parts};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::stream::{Api, FakeStream, FakeStreamOptions};
@@ -48,7 +48,14 @@ async fn start_with(
     let mut config = common::config(&nats, pool, state.path());
     common::post_to(&mut config, fake);
     tune(&mut config);
-    let running = nebula::start(&config, Parts::GATEWAY).await.unwrap();
+    // The studio too: a post's image is a finished job's output.
+    let studio = Parts::of(&[
+        Part::Gateway,
+        Part::Projector,
+        Part::Dispatcher,
+        Part::RenderWorker,
+    ]);
+    let running = nebula::start(&config, studio).await.unwrap();
     common::sign_in_as(&mut config, &nats, &Identity::Posting);
     config.public_url = running.gateway_addr.map(|addr| format!("http://{addr}"));
     let posting = nebula::start(&config, Parts::POSTING).await.unwrap();
@@ -95,8 +102,9 @@ async fn settled(base: &str, post_id: &str) -> Value {
     .await
 }
 
-/// Uploads a PNG as an artifact (as the studio does for inputs); returns its SHA-256.
-async fn artifact(base: &str) -> String {
+/// Uploads a PNG as an input (as the studio does); returns its SHA-256. An upload is never
+/// shareable.
+async fn upload(base: &str) -> String {
     let png = render::artifacts::png::encode_rgb(2, 2, &[200; 12], &[]);
     let response: Value = common::http()
         .post(format!("{base}/api/render/inputs"))
@@ -116,7 +124,7 @@ async fn artifact(base: &str) -> String {
 async fn a_post_reaches_every_platform_through_rate_limits_and_outages(pool: PgPool) {
     let fake = FakeStream::start(FakeStreamOptions::default()).await;
     let stack = start(&pool, &fake).await;
-    let sha256 = artifact(&stack.base).await;
+    let (job_id, sha256) = common::render_one(&stack.base).await;
     fake.fail_next(Api::Helix, 429, 1);
     fake.fail_next(Api::Youtube, 503, 1);
     fake.fail_next(Api::Kick, 500, 1);
@@ -144,8 +152,17 @@ async fn a_post_reaches_every_platform_through_rate_limits_and_outages(pool: PgP
             .starts_with("LCC.")
     );
 
+    // The post carries the output's share link (shared for it, in its correlation).
+    let envelopes = common::envelopes(&stack.running.bus, "post", post_id).await;
+    let token = envelopes[0].data["share"].as_str().unwrap();
+    let job = common::envelopes(&stack.running.bus, "render_job", &job_id).await;
+    let shared = job.last().unwrap();
+    assert_eq!(shared.event_type, "render.job_shared");
+    assert_eq!(shared.data["token"], token);
+    assert_eq!(shared.data["sha256"], sha256.as_str());
+    assert_eq!(shared.correlation_id, envelopes[0].correlation_id);
     // Each platform got the text and the whole link, within its length.
-    let link = format!("{}/share/{sha256}.png", stack.base);
+    let link = format!("{}/share/{token}.png", stack.base);
     let posted = fake.posted();
     assert_eq!(posted.len(), 3, "{posted:?}");
     for message in &posted {
@@ -171,6 +188,8 @@ async fn a_post_reaches_every_platform_through_rate_limits_and_outages(pool: PgP
     // The link is the image.
     let image = reqwest::get(&link).await.unwrap();
     assert_eq!(image.status(), 200);
+    let bytes = image.bytes().await.unwrap();
+    assert_eq!(render::artifacts::sha256_hex(&bytes), sha256);
 
     // Every attempt is an event, in the post's correlation.
     let envelopes = common::envelopes(&stack.running.bus, "post", post_id).await;
@@ -269,7 +288,11 @@ async fn refusals_are_final_and_bad_requests_are_explained(pool: PgPool) {
         ),
         (
             json!({"text": "hi", "destinations": ["kick"], "artifact": "ab".repeat(32)}),
-            "no artifact",
+            "is not an output of a finished render job",
+        ),
+        (
+            json!({"text": "hi", "destinations": ["kick"], "artifact": upload(&stack.base).await}),
+            "is not an output of a finished render job",
         ),
         (
             json!({"text": "hi", "destinations": ["kick"], "colour": "red"}),

@@ -13,6 +13,7 @@ use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
 use bus::{Bus, StreamName};
 use cqrs_es::{AggregateError, EventStore};
 use domain::chat::{ChatCommand, ChatCommandCommand, ChatError};
+use domain::render::RenderJob;
 use events::render::{RenderJobEvent, Trigger};
 use events::{Actor, EventEnvelope};
 use tokio_util::sync::CancellationToken;
@@ -25,7 +26,7 @@ use events::chat::{CommandReceived, ReplyKind};
 pub(crate) struct FollowerConfig {
     /// At most one progress message per job this often (0: every step).
     pub progress_every: Duration,
-    /// Where artifacts can be seen from outside: links are `<public_url>/share/<sha256>.png`.
+    /// Where the gateway's share links are reachable: `<public_url>/share/<token>.png`.
     pub public_url: String,
 }
 
@@ -37,6 +38,9 @@ pub(crate) struct Follower {
     config: FollowerConfig,
     chat: Commands<ChatCommand>,
     chat_state: JetStreamStore<ChatCommand>,
+    /// The jobs whose outputs a result reply shares.
+    render: Commands<RenderJob>,
+    render_state: JetStreamStore<RenderJob>,
     /// Per job: the chat command that started it (`None`: not started from this platform).
     jobs: Mutex<HashMap<String, Followed>>,
 }
@@ -68,6 +72,8 @@ impl Follower {
         Self {
             chat: commands(bus.clone(), ()),
             chat_state: JetStreamStore::new(bus.clone()),
+            render: commands(bus.clone(), ()),
+            render_state: JetStreamStore::new(bus.clone()),
             bus,
             replier,
             limits,
@@ -165,6 +171,10 @@ impl Follower {
             self.forget(&job_id);
             return Ok(());
         }
+        let meta = CommandMeta::caused_by(
+            envelope,
+            Actor::Service(format!("chat-{}", target.received.platform)),
+        );
         let (reply, artifact) = match event {
             RenderJobEvent::Completed(completed) => match completed.artifacts.first() {
                 Some(artifact) => {
@@ -172,15 +182,23 @@ impl Follower {
                         .artifacts
                         .content_path(&artifact.sha256)
                         .ok_or_else(|| format!("artifact {} has no valid hash", artifact.sha256))?;
+                    let token = sagas::share_output(
+                        &self.render,
+                        &self.render_state,
+                        &job_id,
+                        &artifact.sha256,
+                        meta.clone(),
+                    )
+                    .await
+                    .map_err(|err| format!("the image was not shared: {err}"))?;
                     (
                         Reply::Image {
                             job_id: job_id.clone(),
                             artifact: artifact.clone(),
                             path,
                             url: format!(
-                                "{}/share/{}.png",
+                                "{}/share/{token}.png",
                                 self.config.public_url.trim_end_matches('/'),
-                                artifact.sha256
                             ),
                             seed: completed.provenance.seed,
                         },
@@ -211,10 +229,6 @@ impl Follower {
             ),
             _ => return Ok(()),
         };
-        let meta = CommandMeta::caused_by(
-            envelope,
-            Actor::Service(format!("chat-{}", target.received.platform)),
-        );
         match self
             .replier
             .send(&target.received, target.reply_token.as_deref(), &reply)

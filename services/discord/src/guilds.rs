@@ -110,7 +110,7 @@ impl Guilds {
         let avatar = match settings.avatar.as_deref() {
             None => None,
             Some(data) if data.starts_with("data:") => Some(data.to_owned()),
-            Some(url) => Some(self.fetch_avatar(url).await?),
+            Some(url) => Some(fetch_avatar(&self.web, url, AVATAR_MAX_BYTES).await?),
         };
         let mut body = serde_json::Map::new();
         body.insert("nick".into(), settings.nickname.clone().into());
@@ -118,45 +118,6 @@ impl Guilds {
         retrying(|| http.edit_member_me(guild, &body, Some("Nebula chat settings")))
             .await
             .map(|_| ())
-    }
-
-    /// An avatar URL as the data URI Discord takes: an image (PNG, JPEG, GIF or WebP) of at
-    /// most 8 MiB, fetched within 10 s.
-    async fn fetch_avatar(&self, url: &str) -> Result<String, String> {
-        use base64::Engine as _;
-        const MAX: usize = 8 << 20;
-        let fail = |why: String| format!("avatar {url}: {why}");
-        let response = self
-            .web
-            .get(url)
-            .send()
-            .await
-            .map_err(|err| fail(err.to_string()))?;
-        if !response.status().is_success() {
-            return Err(fail(format!("answered {}", response.status())));
-        }
-        let content_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
-            .unwrap_or_default();
-        if !["image/png", "image/jpeg", "image/gif", "image/webp"].contains(&content_type.as_str())
-        {
-            return Err(fail(format!("is {content_type:?}, not an image")));
-        }
-        if response.content_length().is_some_and(|n| n > MAX as u64) {
-            return Err(fail("is larger than 8 MiB".into()));
-        }
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| fail(err.to_string()))?;
-        if bytes.len() > MAX {
-            return Err(fail("is larger than 8 MiB".into()));
-        }
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
-        Ok(format!("data:{content_type};base64,{encoded}"))
     }
 
     /// Follows every guild settings change from now on until `cancel` fires. The current
@@ -282,5 +243,99 @@ pub(crate) fn definition(name: &str) -> CreateCommand {
         "queue" => command.description("How many images are waiting"),
         "cancel" => command.description("Cancel your last image"),
         other => command.description(format!("Nebula {other}")),
+    }
+}
+
+/// The largest avatar Discord takes.
+const AVATAR_MAX_BYTES: usize = 8 << 20;
+
+/// An avatar URL as the data URI Discord takes: an image (PNG, JPEG, GIF or WebP) of at most
+/// `max` bytes, read as it streams in (a body without a length cannot grow past the cap).
+async fn fetch_avatar(web: &reqwest::Client, url: &str, max: usize) -> Result<String, String> {
+    use base64::Engine as _;
+    let fail = |why: String| format!("avatar {url}: {why}");
+    let too_large = || fail(format!("is larger than {} MiB", max >> 20));
+    let mut response = web
+        .get(url)
+        .send()
+        .await
+        .map_err(|err| fail(err.to_string()))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("answered {}", response.status())));
+    }
+    let content_type = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_owned())
+        .unwrap_or_default();
+    if !["image/png", "image/jpeg", "image/gif", "image/webp"].contains(&content_type.as_str()) {
+        return Err(fail(format!("is {content_type:?}, not an image")));
+    }
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|err| fail(err.to_string()))?
+    {
+        if bytes.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    Ok(format!("data:{content_type};base64,{encoded}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// One HTTP answer on a loopback port: `head`, then `chunks` chunks of `chunk` bytes in
+    /// chunked encoding (no length announced), as long as the client reads.
+    async fn serve(head: &'static str, chunk: usize, chunks: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/avatar.png", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = socket.read(&mut request).await;
+            socket.write_all(head.as_bytes()).await.unwrap();
+            let body = vec![b'x'; chunk];
+            for _ in 0..chunks {
+                let framed = [format!("{chunk:x}\r\n").as_bytes(), &body, b"\r\n"].concat();
+                if socket.write_all(&framed).await.is_err() {
+                    return; // the client stopped reading: what a cap does
+                }
+            }
+            let _ = socket.write_all(b"0\r\n\r\n").await;
+        });
+        url
+    }
+
+    const CHUNKED_PNG: &str =
+        "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+    #[tokio::test]
+    async fn an_avatar_without_a_length_is_cut_off_at_the_cap() {
+        let web = reqwest::Client::new();
+        // 64 MiB offered, 1 MiB allowed: refused once past it, not after reading it all.
+        let url = serve(CHUNKED_PNG, 64 << 10, 1024).await;
+        let err = super::fetch_avatar(&web, &url, 1 << 20).await.unwrap_err();
+        assert!(err.ends_with("is larger than 1 MiB"), "{err}");
+        let url = serve(CHUNKED_PNG, 1000, 3).await;
+        let data = super::fetch_avatar(&web, &url, 1 << 20).await.unwrap();
+        assert!(data.starts_with("data:image/png;base64,eHh4"), "{data}");
+        let url = serve(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n",
+            10,
+            1,
+        )
+        .await;
+        let err = super::fetch_avatar(&web, &url, 1 << 20).await.unwrap_err();
+        assert!(err.contains("not an image"), "{err}");
     }
 }

@@ -269,12 +269,19 @@ impl Discord {
         let Reply::Image { path, job_id, .. } = reply else {
             return Ok(None);
         };
-        let bytes = tokio::fs::read(path).await.map_err(|err| {
+        let unreadable = |err: std::io::Error| {
             ReplyError::permanent(format!("the image {} is unreadable: {err}", path.display()))
-        })?;
-        // Too large to attach: the link alone (it is in the text).
-        Ok((bytes.len() <= MAX_ATTACHMENT)
-            .then(|| CreateAttachment::bytes(bytes, format!("{job_id}.png"))))
+        };
+        // Too large to attach: the link alone (it is in the text), and the file is not read.
+        let length = tokio::fs::metadata(path).await.map_err(unreadable)?.len();
+        if length > MAX_ATTACHMENT as u64 {
+            return Ok(None);
+        }
+        let bytes = tokio::fs::read(path).await.map_err(unreadable)?;
+        Ok(Some(CreateAttachment::bytes(
+            bytes,
+            format!("{job_id}.png"),
+        )))
     }
 
     /// Sends `text` (and `file`) to `target`; when Discord refuses the file as too large for

@@ -130,7 +130,7 @@ struct Poster {
 }
 
 impl Poster {
-    /// `public_url`: where the gateway's `/share/<sha256>.png` links are reachable;
+    /// `public_url`: where the gateway's `/share/<token>.png` links are reachable;
     /// `state_dir`: where refreshed tokens are kept (`post-tokens.json`).
     fn new(
         bus: Bus,
@@ -342,15 +342,15 @@ impl Poster {
     }
 }
 
-/// The message for `destination`: the text, then the artifact's link, within the platform's
-/// length (the text is shortened, never the link).
+/// The message for `destination`: the text, then the artifact's share link, within the
+/// platform's length (the text is shortened, never the link).
 pub fn compose(requested: &PostRequested, public_url: &str, destination: Destination) -> String {
     let max = destination.max_chars();
     let text = requested.text.trim();
-    let Some(sha256) = &requested.artifact else {
+    let Some(token) = &requested.share else {
         return shorten(text, max);
     };
-    let link = format!("{}/share/{sha256}.png", public_url.trim_end_matches('/'));
+    let link = format!("{}/share/{token}.png", public_url.trim_end_matches('/'));
     let room = max.saturating_sub(link.chars().count() + 1);
     if room < 2 {
         return link; // no room for words beside the link
@@ -377,6 +377,7 @@ mod tests {
             text: "x".repeat(300),
             artifact: Some("ab".repeat(32)),
             destinations: vec![Destination::Youtube],
+            share: Some("cd".repeat(16)),
         };
         let youtube = compose(
             &requested,
@@ -386,13 +387,14 @@ mod tests {
         assert_eq!(youtube.chars().count(), 200);
         assert!(youtube.ends_with(&format!(
             "https://nebula.example.com/share/{}.png",
-            "ab".repeat(32)
+            "cd".repeat(16)
         )));
         assert!(youtube.contains("x… https://"));
         let kick = compose(&requested, "https://nebula.example.com", Destination::Kick);
         assert!(kick.starts_with(&"x".repeat(300)));
         let plain = PostRequested {
             artifact: None,
+            share: None,
             text: "  live now  ".into(),
             ..requested
         };

@@ -34,6 +34,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+/// The largest output image taken from ComfyUI by default (a 4× upscale of a 2048² image is
+/// ~50 MiB as PNG): anything larger is refused while it streams in, never held whole.
+pub const MAX_OUTPUT_BYTES: usize = 128 << 20;
 /// How long a cancelled run waits for ComfyUI to confirm the interrupt.
 const CANCEL_GRACE: Duration = Duration::from_secs(10);
 /// After this long without a frame, history is asked whether the prompt ended unseen.
@@ -49,6 +52,8 @@ pub struct ComfyUi {
     /// Always ends with `/`, so endpoints join onto any path prefix.
     base: Url,
     client: reqwest::Client,
+    /// The largest output image taken ([`MAX_OUTPUT_BYTES`] unless set).
+    max_output_bytes: usize,
 }
 
 /// A file ComfyUI names in `executed` frames and history outputs.
@@ -90,7 +95,17 @@ impl ComfyUi {
             .map_err(|err| {
                 BackendError::Unavailable(format!("failed to build http client: {}", chain(&err)))
             })?;
-        Ok(ComfyUi { base, client })
+        Ok(ComfyUi {
+            base,
+            client,
+            max_output_bytes: MAX_OUTPUT_BYTES,
+        })
+    }
+
+    /// Takes output images of at most `bytes` (a larger one fails its job, unread).
+    pub fn with_max_output(mut self, bytes: usize) -> Self {
+        self.max_output_bytes = bytes;
+        self
     }
 
     pub fn base_url(&self) -> &Url {
@@ -549,14 +564,35 @@ impl ComfyUi {
             .and_then(|value| value.to_str().ok())
             .unwrap_or("image/png")
             .to_owned();
-        let bytes = response
-            .bytes()
+        let too_large = || BackendError::Execution {
+            node_type: "SaveImage".to_owned(),
+            message: format!(
+                "output {} is larger than the {} bytes a worker takes",
+                file.filename, self.max_output_bytes
+            ),
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > self.max_output_bytes as u64)
+        {
+            return Err(too_large());
+        }
+        let mut response = response;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
-            .map_err(|err| unreachable_server(&what, &err))?;
+            .map_err(|err| unreachable_server(&what, &err))?
+        {
+            if bytes.len() + chunk.len() > self.max_output_bytes {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         Ok(OutputImage {
             filename: file.filename.clone(),
             content_type,
-            bytes,
+            bytes: bytes.into(),
         })
     }
 

@@ -177,6 +177,7 @@ impl State {
                     RenderJobEvent::Completed(_) => job.status = RenderStatus::Completed,
                     RenderJobEvent::Failed(_) => job.status = RenderStatus::Failed,
                     RenderJobEvent::Cancelled(_) => job.status = RenderStatus::Cancelled,
+                    RenderJobEvent::Shared(_) | RenderJobEvent::ShareRevoked(_) => {}
                 }
             }
             t if t == RenderQueueEvent::AGGREGATE_TYPE => {

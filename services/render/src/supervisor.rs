@@ -1,6 +1,12 @@
 //! Keeps a node's ComfyUI process alive: starts it with the VRAM flag that suits the GPU,
 //! checks `/system_stats`, kills it when it stops answering, restarts it with backoff when it
 //! dies, and records every change of state as an event (`comfyui.state_changed`).
+//!
+//! The process sees none of the worker's own environment (its NATS seed, the vault key, the
+//! admin token, the database's password, every platform token) beyond [`INHERITED_ENV`], the
+//! names `pass_env` adds and the values `env` sets. It runs in a process group of its own, and
+//! stopping it stops the whole group: a wrapper script cannot leave ComfyUI behind holding the
+//! port and the VRAM.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -23,8 +29,13 @@ pub struct SupervisorConfig {
     /// "--port", "8188"]`. The VRAM flag is appended.
     pub command: Vec<String>,
     pub working_dir: Option<PathBuf>,
-    /// Extra environment for the process (e.g. `CUDA_VISIBLE_DEVICES`).
+    /// Environment set for the process (e.g. `CUDA_VISIBLE_DEVICES = "1"`).
     pub env: std::collections::BTreeMap<String, String>,
+    /// Names of the worker's own environment passed through besides [`INHERITED_ENV`] (e.g.
+    /// `HF_TOKEN`); everything else of it is withheld.
+    pub pass_env: Vec<String>,
+    /// How long a stopped ComfyUI may take to exit after SIGTERM before its group is killed.
+    pub stop_grace_secs: f64,
     pub health_interval_secs: f64,
     /// How long one `/system_stats` check may take.
     pub health_timeout_secs: f64,
@@ -44,6 +55,8 @@ impl Default for SupervisorConfig {
             command: Vec::new(),
             working_dir: None,
             env: std::collections::BTreeMap::new(),
+            pass_env: Vec::new(),
+            stop_grace_secs: 10.0,
             health_interval_secs: 2.0,
             health_timeout_secs: 5.0,
             unresponsive_after: 3,
@@ -68,9 +81,51 @@ impl SupervisorConfig {
                 "vram_mode must be --lowvram, --normalvram or --highvram, got {mode:?}"
             ));
         }
+        for name in &self.pass_env {
+            if name.is_empty() || name.contains('=') || name.contains('\0') {
+                problems.push(format!("pass_env: {name:?} is not a variable name"));
+            }
+        }
         problems
     }
+
+    /// What the process's environment starts from: the allowed names that are set here.
+    fn inherited(&self) -> Vec<(String, std::ffi::OsString)> {
+        INHERITED_ENV
+            .iter()
+            .copied()
+            .chain(self.pass_env.iter().map(String::as_str))
+            .filter_map(|name| Some((name.to_owned(), std::env::var_os(name)?)))
+            .collect()
+    }
 }
+
+/// What a ComfyUI process may see of the worker's environment: the system's basics, the GPU
+/// selection and the Python environment. Nothing that could hold a secret.
+pub const INHERITED_ENV: [&str; 22] = [
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TMPDIR",
+    "LD_LIBRARY_PATH",
+    "CUDA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "CUDA_HOME",
+    "NVIDIA_VISIBLE_DEVICES",
+    "NVIDIA_DRIVER_CAPABILITIES",
+    "HIP_VISIBLE_DEVICES",
+    "ROCR_VISIBLE_DEVICES",
+    "PYTORCH_CUDA_ALLOC_CONF",
+    "VIRTUAL_ENV",
+    "PYTHONPATH",
+    "HF_HOME",
+    "XDG_CACHE_HOME",
+];
 
 /// The memory modes ComfyUI takes.
 pub const VRAM_MODES: [&str; 3] = ["--lowvram", "--normalvram", "--highvram"];
@@ -181,8 +236,12 @@ impl Supervisor {
             command
                 .args(&self.config.command[1..])
                 .arg(&self.vram_flag)
+                .env_clear()
+                .envs(self.config.inherited())
                 .envs(&self.config.env)
                 .stdin(Stdio::null())
+                // a group of its own, so that stopping it reaches what it started
+                .process_group(0)
                 .kill_on_drop(true);
             if let Some(dir) = &self.config.working_dir {
                 command.current_dir(dir);
@@ -215,8 +274,12 @@ impl Supervisor {
             let ended = self
                 .watch(&mut child, pid, restarts, &mut backoff, &cancel)
                 .await;
-            let _ = child.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+            let grace = match ended {
+                // a stop asks first; a hung or dead one is killed at once
+                Ended::Cancelled => Duration::from_secs_f64(self.config.stop_grace_secs.max(0.0)),
+                Ended::Exited(_) | Ended::Hung => Duration::ZERO,
+            };
+            stop_group(&mut child, pid, grace).await;
             match ended {
                 Ended::Cancelled => {
                     self.record(
@@ -309,6 +372,31 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// Stops the process group `pid` leads: SIGTERM, up to `grace` for the leader to exit, then
+/// SIGKILL for whatever of the group is left (a wrapper's children included).
+async fn stop_group(child: &mut tokio::process::Child, pid: Option<u32>, grace: Duration) {
+    let group = pid
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    let Some(group) = group else {
+        // no pid: it was reaped already; only the leader is known
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        return;
+    };
+    let signal = |signal| match rustix::process::kill_process_group(group, signal) {
+        // ESRCH: nobody of the group is left
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot signal ComfyUI's process group"),
+    };
+    if !grace.is_zero() {
+        signal(rustix::process::Signal::TERM);
+        let _ = tokio::time::timeout(grace, child.wait()).await;
+    }
+    signal(rustix::process::Signal::KILL);
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
 }
 
 #[cfg(test)]

@@ -131,6 +131,23 @@ async fn txt2img_runs_end_to_end() {
 }
 
 #[tokio::test]
+async fn an_output_larger_than_the_cap_fails_the_job_unread() {
+    let fake = fake().await;
+    let comfy = ComfyUi::new(&fake.url()).unwrap().with_max_output(100);
+    let request = request("job-big", RenderMode::Txt2img, params());
+    let err = comfy
+        .run(&request, &|_, _| {}, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    assert!(
+        err.to_string()
+            .contains("is larger than the 100 bytes a worker takes"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
 async fn img2img_uploads_its_input_and_loads_it_by_name() {
     let fake = fake().await;
     let comfy = ComfyUi::new(&fake.url()).unwrap();
