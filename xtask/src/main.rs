@@ -2,6 +2,7 @@
 //! Run `cargo xtask help` for the commands.
 
 mod cmd;
+mod docker;
 mod nats;
 mod net;
 mod postgres;
@@ -42,11 +43,15 @@ environment (defaults in brackets):
   NATS_NKEY_FILE   [.nebula/nats-auth/control.nk] the control plane's nkey seed; xtask makes
                    one user per role there and nats.conf includes their authorization
   NATS_SERVER_BIN  a nats-server >= 2.10 to use instead of downloading one
+  NEBULA_DOCKER_HOST [unix://.nebula/docker/docker.sock] a Docker engine; when unset, xtask
+                   starts Debian's dockerd there (vfs, no iptables, no bridge) and imports the
+                   test image nebula-test/busybox:1 made from busybox-static
   CHROMIUM_BIN     [/usr/bin/chromium] browser for `test`
   CHROMEDRIVER     [/usr/bin/chromedriver] driver for `test`
   CARGO_TARGET_DIR [target] where `up` finds the nebula binary
 
-State lives in .nebula/ (git-ignored); `kill $(cat .nebula/nats.pid)` stops nats-server.
+State lives in .nebula/ (git-ignored); `kill $(cat .nebula/nats.pid)` stops nats-server,
+`kill $(cat .nebula/docker/docker.pid)` the Docker engine.
 ";
 
 fn main() -> ExitCode {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::cmd::{self, step};
 use crate::net::Endpoint;
-use crate::{nats, postgres, redis};
+use crate::{docker, nats, postgres, redis};
 
 pub(crate) const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4322";
 pub(crate) const DEFAULT_DATABASE_URL: &str = "postgres://nebula:nebula@127.0.0.1:5432/nebula";
@@ -50,12 +50,14 @@ pub(crate) fn prepare(root: &Path, browser: Browser) -> Result<Stack> {
     nats::ensure_running(root, &nats, &nats_server)?;
     postgres::ensure(&database, &database_url)?;
     redis::ensure(root, &redis)?;
+    let docker_host = docker::ensure(root)?;
 
     let mut env = vec![
         ("NATS_URL", nats_url),
         ("DATABASE_URL", database_url),
         ("REDIS_URL", redis_url),
         ("NATS_SERVER_BIN", nats_server.display().to_string()),
+        ("NEBULA_DOCKER_HOST", docker_host),
     ];
     // The control plane's credentials, unless the caller brought others.
     if std::env::var_os("NATS_NKEY_FILE").is_none() && std::env::var_os("NATS_CREDS_FILE").is_none()
@@ -111,6 +113,9 @@ fn install_missing_packages(
     }
     if redis::needs_local_server(redis) && cmd::find_in_path("redis-server").is_none() {
         packages.push("redis-server");
+    }
+    if std::env::var_os("NEBULA_DOCKER_HOST").is_none() {
+        packages.extend(docker::missing_packages());
     }
     if let Some((chromium, chromedriver)) = browser_paths {
         if !cmd::is_executable(chromium) {
