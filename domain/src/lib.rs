@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod chat;
+pub mod container;
 pub mod dlq;
 pub mod node;
 pub mod post;

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod chat;
+pub mod container;
 pub mod dlq;
 mod envelope;
 mod ids;

@@ -42,6 +42,16 @@ pub fn render_consumer(node_id: &str) -> String {
     format!("render-{node_id}")
 }
 
+/// `nebula.work.node.<node_id>`: commands for one node's agent (containers, …).
+pub fn node_work(node_id: &str) -> String {
+    work(&format!("node.{node_id}"))
+}
+
+/// The durable consumer through which a node's agent takes its commands: `node-<node_id>`.
+pub fn node_consumer(node_id: &str) -> String {
+    format!("node-{node_id}")
+}
+
 /// `nebula.work.chat.<platform>`: what a chat listener heard, for its intake.
 pub fn chat_work(platform: &str) -> String {
     work(&format!("chat.{platform}"))

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use events::access::{ApiTokenEvent, Role, SecretEvent, TokenIssued};
+use events::container::{
+    CommandRequested, ContainerAction, ContainerCommandEvent, NodeContainersEvent, StateChanged,
+};
 use events::chat::{
     ChannelSettings, ChatCommandEvent, ChatJobStarted, ChatSettingsEvent, CommandAnswered,
     CommandReceived, CommandRejected, CommandRule, Platform, RejectReason, ReplyFailed, ReplyKind,
@@ -119,6 +122,8 @@ fn every_event_type_has_a_golden_file() {
         .chain(PostEvent::EVENT_TYPES)
         .chain(DeadLetterEvent::EVENT_TYPES)
         .chain(ApiTokenEvent::EVENT_TYPES)
+        .chain(ContainerCommandEvent::EVENT_TYPES)
+        .chain(NodeContainersEvent::EVENT_TYPES)
         .chain(SecretEvent::EVENT_TYPES)
     {
         assert!(
@@ -463,4 +468,51 @@ fn a_post_requested_before_share_links_still_reads() {
     };
     assert_eq!(requested.share, None);
     assert_eq!(requested.artifact, Some("ab".repeat(32)));
+}
+
+#[test]
+fn container_events() {
+    let id = "0192f0c0-0000-7000-8000-00000000c0de";
+    golden(
+        id,
+        ContainerCommandEvent::Requested(CommandRequested {
+            node_id: "gpu-box".to_owned(),
+            action: ContainerAction::Restart {
+                container: "comfyui".to_owned(),
+                timeout_secs: 10,
+            },
+            expires_at: at(),
+        }),
+    );
+    golden(id, ContainerCommandEvent::Started {});
+    golden(
+        id,
+        ContainerCommandEvent::Completed {
+            summary: "restarted; running".to_owned(),
+        },
+    );
+    golden(
+        id,
+        ContainerCommandEvent::Failed {
+            error: "docker: No such container: comfyui".to_owned(),
+        },
+    );
+    golden(
+        id,
+        ContainerCommandEvent::Expired {
+            reason: "no agent on node gpu-box took it within 60 s".to_owned(),
+        },
+    );
+    golden(
+        "gpu-box",
+        NodeContainersEvent::StateChanged(StateChanged {
+            container: "comfyui".to_owned(),
+            container_id: "4c7d1427cf50".to_owned(),
+            image: "nebula-test/busybox:1".to_owned(),
+            change: "die".to_owned(),
+            exit_code: Some(137),
+            health: None,
+            at: at(),
+        }),
+    );
 }

@@ -1,0 +1,244 @@
+//! Containers on the fleet's nodes: commands an actor asks a node's agent to carry out
+//! (`container_command`, one aggregate per command), what each node's Docker engine did
+//! (`node_containers`, one aggregate per node), and the latest listing each agent reports as
+//! telemetry.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::DomainEvent;
+
+/// What a container command asks for. The container is named as Docker knows it (its name or
+/// id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ContainerAction {
+    Start {
+        container: String,
+    },
+    /// SIGTERM, then SIGKILL after `timeout_secs`.
+    Stop {
+        container: String,
+        timeout_secs: u32,
+    },
+    Restart {
+        container: String,
+        timeout_secs: u32,
+    },
+    /// `force` removes a running container (killing it first).
+    Remove {
+        container: String,
+        force: bool,
+    },
+}
+
+impl ContainerAction {
+    pub fn container(&self) -> &str {
+        match self {
+            ContainerAction::Start { container }
+            | ContainerAction::Stop { container, .. }
+            | ContainerAction::Restart { container, .. }
+            | ContainerAction::Remove { container, .. } => container,
+        }
+    }
+
+    /// Its name, as the API and the log say it (`start`, `stop`, …).
+    pub fn verb(&self) -> &'static str {
+        match self {
+            ContainerAction::Start { .. } => "start",
+            ContainerAction::Stop { .. } => "stop",
+            ContainerAction::Restart { .. } => "restart",
+            ContainerAction::Remove { .. } => "remove",
+        }
+    }
+
+    /// Whether `container` is a name or id Docker could hold: 1 to 128 of `[a-zA-Z0-9_.-]`,
+    /// not starting with `.` or `-` (so it is also safe in a URL path and a log line).
+    pub fn validate_container(container: &str) -> Result<(), String> {
+        let valid = (1..=128).contains(&container.len())
+            && container
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+            && container.as_bytes()[0].is_ascii_alphanumeric();
+        if valid {
+            Ok(())
+        } else {
+            Err(format!(
+                "container {container:?} is not a Docker container name or id"
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRequested {
+    pub node_id: String,
+    #[serde(flatten)]
+    pub action: ContainerAction,
+    /// Not started by then, it is not started at all (`container.command_expired`).
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ContainerCommandEvent {
+    #[serde(rename = "container.command_requested")]
+    Requested(CommandRequested),
+    /// The node's agent took it; from here it runs at most once.
+    #[serde(rename = "container.command_started")]
+    Started {},
+    /// Docker did it; `summary` says what came of it (e.g. the state it left).
+    #[serde(rename = "container.command_completed")]
+    Completed { summary: String },
+    /// Docker's error text, or why it could not be asked.
+    #[serde(rename = "container.command_failed")]
+    Failed { error: String },
+    /// Nobody took it in time; it will not run.
+    #[serde(rename = "container.command_expired")]
+    Expired { reason: String },
+}
+
+impl DomainEvent for ContainerCommandEvent {
+    const AGGREGATE_TYPE: &'static str = "container_command";
+    const SCHEMA_VERSION: u32 = 1;
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "container.command_requested",
+        "container.command_started",
+        "container.command_completed",
+        "container.command_failed",
+        "container.command_expired",
+    ];
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            ContainerCommandEvent::Requested(_) => "container.command_requested",
+            ContainerCommandEvent::Started {} => "container.command_started",
+            ContainerCommandEvent::Completed { .. } => "container.command_completed",
+            ContainerCommandEvent::Failed { .. } => "container.command_failed",
+            ContainerCommandEvent::Expired { .. } => "container.command_expired",
+        }
+    }
+}
+
+/// Something a node's Docker engine did to a container, asked for or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChanged {
+    /// The container's name (without Docker's leading `/`).
+    pub container: String,
+    pub container_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    /// Docker's event: `create`, `start`, `die`, `stop`, `kill`, `oom`, `destroy`, `pause`,
+    /// `unpause`, `health_status`.
+    pub change: String,
+    /// The exit code of a container that died.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
+    /// `healthy`, `unhealthy` or `starting`, for a health change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// When Docker says it happened.
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum NodeContainersEvent {
+    #[serde(rename = "container.state_changed")]
+    StateChanged(StateChanged),
+}
+
+impl DomainEvent for NodeContainersEvent {
+    const AGGREGATE_TYPE: &'static str = "node_containers";
+    const SCHEMA_VERSION: u32 = 1;
+    const EVENT_TYPES: &'static [&'static str] = &["container.state_changed"];
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            NodeContainersEvent::StateChanged(_) => "container.state_changed",
+        }
+    }
+}
+
+/// One container as a node's agent lists it (telemetry: latest wins).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// Docker's state: `created`, `running`, `paused`, `restarting`, `removing`, `exited`,
+    /// `dead`.
+    pub state: String,
+    /// Docker's words, e.g. `Up 5 minutes (healthy)`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Published ports, `host_ip:public->private/type`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// `com.docker.compose.project` / `.service`, when compose made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose_service: Option<String>,
+    pub created: DateTime<Utc>,
+    /// CPU use since the last listing, in percent of one core (running containers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_rx_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_tx_bytes: Option<u64>,
+}
+
+/// A node's containers at one moment (`nebula.telemetry.<node>.containers`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainersSample {
+    pub node_id: String,
+    pub at: DateTime<Utc>,
+    /// `available`, or `unavailable: <why>` (no engine, socket refused, …).
+    pub docker: String,
+    pub containers: Vec<ContainerInfo>,
+}
+
+/// The telemetry kind of [`ContainersSample`].
+pub const CONTAINERS_KIND: &str = "containers";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_names_are_checked() {
+        for good in ["web", "my_app.1", "0f3c9a", "a-b"] {
+            assert!(ContainerAction::validate_container(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", ".x", "a/b", "a b", "../etc", &"x".repeat(129)] {
+            assert!(ContainerAction::validate_container(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_action_is_flat_in_its_request() {
+        let requested = CommandRequested {
+            node_id: "gpu-1".into(),
+            action: ContainerAction::Stop {
+                container: "web".into(),
+                timeout_secs: 10,
+            },
+            expires_at: "2026-12-06T10:00:00Z".parse().unwrap(),
+        };
+        let value = serde_json::to_value(&requested).unwrap();
+        assert_eq!(value["action"], "stop");
+        assert_eq!(value["container"], "web");
+        assert_eq!(value["timeout_secs"], 10);
+        assert_eq!(
+            serde_json::from_value::<CommandRequested>(value).unwrap(),
+            requested
+        );
+    }
+}
