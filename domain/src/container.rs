@@ -23,10 +23,16 @@ pub enum ContainerCommandCommand {
     Request(CommandRequested),
     /// The node's agent takes it, before it asks Docker.
     Start,
-    Complete { summary: String },
-    Fail { error: String },
+    Complete {
+        summary: String,
+    },
+    Fail {
+        error: String,
+    },
     /// Nobody took it in time.
-    Expire { reason: String },
+    Expire {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -177,7 +183,9 @@ impl Aggregate for ContainerCommand {
                 (CommandStatus::Requested, None)
             }
             ContainerCommandEvent::Started {} => (CommandStatus::Started, None),
-            ContainerCommandEvent::Completed { summary } => (CommandStatus::Completed, Some(summary)),
+            ContainerCommandEvent::Completed { summary } => {
+                (CommandStatus::Completed, Some(summary))
+            }
             ContainerCommandEvent::Failed { error } => (CommandStatus::Failed, Some(error)),
             ContainerCommandEvent::Expired { reason } => (CommandStatus::Expired, Some(reason)),
         };
@@ -331,8 +339,6 @@ mod tests {
         assert!(err.contains("is for node gpu-1"), "{err}");
         let request = ContainerCommandCommand::Request(requested(chrono::TimeDelta::minutes(1)));
         assert!(command_node_may(&state, "gpu-1", "c1", &request).is_err());
-        assert!(
-            command_node_may(&ContainerCommand::default(), "gpu-1", "c2", &start).is_err()
-        );
+        assert!(command_node_may(&ContainerCommand::default(), "gpu-1", "c2", &start).is_err());
     }
 }

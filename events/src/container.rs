@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::DomainEvent;
+use crate::{CorrelationId, DomainEvent, EventId};
 
 /// What a container command asks for. The container is named as Docker knows it (its name or
 /// id).
@@ -158,6 +158,17 @@ impl DomainEvent for NodeContainersEvent {
             NodeContainersEvent::StateChanged(_) => "container.state_changed",
         }
     }
+}
+
+/// A container command as the control plane sends it to the node's agent
+/// (`nebula.work.node.<node>`): the command's id is the idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerWork {
+    pub command_id: String,
+    pub action: ContainerAction,
+    pub correlation_id: CorrelationId,
+    /// The `container.command_requested` event.
+    pub causation_id: EventId,
 }
 
 /// One container as a node's agent lists it (telemetry: latest wins).

@@ -6,13 +6,13 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use events::access::{ApiTokenEvent, Role, SecretEvent, TokenIssued};
-use events::container::{
-    CommandRequested, ContainerAction, ContainerCommandEvent, NodeContainersEvent, StateChanged,
-};
 use events::chat::{
     ChannelSettings, ChatCommandEvent, ChatJobStarted, ChatSettingsEvent, CommandAnswered,
     CommandReceived, CommandRejected, CommandRule, Platform, RejectReason, ReplyFailed, ReplyKind,
     ReplySent, SettingsChanged,
+};
+use events::container::{
+    CommandRequested, ContainerAction, ContainerCommandEvent, NodeContainersEvent, StateChanged,
 };
 use events::dlq::{DeadLetterEvent, DeadLetterReplayed, dead_letter_id};
 use events::node::{GpuInfo, NodeDeregistered, NodeEvent, NodeRegistered};

@@ -6,6 +6,7 @@ mod agent_http;
 mod api;
 mod assets;
 mod chat;
+mod containers;
 mod dlq;
 mod error;
 mod health;
@@ -59,6 +60,9 @@ pub struct Config {
     pub request_timeout_secs: f64,
     /// Largest message a websocket client may send.
     pub ws_max_message_bytes: usize,
+    /// How long a container command may wait for its node's agent to take it before it
+    /// expires (and is never run).
+    pub container_command_timeout_secs: f64,
 }
 
 impl Default for Config {
@@ -71,6 +75,7 @@ impl Default for Config {
             max_concurrent_requests: 256,
             request_timeout_secs: 60.0,
             ws_max_message_bytes: 64 * 1024,
+            container_command_timeout_secs: 60.0,
         }
     }
 }
@@ -107,6 +112,14 @@ impl Config {
                 self.ws_max_message_bytes
             ));
         }
+        if !(self.container_command_timeout_secs.is_finite()
+            && (1.0..=86_400.0).contains(&self.container_command_timeout_secs))
+        {
+            problems.push(format!(
+                "container_command_timeout_secs must be 1..=86400, got {}",
+                self.container_command_timeout_secs
+            ));
+        }
         if let Some(token) = &self.admin_token
             && vault::reference(token).is_none()
             && token.expose().len() < 16
@@ -132,6 +145,9 @@ pub struct AppState {
     pub(crate) render_queue: Arc<bus::store::Commands<domain::render::RenderQueue>>,
     pub(crate) chat_settings: Arc<bus::store::Commands<domain::chat::ChatSettings>>,
     pub(crate) posts: Arc<bus::store::Commands<domain::post::Post>>,
+    pub(crate) container_commands: Arc<bus::store::Commands<domain::container::ContainerCommand>>,
+    pub(crate) container_state:
+        Arc<bus::store::JetStreamStore<domain::container::ContainerCommand>>,
     pub(crate) dead_letters: Arc<bus::store::Commands<domain::dlq::DeadLetter>>,
     pub(crate) post_state: Arc<bus::store::JetStreamStore<domain::post::Post>>,
     pub(crate) artifacts: artifacts::ArtifactStore,
@@ -242,6 +258,8 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         render_queue: Arc::new(bus::store::commands(bus.clone(), ())),
         chat_settings: Arc::new(bus::store::commands(bus.clone(), ())),
         posts: Arc::new(bus::store::commands(bus.clone(), ())),
+        container_commands: Arc::new(bus::store::commands(bus.clone(), ())),
+        container_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         api_tokens: Arc::new(bus::store::commands(bus.clone(), ())),
         vault: Arc::new(vault),
         access: Arc::new(access::Access::new(bus.clone(), token.clone())),

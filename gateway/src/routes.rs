@@ -9,7 +9,9 @@ use axum::http::Method;
 use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
-use crate::{AppState, api, chat, dlq, health, posts, render, secrets, shares, tokens, ws};
+use crate::{
+    AppState, api, chat, containers, dlq, health, posts, render, secrets, shares, tokens, ws,
+};
 
 /// One protected route: what a caller needs to use it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,18 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/whoami", tokens::whoami),
         entry(Viewer, get.clone(), "/api/nodes", api::list_nodes),
         entry(Viewer, get.clone(), "/api/nodes/{id}", api::get_node),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/nodes/{id}/containers",
+            containers::list,
+        ),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/container-commands/{id}",
+            containers::command,
+        ),
         entry(Viewer, get.clone(), "/api/events", api::list_events),
         entry(
             Viewer,
@@ -138,6 +152,24 @@ fn table() -> Vec<Entry> {
             shares::revoke,
         ),
         entry(Operator, post.clone(), "/api/posts", posts::create),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/nodes/{id}/containers/{name}/start",
+            containers::start,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/nodes/{id}/containers/{name}/stop",
+            containers::stop,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/nodes/{id}/containers/{name}/restart",
+            containers::restart,
+        ),
         // Settings, access and whatever republishes stored bytes.
         entry(
             Admin,
@@ -146,6 +178,12 @@ fn table() -> Vec<Entry> {
             chat::put_settings,
         ),
         entry(Admin, post.clone(), "/api/dlq/{seq}/replay", dlq::replay),
+        entry(
+            Admin,
+            delete.clone(),
+            "/api/nodes/{id}/containers/{name}",
+            containers::remove,
+        ),
         entry(Admin, get.clone(), "/api/tokens", tokens::list),
         entry(Admin, post, "/api/tokens", tokens::create),
         entry(Admin, delete.clone(), "/api/tokens/{name}", tokens::revoke),

@@ -96,27 +96,33 @@ impl Identity {
                 };
             }
             Identity::Agent(node) => {
-                publish.push(subject::telemetry(node.as_str(), ">"));
-                publish.push(subject::command(
-                    node.as_str(),
+                let node = node.as_str();
+                publish.push(subject::telemetry(node, ">"));
+                for aggregate in [
                     events::node::NodeEvent::AGGREGATE_TYPE,
+                    events::container::ContainerCommandEvent::AGGREGATE_TYPE,
+                    events::container::NodeContainersEvent::AGGREGATE_TYPE,
+                ] {
+                    publish.push(subject::command(node, aggregate));
+                }
+                // Its own durable consumer of its own commands, and nothing else on WORK.
+                publish.extend(own_work_consumer(
+                    &subject::node_consumer(node),
+                    &subject::node_work(node),
                 ));
             }
             Identity::Worker(node) => {
                 let node = node.as_str();
-                let consumer = subject::render_consumer(node);
-                let work = subject::render_work(node);
                 publish.extend([
                     subject::telemetry(node, ">"),
                     subject::command(node, events::render::RenderJobEvent::AGGREGATE_TYPE),
                     subject::command(node, events::render::ComfyEvent::AGGREGATE_TYPE),
-                    subject::dlq(&consumer),
-                    // Its own durable consumer of its own work, and nothing else on WORK.
-                    api(&format!("CONSUMER.CREATE.WORK.{consumer}.{work}")),
-                    api(&format!("CONSUMER.INFO.WORK.{consumer}")),
-                    api(&format!("CONSUMER.MSG.NEXT.WORK.{consumer}")),
-                    subject::jetstream_acks("WORK", &consumer),
                 ]);
+                // Its own durable consumer of its own work, and nothing else on WORK.
+                publish.extend(own_work_consumer(
+                    &subject::render_consumer(node),
+                    &subject::render_work(node),
+                ));
                 // It watches render jobs for cancellations (an ordered consumer of its own).
                 publish.extend(ordered_reader(&subject::events_of_type(
                     events::render::RenderJobEvent::AGGREGATE_TYPE,
@@ -154,6 +160,17 @@ impl Identity {
         }
         Permissions { publish, subscribe }
     }
+}
+
+/// One durable consumer on WORK, filtered to `work`: created, read, acked, dead-lettered.
+fn own_work_consumer(consumer: &str, work: &str) -> Vec<String> {
+    vec![
+        subject::dlq(consumer),
+        api(&format!("CONSUMER.CREATE.WORK.{consumer}.{work}")),
+        api(&format!("CONSUMER.INFO.WORK.{consumer}")),
+        api(&format!("CONSUMER.MSG.NEXT.WORK.{consumer}")),
+        subject::jetstream_acks("WORK", consumer),
+    ]
 }
 
 /// Reading `filter` of the event log from an ordered consumer (no acks, no durable state).

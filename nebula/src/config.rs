@@ -46,6 +46,8 @@ pub struct Config {
     pub chat: ChatConfig,
     /// The Stream Bot's destinations (Twitch Helix, YouTube, Kick).
     pub post: posting::Config,
+    /// Routing container commands to nodes, and expiring what nobody takes.
+    pub fleet: fleet::Config,
 }
 
 /// `[chat]`: what every bot shares, and each platform's own section.
@@ -105,6 +107,7 @@ impl Default for Config {
             render: render::Config::default(),
             chat: ChatConfig::default(),
             post: posting::Config::default(),
+            fleet: fleet::Config::default(),
         }
     }
 }
@@ -120,6 +123,7 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("NEBULA_HTTP_ADDR", "gateway.http_addr"),
     ("NEBULA_ADMIN_TOKEN", "gateway.admin_token"),
     ("NEBULA_AGENT_HTTP_ADDR", "agent.http_addr"),
+    ("NEBULA_DOCKER_HOST", "agent.docker_host"),
     ("http_addr", "gateway.http_addr"),
     ("admin_token", "gateway.admin_token"),
     ("agent_http_addr", "agent.http_addr"),
@@ -234,6 +238,7 @@ impl Config {
             ("chat.twitch", self.chat.twitch.validate()),
             ("chat.discord", self.chat.discord.validate()),
             ("post", self.post.validate()),
+            ("fleet", self.fleet.validate()),
         ];
         for (section, found) in sections {
             problems.extend(found.into_iter().map(|p| format!("{section}.{p}")));

@@ -25,8 +25,9 @@ pub enum Part {
     Gateway,
     /// This node's agent: hardware, registration, heartbeats, its own endpoints.
     Agent,
-    /// Places queued render jobs on nodes (one per system), and relays the nodes' commands to
-    /// the control plane's aggregates (`bus::remote`).
+    /// Places queued render jobs on nodes (one per system), routes container commands to the
+    /// nodes that carry them out (and expires what nobody takes), and relays the nodes' commands
+    /// to the control plane's aggregates (`bus::remote`).
     Dispatcher,
     /// This node's render worker (and its ComfyUI supervisor, when configured).
     RenderWorker,
@@ -171,11 +172,23 @@ async fn agent(ctx: Context, config: Config) -> anyhow::Result<Started> {
     })
 }
 
-/// The dispatcher, and the relays through which the nodes' agents, render workers and ComfyUI
-/// supervisors have their commands decided (they may not write the event log themselves).
+/// The dispatcher, the container command router, and the relays through which the nodes'
+/// agents, render workers and ComfyUI supervisors have their commands decided (they may not
+/// write the event log themselves).
 async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
     render::dispatcher::start(&ctx, config.render.dispatcher);
+    fleet::start(&ctx, config.fleet);
     relay::<domain::node::Node>(&ctx, "relay-node", domain::node::node_may);
+    relay::<domain::container::ContainerCommand>(
+        &ctx,
+        "relay-container-command",
+        domain::container::command_node_may,
+    );
+    relay::<domain::container::NodeContainers>(
+        &ctx,
+        "relay-node-containers",
+        domain::container::containers_node_may,
+    );
     relay::<domain::render::RenderJob>(&ctx, "relay-render-job", domain::render::job_node_may);
     relay::<domain::render::ComfyInstance>(&ctx, "relay-comfyui", domain::render::comfy_node_may);
     Ok(Started::default())

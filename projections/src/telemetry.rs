@@ -1,9 +1,11 @@
-//! `node_telemetry`: the latest heartbeat of each node, from the TELEMETRY stream. Part of the
-//! nodes read model; a separate projection because it reads a separate stream.
+//! `node_telemetry`: the latest heartbeat of each node, and `node_containers`: the latest
+//! listing of each node's containers, from the TELEMETRY stream. Part of the nodes read model; a
+//! separate projection because it reads a separate stream.
 
 use std::collections::HashMap;
 
 use bus::{StoredMessage, StreamName};
+use events::container::{CONTAINERS_KIND, ContainersSample};
 use events::telemetry::Heartbeat;
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -22,7 +24,7 @@ impl Projection for NodeTelemetry {
     }
 
     fn tables(&self) -> &'static [&'static str] {
-        &["node_telemetry"]
+        &["node_telemetry", "node_containers"]
     }
 
     fn apply<'a>(
@@ -61,7 +63,48 @@ impl Projection for NodeTelemetry {
                     .execute(&mut *conn)
                     .await?;
             }
+            // Container listings: the last to arrive wins (an agent's clock is only data).
+            let mut listings: HashMap<String, (ContainersSample, i64)> = HashMap::new();
+            for (stream_seq, sample) in samples_of::<ContainersSample>(batch, CONTAINERS_KIND)? {
+                listings.insert(sample.node_id.clone(), (sample, stream_seq));
+            }
+            let table = target.table("node_containers");
+            let sql = format!(
+                "INSERT INTO {table} (node_id, docker, containers, sampled_at, received_seq) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (node_id) DO UPDATE SET \
+                 docker = EXCLUDED.docker, containers = EXCLUDED.containers, \
+                 sampled_at = EXCLUDED.sampled_at, received_seq = EXCLUDED.received_seq \
+                 WHERE {table}.received_seq < EXCLUDED.received_seq"
+            );
+            for (node_id, (sample, stream_seq)) in listings {
+                sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                    .bind(node_id)
+                    .bind(&sample.docker)
+                    .bind(Json(&sample.containers))
+                    .bind(sample.at)
+                    .bind(stream_seq)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             Ok(Applied::default())
         })
+    }
+}
+
+impl crate::ReadModels {
+    /// The containers of `node_id` as its agent last listed them: `{node_id, docker,
+    /// sampled_at, containers}`, or `None` when it never listed any.
+    pub async fn node_containers(
+        &self,
+        node_id: &str,
+    ) -> Result<Option<serde_json::Value>, crate::ProjectionError> {
+        Ok(sqlx::query_scalar(
+            "SELECT jsonb_build_object('node_id', node_id, 'docker', docker, \
+             'sampled_at', sampled_at, 'containers', containers) FROM node_containers \
+             WHERE node_id = $1",
+        )
+        .bind(node_id)
+        .fetch_optional(self.pool())
+        .await?)
     }
 }

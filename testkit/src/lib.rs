@@ -4,6 +4,7 @@
 
 pub mod comfyui;
 pub mod discord;
+pub mod docker;
 mod nats;
 pub mod stream;
 pub mod twitch;

@@ -94,7 +94,9 @@ fn start(home: &Path, socket: &Path) -> Result<()> {
         .append(true)
         .open(&log_path)
         .with_context(|| format!("failed to open {}", log_path.display()))?;
-    let log_for_stderr = log.try_clone().context("failed to duplicate a file handle")?;
+    let log_for_stderr = log
+        .try_clone()
+        .context("failed to duplicate a file handle")?;
     // vfs (no overlay needed), no iptables and no bridge: containers run with `--network none`
     // or the host's network, and nothing of the machine's own networking is touched.
     let mut child = Command::new("dockerd")
@@ -192,6 +194,9 @@ fn ensure_test_image(home: &Path, host: &str) -> Result<()> {
         );
     }
     let _ = fs::remove_dir_all(&rootfs);
-    step("docker", format_args!("made {TEST_IMAGE} from {}", busybox.display()));
+    step(
+        "docker",
+        format_args!("made {TEST_IMAGE} from {}", busybox.display()),
+    );
     Ok(())
 }

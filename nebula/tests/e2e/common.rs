@@ -46,6 +46,8 @@ pub fn config(nats: &NatsServer, pool: &PgPool, state_dir: &std::path::Path) -> 
     config.agent.node_id = Some("test-node".to_owned());
     config.agent.heartbeat_interval_secs = 0.2;
     config.agent.disable_gpu_detection = true;
+    // Docker only where a test asks for it, and then the project's own engine.
+    config.agent.docker_host = String::new();
     config.projector.batch_size = 200;
     config.artifacts_dir = state_dir.join("artifacts");
     config.render.simulated_step_ms = 20;

@@ -7,6 +7,7 @@ mod access;
 mod agent;
 mod chat;
 mod cli;
+mod containers;
 mod dashboard;
 mod dashboard_access;
 mod discord;

@@ -3,6 +3,7 @@
 //! heartbeats on an interval, and deregisters on shutdown. Its own status (for the `/health`,
 //! `/metrics`, `/services` and `/gpu` endpoints the binary serves) is an [`AgentStatus`].
 
+mod docker;
 pub mod hardware;
 mod status;
 
@@ -38,6 +39,11 @@ pub struct Config {
     pub disable_gpu_detection: bool,
     /// Where the agent's HTTP endpoints will be reachable, announced in the registration.
     pub advertise_url: Option<String>,
+    /// The node's Docker engine (`NEBULA_DOCKER_HOST`); empty: the agent leaves Docker alone.
+    /// An engine that is not there is reported, not fatal.
+    pub docker_host: String,
+    /// Seconds between listings of the node's containers (telemetry).
+    pub containers_interval_secs: f64,
 }
 
 impl Default for Config {
@@ -48,6 +54,8 @@ impl Default for Config {
             heartbeat_interval_secs: 5.0,
             disable_gpu_detection: false,
             advertise_url: None,
+            docker_host: "unix:///var/run/docker.sock".to_owned(),
+            containers_interval_secs: 5.0,
         }
     }
 }
@@ -65,6 +73,18 @@ impl Config {
             && let Err(err) = id.parse::<NodeId>()
         {
             problems.push(format!("node_id {id:?} is invalid: {err}"));
+        }
+        if !self.docker_host.is_empty() && !self.docker_host.starts_with("unix://") {
+            problems.push(format!(
+                "docker_host must be a unix:// socket (or empty to leave Docker alone), got {:?}",
+                self.docker_host
+            ));
+        }
+        if !(self.containers_interval_secs.is_finite() && self.containers_interval_secs >= 0.1) {
+            problems.push(format!(
+                "containers_interval_secs must be at least 0.1, got {}",
+                self.containers_interval_secs
+            ));
         }
         problems
     }
@@ -112,6 +132,25 @@ pub fn host_name() -> String {
 pub fn start(ctx: &Context, config: Config) -> anyhow::Result<AgentStatus> {
     let node_id = ctx.site.node_id.clone();
     let status = AgentStatus::new(node_id.clone());
+    if !config.docker_host.is_empty() {
+        let engine = Arc::new(docker::Engine::new(
+            ctx.bus.clone(),
+            node_id.clone(),
+            config.docker_host.clone(),
+        ));
+        let interval = Duration::from_secs_f64(config.containers_interval_secs);
+        let executor = Arc::clone(&engine);
+        ctx.spawn("containers-commands", move |cancel| {
+            Arc::clone(&executor).execute(cancel)
+        });
+        let watcher = Arc::clone(&engine);
+        ctx.spawn("containers-watch", move |cancel| {
+            Arc::clone(&watcher).watch(cancel)
+        });
+        ctx.spawn("containers-listing", move |cancel| {
+            Arc::clone(&engine).report(interval, cancel)
+        });
+    }
     let agent = Arc::new(Agent {
         config,
         ctx: ctx.clone(),

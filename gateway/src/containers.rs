@@ -1,0 +1,285 @@
+//! Containers on the nodes over REST: each node's containers as its agent last listed them, and
+//! commands (start, stop, restart, remove) recorded under the caller's name and carried out by
+//! the node's agent at most once; a command nobody takes before its deadline expires with the
+//! reason. `?wait=<secs>` waits for the outcome.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use bus::store::execute;
+use chrono::Utc;
+use cqrs_es::{AggregateError, EventStore};
+use domain::container::{ContainerCommand, ContainerCommandCommand, ContainerCommandError};
+use events::NodeId;
+use events::container::{CommandRequested, ContainerAction};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::known_params;
+use crate::render::optional_body;
+use crate::{ApiError, AppState, Principal};
+
+/// The longest `?wait=` a caller may ask for.
+const MAX_WAIT_SECS: f64 = 120.0;
+
+fn node_id(raw: &str) -> Result<NodeId, ApiError> {
+    raw.parse()
+        .map_err(|err| ApiError::BadRequest(format!("invalid node id: {err}")))
+}
+
+/// The node, which must be known.
+async fn known_node(state: &AppState, raw: &str) -> Result<NodeId, ApiError> {
+    let node = node_id(raw)?;
+    match state.read.node(node.as_str()).await? {
+        Some(_) => Ok(node),
+        None => Err(ApiError::NotFound(format!("no node {node}"))),
+    }
+}
+
+/// `GET /api/nodes/{id}/containers`: `{node_id, docker, sampled_at, containers}`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let node = known_node(&state, &id).await?;
+    let listing = state.read.node_containers(node.as_str()).await?;
+    Ok(Json(listing.unwrap_or_else(|| {
+        json!({
+            "node_id": node.as_str(),
+            "docker": "unknown: its agent has not listed containers (is Docker enabled there?)",
+            "sampled_at": null,
+            "containers": [],
+        })
+    })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StopBody {
+    /// Seconds between SIGTERM and SIGKILL (10 unless given).
+    #[serde(default)]
+    timeout_secs: Option<u32>,
+}
+
+/// `POST /api/nodes/{id}/containers/{name}/start`
+pub(crate) async fn start(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    Path((id, name)): Path<(String, String)>,
+    query: Query<HashMap<String, String>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let action = ContainerAction::Start { container: name };
+    request(state, principal, id, action, query).await
+}
+
+/// `POST /api/nodes/{id}/containers/{name}/stop {"timeout_secs"?}`
+pub(crate) async fn stop(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    Path((id, name)): Path<(String, String)>,
+    query: Query<HashMap<String, String>>,
+    payload: Result<Json<StopBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let timeout_secs = grace(payload)?;
+    let action = ContainerAction::Stop {
+        container: name,
+        timeout_secs,
+    };
+    request(state, principal, id, action, query).await
+}
+
+/// `POST /api/nodes/{id}/containers/{name}/restart {"timeout_secs"?}`
+pub(crate) async fn restart(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    Path((id, name)): Path<(String, String)>,
+    query: Query<HashMap<String, String>>,
+    payload: Result<Json<StopBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let timeout_secs = grace(payload)?;
+    let action = ContainerAction::Restart {
+        container: name,
+        timeout_secs,
+    };
+    request(state, principal, id, action, query).await
+}
+
+/// `DELETE /api/nodes/{id}/containers/{name}[?force=true]` (admin).
+pub(crate) async fn remove(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    Path((id, name)): Path<(String, String)>,
+    Query(mut query): Query<HashMap<String, String>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let force = match query.remove("force").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "force must be true or false, got {other:?}"
+            )));
+        }
+    };
+    let action = ContainerAction::Remove {
+        container: name,
+        force,
+    };
+    request(state, principal, id, action, Query(query)).await
+}
+
+fn grace(payload: Result<Json<StopBody>, JsonRejection>) -> Result<u32, ApiError> {
+    let timeout_secs = optional_body(payload)?.timeout_secs.unwrap_or(10);
+    if timeout_secs > 600 {
+        return Err(ApiError::BadRequest(format!(
+            "timeout_secs must be 0..=600, got {timeout_secs}"
+        )));
+    }
+    Ok(timeout_secs)
+}
+
+/// Records the request (after checking the node and the container are known), then answers 202
+/// `{command_id, correlation_id, …}`, or with `?wait=<secs>` the outcome once there is one.
+async fn request(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    id: String,
+    action: ContainerAction,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    known_params(&query, &["wait"])?;
+    let wait = match query.get("wait") {
+        None => None,
+        Some(raw) => match raw.parse::<f64>() {
+            Ok(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => {
+                Some(Duration::from_secs_f64(secs))
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "wait must be 0..={MAX_WAIT_SECS} seconds, got {raw:?}"
+                )));
+            }
+        },
+    };
+    ContainerAction::validate_container(action.container()).map_err(ApiError::BadRequest)?;
+    let node = known_node(&state, &id).await?;
+    let listed = state
+        .read
+        .node_containers(node.as_str())
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "node {node} has not listed its containers (is its agent running, with Docker enabled?)"
+            ))
+        })?;
+    let container = action.container();
+    let known = listed["containers"].as_array().is_some_and(|containers| {
+        containers.iter().any(|c| {
+            c["name"] == container
+                || (container.len() >= 12
+                    && c["id"].as_str().is_some_and(|id| id.starts_with(container)))
+        })
+    });
+    if !known {
+        return Err(ApiError::NotFound(format!(
+            "no container {container} on node {node}"
+        )));
+    }
+    let command_id = uuid::Uuid::now_v7().to_string();
+    let meta = principal.meta();
+    let correlation_id = meta.correlation_id;
+    let expires_at = Utc::now()
+        + chrono::Duration::from_std(Duration::from_secs_f64(
+            state.config.container_command_timeout_secs,
+        ))
+        .unwrap_or(chrono::Duration::seconds(60));
+    let verb = action.verb();
+    let container = container.to_owned();
+    let requested = CommandRequested {
+        node_id: node.to_string(),
+        action,
+        expires_at,
+    };
+    execute(
+        &state.container_commands,
+        &command_id,
+        ContainerCommandCommand::Request(requested),
+        meta,
+        3,
+    )
+    .await
+    .map_err(command_error)?;
+    let mut answer = json!({
+        "command_id": command_id,
+        "correlation_id": correlation_id,
+        "node_id": node.as_str(),
+        "container": container,
+        "action": verb,
+        "status": "requested",
+        "expires_at": expires_at,
+    });
+    let Some(wait) = wait else {
+        return Ok((StatusCode::ACCEPTED, Json(answer)));
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let command = load(&state, &command_id).await?;
+        if let Some(status) = command.status {
+            answer["status"] = json!(status.as_str());
+            answer["outcome"] = json!(command.outcome);
+            if status.is_final() {
+                return Ok((StatusCode::OK, Json(answer)));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok((StatusCode::ACCEPTED, Json(answer)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn load(state: &AppState, command_id: &str) -> Result<ContainerCommand, ApiError> {
+    Ok(state
+        .container_state
+        .load_aggregate(command_id)
+        .await
+        .map_err(|err| ApiError::Unavailable(format!("the event store is unavailable: {err}")))?
+        .state()
+        .clone())
+}
+
+fn command_error(err: AggregateError<ContainerCommandError>) -> ApiError {
+    match err {
+        AggregateError::UserError(ContainerCommandError::Invalid(message)) => {
+            ApiError::BadRequest(message)
+        }
+        AggregateError::UserError(err) => ApiError::Conflict(err.to_string()),
+        other => ApiError::Unavailable(format!("the event store is unavailable: {other}")),
+    }
+}
+
+/// `GET /api/container-commands/{id}`: where a command stands, and its outcome.
+pub(crate) async fn command(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(ApiError::BadRequest("a command id is a uuid".into()));
+    }
+    let command = load(&state, &id).await?;
+    let (Some(requested), Some(status)) = (command.requested, command.status) else {
+        return Err(ApiError::NotFound("no such container command".into()));
+    };
+    Ok(Json(json!({
+        "command_id": id,
+        "node_id": requested.node_id,
+        "container": requested.action.container(),
+        "action": requested.action.verb(),
+        "status": status.as_str(),
+        "outcome": command.outcome,
+        "expires_at": requested.expires_at,
+    })))
+}

@@ -1,0 +1,324 @@
+//! Containers end to end against a real Docker engine (the project's own dockerd): a node's
+//! agent, in a process of its own with the agent's NATS credentials, lists its containers and
+//! carries out commands recorded under the caller's name, each at most once; a command nobody
+//! takes expires with the reason; an engine that is not there is reported.
+
+use crate::common;
+
+use natsauth::Identity;
+use nebula::{Part, Parts};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use testkit::docker::{TEST_IMAGE, TestContainer};
+use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
+
+const NODE: &str = "box-1";
+const CONTROL: Parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]);
+
+/// The node's agent, alone in its process, signed in as that node's agent.
+async fn node_agent(
+    config: &nebula::Config,
+    nats: &NatsServer,
+    docker_host: String,
+) -> nebula::Running {
+    let mut node = config.clone();
+    node.agent.node_id = Some(NODE.into());
+    node.agent.docker_host = docker_host;
+    node.agent.containers_interval_secs = 0.3;
+    common::sign_in_as(&mut node, nats, &Identity::Agent(NODE.parse().unwrap()));
+    nebula::start(&node, Parts::AGENT).await.unwrap()
+}
+
+async fn listing(base: &str) -> Value {
+    common::get_json(
+        &common::http(),
+        format!("{base}/api/nodes/{NODE}/containers"),
+    )
+    .await
+}
+
+/// The listed container named `name`, once it is listed in `state`.
+async fn listed(base: &str, name: &str, state: &str) -> Value {
+    wait_until(
+        &format!("{name} listed as {state}"),
+        DEFAULT_WAIT,
+        || async {
+            let listing = listing(base).await;
+            listing["containers"]
+                .as_array()?
+                .iter()
+                .find(|c| c["name"] == name && c["state"] == state)
+                .cloned()
+        },
+    )
+    .await
+}
+
+async fn command(
+    base: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let response = common::http()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn containers_are_listed_and_commanded_once_through_the_nodes_agent(pool: PgPool) {
+    let nats = NatsServer::start_with_nodes(&[NODE]);
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, &pool, state.path());
+    config.gateway.container_command_timeout_secs = 3.0;
+    config.fleet.expiry_check_secs = 0.2;
+    let running = nebula::start(&config, CONTROL).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let agent = node_agent(&config, &nats, testkit::docker::host()).await;
+    let web = TestContainer::run("nebula-web", &[], &["sleep", "3600"]);
+    let operator = common::create_token(&base, "ops", "operator").await;
+
+    // Listed as the agent sees it, with its use.
+    let listed_web = listed(&base, &web.name, "running").await;
+    assert_eq!(listed_web["image"], TEST_IMAGE);
+    assert_eq!(listed_web["id"], web.id.as_str());
+    assert!(
+        listed_web["status"].as_str().unwrap().starts_with("Up"),
+        "{listed_web}"
+    );
+    assert_eq!(listing(&base).await["docker"], "available");
+    wait_until("memory use in the listing", DEFAULT_WAIT, || async {
+        let web = listed(&base, &web.name, "running").await;
+        web["memory_used_bytes"].as_u64().filter(|used| *used > 0)
+    })
+    .await;
+
+    // Stopped by an operator: recorded under the token's name, carried out by the node.
+    let (status, stopped) = command(
+        &base,
+        &operator,
+        reqwest::Method::POST,
+        &format!("/api/nodes/{NODE}/containers/{}/stop?wait=30", web.name),
+        json!({"timeout_secs": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{stopped}");
+    assert_eq!(stopped["status"], "completed", "{stopped}");
+    assert!(
+        stopped["outcome"].as_str().unwrap().ends_with("exited"),
+        "{stopped}"
+    );
+    assert_eq!(web.state().as_deref(), Some("exited"));
+    let command_id = stopped["command_id"].as_str().unwrap().to_owned();
+    let events = common::envelopes(&running.bus, "container_command", &command_id).await;
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "container.command_requested",
+            "container.command_started",
+            "container.command_completed"
+        ]
+    );
+    assert_eq!(events[0].actor, events::Actor::User("ops".into()));
+    assert_eq!(events[1].actor, events::Actor::Node(NODE.into()));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.correlation_id == events[0].correlation_id)
+    );
+    assert_eq!(
+        events[0].correlation_id.to_string(),
+        stopped["correlation_id"].as_str().unwrap()
+    );
+    let shown = common::get_json(
+        &common::http(),
+        format!("{base}/api/container-commands/{command_id}"),
+    )
+    .await;
+    assert_eq!(shown["status"], "completed");
+    assert_eq!(shown["action"], "stop");
+
+    // What the engine did is on the log even though nobody asked it: the container died.
+    let died = wait_until("the death recorded", DEFAULT_WAIT, || async {
+        common::envelopes(&running.bus, "node_containers", NODE)
+            .await
+            .into_iter()
+            .find(|e| e.data["container"] == web.name.as_str() && e.data["change"] == "die")
+    })
+    .await;
+    assert_eq!(died.actor, events::Actor::Node(NODE.into()));
+    assert!(died.data["exit_code"].is_i64(), "{}", died.data);
+
+    // Delivered again (a redelivery after a crash): not run again, nothing new recorded.
+    let work = events::container::ContainerWork {
+        command_id: command_id.clone(),
+        action: serde_json::from_value(events[0].data.clone()).unwrap(),
+        correlation_id: events[0].correlation_id,
+        causation_id: events[0].event_id,
+    };
+    running
+        .bus
+        .publish_raw(
+            events::subjects::node_work(NODE),
+            format!("again-{command_id}"),
+            Vec::new(),
+            serde_json::to_vec(&work).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    // Started again afterwards: the node takes its work in order, so the repeat was handled.
+    let (status, started) = command(
+        &base,
+        &operator,
+        reqwest::Method::POST,
+        &format!("/api/nodes/{NODE}/containers/{}/start?wait=30", web.name),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    assert_eq!(started["status"], "completed", "{started}");
+    assert_eq!(web.state().as_deref(), Some("running"));
+    let again = common::envelopes(&running.bus, "container_command", &command_id).await;
+    assert_eq!(again.len(), 3, "the repeat changed nothing: {again:?}");
+
+    // Clear refusals: an unknown container or node is named; a viewer may not act.
+    let (status, body) = command(
+        &base,
+        &operator,
+        reqwest::Method::POST,
+        &format!("/api/nodes/{NODE}/containers/nope/restart"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body.to_string().contains("no container nope on node box-1"),
+        "{body}"
+    );
+    let (status, body) = command(
+        &base,
+        &operator,
+        reqwest::Method::POST,
+        &format!("/api/nodes/box-9/containers/{}/start", web.name),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.to_string().contains("no node box-9"), "{body}");
+    let (status, _) = command(
+        &base,
+        &operator,
+        reqwest::Method::POST,
+        &format!("/api/nodes/{NODE}/containers/{}/stop?wait=nope", web.name),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = command(
+        &base,
+        &operator,
+        reqwest::Method::DELETE,
+        &format!("/api/nodes/{NODE}/containers/{}", web.name),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "removing needs an admin");
+
+    // The node's agent is down: a command is not left waiting, it expires with the reason.
+    common::assert_no_permission_violations(&agent);
+    agent.shutdown().await;
+    let (status, expired) = command(
+        &base,
+        &operator,
+        reqwest::Method::POST,
+        &format!("/api/nodes/{NODE}/containers/{}/restart?wait=20", web.name),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{expired}");
+    assert_eq!(expired["status"], "expired", "{expired}");
+    assert!(
+        expired["outcome"]
+            .as_str()
+            .unwrap()
+            .contains("no agent on node box-1 took it"),
+        "{expired}"
+    );
+
+    // Back up later, the agent does not run the expired command: the container keeps running
+    // (a restart would have recorded a second start).
+    let agent = node_agent(&config, &nats, testkit::docker::host()).await;
+    let (status, removed) = command(
+        &base,
+        common::TOKEN,
+        reqwest::Method::DELETE,
+        &format!(
+            "/api/nodes/{NODE}/containers/{}?force=true&wait=30",
+            web.name
+        ),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{removed}");
+    assert_eq!(removed["status"], "completed", "{removed}");
+    assert_eq!(web.state(), None, "removed");
+    let changes: Vec<String> = common::envelopes(&running.bus, "node_containers", NODE)
+        .await
+        .into_iter()
+        .filter(|e| e.data["container"] == web.name.as_str())
+        .map(|e| e.data["change"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        changes.iter().filter(|c| *c == "start").count(),
+        2,
+        "docker run's start and the operator's, no restart's: {changes:?}"
+    );
+    assert_eq!(changes.last().map(String::as_str), Some("destroy"));
+    agent.shutdown().await;
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn an_engine_that_is_not_there_is_reported_not_fatal(pool: PgPool) {
+    let nats = NatsServer::start_with_nodes(&[NODE]);
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let running = nebula::start(&config, CONTROL).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let missing = format!("unix://{}/no-docker.sock", state.path().display());
+    let agent = node_agent(&config, &nats, missing).await;
+    let listing = wait_until("the node's listing", DEFAULT_WAIT, || async {
+        let listing = common::get_json(
+            &common::http(),
+            format!("{base}/api/nodes/{NODE}/containers"),
+        )
+        .await;
+        listing["docker"]
+            .as_str()?
+            .starts_with("unavailable")
+            .then_some(listing)
+    })
+    .await;
+    assert_eq!(listing["containers"], json!([]));
+    assert!(
+        listing["docker"]
+            .as_str()
+            .unwrap()
+            .contains("no-docker.sock"),
+        "{listing}"
+    );
+    // The agent still heartbeats: the node is up.
+    let node = common::get_json(&common::http(), format!("{base}/api/nodes/{NODE}")).await;
+    assert_eq!(node["status"], "online", "{node}");
+    agent.shutdown().await;
+    running.shutdown().await;
+}
