@@ -322,3 +322,102 @@ async fn an_engine_that_is_not_there_is_reported_not_fatal(pool: PgPool) {
     agent.shutdown().await;
     running.shutdown().await;
 }
+
+/// The Containers room in a real headless Chromium, signed in as an operator: the node's
+/// containers listed with their state, a stop and a start from the row's buttons (each answered
+/// in the row and logged with who asked), and remove locked (it needs an admin).
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_containers_room_lists_a_node_and_an_operator_stops_and_starts_from_it(pool: PgPool) {
+    use testkit::webdriver::Browser;
+    let nats = NatsServer::start_with_nodes(&[NODE]);
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let running = nebula::start(&config, CONTROL).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let agent = node_agent(&config, &nats, testkit::docker::host()).await;
+    let web = TestContainer::run("nebula-ui", &[], &["sleep", "3600"]);
+    let operator = common::create_token(&base, "ops", "operator").await;
+    listed(&base, &web.name, "running").await;
+
+    let browser = Browser::start().await;
+    crate::dashboard_access::sign_in(
+        &browser,
+        &format!("{base}/#token={operator}"),
+        "ops · operator",
+    )
+    .await;
+    crate::dashboard::open_room(&browser, "containers").await;
+    let row = format!(
+        "document.querySelector('#containers tr[data-container=\"{}\"]')",
+        web.name
+    );
+    let state_of = |wanted: &'static str| {
+        let row = row.clone();
+        let browser = &browser;
+        async move {
+            wait_until(
+                &format!("the row to show {wanted}"),
+                DEFAULT_WAIT,
+                || async {
+                    let shown = browser
+                        .eval(&format!(
+                            "const r = {row}; if (!r) return null;
+                         const remove = r.querySelector('button[data-action=remove]');
+                         const note = r.querySelector('.container-note');
+                         return {{ state: r.dataset.state, image: r.children[2].textContent,
+                                  note: note ? note.textContent : null,
+                                  remove_locked: remove.classList.contains('locked') }};"
+                        ))
+                        .await;
+                    (shown["state"] == wanted).then_some(shown)
+                },
+            )
+            .await
+        }
+    };
+    let shown = state_of("running").await;
+    assert_eq!(shown["image"], TEST_IMAGE);
+    assert_eq!(
+        shown["remove_locked"], true,
+        "removing needs an admin: {shown}"
+    );
+
+    browser
+        .eval(&format!(
+            "{row}.querySelector('button[data-action=stop]').click(); return null;"
+        ))
+        .await;
+    let stopped = state_of("exited").await;
+    assert!(
+        stopped["note"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("exited"),
+        "{stopped}"
+    );
+    assert_eq!(web.state().as_deref(), Some("exited"));
+    let logged = wait_until("the stop in the command log", DEFAULT_WAIT, || async {
+        let text = browser
+            .eval("const li = document.querySelector('#container-commands li[data-command-id]'); return li ? li.textContent : null;")
+            .await;
+        let text = text.as_str()?.to_owned();
+        (text.contains("completed")).then_some(text)
+    })
+    .await;
+    assert!(
+        logged.contains(&format!("stop {}", web.name)) && logged.contains("by ops"),
+        "{logged}"
+    );
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-containers.png"), &png);
+
+    browser
+        .eval(&format!(
+            "{row}.querySelector('button[data-action=start]').click(); return null;"
+        ))
+        .await;
+    state_of("running").await;
+    assert_eq!(web.state().as_deref(), Some("running"));
+    agent.shutdown().await;
+    running.shutdown().await;
+}

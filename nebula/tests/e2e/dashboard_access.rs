@@ -17,7 +17,7 @@ use testkit::{NatsServer, wait_until};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Signs in through the address fragment and waits until the page says who it is and is live.
-async fn sign_in(browser: &Browser, url: &str, expected: &str) {
+pub(crate) async fn sign_in(browser: &Browser, url: &str, expected: &str) {
     browser.goto(url).await;
     wait_until(
         &format!("{expected} to be signed in and live"),
