@@ -23,6 +23,8 @@ async fn the_agent_registers_heartbeats_serves_its_endpoints_and_deregisters() {
     config.agent.http_addr = "127.0.0.1:0".parse().unwrap();
     config.agent.node_id = Some("agent-test".into());
     config.agent.heartbeat_interval_secs = 0.1;
+    // Docker is another test's: never the machine's engine.
+    config.agent.docker_host = String::new();
     // The agent registers through the control plane's command relay (in the dispatcher part).
     let running = nebula::start(&config, Parts::AGENT.with(nebula::Part::Dispatcher))
         .await
