@@ -248,6 +248,29 @@ impl Bus {
         Ok(subjects)
     }
 
+    /// The last message on exactly `subject` of `stream` (the latest sample of a gauge), if
+    /// the stream holds one.
+    pub async fn last_on_subject(
+        &self,
+        stream: StreamName,
+        subject: &str,
+    ) -> Result<Option<StoredMessage>, BusError> {
+        let handle = self
+            .jetstream
+            .get_stream_no_info(stream.as_str())
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::NotFound, err))?;
+        match handle.direct_get_last_for_subject(subject).await {
+            Ok(message) => Ok(Some(from_direct_get(message))),
+            Err(err)
+                if err.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(BusError::with_source(BusErrorKind::Other, err)),
+        }
+    }
+
     /// Every message on exactly one subject, in order (used to load an aggregate).
     pub async fn read_subject(&self, subject: &str) -> Result<Vec<StoredMessage>, BusError> {
         self.read_subject_after(subject, StreamSeq(0)).await

@@ -10,12 +10,10 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use bus::store::execute;
-use chrono::Utc;
 use cqrs_es::{AggregateError, EventStore};
-use domain::container::{ContainerCommand, ContainerCommandCommand, ContainerCommandError};
+use domain::container::{CommandStatus, ContainerCommand, ContainerCommandError};
 use events::NodeId;
-use events::container::{CommandRequested, ContainerAction};
+use events::container::ContainerAction;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -188,57 +186,48 @@ async fn request(
             "no container {container} on node {node}"
         )));
     }
-    let command_id = uuid::Uuid::now_v7().to_string();
     let meta = principal.meta();
     let correlation_id = meta.correlation_id;
-    let expires_at = Utc::now()
-        + chrono::Duration::from_std(Duration::from_secs_f64(
-            state.config.container_command_timeout_secs,
-        ))
-        .unwrap_or(chrono::Duration::seconds(60));
     let verb = action.verb();
     let container = container.to_owned();
-    let requested = CommandRequested {
-        node_id: node.to_string(),
-        action,
-        expires_at,
-    };
-    execute(
+    let timeout = Duration::from_secs_f64(state.config.container_command_timeout_secs);
+    let requested = sagas::containers::request_container_command(
         &state.container_commands,
-        &command_id,
-        ContainerCommandCommand::Request(requested),
+        node.as_str(),
+        action,
+        timeout,
         meta,
-        3,
     )
     .await
     .map_err(command_error)?;
     let mut answer = json!({
-        "command_id": command_id,
+        "command_id": requested.command_id,
         "correlation_id": correlation_id,
         "node_id": node.as_str(),
         "container": container,
         "action": verb,
         "status": "requested",
-        "expires_at": expires_at,
+        "expires_at": requested.expires_at,
     });
     let Some(wait) = wait else {
         return Ok((StatusCode::ACCEPTED, Json(answer)));
     };
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let command = load(&state, &command_id).await?;
-        if let Some(status) = command.status {
-            answer["status"] = json!(status.as_str());
-            answer["outcome"] = json!(command.outcome);
-            if status.is_final() {
-                return Ok((StatusCode::OK, Json(answer)));
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok((StatusCode::ACCEPTED, Json(answer)));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let command = sagas::containers::wait_container_command(
+        &state.container_state,
+        &requested.command_id,
+        wait,
+    )
+    .await
+    .map_err(command_error)?;
+    let status = command.status.unwrap_or(CommandStatus::Requested);
+    answer["status"] = json!(status.as_str());
+    answer["outcome"] = json!(command.outcome);
+    let code = if status.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((code, Json(answer)))
 }
 
 async fn load(state: &AppState, command_id: &str) -> Result<ContainerCommand, ApiError> {

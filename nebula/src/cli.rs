@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::access::{self, SecretsCommand, TokensCommand};
+use crate::containers::{self, ContainersCommand};
 use crate::nats::{self, NatsCommand};
 use crate::tools::{self, ReplayArgs, TailArgs};
 use crate::{Config, Parts};
@@ -68,6 +69,9 @@ pub enum Command {
     /// NATS credentials per role and the server's authorization (`nats config`).
     #[command(subcommand)]
     Nats(NatsCommand),
+    /// The nodes' containers: ls, start, stop, restart, rm (carried out by each node's agent).
+    #[command(subcommand)]
+    Containers(ContainersCommand),
 }
 
 impl Command {
@@ -184,6 +188,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tokens(command) => access::tokens(&config, command).await,
         Command::Secrets(command) => access::secrets(&config, command).await,
         Command::Nats(command) => nats::run(&config, command),
+        Command::Containers(command) => containers::run(&config, command).await,
     }
 }
 

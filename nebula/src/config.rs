@@ -112,6 +112,10 @@ impl Default for Config {
     }
 }
 
+/// `NEBULA_` names that are not configuration keys: the file to read, and the vault's key
+/// (read by the vault itself, never kept in the configuration).
+pub const NOT_CONFIGURATION: &[&str] = &["NEBULA_CONFIG", vault::KEY_ENV];
+
 /// Other names for keys: the usual environment variables, and keys that moved. The first is the
 /// environment variable or the old dotted key, the second where it goes.
 pub const ALIASES: &[(&str, &str)] = &[
@@ -162,7 +166,7 @@ impl Config {
         }
         for (name, value) in env {
             let key = match name.strip_prefix("NEBULA_") {
-                _ if name == "NEBULA_CONFIG" => continue,
+                _ if NOT_CONFIGURATION.contains(&name.as_str()) => continue,
                 _ if ALIASES.iter().any(|(alias, _)| *alias == name) => name,
                 Some(rest) if !rest.is_empty() => rest.to_ascii_lowercase().replace("__", "."),
                 _ => continue,
@@ -408,6 +412,19 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_vault_key_in_the_environment_is_not_a_configuration_key() {
+        let config = Config::load_from(
+            None,
+            env(&[
+                (vault::KEY_ENV, &"ab".repeat(32)),
+                ("NEBULA_DOCKER_HOST", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.agent.docker_host, "");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod access;
 pub mod cli;
 pub mod config;
+mod containers;
 pub mod nats;
 mod stack;
 mod tools;

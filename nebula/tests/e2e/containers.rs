@@ -421,3 +421,81 @@ async fn the_containers_room_lists_a_node_and_an_operator_stops_and_starts_from_
     agent.shutdown().await;
     running.shutdown().await;
 }
+
+/// `nebula containers …` as a user runs it (the real binary, the control plane's credentials):
+/// runs concurrently with the agent, so it is awaited, never blocking the test's runtime.
+async fn cli(nats: &NatsServer, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_nebula"))
+        .arg("containers")
+        .args(args)
+        .env("NATS_URL", nats.url())
+        .env("NATS_NKEY_FILE", nats.control_seed())
+        .env("USER", "alice")
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("failed to run nebula")
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_cli_lists_and_commands_a_nodes_containers(pool: PgPool) {
+    let nats = NatsServer::start_with_nodes(&[NODE]);
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let running = nebula::start(&config, CONTROL).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let agent = node_agent(&config, &nats, testkit::docker::host()).await;
+    let web = TestContainer::run("nebula-cli", &[], &["sleep", "3600"]);
+    listed(&base, &web.name, "running").await;
+
+    let ls = cli(&nats, &["ls", NODE]).await;
+    assert!(
+        ls.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ls.stderr)
+    );
+    let ls = String::from_utf8_lossy(&ls.stdout).into_owned();
+    assert!(ls.starts_with("node box-1: docker available"), "{ls}");
+    let line = ls
+        .lines()
+        .find(|l| l.starts_with(&web.name))
+        .expect("listed");
+    assert!(
+        line.contains("running") && line.contains(TEST_IMAGE),
+        "{line}"
+    );
+
+    let stop = cli(&nats, &["stop", NODE, &web.name, "--timeout-secs", "1"]).await;
+    let printed = String::from_utf8_lossy(&stop.stdout).into_owned();
+    assert!(
+        stop.status.success(),
+        "{printed} {}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(
+        printed.starts_with(&format!(
+            "stop {} on box-1: completed {} exited",
+            web.name, web.name
+        )),
+        "{printed}"
+    );
+    assert_eq!(web.state().as_deref(), Some("exited"));
+    let command_id = printed
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim_end_matches(')');
+    let events = common::envelopes(&running.bus, "container_command", command_id).await;
+    assert_eq!(events[0].actor, events::Actor::User("cli:alice".into()));
+
+    let missing = cli(&nats, &["start", NODE, "nope"]).await;
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("no container nope on node box-1"),
+        "{stderr}"
+    );
+    agent.shutdown().await;
+    running.shutdown().await;
+}
