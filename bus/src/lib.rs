@@ -11,6 +11,7 @@ pub mod consumer;
 mod dlq;
 mod error;
 mod publish;
+mod query;
 mod read;
 pub mod remote;
 pub mod sealed;

@@ -219,6 +219,33 @@ pub struct ContainersSample {
 /// The telemetry kind of [`ContainersSample`].
 pub const CONTAINERS_KIND: &str = "containers";
 
+/// The question kind of [`LogsQuestion`] (`nebula.query.<node>.container_logs`).
+pub const LOGS_QUERY: &str = "container_logs";
+
+/// The last lines of a container's log, asked of its node's agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsQuestion {
+    pub container: String,
+    /// How many of the last lines.
+    pub tail: u32,
+}
+
+/// One line of a container's log: `stdout`, `stderr`, or `console` for a TTY container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub stream: String,
+    pub text: String,
+}
+
+/// What a node's agent answers to a [`LogsQuestion`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerLogs {
+    pub container: String,
+    pub lines: Vec<LogLine>,
+    /// Whether older lines were left out to keep the answer within its size.
+    pub truncated: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,6 +52,17 @@ pub fn node_consumer(node_id: &str) -> String {
     format!("node-{node_id}")
 }
 
+/// `nebula.query.<node_id>.<kind>`: a question the control plane asks one node's agent
+/// (request/reply).
+pub fn node_query(node_id: &str, kind: &str) -> String {
+    format!("{ROOT}.query.{node_id}.{kind}")
+}
+
+/// Every question to one node (what its agent may read).
+pub fn node_queries(node_id: &str) -> String {
+    format!("{ROOT}.query.{node_id}.>")
+}
+
 /// `nebula.work.chat.<platform>`: what a chat listener heard, for its intake.
 pub fn chat_work(platform: &str) -> String {
     work(&format!("chat.{platform}"))

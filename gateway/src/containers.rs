@@ -272,3 +272,84 @@ pub(crate) async fn command(
         "expires_at": requested.expires_at,
     })))
 }
+
+/// How long a node has to answer for a container's log.
+const LOGS_WITHIN: Duration = Duration::from_secs(15);
+
+/// `GET /api/nodes/{id}/containers/{name}/logs?tail=200[&format=text]`: the last lines of its
+/// log as the node's agent reads them (`{container, lines: [{stream, text}], truncated}`, or
+/// plain text to download).
+pub(crate) async fn logs(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    known_params(&query, &["tail", "format"])?;
+    let tail = match query.get("tail") {
+        None => 200,
+        Some(raw) => raw
+            .parse::<u32>()
+            .ok()
+            .filter(|tail| (1..=10_000).contains(tail))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("tail must be 1..=10000 lines, got {raw:?}"))
+            })?,
+    };
+    let text = match query.get("format").map(String::as_str) {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format must be json or text, got {other:?}"
+            )));
+        }
+    };
+    ContainerAction::validate_container(&name).map_err(ApiError::BadRequest)?;
+    let node = known_node(&state, &id).await?;
+    let question = events::container::LogsQuestion {
+        container: name.clone(),
+        tail,
+    };
+    let logs: events::container::ContainerLogs = state
+        .bus
+        .ask(
+            node.as_str(),
+            events::container::LOGS_QUERY,
+            &question,
+            LOGS_WITHIN,
+        )
+        .await
+        .map_err(|err| match err.kind() {
+            bus::BusErrorKind::Refused if err.to_string().contains("No such container") => {
+                ApiError::NotFound(format!("no container {name} on node {node}"))
+            }
+            bus::BusErrorKind::Refused => ApiError::Rejected {
+                status: StatusCode::BAD_GATEWAY,
+                message: err.to_string(),
+            },
+            _ => ApiError::Unavailable(err.to_string()),
+        })?;
+    if !text {
+        return Ok(Json(json!(logs)).into_response());
+    }
+    let mut body = String::new();
+    for line in &logs.lines {
+        body.push_str(&line.text);
+        body.push('\n');
+    }
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8".to_owned(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{node}-{name}.log\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}

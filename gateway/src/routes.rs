@@ -69,6 +69,12 @@ fn table() -> Vec<Entry> {
             "/api/container-commands/{id}",
             containers::command,
         ),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/nodes/{id}/containers/{name}/logs",
+            containers::logs,
+        ),
         entry(Viewer, get.clone(), "/api/events", api::list_events),
         entry(
             Viewer,

@@ -36,6 +36,8 @@ pub enum Identity {
 pub struct Permissions {
     pub publish: Vec<String>,
     pub subscribe: Vec<String>,
+    /// Whether it may answer the requests it receives (on the asker's reply subject, once).
+    pub responses: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +90,13 @@ impl Identity {
         let inbox = subject::inbox_all(public_key);
         let mut publish = vec![api("INFO"), api("STREAM.INFO.*")];
         let mut subscribe = vec![inbox];
+        let mut responses = false;
         match self {
             Identity::Control => {
                 return Permissions {
                     publish: vec![">".to_owned()],
                     subscribe: vec![">".to_owned()],
+                    responses: false,
                 };
             }
             Identity::Agent(node) => {
@@ -110,6 +114,9 @@ impl Identity {
                     &subject::node_consumer(node),
                     &subject::node_work(node),
                 ));
+                // The control plane's questions to this node, answered to the asker only.
+                subscribe.push(subject::node_queries(node));
+                responses = true;
             }
             Identity::Worker(node) => {
                 let node = node.as_str();
@@ -158,7 +165,11 @@ impl Identity {
                 subscribe.push(subject::jetstream_flow_control(&vault_stream()));
             }
         }
-        Permissions { publish, subscribe }
+        Permissions {
+            publish,
+            subscribe,
+            responses,
+        }
     }
 }
 
@@ -306,12 +317,17 @@ impl Accounts {
         for credential in &self.credentials {
             let permissions = credential.identity.permissions(&credential.public_key);
             out.push_str(&format!(
-                "    # {} ({})\n    {{\n      nkey: {}\n      permissions: {{\n        publish: {{ allow: {} }}\n        subscribe: {{ allow: {} }}\n      }}\n    }}\n",
+                "    # {} ({})\n    {{\n      nkey: {}\n      permissions: {{\n        publish: {{ allow: {} }}\n        subscribe: {{ allow: {} }}\n{}      }}\n    }}\n",
                 credential.identity.user(),
                 credential.identity.describe(),
                 quote(&credential.public_key),
                 list(&permissions.publish),
                 list(&permissions.subscribe),
+                if permissions.responses {
+                    "        allow_responses: true\n"
+                } else {
+                    ""
+                },
             ));
         }
         out.push_str("  ]\n}\n");
@@ -440,7 +456,11 @@ mod tests {
         let agent = Identity::Agent(node("gpu-a")).permissions("UKEY");
         assert!(agent.publish.contains(&subject::telemetry("gpu-a", ">")));
         assert!(agent.publish.contains(&subject::command("gpu-a", "node")));
-        assert_eq!(agent.subscribe, vec!["_INBOX_UKEY.>".to_owned()]);
+        assert_eq!(
+            agent.subscribe,
+            vec!["_INBOX_UKEY.>".to_owned(), subject::node_queries("gpu-a")]
+        );
+        assert!(agent.responses);
         let worker = Identity::Worker(node("gpu-a")).permissions("UKEY");
         for permissions in [&agent, &worker] {
             for subject in permissions.publish.iter().chain(&permissions.subscribe) {

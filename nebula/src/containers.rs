@@ -42,6 +42,13 @@ pub enum ContainersCommand {
         #[command(flatten)]
         wait: Wait,
     },
+    /// The last lines of a container's log, as its node's agent reads them.
+    Logs {
+        node: String,
+        container: String,
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+    },
     /// Remove a container (--force kills a running one first).
     Rm {
         node: String,
@@ -76,6 +83,11 @@ pub(crate) async fn run(config: &Config, command: ContainersCommand) -> anyhow::
     let bus = Bus::connect_only(config.bus_config()).await?;
     let (node, action, wait) = match command {
         ContainersCommand::Ls { node } => return ls(&bus, &node).await,
+        ContainersCommand::Logs {
+            node,
+            container,
+            tail,
+        } => return logs(&bus, &node, container, tail).await,
         ContainersCommand::Start {
             node,
             container,
@@ -186,6 +198,27 @@ async fn ls(bus: &Bus, node: &str) -> anyhow::Result<()> {
             )),
             c.status
         )?;
+    }
+    Ok(())
+}
+
+async fn logs(bus: &Bus, node: &str, container: String, tail: u32) -> anyhow::Result<()> {
+    let question = events::container::LogsQuestion { container, tail };
+    let logs: events::container::ContainerLogs = bus
+        .ask(
+            node,
+            events::container::LOGS_QUERY,
+            &question,
+            Duration::from_secs(15),
+        )
+        .await
+        .with_context(|| format!("the log of {} on node {node}", question.container))?;
+    let mut out = std::io::stdout().lock();
+    if logs.truncated {
+        writeln!(out, "(older lines left out)")?;
+    }
+    for line in &logs.lines {
+        writeln!(out, "{}", line.text)?;
     }
     Ok(())
 }

@@ -6,11 +6,12 @@
 import { api } from '../api.js';
 import { button, closest, h, hc, showError } from '../dom.js';
 import { actionsFor, commandOutcome, commandsOf, foldCommand, normalizeListing, touchesContainers } from '../state/containers.js';
-import { DASH, fmtBytes, fmtClock, fmtPercent, text } from '../state/format.js';
+import { DASH, fmtBytes, fmtClock, fmtPercent, plural, text } from '../state/format.js';
 import { sortedNodeIds } from '../state/live.js';
 
 const POLL_MS = 3000;
 const WAIT_SECS = 30;
+const LOG_LINES = 200;
 
 const html = `
 <section class="panel panel-containers" aria-label="Containers">
@@ -35,6 +36,10 @@ const html = `
       </thead>
       <tbody></tbody>
     </table>
+  </div>
+  <div id="container-log" class="container-log" hidden>
+    <div class="panel-head"><span id="container-log-title" class="small"></span><button id="container-log-close" class="btn btn-small" type="button">Close</button></div>
+    <pre id="container-log-text" class="ev-json"></pre>
   </div>
 </section>
 <section class="panel panel-container-commands" aria-labelledby="container-commands-title">
@@ -68,6 +73,9 @@ function renderRow(row, note) {
     b.disabled = !!(note && note.busy);
     actions.appendChild(b);
   }
+  const logs = button('logs', 'btn-small', 'the last ' + LOG_LINES + ' lines of its log');
+  logs.dataset.action = 'logs';
+  actions.appendChild(logs);
   const remove = button(note && note.confirmRemove ? 'confirm remove' : 'remove', 'btn-small btn-danger', 'remove ' + row.name + ' (running ones are killed first)');
   remove.dataset.action = 'remove';
   remove.dataset.needs = 'admin';
@@ -97,6 +105,9 @@ function mount(ctx) {
   const tbody = root.querySelector('#containers tbody');
   const refreshButton = root.querySelector('#containers-refresh');
   const commandList = root.querySelector('#container-commands');
+  const logBox = root.querySelector('#container-log');
+  const logTitle = root.querySelector('#container-log-title');
+  const logText = root.querySelector('#container-log-text');
   const log = new Map();
   const notes = new Map(); // container name -> { busy, ok, message, confirmRemove }
   let node = null;
@@ -159,7 +170,22 @@ function mount(ctx) {
     render();
   }
 
+  async function showLogs(name) {
+    logBox.hidden = false;
+    logTitle.textContent = 'log of ' + name + ' on ' + node + ' \u2026';
+    logText.textContent = '';
+    const res = await api('/api/nodes/' + encodeURIComponent(node) + '/containers/' + encodeURIComponent(name) + '/logs?tail=' + LOG_LINES);
+    if (!res.ok) {
+      logTitle.textContent = 'log of ' + name + ': ' + res.message;
+      return;
+    }
+    const lines = res.data && Array.isArray(res.data.lines) ? res.data.lines : [];
+    logTitle.textContent = 'last ' + plural(lines.length, 'line') + ' of ' + name + ' on ' + node + (res.data.truncated ? ' (older lines left out)' : '');
+    logText.textContent = lines.map((line) => (line && typeof line.text === 'string' ? line.text : '')).join('\n') || '(empty)';
+  }
+
   async function act(name, action) {
+    if (action === 'logs') return showLogs(name);
     const note = notes.get(name) || {};
     if (action === 'remove' && !note.confirmRemove) {
       notes.set(name, { confirmRemove: true });
@@ -192,6 +218,9 @@ function mount(ctx) {
     load();
   });
   refreshButton.addEventListener('click', load);
+  root.querySelector('#container-log-close').addEventListener('click', () => {
+    logBox.hidden = true;
+  });
 
   ctx.onChanges((changes) => {
     if (changes.reset || changes.nodes.size > 0) renderNodes();

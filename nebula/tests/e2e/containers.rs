@@ -271,18 +271,22 @@ async fn containers_are_listed_and_commanded_once_through_the_nodes_agent(pool: 
     assert_eq!(status, StatusCode::OK, "{removed}");
     assert_eq!(removed["status"], "completed", "{removed}");
     assert_eq!(web.state(), None, "removed");
-    let changes: Vec<String> = common::envelopes(&running.bus, "node_containers", NODE)
-        .await
-        .into_iter()
-        .filter(|e| e.data["container"] == web.name.as_str())
-        .map(|e| e.data["change"].as_str().unwrap().to_owned())
-        .collect();
+    // Once the removal is on the log, every change before it is too.
+    let changes = wait_until("the removal recorded", DEFAULT_WAIT, || async {
+        let changes: Vec<String> = common::envelopes(&running.bus, "node_containers", NODE)
+            .await
+            .into_iter()
+            .filter(|e| e.data["container"] == web.name.as_str())
+            .map(|e| e.data["change"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        (changes.last().map(String::as_str) == Some("destroy")).then_some(changes)
+    })
+    .await;
     assert_eq!(
         changes.iter().filter(|c| *c == "start").count(),
         2,
         "docker run's start and the operator's, no restart's: {changes:?}"
     );
-    assert_eq!(changes.last().map(String::as_str), Some("destroy"));
     agent.shutdown().await;
     running.shutdown().await;
 }
@@ -335,7 +339,11 @@ async fn the_containers_room_lists_a_node_and_an_operator_stops_and_starts_from_
     let running = nebula::start(&config, CONTROL).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let agent = node_agent(&config, &nats, testkit::docker::host()).await;
-    let web = TestContainer::run("nebula-ui", &[], &["sleep", "3600"]);
+    let web = TestContainer::run(
+        "nebula-ui",
+        &[],
+        &["sh", "-c", "echo hello-from-the-ui; sleep 3600"],
+    );
     let operator = common::create_token(&base, "ops", "operator").await;
     listed(&base, &web.name, "running").await;
 
@@ -408,6 +416,21 @@ async fn the_containers_room_lists_a_node_and_an_operator_stops_and_starts_from_
         logged.contains(&format!("stop {}", web.name)) && logged.contains("by ops"),
         "{logged}"
     );
+    // Its log, read through the node's agent.
+    browser
+        .eval(&format!(
+            "{row}.querySelector('button[data-action=logs]').click(); return null;"
+        ))
+        .await;
+    let log = wait_until("the log shown", DEFAULT_WAIT, || async {
+        let text = browser
+            .eval("const box = document.querySelector('#container-log'); return box.hidden ? null : document.querySelector('#container-log-text').textContent;")
+            .await;
+        let text = text.as_str()?.to_owned();
+        text.contains("hello-from-the-ui").then_some(text)
+    })
+    .await;
+    assert!(!log.contains("token"), "{log}");
     let png = browser.screenshot_png().await;
     let _ = std::fs::write(std::env::temp_dir().join("nebula-containers.png"), &png);
 
@@ -497,5 +520,108 @@ async fn the_cli_lists_and_commands_a_nodes_containers(pool: PgPool) {
         "{stderr}"
     );
     agent.shutdown().await;
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_containers_log_is_read_through_its_nodes_agent(pool: PgPool) {
+    let nats = NatsServer::start_with_nodes(&[NODE]);
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let running = nebula::start(&config, CONTROL).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let agent = node_agent(&config, &nats, testkit::docker::host()).await;
+    let chatty = TestContainer::run(
+        "nebula-log",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo out$i; echo err$i >&2; done; sleep 3600",
+        ],
+    );
+    let tty = TestContainer::run(
+        "nebula-tty",
+        &["-t"],
+        &["sh", "-c", "echo on-a-tty; sleep 3600"],
+    );
+    listed(&base, &chatty.name, "running").await;
+    let client = common::http();
+    let url =
+        |name: &str, query: &str| format!("{base}/api/nodes/{NODE}/containers/{name}/logs{query}");
+
+    // Both streams, in order; the tail is the last lines.
+    let logs = wait_until("all six lines", DEFAULT_WAIT, || async {
+        let logs = common::get_json(&client, url(&chatty.name, "")).await;
+        (logs["lines"].as_array()?.len() == 6).then_some(logs)
+    })
+    .await;
+    assert_eq!(logs["truncated"], false);
+    let stdout: Vec<&str> = logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["stream"] == "stdout")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(stdout, ["out1", "out2", "out3"]);
+    assert!(
+        logs["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["stream"] == "stderr" && l["text"] == "err3")
+    );
+    let tail = common::get_json(&client, url(&chatty.name, "?tail=2")).await;
+    assert_eq!(tail["lines"].as_array().unwrap().len(), 2);
+    let text = common::get_text(&client, url(&chatty.name, "?tail=2&format=text")).await;
+    assert_eq!(text.lines().count(), 2, "{text}");
+    // A TTY container's log is its console.
+    let console = wait_until("the TTY's line", DEFAULT_WAIT, || async {
+        let logs = common::get_json(&client, url(&tty.name, "")).await;
+        logs["lines"].as_array()?.first().cloned()
+    })
+    .await;
+    assert_eq!(console["stream"], "console");
+    assert_eq!(console["text"].as_str().unwrap().trim_end(), "on-a-tty");
+
+    // The CLI reads the same.
+    let printed = cli(&nats, &["logs", NODE, &chatty.name, "--tail", "6"]).await;
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    let printed = String::from_utf8_lossy(&printed.stdout).into_owned();
+    assert!(
+        printed.contains("out1") && printed.contains("err3"),
+        "{printed}"
+    );
+
+    // Clear refusals.
+    for (query, name, status) in [
+        ("?tail=0", chatty.name.as_str(), StatusCode::BAD_REQUEST),
+        ("?format=xml", chatty.name.as_str(), StatusCode::BAD_REQUEST),
+        ("", "no-such-box", StatusCode::NOT_FOUND),
+    ] {
+        let response = client
+            .get(url(name, query))
+            .bearer_auth(common::TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{name}{query}");
+    }
+    // Nobody on the node answers: said so, quickly.
+    agent.shutdown().await;
+    let response = client
+        .get(url(&chatty.name, ""))
+        .bearer_auth(common::TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("no agent on node box-1 answers"), "{body}");
     running.shutdown().await;
 }

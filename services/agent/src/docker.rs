@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bollard::query_parameters::{
-    EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    RestartContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    EventsOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RestartContainerOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bus::Bus;
 use bus::consumer::{ConsumerSpec, Delivery, Outcome};
@@ -25,7 +26,8 @@ use domain::container::{
     RecordStateChange,
 };
 use events::container::{
-    ContainerAction, ContainerInfo, ContainerWork, ContainersSample, StateChanged,
+    ContainerAction, ContainerInfo, ContainerLogs, ContainerWork, ContainersSample, LogLine,
+    LogsQuestion, StateChanged,
 };
 use events::{Actor, NodeId};
 use futures::StreamExt;
@@ -33,6 +35,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How long one call to the engine may take, beyond a stop's own grace period.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most of a log an answer carries (NATS takes 1 MiB a message): older lines give way.
+const MAX_LOG_BYTES: usize = 512 * 1024;
+/// The most lines a question may ask for.
+const MAX_LOG_LINES: u32 = 10_000;
 /// Results this agent reported, kept to report again when a delivery comes back.
 const REMEMBERED: usize = 1024;
 
@@ -234,6 +240,75 @@ impl Engine {
                 },
             }),
         }
+    }
+
+    /// Answers the control plane's questions for the last lines of a container's log until
+    /// `cancel` fires.
+    pub(crate) async fn serve_logs(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<()> {
+        let this = &*self;
+        self.bus
+            .answer(
+                self.node_id.as_str(),
+                events::container::LOGS_QUERY,
+                cancel,
+                |question: LogsQuestion| this.logs(question),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The last `tail` lines of a container's log (both streams, a TTY's console too), within
+    /// [`MAX_LOG_BYTES`].
+    async fn logs(&self, question: LogsQuestion) -> Result<ContainerLogs, String> {
+        ContainerAction::validate_container(&question.container)?;
+        let tail = question.tail.clamp(1, MAX_LOG_LINES);
+        let docker = connect(&self.host)
+            .await
+            .map_err(|err| format!("docker: {err}"))?;
+        let options = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = docker.logs(&question.container, Some(options));
+        let mut lines = std::collections::VecDeque::new();
+        let mut bytes = 0;
+        let mut truncated = false;
+        let read = async {
+            while let Some(output) = stream.next().await {
+                let output = output.map_err(|err| format!("docker: {}", docker_message(&err)))?;
+                let (kind, message) = match output {
+                    bollard::container::LogOutput::StdOut { message } => ("stdout", message),
+                    bollard::container::LogOutput::StdErr { message } => ("stderr", message),
+                    bollard::container::LogOutput::Console { message } => ("console", message),
+                    bollard::container::LogOutput::StdIn { .. } => continue,
+                };
+                for text in String::from_utf8_lossy(&message).lines() {
+                    bytes += text.len();
+                    lines.push_back(LogLine {
+                        stream: kind.to_owned(),
+                        text: text.to_owned(),
+                    });
+                }
+                while bytes > MAX_LOG_BYTES {
+                    let Some(old) = lines.pop_front() else { break };
+                    bytes -= old.text.len();
+                    truncated = true;
+                }
+            }
+            Ok::<(), String>(())
+        };
+        tokio::time::timeout(CALL_TIMEOUT, read)
+            .await
+            .map_err(|_| "docker: the log was not read within 30 s".to_owned())??;
+        Ok(ContainerLogs {
+            container: question.container,
+            lines: lines.into(),
+            truncated,
+        })
     }
 
     /// Follows the engine's container events and records each; returns (to be restarted) when

@@ -143,6 +143,10 @@ pub fn start(ctx: &Context, config: Config) -> anyhow::Result<AgentStatus> {
         ctx.spawn("containers-commands", move |cancel| {
             Arc::clone(&executor).execute(cancel)
         });
+        let logs = Arc::clone(&engine);
+        ctx.spawn("containers-logs", move |cancel| {
+            Arc::clone(&logs).serve_logs(cancel)
+        });
         let watcher = Arc::clone(&engine);
         ctx.spawn("containers-watch", move |cancel| {
             Arc::clone(&watcher).watch(cancel)

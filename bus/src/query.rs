@@ -1,0 +1,112 @@
+//! Questions the control plane asks one node, answered at once (request/reply, JSON both
+//! ways): what is not worth a telemetry stream, such as the last lines of a container's log.
+//! They go to `nebula.query.<node>.<kind>`, which only the control plane may publish to and
+//! only that node's agent may read; the agent answers on the asker's reply inbox only.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::RequestErrorKind;
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Bus, BusError, BusErrorKind};
+
+/// Questions one node answers at once.
+const CONCURRENCY: usize = 4;
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Answer<R> {
+    Ok(R),
+    /// The node could not answer (its own words).
+    Error(String),
+}
+
+impl Bus {
+    /// Asks node `node` a question of `kind` and waits `within` for its answer. The node's own
+    /// refusal comes back as [`BusErrorKind::Refused`] with its words; no agent listening is
+    /// [`BusErrorKind::NotFound`]; silence is [`BusErrorKind::Timeout`].
+    pub async fn ask<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        node: &str,
+        kind: &str,
+        question: &Q,
+        within: Duration,
+    ) -> Result<R, BusError> {
+        let payload = serde_json::to_vec(question)
+            .map_err(|err| BusError::msg(BusErrorKind::Decode, err.to_string()))?;
+        let subject = events::subjects::node_query(node, kind);
+        let asked =
+            tokio::time::timeout(within, self.client.request(subject, payload.into())).await;
+        let message = match asked {
+            Err(_) => {
+                return Err(BusError::msg(
+                    BusErrorKind::Timeout,
+                    format!("node {node} did not answer within {} s", within.as_secs()),
+                ));
+            }
+            Ok(Err(err)) if err.kind() == RequestErrorKind::NoResponders => {
+                return Err(BusError::msg(
+                    BusErrorKind::NotFound,
+                    format!("no agent on node {node} answers (is it running?)"),
+                ));
+            }
+            Ok(Err(err)) => return Err(BusError::with_source(BusErrorKind::Connect, err)),
+            Ok(Ok(message)) => message,
+        };
+        match serde_json::from_slice::<Answer<R>>(&message.payload) {
+            Ok(Answer::Ok(answer)) => Ok(answer),
+            Ok(Answer::Error(why)) => Err(BusError::msg(BusErrorKind::Refused, why)),
+            Err(err) => Err(BusError::msg(
+                BusErrorKind::Decode,
+                format!("unreadable answer from node {node}: {err}"),
+            )),
+        }
+    }
+
+    /// Answers this node's questions of `kind` with `handler` until `cancel` fires. A question
+    /// that does not read, and a handler's error, are answered as errors.
+    pub async fn answer<Q, R, F, Fut>(
+        &self,
+        node: &str,
+        kind: &str,
+        cancel: CancellationToken,
+        handler: F,
+    ) -> Result<(), BusError>
+    where
+        Q: DeserializeOwned,
+        R: Serialize,
+        F: Fn(Q) -> Fut,
+        Fut: Future<Output = Result<R, String>>,
+    {
+        let subscription = self
+            .client
+            .subscribe(events::subjects::node_query(node, kind))
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
+        let handler = &handler;
+        subscription
+            .take_until(cancel.cancelled())
+            .for_each_concurrent(CONCURRENCY, |message| async move {
+                let Some(reply) = message.reply.clone() else {
+                    return; // not a question: nobody to answer
+                };
+                let answer = match serde_json::from_slice::<Q>(&message.payload) {
+                    Ok(question) => match handler(question).await {
+                        Ok(answer) => Answer::Ok(answer),
+                        Err(why) => Answer::Error(why),
+                    },
+                    Err(err) => Answer::Error(format!("the question does not read: {err}")),
+                };
+                let payload = serde_json::to_vec(&answer).unwrap_or_default();
+                if let Err(err) = self.client.publish(reply, payload.into()).await {
+                    tracing::warn!(kind, error = %err, "an answer was not sent");
+                }
+            })
+            .await;
+        Ok(())
+    }
+}
