@@ -94,6 +94,7 @@ impl Router {
             .await?;
         let mut pending: HashMap<String, Pending> = HashMap::new();
         let mut sent: HashSet<String> = HashSet::new();
+        let mut caught_up = false;
         let mut tick = tokio::time::interval(self.check);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -114,10 +115,18 @@ impl Router {
                     }
                     // Sent once caught up: a backlog's finished requests are never sent.
                     if message.pending.unwrap_or(0) == 0 {
+                        caught_up = true;
                         self.send(&pending, &mut sent).await;
                     }
                 }
-                _ = tick.tick() => self.expire(&pending, Utc::now()).await,
+                _ = tick.tick() => {
+                    // A send that failed (NATS away) is tried again; nothing waits for a new
+                    // request to come along first.
+                    if caught_up {
+                        self.send(&pending, &mut sent).await;
+                    }
+                    self.expire(&pending, Utc::now()).await;
+                }
             }
         }
     }
