@@ -615,6 +615,21 @@ mod tests {
         out
     }
 
+    fn provenance() -> Provenance {
+        Provenance {
+            workflow_hash: String::new(),
+            model: String::new(),
+            seed: 0,
+            node_id: "gpu-1".into(),
+            backend: "simulated".into(),
+            trigger: Trigger {
+                source: "api".into(),
+                reference: None,
+            },
+            correlation_id: String::new(),
+        }
+    }
+
     fn assigned(node: &str, attempt: u32) -> Event<RenderJobEvent> {
         Event(RenderJobEvent::Assigned(RenderAssigned {
             node_id: node.into(),
@@ -687,18 +702,7 @@ mod tests {
             .when(RenderCommand::Complete {
                 attempt: 1,
                 artifacts: vec![],
-                provenance: Provenance {
-                    workflow_hash: String::new(),
-                    model: String::new(),
-                    seed: 0,
-                    node_id: "gpu-1".into(),
-                    backend: "simulated".into(),
-                    trigger: Trigger {
-                        source: "api".into(),
-                        reference: None,
-                    },
-                    correlation_id: String::new(),
-                },
+                provenance: provenance(),
             })
             .then_expect_error(RenderError::StaleAttempt {
                 given: 1,
@@ -802,18 +806,7 @@ mod tests {
                     height: 1,
                     filename: "out.png".into(),
                 }],
-                provenance: Provenance {
-                    workflow_hash: String::new(),
-                    model: String::new(),
-                    seed: 0,
-                    node_id: "gpu-1".into(),
-                    backend: "simulated".into(),
-                    trigger: Trigger {
-                        source: "api".into(),
-                        reference: None,
-                    },
-                    correlation_id: String::new(),
-                },
+                provenance: provenance(),
             })),
         ]);
         given

@@ -16,6 +16,32 @@ use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 const NODE: &str = "box-1";
 const CONTROL: Parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]);
 
+/// The control plane (gateway, projector, dispatcher) of a NATS server that knows node
+/// [`NODE`].
+struct Stack {
+    nats: NatsServer,
+    state: tempfile::TempDir,
+    config: nebula::Config,
+    running: nebula::Running,
+    base: String,
+}
+
+async fn control(pool: &PgPool, tune: impl FnOnce(&mut nebula::Config)) -> Stack {
+    let nats = NatsServer::start_with_nodes(&[NODE]);
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, pool, state.path());
+    tune(&mut config);
+    let running = nebula::start(&config, CONTROL).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    Stack {
+        nats,
+        state,
+        config,
+        running,
+        base,
+    }
+}
+
 /// The node's agent, alone in its process, signed in as that node's agent.
 async fn node_agent(
     config: &nebula::Config,
@@ -75,13 +101,17 @@ async fn command(
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn containers_are_listed_and_commanded_once_through_the_nodes_agent(pool: PgPool) {
-    let nats = NatsServer::start_with_nodes(&[NODE]);
-    let state = tempfile::tempdir().unwrap();
-    let mut config = common::config(&nats, &pool, state.path());
-    config.gateway.container_command_timeout_secs = 3.0;
-    config.fleet.expiry_check_secs = 0.2;
-    let running = nebula::start(&config, CONTROL).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let Stack {
+        nats,
+        state: _state,
+        config,
+        running,
+        base,
+    } = control(&pool, |config| {
+        config.gateway.container_command_timeout_secs = 3.0;
+        config.fleet.expiry_check_secs = 0.2;
+    })
+    .await;
     let agent = node_agent(&config, &nats, testkit::docker::host()).await;
     let web = TestContainer::run("nebula-web", &[], &["sleep", "3600"]);
     let operator = common::create_token(&base, "ops", "operator").await;
@@ -293,12 +323,14 @@ async fn containers_are_listed_and_commanded_once_through_the_nodes_agent(pool: 
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn an_engine_that_is_not_there_is_reported_not_fatal(pool: PgPool) {
-    let nats = NatsServer::start_with_nodes(&[NODE]);
-    let state = tempfile::tempdir().unwrap();
-    let config = common::config(&nats, &pool, state.path());
-    let running = nebula::start(&config, CONTROL).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
-    let missing = format!("unix://{}/no-docker.sock", state.path().display());
+    let Stack {
+        nats,
+        state: _state,
+        config,
+        running,
+        base,
+    } = control(&pool, |_| {}).await;
+    let missing = format!("unix://{}/no-docker.sock", _state.path().display());
     let agent = node_agent(&config, &nats, missing).await;
     let listing = wait_until("the node's listing", DEFAULT_WAIT, || async {
         let listing = common::get_json(
@@ -333,11 +365,13 @@ async fn an_engine_that_is_not_there_is_reported_not_fatal(pool: PgPool) {
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn the_containers_room_lists_a_node_and_an_operator_stops_and_starts_from_it(pool: PgPool) {
     use testkit::webdriver::Browser;
-    let nats = NatsServer::start_with_nodes(&[NODE]);
-    let state = tempfile::tempdir().unwrap();
-    let config = common::config(&nats, &pool, state.path());
-    let running = nebula::start(&config, CONTROL).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let Stack {
+        nats,
+        state: _state,
+        config,
+        running,
+        base,
+    } = control(&pool, |_| {}).await;
     let agent = node_agent(&config, &nats, testkit::docker::host()).await;
     let web = TestContainer::run(
         "nebula-ui",
@@ -462,11 +496,13 @@ async fn cli(nats: &NatsServer, args: &[&str]) -> std::process::Output {
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn the_cli_lists_and_commands_a_nodes_containers(pool: PgPool) {
-    let nats = NatsServer::start_with_nodes(&[NODE]);
-    let state = tempfile::tempdir().unwrap();
-    let config = common::config(&nats, &pool, state.path());
-    let running = nebula::start(&config, CONTROL).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let Stack {
+        nats,
+        state: _state,
+        config,
+        running,
+        base,
+    } = control(&pool, |_| {}).await;
     let agent = node_agent(&config, &nats, testkit::docker::host()).await;
     let web = TestContainer::run("nebula-cli", &[], &["sleep", "3600"]);
     listed(&base, &web.name, "running").await;
@@ -525,11 +561,13 @@ async fn the_cli_lists_and_commands_a_nodes_containers(pool: PgPool) {
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_containers_log_is_read_through_its_nodes_agent(pool: PgPool) {
-    let nats = NatsServer::start_with_nodes(&[NODE]);
-    let state = tempfile::tempdir().unwrap();
-    let config = common::config(&nats, &pool, state.path());
-    let running = nebula::start(&config, CONTROL).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let Stack {
+        nats,
+        state: _state,
+        config,
+        running,
+        base,
+    } = control(&pool, |_| {}).await;
     let agent = node_agent(&config, &nats, testkit::docker::host()).await;
     let chatty = TestContainer::run(
         "nebula-log",
