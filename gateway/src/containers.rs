@@ -173,6 +173,11 @@ async fn request(
                 "node {node} has not listed its containers (is its agent running, with Docker enabled?)"
             ))
         })?;
+    if let Some(docker) = listed["docker"].as_str().filter(|d| *d != "available") {
+        return Err(ApiError::Unavailable(format!(
+            "docker on node {node} is {docker}"
+        )));
+    }
     let container = action.container();
     let known = listed["containers"].as_array().is_some_and(|containers| {
         containers.iter().any(|c| {

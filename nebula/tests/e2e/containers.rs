@@ -663,3 +663,114 @@ async fn a_containers_log_is_read_through_its_nodes_agent(pool: PgPool) {
     assert!(body.contains("no agent on node box-1 answers"), "{body}");
     running.shutdown().await;
 }
+
+/// Docker goes away under a running agent and comes back: the node says so, a command is
+/// refused (or fails) with the reason instead of hanging, and everything works again after.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn docker_going_away_is_reported_and_recovered_from(pool: PgPool) {
+    let Stack {
+        nats,
+        state: _state,
+        config,
+        running,
+        base,
+    } = control(&pool, |_| {}).await;
+    let mut engine = testkit::docker::PrivateEngine::start().await;
+    let agent = node_agent(&config, &nats, engine.host()).await;
+    let web = TestContainer::run_on(&engine.host(), "nebula-away", &[], &["sleep", "3600"]);
+    listed(&base, &web.name, "running").await;
+
+    engine.stop().await;
+    let listing = wait_until("docker reported unavailable", DEFAULT_WAIT, || async {
+        let listing = listing(&base).await;
+        listing["docker"]
+            .as_str()?
+            .starts_with("unavailable")
+            .then_some(listing)
+    })
+    .await;
+    assert_eq!(listing["containers"], json!([]));
+    let (status, refused) = command(
+        &base,
+        common::TOKEN,
+        reqwest::Method::POST,
+        &format!("/api/nodes/{NODE}/containers/{}/start", web.name),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("docker on node box-1 is unavailable"),
+        "{refused}"
+    );
+    // One that reaches the agent all the same (recorded a moment before) fails with the reason.
+    let commands = bus::store::commands(running.bus.clone(), ());
+    let requested = sagas::containers::request_container_command(
+        &commands,
+        NODE,
+        events::container::ContainerAction::Start {
+            container: web.name.clone(),
+        },
+        std::time::Duration::from_secs(30),
+        bus::store::CommandMeta::new(events::Actor::User("test".into())),
+    )
+    .await
+    .unwrap();
+    let state = bus::store::JetStreamStore::new(running.bus.clone());
+    let failed = sagas::containers::wait_container_command(
+        &state,
+        &requested.command_id,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        failed.status,
+        Some(domain::container::CommandStatus::Failed)
+    );
+    assert!(
+        failed
+            .outcome
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("docker: unavailable"),
+        "{:?}",
+        failed.outcome
+    );
+
+    // Back: listed again (its engine stopped it on the way down), and started on request; the
+    // agent follows the engine's events again.
+    engine.resume().await;
+    listed(&base, &web.name, "exited").await;
+    let (status, started) = command(
+        &base,
+        common::TOKEN,
+        reqwest::Method::POST,
+        &format!("/api/nodes/{NODE}/containers/{}/start?wait=30", web.name),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    assert_eq!(started["status"], "completed", "{started}");
+    let started_id = started["container"].as_str().unwrap().to_owned();
+    wait_until(
+        "the start recorded after the engine came back",
+        DEFAULT_WAIT,
+        || async {
+            let changes = common::envelopes(&running.bus, "node_containers", NODE).await;
+            let n = changes
+                .iter()
+                .filter(|e| {
+                    e.data["container"] == started_id.as_str() && e.data["change"] == "start"
+                })
+                .count();
+            (n >= 2).then_some(())
+        },
+    )
+    .await;
+    drop(web);
+    agent.shutdown().await;
+    running.shutdown().await;
+}

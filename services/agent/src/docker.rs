@@ -67,6 +67,8 @@ pub(crate) struct Engine {
     reported: Mutex<HashMap<String, Result<String, String>>>,
     /// Each container's last CPU reading: (its total, the system's total).
     cpu: Mutex<HashMap<String, (u64, u64)>>,
+    /// When the agent started (Unix nanoseconds): the engine's events are recorded from then.
+    since: i64,
 }
 
 impl Engine {
@@ -79,6 +81,7 @@ impl Engine {
             host,
             reported: Mutex::default(),
             cpu: Mutex::default(),
+            since: Utc::now().timestamp_nanos_opt().unwrap_or_default(),
         }
     }
 
@@ -311,13 +314,39 @@ impl Engine {
         })
     }
 
-    /// Follows the engine's container events and records each; returns (to be restarted) when
-    /// the engine goes away.
+    /// Follows the engine's container events and records each, until `cancel` fires. An engine
+    /// that goes away is looked for again every second (an outage is a state of the node, not a
+    /// failure of the agent), and the stream is taken up from the last event seen, so what the
+    /// engine did meanwhile is recorded too (once: an event is recorded only if it is newer than
+    /// the last one).
     pub(crate) async fn watch(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let docker = connect(&self.host)
-            .await
-            .map_err(|err| anyhow::anyhow!("docker {err}"))?;
-        let since = Utc::now().timestamp().to_string();
+        let mut last_seen = self.since;
+        let mut away: Option<String> = None;
+        loop {
+            match self.follow(&cancel, &mut last_seen).await {
+                Ok(()) => return Ok(()),
+                Err(why) => {
+                    if away.as_deref() != Some(why.as_str()) {
+                        tracing::warn!(node = %self.node_id, reason = %why, "not following the docker engine's events; looking again every second");
+                        away = Some(why);
+                    }
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// One connection's worth of events; `Ok` only when cancelled.
+    async fn follow(&self, cancel: &CancellationToken, last_seen: &mut i64) -> Result<(), String> {
+        let docker = connect(&self.host).await?;
+        let since = format!(
+            "{}.{:09}",
+            last_seen.div_euclid(1_000_000_000),
+            last_seen.rem_euclid(1_000_000_000)
+        );
         let filters = HashMap::from([("type", vec!["container"])]);
         let options = EventsOptionsBuilder::new()
             .since(&since)
@@ -330,10 +359,15 @@ impl Engine {
                 next = stream.next() => next,
             };
             let message = match next {
-                None => anyhow::bail!("the docker event stream ended"),
-                Some(Err(err)) => anyhow::bail!("the docker event stream failed: {err}"),
+                None => return Err("the event stream ended".to_owned()),
+                Some(Err(err)) => return Err(format!("the event stream failed: {err}")),
                 Some(Ok(message)) => message,
             };
+            let at = message.time_nano.unwrap_or_default();
+            if at <= *last_seen {
+                continue; // taken up again from here: recorded before
+            }
+            *last_seen = at;
             let Some(change) = state_change(&message) else {
                 continue;
             };
