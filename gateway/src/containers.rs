@@ -218,6 +218,7 @@ async fn request(
         return Ok((StatusCode::ACCEPTED, Json(answer)));
     };
     let command = sagas::containers::wait_container_command(
+        &state.bus,
         &state.container_state,
         &requested.command_id,
         wait,

@@ -150,6 +150,7 @@ pub(crate) async fn run(config: &Config, command: ContainersCommand) -> anyhow::
             .context("the command was not recorded")?;
     let state = bus::store::JetStreamStore::new(bus.clone());
     let command = sagas::containers::wait_container_command(
+        &bus,
         &state,
         &requested.command_id,
         Duration::from_secs(wait.wait),

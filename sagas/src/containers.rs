@@ -5,10 +5,13 @@
 use std::time::Duration;
 
 use bus::store::{CommandMeta, Commands, JetStreamStore, execute};
+use bus::{Bus, ReadFrom, StreamName};
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
 use cqrs_es::{AggregateError, EventStore};
 use domain::container::{ContainerCommand, ContainerCommandCommand, ContainerCommandError};
-use events::container::{CommandRequested, ContainerAction};
+use events::container::{CommandRequested, ContainerAction, ContainerCommandEvent};
+use futures::StreamExt;
 
 /// A recorded request: its id (the idempotency key the node's agent keeps) and its deadline.
 #[derive(Debug, Clone)]
@@ -47,20 +50,50 @@ pub async fn request_container_command(
     })
 }
 
-/// The command's state once it is final, or as it stands when `wait` has passed.
+/// The command's state once it is final, or as it stands when `wait` has passed. It follows
+/// the command's own subject from where the loaded state ends, so an outcome is seen as soon as
+/// it is stored (no polling, nothing missed in between).
 pub async fn wait_container_command(
+    bus: &Bus,
     state: &JetStreamStore<ContainerCommand>,
     command_id: &str,
     wait: Duration,
 ) -> Result<ContainerCommand, AggregateError<ContainerCommandError>> {
+    let unexpected = |err: bus::BusError| AggregateError::UnexpectedError(Box::new(err));
     let deadline = tokio::time::Instant::now() + wait;
+    let loaded = state.load_aggregate(command_id).await?;
+    let mut command = loaded.state().clone();
+    if is_final(&command) || wait.is_zero() {
+        return Ok(command);
+    }
+    let subject = events::subjects::event(
+        <ContainerCommandEvent as events::DomainEvent>::AGGREGATE_TYPE,
+        command_id,
+    );
+    let mut updates = bus
+        .read(
+            StreamName::Events,
+            ReadFrom::Seq(events::StreamSeq(loaded.last_stream_seq().0 + 1)),
+            Some(subject),
+        )
+        .await
+        .map_err(unexpected)?;
     loop {
-        let command = state.load_aggregate(command_id).await?.state().clone();
-        let done = command.status.is_some_and(|status| status.is_final());
-        if done || tokio::time::Instant::now() >= deadline {
+        let next = match tokio::time::timeout_at(deadline, updates.next()).await {
+            Err(_) | Ok(None) => return Ok(command),
+            Ok(Some(next)) => next.map_err(unexpected)?,
+        };
+        for envelope in next.decode_commit().unwrap_or_default() {
+            if let Ok(event) = envelope.decode::<ContainerCommandEvent>() {
+                command.apply(domain::Event(event));
+            }
+        }
+        if is_final(&command) {
             return Ok(command);
         }
-        // The outcome arrives on the command's own subject; a load is one direct get.
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+fn is_final(command: &ContainerCommand) -> bool {
+    command.status.is_some_and(|status| status.is_final())
 }

@@ -720,6 +720,7 @@ async fn docker_going_away_is_reported_and_recovered_from(pool: PgPool) {
     .unwrap();
     let state = bus::store::JetStreamStore::new(running.bus.clone());
     let failed = sagas::containers::wait_container_command(
+        &running.bus,
         &state,
         &requested.command_id,
         std::time::Duration::from_secs(30),
