@@ -11,6 +11,9 @@ pub struct Browser {
     base: String,
     session: String,
     http: reqwest::Client,
+    /// chromedriver's and Chromium's temporary files (profiles, shared memory): removed with
+    /// the browser, so test runs leave nothing in /tmp.
+    _scratch: tempfile::TempDir,
 }
 
 impl Browser {
@@ -19,8 +22,10 @@ impl Browser {
         let chromedriver =
             std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".to_owned());
         let port = crate::free_port();
+        let scratch = tempfile::tempdir().expect("a temporary folder for the browser");
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
+            .env("TMPDIR", scratch.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -66,6 +71,7 @@ impl Browser {
             .unwrap_or_else(|| panic!("no session id in {response}"))
             .to_owned();
         Browser {
+            _scratch: scratch,
             driver,
             base,
             session,
