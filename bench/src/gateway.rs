@@ -1,4 +1,5 @@
-//! A `nebula gateway` process for the figures that go through HTTP (P3, P7), and a minimal
+//! A `nebula gateway` (or `nebula up`) process for the figures that go through HTTP (P3, P7,
+//! P8), and a minimal
 //! keep-alive HTTP/1.1 client for the load (a library client costs more CPU than the gateway
 //! itself on 2 cores).
 
@@ -23,6 +24,15 @@ pub(crate) struct GatewayProcess {
 
 impl GatewayProcess {
     pub(crate) async fn start(env: &Env) -> Result<GatewayProcess> {
+        Self::start_with(env, "gateway", &[]).await
+    }
+
+    /// `nebula <command>` (a process whose parts include the gateway) with `extra` environment.
+    pub(crate) async fn start_with(
+        env: &Env,
+        command: &str,
+        extra: &[(&str, String)],
+    ) -> Result<GatewayProcess> {
         const VAULT_KEY: &str = "6e6562756c612d62656e63682d7661756c742d6b65792d6e6f742d7365637265";
         let binary = release_binary("nebula");
         if !binary.exists() {
@@ -34,7 +44,8 @@ impl GatewayProcess {
         let port = testkit::free_port();
         let state = tempfile::tempdir()?;
         let child = Command::new(&binary)
-            .arg("gateway")
+            .arg(command)
+            .envs(extra.iter().map(|(name, value)| (*name, value.as_str())))
             .env("NATS_URL", env.nats.url())
             .env("NATS_NKEY_FILE", env.nats.control_seed())
             .env("DATABASE_URL", &env.database_url)
@@ -75,6 +86,23 @@ impl GatewayProcess {
                 bail!("the gateway did not become healthy in 20 s");
             }
         }
+    }
+
+    /// One request as the bootstrap admin: its status and JSON answer.
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, Value)> {
+        let mut http = Http::connect(self.port).await?;
+        let (status, answer) = http
+            .request(method, path, Some(BOOTSTRAP_TOKEN), body)
+            .await?;
+        Ok((
+            status,
+            serde_json::from_slice(&answer).unwrap_or(Value::Null),
+        ))
     }
 
     /// A named token with `role`, issued through `POST /api/tokens`.

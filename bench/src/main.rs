@@ -15,6 +15,7 @@ use bench::jobs::{Job, JobCommand};
 use bench::{Env, job_commits, preload, rate, spawn_event_projections};
 use gateway::GatewayProcess;
 
+mod containers;
 mod gateway;
 use bus::consumer::{ConsumerSpec, Outcome};
 use bus::store::{CommandMeta, commands};
@@ -43,6 +44,7 @@ struct Sizes {
     p4_events: u64,
     p6_messages: u64,
     p7_requests: usize,
+    p8_rounds: usize,
 }
 
 impl Sizes {
@@ -63,6 +65,7 @@ impl Sizes {
                 p4_events: 50_000,
                 p6_messages: 5_000,
                 p7_requests: 500,
+                p8_rounds: 5,
             }
         } else {
             Sizes {
@@ -80,6 +83,7 @@ impl Sizes {
                 p4_events: 1_000_000,
                 p6_messages: 50_000,
                 p7_requests: 4_000,
+                p8_rounds: 25,
             }
         }
     }
@@ -312,6 +316,32 @@ async fn main() -> Result<()> {
             Some(("rest_read_bootstrap_token", bootstrap / 2.0)),
             ">= 0.9 of the bootstrap-token read (auth within noise)",
             json!({ "route": "/api/whoami", "connections": connections, "requests": connections * requests }),
+        );
+    }
+
+    if wanted("p8") {
+        println!("P8 a container command's round trip (stop, start)");
+        let trips = containers::round_trips(sizes.p8_rounds).await?;
+        let direct_p50 = containers::quantile_us(&trips.direct, 0.5);
+        let direct_p99 = containers::quantile_us(&trips.direct, 0.99);
+        report.ceiling("docker_stop_start_direct_p50", direct_p50, "us");
+        report.ceiling("docker_stop_start_direct_p99", direct_p99, "us");
+        let extra = json!({ "rounds": sizes.p8_rounds, "operations": trips.nebula.len(), "path": "REST ?wait → log → router → WORK → agent → Docker → log" });
+        report.figure(
+            "p8_container_command_p50",
+            containers::quantile_us(&trips.nebula, 0.5),
+            "us",
+            Some(("docker_stop_start_direct_p50", direct_p50)),
+            "info (the cost of recording, routing and answering over Docker's own time)",
+            extra.clone(),
+        );
+        report.figure(
+            "p8_container_command_p99",
+            containers::quantile_us(&trips.nebula, 0.99),
+            "us",
+            Some(("docker_stop_start_direct_p99", direct_p99)),
+            "info",
+            extra,
         );
     }
 
