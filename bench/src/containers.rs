@@ -40,22 +40,23 @@ pub(crate) async fn round_trips(rounds: usize) -> Result<RoundTrips> {
     )
     .await?;
     let container = TestContainer::run_on(&host, "bench-p8", &[], &["sleep", "1000000"]);
-    let listed = Instant::now();
-    loop {
-        let (_, listing) = stack
-            .call("GET", &format!("/api/nodes/{NODE}/containers"), None)
-            .await?;
-        let found = listing["containers"]
-            .as_array()
-            .is_some_and(|all| all.iter().any(|c| c["name"] == container.name.as_str()));
-        if found {
-            break;
-        }
-        if listed.elapsed() > Duration::from_secs(30) {
-            bail!("the node never listed {}: {listing}", container.name);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let name = container.name.clone();
+    testkit::wait_until(
+        "the node to list the benchmark's container",
+        Duration::from_secs(30),
+        || async {
+            let (_, listing) = stack
+                .call("GET", &format!("/api/nodes/{NODE}/containers"), None)
+                .await
+                .ok()?;
+            listing["containers"]
+                .as_array()?
+                .iter()
+                .any(|c| c["name"] == name.as_str())
+                .then_some(())
+        },
+    )
+    .await;
 
     let path = host.trim_start_matches("unix://");
     let docker = bollard::Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)?

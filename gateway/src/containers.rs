@@ -82,12 +82,11 @@ pub(crate) async fn stop(
     query: Query<HashMap<String, String>>,
     payload: Result<Json<StopBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let timeout_secs = grace(payload)?;
-    let action = ContainerAction::Stop {
-        container: name,
+    let action = |container, timeout_secs| ContainerAction::Stop {
+        container,
         timeout_secs,
     };
-    request(state, principal, id, action, query).await
+    request(state, principal, id, action(name, grace(payload)?), query).await
 }
 
 /// `POST /api/nodes/{id}/containers/{name}/restart {"timeout_secs"?}`
@@ -98,12 +97,11 @@ pub(crate) async fn restart(
     query: Query<HashMap<String, String>>,
     payload: Result<Json<StopBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let timeout_secs = grace(payload)?;
-    let action = ContainerAction::Restart {
-        container: name,
+    let action = |container, timeout_secs| ContainerAction::Restart {
+        container,
         timeout_secs,
     };
-    request(state, principal, id, action, query).await
+    request(state, principal, id, action(name, grace(payload)?), query).await
 }
 
 /// `DELETE /api/nodes/{id}/containers/{name}[?force=true]` (admin).

@@ -114,3 +114,16 @@ pub(crate) fn wait_until(limit: Duration, mut ready: impl FnMut() -> Result<bool
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A log file opened for appending, twice: for a child's stdout and its stderr.
+pub(crate) fn log_files(path: &Path) -> Result<(std::fs::File, std::fs::File)> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("failed to open {}", path.display()))?;
+    let again = log
+        .try_clone()
+        .with_context(|| format!("failed to duplicate the handle of {}", path.display()))?;
+    Ok((log, again))
+}

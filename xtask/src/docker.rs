@@ -3,7 +3,7 @@
 //! tests use made offline (no registry is reachable): a busybox root file system imported as
 //! `nebula-test/busybox:1`.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -89,14 +89,7 @@ fn start(home: &Path, socket: &Path) -> Result<()> {
     fs::create_dir_all(home).with_context(|| format!("failed to create {}", home.display()))?;
     let _ = fs::remove_file(socket); // a stale socket of a dockerd that is gone
     let log_path = home.join("dockerd.log");
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("failed to open {}", log_path.display()))?;
-    let log_for_stderr = log
-        .try_clone()
-        .context("failed to duplicate a file handle")?;
+    let (log, log_for_stderr) = cmd::log_files(&log_path)?;
     // vfs (no overlay needed), no iptables and no bridge: containers run with `--network none`
     // or the host's network, and nothing of the machine's own networking is touched.
     let mut child = Command::new("dockerd")

@@ -2,7 +2,7 @@
 //! `nats.conf` on port 4322 (Debian's 2.9 on 4222 is too old and never used), and the
 //! per-role credentials it includes (`.nebula/nats-auth`, what `nebula nats config` writes).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -203,14 +203,7 @@ pub(crate) fn ensure_running(root: &Path, endpoint: &Endpoint, binary: &Path) ->
     fs::create_dir_all(&state_dir)
         .with_context(|| format!("failed to create {}", state_dir.display()))?;
     let log_path = state_dir.join("nats.log");
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("failed to open {}", log_path.display()))?;
-    let log_for_stderr = log
-        .try_clone()
-        .context("failed to duplicate the nats log file handle")?;
+    let (log, log_for_stderr) = cmd::log_files(&log_path)?;
     let mut child = Command::new(binary)
         .arg("--config")
         .arg(&config)

@@ -179,6 +179,18 @@ pub fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// `method url` with `token` and a JSON body: the status and the JSON answer (null when none).
+pub async fn call(
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: &serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = send(http().request(method, url).bearer_auth(token).json(body)).await;
+    let status = response.status();
+    (status, response.json().await.unwrap_or_default())
+}
+
 /// `GET url` with the admin token, as JSON.
 pub async fn get_json(client: &reqwest::Client, url: String) -> serde_json::Value {
     send(client.get(url).bearer_auth(TOKEN))
@@ -262,38 +274,24 @@ pub async fn envelopes(bus: &Bus, aggregate_type: &str, id: &str) -> Vec<EventEn
 /// worker); the job's id and its output's SHA-256.
 pub async fn render_one(base: &str) -> (String, String) {
     let client = http();
-    let submitted: serde_json::Value = client
-        .post(format!("{base}/api/render/jobs"))
-        .bearer_auth(TOKEN)
-        .json(&serde_json::json!({
-            "mode": "txt2img",
-            "params": { "prompt": "a lighthouse", "seed": 3, "steps": 2, "width": 64, "height": 64 },
-        }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = serde_json::json!({
+        "mode": "txt2img",
+        "params": { "prompt": "a lighthouse", "seed": 3, "steps": 2, "width": 64, "height": 64 },
+    });
+    let (_, submitted) = call(
+        reqwest::Method::POST,
+        format!("{base}/api/render/jobs"),
+        TOKEN,
+        &body,
+    )
+    .await;
     let job_id = submitted["job_id"].as_str().expect("submitted").to_owned();
     let job = testkit::wait_until(
         "the render job to complete",
         Duration::from_secs(30),
-        || {
-            let client = client.clone();
-            let url = format!("{base}/api/render/jobs/{job_id}");
-            async move {
-                let job: serde_json::Value = client
-                    .get(url)
-                    .bearer_auth(TOKEN)
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
-                (job["status"] == "completed").then_some(job)
-            }
+        || async {
+            let job = get_json(&client, format!("{base}/api/render/jobs/{job_id}")).await;
+            (job["status"] == "completed").then_some(job)
         },
     )
     .await;

@@ -88,15 +88,7 @@ async fn command(
     path: &str,
     body: Value,
 ) -> (StatusCode, Value) {
-    let response = common::http()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    common::call(method, format!("{base}{path}"), token, &body).await
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]

@@ -13,15 +13,8 @@ use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 use common::TOKEN;
 
 async fn share(base: &str, token: &str, job_id: &str, body: Value) -> (StatusCode, Value) {
-    let response = common::http()
-        .post(format!("{base}/api/render/jobs/{job_id}/shares"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let url = format!("{base}/api/render/jobs/{job_id}/shares");
+    common::call(reqwest::Method::POST, url, token, &body).await
 }
 
 async fn revoke(base: &str, token: &str, job_id: &str, sha256: &str) -> StatusCode {
