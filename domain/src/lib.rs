@@ -8,6 +8,7 @@ pub mod access;
 pub mod chat;
 pub mod container;
 pub mod dlq;
+pub mod host;
 pub mod node;
 pub mod post;
 pub mod render;

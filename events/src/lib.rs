@@ -9,6 +9,7 @@ pub mod chat;
 pub mod container;
 pub mod dlq;
 mod envelope;
+pub mod host;
 mod ids;
 pub mod node;
 pub mod post;

@@ -15,6 +15,9 @@ use events::container::{
     CommandRequested, ContainerAction, ContainerCommandEvent, NodeContainersEvent, StateChanged,
 };
 use events::dlq::{DeadLetterEvent, DeadLetterReplayed, dead_letter_id};
+use events::host::{
+    ExecFailure, ExecRequested, HostEvent, HostExecEvent, HostKey, HostRegistered, OutputStream,
+};
 use events::node::{GpuInfo, NodeDeregistered, NodeEvent, NodeRegistered};
 use events::post::{Destination, PostDelivered, PostEvent, PostFailed, PostRequested};
 use events::render::{
@@ -125,6 +128,8 @@ fn every_event_type_has_a_golden_file() {
         .chain(ContainerCommandEvent::EVENT_TYPES)
         .chain(NodeContainersEvent::EVENT_TYPES)
         .chain(SecretEvent::EVENT_TYPES)
+        .chain(HostEvent::EVENT_TYPES)
+        .chain(HostExecEvent::EVENT_TYPES)
     {
         assert!(
             dir.join(format!("{event_type}.json")).exists(),
@@ -514,5 +519,66 @@ fn container_events() {
             health: None,
             at: at(),
         }),
+    );
+}
+
+#[test]
+fn host_events() {
+    let key = |fingerprint: &str| HostKey {
+        algorithm: "ssh-ed25519".to_owned(),
+        fingerprint: fingerprint.to_owned(),
+    };
+    golden(
+        "nas",
+        HostEvent::Registered(HostRegistered {
+            address: "192.168.1.20".to_owned(),
+            port: 22,
+            user: "nebula".to_owned(),
+            key_secret: "ssh-nas".to_owned(),
+            allowlist: vec!["systemctl status *".to_owned(), "docker ps".to_owned()],
+        }),
+    );
+    golden("nas", HostEvent::Removed {});
+    golden("nas", HostEvent::KeyPinned(key("SHA256:pinned")));
+    golden(
+        "nas",
+        HostEvent::KeyMismatch {
+            pinned: key("SHA256:pinned"),
+            presented: key("SHA256:other"),
+        },
+    );
+    let id = "0192f0c0-0000-7000-8000-00000000e8ec";
+    golden(
+        id,
+        HostExecEvent::Requested(ExecRequested {
+            host: "nas".to_owned(),
+            command: "systemctl status nginx".to_owned(),
+            timeout_secs: 60,
+        }),
+    );
+    golden(id, HostExecEvent::Started {});
+    golden(
+        id,
+        HostExecEvent::Output {
+            stream: OutputStream::Stdout,
+            text: "active (running)\n".to_owned(),
+        },
+    );
+    golden(
+        id,
+        HostExecEvent::Completed {
+            exit_status: 0,
+            duration_ms: 41,
+            output_bytes: 17,
+            truncated: false,
+        },
+    );
+    golden(
+        id,
+        HostExecEvent::Failed {
+            reason: ExecFailure::AuthFailed,
+            error: "nas refused the key in secret ssh-nas for user nebula".to_owned(),
+            duration_ms: 12,
+        },
     );
 }

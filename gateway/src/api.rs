@@ -29,6 +29,26 @@ pub(crate) async fn get_node(
 }
 
 /// Refuses a query with a parameter not in `known` (a typo would otherwise be ignored).
+/// The longest `?wait=` a caller may ask for.
+const MAX_WAIT_SECS: f64 = 120.0;
+
+/// `?wait=<secs>` (0..=120): how long to wait for an outcome, when asked.
+pub(crate) fn wait_param(
+    params: &HashMap<String, String>,
+) -> Result<Option<std::time::Duration>, ApiError> {
+    match params.get("wait") {
+        None => Ok(None),
+        Some(raw) => match raw.parse::<f64>() {
+            Ok(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => {
+                Ok(Some(std::time::Duration::from_secs_f64(secs)))
+            }
+            _ => Err(ApiError::BadRequest(format!(
+                "wait must be 0..={MAX_WAIT_SECS} seconds, got {raw:?}"
+            ))),
+        },
+    }
+}
+
 pub(crate) fn known_params(
     params: &HashMap<String, String>,
     known: &[&str],

@@ -17,12 +17,9 @@ use events::container::ContainerAction;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::api::known_params;
+use crate::api::{known_params, wait_param};
 use crate::render::optional_body;
 use crate::{ApiError, AppState, Principal};
-
-/// The longest `?wait=` a caller may ask for.
-const MAX_WAIT_SECS: f64 = 120.0;
 
 fn node_id(raw: &str) -> Result<NodeId, ApiError> {
     raw.parse()
@@ -147,19 +144,7 @@ async fn request(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     known_params(&query, &["wait"])?;
-    let wait = match query.get("wait") {
-        None => None,
-        Some(raw) => match raw.parse::<f64>() {
-            Ok(secs) if secs.is_finite() && (0.0..=MAX_WAIT_SECS).contains(&secs) => {
-                Some(Duration::from_secs_f64(secs))
-            }
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "wait must be 0..={MAX_WAIT_SECS} seconds, got {raw:?}"
-                )));
-            }
-        },
-    };
+    let wait = wait_param(&query)?;
     ContainerAction::validate_container(action.container()).map_err(ApiError::BadRequest)?;
     let node = known_node(&state, &id).await?;
     let listed = state

@@ -10,6 +10,7 @@ mod containers;
 mod dlq;
 mod error;
 mod health;
+mod hosts;
 mod hub;
 mod posts;
 mod render;
@@ -148,6 +149,10 @@ pub struct AppState {
     pub(crate) container_commands: Arc<bus::store::Commands<domain::container::ContainerCommand>>,
     pub(crate) container_state:
         Arc<bus::store::JetStreamStore<domain::container::ContainerCommand>>,
+    pub(crate) host_commands: Arc<bus::store::Commands<domain::host::Host>>,
+    pub(crate) host_state: Arc<bus::store::JetStreamStore<domain::host::Host>>,
+    pub(crate) exec_commands: Arc<bus::store::Commands<domain::host::HostExec>>,
+    pub(crate) exec_state: Arc<bus::store::JetStreamStore<domain::host::HostExec>>,
     pub(crate) dead_letters: Arc<bus::store::Commands<domain::dlq::DeadLetter>>,
     pub(crate) post_state: Arc<bus::store::JetStreamStore<domain::post::Post>>,
     pub(crate) artifacts: artifacts::ArtifactStore,
@@ -260,6 +265,10 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         posts: Arc::new(bus::store::commands(bus.clone(), ())),
         container_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         container_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
+        host_commands: Arc::new(bus::store::commands(bus.clone(), ())),
+        host_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
+        exec_commands: Arc::new(bus::store::commands(bus.clone(), ())),
+        exec_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         api_tokens: Arc::new(bus::store::commands(bus.clone(), ())),
         vault: Arc::new(vault),
         access: Arc::new(access::Access::new(bus.clone(), token.clone())),

@@ -10,7 +10,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, api, chat, containers, dlq, health, posts, render, secrets, shares, tokens, ws,
+    AppState, api, chat, containers, dlq, health, hosts, posts, render, secrets, shares, tokens, ws,
 };
 
 /// One protected route: what a caller needs to use it.
@@ -57,6 +57,13 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/whoami", tokens::whoami),
         entry(Viewer, get.clone(), "/api/nodes", api::list_nodes),
         entry(Viewer, get.clone(), "/api/nodes/{id}", api::get_node),
+        entry(Viewer, get.clone(), "/api/hosts", hosts::list),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/host-execs/{id}",
+            hosts::execution,
+        ),
         entry(
             Viewer,
             get.clone(),
@@ -161,6 +168,12 @@ fn table() -> Vec<Entry> {
         entry(
             Operator,
             post.clone(),
+            "/api/hosts/{name}/exec",
+            hosts::exec,
+        ),
+        entry(
+            Operator,
+            post.clone(),
             "/api/nodes/{id}/containers/{name}/start",
             containers::start,
         ),
@@ -189,6 +202,14 @@ fn table() -> Vec<Entry> {
             delete.clone(),
             "/api/nodes/{id}/containers/{name}",
             containers::remove,
+        ),
+        entry(Admin, post.clone(), "/api/hosts", hosts::add),
+        entry(Admin, delete.clone(), "/api/hosts/{name}", hosts::remove),
+        entry(
+            Admin,
+            post.clone(),
+            "/api/hosts/{name}/accept-key",
+            hosts::accept_key,
         ),
         entry(Admin, get.clone(), "/api/tokens", tokens::list),
         entry(Admin, post, "/api/tokens", tokens::create),

@@ -48,6 +48,8 @@ pub struct Config {
     pub post: posting::Config,
     /// Routing container commands to nodes, and expiring what nobody takes.
     pub fleet: fleet::Config,
+    /// Hosts over SSH: metrics and remote commands (run with the dispatcher).
+    pub hosts: hosts::Config,
 }
 
 /// `[chat]`: what every bot shares, and each platform's own section.
@@ -108,6 +110,7 @@ impl Default for Config {
             chat: ChatConfig::default(),
             post: posting::Config::default(),
             fleet: fleet::Config::default(),
+            hosts: hosts::Config::default(),
         }
     }
 }
@@ -243,6 +246,7 @@ impl Config {
             ("chat.discord", self.chat.discord.validate()),
             ("post", self.post.validate()),
             ("fleet", self.fleet.validate()),
+            ("hosts", self.hosts.validate()),
         ];
         for (section, found) in sections {
             problems.extend(found.into_iter().map(|p| format!("{section}.{p}")));

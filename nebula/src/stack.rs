@@ -26,7 +26,8 @@ pub enum Part {
     /// This node's agent: hardware, registration, heartbeats, its own endpoints.
     Agent,
     /// Places queued render jobs on nodes (one per system), routes container commands to the
-    /// nodes that carry them out (and expires what nobody takes), and relays the nodes' commands
+    /// nodes that carry them out (and expires what nobody takes), runs commands on hosts over
+    /// SSH and reads their metrics, and relays the nodes' commands
     /// to the control plane's aggregates (`bus::remote`).
     Dispatcher,
     /// This node's render worker (and its ComfyUI supervisor, when configured).
@@ -172,12 +173,13 @@ async fn agent(ctx: Context, config: Config) -> anyhow::Result<Started> {
     })
 }
 
-/// The dispatcher, the container command router, and the relays through which the nodes'
+/// The dispatcher, the container command router, the SSH side of hosts, and the relays through which the nodes'
 /// agents, render workers and ComfyUI supervisors have their commands decided (they may not
 /// write the event log themselves).
 async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
     render::dispatcher::start(&ctx, config.render.dispatcher);
     fleet::start(&ctx, config.fleet);
+    hosts::start(&ctx, config.hosts);
     relay::<domain::node::Node>(&ctx, "relay-node", domain::node::node_may);
     relay::<domain::container::ContainerCommand>(
         &ctx,

@@ -4,14 +4,12 @@
 
 use std::time::Duration;
 
+use bus::Bus;
 use bus::store::{CommandMeta, Commands, JetStreamStore, execute};
-use bus::{Bus, ReadFrom, StreamName};
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate;
-use cqrs_es::{AggregateError, EventStore};
+use cqrs_es::AggregateError;
 use domain::container::{ContainerCommand, ContainerCommandCommand, ContainerCommandError};
-use events::container::{CommandRequested, ContainerAction, ContainerCommandEvent};
-use futures::StreamExt;
+use events::container::{CommandRequested, ContainerAction};
 
 /// A recorded request: its id (the idempotency key the node's agent keeps) and its deadline.
 #[derive(Debug, Clone)]
@@ -50,48 +48,14 @@ pub async fn request_container_command(
     })
 }
 
-/// The command's state once it is final, or as it stands when `wait` has passed. It follows
-/// the command's own subject from where the loaded state ends, so an outcome is seen as soon as
-/// it is stored (no polling, nothing missed in between).
+/// The command's state once it is final, or as it stands when `wait` has passed.
 pub async fn wait_container_command(
     bus: &Bus,
     state: &JetStreamStore<ContainerCommand>,
     command_id: &str,
     wait: Duration,
 ) -> Result<ContainerCommand, AggregateError<ContainerCommandError>> {
-    let unexpected = |err: bus::BusError| AggregateError::UnexpectedError(Box::new(err));
-    let deadline = tokio::time::Instant::now() + wait;
-    let loaded = state.load_aggregate(command_id).await?;
-    let mut command = loaded.state().clone();
-    if is_final(&command) || wait.is_zero() {
-        return Ok(command);
-    }
-    let subject = events::subjects::event(
-        <ContainerCommandEvent as events::DomainEvent>::AGGREGATE_TYPE,
-        command_id,
-    );
-    let mut updates = bus
-        .read(
-            StreamName::Events,
-            ReadFrom::Seq(events::StreamSeq(loaded.last_stream_seq().0 + 1)),
-            Some(subject),
-        )
-        .await
-        .map_err(unexpected)?;
-    loop {
-        let next = match tokio::time::timeout_at(deadline, updates.next()).await {
-            Err(_) | Ok(None) => return Ok(command),
-            Ok(Some(next)) => next.map_err(unexpected)?,
-        };
-        for envelope in next.decode_commit().unwrap_or_default() {
-            if let Ok(event) = envelope.decode::<ContainerCommandEvent>() {
-                command.apply(domain::Event(event));
-            }
-        }
-        if is_final(&command) {
-            return Ok(command);
-        }
-    }
+    crate::follow::until_final(bus, state, command_id, wait, is_final).await
 }
 
 fn is_final(command: &ContainerCommand) -> bool {

@@ -3,6 +3,8 @@
 
 pub mod access;
 pub mod containers;
+mod follow;
+pub mod hosts;
 
 use bus::store::{CommandMeta, Commands, JetStreamStore, execute};
 use bus::{Bus, StoredDeadLetter};

@@ -6,6 +6,7 @@ pub mod comfyui;
 pub mod discord;
 pub mod docker;
 mod nats;
+pub mod ssh;
 pub mod stream;
 pub mod twitch;
 pub mod webdriver;

@@ -117,6 +117,14 @@ fn install_missing_packages(
     if std::env::var_os("NEBULA_DOCKER_HOST").is_none() {
         packages.extend(docker::missing_packages());
     }
+    // The hosts tests run an sshd of their own (never the system's) and the bench OpenSSH's
+    // client; Debian's policy-rc.d on these machines keeps apt from starting the service.
+    if !Path::new("/usr/sbin/sshd").exists() {
+        packages.push("openssh-server");
+    }
+    if cmd::find_in_path("ssh").is_none() {
+        packages.push("openssh-client");
+    }
     if let Some((chromium, chromedriver)) = browser_paths {
         if !cmd::is_executable(chromium) {
             packages.push("chromium");

@@ -12,6 +12,7 @@ mod dashboard;
 mod dashboard_access;
 mod discord;
 mod gateway;
+mod hosts;
 mod nats_auth;
 mod posting;
 mod projector_crash;
