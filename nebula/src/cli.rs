@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::access::{self, SecretsCommand, TokensCommand};
 use crate::containers::{self, ContainersCommand};
+use crate::hosts::{self, HostsCommand};
 use crate::nats::{self, NatsCommand};
 use crate::tools::{self, ReplayArgs, TailArgs};
 use crate::{Config, Parts};
@@ -72,6 +73,9 @@ pub enum Command {
     /// The nodes' containers: ls, start, stop, restart, rm (carried out by each node's agent).
     #[command(subcommand)]
     Containers(ContainersCommand),
+    /// Hosts over SSH: add, ls, rm, accept-key, exec (run by the control plane).
+    #[command(subcommand)]
+    Hosts(HostsCommand),
 }
 
 impl Command {
@@ -189,6 +193,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secrets(command) => access::secrets(&config, command).await,
         Command::Nats(command) => nats::run(&config, command),
         Command::Containers(command) => containers::run(&config, command).await,
+        Command::Hosts(command) => hosts::run(&config, command).await,
     }
 }
 

@@ -5,6 +5,7 @@ mod access;
 pub mod cli;
 pub mod config;
 mod containers;
+mod hosts;
 pub mod nats;
 mod stack;
 mod tools;

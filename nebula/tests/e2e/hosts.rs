@@ -408,3 +408,73 @@ async fn a_command_cut_off_by_a_restart_is_not_run_again(pool: PgPool) {
         .status();
     drop((nats, state));
 }
+
+/// `nebula hosts …` as a user runs it (the real binary, the control plane's credentials).
+async fn cli(nats: &NatsServer, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_nebula"))
+        .arg("hosts")
+        .args(args)
+        .env("NATS_URL", nats.url())
+        .env("NATS_NKEY_FILE", nats.control_seed())
+        .env("USER", "alice")
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("failed to run nebula")
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_cli_adds_lists_and_runs_commands_on_hosts(pool: PgPool) {
+    let stack = control(&pool).await;
+    let sshd = Sshd::start();
+    put_secret(&stack.base, "cli-key", &sshd.client_key).await;
+    let port = sshd.port.to_string();
+    let add = cli(
+        &stack._nats,
+        &[
+            "add",
+            "lab",
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--user",
+            &sshd.user,
+            "--key-secret",
+            "cli-key",
+            "--allow",
+            "uptime",
+        ],
+    )
+    .await;
+    assert!(add.status.success(), "{add:?}");
+
+    let run = cli(
+        &stack._nats,
+        &["exec", "lab", "echo hi; echo err >&2; exit 4"],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "hi\n");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        stderr.contains("err\n") && stderr.contains("exited 4"),
+        "{stderr}"
+    );
+
+    let ls = cli(&stack._nats, &["ls"]).await;
+    let listed = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        listed.contains("lab") && listed.contains(&sshd.host_fingerprint),
+        "{listed}"
+    );
+    // Recorded under the CLI user's name.
+    let bus = common::bus(&stack._nats).await;
+    let registered = common::envelopes(&bus, "host", "lab").await;
+    assert_eq!(
+        registered[0].actor,
+        events::Actor::User("cli:alice".to_owned())
+    );
+    let missing = cli(&stack._nats, &["exec", "nope", "true"]).await;
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no host nope"));
+}
