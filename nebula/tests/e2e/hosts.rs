@@ -478,3 +478,84 @@ async fn the_cli_adds_lists_and_runs_commands_on_hosts(pool: PgPool) {
     let missing = cli(&stack._nats, &["exec", "nope", "true"]).await;
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no host nope"));
 }
+
+/// The Hosts room in headless Chromium: an admin adds a host with the form, sees its metrics
+/// and pinned key, and runs a command whose output streams into the runner.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_hosts_room_adds_a_host_shows_its_metrics_and_runs_a_command(pool: PgPool) {
+    use testkit::webdriver::Browser;
+    let stack = control(&pool).await;
+    let base = &stack.base;
+    let sshd = Sshd::start();
+    put_secret(base, "ssh-ui", &sshd.client_key).await;
+
+    let browser = Browser::start().await;
+    crate::dashboard_access::sign_in(&browser, &format!("{base}/#token={TOKEN}"), "admin · admin")
+        .await;
+    crate::dashboard::open_room(&browser, "hosts").await;
+    browser
+        .eval(&format!(
+            "const set = (id, v) => {{ document.getElementById(id).value = v; }};
+             set('host-name', 'ui-box'); set('host-address', '127.0.0.1'); set('host-port', '{}');
+             set('host-user', '{}'); set('host-key-secret', 'ssh-ui'); set('host-allowlist', 'uptime');
+             document.getElementById('host-add').click(); return null;",
+            sshd.port, sshd.user
+        ))
+        .await;
+    let row = "document.querySelector('#hosts tr[data-host=\"ui-box\"]')";
+    let shown = wait_until("the host's metrics and key", DEFAULT_WAIT, || async {
+        let shown = browser
+            .eval(&format!(
+                "const r = {row}; if (!r || !r.querySelector('.host-load')) return null;
+                 return {{ load: r.querySelector('.host-load').textContent,
+                          key: r.querySelector('.host-key').textContent }};"
+            ))
+            .await;
+        (shown.is_object()
+            && shown["key"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("SHA256:"))
+        .then_some(shown)
+    })
+    .await;
+    assert_eq!(shown["key"], sshd.host_fingerprint);
+
+    browser
+        .eval(
+            "document.getElementById('host-run-host').value = 'ui-box';
+             document.getElementById('host-run-command').value = 'echo from-the-ui; echo warn >&2';
+             document.getElementById('host-run').click(); return null;",
+        )
+        .await;
+    let ran = wait_until("the output in the runner", DEFAULT_WAIT, || async {
+        let ran = browser
+            .eval(
+                "const out = document.getElementById('host-run-output');
+                 return { out: out.textContent, status: document.getElementById('host-run-status').textContent,
+                          stderr: Array.from(out.querySelectorAll('.out-stderr')).map((s) => s.textContent).join('') };",
+            )
+            .await;
+        ran["status"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("exit 0")
+            .then_some(ran)
+    })
+    .await;
+    assert_eq!(ran["out"], "from-the-ui\nwarn\n", "{ran}");
+    assert_eq!(ran["stderr"], "warn\n");
+    let listed = browser
+        .eval("return document.querySelector('#host-execs li[data-exec-id]').textContent;")
+        .await;
+    assert!(
+        listed
+            .as_str()
+            .unwrap()
+            .contains("ui-box$ echo from-the-ui")
+            && listed.as_str().unwrap().contains("by admin"),
+        "{listed}"
+    );
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-hosts.png"), &png);
+}
