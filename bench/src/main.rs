@@ -17,6 +17,7 @@ use gateway::GatewayProcess;
 
 mod containers;
 mod gateway;
+mod hosts;
 use bus::consumer::{ConsumerSpec, Outcome};
 use bus::store::{CommandMeta, commands};
 use bus::{ExpectedSeq, StreamName};
@@ -45,6 +46,7 @@ struct Sizes {
     p6_messages: u64,
     p7_requests: usize,
     p8_rounds: usize,
+    p9_rounds: usize,
 }
 
 impl Sizes {
@@ -66,6 +68,7 @@ impl Sizes {
                 p6_messages: 5_000,
                 p7_requests: 500,
                 p8_rounds: 5,
+                p9_rounds: 10,
             }
         } else {
             Sizes {
@@ -84,6 +87,7 @@ impl Sizes {
                 p6_messages: 50_000,
                 p7_requests: 4_000,
                 p8_rounds: 25,
+                p9_rounds: 50,
             }
         }
     }
@@ -340,6 +344,32 @@ async fn main() -> Result<()> {
             containers::quantile_us(&trips.nebula, 0.99),
             "us",
             Some(("docker_stop_start_direct_p99", direct_p99)),
+            "info",
+            extra,
+        );
+    }
+
+    if wanted("p9") {
+        println!("P9 a command's round trip on a host over SSH");
+        let trips = hosts::round_trips(sizes.p9_rounds).await?;
+        let direct_p50 = containers::quantile_us(&trips.direct, 0.5);
+        let direct_p99 = containers::quantile_us(&trips.direct, 0.99);
+        report.ceiling("openssh_fresh_exec_p50", direct_p50, "us");
+        report.ceiling("openssh_fresh_exec_p99", direct_p99, "us");
+        let extra = json!({ "rounds": sizes.p9_rounds, "command": "true", "path": "REST exec → log → executor → pooled russh session → log → REST ?wait", "reference": "ssh (OpenSSH client), a fresh connection per command" });
+        report.figure(
+            "p9_ssh_exec_p50",
+            containers::quantile_us(&trips.nebula, 0.5),
+            "us",
+            Some(("openssh_fresh_exec_p50", direct_p50)),
+            "< 1.0 (a pooled session beats a fresh OpenSSH connection, recording included)",
+            extra.clone(),
+        );
+        report.figure(
+            "p9_ssh_exec_p99",
+            containers::quantile_us(&trips.nebula, 0.99),
+            "us",
+            Some(("openssh_fresh_exec_p99", direct_p99)),
             "info",
             extra,
         );
