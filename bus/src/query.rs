@@ -1,7 +1,9 @@
-//! Questions the control plane asks one node, answered at once (request/reply, JSON both
-//! ways): what is not worth a telemetry stream, such as the last lines of a container's log.
-//! They go to `nebula.query.<node>.<kind>`, which only the control plane may publish to and
-//! only that node's agent may read; the agent answers on the asker's reply inbox only.
+//! Questions answered at once (request/reply, JSON both ways): what is not worth a stream.
+//! The control plane asks one node (the last lines of a container's log) on
+//! `nebula.query.<node>.<kind>`, which only the control plane may publish to and only that
+//! node's agent may read; a node asks the control plane (the secrets a container command needs)
+//! on `nebula.ask.<node>.<kind>`, where only that node may publish, so the answerer knows who
+//! asks. Answers go to the asker's own reply inbox only.
 
 use std::future::Future;
 use std::time::Duration;
@@ -36,23 +38,51 @@ impl Bus {
         question: &Q,
         within: Duration,
     ) -> Result<R, BusError> {
+        let subject = events::subjects::node_query(node, kind);
+        let who = format!("node {node}");
+        let missing = format!("no agent on node {node} answers (is it running?)");
+        self.request(subject, &who, &missing, question, within)
+            .await
+    }
+
+    /// Asks the control plane a question of `kind` as node `node` (the only node this
+    /// connection may ask as) and waits `within` for its answer, with [`Bus::ask`]'s errors.
+    pub async fn ask_control<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        node: &str,
+        kind: &str,
+        question: &Q,
+        within: Duration,
+    ) -> Result<R, BusError> {
+        let subject = events::subjects::node_ask(node, kind);
+        let missing = format!(
+            "the control plane does not answer {kind} questions (is its dispatcher running?)"
+        );
+        self.request(subject, "the control plane", &missing, question, within)
+            .await
+    }
+
+    async fn request<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        subject: String,
+        who: &str,
+        missing: &str,
+        question: &Q,
+        within: Duration,
+    ) -> Result<R, BusError> {
         let payload = serde_json::to_vec(question)
             .map_err(|err| BusError::msg(BusErrorKind::Decode, err.to_string()))?;
-        let subject = events::subjects::node_query(node, kind);
         let asked =
             tokio::time::timeout(within, self.client.request(subject, payload.into())).await;
         let message = match asked {
             Err(_) => {
                 return Err(BusError::msg(
                     BusErrorKind::Timeout,
-                    format!("node {node} did not answer within {} s", within.as_secs()),
+                    format!("{who} did not answer within {} s", within.as_secs()),
                 ));
             }
             Ok(Err(err)) if err.kind() == RequestErrorKind::NoResponders => {
-                return Err(BusError::msg(
-                    BusErrorKind::NotFound,
-                    format!("no agent on node {node} answers (is it running?)"),
-                ));
+                return Err(BusError::msg(BusErrorKind::NotFound, missing.to_owned()));
             }
             Ok(Err(err)) => return Err(BusError::with_source(BusErrorKind::Connect, err)),
             Ok(Ok(message)) => message,
@@ -62,7 +92,7 @@ impl Bus {
             Ok(Answer::Error(why)) => Err(BusError::msg(BusErrorKind::Refused, why)),
             Err(err) => Err(BusError::msg(
                 BusErrorKind::Decode,
-                format!("unreadable answer from node {node}: {err}"),
+                format!("unreadable answer from {who}: {err}"),
             )),
         }
     }
@@ -82,9 +112,45 @@ impl Bus {
         F: Fn(Q) -> Fut,
         Fut: Future<Output = Result<R, String>>,
     {
+        let subject = events::subjects::node_query(node, kind);
+        self.serve(subject, kind, cancel, |_, question| handler(question))
+            .await
+    }
+
+    /// Answers every node's questions of `kind` to the control plane with `handler`, which
+    /// is told the asking node, until `cancel` fires.
+    pub async fn answer_nodes<Q, R, F, Fut>(
+        &self,
+        kind: &str,
+        cancel: CancellationToken,
+        handler: F,
+    ) -> Result<(), BusError>
+    where
+        Q: DeserializeOwned,
+        R: Serialize,
+        F: Fn(String, Q) -> Fut,
+        Fut: Future<Output = Result<R, String>>,
+    {
+        let subject = events::subjects::node_asks_of_kind(kind);
+        self.serve(subject, kind, cancel, handler).await
+    }
+
+    async fn serve<Q, R, F, Fut>(
+        &self,
+        subject: String,
+        kind: &str,
+        cancel: CancellationToken,
+        handler: F,
+    ) -> Result<(), BusError>
+    where
+        Q: DeserializeOwned,
+        R: Serialize,
+        F: Fn(String, Q) -> Fut,
+        Fut: Future<Output = Result<R, String>>,
+    {
         let subscription = self
             .client
-            .subscribe(events::subjects::node_query(node, kind))
+            .subscribe(subject)
             .await
             .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
         let handler = &handler;
@@ -94,8 +160,11 @@ impl Bus {
                 let Some(reply) = message.reply.clone() else {
                     return; // not a question: nobody to answer
                 };
+                let asker = events::subjects::asking_node(&message.subject)
+                    .unwrap_or_default()
+                    .to_owned();
                 let answer = match serde_json::from_slice::<Q>(&message.payload) {
-                    Ok(question) => match handler(question).await {
+                    Ok(question) => match handler(asker, question).await {
                         Ok(answer) => Answer::Ok(answer),
                         Err(why) => Answer::Error(why),
                     },

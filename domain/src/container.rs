@@ -143,6 +143,12 @@ impl Aggregate for ContainerCommand {
                 }
                 ContainerAction::validate_container(requested.action.container())
                     .map_err(ContainerCommandError::Invalid)?;
+                if let ContainerAction::Create { spec, .. } = &requested.action {
+                    let problems = spec.validate();
+                    if !problems.is_empty() {
+                        return Err(ContainerCommandError::Invalid(problems.join("; ")));
+                    }
+                }
                 requested
                     .node_id
                     .parse::<events::NodeId>()

@@ -12,6 +12,7 @@ pub mod host;
 pub mod node;
 pub mod post;
 pub mod render;
+pub mod service;
 
 use std::fmt;
 

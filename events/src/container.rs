@@ -3,6 +3,8 @@
 //! (`node_containers`, one aggregate per node), and the latest listing each agent reports as
 //! telemetry.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +32,178 @@ pub enum ContainerAction {
         container: String,
         force: bool,
     },
+    /// Create `container` from `spec` and start it.
+    Create {
+        container: String,
+        spec: Box<ContainerSpec>,
+    },
+}
+
+/// What a container is made from. Environment values written `secret:NAME` are vault secrets:
+/// the event holds the reference only, and the node's agent asks the control plane for the
+/// value while it creates the container (nothing at rest holds it but Docker's own config).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// An image the node already has (no registry is asked).
+    pub image: String,
+    /// The command (the image's own when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// `[host_ip:]host_port:container_port[/tcp|udp]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// `host_path_or_volume:container_path[:ro]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// `no`, `always`, `unless-stopped`, `on-failure` or `on-failure:N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+    /// CPUs it may use (e.g. 1.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
+    /// A Docker network mode (`bridge`, `host`, `none`, a network's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// The vault secret a value names (`secret:NAME`), if it names one.
+pub fn secret_reference(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("secret:")
+        .filter(|name| !name.is_empty())
+}
+
+impl ContainerSpec {
+    /// Every problem at once.
+    pub fn validate(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let plain = |value: &str| !value.is_empty() && !value.chars().any(char::is_whitespace);
+        if !plain(&self.image) {
+            problems.push(format!("image {:?} is not an image reference", self.image));
+        }
+        for name in self.env.keys() {
+            let valid = !name.is_empty()
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid {
+                problems.push(format!("env: {name:?} is not a variable name"));
+            }
+        }
+        for port in &self.ports {
+            if parse_port(port).is_none() {
+                problems.push(format!(
+                    "ports: {port:?} is not [host_ip:]host_port:container_port[/tcp|udp]"
+                ));
+            }
+        }
+        for volume in &self.volumes {
+            let parts: Vec<&str> = volume.split(':').collect();
+            let valid = matches!(parts.len(), 2 | 3)
+                && parts[..2].iter().all(|p| plain(p))
+                && parts[1].starts_with('/')
+                && parts.get(2).is_none_or(|mode| matches!(*mode, "ro" | "rw"));
+            if !valid {
+                problems.push(format!(
+                    "volumes: {volume:?} is not source:/container/path[:ro|rw]"
+                ));
+            }
+        }
+        if let Some(policy) = &self.restart_policy {
+            let valid = matches!(
+                policy.as_str(),
+                "no" | "always" | "unless-stopped" | "on-failure"
+            ) || policy
+                .strip_prefix("on-failure:")
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+            if !valid {
+                problems.push(format!(
+                    "restart_policy must be no, always, unless-stopped or on-failure[:N], got {policy:?}"
+                ));
+            }
+        }
+        if let Some(cpus) = &self.cpus
+            && !cpus
+                .parse::<f64>()
+                .is_ok_and(|n| n.is_finite() && (0.01..=1024.0).contains(&n))
+        {
+            problems.push(format!("cpus must be 0.01..=1024, got {cpus:?}"));
+        }
+        if self.memory_limit_bytes.is_some_and(|bytes| bytes < 6 << 20) {
+            problems
+                .push("memory_limit_bytes must be at least 6 MiB (Docker's minimum)".to_owned());
+        }
+        if let Some(network) = &self.network
+            && !plain(network)
+        {
+            problems.push(format!("network {network:?} is not a network name"));
+        }
+        problems
+    }
+
+    /// The vault secrets its environment names, sorted.
+    pub fn secrets(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .env
+            .values()
+            .filter_map(|v| secret_reference(v))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+}
+
+/// A published port: (host ip, host port, container port, protocol).
+pub fn parse_port(raw: &str) -> Option<(Option<String>, u16, u16, String)> {
+    let (mapping, protocol) = match raw.rsplit_once('/') {
+        Some((mapping, protocol)) if matches!(protocol, "tcp" | "udp") => (mapping, protocol),
+        Some(_) => return None,
+        None => (raw, "tcp"),
+    };
+    let parts: Vec<&str> = mapping.rsplitn(3, ':').collect();
+    let (container, host, ip) = match parts[..] {
+        [container, host] => (container, host, None),
+        [container, host, ip] if !ip.is_empty() => (container, host, Some(ip.to_owned())),
+        _ => return None,
+    };
+    Some((
+        ip,
+        host.parse().ok().filter(|p| *p > 0)?,
+        container.parse().ok().filter(|p| *p > 0)?,
+        protocol.to_owned(),
+    ))
+}
+
+/// The question kind a node's agent asks the control plane for a create command's secrets
+/// (`nebula.ask.<node>.container_secrets`).
+pub const SECRETS_QUESTION: &str = "container_secrets";
+
+/// "The values of the secrets container command `command_id` names" — answered only while the
+/// command is started and only to the node it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretsQuestion {
+    pub command_id: String,
+}
+
+/// The values, by secret name. Never logged, never stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevealedSecrets {
+    pub values: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for RevealedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevealedSecrets")
+            .field("names", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl ContainerAction {
@@ -38,7 +212,8 @@ impl ContainerAction {
             ContainerAction::Start { container }
             | ContainerAction::Stop { container, .. }
             | ContainerAction::Restart { container, .. }
-            | ContainerAction::Remove { container, .. } => container,
+            | ContainerAction::Remove { container, .. }
+            | ContainerAction::Create { container, .. } => container,
         }
     }
 
@@ -49,6 +224,7 @@ impl ContainerAction {
             ContainerAction::Stop { .. } => "stop",
             ContainerAction::Restart { .. } => "restart",
             ContainerAction::Remove { .. } => "remove",
+            ContainerAction::Create { .. } => "create",
         }
     }
 
@@ -258,6 +434,41 @@ mod tests {
         for bad in ["", "-x", ".x", "a/b", "a b", "../etc", &"x".repeat(129)] {
             assert!(ContainerAction::validate_container(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_spec_is_checked_and_names_its_secrets() {
+        let mut spec = ContainerSpec {
+            image: "nebula-test/busybox:1".into(),
+            env: [
+                ("A".to_owned(), "secret:db".to_owned()),
+                ("B".to_owned(), "plain".to_owned()),
+                ("C".to_owned(), "secret:db".to_owned()),
+            ]
+            .into(),
+            ports: vec!["8080:80".into(), "127.0.0.1:53:53/udp".into()],
+            volumes: vec!["data:/data:ro".into()],
+            restart_policy: Some("on-failure:3".into()),
+            cpus: Some("1.5".into()),
+            ..ContainerSpec::default()
+        };
+        assert_eq!(spec.validate(), Vec::<String>::new());
+        assert_eq!(spec.secrets(), ["db"]);
+        assert_eq!(
+            parse_port("127.0.0.1:53:53/udp"),
+            Some((Some("127.0.0.1".into()), 53, 53, "udp".into()))
+        );
+        spec.image = "a b".into();
+        spec.env.insert("1X".into(), "v".into());
+        spec.ports.push("80".into());
+        spec.volumes.push("relative".into());
+        spec.restart_policy = Some("sometimes".into());
+        spec.cpus = Some("-1".into());
+        assert_eq!(spec.validate().len(), 6, "{:?}", spec.validate());
+        let revealed = RevealedSecrets {
+            values: [("db".to_owned(), "hunter2".to_owned())].into(),
+        };
+        assert!(!format!("{revealed:?}").contains("hunter2"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod ids;
 pub mod node;
 pub mod post;
 pub mod render;
+pub mod service;
 pub mod subjects;
 pub mod telemetry;
 

@@ -117,6 +117,24 @@ pub fn jetstream_flow_control(stream: &str) -> String {
 }
 
 /// The KV bucket the secrets vault keeps its sealed values in (its stream is `KV_<bucket>`).
+/// `nebula.ask.<node_id>.<kind>`: a question one node's agent asks the control plane
+/// (request/reply); a node may ask only under its own id, so the answerer knows who asks.
+pub fn node_ask(node_id: &str, kind: &str) -> String {
+    format!("{ROOT}.ask.{node_id}.{kind}")
+}
+
+/// Every node's questions of one kind (what the control plane answers).
+pub fn node_asks_of_kind(kind: &str) -> String {
+    format!("{ROOT}.ask.*.{kind}")
+}
+
+/// The node that asked, from a [`node_ask`] subject.
+pub fn asking_node(subject: &str) -> Option<&str> {
+    let rest = subject.strip_prefix(ROOT)?.strip_prefix(".ask.")?;
+    let (node, kind) = rest.split_once('.')?;
+    (!node.is_empty() && !kind.is_empty() && !kind.contains('.')).then_some(node)
+}
+
 pub const VAULT_BUCKET: &str = "nebula_vault";
 
 /// A subject of ours, taken apart.
@@ -205,6 +223,14 @@ mod tests {
     #[test]
     fn subjects_are_stable() {
         assert_eq!(super::event("node", "gpu-1"), "nebula.events.node.gpu-1");
+        let asked = super::node_ask("gpu-1", "container_secrets");
+        assert_eq!(asked, "nebula.ask.gpu-1.container_secrets");
+        assert_eq!(super::asking_node(&asked), Some("gpu-1"));
+        assert_eq!(super::asking_node("nebula.ask.gpu-1.a.b"), None);
+        assert_eq!(
+            super::node_asks_of_kind("container_secrets"),
+            "nebula.ask.*.container_secrets"
+        );
         assert_eq!(
             super::telemetry("gpu-1", "heartbeat"),
             "nebula.telemetry.gpu-1.heartbeat"

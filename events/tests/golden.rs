@@ -27,6 +27,7 @@ use events::render::{
     RenderProgressed, RenderQueueEvent, RenderQueued, RenderRequested, RenderShareRevoked,
     RenderShared, RenderStarted, Trigger,
 };
+use events::service::{NodeServicesEvent, ServiceState, ServiceStateChanged};
 use events::telemetry::{GpuSample, Heartbeat};
 use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
 use serde_json::Value;
@@ -130,6 +131,7 @@ fn every_event_type_has_a_golden_file() {
         .chain(SecretEvent::EVENT_TYPES)
         .chain(HostEvent::EVENT_TYPES)
         .chain(HostExecEvent::EVENT_TYPES)
+        .chain(NodeServicesEvent::EVENT_TYPES)
     {
         assert!(
             dir.join(format!("{event_type}.json")).exists(),
@@ -580,5 +582,20 @@ fn host_events() {
             error: "nas refused the key in secret ssh-nas for user nebula".to_owned(),
             duration_ms: 12,
         },
+    );
+}
+
+#[test]
+fn service_events() {
+    golden(
+        "gpu-box",
+        NodeServicesEvent::StateChanged(ServiceStateChanged {
+            service: "ollama".to_owned(),
+            kind: "command".to_owned(),
+            state: ServiceState::Unhealthy,
+            restarts: 2,
+            pid: Some(4242),
+            reason: "GET http://127.0.0.1:11434/api/tags answered 503".to_owned(),
+        }),
     );
 }

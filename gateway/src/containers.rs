@@ -13,7 +13,7 @@ use axum::{Extension, Json};
 use cqrs_es::{AggregateError, EventStore};
 use domain::container::{CommandStatus, ContainerCommand, ContainerCommandError};
 use events::NodeId;
-use events::container::ContainerAction;
+use events::container::{ContainerAction, ContainerSpec};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -27,7 +27,7 @@ fn node_id(raw: &str) -> Result<NodeId, ApiError> {
 }
 
 /// The node, which must be known.
-async fn known_node(state: &AppState, raw: &str) -> Result<NodeId, ApiError> {
+pub(crate) async fn known_node(state: &AppState, raw: &str) -> Result<NodeId, ApiError> {
     let node = node_id(raw)?;
     match state.read.node(node.as_str()).await? {
         Some(_) => Ok(node),
@@ -124,6 +124,56 @@ pub(crate) async fn remove(
     request(state, principal, id, action, Query(query)).await
 }
 
+/// `POST /api/nodes/{id}/containers {"name", "image", "command"?, "env"?, "ports"?,
+/// "volumes"?, "restart_policy"?, "labels"?, "memory_limit_bytes"?, "cpus"?, "network"?}`
+/// (admin): created and started by the node's agent. Env values written `secret:NAME` are
+/// vault secrets, given to the agent only while it creates the container.
+pub(crate) async fn create(
+    state: State<AppState>,
+    principal: Extension<Principal>,
+    Path(id): Path<String>,
+    query: Query<HashMap<String, String>>,
+    payload: Result<Json<Value>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let mut body = crate::error::body(payload)?;
+    let name = match body
+        .as_object_mut()
+        .and_then(|fields| fields.remove("name"))
+    {
+        Some(Value::String(name)) => name,
+        _ => return Err(ApiError::BadRequest("name (a string) is needed".into())),
+    };
+    let spec: ContainerSpec = serde_json::from_value(body)
+        .map_err(|err| ApiError::BadRequest(format!("invalid container spec: {err}")))?;
+    let problems = spec.validate();
+    if !problems.is_empty() {
+        return Err(ApiError::BadRequest(problems.join("; ")));
+    }
+    let action = ContainerAction::Create {
+        container: name,
+        spec: Box::new(spec),
+    };
+    request(state, principal, id, action, query).await
+}
+
+/// Every secret a spec names must be in the vault (its value is asked for only later).
+async fn known_secrets(state: &AppState, spec: &ContainerSpec) -> Result<(), ApiError> {
+    for name in spec.secrets() {
+        let known = state
+            .vault
+            .record(name)
+            .await
+            .map_err(|err| ApiError::Unavailable(format!("the vault is unavailable: {err}")))?
+            .is_some();
+        if !known {
+            return Err(ApiError::BadRequest(format!(
+                "env names secret:{name}, which the vault does not hold"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn grace(payload: Result<Json<StopBody>, JsonRejection>) -> Result<u32, ApiError> {
     let timeout_secs = optional_body(payload)?.timeout_secs.unwrap_or(10);
     if timeout_secs > 600 {
@@ -169,10 +219,19 @@ async fn request(
                     && c["id"].as_str().is_some_and(|id| id.starts_with(container)))
         })
     });
-    if !known {
-        return Err(ApiError::NotFound(format!(
-            "no container {container} on node {node}"
-        )));
+    match (&action, known) {
+        (ContainerAction::Create { spec, .. }, false) => known_secrets(&state, spec).await?,
+        (ContainerAction::Create { .. }, true) => {
+            return Err(ApiError::Conflict(format!(
+                "node {node} already has a container {container}"
+            )));
+        }
+        (_, true) => {}
+        (_, false) => {
+            return Err(ApiError::NotFound(format!(
+                "no container {container} on node {node}"
+            )));
+        }
     }
     let meta = principal.meta();
     let correlation_id = meta.correlation_id;

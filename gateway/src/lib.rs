@@ -12,6 +12,7 @@ mod error;
 mod health;
 mod hosts;
 mod hub;
+mod node_services;
 mod posts;
 mod render;
 mod routes;

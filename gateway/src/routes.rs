@@ -10,7 +10,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, api, chat, containers, dlq, health, hosts, posts, render, secrets, shares, tokens, ws,
+    AppState, api, chat, containers, dlq, health, hosts, node_services, posts, render, secrets,
+    shares, tokens, ws,
 };
 
 /// One protected route: what a caller needs to use it.
@@ -58,6 +59,12 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/nodes", api::list_nodes),
         entry(Viewer, get.clone(), "/api/nodes/{id}", api::get_node),
         entry(Viewer, get.clone(), "/api/hosts", hosts::list),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/nodes/{id}/services",
+            node_services::list,
+        ),
         entry(
             Viewer,
             get.clone(),
@@ -202,6 +209,12 @@ fn table() -> Vec<Entry> {
             delete.clone(),
             "/api/nodes/{id}/containers/{name}",
             containers::remove,
+        ),
+        entry(
+            Admin,
+            post.clone(),
+            "/api/nodes/{id}/containers",
+            containers::create,
         ),
         entry(Admin, post.clone(), "/api/hosts", hosts::add),
         entry(Admin, delete.clone(), "/api/hosts/{name}", hosts::remove),

@@ -106,6 +106,7 @@ impl Identity {
                     events::node::NodeEvent::AGGREGATE_TYPE,
                     events::container::ContainerCommandEvent::AGGREGATE_TYPE,
                     events::container::NodeContainersEvent::AGGREGATE_TYPE,
+                    events::service::NodeServicesEvent::AGGREGATE_TYPE,
                 ] {
                     publish.push(subject::command(node, aggregate));
                 }
@@ -114,8 +115,10 @@ impl Identity {
                     &subject::node_consumer(node),
                     &subject::node_work(node),
                 ));
-                // The control plane's questions to this node, answered to the asker only.
+                // The control plane's questions to this node, answered to the asker only; and
+                // its own questions to the control plane, asked under its own id only.
                 subscribe.push(subject::node_queries(node));
+                publish.push(subject::node_ask(node, ">"));
                 responses = true;
             }
             Identity::Worker(node) => {

@@ -191,6 +191,11 @@ async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
         "relay-node-containers",
         domain::container::containers_node_may,
     );
+    relay::<domain::service::NodeServices>(
+        &ctx,
+        "relay-node-services",
+        domain::service::services_node_may,
+    );
     relay::<domain::render::RenderJob>(&ctx, "relay-render-job", domain::render::job_node_may);
     relay::<domain::render::ComfyInstance>(&ctx, "relay-comfyui", domain::render::comfy_node_may);
     Ok(Started::default())

@@ -17,6 +17,7 @@ mod nats_auth;
 mod posting;
 mod projector_crash;
 mod render;
+mod services;
 mod shares;
 mod supervisor;
 mod vault;

@@ -30,6 +30,8 @@ use events::container::{
     LogsQuestion, StateChanged,
 };
 use events::{Actor, NodeId};
+
+use crate::docker_message;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -127,7 +129,7 @@ impl Engine {
                     }
                 };
                 let outcome = tokio::select! {
-                    outcome = self.run(&work.action) => outcome,
+                    outcome = self.run(id, &work.action) => outcome,
                     () = keep_alive => unreachable!("the keep-alive loop never ends"),
                 };
                 self.remember(id, outcome.clone());
@@ -190,11 +192,21 @@ impl Engine {
     }
 
     /// Asks the engine; Docker's own error text when it refuses.
-    async fn run(&self, action: &ContainerAction) -> Result<String, String> {
+    async fn run(&self, command_id: &str, action: &ContainerAction) -> Result<String, String> {
         let docker = connect(&self.host)
             .await
             .map_err(|err| format!("docker: {err}"))?;
         let container = action.container();
+        if let ContainerAction::Create { spec, .. } = action {
+            let secrets =
+                crate::create::secrets(&self.bus, self.node_id.as_str(), command_id, spec).await?;
+            let body = crate::create::body(spec, &secrets)?;
+            let created = crate::create::create_and_start(&docker, container, body);
+            tokio::time::timeout(CALL_TIMEOUT, created)
+                .await
+                .map_err(|_| format!("docker: no answer to create {container} within 30 s"))??;
+            return Ok(self.state_of(&docker, container).await);
+        }
         let grace = match action {
             ContainerAction::Stop { timeout_secs, .. }
             | ContainerAction::Restart { timeout_secs, .. } => u64::from(*timeout_secs),
@@ -219,6 +231,7 @@ impl Engine {
                     let options = RemoveContainerOptionsBuilder::new().force(*force).build();
                     docker.remove_container(container, Some(options)).await
                 }
+                ContainerAction::Create { .. } => Ok(()), // carried out above
             }
         };
         let limit = CALL_TIMEOUT + Duration::from_secs(grace);
@@ -231,17 +244,22 @@ impl Engine {
             Ok(Err(err)) => Err(format!("docker: {}", docker_message(&err))),
             Ok(Ok(())) => Ok(match action {
                 ContainerAction::Remove { .. } => format!("{container} removed"),
-                _ => match docker.inspect_container(container, None).await {
-                    Ok(inspected) => format!(
-                        "{container} {}",
-                        inspected
-                            .state
-                            .and_then(|state| state.status)
-                            .map_or_else(|| "?".to_owned(), |status| status.to_string())
-                    ),
-                    Err(_) => format!("{container}: {} done", action.verb()),
-                },
+                _ => self.state_of(&docker, container).await,
             }),
+        }
+    }
+
+    /// `<container> <state>`, as the engine says now.
+    async fn state_of(&self, docker: &bollard::Docker, container: &str) -> String {
+        match docker.inspect_container(container, None).await {
+            Ok(inspected) => format!(
+                "{container} {}",
+                inspected
+                    .state
+                    .and_then(|state| state.status)
+                    .map_or_else(|| "?".to_owned(), |status| status.to_string())
+            ),
+            Err(_) => format!("{container}: done"),
         }
     }
 
@@ -512,16 +530,6 @@ fn cpu_percent(container_delta: u64, system_delta: u64, cores: u32) -> Option<f6
 }
 
 /// Docker's own words for an error (its JSON `message`), without bollard's wrapping.
-fn docker_message(err: &bollard::errors::Error) -> String {
-    match err {
-        bollard::errors::Error::DockerResponseServerError {
-            status_code,
-            message,
-        } => format!("{message} ({status_code})"),
-        other => other.to_string(),
-    }
-}
-
 fn container_info(summary: bollard::models::ContainerSummary) -> ContainerInfo {
     let labels = summary.labels.unwrap_or_default();
     let status = summary.status.unwrap_or_default();

@@ -3,9 +3,13 @@
 //! heartbeats on an interval, and deregisters on shutdown. Its own status (for the `/health`,
 //! `/metrics`, `/services` and `/gpu` endpoints the binary serves) is an [`AgentStatus`].
 
+mod create;
 mod docker;
 pub mod hardware;
+mod probe;
 mod status;
+pub mod supervised;
+mod supervisor;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +48,10 @@ pub struct Config {
     pub docker_host: String,
     /// Seconds between listings of the node's containers (telemetry).
     pub containers_interval_secs: f64,
+    /// The services this agent supervises (`[[agent.services]]`).
+    pub services: Vec<supervised::ServiceConfig>,
+    /// The `systemctl` that systemd services are started and checked with.
+    pub systemctl: String,
 }
 
 impl Default for Config {
@@ -56,6 +64,8 @@ impl Default for Config {
             advertise_url: None,
             docker_host: "unix:///var/run/docker.sock".to_owned(),
             containers_interval_secs: 5.0,
+            services: Vec::new(),
+            systemctl: "systemctl".to_owned(),
         }
     }
 }
@@ -85,6 +95,22 @@ impl Config {
                 "containers_interval_secs must be at least 0.1, got {}",
                 self.containers_interval_secs
             ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (index, service) in self.services.iter().enumerate() {
+            problems.extend(service.validate(index));
+            if !names.insert(service.name.as_str()) {
+                problems.push(format!(
+                    "services[{index}]: the name {} is used twice",
+                    service.name
+                ));
+            }
+            if service.container.is_some() && self.docker_host.is_empty() {
+                problems.push(format!(
+                    "services[{index}] ({}): a container service needs docker_host",
+                    service.name
+                ));
+            }
         }
         problems
     }
@@ -131,7 +157,9 @@ pub fn host_name() -> String {
 /// returned status feeds the agent's own endpoints.
 pub fn start(ctx: &Context, config: Config) -> anyhow::Result<AgentStatus> {
     let node_id = ctx.site.node_id.clone();
-    let status = AgentStatus::new(node_id.clone());
+    let services = supervisor::Services::default();
+    let status = AgentStatus::new(node_id.clone(), services.clone());
+    supervise(ctx, &config, &services)?;
     if !config.docker_host.is_empty() {
         let engine = Arc::new(docker::Engine::new(
             ctx.bus.clone(),
@@ -164,6 +192,48 @@ pub fn start(ctx: &Context, config: Config) -> anyhow::Result<AgentStatus> {
     });
     ctx.spawn("agent", move |_| Arc::clone(&agent).run());
     Ok(status)
+}
+
+/// Starts a supervisor per configured service, and answers the control plane's questions for
+/// their live state.
+fn supervise(
+    ctx: &Context,
+    config: &Config,
+    services: &supervisor::Services,
+) -> anyhow::Result<()> {
+    let node_id = ctx.site.node_id.clone();
+    let http = reqwest::Client::builder().build()?;
+    for service in &config.services {
+        let supervisor = Arc::new(supervisor::Supervisor {
+            target: probe::Target::of(service, &config.docker_host, &config.systemctl),
+            config: service.clone(),
+            node_id: node_id.clone(),
+            events: Remote::new(ctx.bus.clone(), node_id.as_str()),
+            services: services.clone(),
+            http: http.clone(),
+        });
+        let name: &'static str = Box::leak(format!("service-{}", service.name).into_boxed_str());
+        ctx.spawn(name, move |cancel| Arc::clone(&supervisor).run(cancel));
+    }
+    let bus = ctx.bus.clone();
+    let services = services.clone();
+    ctx.spawn("services-answers", move |cancel| {
+        let (bus, services, node_id) = (bus.clone(), services.clone(), node_id.clone());
+        async move {
+            bus.answer(
+                node_id.as_str(),
+                events::service::SERVICES_QUERY,
+                cancel,
+                |_: serde_json::Value| {
+                    let all = services.all();
+                    async move { Ok::<_, String>(all) }
+                },
+            )
+            .await?;
+            Ok(())
+        }
+    });
+    Ok(())
 }
 
 impl Agent {
@@ -284,6 +354,17 @@ impl Agent {
             Err(_) => tracing::warn!(node_id = %node_id, "deregistration timed out"),
         }
         Ok(())
+    }
+}
+
+/// Docker's own words for an error (its message and status when it answered).
+fn docker_message(err: &bollard::errors::Error) -> String {
+    match err {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} ({status_code})"),
+        other => other.to_string(),
     }
 }
 

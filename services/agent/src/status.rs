@@ -24,14 +24,16 @@ pub struct AgentStatus {
     node_id: NodeId,
     started_at: DateTime<Utc>,
     state: Arc<Mutex<State>>,
+    supervised: crate::supervisor::Services,
 }
 
 impl AgentStatus {
-    pub(crate) fn new(node_id: NodeId) -> Self {
+    pub(crate) fn new(node_id: NodeId, supervised: crate::supervisor::Services) -> Self {
         Self {
             node_id,
             started_at: Utc::now(),
             state: Arc::default(),
+            supervised,
         }
     }
 
@@ -112,18 +114,19 @@ impl AgentStatus {
         })
     }
 
-    /// The services this agent runs on its node, and their state.
+    /// The agent itself and the services it supervises, as they stand now.
     pub fn services(&self) -> Value {
+        let supervised = self.supervised.all();
         self.with(|s| {
-            json!({
-                "node_id": self.node_id,
-                "services": [{
-                    "name": "agent",
-                    "state": if s.registered { "running" } else { "starting" },
-                    "since": self.started_at,
-                    "version": env!("CARGO_PKG_VERSION"),
-                }],
-            })
+            let mut services = vec![json!({
+                "name": "agent",
+                "kind": "agent",
+                "state": if s.registered { "healthy" } else { "starting" },
+                "since": self.started_at,
+                "version": env!("CARGO_PKG_VERSION"),
+            })];
+            services.extend(supervised.iter().map(|service| json!(service)));
+            json!({ "node_id": self.node_id, "services": services })
         })
     }
 

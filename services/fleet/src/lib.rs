@@ -4,19 +4,28 @@
 //! expires what nobody started before its deadline (`container.command_expired`, with the
 //! reason), so a request never runs hours late.
 //!
+//! A create command's environment may name vault secrets (`secret:NAME`); the node's agent asks
+//! for their values while it carries the command out (`nebula.ask.<node>.container_secrets`),
+//! and they are given only to the node the command is for, only while it is started — never
+//! written to the log or to WORK.
+//!
 //! The router's state is a fold of the command events (few and small: one aggregate per
 //! request); it is rebuilt at every start, and requests made before a restart are sent again
 //! (the agent refuses a second start, and JetStream's dedupe window drops recent duplicates).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bus::store::{CommandMeta, Commands, commands, execute};
+use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
 use bus::{Bus, ReadFrom, StreamName};
 use chrono::{DateTime, Utc};
-use cqrs_es::AggregateError;
-use domain::container::{ContainerCommand, ContainerCommandCommand};
-use events::container::{CommandRequested, ContainerCommandEvent, ContainerWork};
+use cqrs_es::{AggregateError, EventStore};
+use domain::container::{CommandStatus, ContainerCommand, ContainerCommandCommand};
+use events::container::{
+    CommandRequested, ContainerAction, ContainerCommandEvent, ContainerWork, RevealedSecrets,
+    SECRETS_QUESTION, SecretsQuestion,
+};
 use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -53,8 +62,28 @@ impl Config {
     }
 }
 
-/// Starts the command router (restarted by the context if it fails).
+/// Starts the command router and the secrets answerer (each restarted by the context if it
+/// fails).
 pub fn start(ctx: &Context, config: Config) {
+    let secrets = Arc::new(Secrets {
+        bus: ctx.bus.clone(),
+        state: JetStreamStore::new(ctx.bus.clone()),
+        key_source: vault::KeySource::new(ctx.site.vault_key_file.clone()),
+        vault: tokio::sync::OnceCell::new(),
+    });
+    ctx.spawn("container-secrets", move |cancel| {
+        let secrets = secrets.clone();
+        async move {
+            let answerer = &*secrets;
+            secrets
+                .bus
+                .answer_nodes(SECRETS_QUESTION, cancel, |node, question| {
+                    answerer.reveal(node, question)
+                })
+                .await?;
+            Ok(())
+        }
+    });
     let bus = ctx.bus.clone();
     let check = Duration::from_secs_f64(config.expiry_check_secs);
     ctx.spawn("container-router", move |cancel| {
@@ -200,6 +229,60 @@ impl Router {
     }
 }
 
+/// Answers the nodes' questions for the secrets their create commands name.
+struct Secrets {
+    bus: Bus,
+    state: JetStreamStore<ContainerCommand>,
+    key_source: vault::KeySource,
+    vault: tokio::sync::OnceCell<vault::Vault>,
+}
+
+impl Secrets {
+    async fn reveal(
+        &self,
+        node: String,
+        question: SecretsQuestion,
+    ) -> Result<RevealedSecrets, String> {
+        let id = &question.command_id;
+        let command = self
+            .state
+            .load_aggregate(id)
+            .await
+            .map_err(|err| format!("the event store is unavailable: {err}"))?
+            .state()
+            .clone();
+        let Some(requested) = command.requested else {
+            return Err(format!("no container command {id}"));
+        };
+        if requested.node_id != node || node.is_empty() {
+            tracing::warn!(command_id = %id, asker = %node, "a node asked for another node's secrets");
+            return Err(format!("container command {id} is not for node {node}"));
+        }
+        if command.status != Some(CommandStatus::Started) {
+            return Err(format!("container command {id} is not being carried out"));
+        }
+        let ContainerAction::Create { spec, .. } = &requested.action else {
+            return Err(format!("container command {id} names no secrets"));
+        };
+        let vault = self
+            .vault
+            .get_or_try_init(|| vault::Vault::open(&self.bus, &self.key_source, false))
+            .await
+            .map_err(|err| format!("the vault cannot be opened: {err}"))?;
+        let mut values = std::collections::BTreeMap::new();
+        for name in spec.secrets() {
+            let revealed = vault
+                .get(name)
+                .await
+                .map_err(|err| format!("secret {name} cannot be read: {err}"))?
+                .ok_or_else(|| format!("the vault has no secret {name}"))?;
+            values.insert(name.to_owned(), revealed.value.expose().to_owned());
+        }
+        tracing::info!(command_id = %id, node = %node, secrets = ?values.keys().collect::<Vec<_>>(), "secrets given to a container command");
+        Ok(RevealedSecrets { values })
+    }
+}
+
 /// The work message for the node's agent.
 fn agent_work(id: &str, request: &Pending) -> ContainerWork {
     ContainerWork {
@@ -243,7 +326,6 @@ fn fold(
 
 #[cfg(test)]
 mod tests {
-    use events::container::ContainerAction;
 
     use super::*;
 

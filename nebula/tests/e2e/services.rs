@@ -1,0 +1,176 @@
+//! Services a node's agent supervises, end to end: a process it runs (checked over HTTP,
+//! restarted when killed), one that keeps crashing (given up on after its restarts), and a
+//! container on the real Docker engine (started when found stopped); every change recorded,
+//! the live state asked of the agent, and the Services room in Chromium.
+
+use crate::common;
+
+use agent::supervised::ServiceConfig;
+use natsauth::Identity;
+use nebula::{Part, Parts};
+use serde_json::Value;
+use sqlx::PgPool;
+use testkit::docker::TestContainer;
+use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
+
+const NODE: &str = "svc-1";
+const CONTROL: Parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]);
+
+fn service(raw: &str) -> ServiceConfig {
+    toml::from_str(raw).expect("a service's configuration")
+}
+
+async fn services(base: &str) -> Value {
+    common::get_json(&common::http(), format!("{base}/api/nodes/{NODE}/services")).await
+}
+
+async fn state_of(base: &str, name: &str, wanted: &str) -> Value {
+    wait_until(&format!("{name} {wanted}"), DEFAULT_WAIT, || async {
+        services(base).await["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name && s["state"] == wanted)
+            .cloned()
+    })
+    .await
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_agent_supervises_restarts_and_gives_up_on_services(pool: PgPool) {
+    let nats = NatsServer::start_with_nodes(&[NODE]);
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let running = nebula::start(&config, CONTROL).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+
+    let port = testkit::free_port();
+    let parked = TestContainer::run("nebula-svc", &[], &["sleep", "3600"]);
+    testkit::docker::docker(&["stop", "-t", "0", &parked.name]);
+    let mut node = config.clone();
+    node.agent.node_id = Some(NODE.into());
+    node.agent.docker_host = testkit::docker::host();
+    node.agent.services = vec![
+        service(&format!(
+            "name = \"web\"\ncommand = [\"python3\", \"-m\", \"http.server\", \"{port}\", \"--bind\", \"127.0.0.1\"]\n\
+             [health]\nhttp = \"http://127.0.0.1:{port}/\"\ninterval_secs = 0.2\n\
+             [restart]\nbackoff_initial_secs = 0.1\n"
+        )),
+        service(
+            "name = \"crasher\"\ncommand = [\"sh\", \"-c\", \"exit 3\"]\n\
+             [health]\ninterval_secs = 0.1\n\
+             [restart]\nbackoff_initial_secs = 0.05\nbackoff_max_secs = 0.1\ngive_up_after = 2\n",
+        ),
+        service(&format!(
+            "name = \"parked\"\ncontainer = \"{}\"\n[health]\ninterval_secs = 0.2\n",
+            parked.name
+        )),
+    ];
+    common::sign_in_as(&mut node, &nats, &Identity::Agent(NODE.parse().unwrap()));
+    let agent = nebula::start(&node, Parts::AGENT).await.unwrap();
+
+    let web = state_of(&base, "web", "healthy").await;
+    assert_eq!(web["kind"], "command");
+    let pid = web["pid"].as_u64().unwrap();
+    // The container found stopped is started.
+    state_of(&base, "parked", "healthy").await;
+    assert_eq!(parked.state().as_deref(), Some("running"));
+    // The crashing one is given up on after its restarts, and says why.
+    let crasher = state_of(&base, "crasher", "gave_up").await;
+    assert_eq!(crasher["restarts"], 2);
+    assert!(
+        crasher["reason"]
+            .as_str()
+            .unwrap()
+            .contains("without becoming healthy")
+    );
+
+    // Killed from outside: recorded down, restarted, healthy again under a new pid.
+    std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    let web = wait_until("web restarted", DEFAULT_WAIT, || async {
+        services(&base).await["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "web" && s["state"] == "healthy" && s["restarts"] == 1)
+            .cloned()
+    })
+    .await;
+    assert_ne!(web["pid"].as_u64().unwrap(), pid);
+    let history = services(&base).await["history"].clone();
+    let down = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "web" && c["state"] == "down")
+        .expect("the kill on the log")
+        .clone();
+    assert!(
+        down["reason"].as_str().unwrap().contains("signal: 9"),
+        "{down}"
+    );
+    // The agent's own endpoint tells the same.
+    let own = common::get_open_json(
+        &common::http(),
+        format!("http://{}/services", agent.agent_addr.unwrap()),
+    )
+    .await;
+    let names: Vec<&str> = own["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["agent", "crasher", "parked", "web"]);
+
+    // The Services room shows them, with the history.
+    {
+        use testkit::webdriver::Browser;
+        let browser = Browser::start().await;
+        crate::dashboard_access::sign_in(
+            &browser,
+            &format!("{base}/#token={}", common::TOKEN),
+            "admin · admin",
+        )
+        .await;
+        crate::dashboard::open_room(&browser, "services").await;
+        let shown = wait_until("the services listed", DEFAULT_WAIT, || async {
+            let shown = browser
+                .eval(
+                    "const rows = Array.from(document.querySelectorAll('#services tr[data-service]'));
+                     if (rows.length < 3) return null;
+                     return { rows: rows.map((r) => r.dataset.service + ':' + r.dataset.state),
+                              history: document.querySelectorAll('#service-history li[data-state]').length };",
+                )
+                .await;
+            shown.is_object().then_some(shown)
+        })
+        .await;
+        let rows: Vec<String> = serde_json::from_value(shown["rows"].clone()).unwrap();
+        assert!(rows.contains(&"crasher:gave_up".to_owned()), "{rows:?}");
+        assert!(rows.contains(&"web:healthy".to_owned()), "{rows:?}");
+        assert!(shown["history"].as_u64().unwrap() >= 5, "{shown}");
+        let png = browser.screenshot_png().await;
+        let _ = std::fs::write(std::env::temp_dir().join("nebula-services.png"), &png);
+    }
+
+    // Stopping the agent stops the process it runs, and says so.
+    agent.shutdown().await;
+    let alive = std::process::Command::new("pgrep")
+        .args(["-f", &format!("http.server {port}")])
+        .status()
+        .unwrap();
+    assert!(
+        !alive.success(),
+        "the supervised process outlived the agent"
+    );
+    let bus = common::bus(&nats).await;
+    let last = common::envelopes(&bus, "node_services", NODE).await;
+    assert!(
+        last.iter()
+            .any(|e| e.data["service"] == "web" && e.data["state"] == "stopped"),
+        "no stop recorded"
+    );
+    running.shutdown().await;
+}

@@ -1,0 +1,306 @@
+//! What supervising a service does to it, by kind: start it (a command spawned in a process
+//! group of its own, a container started on the node's Docker, a unit started by systemctl),
+//! tell whether it still runs, restart it, stop it; and the health checks (HTTP status and
+//! JSON, TCP connect).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::supervised::{HealthConfig, INHERITED_ENV, ServiceConfig};
+
+/// A started service: what is known of it while it runs.
+pub(crate) enum Running {
+    Command(tokio::process::Child),
+    /// A container or a unit: nothing held here.
+    Outside,
+}
+
+impl Running {
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            Running::Command(child) => child.id(),
+            Running::Outside => None,
+        }
+    }
+}
+
+/// How a running service is doing apart from its health check.
+pub(crate) enum Alive {
+    Yes,
+    /// It stopped: why, and whether it ended well (exit status 0).
+    Ended {
+        reason: String,
+        success: bool,
+    },
+    /// Docker's own health check says unhealthy.
+    Unhealthy(String),
+}
+
+/// Where the service lives.
+pub(crate) enum Target {
+    Command,
+    Container { docker_host: String, name: String },
+    Systemd { systemctl: String, unit: String },
+}
+
+impl Target {
+    pub(crate) fn of(config: &ServiceConfig, docker_host: &str, systemctl: &str) -> Target {
+        if let Some(name) = &config.container {
+            Target::Container {
+                docker_host: docker_host.to_owned(),
+                name: name.clone(),
+            }
+        } else if let Some(unit) = &config.systemd_unit {
+            Target::Systemd {
+                systemctl: systemctl.to_owned(),
+                unit: unit.clone(),
+            }
+        } else {
+            Target::Command
+        }
+    }
+
+    /// Starts it (a container or unit already running is taken as it is).
+    pub(crate) async fn start(&self, config: &ServiceConfig) -> Result<Running, String> {
+        match self {
+            Target::Command => {
+                let inherited = INHERITED_ENV
+                    .iter()
+                    .copied()
+                    .chain(config.pass_env.iter().map(String::as_str))
+                    .filter_map(|name| Some((name, std::env::var_os(name)?)));
+                let mut command = tokio::process::Command::new(&config.command[0]);
+                command
+                    .args(&config.command[1..])
+                    .env_clear()
+                    .envs(inherited)
+                    .envs(&config.env)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .process_group(0)
+                    .kill_on_drop(true);
+                if let Some(dir) = &config.working_dir {
+                    command.current_dir(dir);
+                }
+                command
+                    .spawn()
+                    .map(Running::Command)
+                    .map_err(|err| format!("failed to start {:?}: {err}", config.command[0]))
+            }
+            Target::Container { docker_host, name } => {
+                let docker = docker(docker_host).await?;
+                let inspected = docker
+                    .inspect_container(name, None)
+                    .await
+                    .map_err(|err| format!("docker: {}", crate::docker_message(&err)))?;
+                let running = inspected.state.and_then(|s| s.running).unwrap_or(false);
+                if !running {
+                    docker
+                        .start_container(name, None)
+                        .await
+                        .map_err(|err| format!("docker: {}", crate::docker_message(&err)))?;
+                }
+                Ok(Running::Outside)
+            }
+            Target::Systemd { systemctl, unit } => {
+                if systemctl_status(systemctl, "is-active", unit).await? != "active" {
+                    systemctl_status(systemctl, "start", unit).await?;
+                }
+                Ok(Running::Outside)
+            }
+        }
+    }
+
+    /// Whether it still runs.
+    pub(crate) async fn alive(&self, running: &mut Running) -> Alive {
+        match (self, running) {
+            (Target::Command, Running::Command(child)) => match child.try_wait() {
+                Ok(None) => Alive::Yes,
+                Ok(Some(status)) => Alive::Ended {
+                    reason: format!("exited: {status}"),
+                    success: status.success(),
+                },
+                Err(err) => Alive::Ended {
+                    reason: format!("cannot be waited for: {err}"),
+                    success: false,
+                },
+            },
+            (Target::Container { docker_host, name }, _) => {
+                let inspected = match docker(docker_host).await {
+                    Ok(docker) => docker
+                        .inspect_container(name, None)
+                        .await
+                        .map_err(|err| format!("docker: {}", crate::docker_message(&err))),
+                    Err(err) => Err(err),
+                };
+                let state = match inspected {
+                    Ok(inspected) => inspected.state.unwrap_or_default(),
+                    Err(err) => {
+                        return Alive::Ended {
+                            reason: err,
+                            success: false,
+                        };
+                    }
+                };
+                if !state.running.unwrap_or(false) {
+                    let code = state.exit_code.unwrap_or(-1);
+                    return Alive::Ended {
+                        reason: format!(
+                            "container {name} is {} (exit code {code})",
+                            state
+                                .status
+                                .map_or_else(|| "not running".to_owned(), |s| s.to_string())
+                        ),
+                        success: code == 0,
+                    };
+                }
+                match state.health.and_then(|h| h.status) {
+                    Some(bollard::models::HealthStatusEnum::UNHEALTHY) => {
+                        Alive::Unhealthy(format!("container {name}'s health check fails"))
+                    }
+                    _ => Alive::Yes,
+                }
+            }
+            (Target::Systemd { systemctl, unit }, _) => {
+                match systemctl_status(systemctl, "is-active", unit).await {
+                    Ok(state)
+                        if state == "active" || state == "activating" || state == "reloading" =>
+                    {
+                        Alive::Yes
+                    }
+                    Ok(state) => Alive::Ended {
+                        reason: format!("unit {unit} is {state}"),
+                        success: state == "inactive",
+                    },
+                    Err(err) => Alive::Ended {
+                        reason: err,
+                        success: false,
+                    },
+                }
+            }
+            (Target::Command, Running::Outside) => Alive::Ended {
+                reason: "no process".to_owned(),
+                success: false,
+            },
+        }
+    }
+
+    /// Stops what the agent owns: a command's process group (SIGTERM, `grace`, then SIGKILL);
+    /// a hung container or unit is stopped so that the next start restarts it; on shutdown
+    /// (`hung` false) containers and units are left running.
+    pub(crate) async fn stop(&self, running: &mut Running, grace: Duration, hung: bool) {
+        match (self, running) {
+            (Target::Command, Running::Command(child)) => stop_group(child, grace).await,
+            (Target::Container { docker_host, name }, _) if hung => {
+                if let Ok(docker) = docker(docker_host).await {
+                    let options = bollard::query_parameters::StopContainerOptionsBuilder::new()
+                        .t(i32::try_from(grace.as_secs()).unwrap_or(10))
+                        .build();
+                    let _ = docker.stop_container(name, Some(options)).await;
+                }
+            }
+            (Target::Systemd { systemctl, unit }, _) if hung => {
+                let _ = systemctl_status(systemctl, "stop", unit).await;
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn docker(host: &str) -> Result<bollard::Docker, String> {
+    let path = host.strip_prefix("unix://").ok_or_else(|| {
+        "agent.docker_host is not set: a container service needs Docker".to_owned()
+    })?;
+    bollard::Docker::connect_with_unix(path, 30, bollard::API_DEFAULT_VERSION)
+        .map_err(|err| format!("docker: unavailable: {err}"))
+}
+
+/// `systemctl <verb> <unit>`'s first line of output (`is-active` answers the state even when
+/// it exits non-zero); an error when systemctl cannot be run or `start`/`stop` fail.
+async fn systemctl_status(systemctl: &str, verb: &str, unit: &str) -> Result<String, String> {
+    let output = tokio::process::Command::new(systemctl)
+        .args([verb, unit])
+        .stdin(Stdio::null())
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .map_err(|_| format!("{systemctl} {verb} {unit} did not answer in 30 s"))?
+        .map_err(|err| format!("cannot run {systemctl}: {err}"))?;
+    let first = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if verb != "is-active" && !output.status.success() {
+        return Err(format!(
+            "{systemctl} {verb} {unit} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(first)
+}
+
+/// SIGTERM to the group, up to `grace` for the leader, then SIGKILL to whatever is left.
+async fn stop_group(child: &mut tokio::process::Child, grace: Duration) {
+    let group = child
+        .id()
+        .and_then(|pid| i32::try_from(pid).ok())
+        .and_then(rustix::process::Pid::from_raw);
+    let Some(group) = group else {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        return;
+    };
+    let signal = |signal| match rustix::process::kill_process_group(group, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(err) => tracing::warn!(error = %err, "cannot signal a service's process group"),
+    };
+    if !grace.is_zero() {
+        signal(rustix::process::Signal::TERM);
+        let _ = tokio::time::timeout(grace, child.wait()).await;
+    }
+    signal(rustix::process::Signal::KILL);
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}
+
+/// The configured health check: `Ok` when it passes (or when there is none), else why not.
+pub(crate) async fn check(health: &HealthConfig, http: &reqwest::Client) -> Result<(), String> {
+    let timeout = Duration::from_secs_f64(health.timeout_secs);
+    if let Some(url) = &health.http {
+        let response = http
+            .get(url)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|err| format!("GET {url} failed: {err}"))?;
+        let status = response.status();
+        let expected = health
+            .expect_status
+            .map_or(status.is_success(), |code| status.as_u16() == code);
+        if !expected {
+            return Err(format!("GET {url} answered {}", status.as_u16()));
+        }
+        if let (Some(pointer), Some(wanted)) = (&health.json_pointer, &health.json_equals) {
+            let body: serde_json::Value = response
+                .json()
+                .await
+                .map_err(|err| format!("GET {url} did not answer JSON: {err}"))?;
+            let found = body.pointer(pointer);
+            if found != Some(wanted) {
+                return Err(format!(
+                    "GET {url}: {pointer} is {}, not {wanted}",
+                    found.map_or_else(|| "missing".to_owned(), ToString::to_string)
+                ));
+            }
+        }
+    }
+    if let Some(addr) = &health.tcp {
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr.as_str()))
+            .await
+            .map_err(|_| format!("connecting to {addr} took over {} s", timeout.as_secs_f64()))?
+            .map_err(|err| format!("cannot connect to {addr}: {err}"))?;
+    }
+    Ok(())
+}
