@@ -8,6 +8,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::Stream;
+
 use async_nats::RequestErrorKind;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -177,5 +179,40 @@ impl Bus {
             })
             .await;
         Ok(())
+    }
+
+    /// Sends one followed-log message to `nebula.logs.<node>.<follow_id>` (core NATS: a
+    /// message nobody listens for is gone, which is what a log tail wants).
+    pub async fn send_log<T: Serialize>(
+        &self,
+        node: &str,
+        follow_id: &str,
+        message: &T,
+    ) -> Result<(), BusError> {
+        let payload = serde_json::to_vec(message)
+            .map_err(|err| BusError::msg(BusErrorKind::Decode, err.to_string()))?;
+        self.client
+            .publish(
+                events::subjects::log_follow(node, follow_id),
+                payload.into(),
+            )
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))
+    }
+
+    /// The messages sent to `nebula.logs.<node>.<follow_id>`, decoded (ones that do not read are
+    /// skipped), from now on.
+    pub async fn follow_log<T: DeserializeOwned + Send + 'static>(
+        &self,
+        node: &str,
+        follow_id: &str,
+    ) -> Result<impl Stream<Item = T> + Send + use<T>, BusError> {
+        let subscription = self
+            .client
+            .subscribe(events::subjects::log_follow(node, follow_id))
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Connect, err))?;
+        Ok(subscription
+            .filter_map(|message| async move { serde_json::from_slice(&message.payload).ok() }))
     }
 }

@@ -3,10 +3,12 @@
 //! one [`Backoff`] for every retry loop, the hex, SHA-256 and random-token helpers, and private (0600) files.
 
 mod backoff;
+mod bucket;
 pub mod metrics;
 mod secret;
 
 pub use backoff::Backoff;
+pub use bucket::Bucket;
 pub use secret::{Dsn, Secret};
 
 /// Writes `bytes` to a new file at `path` that only its owner may read or write (mode 0600),

@@ -422,6 +422,59 @@ pub struct ContainerLogs {
     pub truncated: bool,
 }
 
+/// The question kind that starts (or keeps going) a followed log
+/// (`nebula.query.<node>.container_logs_follow`).
+pub const FOLLOW_QUERY: &str = "container_logs_follow";
+
+/// "Send `container`'s log lines to `nebula.logs.<node>.<follow_id>` for the next `seconds`"
+/// (0 stops it); asked again before the lease ends to keep it going.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowQuestion {
+    pub container: String,
+    /// 1 to 64 of `[a-z0-9]` (a subject token).
+    pub follow_id: String,
+    /// The last lines to send first (only when the follow starts).
+    pub tail: u32,
+    pub seconds: u32,
+}
+
+impl FollowQuestion {
+    pub fn validate(&self) -> Result<(), String> {
+        ContainerAction::validate_container(&self.container)?;
+        let valid = (1..=64).contains(&self.follow_id.len())
+            && self
+                .follow_id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !valid {
+            return Err(format!(
+                "follow id {:?} is not 1-64 of a-z0-9",
+                self.follow_id
+            ));
+        }
+        if self.seconds > 300 || self.tail > 1000 {
+            return Err("a follow lease is at most 300 s, its tail at most 1000 lines".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Lines of a followed log, as one message on `nebula.logs.<node>.<follow_id>`. `skipped_bytes`:
+/// what the node left out to stay within its rate (the container wrote faster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub lines: Vec<LogLine>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped_bytes: u64,
+    /// The follow ended (the container stopped, or the engine went away): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,6 +135,17 @@ pub fn asking_node(subject: &str) -> Option<&str> {
     (!node.is_empty() && !kind.is_empty() && !kind.contains('.')).then_some(node)
 }
 
+/// `nebula.logs.<node_id>.<follow_id>`: a followed container log's lines as the node's agent
+/// sends them (core NATS, nothing stored), to the one gateway viewer that asked.
+pub fn log_follow(node_id: &str, follow_id: &str) -> String {
+    format!("{ROOT}.logs.{node_id}.{follow_id}")
+}
+
+/// Every log a node's agent may send.
+pub fn log_follows_of(node_id: &str) -> String {
+    format!("{ROOT}.logs.{node_id}.>")
+}
+
 pub const VAULT_BUCKET: &str = "nebula_vault";
 
 /// A subject of ours, taken apart.

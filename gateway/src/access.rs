@@ -122,8 +122,8 @@ impl Access {
         }
     }
 
-    /// The caller of a request: its bearer token, or (for `/ws`, where a browser cannot set
-    /// headers) a one-time `?ticket=`.
+    /// The caller of a request: its bearer token, or (for a websocket, where a browser cannot
+    /// set headers) a one-time `?ticket=`.
     pub(crate) async fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -131,7 +131,7 @@ impl Access {
     ) -> Result<Principal, ApiError> {
         match bearer(headers)? {
             Some(token) => self.check_token(token).await,
-            None if uri.path() == "/ws" => {
+            None if is_websocket(uri.path()) => {
                 let ticket = query_param(uri, "ticket").ok_or(ApiError::Unauthorized)?;
                 self.redeem_ticket(&ticket).ok_or(ApiError::Unauthorized)
             }
@@ -358,4 +358,10 @@ mod tests {
             None
         );
     }
+}
+
+/// Whether `path` opens a websocket (the feed, a followed log), where a ticket may stand in for
+/// the token.
+fn is_websocket(path: &str) -> bool {
+    path == "/ws" || (path.starts_with("/api/nodes/") && path.ends_with("/logs/follow"))
 }

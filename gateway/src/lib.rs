@@ -12,6 +12,7 @@ mod error;
 mod health;
 mod hosts;
 mod hub;
+mod log_follow;
 mod node_services;
 mod posts;
 mod render;
@@ -62,6 +63,8 @@ pub struct Config {
     pub request_timeout_secs: f64,
     /// Largest message a websocket client may send.
     pub ws_max_message_bytes: usize,
+    /// The most of a followed container log one viewer is sent a second.
+    pub log_follow_bytes_per_sec: u64,
     /// How long a container command may wait for its node's agent to take it before it
     /// expires (and is never run).
     pub container_command_timeout_secs: f64,
@@ -77,6 +80,7 @@ impl Default for Config {
             max_concurrent_requests: 256,
             request_timeout_secs: 60.0,
             ws_max_message_bytes: 64 * 1024,
+            log_follow_bytes_per_sec: 256 * 1024,
             container_command_timeout_secs: 60.0,
         }
     }
@@ -106,6 +110,12 @@ impl Config {
             problems.push(format!(
                 "request_timeout_secs must be 1..=3600, got {}",
                 self.request_timeout_secs
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.log_follow_bytes_per_sec) {
+            problems.push(format!(
+                "log_follow_bytes_per_sec must be 1024..=1073741824, got {}",
+                self.log_follow_bytes_per_sec
             ));
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.ws_max_message_bytes) {

@@ -10,8 +10,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, api, chat, containers, dlq, health, hosts, node_services, posts, render, secrets,
-    shares, tokens, ws,
+    AppState, api, chat, containers, dlq, health, hosts, log_follow, node_services, posts, render,
+    secrets, shares, tokens, ws,
 };
 
 /// One protected route: what a caller needs to use it.
@@ -59,6 +59,12 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/nodes", api::list_nodes),
         entry(Viewer, get.clone(), "/api/nodes/{id}", api::get_node),
         entry(Viewer, get.clone(), "/api/hosts", hosts::list),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/nodes/{id}/containers/{name}/logs/follow",
+            log_follow::follow,
+        ),
         entry(
             Viewer,
             get.clone(),

@@ -119,6 +119,8 @@ impl Identity {
                 // its own questions to the control plane, asked under its own id only.
                 subscribe.push(subject::node_queries(node));
                 publish.push(subject::node_ask(node, ">"));
+                // The lines of the logs a viewer follows (core NATS, never stored).
+                publish.push(subject::log_follows_of(node));
                 responses = true;
             }
             Identity::Worker(node) => {

@@ -147,8 +147,17 @@ pub async fn ws_with(
     query: &str,
     token: &str,
 ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    ws_at(addr, &format!("/ws{query}"), token).await
+}
+
+/// Any websocket path (with its query) opened with a bearer token.
+pub async fn ws_at(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let mut request = format!("ws://{addr}/ws{query}").into_client_request()?;
+    let mut request = format!("ws://{addr}{path}").into_client_request()?;
     request.headers_mut().insert(
         "authorization",
         format!("Bearer {token}").parse().expect("a header value"),

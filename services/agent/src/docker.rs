@@ -44,20 +44,6 @@ const MAX_LOG_LINES: u32 = 10_000;
 /// Results this agent reported, kept to report again when a delivery comes back.
 const REMEMBERED: usize = 1024;
 
-/// A connection to the engine at `host` (`unix:///…`), checked with a ping.
-async fn connect(host: &str) -> Result<bollard::Docker, String> {
-    let path = host
-        .strip_prefix("unix://")
-        .ok_or_else(|| format!("{host} is not a unix:// socket"))?;
-    let docker = bollard::Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)
-        .map_err(|err| format!("unavailable: {err}"))?;
-    let docker = docker
-        .negotiate_version()
-        .await
-        .map_err(|err| format!("unavailable: {err}"))?;
-    Ok(docker)
-}
-
 /// What the agent does with its node's engine.
 pub(crate) struct Engine {
     pub(crate) bus: Bus,
@@ -193,7 +179,7 @@ impl Engine {
 
     /// Asks the engine; Docker's own error text when it refuses.
     async fn run(&self, command_id: &str, action: &ContainerAction) -> Result<String, String> {
-        let docker = connect(&self.host)
+        let docker = crate::connect_docker(&self.host)
             .await
             .map_err(|err| format!("docker: {err}"))?;
         let container = action.container();
@@ -286,7 +272,7 @@ impl Engine {
     async fn logs(&self, question: LogsQuestion) -> Result<ContainerLogs, String> {
         ContainerAction::validate_container(&question.container)?;
         let tail = question.tail.clamp(1, MAX_LOG_LINES);
-        let docker = connect(&self.host)
+        let docker = crate::connect_docker(&self.host)
             .await
             .map_err(|err| format!("docker: {err}"))?;
         let options = LogsOptionsBuilder::new()
@@ -359,7 +345,7 @@ impl Engine {
 
     /// One connection's worth of events; `Ok` only when cancelled.
     async fn follow(&self, cancel: &CancellationToken, last_seen: &mut i64) -> Result<(), String> {
-        let docker = connect(&self.host).await?;
+        let docker = crate::connect_docker(&self.host).await?;
         let since = format!(
             "{}.{:09}",
             last_seen.div_euclid(1_000_000_000),
@@ -439,7 +425,7 @@ impl Engine {
     pub(crate) async fn sample(&self) -> ContainersSample {
         let at = Utc::now();
         let node_id = self.node_id.to_string();
-        let listed = match connect(&self.host).await {
+        let listed = match crate::connect_docker(&self.host).await {
             Ok(docker) => {
                 let options = ListContainersOptionsBuilder::new().all(true).build();
                 match docker.list_containers(Some(options)).await {

@@ -5,6 +5,7 @@
 
 mod create;
 mod docker;
+mod follow;
 pub mod hardware;
 mod probe;
 mod status;
@@ -48,6 +49,8 @@ pub struct Config {
     pub docker_host: String,
     /// Seconds between listings of the node's containers (telemetry).
     pub containers_interval_secs: f64,
+    /// The most of one followed log the agent sends a second; the rest is counted and left out.
+    pub log_follow_bytes_per_sec: u64,
     /// The services this agent supervises (`[[agent.services]]`).
     pub services: Vec<supervised::ServiceConfig>,
     /// The `systemctl` that systemd services are started and checked with.
@@ -64,6 +67,7 @@ impl Default for Config {
             advertise_url: None,
             docker_host: "unix:///var/run/docker.sock".to_owned(),
             containers_interval_secs: 5.0,
+            log_follow_bytes_per_sec: 1 << 20,
             services: Vec::new(),
             systemctl: "systemctl".to_owned(),
         }
@@ -94,6 +98,12 @@ impl Config {
             problems.push(format!(
                 "containers_interval_secs must be at least 0.1, got {}",
                 self.containers_interval_secs
+            ));
+        }
+        if !(1024..=1 << 30).contains(&self.log_follow_bytes_per_sec) {
+            problems.push(format!(
+                "log_follow_bytes_per_sec must be 1024..=1073741824, got {}",
+                self.log_follow_bytes_per_sec
             ));
         }
         let mut names = std::collections::HashSet::new();
@@ -174,6 +184,15 @@ pub fn start(ctx: &Context, config: Config) -> anyhow::Result<AgentStatus> {
         let logs = Arc::clone(&engine);
         ctx.spawn("containers-logs", move |cancel| {
             Arc::clone(&logs).serve_logs(cancel)
+        });
+        let follows = Arc::new(follow::Follows::new(
+            ctx.bus.clone(),
+            node_id.clone(),
+            config.docker_host.clone(),
+            config.log_follow_bytes_per_sec,
+        ));
+        ctx.spawn("containers-follow", move |cancel| {
+            Arc::clone(&follows).serve(cancel)
         });
         let watcher = Arc::clone(&engine);
         ctx.spawn("containers-watch", move |cancel| {
@@ -355,6 +374,19 @@ impl Agent {
         }
         Ok(())
     }
+}
+
+/// A connection to the engine at `host` (`unix:///…`), its API version agreed.
+async fn connect_docker(host: &str) -> Result<bollard::Docker, String> {
+    let path = host
+        .strip_prefix("unix://")
+        .ok_or_else(|| format!("{host} is not a unix:// socket"))?;
+    let docker = bollard::Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)
+        .map_err(|err| format!("unavailable: {err}"))?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|err| format!("unavailable: {err}"))
 }
 
 /// Docker's own words for an error (its message and status when it answered).

@@ -209,11 +209,12 @@ impl Target {
 }
 
 async fn docker(host: &str) -> Result<bollard::Docker, String> {
-    let path = host.strip_prefix("unix://").ok_or_else(|| {
-        "agent.docker_host is not set: a container service needs Docker".to_owned()
-    })?;
-    bollard::Docker::connect_with_unix(path, 30, bollard::API_DEFAULT_VERSION)
-        .map_err(|err| format!("docker: unavailable: {err}"))
+    if host.is_empty() {
+        return Err("agent.docker_host is not set: a container service needs Docker".to_owned());
+    }
+    crate::connect_docker(host)
+        .await
+        .map_err(|err| format!("docker: {err}"))
 }
 
 /// `systemctl <verb> <unit>`'s first line of output (`is-active` answers the state even when
