@@ -285,6 +285,12 @@ pub(crate) async fn require(
     Ok(next.run(request).await)
 }
 
+/// Whether `path` opens a websocket (the feed, a followed log), where a ticket may stand in for
+/// the token.
+fn is_websocket(path: &str) -> bool {
+    path == "/ws" || (path.starts_with("/api/nodes/") && path.ends_with("/logs/follow"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,10 +364,4 @@ mod tests {
             None
         );
     }
-}
-
-/// Whether `path` opens a websocket (the feed, a followed log), where a ticket may stand in for
-/// the token.
-fn is_websocket(path: &str) -> bool {
-    path == "/ws" || (path.starts_with("/api/nodes/") && path.ends_with("/logs/follow"))
 }
