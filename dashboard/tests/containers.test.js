@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { actionsFor, commandOutcome, commandsOf, foldCommand, MAX_COMMANDS, normalizeListing, touchesContainers } from '../js/state/containers.js';
+import { actionsFor, addFollowed, commandOutcome, commandsOf, foldCommand, MAX_COMMANDS, MAX_FOLLOWED, normalizeListing, touchesContainers } from '../js/state/containers.js';
 
 test('a listing is normalized, sorted, and junk dropped', () => {
   const got = normalizeListing({
@@ -61,4 +61,18 @@ test('the command log folds requests and their outcomes, newest first, bounded',
   assert.equal(log.size, MAX_COMMANDS);
   assert.equal(touchesContainers({ aggregate_type: 'node_containers' }), true);
   assert.equal(touchesContainers({ aggregate_type: 'node' }), false);
+});
+
+test('a followed log keeps its newest lines, counts what was left out, and says when it ended', () => {
+  let view = addFollowed(null, { lines: [{ stream: 'stdout', text: 'a' }, 'junk', { text: 'b' }] });
+  assert.deepEqual(view.lines, ['a', 'b']);
+  view = addFollowed(view, { lines: [], skipped_bytes: 4096 });
+  view = addFollowed(view, { lines: [{ text: 'c' }], skipped_bytes: 10 });
+  assert.equal(view.skipped, 4106);
+  assert.equal(view.ended, null);
+  const many = { lines: Array.from({ length: MAX_FOLLOWED + 5 }, (_, i) => ({ text: 'l' + i })) };
+  view = addFollowed(view, many);
+  assert.equal(view.lines.length, MAX_FOLLOWED);
+  assert.equal(view.lines[view.lines.length - 1], 'l' + (MAX_FOLLOWED + 4));
+  assert.equal(addFollowed(view, { lines: [], ended: 'web stopped' }).ended, 'web stopped');
 });

@@ -5,8 +5,8 @@
 
 import { api } from '../api.js';
 import { button, closest, h, hc, showError } from '../dom.js';
-import { actionsFor, commandOutcome, commandsOf, foldCommand, normalizeListing, touchesContainers } from '../state/containers.js';
-import { DASH, fmtBytes, fmtClock, fmtPercent, plural, text } from '../state/format.js';
+import { actionsFor, addFollowed, commandOutcome, commandsOf, foldCommand, normalizeListing, touchesContainers } from '../state/containers.js';
+import { DASH, fmtBytes, fmtClock, fmtPercent, isObj, plural, str, text } from '../state/format.js';
 import { sortedNodeIds } from '../state/live.js';
 
 const POLL_MS = 3000;
@@ -38,7 +38,7 @@ const html = `
     </table>
   </div>
   <div id="container-log" class="container-log" hidden>
-    <div class="panel-head"><span id="container-log-title" class="small"></span><button id="container-log-close" class="btn btn-small" type="button">Close</button></div>
+    <div class="panel-head"><span id="container-log-title" class="small"></span><span id="container-log-follow-note" class="small muted"></span><button id="container-log-follow" class="btn btn-small" type="button" aria-pressed="false">Follow</button><button id="container-log-close" class="btn btn-small" type="button">Close</button></div>
     <pre id="container-log-text" class="ev-json"></pre>
   </div>
 </section>
@@ -108,6 +108,10 @@ function mount(ctx) {
   const logBox = root.querySelector('#container-log');
   const logTitle = root.querySelector('#container-log-title');
   const logText = root.querySelector('#container-log-text');
+  const followButton = root.querySelector('#container-log-follow');
+  const followNote = root.querySelector('#container-log-follow-note');
+  let logName = null; // the container whose log is shown
+  let following = null; // { socket, view }
   const log = new Map();
   const notes = new Map(); // container name -> { busy, ok, message, confirmRemove }
   let node = null;
@@ -170,7 +174,60 @@ function mount(ctx) {
     render();
   }
 
+  function stopFollowing(note) {
+    if (following) {
+      following.socket.onclose = null;
+      following.socket.close();
+    }
+    following = null;
+    followButton.textContent = 'Follow';
+    followButton.setAttribute('aria-pressed', 'false');
+    followNote.textContent = note || '';
+  }
+
+  function renderFollowed() {
+    const view = following.view;
+    logTitle.textContent = plural(view.lines.length, 'line') + ' of ' + logName + ' on ' + node;
+    logText.textContent = view.lines.join('\n') || '(waiting for new lines)';
+    logText.scrollTop = logText.scrollHeight;
+    followNote.textContent =
+      (view.skipped ? ' \u00b7 ' + fmtBytes(view.skipped) + ' left out (the log is faster than this view may show)' : '') +
+      (view.ended ? ' \u00b7 ended: ' + view.ended : ' \u00b7 following');
+  }
+
+  async function follow() {
+    if (following) return stopFollowing();
+    if (logName === null) return;
+    const res = await api('/api/ws-ticket', { method: 'POST' });
+    const ticket = res.ok && isObj(res.data) ? str(res.data.ticket) : null;
+    if (!ticket) return stopFollowing('cannot follow: ' + (res.message || 'no ticket'));
+    const proto = window.location.protocol === 'https:' ? 'wss:' : 'ws:';
+    const url = proto + '//' + window.location.host + '/api/nodes/' + encodeURIComponent(node) + '/containers/' + encodeURIComponent(logName) + '/logs/follow?tail=' + LOG_LINES + '&ticket=' + encodeURIComponent(ticket);
+    const socket = new WebSocket(url);
+    // The follow starts with its own tail, so what it shows has no gap and no line twice.
+    following = { socket: socket, view: { lines: [], skipped: 0, ended: null } };
+    followButton.textContent = 'Stop following';
+    followButton.setAttribute('aria-pressed', 'true');
+    followNote.textContent = ' \u00b7 connecting\u2026';
+    socket.onmessage = (ev) => {
+      let frame = null;
+      try {
+        frame = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      if (!following || following.socket !== socket) return;
+      following.view = addFollowed(following.view, frame);
+      renderFollowed();
+    };
+    socket.onclose = () => {
+      if (following && following.socket === socket) stopFollowing(following.view.ended ? ' \u00b7 ended: ' + following.view.ended : ' \u00b7 the follow closed');
+    };
+  }
+
   async function showLogs(name) {
+    stopFollowing();
+    logName = name;
     logBox.hidden = false;
     logTitle.textContent = 'log of ' + name + ' on ' + node + ' \u2026';
     logText.textContent = '';
@@ -213,14 +270,20 @@ function mount(ctx) {
     node = select.value || null;
     listing = null;
     notes.clear();
+    stopFollowing();
+    logName = null;
+    logBox.hidden = true;
     ctx.setParams({ node: node });
     render();
     load();
   });
   refreshButton.addEventListener('click', load);
   root.querySelector('#container-log-close').addEventListener('click', () => {
+    stopFollowing();
+    logName = null;
     logBox.hidden = true;
   });
+  followButton.addEventListener('click', follow);
 
   ctx.onChanges((changes) => {
     if (changes.reset || changes.nodes.size > 0) renderNodes();
@@ -250,6 +313,7 @@ function mount(ctx) {
     },
     hide() {
       shown = false;
+      stopFollowing();
       if (poll !== null) clearInterval(poll);
       poll = null;
     },

@@ -97,3 +97,22 @@ export function commandsOf(log, node) {
 export function touchesContainers(env) {
   return isObj(env) && (env.aggregate_type === 'container_command' || env.aggregate_type === 'node_containers');
 }
+
+/** Lines a followed log keeps on screen. */
+export const MAX_FOLLOWED = 2000;
+
+/**
+ * One frame of a followed log (`{lines, skipped_bytes?, ended?}`) added to `view` (`{ lines:
+ * [text], skipped, ended }`, the newest MAX_FOLLOWED lines kept). Returns the new view.
+ */
+export function addFollowed(view, frame) {
+  const v = isObj(view) ? view : { lines: [], skipped: 0, ended: null };
+  const f = isObj(frame) ? frame : {};
+  const added = (Array.isArray(f.lines) ? f.lines : []).filter(isObj).map((l) => (typeof l.text === 'string' ? l.text : ''));
+  const lines = v.lines.concat(added);
+  return {
+    lines: lines.length > MAX_FOLLOWED ? lines.slice(lines.length - MAX_FOLLOWED) : lines,
+    skipped: v.skipped + (num(f.skipped_bytes) || 0),
+    ended: str(f.ended) || v.ended,
+  };
+}

@@ -991,6 +991,72 @@ async fn a_followed_log_streams_new_lines_within_each_viewers_rate(pool: PgPool)
     }
     assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
 
+    // The Containers room follows it too: new lines appear under the last ones read.
+    {
+        use testkit::webdriver::Browser;
+        let browser = Browser::start().await;
+        crate::dashboard_access::sign_in(
+            &browser,
+            &format!("{base}/#token={}", common::TOKEN),
+            "admin · admin",
+        )
+        .await;
+        crate::dashboard::open_room(&browser, "containers").await;
+        let row = format!(
+            "document.querySelector('#containers tr[data-container=\"{}\"]')",
+            ticker.name
+        );
+        wait_until("the ticker's row", DEFAULT_WAIT, || async {
+            browser
+                .eval(&format!("return {row} ? true : null;"))
+                .await
+                .as_bool()
+        })
+        .await;
+        browser
+            .eval(&format!(
+                "{row}.querySelector('button[data-action=logs]').click(); return null;"
+            ))
+            .await;
+        let last_read = |text: &str| {
+            text.lines()
+                .filter_map(|l| l.strip_prefix("line-")?.parse::<u64>().ok())
+                .max()
+        };
+        let first = wait_until("the last lines read", DEFAULT_WAIT, || async {
+            let text = browser
+                .eval("return document.querySelector('#container-log-text').textContent;")
+                .await;
+            last_read(text.as_str()?)
+        })
+        .await;
+        browser
+            .eval("document.getElementById('container-log-follow').click(); return null;")
+            .await;
+        let followed = wait_until("new lines followed", DEFAULT_WAIT, || async {
+            let text = browser
+                .eval("return document.querySelector('#container-log-text').textContent;")
+                .await;
+            let text = text.as_str()?.to_owned();
+            (last_read(&text)? > first + 10).then_some(text)
+        })
+        .await;
+        let note = browser
+            .eval("return document.getElementById('container-log-follow-note').textContent;")
+            .await;
+        assert!(note.as_str().unwrap().contains("following"), "{note}");
+        let numbers: Vec<u64> = followed
+            .lines()
+            .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
+            .collect();
+        assert!(
+            numbers.windows(2).all(|w| w[1] == w[0] + 1),
+            "a gap or a repeat in the followed lines: {numbers:?}"
+        );
+        let png = browser.screenshot_png().await;
+        let _ = std::fs::write(std::env::temp_dir().join("nebula-follow.png"), &png);
+    }
+
     // The chatty one is cut to the viewer's cap; what was left out is counted.
     let mut chatty_socket = common::ws_at(addr, &path(&chatty.name), common::TOKEN)
         .await
