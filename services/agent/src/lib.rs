@@ -231,8 +231,11 @@ fn supervise(
             services: services.clone(),
             http: http.clone(),
         });
-        let name: &'static str = Box::leak(format!("service-{}", service.name).into_boxed_str());
-        ctx.spawn(name, move |cancel| Arc::clone(&supervisor).run(cancel));
+        // One part name for every supervisor (a metric label stays low-cardinality); each
+        // logs its service's name.
+        ctx.spawn("service-supervisor", move |cancel| {
+            Arc::clone(&supervisor).run(cancel)
+        });
     }
     let bus = ctx.bus.clone();
     let services = services.clone();
