@@ -1,6 +1,7 @@
 //! `GET /api/nodes/{id}/services`: the services a node's agent supervises, as the agent says
 //! they stand now (asked live), with their recent changes of state from the log (restarts,
-//! hangs, give-ups).
+//! hangs, give-ups); and the ComfyUI its render worker supervises (from the render read model),
+//! as one more row.
 
 use std::time::Duration;
 
@@ -46,12 +47,19 @@ pub(crate) async fn list(
         })
         .take(HISTORY)
         .collect();
-    Ok(Json(match live {
-        Ok(services) => {
-            json!({ "node_id": node.as_str(), "agent": "answered", "services": services, "history": history })
-        }
-        Err(err) => {
-            json!({ "node_id": node.as_str(), "agent": format!("unavailable: {err}"), "services": [], "history": history })
-        }
-    }))
+    let (agent, mut services) = match live {
+        Ok(services) => ("answered".to_owned(), json!(services)),
+        Err(err) => (format!("unavailable: {err}"), json!([])),
+    };
+    if let Some(comfyui) = state.read.comfyui_service(node.as_str()).await?
+        && let Some(rows) = services.as_array_mut()
+    {
+        rows.push(comfyui);
+    }
+    Ok(Json(json!({
+        "node_id": node.as_str(),
+        "agent": agent,
+        "services": services,
+        "history": history,
+    })))
 }

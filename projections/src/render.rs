@@ -356,6 +356,24 @@ impl crate::ReadModels {
         }))
     }
 
+    /// The ComfyUI instance the render worker of `node_id` supervises, as a service row
+    /// (`{name: "comfyui", kind, state, restarts, pid, reason, since}`, the states named as a
+    /// supervised service's), or `None` when it supervises none.
+    pub async fn comfyui_service(
+        &self,
+        node_id: &str,
+    ) -> Result<Option<serde_json::Value>, crate::ProjectionError> {
+        Ok(sqlx::query_scalar(
+            "SELECT jsonb_build_object('name', 'comfyui', 'kind', 'comfyui', \
+             'state', CASE state WHEN 'unresponsive' THEN 'unhealthy' ELSE state END, \
+             'restarts', restarts, 'pid', pid, 'reason', reason || ' (' || vram_mode || ')', \
+             'since', updated_at) FROM comfyui_instances WHERE node_id = $1",
+        )
+        .bind(node_id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
     /// Render jobs, newest first, optionally only those in `status`.
     pub async fn render_jobs(
         &self,

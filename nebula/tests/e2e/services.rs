@@ -124,6 +124,31 @@ async fn the_agent_supervises_restarts_and_gives_up_on_services(pool: PgPool) {
         .collect();
     assert_eq!(names, ["agent", "crasher", "parked", "web"]);
 
+    // The ComfyUI this node's render worker supervises is one of its services too.
+    let bus = common::bus(&nats).await;
+    let comfy = bus::store::commands::<domain::render::ComfyInstance>(bus.clone(), ());
+    bus::store::execute(
+        &comfy,
+        NODE,
+        domain::render::RecordComfyState(events::render::ComfyStateChanged {
+            state: events::render::ComfyState::Unresponsive,
+            pid: Some(4242),
+            restarts: 3,
+            vram_mode: "--highvram".into(),
+            reason: "stopped answering /system_stats".into(),
+        }),
+        bus::store::CommandMeta::new(events::Actor::Node(NODE.into())),
+        3,
+    )
+    .await
+    .unwrap();
+    let comfyui = state_of(&base, "comfyui", "unhealthy").await;
+    assert_eq!(comfyui["restarts"], 3);
+    assert!(
+        comfyui["reason"].as_str().unwrap().contains("--highvram"),
+        "{comfyui}"
+    );
+
     // The Services room shows them, with the history.
     {
         use testkit::webdriver::Browser;
@@ -139,7 +164,7 @@ async fn the_agent_supervises_restarts_and_gives_up_on_services(pool: PgPool) {
             let shown = browser
                 .eval(
                     "const rows = Array.from(document.querySelectorAll('#services tr[data-service]'));
-                     if (rows.length < 3) return null;
+                     if (rows.length < 4) return null;
                      return { rows: rows.map((r) => r.dataset.service + ':' + r.dataset.state),
                               history: document.querySelectorAll('#service-history li[data-state]').length };",
                 )
@@ -149,6 +174,7 @@ async fn the_agent_supervises_restarts_and_gives_up_on_services(pool: PgPool) {
         .await;
         let rows: Vec<String> = serde_json::from_value(shown["rows"].clone()).unwrap();
         assert!(rows.contains(&"crasher:gave_up".to_owned()), "{rows:?}");
+        assert!(rows.contains(&"comfyui:unhealthy".to_owned()), "{rows:?}");
         assert!(rows.contains(&"web:healthy".to_owned()), "{rows:?}");
         assert!(shown["history"].as_u64().unwrap() >= 5, "{shown}");
         let png = browser.screenshot_png().await;
@@ -165,7 +191,6 @@ async fn the_agent_supervises_restarts_and_gives_up_on_services(pool: PgPool) {
         !alive.success(),
         "the supervised process outlived the agent"
     );
-    let bus = common::bus(&nats).await;
     let last = common::envelopes(&bus, "node_services", NODE).await;
     assert!(
         last.iter()
