@@ -13,20 +13,20 @@ use sqlx::PgPool;
 use testkit::docker::{TEST_IMAGE, TestContainer};
 use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 
-const NODE: &str = "box-1";
+pub(crate) const NODE: &str = "box-1";
 const CONTROL: Parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]);
 
 /// The control plane (gateway, projector, dispatcher) of a NATS server that knows node
 /// [`NODE`].
-struct Stack {
-    nats: NatsServer,
-    state: tempfile::TempDir,
-    config: nebula::Config,
-    running: nebula::Running,
-    base: String,
+pub(crate) struct Stack {
+    pub(crate) nats: NatsServer,
+    pub(crate) state: tempfile::TempDir,
+    pub(crate) config: nebula::Config,
+    pub(crate) running: nebula::Running,
+    pub(crate) base: String,
 }
 
-async fn control(pool: &PgPool, tune: impl FnOnce(&mut nebula::Config)) -> Stack {
+pub(crate) async fn control(pool: &PgPool, tune: impl FnOnce(&mut nebula::Config)) -> Stack {
     let nats = NatsServer::start_with_nodes(&[NODE]);
     let state = tempfile::tempdir().unwrap();
     let mut config = common::config(&nats, pool, state.path());
@@ -43,7 +43,7 @@ async fn control(pool: &PgPool, tune: impl FnOnce(&mut nebula::Config)) -> Stack
 }
 
 /// The node's agent, alone in its process, signed in as that node's agent.
-async fn node_agent(
+pub(crate) async fn node_agent(
     config: &nebula::Config,
     nats: &NatsServer,
     docker_host: String,
@@ -56,7 +56,7 @@ async fn node_agent(
     nebula::start(&node, Parts::AGENT).await.unwrap()
 }
 
-async fn listing(base: &str) -> Value {
+pub(crate) async fn listing(base: &str) -> Value {
     common::get_json(
         &common::http(),
         format!("{base}/api/nodes/{NODE}/containers"),
@@ -65,7 +65,7 @@ async fn listing(base: &str) -> Value {
 }
 
 /// The listed container named `name`, once it is listed in `state`.
-async fn listed(base: &str, name: &str, state: &str) -> Value {
+pub(crate) async fn listed(base: &str, name: &str, state: &str) -> Value {
     wait_until(
         &format!("{name} listed as {state}"),
         DEFAULT_WAIT,
@@ -81,7 +81,7 @@ async fn listed(base: &str, name: &str, state: &str) -> Value {
     .await
 }
 
-async fn command(
+pub(crate) async fn command(
     base: &str,
     token: &str,
     method: reqwest::Method,
@@ -764,344 +764,6 @@ async fn docker_going_away_is_reported_and_recovered_from(pool: PgPool) {
     )
     .await;
     drop(web);
-    agent.shutdown().await;
-    running.shutdown().await;
-}
-
-/// A container created from a spec by an admin: its `secret:` env filled in on the node from
-/// the vault (the value nowhere on the log), its labels, limits and restart policy as asked;
-/// bad specs, unknown secrets, a taken name and an operator are refused with the reason.
-#[sqlx::test(migrator = "projections::MIGRATOR")]
-async fn an_admin_creates_a_container_from_a_spec_with_a_vault_secret(pool: PgPool) {
-    let Stack {
-        nats,
-        state: _state,
-        config,
-        running,
-        base,
-    } = control(&pool, |_| {}).await;
-    let agent = node_agent(&config, &nats, testkit::docker::host()).await;
-    wait_until("the node's listing", DEFAULT_WAIT, || async {
-        (listing(&base).await["docker"] == "available").then_some(())
-    })
-    .await;
-    let (status, _) = common::call(
-        reqwest::Method::PUT,
-        format!("{base}/api/secrets/app-token"),
-        common::TOKEN,
-        &json!({ "value": "tok-5ecr3t-value" }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let name = format!(
-        "created-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    );
-    let removal = RemoveOnDrop(name.clone());
-    let spec = json!({
-        "name": name, "image": TEST_IMAGE,
-        "command": ["sh", "-c", "echo greeting=$GREETING token=$APP_TOKEN; sleep 3600"],
-        "env": { "GREETING": "hello", "APP_TOKEN": "secret:app-token" },
-        "labels": { "com.example.app": "demo" },
-        "restart_policy": "unless-stopped", "memory_limit_bytes": 67108864, "cpus": "0.5",
-        "network": "none",
-    });
-    let path = format!("/api/nodes/{NODE}/containers?wait=30");
-    let operator = common::create_token(&base, "ops", "operator").await;
-    let (status, _) = command(&base, &operator, reqwest::Method::POST, &path, spec.clone()).await;
-    assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, answer) = command(
-        &base,
-        common::TOKEN,
-        reqwest::Method::POST,
-        &path,
-        spec.clone(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer["status"], "completed", "{answer}");
-    assert_eq!(answer["action"], "create");
-    listed(&base, &name, "running").await;
-    let inspect = |format: &str| testkit::docker::docker(&["inspect", "-f", format, &name]);
-    assert_eq!(
-        inspect("{{index .Config.Labels \"com.example.app\"}}"),
-        "demo"
-    );
-    assert_eq!(
-        inspect("{{.HostConfig.RestartPolicy.Name}}"),
-        "unless-stopped"
-    );
-    assert_eq!(inspect("{{.HostConfig.Memory}}"), "67108864");
-    assert_eq!(inspect("{{.HostConfig.NanoCpus}}"), "500000000");
-    let logs = wait_until("the container's greeting", DEFAULT_WAIT, || async {
-        let logs = testkit::docker::docker(&["logs", &name]);
-        logs.contains("greeting").then_some(logs)
-    })
-    .await;
-    assert_eq!(logs, "greeting=hello token=tok-5ecr3t-value");
-    // The secret's value is nowhere on the log: the request names it only.
-    let bus = common::bus(&nats).await;
-    let mut log = bus
-        .read(bus::StreamName::Events, bus::ReadFrom::Start, None)
-        .await
-        .unwrap();
-    let last = bus.last_seq(bus::StreamName::Events).await.unwrap();
-    while let Some(Ok(message)) = futures::StreamExt::next(&mut log).await {
-        assert!(
-            !String::from_utf8_lossy(&message.payload).contains("tok-5ecr3t-value"),
-            "a secret on the log at {}",
-            message.stream_seq
-        );
-        if message.stream_seq >= last {
-            break;
-        }
-    }
-
-    // Refusals, each with its reason.
-    let (status, answer) = command(
-        &base,
-        common::TOKEN,
-        reqwest::Method::POST,
-        &path,
-        spec.clone(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
-    let mut unknown = spec.clone();
-    unknown["name"] = json!("other-one");
-    unknown["env"] = json!({ "X": "secret:no-such-secret" });
-    let (status, answer) =
-        command(&base, common::TOKEN, reqwest::Method::POST, &path, unknown).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(answer.to_string().contains("no-such-secret"), "{answer}");
-    let mut bad = spec.clone();
-    bad["name"] = json!("other-two");
-    bad["ports"] = json!(["eighty"]);
-    bad["restart_policy"] = json!("sometimes");
-    let (status, answer) = command(&base, common::TOKEN, reqwest::Method::POST, &path, bad).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        answer.to_string().contains("ports") && answer.to_string().contains("restart_policy"),
-        "{answer}"
-    );
-    let mut missing_image = spec;
-    missing_image["name"] = json!("other-three");
-    missing_image["image"] = json!("nebula-test/not-here:1");
-    let (status, answer) = command(
-        &base,
-        common::TOKEN,
-        reqwest::Method::POST,
-        &path,
-        missing_image,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{answer}");
-    assert_eq!(answer["status"], "failed");
-    assert!(
-        answer["outcome"]
-            .as_str()
-            .unwrap()
-            .contains("No such image"),
-        "{answer}"
-    );
-    drop(removal);
-    agent.shutdown().await;
-    running.shutdown().await;
-}
-
-/// Removes a container by name when dropped (a test that fails leaves nothing running).
-struct RemoveOnDrop(String);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("docker")
-            .args(["-H", &testkit::docker::host(), "rm", "-f", &self.0])
-            .output();
-    }
-}
-
-/// The next frame of a followed log, as JSON (None when the socket ends or is quiet for 10 s).
-async fn next_frame(socket: &mut common::Ws) -> Option<Value> {
-    use futures::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        let message = tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
-            .await
-            .ok()??
-            .ok()?;
-        match message {
-            Message::Text(text) => return serde_json::from_str(&text).ok(),
-            Message::Close(_) => return None,
-            _ => {}
-        }
-    }
-}
-
-/// A followed log over a websocket: new lines as they come, in order; a container that writes
-/// far faster than a viewer's cap is cut to the cap with what was left out counted; the follow
-/// ends when the container stops; an unknown container is refused before the upgrade.
-#[sqlx::test(migrator = "projections::MIGRATOR")]
-async fn a_followed_log_streams_new_lines_within_each_viewers_rate(pool: PgPool) {
-    const CAP: u64 = 32 * 1024;
-    let Stack {
-        nats,
-        state: _state,
-        config,
-        running,
-        base,
-    } = control(&pool, |config| {
-        config.gateway.log_follow_bytes_per_sec = CAP
-    })
-    .await;
-    let agent = node_agent(&config, &nats, testkit::docker::host()).await;
-    let ticker = TestContainer::run(
-        "nebula-follow",
-        &[],
-        &[
-            "sh",
-            "-c",
-            "i=0; while true; do echo line-$i; i=$((i+1)); sleep 0.05; done",
-        ],
-    );
-    let chatty = TestContainer::run(
-        "nebula-chatty",
-        &[],
-        &[
-            "sh",
-            "-c",
-            "while true; do echo xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done",
-        ],
-    );
-    listed(&base, &chatty.name, "running").await;
-    let addr = running.gateway_addr.unwrap();
-    let path = |name: &str| format!("/api/nodes/{NODE}/containers/{name}/logs/follow?tail=0");
-
-    let mut socket = common::ws_at(addr, &path(&ticker.name), common::TOKEN)
-        .await
-        .unwrap();
-    let mut seen: Vec<u64> = Vec::new();
-    while seen.len() < 20 {
-        let frame = next_frame(&mut socket)
-            .await
-            .expect("a frame of the ticker's log");
-        for line in frame["lines"].as_array().unwrap() {
-            let text = line["text"].as_str().unwrap();
-            seen.push(text.strip_prefix("line-").unwrap().parse().unwrap());
-        }
-    }
-    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
-
-    // The Containers room follows it too: new lines appear under the last ones read.
-    {
-        use testkit::webdriver::Browser;
-        let browser = Browser::start().await;
-        crate::dashboard_access::sign_in(
-            &browser,
-            &format!("{base}/#token={}", common::TOKEN),
-            "admin · admin",
-        )
-        .await;
-        crate::dashboard::open_room(&browser, "containers").await;
-        let row = format!(
-            "document.querySelector('#containers tr[data-container=\"{}\"]')",
-            ticker.name
-        );
-        wait_until("the ticker's row", DEFAULT_WAIT, || async {
-            browser
-                .eval(&format!("return {row} ? true : null;"))
-                .await
-                .as_bool()
-        })
-        .await;
-        browser
-            .eval(&format!(
-                "{row}.querySelector('button[data-action=logs]').click(); return null;"
-            ))
-            .await;
-        let last_read = |text: &str| {
-            text.lines()
-                .filter_map(|l| l.strip_prefix("line-")?.parse::<u64>().ok())
-                .max()
-        };
-        let first = wait_until("the last lines read", DEFAULT_WAIT, || async {
-            let text = browser
-                .eval("return document.querySelector('#container-log-text').textContent;")
-                .await;
-            last_read(text.as_str()?)
-        })
-        .await;
-        browser
-            .eval("document.getElementById('container-log-follow').click(); return null;")
-            .await;
-        let followed = wait_until("new lines followed", DEFAULT_WAIT, || async {
-            let text = browser
-                .eval("return document.querySelector('#container-log-text').textContent;")
-                .await;
-            let text = text.as_str()?.to_owned();
-            (last_read(&text)? > first + 10).then_some(text)
-        })
-        .await;
-        let note = browser
-            .eval("return document.getElementById('container-log-follow-note').textContent;")
-            .await;
-        assert!(note.as_str().unwrap().contains("following"), "{note}");
-        let numbers: Vec<u64> = followed
-            .lines()
-            .filter_map(|l| l.strip_prefix("line-")?.parse().ok())
-            .collect();
-        assert!(
-            numbers.windows(2).all(|w| w[1] == w[0] + 1),
-            "a gap or a repeat in the followed lines: {numbers:?}"
-        );
-        let png = browser.screenshot_png().await;
-        let _ = std::fs::write(std::env::temp_dir().join("nebula-follow.png"), &png);
-    }
-
-    // The chatty one is cut to the viewer's cap; what was left out is counted.
-    let mut chatty_socket = common::ws_at(addr, &path(&chatty.name), common::TOKEN)
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    let (mut kept, mut skipped) = (0u64, 0u64);
-    while started.elapsed() < std::time::Duration::from_secs(3) {
-        let frame = next_frame(&mut chatty_socket)
-            .await
-            .expect("a frame of the chatty log");
-        kept += frame["lines"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["text"].as_str().unwrap().len() as u64 + 1)
-            .sum::<u64>();
-        skipped += frame["skipped_bytes"].as_u64().unwrap_or(0);
-    }
-    let allowed = CAP + (started.elapsed().as_secs_f64() * CAP as f64) as u64;
-    assert!(
-        kept <= allowed,
-        "{kept} bytes kept, at most {allowed} allowed"
-    );
-    assert!(skipped > kept, "{skipped} bytes skipped, {kept} kept");
-    drop(chatty_socket);
-
-    // Stopped, the follow says so and ends.
-    testkit::docker::docker(&["stop", "-t", "0", &ticker.name]);
-    let ended = loop {
-        let frame = next_frame(&mut socket)
-            .await
-            .expect("the end of the follow");
-        if !frame["ended"].is_null() {
-            break frame["ended"].as_str().unwrap().to_owned();
-        }
-    };
-    assert!(ended.contains("stopped"), "{ended}");
-
-    let refused = common::ws_at(addr, &path("no-such-container"), common::TOKEN).await;
-    match refused {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), 404)
-        }
-        other => panic!("expected a 404, got {other:?}"),
-    }
     agent.shutdown().await;
     running.shutdown().await;
 }

@@ -7,6 +7,8 @@ mod access;
 mod agent;
 mod chat;
 mod cli;
+mod container_create;
+mod container_follow;
 mod containers;
 mod dashboard;
 mod dashboard_access;
