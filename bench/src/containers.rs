@@ -27,37 +27,14 @@ pub(crate) async fn round_trips(rounds: usize) -> Result<RoundTrips> {
         .filter(|host| !host.is_empty())
         .context("NEBULA_DOCKER_HOST is not set: run through `cargo xtask bench`")?;
     let env = Env::new("bench_p8", "").await?;
-    let stack = GatewayProcess::start_with(
+    let stack = node_stack(
         &env,
-        "up",
-        &[
-            ("NEBULA_DOCKER_HOST", host.clone()),
-            ("NEBULA_AGENT__NODE_ID", NODE.to_owned()),
-            ("NEBULA_AGENT_HTTP_ADDR", "127.0.0.1:0".to_owned()),
-            ("NEBULA_AGENT__CONTAINERS_INTERVAL_SECS", "0.5".to_owned()),
-            ("NEBULA_AGENT__DISABLE_GPU_DETECTION", "true".to_owned()),
-            ("REDIS_URL", testkit::redis_url()),
-        ],
+        &host,
+        &[("NEBULA_AGENT__CONTAINERS_INTERVAL_SECS", "0.5")],
     )
     .await?;
     let container = TestContainer::run_on(&host, "bench-p8", &[], &["sleep", "1000000"]);
-    let name = container.name.clone();
-    testkit::wait_until(
-        "the node to list the benchmark's container",
-        Duration::from_secs(30),
-        || async {
-            let (_, listing) = stack
-                .call("GET", &format!("/api/nodes/{NODE}/containers"), None)
-                .await
-                .ok()?;
-            listing["containers"]
-                .as_array()?
-                .iter()
-                .any(|c| c["name"] == name.as_str())
-                .then_some(())
-        },
-    )
-    .await;
+    wait_listed(&stack, &container.name).await;
 
     let path = host.trim_start_matches("unix://");
     let docker = bollard::Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)?
@@ -95,6 +72,39 @@ pub(crate) async fn round_trips(rounds: usize) -> Result<RoundTrips> {
     Ok(RoundTrips { nebula, direct })
 }
 
+/// `nebula up` with this node's agent on the engine at `host` (and `extra` settings).
+async fn node_stack(env: &Env, host: &str, extra: &[(&str, &str)]) -> Result<GatewayProcess> {
+    let mut settings = vec![
+        ("NEBULA_DOCKER_HOST", host.to_owned()),
+        ("NEBULA_AGENT__NODE_ID", NODE.to_owned()),
+        ("NEBULA_AGENT_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+        ("NEBULA_AGENT__DISABLE_GPU_DETECTION", "true".to_owned()),
+        ("REDIS_URL", testkit::redis_url()),
+    ];
+    settings.extend(extra.iter().map(|(key, value)| (*key, (*value).to_owned())));
+    GatewayProcess::start_with(env, "up", &settings).await
+}
+
+/// Waits until the node's agent lists the container `name`.
+async fn wait_listed(stack: &GatewayProcess, name: &str) {
+    testkit::wait_until(
+        "the node to list the benchmark's container",
+        Duration::from_secs(30),
+        || async {
+            let (_, listing) = stack
+                .call("GET", &format!("/api/nodes/{NODE}/containers"), None)
+                .await
+                .ok()?;
+            listing["containers"]
+                .as_array()?
+                .iter()
+                .any(|c| c["name"] == name)
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// The `q`-quantile (0..=1) of `samples`, in microseconds.
 pub(crate) fn quantile_us(samples: &[Duration], q: f64) -> f64 {
     let mut sorted: Vec<u128> = samples.iter().map(Duration::as_micros).collect();
@@ -129,40 +139,14 @@ pub(crate) async fn flood(
         .filter(|host| !host.is_empty())
         .context("NEBULA_DOCKER_HOST is not set: run through `cargo xtask bench`")?;
     let env = Env::new("bench_p10", "").await?;
-    let stack = GatewayProcess::start_with(
-        &env,
-        "up",
-        &[
-            ("NEBULA_DOCKER_HOST", host.clone()),
-            ("NEBULA_AGENT__NODE_ID", NODE.to_owned()),
-            ("NEBULA_AGENT_HTTP_ADDR", "127.0.0.1:0".to_owned()),
-            ("NEBULA_AGENT__DISABLE_GPU_DETECTION", "true".to_owned()),
-            ("REDIS_URL", testkit::redis_url()),
-        ],
-    )
-    .await?;
+    let stack = node_stack(&env, &host, &[]).await?;
     let token = stack.issue_token("bench-viewer", "viewer").await?;
     // 1 KiB a line, as fast as busybox's sh writes.
     let line = "x".repeat(1023);
     let script = format!("while :; do echo {line}; done");
     let chatty = TestContainer::run_on(&host, "bench-p10", &[], &["sh", "-c", &script]);
     let name = chatty.name.clone();
-    testkit::wait_until(
-        "the node to list the chatty container",
-        Duration::from_secs(30),
-        || async {
-            let (_, listing) = stack
-                .call("GET", &format!("/api/nodes/{NODE}/containers"), None)
-                .await
-                .ok()?;
-            listing["containers"]
-                .as_array()?
-                .iter()
-                .any(|c| c["name"] == name.as_str())
-                .then_some(())
-        },
-    )
-    .await;
+    wait_listed(&stack, &name).await;
     let quiet =
         crate::live::measure(&env, stack.port, &token, clients, per_second, seconds).await?;
 

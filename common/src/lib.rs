@@ -5,6 +5,7 @@
 mod backoff;
 mod bucket;
 pub mod metrics;
+pub mod process;
 mod secret;
 
 pub use backoff::Backoff;

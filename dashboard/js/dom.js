@@ -135,3 +135,18 @@ export function icon(path) {
   svg.appendChild(p);
   return svg;
 }
+
+/**
+ * Makes `select`'s options exactly `values` (rebuilt only when they differ) and selects
+ * `chosen`, or the first value when `chosen` is null. Returns what is selected (null when none).
+ */
+export function syncSelect(select, values, chosen) {
+  const have = Array.from(select.options).map((o) => o.value);
+  if (have.join('\n') !== values.join('\n')) {
+    select.textContent = '';
+    for (const value of values) select.appendChild(h('option', null, value));
+  }
+  const picked = chosen === null && values.length ? values[0] : chosen;
+  if (picked !== null) select.value = picked;
+  return picked;
+}

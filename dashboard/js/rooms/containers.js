@@ -4,7 +4,7 @@
 // recorded. `#/containers?node=<id>` opens one node.
 
 import { api } from '../api.js';
-import { button, closest, h, hc, showError } from '../dom.js';
+import { button, closest, h, hc, showError, syncSelect } from '../dom.js';
 import { actionsFor, addFollowed, commandOutcome, commandsOf, foldCommand, normalizeListing, touchesContainers } from '../state/containers.js';
 import { DASH, fmtBytes, fmtClock, fmtPercent, isObj, plural, str, text } from '../state/format.js';
 import { sortedNodeIds } from '../state/live.js';
@@ -121,14 +121,7 @@ function mount(ctx) {
   let generation = 0;
 
   function renderNodes() {
-    const ids = sortedNodeIds(ctx.live);
-    if (node === null && ids.length) node = ids[0];
-    const have = Array.from(select.options).map((o) => o.value);
-    if (have.join('\n') !== ids.join('\n')) {
-      select.textContent = '';
-      for (const id of ids) select.appendChild(h('option', null, id));
-    }
-    if (node !== null) select.value = node;
+    node = syncSelect(select, sortedNodeIds(ctx.live), node);
   }
 
   function render() {

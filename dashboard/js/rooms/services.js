@@ -3,7 +3,7 @@
 // changes from the log (restarts, hangs, give-ups). `#/services?node=<id>` opens one node.
 
 import { api } from '../api.js';
-import { h, hc, showError } from '../dom.js';
+import { h, hc, showError, syncSelect } from '../dom.js';
 import { DASH, fmtClock, plural } from '../state/format.js';
 import { sortedNodeIds } from '../state/live.js';
 import { isTrouble, normalizeServices, touchesServices } from '../state/services.js';
@@ -76,14 +76,7 @@ function mount(ctx) {
   let generation = 0;
 
   function renderNodes() {
-    const ids = sortedNodeIds(ctx.live);
-    if (node === null && ids.length) node = ids[0];
-    const have = Array.from(select.options).map((o) => o.value);
-    if (have.join('\n') !== ids.join('\n')) {
-      select.textContent = '';
-      for (const id of ids) select.appendChild(h('option', null, id));
-    }
-    if (node !== null) select.value = node;
+    node = syncSelect(select, sortedNodeIds(ctx.live), node);
   }
 
   function render(view) {

@@ -307,3 +307,17 @@ pub async fn render_one(base: &str) -> (String, String) {
     let sha256 = job["artifacts"][0]["sha256"].as_str().unwrap().to_owned();
     (job_id, sha256)
 }
+
+/// `nebula <args>` as a user runs it (the real binary, the control plane's credentials, user
+/// `alice`): awaited, never blocking the test's runtime (agents in the test must keep running).
+pub async fn nebula_cli(nats: &NatsServer, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_nebula"))
+        .args(args)
+        .env("NATS_URL", nats.url())
+        .env("NATS_NKEY_FILE", nats.control_seed())
+        .env("USER", "alice")
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .expect("failed to run nebula")
+}

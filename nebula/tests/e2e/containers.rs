@@ -474,16 +474,10 @@ async fn the_containers_room_lists_a_node_and_an_operator_stops_and_starts_from_
 /// `nebula containers …` as a user runs it (the real binary, the control plane's credentials):
 /// runs concurrently with the agent, so it is awaited, never blocking the test's runtime.
 async fn cli(nats: &NatsServer, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_nebula"))
-        .arg("containers")
-        .args(args)
-        .env("NATS_URL", nats.url())
-        .env("NATS_NKEY_FILE", nats.control_seed())
-        .env("USER", "alice")
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("failed to run nebula")
+    let args: Vec<&str> = std::iter::once("containers")
+        .chain(args.iter().copied())
+        .collect();
+    common::nebula_cli(nats, &args).await
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]

@@ -411,16 +411,10 @@ async fn a_command_cut_off_by_a_restart_is_not_run_again(pool: PgPool) {
 
 /// `nebula hosts …` as a user runs it (the real binary, the control plane's credentials).
 async fn cli(nats: &NatsServer, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_nebula"))
-        .arg("hosts")
-        .args(args)
-        .env("NATS_URL", nats.url())
-        .env("NATS_NKEY_FILE", nats.control_seed())
-        .env("USER", "alice")
-        .env_remove("RUST_LOG")
-        .output()
-        .await
-        .expect("failed to run nebula")
+    let args: Vec<&str> = std::iter::once("hosts")
+        .chain(args.iter().copied())
+        .collect();
+    common::nebula_cli(nats, &args).await
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]

@@ -287,13 +287,10 @@ impl Engine {
         let read = async {
             while let Some(output) = stream.next().await {
                 let output = output.map_err(|err| format!("docker: {}", docker_message(&err)))?;
-                let (kind, message) = match output {
-                    bollard::container::LogOutput::StdOut { message } => ("stdout", message),
-                    bollard::container::LogOutput::StdErr { message } => ("stderr", message),
-                    bollard::container::LogOutput::Console { message } => ("console", message),
-                    bollard::container::LogOutput::StdIn { .. } => continue,
+                let Some((kind, message)) = crate::log_text(output) else {
+                    continue;
                 };
-                for text in String::from_utf8_lossy(&message).lines() {
+                for text in message.lines() {
                     bytes += text.len();
                     lines.push_back(LogLine {
                         stream: kind.to_owned(),

@@ -160,13 +160,8 @@ impl Follows {
                     None => break Some(format!("{} stopped", question.container)),
                     Some(Err(err)) => break Some(format!("docker: {}", crate::docker_message(&err))),
                     Some(Ok(output)) => {
-                        let (kind, message) = match output {
-                            bollard::container::LogOutput::StdOut { message } => ("stdout", message),
-                            bollard::container::LogOutput::StdErr { message } => ("stderr", message),
-                            bollard::container::LogOutput::Console { message } => ("console", message),
-                            bollard::container::LogOutput::StdIn { .. } => continue,
-                        };
-                        for text in String::from_utf8_lossy(&message).lines() {
+                        let Some((kind, message)) = crate::log_text(output) else { continue };
+                        for text in message.lines() {
                             let size = text.len() as u64 + 1;
                             if bucket.take(size) {
                                 batch_bytes += text.len();

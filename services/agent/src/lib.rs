@@ -392,6 +392,18 @@ async fn connect_docker(host: &str) -> Result<bollard::Docker, String> {
         .map_err(|err| format!("unavailable: {err}"))
 }
 
+/// A chunk of a container's log: its stream's name (`stdout`, `stderr`, `console` for a TTY
+/// container) and its text; `None` for what was written to its stdin.
+fn log_text(output: bollard::container::LogOutput) -> Option<(&'static str, String)> {
+    let (kind, message) = match output {
+        bollard::container::LogOutput::StdOut { message } => ("stdout", message),
+        bollard::container::LogOutput::StdErr { message } => ("stderr", message),
+        bollard::container::LogOutput::Console { message } => ("console", message),
+        bollard::container::LogOutput::StdIn { .. } => return None,
+    };
+    Some((kind, String::from_utf8_lossy(&message).into_owned()))
+}
+
 /// Docker's own words for an error (its message and status when it answered).
 fn docker_message(err: &bollard::errors::Error) -> String {
     match err {

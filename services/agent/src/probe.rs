@@ -6,11 +6,14 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::supervised::{HealthConfig, INHERITED_ENV, ServiceConfig};
+use common::process::INHERITED_ENV;
+
+use crate::supervised::{HealthConfig, ServiceConfig};
 
 /// A started service: what is known of it while it runs.
 pub(crate) enum Running {
-    Command(tokio::process::Child),
+    /// The process and its pid (remembered: a reaped leader's group may still hold others).
+    Command(tokio::process::Child, Option<u32>),
     /// A container or a unit: nothing held here.
     Outside,
 }
@@ -18,7 +21,7 @@ pub(crate) enum Running {
 impl Running {
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
-            Running::Command(child) => child.id(),
+            Running::Command(_, pid) => *pid,
             Running::Outside => None,
         }
     }
@@ -85,7 +88,10 @@ impl Target {
                 }
                 command
                     .spawn()
-                    .map(Running::Command)
+                    .map(|child| {
+                        let pid = child.id();
+                        Running::Command(child, pid)
+                    })
                     .map_err(|err| format!("failed to start {:?}: {err}", config.command[0]))
             }
             Target::Container { docker_host, name } => {
@@ -115,7 +121,7 @@ impl Target {
     /// Whether it still runs.
     pub(crate) async fn alive(&self, running: &mut Running) -> Alive {
         match (self, running) {
-            (Target::Command, Running::Command(child)) => match child.try_wait() {
+            (Target::Command, Running::Command(child, _)) => match child.try_wait() {
                 Ok(None) => Alive::Yes,
                 Ok(Some(status)) => Alive::Ended {
                     reason: format!("exited: {status}"),
@@ -191,7 +197,11 @@ impl Target {
     /// (`hung` false) containers and units are left running.
     pub(crate) async fn stop(&self, running: &mut Running, grace: Duration, hung: bool) {
         match (self, running) {
-            (Target::Command, Running::Command(child)) => stop_group(child, grace).await,
+            (Target::Command, Running::Command(child, pid)) => {
+                if let Err(err) = common::process::stop_group(child, *pid, grace).await {
+                    tracing::warn!(error = %err, "cannot stop a service's process group");
+                }
+            }
             (Target::Container { docker_host, name }, _) if hung => {
                 if let Ok(docker) = docker(docker_host).await {
                     let options = bollard::query_parameters::StopContainerOptionsBuilder::new()
@@ -241,29 +251,6 @@ async fn systemctl_status(systemctl: &str, verb: &str, unit: &str) -> Result<Str
         ));
     }
     Ok(first)
-}
-
-/// SIGTERM to the group, up to `grace` for the leader, then SIGKILL to whatever is left.
-async fn stop_group(child: &mut tokio::process::Child, grace: Duration) {
-    let group = child
-        .id()
-        .and_then(|pid| i32::try_from(pid).ok())
-        .and_then(rustix::process::Pid::from_raw);
-    let Some(group) = group else {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-        return;
-    };
-    let signal = |signal| match rustix::process::kill_process_group(group, signal) {
-        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-        Err(err) => tracing::warn!(error = %err, "cannot signal a service's process group"),
-    };
-    if !grace.is_zero() {
-        signal(rustix::process::Signal::TERM);
-        let _ = tokio::time::timeout(grace, child.wait()).await;
-    }
-    signal(rustix::process::Signal::KILL);
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
 }
 
 /// The configured health check: `Ok` when it passes (or when there is none), else why not.

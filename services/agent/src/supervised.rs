@@ -196,27 +196,6 @@ impl ServiceConfig {
     }
 }
 
-/// What a command may see of the agent's environment: the system's basics, the GPU selection
-/// and the usual runtime paths. Nothing that could hold a secret.
-pub const INHERITED_ENV: [&str; 16] = [
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "TZ",
-    "TMPDIR",
-    "LD_LIBRARY_PATH",
-    "CUDA_VISIBLE_DEVICES",
-    "NVIDIA_VISIBLE_DEVICES",
-    "HIP_VISIBLE_DEVICES",
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-    "HF_HOME",
-    "XDG_CACHE_HOME",
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;

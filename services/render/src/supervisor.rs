@@ -100,32 +100,7 @@ impl SupervisorConfig {
     }
 }
 
-/// What a ComfyUI process may see of the worker's environment: the system's basics, the GPU
-/// selection and the Python environment. Nothing that could hold a secret.
-pub const INHERITED_ENV: [&str; 22] = [
-    "PATH",
-    "HOME",
-    "USER",
-    "LOGNAME",
-    "LANG",
-    "LC_ALL",
-    "LC_CTYPE",
-    "TZ",
-    "TMPDIR",
-    "LD_LIBRARY_PATH",
-    "CUDA_VISIBLE_DEVICES",
-    "CUDA_DEVICE_ORDER",
-    "CUDA_HOME",
-    "NVIDIA_VISIBLE_DEVICES",
-    "NVIDIA_DRIVER_CAPABILITIES",
-    "HIP_VISIBLE_DEVICES",
-    "ROCR_VISIBLE_DEVICES",
-    "PYTORCH_CUDA_ALLOC_CONF",
-    "VIRTUAL_ENV",
-    "PYTHONPATH",
-    "HF_HOME",
-    "XDG_CACHE_HOME",
-];
+pub use common::process::INHERITED_ENV;
 
 /// The memory modes ComfyUI takes.
 pub const VRAM_MODES: [&str; 3] = ["--lowvram", "--normalvram", "--highvram"];
@@ -279,7 +254,9 @@ impl Supervisor {
                 Ended::Cancelled => Duration::from_secs_f64(self.config.stop_grace_secs.max(0.0)),
                 Ended::Exited(_) | Ended::Hung => Duration::ZERO,
             };
-            stop_group(&mut child, pid, grace).await;
+            if let Err(err) = common::process::stop_group(&mut child, pid, grace).await {
+                tracing::warn!(error = %err, "cannot stop ComfyUI's process group");
+            }
             match ended {
                 Ended::Cancelled => {
                     self.record(
@@ -372,31 +349,6 @@ impl Supervisor {
             }
         }
     }
-}
-
-/// Stops the process group `pid` leads: SIGTERM, up to `grace` for the leader to exit, then
-/// SIGKILL for whatever of the group is left (a wrapper's children included).
-async fn stop_group(child: &mut tokio::process::Child, pid: Option<u32>, grace: Duration) {
-    let group = pid
-        .and_then(|pid| i32::try_from(pid).ok())
-        .and_then(rustix::process::Pid::from_raw);
-    let Some(group) = group else {
-        // no pid: it was reaped already; only the leader is known
-        let _ = child.start_kill();
-        let _ = child.wait().await;
-        return;
-    };
-    let signal = |signal| match rustix::process::kill_process_group(group, signal) {
-        // ESRCH: nobody of the group is left
-        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-        Err(err) => tracing::warn!(error = %err, "cannot signal ComfyUI's process group"),
-    };
-    if !grace.is_zero() {
-        signal(rustix::process::Signal::TERM);
-        let _ = tokio::time::timeout(grace, child.wait()).await;
-    }
-    signal(rustix::process::Signal::KILL);
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
 }
 
 #[cfg(test)]
