@@ -480,7 +480,7 @@ async fn the_hosts_room_adds_a_host_shows_its_metrics_and_runs_a_command(pool: P
     use testkit::webdriver::Browser;
     let stack = control(&pool).await;
     let base = &stack.base;
-    let sshd = Sshd::start();
+    let mut sshd = Sshd::start();
     put_secret(base, "ssh-ui", &sshd.client_key).await;
 
     let browser = Browser::start().await;
@@ -550,6 +550,34 @@ async fn the_hosts_room_adds_a_host_shows_its_metrics_and_runs_a_command(pool: P
             && listed.as_str().unwrap().contains("by admin"),
         "{listed}"
     );
+    // Reinstalled: the new key is shown refused, and the admin accepts it from the row.
+    sshd.change_host_key();
+    let refused = wait_until("the new key shown refused", DEFAULT_WAIT, || async {
+        let text = browser
+            .eval(&format!(
+                "const r = {row}; const k = r && r.querySelector('.host-key-refused');
+                 return k ? r.querySelector('.host-key').textContent : null;"
+            ))
+            .await;
+        text.as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(refused.contains(&sshd.host_fingerprint), "{refused}");
     let png = browser.screenshot_png().await;
     let _ = std::fs::write(std::env::temp_dir().join("nebula-hosts.png"), &png);
+    browser
+        .eval(&format!(
+            "{row}.querySelector('button[data-action=accept]').click(); return null;"
+        ))
+        .await;
+    wait_until("the new key pinned", DEFAULT_WAIT, || async {
+        let text = browser
+            .eval(&format!(
+                "const r = {row}; return r && !r.querySelector('.host-key-refused')
+                   ? r.querySelector('.host-key').textContent : null;"
+            ))
+            .await;
+        (text.as_str()? == sshd.host_fingerprint).then_some(())
+    })
+    .await;
 }
