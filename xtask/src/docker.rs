@@ -37,28 +37,58 @@ pub(crate) fn missing_packages() -> Vec<&'static str> {
     packages
 }
 
+/// The engine the stack uses, and whether this run started it (then it stops it when done,
+/// unless it is `cargo xtask up`'s).
+pub(crate) struct Engine {
+    pub(crate) host: String,
+    pub(crate) started: Option<u32>,
+}
+
+impl Engine {
+    /// Stops the dockerd this run started (SIGTERM, up to 20 s, then SIGKILL); one that was
+    /// already running is left as it was.
+    pub(crate) fn stop_if_started(&self) {
+        let Some(pid) = self.started else { return };
+        let alive = || Path::new(&format!("/proc/{pid}")).exists();
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let stopped = cmd::wait_until(Duration::from_secs(20), || Ok(!alive())).unwrap_or(false);
+        if !stopped {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        step(
+            "docker",
+            format_args!("stopped the dockerd this run started (pid {pid})"),
+        );
+    }
+}
+
 /// The engine's address (`unix://…`): `NEBULA_DOCKER_HOST` when set, else the project's own
 /// dockerd, started when it does not answer; then the test image, made when missing.
-pub(crate) fn ensure(root: &Path) -> Result<String> {
+pub(crate) fn ensure(root: &Path) -> Result<Engine> {
     if let Some(host) = std::env::var("NEBULA_DOCKER_HOST")
         .ok()
         .filter(|host| !host.is_empty())
     {
         step("docker", format_args!("using NEBULA_DOCKER_HOST={host}"));
-        return Ok(host);
+        return Ok(Engine {
+            host,
+            started: None,
+        });
     }
     let home = home(root);
     let socket = home.join("docker.sock");
-    if !answers(&socket) {
-        start(&home, &socket)?;
-    }
+    let started = if answers(&socket) {
+        None
+    } else {
+        Some(start(&home, &socket)?)
+    };
     let host = format!("unix://{}", socket.display());
     ensure_test_image(&home, &host)?;
     step(
         "docker",
         format_args!("dockerd answers on {host} (image {TEST_IMAGE})"),
     );
-    Ok(host)
+    Ok(Engine { host, started })
 }
 
 /// Whether a Docker engine answers `GET /_ping` on `socket`.
@@ -79,7 +109,7 @@ fn answers(socket: &Path) -> bool {
     answer.starts_with("HTTP/1.") && answer.contains(" 200 ") && answer.ends_with("OK")
 }
 
-fn start(home: &Path, socket: &Path) -> Result<()> {
+fn start(home: &Path, socket: &Path) -> Result<u32> {
     if !cmd::is_root() {
         bail!(
             "no Docker engine answers on {}; dockerd needs root: run xtask as root, or set NEBULA_DOCKER_HOST",
@@ -139,7 +169,7 @@ fn start(home: &Path, socket: &Path) -> Result<()> {
             log_path.display()
         ),
     );
-    Ok(())
+    Ok(child.id())
 }
 
 /// Imports the busybox root file system as [`TEST_IMAGE`] unless the engine has it.

@@ -51,7 +51,8 @@ environment (defaults in brackets):
   CARGO_TARGET_DIR [target] where `up` finds the nebula binary
 
 State lives in .nebula/ (git-ignored); `kill $(cat .nebula/nats.pid)` stops nats-server,
-`kill $(cat .nebula/docker/docker.pid)` the Docker engine.
+`kill $(cat .nebula/docker/docker.pid)` the Docker engine (`test`, `bench` and `chaos` stop
+a dockerd they started themselves when they finish; `up` leaves it running).
 ";
 
 fn main() -> ExitCode {
@@ -170,6 +171,7 @@ fn release_tool(root: &Path, tool: &str, extra_args: &[OsString]) -> Result<Exit
         .envs(stack.env.iter().map(|(name, value)| (name, value)))
         .status()
         .with_context(|| format!("failed to run {}", binary.display()))?;
+    stack.docker.stop_if_started();
     Ok(exit_code(status))
 }
 
@@ -191,7 +193,10 @@ fn test(root: &Path, extra_args: &[OsString]) -> Result<ExitCode> {
     }
     command.arg("--no-fail-fast").args(extra_args);
     println!("xtask: running `{}`", cmd::describe(&command));
-    let status = command.status().context("failed to run `cargo test`")?;
+    let status = command.status().context("failed to run `cargo test`");
+    // The engine this run started is stopped whatever came of the tests.
+    stack.docker.stop_if_started();
+    let status = status?;
     println!("xtask: tests took {} s", started.elapsed().as_secs());
     if !dashboard.success() {
         println!("xtask: the dashboard's unit tests failed ({dashboard})");

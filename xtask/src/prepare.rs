@@ -18,6 +18,8 @@ pub(crate) const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// (`set_var` is unsafe in edition 2024 and `unsafe` is forbidden here).
 pub(crate) struct Stack {
     pub(crate) env: Vec<(&'static str, String)>,
+    /// The Docker engine (stopped after tests and benchmarks when this run started it).
+    pub(crate) docker: docker::Engine,
 }
 
 /// Whether the UI tests' browser (chromium + chromedriver) and Node (the dashboard's unit
@@ -50,14 +52,14 @@ pub(crate) fn prepare(root: &Path, browser: Browser) -> Result<Stack> {
     nats::ensure_running(root, &nats, &nats_server)?;
     postgres::ensure(&database, &database_url)?;
     redis::ensure(root, &redis)?;
-    let docker_host = docker::ensure(root)?;
+    let docker = docker::ensure(root)?;
 
     let mut env = vec![
         ("NATS_URL", nats_url),
         ("DATABASE_URL", database_url),
         ("REDIS_URL", redis_url),
         ("NATS_SERVER_BIN", nats_server.display().to_string()),
-        ("NEBULA_DOCKER_HOST", docker_host),
+        ("NEBULA_DOCKER_HOST", docker.host.clone()),
     ];
     // The control plane's credentials, unless the caller brought others.
     if std::env::var_os("NATS_NKEY_FILE").is_none() && std::env::var_os("NATS_CREDS_FILE").is_none()
@@ -75,7 +77,7 @@ pub(crate) fn prepare(root: &Path, browser: Browser) -> Result<Stack> {
     }
     let names: Vec<&str> = env.iter().map(|(name, _)| *name).collect();
     step("env", format_args!("exporting {}", names.join(" ")));
-    Ok(Stack { env })
+    Ok(Stack { env, docker })
 }
 
 fn env_or(name: &str, default: &str) -> String {
