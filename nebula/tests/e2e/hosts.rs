@@ -186,44 +186,32 @@ async fn a_host_is_pinned_read_and_commanded_once_with_its_output(pool: PgPool) 
     )
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, answer) = call(
-        Method::POST,
-        format!("{base}/api/hosts/nope/exec"),
-        TOKEN,
-        &json!({ "command": "uptime" }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("nope"),
-        "{answer}"
-    );
-    let (status, answer) = call(
-        Method::POST,
-        format!("{base}/api/hosts"),
-        TOKEN,
-        &json!({ "name": "x", "address": "1.2.3.4", "user": "u", "key_secret": "missing" }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        answer["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("missing"),
-        "{answer}"
-    );
-    let (status, _) = call(
-        Method::POST,
-        format!("{base}/api/hosts"),
-        TOKEN,
-        &json!({ "name": "Bad Name", "address": "h", "user": "u", "key_secret": "ssh-nas" }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let refusals = [
+        (
+            "/api/hosts/nope/exec",
+            json!({ "command": "uptime" }),
+            StatusCode::NOT_FOUND,
+            "nope",
+        ),
+        (
+            "/api/hosts",
+            json!({ "name": "x", "address": "1.2.3.4", "user": "u", "key_secret": "missing" }),
+            StatusCode::BAD_REQUEST,
+            "missing",
+        ),
+        (
+            "/api/hosts",
+            json!({ "name": "Bad Name", "address": "h", "user": "u", "key_secret": "ssh-nas" }),
+            StatusCode::BAD_REQUEST,
+            "Bad Name",
+        ),
+    ];
+    for (path, body, expected, named) in refusals {
+        let (status, answer) = call(Method::POST, format!("{base}{path}"), TOKEN, &body).await;
+        assert_eq!(status, expected, "{path} {body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{path}: {answer}");
+    }
 
     // Removed, it is gone from the list and refuses commands.
     let (status, _) = call(

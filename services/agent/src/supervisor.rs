@@ -102,84 +102,58 @@ impl Supervisor {
         // Restarts since it was last healthy: too many and it is given up on.
         let mut unhealthy_restarts = 0;
         loop {
-            let mut running = match self.target.start(&self.config).await {
-                Ok(running) => running,
-                Err(reason) => {
-                    self.record(ServiceState::Down, None, restarts, reason)
+            // How this run ended: the last state's pid, why it is down, and whether it ended well.
+            let (pid, reason, success) = match self.target.start(&self.config).await {
+                Err(reason) => (None, reason, false),
+                Ok(mut running) => {
+                    let pid = running.pid();
+                    self.record(ServiceState::Starting, pid, restarts, "started".into())
                         .await;
-                    if !self
-                        .again(
-                            &mut backoff,
-                            &mut restarts,
-                            &mut unhealthy_restarts,
-                            false,
-                            &cancel,
-                        )
-                        .await
-                    {
-                        return Ok(());
+                    let mut healthy = false;
+                    let ended = self
+                        .watch(&mut running, pid, restarts, &mut healthy, &cancel)
+                        .await;
+                    if healthy {
+                        unhealthy_restarts = 0;
+                        backoff.reset();
                     }
-                    continue;
+                    match ended {
+                        Ended::Cancelled => {
+                            self.target.stop(&mut running, grace, false).await;
+                            if matches!(self.target, Target::Command) {
+                                self.record(
+                                    ServiceState::Stopped,
+                                    pid,
+                                    restarts,
+                                    "agent stopped".into(),
+                                )
+                                .await;
+                            }
+                            return Ok(());
+                        }
+                        Ended::Exited { reason, success } => {
+                            self.target.stop(&mut running, Duration::ZERO, false).await;
+                            (pid, reason, success)
+                        }
+                        Ended::Hung(reason) => {
+                            self.target.stop(&mut running, grace, true).await;
+                            (pid, format!("stopped as hung: {reason}"), false)
+                        }
+                    }
                 }
             };
-            let pid = running.pid();
-            self.record(ServiceState::Starting, pid, restarts, "started".into())
-                .await;
-            let mut healthy = false;
-            let ended = self
-                .watch(&mut running, pid, restarts, &mut healthy, &cancel)
-                .await;
-            if healthy {
-                unhealthy_restarts = 0;
-                backoff.reset();
-            }
-            match ended {
-                Ended::Cancelled => {
-                    self.target.stop(&mut running, grace, false).await;
-                    if matches!(self.target, Target::Command) {
-                        self.record(ServiceState::Stopped, pid, restarts, "agent stopped".into())
-                            .await;
-                    }
-                    return Ok(());
-                }
-                Ended::Exited { reason, success } => {
-                    self.target.stop(&mut running, Duration::ZERO, false).await;
-                    self.record(ServiceState::Down, pid, restarts, reason).await;
-                    if !self
-                        .again(
-                            &mut backoff,
-                            &mut restarts,
-                            &mut unhealthy_restarts,
-                            success,
-                            &cancel,
-                        )
-                        .await
-                    {
-                        return Ok(());
-                    }
-                }
-                Ended::Hung(reason) => {
-                    self.target.stop(&mut running, grace, true).await;
-                    self.record(
-                        ServiceState::Down,
-                        pid,
-                        restarts,
-                        format!("stopped as hung: {reason}"),
-                    )
-                    .await;
-                    if !self
-                        .again(
-                            &mut backoff,
-                            &mut restarts,
-                            &mut unhealthy_restarts,
-                            false,
-                            &cancel,
-                        )
-                        .await
-                    {
-                        return Ok(());
-                    }
-                }
+            self.record(ServiceState::Down, pid, restarts, reason).await;
+            if !self
+                .again(
+                    &mut backoff,
+                    &mut restarts,
+                    &mut unhealthy_restarts,
+                    success,
+                    &cancel,
+                )
+                .await
+            {
+                return Ok(());
             }
         }
     }
