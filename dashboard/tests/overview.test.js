@@ -91,6 +91,21 @@ test('failures: REST and live merged, one per job, newest first, retried posts l
   assert.deepEqual(recentFailures(null, [], 5), []);
 });
 
+test('failures: a service that went down or was given up on, and a ComfyUI that gave up, lead to their rooms', () => {
+  const event = (seq, type, id, data) => ({ seq: seq, env: { type: type, aggregate_id: id, occurred_at: ago(seq * 1e3), correlation_id: 'c' + seq, data: data } });
+  const events = [
+    event(1, 'service.state_changed', 'gpu-box', { service: 'ollama', state: 'gave_up', reason: 'restarted 5 times without becoming healthy' }),
+    event(2, 'service.state_changed', 'gpu-box', { service: 'ollama', state: 'healthy', reason: 'its check passes' }),
+    event(3, 'comfyui.state_changed', 'gpu-box', { state: 'gave_up', reason: 'restarted 5 times' }),
+    event(4, 'service.state_changed', 'nas', { service: 'web', state: 'down', reason: 'exited: exit status: 1' }),
+  ];
+  const f = recentFailures([], events, 10);
+  assert.deepEqual(f.map((x) => x.title), ['ollama on gpu-box gave up', 'ComfyUI on gpu-box gave up', 'web on nas down']);
+  assert.deepEqual([f[0].room, f[0].params], ['services', { node: 'gpu-box' }]);
+  assert.equal(f[0].detail, 'restarted 5 times without becoming healthy');
+  assert.equal(f[1].room, 'studio');
+});
+
 test('attention: what is wrong, most serious first; nothing when all is well', () => {
   const state = liveState();
   const nodes = nodeSummary(state, NOW);

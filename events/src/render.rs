@@ -483,6 +483,8 @@ pub enum ComfyState {
     Unresponsive,
     /// Exited (or was killed after hanging); a restart follows after the backoff.
     Down,
+    /// Restarted too often without once answering: left down until its worker restarts.
+    GaveUp,
     Stopped,
 }
 

@@ -54,6 +54,11 @@ export function jobSummary(studio) {
   };
 }
 
+/** A supervised state as words: `gave_up` → `gave up`. */
+function stateWords(state) {
+  return state === 'gave_up' ? 'gave up' : str(state) || '?';
+}
+
 function eventFailure(item) {
   const env = item && isObj(item.env) ? item.env : null;
   if (!env) return null;
@@ -73,8 +78,11 @@ function eventFailure(item) {
       if (data.will_retry) return null; // retried; a final failure follows if it comes to that
       return Object.assign(base, inFeed, { key: 'post:' + id + ':' + str(data.destination), kind: 'post', title: 'post to ' + (str(data.destination) || '?') + ' failed', detail: str(data.error) });
     case 'comfyui.state_changed':
-      if (data.state !== 'down' && data.state !== 'unresponsive') return null;
-      return Object.assign(base, { key: 'comfyui:' + id + ':' + item.seq, kind: 'comfyui', title: 'ComfyUI on ' + id + ' ' + data.state, detail: str(data.reason), room: 'studio', params: {} });
+      if (['down', 'unresponsive', 'gave_up'].indexOf(data.state) < 0) return null;
+      return Object.assign(base, { key: 'comfyui:' + id + ':' + item.seq, kind: 'comfyui', title: 'ComfyUI on ' + id + ' ' + stateWords(data.state), detail: str(data.reason), room: 'studio', params: {} });
+    case 'service.state_changed':
+      if (data.state !== 'down' && data.state !== 'gave_up') return null;
+      return Object.assign(base, { key: 'service:' + id + ':' + item.seq, kind: 'service', title: (str(data.service) || 'a service') + ' on ' + id + ' ' + stateWords(data.state), detail: str(data.reason), room: 'services', params: { node: id } });
     default:
       return null;
   }

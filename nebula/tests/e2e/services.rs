@@ -5,11 +5,11 @@
 
 use crate::common;
 
-use agent::supervised::ServiceConfig;
 use natsauth::Identity;
 use nebula::{Part, Parts};
 use serde_json::Value;
 use sqlx::PgPool;
+use supervise::ServiceConfig;
 use testkit::docker::TestContainer;
 use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 

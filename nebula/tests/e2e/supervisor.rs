@@ -1,6 +1,7 @@
 //! The ComfyUI supervisor of a render worker, against the test kit's fake ComfyUI: restarts
-//! after a death or a hang, each state recorded through the control plane's relay; the process
-//! sees only the environment it is allowed, and stopping it stops everything it started.
+//! after a death or a hang, gives up on one that never comes up, each state recorded through
+//! the control plane's relay; the process sees only the environment it is allowed, and
+//! stopping it stops everything it started.
 
 use crate::common;
 
@@ -56,7 +57,7 @@ fn supervise(port: u16, env: &[(&str, &str)]) -> render::supervisor::SupervisorC
 
 #[tokio::test]
 async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
-    let nats = NatsServer::start_with_nodes(&["gpu-sup", "gpu-hang"]);
+    let nats = NatsServer::start_with_nodes(&["gpu-sup", "gpu-hang", "gpu-broken"]);
     let bus = common::bus(&nats).await;
     let client = common::http();
     let cancel = tokio_util::sync::CancellationToken::new();
@@ -69,11 +70,11 @@ async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
 
     // Dies: SIGKILLed while healthy.
     let port = testkit::free_port();
-    let supervisor = render::supervisor::Supervisor::new(
+    let supervisor = render::supervisor::supervisor(
         common::bus_as(&nats, &Identity::Worker("gpu-sup".parse().unwrap())).await,
         "gpu-sup",
-        format!("http://127.0.0.1:{port}"),
-        supervise(port, &[]),
+        &format!("http://127.0.0.1:{port}"),
+        &supervise(port, &[]),
         Some(24 * 1024),
     )
     .unwrap();
@@ -126,11 +127,11 @@ async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
 
     // Hangs: stops answering a second after it starts; it is killed and started again.
     let port = testkit::free_port();
-    let supervisor = render::supervisor::Supervisor::new(
+    let supervisor = render::supervisor::supervisor(
         common::bus_as(&nats, &Identity::Worker("gpu-hang".parse().unwrap())).await,
         "gpu-hang",
-        format!("http://127.0.0.1:{port}"),
-        supervise(port, &[("FAKE_COMFY_HANG_AFTER_SECS", "1")]),
+        &format!("http://127.0.0.1:{port}"),
+        &supervise(port, &[("FAKE_COMFY_HANG_AFTER_SECS", "1")]),
         Some(4 * 1024),
     )
     .unwrap();
@@ -150,9 +151,46 @@ async fn the_supervisor_restarts_a_comfyui_that_died_or_hung() {
         ["starting", "healthy", "unresponsive", "down", "starting"],
         "{states:?}"
     );
+
+    // Never comes up (exits at once): restarted twice, then given up on and left down.
+    let mut config = supervise(testkit::free_port(), &[]);
+    config.command = vec!["sh".into(), "-c".into(), "exit 3".into()];
+    config.give_up_after = 2;
+    let supervisor = render::supervisor::supervisor(
+        common::bus_as(&nats, &Identity::Worker("gpu-broken".parse().unwrap())).await,
+        "gpu-broken",
+        "http://127.0.0.1:9",
+        &config,
+        None,
+    )
+    .unwrap();
+    let broken = tokio::spawn(std::sync::Arc::new(supervisor).run(cancel.clone()));
+    let states = wait_until(
+        "a broken ComfyUI given up on",
+        Duration::from_secs(30),
+        || async {
+            let states = comfy_states(&bus, "gpu-broken").await;
+            states
+                .iter()
+                .any(|(state, _, _)| state == "gave_up")
+                .then_some(states)
+        },
+    )
+    .await;
+    let names: Vec<&str> = states.iter().map(|(s, _, _)| s.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "starting", "down", "starting", "down", "starting", "down", "gave_up"
+        ],
+        "{states:?}"
+    );
+    assert_eq!(states.last().unwrap().2, 2, "two restarts before giving up");
+
     cancel.cancel();
     task.await.unwrap().unwrap();
     hung.await.unwrap().unwrap();
+    broken.await.unwrap().unwrap();
     let last = comfy_states(&bus, "gpu-sup").await;
     assert_eq!(last.last().unwrap().0, "stopped");
 }
@@ -189,11 +227,11 @@ async fn comfyui_sees_only_its_allowed_environment_and_stops_with_all_it_started
     // DATABASE_URL and NATS_NKEY_FILE (set by xtask) are not on the list.
     config.pass_env = vec!["CARGO_PKG_NAME".into()];
     config.stop_grace_secs = 0.5;
-    let supervisor = render::supervisor::Supervisor::new(
+    let supervisor = render::supervisor::supervisor(
         common::bus_as(&nats, &Identity::Worker("gpu-env".parse().unwrap())).await,
         "gpu-env",
-        format!("http://127.0.0.1:{port}"),
-        config,
+        &format!("http://127.0.0.1:{port}"),
+        &config,
         Some(8 * 1024),
     )
     .unwrap();

@@ -7,9 +7,7 @@ mod create;
 mod docker;
 mod follow;
 pub mod hardware;
-mod probe;
 mod status;
-pub mod supervised;
 mod supervisor;
 
 use std::sync::Arc;
@@ -23,6 +21,7 @@ use domain::node::{Node, NodeCommand, NodeError};
 use events::{Actor, NodeId};
 use serde::Deserialize;
 use service::Context;
+use supervise::target::{Target, connect_docker, docker_message};
 
 pub use status::AgentStatus;
 
@@ -52,7 +51,7 @@ pub struct Config {
     /// The most of one followed log the agent sends a second; the rest is counted and left out.
     pub log_follow_bytes_per_sec: u64,
     /// The services this agent supervises (`[[agent.services]]`).
-    pub services: Vec<supervised::ServiceConfig>,
+    pub services: Vec<supervise::ServiceConfig>,
     /// The `systemctl` that systemd services are started and checked with.
     pub systemctl: String,
 }
@@ -223,14 +222,19 @@ fn supervise(
     let node_id = ctx.site.node_id.clone();
     let http = reqwest::Client::builder().build()?;
     for service in &config.services {
-        let supervisor = Arc::new(supervisor::Supervisor {
-            target: probe::Target::of(service, &config.docker_host, &config.systemctl),
-            config: service.clone(),
+        let recorder = supervisor::Recorder {
+            name: service.name.clone(),
+            kind: service.kind(),
             node_id: node_id.clone(),
             events: Remote::new(ctx.bus.clone(), node_id.as_str()),
             services: services.clone(),
-            http: http.clone(),
-        });
+        };
+        let supervisor = Arc::new(supervise::Supervisor::new(
+            service.clone(),
+            Target::of(service, &config.docker_host, &config.systemctl),
+            recorder,
+            http.clone(),
+        ));
         // One part name for every supervisor (a metric label stays low-cardinality); each
         // logs its service's name.
         ctx.spawn("service-supervisor", move |cancel| {
@@ -379,19 +383,6 @@ impl Agent {
     }
 }
 
-/// A connection to the engine at `host` (`unix:///…`), its API version agreed.
-async fn connect_docker(host: &str) -> Result<bollard::Docker, String> {
-    let path = host
-        .strip_prefix("unix://")
-        .ok_or_else(|| format!("{host} is not a unix:// socket"))?;
-    let docker = bollard::Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)
-        .map_err(|err| format!("unavailable: {err}"))?;
-    docker
-        .negotiate_version()
-        .await
-        .map_err(|err| format!("unavailable: {err}"))
-}
-
 /// A chunk of a container's log: its stream's name (`stdout`, `stderr`, `console` for a TTY
 /// container) and its text; `None` for what was written to its stdin.
 fn log_text(output: bollard::container::LogOutput) -> Option<(&'static str, String)> {
@@ -402,17 +393,6 @@ fn log_text(output: bollard::container::LogOutput) -> Option<(&'static str, Stri
         bollard::container::LogOutput::StdIn { .. } => return None,
     };
     Some((kind, String::from_utf8_lossy(&message).into_owned()))
-}
-
-/// Docker's own words for an error (its message and status when it answered).
-fn docker_message(err: &bollard::errors::Error) -> String {
-    match err {
-        bollard::errors::Error::DockerResponseServerError {
-            status_code,
-            message,
-        } => format!("{message} ({status_code})"),
-        other => other.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -1,24 +1,17 @@
-//! Supervising the node's services: each configured service is started (or found running),
-//! checked every interval, restarted with backoff when it goes down or hangs (per its policy),
-//! and given up on after too many restarts without once becoming healthy. Every change of
-//! state is recorded (`service.state_changed`, through the control plane's relay) and kept in
+//! The node's services, supervised ([`supervise::Supervisor`]): every change of state is
+//! recorded (`service.state_changed`, through the control plane's relay) and kept in
 //! [`Services`], which the agent's `/services` endpoint and the control plane's questions read.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
 
 use bus::remote::Remote;
 use bus::store::CommandMeta;
 use chrono::Utc;
-use common::Backoff;
 use domain::service::{NodeServices, RecordServiceState};
-use events::service::{ServiceState, ServiceStateChanged, ServiceStatus};
+use events::service::{ServiceStateChanged, ServiceStatus};
 use events::{Actor, NodeId};
-use tokio_util::sync::CancellationToken;
-
-use crate::probe::{self, Alive, Running, Target};
-use crate::supervised::{RestartPolicy, ServiceConfig};
+use supervise::{Change, Record};
 
 /// Every supervised service's live state, by name.
 #[derive(Clone, Default)]
@@ -42,29 +35,26 @@ impl Services {
     }
 }
 
-pub(crate) struct Supervisor {
-    pub(crate) config: ServiceConfig,
-    pub(crate) target: Target,
+/// One service's changes: into [`Services`] and onto the log.
+pub(crate) struct Recorder {
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
     pub(crate) node_id: NodeId,
     pub(crate) events: Remote<NodeServices>,
     pub(crate) services: Services,
-    pub(crate) http: reqwest::Client,
 }
 
-/// How one run of the service ended.
-enum Ended {
-    Cancelled,
-    Exited { reason: String, success: bool },
-    Hung(String),
-}
-
-impl Supervisor {
-    async fn record(&self, state: ServiceState, pid: Option<u32>, restarts: u32, reason: String) {
-        let name = &self.config.name;
-        tracing::info!(node = %self.node_id, service = %name, state = state.as_str(), pid, restarts, reason = %reason, "service state");
+impl Record for Recorder {
+    async fn record(&self, change: Change) {
+        let Change {
+            state,
+            pid,
+            restarts,
+            reason,
+        } = change;
         self.services.set(ServiceStatus {
-            name: name.clone(),
-            kind: self.config.kind().to_owned(),
+            name: self.name.clone(),
+            kind: self.kind.to_owned(),
             state,
             restarts,
             pid,
@@ -72,8 +62,8 @@ impl Supervisor {
             since: Utc::now(),
         });
         let change = RecordServiceState(ServiceStateChanged {
-            service: name.clone(),
-            kind: self.config.kind().to_owned(),
+            service: self.name.clone(),
+            kind: self.kind.to_owned(),
             state,
             restarts,
             pid,
@@ -85,173 +75,7 @@ impl Supervisor {
             .execute(self.node_id.as_str(), change, meta)
             .await
         {
-            tracing::warn!(service = %name, error = %err, "a service state change was not recorded");
-        }
-    }
-
-    /// Supervises until `cancel` fires (then stops what the agent owns).
-    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let restart = &self.config.restart;
-        let secs = |s: f64| Duration::from_secs_f64(s.max(0.01));
-        let mut backoff = Backoff::new(
-            secs(restart.backoff_initial_secs),
-            secs(restart.backoff_max_secs),
-        );
-        let grace = Duration::from_secs_f64(restart.stop_grace_secs.max(0.0));
-        let mut restarts = 0;
-        // Restarts since it was last healthy: too many and it is given up on.
-        let mut unhealthy_restarts = 0;
-        loop {
-            // How this run ended: the last state's pid, why it is down, and whether it ended well.
-            let (pid, reason, success) = match self.target.start(&self.config).await {
-                Err(reason) => (None, reason, false),
-                Ok(mut running) => {
-                    let pid = running.pid();
-                    self.record(ServiceState::Starting, pid, restarts, "started".into())
-                        .await;
-                    let mut healthy = false;
-                    let ended = self
-                        .watch(&mut running, pid, restarts, &mut healthy, &cancel)
-                        .await;
-                    if healthy {
-                        unhealthy_restarts = 0;
-                        backoff.reset();
-                    }
-                    match ended {
-                        Ended::Cancelled => {
-                            self.target.stop(&mut running, grace, false).await;
-                            if matches!(self.target, Target::Command) {
-                                self.record(
-                                    ServiceState::Stopped,
-                                    pid,
-                                    restarts,
-                                    "agent stopped".into(),
-                                )
-                                .await;
-                            }
-                            return Ok(());
-                        }
-                        Ended::Exited { reason, success } => {
-                            self.target.stop(&mut running, Duration::ZERO, false).await;
-                            (pid, reason, success)
-                        }
-                        Ended::Hung(reason) => {
-                            self.target.stop(&mut running, grace, true).await;
-                            (pid, format!("stopped as hung: {reason}"), false)
-                        }
-                    }
-                }
-            };
-            self.record(ServiceState::Down, pid, restarts, reason).await;
-            if !self
-                .again(
-                    &mut backoff,
-                    &mut restarts,
-                    &mut unhealthy_restarts,
-                    success,
-                    &cancel,
-                )
-                .await
-            {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Whether to start it again (after the backoff), per its policy; false when it is left
-    /// down (policy, given up, or the agent stopping).
-    async fn again(
-        &self,
-        backoff: &mut Backoff,
-        restarts: &mut u32,
-        unhealthy_restarts: &mut u32,
-        success: bool,
-        cancel: &CancellationToken,
-    ) -> bool {
-        let policy = self.config.restart.policy;
-        let restart = match policy {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => !success,
-            RestartPolicy::Never => false,
-        };
-        if !restart {
-            cancel.cancelled().await;
-            return false;
-        }
-        let give_up_after = self.config.restart.give_up_after;
-        if give_up_after > 0 && *unhealthy_restarts >= give_up_after {
-            self.record(
-                ServiceState::GaveUp,
-                None,
-                *restarts,
-                format!("restarted {give_up_after} times without becoming healthy; left down until the agent restarts"),
-            )
-            .await;
-            cancel.cancelled().await;
-            return false;
-        }
-        if !backoff.wait(cancel).await {
-            return false;
-        }
-        *restarts += 1;
-        *unhealthy_restarts += 1;
-        true
-    }
-
-    async fn watch(
-        &self,
-        running: &mut Running,
-        pid: Option<u32>,
-        restarts: u32,
-        healthy: &mut bool,
-        cancel: &CancellationToken,
-    ) -> Ended {
-        let health = &self.config.health;
-        let started = Instant::now();
-        let grace = Duration::from_secs_f64(health.startup_grace_secs);
-        let mut interval = tokio::time::interval(Duration::from_secs_f64(health.interval_secs));
-        let mut state = ServiceState::Starting;
-        let mut failures = 0;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return Ended::Cancelled,
-                _ = interval.tick() => {}
-            }
-            let verdict = match self.target.alive(running).await {
-                Alive::Ended { reason, success } => return Ended::Exited { reason, success },
-                Alive::Unhealthy(reason) => Err(reason),
-                Alive::Yes => probe::check(health, &self.http).await,
-            };
-            match verdict {
-                Ok(()) => {
-                    failures = 0;
-                    if state != ServiceState::Healthy {
-                        state = ServiceState::Healthy;
-                        *healthy = true;
-                        self.record(state, pid, restarts, "its check passes".into())
-                            .await;
-                    }
-                }
-                Err(reason) => {
-                    if state == ServiceState::Starting {
-                        if started.elapsed() > grace {
-                            return Ended::Hung(format!(
-                                "not healthy {} s after its start: {reason}",
-                                grace.as_secs()
-                            ));
-                        }
-                        continue;
-                    }
-                    failures += 1;
-                    if state == ServiceState::Healthy {
-                        state = ServiceState::Unhealthy;
-                        self.record(state, pid, restarts, reason.clone()).await;
-                    }
-                    if failures >= health.unhealthy_after {
-                        return Ended::Hung(reason);
-                    }
-                }
-            }
+            tracing::warn!(service = %self.name, error = %err, "a service state change was not recorded");
         }
     }
 }

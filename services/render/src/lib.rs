@@ -139,11 +139,11 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<()> {
         )
     })?;
     if let Some(supervise) = &config.supervise {
-        let supervisor = Arc::new(supervisor::Supervisor::new(
+        let supervisor = Arc::new(supervisor::supervisor(
             ctx.bus.clone(),
             node_id.clone(),
-            config.comfyui_url.clone(),
-            supervise.clone(),
+            &config.comfyui_url,
+            supervise,
             None,
         )?);
         ctx.spawn("comfyui-supervisor", move |cancel| {

@@ -1,6 +1,8 @@
-//! Keeps a node's ComfyUI process alive: starts it with the VRAM flag that suits the GPU,
-//! checks `/system_stats`, kills it when it stops answering, restarts it with backoff when it
-//! dies, and records every change of state as an event (`comfyui.state_changed`).
+//! Keeps a node's ComfyUI process alive, as one supervised service ([`supervise::Supervisor`],
+//! the same supervisor as the agent's services): started with the VRAM flag that suits the
+//! GPU, checked on `/system_stats`, killed when it stops answering, restarted with backoff when
+//! it dies, given up on after too many restarts without once answering; every change of state
+//! is recorded as an event (`comfyui.state_changed`).
 //!
 //! The process sees none of the worker's own environment (its NATS seed, the vault key, the
 //! admin token, the database's password, every platform token) beyond [`INHERITED_ENV`], the
@@ -9,18 +11,16 @@
 //! port and the VRAM.
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use bus::Bus;
 use bus::remote::Remote;
 use bus::store::CommandMeta;
-use common::Backoff;
 use domain::render::{ComfyInstance, RecordComfyState};
 use events::Actor;
 use events::render::{ComfyState, ComfyStateChanged};
+use events::service::ServiceState;
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
+use supervise::{Change, HealthConfig, Record, RestartConfig, RestartPolicy, ServiceConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -45,6 +45,10 @@ pub struct SupervisorConfig {
     pub startup_grace_secs: f64,
     pub backoff_initial_secs: f64,
     pub backoff_max_secs: f64,
+    /// Restarts in a row without once answering before it is left down (0: never).
+    pub give_up_after: u32,
+    /// ComfyUI's stdout and stderr are appended to this file (discarded when unset).
+    pub log_file: Option<PathBuf>,
     /// `--lowvram`, `--normalvram` or `--highvram`; chosen from the detected VRAM when absent.
     pub vram_mode: Option<String>,
 }
@@ -63,6 +67,8 @@ impl Default for SupervisorConfig {
             startup_grace_secs: 120.0,
             backoff_initial_secs: 1.0,
             backoff_max_secs: 60.0,
+            give_up_after: 5,
+            log_file: None,
             vram_mode: None,
         }
     }
@@ -81,22 +87,47 @@ impl SupervisorConfig {
                 "vram_mode must be --lowvram, --normalvram or --highvram, got {mode:?}"
             ));
         }
-        for name in &self.pass_env {
-            if name.is_empty() || name.contains('=') || name.contains('\0') {
-                problems.push(format!("pass_env: {name:?} is not a variable name"));
-            }
+        if !self.command.is_empty() {
+            let service = self.service("http://127.0.0.1:8188", "--normalvram");
+            problems.extend(
+                service
+                    .validate(0)
+                    .into_iter()
+                    .filter_map(|p| p.strip_prefix("services[0] (comfyui): ").map(str::to_owned)),
+            );
         }
         problems
     }
 
-    /// What the process's environment starts from: the allowed names that are set here.
-    fn inherited(&self) -> Vec<(String, std::ffi::OsString)> {
-        INHERITED_ENV
-            .iter()
-            .copied()
-            .chain(self.pass_env.iter().map(String::as_str))
-            .filter_map(|name| Some((name.to_owned(), std::env::var_os(name)?)))
-            .collect()
+    /// ComfyUI as a supervised service at `url`, started with `vram_flag`.
+    fn service(&self, url: &str, vram_flag: &str) -> ServiceConfig {
+        let mut command = self.command.clone();
+        command.push(vram_flag.to_owned());
+        ServiceConfig {
+            name: "comfyui".to_owned(),
+            command,
+            container: None,
+            systemd_unit: None,
+            working_dir: self.working_dir.clone(),
+            env: self.env.clone(),
+            pass_env: self.pass_env.clone(),
+            log_file: self.log_file.clone(),
+            health: HealthConfig {
+                http: Some(format!("{}/system_stats", url.trim_end_matches('/'))),
+                interval_secs: self.health_interval_secs,
+                timeout_secs: self.health_timeout_secs,
+                unhealthy_after: self.unresponsive_after,
+                startup_grace_secs: self.startup_grace_secs,
+                ..HealthConfig::default()
+            },
+            restart: RestartConfig {
+                policy: RestartPolicy::Always,
+                backoff_initial_secs: self.backoff_initial_secs,
+                backoff_max_secs: self.backoff_max_secs,
+                give_up_after: self.give_up_after,
+                stop_grace_secs: self.stop_grace_secs,
+            },
+        }
     }
 }
 
@@ -115,67 +146,64 @@ pub fn vram_flag(vram_total_mib: Option<u64>) -> &'static str {
     }
 }
 
-pub struct Supervisor {
-    config: SupervisorConfig,
-    /// ComfyUI's base URL (health checks go to `/system_stats`).
-    url: String,
+/// ComfyUI's supervisor: its process at `url`, its changes recorded on `node_id`'s
+/// `comfyui` aggregate. `vram_total_mib`: the node's GPU memory as detected (None without a
+/// GPU), which picks the VRAM flag unless the configuration names one.
+pub fn supervisor(
+    bus: Bus,
+    node_id: impl Into<String>,
+    url: &str,
+    config: &SupervisorConfig,
+    vram_total_mib: Option<u64>,
+) -> anyhow::Result<supervise::Supervisor<Recorder>> {
+    let problems = config.validate();
+    anyhow::ensure!(
+        problems.is_empty(),
+        "render.supervise: {}",
+        problems.join("; ")
+    );
+    let vram_flag = config
+        .vram_mode
+        .clone()
+        .unwrap_or_else(|| vram_flag(vram_total_mib).to_owned());
+    let node_id = node_id.into();
+    let service = config.service(url, &vram_flag);
+    Ok(supervise::Supervisor::new(
+        service,
+        supervise::target::Target::Command,
+        Recorder {
+            events: Remote::new(bus, &node_id),
+            node_id,
+            vram_flag,
+        },
+        reqwest::Client::builder().build()?,
+    ))
+}
+
+/// ComfyUI's changes of state, as `comfyui.state_changed` events.
+pub struct Recorder {
     node_id: String,
     vram_flag: String,
     /// Its state changes, decided by the control plane.
     events: Remote<ComfyInstance>,
-    http: reqwest::Client,
 }
 
-enum Ended {
-    Cancelled,
-    Exited(String),
-    Hung,
-}
-
-impl Supervisor {
-    /// `vram_total_mib`: the node's GPU memory as the agent detected it (None without a GPU).
-    pub fn new(
-        bus: Bus,
-        node_id: impl Into<String>,
-        url: impl Into<String>,
-        config: SupervisorConfig,
-        vram_total_mib: Option<u64>,
-    ) -> anyhow::Result<Self> {
-        anyhow::ensure!(
-            !config.command.is_empty(),
-            "render.supervise.command must name the ComfyUI program"
-        );
-        let vram_flag = config
-            .vram_mode
-            .clone()
-            .unwrap_or_else(|| vram_flag(vram_total_mib).to_owned());
-        anyhow::ensure!(
-            VRAM_MODES.contains(&vram_flag.as_str()),
-            "render.supervise.vram_mode must be --lowvram, --normalvram or --highvram"
-        );
-        let node_id = node_id.into();
-        Ok(Self {
-            url: url.into().trim_end_matches('/').to_owned(),
-            events: Remote::new(bus, &node_id),
-            node_id,
-            vram_flag,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs_f64(
-                    config.health_timeout_secs.clamp(0.05, 60.0),
-                ))
-                .build()?,
-            config,
-        })
-    }
-
-    async fn record(&self, state: ComfyState, pid: Option<u32>, restarts: u32, reason: String) {
-        tracing::info!(node = %self.node_id, state = ?state, pid, restarts, reason = %reason, "comfyui state");
+impl Record for Recorder {
+    async fn record(&self, change: Change) {
+        let state = match change.state {
+            ServiceState::Starting => ComfyState::Starting,
+            ServiceState::Healthy => ComfyState::Healthy,
+            ServiceState::Unhealthy => ComfyState::Unresponsive,
+            ServiceState::Down => ComfyState::Down,
+            ServiceState::GaveUp => ComfyState::GaveUp,
+            ServiceState::Stopped => ComfyState::Stopped,
+        };
         let command = RecordComfyState(ComfyStateChanged {
             state,
-            pid,
-            restarts,
+            pid: change.pid,
+            restarts: change.restarts,
             vram_mode: self.vram_flag.clone(),
-            reason,
+            reason: change.reason,
         });
         let meta = CommandMeta::new(Actor::Service(format!(
             "comfyui-supervisor@{}",
@@ -183,170 +211,6 @@ impl Supervisor {
         )));
         if let Err(err) = self.events.execute(&self.node_id, command, meta).await {
             tracing::warn!(error = %err, "failed to record a comfyui state change");
-        }
-    }
-
-    async fn healthy(&self) -> bool {
-        match self
-            .http
-            .get(format!("{}/system_stats", self.url))
-            .send()
-            .await
-        {
-            Ok(response) => response.status().is_success(),
-            Err(_) => false,
-        }
-    }
-
-    /// Runs until `cancel` fires, then stops the process.
-    pub async fn run(self: std::sync::Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let secs = |s: f64| Duration::from_secs_f64(s.max(0.01));
-        let mut backoff = Backoff::new(
-            secs(self.config.backoff_initial_secs),
-            secs(self.config.backoff_max_secs),
-        );
-        let mut restarts = 0;
-        loop {
-            let mut command = tokio::process::Command::new(&self.config.command[0]);
-            command
-                .args(&self.config.command[1..])
-                .arg(&self.vram_flag)
-                .env_clear()
-                .envs(self.config.inherited())
-                .envs(&self.config.env)
-                .stdin(Stdio::null())
-                // a group of its own, so that stopping it reaches what it started
-                .process_group(0)
-                .kill_on_drop(true);
-            if let Some(dir) = &self.config.working_dir {
-                command.current_dir(dir);
-            }
-            let mut child = match command.spawn() {
-                Ok(child) => child,
-                Err(err) => {
-                    self.record(
-                        ComfyState::Down,
-                        None,
-                        restarts,
-                        format!("failed to start {:?}: {err}", self.config.command[0]),
-                    )
-                    .await;
-                    if !backoff.wait(&cancel).await {
-                        return Ok(());
-                    }
-                    restarts += 1;
-                    continue;
-                }
-            };
-            let pid = child.id();
-            self.record(
-                ComfyState::Starting,
-                pid,
-                restarts,
-                "process started".into(),
-            )
-            .await;
-            let ended = self
-                .watch(&mut child, pid, restarts, &mut backoff, &cancel)
-                .await;
-            let grace = match ended {
-                // a stop asks first; a hung or dead one is killed at once
-                Ended::Cancelled => Duration::from_secs_f64(self.config.stop_grace_secs.max(0.0)),
-                Ended::Exited(_) | Ended::Hung => Duration::ZERO,
-            };
-            if let Err(err) = common::process::stop_group(&mut child, pid, grace).await {
-                tracing::warn!(error = %err, "cannot stop ComfyUI's process group");
-            }
-            match ended {
-                Ended::Cancelled => {
-                    self.record(
-                        ComfyState::Stopped,
-                        pid,
-                        restarts,
-                        "supervisor stopped".into(),
-                    )
-                    .await;
-                    return Ok(());
-                }
-                Ended::Exited(status) => {
-                    self.record(ComfyState::Down, pid, restarts, format!("exited: {status}"))
-                        .await;
-                }
-                Ended::Hung => {
-                    self.record(
-                        ComfyState::Down,
-                        pid,
-                        restarts,
-                        "killed after it stopped answering /system_stats".into(),
-                    )
-                    .await;
-                }
-            }
-            if !backoff.wait(&cancel).await {
-                return Ok(());
-            }
-            restarts += 1;
-        }
-    }
-
-    async fn watch(
-        &self,
-        child: &mut tokio::process::Child,
-        pid: Option<u32>,
-        restarts: u32,
-        backoff: &mut Backoff,
-        cancel: &CancellationToken,
-    ) -> Ended {
-        let started = Instant::now();
-        let grace = Duration::from_secs_f64(self.config.startup_grace_secs.max(0.0));
-        let mut interval = tokio::time::interval(Duration::from_secs_f64(
-            self.config.health_interval_secs.max(0.05),
-        ));
-        let mut state = ComfyState::Starting;
-        let mut failures = 0;
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return Ended::Cancelled,
-                status = child.wait() => {
-                    return Ended::Exited(status.map_or_else(|e| e.to_string(), |s| s.to_string()));
-                }
-                _ = interval.tick() => {}
-            }
-            if self.healthy().await {
-                failures = 0;
-                if state != ComfyState::Healthy {
-                    state = ComfyState::Healthy;
-                    // A process that came up healthy earns a fresh backoff.
-                    backoff.reset();
-                    self.record(state, pid, restarts, "answers /system_stats".into())
-                        .await;
-                }
-                continue;
-            }
-            // A failed check may just be the process having died a moment ago.
-            if let Ok(Some(status)) = child.try_wait() {
-                return Ended::Exited(status.to_string());
-            }
-            if state == ComfyState::Starting {
-                if started.elapsed() > grace {
-                    return Ended::Hung;
-                }
-                continue;
-            }
-            failures += 1;
-            if state == ComfyState::Healthy {
-                state = ComfyState::Unresponsive;
-                self.record(
-                    state,
-                    pid,
-                    restarts,
-                    "stopped answering /system_stats".into(),
-                )
-                .await;
-            }
-            if failures >= self.config.unresponsive_after {
-                return Ended::Hung;
-            }
         }
     }
 }

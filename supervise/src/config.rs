@@ -1,6 +1,6 @@
-//! The services an agent supervises, as configured (`[[agent.services]]`): what runs (a
-//! command it starts itself, a container on the node's Docker, or a systemd unit), how its
-//! health is checked, and how it is restarted.
+//! A supervised service, as configured (an agent's `[[agent.services]]`, a render worker's
+//! ComfyUI): what runs (a command started by the supervisor itself, a container on the node's
+//! Docker, or a systemd unit), how its health is checked, and how it is restarted.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,6 +29,9 @@ pub struct ServiceConfig {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pass_env: Vec<String>,
+    /// A command's stdout and stderr are appended to this file (discarded when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
@@ -92,7 +95,7 @@ pub struct RestartConfig {
     pub policy: RestartPolicy,
     pub backoff_initial_secs: f64,
     pub backoff_max_secs: f64,
-    /// Restarts in a row without once becoming healthy before the agent gives up (0: never).
+    /// Restarts in a row without once becoming healthy before the supervisor gives up (0: never).
     pub give_up_after: u32,
     /// How long a stopped command may take to exit after SIGTERM before its group is killed.
     pub stop_grace_secs: f64,
@@ -138,6 +141,11 @@ impl ServiceConfig {
             + usize::from(self.systemd_unit.is_some());
         if kinds != 1 {
             problems.push("set exactly one of command, container and systemd_unit".to_owned());
+        }
+        if self.log_file.is_some() && self.command.is_empty() {
+            problems.push(
+                "log_file is for a command (a container's or unit's output is theirs)".to_owned(),
+            );
         }
         let health = &self.health;
         if let Some(url) = &health.http

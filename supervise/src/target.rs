@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use common::process::INHERITED_ENV;
 
-use crate::supervised::{HealthConfig, ServiceConfig};
+use crate::config::{HealthConfig, ServiceConfig};
 
 /// A started service: what is known of it while it runs.
-pub(crate) enum Running {
+pub enum Running {
     /// The process and its pid (remembered: a reaped leader's group may still hold others).
     Command(tokio::process::Child, Option<u32>),
     /// A container or a unit: nothing held here.
@@ -19,7 +19,7 @@ pub(crate) enum Running {
 }
 
 impl Running {
-    pub(crate) fn pid(&self) -> Option<u32> {
+    pub fn pid(&self) -> Option<u32> {
         match self {
             Running::Command(_, pid) => *pid,
             Running::Outside => None,
@@ -28,7 +28,7 @@ impl Running {
 }
 
 /// How a running service is doing apart from its health check.
-pub(crate) enum Alive {
+pub enum Alive {
     Yes,
     /// It stopped: why, and whether it ended well (exit status 0).
     Ended {
@@ -40,14 +40,16 @@ pub(crate) enum Alive {
 }
 
 /// Where the service lives.
-pub(crate) enum Target {
+pub enum Target {
     Command,
     Container { docker_host: String, name: String },
     Systemd { systemctl: String, unit: String },
 }
 
 impl Target {
-    pub(crate) fn of(config: &ServiceConfig, docker_host: &str, systemctl: &str) -> Target {
+    /// Where `config`'s service lives: the node's Docker at `docker_host` serves a container,
+    /// `systemctl` a unit.
+    pub fn of(config: &ServiceConfig, docker_host: &str, systemctl: &str) -> Target {
         if let Some(name) = &config.container {
             Target::Container {
                 docker_host: docker_host.to_owned(),
@@ -64,7 +66,7 @@ impl Target {
     }
 
     /// Starts it (a container or unit already running is taken as it is).
-    pub(crate) async fn start(&self, config: &ServiceConfig) -> Result<Running, String> {
+    pub async fn start(&self, config: &ServiceConfig) -> Result<Running, String> {
         match self {
             Target::Command => {
                 let inherited = INHERITED_ENV
@@ -79,8 +81,8 @@ impl Target {
                     .envs(inherited)
                     .envs(&config.env)
                     .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .stdout(output(config)?)
+                    .stderr(output(config)?)
                     .process_group(0)
                     .kill_on_drop(true);
                 if let Some(dir) = &config.working_dir {
@@ -99,13 +101,13 @@ impl Target {
                 let inspected = docker
                     .inspect_container(name, None)
                     .await
-                    .map_err(|err| format!("docker: {}", crate::docker_message(&err)))?;
+                    .map_err(|err| format!("docker: {}", docker_message(&err)))?;
                 let running = inspected.state.and_then(|s| s.running).unwrap_or(false);
                 if !running {
                     docker
                         .start_container(name, None)
                         .await
-                        .map_err(|err| format!("docker: {}", crate::docker_message(&err)))?;
+                        .map_err(|err| format!("docker: {}", docker_message(&err)))?;
                 }
                 Ok(Running::Outside)
             }
@@ -119,7 +121,7 @@ impl Target {
     }
 
     /// Whether it still runs.
-    pub(crate) async fn alive(&self, running: &mut Running) -> Alive {
+    pub async fn alive(&self, running: &mut Running) -> Alive {
         match (self, running) {
             (Target::Command, Running::Command(child, _)) => match child.try_wait() {
                 Ok(None) => Alive::Yes,
@@ -137,7 +139,7 @@ impl Target {
                     Ok(docker) => docker
                         .inspect_container(name, None)
                         .await
-                        .map_err(|err| format!("docker: {}", crate::docker_message(&err))),
+                        .map_err(|err| format!("docker: {}", docker_message(&err))),
                     Err(err) => Err(err),
                 };
                 let state = match inspected {
@@ -195,7 +197,7 @@ impl Target {
     /// Stops what the agent owns: a command's process group (SIGTERM, `grace`, then SIGKILL);
     /// a hung container or unit is stopped so that the next start restarts it; on shutdown
     /// (`hung` false) containers and units are left running.
-    pub(crate) async fn stop(&self, running: &mut Running, grace: Duration, hung: bool) {
+    pub async fn stop(&self, running: &mut Running, grace: Duration, hung: bool) {
         match (self, running) {
             (Target::Command, Running::Command(child, pid)) => {
                 if let Err(err) = common::process::stop_group(child, *pid, grace).await {
@@ -218,13 +220,50 @@ impl Target {
     }
 }
 
+/// Where a command's output goes: appended to its `log_file`, else nowhere.
+fn output(config: &ServiceConfig) -> Result<Stdio, String> {
+    let Some(path) = &config.log_file else {
+        return Ok(Stdio::null());
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(Stdio::from)
+        .map_err(|err| format!("cannot open its log file {}: {err}", path.display()))
+}
+
 async fn docker(host: &str) -> Result<bollard::Docker, String> {
     if host.is_empty() {
         return Err("agent.docker_host is not set: a container service needs Docker".to_owned());
     }
-    crate::connect_docker(host)
+    connect_docker(host)
         .await
         .map_err(|err| format!("docker: {err}"))
+}
+
+/// A connection to the Docker engine at `host` (`unix://<path>`), its API version negotiated.
+pub async fn connect_docker(host: &str) -> Result<bollard::Docker, String> {
+    let path = host
+        .strip_prefix("unix://")
+        .ok_or_else(|| format!("{host} is not a unix:// socket"))?;
+    let docker = bollard::Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)
+        .map_err(|err| format!("unavailable: {err}"))?;
+    docker
+        .negotiate_version()
+        .await
+        .map_err(|err| format!("unavailable: {err}"))
+}
+
+/// Docker's own words for an error (its message and status when it answered).
+pub fn docker_message(err: &bollard::errors::Error) -> String {
+    match err {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} ({status_code})"),
+        other => other.to_string(),
+    }
 }
 
 /// `systemctl <verb> <unit>`'s first line of output (`is-active` answers the state even when
@@ -254,7 +293,7 @@ async fn systemctl_status(systemctl: &str, verb: &str, unit: &str) -> Result<Str
 }
 
 /// The configured health check: `Ok` when it passes (or when there is none), else why not.
-pub(crate) async fn check(health: &HealthConfig, http: &reqwest::Client) -> Result<(), String> {
+pub async fn check(health: &HealthConfig, http: &reqwest::Client) -> Result<(), String> {
     let timeout = Duration::from_secs_f64(health.timeout_secs);
     if let Some(url) = &health.http {
         let response = http
