@@ -1,7 +1,8 @@
 //! Services a node's agent supervises, end to end: a process it runs (checked over HTTP,
 //! restarted when killed), one that keeps crashing (given up on after its restarts), and a
-//! container on the real Docker engine (started when found stopped); every change recorded,
-//! the live state asked of the agent, and the Services room in Chromium.
+//! container on the real Docker engine (started when found stopped), a systemd unit (through a
+//! stand-in `systemctl`: this machine kind runs no systemd); every change recorded, the live
+//! state asked of the agent, and the Services room in Chromium.
 
 use crate::common;
 
@@ -15,6 +16,32 @@ use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 
 const NODE: &str = "svc-1";
 const CONTROL: Parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]);
+
+/// A stand-in for `systemctl` (`is-active`, `start`, `stop` of a unit) keeping each unit's
+/// state in `<dir>/<unit>.state` and every start and stop in `<dir>/calls`.
+fn fake_systemctl(dir: &std::path::Path) -> String {
+    let path = dir.join("systemctl");
+    let dir = dir.display();
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh
+f=\"{dir}/$2.state\"
+case \"$1\" in
+             is-active) s=$(cat \"$f\" 2>/dev/null || echo inactive); echo \"$s\"; [ \"$s\" = active ];;
+             start|stop) echo \"$1 $2\" >> \"{dir}/calls\"; if [ \"$1\" = start ]; then echo active; else echo inactive; fi > \"$f\";;
+             *) echo \"unknown verb $1\" >&2; exit 1;;
+esac
+"
+        ),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x", &path.display().to_string()])
+        .status()
+        .unwrap();
+    path.display().to_string()
+}
 
 fn service(raw: &str) -> ServiceConfig {
     toml::from_str(raw).expect("a service's configuration")
@@ -49,6 +76,8 @@ async fn the_agent_supervises_restarts_and_gives_up_on_services(pool: PgPool) {
     let mut node = config.clone();
     node.agent.node_id = Some(NODE.into());
     node.agent.docker_host = testkit::docker::host();
+    let units = tempfile::tempdir().unwrap();
+    node.agent.systemctl = fake_systemctl(units.path());
     node.agent.services = vec![
         service(&format!(
             "name = \"web\"\ncommand = [\"python3\", \"-m\", \"http.server\", \"{port}\", \"--bind\", \"127.0.0.1\"]\n\
@@ -64,6 +93,10 @@ async fn the_agent_supervises_restarts_and_gives_up_on_services(pool: PgPool) {
             "name = \"parked\"\ncontainer = \"{}\"\n[health]\ninterval_secs = 0.2\n",
             parked.name
         )),
+        service(
+            "name = \"backup\"\nsystemd_unit = \"backup.service\"\n[health]\ninterval_secs = 0.2\n\
+             [restart]\nbackoff_initial_secs = 0.1\n",
+        ),
     ];
     common::sign_in_as(&mut node, &nats, &Identity::Agent(NODE.parse().unwrap()));
     let agent = nebula::start(&node, Parts::AGENT).await.unwrap();
@@ -74,6 +107,20 @@ async fn the_agent_supervises_restarts_and_gives_up_on_services(pool: PgPool) {
     // The container found stopped is started.
     state_of(&base, "parked", "healthy").await;
     assert_eq!(parked.state().as_deref(), Some("running"));
+    // The unit found inactive is started; when it fails it is restarted.
+    let backup = state_of(&base, "backup", "healthy").await;
+    assert_eq!(backup["kind"], "systemd");
+    std::fs::write(units.path().join("backup.service.state"), "failed\n").unwrap();
+    wait_until("backup restarted", DEFAULT_WAIT, || async {
+        services(&base).await["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "backup" && s["state"] == "healthy" && s["restarts"] == 1)
+            .map(|_| ())
+    })
+    .await;
+    let calls = std::fs::read_to_string(units.path().join("calls")).unwrap();
+    assert_eq!(calls, "start backup.service\nstart backup.service\n");
     // The crashing one is given up on after its restarts, and says why.
     let crasher = state_of(&base, "crasher", "gave_up").await;
     assert_eq!(crasher["restarts"], 2);
@@ -122,7 +169,7 @@ async fn the_agent_supervises_restarts_and_gives_up_on_services(pool: PgPool) {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["agent", "crasher", "parked", "web"]);
+    assert_eq!(names, ["agent", "backup", "crasher", "parked", "web"]);
 
     // The ComfyUI this node's render worker supervises is one of its services too.
     let bus = common::bus(&nats).await;
@@ -192,6 +239,12 @@ async fn the_agent_supervises_restarts_and_gives_up_on_services(pool: PgPool) {
         "the supervised process outlived the agent"
     );
     let last = common::envelopes(&bus, "node_services", NODE).await;
+    assert!(
+        last.iter().any(|e| e.data["service"] == "backup"
+            && e.data["state"] == "down"
+            && e.data["reason"] == "unit backup.service is failed"),
+        "the failed unit on the log"
+    );
     assert!(
         last.iter()
             .any(|e| e.data["service"] == "web" && e.data["state"] == "stopped"),
