@@ -599,3 +599,51 @@ fn service_events() {
         }),
     );
 }
+
+#[test]
+fn approval_events() {
+    use events::access::Role;
+    use events::approval::{
+        ApprovalEvent, ApprovalPolicy, ApprovalRequested, ApprovalSubject, Decision, DecisionMade,
+        Outcome, Preview, PreviewFormat,
+    };
+    let id = "0192f0c0-0000-7000-8000-0000000a9901";
+    golden(
+        id,
+        ApprovalEvent::Requested(ApprovalRequested {
+            subject: ApprovalSubject {
+                kind: "deploy".to_owned(),
+                id: "0192f0c0-0000-7000-8000-0000000de901".to_owned(),
+            },
+            summary: "deploy web 1.2 to gpu-box".to_owned(),
+            preview: Preview::new(
+                PreviewFormat::Diff,
+                "-image = \"web:1.1\"\n+image = \"web:1.2\"\n".to_owned(),
+            ),
+            policy: ApprovalPolicy {
+                role: Role::Admin,
+                approvals: 2,
+                expires_at: at(),
+                requester_may_approve: false,
+                rule: Some("prod".to_owned()),
+            },
+            requested_by: Actor::User("alice".to_owned()),
+        }),
+    );
+    golden(
+        id,
+        ApprovalEvent::Decided(DecisionMade {
+            decision: Decision::Approve,
+            by: Actor::User("bob".to_owned()),
+            role: Role::Admin,
+            comment: "plan looks right".to_owned(),
+        }),
+    );
+    golden(
+        id,
+        ApprovalEvent::Closed {
+            outcome: Outcome::Granted,
+            reason: "approved by 2 of 2, last by carol".to_owned(),
+        },
+    );
+}

@@ -4,6 +4,7 @@
 mod access;
 mod agent_http;
 mod api;
+mod approvals;
 mod assets;
 mod chat;
 mod containers;
@@ -161,6 +162,8 @@ pub struct AppState {
     pub(crate) container_state:
         Arc<bus::store::JetStreamStore<domain::container::ContainerCommand>>,
     pub(crate) host_commands: Arc<bus::store::Commands<domain::host::Host>>,
+    pub(crate) approval_commands: Arc<bus::store::Commands<domain::approval::Approval>>,
+    pub(crate) approval_state: Arc<bus::store::JetStreamStore<domain::approval::Approval>>,
     pub(crate) host_state: Arc<bus::store::JetStreamStore<domain::host::Host>>,
     pub(crate) exec_commands: Arc<bus::store::Commands<domain::host::HostExec>>,
     pub(crate) exec_state: Arc<bus::store::JetStreamStore<domain::host::HostExec>>,
@@ -277,6 +280,8 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         container_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         container_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         host_commands: Arc::new(bus::store::commands(bus.clone(), ())),
+        approval_commands: Arc::new(bus::store::commands(bus.clone(), ())),
+        approval_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         host_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         exec_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         exec_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),

@@ -10,7 +10,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, api, chat, containers, dlq, health, hosts, log_follow, node_services, posts, render,
+    AppState, api, approvals, chat, containers, dlq, health, hosts, log_follow, node_services, posts, render,
     secrets, shares, tokens, ws,
 };
 
@@ -59,6 +59,8 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/nodes", api::list_nodes),
         entry(Viewer, get.clone(), "/api/nodes/{id}", api::get_node),
         entry(Viewer, get.clone(), "/api/hosts", hosts::list),
+        entry(Viewer, get.clone(), "/api/approvals", approvals::list),
+        entry(Viewer, get.clone(), "/api/approvals/{id}", approvals::get),
         entry(
             Viewer,
             get.clone(),
@@ -178,6 +180,19 @@ fn table() -> Vec<Entry> {
             shares::revoke,
         ),
         entry(Operator, post.clone(), "/api/posts", posts::create),
+        // The approval's own policy decides who may: operator is the least it can ask.
+        entry(
+            Operator,
+            post.clone(),
+            "/api/approvals/{id}/approve",
+            approvals::approve,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/approvals/{id}/reject",
+            approvals::reject,
+        ),
         entry(
             Operator,
             post.clone(),

@@ -7,6 +7,7 @@
 //! projection from sequence 1 into tables aside and swaps them in without taking the live model
 //! offline. [`ReadModels`] is the query side used by the gateway.
 
+mod approvals;
 pub mod chat;
 mod error;
 mod event_log;
@@ -24,6 +25,7 @@ use std::pin::Pin;
 use bus::{StoredMessage, StreamName};
 use sqlx::PgConnection;
 
+pub use approvals::Approvals;
 pub use chat::Chat;
 pub use error::{ApplyError, ProjectionError};
 pub use event_log::EventLog;
@@ -221,6 +223,7 @@ pub fn all() -> Vec<std::sync::Arc<dyn Projection>> {
         std::sync::Arc::new(NodeTelemetry),
         std::sync::Arc::new(Render),
         std::sync::Arc::new(Chat),
+        std::sync::Arc::new(Approvals),
     ]
 }
 

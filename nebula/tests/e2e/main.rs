@@ -5,6 +5,7 @@ mod common;
 
 mod access;
 mod agent;
+mod approvals;
 mod chat;
 mod cli;
 mod container_create;
