@@ -32,9 +32,13 @@ pub enum ApprovalCommand {
         now: DateTime<Utc>,
     },
     /// Records that its deadline passed (refused before it has).
-    Expire { now: DateTime<Utc> },
+    Expire {
+        now: DateTime<Utc>,
+    },
     /// The one who asked no longer needs it.
-    Withdraw { reason: String },
+    Withdraw {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -245,7 +249,9 @@ pub fn validate_request(requested: &ApprovalRequested) -> Result<(), String> {
         return Err("a policy needs 1 to 10 approvals".to_owned());
     }
     if requested.policy.role == Role::Viewer {
-        return Err("viewers may not decide approvals: the policy needs operator or admin".to_owned());
+        return Err(
+            "viewers may not decide approvals: the policy needs operator or admin".to_owned(),
+        );
     }
     Ok(())
 }
@@ -289,7 +295,8 @@ impl PolicyRule {
             problems.push("name must not be empty".to_owned());
         }
         if self.kind.trim().is_empty() {
-            problems.push("kind must name what the rule is for (deploy, code_change, …)".to_owned());
+            problems
+                .push("kind must name what the rule is for (deploy, code_change, …)".to_owned());
         }
         if self.role == Role::Viewer {
             problems.push("role must be operator or admin".to_owned());
@@ -315,7 +322,10 @@ impl PolicyRule {
     fn matches(&self, facts: &Facts) -> bool {
         self.kind == facts.kind
             && (self.node_tags.is_empty()
-                || self.node_tags.iter().any(|tag| facts.node_tags.contains(tag)))
+                || self
+                    .node_tags
+                    .iter()
+                    .any(|tag| facts.node_tags.contains(tag)))
             && self
                 .gpu_minutes_over
                 .is_none_or(|limit| facts.gpu_minutes.is_some_and(|m| m > limit))
@@ -335,7 +345,11 @@ pub struct Facts {
 /// The policy a request with these facts needs under `rules`, or `None` when no rule asks for
 /// an approval. Several matching rules combine to the strictest: the highest role, the most
 /// approvals, the earliest deadline, and the requester may approve only when every rule allows.
-pub fn policy_for(rules: &[PolicyRule], facts: &Facts, now: DateTime<Utc>) -> Option<ApprovalPolicy> {
+pub fn policy_for(
+    rules: &[PolicyRule],
+    facts: &Facts,
+    now: DateTime<Utc>,
+) -> Option<ApprovalPolicy> {
     let matching: Vec<&PolicyRule> = rules.iter().filter(|rule| rule.matches(facts)).collect();
     let first = matching.first()?;
     let expires_secs = matching.iter().map(|r| r.expires_secs).min()?;
@@ -509,7 +523,7 @@ mod tests {
             .then_expect_error(ApprovalError::NotExpired(at(3600)));
         let closed = Event(ApprovalEvent::Closed {
             outcome: Outcome::Expired,
-            reason: "not decided by 2027-01-15 09:20:00 UTC (0 of 1 approvals)".into(),
+            reason: "not decided by 2027-01-15 09:00:00 UTC (0 of 1 approvals)".into(),
         });
         TestFramework::<Approval>::with(())
             .given(vec![requested(1, false)])
@@ -534,7 +548,10 @@ mod tests {
     #[test]
     fn rules_pick_the_strictest_policy_or_none() {
         let rules = vec![
-            rule("prod", "kind = \"deploy\"\nnode_tags = [\"prod\"]\nrole = \"admin\"\n"),
+            rule(
+                "prod",
+                "kind = \"deploy\"\nnode_tags = [\"prod\"]\nrole = \"admin\"\n",
+            ),
             rule(
                 "big-renders",
                 "kind = \"render\"\ngpu_minutes_over = 10.0\nrole = \"operator\"\nrequester_may_approve = true\n",
@@ -545,7 +562,11 @@ mod tests {
             ),
         ];
         for (index, rule) in rules.iter().enumerate() {
-            assert!(rule.validate(index).is_empty(), "{:?}", rule.validate(index));
+            assert!(
+                rule.validate(index).is_empty(),
+                "{:?}",
+                rule.validate(index)
+            );
         }
         let facts = |kind: &str, tags: &[&str], gpu: Option<f64>| Facts {
             kind: kind.into(),
@@ -553,8 +574,14 @@ mod tests {
             gpu_minutes: gpu,
         };
         let now = at(0);
-        assert_eq!(policy_for(&rules, &facts("deploy", &["lab"], None), now), None);
-        assert_eq!(policy_for(&rules, &facts("render", &[], Some(9.5)), now), None);
+        assert_eq!(
+            policy_for(&rules, &facts("deploy", &["lab"], None), now),
+            None
+        );
+        assert_eq!(
+            policy_for(&rules, &facts("render", &[], Some(9.5)), now),
+            None
+        );
         assert_eq!(policy_for(&rules, &facts("render", &[], None), now), None);
         let render = policy_for(&rules, &facts("render", &["prod"], Some(12.0)), now).unwrap();
         assert_eq!(
@@ -568,10 +595,21 @@ mod tests {
         assert!(!prod.requester_may_approve);
         assert_eq!(prod.rule.as_deref(), Some("prod, prod-pairs"));
         let critical = policy_for(&rules, &facts("deploy", &["critical"], None), now).unwrap();
-        assert_eq!((critical.role, critical.rule.as_deref()), (Role::Operator, Some("prod-pairs")));
+        assert_eq!(
+            (critical.role, critical.rule.as_deref()),
+            (Role::Operator, Some("prod-pairs"))
+        );
 
-        let bad = rule("", "kind = \"\"\nrole = \"viewer\"\napprovals = 0\nexpires_secs = 5\n");
+        let bad = rule(
+            "",
+            "kind = \"\"\nrole = \"viewer\"\napprovals = 0\nexpires_secs = 5\n",
+        );
         assert_eq!(bad.validate(3).len(), 5, "{:?}", bad.validate(3));
-        assert!(toml::from_str::<PolicyRule>("name = \"x\"\nkind = \"deploy\"\nrole = \"admin\"\ncolour = 1\n").is_err());
+        assert!(
+            toml::from_str::<PolicyRule>(
+                "name = \"x\"\nkind = \"deploy\"\nrole = \"admin\"\ncolour = 1\n"
+            )
+            .is_err()
+        );
     }
 }

@@ -8,8 +8,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{Actor, DomainEvent};
 use crate::access::Role;
+use crate::{Actor, DomainEvent};
 
 /// The most a preview may hold (a diff, a plan); a longer one is cut and says so.
 pub const PREVIEW_MAX_BYTES: usize = 256 * 1024;

@@ -121,9 +121,7 @@ fn approval_error(id: &str, err: AggregateError<ApprovalError>) -> ApiError {
         AggregateError::UserError(ApprovalError::Forbidden(message)) => {
             ApiError::Forbidden(message)
         }
-        AggregateError::UserError(ApprovalError::Invalid(message)) => {
-            ApiError::BadRequest(message)
-        }
+        AggregateError::UserError(ApprovalError::Invalid(message)) => ApiError::BadRequest(message),
         AggregateError::UserError(err) => ApiError::Conflict(err.to_string()),
         other => ApiError::Unavailable(format!("the event store is unavailable: {other}")),
     }

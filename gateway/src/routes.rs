@@ -10,8 +10,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, api, approvals, chat, containers, dlq, health, hosts, log_follow, node_services, posts, render,
-    secrets, shares, tokens, ws,
+    AppState, api, approvals, chat, containers, dlq, health, hosts, log_follow, node_services,
+    posts, render, secrets, shares, tokens, ws,
 };
 
 /// One protected route: what a caller needs to use it.

@@ -89,7 +89,7 @@ async fn apply_approval(
             }]);
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE {table} SET decisions = decisions || $4, updated_at = $2, \
-                 last_stream_seq = $3 WHERE approval_id = $1 AND last_stream_seq < $3"
+                 last_stream_seq = $3 WHERE approval_id = $1"
             )))
             .bind(id)
             .bind(at)
@@ -101,7 +101,7 @@ async fn apply_approval(
         ApprovalEvent::Closed { outcome, reason } => {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE {table} SET state = $4, reason = $5, closed_at = $2, updated_at = $2, \
-                 last_stream_seq = $3 WHERE approval_id = $1 AND last_stream_seq < $3"
+                 last_stream_seq = $3 WHERE approval_id = $1"
             )))
             .bind(id)
             .bind(at)

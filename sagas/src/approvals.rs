@@ -77,9 +77,9 @@ pub async fn expire(
     let command = ApprovalCommand::Expire { now: Utc::now() };
     match execute(commands, approval_id, command, meta, 3).await {
         Ok(())
-        | Err(AggregateError::UserError(
-            ApprovalError::Closed(_) | ApprovalError::NotExpired(_),
-        )) => Ok(()),
+        | Err(AggregateError::UserError(ApprovalError::Closed(_) | ApprovalError::NotExpired(_))) => {
+            Ok(())
+        }
         Err(err) => Err(err),
     }
 }

@@ -51,8 +51,7 @@ async fn ask(bus: &bus::Bus, run: &str, policy: ApprovalPolicy) -> String {
 /// The approval as the inbox lists it once it shows `state`.
 async fn listed(base: &str, id: &str, state: &str) -> Value {
     wait_until(&format!("approval {id} {state}"), DEFAULT_WAIT, || async {
-        common::get_json(&common::http(), format!("{base}/api/approvals"))
-            .await["approvals"]
+        common::get_json(&common::http(), format!("{base}/api/approvals")).await["approvals"]
             .as_array()?
             .iter()
             .find(|a| a["approval_id"] == id && a["state"] == state)
@@ -80,17 +79,54 @@ async fn approvals_are_decided_by_their_policy(pool: PgPool) {
     let pending = listed(&base, &id, "pending").await;
     assert_eq!(pending["subject_kind"], "deploy");
     assert_eq!(pending["preview"]["format"], "diff");
-    assert_eq!(pending["requested_by"], json!({"kind": "user", "id": "alice"}));
-    let waiting = common::get_json(&common::http(), format!("{base}/api/approvals?state=pending")).await;
+    assert_eq!(
+        pending["requested_by"],
+        json!({"kind": "user", "id": "alice"})
+    );
+    let waiting = common::get_json(
+        &common::http(),
+        format!("{base}/api/approvals?state=pending"),
+    )
+    .await;
     assert_eq!(waiting["approvals"].as_array().unwrap().len(), 1);
 
     let url = |action: &str| format!("{base}/api/approvals/{id}/{action}");
     let refusals = [
-        (&vera, "approve", json!({}), StatusCode::FORBIDDEN, "needs the operator role"),
-        (&olga, "approve", json!({}), StatusCode::FORBIDDEN, "needs the admin role; olga is operator"),
-        (&alice, "approve", json!({}), StatusCode::FORBIDDEN, "alice asked for this and may not approve it"),
-        (&bob, "approve", json!({"comment": 1}), StatusCode::BAD_REQUEST, "invalid JSON body"),
-        (&bob, "approve", json!({"colour": "red"}), StatusCode::BAD_REQUEST, "unknown field"),
+        (
+            &vera,
+            "approve",
+            json!({}),
+            StatusCode::FORBIDDEN,
+            "needs the operator role",
+        ),
+        (
+            &olga,
+            "approve",
+            json!({}),
+            StatusCode::FORBIDDEN,
+            "needs the admin role; olga is operator",
+        ),
+        (
+            &alice,
+            "approve",
+            json!({}),
+            StatusCode::FORBIDDEN,
+            "alice asked for this and may not approve it",
+        ),
+        (
+            &bob,
+            "approve",
+            json!({"comment": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid JSON body",
+        ),
+        (
+            &bob,
+            "approve",
+            json!({"colour": "red"}),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
     ];
     for (token, action, body, status, message) in refusals {
         let (got, answer) = call(Method::POST, url(action), token, &body).await;
@@ -108,18 +144,41 @@ async fn approvals_are_decided_by_their_policy(pool: PgPool) {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
-    let (status, _) = call(Method::POST, format!("{base}/api/approvals/nope/approve"), &bob, &json!({})).await;
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/api/approvals/nope/approve"),
+        &bob,
+        &json!({}),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, answer) = call(Method::GET, format!("{base}/api/approvals?state=maybe"), TOKEN, &json!(null)).await;
+    let (status, answer) = call(
+        Method::GET,
+        format!("{base}/api/approvals?state=maybe"),
+        TOKEN,
+        &json!(null),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
 
     // Bob's approval is one of two; a second from him is refused.
-    let (status, answer) = call(Method::POST, url("approve"), &bob, &json!({"comment": "plan looks right"})).await;
+    let (status, answer) = call(
+        Method::POST,
+        url("approve"),
+        &bob,
+        &json!({"comment": "plan looks right"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["state"], "pending");
     let (status, answer) = call(Method::POST, url("approve"), &bob, &json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("bob already decided"));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bob already decided")
+    );
 
     // One an operator may decide, rejected with a reason.
     let rejected = ask(&bus, "run-2", policy(Role::Operator, 1, 3600)).await;
@@ -134,7 +193,10 @@ async fn approvals_are_decided_by_their_policy(pool: PgPool) {
     assert_eq!(answer["state"], "rejected");
     let row = listed(&base, &rejected, "rejected").await;
     assert_eq!(row["reason"], "rejected by olga: not during the stream");
-    assert_eq!(row["decisions"][0]["by"], json!({"kind": "user", "id": "olga"}));
+    assert_eq!(
+        row["decisions"][0]["by"],
+        json!({"kind": "user", "id": "olga"})
+    );
 
     // One nobody decided in time: listed as expired, a late decision refused and the expiry
     // recorded on the log.
@@ -148,9 +210,17 @@ async fn approvals_are_decided_by_their_policy(pool: PgPool) {
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("expired"));
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired")
+    );
     let log = common::envelopes(&bus, "approval", &late).await;
-    let closed = log.iter().find(|e| e.event_type == "approval.closed").expect("the expiry on the log");
+    let closed = log
+        .iter()
+        .find(|e| e.event_type == "approval.closed")
+        .expect("the expiry on the log");
     assert_eq!(closed.data["outcome"], "expired");
 
     // Carol approves the first in the Approvals room: the diff shown by line, her decision the
@@ -158,8 +228,12 @@ async fn approvals_are_decided_by_their_policy(pool: PgPool) {
     {
         use testkit::webdriver::Browser;
         let browser = Browser::start().await;
-        crate::dashboard_access::sign_in(&browser, &format!("{base}/#token={carol}"), "carol · admin")
-            .await;
+        crate::dashboard_access::sign_in(
+            &browser,
+            &format!("{base}/#token={carol}"),
+            "carol · admin",
+        )
+        .await;
         crate::dashboard::open_room(&browser, "approvals").await;
         let shown = wait_until("the pending approval in the room", DEFAULT_WAIT, || async {
             let shown = browser
@@ -176,11 +250,21 @@ async fn approvals_are_decided_by_their_policy(pool: PgPool) {
             shown.is_object().then_some(shown)
         })
         .await;
-        assert_eq!((shown["adds"].as_u64(), shown["dels"].as_u64()), (Some(1), Some(1)), "{shown}");
+        assert_eq!(
+            (shown["adds"].as_u64(), shown["dels"].as_u64()),
+            (Some(1), Some(1)),
+            "{shown}"
+        );
         assert_eq!(shown["decisions"], 1, "{shown}");
         assert_eq!(shown["approve"], true, "{shown}");
         assert_eq!(shown["badge"], "1", "{shown}");
-        assert!(shown["text"].as_str().unwrap().contains("needs 2 admin approvals"), "{shown}");
+        assert!(
+            shown["text"]
+                .as_str()
+                .unwrap()
+                .contains("needs 2 admin approvals"),
+            "{shown}"
+        );
         let png = browser.screenshot_png().await;
         let _ = std::fs::write(std::env::temp_dir().join("nebula-approvals.png"), &png);
         browser
@@ -194,7 +278,10 @@ async fn approvals_are_decided_by_their_policy(pool: PgPool) {
             ))
             .await;
         let granted = listed(&base, &id, "granted").await;
-        assert_eq!(granted["decisions"][1]["by"], json!({"kind": "user", "id": "carol"}));
+        assert_eq!(
+            granted["decisions"][1]["by"],
+            json!({"kind": "user", "id": "carol"})
+        );
         assert_eq!(granted["decisions"][1]["comment"], "ship it");
         assert_eq!(granted["reason"], "approved by 2 of 2, last by carol");
         wait_until("the badge cleared", DEFAULT_WAIT, || async {
