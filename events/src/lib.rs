@@ -8,6 +8,7 @@ pub mod access;
 pub mod approval;
 pub mod chat;
 pub mod container;
+pub mod deploy;
 pub mod dlq;
 mod envelope;
 pub mod host;

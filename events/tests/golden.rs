@@ -647,3 +647,96 @@ fn approval_events() {
         },
     );
 }
+
+#[test]
+fn deploy_events() {
+    use events::container::ContainerSpec;
+    use events::deploy::{
+        AppContainer, AppDefined, AppEvent, AppHealth, DeployEvent, DeployOutcome, DeployRequested,
+        DeployStep, DeployTrigger, Release,
+    };
+    let containers = vec![AppContainer {
+        name: "web".to_owned(),
+        spec: ContainerSpec {
+            image: "ghcr.io/example/web:1.2".to_owned(),
+            ports: vec!["8080:80".to_owned()],
+            env: [("API_KEY".to_owned(), "secret:web-api-key".to_owned())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        },
+    }];
+    let health = AppHealth {
+        http: Some("http://127.0.0.1:8080/health".to_owned()),
+        tcp: None,
+        timeout_secs: 60,
+    };
+    let release = |number: u32| Release {
+        number,
+        containers: containers.clone(),
+        health: health.clone(),
+        spec_hash: "9f2c1a0e5b7d4c3f8a6e1d0b2c4f6a8e9d7c5b3a1f0e2d4c6b8a0f1e3d5c7b9a".to_owned(),
+    };
+    golden(
+        "web",
+        AppEvent::Defined(AppDefined {
+            containers: containers.clone(),
+            health: health.clone(),
+            nodes: vec!["gpu-box".to_owned()],
+            labels: [("team".to_owned(), "media".to_owned())]
+                .into_iter()
+                .collect(),
+        }),
+    );
+    golden("web", AppEvent::Removed {});
+    golden("web", AppEvent::ReleaseCreated(release(2)));
+    golden(
+        "web",
+        AppEvent::ReleaseLive {
+            release: 2,
+            run_id: "0192f0c0-0000-7000-8000-0000000de901".to_owned(),
+        },
+    );
+    let run = "0192f0c0-0000-7000-8000-0000000de901";
+    golden(
+        run,
+        DeployEvent::Requested(Box::new(DeployRequested {
+            app: "web".to_owned(),
+            release: release(2),
+            previous: Some(release(1)),
+            nodes: vec!["gpu-box".to_owned()],
+            trigger: DeployTrigger::Manual,
+        })),
+    );
+    golden(
+        run,
+        DeployEvent::ApprovalAsked {
+            approval_id: "0192f0c0-0000-7000-8000-0000000a9901".to_owned(),
+        },
+    );
+    golden(
+        run,
+        DeployEvent::StepStarted {
+            step: DeployStep::Health,
+        },
+    );
+    golden(
+        run,
+        DeployEvent::StepFinished {
+            step: DeployStep::Health,
+            ok: false,
+            output: "16 checks in 60 s".to_owned(),
+            error: Some(
+                "not healthy within 60 s: GET http://127.0.0.1:8080/health answered 503".to_owned(),
+            ),
+        },
+    );
+    golden(
+        run,
+        DeployEvent::Finished {
+            outcome: DeployOutcome::RolledBack,
+            live_release: Some(1),
+            error: Some("not healthy within 60 s".to_owned()),
+        },
+    );
+}

@@ -5,6 +5,7 @@ mod access;
 mod agent_http;
 mod api;
 mod approvals;
+mod apps;
 mod assets;
 mod chat;
 mod containers;
@@ -162,6 +163,10 @@ pub struct AppState {
     pub(crate) container_state:
         Arc<bus::store::JetStreamStore<domain::container::ContainerCommand>>,
     pub(crate) host_commands: Arc<bus::store::Commands<domain::host::Host>>,
+    pub(crate) app_commands: Arc<bus::store::Commands<domain::deploy::App>>,
+    pub(crate) app_state: Arc<bus::store::JetStreamStore<domain::deploy::App>>,
+    pub(crate) run_commands: Arc<bus::store::Commands<domain::deploy::DeployRun>>,
+    pub(crate) run_state: Arc<bus::store::JetStreamStore<domain::deploy::DeployRun>>,
     pub(crate) approval_commands: Arc<bus::store::Commands<domain::approval::Approval>>,
     pub(crate) approval_state: Arc<bus::store::JetStreamStore<domain::approval::Approval>>,
     pub(crate) host_state: Arc<bus::store::JetStreamStore<domain::host::Host>>,
@@ -280,6 +285,10 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         container_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         container_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         host_commands: Arc::new(bus::store::commands(bus.clone(), ())),
+        app_commands: Arc::new(bus::store::commands(bus.clone(), ())),
+        app_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
+        run_commands: Arc::new(bus::store::commands(bus.clone(), ())),
+        run_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         approval_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         approval_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         host_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),

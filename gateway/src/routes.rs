@@ -10,8 +10,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, api, approvals, chat, containers, dlq, health, hosts, log_follow, node_services,
-    posts, render, secrets, shares, tokens, ws,
+    AppState, api, approvals, apps, chat, containers, dlq, health, hosts, log_follow,
+    node_services, posts, render, secrets, shares, tokens, ws,
 };
 
 /// One protected route: what a caller needs to use it.
@@ -60,6 +60,9 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/nodes/{id}", api::get_node),
         entry(Viewer, get.clone(), "/api/hosts", hosts::list),
         entry(Viewer, get.clone(), "/api/approvals", approvals::list),
+        entry(Viewer, get.clone(), "/api/apps", apps::list),
+        entry(Viewer, get.clone(), "/api/apps/{name}", apps::get),
+        entry(Viewer, get.clone(), "/api/deploys/{id}", apps::run),
         entry(Viewer, get.clone(), "/api/approvals/{id}", approvals::get),
         entry(
             Viewer,
@@ -236,6 +239,16 @@ fn table() -> Vec<Entry> {
             post.clone(),
             "/api/nodes/{id}/containers",
             containers::create,
+        ),
+        entry(Admin, post.clone(), "/api/apps", apps::create),
+        entry(Admin, put.clone(), "/api/apps/{name}", apps::update),
+        entry(Admin, delete.clone(), "/api/apps/{name}", apps::remove),
+        entry(Admin, post.clone(), "/api/apps/{name}/deploy", apps::deploy),
+        entry(
+            Admin,
+            post.clone(),
+            "/api/apps/{name}/rollback",
+            apps::rollback,
         ),
         entry(Admin, post.clone(), "/api/hosts", hosts::add),
         entry(Admin, delete.clone(), "/api/hosts/{name}", hosts::remove),

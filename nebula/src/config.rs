@@ -50,6 +50,10 @@ pub struct Config {
     pub fleet: fleet::Config,
     /// Hosts over SSH: metrics and remote commands (run with the dispatcher).
     pub hosts: hosts::Config,
+    /// The Deploy Center's executor (run with the dispatcher).
+    pub deploy: deploy::Config,
+    /// When something needs people's approval (`[[approvals.rules]]`).
+    pub approvals: deploy::ApprovalsConfig,
 }
 
 /// `[chat]`: what every bot shares, and each platform's own section.
@@ -111,6 +115,8 @@ impl Default for Config {
             post: posting::Config::default(),
             fleet: fleet::Config::default(),
             hosts: hosts::Config::default(),
+            deploy: deploy::Config::default(),
+            approvals: deploy::ApprovalsConfig::default(),
         }
     }
 }
@@ -247,6 +253,8 @@ impl Config {
             ("post", self.post.validate()),
             ("fleet", self.fleet.validate()),
             ("hosts", self.hosts.validate()),
+            ("deploy", self.deploy.validate()),
+            ("approvals", self.approvals.validate()),
         ];
         for (section, found) in sections {
             problems.extend(found.into_iter().map(|p| format!("{section}.{p}")));

@@ -27,7 +27,7 @@ pub enum Part {
     Agent,
     /// Places queued render jobs on nodes (one per system), routes container commands to the
     /// nodes that carry them out (and expires what nobody takes), runs commands on hosts over
-    /// SSH and reads their metrics, and relays the nodes' commands
+    /// SSH and reads their metrics, carries out deploy runs (and expires approvals), and relays the nodes' commands
     /// to the control plane's aggregates (`bus::remote`).
     Dispatcher,
     /// This node's render worker (and its ComfyUI supervisor, when configured).
@@ -173,13 +173,14 @@ async fn agent(ctx: Context, config: Config) -> anyhow::Result<Started> {
     })
 }
 
-/// The dispatcher, the container command router, the SSH side of hosts, and the relays through which the nodes'
+/// The dispatcher, the container command router, the SSH side of hosts, the deployer, and the relays through which the nodes'
 /// agents, render workers and ComfyUI supervisors have their commands decided (they may not
 /// write the event log themselves).
 async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
     render::dispatcher::start(&ctx, config.render.dispatcher);
     fleet::start(&ctx, config.fleet);
     hosts::start(&ctx, config.hosts);
+    deploy::start(&ctx, config.deploy, config.approvals);
     relay::<domain::node::Node>(&ctx, "relay-node", domain::node::node_may);
     relay::<domain::container::ContainerCommand>(
         &ctx,

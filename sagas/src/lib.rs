@@ -4,6 +4,7 @@
 pub mod access;
 pub mod approvals;
 pub mod containers;
+pub mod deploys;
 mod follow;
 pub mod hosts;
 

@@ -1,0 +1,311 @@
+//! The Deploy Center end to end against the real Docker engine: an app defined by an admin,
+//! each deploy approved by another admin (a rule asks for it), carried out by the deployer
+//! through the node's agent; a release whose check never passes rolled back automatically so
+//! the old one serves again; a rollback on demand; a rejected deploy touching nothing.
+
+use crate::common::{self, call, create_token};
+use crate::containers::{NODE, Stack, control, node_agent};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use testkit::docker::TEST_IMAGE;
+use testkit::{DEFAULT_WAIT, wait_until};
+
+/// The app's definition: one busybox web server answering `version` on `port` (or, when
+/// `version` is `None`, a container that never listens).
+fn app(port: u16, version: Option<&str>) -> Value {
+    let command = match version {
+        Some(version) => {
+            format!("echo {version} > /index.html && exec httpd -f -p 127.0.0.1:{port} -h /")
+        }
+        None => "exec sleep 3600".to_owned(),
+    };
+    json!({
+        "name": "web",
+        "containers": [{ "name": "web", "spec": {
+            "image": TEST_IMAGE, "command": ["sh", "-c", command], "network": "host",
+        }}],
+        "health": { "http": format!("http://127.0.0.1:{port}/index.html"), "timeout_secs": 4 },
+        "nodes": [NODE],
+    })
+}
+
+/// Asks for a deploy (or a rollback), approves or rejects it as `decider`, and waits for the
+/// run's end.
+async fn deploy(
+    base: &str,
+    asker: &str,
+    decider: &str,
+    path: &str,
+    body: Value,
+    approve: bool,
+) -> Value {
+    let (status, answer) = call(Method::POST, format!("{base}{path}"), asker, &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let run_id = answer["run_id"].as_str().unwrap().to_owned();
+    let approval = wait_until("the run's approval", DEFAULT_WAIT, || async {
+        let (_, run) = call(
+            Method::GET,
+            format!("{base}/api/deploys/{run_id}"),
+            asker,
+            &json!(null),
+        )
+        .await;
+        run["approval_id"].as_str().map(str::to_owned)
+    })
+    .await;
+    let action = if approve { "approve" } else { "reject" };
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/approvals/{approval}/{action}"),
+        decider,
+        &json!({"comment": "checked the plan"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    wait_until(
+        "the run to finish",
+        std::time::Duration::from_secs(90),
+        || async {
+            let (status, run) = call(
+                Method::GET,
+                format!("{base}/api/deploys/{run_id}?wait=5"),
+                asker,
+                &json!(null),
+            )
+            .await;
+            (status == StatusCode::OK).then_some(run)
+        },
+    )
+    .await
+}
+
+fn steps(run: &Value) -> Vec<String> {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}:{}",
+                s["step"].as_str().unwrap(),
+                s["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+async fn serving(port: u16) -> String {
+    common::http()
+        .get(format!("http://127.0.0.1:{port}/index.html"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// The app's containers on the engine, with their state.
+fn containers() -> Vec<String> {
+    let mut found: Vec<String> = testkit::docker::docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "label=nebula.app=web",
+        "--format",
+        "{{.Names}}:{{.State}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    found.sort();
+    found
+}
+
+struct RemoveApp;
+
+impl Drop for RemoveApp {
+    fn drop(&mut self) {
+        for line in containers() {
+            let name = line.split(':').next().unwrap_or_default().to_owned();
+            let _ = std::process::Command::new("docker")
+                .args(["-H", &testkit::docker::host(), "rm", "-f", &name])
+                .output();
+        }
+    }
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
+    let Stack {
+        nats,
+        state: _state,
+        config,
+        running,
+        base,
+    } = control(&pool, |config| {
+        config.approvals.rules = vec![
+            toml::from_str("name = \"every-deploy\"\nkind = \"deploy\"\nrole = \"admin\"\n")
+                .unwrap(),
+        ];
+        config.deploy.health_interval_secs = 0.2;
+        config.deploy.command_timeout_secs = 30.0;
+    })
+    .await;
+    let _agent = node_agent(&config, &nats, testkit::docker::host()).await;
+    let _cleanup = RemoveApp;
+    let alice = create_token(&base, "alice", "admin").await;
+    let bob = create_token(&base, "bob", "admin").await;
+    let port = testkit::free_port();
+
+    // Bad definitions are refused with their reasons.
+    let mut bad = app(port, Some("v1"));
+    bad["name"] = json!("Web App");
+    let (status, answer) = call(Method::POST, format!("{base}/api/apps"), &alice, &bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let mut bad = app(port, Some("v1"));
+    bad["containers"][0]["spec"]["image"] = json!("");
+    bad["nodes"] = json!([]);
+    let (status, answer) = call(Method::POST, format!("{base}/api/apps"), &alice, &bad).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("containers.web: image") && message.contains("at least one node"),
+        "{message}"
+    );
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/api/apps/nope/deploy"),
+        &alice,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Release 1, approved by another admin (the one who asked may not), is live.
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/apps"),
+        &alice,
+        &app(port, Some("v1")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let run = deploy(&base, &alice, &bob, "/api/apps/web/deploy", json!({}), true).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["release"], 1);
+    assert_eq!(steps(&run), ["approval:ok", "start_new:ok", "health:ok"]);
+    assert_eq!(serving(port).await, "v1");
+
+    // Release 2 never answers: rolled back, release 1 serves again, release 2 is gone.
+    let (status, _) = call(
+        Method::PUT,
+        format!("{base}/api/apps/web"),
+        &alice,
+        &app(port, None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let run = deploy(&base, &alice, &bob, "/api/apps/web/deploy", json!({}), true).await;
+    assert_eq!(run["status"], "rolled_back", "{run}");
+    assert_eq!(
+        (run["release"].as_u64(), run["live_release"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(
+        steps(&run),
+        [
+            "approval:ok",
+            "stop_old:ok",
+            "start_new:ok",
+            "health:failed",
+            "rollback:ok"
+        ]
+    );
+    assert!(
+        run["error"]
+            .as_str()
+            .unwrap()
+            .contains("not healthy within 4 s"),
+        "{run}"
+    );
+    assert_eq!(serving(port).await, "v1");
+    assert_eq!(containers(), ["web-web-r1:running"]);
+
+    // Release 3 goes live; a rollback on demand goes back to the last good one before it (1).
+    let (status, _) = call(
+        Method::PUT,
+        format!("{base}/api/apps/web"),
+        &alice,
+        &app(port, Some("v3")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let run = deploy(&base, &alice, &bob, "/api/apps/web/deploy", json!({}), true).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(serving(port).await, "v3");
+    assert_eq!(containers(), ["web-web-r1:exited", "web-web-r3:running"]);
+    let run = deploy(
+        &base,
+        &alice,
+        &bob,
+        "/api/apps/web/rollback",
+        json!({}),
+        true,
+    )
+    .await;
+    assert_eq!(
+        (run["status"].as_str(), run["release"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{run}"
+    );
+    assert_eq!(run["trigger"], "rollback");
+    assert_eq!(serving(port).await, "v1");
+
+    // A rejected deploy touches nothing.
+    let (status, _) = call(
+        Method::PUT,
+        format!("{base}/api/apps/web"),
+        &alice,
+        &app(port, Some("v4")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let run = deploy(
+        &base,
+        &alice,
+        &bob,
+        "/api/apps/web/deploy",
+        json!({}),
+        false,
+    )
+    .await;
+    assert_eq!(run["status"], "refused", "{run}");
+    assert_eq!(steps(&run), ["approval:failed"]);
+    assert_eq!(serving(port).await, "v1");
+
+    let (_, view) = call(
+        Method::GET,
+        format!("{base}/api/apps/web"),
+        &alice,
+        &json!(null),
+    )
+    .await;
+    assert_eq!(view["live_release"], 1, "{view}");
+    assert_eq!(view["releases"].as_array().unwrap().len(), 4);
+    assert_eq!(view["good_releases"], json!([1, 3]));
+    assert_eq!(view["runs"].as_array().unwrap().len(), 5);
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/apps/web/rollback"),
+        &alice,
+        &json!({"release": 9}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    running.shutdown().await;
+}
