@@ -2,7 +2,7 @@
 
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use events::node::{NodeDeregistered, NodeEvent, NodeRegistered};
+use events::node::{NodeDeregistered, NodeEvent, NodeRegistered, NodeTagsEvent};
 use serde::{Deserialize, Serialize};
 
 use crate::Event;
@@ -22,6 +22,8 @@ pub enum NodeError {
     NotRegistered,
     #[error("inventory is invalid: {0}")]
     InvalidInventory(String),
+    #[error("invalid tags: {0}")]
+    InvalidTags(String),
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -86,5 +88,41 @@ impl Aggregate for Node {
             }
             NodeEvent::Deregistered(_) => self.online = false,
         }
+    }
+}
+
+/// A node's tags, set by admins (never by the node: no relay carries this aggregate).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct NodeTags {
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum NodeTagsCommand {
+    Set(Vec<String>),
+}
+
+impl Aggregate for NodeTags {
+    const TYPE: &'static str = "node_tags";
+    type Command = NodeTagsCommand;
+    type Event = Event<NodeTagsEvent>;
+    type Error = NodeError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: NodeTagsCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), NodeError> {
+        let NodeTagsCommand::Set(tags) = command;
+        events::node::validate_tags(&tags).map_err(NodeError::InvalidTags)?;
+        sink.write(Event(NodeTagsEvent::Set { tags }), self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Event<NodeTagsEvent>) {
+        let NodeTagsEvent::Set { tags } = event.0;
+        self.tags = tags;
     }
 }

@@ -63,3 +63,42 @@ impl DomainEvent for NodeEvent {
         }
     }
 }
+
+/// A node's tags (`prod`, `gpu`, `lab`), set by an admin on the control plane (aggregate
+/// `node_tags`, id = the node id; a node cannot set its own): what approval rules match on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum NodeTagsEvent {
+    #[serde(rename = "node.tags_set")]
+    Set { tags: Vec<String> },
+}
+
+impl DomainEvent for NodeTagsEvent {
+    const AGGREGATE_TYPE: &'static str = "node_tags";
+    const SCHEMA_VERSION: u32 = 1;
+    const EVENT_TYPES: &'static [&'static str] = &["node.tags_set"];
+
+    fn event_type(&self) -> &'static str {
+        "node.tags_set"
+    }
+}
+
+/// Whether these tags may be set: at most 16, each 1-32 of `[a-z0-9-]`, none twice.
+pub fn validate_tags(tags: &[String]) -> Result<(), String> {
+    if tags.len() > 16 {
+        return Err("a node has at most 16 tags".to_owned());
+    }
+    for (index, tag) in tags.iter().enumerate() {
+        let valid = (1..=32).contains(&tag.len())
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !valid {
+            return Err(format!("tag {tag:?} must be 1-32 of a-z, 0-9 and '-'"));
+        }
+        if tags[..index].contains(tag) {
+            return Err(format!("tag {tag:?} is given twice"));
+        }
+    }
+    Ok(())
+}

@@ -740,3 +740,13 @@ fn deploy_events() {
         },
     );
 }
+
+#[test]
+fn node_tags_events() {
+    golden(
+        "gpu-box",
+        events::node::NodeTagsEvent::Set {
+            tags: vec!["prod".to_owned(), "gpu".to_owned()],
+        },
+    );
+}

@@ -28,6 +28,55 @@ pub(crate) async fn get_node(
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TagsBody {
+    tags: Vec<String>,
+}
+
+/// `GET /api/nodes/{id}/tags`: the tags admins gave the node (what approval rules match on).
+pub(crate) async fn get_tags(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let node_id: events::NodeId = id
+        .parse()
+        .map_err(|err| ApiError::BadRequest(format!("invalid node id: {err}")))?;
+    let tags = cqrs_es::EventStore::load_aggregate(&*state.tag_state, node_id.as_str())
+        .await
+        .map_err(|err| ApiError::Unavailable(format!("the event store is unavailable: {err}")))?
+        .state()
+        .tags
+        .clone();
+    Ok(Json(json!({ "node_id": node_id.as_str(), "tags": tags })))
+}
+
+/// `PUT /api/nodes/{id}/tags {"tags": ["prod", …]}` (admin): replaces them.
+pub(crate) async fn put_tags(
+    State(state): State<AppState>,
+    axum::Extension(principal): axum::Extension<crate::Principal>,
+    Path(id): Path<String>,
+    payload: Result<Json<TagsBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = crate::error::body(payload)?;
+    let node_id: events::NodeId = id
+        .parse()
+        .map_err(|err| ApiError::BadRequest(format!("invalid node id: {err}")))?;
+    events::node::validate_tags(&body.tags).map_err(ApiError::BadRequest)?;
+    bus::store::execute(
+        &state.tag_commands,
+        node_id.as_str(),
+        domain::node::NodeTagsCommand::Set(body.tags.clone()),
+        principal.meta(),
+        3,
+    )
+    .await
+    .map_err(|err| ApiError::Unavailable(format!("the event store is unavailable: {err}")))?;
+    Ok(Json(
+        json!({ "node_id": node_id.as_str(), "tags": body.tags }),
+    ))
+}
+
 /// Refuses a query with a parameter not in `known` (a typo would otherwise be ignored).
 /// The longest `?wait=` a caller may ask for.
 const MAX_WAIT_SECS: f64 = 120.0;

@@ -1,5 +1,5 @@
 //! The Deploy Center end to end against the real Docker engine: an app defined by an admin,
-//! each deploy approved by another admin (a rule asks for it), carried out by the deployer
+//! each deploy to its node (tagged `prod`) approved by another admin (a rule asks for it), carried out by the deployer
 //! through the node's agent; a release whose check never passes rolled back automatically so
 //! the old one serves again; a rollback on demand; a rejected deploy touching nothing.
 
@@ -185,6 +185,27 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // The node is tagged prod by an admin: deploys to it need another admin's approval.
+    let tags = format!("{base}/api/nodes/{NODE}/tags");
+    let (status, answer) = call(
+        Method::PUT,
+        tags.clone(),
+        &alice,
+        &json!({"tags": ["Prod!"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, answer) = call(
+        Method::PUT,
+        tags.clone(),
+        &alice,
+        &json!({"tags": ["prod", "gpu"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (_, answer) = call(Method::GET, tags, &alice, &json!(null)).await;
+    assert_eq!(answer["tags"], json!(["prod", "gpu"]));
 
     // Release 1, approved by another admin (the one who asked may not), is live.
     let (status, answer) = call(

@@ -174,9 +174,28 @@ impl Deployer {
         requested: &DeployRequested,
         state: &DeployRun,
     ) -> bool {
+        let mut node_tags: Vec<String> = Vec::new();
+        for node in &requested.nodes {
+            match self.tag_state.load_aggregate(node).await {
+                Ok(loaded) => node_tags.extend(loaded.state().tags.iter().cloned()),
+                Err(err) => {
+                    // Unknown tags could let a deploy past a rule: refuse rather than guess.
+                    let error = format!("the tags of node {node} could not be read: {err}");
+                    self.finish(
+                        run_id,
+                        run,
+                        DeployOutcome::Failed,
+                        requested.previous.as_ref().map(|r| r.number),
+                        Some(error),
+                    )
+                    .await;
+                    return false;
+                }
+            }
+        }
         let facts = Facts {
             kind: "deploy".to_owned(),
-            node_tags: Vec::new(),
+            node_tags,
             gpu_minutes: None,
         };
         let approval_id = match (
