@@ -328,5 +328,99 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+
+    // The Apps room: releases with the live one marked, every run with its steps; a rollback
+    // to release 3 asked from its row, approved by bob, goes live.
+    {
+        use testkit::webdriver::Browser;
+        let browser = Browser::start().await;
+        crate::dashboard_access::sign_in(
+            &browser,
+            &format!("{base}/#token={alice}"),
+            "alice · admin",
+        )
+        .await;
+        crate::dashboard::open_room(&browser, "apps").await;
+        let shown = wait_until("the app's runs in the room", DEFAULT_WAIT, || async {
+            let shown = browser
+                .eval(
+                    "const runs = Array.from(document.querySelectorAll('#app-runs li[data-run]'));
+                     if (runs.length < 5) return null;
+                     return { runs: runs.map((r) => r.dataset.status),
+                              live: Array.from(document.querySelectorAll('#app-releases tr.live')).map((r) => r.dataset.release),
+                              rolledBackSteps: Array.from(runs.find((r) => r.dataset.status === 'rolled_back').querySelectorAll('li[data-step]')).map((s) => s.dataset.step + ':' + s.dataset.status) };",
+                )
+                .await;
+            shown.is_object().then_some(shown)
+        })
+        .await;
+        assert_eq!(
+            shown["runs"],
+            json!([
+                "refused",
+                "succeeded",
+                "succeeded",
+                "rolled_back",
+                "succeeded"
+            ]),
+            "{shown}"
+        );
+        assert_eq!(shown["live"], json!(["1"]), "{shown}");
+        assert_eq!(
+            shown["rolledBackSteps"],
+            json!([
+                "approval:ok",
+                "stop_old:ok",
+                "start_new:ok",
+                "health:failed",
+                "rollback:ok"
+            ])
+        );
+        let png = browser.screenshot_png().await;
+        let _ = std::fs::write(std::env::temp_dir().join("nebula-apps.png"), &png);
+        browser
+            .eval("document.querySelector('#app-releases tr[data-release=\"3\"] button[data-action=rollback]').click(); return true;")
+            .await;
+        let run_id = wait_until("the rollback asked from the room", DEFAULT_WAIT, || async {
+            let (_, view) = call(
+                Method::GET,
+                format!("{base}/api/apps/web"),
+                &alice,
+                &json!(null),
+            )
+            .await;
+            let latest = view["runs"].get(0)?.clone();
+            (latest["release"] == 3 && latest["trigger"] == "rollback")
+                .then(|| latest["run_id"].as_str().unwrap().to_owned())
+        })
+        .await;
+        let approval = wait_until("the rollback's approval", DEFAULT_WAIT, || async {
+            let (_, run) = call(
+                Method::GET,
+                format!("{base}/api/deploys/{run_id}"),
+                &alice,
+                &json!(null),
+            )
+            .await;
+            run["approval_id"].as_str().map(str::to_owned)
+        })
+        .await;
+        let (status, _) = call(
+            Method::POST,
+            format!("{base}/api/approvals/{approval}/approve"),
+            &bob,
+            &json!({}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        wait_until("release 3 live in the room", std::time::Duration::from_secs(60), || async {
+            let live = browser
+                .eval("const r = document.querySelector('#app-releases tr.live'); return r ? r.dataset.release : null;")
+                .await;
+            (live == "3").then_some(())
+        })
+        .await;
+        assert_eq!(serving(port).await, "v3");
+    }
     running.shutdown().await;
 }
