@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::DomainEvent;
 use crate::container::ContainerSpec;
 
+/// In a check's address, each node's own host (from its agent's address); the check is then
+/// made against every node.
+pub const NODE_HOST: &str = "{node_host}";
+
 /// Most output a step keeps (the rest is cut, and says so).
 pub const STEP_OUTPUT_MAX_BYTES: usize = 16 * 1024;
 

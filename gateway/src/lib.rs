@@ -15,6 +15,7 @@ mod health;
 mod hosts;
 mod hub;
 mod log_follow;
+mod market;
 mod node_services;
 mod posts;
 mod render;
@@ -70,6 +71,9 @@ pub struct Config {
     /// How long a container command may wait for its node's agent to take it before it
     /// expires (and is never run).
     pub container_command_timeout_secs: f64,
+    /// Marketplace catalogs beside the built-in one: URLs answering
+    /// `{"templates": {"<id>": <template>}}` (read when the marketplace is listed).
+    pub marketplace_catalogs: Vec<String>,
 }
 
 impl Default for Config {
@@ -84,6 +88,7 @@ impl Default for Config {
             ws_max_message_bytes: 64 * 1024,
             log_follow_bytes_per_sec: 256 * 1024,
             container_command_timeout_secs: 60.0,
+            marketplace_catalogs: Vec::new(),
         }
     }
 }
@@ -91,6 +96,13 @@ impl Default for Config {
 impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        for url in &self.marketplace_catalogs {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                problems.push(format!(
+                    "marketplace_catalogs: {url:?} is not an http(s) URL"
+                ));
+            }
+        }
         if self.ws_client_buffer < 16 {
             problems.push("ws_client_buffer must be at least 16".to_owned());
         }

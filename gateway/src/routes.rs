@@ -10,7 +10,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, api, approvals, apps, chat, containers, dlq, health, hosts, log_follow,
+    AppState, api, approvals, apps, chat, containers, dlq, health, hosts, log_follow, market,
     node_services, posts, render, secrets, shares, tokens, ws,
 };
 
@@ -62,6 +62,7 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/hosts", hosts::list),
         entry(Viewer, get.clone(), "/api/approvals", approvals::list),
         entry(Viewer, get.clone(), "/api/apps", apps::list),
+        entry(Viewer, get.clone(), "/api/marketplace", market::list),
         entry(Viewer, get.clone(), "/api/apps/{name}", apps::get),
         entry(Viewer, get.clone(), "/api/deploys/{id}", apps::run),
         entry(Viewer, get.clone(), "/api/approvals/{id}", approvals::get),
@@ -243,6 +244,12 @@ fn table() -> Vec<Entry> {
         ),
         entry(Admin, put.clone(), "/api/nodes/{id}/tags", api::put_tags),
         entry(Admin, post.clone(), "/api/apps", apps::create),
+        entry(
+            Admin,
+            post.clone(),
+            "/api/marketplace/{id}/install",
+            market::install,
+        ),
         entry(Admin, put.clone(), "/api/apps/{name}", apps::update),
         entry(Admin, delete.clone(), "/api/apps/{name}", apps::remove),
         entry(Admin, post.clone(), "/api/apps/{name}/deploy", apps::deploy),

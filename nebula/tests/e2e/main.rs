@@ -17,6 +17,7 @@ mod deploys;
 mod discord;
 mod gateway;
 mod hosts;
+mod market;
 mod nats_auth;
 mod posting;
 mod projector_crash;

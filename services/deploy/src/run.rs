@@ -14,7 +14,9 @@ use domain::deploy::{AppCommand, DeployCommand, DeployRun};
 use events::Actor;
 use events::approval::{ApprovalSubject, Outcome, Preview, PreviewFormat};
 use events::container::ContainerAction;
-use events::deploy::{DeployOutcome, DeployRequested, DeployStep, Release, container_name};
+use events::deploy::{
+    DeployOutcome, DeployRequested, DeployStep, NODE_HOST, Release, container_name,
+};
 use supervise::HealthConfig;
 
 use crate::{Deployer, Pending, secs};
@@ -142,7 +144,7 @@ impl Deployer {
         }
         self.record(run_id, run, DeployCommand::StartStep(DeployStep::Health))
             .await;
-        let healthy = self.check(&requested.release).await;
+        let healthy = self.check(&requested.nodes, &requested.release).await;
         if let Err(error) = self.step(run_id, run, DeployStep::Health, healthy).await {
             return self.undo(run_id, run, &requested, touched, error).await;
         }
@@ -462,25 +464,67 @@ impl Deployer {
         }
     }
 
-    /// Waits until `release`'s check passes, up to its timeout.
-    async fn check(&self, release: &Release) -> StepResult {
+    /// Waits until `release`'s check passes on every node (the check naming `{node_host}` is
+    /// made against each node's own address), up to its timeout.
+    async fn check(&self, nodes: &[String], release: &Release) -> StepResult {
         let health = &release.health;
         if health.http.is_none() && health.tcp.is_none() {
             return Ok("no check configured: started counts as healthy".to_owned());
         }
-        let config = HealthConfig {
-            http: health.http.clone(),
-            tcp: health.tcp.clone(),
-            timeout_secs: 3.0,
-            ..HealthConfig::default()
+        let per_node = health
+            .http
+            .iter()
+            .chain(&health.tcp)
+            .any(|address| address.contains(NODE_HOST));
+        let mut output = String::new();
+        let targets: Vec<Option<&String>> = if per_node {
+            nodes.iter().map(Some).collect()
+        } else {
+            vec![None]
         };
+        for node in targets {
+            let host = match node {
+                Some(node) => match self.node_host(node).await {
+                    Ok(host) => Some(host),
+                    Err(err) => return Err((output, err)),
+                },
+                None => None,
+            };
+            let fill = |address: &String| match &host {
+                Some(host) => address.replace(NODE_HOST, host),
+                None => address.clone(),
+            };
+            let config = HealthConfig {
+                http: health.http.as_ref().map(fill),
+                tcp: health.tcp.as_ref().map(fill),
+                timeout_secs: 3.0,
+                ..HealthConfig::default()
+            };
+            let prefix = node.map_or_else(String::new, |node| format!("{node}: "));
+            match self.check_one(&config, health.timeout_secs).await {
+                Ok(line) => {
+                    let _ = writeln!(output, "{prefix}{line}");
+                }
+                Err((line, err)) => {
+                    let _ = writeln!(output, "{prefix}{line}");
+                    return Err((output, format!("{prefix}{err}")));
+                }
+            }
+        }
+        Ok(output)
+    }
+
+    async fn check_one(
+        &self,
+        config: &HealthConfig,
+        timeout_secs: u32,
+    ) -> Result<String, (String, String)> {
         let started = tokio::time::Instant::now();
-        let deadline = started + Duration::from_secs(u64::from(health.timeout_secs));
+        let deadline = started + Duration::from_secs(u64::from(timeout_secs));
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let last = supervise::target::check(&config, &self.http).await;
-            match last {
+            match supervise::target::check(config, &self.http).await {
                 Ok(()) => {
                     return Ok(format!(
                         "healthy after {:.1} s ({attempts} checks)",
@@ -489,13 +533,40 @@ impl Deployer {
                 }
                 Err(reason) if tokio::time::Instant::now() >= deadline => {
                     return Err((
-                        format!("{attempts} checks in {} s", health.timeout_secs),
-                        format!("not healthy within {} s: {reason}", health.timeout_secs),
+                        format!("{attempts} checks in {timeout_secs} s"),
+                        format!("not healthy within {timeout_secs} s: {reason}"),
                     ));
                 }
                 Err(_) => tokio::time::sleep(secs(self.config.health_interval_secs)).await,
             }
         }
+    }
+
+    /// The host a node's agent advertises (what `{node_host}` becomes).
+    async fn node_host(&self, node: &str) -> Result<String, String> {
+        let state = self
+            .node_state
+            .load_aggregate(node)
+            .await
+            .map_err(|err| format!("node {node} could not be read: {err}"))?;
+        let url = state
+            .state()
+            .inventory
+            .as_ref()
+            .and_then(|inventory| inventory.agent_url.clone())
+            .ok_or_else(|| {
+                format!("node {node} has no known address (its agent advertises none)")
+            })?;
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+        let authority = rest.split('/').next().unwrap_or_default();
+        let host = match authority.rsplit_once(':') {
+            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+            _ => authority,
+        };
+        if host.is_empty() {
+            return Err(format!("node {node}'s agent address {url:?} names no host"));
+        }
+        Ok(host.to_owned())
     }
 
     /// After a failure: the new release removed, and the old one (when the run had touched it)
@@ -525,7 +596,7 @@ impl Deployer {
         let back = match self.start_release(run, requested, previous).await {
             Ok(started) => {
                 output.push_str(&started);
-                self.check(previous).await.map(|healthy| {
+                self.check(&requested.nodes, previous).await.map(|healthy| {
                     output.push_str(&healthy);
                     output.clone()
                 })
