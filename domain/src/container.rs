@@ -141,7 +141,9 @@ impl Aggregate for ContainerCommand {
                 if self.status.is_some() {
                     return Err(ContainerCommandError::AlreadyRequested);
                 }
-                ContainerAction::validate_container(requested.action.container())
+                requested
+                    .action
+                    .validate()
                     .map_err(ContainerCommandError::Invalid)?;
                 if let ContainerAction::Create { spec, .. } = &requested.action {
                     let problems = spec.validate();

@@ -26,6 +26,16 @@ pub enum AppCommand {
         release: u32,
         run_id: String,
     },
+    /// A signed webhook; refused when its delivery was recorded before.
+    RecordWebhook {
+        delivery: String,
+        reference: String,
+        commit: String,
+    },
+    RefuseWebhook {
+        delivery: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -38,6 +48,8 @@ pub enum AppError {
     NotNextRelease(u32, u32),
     #[error("the app has no release {0}")]
     NoSuchRelease(u32),
+    #[error("webhook delivery {0} was received before")]
+    DuplicateDelivery(String),
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -47,6 +59,8 @@ pub struct App {
     pub live: Option<u32>,
     /// Every release that went live, oldest first (what a rollback may go back to).
     pub good: Vec<u32>,
+    /// The last webhook deliveries received (a redelivery is recognised).
+    pub deliveries: std::collections::VecDeque<String>,
 }
 
 impl App {
@@ -101,6 +115,25 @@ impl Aggregate for App {
                     .ok_or(AppError::NoSuchRelease(release))?;
                 AppEvent::ReleaseLive { release, run_id }
             }
+            AppCommand::RecordWebhook {
+                delivery,
+                reference,
+                commit,
+            } => {
+                self.defined.as_ref().ok_or(AppError::NotFound)?;
+                if self.deliveries.contains(&delivery) {
+                    return Err(AppError::DuplicateDelivery(delivery));
+                }
+                AppEvent::WebhookReceived {
+                    delivery,
+                    reference,
+                    commit,
+                }
+            }
+            AppCommand::RefuseWebhook { delivery, reason } => {
+                self.defined.as_ref().ok_or(AppError::NotFound)?;
+                AppEvent::WebhookRefused { delivery, reason }
+            }
         };
         sink.write(Event(event), self).await;
         Ok(())
@@ -114,6 +147,13 @@ impl Aggregate for App {
                 self.live = None;
             }
             AppEvent::ReleaseCreated(release) => self.releases.push(release),
+            AppEvent::WebhookReceived { delivery, .. } => {
+                if self.deliveries.len() >= 256 {
+                    self.deliveries.pop_front();
+                }
+                self.deliveries.push_back(delivery);
+            }
+            AppEvent::WebhookRefused { .. } => {}
             AppEvent::ReleaseLive { release, .. } => {
                 self.live = Some(release);
                 self.good.retain(|r| *r != release);
@@ -157,6 +197,40 @@ pub fn validate_app(app: &AppDefined) -> Vec<String> {
     }
     if app.nodes.is_empty() {
         problems.push("an app runs on at least one node".to_owned());
+    }
+    let builds = app
+        .containers
+        .iter()
+        .filter(|c| c.spec.image == events::deploy::BUILD_IMAGE)
+        .count();
+    match &app.git {
+        Some(git) => {
+            if builds == 0 {
+                problems.push("an app with a git source runs its build: give a container the image \"{build}\"".to_owned());
+            }
+            let probe = events::container::ContainerAction::Build {
+                image: "nebula-build/x:1".to_owned(),
+                repo: git.repo.clone(),
+                commit: "0".repeat(40),
+                dockerfile: git.dockerfile.clone(),
+            };
+            if let Err(err) = probe.validate() {
+                problems.push(format!("git: {err}"));
+            }
+            let branch_ok = !git.branch.is_empty()
+                && !git.branch.starts_with('-')
+                && git
+                    .branch
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'));
+            if !branch_ok {
+                problems.push(format!("git.branch {:?} is not a branch name", git.branch));
+            }
+        }
+        None if builds > 0 => {
+            problems.push("the image \"{build}\" needs a git source to build from".to_owned());
+        }
+        None => {}
     }
     for node in &app.nodes {
         if let Err(err) = node.parse::<events::NodeId>() {
@@ -329,6 +403,7 @@ mod tests {
 
     fn defined() -> AppDefined {
         AppDefined {
+            git: None,
             containers: vec![AppContainer {
                 name: "web".into(),
                 spec: ContainerSpec {
@@ -348,6 +423,7 @@ mod tests {
             containers: defined().containers,
             health: AppHealth::default(),
             spec_hash: "h".into(),
+            build: None,
         }
     }
 

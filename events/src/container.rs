@@ -37,6 +37,14 @@ pub enum ContainerAction {
         container: String,
         spec: Box<ContainerSpec>,
     },
+    /// Build `image` on the node from `commit` of the git repository `repo`, with the
+    /// Dockerfile at `dockerfile` (relative to the repository's root).
+    Build {
+        image: String,
+        repo: String,
+        commit: String,
+        dockerfile: String,
+    },
 }
 
 /// What a container is made from. Environment values written `secret:NAME` are vault secrets:
@@ -214,6 +222,7 @@ impl ContainerAction {
             | ContainerAction::Restart { container, .. }
             | ContainerAction::Remove { container, .. }
             | ContainerAction::Create { container, .. } => container,
+            ContainerAction::Build { image, .. } => image,
         }
     }
 
@@ -225,7 +234,52 @@ impl ContainerAction {
             ContainerAction::Restart { .. } => "restart",
             ContainerAction::Remove { .. } => "remove",
             ContainerAction::Create { .. } => "create",
+            ContainerAction::Build { .. } => "build",
         }
+    }
+
+    /// Every problem of the action's own fields (a container's name; a build's image, repository,
+    /// commit and Dockerfile path).
+    pub fn validate(&self) -> Result<(), String> {
+        let ContainerAction::Build {
+            image,
+            repo,
+            commit,
+            dockerfile,
+        } = self
+        else {
+            return ContainerAction::validate_container(self.container());
+        };
+        let image_ok = (1..=200).contains(&image.len())
+            && image.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'/' | b'.' | b'_' | b':' | b'-')
+            });
+        if !image_ok {
+            return Err(format!("image {image:?} is not an image name"));
+        }
+        if repo.is_empty()
+            || repo.len() > 1024
+            || repo.chars().any(char::is_whitespace)
+            || repo.starts_with('-')
+        {
+            return Err(format!("repo {repo:?} is not a repository URL or path"));
+        }
+        if commit.len() != 40 || !commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("commit {commit:?} is not a full commit id"));
+        }
+        if dockerfile.is_empty()
+            || dockerfile.starts_with('/')
+            || dockerfile
+                .split('/')
+                .any(|part| part == ".." || part.is_empty())
+        {
+            return Err(format!(
+                "dockerfile {dockerfile:?} must be a path inside the repository"
+            ));
+        }
+        Ok(())
     }
 
     /// Whether `container` is a name or id Docker could hold: 1 to 128 of `[a-zA-Z0-9_.-]`,

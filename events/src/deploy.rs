@@ -48,9 +48,47 @@ impl Default for AppHealth {
     }
 }
 
+/// In a container's image: the image each release builds from the app's git source.
+pub const BUILD_IMAGE: &str = "{build}";
+
+/// Where an app's own code comes from: a branch of a git repository with a Dockerfile, built on
+/// each node for every release (the release pins the commit).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitSource {
+    /// A URL or path the control plane and the nodes can fetch from.
+    pub repo: String,
+    pub branch: String,
+    /// Relative to the repository's root.
+    #[serde(default = "default_dockerfile")]
+    pub dockerfile: String,
+    /// The vault secret that signs this app's git webhooks (`X-Hub-Signature-256`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    /// Deploy when the branch moves, looked at every `deploy.git_poll_secs`.
+    #[serde(default)]
+    pub poll: bool,
+}
+
+fn default_dockerfile() -> String {
+    "Dockerfile".to_owned()
+}
+
+/// What a release builds: the commit, and the image it becomes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildSource {
+    pub repo: String,
+    pub commit: String,
+    pub dockerfile: String,
+    pub image: String,
+}
+
 /// What an app is: its containers, its check and the nodes it runs on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppDefined {
+    /// Its own code, when it is built rather than pulled (containers name the built image
+    /// `{build}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitSource>,
     pub containers: Vec<AppContainer>,
     #[serde(default)]
     pub health: AppHealth,
@@ -69,6 +107,9 @@ pub struct Release {
     pub health: AppHealth,
     /// SHA-256 of the canonical JSON of `containers` and `health`.
     pub spec_hash: String,
+    /// The commit it is built from, for an app with a git source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +125,16 @@ pub enum AppEvent {
     /// `release` passed its check on every node: it is what runs now.
     #[serde(rename = "app.release_live")]
     ReleaseLive { release: u32, run_id: String },
+    /// A signed git webhook (`delivery`: its id; a second delivery of it changes nothing).
+    #[serde(rename = "app.webhook_received")]
+    WebhookReceived {
+        delivery: String,
+        reference: String,
+        commit: String,
+    },
+    /// A webhook refused (a bad or missing signature), so the log shows who knocked.
+    #[serde(rename = "app.webhook_refused")]
+    WebhookRefused { delivery: String, reason: String },
 }
 
 impl DomainEvent for AppEvent {
@@ -94,6 +145,8 @@ impl DomainEvent for AppEvent {
         "app.removed",
         "app.release_created",
         "app.release_live",
+        "app.webhook_received",
+        "app.webhook_refused",
     ];
 
     fn event_type(&self) -> &'static str {
@@ -102,6 +155,8 @@ impl DomainEvent for AppEvent {
             AppEvent::Removed {} => "app.removed",
             AppEvent::ReleaseCreated(_) => "app.release_created",
             AppEvent::ReleaseLive { .. } => "app.release_live",
+            AppEvent::WebhookReceived { .. } => "app.webhook_received",
+            AppEvent::WebhookRefused { .. } => "app.webhook_refused",
         }
     }
 }
@@ -136,6 +191,8 @@ pub struct DeployRequested {
 #[serde(rename_all = "snake_case")]
 pub enum DeployStep {
     Approval,
+    /// The release's image built on each node (apps with a git source).
+    Build,
     StopOld,
     StartNew,
     Health,
@@ -146,6 +203,7 @@ impl DeployStep {
     pub fn as_str(self) -> &'static str {
         match self {
             DeployStep::Approval => "approval",
+            DeployStep::Build => "build",
             DeployStep::StopOld => "stop_old",
             DeployStep::StartNew => "start_new",
             DeployStep::Health => "health",

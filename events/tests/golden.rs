@@ -676,10 +676,23 @@ fn deploy_events() {
         containers: containers.clone(),
         health: health.clone(),
         spec_hash: "9f2c1a0e5b7d4c3f8a6e1d0b2c4f6a8e9d7c5b3a1f0e2d4c6b8a0f1e3d5c7b9a".to_owned(),
+        build: Some(events::deploy::BuildSource {
+            repo: "https://git.example.com/me/web.git".to_owned(),
+            commit: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_owned(),
+            dockerfile: "Dockerfile".to_owned(),
+            image: "nebula-build/web:4b825dc642cb".to_owned(),
+        }),
     };
     golden(
         "web",
         AppEvent::Defined(AppDefined {
+            git: Some(events::deploy::GitSource {
+                repo: "https://git.example.com/me/web.git".to_owned(),
+                branch: "main".to_owned(),
+                dockerfile: "Dockerfile".to_owned(),
+                webhook_secret: Some("web-webhook".to_owned()),
+                poll: true,
+            }),
             containers: containers.clone(),
             health: health.clone(),
             nodes: vec!["gpu-box".to_owned()],
@@ -689,6 +702,21 @@ fn deploy_events() {
         }),
     );
     golden("web", AppEvent::Removed {});
+    golden(
+        "web",
+        AppEvent::WebhookReceived {
+            delivery: "72d3162e-cc78-11e3-81ab-4c9367dc0958".to_owned(),
+            reference: "refs/heads/main".to_owned(),
+            commit: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_owned(),
+        },
+    );
+    golden(
+        "web",
+        AppEvent::WebhookRefused {
+            delivery: "72d3162e-cc78-11e3-81ab-4c9367dc0959".to_owned(),
+            reason: "the signature does not match".to_owned(),
+        },
+    );
     golden("web", AppEvent::ReleaseCreated(release(2)));
     golden(
         "web",

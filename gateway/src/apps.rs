@@ -39,6 +39,11 @@ fn request_error(err: DeployRequestError) -> ApiError {
         DeployRequestError::NoRelease(message) => ApiError::Conflict(message),
         DeployRequestError::App(err) => app_error(err),
         DeployRequestError::Run(err) => unavailable(err),
+        // the repository answered nothing usable: the caller's source is what to fix
+        DeployRequestError::Source(message) => ApiError::Rejected {
+            status: StatusCode::BAD_GATEWAY,
+            message,
+        },
     }
 }
 
@@ -78,6 +83,8 @@ pub(crate) async fn get(
 pub(crate) struct AppBody {
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    git: Option<events::deploy::GitSource>,
     containers: Vec<AppContainer>,
     #[serde(default)]
     health: AppHealth,
@@ -89,6 +96,7 @@ pub(crate) struct AppBody {
 impl AppBody {
     fn defined(self) -> AppDefined {
         AppDefined {
+            git: self.git,
             containers: self.containers,
             health: self.health,
             nodes: self.nodes,

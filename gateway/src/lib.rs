@@ -12,6 +12,7 @@ mod containers;
 mod dlq;
 mod error;
 mod health;
+mod hooks;
 mod hosts;
 mod hub;
 mod log_follow;
@@ -218,6 +219,12 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         // Share links: the random token is the capability, for one shared output.
         .route("/share/{file}", get(shares::shared))
+        // Git webhooks: the body's signature under the app's secret is the capability.
+        .route(
+            "/api/apps/{name}/hooks/git",
+            axum::routing::post(hooks::git)
+                .layer(axum::extract::DefaultBodyLimit::max(hooks::MAX_BODY)),
+        )
         .merge(assets::router())
         .merge(protected)
         .fallback(api::not_found)

@@ -349,6 +349,7 @@ impl Template {
         };
         Ok(Rendered {
             app: AppDefined {
+                git: None,
                 containers,
                 health,
                 nodes,

@@ -12,8 +12,8 @@ use cqrs_es::{AggregateError, EventStore};
 use domain::deploy::{App, AppCommand, AppError, DeployCommand, DeployError, DeployRun};
 use events::DomainEvent;
 use events::deploy::{
-    AppContainer, AppEvent, AppHealth, DeployEvent, DeployOutcome, DeployRequested, DeployStep,
-    DeployTrigger, Release,
+    AppContainer, AppEvent, AppHealth, BUILD_IMAGE, BuildSource, DeployEvent, DeployOutcome,
+    DeployRequested, DeployStep, DeployTrigger, Release,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -29,6 +29,31 @@ pub enum DeployRequestError {
     App(#[from] AggregateError<AppError>),
     #[error(transparent)]
     Run(#[from] AggregateError<DeployError>),
+    /// The git source could not be read.
+    #[error("{0}")]
+    Source(String),
+}
+
+/// The commit `branch` of `repo` points at now (asked of the remote, nothing cloned).
+pub async fn branch_head(repo: &str, branch: &str) -> Result<String, String> {
+    let (repo, branch) = (repo.to_owned(), branch.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut remote = git2::Remote::create_detached(repo.as_str())
+            .map_err(|err| format!("git source {repo}: {}", err.message()))?;
+        remote
+            .connect(git2::Direction::Fetch)
+            .map_err(|err| format!("git source {repo} cannot be read: {}", err.message()))?;
+        let wanted = format!("refs/heads/{branch}");
+        let head = remote
+            .list()
+            .map_err(|err| format!("git source {repo}: {}", err.message()))?
+            .iter()
+            .find(|r| r.name() == wanted)
+            .map(|r| r.oid().to_string());
+        head.ok_or_else(|| format!("git source {repo} has no branch {branch}"))
+    })
+    .await
+    .map_err(|err| format!("the git source could not be read: {err}"))?
 }
 
 /// SHA-256 (hex) of a release's containers and check, as canonical JSON.
@@ -69,15 +94,44 @@ pub async fn deploy(
     let Some(defined) = &app.defined else {
         return Err(DeployRequestError::NoApp(name.to_owned()));
     };
-    let hash = spec_hash(&defined.containers, &defined.health);
+    // An app built from git: its branch's head now, and the image that commit becomes.
+    let build = match &defined.git {
+        None => None,
+        Some(git) => {
+            let commit = branch_head(&git.repo, &git.branch)
+                .await
+                .map_err(DeployRequestError::Source)?;
+            Some(BuildSource {
+                repo: git.repo.clone(),
+                image: format!("nebula-build/{name}:{}", &commit[..12]),
+                commit,
+                dockerfile: git.dockerfile.clone(),
+            })
+        }
+    };
+    let containers: Vec<AppContainer> = defined
+        .containers
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            if let Some(build) = &build
+                && c.spec.image == BUILD_IMAGE
+            {
+                c.spec.image = build.image.clone();
+            }
+            c
+        })
+        .collect();
+    let hash = spec_hash(&containers, &defined.health);
     let release = match app.latest() {
         Some(latest) if latest.spec_hash == hash => latest.clone(),
         latest => {
             let release = Release {
                 number: latest.map_or(1, |r| r.number + 1),
-                containers: defined.containers.clone(),
+                containers,
                 health: defined.health.clone(),
                 spec_hash: hash,
+                build,
             };
             execute(
                 apps,
@@ -325,6 +379,7 @@ pub fn app_view(name: &str, app: App) -> AppView {
     AppView {
         name: name.to_owned(),
         definition: app.defined.unwrap_or_else(|| events::deploy::AppDefined {
+            git: None,
             containers: Vec::new(),
             health: AppHealth::default(),
             nodes: Vec::new(),

@@ -13,6 +13,7 @@ mod container_follow;
 mod containers;
 mod dashboard;
 mod dashboard_access;
+mod deploy_git;
 mod deploys;
 mod discord;
 mod gateway;

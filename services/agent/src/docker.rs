@@ -49,6 +49,8 @@ pub(crate) struct Engine {
     pub(crate) bus: Bus,
     pub(crate) node_id: NodeId,
     pub(crate) host: String,
+    /// The agent's state directory (the build cache lives there).
+    state_dir: std::path::PathBuf,
     commands: Remote<ContainerCommand>,
     changes: Remote<NodeContainers>,
     /// Outcomes reported, by command id (a redelivery is answered with the same).
@@ -60,8 +62,14 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(bus: Bus, node_id: NodeId, host: String) -> Self {
+    pub(crate) fn new(
+        bus: Bus,
+        node_id: NodeId,
+        host: String,
+        state_dir: std::path::PathBuf,
+    ) -> Self {
         Self {
+            state_dir,
             commands: Remote::new(bus.clone(), node_id.as_str()),
             changes: Remote::new(bus.clone(), node_id.as_str()),
             bus,
@@ -183,6 +191,16 @@ impl Engine {
             .await
             .map_err(|err| format!("docker: {err}"))?;
         let container = action.container();
+        if let ContainerAction::Build {
+            image,
+            repo,
+            commit,
+            dockerfile,
+        } = action
+        {
+            let cache = self.state_dir.join("build-cache");
+            return crate::build::build(&docker, cache, image, repo, commit, dockerfile).await;
+        }
         if let ContainerAction::Create { spec, .. } = action {
             let secrets =
                 crate::create::secrets(&self.bus, self.node_id.as_str(), command_id, spec).await?;
@@ -217,7 +235,7 @@ impl Engine {
                     let options = RemoveContainerOptionsBuilder::new().force(*force).build();
                     docker.remove_container(container, Some(options)).await
                 }
-                ContainerAction::Create { .. } => Ok(()), // carried out above
+                ContainerAction::Create { .. } | ContainerAction::Build { .. } => Ok(()), // carried out above
             }
         };
         let limit = CALL_TIMEOUT + Duration::from_secs(grace);

@@ -3,6 +3,7 @@
 //! heartbeats on an interval, and deregisters on shutdown. Its own status (for the `/health`,
 //! `/metrics`, `/services` and `/gpu` endpoints the binary serves) is an [`AgentStatus`].
 
+mod build;
 mod create;
 mod docker;
 mod follow;
@@ -174,6 +175,7 @@ pub fn start(ctx: &Context, config: Config) -> anyhow::Result<AgentStatus> {
             ctx.bus.clone(),
             node_id.clone(),
             config.docker_host.clone(),
+            ctx.site.state_dir.clone(),
         ));
         let interval = Duration::from_secs_f64(config.containers_interval_secs);
         let executor = Arc::clone(&engine);

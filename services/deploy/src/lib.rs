@@ -10,9 +10,11 @@
 //! is failed, saying why.
 //!
 //! Also here: the expiry of approvals nobody decided in time (`approval.closed` with outcome
-//! `expired`), so a waiting deploy learns it and the log says so.
+//! `expired`), so a waiting deploy learns it and the log says so; and the polling of git
+//! sources for new commits.
 
 mod expiry;
+mod poll;
 mod run;
 
 use std::collections::{HashMap, HashSet};
@@ -38,6 +40,10 @@ pub struct Config {
     pub command_timeout_secs: f64,
     /// How often a release's check is tried while it comes up.
     pub health_interval_secs: f64,
+    /// How long building a release's image on a node may take.
+    pub build_timeout_secs: f64,
+    /// How often apps with `git.poll` are looked at for a new commit (0: never).
+    pub git_poll_secs: f64,
 }
 
 impl Default for Config {
@@ -45,6 +51,8 @@ impl Default for Config {
         Self {
             command_timeout_secs: 60.0,
             health_interval_secs: 1.0,
+            build_timeout_secs: 1800.0,
+            git_poll_secs: 60.0,
         }
     }
 }
@@ -67,6 +75,12 @@ impl Config {
             if !(value.is_finite() && range.contains(&value)) {
                 problems.push(format!("{field} must be {range:?}, got {value}"));
             }
+        }
+        if !(self.git_poll_secs == 0.0 || (1.0..=86_400.0).contains(&self.git_poll_secs)) {
+            problems.push(format!(
+                "git_poll_secs must be 0 (never) or 1..=86400, got {}",
+                self.git_poll_secs
+            ));
         }
         problems
     }
@@ -91,6 +105,7 @@ impl ApprovalsConfig {
 
 /// Starts the deployer and the approvals' expiry (each restarted by the context if it fails).
 pub fn start(ctx: &Context, config: Config, approvals: ApprovalsConfig) {
+    let poll_secs = config.git_poll_secs;
     let bus = ctx.bus.clone();
     let deployer = Arc::new(Deployer {
         runs: commands(bus.clone(), ()),
@@ -115,6 +130,12 @@ pub fn start(ctx: &Context, config: Config, approvals: ApprovalsConfig) {
     ctx.spawn("approval-expiry", move |cancel| {
         expiry::run(bus.clone(), cancel)
     });
+    if poll_secs > 0.0 {
+        let bus = ctx.bus.clone();
+        ctx.spawn("git-poll", move |cancel| {
+            poll::run(bus.clone(), secs(poll_secs), cancel)
+        });
+    }
 }
 
 /// A requested run, as the fold knows it.

@@ -15,7 +15,7 @@ use events::Actor;
 use events::approval::{ApprovalSubject, Outcome, Preview, PreviewFormat};
 use events::container::ContainerAction;
 use events::deploy::{
-    DeployOutcome, DeployRequested, DeployStep, NODE_HOST, Release, container_name,
+    BuildSource, DeployOutcome, DeployRequested, DeployStep, NODE_HOST, Release, container_name,
 };
 use supervise::HealthConfig;
 
@@ -123,6 +123,17 @@ impl Deployer {
         }
         if !self.approved(run_id, run, &requested, &state).await {
             return;
+        }
+        if let Some(build) = &requested.release.build {
+            self.record(run_id, run, DeployCommand::StartStep(DeployStep::Build))
+                .await;
+            let built = self.build(run, &requested.nodes, build).await;
+            if let Err(error) = self.step(run_id, run, DeployStep::Build, built).await {
+                let live = requested.previous.as_ref().map(|r| r.number);
+                return self
+                    .finish(run_id, run, DeployOutcome::Failed, live, Some(error))
+                    .await;
+            }
         }
         // From here on a failure may have left the old release stopped.
         let touched = requested.previous.is_some();
@@ -326,6 +337,29 @@ impl Deployer {
         false
     }
 
+    /// Builds the release's image on every node.
+    async fn build(&self, run: &Pending, nodes: &[String], build: &BuildSource) -> StepResult {
+        let mut output = String::new();
+        for node in nodes {
+            let action = ContainerAction::Build {
+                image: build.image.clone(),
+                repo: build.repo.clone(),
+                commit: build.commit.clone(),
+                dockerfile: build.dockerfile.clone(),
+            };
+            let wait = secs(self.config.build_timeout_secs);
+            match self.container_within(run, node, action, wait).await {
+                Ok(summary) => {
+                    let _ = writeln!(output, "{node}: {summary}");
+                }
+                Err(err) => {
+                    return Err((output, format!("{node}: {err}")));
+                }
+            }
+        }
+        Ok(output)
+    }
+
     /// One container command on `node`, carried out by its agent: its summary, or its error.
     async fn container(
         &self,
@@ -334,6 +368,17 @@ impl Deployer {
         action: ContainerAction,
     ) -> Result<String, String> {
         let timeout = secs(self.config.command_timeout_secs);
+        self.container_within(run, node, action, timeout).await
+    }
+
+    /// Like [`Self::container`], waiting up to `timeout` for it to finish.
+    async fn container_within(
+        &self,
+        run: &Pending,
+        node: &str,
+        action: ContainerAction,
+        timeout: Duration,
+    ) -> Result<String, String> {
         let requested = sagas::containers::request_container_command(
             &self.containers,
             node,
