@@ -13,7 +13,7 @@ use testkit::docker::TestContainer;
 
 use crate::gateway::GatewayProcess;
 
-const NODE: &str = "bench-node";
+pub(crate) const NODE: &str = "bench-node";
 
 /// Each round's latency: a stop then a start, through Nebula and directly.
 pub(crate) struct RoundTrips {
@@ -73,7 +73,11 @@ pub(crate) async fn round_trips(rounds: usize) -> Result<RoundTrips> {
 }
 
 /// `nebula up` with this node's agent on the engine at `host` (and `extra` settings).
-async fn node_stack(env: &Env, host: &str, extra: &[(&str, &str)]) -> Result<GatewayProcess> {
+pub(crate) async fn node_stack(
+    env: &Env,
+    host: &str,
+    extra: &[(&str, &str)],
+) -> Result<GatewayProcess> {
     let mut settings = vec![
         ("NEBULA_DOCKER_HOST", host.to_owned()),
         ("NEBULA_AGENT__NODE_ID", NODE.to_owned()),

@@ -16,6 +16,7 @@ use bench::{Env, job_commits, preload, rate, spawn_event_projections};
 use gateway::GatewayProcess;
 
 mod containers;
+mod deploys;
 mod gateway;
 mod hosts;
 mod live;
@@ -48,6 +49,7 @@ struct Sizes {
     p8_rounds: usize,
     p9_rounds: usize,
     p10_seconds: u64,
+    p11_rounds: usize,
 }
 
 impl Sizes {
@@ -71,6 +73,7 @@ impl Sizes {
                 p8_rounds: 5,
                 p9_rounds: 10,
                 p10_seconds: 3,
+                p11_rounds: 3,
             }
         } else {
             Sizes {
@@ -91,6 +94,7 @@ impl Sizes {
                 p8_rounds: 25,
                 p9_rounds: 50,
                 p10_seconds: 10,
+                p11_rounds: 10,
             }
         }
     }
@@ -374,6 +378,30 @@ async fn main() -> Result<()> {
             containers::quantile_us(&trips.nebula, 0.99),
             "us",
             Some(("openssh_fresh_exec_p99", direct_p99)),
+            "info",
+            extra,
+        );
+    }
+
+    if wanted("p11") {
+        println!("P11 a deploy and a rollback through the Deploy Center");
+        let runs = deploys::deploys(sizes.p11_rounds).await?;
+        let direct_p50 = containers::quantile_us(&runs.direct, 0.5);
+        report.ceiling("docker_replace_and_check_direct_p50", direct_p50, "us");
+        let extra = json!({ "rounds": sizes.p11_rounds, "path": "REST → log → deployer → agent (stop old, remove leftover, create+start new) → HTTP check → log → REST ?wait", "reference": "bollard stop, remove, create, start and the same HTTP check, directly" });
+        report.figure(
+            "p11_deploy_p50",
+            containers::quantile_us(&runs.deploy, 0.5),
+            "us",
+            Some(("docker_replace_and_check_direct_p50", direct_p50)),
+            "info (what recording and routing every step costs over doing it by hand)",
+            extra.clone(),
+        );
+        report.figure(
+            "p11_rollback_p50",
+            containers::quantile_us(&runs.rollback, 0.5),
+            "us",
+            Some(("docker_replace_and_check_direct_p50", direct_p50)),
             "info",
             extra,
         );
