@@ -422,5 +422,81 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
         .await;
         assert_eq!(serving(port).await, "v3");
     }
+
+    // Removed with its containers: a remove command per release, the engine left clean.
+    let (status, answer) = call(
+        Method::DELETE,
+        format!("{base}/api/apps/web?remove_containers=true"),
+        &alice,
+        &json!(null),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["container_commands"].as_array().unwrap().len(), 4);
+    wait_until("the app's containers removed", DEFAULT_WAIT, || async {
+        containers().is_empty().then_some(())
+    })
+    .await;
+    let (status, _) = call(Method::GET, format!("{base}/api/apps/web"), &alice, &json!(null)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     running.shutdown().await;
+}
+
+/// A node whose agent is gone mid-deploy: the run fails within its command timeouts, saying
+/// which step could not reach the node and that the way back could not either; the release
+/// that was live is still what the node runs.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_node_lost_mid_deploy_fails_the_run_saying_so(pool: PgPool) {
+    let Stack {
+        nats,
+        state: _state,
+        config,
+        running,
+        base,
+    } = control(&pool, |config| {
+        config.deploy.health_interval_secs = 0.2;
+        config.deploy.command_timeout_secs = 2.0;
+    })
+    .await;
+    let agent = node_agent(&config, &nats, testkit::docker::host()).await;
+    let _cleanup = RemoveApp;
+    let port = testkit::free_port();
+    let (status, answer) = call(Method::POST, format!("{base}/api/apps"), common::TOKEN, &app(port, Some("v1"))).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let run = finish(&base, "/api/apps/web/deploy").await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(serving(port).await, "v1");
+
+    agent.shutdown().await;
+    let (status, _) = call(Method::PUT, format!("{base}/api/apps/web"), common::TOKEN, &app(port, Some("v2"))).await;
+    assert_eq!(status, StatusCode::OK);
+    let run = finish(&base, "/api/apps/web/deploy").await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(steps(&run), ["stop_old:failed", "rollback:failed"]);
+    let error = run["error"].as_str().unwrap();
+    assert!(error.contains("no agent on node box-1 took it"), "{error}");
+    assert!(error.contains("release 1 did not come back"), "{error}");
+    assert_eq!(run["live_release"], Value::Null);
+    // What the node runs is what it ran: the stop never reached it.
+    assert_eq!(serving(port).await, "v1");
+    assert_eq!(containers(), ["web-web-r1:running"]);
+    running.shutdown().await;
+}
+
+/// Asks for a run at `path` (no approval in the way) and waits for its end.
+async fn finish(base: &str, path: &str) -> Value {
+    let (status, answer) = call(Method::POST, format!("{base}{path}"), common::TOKEN, &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let run_id = answer["run_id"].as_str().unwrap().to_owned();
+    wait_until("the run to finish", std::time::Duration::from_secs(90), || async {
+        let (status, run) = call(
+            Method::GET,
+            format!("{base}/api/deploys/{run_id}?wait=5"),
+            common::TOKEN,
+            &json!(null),
+        )
+        .await;
+        (status == StatusCode::OK).then_some(run)
+    })
+    .await
 }
