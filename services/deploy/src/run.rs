@@ -226,7 +226,7 @@ impl Deployer {
                     requested.release.number,
                     requested.nodes.join(", ")
                 );
-                let plan = plan(requested);
+                let preview = preview(requested);
                 // Asked in the name of whoever asked for the deploy (four eyes apply to them).
                 let meta = CommandMeta {
                     actor: run.actor.clone(),
@@ -239,7 +239,7 @@ impl Deployer {
                         id: run_id.to_owned(),
                     },
                     summary,
-                    Preview::new(PreviewFormat::Plan, plan),
+                    preview,
                     policy,
                     meta,
                 )
@@ -686,17 +686,76 @@ fn is_missing(error: &str) -> bool {
     error.contains("No such container") || error.contains("(404)")
 }
 
-/// The plan an approver sees: the release, what it replaces, each container's spec.
-fn plan(requested: &DeployRequested) -> String {
-    let release = &requested.release;
-    let value = serde_json::json!({
-        "app": requested.app,
-        "release": release.number,
-        "spec_hash": release.spec_hash,
-        "replaces": requested.previous.as_ref().map(|r| r.number),
-        "nodes": requested.nodes,
-        "containers": release.containers,
-        "health": release.health,
-    });
-    serde_json::to_string_pretty(&value).unwrap_or_default()
+/// What an approver sees: what changes against the live release, as a unified diff of the
+/// two releases (containers, check, nodes); the whole plan when nothing is live yet.
+fn preview(requested: &DeployRequested) -> Preview {
+    let shown = |release: &Release| {
+        let value = serde_json::json!({
+            "release": release.number,
+            "spec_hash": release.spec_hash,
+            "build": release.build,
+            "nodes": requested.nodes,
+            "containers": release.containers,
+            "health": release.health,
+        });
+        serde_json::to_string_pretty(&value).unwrap_or_default()
+    };
+    let new = shown(&requested.release);
+    match &requested.previous {
+        None => Preview::new(
+            PreviewFormat::Plan,
+            format!("app {} (nothing live yet)\n{new}", requested.app),
+        ),
+        Some(previous) => Preview::new(
+            PreviewFormat::Diff,
+            diff(
+                &format!("release {} (live)", previous.number),
+                &shown(previous),
+                &format!("release {}", requested.release.number),
+                &new,
+            ),
+        ),
+    }
+}
+
+/// A unified diff of two texts by line (longest common subsequence; one hunk, every line).
+fn diff(old_name: &str, old: &str, new_name: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    // lengths[i][j]: the longest common subsequence of a[i..] and b[j..]
+    let mut lengths = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lengths[i][j] = if a[i] == b[j] {
+                lengths[i + 1][j + 1] + 1
+            } else {
+                lengths[i + 1][j].max(lengths[i][j + 1])
+            };
+        }
+    }
+    let mut out = format!("--- {old_name}\n+++ {new_name}\n@@ -1,{} +1,{} @@\n", a.len(), b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            out.push_str(&format!(" {}\n", a[i]));
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lengths[i + 1][j] >= lengths[i][j + 1]) {
+            out.push_str(&format!("-{}\n", a[i]));
+            i += 1;
+        } else {
+            out.push_str(&format!("+{}\n", b[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_diff_marks_what_changed_by_line() {
+        let out = super::diff("old", "a\nb\nc", "new", "a\nx\nc\nd");
+        assert_eq!(out, "--- old\n+++ new\n@@ -1,3 +1,4 @@\n a\n-b\n+x\n c\n+d\n");
+    }
 }
