@@ -19,6 +19,7 @@ pub mod render;
 pub mod service;
 pub mod subjects;
 pub mod telemetry;
+pub mod web;
 
 pub use envelope::{
     Actor, DecodeError, DomainEvent, EventEnvelope, Upcaster, decode_commit, encode_commit,

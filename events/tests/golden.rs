@@ -778,3 +778,52 @@ fn node_tags_events() {
         },
     );
 }
+
+#[test]
+fn web_domain_events() {
+    use events::web::{DnsRecord, DomainAdded, DomainTarget, WebDomainEvent};
+    let id = "shop_example_com";
+    golden(
+        id,
+        WebDomainEvent::Added(DomainAdded {
+            host: "shop.example.com".to_owned(),
+            target: DomainTarget::App {
+                app: "shop".to_owned(),
+                port: 8080,
+            },
+            dns: Some(DnsRecord {
+                zone: "example.com".to_owned(),
+                content: "203.0.113.7".to_owned(),
+                proxied: true,
+            }),
+        }),
+    );
+    golden(id, WebDomainEvent::Removed {});
+    golden(
+        id,
+        WebDomainEvent::RouteApplied {
+            route_id: "nebula-domain-shop_example_com".to_owned(),
+            dial: "192.168.1.20:8080".to_owned(),
+        },
+    );
+    golden(
+        id,
+        WebDomainEvent::RouteFailed {
+            error: "caddy answered 400: loading new config: …".to_owned(),
+        },
+    );
+    golden(
+        id,
+        WebDomainEvent::DnsApplied {
+            record_id: "372e67954025e0ba6aaa6d586b9e0b59".to_owned(),
+            record_type: "A".to_owned(),
+            action: "created".to_owned(),
+        },
+    );
+    golden(
+        id,
+        WebDomainEvent::DnsFailed {
+            error: "cloudflare refused (403): Authentication error".to_owned(),
+        },
+    );
+}

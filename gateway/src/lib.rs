@@ -10,6 +10,7 @@ mod assets;
 mod chat;
 mod containers;
 mod dlq;
+mod domains;
 mod error;
 mod health;
 mod hooks;
@@ -180,6 +181,7 @@ pub struct AppState {
     pub(crate) app_state: Arc<bus::store::JetStreamStore<domain::deploy::App>>,
     pub(crate) run_commands: Arc<bus::store::Commands<domain::deploy::DeployRun>>,
     pub(crate) run_state: Arc<bus::store::JetStreamStore<domain::deploy::DeployRun>>,
+    pub(crate) domain_commands: Arc<bus::store::Commands<domain::web::WebDomain>>,
     pub(crate) tag_commands: Arc<bus::store::Commands<domain::node::NodeTags>>,
     pub(crate) tag_state: Arc<bus::store::JetStreamStore<domain::node::NodeTags>>,
     pub(crate) approval_commands: Arc<bus::store::Commands<domain::approval::Approval>>,
@@ -310,6 +312,7 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         app_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         run_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         run_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
+        domain_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         tag_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         tag_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         approval_commands: Arc::new(bus::store::commands(bus.clone(), ())),

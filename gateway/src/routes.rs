@@ -10,8 +10,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, api, approvals, apps, chat, containers, dlq, health, hosts, log_follow, market,
-    node_services, posts, render, secrets, shares, tokens, ws,
+    AppState, api, approvals, apps, chat, containers, dlq, domains, health, hosts, log_follow,
+    market, node_services, posts, render, secrets, shares, tokens, ws,
 };
 
 /// One protected route: what a caller needs to use it.
@@ -63,6 +63,7 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/approvals", approvals::list),
         entry(Viewer, get.clone(), "/api/apps", apps::list),
         entry(Viewer, get.clone(), "/api/marketplace", market::list),
+        entry(Viewer, get.clone(), "/api/domains", domains::list),
         entry(Viewer, get.clone(), "/api/apps/{name}", apps::get),
         entry(Viewer, get.clone(), "/api/deploys/{id}", apps::run),
         entry(Viewer, get.clone(), "/api/approvals/{id}", approvals::get),
@@ -243,6 +244,13 @@ fn table() -> Vec<Entry> {
             containers::create,
         ),
         entry(Admin, put.clone(), "/api/nodes/{id}/tags", api::put_tags),
+        entry(Admin, post.clone(), "/api/domains", domains::add),
+        entry(
+            Admin,
+            delete.clone(),
+            "/api/domains/{host}",
+            domains::remove,
+        ),
         entry(Admin, post.clone(), "/api/apps", apps::create),
         entry(
             Admin,

@@ -54,6 +54,8 @@ pub struct Config {
     pub deploy: deploy::Config,
     /// When something needs people's approval (`[[approvals.rules]]`).
     pub approvals: deploy::ApprovalsConfig,
+    /// Domains served through Caddy, their DNS at Cloudflare (run with the dispatcher).
+    pub domains: deploy::DomainsConfig,
 }
 
 /// `[chat]`: what every bot shares, and each platform's own section.
@@ -117,6 +119,7 @@ impl Default for Config {
             hosts: hosts::Config::default(),
             deploy: deploy::Config::default(),
             approvals: deploy::ApprovalsConfig::default(),
+            domains: deploy::DomainsConfig::default(),
         }
     }
 }
@@ -255,6 +258,7 @@ impl Config {
             ("hosts", self.hosts.validate()),
             ("deploy", self.deploy.validate()),
             ("approvals", self.approvals.validate()),
+            ("domains", self.domains.validate()),
         ];
         for (section, found) in sections {
             problems.extend(found.into_iter().map(|p| format!("{section}.{p}")));

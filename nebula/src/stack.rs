@@ -180,7 +180,7 @@ async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
     render::dispatcher::start(&ctx, config.render.dispatcher);
     fleet::start(&ctx, config.fleet);
     hosts::start(&ctx, config.hosts);
-    deploy::start(&ctx, config.deploy, config.approvals);
+    deploy::start(&ctx, config.deploy, config.approvals, config.domains);
     relay::<domain::node::Node>(&ctx, "relay-node", domain::node::node_may);
     relay::<domain::container::ContainerCommand>(
         &ctx,

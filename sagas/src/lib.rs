@@ -5,6 +5,7 @@ pub mod access;
 pub mod approvals;
 pub mod containers;
 pub mod deploys;
+pub mod domains;
 mod follow;
 pub mod hosts;
 

@@ -2,6 +2,8 @@
 //! `wait_until`, and a minimal WebDriver client for headless Chromium. Never a dependency of
 //! product code.
 
+pub mod caddy;
+pub mod cloudflare;
 pub mod comfyui;
 pub mod discord;
 pub mod docker;

@@ -127,6 +127,10 @@ fn install_missing_packages(
     if cmd::find_in_path("ssh").is_none() {
         packages.push("openssh-client");
     }
+    // The domains tests run a Caddy of their own, its admin API on a loopback port.
+    if cmd::find_in_path("caddy").is_none() {
+        packages.push("caddy");
+    }
     if let Some((chromium, chromedriver)) = browser_paths {
         if !cmd::is_executable(chromium) {
             packages.push("chromium");

@@ -437,7 +437,13 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
         containers().is_empty().then_some(())
     })
     .await;
-    let (status, _) = call(Method::GET, format!("{base}/api/apps/web"), &alice, &json!(null)).await;
+    let (status, _) = call(
+        Method::GET,
+        format!("{base}/api/apps/web"),
+        &alice,
+        &json!(null),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     running.shutdown().await;
 }
@@ -461,14 +467,26 @@ async fn a_node_lost_mid_deploy_fails_the_run_saying_so(pool: PgPool) {
     let agent = node_agent(&config, &nats, testkit::docker::host()).await;
     let _cleanup = RemoveApp;
     let port = testkit::free_port();
-    let (status, answer) = call(Method::POST, format!("{base}/api/apps"), common::TOKEN, &app(port, Some("v1"))).await;
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/apps"),
+        common::TOKEN,
+        &app(port, Some("v1")),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let run = finish(&base, "/api/apps/web/deploy").await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(serving(port).await, "v1");
 
     agent.shutdown().await;
-    let (status, _) = call(Method::PUT, format!("{base}/api/apps/web"), common::TOKEN, &app(port, Some("v2"))).await;
+    let (status, _) = call(
+        Method::PUT,
+        format!("{base}/api/apps/web"),
+        common::TOKEN,
+        &app(port, Some("v2")),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let run = finish(&base, "/api/apps/web/deploy").await;
     assert_eq!(run["status"], "failed", "{run}");
@@ -485,18 +503,28 @@ async fn a_node_lost_mid_deploy_fails_the_run_saying_so(pool: PgPool) {
 
 /// Asks for a run at `path` (no approval in the way) and waits for its end.
 async fn finish(base: &str, path: &str) -> Value {
-    let (status, answer) = call(Method::POST, format!("{base}{path}"), common::TOKEN, &json!({})).await;
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}{path}"),
+        common::TOKEN,
+        &json!({}),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let run_id = answer["run_id"].as_str().unwrap().to_owned();
-    wait_until("the run to finish", std::time::Duration::from_secs(90), || async {
-        let (status, run) = call(
-            Method::GET,
-            format!("{base}/api/deploys/{run_id}?wait=5"),
-            common::TOKEN,
-            &json!(null),
-        )
-        .await;
-        (status == StatusCode::OK).then_some(run)
-    })
+    wait_until(
+        "the run to finish",
+        std::time::Duration::from_secs(90),
+        || async {
+            let (status, run) = call(
+                Method::GET,
+                format!("{base}/api/deploys/{run_id}?wait=5"),
+                common::TOKEN,
+                &json!(null),
+            )
+            .await;
+            (status == StatusCode::OK).then_some(run)
+        },
+    )
     .await
 }

@@ -16,6 +16,7 @@ mod dashboard_access;
 mod deploy_git;
 mod deploys;
 mod discord;
+mod domains;
 mod gateway;
 mod hosts;
 mod market;

@@ -13,6 +13,9 @@
 //! `expired`), so a waiting deploy learns it and the log says so; and the polling of git
 //! sources for new commits.
 
+mod caddy;
+mod cloudflare;
+mod domains;
 mod expiry;
 mod poll;
 mod run;
@@ -103,8 +106,19 @@ impl ApprovalsConfig {
     }
 }
 
-/// Starts the deployer and the approvals' expiry (each restarted by the context if it fails).
-pub fn start(ctx: &Context, config: Config, approvals: ApprovalsConfig) {
+pub use domains::DomainsConfig;
+
+/// Starts the deployer, the approvals' expiry, the git poller and (when Caddy is configured)
+/// the domains part (each restarted by the context if it fails).
+pub fn start(ctx: &Context, config: Config, approvals: ApprovalsConfig, domains: DomainsConfig) {
+    if !domains.caddy_admin.is_empty() {
+        let part = Arc::new(domains::Domains::new(
+            ctx.bus.clone(),
+            &domains,
+            ctx.site.vault_key_file.clone(),
+        ));
+        ctx.spawn("domains", move |cancel| Arc::clone(&part).run(cancel));
+    }
     let poll_secs = config.git_poll_secs;
     let bus = ctx.bus.clone();
     let deployer = Arc::new(Deployer {
@@ -259,4 +273,32 @@ fn fold(pending: &mut Vec<(String, Pending)>, envelope: &events::EventEnvelope) 
 
 pub(crate) fn secs(value: f64) -> Duration {
     Duration::from_secs_f64(value.max(0.0))
+}
+
+/// The host a node's agent advertises (what `{node_host}` becomes, where a domain's requests go).
+pub(crate) async fn node_host(
+    store: &JetStreamStore<domain::node::Node>,
+    node: &str,
+) -> Result<String, String> {
+    use cqrs_es::EventStore;
+    let state = store
+        .load_aggregate(node)
+        .await
+        .map_err(|err| format!("node {node} could not be read: {err}"))?;
+    let url = state
+        .state()
+        .inventory
+        .as_ref()
+        .and_then(|inventory| inventory.agent_url.clone())
+        .ok_or_else(|| format!("node {node} has no known address (its agent advertises none)"))?;
+    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    if host.is_empty() {
+        return Err(format!("node {node}'s agent address {url:?} names no host"));
+    }
+    Ok(host.to_owned())
 }

@@ -587,31 +587,8 @@ impl Deployer {
         }
     }
 
-    /// The host a node's agent advertises (what `{node_host}` becomes).
     async fn node_host(&self, node: &str) -> Result<String, String> {
-        let state = self
-            .node_state
-            .load_aggregate(node)
-            .await
-            .map_err(|err| format!("node {node} could not be read: {err}"))?;
-        let url = state
-            .state()
-            .inventory
-            .as_ref()
-            .and_then(|inventory| inventory.agent_url.clone())
-            .ok_or_else(|| {
-                format!("node {node} has no known address (its agent advertises none)")
-            })?;
-        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-        let authority = rest.split('/').next().unwrap_or_default();
-        let host = match authority.rsplit_once(':') {
-            Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-            _ => authority,
-        };
-        if host.is_empty() {
-            return Err(format!("node {node}'s agent address {url:?} names no host"));
-        }
-        Ok(host.to_owned())
+        crate::node_host(&self.node_state, node).await
     }
 
     /// After a failure: the new release removed, and the old one (when the run had touched it)
@@ -733,7 +710,11 @@ fn diff(old_name: &str, old: &str, new_name: &str, new: &str) -> String {
             };
         }
     }
-    let mut out = format!("--- {old_name}\n+++ {new_name}\n@@ -1,{} +1,{} @@\n", a.len(), b.len());
+    let mut out = format!(
+        "--- {old_name}\n+++ {new_name}\n@@ -1,{} +1,{} @@\n",
+        a.len(),
+        b.len()
+    );
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
         if i < a.len() && j < b.len() && a[i] == b[j] {
@@ -756,6 +737,9 @@ mod tests {
     #[test]
     fn a_diff_marks_what_changed_by_line() {
         let out = super::diff("old", "a\nb\nc", "new", "a\nx\nc\nd");
-        assert_eq!(out, "--- old\n+++ new\n@@ -1,3 +1,4 @@\n a\n-b\n+x\n c\n+d\n");
+        assert_eq!(
+            out,
+            "--- old\n+++ new\n@@ -1,3 +1,4 @@\n a\n-b\n+x\n c\n+d\n"
+        );
     }
 }
