@@ -321,3 +321,73 @@ pub async fn nebula_cli(nats: &NatsServer, args: &[&str]) -> std::process::Outpu
         .await
         .expect("failed to run nebula")
 }
+
+/// Waits (up to 120 s) for deploy run `run_id` to finish: the run as `GET /api/deploys/{id}`
+/// answers it then.
+pub async fn finished_run(base: &str, token: &str, run_id: &str) -> serde_json::Value {
+    testkit::wait_until("the deploy run to finish", Duration::from_secs(120), || async {
+        let (status, run) = call(
+            reqwest::Method::GET,
+            format!("{base}/api/deploys/{run_id}?wait=5"),
+            token,
+            &serde_json::Value::Null,
+        )
+        .await;
+        (status == reqwest::StatusCode::OK).then_some(run)
+    })
+    .await
+}
+
+/// Answers every request on a loopback port with `body` as `content_type` (a catalog host, an
+/// upstream that is not an app); its port.
+pub fn serve_fixed(body: String, content_type: &'static str) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    port
+}
+
+/// The containers of app `app` (labelled `nebula.app`) on the test engine, `name:state`, sorted.
+pub fn app_containers(app: &str) -> Vec<String> {
+    let mut found: Vec<String> = testkit::docker::docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=nebula.app={app}"),
+        "--format",
+        "{{.Names}}:{{.State}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect();
+    found.sort();
+    found
+}
+
+/// Removes every container of these apps from the test engine when dropped.
+pub struct RemoveAppContainers(pub &'static [&'static str]);
+
+impl Drop for RemoveAppContainers {
+    fn drop(&mut self) {
+        for app in self.0 {
+            for line in app_containers(app) {
+                let name = line.split(':').next().unwrap_or_default().to_owned();
+                let _ = std::process::Command::new("docker")
+                    .args(["-H", &testkit::docker::host(), "rm", "-f", &name])
+                    .output();
+            }
+        }
+    }
+}

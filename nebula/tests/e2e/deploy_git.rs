@@ -78,21 +78,7 @@ async fn hook(base: &str, delivery: &str, signature: &str, body: &Value) -> (Sta
 }
 
 async fn finished(base: &str, run_id: &str) -> Value {
-    wait_until(
-        "the run to finish",
-        std::time::Duration::from_secs(120),
-        || async {
-            let (status, run) = call(
-                Method::GET,
-                format!("{base}/api/deploys/{run_id}?wait=5"),
-                common::TOKEN,
-                &json!(null),
-            )
-            .await;
-            (status == StatusCode::OK).then_some(run)
-        },
-    )
-    .await
+    common::finished_run(base, common::TOKEN, run_id).await
 }
 
 async fn serving(port: u16) -> String {
@@ -121,26 +107,6 @@ fn steps(run: &Value) -> Vec<String> {
         .collect()
 }
 
-struct RemoveSite;
-
-impl Drop for RemoveSite {
-    fn drop(&mut self) {
-        let names = testkit::docker::docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            "label=nebula.app=site",
-            "--format",
-            "{{.Names}}",
-        ]);
-        for name in names.lines() {
-            let _ = std::process::Command::new("docker")
-                .args(["-H", &testkit::docker::host(), "rm", "-f", name])
-                .output();
-        }
-    }
-}
-
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     let Stack {
@@ -155,7 +121,7 @@ async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     })
     .await;
     let _agent = node_agent(&config, &nats, testkit::docker::host()).await;
-    let _cleanup = RemoveSite;
+    let _cleanup = common::RemoveAppContainers(&["site"]);
     let port = testkit::free_port();
     let repo = tempfile::tempdir().unwrap();
     let first = commit(

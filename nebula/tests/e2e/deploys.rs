@@ -64,21 +64,7 @@ async fn deploy(
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    wait_until(
-        "the run to finish",
-        std::time::Duration::from_secs(90),
-        || async {
-            let (status, run) = call(
-                Method::GET,
-                format!("{base}/api/deploys/{run_id}?wait=5"),
-                asker,
-                &json!(null),
-            )
-            .await;
-            (status == StatusCode::OK).then_some(run)
-        },
-    )
-    .await
+    common::finished_run(base, asker, &run_id).await
 }
 
 fn steps(run: &Value) -> Vec<String> {
@@ -109,34 +95,8 @@ async fn serving(port: u16) -> String {
         .to_owned()
 }
 
-/// The app's containers on the engine, with their state.
 fn containers() -> Vec<String> {
-    let mut found: Vec<String> = testkit::docker::docker(&[
-        "ps",
-        "-a",
-        "--filter",
-        "label=nebula.app=web",
-        "--format",
-        "{{.Names}}:{{.State}}",
-    ])
-    .lines()
-    .map(str::to_owned)
-    .collect();
-    found.sort();
-    found
-}
-
-struct RemoveApp;
-
-impl Drop for RemoveApp {
-    fn drop(&mut self) {
-        for line in containers() {
-            let name = line.split(':').next().unwrap_or_default().to_owned();
-            let _ = std::process::Command::new("docker")
-                .args(["-H", &testkit::docker::host(), "rm", "-f", &name])
-                .output();
-        }
-    }
+    common::app_containers("web")
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
@@ -157,7 +117,7 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
     })
     .await;
     let _agent = node_agent(&config, &nats, testkit::docker::host()).await;
-    let _cleanup = RemoveApp;
+    let _cleanup = common::RemoveAppContainers(&["web"]);
     let alice = create_token(&base, "alice", "admin").await;
     let bob = create_token(&base, "bob", "admin").await;
     let port = testkit::free_port();
@@ -465,7 +425,7 @@ async fn a_node_lost_mid_deploy_fails_the_run_saying_so(pool: PgPool) {
     })
     .await;
     let agent = node_agent(&config, &nats, testkit::docker::host()).await;
-    let _cleanup = RemoveApp;
+    let _cleanup = common::RemoveAppContainers(&["web"]);
     let port = testkit::free_port();
     let (status, answer) = call(
         Method::POST,
@@ -511,20 +471,5 @@ async fn finish(base: &str, path: &str) -> Value {
     )
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    let run_id = answer["run_id"].as_str().unwrap().to_owned();
-    wait_until(
-        "the run to finish",
-        std::time::Duration::from_secs(90),
-        || async {
-            let (status, run) = call(
-                Method::GET,
-                format!("{base}/api/deploys/{run_id}?wait=5"),
-                common::TOKEN,
-                &json!(null),
-            )
-            .await;
-            (status == StatusCode::OK).then_some(run)
-        },
-    )
-    .await
+    common::finished_run(base, common::TOKEN, answer["run_id"].as_str().unwrap()).await
 }

@@ -8,8 +8,6 @@
 use crate::common::{self, call};
 use crate::containers::{NODE, Stack, control, node_agent};
 
-use std::io::{Read, Write};
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -17,25 +15,6 @@ use testkit::caddy::Caddy;
 use testkit::cloudflare::FakeCloudflare;
 use testkit::docker::TEST_IMAGE;
 use testkit::{DEFAULT_WAIT, wait_until};
-
-/// A one-line HTTP server on a loopback port (an upstream that is not an app).
-fn upstream(text: &'static str) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buffer = [0u8; 4096];
-            let _ = stream.read(&mut buffer);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                text.len()
-            );
-        }
-    });
-    port
-}
 
 /// What Caddy answers for `host` on its server's port.
 async fn through_caddy(port: u16, host: &str, path: &str) -> (u16, String) {
@@ -77,26 +56,6 @@ async fn settled(base: &str, host: &str, route: &str, dns: Option<&str>) -> Valu
     .await
 }
 
-struct RemoveWeb;
-
-impl Drop for RemoveWeb {
-    fn drop(&mut self) {
-        let names = testkit::docker::docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            "label=nebula.app=shop",
-            "--format",
-            "{{.Names}}",
-        ]);
-        for name in names.lines() {
-            let _ = std::process::Command::new("docker")
-                .args(["-H", &testkit::docker::host(), "rm", "-f", name])
-                .output();
-        }
-    }
-}
-
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn domains_are_served_by_caddy_with_their_dns_at_cloudflare(pool: PgPool) {
     let caddy = Caddy::start();
@@ -119,7 +78,7 @@ async fn domains_are_served_by_caddy_with_their_dns_at_cloudflare(pool: PgPool) 
     })
     .await;
     let _agent = node_agent(&config, &nats, testkit::docker::host()).await;
-    let _cleanup = RemoveWeb;
+    let _cleanup = common::RemoveAppContainers(&["shop"]);
     let (status, _) = call(
         Method::PUT,
         format!("{base}/api/secrets/cloudflare-token"),
@@ -239,7 +198,7 @@ async fn domains_are_served_by_caddy_with_their_dns_at_cloudflare(pool: PgPool) 
     );
 
     // An upstream's domain whose record someone creates at the same moment: patched, not doubled.
-    let api_port = upstream("api here");
+    let api_port = common::serve_fixed("api here".to_owned(), "text/plain");
     cloudflare.race_next_create("A", "api.example.test", "198.51.100.1");
     let (status, _) = call(
         Method::POST,

@@ -7,71 +7,20 @@
 use crate::common::{self, call};
 use crate::containers::{NODE, Stack, control, node_agent};
 
-use std::io::{Read, Write};
-
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::docker::TEST_IMAGE;
 use testkit::{DEFAULT_WAIT, wait_until};
 
-/// Serves `body` as JSON to every request on a loopback port (a catalog host).
+/// A catalog host serving `body`.
 fn catalog_server(body: String) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/catalog.json", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut buffer = [0u8; 4096];
-            let _ = stream.read(&mut buffer);
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    url
+    let port = common::serve_fixed(body, "application/json");
+    format!("http://127.0.0.1:{port}/catalog.json")
 }
 
 async fn run_outcome(base: &str, run_id: &str) -> Value {
-    wait_until(
-        "the install's run to finish",
-        std::time::Duration::from_secs(90),
-        || async {
-            let (status, run) = call(
-                Method::GET,
-                format!("{base}/api/deploys/{run_id}?wait=5"),
-                common::TOKEN,
-                &json!(null),
-            )
-            .await;
-            (status == StatusCode::OK).then_some(run)
-        },
-    )
-    .await
-}
-
-struct RemoveApps;
-
-impl Drop for RemoveApps {
-    fn drop(&mut self) {
-        let names = testkit::docker::docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            "label=marketplace.template",
-            "--filter",
-            "label=nebula.app",
-            "--format",
-            "{{.Names}}",
-        ]);
-        for name in names.lines().chain(["site-httpd-r1", "plex-plex-r1"]) {
-            let _ = std::process::Command::new("docker")
-                .args(["-H", &testkit::docker::host(), "rm", "-f", name])
-                .output();
-        }
-    }
+    common::finished_run(base, common::TOKEN, run_id).await
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
@@ -107,7 +56,7 @@ async fn templates_install_as_apps_and_broken_catalogs_are_reported(pool: PgPool
     })
     .await;
     let _agent = node_agent(&config, &nats, testkit::docker::host()).await;
-    let _cleanup = RemoveApps;
+    let _cleanup = common::RemoveAppContainers(&["site", "plex"]);
 
     let market = common::get_json(&common::http(), format!("{base}/api/marketplace")).await;
     let ids: Vec<&str> = market["templates"]
