@@ -15,6 +15,7 @@ pub mod node;
 pub mod post;
 pub mod render;
 pub mod service;
+pub mod setup;
 pub mod web;
 
 use std::fmt;

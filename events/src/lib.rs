@@ -17,6 +17,7 @@ pub mod node;
 pub mod post;
 pub mod render;
 pub mod service;
+pub mod setup;
 pub mod subjects;
 pub mod telemetry;
 pub mod web;

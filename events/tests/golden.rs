@@ -827,3 +827,17 @@ fn web_domain_events() {
         },
     );
 }
+
+#[test]
+fn setup_events() {
+    use events::setup::{SETUP_ID, SetupEvent};
+    golden(
+        SETUP_ID,
+        SetupEvent::StepDone {
+            step: "name_node".to_owned(),
+            detail: "site attic lab; gpu-box tagged prod, gpu".to_owned(),
+        },
+    );
+    golden(SETUP_ID, SetupEvent::Dismissed {});
+    golden(SETUP_ID, SetupEvent::Reopened {});
+}

@@ -6,6 +6,7 @@ mod agent_http;
 mod api;
 mod approvals;
 mod apps;
+mod setup;
 mod assets;
 mod chat;
 mod containers;
@@ -76,6 +77,9 @@ pub struct Config {
     /// Marketplace catalogs beside the built-in one: URLs answering
     /// `{"templates": {"<id>": <template>}}` (read when the marketplace is listed).
     pub marketplace_catalogs: Vec<String>,
+    /// The NATS address other nodes reach, as the wizard's join command names it (the
+    /// process's own `nats_url` when empty).
+    pub join_nats_url: String,
 }
 
 impl Default for Config {
@@ -91,6 +95,7 @@ impl Default for Config {
             log_follow_bytes_per_sec: 256 * 1024,
             container_command_timeout_secs: 60.0,
             marketplace_catalogs: Vec::new(),
+            join_nats_url: String::new(),
         }
     }
 }
@@ -181,6 +186,8 @@ pub struct AppState {
     pub(crate) app_state: Arc<bus::store::JetStreamStore<domain::deploy::App>>,
     pub(crate) run_commands: Arc<bus::store::Commands<domain::deploy::DeployRun>>,
     pub(crate) run_state: Arc<bus::store::JetStreamStore<domain::deploy::DeployRun>>,
+    pub(crate) setup_commands: Arc<bus::store::Commands<domain::setup::Setup>>,
+    pub(crate) setup_state: Arc<bus::store::JetStreamStore<domain::setup::Setup>>,
     pub(crate) domain_commands: Arc<bus::store::Commands<domain::web::WebDomain>>,
     pub(crate) tag_commands: Arc<bus::store::Commands<domain::node::NodeTags>>,
     pub(crate) tag_state: Arc<bus::store::JetStreamStore<domain::node::NodeTags>>,
@@ -312,6 +319,8 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         app_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         run_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         run_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
+        setup_commands: Arc::new(bus::store::commands(bus.clone(), ())),
+        setup_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         domain_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         tag_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         tag_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),

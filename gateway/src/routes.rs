@@ -244,6 +244,11 @@ fn table() -> Vec<Entry> {
             containers::create,
         ),
         entry(Admin, put.clone(), "/api/nodes/{id}/tags", api::put_tags),
+        entry(Admin, get.clone(), "/api/setup", setup::get),
+        entry(Admin, post.clone(), "/api/setup/steps/{step}", setup::step),
+        entry(Admin, post.clone(), "/api/setup/dismiss", setup::dismiss),
+        entry(Admin, post.clone(), "/api/setup/reopen", setup::reopen),
+        entry(Admin, post.clone(), "/api/setup/join", setup::join),
         entry(Admin, post.clone(), "/api/domains", domains::add),
         entry(
             Admin,

@@ -147,7 +147,11 @@ async fn projector(ctx: Context, config: Config) -> anyhow::Result<Started> {
 }
 
 async fn gateway(ctx: Context, config: Config) -> anyhow::Result<Started> {
-    let gateway = gateway::start(&ctx, config.gateway).await?;
+    let mut gateway_config = config.gateway;
+    if gateway_config.join_nats_url.is_empty() {
+        gateway_config.join_nats_url = config.nats_url.clone();
+    }
+    let gateway = gateway::start(&ctx, gateway_config).await?;
     Ok(Started {
         gateway: Some(gateway),
         ..Started::default()

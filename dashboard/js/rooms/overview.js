@@ -12,6 +12,7 @@ const QUEUED_SHOWN = 5;
 const RENDER_EVERY_MS = 250;
 
 const html = `
+<div id="overview-setup" class="ov-setup" hidden></div>
 <div id="overview-attention" class="ov-attention" role="status" aria-live="polite"></div>
 <div id="overview-stats" class="ov-stats"></div>
 <div class="ov-grid">
@@ -186,6 +187,17 @@ function mount(ctx) {
   ctx.subscribe('dlq', (value) => {
     dlq = value;
     schedule();
+  });
+  // The first-run wizard, while an admin has steps left and has not put it away.
+  const setupCard = ctx.root.querySelector('#overview-setup');
+  ctx.subscribe('setup', (value) => {
+    setupCard.textContent = '';
+    setupCard.hidden = !value || value.left === 0 || value.dismissed;
+    if (setupCard.hidden) return;
+    setupCard.appendChild(h('span', null, 'Setting up: ' + value.done + ' of ' + value.total + ' steps done. '));
+    const link = h('a', null, 'Continue with ' + value.nextTitle);
+    link.href = ctx.href('setup', {});
+    setupCard.appendChild(link);
   });
 
   return {

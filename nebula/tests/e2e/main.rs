@@ -25,6 +25,7 @@ mod posting;
 mod projector_crash;
 mod render;
 mod services;
+mod setup_wizard;
 mod shares;
 mod supervisor;
 mod vault;
