@@ -30,7 +30,9 @@ pub struct Setup {
 impl Setup {
     /// The first step not done yet, in the wizard's order.
     pub fn next(&self) -> Option<&'static str> {
-        SETUP_STEPS.into_iter().find(|s| !self.done.contains_key(*s))
+        SETUP_STEPS
+            .into_iter()
+            .find(|s| !self.done.contains_key(*s))
     }
 }
 
@@ -56,7 +58,9 @@ impl Aggregate for Setup {
                     )));
                 }
                 if detail.len() > 200 {
-                    return Err(SetupError::Invalid("a step's note is at most 200 bytes".to_owned()));
+                    return Err(SetupError::Invalid(
+                        "a step's note is at most 200 bytes".to_owned(),
+                    ));
                 }
                 SetupEvent::StepDone { step, detail }
             }

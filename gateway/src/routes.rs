@@ -11,7 +11,7 @@ use events::access::Role;
 
 use crate::{
     AppState, api, approvals, apps, chat, containers, dlq, domains, health, hosts, log_follow,
-    market, node_services, posts, render, secrets, shares, tokens, ws,
+    market, node_services, posts, render, secrets, setup, shares, tokens, ws,
 };
 
 /// One protected route: what a caller needs to use it.

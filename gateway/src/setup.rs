@@ -50,13 +50,23 @@ pub(crate) struct StepBody {
     detail: String,
 }
 
-async fn record(state: &AppState, principal: &Principal, command: SetupCommand) -> Result<(), ApiError> {
-    execute(&state.setup_commands, SETUP_ID, command, principal.meta(), 3)
-        .await
-        .map_err(|err| match err {
-            AggregateError::UserError(SetupError::Invalid(message)) => ApiError::BadRequest(message),
-            other => unavailable(other),
-        })
+async fn record(
+    state: &AppState,
+    principal: &Principal,
+    command: SetupCommand,
+) -> Result<(), ApiError> {
+    execute(
+        &state.setup_commands,
+        SETUP_ID,
+        command,
+        principal.meta(),
+        3,
+    )
+    .await
+    .map_err(|err| match err {
+        AggregateError::UserError(SetupError::Invalid(message)) => ApiError::BadRequest(message),
+        other => unavailable(other),
+    })
 }
 
 /// `POST /api/setup/steps/{step} {"detail"?}`: the step is done.
@@ -67,7 +77,15 @@ pub(crate) async fn step(
     payload: Result<Json<StepBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let asked = body(payload)?;
-    record(&state, &principal, SetupCommand::CompleteStep { step: step.clone(), detail: asked.detail }).await?;
+    record(
+        &state,
+        &principal,
+        SetupCommand::CompleteStep {
+            step: step.clone(),
+            detail: asked.detail,
+        },
+    )
+    .await?;
     Ok(Json(json!({ "step": step, "done": true })))
 }
 
@@ -110,8 +128,9 @@ pub(crate) async fn join(
         .parse()
         .map_err(|err| ApiError::BadRequest(format!("invalid node id: {err}")))?;
     let dir = state.site.state_dir.join("nats-auth");
-    let accounts = natsauth::Accounts::write(&dir, std::slice::from_ref(&node))
-        .map_err(|err| ApiError::Unavailable(format!("the NATS credentials could not be written: {err}")))?;
+    let accounts = natsauth::Accounts::write(&dir, std::slice::from_ref(&node)).map_err(|err| {
+        ApiError::Unavailable(format!("the NATS credentials could not be written: {err}"))
+    })?;
     let identity = natsauth::Identity::Agent(node.clone());
     let seed_file = accounts
         .seed_file(&identity)
@@ -133,7 +152,10 @@ pub(crate) async fn join(
     record(
         &state,
         &principal,
-        SetupCommand::CompleteStep { step: "add_node".to_owned(), detail: format!("credentials for {}", node.as_str()) },
+        SetupCommand::CompleteStep {
+            step: "add_node".to_owned(),
+            detail: format!("credentials for {}", node.as_str()),
+        },
     )
     .await?;
     tracing::info!(node = %node, by = %principal.name, "join credentials made for a node");

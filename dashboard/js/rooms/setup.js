@@ -99,8 +99,13 @@ function mount(ctx) {
           out.textContent = '# on this machine\n' + res.data.reload + '\n\n# on ' + res.data.node_id + '\n' + res.data.command;
           out.hidden = false;
           say('credentials for ' + res.data.node_id + ' made: copy the commands now (the seed is not shown again)');
-          setup = normalizeSetup(Object.assign({}, setup, { steps: setup.steps.map((s) => ({ step: s.id, done: s.id === 'add_node' ? true : s.done, detail: s.detail })) }));
-          renderSteps();
+          const next = button('Continue', 'btn-small');
+          next.dataset.action = 'next';
+          next.addEventListener('click', () => {
+            current = null;
+            load();
+          });
+          out.after(next);
         });
         break;
       }
@@ -233,9 +238,13 @@ function mount(ctx) {
   });
 
   return {
+    // Opening the room reopens a wizard that was put away.
     async show() {
-      if (setup && setup.dismissed) await api('/api/setup/reopen', { method: 'POST', json: {} });
-      load();
+      await load();
+      if (setup && setup.dismissed) {
+        await api('/api/setup/reopen', { method: 'POST', json: {} });
+        load();
+      }
     },
   };
 }

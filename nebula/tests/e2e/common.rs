@@ -325,16 +325,20 @@ pub async fn nebula_cli(nats: &NatsServer, args: &[&str]) -> std::process::Outpu
 /// Waits (up to 120 s) for deploy run `run_id` to finish: the run as `GET /api/deploys/{id}`
 /// answers it then.
 pub async fn finished_run(base: &str, token: &str, run_id: &str) -> serde_json::Value {
-    testkit::wait_until("the deploy run to finish", Duration::from_secs(120), || async {
-        let (status, run) = call(
-            reqwest::Method::GET,
-            format!("{base}/api/deploys/{run_id}?wait=5"),
-            token,
-            &serde_json::Value::Null,
-        )
-        .await;
-        (status == reqwest::StatusCode::OK).then_some(run)
-    })
+    testkit::wait_until(
+        "the deploy run to finish",
+        Duration::from_secs(120),
+        || async {
+            let (status, run) = call(
+                reqwest::Method::GET,
+                format!("{base}/api/deploys/{run_id}?wait=5"),
+                token,
+                &serde_json::Value::Null,
+            )
+            .await;
+            (status == reqwest::StatusCode::OK).then_some(run)
+        },
+    )
     .await
 }
 

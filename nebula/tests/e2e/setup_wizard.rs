@@ -36,7 +36,10 @@ async fn fill_and_go(browser: &Browser, values: &[(&str, &str)]) {
     let sets: String = values
         .iter()
         .map(|(name, value)| {
-            format!("document.querySelector('#setup-step input[name=\"{name}\"]').value = {};", json!(value))
+            format!(
+                "document.querySelector('#setup-step input[name=\"{name}\"]').value = {};",
+                json!(value)
+            )
         })
         .collect();
     browser
@@ -53,15 +56,31 @@ async fn the_wizard_walks_an_admin_through_the_first_setup(pool: PgPool) {
     let mut config = common::config(&nats, &pool, state.path());
     config.render.simulated_step_ms = 10;
     config.domains.caddy_admin = String::new(); // no Caddy here: the domain is recorded only
-    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let parts = Parts::of(&[
+        Part::Gateway,
+        Part::Projector,
+        Part::Dispatcher,
+        Part::RenderWorker,
+    ]);
     let running = nebula::start(&config, parts).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
-    let (_, fresh) = call(Method::GET, format!("{base}/api/setup"), common::TOKEN, &json!(null)).await;
+    let (_, fresh) = call(
+        Method::GET,
+        format!("{base}/api/setup"),
+        common::TOKEN,
+        &json!(null),
+    )
+    .await;
     assert_eq!(fresh["next"], "sign_in", "{fresh}");
     let node = fresh["node_id"].as_str().unwrap().to_owned();
 
     let browser = Browser::start().await;
-    crate::dashboard_access::sign_in(&browser, &format!("{base}/#token={}", common::TOKEN), "admin · admin").await;
+    crate::dashboard_access::sign_in(
+        &browser,
+        &format!("{base}/#token={}", common::TOKEN),
+        "admin · admin",
+    )
+    .await;
     // A fresh install: the Overview leads to the wizard.
     let lead = wait_until("the overview's setup card", DEFAULT_WAIT, || async {
         let text = browser
@@ -86,22 +105,47 @@ async fn the_wizard_walks_an_admin_through_the_first_setup(pool: PgPool) {
         text.as_str().map(str::to_owned)
     })
     .await;
-    assert!(command.contains("NEBULA_AGENT__NODE_ID=gpu-2 nebula agent"), "{command}");
-    assert!(command.contains(&format!("NATS_URL={}", config.nats_url)), "{command}");
+    assert!(
+        command.contains("NEBULA_AGENT__NODE_ID=gpu-2 nebula agent"),
+        "{command}"
+    );
+    assert!(
+        command.contains(&format!("NATS_URL={}", config.nats_url)),
+        "{command}"
+    );
     let seed_file = state.path().join("nats-auth").join("agent-gpu-2.nk");
     let seed = std::fs::read_to_string(&seed_file).unwrap();
     assert!(command.contains(seed.trim()), "the seed in the command");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&seed_file).unwrap().permissions().mode() & 0o777, 0o600);
-    let authorization = std::fs::read_to_string(state.path().join("nats-auth").join(natsauth::AUTHORIZATION_FILE)).unwrap();
-    assert!(authorization.contains("gpu-2"), "the new node in authorization.conf");
+    assert_eq!(
+        std::fs::metadata(&seed_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let authorization = std::fs::read_to_string(
+        state
+            .path()
+            .join("nats-auth")
+            .join(natsauth::AUTHORIZATION_FILE),
+    )
+    .unwrap();
+    assert!(
+        authorization.contains("gpu-2"),
+        "the new node in authorization.conf"
+    );
 
     // Reloaded halfway: the wizard resumes at the first step not done.
-    browser.goto(&format!("{base}/#/setup")).await;
+    browser.eval("location.reload(); return true;").await;
     at_step(&browser, "Chat and platform tokens").await;
     fill_and_go(&browser, &[("secret-discord", "disc-t0ken-value")]).await;
     at_step(&browser, "A domain").await;
-    fill_and_go(&browser, &[("host", "home.example.test"), ("upstream", "127.0.0.1:8123")]).await;
+    fill_and_go(
+        &browser,
+        &[
+            ("host", "home.example.test"),
+            ("upstream", "127.0.0.1:8123"),
+        ],
+    )
+    .await;
     at_step(&browser, "A first test render").await;
     fill_and_go(&browser, &[]).await;
     wait_until("setup done", std::time::Duration::from_secs(60), || async {
@@ -113,27 +157,69 @@ async fn the_wizard_walks_an_admin_through_the_first_setup(pool: PgPool) {
     let _ = std::fs::write(std::env::temp_dir().join("nebula-setup.png"), &png);
 
     // What each step did is real, and recorded (never a secret).
-    let (_, setup) = call(Method::GET, format!("{base}/api/setup"), common::TOKEN, &json!(null)).await;
+    let (_, setup) = call(
+        Method::GET,
+        format!("{base}/api/setup"),
+        common::TOKEN,
+        &json!(null),
+    )
+    .await;
     assert_eq!(setup["next"], Value::Null, "{setup}");
-    let (_, tags) = call(Method::GET, format!("{base}/api/nodes/{node}/tags"), common::TOKEN, &json!(null)).await;
+    let (_, tags) = call(
+        Method::GET,
+        format!("{base}/api/nodes/{node}/tags"),
+        common::TOKEN,
+        &json!(null),
+    )
+    .await;
     assert_eq!(tags["tags"], json!(["prod", "gpu"]));
-    let (_, secrets) = call(Method::GET, format!("{base}/api/secrets"), common::TOKEN, &json!(null)).await;
+    let (_, secrets) = call(
+        Method::GET,
+        format!("{base}/api/secrets"),
+        common::TOKEN,
+        &json!(null),
+    )
+    .await;
     assert!(secrets.to_string().contains("discord"));
-    let (_, domains) = call(Method::GET, format!("{base}/api/domains"), common::TOKEN, &json!(null)).await;
+    let (_, domains) = call(
+        Method::GET,
+        format!("{base}/api/domains"),
+        common::TOKEN,
+        &json!(null),
+    )
+    .await;
     assert_eq!(domains["domains"][0]["host"], "home.example.test");
     let bus = common::bus(&nats).await;
     let log = common::envelopes(&bus, "setup", "site").await;
-    assert_eq!(log.iter().filter(|e| e.event_type == "setup.step_done").count(), 6);
-    let everything = serde_json::to_string(&log.iter().map(|e| &e.data).collect::<Vec<_>>()).unwrap();
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.event_type == "setup.step_done")
+            .count(),
+        6
+    );
+    let everything =
+        serde_json::to_string(&log.iter().map(|e| &e.data).collect::<Vec<_>>()).unwrap();
     assert!(!everything.contains("disc-t0ken-value") && !everything.contains(seed.trim()));
 
     // Put away, then reopened from the navigation.
-    let (status, _) = call(Method::POST, format!("{base}/api/setup/dismiss"), common::TOKEN, &json!({})).await;
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/api/setup/dismiss"),
+        common::TOKEN,
+        &json!({}),
+    )
+    .await;
     assert_eq!(status, reqwest::StatusCode::OK);
     crate::dashboard::open_room(&browser, "overview").await;
     crate::dashboard::open_room(&browser, "setup").await;
     wait_until("the wizard reopened", DEFAULT_WAIT, || async {
-        let (_, setup) = call(Method::GET, format!("{base}/api/setup"), common::TOKEN, &json!(null)).await;
+        let (_, setup) = call(
+            Method::GET,
+            format!("{base}/api/setup"),
+            common::TOKEN,
+            &json!(null),
+        )
+        .await;
         (setup["dismissed"] == false).then_some(())
     })
     .await;
