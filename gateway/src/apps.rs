@@ -168,14 +168,32 @@ async fn define(
     .map_err(app_error)
 }
 
-/// `DELETE /api/apps/{name}` (admin): forgotten (its releases' numbers are never reused); its
-/// containers are left as they are.
+/// `DELETE /api/apps/{name}[?remove_containers=true]` (admin): forgotten (its releases'
+/// numbers are never reused). Its containers are left as they are, unless asked: then every
+/// release's container is removed from every node (a container command each, answered with
+/// their ids; one already gone fails harmlessly).
 pub(crate) async fn remove(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    known_app(&state, &name).await?;
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    known_params(&query, &["remove_containers"])?;
+    let remove_containers = match query.get("remove_containers").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "remove_containers must be true or false, got {other:?}"
+            )));
+        }
+    };
+    let app = known_app(&state, &name).await?;
+    let nodes = app
+        .defined
+        .as_ref()
+        .map(|d| d.nodes.clone())
+        .unwrap_or_default();
     execute(
         &state.app_commands,
         &name,
@@ -185,7 +203,38 @@ pub(crate) async fn remove(
     )
     .await
     .map_err(app_error)?;
-    Ok(StatusCode::NO_CONTENT)
+    let mut commands = Vec::new();
+    if remove_containers {
+        let timeout =
+            std::time::Duration::from_secs_f64(state.config.container_command_timeout_secs);
+        for node in &nodes {
+            for release in &app.releases {
+                for container in &release.containers {
+                    let action = events::container::ContainerAction::Remove {
+                        container: events::deploy::container_name(
+                            &name,
+                            &container.name,
+                            release.number,
+                        ),
+                        force: true,
+                    };
+                    let requested = sagas::containers::request_container_command(
+                        &state.container_commands,
+                        node,
+                        action,
+                        timeout,
+                        principal.meta(),
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                    commands.push(requested.command_id);
+                }
+            }
+        }
+    }
+    Ok(Json(
+        json!({ "name": name, "removed": true, "container_commands": commands }),
+    ))
 }
 
 /// `POST /api/apps/{name}/deploy[?wait=]` (admin): 202 `{run_id, release}`, or with `wait`

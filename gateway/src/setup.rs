@@ -89,20 +89,29 @@ pub(crate) async fn step(
     Ok(Json(json!({ "step": step, "done": true })))
 }
 
-/// `POST /api/setup/dismiss`: put away (the dashboard stops opening it).
+/// No fields: `{}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Empty {}
+
+/// `POST /api/setup/dismiss {}`: put away (the dashboard stops leading to it).
 pub(crate) async fn dismiss(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    payload: Result<Json<Empty>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    body(payload)?;
     record(&state, &principal, SetupCommand::Dismiss).await?;
     Ok(Json(json!({ "dismissed": true })))
 }
 
-/// `POST /api/setup/reopen`.
+/// `POST /api/setup/reopen {}`.
 pub(crate) async fn reopen(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    payload: Result<Json<Empty>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    body(payload)?;
     record(&state, &principal, SetupCommand::Reopen).await?;
     Ok(Json(json!({ "dismissed": false })))
 }
