@@ -412,23 +412,20 @@ impl Deployer {
         release: &Release,
     ) -> StepResult {
         let mut output = String::new();
-        for node in &requested.nodes {
-            for container in &release.containers {
-                let name = container_name(&requested.app, &container.name, release.number);
-                let action = ContainerAction::Stop {
-                    container: name.clone(),
-                    timeout_secs: 10,
-                };
-                match self.container(run, node, action).await {
-                    Ok(_) => {
-                        let _ = writeln!(output, "{node}: stopped {name}");
-                    }
-                    Err(err) if is_missing(&err) => {
-                        let _ = writeln!(output, "{node}: {name} was not there");
-                    }
-                    Err(err) => {
-                        return Err((output, format!("{node}: stopping {name} failed: {err}")));
-                    }
+        for (node, name) in placed(requested, release) {
+            let action = ContainerAction::Stop {
+                container: name.clone(),
+                timeout_secs: 10,
+            };
+            match self.container(run, &node, action).await {
+                Ok(_) => {
+                    let _ = writeln!(output, "{node}: stopped {name}");
+                }
+                Err(err) if is_missing(&err) => {
+                    let _ = writeln!(output, "{node}: {name} was not there");
+                }
+                Err(err) => {
+                    return Err((output, format!("{node}: stopping {name} failed: {err}")));
                 }
             }
         }
@@ -489,21 +486,18 @@ impl Deployer {
         release: &Release,
         output: &mut String,
     ) {
-        for node in &requested.nodes {
-            for container in &release.containers {
-                let name = container_name(&requested.app, &container.name, release.number);
-                let remove = ContainerAction::Remove {
-                    container: name.clone(),
-                    force: true,
-                };
-                match self.container(run, node, remove).await {
-                    Ok(_) => {
-                        let _ = writeln!(output, "{node}: removed {name}");
-                    }
-                    Err(err) if is_missing(&err) => {}
-                    Err(err) => {
-                        let _ = writeln!(output, "{node}: removing {name} failed: {err}");
-                    }
+        for (node, name) in placed(requested, release) {
+            let remove = ContainerAction::Remove {
+                container: name.clone(),
+                force: true,
+            };
+            match self.container(run, &node, remove).await {
+                Ok(_) => {
+                    let _ = writeln!(output, "{node}: removed {name}");
+                }
+                Err(err) if is_missing(&err) => {}
+                Err(err) => {
+                    let _ = writeln!(output, "{node}: removing {name} failed: {err}");
                 }
             }
         }
@@ -656,6 +650,22 @@ impl Deployer {
             }
         }
     }
+}
+
+/// Every (node, container name) a release runs as.
+fn placed(requested: &DeployRequested, release: &Release) -> Vec<(String, String)> {
+    requested
+        .nodes
+        .iter()
+        .flat_map(|node| {
+            release.containers.iter().map(move |c| {
+                (
+                    node.clone(),
+                    container_name(&requested.app, &c.name, release.number),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Whether a container command failed because the container is not there.
