@@ -55,6 +55,10 @@ async fn timed_run(stack: &GatewayProcess, path: &str, body: &str) -> Result<Dur
     }
 }
 
+/// How often the check is tried while a release comes up: the deployer's
+/// `deploy.health_interval_secs` in this run, and the direct path's polling alike.
+const CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
 async fn healthy(client: &reqwest::Client, url: &str) -> Result<()> {
     let started = Instant::now();
     loop {
@@ -66,7 +70,7 @@ async fn healthy(client: &reqwest::Client, url: &str) -> Result<()> {
         if started.elapsed() > Duration::from_secs(30) {
             bail!("{url} did not answer in 30 s");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(CHECK_INTERVAL).await;
     }
 }
 
@@ -79,7 +83,10 @@ pub(crate) async fn deploys(rounds: usize) -> Result<Deploys> {
     let stack = node_stack(
         &env,
         &host,
-        &[("NEBULA_DEPLOY__HEALTH_INTERVAL_SECS", "0.05")],
+        &[(
+            "NEBULA_DEPLOY__HEALTH_INTERVAL_SECS",
+            &CHECK_INTERVAL.as_secs_f64().to_string(),
+        )],
     )
     .await?;
     let port = testkit::free_port();

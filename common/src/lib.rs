@@ -42,6 +42,17 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// The bytes `text` spells in hex (either case), or `None` when it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 /// Lower-case hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -77,6 +88,10 @@ mod tests {
     #[test]
     fn hex_and_hashes() {
         assert_eq!(super::hex(&[0, 15, 255]), "000fff");
+        assert_eq!(super::unhex("000fFF"), Some(vec![0, 15, 255]));
+        assert_eq!(super::unhex("abc"), None);
+        assert_eq!(super::unhex("zz"), None);
+        assert_eq!(super::unhex("é1"), None);
         let empty = super::sha256_hex(b"");
         assert_eq!(
             empty,

@@ -53,12 +53,7 @@ pub(crate) async fn git(
     let delivery = header(&headers, "x-github-delivery")
         .or_else(|| header(&headers, "x-gitea-delivery"))
         .map(str::to_owned)
-        .unwrap_or_else(|| {
-            use sha2::Digest;
-            let digest = sha2::Sha256::digest(&body);
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            format!("sha256:{hex}")
-        });
+        .unwrap_or_else(|| format!("sha256:{}", common::sha256_hex(&body)));
     let refuse = |reason: String| {
         let (state, name, delivery) = (state.clone(), name.clone(), delivery.clone());
         async move {
@@ -95,7 +90,7 @@ pub(crate) async fn git(
     };
     let valid = signature
         .strip_prefix("sha256=")
-        .and_then(decode_hex)
+        .and_then(common::unhex)
         .is_some_and(|signature| {
             hmac::Hmac::<sha2::Sha256>::new_from_slice(key.expose().as_bytes())
                 .map(|mut mac| {
@@ -170,14 +165,4 @@ pub(crate) async fn git(
             json!({ "run_id": requested.run_id, "release": requested.release, "delivery": delivery }),
         ),
     ))
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }

@@ -12,11 +12,10 @@ use cqrs_es::{AggregateError, EventStore};
 use domain::deploy::{App, AppCommand, AppError, DeployCommand, DeployError, DeployRun};
 use events::DomainEvent;
 use events::deploy::{
-    AppContainer, AppEvent, AppHealth, BUILD_IMAGE, BuildSource, DeployEvent, DeployOutcome,
-    DeployRequested, DeployStep, DeployTrigger, Release,
+    AppContainer, AppEvent, AppHealth, BUILD_IMAGE, BuildSource, DeployEvent, DeployRequested,
+    DeployStep, DeployTrigger, Release,
 };
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 /// Why a deploy was not requested.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +57,7 @@ pub async fn branch_head(repo: &str, branch: &str) -> Result<String, String> {
 
 /// SHA-256 (hex) of a release's containers and check, as canonical JSON.
 pub fn spec_hash(containers: &[AppContainer], health: &AppHealth) -> String {
-    let bytes = serde_json::to_vec(&(containers, health)).unwrap_or_default();
-    format!("{:x}", Sha256::digest(bytes))
+    common::sha256_hex(&serde_json::to_vec(&(containers, health)).unwrap_or_default())
 }
 
 /// The app `name` as it stands, or `None` when it is not defined.
@@ -389,9 +387,4 @@ pub fn app_view(name: &str, app: App) -> AppView {
         live_release: app.live,
         good_releases: app.good.into_iter().rev().collect(),
     }
-}
-
-/// Whether the outcome means the new release runs.
-pub fn succeeded(outcome: DeployOutcome) -> bool {
-    outcome == DeployOutcome::Succeeded
 }

@@ -80,13 +80,7 @@ struct VaultKey(Key);
 impl VaultKey {
     fn parse(hex: &str, from: &str) -> Result<VaultKey, VaultError> {
         let hex = hex.trim();
-        let bytes: Option<Vec<u8>> = (hex.len() == 64)
-            .then(|| {
-                (0..32)
-                    .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-                    .collect()
-            })
-            .flatten();
+        let bytes = (hex.len() == 64).then(|| common::unhex(hex)).flatten();
         let bytes: [u8; 32] = bytes
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| VaultError::Key(format!("in {from} is not 64 hex digits")))?;

@@ -40,6 +40,7 @@ function mount(ctx) {
   let setup = null;
   let who = null;
   let current = null;
+  let watching = null; // the test render followed: { id, seen(env) }
 
   function say(text, ok) {
     message.textContent = text;
@@ -147,22 +148,32 @@ function mount(ctx) {
           if (!res.ok) return say(res.message, false);
           const id = res.data.job_id;
           result.textContent = 'job ' + id + ' queued\u2026';
-          for (let i = 0; i < 120; i++) {
-            const job = await api('/api/render/jobs/' + encodeURIComponent(id));
-            const status = job.ok ? job.data.status : null;
-            if (status === 'completed') {
-              result.textContent = '';
-              result.appendChild(h('span', 'ok', 'job ' + id + ' completed \u2014 '));
-              const link = h('a', null, 'see it in the Studio');
-              link.href = ctx.href('studio', { job: id });
-              result.appendChild(link);
-              return done('first_render', 'job ' + id);
+          // Its end comes on the live feed (the read model may lag it); other events of the job
+          // refresh what it is doing. Given up after 2 minutes.
+          const status = await new Promise((resolve) => {
+            const timer = setTimeout(() => finish('not done after 2 minutes'), 120000);
+            function finish(outcome) {
+              clearTimeout(timer);
+              watching = null;
+              resolve(outcome);
             }
-            if (status === 'failed' || status === 'cancelled') return say('the test render ' + status, false);
-            result.textContent = 'job ' + id + ' ' + (status || 'queued') + '\u2026';
-            await new Promise((r) => setTimeout(r, 500));
-          }
-          say('the test render is still not done', false);
+            async function check() {
+              const job = await api('/api/render/jobs/' + encodeURIComponent(id));
+              const now = job.ok ? job.data.status : null;
+              if (now === 'completed' || now === 'failed' || now === 'cancelled') return finish(now);
+              result.textContent = 'job ' + id + ' ' + (now || 'queued') + '\u2026';
+            }
+            const ends = { 'render.job_completed': 'completed', 'render.job_failed': 'failed', 'render.job_cancelled': 'cancelled' };
+            watching = { id: id, seen: (env) => (env.type in ends ? finish(ends[env.type]) : check()) };
+            check();
+          });
+          if (status !== 'completed') return say('the test render: ' + status, false);
+          result.textContent = '';
+          result.appendChild(h('span', 'ok', 'job ' + id + ' completed \u2014 '));
+          const link = h('a', null, 'see it in the Studio');
+          link.href = ctx.href('studio', { job: id });
+          result.appendChild(link);
+          return done('first_render', 'job ' + id);
         });
         break;
       }
@@ -231,6 +242,11 @@ function mount(ctx) {
     const res = await api('/api/setup/dismiss', { method: 'POST', json: {} });
     say(res.ok ? 'put away: Setup stays in the navigation' : res.message, res.ok);
     if (res.ok) ctx.go('overview', {});
+  });
+  ctx.onChanges((changes) => {
+    for (const item of changes.events) {
+      if (watching && item.env && item.env.aggregate_id === watching.id) watching.seen(item.env);
+    }
   });
   ctx.subscribe('whoami', (value) => {
     who = value;

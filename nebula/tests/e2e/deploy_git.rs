@@ -55,11 +55,7 @@ fn dockerfile(port: u16) -> String {
 fn signed(secret: &str, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(body);
-    let bytes = mac.finalize().into_bytes();
-    format!(
-        "sha256={}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    format!("sha256={}", ::common::hex(&mac.finalize().into_bytes()))
 }
 
 async fn hook(base: &str, delivery: &str, signature: &str, body: &Value) -> (StatusCode, Value) {

@@ -90,6 +90,8 @@ async fn the_wizard_walks_an_admin_through_the_first_setup(pool: PgPool) {
     })
     .await;
     assert!(lead.contains("0 of 6 steps"), "{lead}");
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-overview-setup.png"), &png);
     crate::dashboard::open_room(&browser, "setup").await;
 
     at_step(&browser, "Sign in").await;

@@ -93,7 +93,7 @@ impl Cloudflare {
                 Err(Failure::Transient(message)) => {
                     tracing::warn!(path, error = %message, "a cloudflare call is tried again");
                     last = message;
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    backoff.sleep().await;
                 }
             }
         }

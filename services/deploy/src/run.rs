@@ -273,6 +273,9 @@ impl Deployer {
                 }
             }
         };
+        // Followed on the approval's own subject (no polling); the event store away is retried
+        // with the one backoff.
+        let mut backoff = common::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         let approval = loop {
             match sagas::approvals::wait_outcome(
                 &self.bus,
@@ -283,10 +286,10 @@ impl Deployer {
             .await
             {
                 Ok(approval) if approval.outcome.is_some() => break approval,
-                Ok(_) => {}
+                Ok(_) => backoff.reset(),
                 Err(err) => {
                     tracing::warn!(run_id, error = %err, "waiting for an approval; trying again");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    backoff.sleep().await;
                 }
             }
         };
