@@ -32,6 +32,11 @@ test('an app: releases newest first with live and good marks, runs in words', ()
   assert.equal(app.releases[0].hash, 'abcdef012345');
   assert.deepEqual(app.releases[0].images, ['web: web:3']);
   assert.equal(app.check, 'http://x/health');
+  assert.equal(app.source, null);
+  const built = normalizeApp({ name: 'site', definition: { git: { repo: '/srv/site.git', branch: 'main', build_command: 'make image' } } });
+  assert.equal(built.source, '/srv/site.git @ main, built by: make image');
+  const docker = normalizeApp({ name: 'site', definition: { git: { repo: '/srv/site.git', branch: 'main', dockerfile: 'Dockerfile' } } });
+  assert.equal(docker.source, '/srv/site.git @ main, built from Dockerfile');
   assert.equal(runWords(app.runs[0]), 'rolled back: release 1 live again');
   assert.equal(runWords(app.runs[1]), 'waiting for approval');
   assert.equal(app.runs[0].by, 'alice');

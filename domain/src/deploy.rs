@@ -213,6 +213,7 @@ pub fn validate_app(app: &AppDefined) -> Vec<String> {
                 repo: git.repo.clone(),
                 commit: "0".repeat(40),
                 dockerfile: git.dockerfile.clone(),
+                command: git.build_command.clone(),
             };
             if let Err(err) = probe.validate() {
                 problems.push(format!("git: {err}"));

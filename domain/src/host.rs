@@ -459,6 +459,7 @@ mod tests {
             host: "nas".into(),
             command: "uptime".into(),
             timeout_secs: 10,
+            env_secrets: Default::default(),
         };
         let given = vec![
             Event(HostExecEvent::Requested(requested)),

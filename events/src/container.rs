@@ -38,12 +38,16 @@ pub enum ContainerAction {
         spec: Box<ContainerSpec>,
     },
     /// Build `image` on the node from `commit` of the git repository `repo`, with the
-    /// Dockerfile at `dockerfile` (relative to the repository's root).
+    /// Dockerfile at `dockerfile` (relative to the repository's root) — or, with `command`, by
+    /// running that shell command in the commit's checkout, which must leave the image
+    /// `$NEBULA_IMAGE` in the node's engine (buildpacks, nixpacks, a Makefile).
     Build {
         image: String,
         repo: String,
         commit: String,
         dockerfile: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
     },
 }
 
@@ -79,6 +83,14 @@ pub struct ContainerSpec {
     /// A Docker network mode (`bridge`, `host`, `none`, a network's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+}
+
+/// Whether `command` can be a build command: 1 to 2000 bytes, not blank, one line.
+pub fn validate_build_command(command: &str) -> Result<(), String> {
+    if command.trim().is_empty() || command.len() > 2000 || command.contains(['\n', '\r', '\0']) {
+        return Err("a build command is one line of 1-2000 bytes".to_owned());
+    }
+    Ok(())
 }
 
 /// The vault secret a value names (`secret:NAME`), if it names one.
@@ -246,6 +258,7 @@ impl ContainerAction {
             repo,
             commit,
             dockerfile,
+            command,
         } = self
         else {
             return ContainerAction::validate_container(self.container());
@@ -278,6 +291,11 @@ impl ContainerAction {
             return Err(format!(
                 "dockerfile {dockerfile:?} must be a path inside the repository"
             ));
+        }
+        if let Some(command) = command
+            && let Err(err) = validate_build_command(command)
+        {
+            return Err(err);
         }
         Ok(())
     }

@@ -51,8 +51,8 @@ impl Default for AppHealth {
 /// In a container's image: the image each release builds from the app's git source.
 pub const BUILD_IMAGE: &str = "{build}";
 
-/// Where an app's own code comes from: a branch of a git repository with a Dockerfile, built on
-/// each node for every release (the release pins the commit).
+/// Where an app's own code comes from: a branch of a git repository with a Dockerfile (or a
+/// build command), built on each node for every release (the release pins the commit).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GitSource {
     /// A URL or path the control plane and the nodes can fetch from.
@@ -61,6 +61,12 @@ pub struct GitSource {
     /// Relative to the repository's root.
     #[serde(default = "default_dockerfile")]
     pub dockerfile: String,
+    /// Instead of the Dockerfile: a shell command run on the node in the commit's checkout
+    /// that leaves the image `$NEBULA_IMAGE` in its engine (`pack build "$NEBULA_IMAGE"`,
+    /// `nixpacks build . --name "$NEBULA_IMAGE"`, `make image`). It runs as the node's
+    /// agent (or the SSH user), so only an admin may set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_command: Option<String>,
     /// The vault secret that signs this app's git webhooks (`X-Hub-Signature-256`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
@@ -80,6 +86,9 @@ pub struct BuildSource {
     pub commit: String,
     pub dockerfile: String,
     pub image: String,
+    /// The build command, when the app builds with one rather than its Dockerfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
 }
 
 /// What an app is: its containers, its check and the nodes it runs on.

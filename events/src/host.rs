@@ -4,6 +4,7 @@
 //! output in capped chunks, then completed with the exit status or failed with a distinct
 //! reason). Metrics read over SSH are telemetry (`nebula.telemetry.<host>.host`), not events.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -96,6 +97,13 @@ pub struct ExecRequested {
     pub command: String,
     /// The remote command is killed after this long.
     pub timeout_secs: u32,
+    /// Vault secrets the command reads on its standard input as `NAME=value` lines
+    /// (variable name → secret name), in the manner of `docker run --env-file /dev/stdin`:
+    /// resolved by the executor as it runs the command, never in the command, an event or a
+    /// log line. Only the control plane's own services ask for them (the Deploy Center); the
+    /// REST and CLI requests never carry any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_secrets: BTreeMap<String, String>,
 }
 
 /// Which of a command's streams a chunk of output came from.
@@ -115,6 +123,8 @@ pub enum ExecFailure {
     UnknownHost,
     /// The key could not be read from the vault (missing secret, no vault).
     KeyUnavailable,
+    /// A secret the command reads on its input could not be read from the vault.
+    SecretUnavailable,
     /// Nothing listens there (connection refused, no route, name not resolved).
     Unreachable,
     /// The connection or the login did not finish in time.
@@ -136,6 +146,7 @@ impl ExecFailure {
         match self {
             ExecFailure::UnknownHost => "unknown_host",
             ExecFailure::KeyUnavailable => "key_unavailable",
+            ExecFailure::SecretUnavailable => "secret_unavailable",
             ExecFailure::Unreachable => "unreachable",
             ExecFailure::ConnectTimeout => "connect_timeout",
             ExecFailure::AuthFailed => "auth_failed",

@@ -556,6 +556,7 @@ fn host_events() {
             host: "nas".to_owned(),
             command: "systemctl status nginx".to_owned(),
             timeout_secs: 60,
+            env_secrets: Default::default(),
         }),
     );
     golden(id, HostExecEvent::Started {});
@@ -681,6 +682,7 @@ fn deploy_events() {
             commit: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_owned(),
             dockerfile: "Dockerfile".to_owned(),
             image: "nebula-build/web:4b825dc642cb".to_owned(),
+            command: None,
         }),
     };
     golden(
@@ -692,6 +694,7 @@ fn deploy_events() {
                 dockerfile: "Dockerfile".to_owned(),
                 webhook_secret: Some("web-webhook".to_owned()),
                 poll: true,
+                build_command: None,
             }),
             containers: containers.clone(),
             health: health.clone(),

@@ -221,6 +221,7 @@ pub(crate) async fn exec(
         host: name.clone(),
         command: exec.command.clone(),
         timeout_secs: exec.timeout_secs.unwrap_or(60),
+        env_secrets: Default::default(),
     };
     let exec_id = sagas::hosts::request_exec(&state.exec_commands, requested, meta)
         .await

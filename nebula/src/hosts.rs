@@ -164,6 +164,7 @@ async fn exec(
         host: host.clone(),
         command,
         timeout_secs,
+        env_secrets: Default::default(),
     };
     let exec_id = sagas::hosts::request_exec(&execs, requested, meta)
         .await

@@ -104,6 +104,7 @@ pub async fn deploy(
                 image: format!("nebula-build/{name}:{}", &commit[..12]),
                 commit,
                 dockerfile: git.dockerfile.clone(),
+                command: git.build_command.clone(),
             })
         }
     };

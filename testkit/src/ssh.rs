@@ -19,6 +19,8 @@ pub struct Sshd {
     pub stranger_key: String,
     /// The host key's fingerprint (`SHA256:…`), as `ssh-keygen -lf` prints it.
     pub host_fingerprint: String,
+    /// What every session's environment gets (sshd's `SetEnv`).
+    env: Vec<(String, String)>,
 }
 
 fn sshd_path() -> PathBuf {
@@ -81,9 +83,21 @@ impl Sshd {
             user,
             client_key,
             stranger_key,
+            env: Vec::new(),
         };
         sshd.resume();
         sshd
+    }
+
+    /// Gives every later session `name=value` in its environment (as a host's own profile
+    /// would, e.g. `DOCKER_HOST`), restarting the server.
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        assert!(
+            !value.contains(['"', '\n', ' ']),
+            "SetEnv values here are plain words"
+        );
+        self.env.push((name.to_owned(), value.to_owned()));
+        self.resume();
     }
 
     /// The client key's file (for the OpenSSH client).
@@ -111,8 +125,13 @@ impl Sshd {
         // Privilege separation needs its empty folder (a package's tmpfiles rule makes it at
         // boot, which a test machine may not have had).
         let _ = std::fs::create_dir_all("/run/sshd");
+        let set_env: String = self
+            .env
+            .iter()
+            .map(|(name, value)| format!("SetEnv {name}={value}\n"))
+            .collect();
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host\n\
+            "{set_env}Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host\n\
              AuthorizedKeysFile {dir}/authorized_keys\nPidFile {dir}/sshd.pid\nStrictModes no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
              PermitRootLogin prohibit-password\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n",

@@ -104,7 +104,7 @@ function mount(ctx) {
       summary.textContent = chosen === null ? 'no apps yet (POST /api/apps, or install one from the marketplace)' : 'loading\u2026';
       return;
     }
-    summary.textContent = (app.live !== null ? 'release ' + app.live + ' live' : 'nothing live') + ' on ' + (app.nodes.join(', ') || DASH) + ' \u00b7 check: ' + app.check;
+    summary.textContent = (app.live !== null ? 'release ' + app.live + ' live' : 'nothing live') + ' on ' + (app.nodes.join(', ') || DASH) + ' \u00b7 check: ' + app.check + (app.source ? ' \u00b7 source: ' + app.source : '');
     if (!app.releases.length) {
       const td = h('td', null, 'no releases yet: Deploy makes the first');
       td.colSpan = 4;

@@ -48,12 +48,16 @@ export function normalizeApp(data) {
     }))
     .sort((a, b) => b.number - a.number);
   const health = isObj(def.health) ? def.health : {};
+  const git = isObj(def.git) ? def.git : null;
   return {
     name: str(d.name) || '?',
     live: live,
     nodes: (Array.isArray(def.nodes) ? def.nodes : []).map(str).filter(Boolean),
     images: images(def.containers),
     check: str(health.http) || (str(health.tcp) ? 'tcp ' + str(health.tcp) : 'none (started counts)'),
+    source: git
+      ? (str(git.repo) || '?') + ' @ ' + (str(git.branch) || '?') + (str(git.build_command) ? ', built by: ' + str(git.build_command) : ', built from ' + (str(git.dockerfile) || 'Dockerfile'))
+      : null,
     releases: releases,
     runs: (Array.isArray(d.runs) ? d.runs : []).filter(isObj).map(normalizeRun),
   };

@@ -95,6 +95,26 @@ pub async fn bus(nats: &NatsServer) -> Bus {
     .unwrap()
 }
 
+/// Fails when any event on the log so far holds `text` (a secret's value).
+pub async fn assert_not_on_log(nats: &NatsServer, text: &str) {
+    let bus = bus(nats).await;
+    let last = bus.last_seq(bus::StreamName::Events).await.unwrap();
+    let mut log = bus
+        .read(bus::StreamName::Events, bus::ReadFrom::Start, None)
+        .await
+        .unwrap();
+    while let Some(Ok(message)) = futures::StreamExt::next(&mut log).await {
+        assert!(
+            !String::from_utf8_lossy(&message.payload).contains(text),
+            "a secret on the log at {}",
+            message.stream_seq
+        );
+        if message.stream_seq >= last {
+            break;
+        }
+    }
+}
+
 pub fn registered(node: &str) -> EventEnvelope {
     EventEnvelope::new(
         node,

@@ -15,12 +15,14 @@ use testkit::docker::TEST_IMAGE;
 use testkit::wait_until;
 
 /// Commits `files` on `main` of the repository at `dir`; the commit id.
-fn commit(dir: &std::path::Path, files: &[(&str, String)], message: &str) -> String {
+pub(crate) fn commit(dir: &std::path::Path, files: &[(&str, String)], message: &str) -> String {
     let repo = git2::Repository::open(dir)
         .or_else(|_| git2::Repository::init(dir))
         .unwrap();
     for (path, text) in files {
-        std::fs::write(dir.join(path), text).unwrap();
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
     }
     let mut index = repo.index().unwrap();
     index
@@ -88,7 +90,7 @@ async fn serving(port: u16) -> String {
     }
 }
 
-fn steps(run: &Value) -> Vec<String> {
+pub(crate) fn steps(run: &Value) -> Vec<String> {
     run["steps"]
         .as_array()
         .unwrap()

@@ -14,6 +14,7 @@ mod containers;
 mod dashboard;
 mod dashboard_access;
 mod deploy_git;
+mod deploy_ssh;
 mod deploys;
 mod discord;
 mod domains;

@@ -1,9 +1,12 @@
 //! Building an image on the node from a commit of a git repository: the repository fetched
 //! into a cache under the agent's state directory (git2; fetched again only when the commit is
-//! not there yet), the commit's tree sent to the engine as the build context, the build's own
-//! output kept (its tail) for the deploy run.
+//! not there yet), the commit's tree sent to the engine as the build context — or, for an app
+//! with a build command, written to a scratch folder where the command runs (`sh -c`, with
+//! `NEBULA_IMAGE`, `NEBULA_COMMIT` and the node's `DOCKER_HOST`) and must leave the image; the
+//! build's own output kept (its tail) for the deploy run.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bollard::query_parameters::BuildImageOptionsBuilder;
 use futures::StreamExt;
@@ -12,19 +15,51 @@ use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 /// Most of a build's output kept.
 const OUTPUT_TAIL: usize = 8 * 1024;
 
-/// Builds `image` from `commit` of `repo`; the build's output tail, or why it failed.
+/// How long a build command may run before it is killed (with everything it started).
+const COMMAND_LIMIT: Duration = Duration::from_secs(3600);
+
+/// What to build, and from where.
+pub(crate) struct BuildOrder<'a> {
+    pub image: &'a str,
+    pub repo: &'a str,
+    pub commit: &'a str,
+    pub dockerfile: &'a str,
+    pub command: Option<&'a str>,
+}
+
+/// Builds `order.image` from its commit; the build's output tail, or why it failed.
 pub(crate) async fn build(
     docker: &bollard::Docker,
+    docker_host: &str,
     cache: PathBuf,
-    image: &str,
-    repo: &str,
-    commit: &str,
-    dockerfile: &str,
+    order: BuildOrder<'_>,
 ) -> Result<String, String> {
+    let BuildOrder {
+        image,
+        repo,
+        commit,
+        dockerfile,
+        command,
+    } = order;
     let (repo_owned, commit_owned) = (repo.to_owned(), commit.to_owned());
     let context = tokio::task::spawn_blocking(move || context(&cache, &repo_owned, &commit_owned))
         .await
         .map_err(|err| format!("the build context could not be made: {err}"))??;
+    if let Some(command) = command {
+        let output = run_command(command, context, image, commit, docker_host).await?;
+        docker.inspect_image(image).await.map_err(|err| {
+            format!(
+                "the build command left no image {image} ({})\n{}",
+                supervise::target::docker_message(&err),
+                tail(&output)
+            )
+        })?;
+        return Ok(format!(
+            "built {image} from {} by its command\n{}",
+            &commit[..12.min(commit.len())],
+            tail(&output)
+        ));
+    }
     let options = BuildImageOptionsBuilder::default()
         .dockerfile(dockerfile)
         .t(image)
@@ -58,6 +93,80 @@ pub(crate) async fn build(
         &commit[..12.min(commit.len())],
         tail(&output)
     ))
+}
+
+/// Runs a build command in the commit's files (unpacked from `context`): its output (both
+/// streams, the tail kept), or why it failed.
+async fn run_command(
+    command: &str,
+    context: Vec<u8>,
+    image: &str,
+    commit: &str,
+    docker_host: &str,
+) -> Result<String, String> {
+    use tokio::io::AsyncReadExt;
+    let scratch = tempfile::Builder::new()
+        .prefix("nebula-build-")
+        .tempdir()
+        .map_err(|err| format!("no scratch folder for the build: {err}"))?;
+    let dir = scratch.path().to_owned();
+    tokio::task::spawn_blocking(move || tar::Archive::new(&context[..]).unpack(&dir))
+        .await
+        .map_err(|err| format!("the checkout could not be written: {err}"))?
+        .map_err(|err| format!("the checkout could not be written: {err}"))?;
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 2>&1\n{command}"))
+        .current_dir(scratch.path())
+        .env("NEBULA_IMAGE", image)
+        .env("NEBULA_COMMIT", commit)
+        .env("DOCKER_HOST", docker_host)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|err| format!("the build command could not start: {err}"))?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut output = Vec::new();
+    let read = async {
+        let mut buffer = [0u8; 8192];
+        loop {
+            match stdout.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    output.extend_from_slice(&buffer[..n]);
+                    if output.len() > 4 * OUTPUT_TAIL {
+                        output.drain(..output.len() - 2 * OUTPUT_TAIL);
+                    }
+                }
+            }
+        }
+        child.wait().await
+    };
+    let status = match tokio::time::timeout(COMMAND_LIMIT, read).await {
+        Ok(status) => status.map_err(|err| format!("the build command was lost: {err}"))?,
+        Err(_) => {
+            if let Some(pid) = child.id() {
+                // The whole group: whatever the command started goes with it.
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{pid}")])
+                    .status();
+            }
+            return Err(format!(
+                "the build command ran past {} s and was killed",
+                COMMAND_LIMIT.as_secs()
+            ));
+        }
+    };
+    let output = String::from_utf8_lossy(&output).into_owned();
+    if !status.success() {
+        return Err(format!(
+            "the build command failed ({status})\n{}",
+            tail(&output)
+        ));
+    }
+    Ok(output)
 }
 
 fn tail(output: &str) -> &str {

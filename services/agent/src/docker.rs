@@ -196,10 +196,18 @@ impl Engine {
             repo,
             commit,
             dockerfile,
+            command,
         } = action
         {
             let cache = self.state_dir.join("build-cache");
-            return crate::build::build(&docker, cache, image, repo, commit, dockerfile).await;
+            let order = crate::build::BuildOrder {
+                image,
+                repo,
+                commit,
+                dockerfile,
+                command: command.as_deref(),
+            };
+            return crate::build::build(&docker, &self.host, cache, order).await;
         }
         if let ContainerAction::Create { spec, .. } = action {
             let secrets =

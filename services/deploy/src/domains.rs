@@ -88,7 +88,7 @@ pub(crate) struct Domains {
     pub(crate) bus: Bus,
     pub(crate) commands: Commands<WebDomain>,
     pub(crate) apps: JetStreamStore<domain::deploy::App>,
-    pub(crate) nodes: JetStreamStore<domain::node::Node>,
+    pub(crate) places: crate::ssh::Places,
     pub(crate) caddy: Caddy,
     pub(crate) cloudflare: Cloudflare,
     pub(crate) token_secret: String,
@@ -116,7 +116,7 @@ impl Domains {
         Domains {
             commands: bus::store::commands(bus.clone(), ()),
             apps: JetStreamStore::new(bus.clone()),
-            nodes: JetStreamStore::new(bus.clone()),
+            places: crate::ssh::Places::new(&bus),
             caddy: Caddy::new(
                 &config.caddy_admin,
                 &config.server,
@@ -317,7 +317,7 @@ impl Domains {
                     .as_ref()
                     .and_then(|d| d.nodes.first().cloned())
                     .ok_or_else(|| format!("there is no app {app}"))?;
-                let host = crate::node_host(&self.nodes, &node).await?;
+                let host = self.places.address(&node).await?;
                 Ok(format!("{host}:{port}"))
             }
         }

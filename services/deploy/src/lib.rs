@@ -19,6 +19,7 @@ mod domains;
 mod expiry;
 mod poll;
 mod run;
+mod ssh;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -130,7 +131,9 @@ pub fn start(ctx: &Context, config: Config, approvals: ApprovalsConfig, domains:
         approvals: commands(bus.clone(), ()),
         approval_state: JetStreamStore::new(bus.clone()),
         tag_state: JetStreamStore::new(bus.clone()),
-        node_state: JetStreamStore::new(bus.clone()),
+        places: ssh::Places::new(&bus),
+        execs: commands(bus.clone(), ()),
+        exec_state: JetStreamStore::new(bus.clone()),
         http: reqwest::Client::new(),
         config,
         rules: approvals.rules,
@@ -172,7 +175,10 @@ pub(crate) struct Deployer {
     pub(crate) approvals: Commands<domain::approval::Approval>,
     pub(crate) approval_state: JetStreamStore<domain::approval::Approval>,
     pub(crate) tag_state: JetStreamStore<domain::node::NodeTags>,
-    pub(crate) node_state: JetStreamStore<domain::node::Node>,
+    /// How each target is reached (its agent, or SSH) and its address.
+    pub(crate) places: ssh::Places,
+    pub(crate) execs: Commands<domain::host::HostExec>,
+    pub(crate) exec_state: JetStreamStore<domain::host::HostExec>,
     pub(crate) http: reqwest::Client,
     pub(crate) config: Config,
     pub(crate) rules: Vec<PolicyRule>,
@@ -273,32 +279,4 @@ fn fold(pending: &mut Vec<(String, Pending)>, envelope: &events::EventEnvelope) 
 
 pub(crate) fn secs(value: f64) -> Duration {
     Duration::from_secs_f64(value.max(0.0))
-}
-
-/// The host a node's agent advertises (what `{node_host}` becomes, where a domain's requests go).
-pub(crate) async fn node_host(
-    store: &JetStreamStore<domain::node::Node>,
-    node: &str,
-) -> Result<String, String> {
-    use cqrs_es::EventStore;
-    let state = store
-        .load_aggregate(node)
-        .await
-        .map_err(|err| format!("node {node} could not be read: {err}"))?;
-    let url = state
-        .state()
-        .inventory
-        .as_ref()
-        .and_then(|inventory| inventory.agent_url.clone())
-        .ok_or_else(|| format!("node {node} has no known address (its agent advertises none)"))?;
-    let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or_default();
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    };
-    if host.is_empty() {
-        return Err(format!("node {node}'s agent address {url:?} names no host"));
-    }
-    Ok(host.to_owned())
 }

@@ -19,13 +19,14 @@ use events::deploy::{
 };
 use supervise::HealthConfig;
 
+use crate::ssh::Reach;
 use crate::{Deployer, Pending, secs};
 
 /// How a step went: what it did (a line per node and container), or why it failed.
 type StepResult = Result<String, (String, String)>;
 
 impl Deployer {
-    fn meta(&self, run: &Pending) -> CommandMeta {
+    pub(crate) fn meta(&self, run: &Pending) -> CommandMeta {
         CommandMeta {
             correlation_id: run.correlation_id,
             causation_id: Some(run.event_id),
@@ -349,6 +350,7 @@ impl Deployer {
                 repo: build.repo.clone(),
                 commit: build.commit.clone(),
                 dockerfile: build.dockerfile.clone(),
+                command: build.command.clone(),
             };
             let wait = secs(self.config.build_timeout_secs);
             match self.container_within(run, node, action, wait).await {
@@ -374,7 +376,8 @@ impl Deployer {
         self.container_within(run, node, action, timeout).await
     }
 
-    /// Like [`Self::container`], waiting up to `timeout` for it to finish.
+    /// Like [`Self::container`], waiting up to `timeout` for it to finish; over SSH where the
+    /// target is a host without an agent.
     async fn container_within(
         &self,
         run: &Pending,
@@ -382,6 +385,16 @@ impl Deployer {
         action: ContainerAction,
         timeout: Duration,
     ) -> Result<String, String> {
+        if self.places.reach(node).await?.0 == Reach::Ssh {
+            let container = action.container().to_owned();
+            return self
+                .over_ssh(run, node, &action, timeout)
+                .await
+                .map(|said| match action {
+                    ContainerAction::Build { .. } => said,
+                    _ => format!("{container} {said}"),
+                });
+        }
         let requested = sagas::containers::request_container_command(
             &self.containers,
             node,
@@ -585,7 +598,7 @@ impl Deployer {
     }
 
     async fn node_host(&self, node: &str) -> Result<String, String> {
-        crate::node_host(&self.node_state, node).await
+        self.places.address(node).await
     }
 
     /// After a failure: the new release removed, and the old one (when the run had touched it)

@@ -16,7 +16,7 @@
 pub mod metrics;
 mod ssh;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -226,6 +226,13 @@ impl Hosts {
         }
         let began = Instant::now();
         let elapsed = || began.elapsed().as_millis() as u64;
+        let input = match self.env_input(&requested.env_secrets).await {
+            Ok(input) => input,
+            Err(failure) => {
+                record(fail(failure, elapsed())).await;
+                return;
+            }
+        };
         let session = match self.session(&requested.host).await {
             Ok(session) => session,
             Err(failure) => {
@@ -239,7 +246,7 @@ impl Hosts {
         let command = requested.command.clone();
         let runner = async {
             let result = session
-                .run(&command, timeout, |stream, data| {
+                .run(&command, input.expose().as_bytes(), timeout, |stream, data| {
                     let _ = sender.send((stream, data.to_vec()));
                 })
                 .await;
@@ -357,8 +364,38 @@ impl Hosts {
         }
     }
 
+    /// The `NAME=value` lines of a command's secret environment, read from the vault now.
+    async fn env_input(
+        &self,
+        env_secrets: &BTreeMap<String, String>,
+    ) -> Result<common::Secret, Failure> {
+        let mut input = String::new();
+        for (name, secret) in env_secrets {
+            let value = self
+                .secret(secret, ExecFailure::SecretUnavailable)
+                .await?;
+            let value = value.value.expose();
+            if value.contains(['\n', '\r', '\0']) {
+                return Err(Failure::new(
+                    ExecFailure::SecretUnavailable,
+                    format!("the vault's secret {secret} (for {name}) spans lines, which an env file cannot hold"),
+                ));
+            }
+            input.push_str(name);
+            input.push('=');
+            input.push_str(value);
+            input.push('\n');
+        }
+        Ok(common::Secret::new(input))
+    }
+
     async fn private_key(&self, secret: &str) -> Result<vault::Revealed, Failure> {
-        let unavailable = |message: String| Failure::new(ExecFailure::KeyUnavailable, message);
+        self.secret(secret, ExecFailure::KeyUnavailable).await
+    }
+
+    /// A vault secret, or a failure for `reason` saying why it cannot be had.
+    async fn secret(&self, secret: &str, reason: ExecFailure) -> Result<vault::Revealed, Failure> {
+        let unavailable = |message: String| Failure::new(reason, message);
         let vault = self
             .vault
             .get_or_try_init(|| async {
@@ -414,7 +451,7 @@ impl Hosts {
         let read = async {
             let session = self.session(name).await?;
             let finished = session
-                .run(metrics::COMMAND, Duration::from_secs(10), |_, data| {
+                .run(metrics::COMMAND, &[], Duration::from_secs(10), |_, data| {
                     if output.len() < 1 << 20 {
                         output.extend_from_slice(data);
                     }
@@ -625,6 +662,7 @@ mod tests {
             host: "nas".into(),
             command: "uptime".into(),
             timeout_secs: 5,
+            env_secrets: Default::default(),
         });
         let envelope = |id: &str, event: &HostExecEvent| {
             EventEnvelope::new(id, 1, event, CorrelationId::new(), None, Actor::system())

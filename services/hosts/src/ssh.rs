@@ -245,7 +245,8 @@ impl Session {
                 .is_none_or(|pinned| pinned.fingerprint == self.host_key.fingerprint)
     }
 
-    /// Runs `command` on its own channel; each piece of output goes to `output` as it comes.
+    /// Runs `command` on its own channel with `input` on its standard input (then its end, so
+    /// a command reading it never waits); each piece of output goes to `output` as it comes.
     ///
     /// The host ends it at `timeout`: it runs under coreutils' `timeout -s KILL`, because sshd
     /// refuses the SSH `signal` request for root logins (no privilege separation after login).
@@ -254,6 +255,7 @@ impl Session {
     pub(crate) async fn run(
         &self,
         command: &str,
+        input: &[u8],
         timeout: Duration,
         mut output: impl FnMut(OutputStream, &[u8]),
     ) -> Result<Finished, Failure> {
@@ -278,6 +280,10 @@ impl Session {
             .exec(true, with_deadline(command, timeout))
             .await
             .map_err(lost)?;
+        if !input.is_empty() {
+            channel.data(input).await.map_err(lost)?;
+        }
+        channel.eof().await.map_err(lost)?;
         let deadline = began + timeout + Duration::from_secs(2);
         let mut status = None;
         loop {
