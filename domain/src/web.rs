@@ -17,6 +17,8 @@ pub enum WebDomainCommand {
     RecordRoute(Result<(String, String), String>),
     /// The DNS record as applied (id, type, created/updated), or why not.
     RecordDns(Result<(String, String, String), String>),
+    /// The certificate Caddy presents for it now.
+    RecordCertificate(events::web::CertificateSeen),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -66,6 +68,10 @@ impl Aggregate for WebDomain {
                 },
                 Err(error) => WebDomainEvent::DnsFailed { error },
             },
+            WebDomainCommand::RecordCertificate(seen) => {
+                self.added.as_ref().ok_or(WebDomainError::NotFound)?;
+                WebDomainEvent::CertificateSeen(seen)
+            }
         };
         sink.write(Event(event), self).await;
         Ok(())

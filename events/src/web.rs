@@ -48,6 +48,24 @@ pub struct DomainAdded {
     pub dns: Option<DnsRecord>,
 }
 
+/// The certificate Caddy presents for a domain, as seen by a TLS handshake with its server
+/// (the name asked for by SNI).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateSeen {
+    /// `valid` (it names the host and has not expired), `expired`, `wrong_name` (it does not
+    /// name the host) or `missing` (no certificate: the handshake failed, `error` says how).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<chrono::DateTime<chrono::Utc>>,
+    /// The DNS names it is for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum WebDomainEvent {
@@ -71,6 +89,10 @@ pub enum WebDomainEvent {
     },
     #[serde(rename = "domain.dns_failed")]
     DnsFailed { error: String },
+    /// What Caddy presents for the host now (looked at every reconcile while TLS is on;
+    /// recorded when it changes).
+    #[serde(rename = "domain.certificate_seen")]
+    CertificateSeen(CertificateSeen),
 }
 
 impl DomainEvent for WebDomainEvent {
@@ -83,6 +105,7 @@ impl DomainEvent for WebDomainEvent {
         "domain.route_failed",
         "domain.dns_applied",
         "domain.dns_failed",
+        "domain.certificate_seen",
     ];
 
     fn event_type(&self) -> &'static str {
@@ -93,6 +116,7 @@ impl DomainEvent for WebDomainEvent {
             WebDomainEvent::RouteFailed { .. } => "domain.route_failed",
             WebDomainEvent::DnsApplied { .. } => "domain.dns_applied",
             WebDomainEvent::DnsFailed { .. } => "domain.dns_failed",
+            WebDomainEvent::CertificateSeen(_) => "domain.certificate_seen",
         }
     }
 }

@@ -829,6 +829,16 @@ fn web_domain_events() {
             error: "cloudflare refused (403): Authentication error".to_owned(),
         },
     );
+    golden(
+        id,
+        WebDomainEvent::CertificateSeen(events::web::CertificateSeen {
+            state: "valid".to_owned(),
+            issuer: Some("CN=Caddy Local Authority - ECC Intermediate".to_owned()),
+            not_after: Some("2026-12-08T01:02:03Z".parse().unwrap()),
+            names: vec!["shop.example.com".to_owned()],
+            error: None,
+        }),
+    );
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use bus::{Bus, BusError};
 use chrono::{DateTime, Utc};
 use events::DomainEvent;
-use events::web::{DomainAdded, WebDomainEvent};
+use events::web::{CertificateSeen, DomainAdded, WebDomainEvent};
 use serde::Serialize;
 
 /// The last attempt at one half of a domain (its route, its DNS record).
@@ -29,6 +29,14 @@ impl Applied {
     }
 }
 
+/// A certificate as seen, and when.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertificateView {
+    #[serde(flatten)]
+    pub seen: CertificateSeen,
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DomainView {
     #[serde(flatten)]
@@ -36,6 +44,9 @@ pub struct DomainView {
     pub route: Applied,
     /// `None` without a DNS record to keep.
     pub dns_record: Option<Applied>,
+    /// What Caddy presented for the host when last looked at (`None`: never looked at — TLS
+    /// off, or not served yet).
+    pub certificate: Option<CertificateView>,
     pub added_by: events::Actor,
     pub added_at: DateTime<Utc>,
 }
@@ -57,6 +68,7 @@ pub async fn domain_view(bus: &Bus, id: &str) -> Result<Option<DomainView>, BusE
                     dns_record: added.dns.as_ref().map(|_| Applied::pending()),
                     domain: added,
                     route: Applied::pending(),
+                    certificate: view.as_ref().and_then(|v| v.certificate.clone()),
                     added_by: envelope.actor.clone(),
                     added_at: envelope.occurred_at,
                 });
@@ -93,6 +105,14 @@ pub async fn domain_view(bus: &Bus, id: &str) -> Result<Option<DomainView>, BusE
                         detail: Some(format!("{record_type} {record_id} ({action})")),
                         error: None,
                         at,
+                    });
+                }
+            }
+            WebDomainEvent::CertificateSeen(seen) => {
+                if let Some(view) = view.as_mut() {
+                    view.certificate = Some(CertificateView {
+                        seen,
+                        at: envelope.occurred_at,
                     });
                 }
             }

@@ -1,6 +1,6 @@
 // Domains: host names served through Caddy — to an app (its port on its first node) or an
 // upstream — with the state of each one's route and of its DNS record at Cloudflare (applied,
-// failed with the reason, pending), an add form and a remove per domain (admins).
+// failed with the reason, pending) and the certificate Caddy presents for it, an add form and a remove per domain (admins).
 
 import { api } from '../api.js';
 import { button, closest, h, hc, showError } from '../dom.js';
@@ -18,7 +18,7 @@ const html = `
   <div id="domains-error" class="studio-error" role="alert" hidden></div>
   <div class="table-wrap">
     <table id="domains">
-      <thead><tr><th scope="col">Host</th><th scope="col">Goes to</th><th scope="col">Route (Caddy)</th><th scope="col">DNS (Cloudflare)</th><th scope="col"></th></tr></thead>
+      <thead><tr><th scope="col">Host</th><th scope="col">Goes to</th><th scope="col">Route (Caddy)</th><th scope="col">DNS (Cloudflare)</th><th scope="col">Certificate</th><th scope="col"></th></tr></thead>
       <tbody></tbody>
     </table>
   </div>
@@ -38,8 +38,8 @@ const html = `
   </form>
 </section>`;
 
-function stateCell(part) {
-  if (!part) return h('td', 'small muted', 'none');
+function stateCell(part, none) {
+  if (!part) return h('td', 'small muted', none || 'none');
   const td = h('td', 'small');
   td.appendChild(h('span', 'badge domain-state state-' + part.state, part.state));
   if (part.detail) td.appendChild(h('span', 'mono', ' ' + part.detail));
@@ -58,6 +58,8 @@ function renderRow(d) {
   const dns = stateCell(d.dns);
   if (d.dns) dns.insertBefore(h('div', 'small muted', d.dns.zone + ' \u2192 ' + d.dns.content + (d.dns.proxied ? ' (proxied)' : '')), dns.firstChild);
   tr.appendChild(dns);
+  tr.dataset.certificate = d.certificate ? d.certificate.state : 'none';
+  tr.appendChild(stateCell(d.certificate, 'not looked at (TLS off, or not served yet)'));
   const remove = button('Remove', 'btn-small btn-danger', 'stop serving ' + d.host + ' and delete its DNS record');
   remove.dataset.action = 'remove';
   remove.dataset.needs = 'admin';

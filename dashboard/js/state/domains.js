@@ -7,7 +7,23 @@ function applied(a) {
   return { state: str(a.state) || 'pending', detail: str(a.detail) || '', error: str(a.error) || '', at: str(a.at) };
 }
 
-/** `[{ host, target (words), route, dns (null without a record) }]` by host. */
+/**
+ * A certificate as seen (`valid`, `expired`, `wrong_name`, `missing`) → the cell's part: its
+ * state, and in words who issued it and until when (or what went wrong).
+ */
+function certificate(c) {
+  if (!isObj(c)) return null;
+  const until = str(c.not_after) ? 'until ' + str(c.not_after).slice(0, 10) : '';
+  const issuer = str(c.issuer) ? str(c.issuer).replace(/^CN=/, '') : '';
+  return {
+    state: str(c.state) || 'missing',
+    detail: [issuer, until].filter(Boolean).join(', '),
+    error: str(c.error) || (c.state === 'wrong_name' ? 'it names ' + (Array.isArray(c.names) ? c.names.map(str).join(', ') : '?') : ''),
+    at: str(c.at),
+  };
+}
+
+/** `[{ host, target (words), route, dns (null without a record), certificate (null: not looked at) }]` by host. */
 export function normalizeDomains(data) {
   const list = isObj(data) && Array.isArray(data.domains) ? data.domains : [];
   return list
@@ -20,6 +36,7 @@ export function normalizeDomains(data) {
         host: str(d.host),
         target: target,
         route: applied(d.route) || { state: 'pending', detail: '', error: '', at: null },
+        certificate: certificate(d.certificate),
         dns: dns ? Object.assign({ zone: str(dns.zone) || '?', content: str(dns.content) || '?', proxied: !!dns.proxied }, applied(d.dns_record) || { state: 'pending', detail: '', error: '' }) : null,
       };
     })

@@ -308,3 +308,64 @@ async fn domains_are_served_by_caddy_with_their_dns_at_cloudflare(pool: PgPool) 
     );
     running.shutdown().await;
 }
+
+/// With `tls = "internal"` Caddy issues the domain's certificate from its own CA (and leaves
+/// the machine's trust store alone); the domains part reads back what Caddy presents for the
+/// host and records it — issuer, expiry, names.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_domain_over_tls_has_its_certificate_read_back_from_caddy(pool: PgPool) {
+    let trust_store = || {
+        std::fs::read_dir("/usr/local/share/ca-certificates")
+            .map(|dir| {
+                dir.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let trusted_before = trust_store();
+    let caddy = Caddy::start();
+    let serve_port = testkit::free_port();
+    let admin = caddy.admin.clone();
+    let Stack {
+        nats: _nats,
+        state: _state,
+        config: _,
+        running,
+        base,
+    } = control(&pool, move |config| {
+        config.domains.caddy_admin = admin;
+        config.domains.listen = vec![format!("127.0.0.1:{serve_port}")];
+        config.domains.tls = "internal".to_owned();
+        config.domains.reconcile_secs = 1.0;
+    })
+    .await;
+    let upstream = common::serve_fixed("secure\n".to_owned(), "text/plain");
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/domains"),
+        common::TOKEN,
+        &json!({"host": "secure.example.test", "upstream": format!("127.0.0.1:{upstream}")}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let found = wait_until("the certificate valid", DEFAULT_WAIT, || async {
+        let found = domain(&base, "secure.example.test").await?;
+        (found["certificate"]["state"] == "valid").then_some(found)
+    })
+    .await;
+    let certificate = &found["certificate"];
+    assert!(
+        certificate["issuer"]
+            .as_str()
+            .unwrap()
+            .contains("Caddy Local Authority"),
+        "{found}"
+    );
+    assert_eq!(certificate["names"], json!(["secure.example.test"]));
+    let not_after: chrono::DateTime<chrono::Utc> =
+        certificate["not_after"].as_str().unwrap().parse().unwrap();
+    assert!(not_after > chrono::Utc::now(), "{found}");
+    assert_eq!(trust_store(), trusted_before, "Caddy touched the machine's trust store");
+    running.shutdown().await;
+}

@@ -79,8 +79,11 @@ impl Caddy {
             return Ok(());
         }
         let mut server = json!({ "listen": self.listen, "routes": [] });
-        if self.tls == "off" {
-            server["automatic_https"] = json!({ "disable": true });
+        match self.tls.as_str() {
+            "off" => server["automatic_https"] = json!({ "disable": true }),
+            // A LAN's own CA: no redirect server on :80 either.
+            "internal" => server["automatic_https"] = json!({ "disable_redirects": true }),
+            _ => {}
         }
         let (status, etag, text) = self
             .send(reqwest::Method::GET, "/config/", None, None)
@@ -96,6 +99,10 @@ impl Caddy {
         if self.tls == "internal" {
             config["apps"]["tls"]["automation"]["policies"] =
                 json!([{ "issuers": [{ "module": "internal" }] }]);
+            // Caddy would put its root into the machine's trust store; that is the owner's call
+            // (the root is in Caddy's data folder, `pki/authorities/local/root.crt`).
+            config["apps"]["pki"]["certificate_authorities"]["local"]["install_trust"] =
+                json!(false);
         }
         let (status, _, text) = self
             .send(

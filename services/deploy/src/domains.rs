@@ -13,7 +13,7 @@ use bus::store::{CommandMeta, Commands, JetStreamStore, execute};
 use bus::{Bus, ReadFrom, StreamName};
 use cqrs_es::EventStore;
 use domain::web::{WebDomain, WebDomainCommand};
-use events::web::{DomainAdded, DomainTarget, WebDomainEvent, route_id};
+use events::web::{CertificateSeen, DomainAdded, DomainTarget, WebDomainEvent, route_id};
 use events::{Actor, DomainEvent};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,8 @@ pub(crate) struct Domains {
     pub(crate) key_source: vault::KeySource,
     pub(crate) vault: tokio::sync::OnceCell<vault::Vault>,
     pub(crate) reconcile: Duration,
+    /// Where Caddy's server is asked for each domain's certificate (`None`: TLS is off).
+    pub(crate) tls_address: Option<String>,
 }
 
 /// One domain as the fold knows it: what is asked, and whether that was tried since.
@@ -105,6 +107,8 @@ struct Known {
     dirty: bool,
     /// The last route failure recorded (the same one again, every reconcile, is not).
     failed: Option<String>,
+    /// The certificate recorded last (the same one again is not).
+    certificate: Option<CertificateSeen>,
 }
 
 impl Domains {
@@ -128,6 +132,9 @@ impl Domains {
             key_source: vault::KeySource::new(vault_key_file),
             vault: tokio::sync::OnceCell::new(),
             reconcile: Duration::from_secs_f64(config.reconcile_secs),
+            tls_address: (config.tls != "off")
+                .then(|| config.listen.first().map(|l| local_address(l, &config.caddy_admin)))
+                .flatten(),
             bus,
         }
     }
@@ -154,7 +161,7 @@ impl Domains {
                     let message = message.ok_or_else(|| anyhow::anyhow!("the domain reader ended"))??;
                     for envelope in message.decode_commit().unwrap_or_default() {
                         let Ok(event) = envelope.decode::<WebDomainEvent>() else { continue };
-                        let entry = known.entry(envelope.aggregate_id.clone()).or_insert(Known { wanted: None, applied: None, dirty: false, failed: None });
+                        let entry = known.entry(envelope.aggregate_id.clone()).or_insert(Known { wanted: None, applied: None, dirty: false, failed: None, certificate: None });
                         match event {
                             WebDomainEvent::Added(added) => { entry.wanted = Some(added); entry.dirty = true; }
                             WebDomainEvent::Removed {} => { entry.wanted = None; entry.dirty = true; }
@@ -168,6 +175,7 @@ impl Domains {
                                 entry.dirty = false;
                                 entry.failed = Some(error);
                             }
+                            WebDomainEvent::CertificateSeen(seen) => entry.certificate = Some(seen),
                             _ => {}
                         }
                     }
@@ -189,14 +197,25 @@ impl Domains {
         }
     }
 
-    /// Puts back the routes Caddy lost.
+    /// Puts back the routes Caddy lost, and looks at each served domain's certificate.
     async fn reconcile(&self, known: &mut BTreeMap<String, Known>) {
         for (id, entry) in known.iter_mut() {
             let Some(wanted) = &entry.wanted else {
                 continue;
             };
             match self.caddy.has_route(&route_id(&wanted.host)).await {
-                Ok(true) => {}
+                Ok(true) => {
+                    if let Some(address) = &self.tls_address {
+                        let seen =
+                            crate::certs::presented(address, &wanted.host, chrono::Utc::now())
+                                .await;
+                        if entry.certificate.as_ref() != Some(&seen) {
+                            entry.certificate = Some(seen.clone());
+                            self.record(id, WebDomainCommand::RecordCertificate(seen))
+                                .await;
+                        }
+                    }
+                }
                 Ok(false) => {
                     if entry.failed.is_none() {
                         tracing::warn!(host = %wanted.host, "a domain's route is missing from caddy; putting it back");
@@ -321,5 +340,37 @@ impl Domains {
                 Ok(format!("{host}:{port}"))
             }
         }
+    }
+}
+
+/// Where this machine reaches a Caddy listen address (`:443`, `0.0.0.0:8443`, `10.0.0.2:443`):
+/// an address on all interfaces is reached at the admin API's host.
+fn local_address(listen: &str, admin: &str) -> String {
+    let listen = listen.strip_prefix("tcp/").unwrap_or(listen);
+    let (host, port) = listen.rsplit_once(':').unwrap_or(("", listen));
+    let port = port.split('-').next().unwrap_or(port);
+    let host = match host {
+        "" | "0.0.0.0" | "[::]" | "::" => {
+            let rest = admin.split_once("://").map_or(admin, |(_, rest)| rest);
+            let authority = rest.split('/').next().unwrap_or_default();
+            match authority.rsplit_once(':') {
+                Some((host, _)) if !host.is_empty() => host.to_owned(),
+                _ => "127.0.0.1".to_owned(),
+            }
+        }
+        host => host.to_owned(),
+    };
+    format!("{host}:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_listen_address_is_reached_where_caddy_runs() {
+        let admin = "http://127.0.0.1:2019";
+        assert_eq!(super::local_address(":443", admin), "127.0.0.1:443");
+        assert_eq!(super::local_address("0.0.0.0:8443", "http://10.0.0.2:2019"), "10.0.0.2:8443");
+        assert_eq!(super::local_address("tcp/10.0.0.5:443", admin), "10.0.0.5:443");
+        assert_eq!(super::local_address("127.0.0.1:9000-9002", admin), "127.0.0.1:9000");
     }
 }

@@ -14,6 +14,7 @@
 //! sources for new commits.
 
 mod caddy;
+mod certs;
 mod cloudflare;
 mod domains;
 mod expiry;
