@@ -61,3 +61,30 @@ pub async fn stop_group(
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
     failed.map_or(Ok(()), Err)
 }
+
+/// Asks the process whose pid `pid_file` holds to read its configuration again (SIGHUP), when
+/// that process is `program` (a stale pid file naming another process is left alone): its pid,
+/// `None` when there is no such file or the process is gone or another, or why the signal
+/// could not be sent.
+pub fn reload(pid_file: &std::path::Path, program: &str) -> Result<Option<u32>, String> {
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
+        return Ok(None);
+    };
+    let Some(pid) = text
+        .trim()
+        .parse::<i32>()
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return Ok(None);
+    };
+    let raw = pid.as_raw_nonzero().get();
+    let is_program = std::fs::read(format!("/proc/{raw}/cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(program));
+    if !is_program {
+        return Ok(None);
+    }
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP)
+        .map_err(|err| format!("cannot signal {program} (pid {raw}): {err}"))?;
+    Ok(u32::try_from(raw).ok())
+}

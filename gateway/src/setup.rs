@@ -124,8 +124,9 @@ pub(crate) struct JoinBody {
 
 /// `POST /api/setup/join {"node_id"}`: the node's agent credentials (an nkey seed made in
 /// `<state_dir>/nats-auth/`, kept when made before) and the server's `authorization.conf`
-/// updated; answered with the exact commands — reload nats-server, then start the node's agent
-/// with its seed. The seed is in this answer only (like a new API token), never on the log.
+/// updated, and the stack's own nats-server told to reload it (else the admin is told how);
+/// answered with the exact commands — reload nats-server when not done, then start the node's
+/// agent with its seed. The seed is in this answer only (like a new API token), never on the log.
 pub(crate) async fn join(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -154,10 +155,22 @@ pub(crate) async fn join(
         seed.trim(),
         node.as_str()
     );
-    let reload = format!(
-        "nats-server --signal reload    # it reads {}",
-        dir.join(natsauth::AUTHORIZATION_FILE).display()
-    );
+    // The stack's own nats-server (`<state_dir>/nats.pid`, as `cargo xtask up` runs it) is
+    // reloaded here; any other is the admin's one command.
+    let pid_file = state.site.state_dir.join("nats.pid");
+    let reloaded = common::process::reload(&pid_file, "nats-server").map_err(|err| {
+        ApiError::Unavailable(format!("nats-server could not be reloaded: {err}"))
+    })?;
+    let reload = match reloaded {
+        Some(pid) => format!(
+            "# done: nats-server (pid {pid}) reloaded {}",
+            dir.join(natsauth::AUTHORIZATION_FILE).display()
+        ),
+        None => format!(
+            "nats-server --signal reload    # it reads {}",
+            dir.join(natsauth::AUTHORIZATION_FILE).display()
+        ),
+    };
     record(
         &state,
         &principal,
@@ -171,6 +184,7 @@ pub(crate) async fn join(
     Ok(Json(json!({
         "node_id": node.as_str(),
         "reload": reload,
+        "reloaded": reloaded.is_some(),
         "command": command,
     })))
 }

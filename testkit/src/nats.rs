@@ -21,7 +21,7 @@ pub struct NatsServer {
 
 /// The roles' seeds (mode 0600) in a folder of their own, shared by a cluster's servers.
 struct Credentials {
-    _dir: TempDir,
+    _dir: Option<TempDir>,
     accounts: Accounts,
 }
 
@@ -37,7 +37,7 @@ impl Credentials {
             .collect();
         let accounts = Accounts::write(dir.path(), &nodes).expect("failed to write credentials");
         Arc::new(Credentials {
-            _dir: dir,
+            _dir: Some(dir),
             accounts,
         })
     }
@@ -61,6 +61,38 @@ impl NatsServer {
     /// example `sync_interval: always`).
     pub fn start_with(jetstream_settings: &str) -> NatsServer {
         Self::start_configured(jetstream_settings, &[])
+    }
+
+    /// Starts a server the way `cargo xtask up` runs the stack's: its users in
+    /// `<state_dir>/nats-auth/authorization.conf` (included, so a reload reads that file again:
+    /// what the first-run wizard's join writes), its pid in `<state_dir>/nats.pid`.
+    pub fn start_for_site(state_dir: &Path) -> NatsServer {
+        let port = crate::free_port();
+        let auth = state_dir.join("nats-auth");
+        let accounts = Accounts::write(&auth, &[]).expect("failed to write credentials");
+        let store = temp_store();
+        let config = state_dir.join("nats.conf");
+        let text = format!(
+            "listen: 127.0.0.1:{port}\npid_file: \"{}\"\njetstream {{\n  store_dir: \"{}\"\n}}\n\
+             include \"nats-auth/{}\"\n",
+            state_dir.join("nats.pid").display(),
+            store.path().join("js").display(),
+            natsauth::AUTHORIZATION_FILE
+        );
+        std::fs::write(&config, text).expect("failed to write nats.conf");
+        let mut server = NatsServer {
+            binary: Self::binary(),
+            port,
+            store,
+            child: None,
+            config,
+            credentials: Arc::new(Credentials {
+                _dir: None,
+                accounts,
+            }),
+        };
+        server.spawn();
+        server
     }
 
     fn start_configured(jetstream_settings: &str, nodes: &[&str]) -> NatsServer {

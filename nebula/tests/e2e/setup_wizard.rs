@@ -51,8 +51,9 @@ async fn fill_and_go(browser: &Browser, values: &[(&str, &str)]) {
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn the_wizard_walks_an_admin_through_the_first_setup(pool: PgPool) {
-    let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
+    // The stack's own nats-server, as `cargo xtask up` runs it: the join reloads it.
+    let nats = NatsServer::start_for_site(state.path());
     let mut config = common::config(&nats, &pool, state.path());
     config.render.simulated_step_ms = 10;
     config.domains.caddy_admin = String::new(); // no Caddy here: the domain is recorded only
@@ -134,6 +135,29 @@ async fn the_wizard_walks_an_admin_through_the_first_setup(pool: PgPool) {
         authorization.contains("gpu-2"),
         "the new node in authorization.conf"
     );
+    assert!(
+        command.contains("# done: nats-server (pid"),
+        "the stack's nats-server reloaded: {command}"
+    );
+    // The new node's agent signs in with the seed it was given, and is there.
+    let mut joined = config.clone();
+    joined.agent.node_id = Some("gpu-2".into());
+    joined.agent.docker_host = String::new();
+    joined.nats = bus::NatsAuth::nkey(seed_file.clone());
+    let agent = nebula::start(&joined, Parts::AGENT).await.unwrap();
+    wait_until("gpu-2 registered", DEFAULT_WAIT, || async {
+        let (status, node) = call(
+            Method::GET,
+            format!("{base}/api/nodes/gpu-2"),
+            common::TOKEN,
+            &json!(null),
+        )
+        .await;
+        (status == reqwest::StatusCode::OK && node["status"] == "online").then_some(())
+    })
+    .await;
+    common::assert_no_permission_violations(&agent);
+    agent.shutdown().await;
 
     // Reloaded halfway: the wizard resumes at the first step not done.
     browser.eval("location.reload(); return true;").await;

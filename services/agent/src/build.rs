@@ -147,11 +147,10 @@ async fn run_command(
     let status = match tokio::time::timeout(COMMAND_LIMIT, read).await {
         Ok(status) => status.map_err(|err| format!("the build command was lost: {err}"))?,
         Err(_) => {
-            if let Some(pid) = child.id() {
-                // The whole group: whatever the command started goes with it.
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{pid}")])
-                    .status();
+            // The whole group: whatever the command started goes with it.
+            let pid = child.id();
+            if let Err(err) = common::process::stop_group(&mut child, pid, Duration::ZERO).await {
+                tracing::warn!(error = %err, "a build command past its time was not stopped");
             }
             return Err(format!(
                 "the build command ran past {} s and was killed",
