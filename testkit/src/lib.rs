@@ -8,6 +8,7 @@ pub mod comfyui;
 pub mod discord;
 pub mod docker;
 mod nats;
+pub mod ollama;
 pub mod ssh;
 pub mod stream;
 pub mod twitch;
