@@ -5,6 +5,7 @@
 //! `events` enum to carry both traits without teaching `events` about cqrs-es.
 
 pub mod access;
+pub mod ai_dev;
 pub mod approval;
 pub mod chat;
 pub mod container;

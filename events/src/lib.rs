@@ -5,6 +5,7 @@
 //! reader of the log, including ones written long after the event was stored.
 
 pub mod access;
+pub mod ai_dev;
 pub mod approval;
 pub mod chat;
 pub mod container;

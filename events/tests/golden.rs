@@ -854,3 +854,118 @@ fn setup_events() {
     golden(SETUP_ID, SetupEvent::Dismissed {});
     golden(SETUP_ID, SetupEvent::Reopened {});
 }
+
+#[test]
+fn ai_dev_events() {
+    use events::ai_dev::{
+        AgentStep, AiDevEvent, BuildChecked, ChangeProposed, JobRequested, JobStarted,
+    };
+    let id = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+    golden(
+        id,
+        AiDevEvent::Requested(JobRequested {
+            repo: "shop".to_owned(),
+            instruction: "make the failing test pass".to_owned(),
+            base: "main".to_owned(),
+            model: Some("qwen2.5-coder:7b".to_owned()),
+        }),
+    );
+    golden(
+        id,
+        AiDevEvent::Started(JobStarted {
+            branch: "ai-dev/0193a1b2-20261207T101010".to_owned(),
+            base_commit: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_owned(),
+            provider: "ollama".to_owned(),
+            model: "qwen2.5-coder:7b".to_owned(),
+            model_rule: "asked for by the job".to_owned(),
+            tool_mode: "tools".to_owned(),
+            context_tokens: 32768,
+            runs_on: "local".to_owned(),
+        }),
+    );
+    golden(
+        id,
+        AiDevEvent::Step(AgentStep {
+            n: 3,
+            said: "Reading the test first.".to_owned(),
+            tool: Some("read_file".to_owned()),
+            arguments: Some("{\"path\":\"src/lib.rs\"}".to_owned()),
+            result: "pub fn add(a: i32, b: i32) -> i32 { a - b }".to_owned(),
+            refused: false,
+            tokens_in: 812,
+            tokens_out: 24,
+        }),
+    );
+    golden(
+        id,
+        AiDevEvent::BuildChecked(BuildChecked {
+            toolchain: "cargo".to_owned(),
+            commands: vec!["cargo build".to_owned(), "cargo test".to_owned()],
+            ok: false,
+            exit_status: Some(101),
+            duration_ms: 2140,
+            output: "test tests::adds ... FAILED".to_owned(),
+            failing_tests: vec!["tests::adds".to_owned()],
+        }),
+    );
+    golden(
+        id,
+        AiDevEvent::ContextCompressed {
+            turns_summarised: 6,
+            tokens_before: 7900,
+            tokens_after: 2100,
+        },
+    );
+    golden(
+        id,
+        AiDevEvent::ChangeProposed(ChangeProposed {
+            commit: "9c1f2e3d4c5b6a7980716253443526170819aabb".to_owned(),
+            summary: "add subtracted instead of adding".to_owned(),
+            files: vec!["src/lib.rs".to_owned()],
+            lines_added: 1,
+            lines_removed: 1,
+        }),
+    );
+    golden(
+        id,
+        AiDevEvent::Decided {
+            auto_rule: Some("small_change".to_owned()),
+            reason: "2 lines in 1 files, build green (limits 40 lines, 3 files)".to_owned(),
+        },
+    );
+    golden(
+        id,
+        AiDevEvent::ApprovalAsked {
+            approval_id: "0193a1b2-0000-7000-8000-000000000001".to_owned(),
+        },
+    );
+    golden(
+        id,
+        AiDevEvent::Merged {
+            commit: "9c1f2e3d4c5b6a7980716253443526170819aabb".to_owned(),
+            fast_forward: true,
+        },
+    );
+    golden(
+        id,
+        AiDevEvent::Rejected {
+            reason: "rejected by alice".to_owned(),
+            branch_deleted: false,
+        },
+    );
+    golden(
+        id,
+        AiDevEvent::RolledBack {
+            revert_commit: "1a2b3c4d5e6f708192a3b4c5d6e7f80912a3b4c5".to_owned(),
+        },
+    );
+    golden(
+        id,
+        AiDevEvent::Failed {
+            reason: "budget".to_owned(),
+            error: "the step budget (12) ran out before the model finished".to_owned(),
+        },
+    );
+    golden(id, AiDevEvent::CancelRequested {});
+    golden(id, AiDevEvent::Cancelled {});
+}

@@ -1,0 +1,569 @@
+//! An AI developer job and its life: requested, running (steps, builds), a change proposed,
+//! decided (a rule, or people through an approval), merged or rejected, perhaps rolled back;
+//! or failed, or cancelled. And the auto-approval rules: data, decided by a pure function.
+
+use cqrs_es::Aggregate;
+use cqrs_es::event_sink::EventSink;
+use events::ai_dev::{AgentStep, AiDevEvent, BuildChecked, ChangeProposed, JobRequested, JobStarted};
+use serde::{Deserialize, Serialize};
+
+use crate::Event;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Requested,
+    Running,
+    /// A change is committed on the branch, not decided yet.
+    Proposed,
+    AwaitingApproval,
+    Merged,
+    Rejected,
+    RolledBack,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Requested => "requested",
+            JobStatus::Running => "running",
+            JobStatus::Proposed => "proposed",
+            JobStatus::AwaitingApproval => "awaiting_approval",
+            JobStatus::Merged => "merged",
+            JobStatus::Rejected => "rejected",
+            JobStatus::RolledBack => "rolled_back",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Nothing more happens to the job (a merged one may still be rolled back).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Merged
+                | JobStatus::Rejected
+                | JobStatus::RolledBack
+                | JobStatus::Failed
+                | JobStatus::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AiDevCommand {
+    Request(JobRequested),
+    Start(JobStarted),
+    RecordStep(AgentStep),
+    RecordBuild(BuildChecked),
+    RecordCompression {
+        turns_summarised: u32,
+        tokens_before: u64,
+        tokens_after: u64,
+    },
+    Propose(ChangeProposed),
+    Decide {
+        auto_rule: Option<String>,
+        reason: String,
+    },
+    AskApproval {
+        approval_id: String,
+    },
+    Merge {
+        commit: String,
+        fast_forward: bool,
+    },
+    Reject {
+        reason: String,
+        branch_deleted: bool,
+    },
+    RollBack {
+        revert_commit: String,
+    },
+    Fail {
+        reason: String,
+        error: String,
+    },
+    RequestCancel,
+    Cancel,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum AiDevError {
+    #[error("no such job")]
+    NotFound,
+    #[error("this job was already requested")]
+    AlreadyRequested,
+    #[error("the job is {0} and cannot {1}")]
+    InvalidTransition(String, String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct AiDevJob {
+    pub requested: Option<JobRequested>,
+    pub started: Option<JobStarted>,
+    pub status: Option<JobStatus>,
+    pub steps: u32,
+    pub proposed: Option<ChangeProposed>,
+    pub approval_id: Option<String>,
+    pub merged_commit: Option<String>,
+    pub cancel_requested: bool,
+}
+
+impl AiDevJob {
+    fn require(&self, allowed: &[JobStatus], action: &str) -> Result<(), AiDevError> {
+        match self.status {
+            None => Err(AiDevError::NotFound),
+            Some(status) if allowed.contains(&status) => Ok(()),
+            Some(status) => Err(AiDevError::InvalidTransition(
+                status.as_str().to_owned(),
+                action.to_owned(),
+            )),
+        }
+    }
+}
+
+/// Whether `name` can be a branch name here (and in a ref path): `[A-Za-z0-9._/-]`, no `..`,
+/// not starting with `-` or `/`.
+pub fn valid_branch(name: &str) -> bool {
+    (1..=200).contains(&name.len())
+        && !name.starts_with(['-', '/'])
+        && !name.ends_with(['/', '.'])
+        && !name.contains("..")
+        && !name.contains("//")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
+}
+
+/// Every problem of a job request at once.
+pub fn validate_request(request: &JobRequested) -> Vec<String> {
+    let mut problems = Vec::new();
+    let repo_ok = (1..=64).contains(&request.repo.len())
+        && request
+            .repo
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !repo_ok {
+        problems.push(format!("repo {:?} is not a repository name", request.repo));
+    }
+    if request.instruction.trim().is_empty() || request.instruction.len() > 16 * 1024 {
+        problems.push("instruction must be 1-16384 bytes".to_owned());
+    }
+    if !valid_branch(&request.base) {
+        problems.push(format!("base {:?} is not a branch name", request.base));
+    }
+    if let Some(model) = &request.model {
+        let ok = (1..=128).contains(&model.len())
+            && model
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-' | b':'));
+        if !ok {
+            problems.push(format!("model {model:?} is not a model name"));
+        }
+    }
+    problems
+}
+
+impl Aggregate for AiDevJob {
+    const TYPE: &'static str = "ai_dev_job";
+    type Command = AiDevCommand;
+    type Event = Event<AiDevEvent>;
+    type Error = AiDevError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: AiDevCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), AiDevError> {
+        use JobStatus::*;
+        let event = match command {
+            AiDevCommand::Request(request) => {
+                if self.status.is_some() {
+                    return Err(AiDevError::AlreadyRequested);
+                }
+                let problems = validate_request(&request);
+                if !problems.is_empty() {
+                    return Err(AiDevError::Invalid(problems.join("; ")));
+                }
+                AiDevEvent::Requested(request)
+            }
+            AiDevCommand::Start(started) => {
+                self.require(&[Requested], "start")?;
+                AiDevEvent::Started(started)
+            }
+            AiDevCommand::RecordStep(step) => {
+                self.require(&[Running], "record a step")?;
+                AiDevEvent::Step(step)
+            }
+            AiDevCommand::RecordBuild(build) => {
+                self.require(&[Running], "record a build")?;
+                AiDevEvent::BuildChecked(build)
+            }
+            AiDevCommand::RecordCompression {
+                turns_summarised,
+                tokens_before,
+                tokens_after,
+            } => {
+                self.require(&[Running], "compress its context")?;
+                AiDevEvent::ContextCompressed {
+                    turns_summarised,
+                    tokens_before,
+                    tokens_after,
+                }
+            }
+            AiDevCommand::Propose(change) => {
+                self.require(&[Running], "propose a change")?;
+                AiDevEvent::ChangeProposed(change)
+            }
+            AiDevCommand::Decide { auto_rule, reason } => {
+                self.require(&[Proposed], "be decided")?;
+                AiDevEvent::Decided { auto_rule, reason }
+            }
+            AiDevCommand::AskApproval { approval_id } => {
+                self.require(&[Proposed], "ask for approval")?;
+                AiDevEvent::ApprovalAsked { approval_id }
+            }
+            AiDevCommand::Merge {
+                commit,
+                fast_forward,
+            } => {
+                self.require(&[Proposed, AwaitingApproval], "be merged")?;
+                AiDevEvent::Merged {
+                    commit,
+                    fast_forward,
+                }
+            }
+            AiDevCommand::Reject {
+                reason,
+                branch_deleted,
+            } => {
+                self.require(&[Proposed, AwaitingApproval], "be rejected")?;
+                AiDevEvent::Rejected {
+                    reason,
+                    branch_deleted,
+                }
+            }
+            AiDevCommand::RollBack { revert_commit } => {
+                self.require(&[Merged], "be rolled back")?;
+                AiDevEvent::RolledBack { revert_commit }
+            }
+            AiDevCommand::Fail { reason, error } => {
+                self.require(
+                    &[Requested, Running, Proposed, AwaitingApproval],
+                    "fail",
+                )?;
+                AiDevEvent::Failed { reason, error }
+            }
+            AiDevCommand::RequestCancel => {
+                self.require(
+                    &[Requested, Running, Proposed, AwaitingApproval],
+                    "be cancelled",
+                )?;
+                if self.cancel_requested {
+                    return Err(AiDevError::Invalid(
+                        "its cancellation was already asked for".to_owned(),
+                    ));
+                }
+                AiDevEvent::CancelRequested {}
+            }
+            AiDevCommand::Cancel => {
+                self.require(
+                    &[Requested, Running, Proposed, AwaitingApproval],
+                    "be cancelled",
+                )?;
+                AiDevEvent::Cancelled {}
+            }
+        };
+        sink.write(Event(event), self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Event<AiDevEvent>) {
+        match event.0 {
+            AiDevEvent::Requested(request) => {
+                self.requested = Some(request);
+                self.status = Some(JobStatus::Requested);
+            }
+            AiDevEvent::Started(started) => {
+                self.started = Some(started);
+                self.status = Some(JobStatus::Running);
+            }
+            AiDevEvent::Step(step) => self.steps = step.n,
+            AiDevEvent::BuildChecked(_) | AiDevEvent::ContextCompressed { .. } => {}
+            AiDevEvent::ChangeProposed(change) => {
+                self.proposed = Some(change);
+                self.status = Some(JobStatus::Proposed);
+            }
+            AiDevEvent::Decided { .. } => {}
+            AiDevEvent::ApprovalAsked { approval_id } => {
+                self.approval_id = Some(approval_id);
+                self.status = Some(JobStatus::AwaitingApproval);
+            }
+            AiDevEvent::Merged { commit, .. } => {
+                self.merged_commit = Some(commit);
+                self.status = Some(JobStatus::Merged);
+            }
+            AiDevEvent::Rejected { .. } => self.status = Some(JobStatus::Rejected),
+            AiDevEvent::RolledBack { .. } => self.status = Some(JobStatus::RolledBack),
+            AiDevEvent::Failed { .. } => self.status = Some(JobStatus::Failed),
+            AiDevEvent::CancelRequested {} => self.cancel_requested = true,
+            AiDevEvent::Cancelled {} => self.status = Some(JobStatus::Cancelled),
+        }
+    }
+}
+
+/// Which changes merge without a person, per repository; each rule switched on by itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoApprove {
+    /// Only Markdown files and files under `docs/`.
+    pub docs_only: bool,
+    /// Only test files (`tests/`, `test/`, `*_test.go`, `test_*.py`, `*.test.js`, …).
+    pub test_only: bool,
+    /// At most this many lines and files, with a green build, touching nothing protected.
+    pub small_change: Option<SmallChange>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmallChange {
+    pub max_lines: u32,
+    pub max_files: u32,
+}
+
+/// What a rule looks at.
+#[derive(Debug, Clone)]
+pub struct ChangeFacts {
+    pub files: Vec<String>,
+    /// Lines added plus lines removed.
+    pub lines: u32,
+    pub build_green: bool,
+    /// The files the repository's deny list matches.
+    pub denied: Vec<String>,
+}
+
+/// The rule that approves a change, or why none did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoDecision {
+    pub rule: Option<&'static str>,
+    pub reason: String,
+}
+
+fn is_doc(path: &str) -> bool {
+    path.ends_with(".md") || path.starts_with("docs/")
+}
+
+/// A test file by the usual conventions of Rust, Go, Python and JavaScript.
+pub fn is_test(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    path.starts_with("tests/")
+        || path.starts_with("test/")
+        || path.contains("/tests/")
+        || path.contains("/test/")
+        || path.contains("__tests__/")
+        || name.ends_with("_test.go")
+        || (name.starts_with("test_") && name.ends_with(".py"))
+        || name.ends_with("_test.py")
+        || [".test.js", ".spec.js", ".test.ts", ".spec.ts", ".test.mjs"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
+}
+
+/// Paths no small change may touch, whatever its size: CI, deployment, database migrations.
+pub fn is_protected(path: &str) -> bool {
+    path.starts_with(".ci/")
+        || path.starts_with("deploy/")
+        || path.starts_with("migrations/")
+        || path.contains("/migrations/")
+        || path.contains("/deploy/")
+}
+
+/// The first rule on (docs only, tests only, small change) that approves the change, or why
+/// none did. A change with a denied file or a red build is never approved here.
+pub fn auto_decide(rules: &AutoApprove, change: &ChangeFacts) -> AutoDecision {
+    let none = |reason: String| AutoDecision { rule: None, reason };
+    if change.files.is_empty() {
+        return none("the change is empty".to_owned());
+    }
+    if !change.denied.is_empty() {
+        return none(format!(
+            "it touches denied paths: {}",
+            change.denied.join(", ")
+        ));
+    }
+    if !change.build_green {
+        return none("its build is not green".to_owned());
+    }
+    let mut why = Vec::new();
+    if rules.docs_only {
+        if change.files.iter().all(|f| is_doc(f)) {
+            return AutoDecision {
+                rule: Some("docs_only"),
+                reason: format!("only documentation ({} files)", change.files.len()),
+            };
+        }
+        why.push("docs_only: it changes more than documentation".to_owned());
+    }
+    if rules.test_only {
+        if change.files.iter().all(|f| is_test(f)) {
+            return AutoDecision {
+                rule: Some("test_only"),
+                reason: format!("only tests ({} files)", change.files.len()),
+            };
+        }
+        why.push("test_only: it changes more than tests".to_owned());
+    }
+    if let Some(small) = rules.small_change {
+        let protected: Vec<&String> = change.files.iter().filter(|f| is_protected(f)).collect();
+        let files = u32::try_from(change.files.len()).unwrap_or(u32::MAX);
+        if !protected.is_empty() {
+            why.push(format!(
+                "small_change: it touches protected paths ({})",
+                protected
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        } else if change.lines > small.max_lines || files > small.max_files {
+            why.push(format!(
+                "small_change: {} lines in {files} files is over {} lines or {} files",
+                change.lines, small.max_lines, small.max_files
+            ));
+        } else {
+            return AutoDecision {
+                rule: Some("small_change"),
+                reason: format!(
+                    "{} lines in {files} files, build green (limits {} lines, {} files)",
+                    change.lines, small.max_lines, small.max_files
+                ),
+            };
+        }
+    }
+    if why.is_empty() {
+        return none("no auto-approval rule is on for this repository".to_owned());
+    }
+    none(why.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn facts(files: &[&str], lines: u32) -> ChangeFacts {
+        ChangeFacts {
+            files: files.iter().map(|f| (*f).to_owned()).collect(),
+            lines,
+            build_green: true,
+            denied: Vec::new(),
+        }
+    }
+
+    fn all_on() -> AutoApprove {
+        AutoApprove {
+            docs_only: true,
+            test_only: true,
+            small_change: Some(SmallChange {
+                max_lines: 20,
+                max_files: 2,
+            }),
+        }
+    }
+
+    #[test]
+    fn each_rule_names_itself_or_says_why_not() {
+        assert_eq!(
+            auto_decide(&all_on(), &facts(&["README.md", "docs/a.txt"], 400)).rule,
+            Some("docs_only")
+        );
+        assert_eq!(
+            auto_decide(&all_on(), &facts(&["tests/it.rs", "pkg/x_test.go"], 400)).rule,
+            Some("test_only")
+        );
+        assert_eq!(
+            auto_decide(&all_on(), &facts(&["src/lib.rs"], 3)).rule,
+            Some("small_change")
+        );
+        let protected = auto_decide(&all_on(), &facts(&["deploy/prod.toml"], 1));
+        assert_eq!(protected.rule, None);
+        assert!(protected.reason.contains("protected paths (deploy/prod.toml)"));
+        let off = auto_decide(&AutoApprove::default(), &facts(&["README.md"], 1));
+        assert_eq!(off.reason, "no auto-approval rule is on for this repository");
+        let big = auto_decide(&all_on(), &facts(&["src/a.rs", "src/b.rs", "src/c.rs"], 3));
+        assert!(big.reason.contains("3 files is over"), "{}", big.reason);
+    }
+
+    #[test]
+    fn a_request_is_checked_whole() {
+        let bad = JobRequested {
+            repo: "../etc".to_owned(),
+            instruction: " ".to_owned(),
+            base: "-main".to_owned(),
+            model: Some("a b".to_owned()),
+        };
+        assert_eq!(validate_request(&bad).len(), 4);
+        assert!(valid_branch("ai-dev/0190-20261207T101010"));
+        assert!(!valid_branch("a..b"));
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "README.md", "docs/guide.txt", "src/lib.rs", "tests/it.rs", "deploy/x.yml",
+            ".ci/run", "migrations/0001.sql", "app/test_x.py", "web/a.test.js", "go/x_test.go",
+            "src/deploy/mod.rs", "db/migrations/2.sql",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    proptest! {
+        /// Whatever the rules and the change: a red build, a denied path or an empty change is
+        /// never approved; a protected path never passes as a small change; an approval always
+        /// names a rule that is on.
+        #[test]
+        fn no_rule_approves_what_it_must_not(
+            files in prop::collection::vec(path(), 0..6),
+            lines in 0u32..200,
+            green in any::<bool>(),
+            denied in any::<bool>(),
+            docs in any::<bool>(), tests in any::<bool>(), small in any::<bool>(),
+            max_lines in 0u32..100, max_files in 0u32..6,
+        ) {
+            let rules = AutoApprove {
+                docs_only: docs,
+                test_only: tests,
+                small_change: small.then_some(SmallChange { max_lines, max_files }),
+            };
+            let change = ChangeFacts {
+                denied: if denied { files.iter().take(1).cloned().collect() } else { Vec::new() },
+                files: files.clone(),
+                lines,
+                build_green: green,
+            };
+            let decision = auto_decide(&rules, &change);
+            match decision.rule {
+                None => prop_assert!(!decision.reason.is_empty()),
+                Some(rule) => {
+                    prop_assert!(green && !files.is_empty() && change.denied.is_empty());
+                    match rule {
+                        "docs_only" => prop_assert!(docs && files.iter().all(|f| is_doc(f))),
+                        "test_only" => prop_assert!(tests && files.iter().all(|f| is_test(f))),
+                        "small_change" => {
+                            prop_assert!(small);
+                            prop_assert!(files.iter().all(|f| !is_protected(f)));
+                            prop_assert!(lines <= max_lines && files.len() as u32 <= max_files);
+                        }
+                        other => prop_assert!(false, "unknown rule {}", other),
+                    }
+                }
+            }
+        }
+    }
+}
