@@ -79,6 +79,10 @@ pub enum AiDevCommand {
         reason: String,
         branch_deleted: bool,
     },
+    RequestRollback,
+    FailRollback {
+        error: String,
+    },
     RollBack {
         revert_commit: String,
     },
@@ -112,6 +116,7 @@ pub struct AiDevJob {
     pub approval_id: Option<String>,
     pub merged_commit: Option<String>,
     pub cancel_requested: bool,
+    pub rollback_requested: bool,
 }
 
 impl AiDevJob {
@@ -250,6 +255,19 @@ impl Aggregate for AiDevJob {
                     branch_deleted,
                 }
             }
+            AiDevCommand::RequestRollback => {
+                self.require(&[Merged], "be rolled back")?;
+                if self.rollback_requested {
+                    return Err(AiDevError::Invalid(
+                        "its rollback was already asked for".to_owned(),
+                    ));
+                }
+                AiDevEvent::RollbackRequested {}
+            }
+            AiDevCommand::FailRollback { error } => {
+                self.require(&[Merged], "fail its rollback")?;
+                AiDevEvent::RollbackFailed { error }
+            }
             AiDevCommand::RollBack { revert_commit } => {
                 self.require(&[Merged], "be rolled back")?;
                 AiDevEvent::RolledBack { revert_commit }
@@ -311,7 +329,12 @@ impl Aggregate for AiDevJob {
                 self.status = Some(JobStatus::Merged);
             }
             AiDevEvent::Rejected { .. } => self.status = Some(JobStatus::Rejected),
-            AiDevEvent::RolledBack { .. } => self.status = Some(JobStatus::RolledBack),
+            AiDevEvent::RollbackRequested {} => self.rollback_requested = true,
+            AiDevEvent::RollbackFailed { .. } => self.rollback_requested = false,
+            AiDevEvent::RolledBack { .. } => {
+                self.rollback_requested = false;
+                self.status = Some(JobStatus::RolledBack);
+            }
             AiDevEvent::Failed { .. } => self.status = Some(JobStatus::Failed),
             AiDevEvent::CancelRequested {} => self.cancel_requested = true,
             AiDevEvent::Cancelled {} => self.status = Some(JobStatus::Cancelled),

@@ -17,6 +17,9 @@ pub const STEP_TEXT_MAX_BYTES: usize = 4 * 1024;
 /// Most of a build's output kept on the log (its tail).
 pub const BUILD_OUTPUT_MAX_BYTES: usize = 16 * 1024;
 
+/// Most of a change's diff kept on its event (the branch has all of it).
+pub const DIFF_MAX_BYTES: usize = 64 * 1024;
+
 /// `text` cut to at most `max` bytes (on a character boundary), saying how much was left out.
 pub fn bounded(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -120,6 +123,8 @@ pub struct ChangeProposed {
     pub files: Vec<String>,
     pub lines_added: u32,
     pub lines_removed: u32,
+    /// The unified diff against the base commit (bounded: [`DIFF_MAX_BYTES`]).
+    pub diff: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +164,12 @@ pub enum AiDevEvent {
     /// The change was refused; its branch is kept for inspection unless deleted.
     #[serde(rename = "ai_dev.rejected")]
     Rejected { reason: String, branch_deleted: bool },
+    /// Someone asked for a merged change to be reverted.
+    #[serde(rename = "ai_dev.rollback_requested")]
+    RollbackRequested {},
+    /// The revert could not be made (a conflict with later commits, the repository away).
+    #[serde(rename = "ai_dev.rollback_failed")]
+    RollbackFailed { error: String },
     /// A merged change reverted on its base branch.
     #[serde(rename = "ai_dev.rolled_back")]
     RolledBack { revert_commit: String },
@@ -184,6 +195,8 @@ impl DomainEvent for AiDevEvent {
         "ai_dev.approval_asked",
         "ai_dev.merged",
         "ai_dev.rejected",
+        "ai_dev.rollback_requested",
+        "ai_dev.rollback_failed",
         "ai_dev.rolled_back",
         "ai_dev.failed",
         "ai_dev.cancel_requested",
@@ -202,6 +215,8 @@ impl DomainEvent for AiDevEvent {
             AiDevEvent::ApprovalAsked { .. } => "ai_dev.approval_asked",
             AiDevEvent::Merged { .. } => "ai_dev.merged",
             AiDevEvent::Rejected { .. } => "ai_dev.rejected",
+            AiDevEvent::RollbackRequested {} => "ai_dev.rollback_requested",
+            AiDevEvent::RollbackFailed { .. } => "ai_dev.rollback_failed",
             AiDevEvent::RolledBack { .. } => "ai_dev.rolled_back",
             AiDevEvent::Failed { .. } => "ai_dev.failed",
             AiDevEvent::CancelRequested {} => "ai_dev.cancel_requested",

@@ -924,6 +924,7 @@ fn ai_dev_events() {
             files: vec!["src/lib.rs".to_owned()],
             lines_added: 1,
             lines_removed: 1,
+            diff: "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1 +1 @@\n-    a - b\n+    a + b\n".to_owned(),
         }),
     );
     golden(
@@ -951,6 +952,13 @@ fn ai_dev_events() {
         AiDevEvent::Rejected {
             reason: "rejected by alice".to_owned(),
             branch_deleted: false,
+        },
+    );
+    golden(id, AiDevEvent::RollbackRequested {});
+    golden(
+        id,
+        AiDevEvent::RollbackFailed {
+            error: "the revert conflicts with later commits in src/lib.rs".to_owned(),
         },
     );
     golden(

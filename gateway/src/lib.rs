@@ -2,6 +2,7 @@
 //! dashboard, health and metrics. The only crate that imports axum.
 
 mod access;
+mod ai_dev;
 mod agent_http;
 mod api;
 mod approvals;
@@ -80,6 +81,10 @@ pub struct Config {
     /// The NATS address other nodes reach, as the wizard's join command names it (the
     /// process's own `nats_url` when empty).
     pub join_nats_url: String,
+    /// The AI developer's repositories (name, base branch): filled in from `[ai_dev]` by the
+    /// binary, not configured here.
+    #[serde(skip)]
+    pub ai_dev_repos: Vec<(String, String)>,
 }
 
 impl Default for Config {
@@ -96,6 +101,7 @@ impl Default for Config {
             container_command_timeout_secs: 60.0,
             marketplace_catalogs: Vec::new(),
             join_nats_url: String::new(),
+            ai_dev_repos: Vec::new(),
         }
     }
 }
@@ -185,6 +191,8 @@ pub struct AppState {
     pub(crate) app_commands: Arc<bus::store::Commands<domain::deploy::App>>,
     pub(crate) app_state: Arc<bus::store::JetStreamStore<domain::deploy::App>>,
     pub(crate) run_commands: Arc<bus::store::Commands<domain::deploy::DeployRun>>,
+    pub(crate) ai_jobs: Arc<bus::store::Commands<domain::ai_dev::AiDevJob>>,
+    pub(crate) ai_job_state: Arc<bus::store::JetStreamStore<domain::ai_dev::AiDevJob>>,
     pub(crate) run_state: Arc<bus::store::JetStreamStore<domain::deploy::DeployRun>>,
     pub(crate) setup_commands: Arc<bus::store::Commands<domain::setup::Setup>>,
     pub(crate) setup_state: Arc<bus::store::JetStreamStore<domain::setup::Setup>>,
@@ -318,6 +326,8 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         app_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         app_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         run_commands: Arc::new(bus::store::commands(bus.clone(), ())),
+        ai_jobs: Arc::new(bus::store::commands(bus.clone(), ())),
+        ai_job_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         run_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         setup_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         setup_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),

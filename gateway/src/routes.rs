@@ -10,7 +10,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, api, approvals, apps, chat, containers, dlq, domains, health, hosts, log_follow,
+    AppState, ai_dev, api, approvals, apps, chat, containers, dlq, domains, health, hosts, log_follow,
     market, node_services, posts, render, secrets, setup, shares, tokens, ws,
 };
 
@@ -67,6 +67,8 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/apps/{name}", apps::get),
         entry(Viewer, get.clone(), "/api/deploys/{id}", apps::run),
         entry(Viewer, get.clone(), "/api/approvals/{id}", approvals::get),
+        entry(Viewer, get.clone(), "/api/ai-dev/jobs", ai_dev::list),
+        entry(Viewer, get.clone(), "/api/ai-dev/jobs/{id}", ai_dev::get),
         entry(
             Viewer,
             get.clone(),
@@ -141,6 +143,19 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/dlq/{seq}", dlq::get),
         entry(Viewer, get.clone(), "/api/posts/{id}", posts::get),
         // Work.
+        entry(Operator, post.clone(), "/api/ai-dev/jobs", ai_dev::create),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/ai-dev/jobs/{id}/cancel",
+            ai_dev::cancel,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/ai-dev/jobs/{id}/rollback",
+            ai_dev::rollback,
+        ),
         entry(Operator, post.clone(), "/api/render/jobs", render::submit),
         entry(
             Operator,

@@ -25,7 +25,7 @@ pub struct Config {
     pub stream_replicas: usize,
     /// Postgres, for the read models (its password never prints).
     pub database_url: Dsn,
-    /// Redis, for chat limits.
+    /// Redis, for chat limits and the AI developer's job memory.
     pub redis_url: Dsn,
     /// Local state (the generated admin token, refreshed platform tokens).
     pub state_dir: PathBuf,
@@ -56,6 +56,9 @@ pub struct Config {
     pub approvals: deploy::ApprovalsConfig,
     /// Domains served through Caddy, their DNS at Cloudflare (run with the dispatcher).
     pub domains: deploy::DomainsConfig,
+    /// The AI developer: its model, the repositories it may change, its budgets (run with the
+    /// dispatcher).
+    pub ai_dev: aidev::Config,
 }
 
 /// `[chat]`: what every bot shares, and each platform's own section.
@@ -120,6 +123,7 @@ impl Default for Config {
             deploy: deploy::Config::default(),
             approvals: deploy::ApprovalsConfig::default(),
             domains: deploy::DomainsConfig::default(),
+            ai_dev: aidev::Config::default(),
         }
     }
 }
@@ -259,6 +263,7 @@ impl Config {
             ("deploy", self.deploy.validate()),
             ("approvals", self.approvals.validate()),
             ("domains", self.domains.validate()),
+            ("ai_dev", self.ai_dev.validate()),
         ];
         for (section, found) in sections {
             problems.extend(found.into_iter().map(|p| format!("{section}.{p}")));

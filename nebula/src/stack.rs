@@ -151,6 +151,12 @@ async fn gateway(ctx: Context, config: Config) -> anyhow::Result<Started> {
     if gateway_config.join_nats_url.is_empty() {
         gateway_config.join_nats_url = config.nats_url.clone();
     }
+    gateway_config.ai_dev_repos = config
+        .ai_dev
+        .repos
+        .iter()
+        .map(|repo| (repo.name.clone(), repo.base.clone()))
+        .collect();
     let gateway = gateway::start(&ctx, gateway_config).await?;
     Ok(Started {
         gateway: Some(gateway),
@@ -177,14 +183,26 @@ async fn agent(ctx: Context, config: Config) -> anyhow::Result<Started> {
     })
 }
 
-/// The dispatcher, the container command router, the SSH side of hosts, the deployer, and the relays through which the nodes'
+/// The dispatcher, the container command router, the SSH side of hosts, the deployer, the AI
+/// developer, and the relays through which the nodes'
 /// agents, render workers and ComfyUI supervisors have their commands decided (they may not
 /// write the event log themselves).
 async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
     render::dispatcher::start(&ctx, config.render.dispatcher);
     fleet::start(&ctx, config.fleet);
     hosts::start(&ctx, config.hosts);
+    let ai_rules = config.approvals.rules.clone();
     deploy::start(&ctx, config.deploy, config.approvals, config.domains);
+    // The AI developer's memory lives in Redis; without it a job still runs, but a restart
+    // cannot resume it (and says so).
+    let kv = match kv::Kv::connect(&ctx.site.redis_url).await {
+        Ok(kv) => Some(kv),
+        Err(err) => {
+            tracing::warn!(error = %err, redis = %common::redact_url(&ctx.site.redis_url), "Redis is unreachable: AI developer jobs will not survive a restart");
+            None
+        }
+    };
+    aidev::start(&ctx, config.ai_dev, ai_rules, kv);
     relay::<domain::node::Node>(&ctx, "relay-node", domain::node::node_may);
     relay::<domain::container::ContainerCommand>(
         &ctx,

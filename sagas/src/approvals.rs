@@ -85,6 +85,22 @@ pub async fn expire(
 }
 
 /// The approval once it has an outcome, or as it stands when `wait` has passed.
+/// The approval once it is decided (granted, refused or expired), followed on its own subject;
+/// an event store that is away is retried with backoff, never given up on.
+pub async fn decided(bus: &Bus, state: &JetStreamStore<Approval>, approval_id: &str) -> Approval {
+    let mut backoff = common::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        match wait_outcome(bus, state, approval_id, Duration::from_secs(60)).await {
+            Ok(approval) if approval.outcome.is_some() => return approval,
+            Ok(_) => backoff.reset(),
+            Err(err) => {
+                tracing::warn!(approval_id, error = %err, "waiting for an approval; trying again");
+                backoff.sleep().await;
+            }
+        }
+    }
+}
+
 pub async fn wait_outcome(
     bus: &Bus,
     state: &JetStreamStore<Approval>,

@@ -2,6 +2,7 @@
 //! gateway's REST, the chat intake, the CLI), so each step and what undoes it is written once.
 
 pub mod access;
+pub mod ai_dev;
 pub mod approvals;
 pub mod containers;
 pub mod deploys;

@@ -5,6 +5,7 @@ mod common;
 
 mod access;
 mod agent;
+mod ai_dev;
 mod approvals;
 mod chat;
 mod cli;

@@ -274,26 +274,9 @@ impl Deployer {
                 }
             }
         };
-        // Followed on the approval's own subject (no polling); the event store away is retried
-        // with the one backoff.
-        let mut backoff = common::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-        let approval = loop {
-            match sagas::approvals::wait_outcome(
-                &self.bus,
-                &self.approval_state,
-                &approval_id,
-                Duration::from_secs(60),
-            )
-            .await
-            {
-                Ok(approval) if approval.outcome.is_some() => break approval,
-                Ok(_) => backoff.reset(),
-                Err(err) => {
-                    tracing::warn!(run_id, error = %err, "waiting for an approval; trying again");
-                    backoff.sleep().await;
-                }
-            }
-        };
+        // Followed on the approval's own subject (no polling).
+        let approval =
+            sagas::approvals::decided(&self.bus, &self.approval_state, &approval_id).await;
         let outcome = approval.outcome.unwrap_or(Outcome::Expired);
         let decided = approval
             .decisions
