@@ -329,3 +329,130 @@ async fn a_model_that_reaches_outside_is_refused_and_runs_out_of_steps(pool: PgP
     running.shutdown().await;
 }
 
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_worker_stopped_mid_job_resumes_it_from_redis(pool: PgPool) {
+    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB)]);
+    let Stack { nats, state, config, running, base } =
+        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |_| {}).await;
+    let mut script = fixing_script(None);
+    let rest = script.split_off(3);
+    // The fourth answer never comes to this worker: it is stopped while waiting for it.
+    script.push(Reply::Held(Box::new(Reply::Text("too late".to_owned()))));
+    ollama.script(script);
+    let id = ask(&base, "calc", "Make the failing test pass.").await;
+    testkit::wait_until("three steps", testkit::DEFAULT_WAIT, || async {
+        let (_, job) = call(Method::GET, format!("{base}/api/ai-dev/jobs/{id}"), common::TOKEN, &Value::Null).await;
+        (job["steps"].as_array()?.len() == 3 && ollama.left() == 0).then_some(())
+    })
+    .await;
+    running.shutdown().await;
+    let before = ollama.requests().len();
+
+    // A new worker: the job goes on from its memory (the plan, the turns, the budget spent).
+    ollama.script(rest);
+    let running = nebula::start(&config, CONTROL).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "merged", "{job:#}");
+    let numbers: Vec<u64> = job["steps"].as_array().unwrap().iter().map(|s| s["n"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6], "{job:#}");
+    let resumed = ollama.requests()[before].clone();
+    let text = resumed["messages"].to_string();
+    assert!(text.contains("see the failure") && text.contains("pub fn add"), "the memory came back: {text}");
+    running.shutdown().await;
+    drop((nats, state));
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_long_conversation_is_compressed_keeping_the_instruction_and_plan(pool: PgPool) {
+    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 1000)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let big = "the quick brown fox jumps over the lazy dog. ".repeat(70);
+    repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("notes/big.txt", big.as_str())]);
+    let Stack { nats: _nats, state: _state, config: _, running, base } = stack(
+        &pool,
+        &ollama,
+        vec![repo_config("calc", dir.path(), small_changes())],
+        |config| {
+            config.ai_dev.compress_at = 0.5;
+            config.ai_dev.keep_last = 2;
+        },
+    )
+    .await;
+    ollama.script([
+        tool("update_plan", json!({"plan": "PLAN-MARKER: read, fix add, build"})),
+        tool("read_file", json!({"path": "notes/big.txt"})),
+        Reply::Text("SUMMARY-ONE: planned; read notes/big.txt (nothing useful)".to_owned()),
+        tool("read_file", json!({"path": "src/lib.rs"})),
+        Reply::Text("SUMMARY-TWO: big.txt is noise; add subtracts in src/lib.rs".to_owned()),
+        tool("replace_in_file", json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"})),
+        tool("finish", json!({"summary": "add adds"})),
+    ]);
+    let id = ask(&base, "calc", "INSTRUCTION-MARKER: make the failing test pass.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "merged", "{job:#}");
+    assert_eq!(job["compressions"], 2, "{job:#}");
+    let requests = ollama.requests();
+    let summarising: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["messages"][0]["content"].as_str().unwrap_or_default().starts_with("Summarise"))
+        .collect();
+    assert_eq!(summarising.len(), 2);
+    assert!(summarising[0]["tools"].is_null(), "a summary is asked without tools");
+    // After the second compression: the instruction and the plan verbatim, the summary, not
+    // the big file.
+    let last = requests.last().unwrap();
+    let system = last["messages"][0]["content"].as_str().unwrap();
+    assert!(system.contains("INSTRUCTION-MARKER: make the failing test pass."), "{system}");
+    assert!(system.contains("PLAN-MARKER: read, fix add, build"), "{system}");
+    let turns = last["messages"].to_string();
+    assert!(turns.contains("SUMMARY-TWO") && !turns.contains("lazy dog"), "{turns}");
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_model_without_tools_works_in_json_and_an_unknown_model_fails_clearly(pool: PgPool) {
+    let ollama = FakeOllama::start(vec![Model::new("plain:3b", &["completion"], 4096)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB)]);
+    let Stack { nats: _nats, state: _state, config: _, running, base } =
+        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |config| {
+            config.ai_dev.model = "plain:3b".to_owned();
+        })
+        .await;
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/ai-dev/jobs"),
+        common::TOKEN,
+        &json!({"repo": "calc", "instruction": "x", "model": "missing:1b"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let job = settled(&base, answer["job_id"].as_str().unwrap()).await;
+    assert_eq!((job["status"].as_str(), job["failure"].as_str()), (Some("failed"), Some("model")), "{job:#}");
+    assert!(job["error"].as_str().unwrap().contains("ollama pull missing:1b"), "{job:#}");
+
+    let json_call = |tool: &str, arguments: Value| {
+        Reply::Text(json!({"tool": tool, "arguments": arguments, "said": format!("using {tool}")}).to_string())
+    };
+    ollama.script([
+        json_call("replace_in_file", json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"})),
+        json_call("finish", json!({"summary": "add adds"})),
+    ]);
+    let id = ask(&base, "calc", "Make the failing test pass.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "merged", "{job:#}");
+    assert_eq!(job["started"]["tool_mode"], "json");
+    assert_eq!(job["started"]["model_rule"], "the configured default (ai_dev.model)");
+    assert_eq!(job["steps"][0]["tool"], "replace_in_file");
+    assert_eq!(job["steps"][0]["said"], "using replace_in_file");
+    for request in ollama.requests() {
+        assert!(request["tools"].is_null(), "tools sent to a model without them");
+        assert_eq!(request["format"]["required"], json!(["tool", "arguments"]));
+    }
+    assert_ne!(head(dir.path(), "main"), start);
+    running.shutdown().await;
+}

@@ -315,7 +315,9 @@ impl Worker {
                 if !taken.insert(work) {
                     continue;
                 }
-                let token = cancel.child_token();
+                // A job's own token: stopping the worker aborts its tasks (the job resumes at the
+                // next start), which a cancelled job must not be mistaken for.
+                let token = CancellationToken::new();
                 if job.cancel_requested {
                     token.cancel();
                 }
