@@ -86,7 +86,7 @@ export function diffLines(body) {
     .split('\n')
     .map((line) => {
       let kind = 'ctx';
-      if (line.startsWith('+++') || line.startsWith('---') || line.startsWith('diff ')) kind = 'file';
+      if (line.startsWith('+++') || line.startsWith('---') || line.startsWith('diff ') || /^(index |new file mode|deleted file mode|similarity index|rename (from|to) )/.test(line)) kind = 'file';
       else if (line.startsWith('@@')) kind = 'hunk';
       else if (line.startsWith('+')) kind = 'add';
       else if (line.startsWith('-')) kind = 'del';

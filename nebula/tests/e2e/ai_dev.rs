@@ -456,3 +456,60 @@ async fn a_model_without_tools_works_in_json_and_an_unknown_model_fails_clearly(
     assert_ne!(head(dir.path(), "main"), start);
     running.shutdown().await;
 }
+
+/// The AI Developer room: a change waiting for a person, its diff highlighted, approved with
+/// a click, merged; then rolled back from the room too.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_change_is_approved_and_rolled_back_from_the_dashboard(pool: PgPool) {
+    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = repository(
+        dir.path(),
+        &[("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("deploy/app.toml", "replicas = 1\n")],
+    );
+    let Stack { nats: _nats, state: _state, config: _, running, base } =
+        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |_| {}).await;
+    ollama.script(fixing_script(Some(("deploy/app.toml", "replicas = 2\n"))));
+    let id = ask(&base, "calc", "Fix add and run two replicas.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "awaiting_approval", "{job:#}");
+
+    let browser = testkit::webdriver::Browser::start().await;
+    crate::dashboard_access::sign_in(&browser, &format!("{base}/#token={}", common::TOKEN), "admin · admin").await;
+    browser.eval(&format!("location.hash = '#/aidev?job={id}'; return true;")).await;
+    let shown = testkit::wait_until("the job with its highlighted diff", testkit::DEFAULT_WAIT, || async {
+        let found = browser
+            .eval("const d = document.querySelector('#aidev-job'); if (!d || d.hidden) return null;
+                   const approve = d.querySelector('button[data-action=approve]');
+                   const keyword = d.querySelector('.aidev-diff .hljs .hljs-keyword');
+                   return approve && keyword ? { keyword: keyword.textContent, text: d.textContent } : null;")
+            .await;
+        (!found.is_null()).then_some(found)
+    })
+    .await;
+    assert!(shown["text"].as_str().unwrap().contains("needs a person"), "{shown}");
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-aidev.png"), &png);
+    browser.eval("document.querySelector('.aidev-diff').scrollIntoView(); return true;").await;
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-aidev-diff.png"), &png);
+    browser
+        .eval("document.querySelector('#aidev-job button[data-action=approve]').click(); return true;")
+        .await;
+    let job = until(&base, &id, |s| s == "merged").await;
+    assert_ne!(head(dir.path(), "main"), start);
+    testkit::wait_until("the room to show it merged", testkit::DEFAULT_WAIT, || async {
+        let status = browser
+            .eval("const b = document.querySelector('#aidev-job .aidev-status'); return b ? b.textContent : null;")
+            .await;
+        (status == "merged").then_some(())
+    })
+    .await;
+    browser
+        .eval("document.querySelector('#aidev-job button[data-action=rollback]').click(); return true;")
+        .await;
+    let job_after = until(&base, &id, |s| s == "rolled_back").await;
+    assert_eq!(head(dir.path(), "main"), job_after["revert_commit"].as_str().unwrap());
+    assert_ne!(job["merged_commit"], job_after["revert_commit"]);
+    running.shutdown().await;
+}
