@@ -46,6 +46,9 @@ pub(crate) fn prepare(root: &Path, browser: Browser) -> Result<Stack> {
         Browser::NotNeeded => None,
     };
     install_missing_packages(root, &database, &redis, browser_paths.as_ref())?;
+    if browser == Browser::Needed {
+        ensure_pytest()?;
+    }
 
     let nats_server = nats::ensure_binary(root)?;
     let control_seed = nats::ensure_credentials(root)?;
@@ -96,6 +99,33 @@ fn program_path(variable: &str, program: &str) -> PathBuf {
 }
 
 /// Installs with apt only what this run needs and lacks; as non-root, names it and fails.
+fn pytest_present() -> bool {
+    cmd::succeeds(Command::new("python3").args(["-m", "pytest", "--version"]))
+}
+
+/// Whether `python3` is Debian's own.
+fn system_python() -> bool {
+    cmd::find_in_path("python3").is_some_and(|path| path.starts_with("/usr/bin"))
+}
+
+/// pytest for a python3 that is not Debian's (which apt cannot reach), from PyPI.
+fn ensure_pytest() -> Result<()> {
+    if pytest_present() {
+        return Ok(());
+    }
+    // In a virtualenv pip installs into it; elsewhere into the user's site.
+    let user = std::env::var_os("VIRTUAL_ENV").is_none();
+    step("python", "installing pytest for python3 from PyPI");
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "install", "--quiet"]);
+    if user {
+        pip.arg("--user");
+    }
+    cmd::run_captured(pip.arg("pytest"))
+        .context("failed to install pytest (python3 -m pip install pytest)")?;
+    Ok(())
+}
+
 fn install_missing_packages(
     root: &Path,
     database: &Endpoint,
@@ -141,6 +171,12 @@ fn install_missing_packages(
         // The dashboard's unit tests run under Node's own test runner.
         if cmd::find_in_path("node").is_none() {
             packages.push("nodejs");
+        }
+        // The AI developer's tests verify a Python project with pytest: Debian's, for Debian's
+        // python3 (pip is refused there); another python3 (pyenv, a venv) gets it from PyPI
+        // below.
+        if !pytest_present() && system_python() {
+            packages.push("python3-pytest");
         }
     }
     if packages.is_empty() {

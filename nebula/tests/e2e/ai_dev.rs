@@ -513,3 +513,34 @@ async fn a_change_is_approved_and_rolled_back_from_the_dashboard(pool: PgPool) {
     assert_ne!(job["merged_commit"], job_after["revert_commit"]);
     running.shutdown().await;
 }
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_job_fixes_a_python_package_with_pytest(pool: PgPool) {
+    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    repository(
+        dir.path(),
+        &[
+            ("pyproject.toml", "[project]\nname = \"calc\"\nversion = \"0.1.0\"\n"),
+            ("calc.py", "def add(a, b):\n    return a - b\n"),
+            ("tests/test_calc.py", "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"),
+        ],
+    );
+    let Stack { nats: _nats, state: _state, config: _, running, base } =
+        stack(&pool, &ollama, vec![repo_config("pycalc", dir.path(), small_changes())], |_| {}).await;
+    ollama.script([
+        tool("run_build", json!({})),
+        tool("replace_in_file", json!({"path": "calc.py", "old": "a - b", "new": "a + b"})),
+        tool("finish", json!({"summary": "add adds"})),
+    ]);
+    let id = ask(&base, "pycalc", "Make the failing test pass.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "merged", "{job:#}");
+    let builds = job["builds"].as_array().unwrap();
+    assert_eq!(builds[0]["toolchain"], "python");
+    assert_eq!(builds[0]["ok"], false);
+    assert_eq!(builds[0]["failing_tests"], json!(["tests/test_calc.py::test_add"]), "{job:#}");
+    assert_eq!(builds[1]["ok"], true, "{job:#}");
+    assert_eq!(job["change"]["files"], json!(["calc.py"]), "pytest's caches are not committed");
+    running.shutdown().await;
+}
