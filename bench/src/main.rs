@@ -15,6 +15,7 @@ use bench::jobs::{Job, JobCommand};
 use bench::{Env, job_commits, preload, rate, spawn_event_projections};
 use gateway::GatewayProcess;
 
+mod aidev;
 mod containers;
 mod deploys;
 mod gateway;
@@ -50,6 +51,8 @@ struct Sizes {
     p9_rounds: usize,
     p10_seconds: u64,
     p11_rounds: usize,
+    p12_rounds: usize,
+    p12_steps: usize,
 }
 
 impl Sizes {
@@ -74,6 +77,8 @@ impl Sizes {
                 p9_rounds: 10,
                 p10_seconds: 3,
                 p11_rounds: 3,
+                p12_rounds: 2,
+                p12_steps: 10,
             }
         } else {
             Sizes {
@@ -95,6 +100,8 @@ impl Sizes {
                 p9_rounds: 50,
                 p10_seconds: 10,
                 p11_rounds: 10,
+                p12_rounds: 5,
+                p12_steps: 30,
             }
         }
     }
@@ -404,6 +411,31 @@ async fn main() -> Result<()> {
             Some(("docker_replace_and_check_direct_p50", direct_p50)),
             "info",
             extra,
+        );
+    }
+
+    if wanted("p12") {
+        println!("P12 the AI developer: a step, and a build verification");
+        let measured = aidev::ai_dev(sizes.p12_rounds, sizes.p12_steps).await?;
+        let model_p50 = containers::quantile_us(&measured.model_direct, 0.5);
+        let direct_p50 = containers::quantile_us(&measured.verify_direct, 0.5);
+        report.ceiling("ollama_chat_direct_p50", model_p50, "us");
+        report.ceiling("cargo_build_test_direct_p50", direct_p50, "us");
+        report.figure(
+            "p12_ai_step_p50",
+            containers::quantile_us(&measured.step, 0.5),
+            "us",
+            Some(("ollama_chat_direct_p50", model_p50)),
+            "info (a step over the model's own answer: the tool, the event, the memory in Redis)",
+            json!({ "rounds": sizes.p12_rounds, "steps_per_job": sizes.p12_steps, "tool": "update_plan", "model": "the fake Ollama, answering at once", "p99_us": containers::quantile_us(&measured.step, 0.99) }),
+        );
+        report.figure(
+            "p12_verify_p50",
+            containers::quantile_us(&measured.verify, 0.5),
+            "us",
+            Some(("cargo_build_test_direct_p50", direct_p50)),
+            "<= 1.2 of the same commands run directly",
+            json!({ "project": "a one-file Cargo crate, warm target folder", "commands": ["cargo build --all-targets", "cargo test"] }),
         );
     }
 
