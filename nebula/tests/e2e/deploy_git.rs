@@ -62,7 +62,7 @@ fn signed(secret: &str, body: &[u8]) -> String {
 
 async fn hook(base: &str, delivery: &str, signature: &str, body: &Value) -> (StatusCode, Value) {
     let response = common::http()
-        .post(format!("{base}/api/apps/site/hooks/git"))
+        .post(format!("{base}/api/apps/gitsite/hooks/git"))
         .header("x-github-event", "push")
         .header("x-github-delivery", delivery)
         .header("x-hub-signature-256", signature)
@@ -119,7 +119,7 @@ async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     })
     .await;
     let _agent = node_agent(&config, &nats, testkit::docker::host()).await;
-    let _cleanup = common::RemoveAppContainers(&["site"]);
+    let _cleanup = common::RemoveAppContainers(&["gitsite"]);
     let port = testkit::free_port();
     let repo = tempfile::tempdir().unwrap();
     let first = commit(
@@ -140,7 +140,7 @@ async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     assert_eq!(status, StatusCode::OK);
     let definition = |poll: bool| {
         json!({
-            "name": "site",
+            "name": "gitsite",
             "git": { "repo": repo.path().display().to_string(), "branch": "main", "webhook_secret": "site-hook", "poll": poll },
             "containers": [{ "name": "web", "spec": { "image": "{build}", "network": "host" } }],
             "health": { "http": format!("http://127.0.0.1:{port}/index.html"), "timeout_secs": 10 },
@@ -159,7 +159,7 @@ async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     assert_eq!(status, StatusCode::CREATED);
     let (status, answer) = call(
         Method::POST,
-        format!("{base}/api/apps/site/deploy"),
+        format!("{base}/api/apps/gitsite/deploy"),
         common::TOKEN,
         &json!({}),
     )
@@ -174,7 +174,7 @@ async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     );
     let (status, _) = call(
         Method::PUT,
-        format!("{base}/api/apps/site"),
+        format!("{base}/api/apps/gitsite"),
         common::TOKEN,
         &definition(false),
     )
@@ -184,7 +184,7 @@ async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     // Release 1: the branch's head built on the node and serving.
     let (status, answer) = call(
         Method::POST,
-        format!("{base}/api/apps/site/deploy"),
+        format!("{base}/api/apps/gitsite/deploy"),
         common::TOKEN,
         &json!({}),
     )
@@ -214,7 +214,7 @@ async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
     let bus = common::bus(&nats).await;
-    let log = common::envelopes(&bus, "app", "site").await;
+    let log = common::envelopes(&bus, "app", "gitsite").await;
     assert!(
         log.iter()
             .any(|e| e.event_type == "app.webhook_refused" && e.data["delivery"] == "d-0"),
@@ -261,7 +261,7 @@ async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     );
     let (status, answer) = call(
         Method::POST,
-        format!("{base}/api/apps/site/deploy"),
+        format!("{base}/api/apps/gitsite/deploy"),
         common::TOKEN,
         &json!({}),
     )
@@ -280,7 +280,7 @@ async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     // Polled: a fix pushed to the branch is deployed by itself.
     let (status, _) = call(
         Method::PUT,
-        format!("{base}/api/apps/site"),
+        format!("{base}/api/apps/gitsite"),
         common::TOKEN,
         &definition(true),
     )
@@ -302,7 +302,7 @@ async fn apps_build_from_git_and_deploy_on_a_signed_push(pool: PgPool) {
     .await;
     let (_, view) = call(
         Method::GET,
-        format!("{base}/api/apps/site"),
+        format!("{base}/api/apps/gitsite"),
         common::TOKEN,
         &json!(null),
     )

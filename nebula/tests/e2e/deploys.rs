@@ -12,9 +12,10 @@ use sqlx::PgPool;
 use testkit::docker::TEST_IMAGE;
 use testkit::{DEFAULT_WAIT, wait_until};
 
-/// The app's definition: one busybox web server answering `version` on `port` (or, when
-/// `version` is `None`, a container that never listens).
-fn app(port: u16, version: Option<&str>) -> Value {
+/// The app `name`'s definition: one busybox web server answering `version` on `port` (or,
+/// when `version` is `None`, a container that never listens). Each test names its own app:
+/// tests run at once against one Docker engine, and an app's containers are named after it.
+fn app(name: &str, port: u16, version: Option<&str>) -> Value {
     let command = match version {
         Some(version) => {
             format!("echo {version} > /index.html && exec httpd -f -p 127.0.0.1:{port} -h /")
@@ -22,7 +23,7 @@ fn app(port: u16, version: Option<&str>) -> Value {
         None => "exec sleep 3600".to_owned(),
     };
     json!({
-        "name": "web",
+        "name": name,
         "containers": [{ "name": "web", "spec": {
             "image": TEST_IMAGE, "command": ["sh", "-c", command], "network": "host",
         }}],
@@ -95,8 +96,8 @@ async fn serving(port: u16) -> String {
         .to_owned()
 }
 
-fn containers() -> Vec<String> {
-    common::app_containers("web")
+fn containers(app: &str) -> Vec<String> {
+    common::app_containers(app)
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
@@ -123,11 +124,11 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
     let port = testkit::free_port();
 
     // Bad definitions are refused with their reasons.
-    let mut bad = app(port, Some("v1"));
+    let mut bad = app("web", port, Some("v1"));
     bad["name"] = json!("Web App");
     let (status, answer) = call(Method::POST, format!("{base}/api/apps"), &alice, &bad).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    let mut bad = app(port, Some("v1"));
+    let mut bad = app("web", port, Some("v1"));
     bad["containers"][0]["spec"]["image"] = json!("");
     bad["nodes"] = json!([]);
     let (status, answer) = call(Method::POST, format!("{base}/api/apps"), &alice, &bad).await;
@@ -172,7 +173,7 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
         Method::POST,
         format!("{base}/api/apps"),
         &alice,
-        &app(port, Some("v1")),
+        &app("web", port, Some("v1")),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
@@ -187,7 +188,7 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
         Method::PUT,
         format!("{base}/api/apps/web"),
         &alice,
-        &app(port, None),
+        &app("web", port, None),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -215,21 +216,21 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
         "{run}"
     );
     assert_eq!(serving(port).await, "v1");
-    assert_eq!(containers(), ["web-web-r1:running"]);
+    assert_eq!(containers("web"), ["web-web-r1:running"]);
 
     // Release 3 goes live; a rollback on demand goes back to the last good one before it (1).
     let (status, _) = call(
         Method::PUT,
         format!("{base}/api/apps/web"),
         &alice,
-        &app(port, Some("v3")),
+        &app("web", port, Some("v3")),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
     let run = deploy(&base, &alice, &bob, "/api/apps/web/deploy", json!({}), true).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(serving(port).await, "v3");
-    assert_eq!(containers(), ["web-web-r1:exited", "web-web-r3:running"]);
+    assert_eq!(containers("web"), ["web-web-r1:exited", "web-web-r3:running"]);
     let run = deploy(
         &base,
         &alice,
@@ -252,7 +253,7 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
         Method::PUT,
         format!("{base}/api/apps/web"),
         &alice,
-        &app(port, Some("v4")),
+        &app("web", port, Some("v4")),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -394,7 +395,7 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["container_commands"].as_array().unwrap().len(), 4);
     wait_until("the app's containers removed", DEFAULT_WAIT, || async {
-        containers().is_empty().then_some(())
+        containers("web").is_empty().then_some(())
     })
     .await;
     let (status, _) = call(
@@ -425,30 +426,30 @@ async fn a_node_lost_mid_deploy_fails_the_run_saying_so(pool: PgPool) {
     })
     .await;
     let agent = node_agent(&config, &nats, testkit::docker::host()).await;
-    let _cleanup = common::RemoveAppContainers(&["web"]);
+    let _cleanup = common::RemoveAppContainers(&["lost"]);
     let port = testkit::free_port();
     let (status, answer) = call(
         Method::POST,
         format!("{base}/api/apps"),
         common::TOKEN,
-        &app(port, Some("v1")),
+        &app("lost", port, Some("v1")),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
-    let run = finish(&base, "/api/apps/web/deploy").await;
+    let run = finish(&base, "/api/apps/lost/deploy").await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(serving(port).await, "v1");
 
     agent.shutdown().await;
     let (status, _) = call(
         Method::PUT,
-        format!("{base}/api/apps/web"),
+        format!("{base}/api/apps/lost"),
         common::TOKEN,
-        &app(port, Some("v2")),
+        &app("lost", port, Some("v2")),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let run = finish(&base, "/api/apps/web/deploy").await;
+    let run = finish(&base, "/api/apps/lost/deploy").await;
     assert_eq!(run["status"], "failed", "{run}");
     assert_eq!(steps(&run), ["stop_old:failed", "rollback:failed"]);
     let error = run["error"].as_str().unwrap();
@@ -457,7 +458,7 @@ async fn a_node_lost_mid_deploy_fails_the_run_saying_so(pool: PgPool) {
     assert_eq!(run["live_release"], Value::Null);
     // What the node runs is what it ran: the stop never reached it.
     assert_eq!(serving(port).await, "v1");
-    assert_eq!(containers(), ["web-web-r1:running"]);
+    assert_eq!(containers("lost"), ["lost-web-r1:running"]);
     running.shutdown().await;
 }
 
