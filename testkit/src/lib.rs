@@ -9,6 +9,7 @@ pub mod discord;
 pub mod docker;
 mod nats;
 pub mod ollama;
+pub mod openai;
 pub mod ssh;
 pub mod stream;
 pub mod twitch;

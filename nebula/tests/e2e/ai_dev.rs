@@ -544,3 +544,141 @@ async fn a_job_fixes_a_python_package_with_pytest(pool: PgPool) {
     assert_eq!(job["change"]["files"], json!(["calc.py"]), "pytest's caches are not committed");
     running.shutdown().await;
 }
+
+/// Ollama away: the configured OpenAI-compatible API does the job, its key from the vault (and
+/// nowhere on the log); without the key the job fails saying which secret is missing.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn without_ollama_the_openai_compatible_fallback_does_the_job(pool: PgPool) {
+    let ollama = FakeOllama::start(Vec::new()).await; // unused: its URL is replaced below
+    let openai = testkit::openai::FakeOpenAi::start("sk-test-k3y-value").await;
+    let dir = tempfile::tempdir().unwrap();
+    repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB)]);
+    let (down, fallback) = (format!("http://127.0.0.1:{}", testkit::free_port()), openai.url.clone());
+    let Stack { nats, state: _state, config: _, running, base } =
+        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], move |config| {
+            config.ai_dev.ollama_url = down;
+            config.ai_dev.openai.url = fallback;
+        })
+        .await;
+    let id = ask(&base, "calc", "Make the failing test pass.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "failed", "{job:#}");
+    assert!(job["error"].as_str().unwrap().contains("the vault has no secret openai-api-key"), "{job:#}");
+
+    let (status, _) = call(
+        Method::PUT,
+        format!("{base}/api/secrets/openai-api-key"),
+        common::TOKEN,
+        &json!({"value": "sk-test-k3y-value"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    openai.script(fixing_script(None));
+    let id = ask(&base, "calc", "Make the failing test pass.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "merged", "{job:#}");
+    assert_eq!(job["started"]["provider"], "openai");
+    assert_eq!(job["started"]["model"], "gpt-4o-mini");
+    assert!(job["started"]["model_rule"].as_str().unwrap().starts_with("fallback to the OpenAI-compatible API"), "{job:#}");
+    // The fake refuses a tool answer that names no earlier call: every one named its call.
+    let last = openai.requests().pop().unwrap();
+    let tool_ids: Vec<&str> = last["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "tool")
+        .map(|m| m["tool_call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(tool_ids.len(), 5, "{last}");
+    common::assert_not_on_log(&nats, "sk-test-k3y-value").await;
+    running.shutdown().await;
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_missing_model_is_pulled_first_when_asked(pool: PgPool) {
+    let ollama = FakeOllama::start(Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB)]);
+    let Stack { nats: _nats, state: _state, config: _, running, base } =
+        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |config| {
+            config.ai_dev.model = "fresh:1b".to_owned();
+            config.ai_dev.pull_missing = true;
+        })
+        .await;
+    let json_call = |tool: &str, arguments: Value| {
+        Reply::Text(json!({"tool": tool, "arguments": arguments}).to_string())
+    };
+    ollama.script([
+        json_call("replace_in_file", json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"})),
+        json_call("finish", json!({"summary": "add adds"})),
+    ]);
+    let id = ask(&base, "calc", "Make the failing test pass.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "merged", "{job:#}");
+    assert_eq!(job["started"]["model"], "fresh:1b");
+    assert_eq!(job["started"]["tool_mode"], "json");
+    running.shutdown().await;
+}
+
+/// A change refused by a person keeps its branch for a look and leaves the base alone; a job
+/// cancelled while its model thinks stops there, its branch kept.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_rejected_change_and_a_cancelled_job_leave_the_base_alone(pool: PgPool) {
+    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = repository(
+        dir.path(),
+        &[("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("deploy/app.toml", "replicas = 1\n")],
+    );
+    let Stack { nats: _nats, state: _state, config: _, running, base } =
+        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |_| {}).await;
+    ollama.script(fixing_script(Some(("deploy/app.toml", "replicas = 9\n"))));
+    let id = ask(&base, "calc", "Fix add and scale up.").await;
+    let job = settled(&base, &id).await;
+    let approval_id = job["approval_id"].as_str().unwrap().to_owned();
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/api/approvals/{approval_id}/reject"),
+        common::TOKEN,
+        &json!({"comment": "not nine"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let job = until(&base, &id, |s| s != "awaiting_approval").await;
+    assert_eq!(job["status"], "rejected", "{job:#}");
+    assert!(job["error"].as_str().unwrap().contains("refused by admin"), "{job:#}");
+    assert_eq!(head(dir.path(), "main"), start);
+    let branch = job["started"]["branch"].as_str().unwrap();
+    assert_eq!(head(dir.path(), branch), job["change"]["commit"].as_str().unwrap(), "the branch is kept");
+
+    ollama.script([
+        tool("update_plan", json!({"plan": "think long"})),
+        Reply::Held(Box::new(Reply::Text("never heard".to_owned()))),
+    ]);
+    let id = ask(&base, "calc", "Think about it.").await;
+    testkit::wait_until("the first step", testkit::DEFAULT_WAIT, || async {
+        let (_, job) = call(Method::GET, format!("{base}/api/ai-dev/jobs/{id}"), common::TOKEN, &Value::Null).await;
+        (job["steps"].as_array()?.len() == 1 && ollama.left() == 0).then_some(())
+    })
+    .await;
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/ai-dev/jobs/{id}/cancel"),
+        common::TOKEN,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "cancelled", "{job:#}");
+    assert_eq!(head(dir.path(), "main"), start);
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/api/ai-dev/jobs/{id}/cancel"),
+        common::TOKEN,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "a finished job is not cancelled again");
+    running.shutdown().await;
+}

@@ -164,15 +164,39 @@ impl Worker {
             &self.config.model,
             self.vram_mb().await,
         );
-        let facts = match self.ollama.show(&model).await {
-            Ok(facts) => facts,
+        let mut shown = self.ollama.show(&model).await;
+        if let Err(failure) = &shown
+            && failure.missing
+            && self.config.pull_missing
+        {
+            tracing::info!(job = id, model, "the model is not on Ollama: pulling it");
+            shown = match self.ollama.pull(&model).await {
+                Ok(()) => self.ollama.show(&model).await,
+                Err(failure) => Err(failure),
+            };
+        }
+        let (provider, model, rule, facts) = match shown {
+            Ok(facts) => ("ollama", model, rule, facts),
             Err(failure) => {
-                let error = format!(
-                    "model {model} ({rule}) is not usable at {}: {} (ollama pull {model})",
+                let unusable = format!(
+                    "model {model} ({rule}) is not usable at {}: {}",
                     self.config.ollama_url, failure.message
                 );
-                self.record(id, known, fail("model", error)).await;
-                return None;
+                if self.openai.is_none() {
+                    let error = format!("{unusable} (ollama pull {model})");
+                    self.record(id, known, fail("model", error)).await;
+                    return None;
+                }
+                // The configured fallback: an OpenAI-compatible API, its key in the vault.
+                if let Err(err) = self.openai_key().await {
+                    let error = format!("{unusable}; the OpenAI-compatible fallback cannot be used: {err}");
+                    self.record(id, known, fail("model", error)).await;
+                    return None;
+                }
+                let openai = &self.config.openai;
+                let rule = format!("fallback to the OpenAI-compatible API at {}: {unusable}", openai.url);
+                let facts = crate::ollama::ModelFacts { tools: true, context: openai.context_tokens };
+                ("openai", openai.model.clone(), rule, facts)
             }
         };
         let stamp = Utc::now().format("%Y%m%dT%H%M%S");
@@ -196,9 +220,9 @@ impl Worker {
         let started = JobStarted {
             branch,
             base_commit,
-            provider: "ollama".to_owned(),
+            provider: provider.to_owned(),
             model,
-            model_rule: rule,
+            model_rule: bounded(&rule, STEP_TEXT_MAX_BYTES),
             tool_mode: if facts.tools { "tools" } else { "json" }.to_owned(),
             context_tokens: facts.context,
             runs_on: "local".to_owned(),
@@ -351,7 +375,7 @@ impl Worker {
             let prompt = memory.prompt(system);
             let answer = tokio::select! {
                 () = cancel.cancelled() => return Ended::Cancelled,
-                answer = self.ask(&run.started.model, &prompt, &definitions, format.as_ref(), run.started.context_tokens) => answer,
+                answer = self.ask(&run.started, &prompt, &definitions, format.as_ref()) => answer,
             };
             let answer = match answer {
                 Ok(answer) => answer,
@@ -415,20 +439,50 @@ impl Worker {
         }
     }
 
-    /// Asks the model, trying a transient failure (Ollama away, a 5xx) twice more.
+    /// The OpenAI-compatible fallback's API key, from the vault.
+    async fn openai_key(&self) -> Result<common::Secret, String> {
+        let vault = self
+            .vault
+            .get_or_try_init(|| vault::Vault::open(&self.bus, &self.key_source, false))
+            .await
+            .map_err(|err| format!("the vault cannot be opened: {err}"))?;
+        let secret = &self.config.openai.key_secret;
+        vault
+            .get(secret)
+            .await
+            .map_err(|err| format!("the vault is unavailable: {err}"))?
+            .map(|revealed| revealed.value)
+            .ok_or_else(|| format!("the vault has no secret {secret} (its API key)"))
+    }
+
+    /// Asks the job's model through its provider, trying a transient failure (the server
+    /// away, a 5xx, a 429) twice more.
     async fn ask(
         &self,
-        model: &str,
+        started: &JobStarted,
         prompt: &[Value],
         tools: &[Value],
         format: Option<&Value>,
-        context: u64,
     ) -> Result<Answer, String> {
         let mut backoff = common::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.ollama.chat(model, prompt, tools, format, context).await {
+            let answer = match (&self.openai, started.provider.as_str()) {
+                (Some(openai), "openai") => {
+                    let key = self.openai_key().await?;
+                    openai.chat(key.expose(), &started.model, prompt, tools).await
+                }
+                (None, "openai") => {
+                    return Err("the job runs on the OpenAI-compatible API, which is no longer configured".to_owned());
+                }
+                _ => {
+                    self.ollama
+                        .chat(&started.model, prompt, tools, format, started.context_tokens)
+                        .await
+                }
+            };
+            match answer {
                 Ok(answer) => return Ok(answer),
                 Err(failure) if failure.transient && tries < 3 => {
                     tracing::warn!(error = %failure.message, "the model failed; trying again");
@@ -456,7 +510,7 @@ impl Worker {
             json!({"role": "user", "content": transcript}),
         ];
         let summary = self
-            .ask(&run.started.model, &ask, &[], None, run.started.context_tokens)
+            .ask(&run.started, &ask, &[], None)
             .await
             .map_err(|err| format!("summarising the older turns failed: {err}"))?;
         memory.compress(cut, &bounded(&summary.content, STEP_TEXT_MAX_BYTES));

@@ -15,6 +15,7 @@ mod guard;
 mod job;
 mod memory;
 mod ollama;
+mod openai;
 mod tools;
 mod verify;
 
@@ -65,11 +66,39 @@ fn default_base() -> String {
     "main".to_owned()
 }
 
+/// The fallback when Ollama cannot serve a job (`[ai_dev.openai]`): an OpenAI-compatible chat
+/// completions API, its key in the vault.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiConfig {
+    /// `https://api.openai.com/v1`, or any compatible server (empty: no fallback).
+    pub url: String,
+    pub model: String,
+    /// The vault secret holding the API key.
+    pub key_secret: String,
+    /// The model's context, in tokens.
+    pub context_tokens: u64,
+}
+
+impl Default for OpenAiConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            model: "gpt-4o-mini".to_owned(),
+            key_secret: "openai-api-key".to_owned(),
+            context_tokens: 128_000,
+        }
+    }
+}
+
 /// `[ai_dev]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub ollama_url: String,
+    /// A model Ollama does not have is pulled first (`/api/pull`), rather than the job failing.
+    pub pull_missing: bool,
+    pub openai: OpenAiConfig,
     /// The default model (empty: chosen by the machine's GPU memory).
     pub model: String,
     pub repos: Vec<RepoConfig>,
@@ -93,6 +122,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             ollama_url: "http://127.0.0.1:11434".to_owned(),
+            pull_missing: false,
+            openai: OpenAiConfig::default(),
             model: String::new(),
             repos: Vec::new(),
             max_steps: 40,
@@ -112,6 +143,10 @@ impl Config {
         let mut problems = Vec::new();
         if !self.ollama_url.starts_with("http://") && !self.ollama_url.starts_with("https://") {
             problems.push(format!("ollama_url must be an http(s) URL, got {:?}", self.ollama_url));
+        }
+        let openai = &self.openai.url;
+        if !openai.is_empty() && !openai.starts_with("http://") && !openai.starts_with("https://") {
+            problems.push(format!("openai.url must be an http(s) URL or empty, got {openai:?}"));
         }
         let mut names = HashSet::new();
         for (index, repo) in self.repos.iter().enumerate() {
@@ -178,6 +213,10 @@ pub fn start(ctx: &Context, config: Config, rules: Vec<PolicyRule>, kv: Option<k
         node_state: JetStreamStore::new(bus.clone()),
         node_id: ctx.site.node_id.to_string(),
         ollama: ollama::Ollama::new(&config.ollama_url, secs(config.model_timeout_secs)),
+        openai: (!config.openai.url.is_empty())
+            .then(|| openai::OpenAi::new(&config.openai.url, secs(config.model_timeout_secs))),
+        vault: tokio::sync::OnceCell::new(),
+        key_source: vault::KeySource::new(ctx.site.vault_key_file.clone()),
         slots: tokio::sync::Semaphore::new(config.max_jobs),
         work_dir: ctx.site.state_dir.join("ai-dev"),
         kv,
@@ -200,6 +239,9 @@ pub(crate) struct Worker {
     pub(crate) node_state: JetStreamStore<domain::node::Node>,
     pub(crate) node_id: String,
     pub(crate) ollama: ollama::Ollama,
+    pub(crate) openai: Option<openai::OpenAi>,
+    pub(crate) vault: tokio::sync::OnceCell<vault::Vault>,
+    pub(crate) key_source: vault::KeySource,
     pub(crate) slots: tokio::sync::Semaphore,
     pub(crate) work_dir: PathBuf,
     pub(crate) kv: Option<kv::Kv>,

@@ -35,6 +35,8 @@ pub(crate) struct Answer {
 pub(crate) struct Failure {
     pub message: String,
     pub transient: bool,
+    /// The server said 404: no such model.
+    pub missing: bool,
 }
 
 pub(crate) struct Ollama {
@@ -63,17 +65,20 @@ impl Ollama {
             .map_err(|err| Failure {
                 message: format!("Ollama at {} is unreachable: {err}", self.url),
                 transient: true,
+                missing: false,
             })?;
         let status = response.status();
         let text = response.text().await.map_err(|err| Failure {
             message: format!("Ollama's answer broke off: {err}"),
             transient: true,
+            missing: false,
         })?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if let Some(error) = value["error"].as_str() {
             return Err(Failure {
                 message: format!("Ollama answered {}: {error}", status.as_u16()),
                 transient: status.is_server_error(),
+                missing: status.as_u16() == 404,
             });
         }
         if !status.is_success() || value.is_null() {
@@ -84,9 +89,52 @@ impl Ollama {
                     text.chars().take(300).collect::<String>()
                 ),
                 transient: status.is_server_error(),
+                missing: false,
             });
         }
         Ok(value)
+    }
+
+    /// Pulls `model` (the progress streamed as NDJSON lines, logged), until `success` or an
+    /// error line.
+    pub(crate) async fn pull(&self, model: &str) -> Result<(), Failure> {
+        let response = self
+            .http
+            .post(format!("{}/api/pull", self.url))
+            .json(&json!({ "model": model, "stream": true }))
+            .send()
+            .await
+            .map_err(|err| Failure {
+                message: format!("Ollama at {} is unreachable: {err}", self.url),
+                transient: true,
+                missing: false,
+            })?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let mut last = String::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let value: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            if let Some(error) = value["error"].as_str() {
+                return Err(Failure {
+                    message: format!("pulling {model} failed: {error}"),
+                    transient: false,
+                    missing: false,
+                });
+            }
+            if let Some(progress) = value["status"].as_str() {
+                tracing::debug!(model, status = progress, completed = ?value["completed"].as_u64(), total = ?value["total"].as_u64(), "pulling a model");
+                last = progress.to_owned();
+            }
+        }
+        if !status.is_success() || last != "success" {
+            return Err(Failure {
+                message: format!("pulling {model} did not finish (HTTP {}, last status {last:?})", status.as_u16()),
+                transient: false,
+                missing: false,
+            });
+        }
+        tracing::info!(model, "model pulled");
+        Ok(())
     }
 
     /// Whether `model` takes tools, and its context length (2048 when it does not say).

@@ -269,6 +269,24 @@ mod tests {
         assert_eq!(detect(py.path()).toolchain, "python");
     }
 
+    /// A build past its deadline is killed with everything it started (its process group).
+    #[tokio::test]
+    async fn a_build_past_its_time_is_killed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = Plan {
+            toolchain: "test",
+            commands: vec![words(&["sh", "-c", "(sleep 1; touch late) & echo started; wait"])],
+            note: None,
+        };
+        let env = Env { cargo_target_dir: dir.path().join("target") };
+        let build = run(dir.path(), &plan, &env, Duration::from_millis(300), &CancellationToken::new()).await;
+        assert!(!build.ok);
+        assert_eq!(build.exit_status, None);
+        assert!(build.output.contains("started") && build.output.contains("killed at the build's"), "{}", build.output);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!dir.path().join("late").exists(), "a child of the build outlived it");
+    }
+
     #[test]
     fn failing_tests_are_named_from_each_runner() {
         let output = "test tests::adds ... FAILED\ntest tests::ok ... ok\n\
