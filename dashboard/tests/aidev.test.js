@@ -21,6 +21,20 @@ test('what each status allows', () => {
   assert.deepEqual(actions(job('merged')), ['rollback']);
   assert.deepEqual(actions(job('failed')), []);
   assert.deepEqual(actions(job('awaiting_approval')), ['cancel']);
+  assert.deepEqual(actions(job('approved')), ['cancel']);
+});
+
+test('where a job runs: a node, or here after the node did not take it', () => {
+  const remote = normalizeJob({ job_id: 'j', offered_to: 'gpu-box', started: { runs_on: 'gpu-box' } });
+  assert.equal(remote.runsOn, 'gpu-box');
+  assert.equal(remote.offeredTo, 'gpu-box');
+  assert.equal(remote.fallback, null);
+  const here = normalizeJob({
+    job_id: 'j', offered_to: 'gpu-box', fallback: 'node gpu-box did not take it within 3s; it runs here',
+    started: { runs_on: 'local' },
+  });
+  assert.equal(here.runsOn, 'local');
+  assert.match(here.fallback, /did not take it/);
 });
 
 test('a whole job: its model, steps, builds and change', () => {

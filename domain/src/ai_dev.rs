@@ -17,6 +17,8 @@ pub enum JobStatus {
     /// A change is committed on the branch, not decided yet.
     Proposed,
     AwaitingApproval,
+    /// People approved the change; its runner merges it.
+    Approved,
     Merged,
     Rejected,
     RolledBack,
@@ -31,6 +33,7 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Proposed => "proposed",
             JobStatus::AwaitingApproval => "awaiting_approval",
+            JobStatus::Approved => "approved",
             JobStatus::Merged => "merged",
             JobStatus::Rejected => "rejected",
             JobStatus::RolledBack => "rolled_back",
@@ -55,6 +58,16 @@ impl JobStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AiDevCommand {
     Request(JobRequested),
+    /// Offered to a node's agent until `until`.
+    Offer {
+        node: String,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// Taken by whoever carries it out (once).
+    Claim {
+        runs_on: String,
+        fallback: Option<String>,
+    },
     Start(JobStarted),
     RecordStep(AgentStep),
     RecordBuild(BuildChecked),
@@ -69,6 +82,9 @@ pub enum AiDevCommand {
         reason: String,
     },
     AskApproval {
+        approval_id: String,
+    },
+    Approve {
         approval_id: String,
     },
     Merge {
@@ -117,6 +133,84 @@ pub struct AiDevJob {
     pub merged_commit: Option<String>,
     pub cancel_requested: bool,
     pub rollback_requested: bool,
+    /// The node it was offered to, if any, and until when.
+    pub offered_to: Option<String>,
+    pub offered_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Who carries it out (`local`: the control plane), once claimed.
+    pub runs_on: Option<String>,
+    /// A repository rule approved the change.
+    pub auto_approved: bool,
+}
+
+impl AiDevCommand {
+    fn verb(&self) -> &'static str {
+        match self {
+            AiDevCommand::Request(_) => "request",
+            AiDevCommand::Offer { .. } => "offer",
+            AiDevCommand::Claim { .. } => "claim",
+            AiDevCommand::Start(_) => "start",
+            AiDevCommand::RecordStep(_) => "record a step of",
+            AiDevCommand::RecordBuild(_) => "record a build of",
+            AiDevCommand::RecordCompression { .. } => "compress",
+            AiDevCommand::Propose(_) => "propose a change for",
+            AiDevCommand::Decide { .. } => "decide",
+            AiDevCommand::AskApproval { .. } => "ask an approval for",
+            AiDevCommand::Approve { .. } => "approve",
+            AiDevCommand::Merge { .. } => "merge",
+            AiDevCommand::Reject { .. } => "reject",
+            AiDevCommand::RequestRollback => "ask to roll back",
+            AiDevCommand::FailRollback { .. } => "fail the rollback of",
+            AiDevCommand::RollBack { .. } => "roll back",
+            AiDevCommand::Fail { .. } => "fail",
+            AiDevCommand::RequestCancel => "ask to cancel",
+            AiDevCommand::Cancel => "cancel",
+        }
+    }
+}
+
+/// What a node may do to a job through the control plane's relay: take one offered to it, then
+/// carry out the job it took (its steps, builds, change, the merge once approved, the revert);
+/// never request, decide, approve or reject one.
+pub fn job_node_may(
+    state: &AiDevJob,
+    node_id: &str,
+    _job_id: &str,
+    command: &AiDevCommand,
+) -> Result<(), String> {
+    let runs_here = state.runs_on.as_deref() == Some(node_id);
+    let allowed = match command {
+        AiDevCommand::Claim { runs_on, .. } => {
+            runs_on == node_id && state.offered_to.as_deref() == Some(node_id)
+        }
+        AiDevCommand::Start(started) => runs_here && started.runs_on == node_id,
+        AiDevCommand::RecordStep(_)
+        | AiDevCommand::RecordBuild(_)
+        | AiDevCommand::RecordCompression { .. }
+        | AiDevCommand::Propose(_)
+        | AiDevCommand::Merge { .. }
+        | AiDevCommand::FailRollback { .. }
+        | AiDevCommand::RollBack { .. }
+        | AiDevCommand::Fail { .. }
+        | AiDevCommand::Cancel => runs_here,
+        AiDevCommand::Request(_)
+        | AiDevCommand::Offer { .. }
+        | AiDevCommand::Decide { .. }
+        | AiDevCommand::AskApproval { .. }
+        | AiDevCommand::Approve { .. }
+        | AiDevCommand::Reject { .. }
+        | AiDevCommand::RequestRollback
+        | AiDevCommand::RequestCancel => {
+            return Err(format!("a node may not {} a job", command.verb()));
+        }
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "node {node_id} may not {} a job it does not carry out",
+            command.verb()
+        ))
+    }
 }
 
 impl AiDevJob {
@@ -199,8 +293,33 @@ impl Aggregate for AiDevJob {
                 }
                 AiDevEvent::Requested(request)
             }
+            AiDevCommand::Offer { node, until } => {
+                self.require(&[Requested], "be offered")?;
+                if self.offered_to.is_some() || self.runs_on.is_some() {
+                    return Err(AiDevError::Invalid("it was offered or taken already".to_owned()));
+                }
+                AiDevEvent::Offered { node, until }
+            }
+            AiDevCommand::Claim { runs_on, fallback } => {
+                self.require(&[Requested], "be taken")?;
+                if let Some(taker) = &self.runs_on {
+                    return Err(AiDevError::Invalid(format!("{taker} took it already")));
+                }
+                if runs_on != "local" && self.offered_to.as_deref() != Some(runs_on.as_str()) {
+                    return Err(AiDevError::Invalid(format!("it was not offered to {runs_on}")));
+                }
+                AiDevEvent::Claimed { runs_on, fallback }
+            }
             AiDevCommand::Start(started) => {
                 self.require(&[Requested], "start")?;
+                if let Some(taker) = &self.runs_on
+                    && *taker != started.runs_on
+                {
+                    return Err(AiDevError::Invalid(format!(
+                        "{taker} took it, not {}",
+                        started.runs_on
+                    )));
+                }
                 AiDevEvent::Started(started)
             }
             AiDevCommand::RecordStep(step) => {
@@ -235,11 +354,23 @@ impl Aggregate for AiDevJob {
                 self.require(&[Proposed], "ask for approval")?;
                 AiDevEvent::ApprovalAsked { approval_id }
             }
+            AiDevCommand::Approve { approval_id } => {
+                self.require(&[AwaitingApproval], "be approved")?;
+                if self.approval_id.as_deref() != Some(approval_id.as_str()) {
+                    return Err(AiDevError::Invalid(format!(
+                        "approval {approval_id} is not the one it waits for"
+                    )));
+                }
+                AiDevEvent::Approved { approval_id }
+            }
             AiDevCommand::Merge {
                 commit,
                 fast_forward,
             } => {
-                self.require(&[Proposed, AwaitingApproval], "be merged")?;
+                // The base changes only after a rule or people approved.
+                if !(self.status == Some(Proposed) && self.auto_approved) {
+                    self.require(&[Approved], "be merged without an approval")?;
+                }
                 AiDevEvent::Merged {
                     commit,
                     fast_forward,
@@ -274,14 +405,14 @@ impl Aggregate for AiDevJob {
             }
             AiDevCommand::Fail { reason, error } => {
                 self.require(
-                    &[Requested, Running, Proposed, AwaitingApproval],
+                    &[Requested, Running, Proposed, AwaitingApproval, Approved],
                     "fail",
                 )?;
                 AiDevEvent::Failed { reason, error }
             }
             AiDevCommand::RequestCancel => {
                 self.require(
-                    &[Requested, Running, Proposed, AwaitingApproval],
+                    &[Requested, Running, Proposed, AwaitingApproval, Approved],
                     "be cancelled",
                 )?;
                 if self.cancel_requested {
@@ -293,7 +424,7 @@ impl Aggregate for AiDevJob {
             }
             AiDevCommand::Cancel => {
                 self.require(
-                    &[Requested, Running, Proposed, AwaitingApproval],
+                    &[Requested, Running, Proposed, AwaitingApproval, Approved],
                     "be cancelled",
                 )?;
                 AiDevEvent::Cancelled {}
@@ -309,7 +440,13 @@ impl Aggregate for AiDevJob {
                 self.requested = Some(request);
                 self.status = Some(JobStatus::Requested);
             }
+            AiDevEvent::Offered { node, until } => {
+                self.offered_to = Some(node);
+                self.offered_until = Some(until);
+            }
+            AiDevEvent::Claimed { runs_on, .. } => self.runs_on = Some(runs_on),
             AiDevEvent::Started(started) => {
+                self.runs_on = Some(started.runs_on.clone());
                 self.started = Some(started);
                 self.status = Some(JobStatus::Running);
             }
@@ -319,11 +456,12 @@ impl Aggregate for AiDevJob {
                 self.proposed = Some(change);
                 self.status = Some(JobStatus::Proposed);
             }
-            AiDevEvent::Decided { .. } => {}
+            AiDevEvent::Decided { auto_rule, .. } => self.auto_approved = auto_rule.is_some(),
             AiDevEvent::ApprovalAsked { approval_id } => {
                 self.approval_id = Some(approval_id);
                 self.status = Some(JobStatus::AwaitingApproval);
             }
+            AiDevEvent::Approved { .. } => self.status = Some(JobStatus::Approved),
             AiDevEvent::Merged { commit, .. } => {
                 self.merged_commit = Some(commit);
                 self.status = Some(JobStatus::Merged);
@@ -587,6 +725,127 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    fn history(events: &[AiDevEvent]) -> Vec<Event<AiDevEvent>> {
+        let mut all = vec![Event(AiDevEvent::Requested(JobRequested {
+            repo: "calc".to_owned(),
+            instruction: "fix it".to_owned(),
+            base: "main".to_owned(),
+            model: None,
+        }))];
+        all.extend(events.iter().cloned().map(Event));
+        all
+    }
+
+    fn offered(node: &str) -> AiDevEvent {
+        AiDevEvent::Offered { node: node.to_owned(), until: chrono::DateTime::UNIX_EPOCH }
+    }
+
+    fn claimed(runs_on: &str) -> AiDevEvent {
+        AiDevEvent::Claimed { runs_on: runs_on.to_owned(), fallback: None }
+    }
+
+    fn claim(runs_on: &str) -> AiDevCommand {
+        AiDevCommand::Claim { runs_on: runs_on.to_owned(), fallback: None }
+    }
+
+    fn state(events: &[AiDevEvent]) -> AiDevJob {
+        let mut job = AiDevJob::default();
+        for event in history(events) {
+            job.apply(event);
+        }
+        job
+    }
+
+    fn change() -> ChangeProposed {
+        ChangeProposed {
+            commit: "c".to_owned(),
+            summary: "s".to_owned(),
+            files: vec!["src/lib.rs".to_owned()],
+            lines_added: 1,
+            lines_removed: 1,
+            diff: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_job_is_taken_once_by_the_node_it_was_offered_to_or_here() {
+        use cqrs_es::test::TestFramework;
+        TestFramework::<AiDevJob>::with(())
+            .given(history(&[offered("gpu")]))
+            .when(claim("gpu"))
+            .then_expect_events(vec![Event(claimed("gpu"))]);
+        TestFramework::<AiDevJob>::with(())
+            .given(history(&[offered("gpu")]))
+            .when(claim("other"))
+            .then_expect_error(AiDevError::Invalid("it was not offered to other".to_owned()));
+        TestFramework::<AiDevJob>::with(())
+            .given(history(&[offered("gpu"), claimed("gpu")]))
+            .when(claim("local"))
+            .then_expect_error(AiDevError::Invalid("gpu took it already".to_owned()));
+        TestFramework::<AiDevJob>::with(())
+            .given(history(&[offered("gpu"), claimed("local")]))
+            .when(claim("gpu"))
+            .then_expect_error(AiDevError::Invalid("local took it already".to_owned()));
+    }
+
+    #[test]
+    fn the_base_moves_only_after_a_rule_or_people_approved() {
+        use cqrs_es::test::TestFramework;
+        let merge = AiDevCommand::Merge { commit: "m".to_owned(), fast_forward: true };
+        let proposed = AiDevEvent::ChangeProposed(change());
+        let asked = AiDevEvent::ApprovalAsked { approval_id: "a1".to_owned() };
+        let decided = |rule: Option<&str>| AiDevEvent::Decided { auto_rule: rule.map(str::to_owned), reason: "r".to_owned() };
+        let merged = Event(AiDevEvent::Merged { commit: "m".to_owned(), fast_forward: true });
+        TestFramework::<AiDevJob>::with(())
+            .given(history(&[proposed.clone(), decided(Some("small_change"))]))
+            .when(merge.clone())
+            .then_expect_events(vec![merged.clone()]);
+        TestFramework::<AiDevJob>::with(())
+            .given(history(&[proposed.clone(), decided(None)]))
+            .when(merge.clone())
+            .then_expect_error(AiDevError::InvalidTransition(
+                "proposed".to_owned(),
+                "be merged without an approval".to_owned(),
+            ));
+        TestFramework::<AiDevJob>::with(())
+            .given(history(&[proposed.clone(), decided(None), asked.clone()]))
+            .when(merge.clone())
+            .then_expect_error(AiDevError::InvalidTransition(
+                "awaiting_approval".to_owned(),
+                "be merged without an approval".to_owned(),
+            ));
+        TestFramework::<AiDevJob>::with(())
+            .given(history(&[proposed.clone(), decided(None), asked.clone()]))
+            .when(AiDevCommand::Approve { approval_id: "other".to_owned() })
+            .then_expect_error(AiDevError::Invalid("approval other is not the one it waits for".to_owned()));
+        TestFramework::<AiDevJob>::with(())
+            .given(history(&[proposed, decided(None), asked, AiDevEvent::Approved { approval_id: "a1".to_owned() }]))
+            .when(merge)
+            .then_expect_events(vec![merged]);
+    }
+
+    #[test]
+    fn a_node_carries_out_only_the_job_it_took_and_decides_nothing() {
+        let took = state(&[offered("gpu"), claimed("gpu")]);
+        assert_eq!(job_node_may(&state(&[offered("gpu")]), "gpu", "j", &claim("gpu")), Ok(()));
+        assert!(job_node_may(&state(&[offered("gpu")]), "evil", "j", &claim("evil")).is_err());
+        assert!(job_node_may(&state(&[]), "gpu", "j", &claim("gpu")).is_err());
+        let step = AiDevCommand::Propose(change());
+        assert_eq!(job_node_may(&took, "gpu", "j", &step), Ok(()));
+        assert!(job_node_may(&took, "other", "j", &step).is_err());
+        assert!(job_node_may(&state(&[claimed("local")]), "gpu", "j", &step).is_err());
+        for forbidden in [
+            AiDevCommand::Decide { auto_rule: Some("docs_only".to_owned()), reason: "r".to_owned() },
+            AiDevCommand::Approve { approval_id: "a".to_owned() },
+            AiDevCommand::Reject { reason: "r".to_owned(), branch_deleted: true },
+            AiDevCommand::RequestRollback,
+            AiDevCommand::Offer { node: "gpu".to_owned(), until: chrono::DateTime::UNIX_EPOCH },
+        ] {
+            let refused = job_node_may(&took, "gpu", "j", &forbidden).unwrap_err();
+            assert!(refused.starts_with("a node may not"), "{refused}");
         }
     }
 }

@@ -5,6 +5,7 @@
 //! approved by a person (the approval engine), merged into its base, and revertible.
 
 use serde::{Deserialize, Serialize};
+use chrono::{DateTime, Utc};
 
 use crate::DomainEvent;
 
@@ -132,6 +133,18 @@ pub struct ChangeProposed {
 pub enum AiDevEvent {
     #[serde(rename = "ai_dev.requested")]
     Requested(JobRequested),
+    /// Offered to a node whose agent takes AI developer jobs, through its work queue; taken by
+    /// it, or run here when it has not taken it by `until`.
+    #[serde(rename = "ai_dev.offered")]
+    Offered { node: String, until: DateTime<Utc> },
+    /// Who carries the job out (`local`: the control plane), once; and why here, when a node it
+    /// was offered to did not take it in time.
+    #[serde(rename = "ai_dev.claimed")]
+    Claimed {
+        runs_on: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fallback: Option<String>,
+    },
     #[serde(rename = "ai_dev.started")]
     Started(JobStarted),
     #[serde(rename = "ai_dev.step")]
@@ -158,6 +171,9 @@ pub enum AiDevEvent {
     },
     #[serde(rename = "ai_dev.approval_asked")]
     ApprovalAsked { approval_id: String },
+    /// People approved the change (the approval granted): the runner merges it.
+    #[serde(rename = "ai_dev.approved")]
+    Approved { approval_id: String },
     /// The change is in its base branch.
     #[serde(rename = "ai_dev.merged")]
     Merged { commit: String, fast_forward: bool },
@@ -186,6 +202,8 @@ impl DomainEvent for AiDevEvent {
     const SCHEMA_VERSION: u32 = 1;
     const EVENT_TYPES: &'static [&'static str] = &[
         "ai_dev.requested",
+        "ai_dev.offered",
+        "ai_dev.claimed",
         "ai_dev.started",
         "ai_dev.step",
         "ai_dev.build_checked",
@@ -193,6 +211,7 @@ impl DomainEvent for AiDevEvent {
         "ai_dev.change_proposed",
         "ai_dev.decided",
         "ai_dev.approval_asked",
+        "ai_dev.approved",
         "ai_dev.merged",
         "ai_dev.rejected",
         "ai_dev.rollback_requested",
@@ -206,6 +225,8 @@ impl DomainEvent for AiDevEvent {
     fn event_type(&self) -> &'static str {
         match self {
             AiDevEvent::Requested(_) => "ai_dev.requested",
+            AiDevEvent::Offered { .. } => "ai_dev.offered",
+            AiDevEvent::Claimed { .. } => "ai_dev.claimed",
             AiDevEvent::Started(_) => "ai_dev.started",
             AiDevEvent::Step(_) => "ai_dev.step",
             AiDevEvent::BuildChecked(_) => "ai_dev.build_checked",
@@ -213,6 +234,7 @@ impl DomainEvent for AiDevEvent {
             AiDevEvent::ChangeProposed(_) => "ai_dev.change_proposed",
             AiDevEvent::Decided { .. } => "ai_dev.decided",
             AiDevEvent::ApprovalAsked { .. } => "ai_dev.approval_asked",
+            AiDevEvent::Approved { .. } => "ai_dev.approved",
             AiDevEvent::Merged { .. } => "ai_dev.merged",
             AiDevEvent::Rejected { .. } => "ai_dev.rejected",
             AiDevEvent::RollbackRequested {} => "ai_dev.rollback_requested",

@@ -35,7 +35,13 @@ pub struct NodeRegistered {
     /// Where the agent's own HTTP endpoints listen, if anywhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_url: Option<String>,
+    /// What else the node takes on beyond its agent's own work (`ai-dev`: AI developer jobs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<String>,
 }
+
+/// The capability of a node whose agent takes AI developer jobs.
+pub const AI_DEV: &str = "ai-dev";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeDeregistered {

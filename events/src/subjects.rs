@@ -42,6 +42,17 @@ pub fn render_consumer(node_id: &str) -> String {
     format!("render-{node_id}")
 }
 
+/// `nebula.work.ai_dev.<node_id>`: AI developer jobs offered to one node.
+pub fn ai_dev_work(node_id: &str) -> String {
+    work(&format!("ai_dev.{node_id}"))
+}
+
+/// The durable consumer through which a node takes the AI developer jobs offered to it:
+/// `ai-dev-<node_id>`.
+pub fn ai_dev_consumer(node_id: &str) -> String {
+    format!("ai-dev-{node_id}")
+}
+
 /// `nebula.work.node.<node_id>`: commands for one node's agent (containers, …).
 pub fn node_work(node_id: &str) -> String {
     work(&format!("node.{node_id}"))

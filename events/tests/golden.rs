@@ -99,6 +99,7 @@ fn node_registered() -> NodeRegistered {
         gpu_source: "nvml".to_owned(),
         agent_version: "0.0.0".to_owned(),
         agent_url: Some("http://10.0.0.5:8081".to_owned()),
+        capabilities: Vec::new(),
     }
 }
 
@@ -872,6 +873,20 @@ fn ai_dev_events() {
     );
     golden(
         id,
+        AiDevEvent::Offered {
+            node: "gpu-box".to_owned(),
+            until: at(),
+        },
+    );
+    golden(
+        id,
+        AiDevEvent::Claimed {
+            runs_on: "local".to_owned(),
+            fallback: Some("node gpu-box did not take it within 30s".to_owned()),
+        },
+    );
+    golden(
+        id,
         AiDevEvent::Started(JobStarted {
             branch: "ai-dev/0193a1b2-20261207T101010".to_owned(),
             base_commit: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".to_owned(),
@@ -937,6 +952,12 @@ fn ai_dev_events() {
     golden(
         id,
         AiDevEvent::ApprovalAsked {
+            approval_id: "0193a1b2-0000-7000-8000-000000000001".to_owned(),
+        },
+    );
+    golden(
+        id,
+        AiDevEvent::Approved {
             approval_id: "0193a1b2-0000-7000-8000-000000000001".to_owned(),
         },
     );

@@ -107,14 +107,25 @@ impl Identity {
                     events::container::ContainerCommandEvent::AGGREGATE_TYPE,
                     events::container::NodeContainersEvent::AGGREGATE_TYPE,
                     events::service::NodeServicesEvent::AGGREGATE_TYPE,
+                    events::ai_dev::AiDevEvent::AGGREGATE_TYPE,
                 ] {
                     publish.push(subject::command(node, aggregate));
                 }
-                // Its own durable consumer of its own commands, and nothing else on WORK.
+                // Its own durable consumers of its own commands and of the AI developer jobs
+                // offered to it, and nothing else on WORK.
                 publish.extend(own_work_consumer(
                     &subject::node_consumer(node),
                     &subject::node_work(node),
                 ));
+                publish.extend(own_work_consumer(
+                    &subject::ai_dev_consumer(node),
+                    &subject::ai_dev_work(node),
+                ));
+                // It follows the AI developer jobs (to carry on those it took: decisions,
+                // cancellations, rollbacks).
+                publish.extend(ordered_reader(&subject::events_of_type(
+                    events::ai_dev::AiDevEvent::AGGREGATE_TYPE,
+                )));
                 // The control plane's questions to this node, answered to the asker only; and
                 // its own questions to the control plane, asked under its own id only.
                 subscribe.push(subject::node_queries(node));

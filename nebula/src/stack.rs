@@ -167,6 +167,13 @@ async fn gateway(ctx: Context, config: Config) -> anyhow::Result<Started> {
 /// The agent's endpoints are bound first, so its registration can say where they are.
 async fn agent(ctx: Context, config: Config) -> anyhow::Result<Started> {
     let mut agent_config = config.agent;
+    if config.ai_dev.node_runner {
+        // This node takes the AI developer jobs the control plane offers it.
+        agent_config.capabilities.push(events::node::AI_DEV.to_owned());
+        let vram_mib = largest_gpu_mib(agent_config.disable_gpu_detection).await;
+        let kv = ai_dev_memory(&ctx).await;
+        aidev::start_on_node(&ctx, config.ai_dev, ctx.site.node_id.as_str(), vram_mib, kv);
+    }
     let addr = agent_config.http_addr;
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("failed to listen on {addr} for the agent endpoints"))?;
@@ -193,16 +200,9 @@ async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
     hosts::start(&ctx, config.hosts);
     let ai_rules = config.approvals.rules.clone();
     deploy::start(&ctx, config.deploy, config.approvals, config.domains);
-    // The AI developer's memory lives in Redis; without it a job still runs, but a restart
-    // cannot resume it (and says so).
-    let kv = match kv::Kv::connect(&ctx.site.redis_url).await {
-        Ok(kv) => Some(kv),
-        Err(err) => {
-            tracing::warn!(error = %err, redis = %common::redact_url(&ctx.site.redis_url), "Redis is unreachable: AI developer jobs will not survive a restart");
-            None
-        }
-    };
+    let kv = ai_dev_memory(&ctx).await;
     aidev::start(&ctx, config.ai_dev, ai_rules, kv);
+    relay::<domain::ai_dev::AiDevJob>(&ctx, "relay-ai-dev-job", domain::ai_dev::job_node_may);
     relay::<domain::node::Node>(&ctx, "relay-node", domain::node::node_may);
     relay::<domain::container::ContainerCommand>(
         &ctx,
@@ -224,6 +224,34 @@ async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
     Ok(Started::default())
 }
 
+/// The AI developer's memory lives in Redis; without it a job still runs, but a restart
+/// cannot resume it (and says so).
+async fn ai_dev_memory(ctx: &Context) -> Option<kv::Kv> {
+    match kv::Kv::connect(&ctx.site.redis_url).await {
+        Ok(kv) => Some(kv),
+        Err(err) => {
+            tracing::warn!(error = %err, redis = %common::redact_url(&ctx.site.redis_url), "Redis is unreachable: AI developer jobs will not survive a restart");
+            None
+        }
+    }
+}
+
+/// This machine's largest GPU (MiB), as the agent's hardware probe finds it.
+async fn largest_gpu_mib(disabled: bool) -> Option<u64> {
+    if disabled {
+        return None;
+    }
+    tokio::task::spawn_blocking(|| {
+        agent::hardware::GpuBackend::detect()
+            .inventory()
+            .ok()
+            .and_then(|gpus| gpus.iter().map(|g| g.memory_total_bytes >> 20).max())
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// ComfyUI's memory mode, when it is supervised and no mode is set, comes from the largest GPU
 /// the agent's hardware probe finds on this machine.
 async fn render_worker(ctx: Context, config: Config) -> anyhow::Result<Started> {
@@ -231,15 +259,7 @@ async fn render_worker(ctx: Context, config: Config) -> anyhow::Result<Started> 
     if let Some(supervise) = &mut render.supervise
         && supervise.vram_mode.is_none()
     {
-        let vram_mib = tokio::task::spawn_blocking(|| {
-            agent::hardware::GpuBackend::detect()
-                .inventory()
-                .ok()
-                .and_then(|gpus| gpus.iter().map(|g| g.memory_total_bytes >> 20).max())
-        })
-        .await
-        .ok()
-        .flatten();
+        let vram_mib = largest_gpu_mib(false).await;
         supervise.vram_mode = Some(render::supervisor::vram_flag(vram_mib).to_owned());
     }
     render::start(&ctx, render).await?;

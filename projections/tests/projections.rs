@@ -43,6 +43,7 @@ fn inventory(hostname: &str) -> NodeRegistered {
         gpu_source: "none".into(),
         agent_version: "0.0.0".into(),
         agent_url: None,
+        capabilities: Vec::new(),
     }
 }
 

@@ -74,6 +74,10 @@ pub struct JobView {
     pub status: &'static str,
     pub requested_by: events::Actor,
     pub requested_at: DateTime<Utc>,
+    /// The node it was offered to, if any.
+    pub offered_to: Option<String>,
+    /// Why it runs on the control plane after all (the node did not take it in time).
+    pub fallback: Option<String>,
     pub started: Option<JobStarted>,
     pub steps: Vec<AgentStep>,
     pub builds: Vec<BuildChecked>,
@@ -106,6 +110,8 @@ pub async fn job_view(bus: &Bus, id: &str) -> Result<Option<JobView>, BusError> 
                 status: JobStatus::Requested.as_str(),
                 requested_by: envelope.actor.clone(),
                 requested_at: envelope.occurred_at,
+                offered_to: None,
+                fallback: None,
                 started: None,
                 steps: Vec::new(),
                 builds: Vec::new(),
@@ -131,6 +137,8 @@ pub async fn job_view(bus: &Bus, id: &str) -> Result<Option<JobView>, BusError> 
         view.updated_at = envelope.occurred_at;
         match event {
             AiDevEvent::Requested(_) => {}
+            AiDevEvent::Offered { node, .. } => view.offered_to = Some(node),
+            AiDevEvent::Claimed { fallback, .. } => view.fallback = fallback,
             AiDevEvent::Started(started) => {
                 view.started = Some(started);
                 view.status = JobStatus::Running.as_str();
@@ -152,6 +160,7 @@ pub async fn job_view(bus: &Bus, id: &str) -> Result<Option<JobView>, BusError> 
                 view.approval_id = Some(approval_id);
                 view.status = JobStatus::AwaitingApproval.as_str();
             }
+            AiDevEvent::Approved { .. } => view.status = JobStatus::Approved.as_str(),
             AiDevEvent::Merged {
                 commit,
                 fast_forward,

@@ -82,8 +82,11 @@ function renderJob(job, hljs, ui) {
   const facts = [job.repo + ' @ ' + job.base];
   if (job.branch) facts.push('branch ' + job.branch);
   if (job.model) facts.push('model ' + job.model + (job.toolMode === 'json' ? ', JSON mode' : ''));
+  if (job.runsOn) facts.push(job.runsOn === 'local' ? 'runs on the control plane' : 'runs on node ' + job.runsOn);
+  else if (job.offeredTo) facts.push('offered to node ' + job.offeredTo);
   facts.push(plural(job.steps.length, 'step', 'steps') + ', ' + job.tokens + ' tokens');
   parts.push(h('div', 'small muted', facts.join(' \u00b7 ')));
+  if (job.fallback) parts.push(h('div', 'small muted', job.fallback));
   if (job.error) parts.push(h('div', 'aidev-error', (job.failure ? job.failure + ': ' : '') + job.error));
   if (job.rollbackError) parts.push(h('div', 'aidev-error', 'rollback failed: ' + job.rollbackError));
   const buttons = h('div', 'aidev-actions');

@@ -29,6 +29,9 @@ export function normalizeJob(j) {
     branch: started ? str(started.branch) : null,
     model: started ? str(started.model) + ' (' + (str(started.model_rule) || '?') + ')' : null,
     toolMode: started ? str(started.tool_mode) : null,
+    runsOn: started ? str(started.runs_on) : null,
+    offeredTo: str(j.offered_to),
+    fallback: str(j.fallback),
     tokens: num(j.tokens) || 0,
     steps: (Array.isArray(j.steps) ? j.steps : []).filter(isObj).map((s) => ({
       n: num(s.n) || 0,
@@ -73,6 +76,7 @@ export function actions(job) {
   switch (job.status) {
     case 'requested':
     case 'running':
+    case 'approved':
       return job.cancelRequested ? [] : ['cancel'];
     case 'awaiting_approval':
       return job.approvalId ? ['approve', 'reject', 'cancel'] : ['cancel'];

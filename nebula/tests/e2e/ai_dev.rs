@@ -250,7 +250,7 @@ async fn a_change_to_deploy_waits_for_a_person_then_merges_and_rolls_back(pool: 
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
-    let job = until(&base, &id, |s| s != "awaiting_approval").await;
+    let job = until(&base, &id, |s| s != "awaiting_approval" && s != "approved").await;
     assert_eq!(job["status"], "merged", "{job:#}");
     let merged = job["merged_commit"].as_str().unwrap().to_owned();
     assert_eq!(head(dir.path(), "main"), merged);
@@ -644,7 +644,7 @@ async fn a_rejected_change_and_a_cancelled_job_leave_the_base_alone(pool: PgPool
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    let job = until(&base, &id, |s| s != "awaiting_approval").await;
+    let job = until(&base, &id, |s| s != "awaiting_approval" && s != "approved").await;
     assert_eq!(job["status"], "rejected", "{job:#}");
     assert!(job["error"].as_str().unwrap().contains("refused by admin"), "{job:#}");
     assert_eq!(head(dir.path(), "main"), start);
@@ -680,5 +680,110 @@ async fn a_rejected_change_and_a_cancelled_job_leave_the_base_alone(pool: PgPool
     )
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "a finished job is not cancelled again");
+    running.shutdown().await;
+}
+
+/// Remote execution: a node whose agent takes AI developer jobs (its registration says
+/// `ai-dev`) is offered each job through its work queue, takes it with its own credentials and
+/// carries it out in its own clone, with every step decided by the control plane's relay; the
+/// control plane still decides the change (a rule, or people), the node merges it. A job on a
+/// repository the node does not have is not taken: once the offer runs out it runs here, and
+/// the job says why.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_node_that_takes_jobs_runs_them_and_a_job_it_does_not_take_runs_here(pool: PgPool) {
+    const NODE: &str = "gpu-box";
+    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
+    let files = [("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("deploy/app.toml", "replicas = 1\n")];
+    // The control plane's clone, the node's own clone, and a repository only the control
+    // plane has.
+    let (here, there, only_here) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = repository(here.path(), &files);
+    repository(there.path(), &files);
+    repository(only_here.path(), &files);
+    let nats = NatsServer::start_with_nodes(&[NODE]);
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, &pool, state.path());
+    config.ai_dev.ollama_url = ollama.url.clone();
+    config.ai_dev.model = MODEL.to_owned();
+    config.ai_dev.remote_wait_secs = 3.0;
+    config.ai_dev.repos = vec![
+        repo_config("calc", here.path(), small_changes()),
+        repo_config("tools", only_here.path(), small_changes()),
+    ];
+    let running = nebula::start(&config, CONTROL).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+
+    let node_state = tempfile::tempdir().unwrap();
+    let mut node = config.clone();
+    node.state_dir = node_state.path().to_path_buf();
+    node.artifacts_dir = node_state.path().join("artifacts");
+    node.agent.node_id = Some(NODE.into());
+    node.ai_dev.node_runner = true;
+    node.ai_dev.repos = vec![repo_config("calc", there.path(), domain::ai_dev::AutoApprove::default())];
+    common::sign_in_as(&mut node, &nats, &natsauth::Identity::Agent(NODE.parse().unwrap()));
+    let agent = nebula::start(&node, Parts::AGENT).await.unwrap();
+    testkit::wait_until("the node to register as taking AI developer jobs", testkit::DEFAULT_WAIT, || async {
+        let (_, nodes) = call(Method::GET, format!("{base}/api/nodes"), common::TOKEN, &Value::Null).await;
+        nodes.to_string().contains(NODE).then_some(())
+    })
+    .await;
+
+    // A small change: offered to the node, taken and carried out there, auto-approved by the
+    // control plane's rule, merged in the node's clone.
+    ollama.script(fixing_script(None));
+    let id = ask(&base, "calc", "Make the failing test pass.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "merged", "{job:#}");
+    assert_eq!(job["offered_to"], NODE);
+    assert_eq!(job["fallback"], Value::Null);
+    assert_eq!(job["started"]["runs_on"], NODE, "{job:#}");
+    assert_eq!(job["decision"]["auto_rule"], "small_change");
+    assert_eq!(head(there.path(), "main"), job["merged_commit"].as_str().unwrap());
+    assert!(std::fs::read_to_string(there.path().join("src/lib.rs")).unwrap().contains("a + b"));
+    assert_eq!(head(here.path(), "main"), start, "the control plane's clone is not the one changed");
+    // The node's steps are the node's, its decision the control plane's.
+    let log = common::envelopes(&running.bus, "ai_dev_job", &id).await;
+    let actor = |kind: &str| {
+        log.iter()
+            .find(|e| e.event_type == kind)
+            .map(|e| e.actor.clone())
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    assert_eq!(actor("ai_dev.claimed"), events::Actor::Node(NODE.to_owned()));
+    assert_eq!(actor("ai_dev.step"), events::Actor::Node(NODE.to_owned()));
+    assert_eq!(actor("ai_dev.merged"), events::Actor::Node(NODE.to_owned()));
+    assert_eq!(actor("ai_dev.decided"), events::Actor::Service("ai-dev".to_owned()));
+
+    // A change to deploy/ waits for a person; approved, the node merges it.
+    ollama.script(fixing_script(Some(("deploy/app.toml", "replicas = 2\n"))));
+    let id = ask(&base, "calc", "Run two replicas.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "awaiting_approval", "{job:#}");
+    assert_eq!(job["started"]["runs_on"], NODE);
+    let approval_id = job["approval_id"].as_str().unwrap().to_owned();
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/approvals/{approval_id}/approve"),
+        common::TOKEN,
+        &json!({"comment": "two it is"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let job = until(&base, &id, |s| s != "awaiting_approval" && s != "approved").await;
+    assert_eq!(job["status"], "merged", "{job:#}");
+    assert_eq!(std::fs::read_to_string(there.path().join("deploy/app.toml")).unwrap(), "replicas = 2\n");
+
+    // A repository the node does not have: offered, not taken, run here after the offer ran out.
+    ollama.script(fixing_script(None));
+    let id = ask(&base, "tools", "Make the failing test pass.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "merged", "{job:#}");
+    assert_eq!(job["offered_to"], NODE);
+    assert_eq!(job["started"]["runs_on"], "local");
+    assert!(job["fallback"].as_str().unwrap().contains("node gpu-box did not take it within 3s"), "{job:#}");
+    assert!(std::fs::read_to_string(only_here.path().join("src/lib.rs")).unwrap().contains("a + b"));
+
+    common::assert_no_permission_violations(&agent);
+    agent.shutdown().await;
     running.shutdown().await;
 }

@@ -138,6 +138,7 @@ pub fn registered(node: &str) -> EventEnvelope {
             gpu_source: "none".into(),
             agent_version: "0.0.0".into(),
             agent_url: None,
+            capabilities: Vec::new(),
         }),
         CorrelationId::new(),
         None,

@@ -55,6 +55,10 @@ pub struct Config {
     pub services: Vec<supervise::ServiceConfig>,
     /// The `systemctl` that systemd services are started and checked with.
     pub systemctl: String,
+    /// What else this node takes on, announced in its registration (set by whoever composes
+    /// the process: `ai-dev` when this node runs AI developer jobs).
+    #[serde(skip)]
+    pub capabilities: Vec<String>,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             log_follow_bytes_per_sec: 1 << 20,
             services: Vec::new(),
             systemctl: "systemctl".to_owned(),
+            capabilities: Vec::new(),
         }
     }
 }
@@ -287,13 +292,15 @@ impl Agent {
         let inventory = {
             let hostname = hostname.clone();
             let advertise = config.advertise_url.clone();
+            let capabilities = config.capabilities.clone();
             let (returned, inventory) = tokio::task::spawn_blocking(move || {
-                let inventory = hardware::inventory(
+                let mut inventory = hardware::inventory(
                     sampler.gpu(),
                     &hostname,
                     env!("CARGO_PKG_VERSION"),
                     advertise,
                 );
+                inventory.capabilities = capabilities;
                 (sampler, inventory)
             })
             .await?;

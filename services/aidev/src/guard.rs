@@ -40,6 +40,18 @@ fn globs(patterns: &[String]) -> Result<GlobSet, String> {
     set.build().map_err(|err| err.to_string())
 }
 
+/// Those of `files` (relative paths) that the deny list or the secret names match — what the
+/// control plane checks of a change carried out elsewhere.
+pub(crate) fn denied_among(deny: &[String], files: &[String]) -> Result<Vec<String>, String> {
+    let secrets: Vec<String> = SECRET_NAMES.iter().map(|s| (*s).to_owned()).collect();
+    let (secrets, deny) = (globs(&secrets)?, globs(deny)?);
+    Ok(files
+        .iter()
+        .filter(|f| deny.is_match(f.as_str()) || secrets.is_match(f.rsplit('/').next().unwrap_or(f)))
+        .cloned()
+        .collect())
+}
+
 impl Guard {
     /// A guard for the worktree at `root` (canonical) with the repository's deny list (globs
     /// relative to the worktree, e.g. `secrets/**`, `*.sqlite`).

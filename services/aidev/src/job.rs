@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bus::store::{CommandMeta, execute};
+use bus::store::CommandMeta;
 use chrono::Utc;
 use cqrs_es::EventStore;
 use domain::ai_dev::{AiDevCommand, AiDevJob, ChangeFacts, JobStatus, auto_decide};
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::guard::Guard;
 use crate::memory::Memory;
 use crate::ollama::{Answer, ToolCall};
-use crate::{Known, RepoConfig, Worker, tools, verify};
+use crate::{Known, Place, RepoConfig, Worker, tools, verify};
 
 /// How a job's loop ended.
 enum Ended {
@@ -50,12 +50,15 @@ impl Worker {
         CommandMeta {
             correlation_id: known.correlation_id,
             causation_id: Some(known.event_id),
-            actor: Actor::Service("ai-dev".to_owned()),
+            actor: match &self.place {
+                Place::ControlPlane => Actor::Service("ai-dev".to_owned()),
+                Place::Node(node) => Actor::Node(node.clone()),
+            },
         }
     }
 
     async fn record(&self, id: &str, known: &Known, command: AiDevCommand) -> bool {
-        match execute(&self.jobs, id, command, self.meta(known), 3).await {
+        match self.jobs.execute(id, command, self.meta(known)).await {
             Ok(()) => true,
             Err(err) => {
                 tracing::warn!(job = id, error = %err, "an AI developer job's step was not recorded");
@@ -64,7 +67,12 @@ impl Worker {
         }
     }
 
-    async fn load(&self, id: &str) -> Option<AiDevJob> {
+    /// The job as it is now (a node's runner, which may not read the store, works from the
+    /// job as its fold knew it).
+    async fn load(&self, id: &str, known: &Known) -> Option<AiDevJob> {
+        if let Place::Node(_) = self.place {
+            return Some(known.state.clone());
+        }
         match self.job_state.load_aggregate(id).await {
             Ok(loaded) => Some(loaded.state().clone()),
             Err(err) => {
@@ -80,7 +88,7 @@ impl Worker {
 
     /// Carries the job on from where its events say it is.
     pub(crate) async fn carry_on(self: &Arc<Self>, id: &str, known: &Known, cancel: CancellationToken) {
-        let Some(state) = self.load(id).await else {
+        let Some(state) = self.load(id, known).await else {
             return;
         };
         let Some(requested) = state.requested.clone() else {
@@ -98,6 +106,12 @@ impl Worker {
                 if state.cancel_requested {
                     self.record(id, known, AiDevCommand::Cancel).await;
                     return;
+                }
+                if self.place == Place::ControlPlane
+                    && state.runs_on.is_none()
+                    && !self.offer(id, known, &state, &cancel).await
+                {
+                    return; // a node took it, or it was cancelled
                 }
                 let permit = self.slots.acquire().await;
                 let Some(started) = self.start(id, known, &requested, &repo).await else {
@@ -136,10 +150,22 @@ impl Worker {
                     }
                 }
             }
-            Some(JobStatus::Proposed | JobStatus::AwaitingApproval) => {
+            Some(status @ (JobStatus::Proposed | JobStatus::AwaitingApproval | JobStatus::Approved)) => {
                 if let (Some(started), Some(change)) = (state.started.clone(), state.proposed.clone()) {
                     let run = Run { id, known, requested, repo, started, worktree: self.worktree(id) };
-                    self.decide(&run, &change, &state, cancel).await;
+                    let approved = status == JobStatus::Approved || (status == JobStatus::Proposed && state.auto_approved);
+                    if approved {
+                        self.merge(&run, &change).await;
+                    } else if self.place == Place::ControlPlane {
+                        self.decide(&run, &change, &state, cancel).await;
+                    }
+                }
+            }
+            Some(JobStatus::Rejected | JobStatus::Cancelled) => {
+                // A node's runner cleans up after the control plane's refusal or cancellation.
+                if let Some(started) = state.started.clone() {
+                    let run = Run { id, known, requested, repo, started, worktree: self.worktree(id) };
+                    self.clean_up(&run, known.branch_deleted).await;
                 }
             }
             Some(JobStatus::Merged) if state.rollback_requested => {
@@ -225,15 +251,130 @@ impl Worker {
             model_rule: bounded(&rule, STEP_TEXT_MAX_BYTES),
             tool_mode: if facts.tools { "tools" } else { "json" }.to_owned(),
             context_tokens: facts.context,
-            runs_on: "local".to_owned(),
+            runs_on: self.place.runner().to_owned(),
         };
         self.record(id, known, AiDevCommand::Start(started.clone()))
             .await
             .then_some(started)
     }
 
+    /// Offers the job to a node that takes AI developer jobs, if one is registered, and waits
+    /// for it to be taken. Whether it runs here: no node to offer it to, or (claimed, saying
+    /// why) the node did not take it in time; not when a node took it or it was cancelled.
+    async fn offer(&self, id: &str, known: &Known, state: &AiDevJob, cancel: &CancellationToken) -> bool {
+        let wait = crate::secs(self.config.remote_wait_secs);
+        let (node, until) = match (&state.offered_to, state.offered_until) {
+            (Some(node), Some(until)) => (node.clone(), until), // offered before a restart
+            _ => {
+                let Some(node) = (if wait.is_zero() { None } else { self.node_for_jobs().await }) else {
+                    return true;
+                };
+                let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                if !self.record(id, known, AiDevCommand::Offer { node: node.clone(), until }).await {
+                    return false;
+                }
+                let offer = crate::Offer {
+                    job_id: id.to_owned(),
+                    repo: state.requested.as_ref().map(|r| r.repo.clone()).unwrap_or_default(),
+                    correlation_id: known.correlation_id,
+                };
+                let payload = serde_json::to_vec(&offer).unwrap_or_default();
+                let subject = events::subjects::ai_dev_work(&node);
+                if let Err(err) = self.bus.publish_raw(subject, format!("ai-dev-{id}"), Vec::new(), payload.into()).await {
+                    tracing::warn!(job = id, node, error = %err, "the job could not be offered; it runs here when its offer runs out");
+                }
+                tracing::info!(job = id, node, "an AI developer job offered to a node");
+                (node, until)
+            }
+        };
+        loop {
+            let now = Utc::now();
+            if now >= until {
+                break;
+            }
+            let left = (until - now).to_std().unwrap_or_default().min(Duration::from_millis(200));
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep(left) => {}
+            }
+            let Some(current) = self.load(id, known).await else {
+                return false;
+            };
+            if current.runs_on.is_some() || current.status != Some(JobStatus::Requested) {
+                return false;
+            }
+            if cancel.is_cancelled() {
+                self.record(id, known, AiDevCommand::Cancel).await;
+                return false;
+            }
+        }
+        let fallback = format!(
+            "node {node} did not take it within {}s; it runs here",
+            self.config.remote_wait_secs
+        );
+        let claim = AiDevCommand::Claim { runs_on: "local".to_owned(), fallback: Some(fallback) };
+        if self.record(id, known, claim).await {
+            tracing::info!(job = id, node, "no node took the AI developer job in time: it runs here");
+        }
+        self.load(id, known)
+            .await
+            .is_some_and(|current| current.runs_on.as_deref() == Some("local") && current.status == Some(JobStatus::Requested))
+    }
+
+    /// The registered node that takes AI developer jobs with the most GPU memory, if any.
+    async fn node_for_jobs(&self) -> Option<String> {
+        let ids = match self.bus.aggregate_ids(<domain::node::Node as cqrs_es::Aggregate>::TYPE).await {
+            Ok(ids) => ids,
+            Err(err) => {
+                tracing::warn!(error = %err, "the nodes could not be listed: the job runs here");
+                return None;
+            }
+        };
+        let mut best: Option<(u64, String)> = None;
+        for id in ids {
+            let Ok(node) = self.node_state.load_aggregate(&id).await else {
+                continue;
+            };
+            let node = node.state();
+            let Some(inventory) = node.inventory.as_ref().filter(|_| node.registered && node.online) else {
+                continue;
+            };
+            if !inventory.capabilities.iter().any(|c| c == events::node::AI_DEV) {
+                continue;
+            }
+            let vram = inventory.gpus.iter().map(|g| g.memory_total_bytes).max().unwrap_or(0);
+            if best.as_ref().is_none_or(|(most, _)| vram > *most) {
+                best = Some((vram, id));
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// Decides the change of a job that ran on a node (its runner merges or cleans up as the
+    /// decision says).
+    pub(crate) async fn decide_elsewhere(&self, id: &str, known: &Known, cancel: CancellationToken) {
+        let Some(state) = self.load(id, known).await else {
+            return;
+        };
+        let (Some(requested), Some(started), Some(change)) =
+            (state.requested.clone(), state.started.clone(), state.proposed.clone())
+        else {
+            return;
+        };
+        let Some(repo) = self.config.repo(&requested.repo).cloned() else {
+            let error = format!("there is no configured repository {}", requested.repo);
+            self.record(id, known, AiDevCommand::Fail { reason: "repository".to_owned(), error }).await;
+            return;
+        };
+        let run = Run { id, known, requested, repo, started, worktree: self.worktree(id) };
+        self.decide(&run, &change, &state, cancel).await;
+    }
+
     /// The GPU memory of this machine's node, when its agent reported one.
     async fn vram_mb(&self) -> Option<u64> {
+        if self.vram_mb.is_some() || self.place != Place::ControlPlane {
+            return self.vram_mb;
+        }
         let node = self.node_state.load_aggregate(&self.node_id).await.ok()?;
         let inventory = node.state().inventory.clone()?;
         inventory
@@ -244,9 +385,14 @@ impl Worker {
             .max()
     }
 
+    /// The control plane decides its own job's change at once; a node's runner leaves it to the
+    /// control plane.
     async fn then_decide(&self, run: &Run<'_>, proposed: Option<ChangeProposed>, cancel: CancellationToken) {
+        if self.place != Place::ControlPlane {
+            return;
+        }
         if let Some(change) = proposed
-            && let Some(state) = self.load(run.id).await
+            && let Some(state) = self.load(run.id, run.known).await
         {
             self.decide(run, &change, &state, cancel).await;
         }
@@ -629,19 +775,23 @@ impl Worker {
     /// waited for); merged or rejected accordingly.
     async fn decide(&self, run: &Run<'_>, change: &ChangeProposed, state: &AiDevJob, cancel: CancellationToken) {
         let (id, known) = (run.id, run.known);
+        // Its runner merges, cleans up: here when it ran here.
+        let here = run.started.runs_on == self.place.runner();
         let approval_id = match &state.approval_id {
             Some(approval_id) => approval_id.clone(),
             None => {
+                let denied = match crate::guard::denied_among(&run.repo.deny, &change.files) {
+                    Ok(denied) => denied,
+                    Err(error) => {
+                        self.record(id, known, AiDevCommand::Fail { reason: "deny_list".to_owned(), error }).await;
+                        return;
+                    }
+                };
                 let facts = ChangeFacts {
                     files: change.files.clone(),
                     lines: change.lines_added + change.lines_removed,
                     build_green: true, // proposed only after a green build
-                    denied: change
-                        .files
-                        .iter()
-                        .filter(|f| Guard::new(&run.worktree, &run.repo.deny).is_ok_and(|g| g.denied(f)))
-                        .cloned()
-                        .collect(),
+                    denied,
                 };
                 let decision = auto_decide(&run.repo.auto_approve, &facts);
                 self.record(id, known, AiDevCommand::Decide {
@@ -650,13 +800,14 @@ impl Worker {
                 })
                 .await;
                 if decision.rule.is_some() {
-                    return self.merge(run, change).await;
+                    if here {
+                        self.merge(run, change).await;
+                    }
+                    return;
                 }
-                let (repo_path, base_commit, commit) = (run.repo.path.clone(), run.started.base_commit.clone(), change.commit.clone());
-                let diff = tokio::task::spawn_blocking(move || crate::git::diff_text(&repo_path, &base_commit, &commit))
-                    .await
-                    .unwrap_or_else(|err| Err(err.to_string()))
-                    .unwrap_or_else(|err| format!("(the diff could not be made: {err})"));
+                // The change as its runner proposed it (bounded): the runner's repository may be
+                // on another machine.
+                let diff = change.diff.clone();
                 let policy = policy_for(
                     &self.rules,
                     &Facts { kind: "ai_dev".to_owned(), node_tags: Vec::new(), gpu_minutes: None },
@@ -705,12 +856,20 @@ impl Worker {
         let approval = tokio::select! {
             () = cancel.cancelled() => {
                 self.record(id, known, AiDevCommand::Cancel).await;
-                return self.clean_up(run, false).await;
+                if here {
+                    self.clean_up(run, false).await;
+                }
+                return;
             }
             approval = sagas::approvals::decided(&self.bus, &self.approval_state, &approval_id) => approval,
         };
         match approval.outcome {
-            Some(Outcome::Granted) => self.merge(run, change).await,
+            Some(Outcome::Granted) => {
+                let approved = AiDevCommand::Approve { approval_id: approval_id.clone() };
+                if self.record(id, known, approved).await && here {
+                    self.merge(run, change).await;
+                }
+            }
             outcome => {
                 let by = approval
                     .decisions
@@ -724,7 +883,9 @@ impl Worker {
                 };
                 let delete = run.repo.delete_rejected_branches;
                 self.record(id, known, AiDevCommand::Reject { reason, branch_deleted: delete }).await;
-                self.clean_up(run, delete).await;
+                if here {
+                    self.clean_up(run, delete).await;
+                }
             }
         }
     }

@@ -6,9 +6,16 @@
 //!
 //! The jobs are a fold of their events, rebuilt at every start: a job found running resumes from
 //! its memory in Redis (the conversation, the plan, the budget spent, the files written) in the
-//! worktree it left; one waiting for its approval waits again. Runs here, on the control plane
-//! (`local`); at most `max_jobs` agent loops at once, while any number of changes wait for
-//! their approvals.
+//! worktree it left; one waiting for its approval waits again. At most `max_jobs` agent loops
+//! at once, while any number of changes wait for their approvals.
+//!
+//! Where a job runs: the control plane offers it to a node whose agent takes AI developer jobs
+//! (the node's registration says `ai-dev`), through that node's work queue; the node takes it
+//! (once: the job's `Claimed`) and carries it out in its own clone of the repository, with its
+//! own Ollama, sending every step through the control plane's relay. When no node takes it
+//! within `remote_wait_secs`, it runs here (`local`), and the job says why. Deciding a change
+//! (a repository rule, or people through the approval engine) is always the control plane's;
+//! the runner merges, cleans up and reverts in its repository when the job says so.
 
 mod git;
 mod guard;
@@ -24,7 +31,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bus::store::{Commands, JetStreamStore, commands};
+use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
+use cqrs_es::AggregateError;
+use domain::ai_dev::AiDevCommand;
 use bus::{Bus, ReadFrom, StreamName};
 use domain::ai_dev::{AutoApprove, JobStatus};
 use domain::approval::PolicyRule;
@@ -116,6 +125,12 @@ pub struct Config {
     pub compress_at: f64,
     /// Turns always kept whole (the newest).
     pub keep_last: usize,
+    /// How long a job offered to a node that takes AI developer jobs waits to be taken before
+    /// it runs here (0: never offered).
+    pub remote_wait_secs: f64,
+    /// This node's agent takes the jobs offered to it (`nebula agent`, with this section's
+    /// repositories, the node's own clones, and its Ollama).
+    pub node_runner: bool,
 }
 
 impl Default for Config {
@@ -134,6 +149,8 @@ impl Default for Config {
             max_jobs: 1,
             compress_at: 0.7,
             keep_last: 6,
+            remote_wait_secs: 30.0,
+            node_runner: false,
         }
     }
 }
@@ -178,6 +195,7 @@ impl Config {
             ("build_timeout_secs", self.build_timeout_secs, 1.0..=86_400.0),
             ("model_timeout_secs", self.model_timeout_secs, 1.0..=3600.0),
             ("compress_at", self.compress_at, 0.1..=0.95),
+            ("remote_wait_secs", self.remote_wait_secs, 0.0..=3600.0),
         ] {
             if !(value.is_finite() && range.contains(&value)) {
                 problems.push(format!("{field} must be {range:?}, got {value}"));
@@ -201,12 +219,42 @@ pub(crate) fn secs(value: f64) -> Duration {
     Duration::from_secs_f64(value.max(0.0))
 }
 
-/// Starts the worker (restarted by the context if it fails). `rules` are the approval rules
-/// (`[[approvals.rules]]`, kind `ai_dev`).
+/// Starts the control plane's worker (restarted by the context if it fails). `rules` are the
+/// approval rules (`[[approvals.rules]]`, kind `ai_dev`).
 pub fn start(ctx: &Context, config: Config, rules: Vec<PolicyRule>, kv: Option<kv::Kv>) {
+    spawn(ctx, Place::ControlPlane, JobCommands::Local(commands(ctx.bus.clone(), ())), config, rules, kv, None);
+}
+
+/// Starts a node's runner, in its agent's process: it takes the jobs offered to node `node_id`
+/// and carries them out with the node's credentials (its commands go through the control
+/// plane's relay). `vram_mb`: the node's largest GPU, for the model's tier.
+pub fn start_on_node(ctx: &Context, config: Config, node_id: &str, vram_mb: Option<u64>, kv: Option<kv::Kv>) {
+    let commands = JobCommands::Remote(bus::Remote::new(ctx.bus.clone(), node_id));
+    let place = Place::Node(node_id.to_owned());
+    let repos: Vec<String> = config.repos.iter().map(|r| r.name.clone()).collect();
+    spawn(ctx, place, commands, config, Vec::new(), kv, vram_mb);
+    let bus = ctx.bus.clone();
+    let node = node_id.to_owned();
+    ctx.spawn("ai-dev-offers", move |cancel| {
+        let (bus, node, repos) = (bus.clone(), node.clone(), repos.clone());
+        async move { take_offers(bus, node, repos, cancel).await }
+    });
+}
+
+fn spawn(
+    ctx: &Context,
+    place: Place,
+    jobs: JobCommands,
+    config: Config,
+    rules: Vec<PolicyRule>,
+    kv: Option<kv::Kv>,
+    vram_mb: Option<u64>,
+) {
     let bus = ctx.bus.clone();
     let worker = Arc::new(Worker {
-        jobs: commands(bus.clone(), ()),
+        place,
+        vram_mb,
+        jobs,
         job_state: JetStreamStore::new(bus.clone()),
         approvals: commands(bus.clone(), ()),
         approval_state: JetStreamStore::new(bus.clone()),
@@ -230,9 +278,113 @@ pub fn start(ctx: &Context, config: Config, rules: Vec<PolicyRule>, kv: Option<k
     });
 }
 
+/// What the control plane sends a node to offer it a job.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Offer {
+    pub(crate) job_id: String,
+    /// The repository it changes (a node takes only jobs on repositories it has).
+    pub(crate) repo: String,
+    pub(crate) correlation_id: CorrelationId,
+}
+
+/// A node takes the jobs offered to it: each offer claimed (once; a job the control plane has
+/// meanwhile run itself is left), then carried out by the node's worker as the job's events
+/// say.
+async fn take_offers(bus: Bus, node: String, repos: Vec<String>, cancel: CancellationToken) -> anyhow::Result<()> {
+    let mut spec = bus::consumer::ConsumerSpec::new(StreamName::Work, events::subjects::ai_dev_consumer(&node));
+    spec.filter_subject = Some(events::subjects::ai_dev_work(&node));
+    let jobs = bus::Remote::<domain::ai_dev::AiDevJob>::new(bus.clone(), node.as_str());
+    let (jobs, node, repos) = (&jobs, node.as_str(), &repos);
+    bus.consume_json::<Offer, _, _>(spec, cancel, move |offer, _| async move {
+        if !repos.contains(&offer.repo) {
+            // The control plane runs it itself once the offer runs out.
+            tracing::warn!(job = offer.job_id, repo = offer.repo, node, "an AI developer job offered for a repository this node does not have");
+            return bus::consumer::Outcome::Ack;
+        }
+        let meta = CommandMeta {
+            correlation_id: offer.correlation_id,
+            causation_id: None,
+            actor: Actor::Node(node.to_owned()),
+        };
+        let claim = AiDevCommand::Claim { runs_on: node.to_owned(), fallback: None };
+        match jobs.execute(&offer.job_id, claim, meta).await {
+            Ok(()) => {
+                tracing::info!(job = offer.job_id, node, "took an AI developer job");
+                bus::consumer::Outcome::Ack
+            }
+            // Taken already (by this node before a redelivery, or run on the control plane).
+            Err(AggregateError::UserError(err)) => {
+                tracing::info!(job = offer.job_id, node, reason = %err, "an offered AI developer job is not taken");
+                bus::consumer::Outcome::Ack
+            }
+            Err(err) => bus::consumer::Outcome::Retry(format!("the job could not be claimed: {err}")),
+        }
+    })
+    .await?;
+    Ok(())
+}
+
+/// Where a worker runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// The control plane: offers jobs, decides every change, carries out the jobs it runs
+    /// itself (`local`).
+    ControlPlane,
+    /// A node's agent: carries out the jobs it took.
+    Node(String),
+}
+
+impl Place {
+    /// The job's `runs_on` for the jobs this worker carries out.
+    pub(crate) fn runner(&self) -> &str {
+        match self {
+            Place::ControlPlane => "local",
+            Place::Node(node) => node,
+        }
+    }
+}
+
+/// How a worker records a job's events: straight to the store (the control plane), or through
+/// the control plane's relay (a node).
+pub(crate) enum JobCommands {
+    Local(Commands<domain::ai_dev::AiDevJob>),
+    Remote(bus::Remote<domain::ai_dev::AiDevJob>),
+}
+
+impl JobCommands {
+    pub(crate) async fn execute(
+        &self,
+        id: &str,
+        command: AiDevCommand,
+        meta: CommandMeta,
+    ) -> Result<(), AggregateError<domain::ai_dev::AiDevError>> {
+        match self {
+            JobCommands::Local(commands) => execute(commands, id, command, meta, 3).await,
+            JobCommands::Remote(remote) => {
+                // The control plane away for a moment: asked again, a little later.
+                let mut attempt = 0;
+                loop {
+                    match remote.execute(id, command.clone(), meta.clone()).await {
+                        Err(AggregateError::DatabaseConnectionError(_) | AggregateError::AggregateConflict)
+                            if attempt < 5 =>
+                        {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                        }
+                        done => return done,
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub(crate) struct Worker {
     pub(crate) bus: Bus,
-    pub(crate) jobs: Commands<domain::ai_dev::AiDevJob>,
+    pub(crate) place: Place,
+    /// The node's largest GPU, when known up front (a node's runner).
+    pub(crate) vram_mb: Option<u64>,
+    pub(crate) jobs: JobCommands,
     pub(crate) job_state: JetStreamStore<domain::ai_dev::AiDevJob>,
     pub(crate) approvals: Commands<domain::approval::Approval>,
     pub(crate) approval_state: JetStreamStore<domain::approval::Approval>,
@@ -252,6 +404,11 @@ pub(crate) struct Worker {
 /// A job as the fold knows it.
 #[derive(Debug, Clone)]
 pub(crate) struct Known {
+    /// The job folded from its events (what a node's runner works from: it cannot load an
+    /// aggregate itself).
+    pub(crate) state: domain::ai_dev::AiDevJob,
+    /// Its change was rejected and its branch is to go.
+    pub(crate) branch_deleted: bool,
     pub(crate) status: JobStatus,
     pub(crate) actor: Actor,
     pub(crate) correlation_id: CorrelationId,
@@ -262,14 +419,27 @@ pub(crate) struct Known {
 }
 
 impl Known {
-    /// What the worker still has to do for it (a key per piece of work, done once).
-    fn work(&self, id: &str) -> Option<String> {
+    /// What the worker at `place` still has to do for it (a key per piece of work, done once).
+    fn work(&self, id: &str, place: &Place) -> Option<String> {
+        let runs_on = self.state.runs_on.as_deref();
+        let mine = runs_on == Some(place.runner());
+        let here = *place == Place::ControlPlane;
         match self.status {
-            JobStatus::Requested
-            | JobStatus::Running
-            | JobStatus::Proposed
-            | JobStatus::AwaitingApproval => Some(id.to_owned()),
-            JobStatus::Merged if self.rollbacks > 0 => Some(format!("{id}/rollback/{}", self.rollbacks)),
+            // Offered, fallen back to, started and carried on here; or taken by this node.
+            JobStatus::Requested if mine || (here && runs_on.is_none()) => Some(id.to_owned()),
+            // The runner goes on with its job (the control plane's one task per job decides
+            // and merges its own jobs too).
+            JobStatus::Running if mine => Some(id.to_owned()),
+            JobStatus::Proposed | JobStatus::AwaitingApproval | JobStatus::Approved if mine && here => {
+                Some(id.to_owned())
+            }
+            // The control plane decides the changes of jobs that ran on nodes.
+            JobStatus::Proposed | JobStatus::AwaitingApproval if here => Some(format!("{id}/decide")),
+            // A node merges its change once a rule or people approved it.
+            JobStatus::Proposed if mine && self.state.auto_approved => Some(format!("{id}/merge")),
+            JobStatus::Approved if mine => Some(format!("{id}/merge")),
+            JobStatus::Rejected | JobStatus::Cancelled if mine && !here => Some(format!("{id}/clean")),
+            JobStatus::Merged if mine && self.rollbacks > 0 => Some(format!("{id}/rollback/{}", self.rollbacks)),
             _ => None,
         }
     }
@@ -282,7 +452,11 @@ fn fold(jobs: &mut BTreeMap<String, Known>, envelope: &events::EventEnvelope) {
     };
     let id = &envelope.aggregate_id;
     if let AiDevEvent::Requested(_) = &event {
+        let mut state = domain::ai_dev::AiDevJob::default();
+        cqrs_es::Aggregate::apply(&mut state, domain::Event(event));
         jobs.entry(id.clone()).or_insert(Known {
+            state,
+            branch_deleted: false,
             status: JobStatus::Requested,
             actor: envelope.actor.clone(),
             correlation_id: envelope.correlation_id,
@@ -295,12 +469,17 @@ fn fold(jobs: &mut BTreeMap<String, Known>, envelope: &events::EventEnvelope) {
     let Some(job) = jobs.get_mut(id) else {
         return;
     };
+    cqrs_es::Aggregate::apply(&mut job.state, domain::Event(event.clone()));
     match event {
         AiDevEvent::Started(_) => job.status = JobStatus::Running,
         AiDevEvent::ChangeProposed(_) => job.status = JobStatus::Proposed,
         AiDevEvent::ApprovalAsked { .. } => job.status = JobStatus::AwaitingApproval,
         AiDevEvent::Merged { .. } => job.status = JobStatus::Merged,
-        AiDevEvent::Rejected { .. } => job.status = JobStatus::Rejected,
+        AiDevEvent::Approved { .. } => job.status = JobStatus::Approved,
+        AiDevEvent::Rejected { branch_deleted, .. } => {
+            job.status = JobStatus::Rejected;
+            job.branch_deleted = branch_deleted;
+        }
         AiDevEvent::RolledBack { .. } => job.status = JobStatus::RolledBack,
         AiDevEvent::Failed { .. } => job.status = JobStatus::Failed,
         AiDevEvent::Cancelled {} => job.status = JobStatus::Cancelled,
@@ -351,10 +530,10 @@ impl Worker {
                 {
                     token.cancel();
                 }
-                let Some(work) = job.work(id) else {
+                let Some(work) = job.work(id, &self.place) else {
                     continue;
                 };
-                if !taken.insert(work) {
+                if !taken.insert(work.clone()) {
                     continue;
                 }
                 // A job's own token: stopping the worker aborts its tasks (the job resumes at the
@@ -366,7 +545,11 @@ impl Worker {
                 tokens.insert(id.clone(), token.clone());
                 let (worker, id, job) = (self.clone(), id.clone(), job.clone());
                 tasks.spawn(async move {
-                    worker.carry_on(&id, &job, token).await;
+                    if work.ends_with("/decide") {
+                        worker.decide_elsewhere(&id, &job, token).await;
+                    } else {
+                        worker.carry_on(&id, &job, token).await;
+                    }
                     id
                 });
             }

@@ -58,6 +58,7 @@ pub fn inventory(
         gpu_source: gpu.source_name().to_owned(),
         agent_version: agent_version.to_owned(),
         agent_url,
+        capabilities: Vec::new(),
     }
 }
 
