@@ -103,6 +103,42 @@ fn pytest_present() -> bool {
     cmd::succeeds(Command::new("python3").args(["-m", "pytest", "--version"]))
 }
 
+/// What the media crate needs to build and test that this machine lacks.
+fn media_packages() -> Vec<&'static str> {
+    let mut packages = Vec::new();
+    let has_pkg_config = cmd::find_in_path("pkg-config").is_some();
+    if !has_pkg_config {
+        packages.push("pkg-config");
+    }
+    for (library, package) in [
+        ("libavcodec", "libavcodec-dev"),
+        ("libavformat", "libavformat-dev"),
+        ("libavutil", "libavutil-dev"),
+        ("libavfilter", "libavfilter-dev"),
+        ("libavdevice", "libavdevice-dev"),
+        ("libswscale", "libswscale-dev"),
+        ("libswresample", "libswresample-dev"),
+    ] {
+        if !has_pkg_config || !cmd::succeeds(Command::new("pkg-config").args(["--exists", library])) {
+            packages.push(package);
+        }
+    }
+    let libclang = std::fs::read_dir("/usr/lib").into_iter().flatten().flatten().any(|entry| {
+        entry.file_name().to_string_lossy().starts_with("llvm-")
+            && entry.path().join("lib/libclang.so").exists()
+    });
+    if !libclang {
+        packages.extend(["clang", "libclang-dev"]);
+    }
+    if cmd::find_in_path("espeak-ng").is_none() {
+        packages.push("espeak-ng");
+    }
+    if cmd::find_in_path("ffprobe").is_none() {
+        packages.push("ffmpeg");
+    }
+    packages
+}
+
 /// Whether `python3` is Debian's own.
 fn system_python() -> bool {
     cmd::find_in_path("python3").is_some_and(|path| path.starts_with("/usr/bin"))
@@ -157,6 +193,9 @@ fn install_missing_packages(
     if cmd::find_in_path("ssh").is_none() {
         packages.push("openssh-client");
     }
+    // The media crate builds against Debian's FFmpeg libraries (ffmpeg-next, bindgen needs
+    // libclang); its tests speak with espeak-ng and check videos with ffprobe.
+    packages.extend(media_packages());
     // The domains tests run a Caddy of their own, its admin API on a loopback port.
     if cmd::find_in_path("caddy").is_none() {
         packages.push("caddy");
@@ -171,6 +210,10 @@ fn install_missing_packages(
         // The dashboard's unit tests run under Node's own test runner.
         if cmd::find_in_path("node").is_none() {
             packages.push("nodejs");
+        }
+        // The AI developer's tests verify a Node package with `npm test`.
+        if cmd::find_in_path("npm").is_none() {
+            packages.push("npm");
         }
         // The AI developer's tests verify a Python project with pytest: Debian's, for Debian's
         // python3 (pip is refused there); another python3 (pyenv, a venv) gets it from PyPI

@@ -545,6 +545,42 @@ async fn a_job_fixes_a_python_package_with_pytest(pool: PgPool) {
     running.shutdown().await;
 }
 
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_job_fixes_a_node_package_with_its_test_runner(pool: PgPool) {
+    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    repository(
+        dir.path(),
+        &[
+            ("package.json", r#"{"name": "calc", "version": "0.1.0", "scripts": {"test": "node --test"}}"#),
+            ("calc.js", "exports.add = (a, b) => a - b;\n"),
+            (
+                "test/calc.test.js",
+                "const test = require('node:test');\nconst assert = require('node:assert');\nconst { add } = require('../calc.js');\n\ntest('adds', () => {\n  assert.strictEqual(add(2, 3), 5);\n});\n",
+            ),
+        ],
+    );
+    let Stack { nats: _nats, state: _state, config: _, running, base } =
+        stack(&pool, &ollama, vec![repo_config("jscalc", dir.path(), small_changes())], |_| {}).await;
+    ollama.script([
+        tool("run_build", json!({})),
+        tool("replace_in_file", json!({"path": "calc.js", "old": "a - b", "new": "a + b"})),
+        tool("finish", json!({"summary": "add adds"})),
+    ]);
+    let id = ask(&base, "jscalc", "Make the failing test pass.").await;
+    let job = settled(&base, &id).await;
+    assert_eq!(job["status"], "merged", "{job:#}");
+    let builds = job["builds"].as_array().unwrap();
+    assert_eq!(builds[0]["toolchain"], "npm");
+    assert_eq!(builds[0]["commands"], json!(["npm test"]));
+    assert_eq!(builds[0]["ok"], false);
+    assert_eq!(builds[0]["failing_tests"], json!(["adds"]), "{job:#}");
+    assert_eq!(builds[1]["ok"], true, "{job:#}");
+    assert_eq!(job["change"]["files"], json!(["calc.js"]));
+    assert!(std::fs::read_to_string(dir.path().join("calc.js")).unwrap().contains("a + b"));
+    running.shutdown().await;
+}
+
 /// Ollama away: the configured OpenAI-compatible API does the job, its key from the vault (and
 /// nowhere on the log); without the key the job fails saying which secret is missing.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
