@@ -1,0 +1,394 @@
+//! A video assembled in process with FFmpeg's own libraries (ffmpeg-next on Debian's libav*):
+//! each scene a still (PNG, JPEG, PPM…) scaled and cropped to the format with a slow Ken Burns
+//! move, encoded as H.264; the narration as AAC; one MP4, written aside and renamed into place
+//! only when whole.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg::format::Pixel;
+use ffmpeg::software::scaling;
+use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, codec, encoder, format, frame, media};
+
+use crate::tts::Speech;
+
+/// How far the Ken Burns move zooms across a scene.
+const ZOOM: f64 = 0.15;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AssemblyError {
+    #[error("FFmpeg's libraries could not start: {0}")]
+    Init(String),
+    #[error("nothing to assemble: no scenes")]
+    NoScenes,
+    #[error("scene {scene}: {reason}")]
+    Scene { scene: usize, reason: String },
+    #[error("this FFmpeg has no {0} encoder")]
+    NoEncoder(&'static str),
+    #[error("{what}: {source}")]
+    Ffmpeg {
+        what: &'static str,
+        source: ffmpeg::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn ff(what: &'static str) -> impl FnOnce(ffmpeg::Error) -> AssemblyError {
+    move |source| AssemblyError::Ffmpeg { what, source }
+}
+
+/// Starts FFmpeg's libraries once (quiet but for errors).
+pub fn init() -> Result<(), AssemblyError> {
+    static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INIT.get_or_init(|| {
+        ffmpeg::init().map_err(|err| err.to_string())?;
+        ffmpeg::log::set_level(ffmpeg::log::Level::Error);
+        Ok(())
+    })
+    .clone()
+    .map_err(AssemblyError::Init)
+}
+
+/// The video's frame: its size and rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+/// How a still moves across its scene.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Motion {
+    Still,
+    ZoomIn,
+    ZoomOut,
+}
+
+/// One scene: a picture shown for `duration`.
+#[derive(Debug, Clone)]
+pub struct Scene {
+    pub image: PathBuf,
+    pub duration: Duration,
+    pub motion: Motion,
+}
+
+/// What to make.
+#[derive(Debug, Clone)]
+pub struct Assembly<'a> {
+    pub frame: Frame,
+    pub scenes: Vec<Scene>,
+    pub narration: Option<&'a Speech>,
+    /// The MP4 to write.
+    pub output: PathBuf,
+}
+
+/// What was made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assembled {
+    pub frames: u64,
+    pub duration: Duration,
+    pub audio_samples: u64,
+}
+
+/// The crop of a `src_w`×`src_h` picture that fills an `out_w`×`out_h` frame (centered, the
+/// output's aspect), zoomed by `zoom` (≥ 1): x, y, width, height, even.
+pub fn crop(src_w: u32, src_h: u32, out_w: u32, out_h: u32, zoom: f64) -> (u32, u32, u32, u32) {
+    let (sw, sh) = (f64::from(src_w), f64::from(src_h));
+    let aspect = f64::from(out_w) / f64::from(out_h);
+    let (mut w, mut h) = if sw / sh > aspect { (sh * aspect, sh) } else { (sw, sw / aspect) };
+    let zoom = zoom.max(1.0);
+    w /= zoom;
+    h /= zoom;
+    let even = |v: f64, max: u32| ((v.round() as u32).clamp(2, max.max(2))) & !1;
+    let (w, h) = (even(w, src_w), even(h, src_h));
+    let x = (src_w.saturating_sub(w) / 2) & !1;
+    let y = (src_h.saturating_sub(h) / 2) & !1;
+    (x, y, w, h)
+}
+
+fn zoom_at(motion: Motion, t: f64) -> f64 {
+    match motion {
+        Motion::Still => 1.0,
+        Motion::ZoomIn => 1.0 + ZOOM * t,
+        Motion::ZoomOut => 1.0 + ZOOM * (1.0 - t),
+    }
+}
+
+/// Decodes the first picture of `path` as RGB24.
+fn load_rgb(path: &Path) -> Result<frame::Video, String> {
+    let mut input = format::input(&path).map_err(|err| format!("{}: {err}", path.display()))?;
+    let stream = input
+        .streams()
+        .best(media::Type::Video)
+        .ok_or_else(|| format!("{} holds no picture", path.display()))?;
+    let index = stream.index();
+    let mut decoder = codec::context::Context::from_parameters(stream.parameters())
+        .and_then(|context| context.decoder().video())
+        .map_err(|err| format!("{}: {err}", path.display()))?;
+    let mut decoded = frame::Video::empty();
+    let mut got = false;
+    for (stream, packet) in input.packets() {
+        if stream.index() != index {
+            continue;
+        }
+        decoder.send_packet(&packet).map_err(|err| format!("{}: {err}", path.display()))?;
+        if decoder.receive_frame(&mut decoded).is_ok() {
+            got = true;
+            break;
+        }
+    }
+    if !got {
+        let _ = decoder.send_eof();
+        decoder
+            .receive_frame(&mut decoded)
+            .map_err(|err| format!("{} could not be decoded: {err}", path.display()))?;
+    }
+    let mut rgb = frame::Video::empty();
+    scaling::Context::get(
+        decoded.format(),
+        decoded.width(),
+        decoded.height(),
+        Pixel::RGB24,
+        decoded.width(),
+        decoded.height(),
+        scaling::Flags::BILINEAR,
+    )
+    .and_then(|mut sws| sws.run(&decoded, &mut rgb))
+    .map_err(|err| format!("{}: {err}", path.display()))?;
+    Ok(rgb)
+}
+
+/// The `(x, y, w, h)` part of an RGB24 picture, as a picture of its own.
+fn cut(rgb: &frame::Video, (x, y, w, h): (u32, u32, u32, u32)) -> frame::Video {
+    let mut part = frame::Video::new(Pixel::RGB24, w, h);
+    let (src_stride, dst_stride) = (rgb.stride(0), part.stride(0));
+    let (x, w) = (x as usize * 3, w as usize * 3);
+    let src = rgb.data(0);
+    let dst = part.data_mut(0);
+    for row in 0..h as usize {
+        let from = (y as usize + row) * src_stride + x;
+        dst[row * dst_stride..row * dst_stride + w].copy_from_slice(&src[from..from + w]);
+    }
+    part
+}
+
+struct Output {
+    context: format::context::Output,
+    video: encoder::Video,
+    video_index: usize,
+    video_time_base: Rational,
+    audio: Option<(encoder::Audio, usize, Rational)>,
+}
+
+impl Output {
+    /// Drains the encoder's packets into the file.
+    fn drain_video(&mut self) -> Result<(), AssemblyError> {
+        let stream_time_base = self.context.stream(self.video_index).map_or(self.video_time_base, |s| s.time_base());
+        let mut packet = Packet::empty();
+        while self.video.receive_packet(&mut packet).is_ok() {
+            packet.set_stream(self.video_index);
+            packet.set_duration(1);
+            packet.rescale_ts(self.video_time_base, stream_time_base);
+            packet.write_interleaved(&mut self.context).map_err(ff("writing video"))?;
+        }
+        Ok(())
+    }
+
+    fn drain_audio(&mut self) -> Result<(), AssemblyError> {
+        let Some((audio, index, time_base)) = self.audio.as_mut() else {
+            return Ok(());
+        };
+        let stream_time_base = self.context.stream(*index).map_or(*time_base, |s| s.time_base());
+        let mut packet = Packet::empty();
+        while audio.receive_packet(&mut packet).is_ok() {
+            packet.set_stream(*index);
+            packet.rescale_ts(*time_base, stream_time_base);
+            packet.write_interleaved(&mut self.context).map_err(ff("writing audio"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Assembles `assembly`, calling `progress` with the share done (0‥1) now and then.
+pub fn assemble(assembly: &Assembly<'_>, mut progress: impl FnMut(f64)) -> Result<Assembled, AssemblyError> {
+    init()?;
+    if assembly.scenes.is_empty() {
+        return Err(AssemblyError::NoScenes);
+    }
+    let Frame { width, height, fps } = assembly.frame;
+    let (width, height, fps) = (width & !1, height & !1, fps.max(1));
+    // Every picture is read before anything is written.
+    let mut pictures = Vec::with_capacity(assembly.scenes.len());
+    for (n, scene) in assembly.scenes.iter().enumerate() {
+        let rgb = load_rgb(&scene.image).map_err(|reason| AssemblyError::Scene { scene: n + 1, reason })?;
+        pictures.push(rgb);
+    }
+    let partial = assembly.output.with_extension("part.mp4");
+    let result = write(assembly, &pictures, &partial, (width, height, fps), &mut progress);
+    match result {
+        Ok(done) => {
+            std::fs::rename(&partial, &assembly.output)?;
+            progress(1.0);
+            Ok(done)
+        }
+        Err(err) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(err)
+        }
+    }
+}
+
+fn write(
+    assembly: &Assembly<'_>,
+    pictures: &[frame::Video],
+    path: &Path,
+    (width, height, fps): (u32, u32, u32),
+    progress: &mut impl FnMut(f64),
+) -> Result<Assembled, AssemblyError> {
+    let mut context = format::output(&path).map_err(ff("the output"))?;
+    let global = context.format().flags().contains(format::Flags::GLOBAL_HEADER);
+
+    let h264 = encoder::find(codec::Id::H264).ok_or(AssemblyError::NoEncoder("H.264"))?;
+    let video_index = context.add_stream(h264).map_err(ff("the video stream"))?.index();
+    let mut video = codec::context::Context::new_with_codec(h264)
+        .encoder()
+        .video()
+        .map_err(ff("the H.264 encoder"))?;
+    let video_time_base = Rational::new(1, fps as i32);
+    video.set_width(width);
+    video.set_height(height);
+    video.set_format(Pixel::YUV420P);
+    video.set_time_base(video_time_base);
+    video.set_frame_rate(Some(Rational::new(fps as i32, 1)));
+    if global {
+        video.set_flags(codec::Flags::GLOBAL_HEADER);
+    }
+    let mut options = Dictionary::new();
+    options.set("preset", "veryfast");
+    options.set("crf", "21");
+    let video = video.open_as_with(h264, options).map_err(ff("opening H.264"))?;
+    if let Some(mut stream) = context.stream_mut(video_index) {
+        stream.set_parameters(&video);
+        stream.set_time_base(video_time_base);
+    }
+
+    let audio = match assembly.narration {
+        None => None,
+        Some(speech) => {
+            let aac = encoder::find(codec::Id::AAC).ok_or(AssemblyError::NoEncoder("AAC"))?;
+            let index = context.add_stream(aac).map_err(ff("the audio stream"))?.index();
+            let mut audio = codec::context::Context::new_with_codec(aac)
+                .encoder()
+                .audio()
+                .map_err(ff("the AAC encoder"))?;
+            let rate = speech.sample_rate as i32;
+            let time_base = Rational::new(1, rate);
+            audio.set_rate(rate);
+            audio.set_channel_layout(ChannelLayout::MONO);
+            audio.set_channels(1);
+            audio.set_format(format::Sample::F32(format::sample::Type::Planar));
+            audio.set_bit_rate(96_000);
+            audio.set_time_base(time_base);
+            if global {
+                audio.set_flags(codec::Flags::GLOBAL_HEADER);
+            }
+            let audio = audio.open_as(aac).map_err(ff("opening AAC"))?;
+            if let Some(mut stream) = context.stream_mut(index) {
+                stream.set_parameters(&audio);
+                stream.set_time_base(time_base);
+            }
+            Some((audio, index, time_base))
+        }
+    };
+    context.write_header().map_err(ff("the MP4 header"))?;
+    let mut out = Output { context, video, video_index, video_time_base, audio };
+
+    // Frames per scene, so the whole lasts what the scenes add up to.
+    let total: Duration = assembly.scenes.iter().map(|s| s.duration).sum();
+    let total_frames = (total.as_secs_f64() * f64::from(fps)).round().max(1.0) as u64;
+    let mut pts: u64 = 0;
+    let mut elapsed = Duration::ZERO;
+    for (scene, picture) in assembly.scenes.iter().zip(pictures) {
+        elapsed += scene.duration;
+        let until = (elapsed.as_secs_f64() * f64::from(fps)).round() as u64;
+        let frames = until.saturating_sub(pts).max(1);
+        for i in 0..frames {
+            let t = if frames > 1 { i as f64 / (frames - 1) as f64 } else { 0.0 };
+            let rect = crop(picture.width(), picture.height(), width, height, zoom_at(scene.motion, t));
+            let part = cut(picture, rect);
+            let mut yuv = frame::Video::empty();
+            scaling::Context::get(Pixel::RGB24, rect.2, rect.3, Pixel::YUV420P, width, height, scaling::Flags::BICUBIC)
+                .and_then(|mut sws| sws.run(&part, &mut yuv))
+                .map_err(ff("scaling a frame"))?;
+            yuv.set_pts(Some(pts as i64));
+            out.video.send_frame(&yuv).map_err(ff("encoding a frame"))?;
+            out.drain_video()?;
+            pts += 1;
+            if pts % u64::from(fps) == 0 {
+                progress(pts as f64 / total_frames as f64 * 0.95);
+            }
+        }
+    }
+    out.video.send_eof().map_err(ff("finishing the video"))?;
+    out.drain_video()?;
+
+    let mut audio_samples = 0;
+    if let (Some(speech), Some((encoder, _, _))) = (assembly.narration, out.audio.as_ref()) {
+        let frame_size = (encoder.frame_size() as usize).max(1);
+        let mut sent = 0;
+        for chunk in speech.samples.chunks(frame_size) {
+            let mut samples = frame::Audio::new(
+                format::Sample::F32(format::sample::Type::Planar),
+                frame_size,
+                ChannelLayout::MONO,
+            );
+            samples.set_rate(speech.sample_rate);
+            let plane = samples.plane_mut::<f32>(0);
+            for (to, from) in plane.iter_mut().zip(chunk.iter().copied().chain(std::iter::repeat(0))) {
+                *to = f32::from(from) / 32768.0;
+            }
+            samples.set_pts(Some(sent as i64));
+            if let Some((encoder, _, _)) = out.audio.as_mut() {
+                encoder.send_frame(&samples).map_err(ff("encoding audio"))?;
+            }
+            out.drain_audio()?;
+            sent += frame_size;
+        }
+        audio_samples = speech.samples.len() as u64;
+        if let Some((encoder, _, _)) = out.audio.as_mut() {
+            encoder.send_eof().map_err(ff("finishing the audio"))?;
+        }
+        out.drain_audio()?;
+    }
+    out.context.write_trailer().map_err(ff("the MP4 trailer"))?;
+    Ok(Assembled {
+        frames: pts,
+        duration: Duration::from_secs_f64(pts as f64 / f64::from(fps)),
+        audio_samples,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crop_fills_the_frame_and_zooms_in_its_middle() {
+        // A landscape picture into a portrait frame: full height, the middle strip.
+        assert_eq!(crop(1920, 1080, 1080, 1920, 1.0), (656, 0, 608, 1080));
+        // Same aspect: all of it; zoomed: a centered part.
+        assert_eq!(crop(640, 360, 1280, 720, 1.0), (0, 0, 640, 360));
+        let (x, y, w, h) = crop(640, 360, 1280, 720, 1.15);
+        assert_eq!((w, h), (556, 312));
+        assert_eq!((x, y), (42, 24));
+        // Never past the picture, never odd, never empty.
+        for zoom in [1.0, 1.07, 1.15, 0.5] {
+            let (x, y, w, h) = crop(333, 777, 1080, 1080, zoom);
+            assert!(x + w <= 333 && y + h <= 777 && w >= 2 && h >= 2);
+            assert_eq!((x % 2, y % 2, w % 2, h % 2), (0, 0, 0, 0));
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! A narrated three-scene video assembled with the real FFmpeg libraries and espeak-ng, then
+//! checked with `ffprobe` as a user's player would see it.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use media::assemble::{Assembly, AssemblyError, Frame, Motion, Scene, assemble};
+use media::tts::{EspeakNg, Tts};
+use serde_json::Value;
+
+/// A `w`×`h` PPM picture: a gradient of `color`.
+fn picture(path: &Path, w: usize, h: usize, color: [u8; 3]) {
+    let mut bytes = format!("P6\n{w} {h}\n255\n").into_bytes();
+    for y in 0..h {
+        for x in 0..w {
+            let shade = ((x + y) * 255 / (w + h)) as u16;
+            for c in color {
+                bytes.push(((u16::from(c) + shade) / 2) as u8);
+            }
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn probe(path: &Path) -> Value {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe (Debian's ffmpeg) is installed by cargo xtask");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_narrated_three_scene_video_is_an_h264_and_aac_mp4_as_long_as_its_narration() {
+    let dir = tempfile::tempdir().unwrap();
+    let speech = EspeakNg::default()
+        .speak("The first scene is red. Then comes green. And blue ends it.")
+        .unwrap();
+    assert_eq!(speech.sentences.len(), 3);
+    // Each scene lasts from its sentence's start to the next one's (the last to the end).
+    let mut scenes = Vec::new();
+    for (n, (color, motion)) in [([220, 30, 30], Motion::ZoomIn), ([30, 200, 40], Motion::ZoomOut), ([40, 60, 230], Motion::Still)]
+        .into_iter()
+        .enumerate()
+    {
+        let image = dir.path().join(format!("scene{n}.ppm"));
+        picture(&image, 480 + n * 40, 320, color);
+        let start = speech.sentences[n].start;
+        let end = speech.sentences.get(n + 1).map_or(speech.duration(), |next| next.start);
+        scenes.push(Scene { image, duration: end - start, motion });
+    }
+    let output = dir.path().join("video.mp4");
+    let mut reported = Vec::new();
+    let assembly = Assembly {
+        frame: Frame { width: 360, height: 640, fps: 24 },
+        scenes,
+        narration: Some(&speech),
+        output: output.clone(),
+    };
+    let done = assemble(&assembly, |share| reported.push(share)).unwrap();
+    assert_eq!(reported.last(), Some(&1.0));
+    assert!(reported.windows(2).all(|w| w[0] <= w[1]), "{reported:?}");
+    assert_eq!(done.audio_samples, speech.samples.len() as u64);
+    assert!(!dir.path().join("video.part.mp4").exists());
+
+    let probed = probe(&output);
+    let streams = probed["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    let audio = streams.iter().find(|s| s["codec_type"] == "audio").unwrap();
+    assert_eq!(video["codec_name"], "h264");
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(360), Some(640)));
+    assert_eq!(video["pix_fmt"], "yuv420p");
+    assert_eq!(audio["codec_name"], "aac");
+    let duration: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let narration = speech.duration().as_secs_f64();
+    assert!((duration - narration).abs() / narration < 0.05, "{duration} s against {narration} s of narration");
+    assert!((done.duration.as_secs_f64() - narration).abs() < 0.05);
+}
+
+#[test]
+fn a_missing_picture_fails_its_scene_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.ppm");
+    picture(&good, 64, 64, [10, 10, 10]);
+    let output = dir.path().join("out.mp4");
+    let scene = |image: &Path| Scene { image: image.to_path_buf(), duration: Duration::from_secs(1), motion: Motion::Still };
+    let assembly = Assembly {
+        frame: Frame { width: 64, height: 64, fps: 10 },
+        scenes: vec![scene(&good), scene(&dir.path().join("gone.png"))],
+        narration: None,
+        output: output.clone(),
+    };
+    let err = assemble(&assembly, |_| {}).unwrap_err();
+    assert!(matches!(err, AssemblyError::Scene { scene: 2, .. }), "{err}");
+    assert!(err.to_string().contains("gone.png"), "{err}");
+    assert!(!output.exists() && !dir.path().join("out.part.mp4").exists());
+    let none = Assembly { scenes: Vec::new(), ..assembly };
+    assert!(matches!(assemble(&none, |_| {}), Err(AssemblyError::NoScenes)));
+}
