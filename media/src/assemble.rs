@@ -1,7 +1,8 @@
 //! A video assembled in process with FFmpeg's own libraries (ffmpeg-next on Debian's libav*):
 //! each scene a still (PNG, JPEG, PPM…) scaled and cropped to the format with a slow Ken Burns
-//! move, encoded as H.264; the narration as AAC; one MP4, written aside and renamed into place
-//! only when whole.
+//! move, the narration's sentences burned in as subtitles (libass, through libavfilter's
+//! `subtitles`) and written beside it as SRT, encoded as H.264; the narration as AAC; one MP4,
+//! written aside and renamed into place only when whole.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, codec, encoder, format, frame, media};
 
-use crate::tts::Speech;
+use crate::tts::{Speech, Timed};
 
 /// How far the Ken Burns move zooms across a scene.
 const ZOOM: f64 = 0.15;
@@ -26,6 +27,12 @@ pub enum AssemblyError {
     Scene { scene: usize, reason: String },
     #[error("this FFmpeg has no {0} encoder")]
     NoEncoder(&'static str),
+    #[error("this FFmpeg has no {0} filter")]
+    NoFilter(&'static str),
+    #[error("the font {} is not there (Debian's fonts-dejavu-core has the default)", .0.display())]
+    Font(PathBuf),
+    #[error("{0} cannot be named in a filter graph (letters, digits, '/', '.', '_' and '-' only)")]
+    Path(String),
     #[error("{what}: {source}")]
     Ffmpeg {
         what: &'static str,
@@ -35,7 +42,7 @@ pub enum AssemblyError {
     Io(#[from] std::io::Error),
 }
 
-fn ff(what: &'static str) -> impl FnOnce(ffmpeg::Error) -> AssemblyError {
+pub(crate) fn ff(what: &'static str) -> impl FnOnce(ffmpeg::Error) -> AssemblyError {
     move |source| AssemblyError::Ffmpeg { what, source }
 }
 
@@ -81,6 +88,8 @@ pub struct Assembly<'a> {
     pub frame: Frame,
     pub scenes: Vec<Scene>,
     pub narration: Option<&'a Speech>,
+    /// Burned in, and written beside the video as `<name>.srt` (none: no subtitles).
+    pub subtitles: Vec<Timed>,
     /// The MP4 to write.
     pub output: PathBuf,
 }
@@ -118,7 +127,7 @@ fn zoom_at(motion: Motion, t: f64) -> f64 {
 }
 
 /// Decodes the first picture of `path` as RGB24.
-fn load_rgb(path: &Path) -> Result<frame::Video, String> {
+pub(crate) fn load_rgb(path: &Path) -> Result<frame::Video, String> {
     let mut input = format::input(&path).map_err(|err| format!("{}: {err}", path.display()))?;
     let stream = input
         .streams()
@@ -162,7 +171,7 @@ fn load_rgb(path: &Path) -> Result<frame::Video, String> {
 }
 
 /// The `(x, y, w, h)` part of an RGB24 picture, as a picture of its own.
-fn cut(rgb: &frame::Video, (x, y, w, h): (u32, u32, u32, u32)) -> frame::Video {
+pub(crate) fn cut(rgb: &frame::Video, (x, y, w, h): (u32, u32, u32, u32)) -> frame::Video {
     let mut part = frame::Video::new(Pixel::RGB24, w, h);
     let (src_stride, dst_stride) = (rgb.stride(0), part.stride(0));
     let (x, w) = (x as usize * 3, w as usize * 3);
@@ -227,9 +236,23 @@ pub fn assemble(assembly: &Assembly<'_>, mut progress: impl FnMut(f64)) -> Resul
         pictures.push(rgb);
     }
     let partial = assembly.output.with_extension("part.mp4");
-    let result = write(assembly, &pictures, &partial, (width, height, fps), &mut progress);
+    // The subtitles' text for the burn-in, in a file of a name the filter can always read.
+    let scratch = tempfile::tempdir()?;
+    let srt = (!assembly.subtitles.is_empty()).then(|| {
+        let wrap = (width as usize / 18).clamp(16, 60);
+        crate::subtitles::srt(&assembly.subtitles, wrap)
+    });
+    let srt_path = scratch.path().join("subtitles.srt");
+    if let Some(text) = &srt {
+        std::fs::write(&srt_path, text)?;
+    }
+    let burn = srt.as_ref().map(|_| srt_path.as_path());
+    let result = write(assembly, &pictures, &partial, (width, height, fps), burn, &mut progress);
     match result {
         Ok(done) => {
+            if let Some(text) = &srt {
+                std::fs::write(assembly.output.with_extension("srt"), text)?;
+            }
             std::fs::rename(&partial, &assembly.output)?;
             progress(1.0);
             Ok(done)
@@ -241,13 +264,83 @@ pub fn assemble(assembly: &Assembly<'_>, mut progress: impl FnMut(f64)) -> Resul
     }
 }
 
+/// A video filter graph: frames in at `in`, out at `out`.
+pub(crate) struct Filter {
+    graph: ffmpeg::filter::Graph,
+}
+
+impl Filter {
+    /// `spec` over frames of `format`, `width`×`height` at `fps`.
+    pub(crate) fn new(spec: &str, format: Pixel, (width, height, fps): (u32, u32, u32)) -> Result<Filter, AssemblyError> {
+        let mut graph = ffmpeg::filter::Graph::new();
+        let pixel: ffmpeg::ffi::AVPixelFormat = format.into();
+        let args = format!(
+            "video_size={width}x{height}:pix_fmt={}:time_base=1/{fps}:pixel_aspect=1/1",
+            pixel as i32
+        );
+        let buffer = ffmpeg::filter::find("buffer").ok_or(AssemblyError::NoFilter("buffer"))?;
+        let sink = ffmpeg::filter::find("buffersink").ok_or(AssemblyError::NoFilter("buffersink"))?;
+        graph.add(&buffer, "in", &args).map_err(ff("the filter's input"))?;
+        graph.add(&sink, "out", "").map_err(ff("the filter's output"))?;
+        if let Some(mut out) = graph.get("out") {
+            out.set_pixel_format(format);
+        }
+        graph
+            .output("in", 0)
+            .and_then(|parser| parser.input("out", 0))
+            .and_then(|parser| parser.parse(spec))
+            .map_err(ff("the filter graph"))?;
+        graph.validate().map_err(ff("the filter graph"))?;
+        Ok(Filter { graph })
+    }
+
+    pub(crate) fn push(&mut self, frame: &frame::Video) -> Result<(), AssemblyError> {
+        let mut source = self.graph.get("in").ok_or(AssemblyError::NoFilter("buffer"))?;
+        source.source().add(frame).map_err(ff("filtering a frame"))
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<(), AssemblyError> {
+        let mut source = self.graph.get("in").ok_or(AssemblyError::NoFilter("buffer"))?;
+        source.source().flush().map_err(ff("finishing the filter"))
+    }
+
+    /// The next filtered frame, if one is ready.
+    pub(crate) fn pull(&mut self) -> Option<frame::Video> {
+        let mut sink = self.graph.get("out")?;
+        let mut filtered = frame::Video::empty();
+        sink.sink().frame(&mut filtered).ok().map(|()| filtered)
+    }
+}
+
+/// A path as a filter graph option's value: only names that need no escaping.
+pub(crate) fn filter_path(path: &Path) -> Result<String, AssemblyError> {
+    let text = path.to_string_lossy().into_owned();
+    if !text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) {
+        return Err(AssemblyError::Path(text));
+    }
+    Ok(text)
+}
+
+/// The `subtitles` filter over the SRT at `path` (libass, its style fit to the frame).
+fn subtitles_spec(path: &Path) -> Result<String, AssemblyError> {
+    let text = filter_path(path)?;
+    Ok(format!(
+        "subtitles=filename={text}:force_style='FontName=DejaVu Sans,FontSize=13,Bold=1,Outline=2,Shadow=0,MarginV=24,Alignment=2'"
+    ))
+}
+
 fn write(
     assembly: &Assembly<'_>,
     pictures: &[frame::Video],
     path: &Path,
     (width, height, fps): (u32, u32, u32),
+    burn: Option<&Path>,
     progress: &mut impl FnMut(f64),
 ) -> Result<Assembled, AssemblyError> {
+    let mut filter = match burn {
+        Some(srt) => Some(Filter::new(&subtitles_spec(srt)?, Pixel::YUV420P, (width, height, fps))?),
+        None => None,
+    };
     let mut context = format::output(&path).map_err(ff("the output"))?;
     let global = context.format().flags().contains(format::Flags::GLOBAL_HEADER);
 
@@ -324,12 +417,30 @@ fn write(
                 .and_then(|mut sws| sws.run(&part, &mut yuv))
                 .map_err(ff("scaling a frame"))?;
             yuv.set_pts(Some(pts as i64));
-            out.video.send_frame(&yuv).map_err(ff("encoding a frame"))?;
-            out.drain_video()?;
+            match filter.as_mut() {
+                Some(filter) => {
+                    filter.push(&yuv)?;
+                    while let Some(filtered) = filter.pull() {
+                        out.video.send_frame(&filtered).map_err(ff("encoding a frame"))?;
+                        out.drain_video()?;
+                    }
+                }
+                None => {
+                    out.video.send_frame(&yuv).map_err(ff("encoding a frame"))?;
+                    out.drain_video()?;
+                }
+            }
             pts += 1;
             if pts % u64::from(fps) == 0 {
                 progress(pts as f64 / total_frames as f64 * 0.95);
             }
+        }
+    }
+    if let Some(filter) = filter.as_mut() {
+        filter.finish()?;
+        while let Some(filtered) = filter.pull() {
+            out.video.send_frame(&filtered).map_err(ff("encoding a frame"))?;
+            out.drain_video()?;
         }
     }
     out.video.send_eof().map_err(ff("finishing the video"))?;

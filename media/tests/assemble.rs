@@ -1,11 +1,13 @@
 //! A narrated three-scene video assembled with the real FFmpeg libraries and espeak-ng, then
-//! checked with `ffprobe` as a user's player would see it.
+//! checked with `ffprobe` and `ffmpeg` (Debian's command-line tools, as a user's player would
+//! see it): its streams, its length, its burned subtitles and SRT; and its thumbnail.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use media::assemble::{Assembly, AssemblyError, Frame, Motion, Scene, assemble};
+use media::thumbnail::{DEFAULT_FONT, best_picture, thumbnail};
 use media::tts::{EspeakNg, Tts};
 use serde_json::Value;
 
@@ -21,6 +23,25 @@ fn picture(path: &Path, w: usize, h: usize, color: [u8; 3]) {
         }
     }
     std::fs::write(path, bytes).unwrap();
+}
+
+/// Frame `n` of a video (or a picture) as gray bytes, row by row.
+fn gray_frame(path: &Path, n: u32) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-vf", &format!("select=eq(n\\,{n})"), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// The mean difference of two gray frames `width` wide over rows `rows`.
+fn difference(a: &[u8], b: &[u8], width: usize, rows: std::ops::Range<usize>) -> f64 {
+    let (from, to) = (rows.start * width, rows.end * width);
+    let sum: u64 = a[from..to].iter().zip(&b[from..to]).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    sum as f64 / (to - from) as f64
 }
 
 fn probe(path: &Path) -> Value {
@@ -58,6 +79,7 @@ fn a_narrated_three_scene_video_is_an_h264_and_aac_mp4_as_long_as_its_narration(
         frame: Frame { width: 360, height: 640, fps: 24 },
         scenes,
         narration: Some(&speech),
+        subtitles: speech.sentences.clone(),
         output: output.clone(),
     };
     let done = assemble(&assembly, |share| reported.push(share)).unwrap();
@@ -78,6 +100,53 @@ fn a_narrated_three_scene_video_is_an_h264_and_aac_mp4_as_long_as_its_narration(
     let narration = speech.duration().as_secs_f64();
     assert!((duration - narration).abs() / narration < 0.05, "{duration} s against {narration} s of narration");
     assert!((done.duration.as_secs_f64() - narration).abs() < 0.05);
+
+    // The SRT beside it, one cue a sentence.
+    let srt = std::fs::read_to_string(dir.path().join("video.srt")).unwrap();
+    assert!(srt.starts_with("1\n00:00:00,000 --> 00:00:0"), "{srt}");
+    assert!(srt.contains("\n3\n") && srt.contains("blue ends it."), "{srt}");
+    // Burned in: the same video without subtitles differs at the bottom of a frame in the
+    // first sentence, hardly at its top.
+    let plain = dir.path().join("plain.mp4");
+    assemble(&Assembly { subtitles: Vec::new(), output: plain.clone(), ..assembly.clone() }, |_| {}).unwrap();
+    assert!(!dir.path().join("plain.srt").exists());
+    let (with, without) = (gray_frame(&output, 12), gray_frame(&plain, 12));
+    assert_eq!(with.len(), 360 * 640);
+    let bottom = difference(&with, &without, 360, 480..640);
+    let top = difference(&with, &without, 360, 0..320);
+    assert!(bottom > 4.0 * top.max(0.5), "bottom {bottom}, top {top}");
+}
+
+#[test]
+fn the_thumbnail_is_the_most_detailed_picture_with_the_title_drawn_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flat, busy) = (dir.path().join("flat.ppm"), dir.path().join("busy.ppm"));
+    picture(&flat, 320, 240, [90, 90, 200]);
+    // A checkerboard: far more detail than a gradient.
+    let mut bytes = b"P6\n320 240\n255\n".to_vec();
+    for y in 0..240 {
+        for x in 0..320 {
+            let on = (x / 16 + y / 16) % 2 == 0;
+            bytes.extend(if on { [240, 200, 40] } else { [20, 20, 60] });
+        }
+    }
+    std::fs::write(&busy, bytes).unwrap();
+    assert_eq!(best_picture(&[flat.clone(), busy.clone()]).unwrap(), 1);
+
+    let frame = Frame { width: 640, height: 360, fps: 1 };
+    let (titled, bare) = (dir.path().join("thumb.png"), dir.path().join("bare.png"));
+    thumbnail(&busy, frame, "Three scenes, one voice", Path::new(DEFAULT_FONT), &titled).unwrap();
+    thumbnail(&busy, frame, "", Path::new(DEFAULT_FONT), &bare).unwrap();
+    let probed = probe(&titled);
+    let stream = &probed["streams"][0];
+    assert_eq!(stream["codec_name"], "png");
+    assert_eq!((stream["width"].as_u64(), stream["height"].as_u64()), (Some(640), Some(360)));
+    let (with, without) = (gray_frame(&titled, 0), gray_frame(&bare, 0));
+    assert_eq!(difference(&with, &without, 640, 0..120), 0.0, "the picture above the title is untouched");
+    assert!(difference(&with, &without, 640, 240..330) > 10.0, "the title is drawn low");
+
+    let err = thumbnail(&busy, frame, "x", Path::new("/nonexistent/font.ttf"), &titled).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/font.ttf is not there"), "{err}");
 }
 
 #[test]
@@ -91,6 +160,7 @@ fn a_missing_picture_fails_its_scene_and_leaves_no_file() {
         frame: Frame { width: 64, height: 64, fps: 10 },
         scenes: vec![scene(&good), scene(&dir.path().join("gone.png"))],
         narration: None,
+        subtitles: Vec::new(),
         output: output.clone(),
     };
     let err = assemble(&assembly, |_| {}).unwrap_err();

@@ -136,6 +136,10 @@ fn media_packages() -> Vec<&'static str> {
     if cmd::find_in_path("ffprobe").is_none() {
         packages.push("ffmpeg");
     }
+    // Subtitles and thumbnail titles are drawn in DejaVu Sans.
+    if !Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf").exists() {
+        packages.push("fonts-dejavu-core");
+    }
     packages
 }
 
