@@ -15,6 +15,7 @@ pub mod host;
 pub mod node;
 pub mod post;
 pub mod render;
+pub mod schedule;
 pub mod service;
 pub mod setup;
 pub mod web;
