@@ -31,6 +31,8 @@ pub enum AssemblyError {
     NoFilter(&'static str),
     #[error("the font {} is not there (Debian's fonts-dejavu-core has the default)", .0.display())]
     Font(PathBuf),
+    #[error("the music: {0}")]
+    Music(String),
     #[error("{0} cannot be named in a filter graph (letters, digits, '/', '.', '_' and '-' only)")]
     Path(String),
     #[error("{what}: {source}")]
@@ -90,6 +92,10 @@ pub struct Assembly<'a> {
     pub narration: Option<&'a Speech>,
     /// Burned in, and written beside the video as `<name>.srt` (none: no subtitles).
     pub subtitles: Vec<Timed>,
+    /// Each cut between scenes a cross-fade this long (zero: hard cuts).
+    pub fade: Duration,
+    /// Music under the narration, ducked while it speaks.
+    pub music: Option<crate::audio::Music>,
     /// The MP4 to write.
     pub output: PathBuf,
 }
@@ -368,16 +374,19 @@ fn write(
         stream.set_time_base(video_time_base);
     }
 
-    let audio = match assembly.narration {
+    // The soundtrack: the narration with the music under it, at the narration's rate.
+    let total: Duration = assembly.scenes.iter().map(|s| s.duration).sum();
+    let track = soundtrack(assembly, total)?;
+    let audio = match &track {
         None => None,
-        Some(speech) => {
+        Some((rate, _)) => {
             let aac = encoder::find(codec::Id::AAC).ok_or(AssemblyError::NoEncoder("AAC"))?;
             let index = context.add_stream(aac).map_err(ff("the audio stream"))?.index();
             let mut audio = codec::context::Context::new_with_codec(aac)
                 .encoder()
                 .audio()
                 .map_err(ff("the AAC encoder"))?;
-            let rate = speech.sample_rate as i32;
+            let rate = *rate as i32;
             let time_base = Rational::new(1, rate);
             audio.set_rate(rate);
             audio.set_channel_layout(ChannelLayout::MONO);
@@ -399,41 +408,64 @@ fn write(
     context.write_header().map_err(ff("the MP4 header"))?;
     let mut out = Output { context, video, video_index, video_time_base, audio };
 
-    // Frames per scene, so the whole lasts what the scenes add up to.
-    let total: Duration = assembly.scenes.iter().map(|s| s.duration).sum();
-    let total_frames = (total.as_secs_f64() * f64::from(fps)).round().max(1.0) as u64;
-    let mut pts: u64 = 0;
+    // Where each scene starts, in frames, so the whole lasts what the scenes add up to (each at
+    // least a frame).
+    let mut starts = Vec::with_capacity(assembly.scenes.len() + 1);
     let mut elapsed = Duration::ZERO;
-    for (scene, picture) in assembly.scenes.iter().zip(pictures) {
+    let mut at = 0u64;
+    for scene in &assembly.scenes {
+        starts.push(at);
         elapsed += scene.duration;
-        let until = (elapsed.as_secs_f64() * f64::from(fps)).round() as u64;
-        let frames = until.saturating_sub(pts).max(1);
-        for i in 0..frames {
-            let t = if frames > 1 { i as f64 / (frames - 1) as f64 } else { 0.0 };
-            let rect = crop(picture.width(), picture.height(), width, height, zoom_at(scene.motion, t));
-            let part = cut(picture, rect);
-            let mut yuv = frame::Video::empty();
-            scaling::Context::get(Pixel::RGB24, rect.2, rect.3, Pixel::YUV420P, width, height, scaling::Flags::BICUBIC)
-                .and_then(|mut sws| sws.run(&part, &mut yuv))
-                .map_err(ff("scaling a frame"))?;
-            yuv.set_pts(Some(pts as i64));
-            match filter.as_mut() {
-                Some(filter) => {
-                    filter.push(&yuv)?;
-                    while let Some(filtered) = filter.pull() {
-                        out.video.send_frame(&filtered).map_err(ff("encoding a frame"))?;
-                        out.drain_video()?;
-                    }
-                }
-                None => {
-                    out.video.send_frame(&yuv).map_err(ff("encoding a frame"))?;
+        at = ((elapsed.as_secs_f64() * f64::from(fps)).round() as u64).max(at + 1);
+    }
+    starts.push(at);
+    let total_frames = at;
+    // A cross-fade spans `half` frames each side of a cut.
+    let half = ((assembly.fade.as_secs_f64() * f64::from(fps) / 2.0).round() as u64).min(
+        starts.windows(2).map(|w| (w[1] - w[0]) / 2).min().unwrap_or(0),
+    );
+    let scene_frame = |n: usize, f: u64| -> Result<frame::Video, AssemblyError> {
+        let (first, length) = (starts[n], starts[n + 1] - starts[n]);
+        let local = f.clamp(first, first + length - 1) - first;
+        let t = if length > 1 { local as f64 / (length - 1) as f64 } else { 0.0 };
+        let picture = &pictures[n];
+        let rect = crop(picture.width(), picture.height(), width, height, zoom_at(assembly.scenes[n].motion, t));
+        let part = cut(picture, rect);
+        let mut yuv = frame::Video::empty();
+        scaling::Context::get(Pixel::RGB24, rect.2, rect.3, Pixel::YUV420P, width, height, scaling::Flags::BICUBIC)
+            .and_then(|mut sws| sws.run(&part, &mut yuv))
+            .map_err(ff("scaling a frame"))?;
+        Ok(yuv)
+    };
+    let mut pts: u64 = 0;
+    for f in 0..total_frames {
+        let scene = starts.partition_point(|start| *start <= f) - 1;
+        // Near a cut: the scenes either side of it, blended.
+        let cut_near = (1..assembly.scenes.len()).find(|k| half > 0 && f + half >= starts[*k] && f < starts[*k] + half);
+        let mut yuv = match cut_near {
+            Some(k) => {
+                let alpha = ((f + half - starts[k]) as f32 + 0.5) / (2 * half) as f32;
+                blend(&scene_frame(k - 1, f)?, &scene_frame(k, f)?, alpha)
+            }
+            None => scene_frame(scene, f)?,
+        };
+        yuv.set_pts(Some(pts as i64));
+        match filter.as_mut() {
+            Some(filter) => {
+                filter.push(&yuv)?;
+                while let Some(filtered) = filter.pull() {
+                    out.video.send_frame(&filtered).map_err(ff("encoding a frame"))?;
                     out.drain_video()?;
                 }
             }
-            pts += 1;
-            if pts % u64::from(fps) == 0 {
-                progress(pts as f64 / total_frames as f64 * 0.95);
+            None => {
+                out.video.send_frame(&yuv).map_err(ff("encoding a frame"))?;
+                out.drain_video()?;
             }
+        }
+        pts += 1;
+        if pts % u64::from(fps) == 0 {
+            progress(pts as f64 / total_frames as f64 * 0.95);
         }
     }
     if let Some(filter) = filter.as_mut() {
@@ -447,19 +479,19 @@ fn write(
     out.drain_video()?;
 
     let mut audio_samples = 0;
-    if let (Some(speech), Some((encoder, _, _))) = (assembly.narration, out.audio.as_ref()) {
+    if let (Some((rate, track)), Some((encoder, _, _))) = (&track, out.audio.as_ref()) {
         let frame_size = (encoder.frame_size() as usize).max(1);
         let mut sent = 0;
-        for chunk in speech.samples.chunks(frame_size) {
+        for chunk in track.chunks(frame_size) {
             let mut samples = frame::Audio::new(
                 format::Sample::F32(format::sample::Type::Planar),
                 frame_size,
                 ChannelLayout::MONO,
             );
-            samples.set_rate(speech.sample_rate);
+            samples.set_rate(*rate);
             let plane = samples.plane_mut::<f32>(0);
-            for (to, from) in plane.iter_mut().zip(chunk.iter().copied().chain(std::iter::repeat(0))) {
-                *to = f32::from(from) / 32768.0;
+            for (to, from) in plane.iter_mut().zip(chunk.iter().copied().chain(std::iter::repeat(0.0))) {
+                *to = from;
             }
             samples.set_pts(Some(sent as i64));
             if let Some((encoder, _, _)) = out.audio.as_mut() {
@@ -468,7 +500,7 @@ fn write(
             out.drain_audio()?;
             sent += frame_size;
         }
-        audio_samples = speech.samples.len() as u64;
+        audio_samples = track.len() as u64;
         if let Some((encoder, _, _)) = out.audio.as_mut() {
             encoder.send_eof().map_err(ff("finishing the audio"))?;
         }
@@ -480,6 +512,41 @@ fn write(
         duration: Duration::from_secs_f64(pts as f64 / f64::from(fps)),
         audio_samples,
     })
+}
+
+/// The narration with the music (if any) under it: its rate and samples, as long as the
+/// narration or the video, whichever is longer.
+fn soundtrack(assembly: &Assembly<'_>, video: Duration) -> Result<Option<(u32, Vec<f32>)>, AssemblyError> {
+    let rate = assembly.narration.map_or(44_100, |speech| speech.sample_rate);
+    let narration: &[i16] = assembly.narration.map_or(&[], |speech| &speech.samples);
+    let len = narration.len().max((video.as_secs_f64() * f64::from(rate)).round() as usize);
+    let Some(music) = &assembly.music else {
+        return Ok(assembly.narration.map(|_| (rate, crate::audio::mix(narration, None, len))));
+    };
+    let samples = crate::audio::decode(&music.path, rate).map_err(AssemblyError::Music)?;
+    let spoken = assembly.narration.map_or(&[][..], |speech| &speech.sentences[..]);
+    let gains = crate::audio::duck_gains(len, rate, spoken, music.volume, music.ducked.min(music.volume));
+    Ok(Some((rate, crate::audio::mix(narration, Some((&samples, &gains)), len))))
+}
+
+/// `a` and `b` (YUV 4:2:0 of one size) mixed: `alpha` of `b`.
+fn blend(a: &frame::Video, b: &frame::Video, alpha: f32) -> frame::Video {
+    let (width, height) = (a.width() as usize, a.height() as usize);
+    let mut out = frame::Video::new(Pixel::YUV420P, a.width(), a.height());
+    let alpha = alpha.clamp(0.0, 1.0);
+    for plane in 0..3 {
+        let (w, h) = if plane == 0 { (width, height) } else { (width.div_ceil(2), height.div_ceil(2)) };
+        let (sa, sb, so) = (a.stride(plane), b.stride(plane), out.stride(plane));
+        let (da, db) = (a.data(plane), b.data(plane));
+        let target = out.data_mut(plane);
+        for row in 0..h {
+            for col in 0..w {
+                let (x, y) = (f32::from(da[row * sa + col]), f32::from(db[row * sb + col]));
+                target[row * so + col] = (x + (y - x) * alpha).round() as u8;
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

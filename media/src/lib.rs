@@ -4,6 +4,7 @@
 //! blocking: callers run it off the async runtime.
 
 pub mod assemble;
+pub mod audio;
 pub mod subtitles;
 pub mod thumbnail;
 pub mod tts;

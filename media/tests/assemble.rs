@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use media::assemble::{Assembly, AssemblyError, Frame, Motion, Scene, assemble};
+use media::audio::Music;
 use media::thumbnail::{DEFAULT_FONT, best_picture, thumbnail};
 use media::tts::{EspeakNg, Tts};
 use serde_json::Value;
@@ -80,6 +81,8 @@ fn a_narrated_three_scene_video_is_an_h264_and_aac_mp4_as_long_as_its_narration(
         scenes,
         narration: Some(&speech),
         subtitles: speech.sentences.clone(),
+        fade: Duration::from_millis(400),
+        music: None,
         output: output.clone(),
     };
     let done = assemble(&assembly, |share| reported.push(share)).unwrap();
@@ -161,6 +164,8 @@ fn a_missing_picture_fails_its_scene_and_leaves_no_file() {
         scenes: vec![scene(&good), scene(&dir.path().join("gone.png"))],
         narration: None,
         subtitles: Vec::new(),
+        fade: Duration::ZERO,
+        music: None,
         output: output.clone(),
     };
     let err = assemble(&assembly, |_| {}).unwrap_err();
@@ -169,4 +174,76 @@ fn a_missing_picture_fails_its_scene_and_leaves_no_file() {
     assert!(!output.exists() && !dir.path().join("out.part.mp4").exists());
     let none = Assembly { scenes: Vec::new(), ..assembly };
     assert!(matches!(assemble(&none, |_| {}), Err(AssemblyError::NoScenes)));
+}
+
+/// The video's sound as mono 16-bit samples at `rate`.
+fn samples(path: &Path, rate: u32) -> Vec<i16> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-f", "s16le", "-ac", "1", "-ar", &rate.to_string(), "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+}
+
+fn rms(samples: &[i16]) -> f64 {
+    (samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>() / samples.len().max(1) as f64).sqrt()
+}
+
+#[test]
+fn scenes_cross_fade_and_music_loops_under_the_video_and_fades_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (red, blue) = (dir.path().join("red.ppm"), dir.path().join("blue.ppm"));
+    for (path, color) in [(&red, [255u8, 0, 0]), (&blue, [0u8, 0, 255])] {
+        let mut bytes = b"P6\n64 64\n255\n".to_vec();
+        bytes.extend(std::iter::repeat_n(color, 64 * 64).flatten());
+        std::fs::write(path, bytes).unwrap();
+    }
+    // Half a second of a 440 Hz tone, stereo at 44.1 kHz: looped under 2 s of video.
+    let music = dir.path().join("tone.wav");
+    let spec = hound::WavSpec { channels: 2, sample_rate: 44_100, bits_per_sample: 16, sample_format: hound::SampleFormat::Int };
+    let mut writer = hound::WavWriter::create(&music, spec).unwrap();
+    for i in 0..22_050 {
+        let v = ((i as f64 * 440.0 * std::f64::consts::TAU / 44_100.0).sin() * 20_000.0) as i16;
+        writer.write_sample(v).unwrap();
+        writer.write_sample(v).unwrap();
+    }
+    writer.finalize().unwrap();
+    let scene = |image: &Path| Scene { image: image.to_path_buf(), duration: Duration::from_secs(1), motion: Motion::Still };
+    let output = dir.path().join("faded.mp4");
+    let assembly = Assembly {
+        frame: Frame { width: 64, height: 64, fps: 10 },
+        scenes: vec![scene(&red), scene(&blue)],
+        narration: None,
+        subtitles: Vec::new(),
+        fade: Duration::from_millis(600),
+        music: Some(Music { volume: 0.5, ..Music::new(&music) }),
+        output: output.clone(),
+    };
+    let done = assemble(&assembly, |_| {}).unwrap();
+    assert_eq!(done.frames, 20);
+    assert_eq!(done.audio_samples, 88_200);
+
+    // Red, then blended across the cut (frames 7‥12), then blue.
+    let level = |n: u32| {
+        let frame = gray_frame(&output, n);
+        frame.iter().map(|v| f64::from(*v)).sum::<f64>() / frame.len() as f64
+    };
+    let (reds, blues, mid) = (level(2), level(17), level(10));
+    assert!((reds - blues).abs() > 20.0, "red {reds}, blue {blues}");
+    assert!(mid > reds.min(blues) + 5.0 && mid < reds.max(blues) - 5.0, "the cut is blended: {mid} between {reds} and {blues}");
+    assert!((level(0) - reds).abs() < 2.0 && (level(19) - blues).abs() < 2.0);
+
+    // The tone throughout (looped past its half second), fading out at the end.
+    let sound = samples(&output, 44_100);
+    assert!((sound.len() as f64 - 88_200.0).abs() < 4_410.0, "{} samples", sound.len());
+    let (looped, last) = (rms(&sound[30_000..40_000]), rms(&sound[sound.len() - 2_000..]));
+    assert!(looped > 3_000.0, "the music loops: rms {looped}");
+    assert!(last < looped / 4.0, "it fades out: {last} against {looped}");
+
+    let broken = Assembly { music: Some(Music::new(dir.path().join("none.mp3"))), ..assembly };
+    let err = assemble(&broken, |_| {}).unwrap_err();
+    assert!(matches!(err, AssemblyError::Music(_)) && err.to_string().contains("none.mp3"), "{err}");
 }
