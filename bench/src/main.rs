@@ -16,6 +16,7 @@ use bench::{Env, job_commits, preload, rate, spawn_event_projections};
 use gateway::GatewayProcess;
 
 mod aidev;
+mod video;
 mod containers;
 mod deploys;
 mod gateway;
@@ -53,6 +54,7 @@ struct Sizes {
     p11_rounds: usize,
     p12_rounds: usize,
     p12_steps: usize,
+    p13_rounds: usize,
 }
 
 impl Sizes {
@@ -79,6 +81,7 @@ impl Sizes {
                 p11_rounds: 3,
                 p12_rounds: 2,
                 p12_steps: 10,
+                p13_rounds: 1,
             }
         } else {
             Sizes {
@@ -102,6 +105,7 @@ impl Sizes {
                 p11_rounds: 10,
                 p12_rounds: 5,
                 p12_steps: 30,
+                p13_rounds: 3,
             }
         }
     }
@@ -436,6 +440,22 @@ async fn main() -> Result<()> {
             Some(("cargo_build_test_direct_p50", direct_p50)),
             "<= 1.2 of the same commands run directly",
             json!({ "project": "a one-file Cargo crate, warm target folder", "commands": ["cargo build --all-targets", "cargo test"] }),
+        );
+    }
+
+    if wanted("p13") {
+        println!("P13 video assembly: 30 s in process, against the ffmpeg command line");
+        let rounds = sizes.p13_rounds;
+        let measured = tokio::task::spawn_blocking(move || video::assembly(rounds)).await??;
+        let theirs = containers::quantile_us(&measured.ffmpeg, 0.5);
+        report.ceiling("ffmpeg_cli_assembly_30s_p50", theirs, "us");
+        report.figure(
+            "p13_assembly_30s_p50",
+            containers::quantile_us(&measured.ours, 0.5),
+            "us",
+            Some(("ffmpeg_cli_assembly_30s_p50", theirs)),
+            "<= 1.2 of the ffmpeg command line",
+            json!({ "rounds": rounds, "video": "6 stills of 1280x720, 5 s each with a Ken Burns zoom, 720x1280 at 30 fps, subtitles burned in, narration as AAC, libx264 veryfast CRF 21" }),
         );
     }
 

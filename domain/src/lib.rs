@@ -18,6 +18,7 @@ pub mod render;
 pub mod schedule;
 pub mod service;
 pub mod setup;
+pub mod video;
 pub mod web;
 
 use std::fmt;

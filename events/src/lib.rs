@@ -21,6 +21,7 @@ pub mod service;
 pub mod setup;
 pub mod subjects;
 pub mod telemetry;
+pub mod video;
 pub mod web;
 
 pub use envelope::{

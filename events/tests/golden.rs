@@ -133,6 +133,15 @@ fn every_event_type_has_a_golden_file() {
         .chain(HostEvent::EVENT_TYPES)
         .chain(HostExecEvent::EVENT_TYPES)
         .chain(NodeServicesEvent::EVENT_TYPES)
+        .chain(events::approval::ApprovalEvent::EVENT_TYPES)
+        .chain(events::deploy::AppEvent::EVENT_TYPES)
+        .chain(events::deploy::DeployEvent::EVENT_TYPES)
+        .chain(events::node::NodeTagsEvent::EVENT_TYPES)
+        .chain(events::web::WebDomainEvent::EVENT_TYPES)
+        .chain(events::setup::SetupEvent::EVENT_TYPES)
+        .chain(events::ai_dev::AiDevEvent::EVENT_TYPES)
+        .chain(events::video::PersonaEvent::EVENT_TYPES)
+        .chain(events::video::VideoProjectEvent::EVENT_TYPES)
     {
         assert!(
             dir.join(format!("{event_type}.json")).exists(),
@@ -997,4 +1006,113 @@ fn ai_dev_events() {
     );
     golden(id, AiDevEvent::CancelRequested {});
     golden(id, AiDevEvent::Cancelled {});
+}
+
+#[test]
+fn video_events() {
+    use events::render::Lora;
+    use events::video::{
+        Persona, PersonaEvent, PlannedScene, ProjectRequested, SeedPolicy, TimedText, VideoFormat,
+        VideoProjectEvent,
+    };
+    let persona = Persona {
+        name: "nova".to_owned(),
+        description: "a synthwave host".to_owned(),
+        style_prompt: "neon portrait of Nova, pink hair".to_owned(),
+        negative_prompt: "blurry".to_owned(),
+        lora: Some(Lora {
+            name: "nova-v2.safetensors".to_owned(),
+            strength: 0.8,
+        }),
+        embeddings: vec!["nova-face".to_owned()],
+        seed: SeedPolicy::Fixed { seed: 4242 },
+        voice: "espeak-ng:en-us".to_owned(),
+    };
+    golden("nova", PersonaEvent::Defined(persona.clone()));
+    golden(
+        "nova",
+        PersonaEvent::Changed(Persona {
+            seed: SeedPolicy::PerScene { base: 100 },
+            ..persona.clone()
+        }),
+    );
+    golden("nova", PersonaEvent::Removed {});
+    let id = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c";
+    golden(
+        id,
+        VideoProjectEvent::Requested(ProjectRequested {
+            title: "Synthwave facts".to_owned(),
+            script: Some("The sun.\n\nThe sea.".to_owned()),
+            topic: None,
+            persona: Some(persona),
+            format: VideoFormat::Portrait,
+            target_secs: 30,
+            music: None,
+            priority: 2,
+        }),
+    );
+    golden(
+        id,
+        VideoProjectEvent::ScriptWritten {
+            script: "The sun.\n\nThe sea.".to_owned(),
+            model: None,
+        },
+    );
+    golden(
+        id,
+        VideoProjectEvent::ScenesPlanned {
+            scenes: vec![PlannedScene {
+                n: 1,
+                text: "The sun.".to_owned(),
+                prompt: "neon portrait of Nova, pink hair, The sun., embedding:nova-face".to_owned(),
+                negative_prompt: "blurry".to_owned(),
+                seed: 4242,
+            }],
+        },
+    );
+    golden(
+        id,
+        VideoProjectEvent::SceneRenderQueued {
+            n: 1,
+            render_job_id: "0193a1b2-0000-7000-8000-000000000009".to_owned(),
+        },
+    );
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned();
+    golden(id, VideoProjectEvent::SceneRendered { n: 1, artifact: sha.clone() });
+    golden(
+        id,
+        VideoProjectEvent::SceneNarrated {
+            n: 1,
+            artifact: sha.clone(),
+            duration_ms: 1250,
+            voice: "espeak-ng:en-us".to_owned(),
+            sentences: vec![TimedText {
+                text: "The sun.".to_owned(),
+                start_ms: 0,
+                end_ms: 1250,
+            }],
+        },
+    );
+    golden(
+        id,
+        VideoProjectEvent::Assembled {
+            video: sha.clone(),
+            subtitles: sha.clone(),
+            duration_ms: 2600,
+            width: 1080,
+            height: 1920,
+        },
+    );
+    golden(id, VideoProjectEvent::ThumbnailMade { artifact: sha });
+    golden(id, VideoProjectEvent::Completed {});
+    golden(
+        id,
+        VideoProjectEvent::Failed {
+            step: "render".to_owned(),
+            reason: "scene 2: the render failed after 3 attempts".to_owned(),
+        },
+    );
+    golden(id, VideoProjectEvent::PriorityChanged { priority: 5 });
+    golden(id, VideoProjectEvent::CancelRequested {});
+    golden(id, VideoProjectEvent::Cancelled {});
 }
