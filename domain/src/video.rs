@@ -23,15 +23,15 @@ pub fn valid_persona_name(name: &str) -> bool {
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// Why `name` cannot name a persona, if it cannot.
+pub fn persona_name_problem(name: &str) -> Option<String> {
+    (!valid_persona_name(name))
+        .then(|| format!("name {name:?}: 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit"))
+}
+
 /// What is wrong with `persona`, if anything.
 pub fn validate_persona(persona: &Persona) -> Vec<String> {
-    let mut problems = Vec::new();
-    if !valid_persona_name(&persona.name) {
-        problems.push(format!(
-            "name {:?}: 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit",
-            persona.name
-        ));
-    }
+    let mut problems: Vec<String> = persona_name_problem(&persona.name).into_iter().collect();
     for (field, text, max) in [
         ("description", &persona.description, 2000),
         ("style_prompt", &persona.style_prompt, 2000),

@@ -3,6 +3,7 @@
 
 mod access;
 mod ai_dev;
+mod video;
 mod agent_http;
 mod api;
 mod approvals;
@@ -193,6 +194,8 @@ pub struct AppState {
     pub(crate) run_commands: Arc<bus::store::Commands<domain::deploy::DeployRun>>,
     pub(crate) ai_jobs: Arc<bus::store::Commands<domain::ai_dev::AiDevJob>>,
     pub(crate) ai_job_state: Arc<bus::store::JetStreamStore<domain::ai_dev::AiDevJob>>,
+    pub(crate) personas: Arc<bus::store::Commands<domain::video::PersonaState>>,
+    pub(crate) persona_state: Arc<bus::store::JetStreamStore<domain::video::PersonaState>>,
     pub(crate) run_state: Arc<bus::store::JetStreamStore<domain::deploy::DeployRun>>,
     pub(crate) setup_commands: Arc<bus::store::Commands<domain::setup::Setup>>,
     pub(crate) setup_state: Arc<bus::store::JetStreamStore<domain::setup::Setup>>,
@@ -328,6 +331,8 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         run_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         ai_jobs: Arc::new(bus::store::commands(bus.clone(), ())),
         ai_job_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
+        personas: Arc::new(bus::store::commands(bus.clone(), ())),
+        persona_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         run_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         setup_commands: Arc::new(bus::store::commands(bus.clone(), ())),
         setup_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),

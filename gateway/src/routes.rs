@@ -10,7 +10,7 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, ai_dev, api, approvals, apps, chat, containers, dlq, domains, health, hosts, log_follow,
+    AppState, ai_dev, api, video, approvals, apps, chat, containers, dlq, domains, health, hosts, log_follow,
     market, node_services, posts, render, secrets, setup, shares, tokens, ws,
 };
 
@@ -69,6 +69,8 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/approvals/{id}", approvals::get),
         entry(Viewer, get.clone(), "/api/ai-dev/jobs", ai_dev::list),
         entry(Viewer, get.clone(), "/api/ai-dev/jobs/{id}", ai_dev::get),
+        entry(Viewer, get.clone(), "/api/video/personas", video::list_personas),
+        entry(Viewer, get.clone(), "/api/video/personas/{name}", video::get_persona),
         entry(
             Viewer,
             get.clone(),
@@ -144,6 +146,8 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/posts/{id}", posts::get),
         // Work.
         entry(Operator, post.clone(), "/api/ai-dev/jobs", ai_dev::create),
+        entry(Operator, put.clone(), "/api/video/personas/{name}", video::put_persona),
+        entry(Operator, delete.clone(), "/api/video/personas/{name}", video::remove_persona),
         entry(
             Operator,
             post.clone(),

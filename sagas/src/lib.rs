@@ -9,6 +9,7 @@ pub mod deploys;
 pub mod domains;
 mod follow;
 pub mod hosts;
+pub mod video;
 
 use bus::store::{CommandMeta, Commands, JetStreamStore, execute};
 use bus::{Bus, StoredDeadLetter};

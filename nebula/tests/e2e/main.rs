@@ -31,3 +31,4 @@ mod setup_wizard;
 mod shares;
 mod supervisor;
 mod vault;
+mod video;
