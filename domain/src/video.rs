@@ -271,6 +271,8 @@ pub struct SceneState {
     pub picture: Option<String>,
     pub narration: Option<String>,
     pub duration_ms: u64,
+    /// The narration's sentences and their times.
+    pub sentences: Vec<TimedText>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -434,10 +436,11 @@ impl Aggregate for VideoProject {
                 self.progress.entry(n).or_default().render_job_id = Some(render_job_id);
             }
             E::SceneRendered { n, artifact } => self.progress.entry(n).or_default().picture = Some(artifact),
-            E::SceneNarrated { n, artifact, duration_ms, .. } => {
+            E::SceneNarrated { n, artifact, duration_ms, sentences, .. } => {
                 let scene = self.progress.entry(n).or_default();
                 scene.narration = Some(artifact);
                 scene.duration_ms = duration_ms;
+                scene.sentences = sentences;
             }
             E::Assembled { video, .. } => self.video = Some(video),
             E::ThumbnailMade { artifact } => self.thumbnail = Some(artifact),

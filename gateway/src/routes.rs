@@ -70,6 +70,8 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/ai-dev/jobs", ai_dev::list),
         entry(Viewer, get.clone(), "/api/ai-dev/jobs/{id}", ai_dev::get),
         entry(Viewer, get.clone(), "/api/video/personas", video::list_personas),
+        entry(Viewer, get.clone(), "/api/video/projects", video::list_projects),
+        entry(Viewer, get.clone(), "/api/video/projects/{id}", video::get_project),
         entry(Viewer, get.clone(), "/api/video/personas/{name}", video::get_persona),
         entry(
             Viewer,
@@ -147,6 +149,8 @@ fn table() -> Vec<Entry> {
         // Work.
         entry(Operator, post.clone(), "/api/ai-dev/jobs", ai_dev::create),
         entry(Operator, put.clone(), "/api/video/personas/{name}", video::put_persona),
+        entry(Operator, post.clone(), "/api/video/projects", video::create_project),
+        entry(Operator, post.clone(), "/api/video/projects/{id}/cancel", video::cancel_project),
         entry(Operator, delete.clone(), "/api/video/personas/{name}", video::remove_persona),
         entry(
             Operator,

@@ -100,3 +100,131 @@ pub(crate) async fn remove_persona(
     tracing::info!(persona = %name, by = %principal.name, "persona removed");
     Ok(StatusCode::NO_CONTENT)
 }
+
+fn project_error(err: AggregateError<domain::video::ProjectError>) -> ApiError {
+    use domain::video::ProjectError;
+    match err {
+        AggregateError::UserError(ProjectError::Invalid(message)) => ApiError::BadRequest(message),
+        AggregateError::UserError(ProjectError::NotFound) => ApiError::NotFound("no such project".into()),
+        AggregateError::UserError(err) => ApiError::Conflict(err.to_string()),
+        other => unavailable(other),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProjectBody {
+    title: String,
+    #[serde(default)]
+    script: Option<String>,
+    #[serde(default)]
+    topic: Option<String>,
+    /// A persona's name: its look and voice as they are now go with the project.
+    #[serde(default)]
+    persona: Option<String>,
+    #[serde(default)]
+    format: events::video::VideoFormat,
+    #[serde(default)]
+    target_secs: Option<u32>,
+    /// Background music: an artifact's SHA-256 (uploaded like any studio input).
+    #[serde(default)]
+    music: Option<String>,
+    #[serde(default)]
+    priority: i32,
+}
+
+/// `POST /api/video/projects {"title", "script", "persona"?, "format"?, "target_secs"?,
+/// "music"?, "priority"?}` (operator): 202 `{project_id}`.
+pub(crate) async fn create_project(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    payload: Result<Json<ProjectBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let asked = body(payload)?;
+    if asked.script.is_none() && asked.topic.is_some() {
+        return Err(ApiError::BadRequest(
+            "writing a script from a topic needs the LLM step, which is not built yet: give `script`".into(),
+        ));
+    }
+    let persona = match &asked.persona {
+        None => None,
+        Some(name) => {
+            let found = if domain::video::valid_persona_name(name) {
+                sagas::video::persona_view(&state.bus, name).await.map_err(unavailable)?
+            } else {
+                None
+            };
+            Some(found.ok_or_else(|| ApiError::BadRequest(format!("there is no persona {name:?}")))?.persona)
+        }
+    };
+    if let Some(sha) = &asked.music
+        && state.artifacts.content_path(sha).is_none_or(|path| !path.exists())
+    {
+        return Err(ApiError::BadRequest(format!("music {sha:?} is not in the artifact store")));
+    }
+    let requested = events::video::ProjectRequested {
+        title: asked.title,
+        script: asked.script,
+        topic: asked.topic,
+        persona,
+        format: asked.format,
+        target_secs: asked.target_secs.unwrap_or(30),
+        music: asked.music,
+        priority: asked.priority,
+    };
+    let project_id = sagas::video::request_project(&state.video_projects, requested, principal.meta())
+        .await
+        .map_err(project_error)?;
+    tracing::info!(project = %project_id, by = %principal.name, "video project requested");
+    Ok((StatusCode::ACCEPTED, Json(json!({ "project_id": project_id }))))
+}
+
+fn project_json(id: &str, project: &domain::video::VideoProject) -> Value {
+    let mut value = json!(project);
+    value["project_id"] = json!(id);
+    value["status"] = json!(project.status.map(domain::video::ProjectStatus::as_str));
+    value
+}
+
+/// `GET /api/video/projects`: every project, newest first.
+pub(crate) async fn list_projects(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let projects = sagas::video::list_projects(&state.bus, &state.video_project_state)
+        .await
+        .map_err(project_error)?;
+    let projects: Vec<Value> = projects.iter().map(|(id, p)| project_json(id, p)).collect();
+    Ok(Json(json!({ "projects": projects })))
+}
+
+/// `GET /api/video/projects/{id}[?wait=]`: the project with its steps; with `wait`, once it
+/// has ended (200), else as it is (202).
+pub(crate) async fn get_project(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    crate::api::known_params(&query, &["wait"])?;
+    let wait = crate::api::wait_param(&query)?.unwrap_or_default();
+    uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(format!("no project {id}")))?;
+    let project = sagas::video::wait_project(&state.bus, &state.video_project_state, &id, wait)
+        .await
+        .map_err(project_error)?;
+    let Some(status) = project.status else {
+        return Err(ApiError::NotFound(format!("no project {id}")));
+    };
+    let code = if wait.is_zero() || status.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    Ok((code, Json(project_json(&id, &project))))
+}
+
+/// `POST /api/video/projects/{id}/cancel {}` (operator): 202; its queued and running renders
+/// are cancelled with it.
+pub(crate) async fn cancel_project(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(format!("no project {id}")))?;
+    sagas::video::cancel_project(&state.video_projects, &id, principal.meta())
+        .await
+        .map_err(project_error)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "project_id": id }))))
+}

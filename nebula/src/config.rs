@@ -59,6 +59,9 @@ pub struct Config {
     /// The AI developer: its model, the repositories it may change, its budgets (run with the
     /// dispatcher).
     pub ai_dev: aidev::Config,
+    /// Script to video: where projects go, how many at once, the speech engines (run with the
+    /// dispatcher).
+    pub video: video::Config,
 }
 
 /// `[chat]`: what every bot shares, and each platform's own section.
@@ -124,6 +127,7 @@ impl Default for Config {
             approvals: deploy::ApprovalsConfig::default(),
             domains: deploy::DomainsConfig::default(),
             ai_dev: aidev::Config::default(),
+            video: video::Config::default(),
         }
     }
 }
@@ -264,6 +268,7 @@ impl Config {
             ("approvals", self.approvals.validate()),
             ("domains", self.domains.validate()),
             ("ai_dev", self.ai_dev.validate()),
+            ("video", self.video.validate()),
         ];
         for (section, found) in sections {
             problems.extend(found.into_iter().map(|p| format!("{section}.{p}")));

@@ -202,6 +202,7 @@ async fn dispatcher(ctx: Context, config: Config) -> anyhow::Result<Started> {
     deploy::start(&ctx, config.deploy, config.approvals, config.domains);
     let kv = ai_dev_memory(&ctx).await;
     aidev::start(&ctx, config.ai_dev, ai_rules, kv);
+    video::start(&ctx, config.video)?;
     relay::<domain::ai_dev::AiDevJob>(&ctx, "relay-ai-dev-job", domain::ai_dev::job_node_may);
     relay::<domain::node::Node>(&ctx, "relay-node", domain::node::node_may);
     relay::<domain::container::ContainerCommand>(

@@ -76,3 +76,74 @@ pub async fn list_personas(bus: &Bus) -> Result<Vec<PersonaView>, BusError> {
     personas.sort_by(|a, b| a.persona.name.cmp(&b.persona.name));
     Ok(personas)
 }
+
+/// The render job `id` once it has ended, or as it is when `wait` has passed.
+pub async fn wait_render(
+    bus: &Bus,
+    state: &JetStreamStore<domain::render::RenderJob>,
+    id: &str,
+    wait: std::time::Duration,
+) -> Result<domain::render::RenderJob, AggregateError<domain::render::RenderError>> {
+    crate::follow::until_final(bus, state, id, wait, |job| job.status.is_some_and(|s| s.is_terminal())).await
+}
+
+/// Why render job `id` failed, as its last failure says.
+pub async fn render_failure(bus: &Bus, id: &str) -> Result<Option<String>, BusError> {
+    let mut reason = None;
+    for envelope in bus.aggregate_events(events::render::RenderJobEvent::AGGREGATE_TYPE, id).await? {
+        match envelope.decode::<events::render::RenderJobEvent>() {
+            Ok(events::render::RenderJobEvent::Failed(failed)) => reason = Some(failed.reason),
+            Ok(events::render::RenderJobEvent::Cancelled(_)) => reason = Some("cancelled".to_owned()),
+            _ => {}
+        }
+    }
+    Ok(reason)
+}
+
+/// The project `id` once it has ended, or as it is when `wait` has passed.
+pub async fn wait_project(
+    bus: &Bus,
+    state: &JetStreamStore<domain::video::VideoProject>,
+    id: &str,
+    wait: std::time::Duration,
+) -> Result<domain::video::VideoProject, AggregateError<domain::video::ProjectError>> {
+    crate::follow::until_final(bus, state, id, wait, |p| p.status.is_some_and(|s| s.is_final())).await
+}
+
+/// Records a video project; its id.
+pub async fn request_project(
+    commands: &Commands<domain::video::VideoProject>,
+    requested: events::video::ProjectRequested,
+    meta: CommandMeta,
+) -> Result<String, AggregateError<domain::video::ProjectError>> {
+    let id = uuid::Uuid::now_v7().to_string();
+    execute(commands, &id, domain::video::ProjectCommand::Request(requested), meta, 3).await?;
+    Ok(id)
+}
+
+pub async fn cancel_project(
+    commands: &Commands<domain::video::VideoProject>,
+    id: &str,
+    meta: CommandMeta,
+) -> Result<(), AggregateError<domain::video::ProjectError>> {
+    execute(commands, id, domain::video::ProjectCommand::RequestCancel, meta, 3).await
+}
+
+/// Every project's id and state, newest first.
+pub async fn list_projects(
+    bus: &Bus,
+    state: &JetStreamStore<domain::video::VideoProject>,
+) -> Result<Vec<(String, domain::video::VideoProject)>, AggregateError<domain::video::ProjectError>> {
+    let ids = bus
+        .aggregate_ids(events::video::VideoProjectEvent::AGGREGATE_TYPE)
+        .await
+        .map_err(|err| AggregateError::UnexpectedError(Box::new(err)))?;
+    let mut projects = Vec::new();
+    for id in ids {
+        let loaded = state.load_aggregate(&id).await?;
+        projects.push((id, loaded.state().clone()));
+    }
+    // Ids are UUID v7: newest sorts last.
+    projects.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(projects)
+}

@@ -99,3 +99,110 @@ async fn personas_are_put_read_and_removed_by_those_allowed(pool: PgPool) {
     assert_eq!(list["personas"].as_array().unwrap().len(), 1);
     running.shutdown().await;
 }
+
+fn probe(path: &std::path::Path) -> Value {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe (Debian's ffmpeg) is installed by cargo xtask");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A three-scene project with a persona, end to end on the simulated GPU and espeak-ng: each
+/// scene's picture through the render queue (its prompt carrying the persona), each narrated,
+/// the MP4 assembled (H.264 at the format's size, AAC, as long as the narration, subtitles
+/// beside it), the thumbnail made; the files under the project's folder and in the artifact
+/// store.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, &pool, state.path());
+    config.render.node_id = Some("gpu-sim".into());
+    config.video.fps = 15;
+    let storage = state.path().join("storage");
+    config.video.storage_root = Some(storage.clone());
+    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let running = nebula::start(&config, parts).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (status, _) = call(
+        Method::PUT,
+        format!("{base}/api/video/personas/nova"),
+        common::TOKEN,
+        &json!({"style_prompt": "neon portrait of Nova", "embeddings": ["nova-face"], "seed": {"policy": "fixed", "seed": 7}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Refused: an unknown persona, a topic without a script.
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &json!({"title": "x", "script": "Hi.", "persona": "ghost"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let (status, _) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &json!({"title": "x", "topic": "cats"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let script = "Nova wakes in a neon city.\n\nShe walks past glowing signs.\n\nAt dawn the lights fade out.";
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &json!({"title": "Nova's night", "script": script, "persona": "nova", "format": "16:9"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = answer["project_id"].as_str().unwrap().to_owned();
+    let project = testkit::wait_until("the project to end", std::time::Duration::from_secs(240), || async {
+        let (status, project) = call(Method::GET, format!("{base}/api/video/projects/{id}?wait=10"), common::TOKEN, &Value::Null).await;
+        (status == StatusCode::OK).then_some(project)
+    })
+    .await;
+    assert_eq!(project["status"], "completed", "{project:#}");
+    let scenes = project["scenes"].as_array().unwrap();
+    assert_eq!(scenes.len(), 3);
+    for scene in scenes {
+        assert!(scene["prompt"].as_str().unwrap().starts_with("neon portrait of Nova, "), "{scene}");
+        assert!(scene["prompt"].as_str().unwrap().ends_with("embedding:nova-face"), "{scene}");
+        assert_eq!(scene["seed"], 7);
+    }
+    let narrated_ms: u64 = project["progress"].as_object().unwrap().values().map(|p| p["duration_ms"].as_u64().unwrap()).sum();
+
+    // The files, where the project keeps them.
+    let folder = storage.join(&id);
+    let probed = probe(&folder.join("video.mp4"));
+    let streams = probed["streams"].as_array().unwrap();
+    let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
+    assert_eq!(video["codec_name"], "h264");
+    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(1920), Some(1080)));
+    assert!(streams.iter().any(|s| s["codec_type"] == "audio" && s["codec_name"] == "aac"));
+    let duration: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
+    let narration = narrated_ms as f64 / 1000.0 + 3.0 * 0.35;
+    assert!((duration - narration).abs() / narration < 0.05, "{duration} s against {narration} s");
+    let srt = std::fs::read_to_string(folder.join("video.srt")).unwrap();
+    assert!(srt.contains("Nova wakes in a neon city.") && srt.contains("At dawn the lights fade out."), "{srt}");
+    let thumbnail = probe(&folder.join("thumbnail.png"));
+    assert_eq!(thumbnail["streams"][0]["codec_name"], "png");
+    for n in 1..=3 {
+        assert!(folder.join(format!("scene-{n}.png")).exists() && folder.join(format!("scene-{n}.wav")).exists());
+    }
+    // And in the artifact store, by content.
+    let video_sha = project["video"].as_str().unwrap();
+    let store = artifacts::ArtifactStore::open(&config.artifacts_dir).unwrap();
+    assert_eq!(std::fs::read(store.content_path(video_sha).unwrap()).unwrap(), std::fs::read(folder.join("video.mp4")).unwrap());
+    // Each step once, on the log.
+    let log = common::envelopes(&running.bus, "video_project", &id).await;
+    let count = |kind: &str| log.iter().filter(|e| e.event_type == kind).count();
+    assert_eq!(
+        (count("video.scene_render_queued"), count("video.scene_rendered"), count("video.scene_narrated"), count("video.assembled"), count("video.completed")),
+        (3, 3, 3, 1, 1)
+    );
+    let (_, list) = call(Method::GET, format!("{base}/api/video/projects"), common::TOKEN, &Value::Null).await;
+    assert_eq!(list["projects"][0]["project_id"], id.as_str());
+    running.shutdown().await;
+}
