@@ -31,13 +31,17 @@ pub struct Content {
     pub content_type: &'static str,
 }
 
-/// The media type of content that starts with `head`: PNG and JPEG (what the store holds),
-/// anything else as opaque bytes.
+/// The media type of content that starts with `head`: PNG and JPEG (the studio's pictures),
+/// MP4 and WAV (the videos and their narrations), anything else as opaque bytes.
 pub fn content_type(head: &[u8]) -> &'static str {
     if head.starts_with(b"\x89PNG\r\n\x1a\n") {
         "image/png"
     } else if head.starts_with(&[0xff, 0xd8, 0xff]) {
         "image/jpeg"
+    } else if head.get(4..8) == Some(b"ftyp") {
+        "video/mp4"
+    } else if head.starts_with(b"RIFF") && head.get(8..12) == Some(b"WAVE") {
+        "audio/wav"
     } else {
         "application/octet-stream"
     }
@@ -144,7 +148,7 @@ impl ArtifactStore {
             Err(err) => return Err(err),
         };
         let len = file.metadata().await?.len();
-        let mut head = [0u8; 8];
+        let mut head = [0u8; 16];
         let mut filled = 0;
         while filled < head.len() {
             match file.read(&mut head[filled..]).await? {
@@ -216,5 +220,8 @@ mod tests {
                 .is_none()
         );
         assert_eq!(content_type(&[0xff, 0xd8, 0xff, 0xe0]), "image/jpeg");
+        assert_eq!(content_type(b"\0\0\0\x20ftypisom\0\0\x02\0"), "video/mp4");
+        assert_eq!(content_type(b"RIFF\x24\x08\0\0WAVEfmt "), "audio/wav");
+        assert_eq!(content_type(b"1\n00:00:00,000 --> "), "application/octet-stream");
     }
 }

@@ -286,6 +286,8 @@ pub struct VideoProject {
     pub video: Option<String>,
     pub thumbnail: Option<String>,
     pub cancel_requested: bool,
+    /// The step it failed at and why.
+    pub failure: Option<(String, String)>,
 }
 
 impl VideoProject {
@@ -445,7 +447,10 @@ impl Aggregate for VideoProject {
             E::Assembled { video, .. } => self.video = Some(video),
             E::ThumbnailMade { artifact } => self.thumbnail = Some(artifact),
             E::Completed {} => self.status = Some(ProjectStatus::Completed),
-            E::Failed { .. } => self.status = Some(ProjectStatus::Failed),
+            E::Failed { step, reason } => {
+                self.failure = Some((step, reason));
+                self.status = Some(ProjectStatus::Failed);
+            }
             E::PriorityChanged { priority } => self.priority = priority,
             E::CancelRequested {} => self.cancel_requested = true,
             E::Cancelled {} => self.status = Some(ProjectStatus::Cancelled),

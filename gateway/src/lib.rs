@@ -256,11 +256,12 @@ pub fn router(state: AppState) -> Router {
             timeout,
         ))
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(concurrency))
-        // Blob and data images: the Studio shows artifacts it fetched with the caller's token.
+        // Blob and data images, blob videos: the Studio and the Video room show artifacts they
+        // fetched with the caller's token.
         .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(
-                "default-src 'self'; img-src 'self' blob: data:; frame-ancestors 'none'",
+                "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; frame-ancestors 'none'",
             ),
         ))
         .layer(SetResponseHeaderLayer::if_not_present(

@@ -116,6 +116,18 @@ impl Browser {
         .await
     }
 
+    /// Runs `script` (a function body that calls `done(value)` when it has its answer, e.g.
+    /// after a promise settles) in the page.
+    pub async fn eval_async(&self, script: &str) -> Value {
+        let script = format!("const done = arguments[arguments.length - 1];\n{script}");
+        self.command(
+            reqwest::Method::POST,
+            "execute/async",
+            json!({ "script": script, "args": [] }),
+        )
+        .await
+    }
+
     /// A PNG screenshot of the page.
     pub async fn screenshot_png(&self) -> Vec<u8> {
         let value = self

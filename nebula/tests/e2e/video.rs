@@ -206,3 +206,80 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
     assert_eq!(list["projects"][0]["project_id"], id.as_str());
     running.shutdown().await;
 }
+
+/// The Video room in Chromium: a persona saved, a video asked for from its form, its pipeline
+/// followed live to the end, the MP4 played in the page and the thumbnail shown.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, &pool, state.path());
+    config.render.node_id = Some("gpu-sim".into());
+    config.video.fps = 15;
+    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let running = nebula::start(&config, parts).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+
+    let browser = testkit::webdriver::Browser::start().await;
+    crate::dashboard_access::sign_in(&browser, &format!("{base}/#token={}", common::TOKEN), "admin · admin").await;
+    browser.eval("location.hash = '#/video'; return true;").await;
+    testkit::wait_until("the Video room", testkit::DEFAULT_WAIT, || async {
+        let ready = browser.eval("return !!document.querySelector('#persona-form');").await;
+        (ready == Value::Bool(true)).then_some(())
+    })
+    .await;
+    browser
+        .eval(
+            "const f = document.querySelector('#persona-form');
+             f.name.value = 'nova'; f.style.value = 'neon portrait of Nova'; f.seed.value = '7';
+             f.requestSubmit(); return true;",
+        )
+        .await;
+    testkit::wait_until("the persona listed and offered", testkit::DEFAULT_WAIT, || async {
+        let offered = browser
+            .eval("return !!document.querySelector('#video-personas li[data-persona=nova]') && !!document.querySelector('#video-persona option[value=nova]');")
+            .await;
+        (offered == Value::Bool(true)).then_some(())
+    })
+    .await;
+    browser
+        .eval(
+            "const f = document.querySelector('#video-form');
+             f.title.value = 'Nova at night'; f.format.value = '16:9';
+             document.querySelector('#video-persona').value = 'nova';
+             f.script.value = 'Nova wakes in a neon city.\\n\\nAt dawn the lights fade out.';
+             f.requestSubmit(); return true;",
+        )
+        .await;
+    let played = testkit::wait_until("the video made and playable in the page", std::time::Duration::from_secs(240), || async {
+        let found = browser
+            .eval(
+                "const v = document.querySelector('#video-project video.video-player');
+                 const thumb = document.querySelector('#video-project img.video-thumbnail');
+                 if (v && v.error) return { error: v.error.code + ' ' + v.error.message };
+                 if (!v || !thumb || v.readyState < 1) return null;
+                 return { duration: v.duration, width: v.videoWidth, height: v.videoHeight,
+                          status: document.querySelector('#video-project .video-status').textContent,
+                          steps: [...document.querySelectorAll('#video-project .video-step.done')].length };",
+            )
+            .await;
+        (!found.is_null()).then_some(found)
+    })
+    .await;
+    assert_eq!(played["error"], Value::Null, "the page cannot play it: {played}");
+    assert_eq!(played["status"], "completed", "{played}");
+    assert_eq!(played["steps"], 6, "{played}");
+    assert_eq!((played["width"].as_u64(), played["height"].as_u64()), (Some(1920), Some(1080)), "{played}");
+    assert!(played["duration"].as_f64().unwrap() > 1.0, "{played}");
+    // It plays: its clock moves.
+    let moved = browser
+        .eval_async(
+            "const v = document.querySelector('#video-project video.video-player'); v.muted = true;
+             v.play().then(() => setTimeout(() => done(v.currentTime), 700)).catch((e) => done('refused: ' + e));",
+        )
+        .await;
+    assert!(moved.as_f64().is_some_and(|t| t > 0.2), "{moved}");
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-video.png"), &png);
+    running.shutdown().await;
+}

@@ -1,0 +1,43 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { actions, normalizePersonas, normalizeProject, normalizeProjects, seedWords, steps, touchesVideo } from '../js/state/video.js';
+
+const whole = {
+  project_id: 'p1', status: 'running', priority: 2, script: 'One.\n\nTwo.',
+  requested: { title: 'Nova', format: '16:9', persona: { name: 'nova' } },
+  scenes: [{ n: 1, text: 'One.', prompt: 'neon, One.', seed: 7 }, { n: 2, text: 'Two.', prompt: 'neon, Two.', seed: 7 }],
+  progress: { 1: { render_job_id: 'r1', picture: 'aa', narration: 'bb', duration_ms: 900 }, 2: { render_job_id: 'r2', picture: null, narration: 'cc', duration_ms: 800 } },
+  video: null, thumbnail: null, cancel_requested: false, failure: null,
+};
+
+test('a project, its scenes and the pipeline in steps', () => {
+  const p = normalizeProject(whole);
+  assert.equal(p.title, 'Nova');
+  assert.equal(p.persona, 'nova');
+  assert.equal(p.scenes[0].picture, 'aa');
+  assert.equal(p.scenes[1].picture, null);
+  assert.deepEqual(steps(p).map((s) => s.name + ' ' + s.done + '/' + s.of), [
+    'script 1/1', 'scenes 2/2', 'pictures 1/2', 'narration 2/2', 'assembly 0/1', 'thumbnail 0/1',
+  ]);
+  assert.deepEqual(actions(p), ['cancel']);
+  assert.deepEqual(actions(normalizeProject(Object.assign({}, whole, { cancel_requested: true }))), []);
+  assert.deepEqual(actions(normalizeProject(Object.assign({}, whole, { status: 'completed' }))), []);
+});
+
+test('a failure names its step; odd answers do not break it', () => {
+  const failed = normalizeProject(Object.assign({}, whole, { status: 'failed', failure: ['render', 'scene 2: no picture'] }));
+  assert.deepEqual(failed.failure, { step: 'render', reason: 'scene 2: no picture' });
+  assert.deepEqual(normalizeProjects({ projects: [null, { nope: 1 }, whole] }).map((p) => p.id), ['p1']);
+  assert.equal(normalizeProject(null).title, '(untitled)');
+});
+
+test('personas and their seed policies in words', () => {
+  const personas = normalizePersonas({ personas: [{ name: 'nova', style_prompt: 'neon', seed: { policy: 'per_scene', base: 100 } }, { x: 1 }] });
+  assert.equal(personas.length, 1);
+  assert.equal(personas[0].seed, 'seed 100 + scene');
+  assert.equal(personas[0].voice, 'espeak-ng:en-us');
+  assert.equal(seedWords({ policy: 'fixed', seed: 7 }), 'seed 7');
+  assert.equal(seedWords({ policy: 'random' }), 'random seeds');
+  assert.ok(touchesVideo({ aggregate_type: 'video_project' }));
+  assert.ok(!touchesVideo({ aggregate_type: 'render_job' }));
+});
