@@ -458,6 +458,76 @@ impl Aggregate for VideoProject {
     }
 }
 
+#[derive(Debug, Clone)]
+pub enum VideoQueueCommand {
+    /// A place for `project_id`, unless `cap` places are taken (taking it again changes nothing).
+    Admit { project_id: String, cap: usize },
+    /// The place given back (the project ended, or was never recorded).
+    Release { project_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum VideoQueueError {
+    #[error("the video queue is full ({cap} projects waiting or running); try again when one has finished")]
+    Full { cap: usize },
+}
+
+/// The projects holding a place in the video queue.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct VideoQueue {
+    pub admitted: std::collections::BTreeSet<String>,
+}
+
+impl Aggregate for VideoQueue {
+    const TYPE: &'static str = "video_queue";
+    type Command = VideoQueueCommand;
+    type Event = Event<events::video::VideoQueueEvent>;
+    type Error = VideoQueueError;
+    type Services = ();
+
+    async fn handle(&mut self, command: VideoQueueCommand, _services: &(), sink: &EventSink<Self>) -> Result<(), VideoQueueError> {
+        use events::video::VideoQueueEvent as E;
+        let event = match command {
+            VideoQueueCommand::Admit { project_id, cap } => {
+                if self.admitted.contains(&project_id) {
+                    return Ok(());
+                }
+                if self.admitted.len() >= cap {
+                    return Err(VideoQueueError::Full { cap });
+                }
+                E::Admitted { project_id }
+            }
+            VideoQueueCommand::Release { project_id } => {
+                if !self.admitted.contains(&project_id) {
+                    return Ok(());
+                }
+                E::Released { project_id }
+            }
+        };
+        sink.write(Event(event), self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Event<events::video::VideoQueueEvent>) {
+        match event.0 {
+            events::video::VideoQueueEvent::Admitted { project_id } => {
+                self.admitted.insert(project_id);
+            }
+            events::video::VideoQueueEvent::Released { project_id } => {
+                self.admitted.remove(&project_id);
+            }
+        }
+    }
+}
+
+/// Which waiting projects run next when `free` places are free: the highest priority first,
+/// then the oldest (ids are UUID v7: they sort by time).
+pub fn next_to_run(waiting: &[(String, i32)], free: usize) -> Vec<String> {
+    let mut order: Vec<&(String, i32)> = waiting.iter().collect();
+    order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    order.into_iter().take(free).map(|(id, _)| id.clone()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,5 +656,35 @@ mod tests {
             .given_no_previous_events()
             .when(ProjectCommand::Request(empty))
             .then_expect_error(ProjectError::Invalid("a script, or a topic for the model to write one from".to_owned()));
+    }
+
+    #[test]
+    fn the_queue_admits_under_its_cap_once_each_and_releases() {
+        use events::video::VideoQueueEvent as E;
+        let admitted = |id: &str| Event(E::Admitted { project_id: id.to_owned() });
+        let admit = |id: &str| VideoQueueCommand::Admit { project_id: id.to_owned(), cap: 2 };
+        TestFramework::<VideoQueue>::with(())
+            .given(vec![admitted("a"), admitted("b")])
+            .when(admit("c"))
+            .then_expect_error(VideoQueueError::Full { cap: 2 });
+        TestFramework::<VideoQueue>::with(())
+            .given(vec![admitted("a"), admitted("b")])
+            .when(admit("a"))
+            .then_expect_events(vec![]);
+        TestFramework::<VideoQueue>::with(())
+            .given(vec![admitted("a"), admitted("b"), Event(E::Released { project_id: "a".to_owned() })])
+            .when(admit("c"))
+            .then_expect_events(vec![admitted("c")]);
+        TestFramework::<VideoQueue>::with(())
+            .given_no_previous_events()
+            .when(VideoQueueCommand::Release { project_id: "x".to_owned() })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn the_highest_priority_then_the_oldest_runs_next() {
+        let waiting = [("01-old".to_owned(), 0), ("02-urgent".to_owned(), 5), ("03-new".to_owned(), 0), ("04-urgent".to_owned(), 5)];
+        assert_eq!(next_to_run(&waiting, 3), ["02-urgent", "04-urgent", "01-old"]);
+        assert!(next_to_run(&waiting, 0).is_empty());
     }
 }

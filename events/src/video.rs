@@ -265,3 +265,29 @@ impl DomainEvent for VideoProjectEvent {
         }
     }
 }
+
+/// The one video queue (aggregate id [`VIDEO_QUEUE_ID`]): the projects holding a place
+/// (waiting or running), taken under the cap, given back when a project ends.
+pub const VIDEO_QUEUE_ID: &str = "video";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum VideoQueueEvent {
+    #[serde(rename = "video_queue.admitted")]
+    Admitted { project_id: String },
+    #[serde(rename = "video_queue.released")]
+    Released { project_id: String },
+}
+
+impl DomainEvent for VideoQueueEvent {
+    const AGGREGATE_TYPE: &'static str = "video_queue";
+    const SCHEMA_VERSION: u32 = 1;
+    const EVENT_TYPES: &'static [&'static str] = &["video_queue.admitted", "video_queue.released"];
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            VideoQueueEvent::Admitted { .. } => "video_queue.admitted",
+            VideoQueueEvent::Released { .. } => "video_queue.released",
+        }
+    }
+}

@@ -255,3 +255,11 @@ fn video_events() {
     golden(id, VideoProjectEvent::CancelRequested {});
     golden(id, VideoProjectEvent::Cancelled {});
 }
+
+#[test]
+fn video_queue_events() {
+    use events::video::VideoQueueEvent;
+    let project_id = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c".to_owned();
+    golden("video", VideoQueueEvent::Admitted { project_id: project_id.clone() });
+    golden("video", VideoQueueEvent::Released { project_id });
+}

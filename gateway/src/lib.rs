@@ -86,6 +86,10 @@ pub struct Config {
     /// binary, not configured here.
     #[serde(skip)]
     pub ai_dev_repos: Vec<(String, String)>,
+    /// The most video projects waiting or running at once (`[video]` max_waiting + max_running,
+    /// filled in by the process that runs the gateway).
+    #[serde(skip)]
+    pub video_queue_cap: usize,
 }
 
 impl Default for Config {
@@ -103,6 +107,7 @@ impl Default for Config {
             marketplace_catalogs: Vec::new(),
             join_nats_url: String::new(),
             ai_dev_repos: Vec::new(),
+            video_queue_cap: 102,
         }
     }
 }
@@ -197,6 +202,7 @@ pub struct AppState {
     pub(crate) personas: Arc<bus::store::Commands<domain::video::PersonaState>>,
     pub(crate) persona_state: Arc<bus::store::JetStreamStore<domain::video::PersonaState>>,
     pub(crate) video_projects: Arc<bus::store::Commands<domain::video::VideoProject>>,
+    pub(crate) video_queue: Arc<bus::store::Commands<domain::video::VideoQueue>>,
     pub(crate) video_project_state: Arc<bus::store::JetStreamStore<domain::video::VideoProject>>,
     pub(crate) run_state: Arc<bus::store::JetStreamStore<domain::deploy::DeployRun>>,
     pub(crate) setup_commands: Arc<bus::store::Commands<domain::setup::Setup>>,
@@ -337,6 +343,7 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         personas: Arc::new(bus::store::commands(bus.clone(), ())),
         persona_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         video_projects: Arc::new(bus::store::commands(bus.clone(), ())),
+        video_queue: Arc::new(bus::store::commands(bus.clone(), ())),
         video_project_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         run_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         setup_commands: Arc::new(bus::store::commands(bus.clone(), ())),

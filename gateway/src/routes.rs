@@ -151,6 +151,7 @@ fn table() -> Vec<Entry> {
         entry(Operator, put.clone(), "/api/video/personas/{name}", video::put_persona),
         entry(Operator, post.clone(), "/api/video/projects", video::create_project),
         entry(Operator, post.clone(), "/api/video/projects/{id}/cancel", video::cancel_project),
+        entry(Operator, post.clone(), "/api/video/projects/{id}/priority", video::set_priority),
         entry(Operator, delete.clone(), "/api/video/personas/{name}", video::remove_persona),
         entry(
             Operator,

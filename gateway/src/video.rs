@@ -172,9 +172,22 @@ pub(crate) async fn create_project(
         music: asked.music,
         priority: asked.priority,
     };
-    let project_id = sagas::video::request_project(&state.video_projects, requested, principal.meta())
-        .await
-        .map_err(project_error)?;
+    let project_id = sagas::video::request_project(
+        &state.video_queue,
+        &state.video_projects,
+        state.config.video_queue_cap,
+        requested,
+        principal.meta(),
+    )
+    .await
+    .map_err(|err| match err {
+        sagas::video::RequestError::Queue(AggregateError::UserError(full)) => ApiError::Rejected {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: full.to_string(),
+        },
+        sagas::video::RequestError::Queue(other) => unavailable(other),
+        sagas::video::RequestError::Project(err) => project_error(err),
+    })?;
     tracing::info!(project = %project_id, by = %principal.name, "video project requested");
     Ok((StatusCode::ACCEPTED, Json(json!({ "project_id": project_id }))))
 }
@@ -227,4 +240,26 @@ pub(crate) async fn cancel_project(
         .await
         .map_err(project_error)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "project_id": id }))))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PriorityBody {
+    priority: i32,
+}
+
+/// `POST /api/video/projects/{id}/priority {"priority"}` (operator): 202; a waiting project of
+/// a higher priority starts before the others.
+pub(crate) async fn set_priority(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    payload: Result<Json<PriorityBody>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let asked = body(payload)?;
+    uuid::Uuid::parse_str(&id).map_err(|_| ApiError::NotFound(format!("no project {id}")))?;
+    sagas::video::change_priority(&state.video_projects, &id, asked.priority, principal.meta())
+        .await
+        .map_err(project_error)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "project_id": id, "priority": asked.priority }))))
 }

@@ -142,7 +142,13 @@ pub trait Tts: Send + Sync {
 
 /// Reads a 16-bit mono (or the first channel of a multi-channel) PCM WAV.
 fn read_wav(path: &Path) -> Result<(u32, Vec<i16>), String> {
-    let mut reader = hound::WavReader::open(path).map_err(|err| err.to_string())?;
+    let file = std::fs::File::open(path).map_err(|err| err.to_string())?;
+    wav_samples(std::io::BufReader::new(file))
+}
+
+/// A 16-bit PCM WAV's rate and samples (its first channel).
+pub fn wav_samples(reader: impl std::io::Read) -> Result<(u32, Vec<i16>), String> {
+    let mut reader = hound::WavReader::new(reader).map_err(|err| err.to_string())?;
     let spec = reader.spec();
     if spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
         return Err(format!(

@@ -157,6 +157,7 @@ async fn gateway(ctx: Context, config: Config) -> anyhow::Result<Started> {
         .iter()
         .map(|repo| (repo.name.clone(), repo.base.clone()))
         .collect();
+    gateway_config.video_queue_cap = config.video.queue_cap();
     let gateway = gateway::start(&ctx, gateway_config).await?;
     Ok(Started {
         gateway: Some(gateway),

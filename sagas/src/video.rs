@@ -110,15 +110,58 @@ pub async fn wait_project(
     crate::follow::until_final(bus, state, id, wait, |p| p.status.is_some_and(|s| s.is_final())).await
 }
 
-/// Records a video project; its id.
+/// Why a video project was not recorded.
+#[derive(Debug)]
+pub enum RequestError {
+    /// No place in the video queue (`Full` when it is full), or the queue's log is away.
+    Queue(AggregateError<domain::video::VideoQueueError>),
+    /// The project refused the request, or its log is away; its place was given back.
+    Project(AggregateError<domain::video::ProjectError>),
+}
+
+/// A place in the video queue (at most `cap` projects waiting or running), then the project;
+/// its id. When the project is not recorded, the place is given back.
 pub async fn request_project(
+    queue: &Commands<domain::video::VideoQueue>,
     commands: &Commands<domain::video::VideoProject>,
+    cap: usize,
     requested: events::video::ProjectRequested,
     meta: CommandMeta,
-) -> Result<String, AggregateError<domain::video::ProjectError>> {
+) -> Result<String, RequestError> {
+    let problems = domain::video::validate_project(&requested);
+    if !problems.is_empty() {
+        let invalid = domain::video::ProjectError::Invalid(problems.join("; "));
+        return Err(RequestError::Project(AggregateError::UserError(invalid)));
+    }
     let id = uuid::Uuid::now_v7().to_string();
-    execute(commands, &id, domain::video::ProjectCommand::Request(requested), meta, 3).await?;
+    let admit = domain::video::VideoQueueCommand::Admit { project_id: id.clone(), cap };
+    execute(queue, events::video::VIDEO_QUEUE_ID, admit, meta.clone(), 10)
+        .await
+        .map_err(RequestError::Queue)?;
+    if let Err(err) = execute(commands, &id, domain::video::ProjectCommand::Request(requested), meta.clone(), 3).await {
+        let _ = release(queue, &id, meta).await;
+        return Err(RequestError::Project(err));
+    }
     Ok(id)
+}
+
+/// Gives project `id`'s place in the video queue back.
+pub async fn release(
+    queue: &Commands<domain::video::VideoQueue>,
+    id: &str,
+    meta: CommandMeta,
+) -> Result<(), AggregateError<domain::video::VideoQueueError>> {
+    let release = domain::video::VideoQueueCommand::Release { project_id: id.to_owned() };
+    execute(queue, events::video::VIDEO_QUEUE_ID, release, meta, 10).await
+}
+
+pub async fn change_priority(
+    commands: &Commands<domain::video::VideoProject>,
+    id: &str,
+    priority: i32,
+    meta: CommandMeta,
+) -> Result<(), AggregateError<domain::video::ProjectError>> {
+    execute(commands, id, domain::video::ProjectCommand::ChangePriority { priority }, meta, 3).await
 }
 
 pub async fn cancel_project(

@@ -283,3 +283,80 @@ async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
     let _ = std::fs::write(std::env::temp_dir().join("nebula-video.png"), &png);
     running.shutdown().await;
 }
+
+/// The queue: at most `max_running` projects carried out and `max_waiting` more waiting; the
+/// next one refused saying so; a waiting project cancelled leaves at once; a freed place goes
+/// to the highest priority.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_queue_holds_its_cap_and_a_freed_place_goes_to_the_highest_priority(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, &pool, state.path());
+    config.video.max_running = 1;
+    config.video.max_waiting = 2;
+    // No render worker: a running project waits for its pictures.
+    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher])).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let ask = |title: &'static str| {
+        let base = base.clone();
+        async move {
+            call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &json!({"title": title, "script": "One scene."})).await
+        }
+    };
+    let status_of = |id: String| {
+        let base = base.clone();
+        async move {
+            let (_, project) = call(Method::GET, format!("{base}/api/video/projects/{id}"), common::TOKEN, &Value::Null).await;
+            project
+        }
+    };
+    let mut ids = Vec::new();
+    for title in ["first", "second", "third"] {
+        let (status, answer) = ask(title).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        ids.push(answer["project_id"].as_str().unwrap().to_owned());
+    }
+    let (status, answer) = ask("fourth").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("the video queue is full (3 projects"), "{answer}");
+    // The first runs (its scene's render asked for); the others wait.
+    testkit::wait_until("the first to run", testkit::DEFAULT_WAIT, || async {
+        let first = status_of(ids[0].clone()).await;
+        (first["status"] == "running" && first["progress"]["1"]["render_job_id"].is_string()).then_some(())
+    })
+    .await;
+    assert_eq!(status_of(ids[1].clone()).await["status"], "queued");
+
+    // A waiting one cancelled leaves at once, and its place is free.
+    let (status, _) = call(Method::POST, format!("{base}/api/video/projects/{}/cancel", ids[1]), common::TOKEN, &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    testkit::wait_until("the second cancelled", testkit::DEFAULT_WAIT, || async {
+        (status_of(ids[1].clone()).await["status"] == "cancelled").then_some(())
+    })
+    .await;
+    let (status, answer) = testkit::wait_until("a place for the fifth", testkit::DEFAULT_WAIT, || async {
+        let (status, answer) = ask("fifth").await;
+        (status == StatusCode::ACCEPTED).then_some((status, answer))
+    })
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let fifth = answer["project_id"].as_str().unwrap().to_owned();
+    let (status, _) = call(Method::POST, format!("{base}/api/video/projects/{fifth}/priority"), common::TOKEN, &json!({"priority": 9})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // The running one cancelled (its render with it): the fifth, of higher priority, runs
+    // before the older third.
+    let (status, _) = call(Method::POST, format!("{base}/api/video/projects/{}/cancel", ids[0]), common::TOKEN, &json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    testkit::wait_until("the fifth to run", testkit::DEFAULT_WAIT, || async {
+        (status_of(fifth.clone()).await["status"] == "running").then_some(())
+    })
+    .await;
+    let first = status_of(ids[0].clone()).await;
+    assert_eq!(first["status"], "cancelled");
+    let render_job = first["progress"]["1"]["render_job_id"].as_str().unwrap().to_owned();
+    let (_, job) = call(Method::GET, format!("{base}/api/render/jobs/{render_job}"), common::TOKEN, &Value::Null).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert_eq!(status_of(ids[2].clone()).await["status"], "queued");
+    running.shutdown().await;
+}

@@ -46,6 +46,8 @@ pub struct Config {
     pub storage_root: Option<PathBuf>,
     /// Projects carried out at once.
     pub max_running: usize,
+    /// Projects waiting beyond those (the next one asked for is refused).
+    pub max_waiting: usize,
     pub fps: u32,
     /// Each cut between scenes a cross-fade this long.
     pub fade_secs: f64,
@@ -65,6 +67,7 @@ impl Default for Config {
         Self {
             storage_root: None,
             max_running: 2,
+            max_waiting: 100,
             fps: 30,
             fade_secs: 0.4,
             render_timeout_secs: 900.0,
@@ -78,10 +81,18 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The most projects waiting or running at once.
+    pub fn queue_cap(&self) -> usize {
+        self.max_running + self.max_waiting
+    }
+
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !(1..=16).contains(&self.max_running) {
             problems.push(format!("max_running must be 1..=16, got {}", self.max_running));
+        }
+        if !(1..=10_000).contains(&self.max_waiting) {
+            problems.push(format!("max_waiting must be 1..=10000, got {}", self.max_waiting));
         }
         if !(1..=60).contains(&self.fps) {
             problems.push(format!("fps must be 1..=60, got {}", self.fps));
@@ -110,8 +121,8 @@ pub fn start(ctx: &Context, config: Config) -> anyhow::Result<()> {
         render_state: JetStreamStore::new(bus.clone()),
         render_queue: commands(bus.clone(), ()),
         queue_cap: ctx.site.render_queue_cap,
+        video_queue: commands(bus.clone(), ()),
         artifacts: ArtifactStore::open(&ctx.site.artifacts_dir)?,
-        slots: tokio::sync::Semaphore::new(config.max_running),
         storage,
         config,
         bus,
@@ -131,8 +142,8 @@ struct Worker {
     render_state: JetStreamStore<RenderJob>,
     render_queue: Commands<RenderQueue>,
     queue_cap: usize,
+    video_queue: Commands<domain::video::VideoQueue>,
     artifacts: ArtifactStore,
-    slots: tokio::sync::Semaphore,
     storage: PathBuf,
     config: Config,
 }
@@ -142,6 +153,10 @@ struct Worker {
 struct Known {
     correlation_id: CorrelationId,
     event_id: EventId,
+    priority: i32,
+    /// It has begun (its script is recorded): it goes on first after a restart.
+    begun: bool,
+    cancel_requested: bool,
     done: bool,
 }
 
@@ -164,7 +179,10 @@ impl Worker {
             )
             .await?;
         let mut projects: BTreeMap<String, Known> = BTreeMap::new();
+        // Those being carried out now (at most `max_running`).
         let mut taken: HashSet<String> = HashSet::new();
+        // Each running project's own token: its cancellation stops its waits at once.
+        let mut tokens: std::collections::HashMap<String, CancellationToken> = std::collections::HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -175,6 +193,7 @@ impl Worker {
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Ok(id) = done {
                         taken.remove(&id);
+                        tokens.remove(&id);
                     }
                 }
                 message = log.next() => {
@@ -184,11 +203,26 @@ impl Worker {
                         let known = projects.entry(envelope.aggregate_id.clone()).or_insert(Known {
                             correlation_id: envelope.correlation_id,
                             event_id: envelope.event_id,
+                            priority: 0,
+                            begun: false,
+                            cancel_requested: false,
                             done: false,
                         });
                         known.event_id = envelope.event_id;
-                        if matches!(event, VideoProjectEvent::Completed {} | VideoProjectEvent::Failed { .. } | VideoProjectEvent::Cancelled {}) {
-                            known.done = true;
+                        match event {
+                            VideoProjectEvent::Requested(requested) => known.priority = requested.priority,
+                            VideoProjectEvent::PriorityChanged { priority } => known.priority = priority,
+                            VideoProjectEvent::ScriptWritten { .. } => known.begun = true,
+                            VideoProjectEvent::CancelRequested {} => {
+                                known.cancel_requested = true;
+                                if let Some(token) = tokens.get(&envelope.aggregate_id) {
+                                    token.cancel();
+                                }
+                            }
+                            VideoProjectEvent::Completed {} | VideoProjectEvent::Failed { .. } | VideoProjectEvent::Cancelled {} => {
+                                known.done = true;
+                            }
+                            _ => {}
                         }
                     }
                     if message.pending.unwrap_or(0) > 0 {
@@ -196,15 +230,35 @@ impl Worker {
                     }
                 }
             }
-            projects.retain(|_, known| !known.done);
-            for (id, known) in &projects {
-                // A project's task runs it to its end; a cancellation is seen between steps.
-                if !taken.insert(id.clone()) {
-                    continue;
+            // Ended: their places in the queue given back (again after a restart: no change).
+            let ended: Vec<(String, Known)> = projects.iter().filter(|(_, k)| k.done).map(|(id, k)| (id.clone(), k.clone())).collect();
+            for (id, known) in ended {
+                projects.remove(&id);
+                if let Err(err) = sagas::video::release(&self.video_queue, &id, self.meta(&known)).await {
+                    tracing::warn!(project = id, error = %err, "a video project's place was not given back; it is retried at the next start");
                 }
-                let (worker, id, known) = (self.clone(), id.clone(), known.clone());
+            }
+            // A waiting project cancelled ends now, without waiting for a place to run.
+            let cancelled: Vec<String> = projects
+                .iter()
+                .filter(|(id, known)| known.cancel_requested && !taken.contains(*id))
+                .map(|(id, _)| id.clone())
+                .collect();
+            // Those begun before a restart first, then the highest priority, then the oldest.
+            let free = self.config.max_running.saturating_sub(taken.len());
+            let waiting: Vec<(String, i32)> = projects
+                .iter()
+                .filter(|(id, known)| !taken.contains(*id) && !known.cancel_requested)
+                .map(|(id, known)| (id.clone(), if known.begun { i32::MAX } else { known.priority }))
+                .collect();
+            for id in cancelled.into_iter().chain(domain::video::next_to_run(&waiting, free)) {
+                // A project's task runs it to its end; a cancellation is seen between steps.
+                taken.insert(id.clone());
+                let token = CancellationToken::new();
+                tokens.insert(id.clone(), token.clone());
+                let (worker, known) = (self.clone(), projects[&id].clone());
                 tasks.spawn(async move {
-                    worker.carry_on(&id, &known).await;
+                    worker.carry_on(&id, &known, &token).await;
                     id
                 });
             }
@@ -235,10 +289,7 @@ impl Worker {
         Step::Stop
     }
 
-    async fn carry_on(&self, id: &str, known: &Known) {
-        let Ok(_permit) = self.slots.acquire().await else {
-            return;
-        };
+    async fn carry_on(&self, id: &str, known: &Known, cancel: &CancellationToken) {
         loop {
             let state = match self.project_state.load_aggregate(id).await {
                 Ok(loaded) => loaded.state().clone(),
@@ -255,7 +306,7 @@ impl Worker {
                 self.cancel(id, known, &state).await;
                 return;
             }
-            match self.step(id, known, &state).await {
+            match self.step(id, known, &state, cancel).await {
                 Step::Next => {}
                 Step::Stop => return,
             }
@@ -263,7 +314,7 @@ impl Worker {
     }
 
     /// The next step of `state`, carried out and recorded.
-    async fn step(&self, id: &str, known: &Known, state: &VideoProject) -> Step {
+    async fn step(&self, id: &str, known: &Known, state: &VideoProject, cancel: &CancellationToken) -> Step {
         let Some(requested) = state.requested.clone() else {
             return Step::Stop;
         };
@@ -329,12 +380,18 @@ impl Worker {
                 continue;
             }
             let job_id = progress.render_job_id.clone().unwrap_or_default();
-            match self.picture(&job_id).await {
+            let picture = tokio::select! {
+                // Asked to stop: the next turn finds the cancellation and carries it out.
+                () = cancel.cancelled() => return Step::Next,
+                picture = self.picture(&job_id) => picture,
+            };
+            match picture {
                 Ok(artifact) => {
                     if !self.record(id, known, ProjectCommand::RecordRender { n: scene.n, artifact }).await {
                         return Step::Stop;
                     }
                 }
+                Err(_) if cancel.is_cancelled() => return Step::Next,
                 Err(reason) => return self.fail(id, known, "render", format!("scene {}: {reason}", scene.n)).await,
             }
         }
