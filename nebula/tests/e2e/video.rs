@@ -360,3 +360,105 @@ async fn the_queue_holds_its_cap_and_a_freed_place_goes_to_the_highest_priority(
     assert_eq!(status_of(ids[2].clone()).await["status"], "queued");
     running.shutdown().await;
 }
+
+/// A scene whose picture cannot be made (its checkpoint fails to load in ComfyUI): the project
+/// fails, saying which scene, which render job and ComfyUI's reason; nothing after that step
+/// is made.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_scene_that_cannot_be_rendered_fails_its_project_saying_why(pool: PgPool) {
+    let comfy = testkit::comfyui::FakeComfy::start().await;
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, &pool, state.path());
+    config.render.backend = render::BackendKind::Comfyui;
+    config.render.comfyui_url = comfy.url();
+    config.render.node_id = Some("gpu-comfy".into());
+    config.render.worker.ack_wait_secs = 2.0;
+    config.video.checkpoint = Some("corrupt-v1.safetensors".to_owned());
+    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let running = nebula::start(&config, parts).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &json!({"title": "doomed", "script": "A lighthouse at night."}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = answer["project_id"].as_str().unwrap().to_owned();
+    let project = testkit::wait_until("the project to end", std::time::Duration::from_secs(180), || async {
+        let (status, project) = call(Method::GET, format!("{base}/api/video/projects/{id}?wait=10"), common::TOKEN, &Value::Null).await;
+        (status == StatusCode::OK).then_some(project)
+    })
+    .await;
+    assert_eq!(project["status"], "failed", "{project:#}");
+    assert_eq!(project["failure"][0], "render");
+    let reason = project["failure"][1].as_str().unwrap();
+    assert!(reason.starts_with("scene 1: render job ") && reason.contains("ended without a picture"), "{reason}");
+    assert_eq!(project["video"], Value::Null);
+    assert!(reason.contains("corrupt-v1.safetensors"), "ComfyUI's own reason: {reason}");
+    // The render's own record: failed, as final (a model that will not load does not get
+    // better by trying again; failures that may pass are retried by the render queue).
+    let render_job = project["progress"]["1"]["render_job_id"].as_str().unwrap();
+    let (_, job) = call(Method::GET, format!("{base}/api/render/jobs/{render_job}"), common::TOKEN, &Value::Null).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    running.shutdown().await;
+}
+
+/// A worker stopped mid-project resumes it from its last recorded step: no scene rendered twice,
+/// and the video is byte for byte the one an uninterrupted twin project makes (same script,
+/// same persona and seed).
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_worker_stopped_mid_project_resumes_it_to_the_same_video(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, &pool, state.path());
+    config.render.node_id = Some("gpu-sim".into());
+    config.video.fps = 15;
+    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let running = nebula::start(&config, parts).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (status, _) = call(
+        Method::PUT,
+        format!("{base}/api/video/personas/nova"),
+        common::TOKEN,
+        &json!({"style_prompt": "neon portrait of Nova", "seed": {"policy": "fixed", "seed": 11}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let body = json!({"title": "Twins", "persona": "nova", "format": "1:1",
+        "script": "Nova wakes.\n\nNova walks.\n\nNova sleeps."});
+    let (_, answer) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &body).await;
+    let first = answer["project_id"].as_str().unwrap().to_owned();
+    // Stopped once it has begun its scenes.
+    testkit::wait_until("the first scene narrated", testkit::DEFAULT_WAIT, || async {
+        let log = common::envelopes(&running.bus, "video_project", &first).await;
+        log.iter().any(|e| e.event_type == "video.scene_narrated").then_some(())
+    })
+    .await;
+    running.shutdown().await;
+    let running = nebula::start(&config, parts).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let done = |id: String| {
+        let base = base.clone();
+        async move {
+            testkit::wait_until("the project to end", std::time::Duration::from_secs(240), || async {
+                let (status, project) =
+                    call(Method::GET, format!("{base}/api/video/projects/{id}?wait=10"), common::TOKEN, &Value::Null).await;
+                (status == StatusCode::OK).then_some(project)
+            })
+            .await
+        }
+    };
+    let resumed = done(first.clone()).await;
+    assert_eq!(resumed["status"], "completed", "{resumed:#}");
+    let log = common::envelopes(&running.bus, "video_project", &first).await;
+    let count = |kind: &str| log.iter().filter(|e| e.event_type == kind).count();
+    assert_eq!((count("video.scene_render_queued"), count("video.scene_rendered"), count("video.scene_narrated")), (3, 3, 3));
+    let (_, answer) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &body).await;
+    let twin = done(answer["project_id"].as_str().unwrap().to_owned()).await;
+    assert_eq!(twin["status"], "completed", "{twin:#}");
+    assert_eq!(resumed["video"], twin["video"], "the same inputs make the same video");
+    running.shutdown().await;
+}
