@@ -12,34 +12,14 @@ use chrono_tz::Tz;
 use croner::Cron;
 use serde::{Deserialize, Serialize};
 
+pub use events::video::{Missed, Overlap};
+
 /// How late a firing may be and still be on time (a scheduler's wake-up jitter).
 pub const GRACE: Duration = Duration::seconds(60);
 
 /// The most missed instants looked at after a long sleep (a every-second schedule down a week
 /// is not listed whole).
 const MAX_MISSED: usize = 1000;
-
-/// What to do with the instants a scheduler slept through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Missed {
-    /// Let them go; wait for the next one.
-    #[default]
-    Skip,
-    /// Run once now for the latest of them.
-    CatchUpOnce,
-}
-
-/// What to do when a firing comes while the previous run is still busy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Overlap {
-    /// Skip the firing (recorded).
-    #[default]
-    Skip,
-    /// Run it beside the busy one.
-    Allow,
-}
 
 /// A cron expression (5 fields, or 6 with leading seconds) in a time zone.
 #[derive(Debug, Clone)]
@@ -148,6 +128,121 @@ pub struct Due {
     pub skipped: Vec<Skipped>,
     /// When to wake next (none: the expression never matches again).
     pub next: Option<DateTime<Utc>>,
+}
+
+/// What is wrong with a schedule's definition, if anything.
+pub fn validate_schedule(defined: &events::video::ScheduleDefined) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(err) = Schedule::parse(&defined.cron, &defined.time_zone) {
+        problems.push(err);
+    }
+    let template = &defined.template;
+    if template.title.trim().is_empty() || template.title.len() > 200 {
+        problems.push("template.title: 1-200 bytes".to_owned());
+    }
+    if template.scripts.is_empty() || template.scripts.len() > 100 {
+        problems.push("template.scripts: 1-100 scripts, used in turn".to_owned());
+    }
+    if template.scripts.iter().any(|s| !s.chars().any(char::is_alphanumeric) || s.len() > events::video::SCRIPT_MAX_BYTES) {
+        problems.push(format!("template.scripts: each says something, in at most {} bytes", events::video::SCRIPT_MAX_BYTES));
+    }
+    if let Some(persona) = &template.persona
+        && !crate::video::valid_persona_name(persona)
+    {
+        problems.push(format!("template.persona {persona:?} cannot name a persona"));
+    }
+    problems
+}
+
+#[derive(Debug, Clone)]
+pub enum ScheduleCommand {
+    Define(events::video::ScheduleDefined),
+    /// Instant `at` fired as project `project_id` (each instant once, in order).
+    Fire { at: DateTime<Utc>, project_id: String },
+    Skip { at: DateTime<Utc>, count: u32, reason: String },
+    Remove,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ScheduleError {
+    #[error("no such schedule")]
+    NotFound,
+    #[error("invalid schedule: {0}")]
+    Invalid(String),
+    #[error("the instant {0} has fired or passed already")]
+    Stale(DateTime<Utc>),
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ScheduleState {
+    pub defined: Option<events::video::ScheduleDefined>,
+    /// The last instant fired or let go.
+    pub last: Option<DateTime<Utc>>,
+    pub fired: u32,
+    pub last_project: Option<String>,
+}
+
+impl cqrs_es::Aggregate for ScheduleState {
+    const TYPE: &'static str = "video_schedule";
+    type Command = ScheduleCommand;
+    type Event = crate::Event<events::video::ScheduleEvent>;
+    type Error = ScheduleError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: ScheduleCommand,
+        _services: &(),
+        sink: &cqrs_es::event_sink::EventSink<Self>,
+    ) -> Result<(), ScheduleError> {
+        use events::video::ScheduleEvent as E;
+        let event = match command {
+            ScheduleCommand::Define(defined) => {
+                let problems = validate_schedule(&defined);
+                if !problems.is_empty() {
+                    return Err(ScheduleError::Invalid(problems.join("; ")));
+                }
+                if self.defined.as_ref() == Some(&defined) {
+                    return Ok(());
+                }
+                E::Defined(defined)
+            }
+            ScheduleCommand::Fire { at, project_id } => {
+                self.defined.as_ref().ok_or(ScheduleError::NotFound)?;
+                if self.last.is_some_and(|last| at <= last) {
+                    return Err(ScheduleError::Stale(at));
+                }
+                E::Fired { at, project_id }
+            }
+            ScheduleCommand::Skip { at, count, reason } => {
+                self.defined.as_ref().ok_or(ScheduleError::NotFound)?;
+                if self.last.is_some_and(|last| at <= last) {
+                    return Err(ScheduleError::Stale(at));
+                }
+                E::Skipped { at, count, reason }
+            }
+            ScheduleCommand::Remove => {
+                self.defined.as_ref().ok_or(ScheduleError::NotFound)?;
+                E::Removed {}
+            }
+        };
+        sink.write(crate::Event(event), self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: crate::Event<events::video::ScheduleEvent>) {
+        use events::video::ScheduleEvent as E;
+        match event.0 {
+            E::Defined(defined) => self.defined = Some(defined),
+            E::Fired { at, project_id } => {
+                self.last = Some(at);
+                self.fired += 1;
+                self.last_project = Some(project_id);
+            }
+            E::Skipped { at, .. } => self.last = Some(at),
+            E::Removed {} => *self = ScheduleState::default(),
+        }
+    }
 }
 
 #[cfg(test)]

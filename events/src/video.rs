@@ -291,3 +291,94 @@ impl DomainEvent for VideoQueueEvent {
         }
     }
 }
+
+/// What to do with the instants a scheduler slept through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missed {
+    /// Let them go; wait for the next one.
+    #[default]
+    Skip,
+    /// Run once now for the latest of them.
+    CatchUpOnce,
+}
+
+/// What to do when a firing comes while the previous run is still busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Skip the firing (recorded).
+    #[default]
+    Skip,
+    /// Run it beside the busy one.
+    Allow,
+}
+
+/// What each firing of a schedule asks for: a project like this one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectTemplate {
+    /// The project's title; `{n}` becomes the firing's number.
+    pub title: String,
+    /// The scripts, used in turn (writing one from a topic needs the LLM step).
+    pub scripts: Vec<String>,
+    /// A persona's name, read when the schedule fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persona: Option<String>,
+    #[serde(default)]
+    pub format: VideoFormat,
+    #[serde(default = "default_target_secs")]
+    pub target_secs: u32,
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// A schedule as defined: a cron expression in a time zone, what it makes, and its policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDefined {
+    pub cron: String,
+    pub time_zone: String,
+    pub template: ProjectTemplate,
+    #[serde(default)]
+    pub overlap: Overlap,
+    #[serde(default)]
+    pub missed: Missed,
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ScheduleEvent {
+    #[serde(rename = "schedule.defined")]
+    Defined(ScheduleDefined),
+    /// The instant `at` fired: project `project_id` asked for.
+    #[serde(rename = "schedule.fired")]
+    Fired { at: chrono::DateTime<chrono::Utc>, project_id: String },
+    /// `count` instants up to `at` did not fire, and why (`missed`, `busy`, `queue_full`, …).
+    #[serde(rename = "schedule.skipped")]
+    Skipped { at: chrono::DateTime<chrono::Utc>, count: u32, reason: String },
+    #[serde(rename = "schedule.removed")]
+    Removed {},
+}
+
+impl DomainEvent for ScheduleEvent {
+    const AGGREGATE_TYPE: &'static str = "video_schedule";
+    const SCHEMA_VERSION: u32 = 1;
+    const EVENT_TYPES: &'static [&'static str] =
+        &["schedule.defined", "schedule.fired", "schedule.skipped", "schedule.removed"];
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            ScheduleEvent::Defined(_) => "schedule.defined",
+            ScheduleEvent::Fired { .. } => "schedule.fired",
+            ScheduleEvent::Skipped { .. } => "schedule.skipped",
+            ScheduleEvent::Removed {} => "schedule.removed",
+        }
+    }
+}

@@ -97,6 +97,7 @@ fn every_event_type_has_a_golden_file() {
         .chain(events::video::PersonaEvent::EVENT_TYPES)
         .chain(events::video::VideoProjectEvent::EVENT_TYPES)
         .chain(events::video::VideoQueueEvent::EVENT_TYPES)
+        .chain(events::video::ScheduleEvent::EVENT_TYPES)
     {
         assert!(
             dir.join(format!("{event_type}.json")).exists(),

@@ -263,3 +263,42 @@ fn video_queue_events() {
     golden("video", VideoQueueEvent::Admitted { project_id: project_id.clone() });
     golden("video", VideoQueueEvent::Released { project_id });
 }
+
+#[test]
+fn schedule_events() {
+    use events::video::{Missed, Overlap, ProjectTemplate, ScheduleDefined, ScheduleEvent, VideoFormat};
+    golden(
+        "nightly",
+        ScheduleEvent::Defined(ScheduleDefined {
+            cron: "30 2 * * *".to_owned(),
+            time_zone: "Europe/Berlin".to_owned(),
+            template: ProjectTemplate {
+                title: "Night facts #{n}".to_owned(),
+                scripts: vec!["The moon.\n\nThe stars.".to_owned()],
+                persona: Some("nova".to_owned()),
+                format: VideoFormat::Portrait,
+                target_secs: 30,
+                priority: 0,
+            },
+            overlap: Overlap::Skip,
+            missed: Missed::CatchUpOnce,
+            enabled: true,
+        }),
+    );
+    golden(
+        "nightly",
+        ScheduleEvent::Fired {
+            at: at(),
+            project_id: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c".to_owned(),
+        },
+    );
+    golden(
+        "nightly",
+        ScheduleEvent::Skipped {
+            at: at(),
+            count: 2,
+            reason: "missed (the scheduler was not running)".to_owned(),
+        },
+    );
+    golden("nightly", ScheduleEvent::Removed {});
+}

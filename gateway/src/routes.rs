@@ -71,6 +71,7 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/ai-dev/jobs/{id}", ai_dev::get),
         entry(Viewer, get.clone(), "/api/video/personas", video::list_personas),
         entry(Viewer, get.clone(), "/api/video/projects", video::list_projects),
+        entry(Viewer, get.clone(), "/api/video/schedules", video::list_schedules),
         entry(Viewer, get.clone(), "/api/video/projects/{id}", video::get_project),
         entry(Viewer, get.clone(), "/api/video/personas/{name}", video::get_persona),
         entry(
@@ -152,6 +153,8 @@ fn table() -> Vec<Entry> {
         entry(Operator, post.clone(), "/api/video/projects", video::create_project),
         entry(Operator, post.clone(), "/api/video/projects/{id}/cancel", video::cancel_project),
         entry(Operator, post.clone(), "/api/video/projects/{id}/priority", video::set_priority),
+        entry(Operator, put.clone(), "/api/video/schedules/{name}", video::put_schedule),
+        entry(Operator, delete.clone(), "/api/video/schedules/{name}", video::remove_schedule),
         entry(Operator, delete.clone(), "/api/video/personas/{name}", video::remove_persona),
         entry(
             Operator,

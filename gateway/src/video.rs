@@ -263,3 +263,80 @@ pub(crate) async fn set_priority(
         .map_err(project_error)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "project_id": id, "priority": asked.priority }))))
 }
+
+fn schedule_error(err: AggregateError<domain::schedule::ScheduleError>) -> ApiError {
+    use domain::schedule::ScheduleError;
+    match err {
+        AggregateError::UserError(ScheduleError::Invalid(message)) => ApiError::BadRequest(message),
+        AggregateError::UserError(ScheduleError::NotFound) => ApiError::NotFound("no such schedule".into()),
+        AggregateError::UserError(err) => ApiError::Conflict(err.to_string()),
+        other => unavailable(other),
+    }
+}
+
+fn schedule_json(name: &str, state: &domain::schedule::ScheduleState) -> Value {
+    let mut value = json!(state.defined);
+    value["name"] = json!(name);
+    value["fired"] = json!(state.fired);
+    value["last"] = json!(state.last);
+    value["last_project"] = json!(state.last_project);
+    // The next firings, as the schedule's zone reads them.
+    let next = state
+        .defined
+        .as_ref()
+        .and_then(|d| domain::schedule::Schedule::parse(&d.cron, &d.time_zone).ok())
+        .map(|s| s.next_firings(chrono::Utc::now(), 3))
+        .unwrap_or_default();
+    value["next"] = json!(next);
+    value
+}
+
+/// `GET /api/video/schedules`: every schedule with its next three firings.
+pub(crate) async fn list_schedules(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let schedules = sagas::video::list_schedules(&state.bus, &state.schedule_state)
+        .await
+        .map_err(schedule_error)?;
+    let schedules: Vec<Value> = schedules.iter().map(|(name, s)| schedule_json(name, s)).collect();
+    Ok(Json(json!({ "schedules": schedules })))
+}
+
+/// `PUT /api/video/schedules/{name} {"cron", "time_zone", "template": {"title", "scripts",
+/// "persona"?, "format"?, "target_secs"?, "priority"?}, "overlap"?, "missed"?, "enabled"?}`
+/// (operator): 201 when new, 200 when changed.
+pub(crate) async fn put_schedule(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    payload: Result<Json<events::video::ScheduleDefined>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !domain::video::valid_persona_name(&name) {
+        return Err(ApiError::BadRequest(format!(
+            "name {name:?}: 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit"
+        )));
+    }
+    let defined = body(payload)?;
+    let created = sagas::video::put_schedule(&state.schedules, &state.schedule_state, &name, defined, principal.meta())
+        .await
+        .map_err(schedule_error)?;
+    tracing::info!(schedule = %name, by = %principal.name, created, "schedule put");
+    let loaded = cqrs_es::EventStore::load_aggregate(&*state.schedule_state, &name)
+        .await
+        .map_err(unavailable)?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(schedule_json(&name, loaded.state()))))
+}
+
+/// `DELETE /api/video/schedules/{name}` (operator): 204; projects it made are left as they are.
+pub(crate) async fn remove_schedule(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if !domain::video::valid_persona_name(&name) {
+        return Err(ApiError::NotFound(format!("no schedule {name}")));
+    }
+    sagas::video::remove_schedule(&state.schedules, &name, principal.meta())
+        .await
+        .map_err(schedule_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}

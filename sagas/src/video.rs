@@ -128,21 +128,37 @@ pub async fn request_project(
     requested: events::video::ProjectRequested,
     meta: CommandMeta,
 ) -> Result<String, RequestError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    request_project_as(queue, commands, cap, &id, requested, meta).await?;
+    Ok(id)
+}
+
+/// [`request_project`] under a chosen id (a scheduler's firing, recorded first): asking again
+/// with the same id changes nothing.
+pub async fn request_project_as(
+    queue: &Commands<domain::video::VideoQueue>,
+    commands: &Commands<domain::video::VideoProject>,
+    cap: usize,
+    id: &str,
+    requested: events::video::ProjectRequested,
+    meta: CommandMeta,
+) -> Result<(), RequestError> {
     let problems = domain::video::validate_project(&requested);
     if !problems.is_empty() {
         let invalid = domain::video::ProjectError::Invalid(problems.join("; "));
         return Err(RequestError::Project(AggregateError::UserError(invalid)));
     }
-    let id = uuid::Uuid::now_v7().to_string();
-    let admit = domain::video::VideoQueueCommand::Admit { project_id: id.clone(), cap };
+    let admit = domain::video::VideoQueueCommand::Admit { project_id: id.to_owned(), cap };
     execute(queue, events::video::VIDEO_QUEUE_ID, admit, meta.clone(), 10)
         .await
         .map_err(RequestError::Queue)?;
-    if let Err(err) = execute(commands, &id, domain::video::ProjectCommand::Request(requested), meta.clone(), 3).await {
-        let _ = release(queue, &id, meta).await;
-        return Err(RequestError::Project(err));
+    match execute(commands, id, domain::video::ProjectCommand::Request(requested), meta.clone(), 3).await {
+        Ok(()) | Err(AggregateError::UserError(domain::video::ProjectError::AlreadyRequested)) => Ok(()),
+        Err(err) => {
+            let _ = release(queue, id, meta).await;
+            Err(RequestError::Project(err))
+        }
     }
-    Ok(id)
 }
 
 /// Gives project `id`'s place in the video queue back.
@@ -189,4 +205,44 @@ pub async fn list_projects(
     // Ids are UUID v7: newest sorts last.
     projects.sort_by(|a, b| b.0.cmp(&a.0));
     Ok(projects)
+}
+
+pub async fn put_schedule(
+    commands: &Commands<domain::schedule::ScheduleState>,
+    state: &JetStreamStore<domain::schedule::ScheduleState>,
+    name: &str,
+    defined: events::video::ScheduleDefined,
+    meta: CommandMeta,
+) -> Result<bool, AggregateError<domain::schedule::ScheduleError>> {
+    let existed = state.load_aggregate(name).await?.state().defined.is_some();
+    execute(commands, name, domain::schedule::ScheduleCommand::Define(defined), meta, 3).await?;
+    Ok(!existed)
+}
+
+pub async fn remove_schedule(
+    commands: &Commands<domain::schedule::ScheduleState>,
+    name: &str,
+    meta: CommandMeta,
+) -> Result<(), AggregateError<domain::schedule::ScheduleError>> {
+    execute(commands, name, domain::schedule::ScheduleCommand::Remove, meta, 3).await
+}
+
+/// Every schedule's name and state, by name.
+pub async fn list_schedules(
+    bus: &Bus,
+    state: &JetStreamStore<domain::schedule::ScheduleState>,
+) -> Result<Vec<(String, domain::schedule::ScheduleState)>, AggregateError<domain::schedule::ScheduleError>> {
+    let ids = bus
+        .aggregate_ids(events::video::ScheduleEvent::AGGREGATE_TYPE)
+        .await
+        .map_err(|err| AggregateError::UnexpectedError(Box::new(err)))?;
+    let mut schedules = Vec::new();
+    for id in ids {
+        let loaded = state.load_aggregate(&id).await?;
+        if loaded.state().defined.is_some() {
+            schedules.push((id, loaded.state().clone()));
+        }
+    }
+    schedules.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(schedules)
 }

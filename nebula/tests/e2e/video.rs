@@ -462,3 +462,69 @@ async fn a_worker_stopped_mid_project_resumes_it_to_the_same_video(pool: PgPool)
     assert_eq!(resumed["video"], twin["video"], "the same inputs make the same video");
     running.shutdown().await;
 }
+
+/// Schedules over REST, fired by the scheduler on the real clock (every 2 s here; the time
+/// zones and daylight-saving days are `domain::schedule`'s tests): the first firing makes a
+/// project from the template; while it is busy (no GPU here) the next firings are skipped and
+/// recorded so; a schedule that allows overlap fires each time; the next firings are listed.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn schedules_fire_projects_and_skip_while_the_last_is_busy(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher])).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let schedule = |overlap: &str| {
+        json!({
+            "cron": "*/2 * * * * *", "time_zone": "Europe/Berlin", "overlap": overlap,
+            "template": {"title": "Fact #{n}", "scripts": ["One.", "Two."]},
+        })
+    };
+    let (status, answer) = call(Method::PUT, format!("{base}/api/video/schedules/calm"), common::TOKEN, &schedule("skip")).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let next: Vec<&str> = answer["next"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(next.len(), 3, "{answer}");
+    let (status, answer) = call(
+        Method::PUT,
+        format!("{base}/api/video/schedules/bad"),
+        common::TOKEN,
+        &json!({"cron": "61 * * * *", "time_zone": "Mars/Base", "template": {"title": "x", "scripts": []}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("Mars/Base") && message.contains("template.scripts"), "{message}");
+
+    let log = |name: &'static str| {
+        let bus = running.bus.clone();
+        async move { common::envelopes(&bus, "video_schedule", name).await }
+    };
+    testkit::wait_until("a firing, then a skip while busy", std::time::Duration::from_secs(20), || async {
+        let events = log("calm").await;
+        let fired = events.iter().filter(|e| e.event_type == "schedule.fired").count();
+        let busy = events.iter().any(|e| e.event_type == "schedule.skipped" && e.data["reason"].as_str().unwrap_or_default().starts_with("busy"));
+        (fired == 1 && busy).then_some(())
+    })
+    .await;
+    let (_, list) = call(Method::GET, format!("{base}/api/video/schedules"), common::TOKEN, &Value::Null).await;
+    let calm = &list["schedules"][0];
+    assert_eq!(calm["fired"], 1, "{list}");
+    let project = calm["last_project"].as_str().unwrap();
+    let (_, made) = call(Method::GET, format!("{base}/api/video/projects/{project}"), common::TOKEN, &Value::Null).await;
+    assert_eq!(made["requested"]["title"], "Fact #1", "{made}");
+    assert_eq!(made["requested"]["script"], "One.");
+
+    // Overlap allowed: a project each time.
+    let (status, _) = call(Method::PUT, format!("{base}/api/video/schedules/eager"), common::TOKEN, &schedule("allow")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    testkit::wait_until("two firings", std::time::Duration::from_secs(20), || async {
+        let fired = log("eager").await.iter().filter(|e| e.event_type == "schedule.fired").count();
+        (fired >= 2).then_some(())
+    })
+    .await;
+    let (status, _) = call(Method::DELETE, format!("{base}/api/video/schedules/eager"), common::TOKEN, &Value::Null).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (_, list) = call(Method::GET, format!("{base}/api/video/schedules"), common::TOKEN, &Value::Null).await;
+    assert_eq!(list["schedules"].as_array().unwrap().len(), 1);
+    running.shutdown().await;
+}

@@ -5,7 +5,10 @@
 //! process (media), the thumbnail made — each step recorded once, so a worker that stops
 //! resumes at the step after the last recorded one and nothing already made is made again.
 //! At most `max_running` projects at once; cancelling one cancels its queued renders.
-//! Outputs go to the artifact store and under `<storage_root>/<project id>/`.
+//! Outputs go to the artifact store and under `<storage_root>/<project id>/`. Beside it, the
+//! scheduler (`scheduler`) fires the schedules into projects.
+
+mod scheduler;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -127,9 +130,22 @@ pub fn start(ctx: &Context, config: Config) -> anyhow::Result<()> {
         config,
         bus,
     });
+    let scheduler = Arc::new(scheduler::Scheduler {
+        schedules: commands(ctx.bus.clone(), ()),
+        schedule_state: JetStreamStore::new(ctx.bus.clone()),
+        projects: commands(ctx.bus.clone(), ()),
+        project_state: JetStreamStore::new(ctx.bus.clone()),
+        queue: commands(ctx.bus.clone(), ()),
+        queue_cap: worker.config.queue_cap(),
+        bus: ctx.bus.clone(),
+    });
     ctx.spawn("video", move |cancel| {
         let worker = worker.clone();
         async move { worker.run(cancel).await }
+    });
+    ctx.spawn("video-scheduler", move |cancel| {
+        let scheduler = scheduler.clone();
+        async move { scheduler.run(cancel).await }
     });
     Ok(())
 }
