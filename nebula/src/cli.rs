@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use crate::access::{self, SecretsCommand, TokensCommand};
 use crate::containers::{self, ContainersCommand};
 use crate::hosts::{self, HostsCommand};
+use crate::video_cli::{self, VideoCommand};
 use crate::nats::{self, NatsCommand};
 use crate::tools::{self, ReplayArgs, TailArgs};
 use crate::{Config, Parts};
@@ -76,6 +77,9 @@ pub enum Command {
     /// Hosts over SSH: add, ls, rm, accept-key, exec (run by the control plane).
     #[command(subcommand)]
     Hosts(HostsCommand),
+    /// Script to video: new, ls, show, cancel; the personas and schedules.
+    #[command(subcommand)]
+    Video(VideoCommand),
 }
 
 impl Command {
@@ -194,6 +198,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nats(command) => nats::run(&config, command),
         Command::Containers(command) => containers::run(&config, command).await,
         Command::Hosts(command) => hosts::run(&config, command).await,
+        Command::Video(command) => video_cli::run(&config, command).await,
     }
 }
 

@@ -9,6 +9,7 @@ mod hosts;
 pub mod nats;
 mod stack;
 mod tools;
+mod video_cli;
 
 pub use config::Config;
 pub use stack::{Part, Parts, Running, start};

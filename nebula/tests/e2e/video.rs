@@ -528,3 +528,46 @@ async fn schedules_fire_projects_and_skip_while_the_last_is_busy(pool: PgPool) {
     assert_eq!(list["schedules"].as_array().unwrap().len(), 1);
     running.shutdown().await;
 }
+
+/// `nebula video`: a project asked for from a script file, listed, shown and cancelled; the
+/// personas and schedules listed.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_cli_asks_for_lists_shows_and_cancels_videos(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher])).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (status, _) = call(Method::PUT, format!("{base}/api/video/personas/nova"), common::TOKEN, &json!({"style_prompt": "neon"})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let script = state.path().join("script.txt");
+    std::fs::write(&script, "Nova wakes.\n\nNova walks.").unwrap();
+    let script = script.display().to_string();
+    let new = common::nebula_cli(&nats, &["video", "new", "--title", "From the shell", "--script", &script, "--persona", "nova", "--format", "1:1"]).await;
+    assert!(new.status.success(), "{new:?}");
+    let id = String::from_utf8_lossy(&new.stdout).trim().to_owned();
+    assert_eq!(id.len(), 36, "{id}");
+    let ls = common::nebula_cli(&nats, &["video", "ls"]).await;
+    let listed = String::from_utf8_lossy(&ls.stdout);
+    assert!(listed.contains(&id) && listed.contains("From the shell"), "{listed}");
+    let show = testkit::wait_until("its scenes planned", testkit::DEFAULT_WAIT, || async {
+        let show = common::nebula_cli(&nats, &["video", "show", &id]).await;
+        let text = String::from_utf8_lossy(&show.stdout).into_owned();
+        text.contains("scene 2:").then_some(text)
+    })
+    .await;
+    assert!(show.starts_with("From the shell (running, 1:1)") && show.contains("Nova walks."), "{show}");
+    let bad = common::nebula_cli(&nats, &["video", "new", "--title", "x", "--script", &script, "--format", "4:3"]).await;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("format must be 9:16, 16:9 or 1:1"));
+    let cancel = common::nebula_cli(&nats, &["video", "cancel", &id]).await;
+    assert!(cancel.status.success(), "{cancel:?}");
+    testkit::wait_until("the project cancelled", testkit::DEFAULT_WAIT, || async {
+        let (_, project) = call(Method::GET, format!("{base}/api/video/projects/{id}"), common::TOKEN, &Value::Null).await;
+        (project["status"] == "cancelled").then_some(())
+    })
+    .await;
+    let personas = common::nebula_cli(&nats, &["video", "personas"]).await;
+    assert!(String::from_utf8_lossy(&personas.stdout).contains("nova"), "{personas:?}");
+    running.shutdown().await;
+}
