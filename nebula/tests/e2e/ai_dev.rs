@@ -91,6 +91,19 @@ async fn stack(pool: &PgPool, ollama: &FakeOllama, repos: Vec<aidev::RepoConfig>
     }
 }
 
+/// A crate whose test fails, with a `deploy/` file, on `main`; and a stack whose one repository
+/// (`calc`) it is, small changes auto-approved. The fake Ollama, the folder, `main`'s commit.
+async fn deploy_setup(pool: &PgPool) -> (FakeOllama, tempfile::TempDir, String, Stack) {
+    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = repository(
+        dir.path(),
+        &[("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("deploy/app.toml", "replicas = 1\n")],
+    );
+    let stack = stack(pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |_| {}).await;
+    (ollama, dir, start, stack)
+}
+
 fn repo_config(name: &str, path: &Path, auto: domain::ai_dev::AutoApprove) -> aidev::RepoConfig {
     aidev::RepoConfig {
         name: name.to_owned(),
@@ -211,14 +224,7 @@ async fn a_job_fixes_a_failing_test_on_its_branch_and_merges_as_a_small_change(p
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_change_to_deploy_waits_for_a_person_then_merges_and_rolls_back(pool: PgPool) {
-    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let start = repository(
-        dir.path(),
-        &[("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("deploy/app.toml", "replicas = 1\n")],
-    );
-    let Stack { nats: _nats, state: _state, config: _, running, base } =
-        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |_| {}).await;
+    let (ollama, dir, start, Stack { nats: _nats, state: _state, config: _, running, base }) = deploy_setup(&pool).await;
     ollama.script(fixing_script(Some(("deploy/app.toml", "replicas = 2\n"))));
     let id = ask(&base, "calc", "Fix add and run two replicas.").await;
     let job = settled(&base, &id).await;
@@ -461,14 +467,7 @@ async fn a_model_without_tools_works_in_json_and_an_unknown_model_fails_clearly(
 /// a click, merged; then rolled back from the room too.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_change_is_approved_and_rolled_back_from_the_dashboard(pool: PgPool) {
-    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let start = repository(
-        dir.path(),
-        &[("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("deploy/app.toml", "replicas = 1\n")],
-    );
-    let Stack { nats: _nats, state: _state, config: _, running, base } =
-        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |_| {}).await;
+    let (ollama, dir, start, Stack { nats: _nats, state: _state, config: _, running, base }) = deploy_setup(&pool).await;
     ollama.script(fixing_script(Some(("deploy/app.toml", "replicas = 2\n"))));
     let id = ask(&base, "calc", "Fix add and run two replicas.").await;
     let job = settled(&base, &id).await;
@@ -660,14 +659,7 @@ async fn a_missing_model_is_pulled_first_when_asked(pool: PgPool) {
 /// cancelled while its model thinks stops there, its branch kept.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_rejected_change_and_a_cancelled_job_leave_the_base_alone(pool: PgPool) {
-    let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
-    let dir = tempfile::tempdir().unwrap();
-    let start = repository(
-        dir.path(),
-        &[("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("deploy/app.toml", "replicas = 1\n")],
-    );
-    let Stack { nats: _nats, state: _state, config: _, running, base } =
-        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |_| {}).await;
+    let (ollama, dir, start, Stack { nats: _nats, state: _state, config: _, running, base }) = deploy_setup(&pool).await;
     ollama.script(fixing_script(Some(("deploy/app.toml", "replicas = 9\n"))));
     let id = ask(&base, "calc", "Fix add and scale up.").await;
     let job = settled(&base, &id).await;

@@ -10,6 +10,26 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::NatsServer;
 
+/// A NATS server, a state folder and a configuration whose render worker is the simulated GPU
+/// (node `gpu-sim`), videos at 15 fps.
+fn simulated_gpu(pool: &PgPool) -> (NatsServer, tempfile::TempDir, nebula::Config) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, pool, state.path());
+    config.render.node_id = Some("gpu-sim".into());
+    config.video.fps = 15;
+    (nats, state, config)
+}
+
+/// Project `id` once it has ended.
+async fn ended(base: &str, id: &str) -> Value {
+    testkit::wait_until("the project to end", std::time::Duration::from_secs(240), || async {
+        let (status, project) = call(Method::GET, format!("{base}/api/video/projects/{id}?wait=10"), common::TOKEN, &Value::Null).await;
+        (status == StatusCode::OK).then_some(project)
+    })
+    .await
+}
+
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn personas_are_put_read_and_removed_by_those_allowed(pool: PgPool) {
     let nats = NatsServer::start();
@@ -117,11 +137,7 @@ fn probe(path: &std::path::Path) -> Value {
 /// store.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool: PgPool) {
-    let nats = NatsServer::start();
-    let state = tempfile::tempdir().unwrap();
-    let mut config = common::config(&nats, &pool, state.path());
-    config.render.node_id = Some("gpu-sim".into());
-    config.video.fps = 15;
+    let (_nats, state, mut config) = simulated_gpu(&pool);
     let storage = state.path().join("storage");
     config.video.storage_root = Some(storage.clone());
     let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
@@ -158,11 +174,7 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let id = answer["project_id"].as_str().unwrap().to_owned();
-    let project = testkit::wait_until("the project to end", std::time::Duration::from_secs(240), || async {
-        let (status, project) = call(Method::GET, format!("{base}/api/video/projects/{id}?wait=10"), common::TOKEN, &Value::Null).await;
-        (status == StatusCode::OK).then_some(project)
-    })
-    .await;
+    let project = ended(&base, &id).await;
     assert_eq!(project["status"], "completed", "{project:#}");
     let scenes = project["scenes"].as_array().unwrap();
     assert_eq!(scenes.len(), 3);
@@ -211,11 +223,7 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
 /// followed live to the end, the MP4 played in the page and the thumbnail shown.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
-    let nats = NatsServer::start();
-    let state = tempfile::tempdir().unwrap();
-    let mut config = common::config(&nats, &pool, state.path());
-    config.render.node_id = Some("gpu-sim".into());
-    config.video.fps = 15;
+    let (_nats, _state, config) = simulated_gpu(&pool);
     let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
     let running = nebula::start(&config, parts).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
@@ -387,11 +395,7 @@ async fn a_scene_that_cannot_be_rendered_fails_its_project_saying_why(pool: PgPo
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let id = answer["project_id"].as_str().unwrap().to_owned();
-    let project = testkit::wait_until("the project to end", std::time::Duration::from_secs(180), || async {
-        let (status, project) = call(Method::GET, format!("{base}/api/video/projects/{id}?wait=10"), common::TOKEN, &Value::Null).await;
-        (status == StatusCode::OK).then_some(project)
-    })
-    .await;
+    let project = ended(&base, &id).await;
     assert_eq!(project["status"], "failed", "{project:#}");
     assert_eq!(project["failure"][0], "render");
     let reason = project["failure"][1].as_str().unwrap();
@@ -411,11 +415,7 @@ async fn a_scene_that_cannot_be_rendered_fails_its_project_saying_why(pool: PgPo
 /// same persona and seed).
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_worker_stopped_mid_project_resumes_it_to_the_same_video(pool: PgPool) {
-    let nats = NatsServer::start();
-    let state = tempfile::tempdir().unwrap();
-    let mut config = common::config(&nats, &pool, state.path());
-    config.render.node_id = Some("gpu-sim".into());
-    config.video.fps = 15;
+    let (_nats, _state, config) = simulated_gpu(&pool);
     let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
     let running = nebula::start(&config, parts).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
@@ -440,24 +440,13 @@ async fn a_worker_stopped_mid_project_resumes_it_to_the_same_video(pool: PgPool)
     running.shutdown().await;
     let running = nebula::start(&config, parts).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
-    let done = |id: String| {
-        let base = base.clone();
-        async move {
-            testkit::wait_until("the project to end", std::time::Duration::from_secs(240), || async {
-                let (status, project) =
-                    call(Method::GET, format!("{base}/api/video/projects/{id}?wait=10"), common::TOKEN, &Value::Null).await;
-                (status == StatusCode::OK).then_some(project)
-            })
-            .await
-        }
-    };
-    let resumed = done(first.clone()).await;
+    let resumed = ended(&base, &first).await;
     assert_eq!(resumed["status"], "completed", "{resumed:#}");
     let log = common::envelopes(&running.bus, "video_project", &first).await;
     let count = |kind: &str| log.iter().filter(|e| e.event_type == kind).count();
     assert_eq!((count("video.scene_render_queued"), count("video.scene_rendered"), count("video.scene_narrated")), (3, 3, 3));
     let (_, answer) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &body).await;
-    let twin = done(answer["project_id"].as_str().unwrap().to_owned()).await;
+    let twin = ended(&base, answer["project_id"].as_str().unwrap()).await;
     assert_eq!(twin["status"], "completed", "{twin:#}");
     assert_eq!(resumed["video"], twin["video"], "the same inputs make the same video");
     running.shutdown().await;
