@@ -133,19 +133,15 @@ pub(crate) struct ProjectBody {
     priority: i32,
 }
 
-/// `POST /api/video/projects {"title", "script", "persona"?, "format"?, "target_secs"?,
-/// "music"?, "priority"?}` (operator): 202 `{project_id}`.
+/// `POST /api/video/projects {"title", "script" | "topic", "persona"?, "format"?,
+/// "target_secs"?, "music"?, "priority"?}` (operator): 202 `{project_id}`; a topic's script is
+/// written by the local LLM (`[video] ollama_url`, `script_model`).
 pub(crate) async fn create_project(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
     payload: Result<Json<ProjectBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let asked = body(payload)?;
-    if asked.script.is_none() && asked.topic.is_some() {
-        return Err(ApiError::BadRequest(
-            "writing a script from a topic needs the LLM step, which is not built yet: give `script`".into(),
-        ));
-    }
     let persona = match &asked.persona {
         None => None,
         Some(name) => {

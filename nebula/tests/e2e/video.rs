@@ -152,7 +152,7 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
     .await;
     assert_eq!(status, StatusCode::CREATED);
 
-    // Refused: an unknown persona, a topic without a script.
+    // Refused: an unknown persona, an empty script.
     let (status, answer) = call(
         Method::POST,
         format!("{base}/api/video/projects"),
@@ -161,8 +161,9 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    let (status, _) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &json!({"title": "x", "topic": "cats"})).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, answer) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &json!({"title": "x", "script": " \n "})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("the script is empty"), "{answer}");
 
     let script = "Nova wakes in a neon city.\n\nShe walks past glowing signs.\n\nAt dawn the lights fade out.";
     let (status, answer) = call(
@@ -558,5 +559,59 @@ async fn the_cli_asks_for_lists_shows_and_cancels_videos(pool: PgPool) {
     .await;
     let personas = common::nebula_cli(&nats, &["video", "personas"]).await;
     assert!(String::from_utf8_lossy(&personas.stdout).contains("nova"), "{personas:?}");
+    running.shutdown().await;
+}
+
+/// A project asked for by topic: its script written by the local LLM (the fake Ollama, which
+/// sees the topic and the persona), recorded with the model that wrote it, then made like any
+/// other; with Ollama away, the project fails at its script, saying so.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_topic_becomes_a_script_written_by_the_local_llm(pool: PgPool) {
+    use testkit::ollama::{FakeOllama, Model, Reply};
+    let ollama = FakeOllama::start(vec![Model::new("writer:3b", &["completion"], 8192)]).await;
+    let (_nats, _state, mut config) = simulated_gpu(&pool);
+    config.video.ollama_url = ollama.url.clone();
+    config.video.script_model = "writer:3b".to_owned();
+    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let running = nebula::start(&config, parts).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (status, _) = call(
+        Method::PUT,
+        format!("{base}/api/video/personas/nova"),
+        common::TOKEN,
+        &json!({"description": "a cheerful synthwave host", "style_prompt": "neon"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    ollama.script([Reply::Text("Lighthouses guide ships at night.\n\nTheir lamps turn slowly.".to_owned())]);
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &json!({"title": "Lighthouses", "topic": "how lighthouses work", "persona": "nova", "target_secs": 12}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let project = ended(&base, answer["project_id"].as_str().unwrap()).await;
+    assert_eq!(project["status"], "completed", "{project:#}");
+    assert_eq!(project["scenes"].as_array().unwrap().len(), 2);
+    assert_eq!(project["scenes"][1]["text"], "Their lamps turn slowly.");
+    let asked = ollama.requests()[0]["messages"][1]["content"].as_str().unwrap().to_owned();
+    assert!(asked.contains("how lighthouses work") && asked.contains("a cheerful synthwave host"), "{asked}");
+    let id = project["project_id"].as_str().unwrap();
+    let written = common::envelopes(&running.bus, "video_project", id)
+        .await
+        .into_iter()
+        .find(|e| e.event_type == "video.script_written")
+        .unwrap();
+    assert_eq!(written.data["model"], "writer:3b");
+
+    // Ollama refuses (the model is not there): the project fails at its script.
+    ollama.script([Reply::Error(404, "model \"writer:3b\" not found, try pulling it first".to_owned())]);
+    let (_, answer) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &json!({"title": "x", "topic": "y"})).await;
+    let failed = ended(&base, answer["project_id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert_eq!(failed["failure"][0], "script");
+    assert!(failed["failure"][1].as_str().unwrap().contains("not found, try pulling it first"), "{failed}");
     running.shutdown().await;
 }

@@ -9,6 +9,7 @@
 //! scheduler (`scheduler`) fires the schedules into projects.
 
 mod scheduler;
+mod script;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -63,6 +64,9 @@ pub struct Config {
     pub piper: Option<PiperConfig>,
     /// The thumbnail's font.
     pub font: PathBuf,
+    /// Ollama, for the scripts of projects asked for by topic.
+    pub ollama_url: String,
+    pub script_model: String,
 }
 
 impl Default for Config {
@@ -79,6 +83,8 @@ impl Default for Config {
             espeak_binary: PathBuf::from("espeak-ng"),
             piper: None,
             font: PathBuf::from(media::thumbnail::DEFAULT_FONT),
+            ollama_url: "http://127.0.0.1:11434".to_owned(),
+            script_model: "llama3.2".to_owned(),
         }
     }
 }
@@ -335,12 +341,15 @@ impl Worker {
             return Step::Stop;
         };
         let Some(script) = state.script.clone() else {
-            let Some(script) = requested.script.clone() else {
-                return self
-                    .fail(id, known, "script", "writing a script from a topic needs the LLM step, which is not built yet: give the script".to_owned())
-                    .await;
+            let (script, model) = match requested.script.clone() {
+                Some(script) => (script, None),
+                // Written by the local LLM from the topic.
+                None => match script::write(&self.config.ollama_url, &self.config.script_model, &requested).await {
+                    Ok(script) => (script, Some(self.config.script_model.clone())),
+                    Err(reason) => return self.fail(id, known, "script", reason).await,
+                },
             };
-            self.record(id, known, ProjectCommand::WriteScript { script, model: None }).await;
+            self.record(id, known, ProjectCommand::WriteScript { script, model }).await;
             return Step::Next;
         };
         if state.scenes.is_empty() {
