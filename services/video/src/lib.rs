@@ -609,7 +609,13 @@ impl Worker {
             Some(sha) => Some(media::audio::Music::new(self.artifact_path(sha)?)),
             None => None,
         };
-        let output = folder.join("video.mp4");
+        // Made in a folder of this attempt's own: an earlier attempt still finishing (its worker
+        // stopped, its thread not) never writes into this one's file.
+        let attempt = tempfile::Builder::new()
+            .prefix(".assembling-")
+            .tempdir_in(&folder)
+            .map_err(|err| format!("{}: {err}", folder.display()))?;
+        let output = attempt.path().join("video.mp4");
         let (fps, fade) = (self.config.fps, Duration::from_secs_f64(self.config.fade_secs));
         let out = output.clone();
         let assembled = tokio::task::spawn_blocking(move || {
@@ -629,6 +635,11 @@ impl Worker {
         .map_err(|err| err.to_string())?;
         let video = tokio::fs::read(&output).await.map_err(|err| err.to_string())?;
         let srt = tokio::fs::read(output.with_extension("srt")).await.map_err(|err| err.to_string())?;
+        for name in ["video.mp4", "video.srt"] {
+            tokio::fs::rename(attempt.path().join(name), folder.join(name))
+                .await
+                .map_err(|err| format!("{name}: {err}"))?;
+        }
         let (video, _) = self.artifacts.put(&video).await.map_err(|err| err.to_string())?;
         let (subtitles, _) = self.artifacts.put(&srt).await.map_err(|err| err.to_string())?;
         Ok(ProjectCommand::RecordAssembly {
@@ -644,7 +655,11 @@ impl Worker {
         let requested = state.requested.clone().ok_or("no request")?;
         let folder = self.folder(id)?;
         let pictures: Vec<PathBuf> = state.scenes.iter().map(|s| folder.join(format!("scene-{}.png", s.n))).collect();
-        let out = folder.join("thumbnail.png");
+        let attempt = tempfile::Builder::new()
+            .prefix(".thumbnail-")
+            .tempdir_in(&folder)
+            .map_err(|err| format!("{}: {err}", folder.display()))?;
+        let out = attempt.path().join("thumbnail.png");
         let (width, height) = requested.format.size();
         let (font, title, path) = (self.config.font.clone(), requested.title.clone(), out.clone());
         tokio::task::spawn_blocking(move || -> Result<(), media::assemble::AssemblyError> {
@@ -656,6 +671,7 @@ impl Worker {
         .map_err(|err| err.to_string())?
         .map_err(|err| err.to_string())?;
         let bytes = tokio::fs::read(&out).await.map_err(|err| err.to_string())?;
+        tokio::fs::rename(&out, folder.join("thumbnail.png")).await.map_err(|err| err.to_string())?;
         let (artifact, _) = self.artifacts.put(&bytes).await.map_err(|err| err.to_string())?;
         Ok(artifact)
     }
