@@ -222,6 +222,9 @@ mod tests {
         assert_eq!(content_type(&[0xff, 0xd8, 0xff, 0xe0]), "image/jpeg");
         assert_eq!(content_type(b"\0\0\0\x20ftypisom\0\0\x02\0"), "video/mp4");
         assert_eq!(content_type(b"RIFF\x24\x08\0\0WAVEfmt "), "audio/wav");
-        assert_eq!(content_type(b"1\n00:00:00,000 --> "), "application/octet-stream");
+        assert_eq!(
+            content_type(b"1\n00:00:00,000 --> "),
+            "application/octet-stream"
+        );
     }
 }

@@ -25,7 +25,8 @@ pub(crate) struct AiDev {
 }
 
 const MODEL: &str = "bench:7b";
-const CARGO: &str = "[package]\nname = \"benchcalc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n";
+const CARGO: &str =
+    "[package]\nname = \"benchcalc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n";
 const LIB: &str = "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(super::add(2, 3), 5);\n    }\n}\n";
 
 /// A repository with the crate committed on `main`.
@@ -60,7 +61,10 @@ fn cargo_directly(dir: &Path, target: &Path) -> Result<Duration> {
             .output()
             .context("cargo")?;
         if !output.status.success() {
-            bail!("cargo {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+            bail!(
+                "cargo {args:?} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
         }
     }
     Ok(started.elapsed())
@@ -104,7 +108,12 @@ pub(crate) async fn ai_dev(rounds: usize, steps: usize) -> Result<AiDev> {
     // A first round warms both target folders; it is not counted.
     for round in 0..=rounds {
         let mut script: Vec<Reply> = (0..steps)
-            .map(|i| tool("update_plan", json!({ "plan": format!("round {round}, step {i}") })))
+            .map(|i| {
+                tool(
+                    "update_plan",
+                    json!({ "plan": format!("round {round}, step {i}") }),
+                )
+            })
             .collect();
         script.push(tool(
             "write_file",

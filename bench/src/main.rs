@@ -16,12 +16,12 @@ use bench::{Env, job_commits, preload, rate, spawn_event_projections};
 use gateway::GatewayProcess;
 
 mod aidev;
-mod video;
 mod containers;
 mod deploys;
 mod gateway;
 mod hosts;
 mod live;
+mod video;
 use bus::StreamName;
 use bus::consumer::{ConsumerSpec, Outcome};
 use bus::store::{CommandMeta, commands};

@@ -29,7 +29,11 @@ fn still(path: &Path, n: usize) -> Result<()> {
     let mut bytes = format!("P6\n{w} {h}\n255\n").into_bytes();
     for y in 0..h {
         for x in 0..w {
-            let stripe = if (x / (16 + n * 4) + y / 24) % 2 == 0 { 40 } else { 0 };
+            let stripe = if (x / (16 + n * 4) + y / 24) % 2 == 0 {
+                40
+            } else {
+                0
+            };
             bytes.push(((x * 255 / w) as u8).wrapping_add(stripe));
             bytes.push(((y * 255 / h) as u8).wrapping_add((n * 40) as u8));
             bytes.push((((x + y) * 255 / (w + h)) as u8).wrapping_add(stripe));
@@ -45,7 +49,9 @@ fn narration() -> Speech {
     let rate = 22_050u32;
     let total = rate as usize * SCENES * SCENE_SECS as usize;
     let samples = (0..total)
-        .map(|i| ((i as f64 * 180.0 * std::f64::consts::TAU / f64::from(rate)).sin() * 6000.0) as i16)
+        .map(|i| {
+            ((i as f64 * 180.0 * std::f64::consts::TAU / f64::from(rate)).sin() * 6000.0) as i16
+        })
         .collect();
     let sentences = (0..SCENES)
         .map(|n| Timed {
@@ -54,7 +60,11 @@ fn narration() -> Speech {
             end: Duration::from_secs((n as u64 + 1) * SCENE_SECS) - Duration::from_millis(300),
         })
         .collect();
-    Speech { sample_rate: rate, samples, sentences }
+    Speech {
+        sample_rate: rate,
+        samples,
+        sentences,
+    }
 }
 
 fn ffmpeg(dir: &Path, speech_wav: &Path, srt: &Path, out: &Path) -> Result<Duration> {
@@ -77,11 +87,24 @@ fn ffmpeg(dir: &Path, speech_wav: &Path, srt: &Path, out: &Path) -> Result<Durat
         "concat=n={SCENES}:v=1:a=0[cat];[cat]subtitles=filename={}:force_style='FontName=DejaVu Sans,FontSize=13,Bold=1,Outline=2,Shadow=0,MarginV=24,Alignment=2'[out]",
         srt.display()
     ));
-    command.args(["-filter_complex", &graph, "-map", "[out]", "-map", &format!("{SCENES}:a")]);
-    command.args(["-c:v", "libx264", "-preset", "veryfast", "-crf", "21", "-pix_fmt", "yuv420p"]);
-    command.args(["-c:a", "aac", "-b:a", "96k", "-ac", "1"]).arg(out);
+    command.args([
+        "-filter_complex",
+        &graph,
+        "-map",
+        "[out]",
+        "-map",
+        &format!("{SCENES}:a"),
+    ]);
+    command.args([
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "21", "-pix_fmt", "yuv420p",
+    ]);
+    command
+        .args(["-c:a", "aac", "-b:a", "96k", "-ac", "1"])
+        .arg(out);
     let started = Instant::now();
-    let output = command.output().context("ffmpeg (Debian's) is installed by cargo xtask")?;
+    let output = command
+        .output()
+        .context("ffmpeg (Debian's) is installed by cargo xtask")?;
     let took = started.elapsed();
     if !output.status.success() {
         bail!("ffmpeg failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -98,7 +121,10 @@ pub(crate) fn assembly(rounds: usize) -> Result<Assembled> {
     let speech_wav = dir.path().join("narration.wav");
     std::fs::write(&speech_wav, speech.to_wav())?;
     let srt = dir.path().join("subtitles.srt");
-    std::fs::write(&srt, media::subtitles::srt(&speech.sentences, (W as usize / 18).clamp(16, 60)))?;
+    std::fs::write(
+        &srt,
+        media::subtitles::srt(&speech.sentences, (W as usize / 18).clamp(16, 60)),
+    )?;
     let scenes: Vec<Scene> = (0..SCENES)
         .map(|n| Scene {
             image: dir.path().join(format!("scene{n}.ppm")),
@@ -107,7 +133,11 @@ pub(crate) fn assembly(rounds: usize) -> Result<Assembled> {
         })
         .collect();
     let assembly = Assembly {
-        frame: Frame { width: W, height: H, fps: FPS },
+        frame: Frame {
+            width: W,
+            height: H,
+            fps: FPS,
+        },
         scenes,
         narration: Some(&speech),
         subtitles: speech.sentences.clone(),
@@ -115,7 +145,10 @@ pub(crate) fn assembly(rounds: usize) -> Result<Assembled> {
         music: None,
         output: dir.path().join("ours.mp4"),
     };
-    let mut measured = Assembled { ours: Vec::new(), ffmpeg: Vec::new() };
+    let mut measured = Assembled {
+        ours: Vec::new(),
+        ffmpeg: Vec::new(),
+    };
     for _ in 0..rounds {
         let started = Instant::now();
         let done = assemble(&assembly, |_| {})?;
@@ -123,7 +156,12 @@ pub(crate) fn assembly(rounds: usize) -> Result<Assembled> {
         if done.frames != FPS as u64 * SCENE_SECS * SCENES as u64 {
             bail!("the assembly made {} frames", done.frames);
         }
-        measured.ffmpeg.push(ffmpeg(dir.path(), &speech_wav, &srt, &dir.path().join("theirs.mp4"))?);
+        measured.ffmpeg.push(ffmpeg(
+            dir.path(),
+            &speech_wav,
+            &srt,
+            &dir.path().join("theirs.mp4"),
+        )?);
     }
     Ok(measured)
 }

@@ -4,7 +4,9 @@
 
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
-use events::ai_dev::{AgentStep, AiDevEvent, BuildChecked, ChangeProposed, JobRequested, JobStarted};
+use events::ai_dev::{
+    AgentStep, AiDevEvent, BuildChecked, ChangeProposed, JobRequested, JobStarted,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::Event;
@@ -258,9 +260,9 @@ pub fn validate_request(request: &JobRequested) -> Vec<String> {
     }
     if let Some(model) = &request.model {
         let ok = (1..=128).contains(&model.len())
-            && model
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-' | b':'));
+            && model.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-' | b':')
+            });
         if !ok {
             problems.push(format!("model {model:?} is not a model name"));
         }
@@ -296,7 +298,9 @@ impl Aggregate for AiDevJob {
             AiDevCommand::Offer { node, until } => {
                 self.require(&[Requested], "be offered")?;
                 if self.offered_to.is_some() || self.runs_on.is_some() {
-                    return Err(AiDevError::Invalid("it was offered or taken already".to_owned()));
+                    return Err(AiDevError::Invalid(
+                        "it was offered or taken already".to_owned(),
+                    ));
                 }
                 AiDevEvent::Offered { node, until }
             }
@@ -306,7 +310,9 @@ impl Aggregate for AiDevJob {
                     return Err(AiDevError::Invalid(format!("{taker} took it already")));
                 }
                 if runs_on != "local" && self.offered_to.as_deref() != Some(runs_on.as_str()) {
-                    return Err(AiDevError::Invalid(format!("it was not offered to {runs_on}")));
+                    return Err(AiDevError::Invalid(format!(
+                        "it was not offered to {runs_on}"
+                    )));
                 }
                 AiDevEvent::Claimed { runs_on, fallback }
             }
@@ -655,9 +661,16 @@ mod tests {
         );
         let protected = auto_decide(&all_on(), &facts(&["deploy/prod.toml"], 1));
         assert_eq!(protected.rule, None);
-        assert!(protected.reason.contains("protected paths (deploy/prod.toml)"));
+        assert!(
+            protected
+                .reason
+                .contains("protected paths (deploy/prod.toml)")
+        );
         let off = auto_decide(&AutoApprove::default(), &facts(&["README.md"], 1));
-        assert_eq!(off.reason, "no auto-approval rule is on for this repository");
+        assert_eq!(
+            off.reason,
+            "no auto-approval rule is on for this repository"
+        );
         let big = auto_decide(&all_on(), &facts(&["src/a.rs", "src/b.rs", "src/c.rs"], 3));
         assert!(big.reason.contains("3 files is over"), "{}", big.reason);
     }
@@ -677,9 +690,18 @@ mod tests {
 
     fn path() -> impl Strategy<Value = String> {
         prop::sample::select(vec![
-            "README.md", "docs/guide.txt", "src/lib.rs", "tests/it.rs", "deploy/x.yml",
-            ".ci/run", "migrations/0001.sql", "app/test_x.py", "web/a.test.js", "go/x_test.go",
-            "src/deploy/mod.rs", "db/migrations/2.sql",
+            "README.md",
+            "docs/guide.txt",
+            "src/lib.rs",
+            "tests/it.rs",
+            "deploy/x.yml",
+            ".ci/run",
+            "migrations/0001.sql",
+            "app/test_x.py",
+            "web/a.test.js",
+            "go/x_test.go",
+            "src/deploy/mod.rs",
+            "db/migrations/2.sql",
         ])
         .prop_map(str::to_owned)
     }
@@ -740,15 +762,24 @@ mod tests {
     }
 
     fn offered(node: &str) -> AiDevEvent {
-        AiDevEvent::Offered { node: node.to_owned(), until: chrono::DateTime::UNIX_EPOCH }
+        AiDevEvent::Offered {
+            node: node.to_owned(),
+            until: chrono::DateTime::UNIX_EPOCH,
+        }
     }
 
     fn claimed(runs_on: &str) -> AiDevEvent {
-        AiDevEvent::Claimed { runs_on: runs_on.to_owned(), fallback: None }
+        AiDevEvent::Claimed {
+            runs_on: runs_on.to_owned(),
+            fallback: None,
+        }
     }
 
     fn claim(runs_on: &str) -> AiDevCommand {
-        AiDevCommand::Claim { runs_on: runs_on.to_owned(), fallback: None }
+        AiDevCommand::Claim {
+            runs_on: runs_on.to_owned(),
+            fallback: None,
+        }
     }
 
     fn state(events: &[AiDevEvent]) -> AiDevJob {
@@ -780,7 +811,9 @@ mod tests {
         TestFramework::<AiDevJob>::with(())
             .given(history(&[offered("gpu")]))
             .when(claim("other"))
-            .then_expect_error(AiDevError::Invalid("it was not offered to other".to_owned()));
+            .then_expect_error(AiDevError::Invalid(
+                "it was not offered to other".to_owned(),
+            ));
         TestFramework::<AiDevJob>::with(())
             .given(history(&[offered("gpu"), claimed("gpu")]))
             .when(claim("local"))
@@ -794,11 +827,22 @@ mod tests {
     #[test]
     fn the_base_moves_only_after_a_rule_or_people_approved() {
         use cqrs_es::test::TestFramework;
-        let merge = AiDevCommand::Merge { commit: "m".to_owned(), fast_forward: true };
+        let merge = AiDevCommand::Merge {
+            commit: "m".to_owned(),
+            fast_forward: true,
+        };
         let proposed = AiDevEvent::ChangeProposed(change());
-        let asked = AiDevEvent::ApprovalAsked { approval_id: "a1".to_owned() };
-        let decided = |rule: Option<&str>| AiDevEvent::Decided { auto_rule: rule.map(str::to_owned), reason: "r".to_owned() };
-        let merged = Event(AiDevEvent::Merged { commit: "m".to_owned(), fast_forward: true });
+        let asked = AiDevEvent::ApprovalAsked {
+            approval_id: "a1".to_owned(),
+        };
+        let decided = |rule: Option<&str>| AiDevEvent::Decided {
+            auto_rule: rule.map(str::to_owned),
+            reason: "r".to_owned(),
+        };
+        let merged = Event(AiDevEvent::Merged {
+            commit: "m".to_owned(),
+            fast_forward: true,
+        });
         TestFramework::<AiDevJob>::with(())
             .given(history(&[proposed.clone(), decided(Some("small_change"))]))
             .when(merge.clone())
@@ -819,10 +863,21 @@ mod tests {
             ));
         TestFramework::<AiDevJob>::with(())
             .given(history(&[proposed.clone(), decided(None), asked.clone()]))
-            .when(AiDevCommand::Approve { approval_id: "other".to_owned() })
-            .then_expect_error(AiDevError::Invalid("approval other is not the one it waits for".to_owned()));
+            .when(AiDevCommand::Approve {
+                approval_id: "other".to_owned(),
+            })
+            .then_expect_error(AiDevError::Invalid(
+                "approval other is not the one it waits for".to_owned(),
+            ));
         TestFramework::<AiDevJob>::with(())
-            .given(history(&[proposed, decided(None), asked, AiDevEvent::Approved { approval_id: "a1".to_owned() }]))
+            .given(history(&[
+                proposed,
+                decided(None),
+                asked,
+                AiDevEvent::Approved {
+                    approval_id: "a1".to_owned(),
+                },
+            ]))
             .when(merge)
             .then_expect_events(vec![merged]);
     }
@@ -830,7 +885,10 @@ mod tests {
     #[test]
     fn a_node_carries_out_only_the_job_it_took_and_decides_nothing() {
         let took = state(&[offered("gpu"), claimed("gpu")]);
-        assert_eq!(job_node_may(&state(&[offered("gpu")]), "gpu", "j", &claim("gpu")), Ok(()));
+        assert_eq!(
+            job_node_may(&state(&[offered("gpu")]), "gpu", "j", &claim("gpu")),
+            Ok(())
+        );
         assert!(job_node_may(&state(&[offered("gpu")]), "evil", "j", &claim("evil")).is_err());
         assert!(job_node_may(&state(&[]), "gpu", "j", &claim("gpu")).is_err());
         let step = AiDevCommand::Propose(change());
@@ -838,11 +896,22 @@ mod tests {
         assert!(job_node_may(&took, "other", "j", &step).is_err());
         assert!(job_node_may(&state(&[claimed("local")]), "gpu", "j", &step).is_err());
         for forbidden in [
-            AiDevCommand::Decide { auto_rule: Some("docs_only".to_owned()), reason: "r".to_owned() },
-            AiDevCommand::Approve { approval_id: "a".to_owned() },
-            AiDevCommand::Reject { reason: "r".to_owned(), branch_deleted: true },
+            AiDevCommand::Decide {
+                auto_rule: Some("docs_only".to_owned()),
+                reason: "r".to_owned(),
+            },
+            AiDevCommand::Approve {
+                approval_id: "a".to_owned(),
+            },
+            AiDevCommand::Reject {
+                reason: "r".to_owned(),
+                branch_deleted: true,
+            },
             AiDevCommand::RequestRollback,
-            AiDevCommand::Offer { node: "gpu".to_owned(), until: chrono::DateTime::UNIX_EPOCH },
+            AiDevCommand::Offer {
+                node: "gpu".to_owned(),
+                until: chrono::DateTime::UNIX_EPOCH,
+            },
         ] {
             let refused = job_node_may(&took, "gpu", "j", &forbidden).unwrap_err();
             assert!(refused.starts_with("a node may not"), "{refused}");

@@ -31,9 +31,11 @@ pub struct Schedule {
 impl Schedule {
     /// `cron` in `time_zone` (an IANA name, e.g. `Europe/Berlin`), or why it is not one.
     pub fn parse(cron: &str, time_zone: &str) -> Result<Schedule, String> {
-        let zone = Tz::from_str(time_zone.trim())
-            .map_err(|_| format!("{time_zone:?} is not an IANA time zone (e.g. Europe/Berlin, UTC)"))?;
-        let cron = Cron::from_str(cron).map_err(|err| format!("{cron:?} is not a cron expression: {err}"))?;
+        let zone = Tz::from_str(time_zone.trim()).map_err(|_| {
+            format!("{time_zone:?} is not an IANA time zone (e.g. Europe/Berlin, UTC)")
+        })?;
+        let cron = Cron::from_str(cron)
+            .map_err(|err| format!("{cron:?} is not a cron expression: {err}"))?;
         Ok(Schedule { cron, zone })
     }
 
@@ -81,11 +83,17 @@ impl Schedule {
         }
         let next = self.next_after(at.max(now));
         let Some(&latest) = instants.last() else {
-            return Due { fire: None, skipped: Vec::new(), next };
+            return Due {
+                fire: None,
+                skipped: Vec::new(),
+                next,
+            };
         };
         let on_time = now - latest <= GRACE;
         let (mut fire, mut skipped) = match (on_time, missed) {
-            (true, _) | (false, Missed::CatchUpOnce) => (Some(latest), instants[..instants.len() - 1].to_vec()),
+            (true, _) | (false, Missed::CatchUpOnce) => {
+                (Some(latest), instants[..instants.len() - 1].to_vec())
+            }
             (false, Missed::Skip) => (None, instants),
         };
         let mut busy_skip = None;
@@ -94,12 +102,22 @@ impl Schedule {
         }
         let mut skipped: Vec<Skipped> = skipped
             .drain(..)
-            .map(|at| Skipped { at, reason: SkipReason::Missed })
+            .map(|at| Skipped {
+                at,
+                reason: SkipReason::Missed,
+            })
             .collect();
         if let Some(at) = busy_skip {
-            skipped.push(Skipped { at, reason: SkipReason::Busy });
+            skipped.push(Skipped {
+                at,
+                reason: SkipReason::Busy,
+            });
         }
-        Due { fire, skipped, next }
+        Due {
+            fire,
+            skipped,
+            next,
+        }
     }
 }
 
@@ -143,13 +161,22 @@ pub fn validate_schedule(defined: &events::video::ScheduleDefined) -> Vec<String
     if template.scripts.is_empty() || template.scripts.len() > 100 {
         problems.push("template.scripts: 1-100 scripts, used in turn".to_owned());
     }
-    if template.scripts.iter().any(|s| !s.chars().any(char::is_alphanumeric) || s.len() > events::video::SCRIPT_MAX_BYTES) {
-        problems.push(format!("template.scripts: each says something, in at most {} bytes", events::video::SCRIPT_MAX_BYTES));
+    if template
+        .scripts
+        .iter()
+        .any(|s| !s.chars().any(char::is_alphanumeric) || s.len() > events::video::SCRIPT_MAX_BYTES)
+    {
+        problems.push(format!(
+            "template.scripts: each says something, in at most {} bytes",
+            events::video::SCRIPT_MAX_BYTES
+        ));
     }
     if let Some(persona) = &template.persona
         && !crate::video::valid_persona_name(persona)
     {
-        problems.push(format!("template.persona {persona:?} cannot name a persona"));
+        problems.push(format!(
+            "template.persona {persona:?} cannot name a persona"
+        ));
     }
     problems
 }
@@ -158,8 +185,15 @@ pub fn validate_schedule(defined: &events::video::ScheduleDefined) -> Vec<String
 pub enum ScheduleCommand {
     Define(events::video::ScheduleDefined),
     /// Instant `at` fired as project `project_id` (each instant once, in order).
-    Fire { at: DateTime<Utc>, project_id: String },
-    Skip { at: DateTime<Utc>, count: u32, reason: String },
+    Fire {
+        at: DateTime<Utc>,
+        project_id: String,
+    },
+    Skip {
+        at: DateTime<Utc>,
+        count: u32,
+        reason: String,
+    },
     Remove,
 }
 
@@ -251,7 +285,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn berlin_0230() -> Schedule {
@@ -288,8 +324,14 @@ mod tests {
         let err = Schedule::parse("30 2 * *", "UTC").unwrap_err();
         assert!(err.contains("is not a cron expression"), "{err}");
         let err = Schedule::parse("30 2 * * *", "Mars/Olympus").unwrap_err();
-        assert!(err.contains("\"Mars/Olympus\" is not an IANA time zone"), "{err}");
-        assert!(Schedule::parse("0 30 2 * * *", "UTC").is_ok(), "six fields: leading seconds");
+        assert!(
+            err.contains("\"Mars/Olympus\" is not an IANA time zone"),
+            "{err}"
+        );
+        assert!(
+            Schedule::parse("0 30 2 * * *", "UTC").is_ok(),
+            "six fields: leading seconds"
+        );
     }
 
     #[test]
@@ -297,13 +339,28 @@ mod tests {
         let hourly = Schedule::parse("0 * * * *", "UTC").unwrap();
         let last = utc("2026-12-07T09:00:00Z");
         // Woken 3 s after 10:00: on time.
-        let due = hourly.due(last, utc("2026-12-07T10:00:03Z"), Missed::Skip, Overlap::Skip, false);
+        let due = hourly.due(
+            last,
+            utc("2026-12-07T10:00:03Z"),
+            Missed::Skip,
+            Overlap::Skip,
+            false,
+        );
         assert_eq!(due.fire, Some(utc("2026-12-07T10:00:00Z")));
         assert!(due.skipped.is_empty());
         assert_eq!(due.next, Some(utc("2026-12-07T11:00:00Z")));
         // Before it: nothing, and when.
-        let due = hourly.due(last, utc("2026-12-07T09:59:00Z"), Missed::Skip, Overlap::Skip, false);
-        assert_eq!((due.fire, due.next), (None, Some(utc("2026-12-07T10:00:00Z"))));
+        let due = hourly.due(
+            last,
+            utc("2026-12-07T09:59:00Z"),
+            Missed::Skip,
+            Overlap::Skip,
+            false,
+        );
+        assert_eq!(
+            (due.fire, due.next),
+            (None, Some(utc("2026-12-07T10:00:00Z")))
+        );
         // Down from 09:30 to 12:20: 10, 11 and 12 were missed.
         let now = utc("2026-12-07T12:20:00Z");
         let skip = hourly.due(last, now, Missed::Skip, Overlap::Skip, false);
@@ -313,9 +370,18 @@ mod tests {
         assert_eq!(skip.next, Some(utc("2026-12-07T13:00:00Z")));
         let catch_up = hourly.due(last, now, Missed::CatchUpOnce, Overlap::Skip, false);
         assert_eq!(catch_up.fire, Some(utc("2026-12-07T12:00:00Z")));
-        assert_eq!(catch_up.skipped.iter().map(|s| s.at).collect::<Vec<_>>(), [utc("2026-12-07T10:00:00Z"), utc("2026-12-07T11:00:00Z")]);
+        assert_eq!(
+            catch_up.skipped.iter().map(|s| s.at).collect::<Vec<_>>(),
+            [utc("2026-12-07T10:00:00Z"), utc("2026-12-07T11:00:00Z")]
+        );
         // Down only a little past 12:00 yet more than the grace: missed too.
-        let late = hourly.due(utc("2026-12-07T11:00:00Z"), utc("2026-12-07T12:05:00Z"), Missed::Skip, Overlap::Skip, false);
+        let late = hourly.due(
+            utc("2026-12-07T11:00:00Z"),
+            utc("2026-12-07T12:05:00Z"),
+            Missed::Skip,
+            Overlap::Skip,
+            false,
+        );
         assert_eq!((late.fire, late.skipped.len()), (None, 1));
     }
 
@@ -325,7 +391,13 @@ mod tests {
         let (last, now) = (utc("2026-12-07T09:00:00Z"), utc("2026-12-07T10:00:01Z"));
         let busy = hourly.due(last, now, Missed::Skip, Overlap::Skip, true);
         assert_eq!(busy.fire, None);
-        assert_eq!(busy.skipped, [Skipped { at: utc("2026-12-07T10:00:00Z"), reason: SkipReason::Busy }]);
+        assert_eq!(
+            busy.skipped,
+            [Skipped {
+                at: utc("2026-12-07T10:00:00Z"),
+                reason: SkipReason::Busy
+            }]
+        );
         let allowed = hourly.due(last, now, Missed::Skip, Overlap::Allow, true);
         assert_eq!(allowed.fire, Some(utc("2026-12-07T10:00:00Z")));
     }

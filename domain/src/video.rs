@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use cqrs_es::Aggregate;
 use cqrs_es::event_sink::EventSink;
 use events::video::{
-    MAX_SCENES, Persona, PersonaEvent, PlannedScene, ProjectRequested, SCRIPT_MAX_BYTES, SeedPolicy, TimedText,
-    VideoProjectEvent,
+    MAX_SCENES, Persona, PersonaEvent, PlannedScene, ProjectRequested, SCRIPT_MAX_BYTES,
+    SeedPolicy, TimedText, VideoProjectEvent,
 };
 use serde::{Deserialize, Serialize};
 
@@ -19,14 +19,17 @@ use crate::Event;
 /// A persona's name: what REST paths and projects call it.
 pub fn valid_persona_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 /// Why `name` cannot name a persona, if it cannot.
 pub fn persona_name_problem(name: &str) -> Option<String> {
-    (!valid_persona_name(name))
-        .then(|| format!("name {name:?}: 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit"))
+    (!valid_persona_name(name)).then(|| {
+        format!("name {name:?}: 1-64 of a-z, 0-9, '-' and '_', starting with a letter or digit")
+    })
 }
 
 /// What is wrong with `persona`, if anything.
@@ -42,20 +45,27 @@ pub fn validate_persona(persona: &Persona) -> Vec<String> {
         }
     }
     if let Some(lora) = &persona.lora
-        && (lora.name.trim().is_empty() || !(lora.strength.is_finite() && (-4.0..=4.0).contains(&lora.strength)))
+        && (lora.name.trim().is_empty()
+            || !(lora.strength.is_finite() && (-4.0..=4.0).contains(&lora.strength)))
     {
         problems.push("lora needs a name and a strength in -4..=4".to_owned());
     }
     if persona.embeddings.len() > 16
-        || persona
-            .embeddings
-            .iter()
-            .any(|e| e.is_empty() || !e.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        || persona.embeddings.iter().any(|e| {
+            e.is_empty()
+                || !e
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
     {
-        problems.push("embeddings: at most 16 names of letters, digits, '-', '_' and '.'".to_owned());
+        problems
+            .push("embeddings: at most 16 names of letters, digits, '-', '_' and '.'".to_owned());
     }
     if !(persona.voice.starts_with("espeak-ng:") || persona.voice.starts_with("piper:")) {
-        problems.push(format!("voice {:?}: espeak-ng:<voice> or piper:<voice>", persona.voice));
+        problems.push(format!(
+            "voice {:?}: espeak-ng:<voice> or piper:<voice>",
+            persona.voice
+        ));
     }
     problems
 }
@@ -87,7 +97,12 @@ impl Aggregate for PersonaState {
     type Error = PersonaError;
     type Services = ();
 
-    async fn handle(&mut self, command: PersonaCommand, _services: &(), sink: &EventSink<Self>) -> Result<(), PersonaError> {
+    async fn handle(
+        &mut self,
+        command: PersonaCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), PersonaError> {
         let event = match command {
             PersonaCommand::Put(persona) => {
                 let problems = validate_persona(&persona);
@@ -111,7 +126,9 @@ impl Aggregate for PersonaState {
 
     fn apply(&mut self, event: Event<PersonaEvent>) {
         match event.0 {
-            PersonaEvent::Defined(persona) | PersonaEvent::Changed(persona) => self.persona = Some(persona),
+            PersonaEvent::Defined(persona) | PersonaEvent::Changed(persona) => {
+                self.persona = Some(persona)
+            }
             PersonaEvent::Removed {} => self.persona = None,
         }
     }
@@ -165,7 +182,10 @@ fn sentences(text: &str) -> Vec<String> {
 /// persona's policy (`random`: the one drawn for it).
 pub fn scene_prompt(persona: Option<&Persona>, n: u32, text: &str, random: u64) -> PlannedScene {
     let mut prompt = Vec::new();
-    if let Some(style) = persona.map(|p| p.style_prompt.trim()).filter(|s| !s.is_empty()) {
+    if let Some(style) = persona
+        .map(|p| p.style_prompt.trim())
+        .filter(|s| !s.is_empty())
+    {
         prompt.push(style.to_owned());
     }
     prompt.push(text.trim().to_owned());
@@ -181,7 +201,9 @@ pub fn scene_prompt(persona: Option<&Persona>, n: u32, text: &str, random: u64) 
         n,
         text: text.trim().to_owned(),
         prompt: prompt.join(", "),
-        negative_prompt: persona.map(|p| p.negative_prompt.clone()).unwrap_or_default(),
+        negative_prompt: persona
+            .map(|p| p.negative_prompt.clone())
+            .unwrap_or_default(),
         seed,
     }
 }
@@ -193,18 +215,32 @@ pub fn validate_project(request: &ProjectRequested) -> Vec<String> {
         problems.push("title: 1-200 bytes".to_owned());
     }
     match (&request.script, &request.topic) {
-        (None, None) => problems.push("a script, or a topic for the model to write one from".to_owned()),
-        (Some(script), _) if script.len() > SCRIPT_MAX_BYTES => {
-            problems.push(format!("the script is {} bytes; at most {SCRIPT_MAX_BYTES}", script.len()));
+        (None, None) => {
+            problems.push("a script, or a topic for the model to write one from".to_owned())
         }
-        (Some(script), _) if !script.chars().any(char::is_alphanumeric) => problems.push("the script is empty".to_owned()),
+        (Some(script), _) if script.len() > SCRIPT_MAX_BYTES => {
+            problems.push(format!(
+                "the script is {} bytes; at most {SCRIPT_MAX_BYTES}",
+                script.len()
+            ));
+        }
+        (Some(script), _) if !script.chars().any(char::is_alphanumeric) => {
+            problems.push("the script is empty".to_owned())
+        }
         _ => {}
     }
     if !(5..=600).contains(&request.target_secs) {
-        problems.push(format!("target_secs must be 5..=600, got {}", request.target_secs));
+        problems.push(format!(
+            "target_secs must be 5..=600, got {}",
+            request.target_secs
+        ));
     }
     if let Some(persona) = &request.persona {
-        problems.extend(validate_persona(persona).into_iter().map(|p| format!("persona: {p}")));
+        problems.extend(
+            validate_persona(persona)
+                .into_iter()
+                .map(|p| format!("persona: {p}")),
+        );
     }
     problems
 }
@@ -231,23 +267,56 @@ impl ProjectStatus {
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, ProjectStatus::Completed | ProjectStatus::Failed | ProjectStatus::Cancelled)
+        matches!(
+            self,
+            ProjectStatus::Completed | ProjectStatus::Failed | ProjectStatus::Cancelled
+        )
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ProjectCommand {
     Request(ProjectRequested),
-    WriteScript { script: String, model: Option<String> },
-    PlanScenes { scenes: Vec<PlannedScene> },
-    QueueRender { n: u32, render_job_id: String },
-    RecordRender { n: u32, artifact: String },
-    RecordNarration { n: u32, artifact: String, duration_ms: u64, voice: String, sentences: Vec<TimedText> },
-    RecordAssembly { video: String, subtitles: String, duration_ms: u64, width: u32, height: u32 },
-    RecordThumbnail { artifact: String },
+    WriteScript {
+        script: String,
+        model: Option<String>,
+    },
+    PlanScenes {
+        scenes: Vec<PlannedScene>,
+    },
+    QueueRender {
+        n: u32,
+        render_job_id: String,
+    },
+    RecordRender {
+        n: u32,
+        artifact: String,
+    },
+    RecordNarration {
+        n: u32,
+        artifact: String,
+        duration_ms: u64,
+        voice: String,
+        sentences: Vec<TimedText>,
+    },
+    RecordAssembly {
+        video: String,
+        subtitles: String,
+        duration_ms: u64,
+        width: u32,
+        height: u32,
+    },
+    RecordThumbnail {
+        artifact: String,
+    },
     Complete,
-    Fail { step: String, reason: String },
-    ChangePriority { priority: i32 },
+    Fail {
+        step: String,
+        reason: String,
+    },
+    ChangePriority {
+        priority: i32,
+    },
     RequestCancel,
     Cancel,
 }
@@ -295,7 +364,10 @@ impl VideoProject {
         match self.status {
             None => Err(ProjectError::NotFound),
             Some(ProjectStatus::Queued | ProjectStatus::Running) => Ok(()),
-            Some(status) => Err(ProjectError::InvalidTransition(status.as_str().to_owned(), action.to_owned())),
+            Some(status) => Err(ProjectError::InvalidTransition(
+                status.as_str().to_owned(),
+                action.to_owned(),
+            )),
         }
     }
 
@@ -307,7 +379,11 @@ impl VideoProject {
 
     /// Every scene has its picture and its narration.
     pub fn scenes_ready(&self) -> bool {
-        !self.progress.is_empty() && self.progress.values().all(|s| s.picture.is_some() && s.narration.is_some())
+        !self.progress.is_empty()
+            && self
+                .progress
+                .values()
+                .all(|s| s.picture.is_some() && s.narration.is_some())
     }
 }
 
@@ -318,7 +394,12 @@ impl Aggregate for VideoProject {
     type Error = ProjectError;
     type Services = ();
 
-    async fn handle(&mut self, command: ProjectCommand, _services: &(), sink: &EventSink<Self>) -> Result<(), ProjectError> {
+    async fn handle(
+        &mut self,
+        command: ProjectCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), ProjectError> {
         use VideoProjectEvent as E;
         let event = match command {
             ProjectCommand::Request(request) => {
@@ -341,20 +422,33 @@ impl Aggregate for VideoProject {
             ProjectCommand::PlanScenes { scenes } => {
                 self.running("plan its scenes")?;
                 if self.script.is_none() || !self.scenes.is_empty() {
-                    return Err(ProjectError::Invalid("scenes are planned once, after the script".to_owned()));
+                    return Err(ProjectError::Invalid(
+                        "scenes are planned once, after the script".to_owned(),
+                    ));
                 }
                 if scenes.is_empty() || scenes.len() > MAX_SCENES {
-                    return Err(ProjectError::Invalid(format!("1..={MAX_SCENES} scenes, got {}", scenes.len())));
+                    return Err(ProjectError::Invalid(format!(
+                        "1..={MAX_SCENES} scenes, got {}",
+                        scenes.len()
+                    )));
                 }
-                if scenes.iter().enumerate().any(|(i, s)| s.n as usize != i + 1) {
-                    return Err(ProjectError::Invalid("scenes are numbered 1, 2, 3, …".to_owned()));
+                if scenes
+                    .iter()
+                    .enumerate()
+                    .any(|(i, s)| s.n as usize != i + 1)
+                {
+                    return Err(ProjectError::Invalid(
+                        "scenes are numbered 1, 2, 3, …".to_owned(),
+                    ));
                 }
                 E::ScenesPlanned { scenes }
             }
             ProjectCommand::QueueRender { n, render_job_id } => {
                 self.running("render a scene")?;
                 if self.scene(n)?.render_job_id.is_some() {
-                    return Err(ProjectError::Invalid(format!("scene {n}'s render is queued already")));
+                    return Err(ProjectError::Invalid(format!(
+                        "scene {n}'s render is queued already"
+                    )));
                 }
                 E::SceneRenderQueued { n, render_job_id }
             }
@@ -365,31 +459,63 @@ impl Aggregate for VideoProject {
                 }
                 E::SceneRendered { n, artifact }
             }
-            ProjectCommand::RecordNarration { n, artifact, duration_ms, voice, sentences } => {
+            ProjectCommand::RecordNarration {
+                n,
+                artifact,
+                duration_ms,
+                voice,
+                sentences,
+            } => {
                 self.running("record a narration")?;
                 if self.scene(n)?.narration.is_some() {
-                    return Err(ProjectError::Invalid(format!("scene {n} has its narration")));
+                    return Err(ProjectError::Invalid(format!(
+                        "scene {n} has its narration"
+                    )));
                 }
-                E::SceneNarrated { n, artifact, duration_ms, voice, sentences }
+                E::SceneNarrated {
+                    n,
+                    artifact,
+                    duration_ms,
+                    voice,
+                    sentences,
+                }
             }
-            ProjectCommand::RecordAssembly { video, subtitles, duration_ms, width, height } => {
+            ProjectCommand::RecordAssembly {
+                video,
+                subtitles,
+                duration_ms,
+                width,
+                height,
+            } => {
                 self.running("be assembled")?;
                 if !self.scenes_ready() || self.video.is_some() {
-                    return Err(ProjectError::Invalid("assembled once, when every scene is ready".to_owned()));
+                    return Err(ProjectError::Invalid(
+                        "assembled once, when every scene is ready".to_owned(),
+                    ));
                 }
-                E::Assembled { video, subtitles, duration_ms, width, height }
+                E::Assembled {
+                    video,
+                    subtitles,
+                    duration_ms,
+                    width,
+                    height,
+                }
             }
             ProjectCommand::RecordThumbnail { artifact } => {
                 self.running("get a thumbnail")?;
                 if self.video.is_none() || self.thumbnail.is_some() {
-                    return Err(ProjectError::Invalid("one thumbnail, after the video".to_owned()));
+                    return Err(ProjectError::Invalid(
+                        "one thumbnail, after the video".to_owned(),
+                    ));
                 }
                 E::ThumbnailMade { artifact }
             }
             ProjectCommand::Complete => {
                 self.running("complete")?;
                 if self.thumbnail.is_none() {
-                    return Err(ProjectError::Invalid("it completes with its video and thumbnail".to_owned()));
+                    return Err(ProjectError::Invalid(
+                        "it completes with its video and thumbnail".to_owned(),
+                    ));
                 }
                 E::Completed {}
             }
@@ -404,7 +530,9 @@ impl Aggregate for VideoProject {
             ProjectCommand::RequestCancel => {
                 self.running("be cancelled")?;
                 if self.cancel_requested {
-                    return Err(ProjectError::Invalid("its cancellation was already asked for".to_owned()));
+                    return Err(ProjectError::Invalid(
+                        "its cancellation was already asked for".to_owned(),
+                    ));
                 }
                 E::CancelRequested {}
             }
@@ -430,15 +558,26 @@ impl Aggregate for VideoProject {
                 self.status = Some(ProjectStatus::Running);
             }
             E::ScenesPlanned { scenes } => {
-                self.progress = scenes.iter().map(|s| (s.n, SceneState::default())).collect();
+                self.progress = scenes
+                    .iter()
+                    .map(|s| (s.n, SceneState::default()))
+                    .collect();
                 self.scenes = scenes;
                 self.status = Some(ProjectStatus::Running);
             }
             E::SceneRenderQueued { n, render_job_id } => {
                 self.progress.entry(n).or_default().render_job_id = Some(render_job_id);
             }
-            E::SceneRendered { n, artifact } => self.progress.entry(n).or_default().picture = Some(artifact),
-            E::SceneNarrated { n, artifact, duration_ms, sentences, .. } => {
+            E::SceneRendered { n, artifact } => {
+                self.progress.entry(n).or_default().picture = Some(artifact)
+            }
+            E::SceneNarrated {
+                n,
+                artifact,
+                duration_ms,
+                sentences,
+                ..
+            } => {
                 let scene = self.progress.entry(n).or_default();
                 scene.narration = Some(artifact);
                 scene.duration_ms = duration_ms;
@@ -468,7 +607,9 @@ pub enum VideoQueueCommand {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum VideoQueueError {
-    #[error("the video queue is full ({cap} projects waiting or running); try again when one has finished")]
+    #[error(
+        "the video queue is full ({cap} projects waiting or running); try again when one has finished"
+    )]
     Full { cap: usize },
 }
 
@@ -485,7 +626,12 @@ impl Aggregate for VideoQueue {
     type Error = VideoQueueError;
     type Services = ();
 
-    async fn handle(&mut self, command: VideoQueueCommand, _services: &(), sink: &EventSink<Self>) -> Result<(), VideoQueueError> {
+    async fn handle(
+        &mut self,
+        command: VideoQueueCommand,
+        _services: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), VideoQueueError> {
         use events::video::VideoQueueEvent as E;
         let event = match command {
             VideoQueueCommand::Admit { project_id, cap } => {
@@ -525,7 +671,11 @@ impl Aggregate for VideoQueue {
 pub fn next_to_run(waiting: &[(String, i32)], free: usize) -> Vec<String> {
     let mut order: Vec<&(String, i32)> = waiting.iter().collect();
     order.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    order.into_iter().take(free).map(|(id, _)| id.clone()).collect()
+    order
+        .into_iter()
+        .take(free)
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 #[cfg(test)]
@@ -540,7 +690,10 @@ mod tests {
             description: "a synthwave host".to_owned(),
             style_prompt: "neon portrait of Nova, pink hair, 80s film grain".to_owned(),
             negative_prompt: "blurry, extra fingers".to_owned(),
-            lora: Some(Lora { name: "nova-v2.safetensors".to_owned(), strength: 0.8 }),
+            lora: Some(Lora {
+                name: "nova-v2.safetensors".to_owned(),
+                strength: 0.8,
+            }),
             embeddings: vec!["nova-face".to_owned()],
             seed: SeedPolicy::Fixed { seed: 4242 },
             voice: "espeak-ng:en-us".to_owned(),
@@ -570,7 +723,10 @@ mod tests {
             .given(vec![Event(PersonaEvent::Defined(persona()))])
             .when(PersonaCommand::Put(persona()))
             .then_expect_events(vec![]);
-        let changed = Persona { style_prompt: "oil painting of Nova".to_owned(), ..persona() };
+        let changed = Persona {
+            style_prompt: "oil painting of Nova".to_owned(),
+            ..persona()
+        };
         TestFramework::<PersonaState>::with(())
             .given(vec![Event(PersonaEvent::Defined(persona()))])
             .when(PersonaCommand::Put(changed.clone()))
@@ -579,7 +735,11 @@ mod tests {
             .given_no_previous_events()
             .when(PersonaCommand::Remove)
             .then_expect_error(PersonaError::NotFound);
-        let bad = Persona { name: "Nova!".to_owned(), voice: "say".to_owned(), ..persona() };
+        let bad = Persona {
+            name: "Nova!".to_owned(),
+            voice: "say".to_owned(),
+            ..persona()
+        };
         let problems = validate_persona(&bad);
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].starts_with("name \"Nova!\""));
@@ -589,12 +749,19 @@ mod tests {
     #[test]
     fn paragraphs_are_scenes_and_one_paragraph_is_cut_by_sentences() {
         assert_eq!(
-            plan_scenes("First, the sun.\n\nThen   the sea.\n\n\n\nLast, the stars.", 30, 10),
+            plan_scenes(
+                "First, the sun.\n\nThen   the sea.\n\n\n\nLast, the stars.",
+                30,
+                10
+            ),
             ["First, the sun.", "Then the sea.", "Last, the stars."]
         );
         // One paragraph of six sentences, about 15 s: three scenes of two sentences.
         let one = "One. Two! Three? Four. Five. Six.";
-        assert_eq!(plan_scenes(one, 15, 10), ["One. Two!", "Three? Four.", "Five. Six."]);
+        assert_eq!(
+            plan_scenes(one, 15, 10),
+            ["One. Two!", "Three? Four.", "Five. Six."]
+        );
         // Never more than asked: the extra parts join.
         let many: String = (1..=7).map(|n| format!("Part {n}.\n\n")).collect();
         assert_eq!(plan_scenes(&many, 30, 3).len(), 3);
@@ -604,16 +771,32 @@ mod tests {
     #[test]
     fn every_scene_of_a_persona_carries_its_look_and_seed() {
         let nova = persona();
-        let scenes: Vec<PlannedScene> =
-            ["Nova waves.", "Nova walks a neon street."].iter().enumerate().map(|(i, t)| scene_prompt(Some(&nova), i as u32 + 1, t, 7)).collect();
+        let scenes: Vec<PlannedScene> = ["Nova waves.", "Nova walks a neon street."]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| scene_prompt(Some(&nova), i as u32 + 1, t, 7))
+            .collect();
         for scene in &scenes {
-            assert!(scene.prompt.starts_with("neon portrait of Nova, pink hair, 80s film grain, "), "{}", scene.prompt);
-            assert!(scene.prompt.ends_with(", embedding:nova-face"), "{}", scene.prompt);
+            assert!(
+                scene
+                    .prompt
+                    .starts_with("neon portrait of Nova, pink hair, 80s film grain, "),
+                "{}",
+                scene.prompt
+            );
+            assert!(
+                scene.prompt.ends_with(", embedding:nova-face"),
+                "{}",
+                scene.prompt
+            );
             assert_eq!(scene.negative_prompt, "blurry, extra fingers");
             assert_eq!(scene.seed, 4242, "a fixed seed keeps the character");
         }
         assert!(scenes[1].prompt.contains("Nova walks a neon street."));
-        let per_scene = Persona { seed: SeedPolicy::PerScene { base: 100 }, ..nova };
+        let per_scene = Persona {
+            seed: SeedPolicy::PerScene { base: 100 },
+            ..nova
+        };
         assert_eq!(scene_prompt(Some(&per_scene), 3, "x", 7).seed, 103);
         let plain = scene_prompt(None, 1, " A lighthouse. ", 99);
         assert_eq!((plain.prompt.as_str(), plain.seed), ("A lighthouse.", 99));
@@ -624,45 +807,87 @@ mod tests {
         let scene = |n: u32| scene_prompt(None, n, "x", 1);
         let base = vec![
             Event(VideoProjectEvent::Requested(request("One.\n\nTwo."))),
-            Event(VideoProjectEvent::ScriptWritten { script: "One.\n\nTwo.".to_owned(), model: None }),
-            Event(VideoProjectEvent::ScenesPlanned { scenes: vec![scene(1), scene(2)] }),
+            Event(VideoProjectEvent::ScriptWritten {
+                script: "One.\n\nTwo.".to_owned(),
+                model: None,
+            }),
+            Event(VideoProjectEvent::ScenesPlanned {
+                scenes: vec![scene(1), scene(2)],
+            }),
         ];
         TestFramework::<VideoProject>::with(())
             .given(base.clone())
-            .when(ProjectCommand::QueueRender { n: 3, render_job_id: "r".to_owned() })
+            .when(ProjectCommand::QueueRender {
+                n: 3,
+                render_job_id: "r".to_owned(),
+            })
             .then_expect_error(ProjectError::Invalid("there is no scene 3".to_owned()));
         let mut rendered = base.clone();
-        rendered.push(Event(VideoProjectEvent::SceneRendered { n: 1, artifact: "a".to_owned() }));
+        rendered.push(Event(VideoProjectEvent::SceneRendered {
+            n: 1,
+            artifact: "a".to_owned(),
+        }));
         TestFramework::<VideoProject>::with(())
             .given(rendered.clone())
-            .when(ProjectCommand::RecordRender { n: 1, artifact: "b".to_owned() })
+            .when(ProjectCommand::RecordRender {
+                n: 1,
+                artifact: "b".to_owned(),
+            })
             .then_expect_error(ProjectError::Invalid("scene 1 has its picture".to_owned()));
         TestFramework::<VideoProject>::with(())
             .given(rendered)
-            .when(ProjectCommand::RecordAssembly { video: "v".to_owned(), subtitles: "s".to_owned(), duration_ms: 1, width: 2, height: 2 })
-            .then_expect_error(ProjectError::Invalid("assembled once, when every scene is ready".to_owned()));
+            .when(ProjectCommand::RecordAssembly {
+                video: "v".to_owned(),
+                subtitles: "s".to_owned(),
+                duration_ms: 1,
+                width: 2,
+                height: 2,
+            })
+            .then_expect_error(ProjectError::Invalid(
+                "assembled once, when every scene is ready".to_owned(),
+            ));
         TestFramework::<VideoProject>::with(())
             .given(base.clone())
             .when(ProjectCommand::Complete)
-            .then_expect_error(ProjectError::Invalid("it completes with its video and thumbnail".to_owned()));
+            .then_expect_error(ProjectError::Invalid(
+                "it completes with its video and thumbnail".to_owned(),
+            ));
         let mut failed = base;
-        failed.push(Event(VideoProjectEvent::Failed { step: "render".to_owned(), reason: "r".to_owned() }));
+        failed.push(Event(VideoProjectEvent::Failed {
+            step: "render".to_owned(),
+            reason: "r".to_owned(),
+        }));
         TestFramework::<VideoProject>::with(())
             .given(failed)
             .when(ProjectCommand::Cancel)
-            .then_expect_error(ProjectError::InvalidTransition("failed".to_owned(), "be cancelled".to_owned()));
-        let empty = ProjectRequested { script: None, ..request("x") };
+            .then_expect_error(ProjectError::InvalidTransition(
+                "failed".to_owned(),
+                "be cancelled".to_owned(),
+            ));
+        let empty = ProjectRequested {
+            script: None,
+            ..request("x")
+        };
         TestFramework::<VideoProject>::with(())
             .given_no_previous_events()
             .when(ProjectCommand::Request(empty))
-            .then_expect_error(ProjectError::Invalid("a script, or a topic for the model to write one from".to_owned()));
+            .then_expect_error(ProjectError::Invalid(
+                "a script, or a topic for the model to write one from".to_owned(),
+            ));
     }
 
     #[test]
     fn the_queue_admits_under_its_cap_once_each_and_releases() {
         use events::video::VideoQueueEvent as E;
-        let admitted = |id: &str| Event(E::Admitted { project_id: id.to_owned() });
-        let admit = |id: &str| VideoQueueCommand::Admit { project_id: id.to_owned(), cap: 2 };
+        let admitted = |id: &str| {
+            Event(E::Admitted {
+                project_id: id.to_owned(),
+            })
+        };
+        let admit = |id: &str| VideoQueueCommand::Admit {
+            project_id: id.to_owned(),
+            cap: 2,
+        };
         TestFramework::<VideoQueue>::with(())
             .given(vec![admitted("a"), admitted("b")])
             .when(admit("c"))
@@ -672,19 +897,35 @@ mod tests {
             .when(admit("a"))
             .then_expect_events(vec![]);
         TestFramework::<VideoQueue>::with(())
-            .given(vec![admitted("a"), admitted("b"), Event(E::Released { project_id: "a".to_owned() })])
+            .given(vec![
+                admitted("a"),
+                admitted("b"),
+                Event(E::Released {
+                    project_id: "a".to_owned(),
+                }),
+            ])
             .when(admit("c"))
             .then_expect_events(vec![admitted("c")]);
         TestFramework::<VideoQueue>::with(())
             .given_no_previous_events()
-            .when(VideoQueueCommand::Release { project_id: "x".to_owned() })
+            .when(VideoQueueCommand::Release {
+                project_id: "x".to_owned(),
+            })
             .then_expect_events(vec![]);
     }
 
     #[test]
     fn the_highest_priority_then_the_oldest_runs_next() {
-        let waiting = [("01-old".to_owned(), 0), ("02-urgent".to_owned(), 5), ("03-new".to_owned(), 0), ("04-urgent".to_owned(), 5)];
-        assert_eq!(next_to_run(&waiting, 3), ["02-urgent", "04-urgent", "01-old"]);
+        let waiting = [
+            ("01-old".to_owned(), 0),
+            ("02-urgent".to_owned(), 5),
+            ("03-new".to_owned(), 0),
+            ("04-urgent".to_owned(), 5),
+        ];
+        assert_eq!(
+            next_to_run(&waiting, 3),
+            ["02-urgent", "04-urgent", "01-old"]
+        );
         assert!(next_to_run(&waiting, 0).is_empty());
     }
 }

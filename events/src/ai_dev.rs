@@ -4,8 +4,8 @@
 //! the build verified; the change proposed as one commit, then auto-approved by a rule or
 //! approved by a person (the approval engine), merged into its base, and revertible.
 
-use serde::{Deserialize, Serialize};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::DomainEvent;
 
@@ -179,7 +179,10 @@ pub enum AiDevEvent {
     Merged { commit: String, fast_forward: bool },
     /// The change was refused; its branch is kept for inspection unless deleted.
     #[serde(rename = "ai_dev.rejected")]
-    Rejected { reason: String, branch_deleted: bool },
+    Rejected {
+        reason: String,
+        branch_deleted: bool,
+    },
     /// Someone asked for a merged change to be reverted.
     #[serde(rename = "ai_dev.rollback_requested")]
     RollbackRequested {},

@@ -359,10 +359,17 @@ pub enum ScheduleEvent {
     Defined(ScheduleDefined),
     /// The instant `at` fired: project `project_id` asked for.
     #[serde(rename = "schedule.fired")]
-    Fired { at: chrono::DateTime<chrono::Utc>, project_id: String },
+    Fired {
+        at: chrono::DateTime<chrono::Utc>,
+        project_id: String,
+    },
     /// `count` instants up to `at` did not fire, and why (`missed`, `busy`, `queue_full`, …).
     #[serde(rename = "schedule.skipped")]
-    Skipped { at: chrono::DateTime<chrono::Utc>, count: u32, reason: String },
+    Skipped {
+        at: chrono::DateTime<chrono::Utc>,
+        count: u32,
+        reason: String,
+    },
     #[serde(rename = "schedule.removed")]
     Removed {},
 }
@@ -370,8 +377,12 @@ pub enum ScheduleEvent {
 impl DomainEvent for ScheduleEvent {
     const AGGREGATE_TYPE: &'static str = "video_schedule";
     const SCHEMA_VERSION: u32 = 1;
-    const EVENT_TYPES: &'static [&'static str] =
-        &["schedule.defined", "schedule.fired", "schedule.skipped", "schedule.removed"];
+    const EVENT_TYPES: &'static [&'static str] = &[
+        "schedule.defined",
+        "schedule.fired",
+        "schedule.skipped",
+        "schedule.removed",
+    ];
 
     fn event_type(&self) -> &'static str {
         match self {

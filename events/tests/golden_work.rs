@@ -87,7 +87,8 @@ fn ai_dev_events() {
             files: vec!["src/lib.rs".to_owned()],
             lines_added: 1,
             lines_removed: 1,
-            diff: "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1 +1 @@\n-    a - b\n+    a + b\n".to_owned(),
+            diff: "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1 +1 @@\n-    a - b\n+    a + b\n"
+                .to_owned(),
         }),
     );
     golden(
@@ -203,7 +204,8 @@ fn video_events() {
             scenes: vec![PlannedScene {
                 n: 1,
                 text: "The sun.".to_owned(),
-                prompt: "neon portrait of Nova, pink hair, The sun., embedding:nova-face".to_owned(),
+                prompt: "neon portrait of Nova, pink hair, The sun., embedding:nova-face"
+                    .to_owned(),
                 negative_prompt: "blurry".to_owned(),
                 seed: 4242,
             }],
@@ -217,7 +219,13 @@ fn video_events() {
         },
     );
     let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned();
-    golden(id, VideoProjectEvent::SceneRendered { n: 1, artifact: sha.clone() });
+    golden(
+        id,
+        VideoProjectEvent::SceneRendered {
+            n: 1,
+            artifact: sha.clone(),
+        },
+    );
     golden(
         id,
         VideoProjectEvent::SceneNarrated {
@@ -260,13 +268,20 @@ fn video_events() {
 fn video_queue_events() {
     use events::video::VideoQueueEvent;
     let project_id = "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c".to_owned();
-    golden("video", VideoQueueEvent::Admitted { project_id: project_id.clone() });
+    golden(
+        "video",
+        VideoQueueEvent::Admitted {
+            project_id: project_id.clone(),
+        },
+    );
     golden("video", VideoQueueEvent::Released { project_id });
 }
 
 #[test]
 fn schedule_events() {
-    use events::video::{Missed, Overlap, ProjectTemplate, ScheduleDefined, ScheduleEvent, VideoFormat};
+    use events::video::{
+        Missed, Overlap, ProjectTemplate, ScheduleDefined, ScheduleEvent, VideoFormat,
+    };
     golden(
         "nightly",
         ScheduleEvent::Defined(ScheduleDefined {

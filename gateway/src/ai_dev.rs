@@ -50,12 +50,26 @@ pub(crate) async fn create(
     payload: Result<Json<JobBody>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let asked = body(payload)?;
-    let Some((_, base)) = state.config.ai_dev_repos.iter().find(|(name, _)| *name == asked.repo) else {
-        let known: Vec<&str> = state.config.ai_dev_repos.iter().map(|(n, _)| n.as_str()).collect();
+    let Some((_, base)) = state
+        .config
+        .ai_dev_repos
+        .iter()
+        .find(|(name, _)| *name == asked.repo)
+    else {
+        let known: Vec<&str> = state
+            .config
+            .ai_dev_repos
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
         return Err(ApiError::BadRequest(format!(
             "repo {:?} is not one the AI developer may change; configured: {}",
             asked.repo,
-            if known.is_empty() { "none ([[ai_dev.repos]])".to_owned() } else { known.join(", ") }
+            if known.is_empty() {
+                "none ([[ai_dev.repos]])".to_owned()
+            } else {
+                known.join(", ")
+            }
         )));
     };
     let requested = JobRequested {
@@ -74,7 +88,9 @@ pub(crate) async fn create(
 /// `GET /api/ai-dev/jobs`: every job, newest first (without steps and diffs), and the
 /// repositories jobs may name.
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let jobs = sagas::ai_dev::list_jobs(&state.bus).await.map_err(unavailable)?;
+    let jobs = sagas::ai_dev::list_jobs(&state.bus)
+        .await
+        .map_err(unavailable)?;
     let repos: Vec<Value> = state
         .config
         .ai_dev_repos
@@ -99,9 +115,9 @@ pub(crate) async fn get(
             let job = sagas::ai_dev::wait_job(&state.bus, &state.ai_job_state, &id, wait)
                 .await
                 .map_err(job_error)?;
-            job.status.is_some_and(|s| {
-                s.is_final() || s == domain::ai_dev::JobStatus::AwaitingApproval
-            }) && !job.rollback_requested
+            job.status
+                .is_some_and(|s| s.is_final() || s == domain::ai_dev::JobStatus::AwaitingApproval)
+                && !job.rollback_requested
         }
         None => true,
     };
@@ -109,7 +125,11 @@ pub(crate) async fn get(
         .await
         .map_err(unavailable)?
         .ok_or_else(|| ApiError::NotFound(format!("no job {id}")))?;
-    let status = if settled { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let status = if settled {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((status, Json(json!(view))))
 }
 
@@ -129,7 +149,10 @@ pub(crate) async fn cancel(
     sagas::ai_dev::cancel_job(&state.ai_jobs, &id, principal.meta())
         .await
         .map_err(job_error)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id, "cancel_requested": true }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": id, "cancel_requested": true })),
+    ))
 }
 
 /// `POST /api/ai-dev/jobs/{id}/rollback {}` (operator): a merged change reverted on its base
@@ -144,5 +167,8 @@ pub(crate) async fn rollback(
     sagas::ai_dev::roll_back_job(&state.ai_jobs, &id, principal.meta())
         .await
         .map_err(job_error)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "job_id": id, "rollback_requested": true }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": id, "rollback_requested": true })),
+    ))
 }

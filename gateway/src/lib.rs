@@ -2,9 +2,8 @@
 //! dashboard, health and metrics. The only crate that imports axum.
 
 mod access;
-mod ai_dev;
-mod video;
 mod agent_http;
+mod ai_dev;
 mod api;
 mod approvals;
 mod apps;
@@ -28,6 +27,7 @@ mod secrets;
 mod setup;
 mod shares;
 mod tokens;
+mod video;
 mod ws;
 
 pub use ws::{CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_ENDED};

@@ -10,8 +10,8 @@ use axum::routing::{MethodFilter, MethodRouter, on};
 use events::access::Role;
 
 use crate::{
-    AppState, ai_dev, api, video, approvals, apps, chat, containers, dlq, domains, health, hosts, log_follow,
-    market, node_services, posts, render, secrets, setup, shares, tokens, ws,
+    AppState, ai_dev, api, approvals, apps, chat, containers, dlq, domains, health, hosts,
+    log_follow, market, node_services, posts, render, secrets, setup, shares, tokens, video, ws,
 };
 
 /// One protected route: what a caller needs to use it.
@@ -69,11 +69,36 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/approvals/{id}", approvals::get),
         entry(Viewer, get.clone(), "/api/ai-dev/jobs", ai_dev::list),
         entry(Viewer, get.clone(), "/api/ai-dev/jobs/{id}", ai_dev::get),
-        entry(Viewer, get.clone(), "/api/video/personas", video::list_personas),
-        entry(Viewer, get.clone(), "/api/video/projects", video::list_projects),
-        entry(Viewer, get.clone(), "/api/video/schedules", video::list_schedules),
-        entry(Viewer, get.clone(), "/api/video/projects/{id}", video::get_project),
-        entry(Viewer, get.clone(), "/api/video/personas/{name}", video::get_persona),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/video/personas",
+            video::list_personas,
+        ),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/video/projects",
+            video::list_projects,
+        ),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/video/schedules",
+            video::list_schedules,
+        ),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/video/projects/{id}",
+            video::get_project,
+        ),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/video/personas/{name}",
+            video::get_persona,
+        ),
         entry(
             Viewer,
             get.clone(),
@@ -149,13 +174,48 @@ fn table() -> Vec<Entry> {
         entry(Viewer, get.clone(), "/api/posts/{id}", posts::get),
         // Work.
         entry(Operator, post.clone(), "/api/ai-dev/jobs", ai_dev::create),
-        entry(Operator, put.clone(), "/api/video/personas/{name}", video::put_persona),
-        entry(Operator, post.clone(), "/api/video/projects", video::create_project),
-        entry(Operator, post.clone(), "/api/video/projects/{id}/cancel", video::cancel_project),
-        entry(Operator, post.clone(), "/api/video/projects/{id}/priority", video::set_priority),
-        entry(Operator, put.clone(), "/api/video/schedules/{name}", video::put_schedule),
-        entry(Operator, delete.clone(), "/api/video/schedules/{name}", video::remove_schedule),
-        entry(Operator, delete.clone(), "/api/video/personas/{name}", video::remove_persona),
+        entry(
+            Operator,
+            put.clone(),
+            "/api/video/personas/{name}",
+            video::put_persona,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/video/projects",
+            video::create_project,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/video/projects/{id}/cancel",
+            video::cancel_project,
+        ),
+        entry(
+            Operator,
+            post.clone(),
+            "/api/video/projects/{id}/priority",
+            video::set_priority,
+        ),
+        entry(
+            Operator,
+            put.clone(),
+            "/api/video/schedules/{name}",
+            video::put_schedule,
+        ),
+        entry(
+            Operator,
+            delete.clone(),
+            "/api/video/schedules/{name}",
+            video::remove_schedule,
+        ),
+        entry(
+            Operator,
+            delete.clone(),
+            "/api/video/personas/{name}",
+            video::remove_persona,
+        ),
         entry(
             Operator,
             post.clone(),

@@ -21,14 +21,18 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
 fn persona_error(err: AggregateError<PersonaError>) -> ApiError {
     match err {
         AggregateError::UserError(PersonaError::Invalid(message)) => ApiError::BadRequest(message),
-        AggregateError::UserError(PersonaError::NotFound) => ApiError::NotFound("no such persona".into()),
+        AggregateError::UserError(PersonaError::NotFound) => {
+            ApiError::NotFound("no such persona".into())
+        }
         other => unavailable(other),
     }
 }
 
 /// `GET /api/video/personas`: every persona, by name.
 pub(crate) async fn list_personas(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let personas = sagas::video::list_personas(&state.bus).await.map_err(unavailable)?;
+    let personas = sagas::video::list_personas(&state.bus)
+        .await
+        .map_err(unavailable)?;
     Ok(Json(json!({ "personas": personas })))
 }
 
@@ -70,17 +74,30 @@ pub(crate) async fn put_persona(
         }
         Some(given) if *given == json!(name) => {}
         Some(given) => {
-            return Err(ApiError::BadRequest(format!("the body names {given}, the path {name:?}")));
+            return Err(ApiError::BadRequest(format!(
+                "the body names {given}, the path {name:?}"
+            )));
         }
     }
-    let persona: Persona =
-        serde_json::from_value(fields).map_err(|err| ApiError::BadRequest(format!("invalid persona: {err}")))?;
-    let created = sagas::video::put_persona(&state.personas, &state.persona_state, persona, principal.meta())
-        .await
-        .map_err(persona_error)?;
+    let persona: Persona = serde_json::from_value(fields)
+        .map_err(|err| ApiError::BadRequest(format!("invalid persona: {err}")))?;
+    let created = sagas::video::put_persona(
+        &state.personas,
+        &state.persona_state,
+        persona,
+        principal.meta(),
+    )
+    .await
+    .map_err(persona_error)?;
     tracing::info!(persona = %name, by = %principal.name, created, "persona put");
-    let view = sagas::video::persona_view(&state.bus, &name).await.map_err(unavailable)?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let view = sagas::video::persona_view(&state.bus, &name)
+        .await
+        .map_err(unavailable)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(json!(view))))
 }
 
@@ -105,7 +122,9 @@ fn project_error(err: AggregateError<domain::video::ProjectError>) -> ApiError {
     use domain::video::ProjectError;
     match err {
         AggregateError::UserError(ProjectError::Invalid(message)) => ApiError::BadRequest(message),
-        AggregateError::UserError(ProjectError::NotFound) => ApiError::NotFound("no such project".into()),
+        AggregateError::UserError(ProjectError::NotFound) => {
+            ApiError::NotFound("no such project".into())
+        }
         AggregateError::UserError(err) => ApiError::Conflict(err.to_string()),
         other => unavailable(other),
     }
@@ -146,17 +165,28 @@ pub(crate) async fn create_project(
         None => None,
         Some(name) => {
             let found = if domain::video::valid_persona_name(name) {
-                sagas::video::persona_view(&state.bus, name).await.map_err(unavailable)?
+                sagas::video::persona_view(&state.bus, name)
+                    .await
+                    .map_err(unavailable)?
             } else {
                 None
             };
-            Some(found.ok_or_else(|| ApiError::BadRequest(format!("there is no persona {name:?}")))?.persona)
+            Some(
+                found
+                    .ok_or_else(|| ApiError::BadRequest(format!("there is no persona {name:?}")))?
+                    .persona,
+            )
         }
     };
     if let Some(sha) = &asked.music
-        && state.artifacts.content_path(sha).is_none_or(|path| !path.exists())
+        && state
+            .artifacts
+            .content_path(sha)
+            .is_none_or(|path| !path.exists())
     {
-        return Err(ApiError::BadRequest(format!("music {sha:?} is not in the artifact store")));
+        return Err(ApiError::BadRequest(format!(
+            "music {sha:?} is not in the artifact store"
+        )));
     }
     let requested = events::video::ProjectRequested {
         title: asked.title,
@@ -185,7 +215,10 @@ pub(crate) async fn create_project(
         sagas::video::RequestError::Project(err) => project_error(err),
     })?;
     tracing::info!(project = %project_id, by = %principal.name, "video project requested");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "project_id": project_id }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "project_id": project_id })),
+    ))
 }
 
 fn project_json(id: &str, project: &domain::video::VideoProject) -> Value {
@@ -220,7 +253,11 @@ pub(crate) async fn get_project(
     let Some(status) = project.status else {
         return Err(ApiError::NotFound(format!("no project {id}")));
     };
-    let code = if wait.is_zero() || status.is_final() { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let code = if wait.is_zero() || status.is_final() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     Ok((code, Json(project_json(&id, &project))))
 }
 
@@ -257,14 +294,19 @@ pub(crate) async fn set_priority(
     sagas::video::change_priority(&state.video_projects, &id, asked.priority, principal.meta())
         .await
         .map_err(project_error)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "project_id": id, "priority": asked.priority }))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "project_id": id, "priority": asked.priority })),
+    ))
 }
 
 fn schedule_error(err: AggregateError<domain::schedule::ScheduleError>) -> ApiError {
     use domain::schedule::ScheduleError;
     match err {
         AggregateError::UserError(ScheduleError::Invalid(message)) => ApiError::BadRequest(message),
-        AggregateError::UserError(ScheduleError::NotFound) => ApiError::NotFound("no such schedule".into()),
+        AggregateError::UserError(ScheduleError::NotFound) => {
+            ApiError::NotFound("no such schedule".into())
+        }
         AggregateError::UserError(err) => ApiError::Conflict(err.to_string()),
         other => unavailable(other),
     }
@@ -292,7 +334,10 @@ pub(crate) async fn list_schedules(State(state): State<AppState>) -> Result<Json
     let schedules = sagas::video::list_schedules(&state.bus, &state.schedule_state)
         .await
         .map_err(schedule_error)?;
-    let schedules: Vec<Value> = schedules.iter().map(|(name, s)| schedule_json(name, s)).collect();
+    let schedules: Vec<Value> = schedules
+        .iter()
+        .map(|(name, s)| schedule_json(name, s))
+        .collect();
     Ok(Json(json!({ "schedules": schedules })))
 }
 
@@ -311,14 +356,24 @@ pub(crate) async fn put_schedule(
         )));
     }
     let defined = body(payload)?;
-    let created = sagas::video::put_schedule(&state.schedules, &state.schedule_state, &name, defined, principal.meta())
-        .await
-        .map_err(schedule_error)?;
+    let created = sagas::video::put_schedule(
+        &state.schedules,
+        &state.schedule_state,
+        &name,
+        defined,
+        principal.meta(),
+    )
+    .await
+    .map_err(schedule_error)?;
     tracing::info!(schedule = %name, by = %principal.name, created, "schedule put");
     let loaded = cqrs_es::EventStore::load_aggregate(&*state.schedule_state, &name)
         .await
         .map_err(unavailable)?;
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(schedule_json(&name, loaded.state()))))
 }
 

@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, codec, encoder, format, frame, media};
+use ffmpeg_next as ffmpeg;
 
 use crate::tts::{Speech, Timed};
 
@@ -113,7 +113,11 @@ pub struct Assembled {
 pub fn crop(src_w: u32, src_h: u32, out_w: u32, out_h: u32, zoom: f64) -> (u32, u32, u32, u32) {
     let (sw, sh) = (f64::from(src_w), f64::from(src_h));
     let aspect = f64::from(out_w) / f64::from(out_h);
-    let (mut w, mut h) = if sw / sh > aspect { (sh * aspect, sh) } else { (sw, sw / aspect) };
+    let (mut w, mut h) = if sw / sh > aspect {
+        (sh * aspect, sh)
+    } else {
+        (sw, sw / aspect)
+    };
     let zoom = zoom.max(1.0);
     w /= zoom;
     h /= zoom;
@@ -149,7 +153,9 @@ pub(crate) fn load_rgb(path: &Path) -> Result<frame::Video, String> {
         if stream.index() != index {
             continue;
         }
-        decoder.send_packet(&packet).map_err(|err| format!("{}: {err}", path.display()))?;
+        decoder
+            .send_packet(&packet)
+            .map_err(|err| format!("{}: {err}", path.display()))?;
         if decoder.receive_frame(&mut decoded).is_ok() {
             got = true;
             break;
@@ -201,13 +207,18 @@ struct Output {
 impl Output {
     /// Drains the encoder's packets into the file.
     fn drain_video(&mut self) -> Result<(), AssemblyError> {
-        let stream_time_base = self.context.stream(self.video_index).map_or(self.video_time_base, |s| s.time_base());
+        let stream_time_base = self
+            .context
+            .stream(self.video_index)
+            .map_or(self.video_time_base, |s| s.time_base());
         let mut packet = Packet::empty();
         while self.video.receive_packet(&mut packet).is_ok() {
             packet.set_stream(self.video_index);
             packet.set_duration(1);
             packet.rescale_ts(self.video_time_base, stream_time_base);
-            packet.write_interleaved(&mut self.context).map_err(ff("writing video"))?;
+            packet
+                .write_interleaved(&mut self.context)
+                .map_err(ff("writing video"))?;
         }
         Ok(())
     }
@@ -216,19 +227,27 @@ impl Output {
         let Some((audio, index, time_base)) = self.audio.as_mut() else {
             return Ok(());
         };
-        let stream_time_base = self.context.stream(*index).map_or(*time_base, |s| s.time_base());
+        let stream_time_base = self
+            .context
+            .stream(*index)
+            .map_or(*time_base, |s| s.time_base());
         let mut packet = Packet::empty();
         while audio.receive_packet(&mut packet).is_ok() {
             packet.set_stream(*index);
             packet.rescale_ts(*time_base, stream_time_base);
-            packet.write_interleaved(&mut self.context).map_err(ff("writing audio"))?;
+            packet
+                .write_interleaved(&mut self.context)
+                .map_err(ff("writing audio"))?;
         }
         Ok(())
     }
 }
 
 /// Assembles `assembly`, calling `progress` with the share done (0‥1) now and then.
-pub fn assemble(assembly: &Assembly<'_>, mut progress: impl FnMut(f64)) -> Result<Assembled, AssemblyError> {
+pub fn assemble(
+    assembly: &Assembly<'_>,
+    mut progress: impl FnMut(f64),
+) -> Result<Assembled, AssemblyError> {
     init()?;
     if assembly.scenes.is_empty() {
         return Err(AssemblyError::NoScenes);
@@ -238,7 +257,10 @@ pub fn assemble(assembly: &Assembly<'_>, mut progress: impl FnMut(f64)) -> Resul
     // Every picture is read before anything is written.
     let mut pictures = Vec::with_capacity(assembly.scenes.len());
     for (n, scene) in assembly.scenes.iter().enumerate() {
-        let rgb = load_rgb(&scene.image).map_err(|reason| AssemblyError::Scene { scene: n + 1, reason })?;
+        let rgb = load_rgb(&scene.image).map_err(|reason| AssemblyError::Scene {
+            scene: n + 1,
+            reason,
+        })?;
         pictures.push(rgb);
     }
     let partial = assembly.output.with_extension("part.mp4");
@@ -253,7 +275,14 @@ pub fn assemble(assembly: &Assembly<'_>, mut progress: impl FnMut(f64)) -> Resul
         std::fs::write(&srt_path, text)?;
     }
     let burn = srt.as_ref().map(|_| srt_path.as_path());
-    let result = write(assembly, &pictures, &partial, (width, height, fps), burn, &mut progress);
+    let result = write(
+        assembly,
+        &pictures,
+        &partial,
+        (width, height, fps),
+        burn,
+        &mut progress,
+    );
     match result {
         Ok(done) => {
             if let Some(text) = &srt {
@@ -277,7 +306,11 @@ pub(crate) struct Filter {
 
 impl Filter {
     /// `spec` over frames of `format`, `width`×`height` at `fps`.
-    pub(crate) fn new(spec: &str, format: Pixel, (width, height, fps): (u32, u32, u32)) -> Result<Filter, AssemblyError> {
+    pub(crate) fn new(
+        spec: &str,
+        format: Pixel,
+        (width, height, fps): (u32, u32, u32),
+    ) -> Result<Filter, AssemblyError> {
         let mut graph = ffmpeg::filter::Graph::new();
         let pixel: ffmpeg::ffi::AVPixelFormat = format.into();
         let args = format!(
@@ -285,9 +318,14 @@ impl Filter {
             pixel as i32
         );
         let buffer = ffmpeg::filter::find("buffer").ok_or(AssemblyError::NoFilter("buffer"))?;
-        let sink = ffmpeg::filter::find("buffersink").ok_or(AssemblyError::NoFilter("buffersink"))?;
-        graph.add(&buffer, "in", &args).map_err(ff("the filter's input"))?;
-        graph.add(&sink, "out", "").map_err(ff("the filter's output"))?;
+        let sink =
+            ffmpeg::filter::find("buffersink").ok_or(AssemblyError::NoFilter("buffersink"))?;
+        graph
+            .add(&buffer, "in", &args)
+            .map_err(ff("the filter's input"))?;
+        graph
+            .add(&sink, "out", "")
+            .map_err(ff("the filter's output"))?;
         if let Some(mut out) = graph.get("out") {
             out.set_pixel_format(format);
         }
@@ -301,12 +339,18 @@ impl Filter {
     }
 
     pub(crate) fn push(&mut self, frame: &frame::Video) -> Result<(), AssemblyError> {
-        let mut source = self.graph.get("in").ok_or(AssemblyError::NoFilter("buffer"))?;
+        let mut source = self
+            .graph
+            .get("in")
+            .ok_or(AssemblyError::NoFilter("buffer"))?;
         source.source().add(frame).map_err(ff("filtering a frame"))
     }
 
     pub(crate) fn finish(&mut self) -> Result<(), AssemblyError> {
-        let mut source = self.graph.get("in").ok_or(AssemblyError::NoFilter("buffer"))?;
+        let mut source = self
+            .graph
+            .get("in")
+            .ok_or(AssemblyError::NoFilter("buffer"))?;
         source.source().flush().map_err(ff("finishing the filter"))
     }
 
@@ -321,7 +365,10 @@ impl Filter {
 /// A path as a filter graph option's value: only names that need no escaping.
 pub(crate) fn filter_path(path: &Path) -> Result<String, AssemblyError> {
     let text = path.to_string_lossy().into_owned();
-    if !text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c)) {
+    if !text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c))
+    {
         return Err(AssemblyError::Path(text));
     }
     Ok(text)
@@ -344,14 +391,24 @@ fn write(
     progress: &mut impl FnMut(f64),
 ) -> Result<Assembled, AssemblyError> {
     let mut filter = match burn {
-        Some(srt) => Some(Filter::new(&subtitles_spec(srt)?, Pixel::YUV420P, (width, height, fps))?),
+        Some(srt) => Some(Filter::new(
+            &subtitles_spec(srt)?,
+            Pixel::YUV420P,
+            (width, height, fps),
+        )?),
         None => None,
     };
     let mut context = format::output(&path).map_err(ff("the output"))?;
-    let global = context.format().flags().contains(format::Flags::GLOBAL_HEADER);
+    let global = context
+        .format()
+        .flags()
+        .contains(format::Flags::GLOBAL_HEADER);
 
     let h264 = encoder::find(codec::Id::H264).ok_or(AssemblyError::NoEncoder("H.264"))?;
-    let video_index = context.add_stream(h264).map_err(ff("the video stream"))?.index();
+    let video_index = context
+        .add_stream(h264)
+        .map_err(ff("the video stream"))?
+        .index();
     let mut video = codec::context::Context::new_with_codec(h264)
         .encoder()
         .video()
@@ -368,7 +425,9 @@ fn write(
     let mut options = Dictionary::new();
     options.set("preset", "veryfast");
     options.set("crf", "21");
-    let video = video.open_as_with(h264, options).map_err(ff("opening H.264"))?;
+    let video = video
+        .open_as_with(h264, options)
+        .map_err(ff("opening H.264"))?;
     if let Some(mut stream) = context.stream_mut(video_index) {
         stream.set_parameters(&video);
         stream.set_time_base(video_time_base);
@@ -381,7 +440,10 @@ fn write(
         None => None,
         Some((rate, _)) => {
             let aac = encoder::find(codec::Id::AAC).ok_or(AssemblyError::NoEncoder("AAC"))?;
-            let index = context.add_stream(aac).map_err(ff("the audio stream"))?.index();
+            let index = context
+                .add_stream(aac)
+                .map_err(ff("the audio stream"))?
+                .index();
             let mut audio = codec::context::Context::new_with_codec(aac)
                 .encoder()
                 .audio()
@@ -406,7 +468,13 @@ fn write(
         }
     };
     context.write_header().map_err(ff("the MP4 header"))?;
-    let mut out = Output { context, video, video_index, video_time_base, audio };
+    let mut out = Output {
+        context,
+        video,
+        video_index,
+        video_time_base,
+        audio,
+    };
 
     // Where each scene starts, in frames, so the whole lasts what the scenes add up to (each at
     // least a frame).
@@ -422,26 +490,49 @@ fn write(
     let total_frames = at;
     // A cross-fade spans `half` frames each side of a cut.
     let half = ((assembly.fade.as_secs_f64() * f64::from(fps) / 2.0).round() as u64).min(
-        starts.windows(2).map(|w| (w[1] - w[0]) / 2).min().unwrap_or(0),
+        starts
+            .windows(2)
+            .map(|w| (w[1] - w[0]) / 2)
+            .min()
+            .unwrap_or(0),
     );
     let scene_frame = |n: usize, f: u64| -> Result<frame::Video, AssemblyError> {
         let (first, length) = (starts[n], starts[n + 1] - starts[n]);
         let local = f.clamp(first, first + length - 1) - first;
-        let t = if length > 1 { local as f64 / (length - 1) as f64 } else { 0.0 };
+        let t = if length > 1 {
+            local as f64 / (length - 1) as f64
+        } else {
+            0.0
+        };
         let picture = &pictures[n];
-        let rect = crop(picture.width(), picture.height(), width, height, zoom_at(assembly.scenes[n].motion, t));
+        let rect = crop(
+            picture.width(),
+            picture.height(),
+            width,
+            height,
+            zoom_at(assembly.scenes[n].motion, t),
+        );
         let part = cut(picture, rect);
         let mut yuv = frame::Video::empty();
-        scaling::Context::get(Pixel::RGB24, rect.2, rect.3, Pixel::YUV420P, width, height, scaling::Flags::BICUBIC)
-            .and_then(|mut sws| sws.run(&part, &mut yuv))
-            .map_err(ff("scaling a frame"))?;
+        scaling::Context::get(
+            Pixel::RGB24,
+            rect.2,
+            rect.3,
+            Pixel::YUV420P,
+            width,
+            height,
+            scaling::Flags::BICUBIC,
+        )
+        .and_then(|mut sws| sws.run(&part, &mut yuv))
+        .map_err(ff("scaling a frame"))?;
         Ok(yuv)
     };
     let mut pts: u64 = 0;
     for f in 0..total_frames {
         let scene = starts.partition_point(|start| *start <= f) - 1;
         // Near a cut: the scenes either side of it, blended.
-        let cut_near = (1..assembly.scenes.len()).find(|k| half > 0 && f + half >= starts[*k] && f < starts[*k] + half);
+        let cut_near = (1..assembly.scenes.len())
+            .find(|k| half > 0 && f + half >= starts[*k] && f < starts[*k] + half);
         let mut yuv = match cut_near {
             Some(k) => {
                 let alpha = ((f + half - starts[k]) as f32 + 0.5) / (2 * half) as f32;
@@ -454,7 +545,9 @@ fn write(
             Some(filter) => {
                 filter.push(&yuv)?;
                 while let Some(filtered) = filter.pull() {
-                    out.video.send_frame(&filtered).map_err(ff("encoding a frame"))?;
+                    out.video
+                        .send_frame(&filtered)
+                        .map_err(ff("encoding a frame"))?;
                     out.drain_video()?;
                 }
             }
@@ -471,7 +564,9 @@ fn write(
     if let Some(filter) = filter.as_mut() {
         filter.finish()?;
         while let Some(filtered) = filter.pull() {
-            out.video.send_frame(&filtered).map_err(ff("encoding a frame"))?;
+            out.video
+                .send_frame(&filtered)
+                .map_err(ff("encoding a frame"))?;
             out.drain_video()?;
         }
     }
@@ -490,7 +585,10 @@ fn write(
             );
             samples.set_rate(*rate);
             let plane = samples.plane_mut::<f32>(0);
-            for (to, from) in plane.iter_mut().zip(chunk.iter().copied().chain(std::iter::repeat(0.0))) {
+            for (to, from) in plane
+                .iter_mut()
+                .zip(chunk.iter().copied().chain(std::iter::repeat(0.0)))
+            {
                 *to = from;
             }
             samples.set_pts(Some(sent as i64));
@@ -516,17 +614,37 @@ fn write(
 
 /// The narration with the music (if any) under it: its rate and samples, as long as the
 /// narration or the video, whichever is longer.
-fn soundtrack(assembly: &Assembly<'_>, video: Duration) -> Result<Option<(u32, Vec<f32>)>, AssemblyError> {
-    let rate = assembly.narration.map_or(44_100, |speech| speech.sample_rate);
+fn soundtrack(
+    assembly: &Assembly<'_>,
+    video: Duration,
+) -> Result<Option<(u32, Vec<f32>)>, AssemblyError> {
+    let rate = assembly
+        .narration
+        .map_or(44_100, |speech| speech.sample_rate);
     let narration: &[i16] = assembly.narration.map_or(&[], |speech| &speech.samples);
-    let len = narration.len().max((video.as_secs_f64() * f64::from(rate)).round() as usize);
+    let len = narration
+        .len()
+        .max((video.as_secs_f64() * f64::from(rate)).round() as usize);
     let Some(music) = &assembly.music else {
-        return Ok(assembly.narration.map(|_| (rate, crate::audio::mix(narration, None, len))));
+        return Ok(assembly
+            .narration
+            .map(|_| (rate, crate::audio::mix(narration, None, len))));
     };
     let samples = crate::audio::decode(&music.path, rate).map_err(AssemblyError::Music)?;
-    let spoken = assembly.narration.map_or(&[][..], |speech| &speech.sentences[..]);
-    let gains = crate::audio::duck_gains(len, rate, spoken, music.volume, music.ducked.min(music.volume));
-    Ok(Some((rate, crate::audio::mix(narration, Some((&samples, &gains)), len))))
+    let spoken = assembly
+        .narration
+        .map_or(&[][..], |speech| &speech.sentences[..]);
+    let gains = crate::audio::duck_gains(
+        len,
+        rate,
+        spoken,
+        music.volume,
+        music.ducked.min(music.volume),
+    );
+    Ok(Some((
+        rate,
+        crate::audio::mix(narration, Some((&samples, &gains)), len),
+    )))
 }
 
 /// `a` and `b` (YUV 4:2:0 of one size) mixed: `alpha` of `b`.
@@ -535,7 +653,11 @@ fn blend(a: &frame::Video, b: &frame::Video, alpha: f32) -> frame::Video {
     let mut out = frame::Video::new(Pixel::YUV420P, a.width(), a.height());
     let alpha = alpha.clamp(0.0, 1.0);
     for plane in 0..3 {
-        let (w, h) = if plane == 0 { (width, height) } else { (width.div_ceil(2), height.div_ceil(2)) };
+        let (w, h) = if plane == 0 {
+            (width, height)
+        } else {
+            (width.div_ceil(2), height.div_ceil(2))
+        };
         let (sa, sb, so) = (a.stride(plane), b.stride(plane), out.stride(plane));
         let (da, db) = (a.data(plane), b.data(plane));
         let target = out.data_mut(plane);

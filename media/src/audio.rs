@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::software::resampling;
 use ffmpeg::{ChannelLayout, codec, format, frame, media};
+use ffmpeg_next as ffmpeg;
 
 use crate::tts::Timed;
 
@@ -85,7 +85,9 @@ pub fn decode(path: &Path, rate: u32) -> Result<Vec<f32>, String> {
         if stream.index() != index {
             continue;
         }
-        decoder.send_packet(&packet).map_err(|err| format!("{shown}: {err}"))?;
+        decoder
+            .send_packet(&packet)
+            .map_err(|err| format!("{shown}: {err}"))?;
         while decoder.receive_frame(&mut decoded).is_ok() {
             take(&mut decoded, &mut out)?;
         }
@@ -129,7 +131,11 @@ pub fn duck_gains(len: usize, rate: u32, speech: &[Timed], volume: f32, ducked: 
         .map(|(i, s)| {
             let level = volume - (volume - ducked) * s;
             let left = len - i;
-            if left < fade { level * left as f32 / fade as f32 } else { level }
+            if left < fade {
+                level * left as f32 / fade as f32
+            } else {
+                level
+            }
         })
         .collect()
 }
@@ -140,7 +146,9 @@ pub fn mix(narration: &[i16], music: Option<(&[f32], &[f32])>, len: usize) -> Ve
         .map(|i| {
             let voice = narration.get(i).map_or(0.0, |s| f32::from(*s) / 32768.0);
             let under = match music {
-                Some((samples, gains)) if !samples.is_empty() => samples[i % samples.len()] * gains.get(i).copied().unwrap_or(0.0),
+                Some((samples, gains)) if !samples.is_empty() => {
+                    samples[i % samples.len()] * gains.get(i).copied().unwrap_or(0.0)
+                }
                 _ => 0.0,
             };
             (voice + under).clamp(-1.0, 1.0)
@@ -163,15 +171,33 @@ mod tests {
     #[test]
     fn music_ducks_under_each_sentence_and_fades_out() {
         // 1 kHz for readable indices: 10 s, sentences at 1‥3 s and 6‥7 s.
-        let gains = duck_gains(10_000, 1000, &[said(1000, 3000), said(6000, 7000)], 0.3, 0.05);
+        let gains = duck_gains(
+            10_000,
+            1000,
+            &[said(1000, 3000), said(6000, 7000)],
+            0.3,
+            0.05,
+        );
         let near = |a: f32, b: f32| (a - b).abs() < 1e-4;
         assert!(near(gains[500], 0.3), "before anyone speaks");
         assert!(near(gains[2000], 0.05), "under speech");
-        assert!((gains[925] - 0.175).abs() < 0.01, "half-way down the attack: {}", gains[925]);
-        assert!((gains[3150] - 0.175).abs() < 0.01, "half-way up the release: {}", gains[3150]);
+        assert!(
+            (gains[925] - 0.175).abs() < 0.01,
+            "half-way down the attack: {}",
+            gains[925]
+        );
+        assert!(
+            (gains[3150] - 0.175).abs() < 0.01,
+            "half-way up the release: {}",
+            gains[3150]
+        );
         assert!(near(gains[4500], 0.3), "between sentences");
         assert!(near(gains[6500], 0.05));
-        assert!((gains[9500] - 0.15).abs() < 0.01, "half-way through the fade-out: {}", gains[9500]);
+        assert!(
+            (gains[9500] - 0.15).abs() < 0.01,
+            "half-way through the fade-out: {}",
+            gains[9500]
+        );
         assert!(gains[9999] < 0.001);
     }
 

@@ -40,7 +40,13 @@ pub fn srt(cues: &[Timed], width: usize) -> String {
     for (n, cue) in cues.iter().filter(|c| c.end > c.start).enumerate() {
         // SRT has no escapes: a line of its own that is only a number or an arrow cannot
         // appear in a wrapped sentence's middle, and blank lines are what end a cue.
-        let _ = writeln!(out, "{}\n{} --> {}", n + 1, stamp(cue.start), stamp(cue.end));
+        let _ = writeln!(
+            out,
+            "{}\n{} --> {}",
+            n + 1,
+            stamp(cue.start),
+            stamp(cue.end)
+        );
         for line in wrap(&cue.text, width.max(8)) {
             let _ = writeln!(out, "{line}");
         }
@@ -66,7 +72,11 @@ mod tests {
         let text = srt(
             &[
                 cue("The first scene is red.", 0, 1_234),
-                cue("Then comes a much longer sentence that wraps.", 1_484, 3_723_005),
+                cue(
+                    "Then comes a much longer sentence that wraps.",
+                    1_484,
+                    3_723_005,
+                ),
                 cue("never shown", 5_000, 5_000),
             ],
             20,
@@ -80,7 +90,10 @@ mod tests {
 
     #[test]
     fn a_long_word_stands_alone() {
-        assert_eq!(wrap("a supercalifragilistic b", 8), ["a", "supercalifragilistic", "b"]);
+        assert_eq!(
+            wrap("a supercalifragilistic b", 8),
+            ["a", "supercalifragilistic", "b"]
+        );
         assert!(wrap("   ", 8).is_empty());
     }
 }

@@ -3,10 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
 use ffmpeg::{Packet, Rational, codec, encoder, frame};
+use ffmpeg_next as ffmpeg;
 
 use crate::assemble::{AssemblyError, Filter, Frame, crop, cut, ff, filter_path, init, load_rgb};
 
@@ -21,7 +21,9 @@ fn detail(rgb: &frame::Video) -> f64 {
     for y in (0..h).step_by(2) {
         for x in (0..w).step_by(2) {
             let at = y * stride + x * 3;
-            let luma = 0.299 * f64::from(data[at]) + 0.587 * f64::from(data[at + 1]) + 0.114 * f64::from(data[at + 2]);
+            let luma = 0.299 * f64::from(data[at])
+                + 0.587 * f64::from(data[at + 1])
+                + 0.114 * f64::from(data[at + 2]);
             sum += luma;
             squares += luma * luma;
             n += 1.0;
@@ -38,7 +40,10 @@ pub fn best_picture(images: &[PathBuf]) -> Result<usize, AssemblyError> {
     init()?;
     let mut best = None;
     for (n, image) in images.iter().enumerate() {
-        let rgb = load_rgb(image).map_err(|reason| AssemblyError::Scene { scene: n + 1, reason })?;
+        let rgb = load_rgb(image).map_err(|reason| AssemblyError::Scene {
+            scene: n + 1,
+            reason,
+        })?;
         let score = detail(&rgb);
         if best.is_none_or(|(_, most)| score > most) {
             best = Some((n, score));
@@ -49,16 +54,30 @@ pub fn best_picture(images: &[PathBuf]) -> Result<usize, AssemblyError> {
 
 /// Writes `image` cropped to `frame`'s size with `title` drawn across its lower part (in
 /// `font`; no title: the picture alone) as a PNG at `out` (written aside, renamed when whole).
-pub fn thumbnail(image: &Path, frame: Frame, title: &str, font: &Path, out: &Path) -> Result<(), AssemblyError> {
+pub fn thumbnail(
+    image: &Path,
+    frame: Frame,
+    title: &str,
+    font: &Path,
+    out: &Path,
+) -> Result<(), AssemblyError> {
     init()?;
     let (width, height) = (frame.width & !1, frame.height & !1);
     let rgb = load_rgb(image).map_err(|reason| AssemblyError::Scene { scene: 1, reason })?;
     let rect = crop(rgb.width(), rgb.height(), width, height, 1.0);
     let part = cut(&rgb, rect);
     let mut picture = frame::Video::empty();
-    scaling::Context::get(Pixel::RGB24, rect.2, rect.3, Pixel::RGB24, width, height, scaling::Flags::BICUBIC)
-        .and_then(|mut sws| sws.run(&part, &mut picture))
-        .map_err(ff("scaling the picture"))?;
+    scaling::Context::get(
+        Pixel::RGB24,
+        rect.2,
+        rect.3,
+        Pixel::RGB24,
+        width,
+        height,
+        scaling::Flags::BICUBIC,
+    )
+    .and_then(|mut sws| sws.run(&part, &mut picture))
+    .map_err(ff("scaling the picture"))?;
     picture.set_pts(Some(0));
 
     let scratch = tempfile::tempdir()?;
@@ -69,7 +88,10 @@ pub fn thumbnail(image: &Path, frame: Frame, title: &str, font: &Path, out: &Pat
         let size = (height / 12).max(12);
         let per_line = ((f64::from(width) * 0.85 / (f64::from(size) * 0.6)) as usize).max(10);
         let textfile = scratch.path().join("title.txt");
-        std::fs::write(&textfile, crate::subtitles::wrap(&title, per_line).join("\n"))?;
+        std::fs::write(
+            &textfile,
+            crate::subtitles::wrap(&title, per_line).join("\n"),
+        )?;
         if !font.exists() {
             return Err(AssemblyError::Font(font.to_path_buf()));
         }
@@ -97,10 +119,14 @@ pub fn thumbnail(image: &Path, frame: Frame, title: &str, font: &Path, out: &Pat
     context.set_format(Pixel::RGB24);
     context.set_time_base(Rational::new(1, 1));
     let mut encoder = context.open_as(png).map_err(ff("opening PNG"))?;
-    encoder.send_frame(&picture).map_err(ff("encoding the thumbnail"))?;
+    encoder
+        .send_frame(&picture)
+        .map_err(ff("encoding the thumbnail"))?;
     encoder.send_eof().map_err(ff("finishing the thumbnail"))?;
     let mut packet = Packet::empty();
-    encoder.receive_packet(&mut packet).map_err(ff("the thumbnail's bytes"))?;
+    encoder
+        .receive_packet(&mut packet)
+        .map_err(ff("the thumbnail's bytes"))?;
     let bytes = packet.data().ok_or(AssemblyError::NoEncoder("PNG"))?;
     let partial = out.with_extension("part.png");
     std::fs::write(&partial, bytes)?;

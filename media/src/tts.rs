@@ -33,7 +33,10 @@ pub enum TtsError {
         stderr: String,
     },
     #[error("{engine} gave no usable WAV: {reason}")]
-    BadWav { engine: &'static str, reason: String },
+    BadWav {
+        engine: &'static str,
+        reason: String,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -209,7 +212,9 @@ fn run(engine: &'static str, mut command: Command, text: &str) -> Result<(), Tts
         })?;
     if let Some(mut stdin) = child.stdin.take() {
         // An engine that stops before reading it all is reported by its exit, below.
-        let written = stdin.write_all(text.as_bytes()).and_then(|()| stdin.write_all(b"\n"));
+        let written = stdin
+            .write_all(text.as_bytes())
+            .and_then(|()| stdin.write_all(b"\n"));
         if let Err(err) = written
             && err.kind() != std::io::ErrorKind::BrokenPipe
         {
@@ -309,7 +314,12 @@ mod tests {
     fn text_splits_into_sentences() {
         assert_eq!(
             sentences("Hello there. It is 3.5 degrees!  Why?\nA new line -- and no stop"),
-            ["Hello there.", "It is 3.5 degrees!", "Why?", "A new line -- and no stop"]
+            [
+                "Hello there.",
+                "It is 3.5 degrees!",
+                "Why?",
+                "A new line -- and no stop"
+            ]
         );
         assert!(sentences(" ... \n\n").is_empty());
     }
@@ -324,7 +334,10 @@ mod tests {
         let (first, second) = (&speech.sentences[0], &speech.sentences[1]);
         assert_eq!(first.start, Duration::ZERO);
         assert!(first.end > Duration::from_millis(500), "{first:?}");
-        assert!(second.start >= first.end + PAUSE - Duration::from_millis(1), "{second:?}");
+        assert!(
+            second.start >= first.end + PAUSE - Duration::from_millis(1),
+            "{second:?}"
+        );
         assert_eq!(second.end, speech.duration());
         // Some of it is not silence.
         assert!(speech.samples.iter().any(|s| s.unsigned_abs() > 1000));
@@ -340,16 +353,28 @@ mod tests {
             ..EspeakNg::default()
         };
         let err = missing.speak("Hello.").unwrap_err().to_string();
-        assert!(err.contains("could not be started (/nonexistent/espeak-ng)"), "{err}");
+        assert!(
+            err.contains("could not be started (/nonexistent/espeak-ng)"),
+            "{err}"
+        );
         let failing = EspeakNg {
             binary: PathBuf::from("false"),
             ..EspeakNg::default()
         };
         let err = failing.speak("Hello.").unwrap_err().to_string();
-        assert!(err.starts_with("espeak-ng failed (exit status: 1)"), "{err}");
-        assert!(matches!(EspeakNg::default().speak(" . "), Err(TtsError::Empty)));
+        assert!(
+            err.starts_with("espeak-ng failed (exit status: 1)"),
+            "{err}"
+        );
+        assert!(matches!(
+            EspeakNg::default().speak(" . "),
+            Err(TtsError::Empty)
+        ));
         let long = "a ".repeat(MAX_TEXT_BYTES);
-        assert!(matches!(EspeakNg::default().speak(&long), Err(TtsError::TooLong(_))));
+        assert!(matches!(
+            EspeakNg::default().speak(&long),
+            Err(TtsError::TooLong(_))
+        ));
     }
 
     #[test]
@@ -371,6 +396,12 @@ mod tests {
             model: dir.path().join("missing.onnx"),
             ..piper
         };
-        assert!(wrong.speak("One.").unwrap_err().to_string().starts_with("piper failed"));
+        assert!(
+            wrong
+                .speak("One.")
+                .unwrap_err()
+                .to_string()
+                .starts_with("piper failed")
+        );
     }
 }

@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 use crate::access::{self, SecretsCommand, TokensCommand};
 use crate::containers::{self, ContainersCommand};
 use crate::hosts::{self, HostsCommand};
-use crate::video_cli::{self, VideoCommand};
 use crate::nats::{self, NatsCommand};
 use crate::tools::{self, ReplayArgs, TailArgs};
+use crate::video_cli::{self, VideoCommand};
 use crate::{Config, Parts};
 
 #[derive(Debug, Parser)]

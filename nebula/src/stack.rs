@@ -170,7 +170,9 @@ async fn agent(ctx: Context, config: Config) -> anyhow::Result<Started> {
     let mut agent_config = config.agent;
     if config.ai_dev.node_runner {
         // This node takes the AI developer jobs the control plane offers it.
-        agent_config.capabilities.push(events::node::AI_DEV.to_owned());
+        agent_config
+            .capabilities
+            .push(events::node::AI_DEV.to_owned());
         let vram_mib = largest_gpu_mib(agent_config.disable_gpu_detection).await;
         let kv = ai_dev_memory(&ctx).await;
         aidev::start_on_node(&ctx, config.ai_dev, ctx.site.node_id.as_str(), vram_mib, kv);

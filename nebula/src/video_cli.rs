@@ -52,11 +52,19 @@ pub(crate) async fn run(config: &Config, command: VideoCommand) -> anyhow::Resul
     let state = JetStreamStore::<VideoProject>::new(bus.clone());
     let mut out = std::io::stdout().lock();
     match command {
-        VideoCommand::New { title, script, persona, format, priority } => {
+        VideoCommand::New {
+            title,
+            script,
+            persona,
+            format,
+            priority,
+        } => {
             let script = if script.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin()).context("the script from standard input")?
+                std::io::read_to_string(std::io::stdin())
+                    .context("the script from standard input")?
             } else {
-                std::fs::read_to_string(&script).with_context(|| format!("the script {}", script.display()))?
+                std::fs::read_to_string(&script)
+                    .with_context(|| format!("the script {}", script.display()))?
             };
             let format: VideoFormat = serde_json::from_value(serde_json::json!(format))
                 .map_err(|_| anyhow::anyhow!("format must be 9:16, 16:9 or 1:1"))?;
@@ -80,12 +88,18 @@ pub(crate) async fn run(config: &Config, command: VideoCommand) -> anyhow::Resul
                 priority,
             };
             let queue = bus::store::commands(bus.clone(), ());
-            let id = sagas::video::request_project(&queue, &projects, config.video.queue_cap(), requested, meta())
-                .await
-                .map_err(|err| match err {
-                    sagas::video::RequestError::Queue(err) => anyhow::anyhow!("{err}"),
-                    sagas::video::RequestError::Project(err) => anyhow::anyhow!("{err}"),
-                })?;
+            let id = sagas::video::request_project(
+                &queue,
+                &projects,
+                config.video.queue_cap(),
+                requested,
+                meta(),
+            )
+            .await
+            .map_err(|err| match err {
+                sagas::video::RequestError::Queue(err) => anyhow::anyhow!("{err}"),
+                sagas::video::RequestError::Project(err) => anyhow::anyhow!("{err}"),
+            })?;
             writeln!(out, "{id}")?;
         }
         VideoCommand::Ls => {
@@ -105,7 +119,13 @@ pub(crate) async fn run(config: &Config, command: VideoCommand) -> anyhow::Resul
             let Some(requested) = &project.requested else {
                 bail!("no project {id}");
             };
-            writeln!(out, "{} ({}, {})", requested.title, project.status.map_or("?", |s| s.as_str()), requested.format.as_str())?;
+            writeln!(
+                out,
+                "{} ({}, {})",
+                requested.title,
+                project.status.map_or("?", |s| s.as_str()),
+                requested.format.as_str()
+            )?;
             for scene in &project.scenes {
                 let made = project.progress.get(&scene.n).cloned().unwrap_or_default();
                 writeln!(
@@ -113,7 +133,11 @@ pub(crate) async fn run(config: &Config, command: VideoCommand) -> anyhow::Resul
                     "  scene {}: picture {} narration {}  {}",
                     scene.n,
                     if made.picture.is_some() { "yes" } else { "no " },
-                    if made.narration.is_some() { "yes" } else { "no " },
+                    if made.narration.is_some() {
+                        "yes"
+                    } else {
+                        "no "
+                    },
                     scene.text
                 )?;
             }
@@ -128,23 +152,38 @@ pub(crate) async fn run(config: &Config, command: VideoCommand) -> anyhow::Resul
             if !project_id(&id) {
                 bail!("no project {id}");
             }
-            sagas::video::cancel_project(&projects, &id, meta()).await.with_context(|| format!("project {id} was not cancelled"))?;
+            sagas::video::cancel_project(&projects, &id, meta())
+                .await
+                .with_context(|| format!("project {id} was not cancelled"))?;
             writeln!(out, "project {id}: cancellation asked for")?;
         }
         VideoCommand::Personas => {
             for persona in sagas::video::list_personas(&bus).await? {
-                writeln!(out, "{:<20} {:<20} {}", persona.persona.name, persona.persona.voice, persona.persona.style_prompt)?;
+                writeln!(
+                    out,
+                    "{:<20} {:<20} {}",
+                    persona.persona.name, persona.persona.voice, persona.persona.style_prompt
+                )?;
             }
         }
         VideoCommand::Schedules => {
-            let schedules = sagas::video::list_schedules(&bus, &JetStreamStore::new(bus.clone())).await?;
+            let schedules =
+                sagas::video::list_schedules(&bus, &JetStreamStore::new(bus.clone())).await?;
             for (name, schedule) in schedules {
-                let Some(defined) = &schedule.defined else { continue };
+                let Some(defined) = &schedule.defined else {
+                    continue;
+                };
                 let next = domain::schedule::Schedule::parse(&defined.cron, &defined.time_zone)
                     .map(|s| s.next_firings(chrono::Utc::now(), 1))
                     .unwrap_or_default();
-                let next = next.first().map_or_else(|| "never".to_owned(), |at| at.to_rfc3339());
-                writeln!(out, "{name:<20} {:<20} {:<16} fired {:<4} next {next}", defined.cron, defined.time_zone, schedule.fired)?;
+                let next = next
+                    .first()
+                    .map_or_else(|| "never".to_owned(), |at| at.to_rfc3339());
+                writeln!(
+                    out,
+                    "{name:<20} {:<20} {:<16} fired {:<4} next {next}",
+                    defined.cron, defined.time_zone, schedule.fired
+                )?;
             }
         }
     }

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
 use domain::ai_dev::{AiDevCommand, AiDevError, AiDevJob, JobStatus};
 use events::DomainEvent;
-use events::ai_dev::{AgentStep, AiDevEvent, BuildChecked, ChangeProposed, JobRequested, JobStarted};
+use events::ai_dev::{
+    AgentStep, AiDevEvent, BuildChecked, ChangeProposed, JobRequested, JobStarted,
+};
 use serde::Serialize;
 
 /// Records a job; its id.

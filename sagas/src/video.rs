@@ -47,7 +47,10 @@ pub struct PersonaView {
 pub async fn persona_view(bus: &Bus, name: &str) -> Result<Option<PersonaView>, BusError> {
     let mut view: Option<PersonaView> = None;
     let mut version = 0;
-    for envelope in bus.aggregate_events(PersonaEvent::AGGREGATE_TYPE, name).await? {
+    for envelope in bus
+        .aggregate_events(PersonaEvent::AGGREGATE_TYPE, name)
+        .await?
+    {
         match envelope.decode::<PersonaEvent>() {
             Ok(PersonaEvent::Defined(persona) | PersonaEvent::Changed(persona)) => {
                 version += 1;
@@ -84,16 +87,24 @@ pub async fn wait_render(
     id: &str,
     wait: std::time::Duration,
 ) -> Result<domain::render::RenderJob, AggregateError<domain::render::RenderError>> {
-    crate::follow::until_final(bus, state, id, wait, |job| job.status.is_some_and(|s| s.is_terminal())).await
+    crate::follow::until_final(bus, state, id, wait, |job| {
+        job.status.is_some_and(|s| s.is_terminal())
+    })
+    .await
 }
 
 /// Why render job `id` failed, as its last failure says.
 pub async fn render_failure(bus: &Bus, id: &str) -> Result<Option<String>, BusError> {
     let mut reason = None;
-    for envelope in bus.aggregate_events(events::render::RenderJobEvent::AGGREGATE_TYPE, id).await? {
+    for envelope in bus
+        .aggregate_events(events::render::RenderJobEvent::AGGREGATE_TYPE, id)
+        .await?
+    {
         match envelope.decode::<events::render::RenderJobEvent>() {
             Ok(events::render::RenderJobEvent::Failed(failed)) => reason = Some(failed.reason),
-            Ok(events::render::RenderJobEvent::Cancelled(_)) => reason = Some("cancelled".to_owned()),
+            Ok(events::render::RenderJobEvent::Cancelled(_)) => {
+                reason = Some("cancelled".to_owned())
+            }
             _ => {}
         }
     }
@@ -107,7 +118,10 @@ pub async fn wait_project(
     id: &str,
     wait: std::time::Duration,
 ) -> Result<domain::video::VideoProject, AggregateError<domain::video::ProjectError>> {
-    crate::follow::until_final(bus, state, id, wait, |p| p.status.is_some_and(|s| s.is_final())).await
+    crate::follow::until_final(bus, state, id, wait, |p| {
+        p.status.is_some_and(|s| s.is_final())
+    })
+    .await
 }
 
 /// Why a video project was not recorded.
@@ -148,12 +162,31 @@ pub async fn request_project_as(
         let invalid = domain::video::ProjectError::Invalid(problems.join("; "));
         return Err(RequestError::Project(AggregateError::UserError(invalid)));
     }
-    let admit = domain::video::VideoQueueCommand::Admit { project_id: id.to_owned(), cap };
-    execute(queue, events::video::VIDEO_QUEUE_ID, admit, meta.clone(), 10)
-        .await
-        .map_err(RequestError::Queue)?;
-    match execute(commands, id, domain::video::ProjectCommand::Request(requested), meta.clone(), 3).await {
-        Ok(()) | Err(AggregateError::UserError(domain::video::ProjectError::AlreadyRequested)) => Ok(()),
+    let admit = domain::video::VideoQueueCommand::Admit {
+        project_id: id.to_owned(),
+        cap,
+    };
+    execute(
+        queue,
+        events::video::VIDEO_QUEUE_ID,
+        admit,
+        meta.clone(),
+        10,
+    )
+    .await
+    .map_err(RequestError::Queue)?;
+    match execute(
+        commands,
+        id,
+        domain::video::ProjectCommand::Request(requested),
+        meta.clone(),
+        3,
+    )
+    .await
+    {
+        Ok(()) | Err(AggregateError::UserError(domain::video::ProjectError::AlreadyRequested)) => {
+            Ok(())
+        }
         Err(err) => {
             let _ = release(queue, id, meta).await;
             Err(RequestError::Project(err))
@@ -167,7 +200,9 @@ pub async fn release(
     id: &str,
     meta: CommandMeta,
 ) -> Result<(), AggregateError<domain::video::VideoQueueError>> {
-    let release = domain::video::VideoQueueCommand::Release { project_id: id.to_owned() };
+    let release = domain::video::VideoQueueCommand::Release {
+        project_id: id.to_owned(),
+    };
     execute(queue, events::video::VIDEO_QUEUE_ID, release, meta, 10).await
 }
 
@@ -177,7 +212,14 @@ pub async fn change_priority(
     priority: i32,
     meta: CommandMeta,
 ) -> Result<(), AggregateError<domain::video::ProjectError>> {
-    execute(commands, id, domain::video::ProjectCommand::ChangePriority { priority }, meta, 3).await
+    execute(
+        commands,
+        id,
+        domain::video::ProjectCommand::ChangePriority { priority },
+        meta,
+        3,
+    )
+    .await
 }
 
 pub async fn cancel_project(
@@ -185,14 +227,22 @@ pub async fn cancel_project(
     id: &str,
     meta: CommandMeta,
 ) -> Result<(), AggregateError<domain::video::ProjectError>> {
-    execute(commands, id, domain::video::ProjectCommand::RequestCancel, meta, 3).await
+    execute(
+        commands,
+        id,
+        domain::video::ProjectCommand::RequestCancel,
+        meta,
+        3,
+    )
+    .await
 }
 
 /// Every project's id and state, newest first.
 pub async fn list_projects(
     bus: &Bus,
     state: &JetStreamStore<domain::video::VideoProject>,
-) -> Result<Vec<(String, domain::video::VideoProject)>, AggregateError<domain::video::ProjectError>> {
+) -> Result<Vec<(String, domain::video::VideoProject)>, AggregateError<domain::video::ProjectError>>
+{
     let ids = bus
         .aggregate_ids(events::video::VideoProjectEvent::AGGREGATE_TYPE)
         .await
@@ -215,7 +265,14 @@ pub async fn put_schedule(
     meta: CommandMeta,
 ) -> Result<bool, AggregateError<domain::schedule::ScheduleError>> {
     let existed = state.load_aggregate(name).await?.state().defined.is_some();
-    execute(commands, name, domain::schedule::ScheduleCommand::Define(defined), meta, 3).await?;
+    execute(
+        commands,
+        name,
+        domain::schedule::ScheduleCommand::Define(defined),
+        meta,
+        3,
+    )
+    .await?;
     Ok(!existed)
 }
 
@@ -224,14 +281,24 @@ pub async fn remove_schedule(
     name: &str,
     meta: CommandMeta,
 ) -> Result<(), AggregateError<domain::schedule::ScheduleError>> {
-    execute(commands, name, domain::schedule::ScheduleCommand::Remove, meta, 3).await
+    execute(
+        commands,
+        name,
+        domain::schedule::ScheduleCommand::Remove,
+        meta,
+        3,
+    )
+    .await
 }
 
 /// Every schedule's name and state, by name.
 pub async fn list_schedules(
     bus: &Bus,
     state: &JetStreamStore<domain::schedule::ScheduleState>,
-) -> Result<Vec<(String, domain::schedule::ScheduleState)>, AggregateError<domain::schedule::ScheduleError>> {
+) -> Result<
+    Vec<(String, domain::schedule::ScheduleState)>,
+    AggregateError<domain::schedule::ScheduleError>,
+> {
     let ids = bus
         .aggregate_ids(events::video::ScheduleEvent::AGGREGATE_TYPE)
         .await

@@ -117,7 +117,10 @@ impl FakeOllama {
             .route("/api/show", post(show))
             .route("/api/pull", post(pull))
             .route("/api/embed", post(embed))
-            .route("/api/version", get(|| async { Json(json!({"version": "0.6.5"})) }))
+            .route(
+                "/api/version",
+                get(|| async { Json(json!({"version": "0.6.5"})) }),
+            )
             .with_state(fake.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -227,7 +230,9 @@ async fn chat(State(fake): State<FakeOllama>, Json(body): Json<Value>) -> Respon
             String::new(),
             calls
                 .into_iter()
-                .map(|(name, arguments)| json!({"function": {"name": name, "arguments": arguments}}))
+                .map(
+                    |(name, arguments)| json!({"function": {"name": name, "arguments": arguments}}),
+                )
                 .collect::<Vec<_>>(),
         ),
         Reply::Held(_) => unreachable!("unwrapped above"),
@@ -362,7 +367,9 @@ async fn embed(State(fake): State<FakeOllama>, Json(body): Json<Value>) -> Respo
         })
         .collect();
     let count: u64 = inputs.iter().map(|t| tokens(t)).sum();
-    Json(json!({"model": name, "embeddings": embeddings, "total_duration": 900_000u64,
-                "load_duration": 100_000u64, "prompt_eval_count": count}))
+    Json(
+        json!({"model": name, "embeddings": embeddings, "total_duration": 900_000u64,
+                "load_duration": 100_000u64, "prompt_eval_count": count}),
+    )
     .into_response()
 }

@@ -96,13 +96,22 @@ async fn models(State(fake): State<FakeOpenAi>, headers: HeaderMap) -> Response 
         .into_response()
 }
 
-async fn completions(State(fake): State<FakeOpenAi>, headers: HeaderMap, Json(body): Json<Value>) -> Response {
+async fn completions(
+    State(fake): State<FakeOpenAi>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     fake.inner.lock().unwrap().requests.push(body.clone());
     if !fake.authorized(&headers) {
         return unauthorized();
     }
     let Some(messages) = body["messages"].as_array() else {
-        return error(StatusCode::BAD_REQUEST, "'messages' is a required property", "invalid_request_error", None);
+        return error(
+            StatusCode::BAD_REQUEST,
+            "'messages' is a required property",
+            "invalid_request_error",
+            None,
+        );
     };
     // A tool message must answer a call made before it.
     let mut called: HashSet<String> = HashSet::new();
@@ -113,7 +122,9 @@ async fn completions(State(fake): State<FakeOpenAi>, headers: HeaderMap, Json(bo
             }
         }
         if message["role"] == "tool"
-            && !message["tool_call_id"].as_str().is_some_and(|id| called.contains(id))
+            && !message["tool_call_id"]
+                .as_str()
+                .is_some_and(|id| called.contains(id))
         {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -133,7 +144,12 @@ async fn completions(State(fake): State<FakeOpenAi>, headers: HeaderMap, Json(bo
         (inner.script.pop_front(), inner.calls)
     };
     let Some(reply) = reply else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "the fake has no scripted reply left", "server_error", None);
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the fake has no scripted reply left",
+            "server_error",
+            None,
+        );
     };
     let (content, tool_calls) = match reply {
         Reply::Error(status, message) => {
@@ -159,7 +175,11 @@ async fn completions(State(fake): State<FakeOpenAi>, headers: HeaderMap, Json(bo
     };
     let completion = content.as_deref().map_or(1, tokens);
     let mut message = json!({"role": "assistant", "content": content});
-    let finish = if tool_calls.is_empty() { "stop" } else { "tool_calls" };
+    let finish = if tool_calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
     if !tool_calls.is_empty() {
         message["tool_calls"] = json!(tool_calls);
     }

@@ -119,14 +119,19 @@ fn media_packages() -> Vec<&'static str> {
         ("libswscale", "libswscale-dev"),
         ("libswresample", "libswresample-dev"),
     ] {
-        if !has_pkg_config || !cmd::succeeds(Command::new("pkg-config").args(["--exists", library])) {
+        if !has_pkg_config || !cmd::succeeds(Command::new("pkg-config").args(["--exists", library]))
+        {
             packages.push(package);
         }
     }
-    let libclang = std::fs::read_dir("/usr/lib").into_iter().flatten().flatten().any(|entry| {
-        entry.file_name().to_string_lossy().starts_with("llvm-")
-            && entry.path().join("lib/libclang.so").exists()
-    });
+    let libclang = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|entry| {
+            entry.file_name().to_string_lossy().starts_with("llvm-")
+                && entry.path().join("lib/libclang.so").exists()
+        });
     if !libclang {
         packages.extend(["clang", "libclang-dev"]);
     }

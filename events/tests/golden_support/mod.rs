@@ -54,4 +54,3 @@ pub(crate) fn golden<E: DomainEvent + PartialEq + std::fmt::Debug>(aggregate_id:
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     assert_eq!(stored.decode::<E>().unwrap(), event);
 }
-

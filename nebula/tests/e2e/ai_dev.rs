@@ -41,7 +41,8 @@ fn head(dir: &Path, branch: &str) -> String {
 
 /// A crate whose one test fails: `add` subtracts.
 const LIB: &str = "pub fn add(a: i32, b: i32) -> i32 {\n    a - b\n}\n\n#[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() {\n        assert_eq!(super::add(2, 3), 5);\n    }\n}\n";
-const CARGO: &str = "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n";
+const CARGO: &str =
+    "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n";
 
 fn tool(name: &str, arguments: Value) -> Reply {
     Reply::Tools(vec![(name.to_owned(), arguments)])
@@ -51,16 +52,28 @@ fn tool(name: &str, arguments: Value) -> Reply {
 /// done.
 fn fixing_script(extra_file: Option<(&str, &str)>) -> Vec<Reply> {
     let mut script = vec![
-        tool("update_plan", json!({"plan": "1. see the failure 2. fix add 3. build green"})),
+        tool(
+            "update_plan",
+            json!({"plan": "1. see the failure 2. fix add 3. build green"}),
+        ),
         tool("run_build", json!({})),
         tool("read_file", json!({"path": "src/lib.rs"})),
-        tool("replace_in_file", json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"})),
+        tool(
+            "replace_in_file",
+            json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"}),
+        ),
     ];
     if let Some((path, content)) = extra_file {
-        script.push(tool("write_file", json!({"path": path, "content": content})));
+        script.push(tool(
+            "write_file",
+            json!({"path": path, "content": content}),
+        ));
     }
     script.push(tool("run_build", json!({})));
-    script.push(tool("finish", json!({"summary": "add subtracted; it adds now"})));
+    script.push(tool(
+        "finish",
+        json!({"summary": "add subtracted; it adds now"}),
+    ));
     script
 }
 
@@ -72,7 +85,12 @@ struct Stack {
     base: String,
 }
 
-async fn stack(pool: &PgPool, ollama: &FakeOllama, repos: Vec<aidev::RepoConfig>, tune: impl FnOnce(&mut nebula::Config)) -> Stack {
+async fn stack(
+    pool: &PgPool,
+    ollama: &FakeOllama,
+    repos: Vec<aidev::RepoConfig>,
+    tune: impl FnOnce(&mut nebula::Config),
+) -> Stack {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let mut config = common::config(&nats, pool, state.path());
@@ -98,9 +116,19 @@ async fn deploy_setup(pool: &PgPool) -> (FakeOllama, tempfile::TempDir, String, 
     let dir = tempfile::tempdir().unwrap();
     let start = repository(
         dir.path(),
-        &[("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("deploy/app.toml", "replicas = 1\n")],
+        &[
+            ("Cargo.toml", CARGO),
+            ("src/lib.rs", LIB),
+            ("deploy/app.toml", "replicas = 1\n"),
+        ],
     );
-    let stack = stack(pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |_| {}).await;
+    let stack = stack(
+        pool,
+        &ollama,
+        vec![repo_config("calc", dir.path(), small_changes())],
+        |_| {},
+    )
+    .await;
     (ollama, dir, start, stack)
 }
 
@@ -146,17 +174,21 @@ async fn settled(base: &str, id: &str) -> Value {
 
 /// The job once it has settled in a state `wanted` accepts.
 async fn until(base: &str, id: &str, wanted: impl Fn(&str) -> bool) -> Value {
-    testkit::wait_until("the job to settle", std::time::Duration::from_secs(180), || async {
-        let (status, view) = call(
-            Method::GET,
-            format!("{base}/api/ai-dev/jobs/{id}?wait=5"),
-            common::TOKEN,
-            &Value::Null,
-        )
-        .await;
-        (status == StatusCode::OK && wanted(view["status"].as_str().unwrap_or_default()))
-            .then_some(view)
-    })
+    testkit::wait_until(
+        "the job to settle",
+        std::time::Duration::from_secs(180),
+        || async {
+            let (status, view) = call(
+                Method::GET,
+                format!("{base}/api/ai-dev/jobs/{id}?wait=5"),
+                common::TOKEN,
+                &Value::Null,
+            )
+            .await;
+            (status == StatusCode::OK && wanted(view["status"].as_str().unwrap_or_default()))
+                .then_some(view)
+        },
+    )
     .await
 }
 
@@ -165,8 +197,19 @@ async fn a_job_fixes_a_failing_test_on_its_branch_and_merges_as_a_small_change(p
     let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
     let dir = tempfile::tempdir().unwrap();
     let start = repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB)]);
-    let Stack { nats: _nats, state: _state, config: _, running, base } =
-        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |_| {}).await;
+    let Stack {
+        nats: _nats,
+        state: _state,
+        config: _,
+        running,
+        base,
+    } = stack(
+        &pool,
+        &ollama,
+        vec![repo_config("calc", dir.path(), small_changes())],
+        |_| {},
+    )
+    .await;
 
     // Refused asks: an unknown repository, an empty instruction.
     let (status, answer) = call(
@@ -192,7 +235,10 @@ async fn a_job_fixes_a_failing_test_on_its_branch_and_merges_as_a_small_change(p
     let job = settled(&base, &id).await;
     assert_eq!(job["status"], "merged", "{job:#}");
     let started = &job["started"];
-    assert!(started["branch"].as_str().unwrap().starts_with("ai-dev/"), "{started}");
+    assert!(
+        started["branch"].as_str().unwrap().starts_with("ai-dev/"),
+        "{started}"
+    );
     assert_eq!(started["base_commit"], start.as_str());
     assert_eq!(started["model"], MODEL);
     assert_eq!(started["tool_mode"], "tools");
@@ -202,21 +248,41 @@ async fn a_job_fixes_a_failing_test_on_its_branch_and_merges_as_a_small_change(p
     assert_eq!(builds[0]["ok"], false);
     assert_eq!(builds[0]["toolchain"], "cargo");
     assert_eq!(builds[0]["failing_tests"], json!(["tests::adds"]));
-    assert_eq!((builds[1]["ok"].as_bool(), builds[2]["ok"].as_bool()), (Some(true), Some(true)));
+    assert_eq!(
+        (builds[1]["ok"].as_bool(), builds[2]["ok"].as_bool()),
+        (Some(true), Some(true))
+    );
     assert_eq!(job["decision"]["auto_rule"], "small_change", "{job:#}");
     let change = &job["change"];
     assert_eq!(change["files"], json!(["src/lib.rs"]));
-    assert_eq!((change["lines_added"].as_u64(), change["lines_removed"].as_u64()), (Some(1), Some(1)));
-    assert!(change["diff"].as_str().unwrap().contains("+    a + b"), "{change}");
+    assert_eq!(
+        (
+            change["lines_added"].as_u64(),
+            change["lines_removed"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert!(
+        change["diff"].as_str().unwrap().contains("+    a + b"),
+        "{change}"
+    );
     assert_eq!(job["steps"].as_array().unwrap().len(), 6);
     // Merged: a fast-forward of main, its checked-out files updated too.
     assert_eq!(job["fast_forward"], true);
-    assert_eq!(head(dir.path(), "main"), job["merged_commit"].as_str().unwrap());
+    assert_eq!(
+        head(dir.path(), "main"),
+        job["merged_commit"].as_str().unwrap()
+    );
     let file = std::fs::read_to_string(dir.path().join("src/lib.rs")).unwrap();
     assert!(file.contains("a + b"), "{file}");
     // The model saw the instruction and the tools.
     let first = &ollama.requests()[0];
-    assert!(first["messages"][0]["content"].as_str().unwrap().contains("Make the failing test pass."));
+    assert!(
+        first["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Make the failing test pass.")
+    );
     assert_eq!(first["tools"].as_array().unwrap().len(), 8);
     assert_eq!(ollama.left(), 0);
     running.shutdown().await;
@@ -224,17 +290,35 @@ async fn a_job_fixes_a_failing_test_on_its_branch_and_merges_as_a_small_change(p
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_change_to_deploy_waits_for_a_person_then_merges_and_rolls_back(pool: PgPool) {
-    let (ollama, dir, start, Stack { nats: _nats, state: _state, config: _, running, base }) = deploy_setup(&pool).await;
+    let (
+        ollama,
+        dir,
+        start,
+        Stack {
+            nats: _nats,
+            state: _state,
+            config: _,
+            running,
+            base,
+        },
+    ) = deploy_setup(&pool).await;
     ollama.script(fixing_script(Some(("deploy/app.toml", "replicas = 2\n"))));
     let id = ask(&base, "calc", "Fix add and run two replicas.").await;
     let job = settled(&base, &id).await;
     assert_eq!(job["status"], "awaiting_approval", "{job:#}");
     assert_eq!(job["decision"]["auto_rule"], Value::Null);
     assert!(
-        job["decision"]["reason"].as_str().unwrap().contains("protected paths (deploy/app.toml)"),
+        job["decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("protected paths (deploy/app.toml)"),
         "{job:#}"
     );
-    assert_eq!(head(dir.path(), "main"), start, "main must not move before the approval");
+    assert_eq!(
+        head(dir.path(), "main"),
+        start,
+        "main must not move before the approval"
+    );
     let approval_id = job["approval_id"].as_str().unwrap().to_owned();
     let (_, approval) = call(
         Method::GET,
@@ -243,9 +327,22 @@ async fn a_change_to_deploy_waits_for_a_person_then_merges_and_rolls_back(pool: 
         &Value::Null,
     )
     .await;
-    assert_eq!((approval["subject_kind"].as_str(), approval["subject_id"].as_str()), (Some("ai_dev"), Some(id.as_str())), "{approval}");
-    let preview = approval["preview"]["body"].as_str().unwrap_or_default().to_owned();
-    assert!(preview.contains("+replicas = 2") && preview.contains("+    a + b"), "{approval}");
+    assert_eq!(
+        (
+            approval["subject_kind"].as_str(),
+            approval["subject_id"].as_str()
+        ),
+        (Some("ai_dev"), Some(id.as_str())),
+        "{approval}"
+    );
+    let preview = approval["preview"]["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        preview.contains("+replicas = 2") && preview.contains("+    a + b"),
+        "{approval}"
+    );
 
     // Approved by the one who asked (the author is the model): merged.
     let (status, answer) = call(
@@ -277,9 +374,19 @@ async fn a_change_to_deploy_waits_for_a_person_then_merges_and_rolls_back(pool: 
     let revert = job["revert_commit"].as_str().unwrap();
     assert_eq!(head(dir.path(), "main"), revert);
     let repo = git2::Repository::open(dir.path()).unwrap();
-    let commit = repo.find_commit(git2::Oid::from_str(revert).unwrap()).unwrap();
-    assert!(commit.message().unwrap().contains(&format!("This reverts commit {merged}")));
-    assert_eq!(std::fs::read_to_string(dir.path().join("deploy/app.toml")).unwrap(), "replicas = 1\n");
+    let commit = repo
+        .find_commit(git2::Oid::from_str(revert).unwrap())
+        .unwrap();
+    assert!(
+        commit
+            .message()
+            .unwrap()
+            .contains(&format!("This reverts commit {merged}"))
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("deploy/app.toml")).unwrap(),
+        "replicas = 1\n"
+    );
     // A second rollback is refused.
     let (status, _) = call(
         Method::POST,
@@ -298,9 +405,20 @@ async fn a_model_that_reaches_outside_is_refused_and_runs_out_of_steps(pool: PgP
     let dir = tempfile::tempdir().unwrap();
     let start = repository(
         dir.path(),
-        &[("Cargo.toml", CARGO), ("src/lib.rs", LIB), (".env", "TOKEN=hunter2\n"), ("secrets/db.txt", "pw\n")],
+        &[
+            ("Cargo.toml", CARGO),
+            ("src/lib.rs", LIB),
+            (".env", "TOKEN=hunter2\n"),
+            ("secrets/db.txt", "pw\n"),
+        ],
     );
-    let Stack { nats: _nats, state: _state, config: _, running, base } = stack(
+    let Stack {
+        nats: _nats,
+        state: _state,
+        config: _,
+        running,
+        base,
+    } = stack(
         &pool,
         &ollama,
         vec![repo_config("calc", dir.path(), small_changes())],
@@ -310,39 +428,77 @@ async fn a_model_that_reaches_outside_is_refused_and_runs_out_of_steps(pool: PgP
     ollama.script([
         tool("read_file", json!({"path": "../outside.txt"})),
         tool("read_file", json!({"path": ".env"})),
-        tool("write_file", json!({"path": "secrets/db.txt", "content": "x"})),
-        tool("write_file", json!({"path": "src/lib.rs", "content": "broken"})),
+        tool(
+            "write_file",
+            json!({"path": "secrets/db.txt", "content": "x"}),
+        ),
+        tool(
+            "write_file",
+            json!({"path": "src/lib.rs", "content": "broken"}),
+        ),
         Reply::Text("I am thinking.".to_owned()),
     ]);
     let id = ask(&base, "calc", "Do something.").await;
     let job = settled(&base, &id).await;
     assert_eq!(job["status"], "failed", "{job:#}");
     assert_eq!(job["failure"], "budget");
-    assert!(job["error"].as_str().unwrap().contains("step budget (5)"), "{job:#}");
+    assert!(
+        job["error"].as_str().unwrap().contains("step budget (5)"),
+        "{job:#}"
+    );
     let steps = job["steps"].as_array().unwrap();
-    let refused: Vec<bool> = steps.iter().map(|s| s["refused"].as_bool().unwrap()).collect();
+    let refused: Vec<bool> = steps
+        .iter()
+        .map(|s| s["refused"].as_bool().unwrap())
+        .collect();
     assert_eq!(refused, [true, true, true, false, false], "{job:#}");
-    assert!(steps[0]["result"].as_str().unwrap().contains("outside the worktree"));
+    assert!(
+        steps[0]["result"]
+            .as_str()
+            .unwrap()
+            .contains("outside the worktree")
+    );
     assert!(!steps[1]["result"].as_str().unwrap().contains("hunter2"));
     // Nothing reached the base, nor outside the worktree; the branch is kept to look at.
     assert_eq!(head(dir.path(), "main"), start);
-    assert_eq!(std::fs::read_to_string(dir.path().join("secrets/db.txt")).unwrap(), "pw\n");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("secrets/db.txt")).unwrap(),
+        "pw\n"
+    );
     let branch = job["started"]["branch"].as_str().unwrap();
-    assert!(git2::Repository::open(dir.path()).unwrap().find_branch(branch, git2::BranchType::Local).is_ok());
+    assert!(
+        git2::Repository::open(dir.path())
+            .unwrap()
+            .find_branch(branch, git2::BranchType::Local)
+            .is_ok()
+    );
     for request in ollama.requests() {
-        assert!(!request.to_string().contains("hunter2"), "the secret went to the model");
+        assert!(
+            !request.to_string().contains("hunter2"),
+            "the secret went to the model"
+        );
     }
     running.shutdown().await;
 }
-
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_worker_stopped_mid_job_resumes_it_from_redis(pool: PgPool) {
     let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
     let dir = tempfile::tempdir().unwrap();
     repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB)]);
-    let Stack { nats, state, config, running, base } =
-        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |_| {}).await;
+    let Stack {
+        nats,
+        state,
+        config,
+        running,
+        base,
+    } = stack(
+        &pool,
+        &ollama,
+        vec![repo_config("calc", dir.path(), small_changes())],
+        |_| {},
+    )
+    .await;
     let mut script = fixing_script(None);
     let rest = script.split_off(3);
     // The fourth answer never comes to this worker: it is stopped while waiting for it.
@@ -350,7 +506,13 @@ async fn a_worker_stopped_mid_job_resumes_it_from_redis(pool: PgPool) {
     ollama.script(script);
     let id = ask(&base, "calc", "Make the failing test pass.").await;
     testkit::wait_until("three steps", testkit::DEFAULT_WAIT, || async {
-        let (_, job) = call(Method::GET, format!("{base}/api/ai-dev/jobs/{id}"), common::TOKEN, &Value::Null).await;
+        let (_, job) = call(
+            Method::GET,
+            format!("{base}/api/ai-dev/jobs/{id}"),
+            common::TOKEN,
+            &Value::Null,
+        )
+        .await;
         (job["steps"].as_array()?.len() == 3 && ollama.left() == 0).then_some(())
     })
     .await;
@@ -363,11 +525,19 @@ async fn a_worker_stopped_mid_job_resumes_it_from_redis(pool: PgPool) {
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let job = settled(&base, &id).await;
     assert_eq!(job["status"], "merged", "{job:#}");
-    let numbers: Vec<u64> = job["steps"].as_array().unwrap().iter().map(|s| s["n"].as_u64().unwrap()).collect();
+    let numbers: Vec<u64> = job["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["n"].as_u64().unwrap())
+        .collect();
     assert_eq!(numbers, [1, 2, 3, 4, 5, 6], "{job:#}");
     let resumed = ollama.requests()[before].clone();
     let text = resumed["messages"].to_string();
-    assert!(text.contains("see the failure") && text.contains("pub fn add"), "the memory came back: {text}");
+    assert!(
+        text.contains("see the failure") && text.contains("pub fn add"),
+        "the memory came back: {text}"
+    );
     running.shutdown().await;
     drop((nats, state));
 }
@@ -377,8 +547,21 @@ async fn a_long_conversation_is_compressed_keeping_the_instruction_and_plan(pool
     let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 1000)]).await;
     let dir = tempfile::tempdir().unwrap();
     let big = "the quick brown fox jumps over the lazy dog. ".repeat(70);
-    repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("notes/big.txt", big.as_str())]);
-    let Stack { nats: _nats, state: _state, config: _, running, base } = stack(
+    repository(
+        dir.path(),
+        &[
+            ("Cargo.toml", CARGO),
+            ("src/lib.rs", LIB),
+            ("notes/big.txt", big.as_str()),
+        ],
+    );
+    let Stack {
+        nats: _nats,
+        state: _state,
+        config: _,
+        running,
+        base,
+    } = stack(
         &pool,
         &ollama,
         vec![repo_config("calc", dir.path(), small_changes())],
@@ -389,33 +572,61 @@ async fn a_long_conversation_is_compressed_keeping_the_instruction_and_plan(pool
     )
     .await;
     ollama.script([
-        tool("update_plan", json!({"plan": "PLAN-MARKER: read, fix add, build"})),
+        tool(
+            "update_plan",
+            json!({"plan": "PLAN-MARKER: read, fix add, build"}),
+        ),
         tool("read_file", json!({"path": "notes/big.txt"})),
         Reply::Text("SUMMARY-ONE: planned; read notes/big.txt (nothing useful)".to_owned()),
         tool("read_file", json!({"path": "src/lib.rs"})),
         Reply::Text("SUMMARY-TWO: big.txt is noise; add subtracts in src/lib.rs".to_owned()),
-        tool("replace_in_file", json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"})),
+        tool(
+            "replace_in_file",
+            json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"}),
+        ),
         tool("finish", json!({"summary": "add adds"})),
     ]);
-    let id = ask(&base, "calc", "INSTRUCTION-MARKER: make the failing test pass.").await;
+    let id = ask(
+        &base,
+        "calc",
+        "INSTRUCTION-MARKER: make the failing test pass.",
+    )
+    .await;
     let job = settled(&base, &id).await;
     assert_eq!(job["status"], "merged", "{job:#}");
     assert_eq!(job["compressions"], 2, "{job:#}");
     let requests = ollama.requests();
     let summarising: Vec<&Value> = requests
         .iter()
-        .filter(|r| r["messages"][0]["content"].as_str().unwrap_or_default().starts_with("Summarise"))
+        .filter(|r| {
+            r["messages"][0]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Summarise")
+        })
         .collect();
     assert_eq!(summarising.len(), 2);
-    assert!(summarising[0]["tools"].is_null(), "a summary is asked without tools");
+    assert!(
+        summarising[0]["tools"].is_null(),
+        "a summary is asked without tools"
+    );
     // After the second compression: the instruction and the plan verbatim, the summary, not
     // the big file.
     let last = requests.last().unwrap();
     let system = last["messages"][0]["content"].as_str().unwrap();
-    assert!(system.contains("INSTRUCTION-MARKER: make the failing test pass."), "{system}");
-    assert!(system.contains("PLAN-MARKER: read, fix add, build"), "{system}");
+    assert!(
+        system.contains("INSTRUCTION-MARKER: make the failing test pass."),
+        "{system}"
+    );
+    assert!(
+        system.contains("PLAN-MARKER: read, fix add, build"),
+        "{system}"
+    );
     let turns = last["messages"].to_string();
-    assert!(turns.contains("SUMMARY-TWO") && !turns.contains("lazy dog"), "{turns}");
+    assert!(
+        turns.contains("SUMMARY-TWO") && !turns.contains("lazy dog"),
+        "{turns}"
+    );
     running.shutdown().await;
 }
 
@@ -424,11 +635,21 @@ async fn a_model_without_tools_works_in_json_and_an_unknown_model_fails_clearly(
     let ollama = FakeOllama::start(vec![Model::new("plain:3b", &["completion"], 4096)]).await;
     let dir = tempfile::tempdir().unwrap();
     let start = repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB)]);
-    let Stack { nats: _nats, state: _state, config: _, running, base } =
-        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |config| {
+    let Stack {
+        nats: _nats,
+        state: _state,
+        config: _,
+        running,
+        base,
+    } = stack(
+        &pool,
+        &ollama,
+        vec![repo_config("calc", dir.path(), small_changes())],
+        |config| {
             config.ai_dev.model = "plain:3b".to_owned();
-        })
-        .await;
+        },
+    )
+    .await;
     let (status, answer) = call(
         Method::POST,
         format!("{base}/api/ai-dev/jobs"),
@@ -438,25 +659,47 @@ async fn a_model_without_tools_works_in_json_and_an_unknown_model_fails_clearly(
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     let job = settled(&base, answer["job_id"].as_str().unwrap()).await;
-    assert_eq!((job["status"].as_str(), job["failure"].as_str()), (Some("failed"), Some("model")), "{job:#}");
-    assert!(job["error"].as_str().unwrap().contains("ollama pull missing:1b"), "{job:#}");
+    assert_eq!(
+        (job["status"].as_str(), job["failure"].as_str()),
+        (Some("failed"), Some("model")),
+        "{job:#}"
+    );
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("ollama pull missing:1b"),
+        "{job:#}"
+    );
 
     let json_call = |tool: &str, arguments: Value| {
-        Reply::Text(json!({"tool": tool, "arguments": arguments, "said": format!("using {tool}")}).to_string())
+        Reply::Text(
+            json!({"tool": tool, "arguments": arguments, "said": format!("using {tool}")})
+                .to_string(),
+        )
     };
     ollama.script([
-        json_call("replace_in_file", json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"})),
+        json_call(
+            "replace_in_file",
+            json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"}),
+        ),
         json_call("finish", json!({"summary": "add adds"})),
     ]);
     let id = ask(&base, "calc", "Make the failing test pass.").await;
     let job = settled(&base, &id).await;
     assert_eq!(job["status"], "merged", "{job:#}");
     assert_eq!(job["started"]["tool_mode"], "json");
-    assert_eq!(job["started"]["model_rule"], "the configured default (ai_dev.model)");
+    assert_eq!(
+        job["started"]["model_rule"],
+        "the configured default (ai_dev.model)"
+    );
     assert_eq!(job["steps"][0]["tool"], "replace_in_file");
     assert_eq!(job["steps"][0]["said"], "using replace_in_file");
     for request in ollama.requests() {
-        assert!(request["tools"].is_null(), "tools sent to a model without them");
+        assert!(
+            request["tools"].is_null(),
+            "tools sent to a model without them"
+        );
         assert_eq!(request["format"]["required"], json!(["tool", "arguments"]));
     }
     assert_ne!(head(dir.path(), "main"), start);
@@ -467,15 +710,33 @@ async fn a_model_without_tools_works_in_json_and_an_unknown_model_fails_clearly(
 /// a click, merged; then rolled back from the room too.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_change_is_approved_and_rolled_back_from_the_dashboard(pool: PgPool) {
-    let (ollama, dir, start, Stack { nats: _nats, state: _state, config: _, running, base }) = deploy_setup(&pool).await;
+    let (
+        ollama,
+        dir,
+        start,
+        Stack {
+            nats: _nats,
+            state: _state,
+            config: _,
+            running,
+            base,
+        },
+    ) = deploy_setup(&pool).await;
     ollama.script(fixing_script(Some(("deploy/app.toml", "replicas = 2\n"))));
     let id = ask(&base, "calc", "Fix add and run two replicas.").await;
     let job = settled(&base, &id).await;
     assert_eq!(job["status"], "awaiting_approval", "{job:#}");
 
     let browser = testkit::webdriver::Browser::start().await;
-    crate::dashboard_access::sign_in(&browser, &format!("{base}/#token={}", common::TOKEN), "admin · admin").await;
-    browser.eval(&format!("location.hash = '#/aidev?job={id}'; return true;")).await;
+    crate::dashboard_access::sign_in(
+        &browser,
+        &format!("{base}/#token={}", common::TOKEN),
+        "admin · admin",
+    )
+    .await;
+    browser
+        .eval(&format!("location.hash = '#/aidev?job={id}'; return true;"))
+        .await;
     let shown = testkit::wait_until("the job with its highlighted diff", testkit::DEFAULT_WAIT, || async {
         let found = browser
             .eval("const d = document.querySelector('#aidev-job'); if (!d || d.hidden) return null;
@@ -486,10 +747,15 @@ async fn a_change_is_approved_and_rolled_back_from_the_dashboard(pool: PgPool) {
         (!found.is_null()).then_some(found)
     })
     .await;
-    assert!(shown["text"].as_str().unwrap().contains("needs a person"), "{shown}");
+    assert!(
+        shown["text"].as_str().unwrap().contains("needs a person"),
+        "{shown}"
+    );
     let png = browser.screenshot_png().await;
     let _ = std::fs::write(std::env::temp_dir().join("nebula-aidev.png"), &png);
-    browser.eval("document.querySelector('.aidev-diff').scrollIntoView(); return true;").await;
+    browser
+        .eval("document.querySelector('.aidev-diff').scrollIntoView(); return true;")
+        .await;
     let png = browser.screenshot_png().await;
     let _ = std::fs::write(std::env::temp_dir().join("nebula-aidev-diff.png"), &png);
     browser
@@ -508,7 +774,10 @@ async fn a_change_is_approved_and_rolled_back_from_the_dashboard(pool: PgPool) {
         .eval("document.querySelector('#aidev-job button[data-action=rollback]').click(); return true;")
         .await;
     let job_after = until(&base, &id, |s| s == "rolled_back").await;
-    assert_eq!(head(dir.path(), "main"), job_after["revert_commit"].as_str().unwrap());
+    assert_eq!(
+        head(dir.path(), "main"),
+        job_after["revert_commit"].as_str().unwrap()
+    );
     assert_ne!(job["merged_commit"], job_after["revert_commit"]);
     running.shutdown().await;
 }
@@ -520,16 +789,36 @@ async fn a_job_fixes_a_python_package_with_pytest(pool: PgPool) {
     repository(
         dir.path(),
         &[
-            ("pyproject.toml", "[project]\nname = \"calc\"\nversion = \"0.1.0\"\n"),
+            (
+                "pyproject.toml",
+                "[project]\nname = \"calc\"\nversion = \"0.1.0\"\n",
+            ),
             ("calc.py", "def add(a, b):\n    return a - b\n"),
-            ("tests/test_calc.py", "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"),
+            (
+                "tests/test_calc.py",
+                "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+            ),
         ],
     );
-    let Stack { nats: _nats, state: _state, config: _, running, base } =
-        stack(&pool, &ollama, vec![repo_config("pycalc", dir.path(), small_changes())], |_| {}).await;
+    let Stack {
+        nats: _nats,
+        state: _state,
+        config: _,
+        running,
+        base,
+    } = stack(
+        &pool,
+        &ollama,
+        vec![repo_config("pycalc", dir.path(), small_changes())],
+        |_| {},
+    )
+    .await;
     ollama.script([
         tool("run_build", json!({})),
-        tool("replace_in_file", json!({"path": "calc.py", "old": "a - b", "new": "a + b"})),
+        tool(
+            "replace_in_file",
+            json!({"path": "calc.py", "old": "a - b", "new": "a + b"}),
+        ),
         tool("finish", json!({"summary": "add adds"})),
     ]);
     let id = ask(&base, "pycalc", "Make the failing test pass.").await;
@@ -538,9 +827,17 @@ async fn a_job_fixes_a_python_package_with_pytest(pool: PgPool) {
     let builds = job["builds"].as_array().unwrap();
     assert_eq!(builds[0]["toolchain"], "python");
     assert_eq!(builds[0]["ok"], false);
-    assert_eq!(builds[0]["failing_tests"], json!(["tests/test_calc.py::test_add"]), "{job:#}");
+    assert_eq!(
+        builds[0]["failing_tests"],
+        json!(["tests/test_calc.py::test_add"]),
+        "{job:#}"
+    );
     assert_eq!(builds[1]["ok"], true, "{job:#}");
-    assert_eq!(job["change"]["files"], json!(["calc.py"]), "pytest's caches are not committed");
+    assert_eq!(
+        job["change"]["files"],
+        json!(["calc.py"]),
+        "pytest's caches are not committed"
+    );
     running.shutdown().await;
 }
 
@@ -551,7 +848,10 @@ async fn a_job_fixes_a_node_package_with_its_test_runner(pool: PgPool) {
     repository(
         dir.path(),
         &[
-            ("package.json", r#"{"name": "calc", "version": "0.1.0", "scripts": {"test": "node --test"}}"#),
+            (
+                "package.json",
+                r#"{"name": "calc", "version": "0.1.0", "scripts": {"test": "node --test"}}"#,
+            ),
             ("calc.js", "exports.add = (a, b) => a - b;\n"),
             (
                 "test/calc.test.js",
@@ -559,11 +859,25 @@ async fn a_job_fixes_a_node_package_with_its_test_runner(pool: PgPool) {
             ),
         ],
     );
-    let Stack { nats: _nats, state: _state, config: _, running, base } =
-        stack(&pool, &ollama, vec![repo_config("jscalc", dir.path(), small_changes())], |_| {}).await;
+    let Stack {
+        nats: _nats,
+        state: _state,
+        config: _,
+        running,
+        base,
+    } = stack(
+        &pool,
+        &ollama,
+        vec![repo_config("jscalc", dir.path(), small_changes())],
+        |_| {},
+    )
+    .await;
     ollama.script([
         tool("run_build", json!({})),
-        tool("replace_in_file", json!({"path": "calc.js", "old": "a - b", "new": "a + b"})),
+        tool(
+            "replace_in_file",
+            json!({"path": "calc.js", "old": "a - b", "new": "a + b"}),
+        ),
         tool("finish", json!({"summary": "add adds"})),
     ]);
     let id = ask(&base, "jscalc", "Make the failing test pass.").await;
@@ -576,7 +890,11 @@ async fn a_job_fixes_a_node_package_with_its_test_runner(pool: PgPool) {
     assert_eq!(builds[0]["failing_tests"], json!(["adds"]), "{job:#}");
     assert_eq!(builds[1]["ok"], true, "{job:#}");
     assert_eq!(job["change"]["files"], json!(["calc.js"]));
-    assert!(std::fs::read_to_string(dir.path().join("calc.js")).unwrap().contains("a + b"));
+    assert!(
+        std::fs::read_to_string(dir.path().join("calc.js"))
+            .unwrap()
+            .contains("a + b")
+    );
     running.shutdown().await;
 }
 
@@ -588,17 +906,36 @@ async fn without_ollama_the_openai_compatible_fallback_does_the_job(pool: PgPool
     let openai = testkit::openai::FakeOpenAi::start("sk-test-k3y-value").await;
     let dir = tempfile::tempdir().unwrap();
     repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB)]);
-    let (down, fallback) = (format!("http://127.0.0.1:{}", testkit::free_port()), openai.url.clone());
-    let Stack { nats, state: _state, config: _, running, base } =
-        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], move |config| {
+    let (down, fallback) = (
+        format!("http://127.0.0.1:{}", testkit::free_port()),
+        openai.url.clone(),
+    );
+    let Stack {
+        nats,
+        state: _state,
+        config: _,
+        running,
+        base,
+    } = stack(
+        &pool,
+        &ollama,
+        vec![repo_config("calc", dir.path(), small_changes())],
+        move |config| {
             config.ai_dev.ollama_url = down;
             config.ai_dev.openai.url = fallback;
-        })
-        .await;
+        },
+    )
+    .await;
     let id = ask(&base, "calc", "Make the failing test pass.").await;
     let job = settled(&base, &id).await;
     assert_eq!(job["status"], "failed", "{job:#}");
-    assert!(job["error"].as_str().unwrap().contains("the vault has no secret openai-api-key"), "{job:#}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("the vault has no secret openai-api-key"),
+        "{job:#}"
+    );
 
     let (status, _) = call(
         Method::PUT,
@@ -614,7 +951,13 @@ async fn without_ollama_the_openai_compatible_fallback_does_the_job(pool: PgPool
     assert_eq!(job["status"], "merged", "{job:#}");
     assert_eq!(job["started"]["provider"], "openai");
     assert_eq!(job["started"]["model"], "gpt-4o-mini");
-    assert!(job["started"]["model_rule"].as_str().unwrap().starts_with("fallback to the OpenAI-compatible API"), "{job:#}");
+    assert!(
+        job["started"]["model_rule"]
+            .as_str()
+            .unwrap()
+            .starts_with("fallback to the OpenAI-compatible API"),
+        "{job:#}"
+    );
     // The fake refuses a tool answer that names no earlier call: every one named its call.
     let last = openai.requests().pop().unwrap();
     let tool_ids: Vec<&str> = last["messages"]
@@ -634,17 +977,30 @@ async fn a_missing_model_is_pulled_first_when_asked(pool: PgPool) {
     let ollama = FakeOllama::start(Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     repository(dir.path(), &[("Cargo.toml", CARGO), ("src/lib.rs", LIB)]);
-    let Stack { nats: _nats, state: _state, config: _, running, base } =
-        stack(&pool, &ollama, vec![repo_config("calc", dir.path(), small_changes())], |config| {
+    let Stack {
+        nats: _nats,
+        state: _state,
+        config: _,
+        running,
+        base,
+    } = stack(
+        &pool,
+        &ollama,
+        vec![repo_config("calc", dir.path(), small_changes())],
+        |config| {
             config.ai_dev.model = "fresh:1b".to_owned();
             config.ai_dev.pull_missing = true;
-        })
-        .await;
+        },
+    )
+    .await;
     let json_call = |tool: &str, arguments: Value| {
         Reply::Text(json!({"tool": tool, "arguments": arguments}).to_string())
     };
     ollama.script([
-        json_call("replace_in_file", json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"})),
+        json_call(
+            "replace_in_file",
+            json!({"path": "src/lib.rs", "old": "a - b", "new": "a + b"}),
+        ),
         json_call("finish", json!({"summary": "add adds"})),
     ]);
     let id = ask(&base, "calc", "Make the failing test pass.").await;
@@ -659,7 +1015,18 @@ async fn a_missing_model_is_pulled_first_when_asked(pool: PgPool) {
 /// cancelled while its model thinks stops there, its branch kept.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_rejected_change_and_a_cancelled_job_leave_the_base_alone(pool: PgPool) {
-    let (ollama, dir, start, Stack { nats: _nats, state: _state, config: _, running, base }) = deploy_setup(&pool).await;
+    let (
+        ollama,
+        dir,
+        start,
+        Stack {
+            nats: _nats,
+            state: _state,
+            config: _,
+            running,
+            base,
+        },
+    ) = deploy_setup(&pool).await;
     ollama.script(fixing_script(Some(("deploy/app.toml", "replicas = 9\n"))));
     let id = ask(&base, "calc", "Fix add and scale up.").await;
     let job = settled(&base, &id).await;
@@ -674,10 +1041,17 @@ async fn a_rejected_change_and_a_cancelled_job_leave_the_base_alone(pool: PgPool
     assert_eq!(status, StatusCode::OK);
     let job = until(&base, &id, |s| s != "awaiting_approval" && s != "approved").await;
     assert_eq!(job["status"], "rejected", "{job:#}");
-    assert!(job["error"].as_str().unwrap().contains("refused by admin"), "{job:#}");
+    assert!(
+        job["error"].as_str().unwrap().contains("refused by admin"),
+        "{job:#}"
+    );
     assert_eq!(head(dir.path(), "main"), start);
     let branch = job["started"]["branch"].as_str().unwrap();
-    assert_eq!(head(dir.path(), branch), job["change"]["commit"].as_str().unwrap(), "the branch is kept");
+    assert_eq!(
+        head(dir.path(), branch),
+        job["change"]["commit"].as_str().unwrap(),
+        "the branch is kept"
+    );
 
     ollama.script([
         tool("update_plan", json!({"plan": "think long"})),
@@ -685,7 +1059,13 @@ async fn a_rejected_change_and_a_cancelled_job_leave_the_base_alone(pool: PgPool
     ]);
     let id = ask(&base, "calc", "Think about it.").await;
     testkit::wait_until("the first step", testkit::DEFAULT_WAIT, || async {
-        let (_, job) = call(Method::GET, format!("{base}/api/ai-dev/jobs/{id}"), common::TOKEN, &Value::Null).await;
+        let (_, job) = call(
+            Method::GET,
+            format!("{base}/api/ai-dev/jobs/{id}"),
+            common::TOKEN,
+            &Value::Null,
+        )
+        .await;
         (job["steps"].as_array()?.len() == 1 && ollama.left() == 0).then_some(())
     })
     .await;
@@ -707,7 +1087,11 @@ async fn a_rejected_change_and_a_cancelled_job_leave_the_base_alone(pool: PgPool
         &json!({}),
     )
     .await;
-    assert_eq!(status, StatusCode::CONFLICT, "a finished job is not cancelled again");
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a finished job is not cancelled again"
+    );
     running.shutdown().await;
 }
 
@@ -721,10 +1105,18 @@ async fn a_rejected_change_and_a_cancelled_job_leave_the_base_alone(pool: PgPool
 async fn a_node_that_takes_jobs_runs_them_and_a_job_it_does_not_take_runs_here(pool: PgPool) {
     const NODE: &str = "gpu-box";
     let ollama = FakeOllama::start(vec![Model::new(MODEL, &["completion", "tools"], 8192)]).await;
-    let files = [("Cargo.toml", CARGO), ("src/lib.rs", LIB), ("deploy/app.toml", "replicas = 1\n")];
+    let files = [
+        ("Cargo.toml", CARGO),
+        ("src/lib.rs", LIB),
+        ("deploy/app.toml", "replicas = 1\n"),
+    ];
     // The control plane's clone, the node's own clone, and a repository only the control
     // plane has.
-    let (here, there, only_here) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (here, there, only_here) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
     let start = repository(here.path(), &files);
     repository(there.path(), &files);
     repository(only_here.path(), &files);
@@ -747,13 +1139,31 @@ async fn a_node_that_takes_jobs_runs_them_and_a_job_it_does_not_take_runs_here(p
     node.artifacts_dir = node_state.path().join("artifacts");
     node.agent.node_id = Some(NODE.into());
     node.ai_dev.node_runner = true;
-    node.ai_dev.repos = vec![repo_config("calc", there.path(), domain::ai_dev::AutoApprove::default())];
-    common::sign_in_as(&mut node, &nats, &natsauth::Identity::Agent(NODE.parse().unwrap()));
+    node.ai_dev.repos = vec![repo_config(
+        "calc",
+        there.path(),
+        domain::ai_dev::AutoApprove::default(),
+    )];
+    common::sign_in_as(
+        &mut node,
+        &nats,
+        &natsauth::Identity::Agent(NODE.parse().unwrap()),
+    );
     let agent = nebula::start(&node, Parts::AGENT).await.unwrap();
-    testkit::wait_until("the node to register as taking AI developer jobs", testkit::DEFAULT_WAIT, || async {
-        let (_, nodes) = call(Method::GET, format!("{base}/api/nodes"), common::TOKEN, &Value::Null).await;
-        nodes.to_string().contains(NODE).then_some(())
-    })
+    testkit::wait_until(
+        "the node to register as taking AI developer jobs",
+        testkit::DEFAULT_WAIT,
+        || async {
+            let (_, nodes) = call(
+                Method::GET,
+                format!("{base}/api/nodes"),
+                common::TOKEN,
+                &Value::Null,
+            )
+            .await;
+            nodes.to_string().contains(NODE).then_some(())
+        },
+    )
     .await;
 
     // A small change: offered to the node, taken and carried out there, auto-approved by the
@@ -766,9 +1176,20 @@ async fn a_node_that_takes_jobs_runs_them_and_a_job_it_does_not_take_runs_here(p
     assert_eq!(job["fallback"], Value::Null);
     assert_eq!(job["started"]["runs_on"], NODE, "{job:#}");
     assert_eq!(job["decision"]["auto_rule"], "small_change");
-    assert_eq!(head(there.path(), "main"), job["merged_commit"].as_str().unwrap());
-    assert!(std::fs::read_to_string(there.path().join("src/lib.rs")).unwrap().contains("a + b"));
-    assert_eq!(head(here.path(), "main"), start, "the control plane's clone is not the one changed");
+    assert_eq!(
+        head(there.path(), "main"),
+        job["merged_commit"].as_str().unwrap()
+    );
+    assert!(
+        std::fs::read_to_string(there.path().join("src/lib.rs"))
+            .unwrap()
+            .contains("a + b")
+    );
+    assert_eq!(
+        head(here.path(), "main"),
+        start,
+        "the control plane's clone is not the one changed"
+    );
     // The node's steps are the node's, its decision the control plane's.
     let log = common::envelopes(&running.bus, "ai_dev_job", &id).await;
     let actor = |kind: &str| {
@@ -777,10 +1198,16 @@ async fn a_node_that_takes_jobs_runs_them_and_a_job_it_does_not_take_runs_here(p
             .map(|e| e.actor.clone())
             .unwrap_or_else(|| panic!("no {kind}"))
     };
-    assert_eq!(actor("ai_dev.claimed"), events::Actor::Node(NODE.to_owned()));
+    assert_eq!(
+        actor("ai_dev.claimed"),
+        events::Actor::Node(NODE.to_owned())
+    );
     assert_eq!(actor("ai_dev.step"), events::Actor::Node(NODE.to_owned()));
     assert_eq!(actor("ai_dev.merged"), events::Actor::Node(NODE.to_owned()));
-    assert_eq!(actor("ai_dev.decided"), events::Actor::Service("ai-dev".to_owned()));
+    assert_eq!(
+        actor("ai_dev.decided"),
+        events::Actor::Service("ai-dev".to_owned())
+    );
 
     // A change to deploy/ waits for a person; approved, the node merges it.
     ollama.script(fixing_script(Some(("deploy/app.toml", "replicas = 2\n"))));
@@ -799,7 +1226,10 @@ async fn a_node_that_takes_jobs_runs_them_and_a_job_it_does_not_take_runs_here(p
     assert_eq!(status, StatusCode::OK, "{answer}");
     let job = until(&base, &id, |s| s != "awaiting_approval" && s != "approved").await;
     assert_eq!(job["status"], "merged", "{job:#}");
-    assert_eq!(std::fs::read_to_string(there.path().join("deploy/app.toml")).unwrap(), "replicas = 2\n");
+    assert_eq!(
+        std::fs::read_to_string(there.path().join("deploy/app.toml")).unwrap(),
+        "replicas = 2\n"
+    );
 
     // A repository the node does not have: offered, not taken, run here after the offer ran out.
     ollama.script(fixing_script(None));
@@ -808,8 +1238,18 @@ async fn a_node_that_takes_jobs_runs_them_and_a_job_it_does_not_take_runs_here(p
     assert_eq!(job["status"], "merged", "{job:#}");
     assert_eq!(job["offered_to"], NODE);
     assert_eq!(job["started"]["runs_on"], "local");
-    assert!(job["fallback"].as_str().unwrap().contains("node gpu-box did not take it within 3s"), "{job:#}");
-    assert!(std::fs::read_to_string(only_here.path().join("src/lib.rs")).unwrap().contains("a + b"));
+    assert!(
+        job["fallback"]
+            .as_str()
+            .unwrap()
+            .contains("node gpu-box did not take it within 3s"),
+        "{job:#}"
+    );
+    assert!(
+        std::fs::read_to_string(only_here.path().join("src/lib.rs"))
+            .unwrap()
+            .contains("a + b")
+    );
 
     common::assert_no_permission_violations(&agent);
     agent.shutdown().await;

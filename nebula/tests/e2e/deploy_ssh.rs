@@ -36,25 +36,13 @@ fn dockerfile(port: u16) -> String {
 }
 
 async fn put(base: &str, path: &str, body: &Value, expect: StatusCode) -> Value {
-    let (status, answer) = call(
-        Method::PUT,
-        format!("{base}{path}"),
-        common::TOKEN,
-        body,
-    )
-    .await;
+    let (status, answer) = call(Method::PUT, format!("{base}{path}"), common::TOKEN, body).await;
     assert_eq!(status, expect, "{answer}");
     answer
 }
 
 async fn post(base: &str, path: &str, body: &Value, expect: StatusCode) -> Value {
-    let (status, answer) = call(
-        Method::POST,
-        format!("{base}{path}"),
-        common::TOKEN,
-        body,
-    )
-    .await;
+    let (status, answer) = call(Method::POST, format!("{base}{path}"), common::TOKEN, body).await;
     assert_eq!(status, expect, "{answer}");
     answer
 }

@@ -230,7 +230,10 @@ async fn apps_deploy_roll_back_on_a_failed_check_and_on_demand(pool: PgPool) {
     let run = deploy(&base, &alice, &bob, "/api/apps/web/deploy", json!({}), true).await;
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(serving(port).await, "v3");
-    assert_eq!(containers("web"), ["web-web-r1:exited", "web-web-r3:running"]);
+    assert_eq!(
+        containers("web"),
+        ["web-web-r1:exited", "web-web-r3:running"]
+    );
     let run = deploy(
         &base,
         &alice,

@@ -366,6 +366,10 @@ async fn a_domain_over_tls_has_its_certificate_read_back_from_caddy(pool: PgPool
     let not_after: chrono::DateTime<chrono::Utc> =
         certificate["not_after"].as_str().unwrap().parse().unwrap();
     assert!(not_after > chrono::Utc::now(), "{found}");
-    assert_eq!(trust_store(), trusted_before, "Caddy touched the machine's trust store");
+    assert_eq!(
+        trust_store(),
+        trusted_before,
+        "Caddy touched the machine's trust store"
+    );
     running.shutdown().await;
 }

@@ -23,10 +23,20 @@ fn simulated_gpu(pool: &PgPool) -> (NatsServer, tempfile::TempDir, nebula::Confi
 
 /// Project `id` once it has ended.
 async fn ended(base: &str, id: &str) -> Value {
-    testkit::wait_until("the project to end", std::time::Duration::from_secs(240), || async {
-        let (status, project) = call(Method::GET, format!("{base}/api/video/projects/{id}?wait=10"), common::TOKEN, &Value::Null).await;
-        (status == StatusCode::OK).then_some(project)
-    })
+    testkit::wait_until(
+        "the project to end",
+        std::time::Duration::from_secs(240),
+        || async {
+            let (status, project) = call(
+                Method::GET,
+                format!("{base}/api/video/projects/{id}?wait=10"),
+                common::TOKEN,
+                &Value::Null,
+            )
+            .await;
+            (status == StatusCode::OK).then_some(project)
+        },
+    )
     .await
 }
 
@@ -35,7 +45,9 @@ async fn personas_are_put_read_and_removed_by_those_allowed(pool: PgPool) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let config = common::config(&nats, &pool, state.path());
-    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Projector])).await.unwrap();
+    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Projector]))
+        .await
+        .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let operator = common::create_token(&base, "ops", "operator").await;
     let viewer = common::create_token(&base, "watcher", "viewer").await;
@@ -78,7 +90,10 @@ async fn personas_are_put_read_and_removed_by_those_allowed(pool: PgPool) {
         (json!({"voice": "say"}), "voice \"say\""),
         (json!({"name": "other"}), "the body names \"other\""),
         (json!({"colour": "pink"}), "unknown field `colour`"),
-        (json!({"lora": {"name": "x", "strength": 9.0}}), "strength in -4..=4"),
+        (
+            json!({"lora": {"name": "x", "strength": 9.0}}),
+            "strength in -4..=4",
+        ),
         (json!([1, 2]), "expected a JSON object"),
     ] {
         let (status, answer) = call(Method::PUT, url.clone(), &operator, &body).await;
@@ -86,7 +101,13 @@ async fn personas_are_put_read_and_removed_by_those_allowed(pool: PgPool) {
         let message = answer["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(why), "{body}: {answer}");
     }
-    let (status, answer) = call(Method::PUT, format!("{base}/api/video/personas/Bad%20Name"), &operator, &json!({})).await;
+    let (status, answer) = call(
+        Method::PUT,
+        format!("{base}/api/video/personas/Bad%20Name"),
+        &operator,
+        &json!({}),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
 
     // Read by a viewer: one, and the list.
@@ -101,9 +122,20 @@ async fn personas_are_put_read_and_removed_by_those_allowed(pool: PgPool) {
     )
     .await;
     assert_eq!(echo["voice"], "espeak-ng:en-us", "the default voice");
-    let (status, list) = call(Method::GET, format!("{base}/api/video/personas"), &viewer, &Value::Null).await;
+    let (status, list) = call(
+        Method::GET,
+        format!("{base}/api/video/personas"),
+        &viewer,
+        &Value::Null,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = list["personas"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["personas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["echo", "nova"]);
 
     // Removed: gone from both, and a second removal is 404.
@@ -115,18 +147,35 @@ async fn personas_are_put_read_and_removed_by_those_allowed(pool: PgPool) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = call(Method::DELETE, url.clone(), &operator, &Value::Null).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (_, list) = call(Method::GET, format!("{base}/api/video/personas"), &viewer, &Value::Null).await;
+    let (_, list) = call(
+        Method::GET,
+        format!("{base}/api/video/personas"),
+        &viewer,
+        &Value::Null,
+    )
+    .await;
     assert_eq!(list["personas"].as_array().unwrap().len(), 1);
     running.shutdown().await;
 }
 
 fn probe(path: &std::path::Path) -> Value {
     let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_streams", "-show_format", "-of", "json"])
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe (Debian's ffmpeg) is installed by cargo xtask");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -140,7 +189,12 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
     let (_nats, state, mut config) = simulated_gpu(&pool);
     let storage = state.path().join("storage");
     config.video.storage_root = Some(storage.clone());
-    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let parts = Parts::of(&[
+        Part::Gateway,
+        Part::Projector,
+        Part::Dispatcher,
+        Part::RenderWorker,
+    ]);
     let running = nebula::start(&config, parts).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let (status, _) = call(
@@ -161,9 +215,21 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    let (status, answer) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &json!({"title": "x", "script": " \n "})).await;
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &json!({"title": "x", "script": " \n "}),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("the script is empty"), "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the script is empty"),
+        "{answer}"
+    );
 
     let script = "Nova wakes in a neon city.\n\nShe walks past glowing signs.\n\nAt dawn the lights fade out.";
     let (status, answer) = call(
@@ -180,11 +246,28 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
     let scenes = project["scenes"].as_array().unwrap();
     assert_eq!(scenes.len(), 3);
     for scene in scenes {
-        assert!(scene["prompt"].as_str().unwrap().starts_with("neon portrait of Nova, "), "{scene}");
-        assert!(scene["prompt"].as_str().unwrap().ends_with("embedding:nova-face"), "{scene}");
+        assert!(
+            scene["prompt"]
+                .as_str()
+                .unwrap()
+                .starts_with("neon portrait of Nova, "),
+            "{scene}"
+        );
+        assert!(
+            scene["prompt"]
+                .as_str()
+                .unwrap()
+                .ends_with("embedding:nova-face"),
+            "{scene}"
+        );
         assert_eq!(scene["seed"], 7);
     }
-    let narrated_ms: u64 = project["progress"].as_object().unwrap().values().map(|p| p["duration_ms"].as_u64().unwrap()).sum();
+    let narrated_ms: u64 = project["progress"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p["duration_ms"].as_u64().unwrap())
+        .sum();
 
     // The files, where the project keeps them.
     let folder = storage.join(&id);
@@ -192,30 +275,65 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
     let streams = probed["streams"].as_array().unwrap();
     let video = streams.iter().find(|s| s["codec_type"] == "video").unwrap();
     assert_eq!(video["codec_name"], "h264");
-    assert_eq!((video["width"].as_u64(), video["height"].as_u64()), (Some(1920), Some(1080)));
-    assert!(streams.iter().any(|s| s["codec_type"] == "audio" && s["codec_name"] == "aac"));
-    let duration: f64 = probed["format"]["duration"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(1920), Some(1080))
+    );
+    assert!(
+        streams
+            .iter()
+            .any(|s| s["codec_type"] == "audio" && s["codec_name"] == "aac")
+    );
+    let duration: f64 = probed["format"]["duration"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let narration = narrated_ms as f64 / 1000.0 + 3.0 * 0.35;
-    assert!((duration - narration).abs() / narration < 0.05, "{duration} s against {narration} s");
+    assert!(
+        (duration - narration).abs() / narration < 0.05,
+        "{duration} s against {narration} s"
+    );
     let srt = std::fs::read_to_string(folder.join("video.srt")).unwrap();
-    assert!(srt.contains("Nova wakes in a neon city.") && srt.contains("At dawn the lights fade out."), "{srt}");
+    assert!(
+        srt.contains("Nova wakes in a neon city.") && srt.contains("At dawn the lights fade out."),
+        "{srt}"
+    );
     let thumbnail = probe(&folder.join("thumbnail.png"));
     assert_eq!(thumbnail["streams"][0]["codec_name"], "png");
     for n in 1..=3 {
-        assert!(folder.join(format!("scene-{n}.png")).exists() && folder.join(format!("scene-{n}.wav")).exists());
+        assert!(
+            folder.join(format!("scene-{n}.png")).exists()
+                && folder.join(format!("scene-{n}.wav")).exists()
+        );
     }
     // And in the artifact store, by content.
     let video_sha = project["video"].as_str().unwrap();
     let store = artifacts::ArtifactStore::open(&config.artifacts_dir).unwrap();
-    assert_eq!(std::fs::read(store.content_path(video_sha).unwrap()).unwrap(), std::fs::read(folder.join("video.mp4")).unwrap());
+    assert_eq!(
+        std::fs::read(store.content_path(video_sha).unwrap()).unwrap(),
+        std::fs::read(folder.join("video.mp4")).unwrap()
+    );
     // Each step once, on the log.
     let log = common::envelopes(&running.bus, "video_project", &id).await;
     let count = |kind: &str| log.iter().filter(|e| e.event_type == kind).count();
     assert_eq!(
-        (count("video.scene_render_queued"), count("video.scene_rendered"), count("video.scene_narrated"), count("video.assembled"), count("video.completed")),
+        (
+            count("video.scene_render_queued"),
+            count("video.scene_rendered"),
+            count("video.scene_narrated"),
+            count("video.assembled"),
+            count("video.completed")
+        ),
         (3, 3, 3, 1, 1)
     );
-    let (_, list) = call(Method::GET, format!("{base}/api/video/projects"), common::TOKEN, &Value::Null).await;
+    let (_, list) = call(
+        Method::GET,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
     assert_eq!(list["projects"][0]["project_id"], id.as_str());
     running.shutdown().await;
 }
@@ -225,15 +343,29 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
     let (_nats, _state, config) = simulated_gpu(&pool);
-    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let parts = Parts::of(&[
+        Part::Gateway,
+        Part::Projector,
+        Part::Dispatcher,
+        Part::RenderWorker,
+    ]);
     let running = nebula::start(&config, parts).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
 
     let browser = testkit::webdriver::Browser::start().await;
-    crate::dashboard_access::sign_in(&browser, &format!("{base}/#token={}", common::TOKEN), "admin · admin").await;
-    browser.eval("location.hash = '#/video'; return true;").await;
+    crate::dashboard_access::sign_in(
+        &browser,
+        &format!("{base}/#token={}", common::TOKEN),
+        "admin · admin",
+    )
+    .await;
+    browser
+        .eval("location.hash = '#/video'; return true;")
+        .await;
     testkit::wait_until("the Video room", testkit::DEFAULT_WAIT, || async {
-        let ready = browser.eval("return !!document.querySelector('#persona-form');").await;
+        let ready = browser
+            .eval("return !!document.querySelector('#persona-form');")
+            .await;
         (ready == Value::Bool(true)).then_some(())
     })
     .await;
@@ -275,10 +407,18 @@ async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
         (!found.is_null()).then_some(found)
     })
     .await;
-    assert_eq!(played["error"], Value::Null, "the page cannot play it: {played}");
+    assert_eq!(
+        played["error"],
+        Value::Null,
+        "the page cannot play it: {played}"
+    );
     assert_eq!(played["status"], "completed", "{played}");
     assert_eq!(played["steps"], 6, "{played}");
-    assert_eq!((played["width"].as_u64(), played["height"].as_u64()), (Some(1920), Some(1080)), "{played}");
+    assert_eq!(
+        (played["width"].as_u64(), played["height"].as_u64()),
+        (Some(1920), Some(1080)),
+        "{played}"
+    );
     assert!(played["duration"].as_f64().unwrap() > 1.0, "{played}");
     // It plays: its clock moves.
     let moved = browser
@@ -304,18 +444,35 @@ async fn the_queue_holds_its_cap_and_a_freed_place_goes_to_the_highest_priority(
     config.video.max_running = 1;
     config.video.max_waiting = 2;
     // No render worker: a running project waits for its pictures.
-    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher])).await.unwrap();
+    let running = nebula::start(
+        &config,
+        Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]),
+    )
+    .await
+    .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let ask = |title: &'static str| {
         let base = base.clone();
         async move {
-            call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &json!({"title": title, "script": "One scene."})).await
+            call(
+                Method::POST,
+                format!("{base}/api/video/projects"),
+                common::TOKEN,
+                &json!({"title": title, "script": "One scene."}),
+            )
+            .await
         }
     };
     let status_of = |id: String| {
         let base = base.clone();
         async move {
-            let (_, project) = call(Method::GET, format!("{base}/api/video/projects/{id}"), common::TOKEN, &Value::Null).await;
+            let (_, project) = call(
+                Method::GET,
+                format!("{base}/api/video/projects/{id}"),
+                common::TOKEN,
+                &Value::Null,
+            )
+            .await;
             project
         }
     };
@@ -327,35 +484,61 @@ async fn the_queue_holds_its_cap_and_a_freed_place_goes_to_the_highest_priority(
     }
     let (status, answer) = ask("fourth").await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{answer}");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("the video queue is full (3 projects"), "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the video queue is full (3 projects"),
+        "{answer}"
+    );
     // The first runs (its scene's render asked for); the others wait.
     testkit::wait_until("the first to run", testkit::DEFAULT_WAIT, || async {
         let first = status_of(ids[0].clone()).await;
-        (first["status"] == "running" && first["progress"]["1"]["render_job_id"].is_string()).then_some(())
+        (first["status"] == "running" && first["progress"]["1"]["render_job_id"].is_string())
+            .then_some(())
     })
     .await;
     assert_eq!(status_of(ids[1].clone()).await["status"], "queued");
 
     // A waiting one cancelled leaves at once, and its place is free.
-    let (status, _) = call(Method::POST, format!("{base}/api/video/projects/{}/cancel", ids[1]), common::TOKEN, &json!({})).await;
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/api/video/projects/{}/cancel", ids[1]),
+        common::TOKEN,
+        &json!({}),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     testkit::wait_until("the second cancelled", testkit::DEFAULT_WAIT, || async {
         (status_of(ids[1].clone()).await["status"] == "cancelled").then_some(())
     })
     .await;
-    let (status, answer) = testkit::wait_until("a place for the fifth", testkit::DEFAULT_WAIT, || async {
-        let (status, answer) = ask("fifth").await;
-        (status == StatusCode::ACCEPTED).then_some((status, answer))
-    })
-    .await;
+    let (status, answer) =
+        testkit::wait_until("a place for the fifth", testkit::DEFAULT_WAIT, || async {
+            let (status, answer) = ask("fifth").await;
+            (status == StatusCode::ACCEPTED).then_some((status, answer))
+        })
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let fifth = answer["project_id"].as_str().unwrap().to_owned();
-    let (status, _) = call(Method::POST, format!("{base}/api/video/projects/{fifth}/priority"), common::TOKEN, &json!({"priority": 9})).await;
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/api/video/projects/{fifth}/priority"),
+        common::TOKEN,
+        &json!({"priority": 9}),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
 
     // The running one cancelled (its render with it): the fifth, of higher priority, runs
     // before the older third.
-    let (status, _) = call(Method::POST, format!("{base}/api/video/projects/{}/cancel", ids[0]), common::TOKEN, &json!({})).await;
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/api/video/projects/{}/cancel", ids[0]),
+        common::TOKEN,
+        &json!({}),
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     testkit::wait_until("the fifth to run", testkit::DEFAULT_WAIT, || async {
         (status_of(fifth.clone()).await["status"] == "running").then_some(())
@@ -363,8 +546,17 @@ async fn the_queue_holds_its_cap_and_a_freed_place_goes_to_the_highest_priority(
     .await;
     let first = status_of(ids[0].clone()).await;
     assert_eq!(first["status"], "cancelled");
-    let render_job = first["progress"]["1"]["render_job_id"].as_str().unwrap().to_owned();
-    let (_, job) = call(Method::GET, format!("{base}/api/render/jobs/{render_job}"), common::TOKEN, &Value::Null).await;
+    let render_job = first["progress"]["1"]["render_job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, job) = call(
+        Method::GET,
+        format!("{base}/api/render/jobs/{render_job}"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
     assert_eq!(job["status"], "cancelled", "{job}");
     assert_eq!(status_of(ids[2].clone()).await["status"], "queued");
     running.shutdown().await;
@@ -384,7 +576,12 @@ async fn a_scene_that_cannot_be_rendered_fails_its_project_saying_why(pool: PgPo
     config.render.node_id = Some("gpu-comfy".into());
     config.render.worker.ack_wait_secs = 2.0;
     config.video.checkpoint = Some("corrupt-v1.safetensors".to_owned());
-    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let parts = Parts::of(&[
+        Part::Gateway,
+        Part::Projector,
+        Part::Dispatcher,
+        Part::RenderWorker,
+    ]);
     let running = nebula::start(&config, parts).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let (status, answer) = call(
@@ -400,13 +597,25 @@ async fn a_scene_that_cannot_be_rendered_fails_its_project_saying_why(pool: PgPo
     assert_eq!(project["status"], "failed", "{project:#}");
     assert_eq!(project["failure"][0], "render");
     let reason = project["failure"][1].as_str().unwrap();
-    assert!(reason.starts_with("scene 1: render job ") && reason.contains("ended without a picture"), "{reason}");
+    assert!(
+        reason.starts_with("scene 1: render job ") && reason.contains("ended without a picture"),
+        "{reason}"
+    );
     assert_eq!(project["video"], Value::Null);
-    assert!(reason.contains("corrupt-v1.safetensors"), "ComfyUI's own reason: {reason}");
+    assert!(
+        reason.contains("corrupt-v1.safetensors"),
+        "ComfyUI's own reason: {reason}"
+    );
     // The render's own record: failed, as final (a model that will not load does not get
     // better by trying again; failures that may pass are retried by the render queue).
     let render_job = project["progress"]["1"]["render_job_id"].as_str().unwrap();
-    let (_, job) = call(Method::GET, format!("{base}/api/render/jobs/{render_job}"), common::TOKEN, &Value::Null).await;
+    let (_, job) = call(
+        Method::GET,
+        format!("{base}/api/render/jobs/{render_job}"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
     assert_eq!(job["status"], "failed", "{job}");
     running.shutdown().await;
 }
@@ -417,7 +626,12 @@ async fn a_scene_that_cannot_be_rendered_fails_its_project_saying_why(pool: PgPo
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_worker_stopped_mid_project_resumes_it_to_the_same_video(pool: PgPool) {
     let (_nats, _state, config) = simulated_gpu(&pool);
-    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let parts = Parts::of(&[
+        Part::Gateway,
+        Part::Projector,
+        Part::Dispatcher,
+        Part::RenderWorker,
+    ]);
     let running = nebula::start(&config, parts).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let (status, _) = call(
@@ -430,13 +644,25 @@ async fn a_worker_stopped_mid_project_resumes_it_to_the_same_video(pool: PgPool)
     assert_eq!(status, StatusCode::CREATED);
     let body = json!({"title": "Twins", "persona": "nova", "format": "1:1",
         "script": "Nova wakes.\n\nNova walks.\n\nNova sleeps."});
-    let (_, answer) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &body).await;
+    let (_, answer) = call(
+        Method::POST,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &body,
+    )
+    .await;
     let first = answer["project_id"].as_str().unwrap().to_owned();
     // Stopped once it has begun its scenes.
-    testkit::wait_until("the first scene narrated", testkit::DEFAULT_WAIT, || async {
-        let log = common::envelopes(&running.bus, "video_project", &first).await;
-        log.iter().any(|e| e.event_type == "video.scene_narrated").then_some(())
-    })
+    testkit::wait_until(
+        "the first scene narrated",
+        testkit::DEFAULT_WAIT,
+        || async {
+            let log = common::envelopes(&running.bus, "video_project", &first).await;
+            log.iter()
+                .any(|e| e.event_type == "video.scene_narrated")
+                .then_some(())
+        },
+    )
     .await;
     running.shutdown().await;
     let running = nebula::start(&config, parts).await.unwrap();
@@ -445,11 +671,27 @@ async fn a_worker_stopped_mid_project_resumes_it_to_the_same_video(pool: PgPool)
     assert_eq!(resumed["status"], "completed", "{resumed:#}");
     let log = common::envelopes(&running.bus, "video_project", &first).await;
     let count = |kind: &str| log.iter().filter(|e| e.event_type == kind).count();
-    assert_eq!((count("video.scene_render_queued"), count("video.scene_rendered"), count("video.scene_narrated")), (3, 3, 3));
-    let (_, answer) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &body).await;
+    assert_eq!(
+        (
+            count("video.scene_render_queued"),
+            count("video.scene_rendered"),
+            count("video.scene_narrated")
+        ),
+        (3, 3, 3)
+    );
+    let (_, answer) = call(
+        Method::POST,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &body,
+    )
+    .await;
     let twin = ended(&base, answer["project_id"].as_str().unwrap()).await;
     assert_eq!(twin["status"], "completed", "{twin:#}");
-    assert_eq!(resumed["video"], twin["video"], "the same inputs make the same video");
+    assert_eq!(
+        resumed["video"], twin["video"],
+        "the same inputs make the same video"
+    );
     running.shutdown().await;
 }
 
@@ -462,7 +704,12 @@ async fn schedules_fire_projects_and_skip_while_the_last_is_busy(pool: PgPool) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let config = common::config(&nats, &pool, state.path());
-    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher])).await.unwrap();
+    let running = nebula::start(
+        &config,
+        Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]),
+    )
+    .await
+    .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let schedule = |overlap: &str| {
         json!({
@@ -470,9 +717,20 @@ async fn schedules_fire_projects_and_skip_while_the_last_is_busy(pool: PgPool) {
             "template": {"title": "Fact #{n}", "scripts": ["One.", "Two."]},
         })
     };
-    let (status, answer) = call(Method::PUT, format!("{base}/api/video/schedules/calm"), common::TOKEN, &schedule("skip")).await;
+    let (status, answer) = call(
+        Method::PUT,
+        format!("{base}/api/video/schedules/calm"),
+        common::TOKEN,
+        &schedule("skip"),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
-    let next: Vec<&str> = answer["next"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let next: Vec<&str> = answer["next"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
     assert_eq!(next.len(), 3, "{answer}");
     let (status, answer) = call(
         Method::PUT,
@@ -483,38 +741,92 @@ async fn schedules_fire_projects_and_skip_while_the_last_is_busy(pool: PgPool) {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
-    assert!(message.contains("Mars/Base") && message.contains("template.scripts"), "{message}");
+    assert!(
+        message.contains("Mars/Base") && message.contains("template.scripts"),
+        "{message}"
+    );
 
     let log = |name: &'static str| {
         let bus = running.bus.clone();
         async move { common::envelopes(&bus, "video_schedule", name).await }
     };
-    testkit::wait_until("a firing, then a skip while busy", std::time::Duration::from_secs(20), || async {
-        let events = log("calm").await;
-        let fired = events.iter().filter(|e| e.event_type == "schedule.fired").count();
-        let busy = events.iter().any(|e| e.event_type == "schedule.skipped" && e.data["reason"].as_str().unwrap_or_default().starts_with("busy"));
-        (fired == 1 && busy).then_some(())
-    })
+    testkit::wait_until(
+        "a firing, then a skip while busy",
+        std::time::Duration::from_secs(20),
+        || async {
+            let events = log("calm").await;
+            let fired = events
+                .iter()
+                .filter(|e| e.event_type == "schedule.fired")
+                .count();
+            let busy = events.iter().any(|e| {
+                e.event_type == "schedule.skipped"
+                    && e.data["reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .starts_with("busy")
+            });
+            (fired == 1 && busy).then_some(())
+        },
+    )
     .await;
-    let (_, list) = call(Method::GET, format!("{base}/api/video/schedules"), common::TOKEN, &Value::Null).await;
+    let (_, list) = call(
+        Method::GET,
+        format!("{base}/api/video/schedules"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
     let calm = &list["schedules"][0];
     assert_eq!(calm["fired"], 1, "{list}");
     let project = calm["last_project"].as_str().unwrap();
-    let (_, made) = call(Method::GET, format!("{base}/api/video/projects/{project}"), common::TOKEN, &Value::Null).await;
+    let (_, made) = call(
+        Method::GET,
+        format!("{base}/api/video/projects/{project}"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
     assert_eq!(made["requested"]["title"], "Fact #1", "{made}");
     assert_eq!(made["requested"]["script"], "One.");
 
     // Overlap allowed: a project each time.
-    let (status, _) = call(Method::PUT, format!("{base}/api/video/schedules/eager"), common::TOKEN, &schedule("allow")).await;
-    assert_eq!(status, StatusCode::CREATED);
-    testkit::wait_until("two firings", std::time::Duration::from_secs(20), || async {
-        let fired = log("eager").await.iter().filter(|e| e.event_type == "schedule.fired").count();
-        (fired >= 2).then_some(())
-    })
+    let (status, _) = call(
+        Method::PUT,
+        format!("{base}/api/video/schedules/eager"),
+        common::TOKEN,
+        &schedule("allow"),
+    )
     .await;
-    let (status, _) = call(Method::DELETE, format!("{base}/api/video/schedules/eager"), common::TOKEN, &Value::Null).await;
+    assert_eq!(status, StatusCode::CREATED);
+    testkit::wait_until(
+        "two firings",
+        std::time::Duration::from_secs(20),
+        || async {
+            let fired = log("eager")
+                .await
+                .iter()
+                .filter(|e| e.event_type == "schedule.fired")
+                .count();
+            (fired >= 2).then_some(())
+        },
+    )
+    .await;
+    let (status, _) = call(
+        Method::DELETE,
+        format!("{base}/api/video/schedules/eager"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (_, list) = call(Method::GET, format!("{base}/api/video/schedules"), common::TOKEN, &Value::Null).await;
+    let (_, list) = call(
+        Method::GET,
+        format!("{base}/api/video/schedules"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
     assert_eq!(list["schedules"].as_array().unwrap().len(), 1);
     running.shutdown().await;
 }
@@ -526,39 +838,86 @@ async fn the_cli_asks_for_lists_shows_and_cancels_videos(pool: PgPool) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let config = common::config(&nats, &pool, state.path());
-    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher])).await.unwrap();
+    let running = nebula::start(
+        &config,
+        Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]),
+    )
+    .await
+    .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
-    let (status, _) = call(Method::PUT, format!("{base}/api/video/personas/nova"), common::TOKEN, &json!({"style_prompt": "neon"})).await;
+    let (status, _) = call(
+        Method::PUT,
+        format!("{base}/api/video/personas/nova"),
+        common::TOKEN,
+        &json!({"style_prompt": "neon"}),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED);
     let script = state.path().join("script.txt");
     std::fs::write(&script, "Nova wakes.\n\nNova walks.").unwrap();
     let script = script.display().to_string();
-    let new = common::nebula_cli(&nats, &["video", "new", "--title", "From the shell", "--script", &script, "--persona", "nova", "--format", "1:1"]).await;
+    let new = common::nebula_cli(
+        &nats,
+        &[
+            "video",
+            "new",
+            "--title",
+            "From the shell",
+            "--script",
+            &script,
+            "--persona",
+            "nova",
+            "--format",
+            "1:1",
+        ],
+    )
+    .await;
     assert!(new.status.success(), "{new:?}");
     let id = String::from_utf8_lossy(&new.stdout).trim().to_owned();
     assert_eq!(id.len(), 36, "{id}");
     let ls = common::nebula_cli(&nats, &["video", "ls"]).await;
     let listed = String::from_utf8_lossy(&ls.stdout);
-    assert!(listed.contains(&id) && listed.contains("From the shell"), "{listed}");
+    assert!(
+        listed.contains(&id) && listed.contains("From the shell"),
+        "{listed}"
+    );
     let show = testkit::wait_until("its scenes planned", testkit::DEFAULT_WAIT, || async {
         let show = common::nebula_cli(&nats, &["video", "show", &id]).await;
         let text = String::from_utf8_lossy(&show.stdout).into_owned();
         text.contains("scene 2:").then_some(text)
     })
     .await;
-    assert!(show.starts_with("From the shell (running, 1:1)") && show.contains("Nova walks."), "{show}");
-    let bad = common::nebula_cli(&nats, &["video", "new", "--title", "x", "--script", &script, "--format", "4:3"]).await;
+    assert!(
+        show.starts_with("From the shell (running, 1:1)") && show.contains("Nova walks."),
+        "{show}"
+    );
+    let bad = common::nebula_cli(
+        &nats,
+        &[
+            "video", "new", "--title", "x", "--script", &script, "--format", "4:3",
+        ],
+    )
+    .await;
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("format must be 9:16, 16:9 or 1:1"));
     let cancel = common::nebula_cli(&nats, &["video", "cancel", &id]).await;
     assert!(cancel.status.success(), "{cancel:?}");
     testkit::wait_until("the project cancelled", testkit::DEFAULT_WAIT, || async {
-        let (_, project) = call(Method::GET, format!("{base}/api/video/projects/{id}"), common::TOKEN, &Value::Null).await;
+        let (_, project) = call(
+            Method::GET,
+            format!("{base}/api/video/projects/{id}"),
+            common::TOKEN,
+            &Value::Null,
+        )
+        .await;
         (project["status"] == "cancelled").then_some(())
     })
     .await;
     let personas = common::nebula_cli(&nats, &["video", "personas"]).await;
-    assert!(String::from_utf8_lossy(&personas.stdout).contains("nova"), "{personas:?}");
+    assert!(
+        String::from_utf8_lossy(&personas.stdout).contains("nova"),
+        "{personas:?}"
+    );
     running.shutdown().await;
 }
 
@@ -572,7 +931,12 @@ async fn a_topic_becomes_a_script_written_by_the_local_llm(pool: PgPool) {
     let (_nats, _state, mut config) = simulated_gpu(&pool);
     config.video.ollama_url = ollama.url.clone();
     config.video.script_model = "writer:3b".to_owned();
-    let parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher, Part::RenderWorker]);
+    let parts = Parts::of(&[
+        Part::Gateway,
+        Part::Projector,
+        Part::Dispatcher,
+        Part::RenderWorker,
+    ]);
     let running = nebula::start(&config, parts).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let (status, _) = call(
@@ -583,7 +947,9 @@ async fn a_topic_becomes_a_script_written_by_the_local_llm(pool: PgPool) {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
-    ollama.script([Reply::Text("Lighthouses guide ships at night.\n\nTheir lamps turn slowly.".to_owned())]);
+    ollama.script([Reply::Text(
+        "Lighthouses guide ships at night.\n\nTheir lamps turn slowly.".to_owned(),
+    )]);
     let (status, answer) = call(
         Method::POST,
         format!("{base}/api/video/projects"),
@@ -596,8 +962,14 @@ async fn a_topic_becomes_a_script_written_by_the_local_llm(pool: PgPool) {
     assert_eq!(project["status"], "completed", "{project:#}");
     assert_eq!(project["scenes"].as_array().unwrap().len(), 2);
     assert_eq!(project["scenes"][1]["text"], "Their lamps turn slowly.");
-    let asked = ollama.requests()[0]["messages"][1]["content"].as_str().unwrap().to_owned();
-    assert!(asked.contains("how lighthouses work") && asked.contains("a cheerful synthwave host"), "{asked}");
+    let asked = ollama.requests()[0]["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        asked.contains("how lighthouses work") && asked.contains("a cheerful synthwave host"),
+        "{asked}"
+    );
     let id = project["project_id"].as_str().unwrap();
     let written = common::envelopes(&running.bus, "video_project", id)
         .await
@@ -607,11 +979,26 @@ async fn a_topic_becomes_a_script_written_by_the_local_llm(pool: PgPool) {
     assert_eq!(written.data["model"], "writer:3b");
 
     // Ollama refuses (the model is not there): the project fails at its script.
-    ollama.script([Reply::Error(404, "model \"writer:3b\" not found, try pulling it first".to_owned())]);
-    let (_, answer) = call(Method::POST, format!("{base}/api/video/projects"), common::TOKEN, &json!({"title": "x", "topic": "y"})).await;
+    ollama.script([Reply::Error(
+        404,
+        "model \"writer:3b\" not found, try pulling it first".to_owned(),
+    )]);
+    let (_, answer) = call(
+        Method::POST,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &json!({"title": "x", "topic": "y"}),
+    )
+    .await;
     let failed = ended(&base, answer["project_id"].as_str().unwrap()).await;
     assert_eq!(failed["status"], "failed", "{failed:#}");
     assert_eq!(failed["failure"][0], "script");
-    assert!(failed["failure"][1].as_str().unwrap().contains("not found, try pulling it first"), "{failed}");
+    assert!(
+        failed["failure"][1]
+            .as_str()
+            .unwrap()
+            .contains("not found, try pulling it first"),
+        "{failed}"
+    );
     running.shutdown().await;
 }

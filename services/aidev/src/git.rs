@@ -41,19 +41,26 @@ pub(crate) fn prepare(
     path: &Path,
     name: &str,
 ) -> Result<String, String> {
-    let repo = Repository::open(repo_path)
-        .map_err(|e| format!("the repository {} cannot be opened: {}", repo_path.display(), e.message()))?;
+    let repo = Repository::open(repo_path).map_err(|e| {
+        format!(
+            "the repository {} cannot be opened: {}",
+            repo_path.display(),
+            e.message()
+        )
+    })?;
     let start = match repo.find_branch(branch, BranchType::Local) {
         Ok(existing) => {
             let tip = existing.get().peel_to_commit().map_err(err("branch"))?;
             // Resumed: the branch started at its first parent chain's meeting with the base.
             let base_tip = base_head(&repo, base)?;
-            repo.merge_base(tip.id(), base_tip).map_err(err("merge base"))?
+            repo.merge_base(tip.id(), base_tip)
+                .map_err(err("merge base"))?
         }
         Err(_) => {
             let head = base_head(&repo, base)?;
             let commit = repo.find_commit(head).map_err(err("base commit"))?;
-            repo.branch(branch, &commit, false).map_err(err("making the branch"))?;
+            repo.branch(branch, &commit, false)
+                .map_err(err("making the branch"))?;
             head
         }
     };
@@ -173,7 +180,13 @@ pub(crate) fn diff_text(repo_path: &Path, old: &str, new: &str) -> Result<String
 /// Moves branch `base` from `from` to `to` (refused when it moved meanwhile), updating the
 /// working tree when `base` is what the repository has checked out (refused over uncommitted
 /// changes there).
-fn move_base(repo: &Repository, base: &str, from: Oid, to: Oid, message: &str) -> Result<(), String> {
+fn move_base(
+    repo: &Repository,
+    base: &str,
+    from: Oid,
+    to: Oid,
+    message: &str,
+) -> Result<(), String> {
     let name = format!("refs/heads/{base}");
     let checked_out = !repo.is_bare()
         && repo
@@ -192,7 +205,9 @@ fn move_base(repo: &Repository, base: &str, from: Oid, to: Oid, message: &str) -
         if dirty {
             return Err(format!(
                 "{base} is checked out with uncommitted changes in {}: commit or stash them first",
-                repo.workdir().map(|p| p.display().to_string()).unwrap_or_default()
+                repo.workdir()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
             ));
         }
         let target = repo.find_commit(to).map_err(err("commit"))?;
@@ -200,19 +215,39 @@ fn move_base(repo: &Repository, base: &str, from: Oid, to: Oid, message: &str) -
             .map_err(err("updating the checked-out base"))?;
     }
     repo.reference_matching(&name, to, true, from, message)
-        .map_err(|e| format!("{base} moved meanwhile (or cannot be updated): {}", e.message()))?;
+        .map_err(|e| {
+            format!(
+                "{base} moved meanwhile (or cannot be updated): {}",
+                e.message()
+            )
+        })?;
     Ok(())
 }
 
 /// Merges `commit` into `base`: fast-forward when `base` is an ancestor of it, else a merge
 /// commit naming the job (conflicts refuse it). The new head of `base`, and whether it was a
 /// fast-forward.
-pub(crate) fn merge(repo_path: &Path, base: &str, commit: &str, job: &str) -> Result<(String, bool), String> {
+pub(crate) fn merge(
+    repo_path: &Path,
+    base: &str,
+    commit: &str,
+    job: &str,
+) -> Result<(String, bool), String> {
     let repo = Repository::open(repo_path).map_err(err("repository"))?;
     let head = base_head(&repo, base)?;
     let theirs = Oid::from_str(commit).map_err(err("commit"))?;
-    if head == theirs || repo.graph_descendant_of(theirs, head).map_err(err("graph"))? {
-        move_base(&repo, base, head, theirs, &format!("ai-dev {job}: fast-forward"))?;
+    if head == theirs
+        || repo
+            .graph_descendant_of(theirs, head)
+            .map_err(err("graph"))?
+    {
+        move_base(
+            &repo,
+            base,
+            head,
+            theirs,
+            &format!("ai-dev {job}: fast-forward"),
+        )?;
         return Ok((theirs.to_string(), true));
     }
     let ours_commit = repo.find_commit(head).map_err(err("base"))?;
@@ -231,7 +266,14 @@ pub(crate) fn merge(repo_path: &Path, base: &str, commit: &str, job: &str) -> Re
     let who = signature()?;
     let message = format!("Merge ai-dev job {job} into {base}\n\nNebula-Ai-Dev-Job: {job}\n");
     let merged = repo
-        .commit(None, &who, &who, &message, &tree, &[&ours_commit, &theirs_commit])
+        .commit(
+            None,
+            &who,
+            &who,
+            &message,
+            &tree,
+            &[&ours_commit, &theirs_commit],
+        )
         .map_err(err("merge commit"))?;
     move_base(&repo, base, head, merged, &format!("ai-dev {job}: merge"))?;
     Ok((merged.to_string(), false))
@@ -253,14 +295,23 @@ fn conflicted(index: &git2::Index) -> String {
 
 /// Reverts `merged` (a fast-forwarded commit or a merge commit) on `base` with a commit of its
 /// own; its id.
-pub(crate) fn revert(repo_path: &Path, base: &str, merged: &str, job: &str) -> Result<String, String> {
+pub(crate) fn revert(
+    repo_path: &Path,
+    base: &str,
+    merged: &str,
+    job: &str,
+) -> Result<String, String> {
     let repo = Repository::open(repo_path).map_err(err("repository"))?;
     let head = base_head(&repo, base)?;
     let head_commit = repo.find_commit(head).map_err(err("base"))?;
     let merged_commit: Commit<'_> = repo
         .find_commit(Oid::from_str(merged).map_err(err("commit"))?)
         .map_err(err("merged commit"))?;
-    let mainline = if merged_commit.parent_count() > 1 { 1 } else { 0 };
+    let mainline = if merged_commit.parent_count() > 1 {
+        1
+    } else {
+        0
+    };
     let mut index = repo
         .revert_commit(&merged_commit, &head_commit, mainline, None)
         .map_err(err("revert"))?;
@@ -279,7 +330,13 @@ pub(crate) fn revert(repo_path: &Path, base: &str, merged: &str, job: &str) -> R
     let reverted = repo
         .commit(None, &who, &who, &message, &tree, &[&head_commit])
         .map_err(err("revert commit"))?;
-    move_base(&repo, base, head, reverted, &format!("ai-dev {job}: revert"))?;
+    move_base(
+        &repo,
+        base,
+        head,
+        reverted,
+        &format!("ai-dev {job}: revert"),
+    )?;
     Ok(reverted.to_string())
 }
 

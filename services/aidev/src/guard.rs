@@ -47,7 +47,9 @@ pub(crate) fn denied_among(deny: &[String], files: &[String]) -> Result<Vec<Stri
     let (secrets, deny) = (globs(&secrets)?, globs(deny)?);
     Ok(files
         .iter()
-        .filter(|f| deny.is_match(f.as_str()) || secrets.is_match(f.rsplit('/').next().unwrap_or(f)))
+        .filter(|f| {
+            deny.is_match(f.as_str()) || secrets.is_match(f.rsplit('/').next().unwrap_or(f))
+        })
         .cloned()
         .collect())
 }
@@ -93,7 +95,9 @@ impl Guard {
                 Component::Normal(part) => {
                     let part = part.to_string_lossy().into_owned();
                     if part == ".git" {
-                        return Err(format!("{asked:?} is inside .git, which is not for the model"));
+                        return Err(format!(
+                            "{asked:?} is inside .git, which is not for the model"
+                        ));
                     }
                     parts.push(part);
                 }

@@ -87,7 +87,12 @@ impl Worker {
     }
 
     /// Carries the job on from where its events say it is.
-    pub(crate) async fn carry_on(self: &Arc<Self>, id: &str, known: &Known, cancel: CancellationToken) {
+    pub(crate) async fn carry_on(
+        self: &Arc<Self>,
+        id: &str,
+        known: &Known,
+        cancel: CancellationToken,
+    ) {
         let Some(state) = self.load(id, known).await else {
             return;
         };
@@ -97,7 +102,15 @@ impl Worker {
         let Some(repo) = self.config.repo(&requested.repo).cloned() else {
             if !state.status.is_some_and(JobStatus::is_final) {
                 let error = format!("there is no configured repository {}", requested.repo);
-                self.record(id, known, AiDevCommand::Fail { reason: "repository".to_owned(), error }).await;
+                self.record(
+                    id,
+                    known,
+                    AiDevCommand::Fail {
+                        reason: "repository".to_owned(),
+                        error,
+                    },
+                )
+                .await;
             }
             return;
         };
@@ -117,7 +130,14 @@ impl Worker {
                 let Some(started) = self.start(id, known, &requested, &repo).await else {
                     return;
                 };
-                let run = Run { id, known, requested, repo, started, worktree: self.worktree(id) };
+                let run = Run {
+                    id,
+                    known,
+                    requested,
+                    repo,
+                    started,
+                    worktree: self.worktree(id),
+                };
                 let proposed = self.work(&run, Memory::default(), &cancel).await;
                 drop(permit);
                 self.then_decide(&run, proposed, cancel).await;
@@ -126,7 +146,14 @@ impl Worker {
                 let Some(started) = state.started.clone() else {
                     return;
                 };
-                let run = Run { id, known, requested, repo, started, worktree: self.worktree(id) };
+                let run = Run {
+                    id,
+                    known,
+                    requested,
+                    repo,
+                    started,
+                    worktree: self.worktree(id),
+                };
                 // A restart: the memory in Redis says where the job was.
                 let memory = match self.kv.as_ref() {
                     Some(kv) => Memory::load(kv, id).await,
@@ -134,7 +161,11 @@ impl Worker {
                 };
                 match memory {
                     Ok(Some(memory)) if run.worktree.exists() => {
-                        tracing::info!(job = id, steps = memory.steps, "resuming an AI developer job from its memory");
+                        tracing::info!(
+                            job = id,
+                            steps = memory.steps,
+                            "resuming an AI developer job from its memory"
+                        );
                         let permit = self.slots.acquire().await;
                         let proposed = self.work(&run, memory, &cancel).await;
                         drop(permit);
@@ -142,18 +173,48 @@ impl Worker {
                     }
                     Ok(_) => {
                         let error = "the worker restarted and the job's memory or worktree is gone: it is not carried on blindly".to_owned();
-                        self.record(id, known, AiDevCommand::Fail { reason: "interrupted".to_owned(), error }).await;
+                        self.record(
+                            id,
+                            known,
+                            AiDevCommand::Fail {
+                                reason: "interrupted".to_owned(),
+                                error,
+                            },
+                        )
+                        .await;
                     }
                     Err(err) => {
-                        let error = format!("the worker restarted and the job's memory cannot be read: {err}");
-                        self.record(id, known, AiDevCommand::Fail { reason: "interrupted".to_owned(), error }).await;
+                        let error = format!(
+                            "the worker restarted and the job's memory cannot be read: {err}"
+                        );
+                        self.record(
+                            id,
+                            known,
+                            AiDevCommand::Fail {
+                                reason: "interrupted".to_owned(),
+                                error,
+                            },
+                        )
+                        .await;
                     }
                 }
             }
-            Some(status @ (JobStatus::Proposed | JobStatus::AwaitingApproval | JobStatus::Approved)) => {
-                if let (Some(started), Some(change)) = (state.started.clone(), state.proposed.clone()) {
-                    let run = Run { id, known, requested, repo, started, worktree: self.worktree(id) };
-                    let approved = status == JobStatus::Approved || (status == JobStatus::Proposed && state.auto_approved);
+            Some(
+                status @ (JobStatus::Proposed | JobStatus::AwaitingApproval | JobStatus::Approved),
+            ) => {
+                if let (Some(started), Some(change)) =
+                    (state.started.clone(), state.proposed.clone())
+                {
+                    let run = Run {
+                        id,
+                        known,
+                        requested,
+                        repo,
+                        started,
+                        worktree: self.worktree(id),
+                    };
+                    let approved = status == JobStatus::Approved
+                        || (status == JobStatus::Proposed && state.auto_approved);
                     if approved {
                         self.merge(&run, &change).await;
                     } else if self.place == Place::ControlPlane {
@@ -164,7 +225,14 @@ impl Worker {
             Some(JobStatus::Rejected | JobStatus::Cancelled) => {
                 // A node's runner cleans up after the control plane's refusal or cancellation.
                 if let Some(started) = state.started.clone() {
-                    let run = Run { id, known, requested, repo, started, worktree: self.worktree(id) };
+                    let run = Run {
+                        id,
+                        known,
+                        requested,
+                        repo,
+                        started,
+                        worktree: self.worktree(id),
+                    };
                     self.clean_up(&run, known.branch_deleted).await;
                 }
             }
@@ -183,7 +251,10 @@ impl Worker {
         requested: &JobRequested,
         repo: &RepoConfig,
     ) -> Option<JobStarted> {
-        let fail = |reason: &str, error: String| AiDevCommand::Fail { reason: reason.to_owned(), error };
+        let fail = |reason: &str, error: String| AiDevCommand::Fail {
+            reason: reason.to_owned(),
+            error,
+        };
         let (model, rule) = crate::ollama::choose_model(
             requested.model.as_deref(),
             repo.model.as_deref(),
@@ -215,13 +286,20 @@ impl Worker {
                 }
                 // The configured fallback: an OpenAI-compatible API, its key in the vault.
                 if let Err(err) = self.openai_key().await {
-                    let error = format!("{unusable}; the OpenAI-compatible fallback cannot be used: {err}");
+                    let error =
+                        format!("{unusable}; the OpenAI-compatible fallback cannot be used: {err}");
                     self.record(id, known, fail("model", error)).await;
                     return None;
                 }
                 let openai = &self.config.openai;
-                let rule = format!("fallback to the OpenAI-compatible API at {}: {unusable}", openai.url);
-                let facts = crate::ollama::ModelFacts { tools: true, context: openai.context_tokens };
+                let rule = format!(
+                    "fallback to the OpenAI-compatible API at {}: {unusable}",
+                    openai.url
+                );
+                let facts = crate::ollama::ModelFacts {
+                    tools: true,
+                    context: openai.context_tokens,
+                };
                 ("openai", openai.model.clone(), rule, facts)
             }
         };
@@ -261,26 +339,54 @@ impl Worker {
     /// Offers the job to a node that takes AI developer jobs, if one is registered, and waits
     /// for it to be taken. Whether it runs here: no node to offer it to, or (claimed, saying
     /// why) the node did not take it in time; not when a node took it or it was cancelled.
-    async fn offer(&self, id: &str, known: &Known, state: &AiDevJob, cancel: &CancellationToken) -> bool {
+    async fn offer(
+        &self,
+        id: &str,
+        known: &Known,
+        state: &AiDevJob,
+        cancel: &CancellationToken,
+    ) -> bool {
         let wait = crate::secs(self.config.remote_wait_secs);
         let (node, until) = match (&state.offered_to, state.offered_until) {
             (Some(node), Some(until)) => (node.clone(), until), // offered before a restart
             _ => {
-                let Some(node) = (if wait.is_zero() { None } else { self.node_for_jobs().await }) else {
+                let Some(node) = (if wait.is_zero() {
+                    None
+                } else {
+                    self.node_for_jobs().await
+                }) else {
                     return true;
                 };
                 let until = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                if !self.record(id, known, AiDevCommand::Offer { node: node.clone(), until }).await {
+                if !self
+                    .record(
+                        id,
+                        known,
+                        AiDevCommand::Offer {
+                            node: node.clone(),
+                            until,
+                        },
+                    )
+                    .await
+                {
                     return false;
                 }
                 let offer = crate::Offer {
                     job_id: id.to_owned(),
-                    repo: state.requested.as_ref().map(|r| r.repo.clone()).unwrap_or_default(),
+                    repo: state
+                        .requested
+                        .as_ref()
+                        .map(|r| r.repo.clone())
+                        .unwrap_or_default(),
                     correlation_id: known.correlation_id,
                 };
                 let payload = serde_json::to_vec(&offer).unwrap_or_default();
                 let subject = events::subjects::ai_dev_work(&node);
-                if let Err(err) = self.bus.publish_raw(subject, format!("ai-dev-{id}"), Vec::new(), payload.into()).await {
+                if let Err(err) = self
+                    .bus
+                    .publish_raw(subject, format!("ai-dev-{id}"), Vec::new(), payload.into())
+                    .await
+                {
                     tracing::warn!(job = id, node, error = %err, "the job could not be offered; it runs here when its offer runs out");
                 }
                 tracing::info!(job = id, node, "an AI developer job offered to a node");
@@ -292,7 +398,10 @@ impl Worker {
             if now >= until {
                 break;
             }
-            let left = (until - now).to_std().unwrap_or_default().min(Duration::from_millis(200));
+            let left = (until - now)
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_millis(200));
             tokio::select! {
                 () = cancel.cancelled() => {}
                 () = tokio::time::sleep(left) => {}
@@ -312,18 +421,30 @@ impl Worker {
             "node {node} did not take it within {}s; it runs here",
             self.config.remote_wait_secs
         );
-        let claim = AiDevCommand::Claim { runs_on: "local".to_owned(), fallback: Some(fallback) };
+        let claim = AiDevCommand::Claim {
+            runs_on: "local".to_owned(),
+            fallback: Some(fallback),
+        };
         if self.record(id, known, claim).await {
-            tracing::info!(job = id, node, "no node took the AI developer job in time: it runs here");
+            tracing::info!(
+                job = id,
+                node,
+                "no node took the AI developer job in time: it runs here"
+            );
         }
-        self.load(id, known)
-            .await
-            .is_some_and(|current| current.runs_on.as_deref() == Some("local") && current.status == Some(JobStatus::Requested))
+        self.load(id, known).await.is_some_and(|current| {
+            current.runs_on.as_deref() == Some("local")
+                && current.status == Some(JobStatus::Requested)
+        })
     }
 
     /// The registered node that takes AI developer jobs with the most GPU memory, if any.
     async fn node_for_jobs(&self) -> Option<String> {
-        let ids = match self.bus.aggregate_ids(<domain::node::Node as cqrs_es::Aggregate>::TYPE).await {
+        let ids = match self
+            .bus
+            .aggregate_ids(<domain::node::Node as cqrs_es::Aggregate>::TYPE)
+            .await
+        {
             Ok(ids) => ids,
             Err(err) => {
                 tracing::warn!(error = %err, "the nodes could not be listed: the job runs here");
@@ -336,13 +457,26 @@ impl Worker {
                 continue;
             };
             let node = node.state();
-            let Some(inventory) = node.inventory.as_ref().filter(|_| node.registered && node.online) else {
+            let Some(inventory) = node
+                .inventory
+                .as_ref()
+                .filter(|_| node.registered && node.online)
+            else {
                 continue;
             };
-            if !inventory.capabilities.iter().any(|c| c == events::node::AI_DEV) {
+            if !inventory
+                .capabilities
+                .iter()
+                .any(|c| c == events::node::AI_DEV)
+            {
                 continue;
             }
-            let vram = inventory.gpus.iter().map(|g| g.memory_total_bytes).max().unwrap_or(0);
+            let vram = inventory
+                .gpus
+                .iter()
+                .map(|g| g.memory_total_bytes)
+                .max()
+                .unwrap_or(0);
             if best.as_ref().is_none_or(|(most, _)| vram > *most) {
                 best = Some((vram, id));
             }
@@ -352,21 +486,43 @@ impl Worker {
 
     /// Decides the change of a job that ran on a node (its runner merges or cleans up as the
     /// decision says).
-    pub(crate) async fn decide_elsewhere(&self, id: &str, known: &Known, cancel: CancellationToken) {
+    pub(crate) async fn decide_elsewhere(
+        &self,
+        id: &str,
+        known: &Known,
+        cancel: CancellationToken,
+    ) {
         let Some(state) = self.load(id, known).await else {
             return;
         };
-        let (Some(requested), Some(started), Some(change)) =
-            (state.requested.clone(), state.started.clone(), state.proposed.clone())
-        else {
+        let (Some(requested), Some(started), Some(change)) = (
+            state.requested.clone(),
+            state.started.clone(),
+            state.proposed.clone(),
+        ) else {
             return;
         };
         let Some(repo) = self.config.repo(&requested.repo).cloned() else {
             let error = format!("there is no configured repository {}", requested.repo);
-            self.record(id, known, AiDevCommand::Fail { reason: "repository".to_owned(), error }).await;
+            self.record(
+                id,
+                known,
+                AiDevCommand::Fail {
+                    reason: "repository".to_owned(),
+                    error,
+                },
+            )
+            .await;
             return;
         };
-        let run = Run { id, known, requested, repo, started, worktree: self.worktree(id) };
+        let run = Run {
+            id,
+            known,
+            requested,
+            repo,
+            started,
+            worktree: self.worktree(id),
+        };
         self.decide(&run, &change, &state, cancel).await;
     }
 
@@ -387,7 +543,12 @@ impl Worker {
 
     /// The control plane decides its own job's change at once; a node's runner leaves it to the
     /// control plane.
-    async fn then_decide(&self, run: &Run<'_>, proposed: Option<ChangeProposed>, cancel: CancellationToken) {
+    async fn then_decide(
+        &self,
+        run: &Run<'_>,
+        proposed: Option<ChangeProposed>,
+        cancel: CancellationToken,
+    ) {
         if self.place != Place::ControlPlane {
             return;
         }
@@ -399,12 +560,25 @@ impl Worker {
     }
 
     /// The loop, then (finished) the change committed and proposed.
-    async fn work(&self, run: &Run<'_>, mut memory: Memory, cancel: &CancellationToken) -> Option<ChangeProposed> {
+    async fn work(
+        &self,
+        run: &Run<'_>,
+        mut memory: Memory,
+        cancel: &CancellationToken,
+    ) -> Option<ChangeProposed> {
         let (id, known) = (run.id, run.known);
         let guard = match Guard::new(&run.worktree, &run.repo.deny) {
             Ok(guard) => guard,
             Err(error) => {
-                self.record(id, known, AiDevCommand::Fail { reason: "worktree".to_owned(), error }).await;
+                self.record(
+                    id,
+                    known,
+                    AiDevCommand::Fail {
+                        reason: "worktree".to_owned(),
+                        error,
+                    },
+                )
+                .await;
                 return None;
             }
         };
@@ -417,7 +591,15 @@ impl Worker {
                 return None;
             }
             Ended::Failed(reason, error) => {
-                self.record(id, known, AiDevCommand::Fail { reason: reason.to_owned(), error }).await;
+                self.record(
+                    id,
+                    known,
+                    AiDevCommand::Fail {
+                        reason: reason.to_owned(),
+                        error,
+                    },
+                )
+                .await;
                 self.clean_up(run, false).await;
                 return None;
             }
@@ -439,20 +621,42 @@ impl Worker {
             Ok(Some(committed)) => committed,
             Ok(None) => {
                 let error = "the model finished without changing anything".to_owned();
-                self.record(id, known, AiDevCommand::Fail { reason: "no_change".to_owned(), error }).await;
+                self.record(
+                    id,
+                    known,
+                    AiDevCommand::Fail {
+                        reason: "no_change".to_owned(),
+                        error,
+                    },
+                )
+                .await;
                 self.clean_up(run, true).await;
                 return None;
             }
             Err(error) => {
-                self.record(id, known, AiDevCommand::Fail { reason: "git".to_owned(), error }).await;
+                self.record(
+                    id,
+                    known,
+                    AiDevCommand::Fail {
+                        reason: "git".to_owned(),
+                        error,
+                    },
+                )
+                .await;
                 return None;
             }
         };
-        let (repo_path, base_commit, commit) = (run.repo.path.clone(), run.started.base_commit.clone(), committed.commit.clone());
-        let diff = tokio::task::spawn_blocking(move || crate::git::diff_text(&repo_path, &base_commit, &commit))
-            .await
-            .unwrap_or_else(|err| Err(err.to_string()))
-            .unwrap_or_else(|err| format!("(the diff could not be made: {err})"));
+        let (repo_path, base_commit, commit) = (
+            run.repo.path.clone(),
+            run.started.base_commit.clone(),
+            committed.commit.clone(),
+        );
+        let diff = tokio::task::spawn_blocking(move || {
+            crate::git::diff_text(&repo_path, &base_commit, &commit)
+        })
+        .await
+        .unwrap_or_else(|err| Err(err.to_string()))
+        .unwrap_or_else(|err| format!("(the diff could not be made: {err})"));
         let change = ChangeProposed {
             diff: bounded(&diff, events::ai_dev::DIFF_MAX_BYTES),
             commit: committed.commit,
@@ -478,7 +682,11 @@ impl Worker {
         let began = Instant::now();
         let json_mode = run.started.tool_mode == "json";
         let names = tools::names();
-        let definitions = if json_mode { Vec::new() } else { tools::definitions() };
+        let definitions = if json_mode {
+            Vec::new()
+        } else {
+            tools::definitions()
+        };
         let format = json_mode.then(|| {
             json!({"type": "object", "properties": {
                 "tool": {"type": "string", "enum": names},
@@ -499,19 +707,28 @@ impl Worker {
             if memory.steps >= budget.max_steps {
                 return Ended::Failed(
                     "budget",
-                    format!("the step budget ({}) ran out before the model finished", budget.max_steps),
+                    format!(
+                        "the step budget ({}) ran out before the model finished",
+                        budget.max_steps
+                    ),
                 );
             }
             if memory.tokens >= budget.max_tokens {
                 return Ended::Failed(
                     "budget",
-                    format!("the token budget ({}) ran out before the model finished", budget.max_tokens),
+                    format!(
+                        "the token budget ({}) ran out before the model finished",
+                        budget.max_tokens
+                    ),
                 );
             }
             if began.elapsed() >= crate::secs(budget.max_wall_secs) {
                 return Ended::Failed(
                     "budget",
-                    format!("the time budget ({} s) ran out before the model finished", budget.max_wall_secs),
+                    format!(
+                        "the time budget ({} s) ran out before the model finished",
+                        budget.max_wall_secs
+                    ),
                 );
             }
             if let Err(error) = self.fit(run, memory, &names, json_mode).await {
@@ -529,7 +746,10 @@ impl Worker {
             };
             memory.tokens += answer.prompt_tokens + answer.eval_tokens;
             if answer.done_reason == "length" {
-                tracing::warn!(job = run.id, "the model's answer was cut at its length limit");
+                tracing::warn!(
+                    job = run.id,
+                    "the model's answer was cut at its length limit"
+                );
             }
             let mut calls = answer.tool_calls.clone();
             let mut said = answer.content.clone();
@@ -547,15 +767,21 @@ impl Worker {
             }
             if calls.is_empty() {
                 memory.steps += 1;
-                memory.turns.push(json!({"role": "assistant", "content": answer.content}));
-                let nudge = "Use the tools to make the change; call run_build, then finish once it passes.";
+                memory
+                    .turns
+                    .push(json!({"role": "assistant", "content": answer.content}));
+                let nudge =
+                    "Use the tools to make the change; call run_build, then finish once it passes.";
                 memory.turns.push(json!({"role": "user", "content": nudge}));
-                self.step(run, memory, &answer, said, None, nudge.to_owned(), false).await;
+                self.step(run, memory, &answer, said, None, nudge.to_owned(), false)
+                    .await;
                 continue;
             }
             // The assistant's turn as the model gave it (tool calls, or its JSON).
             if json_mode {
-                memory.turns.push(json!({"role": "assistant", "content": answer.content}));
+                memory
+                    .turns
+                    .push(json!({"role": "assistant", "content": answer.content}));
             } else {
                 memory.turns.push(json!({"role": "assistant", "content": answer.content, "tool_calls": answer.tool_calls.iter().map(|c| json!({"function": {"name": c.name, "arguments": c.arguments}})).collect::<Vec<_>>()}));
             }
@@ -569,8 +795,21 @@ impl Worker {
                     json!({"role": "tool", "tool_name": call.name, "content": result})
                 };
                 memory.turns.push(reply);
-                let (said, answer_counts) = if index == 0 { (said.clone(), Some(&answer)) } else { (String::new(), None) };
-                self.step(run, memory, answer_counts.unwrap_or(&Answer::default()), said, Some(call), result, refused).await;
+                let (said, answer_counts) = if index == 0 {
+                    (said.clone(), Some(&answer))
+                } else {
+                    (String::new(), None)
+                };
+                self.step(
+                    run,
+                    memory,
+                    answer_counts.unwrap_or(&Answer::default()),
+                    said,
+                    Some(call),
+                    result,
+                    refused,
+                )
+                .await;
                 if finish.is_some() {
                     finished = finish;
                     break;
@@ -617,14 +856,25 @@ impl Worker {
             let answer = match (&self.openai, started.provider.as_str()) {
                 (Some(openai), "openai") => {
                     let key = self.openai_key().await?;
-                    openai.chat(key.expose(), &started.model, prompt, tools).await
+                    openai
+                        .chat(key.expose(), &started.model, prompt, tools)
+                        .await
                 }
                 (None, "openai") => {
-                    return Err("the job runs on the OpenAI-compatible API, which is no longer configured".to_owned());
+                    return Err(
+                        "the job runs on the OpenAI-compatible API, which is no longer configured"
+                            .to_owned(),
+                    );
                 }
                 _ => {
                     self.ollama
-                        .chat(&started.model, prompt, tools, format, started.context_tokens)
+                        .chat(
+                            &started.model,
+                            prompt,
+                            tools,
+                            format,
+                            started.context_tokens,
+                        )
                         .await
                 }
             };
@@ -640,7 +890,13 @@ impl Worker {
     }
 
     /// Compresses the memory when the prompt would pass its share of the context.
-    async fn fit(&self, run: &Run<'_>, memory: &mut Memory, names: &[String], json_mode: bool) -> Result<(), String> {
+    async fn fit(
+        &self,
+        run: &Run<'_>,
+        memory: &mut Memory,
+        names: &[String],
+        json_mode: bool,
+    ) -> Result<(), String> {
         let limit = (run.started.context_tokens as f64 * self.config.compress_at) as u64;
         let system = memory.system(&run.requested.instruction, json_mode, names);
         let before = Memory::tokens_of(&memory.prompt(system));
@@ -692,7 +948,11 @@ impl Worker {
                     memory.plan = bounded(plan, STEP_TEXT_MAX_BYTES);
                     ("the plan is kept".to_owned(), false, None)
                 }
-                None => ("error: the argument \"plan\" (a string) is missing".to_owned(), false, None),
+                None => (
+                    "error: the argument \"plan\" (a string) is missing".to_owned(),
+                    false,
+                    None,
+                ),
             },
             "run_build" => {
                 let build = self.verify(run, guard, cancel).await;
@@ -702,16 +962,32 @@ impl Worker {
                 (build_words(&build), false, None)
             }
             "finish" => {
-                let summary = call.arguments["summary"].as_str().unwrap_or("").trim().to_owned();
+                let summary = call.arguments["summary"]
+                    .as_str()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned();
                 if summary.is_empty() {
-                    return ("error: finish needs a summary of the change".to_owned(), false, None);
+                    return (
+                        "error: finish needs a summary of the change".to_owned(),
+                        false,
+                        None,
+                    );
                 }
                 // Only a green build is committed: verified again now, whatever was run before.
                 let build = self.verify(run, guard, cancel).await;
                 if build.ok {
-                    (format!("finished: {}", build_words(&build)), false, Some(summary))
+                    (
+                        format!("finished: {}", build_words(&build)),
+                        false,
+                        Some(summary),
+                    )
                 } else {
-                    (format!("not finished: the build is red. {}", build_words(&build)), false, None)
+                    (
+                        format!("not finished: the build is red. {}", build_words(&build)),
+                        false,
+                        None,
+                    )
                 }
             }
             name => {
@@ -721,7 +997,12 @@ impl Worker {
         }
     }
 
-    async fn verify(&self, run: &Run<'_>, guard: &Guard, cancel: &CancellationToken) -> BuildChecked {
+    async fn verify(
+        &self,
+        run: &Run<'_>,
+        guard: &Guard,
+        cancel: &CancellationToken,
+    ) -> BuildChecked {
         let plan = verify::detect(guard.root());
         let env = verify::Env {
             cargo_target_dir: self.work_dir.join("cargo-target").join(&run.repo.name),
@@ -734,7 +1015,8 @@ impl Worker {
             cancel,
         )
         .await;
-        self.record(run.id, run.known, AiDevCommand::RecordBuild(build.clone())).await;
+        self.record(run.id, run.known, AiDevCommand::RecordBuild(build.clone()))
+            .await;
         build
     }
 
@@ -763,7 +1045,8 @@ impl Worker {
         if refused {
             tracing::warn!(job = run.id, tool = ?step.tool, arguments = ?step.arguments, "the model asked for what it may not touch: refused");
         }
-        self.record(run.id, run.known, AiDevCommand::RecordStep(step)).await;
+        self.record(run.id, run.known, AiDevCommand::RecordStep(step))
+            .await;
         if let Some(kv) = &self.kv
             && let Err(err) = memory.save(kv, run.id).await
         {
@@ -773,7 +1056,13 @@ impl Worker {
 
     /// Decides a proposed change: a rule of the repository, else an approval (asked once, then
     /// waited for); merged or rejected accordingly.
-    async fn decide(&self, run: &Run<'_>, change: &ChangeProposed, state: &AiDevJob, cancel: CancellationToken) {
+    async fn decide(
+        &self,
+        run: &Run<'_>,
+        change: &ChangeProposed,
+        state: &AiDevJob,
+        cancel: CancellationToken,
+    ) {
         let (id, known) = (run.id, run.known);
         // Its runner merges, cleans up: here when it ran here.
         let here = run.started.runs_on == self.place.runner();
@@ -783,7 +1072,15 @@ impl Worker {
                 let denied = match crate::guard::denied_among(&run.repo.deny, &change.files) {
                     Ok(denied) => denied,
                     Err(error) => {
-                        self.record(id, known, AiDevCommand::Fail { reason: "deny_list".to_owned(), error }).await;
+                        self.record(
+                            id,
+                            known,
+                            AiDevCommand::Fail {
+                                reason: "deny_list".to_owned(),
+                                error,
+                            },
+                        )
+                        .await;
                         return;
                     }
                 };
@@ -794,10 +1091,14 @@ impl Worker {
                     denied,
                 };
                 let decision = auto_decide(&run.repo.auto_approve, &facts);
-                self.record(id, known, AiDevCommand::Decide {
-                    auto_rule: decision.rule.map(str::to_owned),
-                    reason: decision.reason.clone(),
-                })
+                self.record(
+                    id,
+                    known,
+                    AiDevCommand::Decide {
+                        auto_rule: decision.rule.map(str::to_owned),
+                        reason: decision.reason.clone(),
+                    },
+                )
                 .await;
                 if decision.rule.is_some() {
                     if here {
@@ -810,7 +1111,11 @@ impl Worker {
                 let diff = change.diff.clone();
                 let policy = policy_for(
                     &self.rules,
-                    &Facts { kind: "ai_dev".to_owned(), node_tags: Vec::new(), gpu_minutes: None },
+                    &Facts {
+                        kind: "ai_dev".to_owned(),
+                        node_tags: Vec::new(),
+                        gpu_minutes: None,
+                    },
                     Utc::now(),
                 )
                 .unwrap_or_else(|| ApprovalPolicy {
@@ -830,10 +1135,16 @@ impl Worker {
                     change.lines_removed,
                     first_line(&change.summary)
                 );
-                let meta = CommandMeta { actor: known.actor.clone(), ..self.meta(known) };
+                let meta = CommandMeta {
+                    actor: known.actor.clone(),
+                    ..self.meta(known)
+                };
                 match sagas::approvals::request_approval(
                     &self.approvals,
-                    ApprovalSubject { kind: "ai_dev".to_owned(), id: id.to_owned() },
+                    ApprovalSubject {
+                        kind: "ai_dev".to_owned(),
+                        id: id.to_owned(),
+                    },
                     summary,
                     Preview::new(PreviewFormat::Diff, diff),
                     policy,
@@ -842,12 +1153,27 @@ impl Worker {
                 .await
                 {
                     Ok(approval_id) => {
-                        self.record(id, known, AiDevCommand::AskApproval { approval_id: approval_id.clone() }).await;
+                        self.record(
+                            id,
+                            known,
+                            AiDevCommand::AskApproval {
+                                approval_id: approval_id.clone(),
+                            },
+                        )
+                        .await;
                         approval_id
                     }
                     Err(err) => {
                         let error = format!("the approval could not be asked for: {err}");
-                        self.record(id, known, AiDevCommand::Fail { reason: "approval".to_owned(), error }).await;
+                        self.record(
+                            id,
+                            known,
+                            AiDevCommand::Fail {
+                                reason: "approval".to_owned(),
+                                error,
+                            },
+                        )
+                        .await;
                         return;
                     }
                 }
@@ -865,7 +1191,9 @@ impl Worker {
         };
         match approval.outcome {
             Some(Outcome::Granted) => {
-                let approved = AiDevCommand::Approve { approval_id: approval_id.clone() };
+                let approved = AiDevCommand::Approve {
+                    approval_id: approval_id.clone(),
+                };
                 if self.record(id, known, approved).await && here {
                     self.merge(run, change).await;
                 }
@@ -882,7 +1210,15 @@ impl Worker {
                     _ => format!("approval {approval_id} refused by {by}"),
                 };
                 let delete = run.repo.delete_rejected_branches;
-                self.record(id, known, AiDevCommand::Reject { reason, branch_deleted: delete }).await;
+                self.record(
+                    id,
+                    known,
+                    AiDevCommand::Reject {
+                        reason,
+                        branch_deleted: delete,
+                    },
+                )
+                .await;
                 if here {
                     self.clean_up(run, delete).await;
                 }
@@ -897,29 +1233,56 @@ impl Worker {
             change.commit.clone(),
             run.id.to_owned(),
         );
-        let merged = tokio::task::spawn_blocking(move || crate::git::merge(&repo_path, &base, &commit, &job))
-            .await
-            .unwrap_or_else(|err| Err(err.to_string()));
+        let merged = tokio::task::spawn_blocking(move || {
+            crate::git::merge(&repo_path, &base, &commit, &job)
+        })
+        .await
+        .unwrap_or_else(|err| Err(err.to_string()));
         match merged {
             Ok((commit, fast_forward)) => {
                 tracing::info!(job = run.id, %commit, fast_forward, "an AI developer change merged");
-                self.record(run.id, run.known, AiDevCommand::Merge { commit, fast_forward }).await;
+                self.record(
+                    run.id,
+                    run.known,
+                    AiDevCommand::Merge {
+                        commit,
+                        fast_forward,
+                    },
+                )
+                .await;
                 self.clean_up(run, false).await;
             }
             Err(error) => {
-                self.record(run.id, run.known, AiDevCommand::Fail { reason: "merge".to_owned(), error }).await;
+                self.record(
+                    run.id,
+                    run.known,
+                    AiDevCommand::Fail {
+                        reason: "merge".to_owned(),
+                        error,
+                    },
+                )
+                .await;
             }
         }
     }
 
-    async fn roll_back(&self, id: &str, known: &Known, requested: &JobRequested, repo: &RepoConfig, state: &AiDevJob) {
+    async fn roll_back(
+        &self,
+        id: &str,
+        known: &Known,
+        requested: &JobRequested,
+        repo: &RepoConfig,
+        state: &AiDevJob,
+    ) {
         let Some(merged) = state.merged_commit.clone() else {
             return;
         };
         let (repo_path, base, job) = (repo.path.clone(), requested.base.clone(), id.to_owned());
-        let reverted = tokio::task::spawn_blocking(move || crate::git::revert(&repo_path, &base, &merged, &job))
-            .await
-            .unwrap_or_else(|err| Err(err.to_string()));
+        let reverted = tokio::task::spawn_blocking(move || {
+            crate::git::revert(&repo_path, &base, &merged, &job)
+        })
+        .await
+        .unwrap_or_else(|err| Err(err.to_string()));
         let command = match reverted {
             Ok(revert_commit) => AiDevCommand::RollBack { revert_commit },
             Err(error) => AiDevCommand::FailRollback { error },
@@ -931,14 +1294,22 @@ impl Worker {
     async fn clean_up(&self, run: &Run<'_>, delete_branch: bool) {
         let (repo_path, name) = (run.repo.path.clone(), run.id.to_owned());
         let branch = delete_branch.then(|| run.started.branch.clone());
-        let cleaned = tokio::task::spawn_blocking(move || crate::git::clean_up(&repo_path, &name, branch.as_deref()))
-            .await
-            .unwrap_or_else(|err| Err(err.to_string()));
+        let cleaned = tokio::task::spawn_blocking(move || {
+            crate::git::clean_up(&repo_path, &name, branch.as_deref())
+        })
+        .await
+        .unwrap_or_else(|err| Err(err.to_string()));
         if let Err(err) = cleaned {
             tracing::warn!(job = run.id, error = %err, "the job's worktree was not removed");
         }
         if let Some(kv) = &self.kv {
-            let _ = kv.set(&format!("nebula:ai-dev:{}:memory", run.id), "", Duration::from_secs(1)).await;
+            let _ = kv
+                .set(
+                    &format!("nebula:ai-dev:{}:memory", run.id),
+                    "",
+                    Duration::from_secs(1),
+                )
+                .await;
         }
     }
 }
@@ -950,7 +1321,11 @@ fn first_line(text: &str) -> String {
 /// A build's outcome as the model reads it.
 fn build_words(build: &BuildChecked) -> String {
     if build.ok {
-        return format!("build and tests pass ({}: {}).", build.toolchain, build.commands.join(", "));
+        return format!(
+            "build and tests pass ({}: {}).",
+            build.toolchain,
+            build.commands.join(", ")
+        );
     }
     let failing = if build.failing_tests.is_empty() {
         String::new()
@@ -960,7 +1335,9 @@ fn build_words(build: &BuildChecked) -> String {
     format!(
         "build or tests fail ({}, exit {}).{failing}\nOutput (tail):\n{}",
         build.toolchain,
-        build.exit_status.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+        build
+            .exit_status
+            .map_or_else(|| "none".to_owned(), |s| s.to_string()),
         events::ai_dev::tail(&build.output, 3000)
     )
 }

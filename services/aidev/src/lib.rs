@@ -32,9 +32,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
+use bus::{Bus, ReadFrom, StreamName};
 use cqrs_es::AggregateError;
 use domain::ai_dev::AiDevCommand;
-use bus::{Bus, ReadFrom, StreamName};
 use domain::ai_dev::{AutoApprove, JobStatus};
 use domain::approval::PolicyRule;
 use events::ai_dev::AiDevEvent;
@@ -159,11 +159,16 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !self.ollama_url.starts_with("http://") && !self.ollama_url.starts_with("https://") {
-            problems.push(format!("ollama_url must be an http(s) URL, got {:?}", self.ollama_url));
+            problems.push(format!(
+                "ollama_url must be an http(s) URL, got {:?}",
+                self.ollama_url
+            ));
         }
         let openai = &self.openai.url;
         if !openai.is_empty() && !openai.starts_with("http://") && !openai.starts_with("https://") {
-            problems.push(format!("openai.url must be an http(s) URL or empty, got {openai:?}"));
+            problems.push(format!(
+                "openai.url must be an http(s) URL or empty, got {openai:?}"
+            ));
         }
         let mut names = HashSet::new();
         for (index, repo) in self.repos.iter().enumerate() {
@@ -182,7 +187,10 @@ impl Config {
                     .map(|p| format!("repos[{index}]: {p}")),
             );
             if !repo.path.is_absolute() {
-                problems.push(format!("repos[{index}]: path must be absolute, got {}", repo.path.display()));
+                problems.push(format!(
+                    "repos[{index}]: path must be absolute, got {}",
+                    repo.path.display()
+                ));
             }
             for pattern in &repo.deny {
                 if let Err(err) = globset::Glob::new(pattern) {
@@ -192,7 +200,11 @@ impl Config {
         }
         for (field, value, range) in [
             ("max_wall_secs", self.max_wall_secs, 1.0..=86_400.0),
-            ("build_timeout_secs", self.build_timeout_secs, 1.0..=86_400.0),
+            (
+                "build_timeout_secs",
+                self.build_timeout_secs,
+                1.0..=86_400.0,
+            ),
             ("model_timeout_secs", self.model_timeout_secs, 1.0..=3600.0),
             ("compress_at", self.compress_at, 0.1..=0.95),
             ("remote_wait_secs", self.remote_wait_secs, 0.0..=3600.0),
@@ -202,7 +214,10 @@ impl Config {
             }
         }
         if !(1..=1000).contains(&self.max_steps) {
-            problems.push(format!("max_steps must be 1..=1000, got {}", self.max_steps));
+            problems.push(format!(
+                "max_steps must be 1..=1000, got {}",
+                self.max_steps
+            ));
         }
         if !(1..=16).contains(&self.max_jobs) {
             problems.push(format!("max_jobs must be 1..=16, got {}", self.max_jobs));
@@ -222,13 +237,27 @@ pub(crate) fn secs(value: f64) -> Duration {
 /// Starts the control plane's worker (restarted by the context if it fails). `rules` are the
 /// approval rules (`[[approvals.rules]]`, kind `ai_dev`).
 pub fn start(ctx: &Context, config: Config, rules: Vec<PolicyRule>, kv: Option<kv::Kv>) {
-    spawn(ctx, Place::ControlPlane, JobCommands::Local(commands(ctx.bus.clone(), ())), config, rules, kv, None);
+    spawn(
+        ctx,
+        Place::ControlPlane,
+        JobCommands::Local(commands(ctx.bus.clone(), ())),
+        config,
+        rules,
+        kv,
+        None,
+    );
 }
 
 /// Starts a node's runner, in its agent's process: it takes the jobs offered to node `node_id`
 /// and carries them out with the node's credentials (its commands go through the control
 /// plane's relay). `vram_mb`: the node's largest GPU, for the model's tier.
-pub fn start_on_node(ctx: &Context, config: Config, node_id: &str, vram_mb: Option<u64>, kv: Option<kv::Kv>) {
+pub fn start_on_node(
+    ctx: &Context,
+    config: Config,
+    node_id: &str,
+    vram_mb: Option<u64>,
+    kv: Option<kv::Kv>,
+) {
     let commands = JobCommands::Remote(bus::Remote::new(ctx.bus.clone(), node_id));
     let place = Place::Node(node_id.to_owned());
     let repos: Vec<String> = config.repos.iter().map(|r| r.name.clone()).collect();
@@ -290,8 +319,16 @@ pub(crate) struct Offer {
 /// A node takes the jobs offered to it: each offer claimed (once; a job the control plane has
 /// meanwhile run itself is left), then carried out by the node's worker as the job's events
 /// say.
-async fn take_offers(bus: Bus, node: String, repos: Vec<String>, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mut spec = bus::consumer::ConsumerSpec::new(StreamName::Work, events::subjects::ai_dev_consumer(&node));
+async fn take_offers(
+    bus: Bus,
+    node: String,
+    repos: Vec<String>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut spec = bus::consumer::ConsumerSpec::new(
+        StreamName::Work,
+        events::subjects::ai_dev_consumer(&node),
+    );
     spec.filter_subject = Some(events::subjects::ai_dev_work(&node));
     let jobs = bus::Remote::<domain::ai_dev::AiDevJob>::new(bus.clone(), node.as_str());
     let (jobs, node, repos) = (&jobs, node.as_str(), &repos);
@@ -365,9 +402,10 @@ impl JobCommands {
                 let mut attempt = 0;
                 loop {
                     match remote.execute(id, command.clone(), meta.clone()).await {
-                        Err(AggregateError::DatabaseConnectionError(_) | AggregateError::AggregateConflict)
-                            if attempt < 5 =>
-                        {
+                        Err(
+                            AggregateError::DatabaseConnectionError(_)
+                            | AggregateError::AggregateConflict,
+                        ) if attempt < 5 => {
                             attempt += 1;
                             tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                         }
@@ -430,16 +468,24 @@ impl Known {
             // The runner goes on with its job (the control plane's one task per job decides
             // and merges its own jobs too).
             JobStatus::Running if mine => Some(id.to_owned()),
-            JobStatus::Proposed | JobStatus::AwaitingApproval | JobStatus::Approved if mine && here => {
+            JobStatus::Proposed | JobStatus::AwaitingApproval | JobStatus::Approved
+                if mine && here =>
+            {
                 Some(id.to_owned())
             }
             // The control plane decides the changes of jobs that ran on nodes.
-            JobStatus::Proposed | JobStatus::AwaitingApproval if here => Some(format!("{id}/decide")),
+            JobStatus::Proposed | JobStatus::AwaitingApproval if here => {
+                Some(format!("{id}/decide"))
+            }
             // A node merges its change once a rule or people approved it.
             JobStatus::Proposed if mine && self.state.auto_approved => Some(format!("{id}/merge")),
             JobStatus::Approved if mine => Some(format!("{id}/merge")),
-            JobStatus::Rejected | JobStatus::Cancelled if mine && !here => Some(format!("{id}/clean")),
-            JobStatus::Merged if mine && self.rollbacks > 0 => Some(format!("{id}/rollback/{}", self.rollbacks)),
+            JobStatus::Rejected | JobStatus::Cancelled if mine && !here => {
+                Some(format!("{id}/clean"))
+            }
+            JobStatus::Merged if mine && self.rollbacks > 0 => {
+                Some(format!("{id}/rollback/{}", self.rollbacks))
+            }
             _ => None,
         }
     }

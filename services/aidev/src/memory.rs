@@ -46,7 +46,12 @@ fn key(job: &str) -> String {
 
 impl Memory {
     /// The system message: the instruction and the plan, verbatim, and how to work.
-    pub(crate) fn system(&self, instruction: &str, tool_mode_json: bool, tool_names: &[String]) -> Value {
+    pub(crate) fn system(
+        &self,
+        instruction: &str,
+        tool_mode_json: bool,
+        tool_names: &[String],
+    ) -> Value {
         let plan = if self.plan.is_empty() {
             "(none yet: write one with update_plan)".to_owned()
         } else {
@@ -128,7 +133,9 @@ impl Memory {
 
     pub(crate) async fn save(&self, kv: &kv::Kv, job: &str) -> Result<(), String> {
         let text = serde_json::to_string(self).map_err(|err| err.to_string())?;
-        kv.set(&key(job), &text, TTL).await.map_err(|err| err.to_string())
+        kv.set(&key(job), &text, TTL)
+            .await
+            .map_err(|err| err.to_string())
     }
 }
 
@@ -141,7 +148,9 @@ mod tests {
         let mut memory = Memory::default();
         for i in 0..6 {
             memory.turns.push(json!({"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "read_file", "arguments": {"path": i.to_string()}}}]}));
-            memory.turns.push(json!({"role": "tool", "tool_name": "read_file", "content": format!("file {i}")}));
+            memory.turns.push(
+                json!({"role": "tool", "tool_name": "read_file", "content": format!("file {i}")}),
+            );
         }
         assert_eq!(memory.cut(20), None);
         // keep 3: the cut would fall on a tool's answer, so it moves back to its call
@@ -151,7 +160,12 @@ mod tests {
         assert!(memory.transcript(cut).contains("[tool] file 0"));
         memory.compress(cut, "read files 0-3");
         assert_eq!(memory.turns.len(), 5);
-        assert!(memory.turns[0]["content"].as_str().unwrap().contains("read files 0-3"));
+        assert!(
+            memory.turns[0]["content"]
+                .as_str()
+                .unwrap()
+                .contains("read files 0-3")
+        );
         let system = memory.system("fix the adder", false, &[]);
         let text = system["content"].as_str().unwrap();
         assert!(text.contains("fix the adder") && text.contains("write one with update_plan"));

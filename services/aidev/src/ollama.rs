@@ -128,7 +128,10 @@ impl Ollama {
         }
         if !status.is_success() || last != "success" {
             return Err(Failure {
-                message: format!("pulling {model} did not finish (HTTP {}, last status {last:?})", status.as_u16()),
+                message: format!(
+                    "pulling {model} did not finish (HTTP {}, last status {last:?})",
+                    status.as_u16()
+                ),
                 transient: false,
                 missing: false,
             });
@@ -187,7 +190,9 @@ impl Ollama {
                         let function = &call["function"];
                         // `arguments` is an object; some servers send it as a JSON string.
                         let arguments = match &function["arguments"] {
-                            Value::String(text) => serde_json::from_str(text).unwrap_or(Value::Null),
+                            Value::String(text) => {
+                                serde_json::from_str(text).unwrap_or(Value::Null)
+                            }
                             other => other.clone(),
                         };
                         ToolCall {
@@ -203,7 +208,10 @@ impl Ollama {
             tool_calls,
             prompt_tokens: answer["prompt_eval_count"].as_u64().unwrap_or(0),
             eval_tokens: answer["eval_count"].as_u64().unwrap_or(0),
-            done_reason: answer["done_reason"].as_str().unwrap_or_default().to_owned(),
+            done_reason: answer["done_reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 }
@@ -224,7 +232,10 @@ pub(crate) fn choose_model(
         return (model.to_owned(), "the repository's model".to_owned());
     }
     if !default.is_empty() {
-        return (default.to_owned(), "the configured default (ai_dev.model)".to_owned());
+        return (
+            default.to_owned(),
+            "the configured default (ai_dev.model)".to_owned(),
+        );
     }
     let (model, tier) = match vram_mb {
         None => ("phi3:mini", "no GPU known: the smallest tier".to_owned()),
@@ -242,7 +253,10 @@ mod tests {
 
     #[test]
     fn the_model_is_chosen_by_the_first_rule_that_names_one() {
-        assert_eq!(choose_model(Some("a"), Some("b"), "c", None).1, "asked for by the job");
+        assert_eq!(
+            choose_model(Some("a"), Some("b"), "c", None).1,
+            "asked for by the job"
+        );
         assert_eq!(choose_model(None, Some("b"), "c", None).0, "b");
         assert_eq!(choose_model(None, None, "c", None).0, "c");
         assert_eq!(choose_model(None, None, "", Some(3000)).0, "phi3:mini");

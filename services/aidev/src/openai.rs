@@ -46,7 +46,9 @@ pub(crate) fn messages(ollama: &[Value]) -> Vec<Value> {
                 }));
             }
             "tool" => {
-                let id = pending.pop_front().unwrap_or_else(|| format!("call_{turn}_0"));
+                let id = pending
+                    .pop_front()
+                    .unwrap_or_else(|| format!("call_{turn}_0"));
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             role => out.push(json!({"role": role, "content": content})),
@@ -86,7 +88,10 @@ impl OpenAi {
             .send()
             .await
             .map_err(|err| Failure {
-                message: format!("the OpenAI-compatible API at {} is unreachable: {err}", self.url),
+                message: format!(
+                    "the OpenAI-compatible API at {} is unreachable: {err}",
+                    self.url
+                ),
                 transient: true,
                 missing: false,
             })?;
@@ -98,7 +103,10 @@ impl OpenAi {
                 .unwrap_or("no error message")
                 .to_owned();
             return Err(Failure {
-                message: format!("the OpenAI-compatible API answered {}: {message}", status.as_u16()),
+                message: format!(
+                    "the OpenAI-compatible API answered {}: {message}",
+                    status.as_u16()
+                ),
                 transient: status.is_server_error() || status.as_u16() == 429,
                 missing: false,
             });
@@ -110,7 +118,10 @@ impl OpenAi {
             .into_iter()
             .flatten()
             .map(|call| ToolCall {
-                name: call["function"]["name"].as_str().unwrap_or_default().to_owned(),
+                name: call["function"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 arguments: call["function"]["arguments"]
                     .as_str()
                     .and_then(|text| serde_json::from_str(text).ok())
@@ -122,7 +133,10 @@ impl OpenAi {
             tool_calls,
             prompt_tokens: answer["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
             eval_tokens: answer["usage"]["completion_tokens"].as_u64().unwrap_or(0),
-            done_reason: choice["finish_reason"].as_str().unwrap_or_default().to_owned(),
+            done_reason: choice["finish_reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         })
     }
 }
@@ -145,7 +159,10 @@ mod tests {
         let out = messages(&ollama);
         assert_eq!(out[1]["content"], Value::Null);
         assert_eq!(out[1]["tool_calls"][1]["id"], "call_1_1");
-        assert_eq!(out[1]["tool_calls"][0]["function"]["arguments"], "{\"path\":\"a\"}");
+        assert_eq!(
+            out[1]["tool_calls"][0]["function"]["arguments"],
+            "{\"path\":\"a\"}"
+        );
         assert_eq!(out[2]["tool_call_id"], "call_1_0");
         assert_eq!(out[3]["tool_call_id"], "call_1_1");
     }

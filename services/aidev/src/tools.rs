@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-
 use serde_json::{Value, json};
 
 use crate::guard::Guard;
@@ -178,7 +177,10 @@ fn list(guard: &Guard, path: &str) -> Result<String, String> {
         text.push_str(&format!("\n… and {} more", total - LIST_MAX));
     }
     if text.is_empty() {
-        text = format!("no files under {:?}", if relative.is_empty() { "." } else { &relative });
+        text = format!(
+            "no files under {:?}",
+            if relative.is_empty() { "." } else { &relative }
+        );
     }
     Ok(text)
 }
@@ -192,7 +194,11 @@ fn read(guard: &Guard, path: &str) -> Result<String, String> {
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        return Ok(format!("{}\n… ({} more bytes not shown)", &text[..end], text.len() - end));
+        return Ok(format!(
+            "{}\n… ({} more bytes not shown)",
+            &text[..end],
+            text.len() - end
+        ));
     }
     Ok(text.into_owned())
 }
@@ -235,7 +241,9 @@ fn write(
         return Err("write to a file, not the repository's root".to_owned());
     }
     if content.len() > WRITE_MAX {
-        return Err(format!("a file is written whole, at most {WRITE_MAX} bytes"));
+        return Err(format!(
+            "a file is written whole, at most {WRITE_MAX} bytes"
+        ));
     }
     if let Some(parent) = full.parent() {
         std::fs::create_dir_all(parent).map_err(|err| format!("{relative}: {err}"))?;
@@ -258,7 +266,9 @@ fn replace(
         0 => Err(format!("{relative} does not contain that text")),
         1 => write(guard, path, &text.replacen(old, new, 1), written)
             .map(|_| format!("replaced one occurrence in {relative}")),
-        n => Err(format!("{relative} contains that text {n} times: give more of it")),
+        n => Err(format!(
+            "{relative} contains that text {n} times: give more of it"
+        )),
     }
 }
 
@@ -293,8 +303,17 @@ mod tests {
         assert_eq!(replaced.result, "replaced one occurrence in src/lib.rs");
         assert!(written.contains("src/lib.rs"));
         let env = file_tool(&guard, "read_file", &json!({"path": ".env"}), &mut written);
-        assert!(env.refused && env.result.starts_with("refused:"), "{}", env.result);
-        let up = file_tool(&guard, "write_file", &json!({"path": "../x", "content": ""}), &mut written);
+        assert!(
+            env.refused && env.result.starts_with("refused:"),
+            "{}",
+            env.result
+        );
+        let up = file_tool(
+            &guard,
+            "write_file",
+            &json!({"path": "../x", "content": ""}),
+            &mut written,
+        );
         assert!(up.refused);
         assert!(!exists(dir.path().parent().unwrap(), "x"));
         let missing = file_tool(&guard, "read_file", &json!({}), &mut written);

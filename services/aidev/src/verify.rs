@@ -25,9 +25,8 @@ fn words(command: &[&str]) -> Vec<String> {
 
 /// Whether `program` is on the PATH.
 fn installed(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
 /// The toolchain of the project at `root`, by its files (first found: Cargo, npm, Go, Python).
@@ -101,7 +100,8 @@ pub(crate) fn failing_tests(output: &str) -> Vec<String> {
         } else if let Some(rest) = line.trim_start().strip_prefix("--- FAIL: ") {
             rest.split_whitespace().next().map(str::to_owned)
         } else if let Some(rest) = line.strip_prefix("not ok ") {
-            rest.split_once(" - ").map(|(_, name)| name.trim().to_owned())
+            rest.split_once(" - ")
+                .map(|(_, name)| name.trim().to_owned())
         } else {
             None
         };
@@ -147,7 +147,10 @@ pub(crate) async fn run(
     for command in &plan.commands {
         output.push_str(&format!("$ {}\n", command.join(" ")));
         if !installed(&command[0]) {
-            output.push_str(&format!("{} is not installed on this machine\n", command[0]));
+            output.push_str(&format!(
+                "{} is not installed on this machine\n",
+                command[0]
+            ));
             result.ok = false;
             break;
         }
@@ -201,7 +204,12 @@ async fn run_one(
         .spawn();
     let mut child = match spawned {
         Ok(child) => child,
-        Err(err) => return (Err(format!("{} could not start: {err}", command[0])), String::new()),
+        Err(err) => {
+            return (
+                Err(format!("{} could not start: {err}", command[0])),
+                String::new(),
+            );
+        }
     };
     let pid = child.id();
     let mut stdout = child.stdout.take().expect("piped stdout");
@@ -234,9 +242,7 @@ async fn run_one(
         return (Err(why), text);
     }
     let status = match child.wait().await {
-        Ok(status) => status
-            .code()
-            .ok_or_else(|| "ended by a signal".to_owned()),
+        Ok(status) => status.code().ok_or_else(|| "ended by a signal".to_owned()),
         Err(err) => Err(format!("lost: {err}")),
     };
     (status, text)
@@ -253,7 +259,10 @@ mod tests {
         std::fs::write(dir.path().join("go.mod"), "module x\n").unwrap();
         assert_eq!(
             detect(dir.path()).commands,
-            [words(&["go", "build", "./..."]), words(&["go", "test", "./..."])]
+            [
+                words(&["go", "build", "./..."]),
+                words(&["go", "test", "./..."])
+            ]
         );
         std::fs::write(
             dir.path().join("package.json"),
@@ -261,7 +270,10 @@ mod tests {
         )
         .unwrap();
         let npm = detect(dir.path());
-        assert_eq!((npm.toolchain, npm.commands), ("npm", vec![words(&["npm", "test"])]));
+        assert_eq!(
+            (npm.toolchain, npm.commands),
+            ("npm", vec![words(&["npm", "test"])])
+        );
         std::fs::write(dir.path().join("Cargo.toml"), "[package]\n").unwrap();
         assert_eq!(detect(dir.path()).toolchain, "cargo");
         let py = tempfile::tempdir().unwrap();
@@ -275,16 +287,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let plan = Plan {
             toolchain: "test",
-            commands: vec![words(&["sh", "-c", "(sleep 1; touch late) & echo started; wait"])],
+            commands: vec![words(&[
+                "sh",
+                "-c",
+                "(sleep 1; touch late) & echo started; wait",
+            ])],
             note: None,
         };
-        let env = Env { cargo_target_dir: dir.path().join("target") };
-        let build = run(dir.path(), &plan, &env, Duration::from_millis(300), &CancellationToken::new()).await;
+        let env = Env {
+            cargo_target_dir: dir.path().join("target"),
+        };
+        let build = run(
+            dir.path(),
+            &plan,
+            &env,
+            Duration::from_millis(300),
+            &CancellationToken::new(),
+        )
+        .await;
         assert!(!build.ok);
         assert_eq!(build.exit_status, None);
-        assert!(build.output.contains("started") && build.output.contains("killed at the build's"), "{}", build.output);
+        assert!(
+            build.output.contains("started") && build.output.contains("killed at the build's"),
+            "{}",
+            build.output
+        );
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(!dir.path().join("late").exists(), "a child of the build outlived it");
+        assert!(
+            !dir.path().join("late").exists(),
+            "a child of the build outlived it"
+        );
     }
 
     #[test]
@@ -294,7 +326,12 @@ mod tests {
                       --- FAIL: TestSum (0.00s)\nnot ok 2 - parses dates\n";
         assert_eq!(
             failing_tests(output),
-            ["tests::adds", "tests/test_calc.py::test_div", "TestSum", "parses dates"]
+            [
+                "tests::adds",
+                "tests/test_calc.py::test_div",
+                "TestSum",
+                "parses dates"
+            ]
         );
     }
 }

@@ -133,7 +133,12 @@ impl Domains {
             vault: tokio::sync::OnceCell::new(),
             reconcile: Duration::from_secs_f64(config.reconcile_secs),
             tls_address: (config.tls != "off")
-                .then(|| config.listen.first().map(|l| local_address(l, &config.caddy_admin)))
+                .then(|| {
+                    config
+                        .listen
+                        .first()
+                        .map(|l| local_address(l, &config.caddy_admin))
+                })
                 .flatten(),
             bus,
         }
@@ -369,8 +374,17 @@ mod tests {
     fn a_listen_address_is_reached_where_caddy_runs() {
         let admin = "http://127.0.0.1:2019";
         assert_eq!(super::local_address(":443", admin), "127.0.0.1:443");
-        assert_eq!(super::local_address("0.0.0.0:8443", "http://10.0.0.2:2019"), "10.0.0.2:8443");
-        assert_eq!(super::local_address("tcp/10.0.0.5:443", admin), "10.0.0.5:443");
-        assert_eq!(super::local_address("127.0.0.1:9000-9002", admin), "127.0.0.1:9000");
+        assert_eq!(
+            super::local_address("0.0.0.0:8443", "http://10.0.0.2:2019"),
+            "10.0.0.2:8443"
+        );
+        assert_eq!(
+            super::local_address("tcp/10.0.0.5:443", admin),
+            "10.0.0.5:443"
+        );
+        assert_eq!(
+            super::local_address("127.0.0.1:9000-9002", admin),
+            "127.0.0.1:9000"
+        );
     }
 }

@@ -219,7 +219,11 @@ pub(crate) fn docker_cli(action: &ContainerAction) -> CliCommand {
                     commit = quote(commit),
                 ),
             };
-            format!("{checkout}{build}; echo built {} from {}", quote(image), &commit[..12.min(commit.len())])
+            format!(
+                "{checkout}{build}; echo built {} from {}",
+                quote(image),
+                &commit[..12.min(commit.len())]
+            )
         }
     };
     CliCommand {
@@ -304,8 +308,10 @@ mod tests {
             ..ContainerSpec::default()
         };
         spec.env.insert("MODE".to_owned(), "a b".to_owned());
-        spec.env.insert("TOKEN".to_owned(), "secret:api-token".to_owned());
-        spec.labels.insert("nebula.app".to_owned(), "web".to_owned());
+        spec.env
+            .insert("TOKEN".to_owned(), "secret:api-token".to_owned());
+        spec.labels
+            .insert("nebula.app".to_owned(), "web".to_owned());
         let cli = docker_cli(&ContainerAction::Create {
             container: "web-app-r1".to_owned(),
             spec: Box::new(spec),
@@ -335,7 +341,10 @@ mod tests {
             command: None,
         };
         let cli = docker_cli(&action);
-        assert!(cli.command.contains("git clone --quiet '/srv/git/web repo' \"$work/src\""));
+        assert!(
+            cli.command
+                .contains("git clone --quiet '/srv/git/web repo' \"$work/src\"")
+        );
         assert!(cli.command.contains(&format!("checkout --quiet {commit};")));
         assert!(cli.command.contains(
             "docker build --tag nebula-build/web:4b825dc642cb --file docker/Dockerfile ."
@@ -348,7 +357,10 @@ mod tests {
             "NEBULA_IMAGE=nebula-build/web:4b825dc642cb NEBULA_COMMIT=4b825dc642cb6eb9a060e54bf8d69288fbee4904 \
              sh -c 'make image IMAGE=$NEBULA_IMAGE';"
         ));
-        assert!(cli.command.contains("docker image inspect nebula-build/web:4b825dc642cb"));
+        assert!(
+            cli.command
+                .contains("docker image inspect nebula-build/web:4b825dc642cb")
+        );
         assert!(!cli.command.contains("docker build"));
     }
 
@@ -366,12 +378,18 @@ mod tests {
             container: "web-app-r1".to_owned(),
             force: true,
         });
-        assert_eq!(remove.command, "docker rm --force web-app-r1 >/dev/null && echo removed");
+        assert_eq!(
+            remove.command,
+            "docker rm --force web-app-r1 >/dev/null && echo removed"
+        );
     }
 
     #[test]
     fn an_agent_address_gives_its_host() {
-        assert_eq!(host_of_url("n", "http://10.0.0.5:7070/x").unwrap(), "10.0.0.5");
+        assert_eq!(
+            host_of_url("n", "http://10.0.0.5:7070/x").unwrap(),
+            "10.0.0.5"
+        );
         assert_eq!(host_of_url("n", "nas.lan").unwrap(), "nas.lan");
         assert!(host_of_url("n", "http://:80").is_err());
     }

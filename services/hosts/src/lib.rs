@@ -246,9 +246,14 @@ impl Hosts {
         let command = requested.command.clone();
         let runner = async {
             let result = session
-                .run(&command, input.expose().as_bytes(), timeout, |stream, data| {
-                    let _ = sender.send((stream, data.to_vec()));
-                })
+                .run(
+                    &command,
+                    input.expose().as_bytes(),
+                    timeout,
+                    |stream, data| {
+                        let _ = sender.send((stream, data.to_vec()));
+                    },
+                )
                 .await;
             drop(sender);
             result
@@ -371,14 +376,14 @@ impl Hosts {
     ) -> Result<common::Secret, Failure> {
         let mut input = String::new();
         for (name, secret) in env_secrets {
-            let value = self
-                .secret(secret, ExecFailure::SecretUnavailable)
-                .await?;
+            let value = self.secret(secret, ExecFailure::SecretUnavailable).await?;
             let value = value.value.expose();
             if value.contains(['\n', '\r', '\0']) {
                 return Err(Failure::new(
                     ExecFailure::SecretUnavailable,
-                    format!("the vault's secret {secret} (for {name}) spans lines, which an env file cannot hold"),
+                    format!(
+                        "the vault's secret {secret} (for {name}) spans lines, which an env file cannot hold"
+                    ),
                 ));
             }
             input.push_str(name);

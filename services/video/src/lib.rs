@@ -98,10 +98,16 @@ impl Config {
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if !(1..=16).contains(&self.max_running) {
-            problems.push(format!("max_running must be 1..=16, got {}", self.max_running));
+            problems.push(format!(
+                "max_running must be 1..=16, got {}",
+                self.max_running
+            ));
         }
         if !(1..=10_000).contains(&self.max_waiting) {
-            problems.push(format!("max_waiting must be 1..=10000, got {}", self.max_waiting));
+            problems.push(format!(
+                "max_waiting must be 1..=10000, got {}",
+                self.max_waiting
+            ));
         }
         if !(1..=60).contains(&self.fps) {
             problems.push(format!("fps must be 1..=60, got {}", self.fps));
@@ -109,8 +115,13 @@ impl Config {
         if !(self.fade_secs.is_finite() && (0.0..=3.0).contains(&self.fade_secs)) {
             problems.push(format!("fade_secs must be 0..=3, got {}", self.fade_secs));
         }
-        if !(self.render_timeout_secs.is_finite() && (1.0..=86_400.0).contains(&self.render_timeout_secs)) {
-            problems.push(format!("render_timeout_secs must be 1..=86400, got {}", self.render_timeout_secs));
+        if !(self.render_timeout_secs.is_finite()
+            && (1.0..=86_400.0).contains(&self.render_timeout_secs))
+        {
+            problems.push(format!(
+                "render_timeout_secs must be 1..=86400, got {}",
+                self.render_timeout_secs
+            ));
         }
         problems
     }
@@ -197,14 +208,17 @@ impl Worker {
             .read(
                 StreamName::Events,
                 ReadFrom::Start,
-                Some(events::subjects::events_of_type(VideoProjectEvent::AGGREGATE_TYPE)),
+                Some(events::subjects::events_of_type(
+                    VideoProjectEvent::AGGREGATE_TYPE,
+                )),
             )
             .await?;
         let mut projects: BTreeMap<String, Known> = BTreeMap::new();
         // Those being carried out now (at most `max_running`).
         let mut taken: HashSet<String> = HashSet::new();
         // Each running project's own token: its cancellation stops its waits at once.
-        let mut tokens: std::collections::HashMap<String, CancellationToken> = std::collections::HashMap::new();
+        let mut tokens: std::collections::HashMap<String, CancellationToken> =
+            std::collections::HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -253,10 +267,16 @@ impl Worker {
                 }
             }
             // Ended: their places in the queue given back (again after a restart: no change).
-            let ended: Vec<(String, Known)> = projects.iter().filter(|(_, k)| k.done).map(|(id, k)| (id.clone(), k.clone())).collect();
+            let ended: Vec<(String, Known)> = projects
+                .iter()
+                .filter(|(_, k)| k.done)
+                .map(|(id, k)| (id.clone(), k.clone()))
+                .collect();
             for (id, known) in ended {
                 projects.remove(&id);
-                if let Err(err) = sagas::video::release(&self.video_queue, &id, self.meta(&known)).await {
+                if let Err(err) =
+                    sagas::video::release(&self.video_queue, &id, self.meta(&known)).await
+                {
                     tracing::warn!(project = id, error = %err, "a video project's place was not given back; it is retried at the next start");
                 }
             }
@@ -271,9 +291,21 @@ impl Worker {
             let waiting: Vec<(String, i32)> = projects
                 .iter()
                 .filter(|(id, known)| !taken.contains(*id) && !known.cancel_requested)
-                .map(|(id, known)| (id.clone(), if known.begun { i32::MAX } else { known.priority }))
+                .map(|(id, known)| {
+                    (
+                        id.clone(),
+                        if known.begun {
+                            i32::MAX
+                        } else {
+                            known.priority
+                        },
+                    )
+                })
                 .collect();
-            for id in cancelled.into_iter().chain(domain::video::next_to_run(&waiting, free)) {
+            for id in cancelled
+                .into_iter()
+                .chain(domain::video::next_to_run(&waiting, free))
+            {
                 // A project's task runs it to its end; a cancellation is seen between steps.
                 taken.insert(id.clone());
                 let token = CancellationToken::new();
@@ -307,7 +339,15 @@ impl Worker {
 
     async fn fail(&self, id: &str, known: &Known, step: &str, reason: String) -> Step {
         tracing::warn!(project = id, step, reason, "a video project failed");
-        self.record(id, known, ProjectCommand::Fail { step: step.to_owned(), reason }).await;
+        self.record(
+            id,
+            known,
+            ProjectCommand::Fail {
+                step: step.to_owned(),
+                reason,
+            },
+        )
+        .await;
         Step::Stop
     }
 
@@ -336,7 +376,13 @@ impl Worker {
     }
 
     /// The next step of `state`, carried out and recorded.
-    async fn step(&self, id: &str, known: &Known, state: &VideoProject, cancel: &CancellationToken) -> Step {
+    async fn step(
+        &self,
+        id: &str,
+        known: &Known,
+        state: &VideoProject,
+        cancel: &CancellationToken,
+    ) -> Step {
         let Some(requested) = state.requested.clone() else {
             return Step::Stop;
         };
@@ -344,33 +390,72 @@ impl Worker {
             let (script, model) = match requested.script.clone() {
                 Some(script) => (script, None),
                 // Written by the local LLM from the topic.
-                None => match script::write(&self.config.ollama_url, &self.config.script_model, &requested).await {
+                None => match script::write(
+                    &self.config.ollama_url,
+                    &self.config.script_model,
+                    &requested,
+                )
+                .await
+                {
                     Ok(script) => (script, Some(self.config.script_model.clone())),
                     Err(reason) => return self.fail(id, known, "script", reason).await,
                 },
             };
-            self.record(id, known, ProjectCommand::WriteScript { script, model }).await;
+            self.record(id, known, ProjectCommand::WriteScript { script, model })
+                .await;
             return Step::Next;
         };
         if state.scenes.is_empty() {
-            let texts = domain::video::plan_scenes(&script, requested.target_secs, events::video::MAX_SCENES);
+            let texts = domain::video::plan_scenes(
+                &script,
+                requested.target_secs,
+                events::video::MAX_SCENES,
+            );
             if texts.is_empty() {
-                return self.fail(id, known, "scenes", "the script has nothing to say".to_owned()).await;
+                return self
+                    .fail(
+                        id,
+                        known,
+                        "scenes",
+                        "the script has nothing to say".to_owned(),
+                    )
+                    .await;
             }
             let random = seed_of(id);
             let scenes = texts
                 .iter()
                 .enumerate()
-                .map(|(i, text)| domain::video::scene_prompt(requested.persona.as_ref(), i as u32 + 1, text, random.wrapping_add(i as u64)))
+                .map(|(i, text)| {
+                    domain::video::scene_prompt(
+                        requested.persona.as_ref(),
+                        i as u32 + 1,
+                        text,
+                        random.wrapping_add(i as u64),
+                    )
+                })
                 .collect();
-            self.record(id, known, ProjectCommand::PlanScenes { scenes }).await;
+            self.record(id, known, ProjectCommand::PlanScenes { scenes })
+                .await;
             return Step::Next;
         }
         // Each scene's render asked for: its id recorded first, so a crash between the two
         // submits the same job again (which changes nothing) rather than a second one.
-        if let Some(scene) = state.scenes.iter().find(|s| state.progress.get(&s.n).is_none_or(|p| p.render_job_id.is_none())) {
+        if let Some(scene) = state.scenes.iter().find(|s| {
+            state
+                .progress
+                .get(&s.n)
+                .is_none_or(|p| p.render_job_id.is_none())
+        }) {
             let render_job_id = uuid::Uuid::now_v7().to_string();
-            self.record(id, known, ProjectCommand::QueueRender { n: scene.n, render_job_id }).await;
+            self.record(
+                id,
+                known,
+                ProjectCommand::QueueRender {
+                    n: scene.n,
+                    render_job_id,
+                },
+            )
+            .await;
             return Step::Next;
         }
         for scene in &state.scenes {
@@ -380,7 +465,9 @@ impl Worker {
             }
             let job_id = progress.render_job_id.clone().unwrap_or_default();
             if let Err(reason) = self.submit(id, known, &requested, scene, &job_id).await {
-                return self.fail(id, known, "render", format!("scene {}: {reason}", scene.n)).await;
+                return self
+                    .fail(id, known, "render", format!("scene {}: {reason}", scene.n))
+                    .await;
             }
         }
         // The narrations while the pictures render.
@@ -388,15 +475,33 @@ impl Worker {
             if state.progress[&scene.n].narration.is_some() {
                 continue;
             }
-            let voice = requested.persona.as_ref().map_or_else(events::video::default_voice, |p| p.voice.clone());
+            let voice = requested
+                .persona
+                .as_ref()
+                .map_or_else(events::video::default_voice, |p| p.voice.clone());
             match self.narrate(&voice, &scene.text).await {
                 Ok((artifact, duration_ms, sentences)) => {
-                    let command = ProjectCommand::RecordNarration { n: scene.n, artifact, duration_ms, voice, sentences };
+                    let command = ProjectCommand::RecordNarration {
+                        n: scene.n,
+                        artifact,
+                        duration_ms,
+                        voice,
+                        sentences,
+                    };
                     if !self.record(id, known, command).await {
                         return Step::Stop;
                     }
                 }
-                Err(reason) => return self.fail(id, known, "narration", format!("scene {}: {reason}", scene.n)).await,
+                Err(reason) => {
+                    return self
+                        .fail(
+                            id,
+                            known,
+                            "narration",
+                            format!("scene {}: {reason}", scene.n),
+                        )
+                        .await;
+                }
             }
         }
         for scene in &state.scenes {
@@ -412,12 +517,26 @@ impl Worker {
             };
             match picture {
                 Ok(artifact) => {
-                    if !self.record(id, known, ProjectCommand::RecordRender { n: scene.n, artifact }).await {
+                    if !self
+                        .record(
+                            id,
+                            known,
+                            ProjectCommand::RecordRender {
+                                n: scene.n,
+                                artifact,
+                            },
+                        )
+                        .await
+                    {
                         return Step::Stop;
                     }
                 }
                 Err(_) if cancel.is_cancelled() => return Step::Next,
-                Err(reason) => return self.fail(id, known, "render", format!("scene {}: {reason}", scene.n)).await,
+                Err(reason) => {
+                    return self
+                        .fail(id, known, "render", format!("scene {}: {reason}", scene.n))
+                        .await;
+                }
             }
         }
         let state = match self.project_state.load_aggregate(id).await {
@@ -439,7 +558,8 @@ impl Worker {
         if state.thumbnail.is_none() {
             return match self.thumbnail(id, &state).await {
                 Ok(artifact) => {
-                    self.record(id, known, ProjectCommand::RecordThumbnail { artifact }).await;
+                    self.record(id, known, ProjectCommand::RecordThumbnail { artifact })
+                        .await;
                     Step::Next
                 }
                 Err(reason) => self.fail(id, known, "thumbnail", reason).await,
@@ -477,7 +597,8 @@ impl Worker {
         if let Some(steps) = self.config.steps {
             params["steps"] = serde_json::json!(steps);
         }
-        let params = serde_json::from_value(params).map_err(|err| format!("the render's parameters: {err}"))?;
+        let params = serde_json::from_value(params)
+            .map_err(|err| format!("the render's parameters: {err}"))?;
         let submit = RenderCommand::Submit {
             mode: RenderMode::Txt2img,
             params,
@@ -488,9 +609,16 @@ impl Worker {
             },
             max_attempts: 3,
         };
-        sagas::submit_render(&self.render_queue, &self.render_jobs, job_id, self.queue_cap, submit, self.meta(known))
-            .await
-            .map_err(|err| format!("the render could not be queued: {err:?}"))
+        sagas::submit_render(
+            &self.render_queue,
+            &self.render_jobs,
+            job_id,
+            self.queue_cap,
+            submit,
+            self.meta(known),
+        )
+        .await
+        .map_err(|err| format!("the render could not be queued: {err:?}"))
     }
 
     /// The picture of render job `job_id`, once it has one.
@@ -506,10 +634,19 @@ impl Worker {
                 .cloned()
                 .ok_or_else(|| format!("render job {job_id} completed without a picture")),
             Some(RenderStatus::Failed | RenderStatus::Cancelled) => {
-                let why = sagas::video::render_failure(&self.bus, job_id).await.ok().flatten().unwrap_or_default();
-                Err(format!("render job {job_id} ended without a picture: {why}"))
+                let why = sagas::video::render_failure(&self.bus, job_id)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                Err(format!(
+                    "render job {job_id} ended without a picture: {why}"
+                ))
             }
-            _ => Err(format!("render job {job_id} had no picture after {}s", self.config.render_timeout_secs)),
+            _ => Err(format!(
+                "render job {job_id} had no picture after {}s",
+                self.config.render_timeout_secs
+            )),
         }
     }
 
@@ -522,8 +659,15 @@ impl Worker {
             }));
         }
         if let Some(name) = voice.strip_prefix("piper:") {
-            let piper = self.config.piper.as_ref().ok_or("piper voices need [video.piper] (its binary and voices folder)")?;
-            if !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            let piper = self
+                .config
+                .piper
+                .as_ref()
+                .ok_or("piper voices need [video.piper] (its binary and voices folder)")?;
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
                 return Err(format!("{name:?} is not a piper voice name"));
             }
             return Ok(Box::new(media::tts::Piper {
@@ -535,19 +679,31 @@ impl Worker {
     }
 
     /// `text` spoken in `voice`: the WAV's artifact, its length and its sentences' times.
-    async fn narrate(&self, voice: &str, text: &str) -> Result<(String, u64, Vec<TimedText>), String> {
+    async fn narrate(
+        &self,
+        voice: &str,
+        text: &str,
+    ) -> Result<(String, u64, Vec<TimedText>), String> {
         let tts = self.tts(voice)?;
         let text = text.to_owned();
         let speech = tokio::task::spawn_blocking(move || tts.speak(&text))
             .await
             .map_err(|err| err.to_string())?
             .map_err(|err| err.to_string())?;
-        let (artifact, _) = self.artifacts.put(&speech.to_wav()).await.map_err(|err| format!("the artifact store: {err}"))?;
+        let (artifact, _) = self
+            .artifacts
+            .put(&speech.to_wav())
+            .await
+            .map_err(|err| format!("the artifact store: {err}"))?;
         let ms = |d: Duration| d.as_millis() as u64;
         let sentences = speech
             .sentences
             .iter()
-            .map(|s| TimedText { text: s.text.clone(), start_ms: ms(s.start), end_ms: ms(s.end) })
+            .map(|s| TimedText {
+                text: s.text.clone(),
+                start_ms: ms(s.start),
+                end_ms: ms(s.end),
+            })
             .collect();
         Ok((artifact, ms(speech.duration()), sentences))
     }
@@ -581,13 +737,17 @@ impl Worker {
             let image = folder.join(format!("scene-{}.png", scene.n));
             std::fs::copy(&picture, &image).map_err(|err| format!("{}: {err}", image.display()))?;
             let wav_path = self.artifact_path(progress.narration.as_deref().unwrap_or_default())?;
-            std::fs::copy(&wav_path, folder.join(format!("scene-{}.wav", scene.n))).map_err(|err| err.to_string())?;
+            std::fs::copy(&wav_path, folder.join(format!("scene-{}.wav", scene.n)))
+                .map_err(|err| err.to_string())?;
             let file = std::fs::File::open(&wav_path).map_err(|err| err.to_string())?;
             let (scene_rate, samples) = media::tts::wav_samples(std::io::BufReader::new(file))?;
             if rate == 0 {
                 rate = scene_rate;
             } else if rate != scene_rate {
-                return Err(format!("scene {} is narrated at {scene_rate} Hz, the others at {rate}", scene.n));
+                return Err(format!(
+                    "scene {} is narrated at {scene_rate} Hz, the others at {rate}",
+                    scene.n
+                ));
             }
             let offset = Duration::from_secs_f64(narration.len() as f64 / f64::from(rate));
             for sentence in sentences_of(state, scene.n) {
@@ -598,13 +758,29 @@ impl Worker {
                 });
             }
             narration.extend(samples);
-            narration.extend(std::iter::repeat_n(0, (SCENE_PAD.as_secs_f64() * f64::from(rate)) as usize));
-            let duration = Duration::from_secs_f64(narration.len() as f64 / f64::from(rate)) - offset;
-            let motion = if scene.n % 2 == 1 { media::assemble::Motion::ZoomIn } else { media::assemble::Motion::ZoomOut };
-            scenes.push(media::assemble::Scene { image, duration, motion });
+            narration.extend(std::iter::repeat_n(
+                0,
+                (SCENE_PAD.as_secs_f64() * f64::from(rate)) as usize,
+            ));
+            let duration =
+                Duration::from_secs_f64(narration.len() as f64 / f64::from(rate)) - offset;
+            let motion = if scene.n % 2 == 1 {
+                media::assemble::Motion::ZoomIn
+            } else {
+                media::assemble::Motion::ZoomOut
+            };
+            scenes.push(media::assemble::Scene {
+                image,
+                duration,
+                motion,
+            });
         }
         let (width, height) = requested.format.size();
-        let speech = media::tts::Speech { sample_rate: rate, samples: narration, sentences: Vec::new() };
+        let speech = media::tts::Speech {
+            sample_rate: rate,
+            samples: narration,
+            sentences: Vec::new(),
+        };
         let music = match &requested.music {
             Some(sha) => Some(media::audio::Music::new(self.artifact_path(sha)?)),
             None => None,
@@ -616,7 +792,10 @@ impl Worker {
             .tempdir_in(&folder)
             .map_err(|err| format!("{}: {err}", folder.display()))?;
         let output = attempt.path().join("video.mp4");
-        let (fps, fade) = (self.config.fps, Duration::from_secs_f64(self.config.fade_secs));
+        let (fps, fade) = (
+            self.config.fps,
+            Duration::from_secs_f64(self.config.fade_secs),
+        );
         let out = output.clone();
         let assembled = tokio::task::spawn_blocking(move || {
             let assembly = media::assemble::Assembly {
@@ -633,15 +812,27 @@ impl Worker {
         .await
         .map_err(|err| err.to_string())?
         .map_err(|err| err.to_string())?;
-        let video = tokio::fs::read(&output).await.map_err(|err| err.to_string())?;
-        let srt = tokio::fs::read(output.with_extension("srt")).await.map_err(|err| err.to_string())?;
+        let video = tokio::fs::read(&output)
+            .await
+            .map_err(|err| err.to_string())?;
+        let srt = tokio::fs::read(output.with_extension("srt"))
+            .await
+            .map_err(|err| err.to_string())?;
         for name in ["video.mp4", "video.srt"] {
             tokio::fs::rename(attempt.path().join(name), folder.join(name))
                 .await
                 .map_err(|err| format!("{name}: {err}"))?;
         }
-        let (video, _) = self.artifacts.put(&video).await.map_err(|err| err.to_string())?;
-        let (subtitles, _) = self.artifacts.put(&srt).await.map_err(|err| err.to_string())?;
+        let (video, _) = self
+            .artifacts
+            .put(&video)
+            .await
+            .map_err(|err| err.to_string())?;
+        let (subtitles, _) = self
+            .artifacts
+            .put(&srt)
+            .await
+            .map_err(|err| err.to_string())?;
         Ok(ProjectCommand::RecordAssembly {
             video,
             subtitles,
@@ -654,25 +845,43 @@ impl Worker {
     async fn thumbnail(&self, id: &str, state: &VideoProject) -> Result<String, String> {
         let requested = state.requested.clone().ok_or("no request")?;
         let folder = self.folder(id)?;
-        let pictures: Vec<PathBuf> = state.scenes.iter().map(|s| folder.join(format!("scene-{}.png", s.n))).collect();
+        let pictures: Vec<PathBuf> = state
+            .scenes
+            .iter()
+            .map(|s| folder.join(format!("scene-{}.png", s.n)))
+            .collect();
         let attempt = tempfile::Builder::new()
             .prefix(".thumbnail-")
             .tempdir_in(&folder)
             .map_err(|err| format!("{}: {err}", folder.display()))?;
         let out = attempt.path().join("thumbnail.png");
         let (width, height) = requested.format.size();
-        let (font, title, path) = (self.config.font.clone(), requested.title.clone(), out.clone());
+        let (font, title, path) = (
+            self.config.font.clone(),
+            requested.title.clone(),
+            out.clone(),
+        );
         tokio::task::spawn_blocking(move || -> Result<(), media::assemble::AssemblyError> {
             let best = media::thumbnail::best_picture(&pictures)?;
-            let frame = media::assemble::Frame { width: width / 2, height: height / 2, fps: 1 };
+            let frame = media::assemble::Frame {
+                width: width / 2,
+                height: height / 2,
+                fps: 1,
+            };
             media::thumbnail::thumbnail(&pictures[best], frame, &title, &font, &path)
         })
         .await
         .map_err(|err| err.to_string())?
         .map_err(|err| err.to_string())?;
         let bytes = tokio::fs::read(&out).await.map_err(|err| err.to_string())?;
-        tokio::fs::rename(&out, folder.join("thumbnail.png")).await.map_err(|err| err.to_string())?;
-        let (artifact, _) = self.artifacts.put(&bytes).await.map_err(|err| err.to_string())?;
+        tokio::fs::rename(&out, folder.join("thumbnail.png"))
+            .await
+            .map_err(|err| err.to_string())?;
+        let (artifact, _) = self
+            .artifacts
+            .put(&bytes)
+            .await
+            .map_err(|err| err.to_string())?;
         Ok(artifact)
     }
 
@@ -682,7 +891,9 @@ impl Worker {
             let (Some(job_id), None) = (&progress.render_job_id, &progress.picture) else {
                 continue;
             };
-            let cancel = RenderCommand::Cancel { reason: format!("video project {id} was cancelled") };
+            let cancel = RenderCommand::Cancel {
+                reason: format!("video project {id} was cancelled"),
+            };
             let _ = execute(&self.render_jobs, job_id, cancel, self.meta(known), 3).await;
         }
         self.record(id, known, ProjectCommand::Cancel).await;
@@ -692,10 +903,16 @@ impl Worker {
 
 /// A scene's narrated sentences, as recorded.
 fn sentences_of(state: &VideoProject, n: u32) -> Vec<TimedText> {
-    state.progress.get(&n).map(|p| p.sentences.clone()).unwrap_or_default()
+    state
+        .progress
+        .get(&n)
+        .map(|p| p.sentences.clone())
+        .unwrap_or_default()
 }
 
 /// A project's own seed (for personas whose policy is random): from its id.
 fn seed_of(id: &str) -> u64 {
-    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, b| (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }

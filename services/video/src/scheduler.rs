@@ -43,15 +43,29 @@ impl Scheduler {
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
         let mut log = self
             .bus
-            .read(StreamName::Events, ReadFrom::Start, Some(events::subjects::events_of_type(ScheduleEvent::AGGREGATE_TYPE)))
+            .read(
+                StreamName::Events,
+                ReadFrom::Start,
+                Some(events::subjects::events_of_type(
+                    ScheduleEvent::AGGREGATE_TYPE,
+                )),
+            )
             .await?;
         let mut known: BTreeMap<String, Known> = BTreeMap::new();
         let mut caught_up = false;
         loop {
-            let wake = if caught_up { self.tick(&known).await } else { None };
+            let wake = if caught_up {
+                self.tick(&known).await
+            } else {
+                None
+            };
             let sleep = wake
                 .and_then(|at| (at - Utc::now()).to_std().ok())
-                .unwrap_or(if caught_up { MAX_SLEEP } else { std::time::Duration::ZERO })
+                .unwrap_or(if caught_up {
+                    MAX_SLEEP
+                } else {
+                    std::time::Duration::ZERO
+                })
                 .min(MAX_SLEEP);
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
@@ -95,9 +109,20 @@ impl Scheduler {
             let busy = self.busy(name, &schedule.defined, &state).await;
             let last = state.last.unwrap_or(schedule.since).max(schedule.since);
             let now = Utc::now();
-            let due = schedule.schedule.due(last, now, schedule.defined.missed, schedule.defined.overlap, busy);
+            let due = schedule.schedule.due(
+                last,
+                now,
+                schedule.defined.missed,
+                schedule.defined.overlap,
+                busy,
+            );
             for reason in [SkipReason::Missed, SkipReason::Busy] {
-                let instants: Vec<DateTime<Utc>> = due.skipped.iter().filter(|s| s.reason == reason).map(|s| s.at).collect();
+                let instants: Vec<DateTime<Utc>> = due
+                    .skipped
+                    .iter()
+                    .filter(|s| s.reason == reason)
+                    .map(|s| s.at)
+                    .collect();
                 if let Some(at) = instants.last().copied()
                     && due.fire.is_none_or(|fire| at < fire)
                 {
@@ -105,7 +130,15 @@ impl Scheduler {
                         SkipReason::Missed => "missed (the scheduler was not running)",
                         SkipReason::Busy => "busy (the last project has not ended)",
                     };
-                    self.record(name, ScheduleCommand::Skip { at, count: instants.len() as u32, reason: why.to_owned() }).await;
+                    self.record(
+                        name,
+                        ScheduleCommand::Skip {
+                            at,
+                            count: instants.len() as u32,
+                            reason: why.to_owned(),
+                        },
+                    )
+                    .await;
                 }
             }
             if let Some(at) = due.fire {
@@ -143,10 +176,18 @@ impl Scheduler {
     /// The template's `n`th project (0-based).
     async fn requested(&self, defined: &ScheduleDefined, n: u32) -> Option<ProjectRequested> {
         let template = &defined.template;
-        let script = template.scripts.get(n as usize % template.scripts.len().max(1))?.clone();
+        let script = template
+            .scripts
+            .get(n as usize % template.scripts.len().max(1))?
+            .clone();
         let persona = match &template.persona {
             None => None,
-            Some(name) => Some(sagas::video::persona_view(&self.bus, name).await.ok()??.persona),
+            Some(name) => Some(
+                sagas::video::persona_view(&self.bus, name)
+                    .await
+                    .ok()??
+                    .persona,
+            ),
         };
         Some(ProjectRequested {
             title: template.title.replace("{n}", &(n + 1).to_string()),
@@ -160,19 +201,64 @@ impl Scheduler {
         })
     }
 
-    async fn fire(&self, name: &str, defined: &ScheduleDefined, state: &ScheduleState, at: DateTime<Utc>) {
+    async fn fire(
+        &self,
+        name: &str,
+        defined: &ScheduleDefined,
+        state: &ScheduleState,
+        at: DateTime<Utc>,
+    ) {
         let Some(requested) = self.requested(defined, state.fired).await else {
-            let reason = format!("its persona {:?} is not there", defined.template.persona.as_deref().unwrap_or_default());
-            self.record(name, ScheduleCommand::Skip { at, count: 1, reason }).await;
+            let reason = format!(
+                "its persona {:?} is not there",
+                defined.template.persona.as_deref().unwrap_or_default()
+            );
+            self.record(
+                name,
+                ScheduleCommand::Skip {
+                    at,
+                    count: 1,
+                    reason,
+                },
+            )
+            .await;
             return;
         };
         let project_id = uuid::Uuid::now_v7().to_string();
-        let admit = domain::video::VideoQueueCommand::Admit { project_id: project_id.clone(), cap: self.queue_cap };
-        if let Err(err) = execute(&self.queue, events::video::VIDEO_QUEUE_ID, admit, self.meta(), 10).await {
-            self.record(name, ScheduleCommand::Skip { at, count: 1, reason: format!("no place: {err}") }).await;
+        let admit = domain::video::VideoQueueCommand::Admit {
+            project_id: project_id.clone(),
+            cap: self.queue_cap,
+        };
+        if let Err(err) = execute(
+            &self.queue,
+            events::video::VIDEO_QUEUE_ID,
+            admit,
+            self.meta(),
+            10,
+        )
+        .await
+        {
+            self.record(
+                name,
+                ScheduleCommand::Skip {
+                    at,
+                    count: 1,
+                    reason: format!("no place: {err}"),
+                },
+            )
+            .await;
             return;
         }
-        if !self.record(name, ScheduleCommand::Fire { at, project_id: project_id.clone() }).await {
+        if !self
+            .record(
+                name,
+                ScheduleCommand::Fire {
+                    at,
+                    project_id: project_id.clone(),
+                },
+            )
+            .await
+        {
             let _ = sagas::video::release(&self.queue, &project_id, self.meta()).await;
             return;
         }
@@ -181,7 +267,15 @@ impl Scheduler {
     }
 
     async fn request(&self, name: &str, project_id: &str, requested: ProjectRequested) {
-        let asked = sagas::video::request_project_as(&self.queue, &self.projects, self.queue_cap, project_id, requested, self.meta()).await;
+        let asked = sagas::video::request_project_as(
+            &self.queue,
+            &self.projects,
+            self.queue_cap,
+            project_id,
+            requested,
+            self.meta(),
+        )
+        .await;
         if let Err(err) = asked {
             tracing::warn!(schedule = name, project = project_id, error = ?err, "a scheduled project was not asked for");
         }

@@ -21,8 +21,16 @@ pub(crate) fn messages(requested: &ProjectRequested) -> Vec<Value> {
         requested.target_secs,
         requested.format.as_str()
     );
-    if let Some(persona) = requested.persona.as_ref().filter(|p| !p.description.trim().is_empty()) {
-        ask.push_str(&format!("\nThe narrator is {}: {}", persona.name, persona.description.trim()));
+    if let Some(persona) = requested
+        .persona
+        .as_ref()
+        .filter(|p| !p.description.trim().is_empty())
+    {
+        ask.push_str(&format!(
+            "\nThe narrator is {}: {}",
+            persona.name,
+            persona.description.trim()
+        ));
     }
     vec![
         json!({"role": "system", "content": "You write short narration scripts for videos."}),
@@ -31,7 +39,11 @@ pub(crate) fn messages(requested: &ProjectRequested) -> Vec<Value> {
 }
 
 /// The script `model` at `url` writes for `requested`, or why there is none.
-pub(crate) async fn write(url: &str, model: &str, requested: &ProjectRequested) -> Result<String, String> {
+pub(crate) async fn write(
+    url: &str,
+    model: &str,
+    requested: &ProjectRequested,
+) -> Result<String, String> {
     let client = reqwest::Client::builder()
         .timeout(WRITE_WITHIN)
         .build()
@@ -56,14 +68,24 @@ pub(crate) async fn write(url: &str, model: &str, requested: &ProjectRequested) 
         .map_err(|err| format!("Ollama at {url} answered {status} with no JSON: {err}"))?;
     if !status.is_success() {
         let error = answer["error"].as_str().unwrap_or("no reason given");
-        return Err(format!("Ollama at {url} refused ({status}): {error} (ollama pull {model}?)"));
+        return Err(format!(
+            "Ollama at {url} refused ({status}): {error} (ollama pull {model}?)"
+        ));
     }
-    let script = answer["message"]["content"].as_str().unwrap_or_default().trim().to_owned();
+    let script = answer["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     if !script.chars().any(char::is_alphanumeric) {
         return Err(format!("{model} wrote nothing"));
     }
     if script.len() > events::video::SCRIPT_MAX_BYTES {
-        return Err(format!("{model} wrote {} bytes; a script is at most {}", script.len(), events::video::SCRIPT_MAX_BYTES));
+        return Err(format!(
+            "{model} wrote {} bytes; a script is at most {}",
+            script.len(),
+            events::video::SCRIPT_MAX_BYTES
+        ));
     }
     Ok(script)
 }
