@@ -17,6 +17,7 @@
 //! (a repository rule, or people through the approval engine) is always the control plane's;
 //! the runner merges, cleans up and reverts in its repository when the job says so.
 
+mod decide;
 mod git;
 mod guard;
 mod job;
