@@ -242,7 +242,7 @@ async fn a_node_that_takes_jobs_runs_them_and_a_job_it_does_not_take_runs_here(p
     let mut config = common::config(&nats, &pool, state.path());
     config.ai_dev.ollama_url = ollama.url.clone();
     config.ai_dev.model = MODEL.to_owned();
-    config.ai_dev.remote_wait_secs = 3.0;
+    config.ai_dev.remote_wait_secs = 8.0;
     config.ai_dev.repos = vec![
         repo_config("calc", here.path(), small_changes()),
         repo_config("tools", only_here.path(), small_changes()),
@@ -359,7 +359,7 @@ async fn a_node_that_takes_jobs_runs_them_and_a_job_it_does_not_take_runs_here(p
         job["fallback"]
             .as_str()
             .unwrap()
-            .contains("node gpu-box did not take it within 3s"),
+            .contains("node gpu-box did not take it within 8s"),
         "{job:#}"
     );
     assert!(
