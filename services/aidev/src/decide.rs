@@ -187,15 +187,7 @@ impl Worker {
         };
         let Some(repo) = self.config.repo(&requested.repo).cloned() else {
             let error = format!("there is no configured repository {}", requested.repo);
-            self.record(
-                id,
-                known,
-                AiDevCommand::Fail {
-                    reason: "repository".to_owned(),
-                    error,
-                },
-            )
-            .await;
+            self.fail(id, known, "repository", error).await;
             return;
         };
         let run = Run {
@@ -227,15 +219,7 @@ impl Worker {
                 let denied = match crate::guard::denied_among(&run.repo.deny, &change.files) {
                     Ok(denied) => denied,
                     Err(error) => {
-                        self.record(
-                            id,
-                            known,
-                            AiDevCommand::Fail {
-                                reason: "deny_list".to_owned(),
-                                error,
-                            },
-                        )
-                        .await;
+                        self.fail(id, known, "deny_list", error).await;
                         return;
                     }
                 };
@@ -320,15 +304,7 @@ impl Worker {
                     }
                     Err(err) => {
                         let error = format!("the approval could not be asked for: {err}");
-                        self.record(
-                            id,
-                            known,
-                            AiDevCommand::Fail {
-                                reason: "approval".to_owned(),
-                                error,
-                            },
-                        )
-                        .await;
+                        self.fail(id, known, "approval", error).await;
                         return;
                     }
                 }
@@ -408,15 +384,7 @@ impl Worker {
                 self.clean_up(run, false).await;
             }
             Err(error) => {
-                self.record(
-                    run.id,
-                    run.known,
-                    AiDevCommand::Fail {
-                        reason: "merge".to_owned(),
-                        error,
-                    },
-                )
-                .await;
+                self.fail(run.id, run.known, "merge", error).await;
             }
         }
     }

@@ -63,6 +63,15 @@ impl Worker {
         }
     }
 
+    /// Records that the job failed at `reason` (a word: `git`, `model`, …), saying why.
+    pub(crate) async fn fail(&self, id: &str, known: &Known, reason: &str, error: String) -> bool {
+        let command = AiDevCommand::Fail {
+            reason: reason.to_owned(),
+            error,
+        };
+        self.record(id, known, command).await
+    }
+
     /// The job as it is now (a node's runner, which may not read the store, works from the
     /// job as its fold knew it).
     pub(crate) async fn load(&self, id: &str, known: &Known) -> Option<AiDevJob> {
@@ -98,15 +107,7 @@ impl Worker {
         let Some(repo) = self.config.repo(&requested.repo).cloned() else {
             if !state.status.is_some_and(JobStatus::is_final) {
                 let error = format!("there is no configured repository {}", requested.repo);
-                self.record(
-                    id,
-                    known,
-                    AiDevCommand::Fail {
-                        reason: "repository".to_owned(),
-                        error,
-                    },
-                )
-                .await;
+                self.fail(id, known, "repository", error).await;
             }
             return;
         };
@@ -169,29 +170,13 @@ impl Worker {
                     }
                     Ok(_) => {
                         let error = "the worker restarted and the job's memory or worktree is gone: it is not carried on blindly".to_owned();
-                        self.record(
-                            id,
-                            known,
-                            AiDevCommand::Fail {
-                                reason: "interrupted".to_owned(),
-                                error,
-                            },
-                        )
-                        .await;
+                        self.fail(id, known, "interrupted", error).await;
                     }
                     Err(err) => {
                         let error = format!(
                             "the worker restarted and the job's memory cannot be read: {err}"
                         );
-                        self.record(
-                            id,
-                            known,
-                            AiDevCommand::Fail {
-                                reason: "interrupted".to_owned(),
-                                error,
-                            },
-                        )
-                        .await;
+                        self.fail(id, known, "interrupted", error).await;
                     }
                 }
             }
@@ -247,10 +232,6 @@ impl Worker {
         requested: &JobRequested,
         repo: &RepoConfig,
     ) -> Option<JobStarted> {
-        let fail = |reason: &str, error: String| AiDevCommand::Fail {
-            reason: reason.to_owned(),
-            error,
-        };
         let (model, rule) = crate::ollama::choose_model(
             requested.model.as_deref(),
             repo.model.as_deref(),
@@ -277,14 +258,14 @@ impl Worker {
                 );
                 if self.openai.is_none() {
                     let error = format!("{unusable} (ollama pull {model})");
-                    self.record(id, known, fail("model", error)).await;
+                    self.fail(id, known, "model", error).await;
                     return None;
                 }
                 // The configured fallback: an OpenAI-compatible API, its key in the vault.
                 if let Err(err) = self.openai_key().await {
                     let error =
                         format!("{unusable}; the OpenAI-compatible fallback cannot be used: {err}");
-                    self.record(id, known, fail("model", error)).await;
+                    self.fail(id, known, "model", error).await;
                     return None;
                 }
                 let openai = &self.config.openai;
@@ -313,7 +294,7 @@ impl Worker {
         let base_commit = match prepared {
             Ok(commit) => commit,
             Err(error) => {
-                self.record(id, known, fail("git", error)).await;
+                self.fail(id, known, "git", error).await;
                 return None;
             }
         };
@@ -376,15 +357,7 @@ impl Worker {
         let guard = match Guard::new(&run.worktree, &run.repo.deny) {
             Ok(guard) => guard,
             Err(error) => {
-                self.record(
-                    id,
-                    known,
-                    AiDevCommand::Fail {
-                        reason: "worktree".to_owned(),
-                        error,
-                    },
-                )
-                .await;
+                self.fail(id, known, "worktree", error).await;
                 return None;
             }
         };
@@ -397,15 +370,7 @@ impl Worker {
                 return None;
             }
             Ended::Failed(reason, error) => {
-                self.record(
-                    id,
-                    known,
-                    AiDevCommand::Fail {
-                        reason: reason.to_owned(),
-                        error,
-                    },
-                )
-                .await;
+                self.fail(id, known, reason, error).await;
                 self.clean_up(run, false).await;
                 return None;
             }
@@ -427,28 +392,12 @@ impl Worker {
             Ok(Some(committed)) => committed,
             Ok(None) => {
                 let error = "the model finished without changing anything".to_owned();
-                self.record(
-                    id,
-                    known,
-                    AiDevCommand::Fail {
-                        reason: "no_change".to_owned(),
-                        error,
-                    },
-                )
-                .await;
+                self.fail(id, known, "no_change", error).await;
                 self.clean_up(run, true).await;
                 return None;
             }
             Err(error) => {
-                self.record(
-                    id,
-                    known,
-                    AiDevCommand::Fail {
-                        reason: "git".to_owned(),
-                        error,
-                    },
-                )
-                .await;
+                self.fail(id, known, "git", error).await;
                 return None;
             }
         };

@@ -287,11 +287,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let plan = Plan {
             toolchain: "test",
-            commands: vec![words(&[
-                "sh",
-                "-c",
-                "(sleep 1; touch late) & echo started; wait",
-            ])],
+            commands: vec![words(&["sh", "-c", "sleep 60 & echo started $!; wait"])],
             note: None,
         };
         let env = Env {
@@ -312,11 +308,28 @@ mod tests {
             "{}",
             build.output
         );
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(
-            !dir.path().join("late").exists(),
-            "a child of the build outlived it"
-        );
+        // The build's child (a minute's sleep) is gone with it: not running, at most a zombie
+        // waiting to be reaped (a survivor would still be sleeping past this bounded wait).
+        let words: Vec<&str> = build.output.split_whitespace().collect();
+        let child: u32 = words
+            .windows(2)
+            .find_map(|w| (w[0] == "started").then(|| w[1].parse().ok()).flatten())
+            .expect("the child's pid");
+        testkit::wait_until(
+            "the build's child to be gone",
+            testkit::DEFAULT_WAIT,
+            || async {
+                let stat =
+                    std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+                // `pid (comm) state …`: gone, or a zombie (`Z`).
+                let state = stat
+                    .rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().next());
+                matches!(state, None | Some("Z")).then_some(())
+            },
+        )
+        .await;
     }
 
     #[test]
