@@ -21,6 +21,18 @@ pub(crate) fn simulated_gpu(pool: &PgPool) -> (NatsServer, tempfile::TempDir, ne
     (nats, state, config)
 }
 
+/// The control plane (gateway, projector, dispatcher: the video worker and scheduler).
+pub(crate) const CONTROL: Parts = Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]);
+/// The control plane and a render worker.
+pub(crate) const STUDIO: Parts = CONTROL.with(Part::RenderWorker);
+
+/// `config` running as `parts`, and its gateway's URL.
+pub(crate) async fn start(config: &nebula::Config, parts: Parts) -> (nebula::Running, String) {
+    let running = nebula::start(config, parts).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    (running, base)
+}
+
 /// Project `id` once it has ended.
 pub(crate) async fn ended(base: &str, id: &str) -> Value {
     testkit::wait_until(
@@ -45,10 +57,7 @@ async fn personas_are_put_read_and_removed_by_those_allowed(pool: PgPool) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let config = common::config(&nats, &pool, state.path());
-    let running = nebula::start(&config, Parts::of(&[Part::Gateway, Part::Projector]))
-        .await
-        .unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (running, base) = start(&config, Parts::of(&[Part::Gateway, Part::Projector])).await;
     let operator = common::create_token(&base, "ops", "operator").await;
     let viewer = common::create_token(&base, "watcher", "viewer").await;
     let url = format!("{base}/api/video/personas/nova");
@@ -189,14 +198,7 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
     let (_nats, state, mut config) = simulated_gpu(&pool);
     let storage = state.path().join("storage");
     config.video.storage_root = Some(storage.clone());
-    let parts = Parts::of(&[
-        Part::Gateway,
-        Part::Projector,
-        Part::Dispatcher,
-        Part::RenderWorker,
-    ]);
-    let running = nebula::start(&config, parts).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (running, base) = start(&config, STUDIO).await;
     let (status, _) = call(
         Method::PUT,
         format!("{base}/api/video/personas/nova"),
@@ -343,14 +345,7 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
     let (_nats, _state, config) = simulated_gpu(&pool);
-    let parts = Parts::of(&[
-        Part::Gateway,
-        Part::Projector,
-        Part::Dispatcher,
-        Part::RenderWorker,
-    ]);
-    let running = nebula::start(&config, parts).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (running, base) = start(&config, STUDIO).await;
 
     let browser = testkit::webdriver::Browser::start().await;
     crate::dashboard_access::sign_in(
@@ -456,13 +451,7 @@ async fn the_queue_holds_its_cap_and_a_freed_place_goes_to_the_highest_priority(
     config.video.max_running = 1;
     config.video.max_waiting = 2;
     // No render worker: a running project waits for its pictures.
-    let running = nebula::start(
-        &config,
-        Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (running, base) = start(&config, CONTROL).await;
     let ask = |title: &'static str| {
         let base = base.clone();
         async move {
@@ -588,14 +577,7 @@ async fn a_scene_that_cannot_be_rendered_fails_its_project_saying_why(pool: PgPo
     config.render.node_id = Some("gpu-comfy".into());
     config.render.worker.ack_wait_secs = 2.0;
     config.video.checkpoint = Some("corrupt-v1.safetensors".to_owned());
-    let parts = Parts::of(&[
-        Part::Gateway,
-        Part::Projector,
-        Part::Dispatcher,
-        Part::RenderWorker,
-    ]);
-    let running = nebula::start(&config, parts).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (running, base) = start(&config, STUDIO).await;
     let (status, answer) = call(
         Method::POST,
         format!("{base}/api/video/projects"),
@@ -638,14 +620,7 @@ async fn a_scene_that_cannot_be_rendered_fails_its_project_saying_why(pool: PgPo
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_worker_stopped_mid_project_resumes_it_to_the_same_video(pool: PgPool) {
     let (_nats, _state, config) = simulated_gpu(&pool);
-    let parts = Parts::of(&[
-        Part::Gateway,
-        Part::Projector,
-        Part::Dispatcher,
-        Part::RenderWorker,
-    ]);
-    let running = nebula::start(&config, parts).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (running, base) = start(&config, STUDIO).await;
     let (status, _) = call(
         Method::PUT,
         format!("{base}/api/video/personas/nova"),
@@ -677,8 +652,7 @@ async fn a_worker_stopped_mid_project_resumes_it_to_the_same_video(pool: PgPool)
     )
     .await;
     running.shutdown().await;
-    let running = nebula::start(&config, parts).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (running, base) = start(&config, STUDIO).await;
     let resumed = ended(&base, &first).await;
     assert_eq!(resumed["status"], "completed", "{resumed:#}");
     let log = common::envelopes(&running.bus, "video_project", &first).await;

@@ -2,9 +2,8 @@
 //! topic's script written by the local LLM. The helpers are `video`'s.
 
 use crate::common::{self, call};
-use crate::video::{ended, simulated_gpu};
+use crate::video::{CONTROL, STUDIO, ended, simulated_gpu, start};
 
-use nebula::{Part, Parts};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -19,13 +18,7 @@ async fn schedules_fire_projects_and_skip_while_the_last_is_busy(pool: PgPool) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let config = common::config(&nats, &pool, state.path());
-    let running = nebula::start(
-        &config,
-        Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (running, base) = start(&config, CONTROL).await;
     let schedule = |overlap: &str| {
         json!({
             "cron": "*/2 * * * * *", "time_zone": "Europe/Berlin", "overlap": overlap,
@@ -153,13 +146,7 @@ async fn the_cli_asks_for_lists_shows_and_cancels_videos(pool: PgPool) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let config = common::config(&nats, &pool, state.path());
-    let running = nebula::start(
-        &config,
-        Parts::of(&[Part::Gateway, Part::Projector, Part::Dispatcher]),
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (running, base) = start(&config, CONTROL).await;
     let (status, _) = call(
         Method::PUT,
         format!("{base}/api/video/personas/nova"),
@@ -246,14 +233,7 @@ async fn a_topic_becomes_a_script_written_by_the_local_llm(pool: PgPool) {
     let (_nats, _state, mut config) = simulated_gpu(&pool);
     config.video.ollama_url = ollama.url.clone();
     config.video.script_model = "writer:3b".to_owned();
-    let parts = Parts::of(&[
-        Part::Gateway,
-        Part::Projector,
-        Part::Dispatcher,
-        Part::RenderWorker,
-    ]);
-    let running = nebula::start(&config, parts).await.unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (running, base) = start(&config, STUDIO).await;
     let (status, _) = call(
         Method::PUT,
         format!("{base}/api/video/personas/nova"),
