@@ -1,6 +1,6 @@
 //! A video assembled in process with FFmpeg's own libraries (ffmpeg-next on Debian's libav*):
 //! each scene a still (PNG, JPEG, PPM…) scaled and cropped to the format with a slow Ken Burns
-//! move, the narration's sentences burned in as subtitles (libass, through libavfilter's
+//! move, or a clip (an AnimateDiff MP4) cropped the same way and looped at its own rate, the narration's sentences burned in as subtitles (libass, through libavfilter's
 //! `subtitles`) and written beside it as SRT, encoded as H.264; the narration as AAC; one MP4,
 //! written aside and renamed into place only when whole.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ffmpeg::format::Pixel;
 use ffmpeg::software::scaling;
-use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, codec, encoder, format, frame, media};
+use ffmpeg::{ChannelLayout, Dictionary, Packet, Rational, codec, encoder, format, frame};
 use ffmpeg_next as ffmpeg;
 
 use crate::tts::{Speech, Timed};
@@ -76,9 +76,11 @@ pub enum Motion {
     ZoomOut,
 }
 
-/// One scene: a picture shown for `duration`.
+/// One scene: a picture (moved by `motion`) or a clip (played at its own rate, looped) shown
+/// for `duration`.
 #[derive(Debug, Clone)]
 pub struct Scene {
+    /// A still, or a clip: whatever decodes to more than one frame is played as a clip.
     pub image: PathBuf,
     pub duration: Duration,
     pub motion: Motion,
@@ -138,48 +140,8 @@ fn zoom_at(motion: Motion, t: f64) -> f64 {
 
 /// Decodes the first picture of `path` as RGB24.
 pub(crate) fn load_rgb(path: &Path) -> Result<frame::Video, String> {
-    let mut input = format::input(&path).map_err(|err| format!("{}: {err}", path.display()))?;
-    let stream = input
-        .streams()
-        .best(media::Type::Video)
-        .ok_or_else(|| format!("{} holds no picture", path.display()))?;
-    let index = stream.index();
-    let mut decoder = codec::context::Context::from_parameters(stream.parameters())
-        .and_then(|context| context.decoder().video())
-        .map_err(|err| format!("{}: {err}", path.display()))?;
-    let mut decoded = frame::Video::empty();
-    let mut got = false;
-    for (stream, packet) in input.packets() {
-        if stream.index() != index {
-            continue;
-        }
-        decoder
-            .send_packet(&packet)
-            .map_err(|err| format!("{}: {err}", path.display()))?;
-        if decoder.receive_frame(&mut decoded).is_ok() {
-            got = true;
-            break;
-        }
-    }
-    if !got {
-        let _ = decoder.send_eof();
-        decoder
-            .receive_frame(&mut decoded)
-            .map_err(|err| format!("{} could not be decoded: {err}", path.display()))?;
-    }
-    let mut rgb = frame::Video::empty();
-    scaling::Context::get(
-        decoded.format(),
-        decoded.width(),
-        decoded.height(),
-        Pixel::RGB24,
-        decoded.width(),
-        decoded.height(),
-        scaling::Flags::BILINEAR,
-    )
-    .and_then(|mut sws| sws.run(&decoded, &mut rgb))
-    .map_err(|err| format!("{}: {err}", path.display()))?;
-    Ok(rgb)
+    let mut decoded = crate::clip::decode(path, 1)?;
+    Ok(decoded.frames.swap_remove(0))
 }
 
 /// The `(x, y, w, h)` part of an RGB24 picture, as a picture of its own.
@@ -257,11 +219,13 @@ pub fn assemble(
     // Every picture is read before anything is written.
     let mut pictures = Vec::with_capacity(assembly.scenes.len());
     for (n, scene) in assembly.scenes.iter().enumerate() {
-        let rgb = load_rgb(&scene.image).map_err(|reason| AssemblyError::Scene {
-            scene: n + 1,
-            reason,
-        })?;
-        pictures.push(rgb);
+        let frames = crate::clip::decode(&scene.image, crate::clip::MAX_FRAMES).map_err(
+            |reason| AssemblyError::Scene {
+                scene: n + 1,
+                reason,
+            },
+        )?;
+        pictures.push(frames);
     }
     let partial = assembly.output.with_extension("part.mp4");
     // The subtitles' text for the burn-in, in a file of a name the filter can always read.
@@ -384,7 +348,7 @@ fn subtitles_spec(path: &Path) -> Result<String, AssemblyError> {
 
 fn write(
     assembly: &Assembly<'_>,
-    pictures: &[frame::Video],
+    pictures: &[crate::clip::Frames],
     path: &Path,
     (width, height, fps): (u32, u32, u32),
     burn: Option<&Path>,
@@ -504,14 +468,16 @@ fn write(
         } else {
             0.0
         };
-        let picture = &pictures[n];
-        let rect = crop(
-            picture.width(),
-            picture.height(),
-            width,
-            height,
-            zoom_at(assembly.scenes[n].motion, t),
-        );
+        let frames = &pictures[n].frames;
+        let (picture, zoom) = if frames.len() > 1 {
+            // A clip: the frame due at this moment of the scene, at the clip's own rate.
+            let secs = local as f64 / f64::from(fps);
+            let due = (secs * pictures[n].fps + 1e-6).floor() as usize;
+            (&frames[due % frames.len()], 1.0)
+        } else {
+            (&frames[0], zoom_at(assembly.scenes[n].motion, t))
+        };
+        let rect = crop(picture.width(), picture.height(), width, height, zoom);
         let part = cut(picture, rect);
         let mut yuv = frame::Video::empty();
         scaling::Context::get(

@@ -401,3 +401,58 @@ fn scenes_cross_fade_and_music_loops_under_the_video_and_fades_out() {
         "{err}"
     );
 }
+
+#[test]
+fn a_clip_scene_plays_its_frames_at_their_own_rate_and_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    // Eight frames at 4 a second, frame k a flat gray of 20 + 25k.
+    let (w, h) = (64u32, 64u32);
+    let frames: Vec<Vec<u8>> = (0..8u32)
+        .map(|k| vec![(20 + 25 * k) as u8; (w * h * 3) as usize])
+        .collect();
+    let clip = dir.path().join("clip.mp4");
+    std::fs::write(&clip, media::clip::encode_rgb(w, h, 4, &frames).unwrap()).unwrap();
+    let still = dir.path().join("still.ppm");
+    picture(&still, 64, 64, [200, 200, 200]);
+    let output = dir.path().join("out.mp4");
+    let assembly = Assembly {
+        frame: Frame {
+            width: 32,
+            height: 32,
+            fps: 8,
+        },
+        scenes: vec![
+            Scene {
+                image: clip,
+                duration: Duration::from_secs(3),
+                motion: Motion::ZoomIn,
+            },
+            Scene {
+                image: still,
+                duration: Duration::from_secs(1),
+                motion: Motion::Still,
+            },
+        ],
+        narration: None,
+        subtitles: Vec::new(),
+        fade: Duration::ZERO,
+        music: None,
+        output: output.clone(),
+    };
+    let done = assemble(&assembly, |_| {}).unwrap();
+    assert_eq!(done.frames, 32);
+    let mean = |n: u32| {
+        let gray = gray_frame(&output, n);
+        gray.iter().map(|v| f64::from(*v)).sum::<f64>() / gray.len() as f64
+    };
+    // Output frame f (8 a second) shows clip frame ⌊f/2⌋ mod 8: two output frames each, then
+    // the clip again from its start.
+    for (f, k) in [(0, 0), (3, 1), (9, 4), (15, 7), (16, 0), (21, 2)] {
+        let want = f64::from(20 + 25 * k);
+        let got = mean(f);
+        assert!(
+            (got - want).abs() < 8.0,
+            "output frame {f}: gray {got:.1}, clip frame {k} is {want}"
+        );
+    }
+}
