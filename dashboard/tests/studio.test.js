@@ -30,6 +30,19 @@ test('txt2img sends only what txt2img reads, typed', () => {
   });
 });
 
+test('a clip carries its frames and rate, and comes back into the form', () => {
+  const r = buildRenderRequest('animatediff', Object.assign({}, base, { frames: '24', fps: '12' }), {});
+  assert.deepEqual(r.body.params.animation, { frames: 24, fps: 12 });
+  assert.equal(r.body.params.width, 512);
+  assert.equal('denoise' in r.body.params, false);
+  assert.match(buildRenderRequest('animatediff', Object.assign({}, base, { frames: '1' }), {}).error, /frames/);
+  assert.match(buildRenderRequest('animatediff', Object.assign({}, base, { prompt: ' ' }), {}).error, /needs a prompt/);
+  const back = jobFormValues({ mode: 'animatediff', params: { prompt: 'p', animation: { frames: 24, fps: 12 } } });
+  assert.equal(back.mode, 'animatediff');
+  assert.equal(back.values.frames, '24');
+  assert.equal(back.values.fps, '12');
+});
+
 test('empty optional fields are left to the server', () => {
   const r = buildRenderRequest('txt2img', { prompt: 'x', seed: ' ', steps: '', priority: '' }, {});
   assert.deepEqual(r.body.params, { prompt: 'x' });

@@ -241,6 +241,12 @@ impl Aggregate for RenderJob {
                 if self.status.is_some() {
                     return Err(RenderError::AlreadySubmitted);
                 }
+                // The stored request is complete: a clip without its own settings gets the
+                // defaults it will run with.
+                let mut params = params;
+                if mode == events::render::RenderMode::AnimateDiff && params.animation.is_none() {
+                    params.animation = Some(events::render::Animation::default());
+                }
                 params.validate(mode).map_err(RenderError::InvalidParams)?;
                 if !(1..=10).contains(&max_attempts) {
                     return Err(RenderError::InvalidAttempts);

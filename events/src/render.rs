@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::DomainEvent;
 
-/// The six kinds of generation the studio offers.
+/// The kinds of generation the studio offers: six image modes and AnimateDiff clips.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RenderMode {
@@ -15,16 +15,20 @@ pub enum RenderMode {
     Controlnet,
     Upscale,
     FaceSwap,
+    /// A short clip (AnimateDiff frames, combined to MP4 by VideoHelperSuite).
+    #[serde(rename = "animatediff")]
+    AnimateDiff,
 }
 
 impl RenderMode {
-    pub const ALL: [RenderMode; 6] = [
+    pub const ALL: [RenderMode; 7] = [
         RenderMode::Txt2img,
         RenderMode::Img2img,
         RenderMode::Inpaint,
         RenderMode::Controlnet,
         RenderMode::Upscale,
         RenderMode::FaceSwap,
+        RenderMode::AnimateDiff,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,13 +39,14 @@ impl RenderMode {
             RenderMode::Controlnet => "controlnet",
             RenderMode::Upscale => "upscale",
             RenderMode::FaceSwap => "face_swap",
+            RenderMode::AnimateDiff => "animatediff",
         }
     }
 
     /// The input images this mode needs, by parameter name.
     pub fn required_images(self) -> &'static [&'static str] {
         match self {
-            RenderMode::Txt2img => &[],
+            RenderMode::Txt2img | RenderMode::AnimateDiff => &[],
             RenderMode::Img2img | RenderMode::Upscale => &["init_image"],
             RenderMode::Inpaint => &["init_image", "mask_image"],
             RenderMode::Controlnet => &["control_image"],
@@ -99,6 +104,33 @@ pub struct RenderParams {
     pub control_image: Option<ImageRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub face_image: Option<ImageRef>,
+    /// A clip's frames and motion (AnimateDiff; filled in at submit time for that mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub animation: Option<Animation>,
+}
+
+/// What an AnimateDiff clip is made of: how many frames at what rate, the motion module, and
+/// the sliding context window (AnimateDiff-Evolved's uniform context options) that lets a clip
+/// run longer than the module's 16 frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Animation {
+    #[serde(default = "defaults::frames")]
+    pub frames: u32,
+    #[serde(default = "defaults::fps")]
+    pub fps: u32,
+    #[serde(default = "defaults::motion_module")]
+    pub motion_module: String,
+    #[serde(default = "defaults::context_length")]
+    pub context_length: u32,
+    #[serde(default = "defaults::context_overlap")]
+    pub context_overlap: u32,
+}
+
+impl Default for Animation {
+    fn default() -> Self {
+        serde_json::from_value(serde_json::json!({})).expect("defaults are valid")
+    }
 }
 
 mod defaults {
@@ -116,6 +148,21 @@ mod defaults {
     }
     pub(super) fn denoise() -> f64 {
         1.0
+    }
+    pub(super) fn frames() -> u32 {
+        16
+    }
+    pub(super) fn fps() -> u32 {
+        8
+    }
+    pub(super) fn motion_module() -> String {
+        "mm_sd_v15_v2.ckpt".to_owned()
+    }
+    pub(super) fn context_length() -> u32 {
+        16
+    }
+    pub(super) fn context_overlap() -> u32 {
+        4
     }
 }
 
@@ -166,6 +213,33 @@ impl RenderParams {
         if mode == RenderMode::Upscale && self.upscale_model.is_none() {
             return Err("upscale needs upscale_model".to_owned());
         }
+        if let Some(animation) = &self.animation {
+            if !(2..=MAX_FRAMES).contains(&animation.frames) {
+                return Err(format!(
+                    "animation.frames must be 2..={MAX_FRAMES}, got {}",
+                    animation.frames
+                ));
+            }
+            if !(1..=60).contains(&animation.fps) {
+                return Err(format!(
+                    "animation.fps must be 1..=60, got {}",
+                    animation.fps
+                ));
+            }
+            if !(1..=64).contains(&animation.context_length)
+                || animation.context_overlap >= animation.context_length
+            {
+                return Err(format!(
+                    "animation.context_length must be 1..=64 and more than context_overlap, got {} and {}",
+                    animation.context_length, animation.context_overlap
+                ));
+            }
+            if animation.motion_module.trim().is_empty() {
+                return Err("animation.motion_module must not be empty".to_owned());
+            }
+        } else if mode == RenderMode::AnimateDiff {
+            return Err("animatediff needs animation".to_owned());
+        }
         for image in [
             &self.init_image,
             &self.mask_image,
@@ -204,11 +278,19 @@ impl RenderParams {
             RenderMode::Controlnet => 1_400,
             RenderMode::Upscale => 1_000,
             RenderMode::FaceSwap => 800,
+            // The motion module, and every frame's latent at once.
+            RenderMode::AnimateDiff => {
+                let frames = self.animation.as_ref().map_or(16, |a| a.frames);
+                1_200 + u64::from(frames) * pixels / 4_096
+            }
             _ => 0,
         };
         base + extra + pixels / 512
     }
 }
+
+/// The most frames one clip may have.
+pub const MAX_FRAMES: u32 = 256;
 
 /// What started a job: the provenance chain begins here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -537,4 +619,56 @@ pub struct WorkerHeartbeat {
 
 impl WorkerHeartbeat {
     pub const KIND: &'static str = "render_worker";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clip_is_named_animatediff_and_checked_before_it_runs() {
+        assert_eq!(
+            serde_json::to_value(RenderMode::AnimateDiff).unwrap(),
+            "animatediff"
+        );
+        let params: RenderParams = serde_json::from_value(serde_json::json!({
+            "prompt": "Nova walks",
+            "animation": {"frames": 24}
+        }))
+        .unwrap();
+        let animation = params.animation.clone().unwrap();
+        assert_eq!((animation.frames, animation.fps), (24, 8));
+        assert_eq!(animation.motion_module, "mm_sd_v15_v2.ckpt");
+        params.validate(RenderMode::AnimateDiff).unwrap();
+        // A clip costs more memory than its still, growing with its frames.
+        assert!(
+            params.vram_estimate_mib(RenderMode::AnimateDiff)
+                > params.vram_estimate_mib(RenderMode::Txt2img) + 1_000
+        );
+        let mut bad = params.clone();
+        bad.animation.as_mut().unwrap().frames = MAX_FRAMES + 1;
+        assert!(
+            bad.validate(RenderMode::AnimateDiff)
+                .unwrap_err()
+                .contains("animation.frames")
+        );
+        bad.animation.as_mut().unwrap().frames = 16;
+        bad.animation.as_mut().unwrap().context_overlap = 16;
+        assert!(
+            bad.validate(RenderMode::AnimateDiff)
+                .unwrap_err()
+                .contains("context_length")
+        );
+        let none = RenderParams {
+            animation: None,
+            ..params
+        };
+        assert_eq!(
+            none.validate(RenderMode::AnimateDiff).unwrap_err(),
+            "animatediff needs animation"
+        );
+        // An image job's stored form has no animation field at all.
+        let still = serde_json::to_value(&none).unwrap();
+        assert!(still.get("animation").is_none());
+    }
 }

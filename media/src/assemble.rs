@@ -219,12 +219,13 @@ pub fn assemble(
     // Every picture is read before anything is written.
     let mut pictures = Vec::with_capacity(assembly.scenes.len());
     for (n, scene) in assembly.scenes.iter().enumerate() {
-        let frames = crate::clip::decode(&scene.image, crate::clip::MAX_FRAMES).map_err(
-            |reason| AssemblyError::Scene {
-                scene: n + 1,
-                reason,
-            },
-        )?;
+        let frames =
+            crate::clip::decode(&scene.image, crate::clip::MAX_FRAMES).map_err(|reason| {
+                AssemblyError::Scene {
+                    scene: n + 1,
+                    reason,
+                }
+            })?;
         pictures.push(frames);
     }
     let partial = assembly.output.with_extension("part.mp4");

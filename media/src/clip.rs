@@ -84,13 +84,15 @@ pub fn decode(path: &Path, max: usize) -> Result<Frames, String> {
     Ok(Frames { frames, fps })
 }
 
-/// `frames` (RGB24, `width`×`height` each, packed rows) as an H.264 MP4 at `fps`, in memory.
-/// One encoding thread: the same frames always give the same bytes.
+/// `frames` (RGB24, `width`×`height` each, packed rows) as an H.264 MP4 at `fps`, in memory,
+/// with `metadata` tags (`comment`, `title`, …). One encoding thread: the same frames always
+/// give the same bytes.
 pub fn encode_rgb(
     width: u32,
     height: u32,
     fps: u32,
     frames: &[Vec<u8>],
+    metadata: &[(&str, &str)],
 ) -> Result<Vec<u8>, AssemblyError> {
     init()?;
     if frames.is_empty() {
@@ -100,6 +102,11 @@ pub fn encode_rgb(
     let scratch = tempfile::tempdir()?;
     let path = scratch.path().join("clip.mp4");
     let mut context = format::output(&path).map_err(ff("the clip"))?;
+    let mut tags = Dictionary::new();
+    for (key, value) in metadata {
+        tags.set(key, value);
+    }
+    context.set_metadata(tags);
     let global = context
         .format()
         .flags()
@@ -204,24 +211,30 @@ mod tests {
                     .collect()
             })
             .collect();
-        let mp4 = encode_rgb(w, h, 8, &frames).unwrap();
+        let mp4 = encode_rgb(w, h, 8, &frames, &[("comment", "made here")]).unwrap();
         assert_eq!(&mp4[4..8], b"ftyp");
         // Deterministic: the same frames, the same bytes.
-        assert_eq!(mp4, encode_rgb(w, h, 8, &frames).unwrap());
+        assert_eq!(
+            mp4,
+            encode_rgb(w, h, 8, &frames, &[("comment", "made here")]).unwrap()
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.mp4");
         std::fs::write(&path, &mp4).unwrap();
         let decoded = decode(&path, MAX_FRAMES).unwrap();
         assert_eq!(decoded.frames.len(), 12);
         assert!((decoded.fps - 8.0).abs() < 1e-6, "{}", decoded.fps);
-        assert_eq!((decoded.frames[0].width(), decoded.frames[0].height()), (w, h));
+        assert_eq!(
+            (decoded.frames[0].width(), decoded.frames[0].height()),
+            (w, h)
+        );
         // The first frame is red-poor, the last red-rich: the frames kept their order.
         let red = |f: &frame::Video| f.data(0)[3 * 10 + f.stride(0) * 10];
         assert!(red(&decoded.frames[0]) < 40 && red(&decoded.frames[11]) > 180);
         // A still decodes to one frame; at most `max` are taken.
         assert_eq!(decode(&path, 3).unwrap().frames.len(), 3);
         // A frame of the wrong size is refused, naming it.
-        let err = encode_rgb(w, h, 8, &[vec![0; 10]]).unwrap_err();
+        let err = encode_rgb(w, h, 8, &[vec![0; 10]], &[]).unwrap_err();
         assert!(err.to_string().contains("frame 1"), "{err}");
     }
 }

@@ -411,7 +411,11 @@ fn a_clip_scene_plays_its_frames_at_their_own_rate_and_loops() {
         .map(|k| vec![(20 + 25 * k) as u8; (w * h * 3) as usize])
         .collect();
     let clip = dir.path().join("clip.mp4");
-    std::fs::write(&clip, media::clip::encode_rgb(w, h, 4, &frames).unwrap()).unwrap();
+    std::fs::write(
+        &clip,
+        media::clip::encode_rgb(w, h, 4, &frames, &[]).unwrap(),
+    )
+    .unwrap();
     let still = dir.path().join("still.ppm");
     picture(&still, 64, 64, [200, 200, 200]);
     let output = dir.path().join("out.mp4");

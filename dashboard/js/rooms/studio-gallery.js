@@ -99,9 +99,19 @@ export function mountGallery(actions) {
           if (placeholder) placeholder.textContent = 'image unavailable';
           return;
         }
-        const img = document.createElement('img');
-        img.alt = prompt ? truncate(prompt, 120) : 'render ' + tailId(job.job_id);
-        img.decoding = 'async';
+        // A clip plays in place (muted, looping, as a moving thumbnail); a picture is an img.
+        const clip = str(art.content_type) === 'video/mp4';
+        const img = document.createElement(clip ? 'video' : 'img');
+        if (clip) {
+          img.muted = true;
+          img.loop = true;
+          img.autoplay = true;
+          img.playsInline = true;
+          img.setAttribute('aria-label', prompt ? truncate(prompt, 120) : 'clip ' + tailId(job.job_id));
+        } else {
+          img.alt = prompt ? truncate(prompt, 120) : 'render ' + tailId(job.job_id);
+          img.decoding = 'async';
+        }
         if (num(art.width)) img.width = art.width;
         if (num(art.height)) img.height = art.height;
         img.src = url;

@@ -17,6 +17,7 @@ const MODES = [
   ['controlnet', 'guided by a control image'],
   ['upscale', 'enlarge an image'],
   ['face_swap', 'swap a face'],
+  ['animatediff', 'a short clip (AnimateDiff)'],
 ];
 
 const IMAGE_INPUTS = [
@@ -41,6 +42,8 @@ const FIELD_IDS = {
   lora_strength: 'studio-lora-strength',
   upscale_model: 'studio-upscale-model',
   controlnet_model: 'studio-controlnet-model',
+  frames: 'studio-frames',
+  fps: 'studio-fps',
   priority: 'studio-priority',
 };
 
@@ -78,6 +81,8 @@ const html = `
         ${numberField('height', 'height', 'studio-height', 'Height', 'min="64" max="4096" step="8" value="512"')}
         ${numberField('cfg', 'cfg', 'studio-cfg', 'CFG', 'min="0" max="30" step="0.5" value="7"')}
         ${numberField('denoise', 'denoise', 'studio-denoise', 'Denoise', 'min="0" max="1" step="0.05" value="0.75"')}
+        ${numberField('frames', 'frames', 'studio-frames', 'Frames', 'min="2" max="256" step="1" value="16"')}
+        ${numberField('fps', 'fps', 'studio-fps', 'Frames a second', 'min="1" max="60" step="1" value="8"')}
         <label class="field field-wide" data-field="checkpoint" for="studio-checkpoint"><span class="field-label">Checkpoint</span>
           <input id="studio-checkpoint" name="checkpoint" type="text" spellcheck="false" value="v1-5-pruned-emaonly.safetensors"></label>
         <label class="field" data-field="lora" for="studio-lora"><span class="field-label">LoRA <span class="small">(optional)</span></span>

@@ -4,7 +4,7 @@
 
 import { isObj, num, str } from './format.js';
 
-const RENDER_MODES = ['txt2img', 'img2img', 'inpaint', 'controlnet', 'upscale', 'face_swap'];
+const RENDER_MODES = ['txt2img', 'img2img', 'inpaint', 'controlnet', 'upscale', 'face_swap', 'animatediff'];
 const IMAGE_FIELDS = ['init_image', 'mask_image', 'control_image', 'face_image'];
 const SAMPLER_FIELDS = ['prompt', 'negative_prompt', 'seed', 'steps', 'cfg', 'checkpoint', 'lora'];
 // The fields each mode's workflow reads. Image fields listed here are required by the mode.
@@ -15,8 +15,9 @@ const MODE_FIELDS = {
   controlnet: SAMPLER_FIELDS.concat(['width', 'height', 'controlnet_model', 'control_image']),
   upscale: ['upscale_model', 'init_image'],
   face_swap: ['init_image', 'face_image'],
+  animatediff: SAMPLER_FIELDS.concat(['width', 'height', 'frames', 'fps']),
 };
-const PROMPT_MODES = ['txt2img', 'img2img', 'inpaint', 'controlnet'];
+const PROMPT_MODES = ['txt2img', 'img2img', 'inpaint', 'controlnet', 'animatediff'];
 const MAX_SEED = Number.MAX_SAFE_INTEGER;
 const I32_MIN = -2147483648;
 const I32_MAX = 2147483647;
@@ -131,6 +132,16 @@ export function buildRenderRequest(mode, values, images) {
       if (out.error) return { error: out.error.replace('lora_strength', 'LoRA strength') };
       params.lora = { name: name, strength: strength === undefined ? 1 : strength };
     }
+  }
+  if (uses('frames')) {
+    // A clip: its frames and rate (the motion module and context window keep their defaults).
+    const animation = {};
+    for (const [name, min, max] of [['frames', 2, 256], ['fps', 1, 60]]) {
+      const v = parseInteger(values, name, min, max, out);
+      if (out.error) return { error: out.error };
+      if (v !== undefined) animation[name] = v;
+    }
+    params.animation = animation;
   }
   for (const name of ['upscale_model', 'controlnet_model']) {
     if (!uses(name)) continue;
@@ -421,6 +432,11 @@ export function jobFormValues(job) {
   values.lora = isObj(p.lora) ? str(p.lora.name) || '' : '';
   if (isObj(p.lora) && num(p.lora.strength) !== null) values.lora_strength = String(p.lora.strength);
   values.controlnet_model = str(p.controlnet_model) || '';
+  if (isObj(p.animation)) {
+    for (const name of ['frames', 'fps']) {
+      if (num(p.animation[name]) !== null) values[name] = String(p.animation[name]);
+    }
+  }
   return { mode: RENDER_MODES.indexOf(job.mode) !== -1 ? job.mode : null, values: values };
 }
 

@@ -750,28 +750,26 @@ fn count(value: &Value) -> Option<u32> {
         .map(|count| u32::try_from(count).unwrap_or(u32::MAX))
 }
 
-/// The saved images an output names (`{"images": [{filename, subfolder, type}]}`); previews
+/// The saved files an output names: images (`{"images": [{filename, subfolder, type}]}`) and
+/// VideoHelperSuite's clips (`{"gifs": [...]}`, the same shape plus `format`); previews
 /// (`type: "temp"`) are not results.
 fn images(output: &Value) -> Vec<FileRef> {
-    output["images"]
-        .as_array()
-        .map(|images| {
-            images
-                .iter()
-                .filter_map(|image| {
-                    let kind = image["type"].as_str().unwrap_or("output");
-                    if kind != "output" {
-                        return None;
-                    }
-                    Some(FileRef {
-                        filename: image["filename"].as_str()?.to_owned(),
-                        subfolder: image["subfolder"].as_str().unwrap_or_default().to_owned(),
-                        kind: kind.to_owned(),
-                    })
-                })
-                .collect()
+    ["images", "gifs"]
+        .iter()
+        .filter_map(|key| output[*key].as_array())
+        .flatten()
+        .filter_map(|image| {
+            let kind = image["type"].as_str().unwrap_or("output");
+            if kind != "output" {
+                return None;
+            }
+            Some(FileRef {
+                filename: image["filename"].as_str()?.to_owned(),
+                subfolder: image["subfolder"].as_str().unwrap_or_default().to_owned(),
+                kind: kind.to_owned(),
+            })
         })
-        .unwrap_or_default()
+        .collect()
 }
 
 /// ComfyUI's 400 body as one line: the error, then each node's errors.
@@ -876,5 +874,16 @@ mod tests {
         assert_eq!(count(&json!(3)), Some(3));
         assert_eq!(count(&json!(2.0)), Some(2));
         assert_eq!(count(&json!(null)), None);
+    }
+
+    #[test]
+    fn a_clip_is_read_from_the_gifs_entry() {
+        let output = json!({"gifs": [
+            {"filename": "nebula-j_00001.mp4", "subfolder": "", "type": "output", "format": "video/h264-mp4", "frame_rate": 8.0},
+            {"filename": "nebula-j_00001.png", "subfolder": "", "type": "temp", "format": "image/png"}
+        ]});
+        let files = images(&output);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].filename, "nebula-j_00001.mp4");
     }
 }

@@ -1,7 +1,8 @@
 //! The simulated GPU: a clearly labelled stand-in for machines without one. It reports progress
 //! like a sampler would, honours cancellation, and produces a real PNG whose pixels are derived
 //! from the prompt and seed alone (the same job draws the same bytes), with `tEXt` chunks saying
-//! that no model ran.
+//! that no model ran; for an AnimateDiff job, a frame sequence (the picture panning slowly) as an
+//! H.264 MP4 whose `comment` says the same.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -79,21 +80,40 @@ impl Backend for SimulatedGpu {
         let prompt = params.prompt.clone();
         let seed = params.seed;
         let params_json = ascii_json(&serde_json::to_string(params).unwrap_or_default());
+        let animation = (request.mode == RenderMode::AnimateDiff)
+            .then(|| params.animation.clone().unwrap_or_default());
+        let prefix = workflows::filename_prefix(&request.job_id);
         let render = tokio::task::spawn_blocking(move || {
             let rgb = draw(&prompt, seed, width, height);
-            png::encode_rgb(
+            let Some(animation) = animation else {
+                let png = png::encode_rgb(
+                    width,
+                    height,
+                    &rgb,
+                    &[("Software", SOFTWARE), ("prompt", &params_json)],
+                );
+                return Ok((format!("{prefix}_00001_.png"), "image/png", png));
+            };
+            let frames = pan(&rgb, width, height, animation.frames);
+            media::clip::encode_rgb(
                 width,
                 height,
-                &rgb,
-                &[("Software", SOFTWARE), ("prompt", &params_json)],
+                animation.fps,
+                &frames,
+                &[("comment", SOFTWARE), ("description", &params_json)],
             )
+            .map(|mp4| (format!("{prefix}_00001.mp4"), "video/mp4", mp4))
+            .map_err(|err| BackendError::Execution {
+                node_type: "VHS_VideoCombine".to_owned(),
+                message: format!("the simulated clip could not be encoded: {err}"),
+            })
         });
-        let png = tokio::select! {
+        let (filename, content_type, bytes) = tokio::select! {
             biased;
             () = cancel.cancelled() => return Err(BackendError::Interrupted),
-            png = render => png.map_err(|err| {
+            made = render => made.map_err(|err| {
                 BackendError::Unavailable(format!("simulated render task failed: {err}"))
-            })?,
+            })??,
         };
 
         // The graph ComfyUI would have run for this job, named as the ComfyUI backend names it.
@@ -109,9 +129,9 @@ impl Backend for SimulatedGpu {
         let graph = workflows::build(request.mode, params, &uploaded, &prefix);
         Ok(RenderOutput {
             images: vec![OutputImage {
-                filename: format!("{prefix}_00001_.png"),
-                content_type: "image/png".to_owned(),
-                bytes: Bytes::from(png),
+                filename,
+                content_type: content_type.to_owned(),
+                bytes: Bytes::from(bytes),
             }],
             workflow_hash: workflows::workflow_hash(&graph),
             backend_ref: None,
@@ -142,6 +162,25 @@ fn ascii_json(json: &str) -> String {
         }
     }
     out
+}
+
+/// `frames` frames of `rgb` panning right across an eighth of its width, wrapping around.
+fn pan(rgb: &[u8], width: u32, height: u32, frames: u32) -> Vec<Vec<u8>> {
+    let (w, h) = (width as usize, height as usize);
+    let frames = frames.max(1) as usize;
+    (0..frames)
+        .map(|k| {
+            let shift = k * w / 8 / frames;
+            let mut frame = vec![0u8; w * h * 3];
+            for y in 0..h {
+                let row = &rgb[y * w * 3..(y + 1) * w * 3];
+                let out = &mut frame[y * w * 3..(y + 1) * w * 3];
+                out[shift * 3..].copy_from_slice(&row[..(w - shift) * 3]);
+                out[..shift * 3].copy_from_slice(&row[(w - shift) * 3..]);
+            }
+            frame
+        })
+        .collect()
 }
 
 /// xorshift64*: small, fast and the same everywhere.
@@ -406,6 +445,50 @@ mod tests {
             .await
             .unwrap();
         assert_ne!(whale.images[0].bytes, first);
+    }
+
+    #[tokio::test]
+    async fn an_animatediff_job_is_a_labelled_clip_of_its_frames() {
+        let mut params = params(3);
+        params.animation = Some(events::render::Animation {
+            frames: 10,
+            fps: 5,
+            ..events::render::Animation::default()
+        });
+        let run = || async {
+            gpu()
+                .run(
+                    &request(RenderMode::AnimateDiff, params.clone()),
+                    &|_, _| {},
+                    CancellationToken::new(),
+                )
+                .await
+                .unwrap()
+        };
+        let output = run().await;
+        let clip = &output.images[0];
+        assert_eq!(clip.content_type, "video/mp4");
+        assert_eq!(clip.filename, "nebula-0190b5c2-job_00001.mp4");
+        // The same job, the same bytes.
+        assert_eq!(clip.bytes, run().await.images[0].bytes);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.mp4");
+        std::fs::write(&path, &clip.bytes).unwrap();
+        let decoded = media::clip::decode(&path, 100).unwrap();
+        assert_eq!(decoded.frames.len(), 10);
+        assert!((decoded.fps - 5.0).abs() < 1e-6);
+        assert_eq!(
+            (decoded.frames[0].width(), decoded.frames[0].height()),
+            (96, 64)
+        );
+        // It moves: the last frame is not the first.
+        assert_ne!(decoded.frames[0].data(0), decoded.frames[9].data(0));
+        // Labelled: the MP4 says no model ran.
+        let labelled = clip
+            .bytes
+            .windows(SOFTWARE.len())
+            .any(|window| window == SOFTWARE.as_bytes());
+        assert!(labelled, "the clip does not say it was simulated");
     }
 
     #[test]

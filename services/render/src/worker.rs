@@ -396,10 +396,20 @@ impl Worker {
                         Ok(stored) => stored,
                         Err(err) => return Outcome::Retry(format!("artifact store: {err}")),
                     };
-                    if let Err(err) = self.store.link_job(&item.job_id, index, &sha, "png").await {
+                    let (extension, size) = match image.content_type.as_str() {
+                        "video/mp4" => ("mp4", Some((item.params.width, item.params.height))),
+                        "image/jpeg" => ("jpg", None),
+                        "image/webp" => ("webp", None),
+                        _ => ("png", png_size(&image.bytes)),
+                    };
+                    if let Err(err) = self
+                        .store
+                        .link_job(&item.job_id, index, &sha, extension)
+                        .await
+                    {
                         return Outcome::Retry(format!("artifact store: {err}"));
                     }
-                    let (width, height) = png_size(&image.bytes).unwrap_or((0, 0));
+                    let (width, height) = size.unwrap_or((0, 0));
                     artifacts.push(Artifact {
                         sha256: sha,
                         bytes: image.bytes.len() as u64,

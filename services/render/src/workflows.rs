@@ -38,6 +38,12 @@ const LORA: &str = "30";
 const UPSCALE_LOADER: &str = "40";
 const UPSCALE: &str = "41";
 const FACE_SWAP: &str = "50";
+const CONTEXT_OPTIONS: &str = "60";
+const MOTION: &str = "61";
+const COMBINE: &str = "62";
+
+/// The format VideoHelperSuite's `VHS_VideoCombine` writes a clip in.
+pub const CLIP_FORMAT: &str = "video/h264-mp4";
 
 /// The `SaveImage` prefix for a job's outputs: `nebula-<job id>`, with anything but ASCII
 /// letters, digits, `-` and `_` replaced (a job id is never trusted as a path).
@@ -162,6 +168,31 @@ pub fn build(
             diffusion(&mut graph, mode, params, uploaded);
             link(DECODE, 0)
         }
+        RenderMode::AnimateDiff => {
+            diffusion(&mut graph, mode, params, uploaded);
+            let animation = params.animation.clone().unwrap_or_default();
+            // VideoHelperSuite combines the decoded frames into one H.264 MP4; its output is
+            // the history's `gifs` entry.
+            graph.insert(
+                COMBINE.into(),
+                node(
+                    "VHS_VideoCombine",
+                    json!({
+                        "images": link(DECODE, 0),
+                        "frame_rate": animation.fps,
+                        "loop_count": 0,
+                        "filename_prefix": filename_prefix,
+                        "format": CLIP_FORMAT,
+                        "pix_fmt": "yuv420p",
+                        "crf": 19,
+                        "save_metadata": true,
+                        "pingpong": false,
+                        "save_output": true,
+                    }),
+                ),
+            );
+            return Value::Object(graph);
+        }
     };
     graph.insert(
         SAVE.into(),
@@ -206,6 +237,42 @@ fn diffusion(
         }
         None => (link(CHECKPOINT, 0), link(CHECKPOINT, 1)),
     };
+    // A clip: AnimateDiff-Evolved's context options → its Gen1 loader over the model, which the
+    // sampler then runs on every frame's latent at once.
+    let (model, batch) = match (mode, &params.animation) {
+        (RenderMode::AnimateDiff, animation) => {
+            let animation = animation.clone().unwrap_or_default();
+            graph.insert(
+                CONTEXT_OPTIONS.into(),
+                node(
+                    "ADE_StandardUniformContextOptions",
+                    json!({
+                        "context_length": animation.context_length,
+                        "context_stride": 1,
+                        "context_overlap": animation.context_overlap,
+                        "fuse_method": "pyramid",
+                        "use_on_equal_length": false,
+                        "start_percent": 0.0,
+                        "guarantee_steps": 1,
+                    }),
+                ),
+            );
+            graph.insert(
+                MOTION.into(),
+                node(
+                    "ADE_AnimateDiffLoaderGen1",
+                    json!({
+                        "model": model,
+                        "model_name": animation.motion_module,
+                        "beta_schedule": "autoselect",
+                        "context_options": link(CONTEXT_OPTIONS, 0),
+                    }),
+                ),
+            );
+            (link(MOTION, 0), animation.frames)
+        }
+        _ => (model, 1),
+    };
     let vae = link(CHECKPOINT, 2);
     graph.insert(
         POSITIVE.into(),
@@ -222,7 +289,8 @@ fn diffusion(
         ),
     );
 
-    let empty_latent = json!({ "width": params.width, "height": params.height, "batch_size": 1 });
+    let empty_latent =
+        json!({ "width": params.width, "height": params.height, "batch_size": batch });
     let (latent, denoise) = match mode {
         RenderMode::Img2img => {
             graph.insert(
@@ -276,7 +344,8 @@ fn diffusion(
         RenderMode::Txt2img
         | RenderMode::Controlnet
         | RenderMode::Upscale
-        | RenderMode::FaceSwap => {
+        | RenderMode::FaceSwap
+        | RenderMode::AnimateDiff => {
             graph.insert(LATENT.into(), node("EmptyLatentImage", empty_latent));
             (link(LATENT, 0), 1.0)
         }
@@ -427,8 +496,17 @@ mod tests {
         nodes[0].1
     }
 
+    /// The node that writes the job's output: `SaveImage`, or a clip's `VHS_VideoCombine`.
+    fn output_class(graph: &Value) -> &'static str {
+        if nodes_of(graph, "VHS_VideoCombine").is_empty() {
+            "SaveImage"
+        } else {
+            "VHS_VideoCombine"
+        }
+    }
+
     /// Every link points at an existing node, every node has a class and inputs, exactly one
-    /// SaveImage, and no node is left dangling (everything feeds the output).
+    /// output node, and no node is left dangling (everything feeds the output).
     fn assert_valid(graph: &Value) {
         let nodes = graph.as_object().expect("graph is an object");
         let mut used = std::collections::HashSet::new();
@@ -448,9 +526,12 @@ mod tests {
                 }
             }
         }
-        assert_eq!(nodes_of(graph, "SaveImage").len(), 1, "one SaveImage");
+        let output = output_class(graph);
+        let outputs =
+            nodes_of(graph, "SaveImage").len() + nodes_of(graph, "VHS_VideoCombine").len();
+        assert_eq!(outputs, 1, "one output node");
         for (id, node) in nodes {
-            if node["class_type"] != "SaveImage" {
+            if node["class_type"] != output {
                 assert!(used.contains(id), "{id} feeds nothing");
             }
         }
@@ -461,9 +542,51 @@ mod tests {
         for mode in RenderMode::ALL {
             let graph = build(mode, &params(), &uploads(), "nebula-job");
             assert_valid(&graph);
-            let save = one(&graph, "SaveImage");
+            let save = one(&graph, output_class(&graph));
             assert_eq!(save["inputs"]["filename_prefix"], "nebula-job");
         }
+    }
+
+    #[test]
+    fn a_clip_runs_animatediff_over_every_frame_and_combines_them_to_mp4() {
+        let mut params = params();
+        params.lora = Some(Lora {
+            name: "nova.safetensors".into(),
+            strength: 0.8,
+        });
+        params.animation = Some(events::render::Animation {
+            frames: 24,
+            fps: 12,
+            motion_module: "mm_sd_v15_v2.ckpt".into(),
+            context_length: 16,
+            context_overlap: 4,
+        });
+        let graph = build(RenderMode::AnimateDiff, &params, &uploads(), "nebula-clip");
+        assert_valid(&graph);
+        // The motion module wraps the LoRA'd model, with the context window linked in.
+        let loader = one(&graph, "ADE_AnimateDiffLoaderGen1");
+        assert_eq!(loader["inputs"]["model"], json!([LORA, 0]));
+        assert_eq!(loader["inputs"]["model_name"], "mm_sd_v15_v2.ckpt");
+        assert_eq!(
+            loader["inputs"]["context_options"],
+            json!([CONTEXT_OPTIONS, 0])
+        );
+        let context = one(&graph, "ADE_StandardUniformContextOptions");
+        assert_eq!(context["inputs"]["context_length"], 16);
+        assert_eq!(context["inputs"]["context_overlap"], 4);
+        // The sampler runs the animated model over one latent per frame.
+        let sampler = one(&graph, "KSampler");
+        assert_eq!(sampler["inputs"]["model"], json!([MOTION, 0]));
+        assert_eq!(one(&graph, "EmptyLatentImage")["inputs"]["batch_size"], 24);
+        let combine = one(&graph, "VHS_VideoCombine");
+        assert_eq!(combine["inputs"]["images"], json!([DECODE, 0]));
+        assert_eq!(combine["inputs"]["frame_rate"], 12);
+        assert_eq!(combine["inputs"]["format"], CLIP_FORMAT);
+        assert!(nodes_of(&graph, "SaveImage").is_empty());
+        // The image modes are untouched: one latent, no motion module.
+        let still = build(RenderMode::Txt2img, &params, &uploads(), "p");
+        assert_eq!(one(&still, "EmptyLatentImage")["inputs"]["batch_size"], 1);
+        assert!(nodes_of(&still, "ADE_AnimateDiffLoaderGen1").is_empty());
     }
 
     #[test]

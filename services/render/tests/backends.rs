@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::Bytes;
-use events::render::{ImageRef, Lora, RenderMode, RenderParams};
+use events::render::{Animation, ImageRef, Lora, RenderMode, RenderParams};
 use render::artifacts::png::encode_rgb;
 use render::backend::{Backend, BackendError, InputImage, RenderRequest};
 use render::comfyui::ComfyUi;
@@ -200,6 +200,12 @@ async fn every_mode_runs_with_a_lora_and_its_inputs() {
             strength: 0.8,
         });
         params.upscale_model = Some(UPSCALER.into());
+        if mode == RenderMode::AnimateDiff {
+            params.animation = Some(Animation {
+                frames: 4,
+                ..Animation::default()
+            });
+        }
         let job_id = format!("job-mode-{index}");
         let mut request = request(&job_id, mode, params);
         for param in mode.required_images() {
@@ -215,14 +221,68 @@ async fn every_mode_runs_with_a_lora_and_its_inputs() {
             .unwrap_or_else(|err| panic!("{mode:?}: {err}"));
 
         assert_eq!(output.images.len(), 1, "{mode:?}");
-        assert!(
-            output.images[0].bytes.starts_with(PNG_SIGNATURE),
-            "{mode:?}"
-        );
+        let bytes = &output.images[0].bytes;
+        if mode == RenderMode::AnimateDiff {
+            assert_eq!(&bytes[4..8], b"ftyp", "an MP4");
+        } else {
+            assert!(bytes.starts_with(PNG_SIGNATURE), "{mode:?}");
+        }
         let accepted = fake.accepted_prompts().pop().unwrap();
         assert_eq!(output.workflow_hash, workflows::workflow_hash(&accepted));
     }
     assert_eq!(fake.completed(), RenderMode::ALL.len());
+}
+
+#[tokio::test]
+async fn an_animatediff_clip_comes_back_as_the_mp4_videohelpersuite_wrote() {
+    let fake = fake().await;
+    let comfy = ComfyUi::new(&fake.url()).unwrap();
+    let mut params = params();
+    params.animation = Some(Animation {
+        frames: 12,
+        fps: 6,
+        ..Animation::default()
+    });
+    let progress = Progress::default();
+    let output = comfy
+        .run(
+            &request("job-clip", RenderMode::AnimateDiff, params.clone()),
+            &|v, m| progress.record(v, m),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let clip = &output.images[0];
+    assert_eq!(clip.content_type, "video/mp4");
+    assert_eq!(clip.filename, "nebula-job-clip_00001.mp4");
+    assert_eq!(progress.seen().last(), Some(&(6, 6)), "the sampler's steps");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clip.mp4");
+    std::fs::write(&path, &clip.bytes).unwrap();
+    let frames = media::clip::decode(&path, 100).unwrap();
+    assert_eq!(frames.frames.len(), 12, "one frame per latent of the batch");
+    assert!((frames.fps - 6.0).abs() < 1e-6);
+    assert_eq!(
+        (frames.frames[0].width(), frames.frames[0].height()),
+        (64, 64)
+    );
+
+    // A motion module the server does not have is refused before anything runs.
+    fake.set_models("animatediff_models", ["mm_sd_v15_v2.ckpt"]);
+    params.animation.as_mut().unwrap().motion_module = "mm_missing.ckpt".into();
+    let err = comfy
+        .run(
+            &request("job-clip-2", RenderMode::AnimateDiff, params),
+            &|_, _| {},
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("ADE_AnimateDiffLoaderGen1") && text.contains("mm_missing.ckpt"),
+        "{text}"
+    );
 }
 
 fn with_image(mut params: RenderParams, param: &str, sha256: &str) -> RenderParams {

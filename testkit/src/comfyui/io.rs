@@ -159,6 +159,7 @@ pub(super) fn file_response(name: &str, bytes: Bytes) -> Response {
         Some(ext) if ext == "jpg" || ext == "jpeg" => "image/jpeg",
         Some(ext) if ext == "webp" => "image/webp",
         Some(ext) if ext == "gif" => "image/gif",
+        Some(ext) if ext == "mp4" => "video/mp4",
         _ => "application/octet-stream",
     };
     (

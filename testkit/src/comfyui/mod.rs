@@ -31,8 +31,11 @@
 //! VAEEncodeForInpaint, SetLatentNoiseMask, VAELoader, SaveImage, PreviewImage, LoadImage,
 //! LoadImageMask, EmptyImage, ImageInvert, ImageScale, ImageScaleBy, LoraLoader,
 //! ControlNetLoader, ControlNetApply, ControlNetApplyAdvanced, UpscaleModelLoader,
-//! ImageUpscaleWithModel and the ReActorFaceSwap custom node. LoRA, ControlNet and VAE names
-//! pass until [`FakeComfy::set_models`] says which exist.
+//! ImageUpscaleWithModel, the ReActorFaceSwap custom node, and for clips AnimateDiff-Evolved's
+//! ADE_StandardUniformContextOptions and ADE_AnimateDiffLoaderGen1 with VideoHelperSuite's
+//! VHS_VideoCombine (a real H.264 MP4 of the batch's frames, reported under `gifs`). LoRA,
+//! ControlNet, VAE and motion module names pass until [`FakeComfy::set_models`] says which
+//! exist.
 //!
 //! The parts: `server` answers HTTP and websockets (on a listener whose connections die with
 //! the server), `io` parses what requests carry and names files, `graph` keeps a prompt in the
@@ -477,9 +480,14 @@ impl QueueItem {
 }
 
 /// Combo inputs listing the files of a model folder: `(class, input, folder)`.
-const MODEL_INPUTS: [(&str, &str, &str); 4] = [
+const MODEL_INPUTS: [(&str, &str, &str); 5] = [
     ("CheckpointLoaderSimple", "ckpt_name", "checkpoints"),
     ("LoraLoader", "lora_name", "loras"),
     ("ControlNetLoader", "control_net_name", "controlnet"),
     ("VAELoader", "vae_name", "vae"),
+    (
+        "ADE_AnimateDiffLoaderGen1",
+        "model_name",
+        "animatediff_models",
+    ),
 ];

@@ -244,7 +244,9 @@ pub(super) fn evaluate(
             artifact.width = image.width * scale;
             artifact.height = image.height * scale;
         }
-        "SaveImage" | "PreviewImage" => return Ok(Evaluation::Save(input("images"))),
+        "SaveImage" | "PreviewImage" | "VHS_VideoCombine" => {
+            return Ok(Evaluation::Save(input("images")));
+        }
         _ => {}
     }
     let outputs = vec![artifact; output_count.max(1)];
@@ -259,6 +261,9 @@ pub(super) async fn save_images(
     node: &GraphNode,
     images: Artifact,
 ) -> Result<Value, NodeFailure> {
+    if node.class() == "VHS_VideoCombine" {
+        return save_video(shared, node, images).await;
+    }
     let (folder, prefix) = if node.class() == "PreviewImage" {
         (Folder::Temp, shared.temp_prefix.clone())
     } else {
@@ -323,6 +328,96 @@ pub(super) async fn save_images(
         saved.push(json!({ "filename": file, "subfolder": subfolder, "type": folder.name() }));
     }
     Ok(json!({ "images": saved }))
+}
+
+/// VideoHelperSuite's `VHS_VideoCombine` with `video/h264-mp4`: the batch's frames as one
+/// H.264 MP4 at `frame_rate`, `{prefix}_{counter:05}.mp4` in the output folder (or temp when
+/// `save_output` is false), reported under `gifs` with its `format` and `frame_rate`. The
+/// other formats need encoders this fake does not carry and fail as a missing ffmpeg would.
+async fn save_video(
+    shared: &Shared,
+    node: &GraphNode,
+    images: Artifact,
+) -> Result<Value, NodeFailure> {
+    let prefix = node
+        .input("filename_prefix")
+        .map_or_else(|| "AnimateDiff".to_owned(), py_str);
+    let format = node.input("format").map(py_str).unwrap_or_default();
+    let frame_rate = node.input("frame_rate").and_then(py_as_f64).unwrap_or(8.0);
+    let save_output = node.input("save_output") != Some(&Value::Bool(false));
+    if format != "video/h264-mp4" {
+        return Err(node_error(
+            "Exception",
+            format!("Unsupported format {format}: this server's ffmpeg has no encoder for it"),
+            &[
+                "  File \"ComfyUI/custom_nodes/ComfyUI-VideoHelperSuite/videohelpersuite/nodes.py\", line 479, in combine_video\n    <source line>\n",
+            ],
+        ));
+    }
+    let (subfolder, filename) = match prefix.rsplit_once('/') {
+        Some((subfolder, filename)) => (normalize_subfolder(subfolder), filename.to_owned()),
+        None => (Some(String::new()), prefix.clone()),
+    };
+    let Some(subfolder) = subfolder else {
+        return Err(node_error(
+            "Exception",
+            format!(
+                "**** ERROR: Saving image outside the output folder is not allowed.\n full_output_folder: ComfyUI/output/{prefix}"
+            ),
+            &[
+                "  File \"ComfyUI/folder_paths.py\", line 446, in get_save_image_path\n    <source line>\n",
+            ],
+        ));
+    };
+    let folder = if save_output {
+        Folder::Output
+    } else {
+        Folder::Temp
+    };
+    let batch = images.batch.max(1);
+    let fps = (frame_rate.round() as u32).max(1);
+    let encoded = tokio::task::spawn_blocking(move || {
+        let (width, height) = (images.width.max(2) & !1, images.height.max(2) & !1);
+        let frames: Vec<Vec<u8>> = (0..batch)
+            .map(|index| paint(&images, width, height, index))
+            .collect();
+        media::clip::encode_rgb(width, height, fps, &frames, &[])
+    })
+    .await
+    .map_err(|_| NodeFailure::Killed)?
+    .map_err(|err| {
+        node_error(
+            "RuntimeError",
+            format!("ffmpeg failed: {err}"),
+            &["  File \"ComfyUI/custom_nodes/ComfyUI-VideoHelperSuite/videohelpersuite/nodes.py\", line 520, in combine_video\n    <source line>\n"],
+        )
+    })?;
+    let mut state = shared.state();
+    let counter = state
+        .files
+        .keys()
+        .filter(|(f, s, _)| *f == folder && *s == subfolder)
+        .filter_map(|(_, _, name)| {
+            let rest = name.strip_prefix(&filename)?.strip_prefix('_')?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().ok()
+        })
+        .max()
+        .map_or(1, |highest| highest + 1);
+    let file = format!("{filename}_{counter:05}.mp4");
+    state.files.insert(
+        (folder, subfolder.clone(), file.clone()),
+        Bytes::from(encoded),
+    );
+    Ok(json!({ "gifs": [{
+        "filename": file,
+        "subfolder": subfolder,
+        "type": folder.name(),
+        "format": format,
+        "frame_rate": frame_rate,
+        "workflow": format!("{filename}_{counter:05}.png"),
+        "fullpath": format!("ComfyUI/{}/{file}", folder.name()),
+    }] }))
 }
 
 /// `folder_paths.get_save_image_path`'s counter: one more than the highest
