@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { actions, normalizePersonas, normalizeProject, normalizeProjects, seedWords, steps, touchesVideo } from '../js/state/video.js';
+import { actions, buildSchedule, normalizePersonas, normalizeProject, normalizeProjects, normalizeSchedules, queueOrder, seedWords, steps, touchesVideo } from '../js/state/video.js';
 
 const whole = {
   project_id: 'p1', status: 'running', priority: 2, script: 'One.\n\nTwo.',
@@ -40,4 +40,34 @@ test('personas and their seed policies in words', () => {
   assert.equal(seedWords({ policy: 'random' }), 'random seeds');
   assert.ok(touchesVideo({ aggregate_type: 'video_project' }));
   assert.ok(!touchesVideo({ aggregate_type: 'render_job' }));
+});
+
+test('the queue runs first, then by priority, then by age', () => {
+  const p = (id, status, priority) => ({ id: id, status: status, priority: priority });
+  const order = queueOrder([p('01', 'queued', 0), p('02', 'completed', 9), p('03', 'queued', 5), p('04', 'running', 0), p('05', 'queued', 5)]);
+  assert.deepEqual(order.map((x) => x.id), ['04', '03', '05', '01']);
+});
+
+test('schedules read back with their source, next firings and post', () => {
+  const [s] = normalizeSchedules({ schedules: [{ name: 'nightly', cron: '30 2 * * *', time_zone: 'Europe/Berlin', template: { title: 'Night #{n}', topics: ['moons', 'tides'], visuals: 'clips', post: { text: 'x', destinations: ['kick'] } }, next: ['2026-12-08T01:30:00Z'], fired: 3 }] });
+  assert.equal(s.source, 'topics: moons, tides');
+  assert.equal(s.visuals, 'clips');
+  assert.deepEqual(s.post, ['kick']);
+  assert.equal(s.next.length, 1);
+  assert.equal(s.fired, 3);
+});
+
+test('a schedule form becomes its body, or says what is missing', () => {
+  const ok = buildSchedule({ name: 'daily', cron: '0 18 * * *', zone: 'Europe/Berlin', title: 'Fact #{n}', source: 'scripts', lines: 'One.\n\nTwo.\n\n\nThree.', visuals: 'clips', destinations: ['twitch'], postText: '' });
+  assert.equal(ok.name, 'daily');
+  assert.deepEqual(ok.body.template.scripts, ['One.', 'Two.', 'Three.']);
+  assert.equal(ok.body.template.visuals, 'clips');
+  assert.deepEqual(ok.body.template.post, { text: 'New video: {title}', destinations: ['twitch'] });
+  assert.equal(ok.body.time_zone, 'Europe/Berlin');
+  const topics = buildSchedule({ name: 'd', cron: '0 * * * *', title: 't', source: 'topics', lines: 'moons\n\ntides\n' });
+  assert.deepEqual(topics.body.template.topics, ['moons', 'tides']);
+  assert.equal('post' in topics.body.template, false);
+  assert.match(buildSchedule({ name: 'Bad Name', cron: 'x', title: 't', lines: 'a' }).error, /name/);
+  assert.match(buildSchedule({ name: 'd', cron: '', title: 't', lines: 'a' }).error, /cron/);
+  assert.match(buildSchedule({ name: 'd', cron: '* * * * *', title: 't', source: 'topics', lines: ' ' }).error, /topic/);
 });

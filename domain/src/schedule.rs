@@ -158,8 +158,25 @@ pub fn validate_schedule(defined: &events::video::ScheduleDefined) -> Vec<String
     if template.title.trim().is_empty() || template.title.len() > 200 {
         problems.push("template.title: 1-200 bytes".to_owned());
     }
-    if template.scripts.is_empty() || template.scripts.len() > 100 {
-        problems.push("template.scripts: 1-100 scripts, used in turn".to_owned());
+    let (scripts, topics) = (template.scripts.len(), template.topics.len());
+    if scripts + topics == 0 || scripts > 100 || topics > 100 {
+        problems.push(
+            "template: 1-100 scripts, or 1-100 topics for the local LLM, used in turn".to_owned(),
+        );
+    }
+    if template
+        .topics
+        .iter()
+        .any(|t| !t.chars().any(char::is_alphanumeric) || t.len() > 500)
+    {
+        problems.push("template.topics: each says something, in at most 500 bytes".to_owned());
+    }
+    if let Some(post) = &template.post {
+        problems.extend(
+            crate::video::validate_post(post)
+                .into_iter()
+                .map(|p| format!("template.{p}")),
+        );
     }
     if template
         .scripts

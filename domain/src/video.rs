@@ -242,7 +242,24 @@ pub fn validate_project(request: &ProjectRequested) -> Vec<String> {
                 .map(|p| format!("persona: {p}")),
         );
     }
+    if let Some(post) = &request.post {
+        problems.extend(validate_post(post));
+    }
     problems
+}
+
+/// What is wrong with an announcement, if anything: what the Stream Bot would refuse.
+pub fn validate_post(post: &events::video::AutoPost) -> Vec<String> {
+    let asked = events::post::PostRequested {
+        text: post.text.replace("{title}", "x"),
+        artifact: None,
+        destinations: post.destinations.clone(),
+        share: None,
+    };
+    match crate::post::validate(&asked) {
+        Ok(()) => Vec::new(),
+        Err(problem) => vec![format!("post: {problem}")],
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,6 +326,10 @@ pub enum ProjectCommand {
     RecordThumbnail {
         artifact: String,
     },
+    /// Its announcement asked of the Stream Bot as post `post_id`.
+    RecordPost {
+        post_id: String,
+    },
     Complete,
     Fail {
         step: String,
@@ -354,6 +375,8 @@ pub struct VideoProject {
     pub progress: BTreeMap<u32, SceneState>,
     pub video: Option<String>,
     pub thumbnail: Option<String>,
+    /// The Stream Bot post announcing it, once asked for.
+    pub posted: Option<String>,
     pub cancel_requested: bool,
     /// The step it failed at and why.
     pub failure: Option<(String, String)>,
@@ -510,11 +533,28 @@ impl Aggregate for VideoProject {
                 }
                 E::ThumbnailMade { artifact }
             }
+            ProjectCommand::RecordPost { post_id } => {
+                self.running("be announced")?;
+                let wanted = self.requested.as_ref().is_some_and(|r| r.post.is_some());
+                if !wanted || self.thumbnail.is_none() || self.posted.is_some() {
+                    return Err(ProjectError::Invalid(
+                        "one announcement, when asked for, once the video is made".to_owned(),
+                    ));
+                }
+                E::Posted { post_id }
+            }
             ProjectCommand::Complete => {
                 self.running("complete")?;
                 if self.thumbnail.is_none() {
                     return Err(ProjectError::Invalid(
                         "it completes with its video and thumbnail".to_owned(),
+                    ));
+                }
+                if self.requested.as_ref().is_some_and(|r| r.post.is_some())
+                    && self.posted.is_none()
+                {
+                    return Err(ProjectError::Invalid(
+                        "it completes once its announcement is asked for".to_owned(),
                     ));
                 }
                 E::Completed {}
@@ -585,6 +625,7 @@ impl Aggregate for VideoProject {
             }
             E::Assembled { video, .. } => self.video = Some(video),
             E::ThumbnailMade { artifact } => self.thumbnail = Some(artifact),
+            E::Posted { post_id } => self.posted = Some(post_id),
             E::Completed {} => self.status = Some(ProjectStatus::Completed),
             E::Failed { step, reason } => {
                 self.failure = Some((step, reason));
@@ -707,9 +748,11 @@ mod tests {
             topic: None,
             persona: Some(persona()),
             format: events::video::VideoFormat::Portrait,
+            visuals: events::video::Visuals::Stills,
             target_secs: 30,
             music: None,
             priority: 0,
+            post: None,
         }
     }
 

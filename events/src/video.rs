@@ -12,6 +12,28 @@ pub const MAX_SCENES: usize = 40;
 /// The most text a script may be.
 pub const SCRIPT_MAX_BYTES: usize = 32 * 1024;
 
+/// What a scene shows: a still moved slowly (Ken Burns), or an AnimateDiff clip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Visuals {
+    #[default]
+    Stills,
+    Clips,
+}
+
+impl Visuals {
+    pub fn is_stills(&self) -> bool {
+        *self == Visuals::Stills
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Visuals::Stills => "stills",
+            Visuals::Clips => "clips",
+        }
+    }
+}
+
 /// The video's shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum VideoFormat {
@@ -144,6 +166,9 @@ pub struct ProjectRequested {
     pub persona: Option<Persona>,
     #[serde(default)]
     pub format: VideoFormat,
+    /// Stills with a Ken Burns move, or AnimateDiff clips.
+    #[serde(default, skip_serializing_if = "Visuals::is_stills")]
+    pub visuals: Visuals,
     /// Roughly how long the video should be.
     #[serde(default = "default_target_secs")]
     pub target_secs: u32,
@@ -152,6 +177,18 @@ pub struct ProjectRequested {
     pub music: Option<String>,
     #[serde(default)]
     pub priority: i32,
+    /// Announced through the Stream Bot once the video is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<AutoPost>,
+}
+
+/// A post the Stream Bot makes when a video is done: `text` with `{title}` replaced by the
+/// video's title, to each destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoPost {
+    pub text: String,
+    pub destinations: Vec<crate::post::Destination>,
 }
 
 fn default_target_secs() -> u32 {
@@ -215,6 +252,9 @@ pub enum VideoProjectEvent {
     },
     #[serde(rename = "video.thumbnail_made")]
     ThumbnailMade { artifact: String },
+    /// Its announcement asked of the Stream Bot (post `post_id`, one per project).
+    #[serde(rename = "video.posted")]
+    Posted { post_id: String },
     #[serde(rename = "video.completed")]
     Completed {},
     /// It stopped at `step`, saying why.
@@ -240,6 +280,7 @@ impl DomainEvent for VideoProjectEvent {
         "video.scene_narrated",
         "video.assembled",
         "video.thumbnail_made",
+        "video.posted",
         "video.completed",
         "video.failed",
         "video.priority_changed",
@@ -257,6 +298,7 @@ impl DomainEvent for VideoProjectEvent {
             VideoProjectEvent::SceneNarrated { .. } => "video.scene_narrated",
             VideoProjectEvent::Assembled { .. } => "video.assembled",
             VideoProjectEvent::ThumbnailMade { .. } => "video.thumbnail_made",
+            VideoProjectEvent::Posted { .. } => "video.posted",
             VideoProjectEvent::Completed {} => "video.completed",
             VideoProjectEvent::Failed { .. } => "video.failed",
             VideoProjectEvent::PriorityChanged { .. } => "video.priority_changed",
@@ -320,17 +362,26 @@ pub enum Overlap {
 pub struct ProjectTemplate {
     /// The project's title; `{n}` becomes the firing's number.
     pub title: String,
-    /// The scripts, used in turn (writing one from a topic needs the LLM step).
+    /// The scripts, used in turn; or, when there are none, the topics, each written into a
+    /// script by the local LLM.
+    #[serde(default)]
     pub scripts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
     /// A persona's name, read when the schedule fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persona: Option<String>,
     #[serde(default)]
     pub format: VideoFormat,
+    #[serde(default, skip_serializing_if = "Visuals::is_stills")]
+    pub visuals: Visuals,
     #[serde(default = "default_target_secs")]
     pub target_secs: u32,
     #[serde(default)]
     pub priority: i32,
+    /// Each video announced through the Stream Bot when done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<AutoPost>,
 }
 
 /// A schedule as defined: a cron expression in a time zone, what it makes, and its policies.

@@ -150,10 +150,11 @@ fn ai_dev_events() {
 
 #[test]
 fn video_events() {
+    use events::post::Destination;
     use events::render::Lora;
     use events::video::{
-        Persona, PersonaEvent, PlannedScene, ProjectRequested, SeedPolicy, TimedText, VideoFormat,
-        VideoProjectEvent,
+        AutoPost, Persona, PersonaEvent, PlannedScene, ProjectRequested, SeedPolicy, TimedText,
+        VideoFormat, VideoProjectEvent, Visuals,
     };
     let persona = Persona {
         name: "nova".to_owned(),
@@ -186,9 +187,14 @@ fn video_events() {
             topic: None,
             persona: Some(persona),
             format: VideoFormat::Portrait,
+            visuals: Visuals::Clips,
             target_secs: 30,
             music: None,
             priority: 2,
+            post: Some(AutoPost {
+                text: "New: {title}".to_owned(),
+                destinations: vec![Destination::Twitch, Destination::Kick],
+            }),
         }),
     );
     golden(
@@ -251,6 +257,12 @@ fn video_events() {
         },
     );
     golden(id, VideoProjectEvent::ThumbnailMade { artifact: sha });
+    golden(
+        id,
+        VideoProjectEvent::Posted {
+            post_id: "0193a1b2-0000-5000-8000-00000000beef".to_owned(),
+        },
+    );
     golden(id, VideoProjectEvent::Completed {});
     golden(
         id,
@@ -280,7 +292,7 @@ fn video_queue_events() {
 #[test]
 fn schedule_events() {
     use events::video::{
-        Missed, Overlap, ProjectTemplate, ScheduleDefined, ScheduleEvent, VideoFormat,
+        Missed, Overlap, ProjectTemplate, ScheduleDefined, ScheduleEvent, VideoFormat, Visuals,
     };
     golden(
         "nightly",
@@ -290,10 +302,13 @@ fn schedule_events() {
             template: ProjectTemplate {
                 title: "Night facts #{n}".to_owned(),
                 scripts: vec!["The moon.\n\nThe stars.".to_owned()],
+                topics: Vec::new(),
                 persona: Some("nova".to_owned()),
                 format: VideoFormat::Portrait,
+                visuals: Visuals::Stills,
                 target_secs: 30,
                 priority: 0,
+                post: None,
             },
             overlap: Overlap::Skip,
             missed: Missed::CatchUpOnce,

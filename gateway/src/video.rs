@@ -143,6 +143,9 @@ pub(crate) struct ProjectBody {
     persona: Option<String>,
     #[serde(default)]
     format: events::video::VideoFormat,
+    /// `stills` (the default: pictures moved slowly) or `clips` (AnimateDiff).
+    #[serde(default)]
+    visuals: events::video::Visuals,
     #[serde(default)]
     target_secs: Option<u32>,
     /// Background music: an artifact's SHA-256 (uploaded like any studio input).
@@ -150,11 +153,14 @@ pub(crate) struct ProjectBody {
     music: Option<String>,
     #[serde(default)]
     priority: i32,
+    /// Announced through the Stream Bot when done: `{"text", "destinations"}`.
+    #[serde(default)]
+    post: Option<events::video::AutoPost>,
 }
 
-/// `POST /api/video/projects {"title", "script" | "topic", "persona"?, "format"?,
-/// "target_secs"?, "music"?, "priority"?}` (operator): 202 `{project_id}`; a topic's script is
-/// written by the local LLM (`[video] ollama_url`, `script_model`).
+/// `POST /api/video/projects {"title", "script" | "topic", "persona"?, "format"?, "visuals"?,
+/// "target_secs"?, "music"?, "priority"?, "post"?}` (operator): 202 `{project_id}`; a topic's
+/// script is written by the local LLM (`[video] ollama_url`, `script_model`).
 pub(crate) async fn create_project(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -194,9 +200,11 @@ pub(crate) async fn create_project(
         topic: asked.topic,
         persona,
         format: asked.format,
+        visuals: asked.visuals,
         target_secs: asked.target_secs.unwrap_or(30),
         music: asked.music,
         priority: asked.priority,
+        post: asked.post,
     };
     let project_id = sagas::video::request_project(
         &state.video_queue,
@@ -341,8 +349,9 @@ pub(crate) async fn list_schedules(State(state): State<AppState>) -> Result<Json
     Ok(Json(json!({ "schedules": schedules })))
 }
 
-/// `PUT /api/video/schedules/{name} {"cron", "time_zone", "template": {"title", "scripts",
-/// "persona"?, "format"?, "target_secs"?, "priority"?}, "overlap"?, "missed"?, "enabled"?}`
+/// `PUT /api/video/schedules/{name} {"cron", "time_zone", "template": {"title", "scripts" |
+/// "topics", "persona"?, "format"?, "visuals"?, "target_secs"?, "priority"?, "post"?},
+/// "overlap"?, "missed"?, "enabled"?}`
 /// (operator): 201 when new, 200 when changed.
 pub(crate) async fn put_schedule(
     State(state): State<AppState>,

@@ -30,6 +30,9 @@ pub enum VideoCommand {
         /// 9:16, 16:9 or 1:1.
         #[arg(long, default_value = "9:16")]
         format: String,
+        /// Each scene an AnimateDiff clip instead of a still moved slowly.
+        #[arg(long)]
+        clips: bool,
         #[arg(long, default_value_t = 0)]
         priority: i32,
     },
@@ -57,6 +60,7 @@ pub(crate) async fn run(config: &Config, command: VideoCommand) -> anyhow::Resul
             script,
             persona,
             format,
+            clips,
             priority,
         } => {
             let script = if script.as_os_str() == "-" {
@@ -83,9 +87,15 @@ pub(crate) async fn run(config: &Config, command: VideoCommand) -> anyhow::Resul
                 topic: None,
                 persona,
                 format,
+                visuals: if clips {
+                    events::video::Visuals::Clips
+                } else {
+                    events::video::Visuals::Stills
+                },
                 target_secs: 30,
                 music: None,
                 priority,
+                post: None,
             };
             let queue = bus::store::commands(bus.clone(), ());
             let id = sagas::video::request_project(

@@ -1,11 +1,15 @@
-// Video: personas (a character's look and voice), new videos from a script, each project's
-// pipeline live (scenes, pictures, narration, assembly, thumbnail), and the finished video
-// played here. `#/video?project=<id>` opens one project.
+// Video: personas (a character's look and voice), new videos from a script (stills or
+// AnimateDiff clips, announced through the Stream Bot if asked), the queue with its priorities,
+// schedules with their next firings, each project's pipeline live (scenes, pictures, narration,
+// assembly, thumbnail), and the finished video played here. `#/video?project=<id>` opens one project.
 
 import { api } from '../api.js';
 import { acquireArtifact, releaseArtifact } from '../artifacts.js';
 import { button, closest, h, showError } from '../dom.js';
-import { actions, normalizePersonas, normalizeProject, normalizeProjects, steps, touchesVideo } from '../state/video.js';
+import { actions, buildSchedule, normalizePersonas, normalizeProject, normalizeProjects, normalizeSchedules, queueOrder, steps, touchesVideo } from '../state/video.js';
+
+const DESTINATIONS = ['twitch', 'youtube', 'kick'];
+const announce = (prefix) => DESTINATIONS.map((d) => `<label class="inline"><input type="checkbox" name="${prefix}-${d}" value="${d}"> ${d}</label>`).join(' ');
 
 const html = `
 <section class="panel panel-video-new" aria-labelledby="video-new-title">
@@ -14,6 +18,9 @@ const html = `
     <label>title <input name="title" maxlength="200" placeholder="Nova's night" required></label>
     <label>persona <select name="persona" id="video-persona"></select></label>
     <label>format <select name="format"><option value="9:16">9:16 (Shorts)</option><option value="16:9">16:9</option><option value="1:1">1:1</option></select></label>
+    <label>scenes <select name="visuals"><option value="stills">stills, slowly moving</option><option value="clips">clips (AnimateDiff)</option></select></label>
+    <label>priority <input name="priority" type="number" step="1" value="0" class="video-priority-input"></label>
+    <span class="small">announce on ${announce('post')}</span>
     <label class="video-script">script (a paragraph a scene) <textarea name="script" rows="5" maxlength="32768" required placeholder="Nova wakes in a neon city.&#10;&#10;She walks past glowing signs."></textarea></label>
     <button class="btn btn-small btn-primary" type="submit" data-needs="operator">Make the video</button>
     <span id="video-form-message" class="small"></span>
@@ -30,6 +37,29 @@ const html = `
     <label>voice <input name="voice" value="espeak-ng:en-us"></label>
     <button class="btn btn-small" type="submit" data-needs="operator">Save persona</button>
     <span id="persona-form-message" class="small"></span>
+  </form>
+</section>
+<section class="panel panel-video-queue" aria-labelledby="video-queue-title">
+  <div class="panel-head"><h2 id="video-queue-title">Queue</h2><span id="video-queue-count" class="small muted"></span></div>
+  <ol id="video-queue" class="video-queue"></ol>
+</section>
+<section class="panel panel-video-schedules" aria-labelledby="video-schedules-title">
+  <div class="panel-head"><h2 id="video-schedules-title">Schedules</h2></div>
+  <ul id="video-schedules" class="video-schedules"></ul>
+  <form id="schedule-form" class="video-form schedule-form">
+    <label>name <input name="name" pattern="[a-z0-9][a-z0-9_-]{0,63}" placeholder="nightly" required></label>
+    <label>cron <input name="cron" placeholder="30 18 * * *" required></label>
+    <label>time zone <input name="zone" placeholder="Europe/Berlin"></label>
+    <label>title <input name="title" placeholder="Night facts #{n}" required></label>
+    <label>persona <select name="persona" id="schedule-persona"></select></label>
+    <label>format <select name="format"><option value="9:16">9:16</option><option value="16:9">16:9</option><option value="1:1">1:1</option></select></label>
+    <label>scenes <select name="visuals"><option value="stills">stills</option><option value="clips">clips</option></select></label>
+    <label>from <select name="source"><option value="scripts">scripts</option><option value="topics">topics (the local LLM writes)</option></select></label>
+    <label>missed runs <select name="missed"><option value="skip">skip</option><option value="catch_up_once">catch up once</option></select></label>
+    <span class="small">announce on ${announce('spost')}</span>
+    <label class="video-script">scripts (apart by a blank line) or topics (one a line) <textarea name="lines" rows="3" required></textarea></label>
+    <button class="btn btn-small" type="submit" data-needs="operator">Save schedule</button>
+    <span id="schedule-form-message" class="small"></span>
   </form>
 </section>
 <section class="panel panel-video-projects" aria-label="Video projects">
@@ -55,6 +85,12 @@ function mount(ctx) {
   const refresh = root.querySelector('#video-refresh');
   const error = root.querySelector('#video-error');
   const detail = root.querySelector('#video-project');
+  const queue = root.querySelector('#video-queue');
+  const queueCount = root.querySelector('#video-queue-count');
+  const scheduleList = root.querySelector('#video-schedules');
+  const scheduleForm = root.querySelector('#schedule-form');
+  const scheduleMessage = root.querySelector('#schedule-form-message');
+  const schedulePersona = root.querySelector('#schedule-persona');
   let shown = false;
   let chosen = null;
   let projects = [];
@@ -76,7 +112,31 @@ function mount(ctx) {
     return holder;
   }
 
+  function renderQueue() {
+    queue.textContent = '';
+    const waiting = queueOrder(projects);
+    queueCount.textContent = waiting.length ? waiting.length + ' to make' : '';
+    for (const p of waiting) {
+      const li = h('li', 'video-queue-row');
+      li.dataset.project = p.id;
+      li.appendChild(h('span', 'badge video-status status-' + p.status, p.status));
+      li.appendChild(h('span', 'video-title', ' ' + p.title + ' '));
+      li.appendChild(h('span', 'small muted video-priority', 'priority ' + p.priority));
+      if (p.status === 'queued') {
+        for (const [label, by] of [['\u2191', 1], ['\u2193', -1]]) {
+          const b = button(label, 'btn-small', by > 0 ? 'Raise its priority' : 'Lower its priority');
+          b.dataset.priority = String(p.priority + by);
+          b.dataset.needs = 'operator';
+          li.appendChild(b);
+        }
+      }
+      queue.appendChild(li);
+    }
+    if (!waiting.length) queue.appendChild(h('li', 'small muted', 'nothing waiting'));
+  }
+
   function renderList() {
+    renderQueue();
     list.textContent = '';
     count.textContent = projects.length + (projects.length === 1 ? ' project' : ' projects');
     for (const p of projects) {
@@ -108,6 +168,10 @@ function mount(ctx) {
     }
     detail.appendChild(pipeline);
     if (project.failure) detail.appendChild(h('div', 'video-error', project.failure.step + ': ' + project.failure.reason));
+    if (project.post) {
+      const said = project.posted ? 'announced on ' + project.post.destinations.join(', ') + ' (post ' + project.posted.slice(0, 8) + ')' : 'to be announced on ' + project.post.destinations.join(', ');
+      detail.appendChild(h('div', 'small muted video-post', said));
+    }
     if (project.video) {
       detail.appendChild(media(project.video, (url) => {
         const player = document.createElement('video');
@@ -133,6 +197,16 @@ function mount(ctx) {
       li.appendChild(h('div', 'small muted mono', scene.prompt + ' \u00b7 seed ' + scene.seed + (scene.durationMs ? ' \u00b7 ' + (scene.durationMs / 1000).toFixed(1) + ' s' : '')));
       if (scene.picture) {
         li.appendChild(media(scene.picture, (url) => {
+          if (project.visuals === 'clips') {
+            const clip = document.createElement('video');
+            clip.className = 'video-scene-picture';
+            clip.muted = true;
+            clip.loop = true;
+            clip.autoplay = true;
+            clip.setAttribute('aria-label', 'scene ' + scene.n + ' clip');
+            clip.src = url;
+            return clip;
+          }
           const img = h('img', 'video-scene-picture');
           img.alt = 'scene ' + scene.n;
           img.src = url;
@@ -171,14 +245,20 @@ function mount(ctx) {
     if (!res.ok) return;
     const personas = normalizePersonas(res.data);
     const current = personaSelect.value;
-    personaSelect.textContent = '';
-    personaSelect.appendChild(h('option', null, 'none'));
-    personaSelect.firstChild.value = '';
+    const currentSchedule = schedulePersona.value;
+    for (const select of [personaSelect, schedulePersona]) {
+      select.textContent = '';
+      select.appendChild(h('option', null, 'none'));
+      select.firstChild.value = '';
+      for (const p of personas) {
+        const option = h('option', null, p.name);
+        option.value = p.name;
+        select.appendChild(option);
+      }
+    }
+    schedulePersona.value = currentSchedule;
     personaList.textContent = '';
     for (const p of personas) {
-      const option = h('option', null, p.name);
-      option.value = p.name;
-      personaSelect.appendChild(option);
       const li = h('li', 'video-persona');
       li.dataset.persona = p.name;
       li.appendChild(h('strong', null, p.name));
@@ -187,6 +267,28 @@ function mount(ctx) {
     }
     if (!personas.length) personaList.appendChild(h('li', 'small muted', 'none yet'));
     if (current) personaSelect.value = current;
+  }
+
+  async function loadSchedules() {
+    const res = await api('/api/video/schedules');
+    if (!res.ok) return;
+    scheduleList.textContent = '';
+    const schedules = normalizeSchedules(res.data);
+    for (const s of schedules) {
+      const li = h('li', 'video-schedule');
+      li.dataset.schedule = s.name;
+      li.appendChild(h('strong', null, s.name));
+      li.appendChild(h('span', 'small', ' ' + s.cron + ' (' + s.zone + ') \u2192 ' + s.title + ' \u00b7 ' + s.source + ' \u00b7 ' + s.format + ' \u00b7 ' + s.visuals + (s.persona ? ' \u00b7 ' + s.persona : '') + (s.post.length ? ' \u00b7 announced on ' + s.post.join(', ') : '')));
+      const next = h('div', 'small muted video-next', s.enabled ? 'next: ' + (s.next.length ? s.next.map((t) => new Date(t).toLocaleString()).join(' \u00b7 ') : 'none') : 'disabled');
+      li.appendChild(next);
+      li.appendChild(h('div', 'small muted', 'fired ' + s.fired + (s.fired === 1 ? ' time' : ' times')));
+      const remove = button('Remove', 'btn-small btn-danger', 'Remove this schedule (its videos stay)');
+      remove.dataset.remove = s.name;
+      remove.dataset.needs = 'operator';
+      li.appendChild(remove);
+      scheduleList.appendChild(li);
+    }
+    if (!schedules.length) scheduleList.appendChild(h('li', 'small muted', 'none yet'));
   }
 
   async function load() {
@@ -205,8 +307,10 @@ function mount(ctx) {
 
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
-    const body = { title: form.title.value.trim(), script: form.script.value, format: form.format.value };
+    const body = { title: form.title.value.trim(), script: form.script.value, format: form.format.value, visuals: form.visuals.value, priority: Number(form.priority.value) || 0 };
     if (personaSelect.value) body.persona = personaSelect.value;
+    const destinations = DESTINATIONS.filter((d) => form['post-' + d].checked);
+    if (destinations.length) body.post = { text: 'New video: {title}', destinations: destinations };
     formMessage.textContent = 'asking\u2026';
     formMessage.className = 'small';
     const res = await api('/api/video/projects', { method: 'POST', json: body });
@@ -233,6 +337,41 @@ function mount(ctx) {
     personaMessage.className = 'small ' + (res.ok ? 'ok' : 'bad');
     loadPersonas();
   });
+  scheduleForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const f = scheduleForm;
+    const built = buildSchedule({
+      name: f.name.value, cron: f.cron.value, zone: f.zone.value, title: f.title.value, persona: f.persona.value,
+      format: f.format.value, visuals: f.visuals.value, source: f.source.value, missed: f.missed.value, lines: f.lines.value,
+      destinations: DESTINATIONS.filter((d) => f['spost-' + d].checked),
+    });
+    if (built.error) {
+      scheduleMessage.textContent = built.error;
+      scheduleMessage.className = 'small bad';
+      return;
+    }
+    const res = await api('/api/video/schedules/' + encodeURIComponent(built.name), { method: 'PUT', json: built.body });
+    scheduleMessage.textContent = res.ok ? 'saved ' + built.name : 'refused: ' + res.message;
+    scheduleMessage.className = 'small ' + (res.ok ? 'ok' : 'bad');
+    loadSchedules();
+  });
+  scheduleList.addEventListener('click', async (ev) => {
+    const b = closest(ev, 'button[data-remove]');
+    if (!b || b.disabled) return;
+    b.disabled = true;
+    const res = await api('/api/video/schedules/' + encodeURIComponent(b.dataset.remove), { method: 'DELETE' });
+    if (!res.ok) showError(error, 'remove refused: ' + res.message);
+    loadSchedules();
+  });
+  queue.addEventListener('click', async (ev) => {
+    const b = closest(ev, 'button[data-priority]');
+    const li = closest(ev, 'li[data-project]');
+    if (!b || !li || b.disabled) return;
+    b.disabled = true;
+    const res = await api('/api/video/projects/' + encodeURIComponent(li.dataset.project) + '/priority', { method: 'POST', json: { priority: Number(b.dataset.priority) } });
+    if (!res.ok) showError(error, 'priority refused: ' + res.message);
+    load();
+  });
   list.addEventListener('click', (ev) => {
     const li = closest(ev, 'li[data-project]');
     if (!li) return;
@@ -255,6 +394,7 @@ function mount(ctx) {
     if (changes.kind === 'snapshot' || changes.events.some((item) => touchesVideo(item.env))) {
       load();
       loadPersonas();
+      loadSchedules();
     }
   });
 
@@ -264,6 +404,7 @@ function mount(ctx) {
       if (params && params.project) chosen = params.project;
       load();
       loadPersonas();
+      loadSchedules();
     },
     hide() {
       shown = false;

@@ -29,6 +29,7 @@ export function normalizeProject(p) {
     title: str(requested.title) || '(untitled)',
     status: str(d.status) || 'queued',
     format: str(requested.format) || '9:16',
+    visuals: str(requested.visuals) === 'clips' ? 'clips' : 'stills',
     persona: persona ? str(persona.name) : null,
     priority: num(d.priority) || 0,
     script: str(d.script) || str(requested.script) || '',
@@ -37,7 +38,62 @@ export function normalizeProject(p) {
     thumbnail: str(d.thumbnail),
     cancelRequested: !!d.cancel_requested,
     failure: failure,
+    post: isObj(requested.post) ? { text: str(requested.post.text) || '', destinations: (Array.isArray(requested.post.destinations) ? requested.post.destinations : []).map(str).filter(Boolean) } : null,
+    posted: str(d.posted),
   };
+}
+
+/** The schedules answer → `{ name, cron, zone, title, source, persona, format, visuals, next, fired, last, lastProject, enabled, post }` each. */
+export function normalizeSchedules(data) {
+  const d = isObj(data) ? data : {};
+  return (Array.isArray(d.schedules) ? d.schedules : []).filter((s) => isObj(s) && str(s.name)).map((s) => {
+    const t = isObj(s.template) ? s.template : {};
+    const scripts = Array.isArray(t.scripts) ? t.scripts.length : 0;
+    const topics = Array.isArray(t.topics) ? t.topics.filter((x) => str(x)) : [];
+    return {
+      name: str(s.name),
+      cron: str(s.cron) || '?',
+      zone: str(s.time_zone) || 'UTC',
+      title: str(t.title) || '(untitled)',
+      source: scripts ? scripts + (scripts === 1 ? ' script' : ' scripts') : topics.length ? 'topics: ' + topics.join(', ') : 'nothing to make',
+      persona: str(t.persona),
+      format: str(t.format) || '9:16',
+      visuals: str(t.visuals) === 'clips' ? 'clips' : 'stills',
+      next: (Array.isArray(s.next) ? s.next : []).map(str).filter(Boolean),
+      fired: num(s.fired) || 0,
+      lastProject: str(s.last_project),
+      enabled: s.enabled !== false,
+      post: isObj(t.post) ? (Array.isArray(t.post.destinations) ? t.post.destinations : []).map(str).filter(Boolean) : [],
+    };
+  });
+}
+
+/**
+ * The schedule form's values → the `PUT /api/video/schedules/{name}` body, or `{ error }`.
+ * `lines` is the scripts (blank-line separated) or topics (one a line) text.
+ */
+export function buildSchedule(values) {
+  const v = isObj(values) ? values : {};
+  const name = (str(v.name) || '').trim();
+  if (!/^[a-z0-9][a-z0-9_-]{0,63}$/.test(name)) return { error: 'name: 1-64 of a-z, 0-9, - and _' };
+  const cron = (str(v.cron) || '').trim();
+  if (!cron) return { error: 'a cron expression, e.g. 0 18 * * *' };
+  const title = (str(v.title) || '').trim();
+  if (!title) return { error: 'a title ({n} is the firing\u2019s number)' };
+  const text = str(v.lines) || '';
+  const template = { title: title, format: str(v.format) || '9:16' };
+  if (v.source === 'topics') {
+    template.topics = text.split('\n').map((t) => t.trim()).filter(Boolean);
+    if (!template.topics.length) return { error: 'at least one topic, one a line' };
+  } else {
+    template.scripts = text.split(/\n\s*\n/).map((t) => t.trim()).filter(Boolean);
+    if (!template.scripts.length) return { error: 'at least one script (scripts apart by a blank line)' };
+  }
+  if (str(v.persona)) template.persona = str(v.persona);
+  if (v.visuals === 'clips') template.visuals = 'clips';
+  const destinations = (Array.isArray(v.destinations) ? v.destinations : []).filter((d) => ['twitch', 'youtube', 'kick'].indexOf(d) !== -1);
+  if (destinations.length) template.post = { text: (str(v.postText) || '').trim() || 'New video: {title}', destinations: destinations };
+  return { name: name, body: { cron: cron, time_zone: (str(v.zone) || '').trim() || 'UTC', template: template, overlap: 'skip', missed: v.missed === 'catch_up_once' ? 'catch_up_once' : 'skip' } };
 }
 
 /** The list answer → projects. */
@@ -85,7 +141,17 @@ export function actions(project) {
   return (project.status === 'queued' || project.status === 'running') && !project.cancelRequested ? ['cancel'] : [];
 }
 
+/** The queue: the projects still to finish, running first, then as the worker takes them
+ * (priority, then age: ids are time-ordered UUIDv7s). */
+export function queueOrder(projects) {
+  const running = (p) => (p.status === 'running' ? 0 : 1);
+  return projects
+    .filter((p) => p.status === 'queued' || p.status === 'running')
+    .slice()
+    .sort((a, b) => running(a) - running(b) || b.priority - a.priority || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
 /** Whether a log entry changes what the room shows. */
 export function touchesVideo(env) {
-  return isObj(env) && (env.aggregate_type === 'video_project' || env.aggregate_type === 'video_persona');
+  return isObj(env) && (env.aggregate_type === 'video_project' || env.aggregate_type === 'video_persona' || env.aggregate_type === 'video_schedule');
 }

@@ -167,7 +167,7 @@ async fn personas_are_put_read_and_removed_by_those_allowed(pool: PgPool) {
     running.shutdown().await;
 }
 
-fn probe(path: &std::path::Path) -> Value {
+pub(crate) fn probe(path: &std::path::Path) -> Value {
     let out = std::process::Command::new("ffprobe")
         .args([
             "-v",
@@ -378,10 +378,34 @@ async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
         (offered == Value::Bool(true)).then_some(())
     })
     .await;
+    // A schedule made in the page: listed with its next firings in its zone.
+    browser
+        .eval(
+            "const f = document.querySelector('#schedule-form');
+             f.name.value = 'yearly'; f.cron.value = '0 3 1 1 *'; f.zone.value = 'Europe/Berlin';
+             f.title.value = 'New year #{n}'; f.source.value = 'topics'; f.lines.value = 'fireworks\\nresolutions';
+             f['spost-kick'].checked = true; f.requestSubmit(); return true;",
+        )
+        .await;
+    let listed = testkit::wait_until("the schedule listed", testkit::DEFAULT_WAIT, || async {
+        let text = browser
+            .eval("const li = document.querySelector('#video-schedules li[data-schedule=yearly]'); return li ? li.textContent : null;")
+            .await;
+        text.as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(
+        listed.contains("topics: fireworks, resolutions") && listed.contains("announced on kick"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("next:") && listed.matches("·").count() >= 2,
+        "{listed}"
+    );
     browser
         .eval(
             "const f = document.querySelector('#video-form');
-             f.title.value = 'Nova at night'; f.format.value = '16:9';
+             f.title.value = 'Nova at night'; f.format.value = '16:9'; f.visuals.value = 'clips';
              document.querySelector('#video-persona').value = 'nova';
              f.script.value = 'Nova wakes in a neon city.\\n\\nAt dawn the lights fade out.';
              f.requestSubmit(); return true;",
@@ -415,6 +439,13 @@ async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
         "{played}"
     );
     assert!(played["duration"].as_f64().unwrap() > 1.0, "{played}");
+    // Its scenes are clips, shown moving beside the script.
+    let clips = browser
+        .eval(
+            "return document.querySelectorAll('#video-project video.video-scene-picture').length;",
+        )
+        .await;
+    assert_eq!(clips, 2, "one clip per scene");
     // It plays: the page lets it start, and its clock moves (however slowly a busy machine
     // decodes it).
     let started = browser

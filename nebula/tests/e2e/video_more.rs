@@ -50,7 +50,7 @@ async fn schedules_fire_projects_and_skip_while_the_last_is_busy(pool: PgPool) {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains("Mars/Base") && message.contains("template.scripts"),
+        message.contains("Mars/Base") && message.contains("1-100 scripts"),
         "{message}"
     );
 
@@ -295,5 +295,139 @@ async fn a_topic_becomes_a_script_written_by_the_local_llm(pool: PgPool) {
             .contains("not found, try pulling it first"),
         "{failed}"
     );
+    running.shutdown().await;
+}
+
+/// A scene's render that fails in a way that may pass (ComfyUI answers 500 serving the picture)
+/// is tried again: once, and the project goes on; every time, and the render worker gives up
+/// after its deliveries (`max_deliveries`) and the project fails saying which scene, which job
+/// and why.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_scene_render_that_may_pass_is_retried_then_fails_its_project_saying_why(pool: PgPool) {
+    let comfy = testkit::comfyui::FakeComfy::start().await;
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, &pool, state.path());
+    config.render.backend = render::BackendKind::Comfyui;
+    config.render.comfyui_url = comfy.url();
+    config.render.node_id = Some("gpu-comfy".into());
+    config.render.worker.ack_wait_secs = 2.0;
+    config.render.worker.max_deliveries = 2;
+    config.render.worker.retry_backoff_secs = 0.1;
+    config.video.steps = Some(2);
+    let (running, base) = start(&config, STUDIO).await;
+    let ask = |title: &'static str| {
+        let base = base.clone();
+        async move {
+            let (status, answer) = call(
+                Method::POST,
+                format!("{base}/api/video/projects"),
+                common::TOKEN,
+                &json!({"title": title, "script": "A lighthouse at night.", "format": "1:1"}),
+            )
+            .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+            answer["project_id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // Once: the render is tried again and the video made.
+    comfy.fail_views(1);
+    let id = ask("hiccup").await;
+    let project = ended(&base, &id).await;
+    assert_eq!(project["status"], "completed", "{project:#}");
+    assert_eq!(
+        comfy.accepted_prompts().len(),
+        2,
+        "the scene's prompt ran twice"
+    );
+
+    // Every time: tried as often as the worker may, then the project fails naming scene, job
+    // and cause.
+    comfy.fail_views(1_000);
+    let id = ask("doomed").await;
+    let project = ended(&base, &id).await;
+    assert_eq!(project["status"], "failed", "{project:#}");
+    assert_eq!(project["failure"][0], "render");
+    let reason = project["failure"][1].as_str().unwrap();
+    let render_job = project["progress"]["1"]["render_job_id"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!(
+            "scene 1: render job {render_job} ended without a picture"
+        )) && reason.contains("500")
+            && reason.contains("gave up after 2 tries"),
+        "{reason}"
+    );
+    assert_eq!(
+        comfy.accepted_prompts().len(),
+        4,
+        "the doomed scene's prompt ran on each of its two deliveries"
+    );
+    assert_eq!(project["video"], Value::Null);
+    running.shutdown().await;
+}
+
+/// Clips instead of stills, and the finished video announced through the Stream Bot: each
+/// scene rendered as an AnimateDiff clip (on the simulated GPU, an MP4 of moving frames), the
+/// video assembled from them, and one post asked for with the title in its text.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn clips_make_the_scenes_and_the_video_is_announced_once(pool: PgPool) {
+    let (_nats, state, config) = simulated_gpu(&pool);
+    let (running, base) = start(&config, STUDIO).await;
+    let (status, answer) = call(
+        Method::POST,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &json!({"title": "Moving Nova", "format": "1:1", "visuals": "clips",
+                "script": "Nova walks through rain.\n\nShe looks up at the lights.",
+                "post": {"text": "New video: {title}", "destinations": ["twitch", "kick"]}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let id = answer["project_id"].as_str().unwrap().to_owned();
+    let project = ended(&base, &id).await;
+    assert_eq!(project["status"], "completed", "{project:#}");
+    for n in ["1", "2"] {
+        let job = project["progress"][n]["render_job_id"].as_str().unwrap();
+        let (_, job) = call(
+            Method::GET,
+            format!("{base}/api/render/jobs/{job}"),
+            common::TOKEN,
+            &Value::Null,
+        )
+        .await;
+        assert_eq!(job["mode"], "animatediff", "{job:#}");
+        assert_eq!(job["params"]["animation"]["frames"], 16, "{job:#}");
+    }
+    let folder = state.path().join("storage/ai/influencer").join(&id);
+    assert!(folder.join("scene-1.mp4").exists() && folder.join("scene-2.mp4").exists());
+    let probe = crate::video::probe(&folder.join("video.mp4"));
+    let video = &probe["streams"][0];
+    assert_eq!(
+        (
+            video["codec_name"].as_str(),
+            video["width"].as_u64(),
+            video["height"].as_u64()
+        ),
+        (Some("h264"), Some(1080), Some(1080)),
+        "{probe:#}"
+    );
+    // Announced once, by the project's own post.
+    let post_id = project["posted"].as_str().expect("a post id").to_owned();
+    let (status, post) = call(
+        Method::GET,
+        format!("{base}/api/posts/{post_id}"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{post}");
+    assert_eq!(post["text"], "New video: Moving Nova");
+    let posted = common::envelopes(&running.bus, "video_project", &id)
+        .await
+        .iter()
+        .filter(|e| e.event_type == "video.posted")
+        .count();
+    assert_eq!(posted, 1);
     running.shutdown().await;
 }

@@ -2,7 +2,8 @@
 //! say it is — the script (as given), the scenes planned (their prompts chained from the script
 //! and the persona), each scene's picture asked of the render queue (any node's GPU, or the
 //! simulated one) and its narration spoken (espeak-ng, or Piper), the video assembled in
-//! process (media), the thumbnail made — each step recorded once, so a worker that stops
+//! process (media), the thumbnail made, the video announced through the Stream Bot when asked
+//! — each step recorded once, so a worker that stops
 //! resumes at the step after the last recorded one and nothing already made is made again.
 //! At most `max_running` projects at once; cancelling one cancels its queued renders.
 //! Outputs go to the artifact store and under `<storage_root>/<project id>/`. Beside it, the
@@ -23,13 +24,16 @@ use cqrs_es::EventStore;
 use domain::render::{RenderCommand, RenderJob, RenderQueue};
 use domain::video::{ProjectCommand, ProjectStatus, VideoProject};
 use events::render::{RenderMode, RenderStatus, Trigger};
-use events::video::{TimedText, VideoProjectEvent};
+use events::video::{TimedText, VideoProjectEvent, Visuals};
 use events::{Actor, CorrelationId, DomainEvent, EventId};
 use futures::StreamExt;
 use media::tts::Tts;
 use serde::{Deserialize, Serialize};
 use service::Context;
 use tokio_util::sync::CancellationToken;
+
+/// The namespace of the posts announcing videos (a project's post id is derived from its id).
+const POSTS: uuid::Uuid = uuid::Uuid::from_u128(0x6e65_6275_6c61_2d76_6964_656f_2d70_6f73);
 
 /// Silence after each scene's narration, before the next scene speaks.
 const SCENE_PAD: Duration = Duration::from_millis(350);
@@ -60,6 +64,9 @@ pub struct Config {
     /// The render's checkpoint and steps (else the studio's defaults).
     pub checkpoint: Option<String>,
     pub steps: Option<u32>,
+    /// A clip scene's frames and their rate (AnimateDiff's motion modules are trained on 16).
+    pub clip_frames: u32,
+    pub clip_fps: u32,
     pub espeak_binary: PathBuf,
     pub piper: Option<PiperConfig>,
     /// The thumbnail's font.
@@ -80,6 +87,8 @@ impl Default for Config {
             render_timeout_secs: 900.0,
             checkpoint: None,
             steps: None,
+            clip_frames: 16,
+            clip_fps: 8,
             espeak_binary: PathBuf::from("espeak-ng"),
             piper: None,
             font: PathBuf::from(media::thumbnail::DEFAULT_FONT),
@@ -112,6 +121,16 @@ impl Config {
         if !(1..=60).contains(&self.fps) {
             problems.push(format!("fps must be 1..=60, got {}", self.fps));
         }
+        if !(2..=events::render::MAX_FRAMES).contains(&self.clip_frames)
+            || !(1..=60).contains(&self.clip_fps)
+        {
+            problems.push(format!(
+                "clip_frames must be 2..={} and clip_fps 1..=60, got {} and {}",
+                events::render::MAX_FRAMES,
+                self.clip_frames,
+                self.clip_fps
+            ));
+        }
         if !(self.fade_secs.is_finite() && (0.0..=3.0).contains(&self.fade_secs)) {
             problems.push(format!("fade_secs must be 0..=3, got {}", self.fade_secs));
         }
@@ -142,6 +161,7 @@ pub fn start(ctx: &Context, config: Config) -> anyhow::Result<()> {
         render_queue: commands(bus.clone(), ()),
         queue_cap: ctx.site.render_queue_cap,
         video_queue: commands(bus.clone(), ()),
+        posts: commands(bus.clone(), ()),
         artifacts: ArtifactStore::open(&ctx.site.artifacts_dir)?,
         storage,
         config,
@@ -176,6 +196,7 @@ struct Worker {
     render_queue: Commands<RenderQueue>,
     queue_cap: usize,
     video_queue: Commands<domain::video::VideoQueue>,
+    posts: Commands<domain::post::Post>,
     artifacts: ArtifactStore,
     storage: PathBuf,
     config: Config,
@@ -565,6 +586,16 @@ impl Worker {
                 Err(reason) => self.fail(id, known, "thumbnail", reason).await,
             };
         }
+        if let (Some(post), None) = (&requested.post, &state.posted) {
+            return match self.announce(id, known, &requested.title, post).await {
+                Ok(post_id) => {
+                    self.record(id, known, ProjectCommand::RecordPost { post_id })
+                        .await;
+                    Step::Next
+                }
+                Err(reason) => self.fail(id, known, "post", reason).await,
+            };
+        }
         self.record(id, known, ProjectCommand::Complete).await;
         tracing::info!(project = id, "a video project completed");
         Step::Stop
@@ -597,10 +628,20 @@ impl Worker {
         if let Some(steps) = self.config.steps {
             params["steps"] = serde_json::json!(steps);
         }
+        let mode = match requested.visuals {
+            Visuals::Stills => RenderMode::Txt2img,
+            Visuals::Clips => {
+                params["animation"] = serde_json::json!({
+                    "frames": self.config.clip_frames,
+                    "fps": self.config.clip_fps,
+                });
+                RenderMode::AnimateDiff
+            }
+        };
         let params = serde_json::from_value(params)
             .map_err(|err| format!("the render's parameters: {err}"))?;
         let submit = RenderCommand::Submit {
-            mode: RenderMode::Txt2img,
+            mode,
             params,
             priority: requested.priority,
             trigger: Trigger {
@@ -734,7 +775,7 @@ impl Worker {
         for scene in &state.scenes {
             let progress = &state.progress[&scene.n];
             let picture = self.artifact_path(progress.picture.as_deref().unwrap_or_default())?;
-            let image = folder.join(format!("scene-{}.png", scene.n));
+            let image = folder.join(scene_file(&requested, scene.n));
             std::fs::copy(&picture, &image).map_err(|err| format!("{}: {err}", image.display()))?;
             let wav_path = self.artifact_path(progress.narration.as_deref().unwrap_or_default())?;
             std::fs::copy(&wav_path, folder.join(format!("scene-{}.wav", scene.n)))
@@ -848,7 +889,7 @@ impl Worker {
         let pictures: Vec<PathBuf> = state
             .scenes
             .iter()
-            .map(|s| folder.join(format!("scene-{}.png", s.n)))
+            .map(|s| folder.join(scene_file(&requested, s.n)))
             .collect();
         let attempt = tempfile::Builder::new()
             .prefix(".thumbnail-")
@@ -885,6 +926,35 @@ impl Worker {
         Ok(artifact)
     }
 
+    /// Asks the Stream Bot to announce the video: one post per project (its id derived from the
+    /// project's), so a worker that stops before recording it asks for the same post again and
+    /// finds it made.
+    async fn announce(
+        &self,
+        id: &str,
+        known: &Known,
+        title: &str,
+        post: &events::video::AutoPost,
+    ) -> Result<String, String> {
+        let post_id = uuid::Uuid::new_v5(&POSTS, id.as_bytes()).to_string();
+        let request = domain::post::PostCommand::Request(events::post::PostRequested {
+            text: post.text.replace("{title}", title),
+            artifact: None,
+            destinations: post.destinations.clone(),
+            share: None,
+        });
+        match execute(&self.posts, &post_id, request, self.meta(known), 3).await {
+            Ok(())
+            | Err(cqrs_es::AggregateError::UserError(domain::post::PostError::AlreadyRequested)) => {
+                Ok(post_id)
+            }
+            Err(cqrs_es::AggregateError::UserError(err)) => {
+                Err(format!("the Stream Bot refused the post: {err}"))
+            }
+            Err(err) => Err(format!("the post could not be asked for: {err}")),
+        }
+    }
+
     /// Cancels the project's renders that have not ended, then the project.
     async fn cancel(&self, id: &str, known: &Known, state: &VideoProject) {
         for progress in state.progress.values() {
@@ -911,6 +981,14 @@ fn sentences_of(state: &VideoProject, n: u32) -> Vec<TimedText> {
 }
 
 /// A project's own seed (for personas whose policy is random): from its id.
+/// Scene `n`'s picture (or clip) in the project's folder.
+fn scene_file(requested: &events::video::ProjectRequested, n: u32) -> String {
+    match requested.visuals {
+        Visuals::Stills => format!("scene-{n}.png"),
+        Visuals::Clips => format!("scene-{n}.mp4"),
+    }
+}
+
 fn seed_of(id: &str) -> u64 {
     id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)

@@ -176,10 +176,12 @@ impl Scheduler {
     /// The template's `n`th project (0-based).
     async fn requested(&self, defined: &ScheduleDefined, n: u32) -> Option<ProjectRequested> {
         let template = &defined.template;
-        let script = template
-            .scripts
-            .get(n as usize % template.scripts.len().max(1))?
-            .clone();
+        // The scripts in turn; without any, the topics in turn (the worker has the LLM write each).
+        let turn = |list: &[String]| list.get(n as usize % list.len().max(1)).cloned();
+        let (script, topic) = match turn(&template.scripts) {
+            Some(script) => (Some(script), None),
+            None => (None, Some(turn(&template.topics)?)),
+        };
         let persona = match &template.persona {
             None => None,
             Some(name) => Some(
@@ -191,13 +193,15 @@ impl Scheduler {
         };
         Some(ProjectRequested {
             title: template.title.replace("{n}", &(n + 1).to_string()),
-            script: Some(script),
-            topic: None,
+            script,
+            topic,
             persona,
             format: template.format,
+            visuals: template.visuals,
             target_secs: template.target_secs,
             music: None,
             priority: template.priority,
+            post: template.post.clone(),
         })
     }
 

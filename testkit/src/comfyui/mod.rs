@@ -195,6 +195,12 @@ impl FakeComfy {
         self.shared.state().models.insert(folder.to_owned(), names);
     }
 
+    /// The next `count` `/view` requests answer 500 (a server in trouble serving a file): the
+    /// run that wanted the file cannot have it, and may have it when it asks again.
+    pub fn fail_views(&self, count: u32) {
+        self.shared.state().failing_views = count;
+    }
+
     /// While `unresponsive` is true the server still accepts connections but never answers an
     /// HTTP request (a hung ComfyUI, for supervisor tests).
     pub fn set_unresponsive(&self, unresponsive: bool) {
@@ -386,6 +392,8 @@ struct ServerState {
     uploads: Vec<(String, Vec<u8>)>,
     interrupts: usize,
     completed: usize,
+    /// `/view` requests still to answer 500 ([`FakeComfy::fail_views`]).
+    failing_views: u32,
 }
 
 impl ServerState {

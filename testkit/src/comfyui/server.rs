@@ -476,7 +476,11 @@ async fn view(
         Ok(target) => target,
         Err(status) => return status.into_response(),
     };
-    let state = shared.state();
+    let mut state = shared.state();
+    if state.failing_views > 0 {
+        state.failing_views -= 1;
+        return internal_error();
+    }
     match state.file(folder, &subfolder, &name) {
         Some(bytes) => file_response(&name, bytes.clone()),
         None => StatusCode::NOT_FOUND.into_response(),
