@@ -22,6 +22,7 @@ mod gateway;
 mod hosts;
 mod live;
 mod video;
+mod video_scenes;
 use bus::StreamName;
 use bus::consumer::{ConsumerSpec, Outcome};
 use bus::store::{CommandMeta, commands};
@@ -55,6 +56,7 @@ struct Sizes {
     p12_rounds: usize,
     p12_steps: usize,
     p13_rounds: usize,
+    p14_rounds: usize,
 }
 
 impl Sizes {
@@ -82,6 +84,7 @@ impl Sizes {
                 p12_rounds: 2,
                 p12_steps: 10,
                 p13_rounds: 1,
+                p14_rounds: 1,
             }
         } else {
             Sizes {
@@ -106,6 +109,7 @@ impl Sizes {
                 p12_rounds: 5,
                 p12_steps: 30,
                 p13_rounds: 3,
+                p14_rounds: 2,
             }
         }
     }
@@ -456,6 +460,21 @@ async fn main() -> Result<()> {
             Some(("ffmpeg_cli_assembly_30s_p50", theirs)),
             "<= 1.2 of the ffmpeg command line",
             json!({ "rounds": rounds, "video": "6 stills of 1280x720, 5 s each with a Ken Burns zoom, 720x1280 at 30 fps, subtitles burned in, narration as AAC, libx264 veryfast CRF 21" }),
+        );
+    }
+
+    if wanted("p14") {
+        println!("P14 a video project, end to end per scene, on the simulated GPU");
+        let measured = video_scenes::scenes(sizes.p14_rounds).await?;
+        let direct = containers::quantile_us(&measured.direct, 0.5);
+        report.ceiling("video_scene_direct_p50", direct, "us");
+        report.figure(
+            "p14_video_scene_p50",
+            containers::quantile_us(&measured.pipeline, 0.5),
+            "us",
+            Some(("video_scene_direct_p50", direct)),
+            "<= 1.5 of the same work done directly (info: renders queue on one simulated GPU)",
+            json!({ "rounds": sizes.p14_rounds, "scenes": video_scenes::SCENES, "project": "9:16 stills, espeak-ng, 1080x1920 at 30 fps, 0.4 s cross-fades, subtitles, thumbnail", "render": "simulated GPU, 20 steps of 120 ms at 576x1024", "direct": "the same renders, narrations, assembly and thumbnail in one process, no log" }),
         );
     }
 
