@@ -55,13 +55,65 @@ fn safe_component(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A temporary file older than this was left by a write that never finished (a crash): no
+/// write in progress takes this long.
+pub const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// What the store holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Content files and their bytes (each artifact once, however many jobs link it).
+    pub files: u64,
+    pub bytes: u64,
+}
+
 impl ArtifactStore {
+    /// Opens (or makes) the store, removing temporary files a crashed write left behind.
     pub fn open(root: impl Into<PathBuf>) -> io::Result<Self> {
         let root = root.into();
         std::fs::create_dir_all(root.join("sha256"))?;
         std::fs::create_dir_all(root.join("jobs"))?;
         std::fs::create_dir_all(root.join("tmp"))?;
-        Ok(Self { root })
+        let store = Self { root };
+        match store.remove_orphans(ORPHAN_AGE) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed temporary files a crashed write left"),
+            Err(err) => tracing::warn!(error = %err, "could not look for orphaned temporary files"),
+        }
+        Ok(store)
+    }
+
+    /// Removes the temporary files last written more than `older_than` ago; how many.
+    pub fn remove_orphans(&self, older_than: std::time::Duration) -> io::Result<usize> {
+        let mut removed = 0;
+        for entry in std::fs::read_dir(self.root.join("tmp"))? {
+            let entry = entry?;
+            let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+            if age > older_than && entry.file_type()?.is_file() {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Counts the content files and their bytes (a walk of the store: blocking).
+    pub fn usage(&self) -> io::Result<Usage> {
+        let mut usage = Usage::default();
+        for shard in std::fs::read_dir(self.root.join("sha256"))? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(shard.path())? {
+                let metadata = file?.metadata()?;
+                if metadata.is_file() {
+                    usage.files += 1;
+                    usage.bytes += metadata.len();
+                }
+            }
+        }
+        Ok(usage)
     }
 
     pub fn root(&self) -> &Path {
@@ -163,15 +215,6 @@ impl ArtifactStore {
             content_type: content_type(&head[..filled]),
         }))
     }
-
-    /// How many content files the store holds (for tests and metrics).
-    pub fn content_count(&self) -> io::Result<usize> {
-        let mut count = 0;
-        for shard in std::fs::read_dir(self.root.join("sha256"))? {
-            count += std::fs::read_dir(shard?.path())?.count();
-        }
-        Ok(count)
-    }
 }
 
 #[cfg(test)]
@@ -185,7 +228,7 @@ mod tests {
         let (sha, new) = store.put(b"picture").await.unwrap();
         assert!(new);
         assert_eq!(store.put(b"picture").await.unwrap(), (sha.clone(), false));
-        assert_eq!(store.content_count().unwrap(), 1);
+        assert_eq!(store.usage().unwrap(), Usage { files: 1, bytes: 7 });
         let link = store.link_job("job-1", 0, &sha, "png").await.unwrap();
         assert_eq!(std::fs::read(&link).unwrap(), b"picture");
         store.link_job("job-1", 0, &sha, "png").await.unwrap();
@@ -193,6 +236,27 @@ mod tests {
         assert!(store.get(&"0".repeat(64)).await.unwrap().is_none());
         assert!(store.get("../../etc/passwd").await.unwrap().is_none());
         assert!(store.link_job("../x", 0, &sha, "png").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn temporary_files_a_crash_left_go_at_open_and_fresh_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let old = dir.path().join("tmp/abc.crashed");
+        let fresh = dir.path().join("tmp/def.writing");
+        std::fs::write(&old, b"half").unwrap();
+        std::fs::write(&fresh, b"half").unwrap();
+        let long_ago = std::time::SystemTime::now() - 2 * ORPHAN_AGE;
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        ArtifactStore::open(dir.path()).unwrap();
+        assert!(!old.exists() && fresh.exists());
+        assert_eq!(store.remove_orphans(std::time::Duration::ZERO).unwrap(), 1);
+        assert_eq!(store.usage().unwrap(), Usage::default());
     }
 
     #[tokio::test]

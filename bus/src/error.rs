@@ -20,6 +20,9 @@ pub enum BusErrorKind {
     Decode,
     /// Not allowed: e.g. a raw publish into the event log, which only `Bus::append` writes.
     Refused,
+    /// The stream (or the server's store) is at its limit: nothing more is stored until room
+    /// is made.
+    Full,
     /// Anything else the server or client reported.
     Other,
 }
@@ -35,6 +38,7 @@ impl fmt::Display for BusErrorKind {
             BusErrorKind::NotFound => "not found",
             BusErrorKind::Decode => "failed to decode message",
             BusErrorKind::Refused => "refused",
+            BusErrorKind::Full => "the stream is full",
             BusErrorKind::Other => "nats operation failed",
         })
     }

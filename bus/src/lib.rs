@@ -45,6 +45,10 @@ pub struct BusConfig {
     pub max_payload: usize,
     /// Copies of every stream: 1 on a single server, 3 on a production cluster.
     pub stream_replicas: usize,
+    /// The most bytes the event log may hold (0: no limit). At the limit a write is refused
+    /// with [`BusErrorKind::Full`] and nothing stored is touched (the log never drops old
+    /// events); raising the limit lets writes go on.
+    pub events_max_bytes: i64,
 }
 
 impl Default for BusConfig {
@@ -55,9 +59,14 @@ impl Default for BusConfig {
             publish_retry_for: Duration::from_secs(30),
             max_payload: 1024 * 1024,
             stream_replicas: 1,
+            events_max_bytes: DEFAULT_EVENTS_MAX_BYTES,
         }
     }
 }
+
+/// The event log's default limit: 8 GiB of the dev stack's 10 GB JetStream store, leaving room
+/// for telemetry, work and dead letters.
+pub const DEFAULT_EVENTS_MAX_BYTES: i64 = 8 << 30;
 
 /// Credentials and TLS: files, never values, and never in the URL (`[nats]` in the
 /// configuration).
@@ -103,7 +112,12 @@ impl Bus {
     /// streams, idempotently: what the control plane does, and nobody else.
     pub async fn connect(config: BusConfig) -> Result<Bus, BusError> {
         let bus = Self::connect_only(config).await?;
-        streams::provision(&bus.jetstream, bus.config.stream_replicas).await?;
+        streams::provision(
+            &bus.jetstream,
+            bus.config.stream_replicas,
+            bus.config.events_max_bytes,
+        )
+        .await?;
         Ok(bus)
     }
 

@@ -203,7 +203,23 @@ fn classify(err: PublishError) -> BusError {
         PublishErrorKind::MaxPayloadExceeded => BusErrorKind::TooLarge,
         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => BusErrorKind::Timeout,
         PublishErrorKind::StreamNotFound => BusErrorKind::NotFound,
+        _ if is_full(&err.to_string()) => BusErrorKind::Full,
         _ => BusErrorKind::Other,
     };
     BusError::with_source(kind, err)
+}
+
+/// JetStream's refusals of a write for want of room: a stream at its `max_bytes` or
+/// `max_msgs` with discard-new ("maximum bytes exceeded", "maximum messages exceeded"), or a
+/// server whose store is full ("insufficient resources", "resource limits exceeded").
+fn is_full(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    [
+        "maximum bytes",
+        "maximum messages",
+        "insufficient resources",
+        "resource limits",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
 }

@@ -63,6 +63,15 @@ type Inner = Pin<Box<dyn Stream<Item = Result<StoredMessage, BusError>> + Send>>
 /// An endless, ordered stream of stored messages (it waits for new ones at the end).
 pub struct MessageStream {
     inner: Inner,
+    backlog: u64,
+}
+
+impl MessageStream {
+    /// How many stored messages (matching the filter) were waiting to be read when the reader
+    /// opened: 0 means a fold over them is already caught up.
+    pub fn backlog(&self) -> u64 {
+        self.backlog
+    }
 }
 
 impl Stream for MessageStream {
@@ -82,6 +91,20 @@ impl Bus {
         from: ReadFrom,
         filter: Option<String>,
     ) -> Result<MessageStream, BusError> {
+        self.read_subjects(stream, from, filter.into_iter().collect())
+            .await
+    }
+
+    /// Reads `stream` in order from `from`, only the subjects matching one of `filters` (all of
+    /// them when empty): a fold that needs a few aggregate types reads only those, however
+    /// long the rest of the log has grown.
+    pub async fn read_subjects(
+        &self,
+        stream: StreamName,
+        from: ReadFrom,
+        filters: Vec<String>,
+    ) -> Result<MessageStream, BusError> {
+        let filter = (filters.len() == 1).then(|| filters[0].clone());
         // Every reader is pinned to a sequence so that a restarted ordered consumer (which
         // async-nats recreates from sequence 1 when nothing was delivered yet) cannot replay
         // the past into it: everything before `min_seq` or not after the last yielded message
@@ -115,15 +138,22 @@ impl Bus {
             }
         };
         let handle = self.stream(stream).await?;
+        let (filter_subject, filter_subjects) = match filter {
+            Some(one) => (one, Vec::new()),
+            None if filters.len() > 1 => (String::new(), filters),
+            None => (String::new(), Vec::new()),
+        };
         let consumer = handle
             .create_consumer(consumer::pull::OrderedConfig {
                 deliver_policy,
-                filter_subject: filter.unwrap_or_default(),
+                filter_subject,
+                filter_subjects,
                 name: Some(reader_name()),
                 ..Default::default()
             })
             .await
             .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
+        let backlog = consumer.cached_info().num_pending;
         let messages = consumer
             .messages()
             .await
@@ -145,6 +175,7 @@ impl Bus {
         });
         Ok(MessageStream {
             inner: Box::pin(inner),
+            backlog,
         })
     }
 

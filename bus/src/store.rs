@@ -103,9 +103,55 @@ impl<A: Aggregate> JetStreamContext<A> {
 /// `AggregateConflict`, because every commit names the subject sequence it was decided on.
 pub struct JetStreamStore<A> {
     bus: Bus,
-    cache: Mutex<HashMap<String, Cached<A>>>,
-    capacity: usize,
+    cache: Mutex<Lru<Cached<A>>>,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+/// At most `capacity` entries; when full, the least recently used tenth goes (one scan per
+/// tenth of the capacity inserted, not one per insert), so a hot aggregate stays cached however
+/// many cold ones pass through.
+struct Lru<V> {
+    entries: HashMap<String, (V, u64)>,
+    capacity: usize,
+    tick: u64,
+}
+
+impl<V> Lru<V> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            capacity,
+            tick: 0,
+        }
+    }
+
+    fn get(&mut self, key: &str) -> Option<&V> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(key).map(|(value, used)| {
+            *used = tick;
+            &*value
+        })
+    }
+
+    fn insert(&mut self, key: String, value: V) {
+        if self.capacity == 0 {
+            return;
+        }
+        self.tick += 1;
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            let mut ticks: Vec<u64> = self.entries.values().map(|(_, used)| *used).collect();
+            let drop = (self.capacity / 10).max(1).min(ticks.len());
+            let (_, cutoff, _) = ticks.select_nth_unstable(drop - 1);
+            let cutoff = *cutoff;
+            self.entries.retain(|_, (_, used)| *used > cutoff);
+        }
+        self.entries.insert(key, (value, self.tick));
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
 }
 
 struct Cached<A> {
@@ -119,12 +165,12 @@ impl<A> JetStreamStore<A> {
         Self::with_capacity(bus, 10_000)
     }
 
-    /// A store caching at most `capacity` aggregates (0 disables the cache).
+    /// A store caching at most `capacity` aggregates, the least recently used leaving first
+    /// (0 disables the cache).
     pub fn with_capacity(bus: Bus, capacity: usize) -> Self {
         Self {
             bus,
-            cache: Mutex::new(HashMap::new()),
-            capacity,
+            cache: Mutex::new(Lru::new(capacity)),
             _aggregate: PhantomData,
         }
     }
@@ -336,12 +382,10 @@ where
                 return Err(to_aggregate_error(err));
             }
         };
-        if self.capacity > 0 {
-            let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if cache.len() >= self.capacity {
-                cache.clear();
-            }
-            cache.insert(
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
                 context.aggregate_id.clone(),
                 Cached {
                     aggregate: context.aggregate.clone(),
@@ -349,7 +393,6 @@ where
                     last_stream_seq: appended.stream_seq,
                 },
             );
-        }
         Ok(envelopes
             .into_iter()
             .zip(events)
@@ -360,5 +403,37 @@ where
                 payload,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Lru;
+
+    #[test]
+    fn the_least_recently_used_leave_first_and_a_hot_entry_stays() {
+        let mut lru = Lru::new(10);
+        for n in 0..10 {
+            lru.insert(format!("a{n}"), n);
+        }
+        // a0 is used all along; a new one pushes out the least recently used (a1), not a0.
+        for n in 10..30 {
+            assert_eq!(lru.get("a0"), Some(&0));
+            lru.insert(format!("a{n}"), n);
+            assert!(lru.entries.len() <= 10);
+        }
+        assert_eq!(lru.get("a0"), Some(&0));
+        assert_eq!(lru.get("a1"), None);
+        assert_eq!(lru.get("a29"), Some(&29));
+        // Replacing an entry never evicts another.
+        let before = lru.entries.len();
+        lru.insert("a29".into(), 290);
+        assert_eq!((lru.entries.len(), lru.get("a29")), (before, Some(&290)));
+        lru.remove("a29");
+        assert_eq!(lru.get("a29"), None);
+        // Capacity 0 keeps nothing.
+        let mut none = Lru::new(0);
+        none.insert("x".into(), 1);
+        assert_eq!(none.get("x"), None);
     }
 }

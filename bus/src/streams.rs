@@ -44,8 +44,9 @@ impl StreamName {
         }
     }
 
-    /// The declared configuration, with `replicas` copies of every message (3 on a cluster).
-    pub fn config(self, replicas: usize) -> stream::Config {
+    /// The declared configuration, with `replicas` copies of every message (3 on a cluster),
+    /// the event log holding at most `events_max_bytes` (0: no limit).
+    pub fn config(self, replicas: usize, events_max_bytes: i64) -> stream::Config {
         let base = stream::Config {
             name: self.as_str().to_owned(),
             subjects: vec![self.subjects().to_owned()],
@@ -61,6 +62,13 @@ impl StreamName {
                 deny_delete: true,
                 deny_purge: true,
                 duplicate_window: Duration::from_secs(120),
+                // Full means full: a new write is refused, no old event is dropped.
+                max_bytes: if events_max_bytes > 0 {
+                    events_max_bytes
+                } else {
+                    -1
+                },
+                discard: stream::DiscardPolicy::New,
                 ..base
             },
             StreamName::Telemetry => stream::Config {
@@ -75,6 +83,9 @@ impl StreamName {
                 description: Some("work queue for workers".to_owned()),
                 retention: stream::RetentionPolicy::WorkQueue,
                 duplicate_window: Duration::from_secs(120),
+                // Work nobody took in a week (its node retired; its job was requeued to another
+                // long since) goes rather than staying forever.
+                max_age: WORK_MAX_AGE,
                 ..base
             },
             StreamName::Dlq => stream::Config {
@@ -90,14 +101,18 @@ impl StreamName {
     }
 }
 
+/// How long a work message waits for its worker before it expires.
+pub const WORK_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Creates every stream, or updates it to the declared configuration.
 pub(crate) async fn provision(
     jetstream: &jetstream::Context,
     replicas: usize,
+    events_max_bytes: i64,
 ) -> Result<(), BusError> {
     for name in StreamName::ALL {
         jetstream
-            .create_or_update_stream(name.config(replicas))
+            .create_or_update_stream(name.config(replicas, events_max_bytes))
             .await
             .map_err(|err| BusError::with_source(BusErrorKind::Provision, err))?;
     }
@@ -130,4 +145,39 @@ pub(crate) async fn check(bus: &crate::Bus) -> Result<(), BusError> {
         })?;
     }
     Ok(())
+}
+
+/// What one stream holds, and its limit.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StreamUsage {
+    pub stream: &'static str,
+    pub bytes: u64,
+    pub messages: u64,
+    /// `None`: no limit of its own (the server's store is the limit).
+    pub max_bytes: Option<u64>,
+}
+
+impl crate::Bus {
+    /// Every stream's size and limit, as the server reports them now.
+    pub async fn storage(&self) -> Result<Vec<StreamUsage>, BusError> {
+        let mut out = Vec::new();
+        for name in StreamName::ALL {
+            let mut handle = self
+                .jetstream
+                .get_stream(name.as_str())
+                .await
+                .map_err(|err| BusError::with_source(BusErrorKind::NotFound, err))?;
+            let info = handle
+                .info()
+                .await
+                .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
+            out.push(StreamUsage {
+                stream: name.as_str(),
+                bytes: info.state.bytes,
+                messages: info.state.messages,
+                max_bytes: u64::try_from(info.config.max_bytes).ok().filter(|m| *m > 0),
+            });
+        }
+        Ok(out)
+    }
 }

@@ -776,3 +776,120 @@ async fn commit_consumers_dead_letter_what_is_not_a_commit() {
     let reason = letters[0].header("Nebula-Dlq-Reason").unwrap();
     assert!(reason.starts_with("undecodable commit"), "{reason}");
 }
+
+/// The event log at its limit: a write is refused as `Full` with the server's reason, nothing
+/// already stored is lost or changed, the usage says how full it is, and once the limit is
+/// raised (the next start with a larger `events_max_bytes`) writes go on.
+#[tokio::test]
+async fn a_full_event_log_refuses_writes_keeps_what_it_holds_and_recovers_when_raised() {
+    let server = NatsServer::start();
+    let small = |max: i64| BusConfig {
+        url: server.url(),
+        auth: NatsAuth::nkey(server.control_seed()),
+        events_max_bytes: max,
+        publish_retry_for: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let bus = Bus::connect(small(8 * 1024)).await.unwrap();
+    let mut stored = 0u64;
+    let refused = loop {
+        match bus
+            .append(&[registered(&format!("n{stored}"), 1)], ExpectedSeq::Any)
+            .await
+        {
+            Ok(_) => stored += 1,
+            Err(err) => break err,
+        }
+        assert!(stored < 1_000, "8 KiB never filled");
+    };
+    assert_eq!(refused.kind(), BusErrorKind::Full, "{refused:#}");
+    assert!(stored > 3, "some events fit: {stored}");
+    let usage = bus.storage().await.unwrap();
+    let events = usage.iter().find(|u| u.stream == "EVENTS").unwrap();
+    assert_eq!(events.messages, stored, "nothing stored was dropped");
+    assert_eq!(events.max_bytes, Some(8 * 1024));
+    assert!(
+        events.bytes <= 8 * 1024 && events.bytes > 8 * 1024 / 2,
+        "{events:?}"
+    );
+    let work = usage.iter().find(|u| u.stream == "WORK").unwrap();
+    assert_eq!(work.max_bytes, None);
+    // Every event that was acknowledged reads back.
+    let all = read_all(&bus, StreamName::Events).await;
+    assert_eq!(all.len() as u64, stored);
+    // Room made by raising the limit: the same write goes through.
+    let roomier = Bus::connect(small(1 << 20)).await.unwrap();
+    roomier
+        .append(&[registered("after", 1)], ExpectedSeq::Any)
+        .await
+        .unwrap();
+    assert_eq!(
+        read_all(&roomier, StreamName::Events).await.len() as u64,
+        stored + 1
+    );
+}
+
+/// A reader of a few aggregate types reads only those, says how many wait when it opens, and
+/// marks the last of them (`pending == 0`): how a fold knows it has caught up without reading
+/// the rest of the log.
+#[tokio::test]
+async fn a_reader_of_some_aggregate_types_reads_only_those_and_knows_its_backlog() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let queued = |job: &str| {
+        EventEnvelope::new(
+            job,
+            1,
+            &events::render::RenderJobEvent::PriorityChanged(
+                events::render::RenderPriorityChanged { priority: 1 },
+            ),
+            CorrelationId::new(),
+            None,
+            Actor::system(),
+        )
+    };
+    for n in 0..3 {
+        bus.append(&[registered(&format!("n{n}"), 1)], ExpectedSeq::Any)
+            .await
+            .unwrap();
+        bus.append(&[queued(&format!("j{n}"))], ExpectedSeq::Any)
+            .await
+            .unwrap();
+    }
+    let mut jobs = bus
+        .read_subjects(
+            StreamName::Events,
+            ReadFrom::Start,
+            vec![
+                events::subjects::events_of_type("render_job"),
+                events::subjects::events_of_type("no_such_type"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs.backlog(), 3);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let message = tokio::time::timeout(DEFAULT_WAIT, jobs.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            message.subject.contains(".render_job."),
+            "{}",
+            message.subject
+        );
+        seen.push(message.pending);
+    }
+    assert_eq!(seen.last(), Some(&Some(0)), "the last one says so");
+    let nothing = bus
+        .read_subjects(
+            StreamName::Events,
+            ReadFrom::Start,
+            vec![events::subjects::events_of_type("no_such_type")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(nothing.backlog(), 0, "caught up at once");
+}

@@ -7,7 +7,8 @@ import {
   createState,
   eventMatches,
   gpuRows,
-  heartbeatIsNewer,
+  arrivedLater,
+  heartbeatTime,
   isFeedEvent,
   MAX_EVENTS,
   mergeHistory,
@@ -123,15 +124,19 @@ test('node events register and deregister nodes', () => {
 
 test('telemetry is latest-wins and creates a provisional node', () => {
   const state = createState();
-  const hb = (seq, at) => ({ type: 'telemetry', node_id: 'n1', heartbeat: { sample_seq: seq, sampled_at: at, cpu_percent: seq } });
-  assert.equal(applyFrame(state, hb(5, '2026-12-04T09:59:50Z'), NOW).applied, true);
+  const hb = (tseq, seq, at) => ({ type: 'telemetry', node_id: 'n1', telemetry_seq: tseq, clock_skew_ms: 3600000, heartbeat: { sample_seq: seq, sampled_at: at, cpu_percent: seq } });
+  assert.equal(applyFrame(state, hb(10, 5, '2026-12-04T10:59:50Z'), NOW).applied, true);
   assert.equal(state.nodes.get('n1')._provisional, true);
-  // Older in both sequence and time: dropped.
-  assert.equal(applyFrame(state, hb(4, '2026-12-04T09:59:40Z'), NOW).applied, false);
-  // A restarted agent (sequence back to 1, newer time): taken.
-  assert.equal(applyFrame(state, hb(1, '2026-12-04T09:59:55Z'), NOW).applied, true);
+  assert.equal(state.nodes.get('n1').clock_skew_ms, 3600000);
+  // An earlier arrival, replayed: dropped.
+  assert.equal(applyFrame(state, hb(9, 6, '2026-12-04T11:00:00Z'), NOW).applied, false);
+  // A later arrival wins whatever its clock says (the agent's clock set back an hour).
+  assert.equal(applyFrame(state, hb(11, 1, '2026-12-04T09:59:55Z'), NOW).applied, true);
   assert.equal(state.nodes.get('n1').heartbeat.cpu_percent, 1);
-  assert.equal(heartbeatIsNewer(null, { sample_seq: 1 }), true);
+  // Arrival time, not the agent's clock, says how old the reading is.
+  assert.equal(heartbeatTime(state.nodes.get('n1')), NOW);
+  assert.equal(arrivedLater(null, 1), true);
+  assert.equal(arrivedLater(5, 5), false);
 });
 
 test('malformed frames never throw', () => {

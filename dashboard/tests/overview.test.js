@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 
 import { applyFrame, createState, STALE_MS } from '../js/state/live.js';
 import { createStudioState } from '../js/state/studio.js';
-import { attention, jobSummary, nodeSummary, recentFailures } from '../js/state/overview.js';
+import { attention, jobSummary, nodeSummary, recentFailures, storageWarnings } from '../js/state/overview.js';
 import { HISTORY_NOTE, normalizeLetters, payloadText, replayBlocked, replayOutcome } from '../js/state/dlq.js';
 
 const NOW = Date.parse('2026-12-04T10:00:00Z');
@@ -153,4 +153,34 @@ test('a replay answer: 202 replayed, 409 already was, anything else failed', () 
   assert.deepEqual(replayOutcome(409, null, 'dead letter 12 was already replayed'), { ok: false, replayed: true, message: 'dead letter 12 was already replayed' });
   assert.deepEqual(replayOutcome(400, null, 'events are history'), { ok: false, replayed: false, message: 'events are history' });
   assert.deepEqual(replayOutcome(0, null, null), { ok: false, replayed: false, message: 'replay failed' });
+});
+
+test('attention: a node whose clock is off by more than a few seconds', () => {
+  const state = createState();
+  applyFrame(state, { type: 'snapshot', seq: 0, nodes: [
+    { node_id: 'fast', status: 'online', heartbeat: { sampled_at: '2026-12-04T11:00:00Z' }, received_at: '2026-12-04T10:00:00Z', clock_skew_ms: 3600000 },
+    { node_id: 'fine', status: 'online', heartbeat: { sampled_at: '2026-12-04T10:00:01Z' }, received_at: '2026-12-04T10:00:00Z', clock_skew_ms: 1000 },
+  ], events: [] }, NOW);
+  const summary = nodeSummary(state, NOW);
+  // Seen now (by arrival), not in an hour.
+  assert.equal(summary.nodes.find((n) => n.id === 'fast').status, 'online');
+  const quiet = createStudioState();
+  quiet.queue = { jobs: [], queued: 0, cap: 100, paused: false };
+  const items = attention(summary, jobSummary(quiet), [], null, NOW);
+  assert.deepEqual(items.map((i) => i.text), ['clock on fast ahead by 3600 s']);
+  assert.deepEqual(items[0].params, { node: 'fast' });
+});
+
+test('attention: a stream near or at its limit', () => {
+  const storage = { warn_fraction: 0.8, streams: [
+    { stream: 'EVENTS', bytes: 7 * 1073741824, max_bytes: 8 * 1073741824 },
+    { stream: 'WORK', bytes: 5, max_bytes: null },
+    { stream: 'DLQ', bytes: 100, max_bytes: 100 },
+  ] };
+  assert.deepEqual(storageWarnings(storage).map((w) => [w.tone, w.text]), [
+    ['warn', 'event log 87% full (7.0 of 8.0 GiB)'],
+    ['crit', 'DLQ stream full: new events are refused (0.00 of 0.00 GiB)'],
+  ]);
+  assert.deepEqual(storageWarnings(null), []);
+  assert.deepEqual(storageWarnings({ streams: [{ stream: 'EVENTS', bytes: 1, max_bytes: 100 }] }), []);
 });

@@ -65,6 +65,12 @@ pub enum RenderCommand {
     Requeue {
         reason: String,
     },
+    /// Its node asks to run it again as a new attempt (its backend went away mid-job and is
+    /// back): back to the queue while attempts are left, else failed saying why.
+    Retry {
+        attempt: u32,
+        reason: String,
+    },
     Cancel {
         reason: String,
     },
@@ -177,7 +183,8 @@ pub fn job_node_may(
         } => placed_here && starts_as == node_id,
         RenderCommand::ReportProgress { .. }
         | RenderCommand::Complete { .. }
-        | RenderCommand::Fail { .. } => placed_here,
+        | RenderCommand::Fail { .. }
+        | RenderCommand::Retry { .. } => placed_here,
         RenderCommand::Submit { .. }
         | RenderCommand::ChangePriority { .. }
         | RenderCommand::Assign { .. }
@@ -209,6 +216,7 @@ impl RenderCommand {
             RenderCommand::Complete { .. } => "complete",
             RenderCommand::Fail { .. } => "fail",
             RenderCommand::Requeue { .. } => "requeue",
+            RenderCommand::Retry { .. } => "retry",
             RenderCommand::Cancel { .. } => "cancel",
             RenderCommand::Share { .. } => "share the outputs of",
             RenderCommand::RevokeShare { .. } => "revoke a share of",
@@ -341,6 +349,25 @@ impl Aggregate for RenderJob {
                     priority: self.priority,
                     reason,
                 })]
+            }
+            RenderCommand::Retry { attempt, reason } => {
+                self.require(&[Assigned, Running], "be retried")?;
+                self.current(attempt)?;
+                if attempt >= self.max_attempts {
+                    vec![RenderJobEvent::Failed(RenderFailed {
+                        attempt,
+                        reason: format!(
+                            "{reason}; no attempts left ({attempt} of {})",
+                            self.max_attempts
+                        ),
+                        retryable: true,
+                    })]
+                } else {
+                    vec![RenderJobEvent::Queued(RenderQueued {
+                        priority: self.priority,
+                        reason,
+                    })]
+                }
             }
             RenderCommand::Cancel { reason } => {
                 let status = self.status()?;
@@ -888,6 +915,54 @@ mod tests {
         assert!(
             super::job_node_may(&job, "gpu-1", "j1", &share(&output, &"2d".repeat(16))).is_err()
         );
+    }
+
+    #[test]
+    fn a_retry_is_a_new_attempt_while_attempts_are_left_then_fails_saying_why() {
+        let on = |attempt: u32| {
+            let mut events = submitted();
+            for n in 1..=attempt {
+                events.push(assigned("gpu-1", n));
+                events.push(started("gpu-1", n));
+            }
+            events
+        };
+        let retry = |attempt: u32| RenderCommand::Retry {
+            attempt,
+            reason: "ComfyUI went away mid-job: connection reset".into(),
+        };
+        TestFramework::<RenderJob>::with(())
+            .given(on(1))
+            .when(retry(1))
+            .then_expect_events(vec![Event(RenderJobEvent::Queued(RenderQueued {
+                priority: 0,
+                reason: "ComfyUI went away mid-job: connection reset".into(),
+            }))]);
+        // A stale attempt's retry changes nothing.
+        TestFramework::<RenderJob>::with(())
+            .given(on(2))
+            .when(retry(1))
+            .then_expect_error(RenderError::StaleAttempt {
+                given: 1,
+                current: 2,
+                node: "gpu-1".into(),
+            });
+        // The last attempt: failed, with the original cause.
+        TestFramework::<RenderJob>::with(())
+            .given(on(3))
+            .when(retry(3))
+            .then_expect_events(vec![Event(RenderJobEvent::Failed(RenderFailed {
+                attempt: 3,
+                reason: "ComfyUI went away mid-job: connection reset; no attempts left (3 of 3)"
+                    .into(),
+                retryable: true,
+            }))]);
+        let mut job = RenderJob::default();
+        for event in on(1) {
+            job.apply(event);
+        }
+        assert!(super::job_node_may(&job, "gpu-1", "j1", &retry(1)).is_ok());
+        assert!(super::job_node_may(&job, "gpu-2", "j1", &retry(1)).is_err());
     }
 
     #[test]

@@ -266,8 +266,16 @@ impl RenderParams {
         }
     }
 
-    /// A rough VRAM need in MiB, used for placement: a base per model family plus the latent.
+    /// A rough VRAM need in MiB, used for placement: for the diffusion modes a base per model
+    /// family plus the latent (all of a clip's frames at once); upscale and face swap load no
+    /// checkpoint and sample nothing, so their need is their own model's (ComfyUI tiles an
+    /// upscale, whatever the input's size).
     pub fn vram_estimate_mib(&self, mode: RenderMode) -> u64 {
+        match mode {
+            RenderMode::Upscale => return 1_500,
+            RenderMode::FaceSwap => return 1_200,
+            _ => {}
+        }
         let pixels = u64::from(self.width) * u64::from(self.height);
         let base = if self.checkpoint.to_ascii_lowercase().contains("xl") {
             6_500
@@ -276,8 +284,6 @@ impl RenderParams {
         };
         let extra = match mode {
             RenderMode::Controlnet => 1_400,
-            RenderMode::Upscale => 1_000,
-            RenderMode::FaceSwap => 800,
             // The motion module, and every frame's latent at once.
             RenderMode::AnimateDiff => {
                 let frames = self.animation.as_ref().map_or(16, |a| a.frames);
@@ -287,7 +293,32 @@ impl RenderParams {
         };
         base + extra + pixels / 512
     }
+
+    /// The model a mode's graph actually runs, as provenance records it: the checkpoint (and a
+    /// clip's motion module), or the upscaler's or face swapper's own model.
+    pub fn model_used(&self, mode: RenderMode) -> String {
+        match mode {
+            RenderMode::Upscale => self
+                .upscale_model
+                .clone()
+                .unwrap_or_else(|| DEFAULT_UPSCALE_MODEL.to_owned()),
+            RenderMode::FaceSwap => FACE_SWAP_MODEL.to_owned(),
+            RenderMode::AnimateDiff => format!(
+                "{} + {}",
+                self.checkpoint,
+                self.animation
+                    .as_ref()
+                    .map_or_else(defaults::motion_module, |a| a.motion_module.clone())
+            ),
+            _ => self.checkpoint.clone(),
+        }
+    }
 }
+
+/// Used when an upscale job names no model (validation normally requires one).
+pub const DEFAULT_UPSCALE_MODEL: &str = "RealESRGAN_x4plus.pth";
+/// ReActor's swap model.
+pub const FACE_SWAP_MODEL: &str = "inswapper_128.onnx";
 
 /// The most frames one clip may have.
 pub const MAX_FRAMES: u32 = 256;
@@ -661,11 +692,33 @@ mod tests {
         );
         let none = RenderParams {
             animation: None,
-            ..params
+            ..params.clone()
         };
         assert_eq!(
             none.validate(RenderMode::AnimateDiff).unwrap_err(),
             "animatediff needs animation"
+        );
+        // Provenance names the model each graph runs.
+        assert_eq!(
+            params.model_used(RenderMode::AnimateDiff),
+            "v1-5-pruned-emaonly.safetensors + mm_sd_v15_v2.ckpt"
+        );
+        assert_eq!(params.model_used(RenderMode::FaceSwap), FACE_SWAP_MODEL);
+        let upscale = RenderParams {
+            upscale_model: Some("4x-UltraSharp.pth".into()),
+            ..RenderParams::default()
+        };
+        assert_eq!(upscale.model_used(RenderMode::Upscale), "4x-UltraSharp.pth");
+        // An upscale's need is its upscaler's, not a checkpoint's at the default size.
+        let big = RenderParams {
+            checkpoint: "sd_xl_base_1.0.safetensors".into(),
+            width: 2048,
+            height: 2048,
+            ..upscale.clone()
+        };
+        assert_eq!(
+            big.vram_estimate_mib(RenderMode::Upscale),
+            upscale.vram_estimate_mib(RenderMode::Upscale)
         );
         // An image job's stored form has no animation field at all.
         let still = serde_json::to_value(&none).unwrap();

@@ -43,9 +43,49 @@ pub(crate) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
+/// The share of a stream's limit above which it is worth a warning.
+pub(crate) const STORAGE_WARN_FRACTION: f64 = 0.8;
+
+/// `GET /api/storage` (viewer): every stream's bytes, messages and limit, the artifact store's
+/// files and bytes, and the share of a limit past which the dashboard warns.
+pub(crate) async fn storage(
+    State(state): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let streams =
+        state.bus.storage().await.map_err(|err| {
+            ApiError::Unavailable(format!("nats cannot say what it stores: {err}"))
+        })?;
+    let store = state.artifacts.clone();
+    let artifacts = tokio::task::spawn_blocking(move || store.usage())
+        .await
+        .map_err(|err| ApiError::Unavailable(err.to_string()))?
+        .map_err(|err| ApiError::Unavailable(format!("the artifact store: {err}")))?;
+    Ok(Json(json!({
+        "streams": streams,
+        "artifacts": artifacts,
+        "warn_fraction": STORAGE_WARN_FRACTION,
+    })))
+}
+
 pub(crate) async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let registry = state.bus.metrics();
     registry.set("nebula_ws_clients", &[], state.hub.clients() as f64);
+    // What each stream holds and may hold, and the artifact store's size.
+    if let Ok(streams) = state.bus.storage().await {
+        for usage in streams {
+            let labels = [("stream", usage.stream)];
+            registry.set("nebula_stream_bytes", &labels, usage.bytes as f64);
+            registry.set("nebula_stream_messages", &labels, usage.messages as f64);
+            if let Some(max) = usage.max_bytes {
+                registry.set("nebula_stream_max_bytes", &labels, max as f64);
+            }
+        }
+    }
+    let store = state.artifacts.clone();
+    if let Ok(Ok(usage)) = tokio::task::spawn_blocking(move || store.usage()).await {
+        registry.set("nebula_artifacts_bytes", &[], usage.bytes as f64);
+        registry.set("nebula_artifacts_files", &[], usage.files as f64);
+    }
     // Lag of every projection behind its stream, computed at scrape time.
     if let Ok(checkpoints) = state.read.checkpoints().await {
         for projection in projections::all() {

@@ -214,7 +214,14 @@ fn telemetry_frame(message: &StoredMessage) -> Option<Frame> {
     let heartbeat: events::telemetry::Heartbeat = serde_json::from_slice(&message.payload).ok()?;
     let raw = std::str::from_utf8(&message.payload).ok()?;
     let node_id = serde_json::to_string(heartbeat.node_id.as_str()).ok()?;
-    let text = format!("{{\"type\":\"telemetry\",\"node_id\":{node_id},\"heartbeat\":{raw}}}");
+    // Ordered by arrival: the stream's sequence and the server's time go with the sample, and
+    // how far the agent's clock was off.
+    let received_at = serde_json::to_string(&message.published).ok()?;
+    let skew = (heartbeat.sampled_at - message.published).num_milliseconds();
+    let text = format!(
+        "{{\"type\":\"telemetry\",\"node_id\":{node_id},\"telemetry_seq\":{},\"received_at\":{received_at},\"clock_skew_ms\":{skew},\"heartbeat\":{raw}}}",
+        message.stream_seq.0
+    );
     Some(Frame {
         seq: None,
         text: text.into(),

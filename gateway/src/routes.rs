@@ -142,6 +142,7 @@ fn table() -> Vec<Entry> {
             "/api/projections",
             api::list_projections,
         ),
+        entry(Viewer, get.clone(), "/api/storage", health::storage),
         entry(Viewer, get.clone(), "/api/render/jobs", render::list),
         entry(Viewer, get.clone(), "/api/render/jobs/{id}", render::get),
         entry(Viewer, get.clone(), "/api/render/queue", render::queue),

@@ -9,7 +9,7 @@ use ffmpeg::software::scaling;
 use ffmpeg::{Dictionary, Packet, Rational, codec, encoder, format, frame, media};
 use ffmpeg_next as ffmpeg;
 
-use crate::assemble::{AssemblyError, ff, init};
+use crate::error::{AssemblyError, ff, init};
 
 /// The most frames a clip is decoded to: a scene loops its clip, it never needs more.
 pub const MAX_FRAMES: usize = 1_000;

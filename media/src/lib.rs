@@ -7,6 +7,7 @@
 pub mod assemble;
 pub mod audio;
 pub mod clip;
+mod error;
 pub mod subtitles;
 pub mod thumbnail;
 pub mod tts;

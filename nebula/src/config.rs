@@ -23,6 +23,9 @@ pub struct Config {
     pub nats: bus::NatsAuth,
     /// Replicas of every JetStream stream (1 on one server; 3 on a production cluster).
     pub stream_replicas: usize,
+    /// The most bytes the event log may hold (0: no limit of its own). Full, a write is refused
+    /// and nothing stored is touched; raise it (and the server's store) to go on.
+    pub events_max_bytes: i64,
     /// Postgres, for the read models (its password never prints).
     pub database_url: Dsn,
     /// Redis, for chat limits and the AI developer's job memory.
@@ -108,6 +111,7 @@ impl Default for Config {
             nats_url: "nats://127.0.0.1:4322".to_owned(),
             nats: bus::NatsAuth::default(),
             stream_replicas: 1,
+            events_max_bytes: bus::DEFAULT_EVENTS_MAX_BYTES,
             database_url: "postgres://nebula:nebula@127.0.0.1:5432/nebula".into(),
             redis_url: "redis://127.0.0.1:6379".into(),
             state_dir: PathBuf::from(".nebula"),
@@ -242,6 +246,12 @@ impl Config {
                 self.stream_replicas
             ));
         }
+        if self.events_max_bytes < 0 {
+            problems.push(format!(
+                "events_max_bytes must be 0 (no limit) or more, got {}",
+                self.events_max_bytes
+            ));
+        }
         if !(1..=10_000).contains(&self.render_queue_cap) {
             problems.push(format!(
                 "render_queue_cap must be 1..=10000, got {}",
@@ -285,6 +295,7 @@ impl Config {
             url: self.nats_url.clone(),
             auth: self.nats.clone(),
             stream_replicas: self.stream_replicas,
+            events_max_bytes: self.events_max_bytes,
             ..Default::default()
         }
     }

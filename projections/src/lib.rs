@@ -162,7 +162,7 @@ pub(crate) fn events_of(
 pub(crate) fn samples_of<T: serde::de::DeserializeOwned>(
     batch: &[StoredMessage],
     kind: &str,
-) -> Result<Vec<(i64, T)>, ApplyError> {
+) -> Result<Vec<Sample<T>>, ApplyError> {
     let mut out = Vec::new();
     for message in batch {
         let ours = matches!(
@@ -174,9 +174,20 @@ pub(crate) fn samples_of<T: serde::de::DeserializeOwned>(
         }
         let sample = serde_json::from_slice(&message.payload)
             .map_err(|err| ApplyError::Poison(format!("malformed {kind}: {err}")))?;
-        out.push((seq_i64(message.stream_seq.0)?, sample));
+        out.push(Sample {
+            stream_seq: seq_i64(message.stream_seq.0)?,
+            received_at: message.published,
+            sample,
+        });
     }
     Ok(out)
+}
+
+/// A telemetry sample as it arrived: where it sits in the stream and when the server stored it.
+pub(crate) struct Sample<T> {
+    pub(crate) stream_seq: i64,
+    pub(crate) received_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) sample: T,
 }
 
 /// A stream sequence as Postgres stores it.

@@ -30,6 +30,10 @@ pub struct NodeView {
     pub status: String,
     pub registered_at: Option<DateTime<Utc>>,
     pub heartbeat: Option<Value>,
+    /// When the last heartbeat arrived (the server's clock).
+    pub received_at: Option<DateTime<Utc>>,
+    /// How far the agent's clock was ahead (+) or behind (−) when it arrived, in milliseconds.
+    pub clock_skew_ms: Option<i64>,
 }
 
 /// One row of the event log: the envelope as stored, plus where it sits in the stream.
@@ -85,7 +89,7 @@ pub struct ReadModels {
 
 const NODE_SELECT: &str = "SELECT COALESCE(n.node_id, t.node_id) AS node_id, n.hostname, n.os, n.kernel, n.cpu_model, \
      n.cpu_cores, n.memory_total_bytes, n.disk_total_bytes, n.gpus, n.gpu_source, n.agent_version, n.agent_url, \
-     COALESCE(n.status, 'unregistered') AS status, n.registered_at, t.heartbeat \
+     COALESCE(n.status, 'unregistered') AS status, n.registered_at, t.heartbeat, t.received_at, t.clock_skew_ms \
      FROM nodes n FULL OUTER JOIN node_telemetry t ON t.node_id = n.node_id";
 
 const EVENT_COLUMNS: &str = "stream_seq, idx, event_id, aggregate_type, aggregate_id, aggregate_seq, event_type, \
@@ -215,6 +219,8 @@ fn node_from_row(row: &sqlx::postgres::PgRow) -> Result<NodeView, ProjectionErro
         status: row.try_get("status")?,
         registered_at: row.try_get("registered_at")?,
         heartbeat: row.try_get("heartbeat")?,
+        received_at: row.try_get("received_at")?,
+        clock_skew_ms: row.try_get("clock_skew_ms")?,
     })
 }
 

@@ -1,6 +1,8 @@
 //! `node_telemetry`: the latest heartbeat of each node, and `node_containers`: the latest
 //! listing of each node's containers, from the TELEMETRY stream. Part of the nodes read model; a
-//! separate projection because it reads a separate stream.
+//! separate projection because it reads a separate stream. The latest is the last to arrive
+//! (the stream's sequence): an agent's clock is only data, kept with how far it was off from the
+//! server's when the sample arrived, so a clock that ran ahead never freezes its node's readings.
 
 use std::collections::HashMap;
 
@@ -10,7 +12,7 @@ use events::telemetry::Heartbeat;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use crate::{Applied, ApplyFuture, Projection, Target, samples_of};
+use crate::{Applied, ApplyFuture, Projection, Sample, Target, samples_of};
 
 pub struct NodeTelemetry;
 
@@ -34,39 +36,42 @@ impl Projection for NodeTelemetry {
         batch: &'a [StoredMessage],
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
-            // Latest sample per node wins; older ones in the same batch are never written.
-            let mut latest: HashMap<String, (Heartbeat, i64)> = HashMap::new();
-            for (stream_seq, heartbeat) in samples_of::<Heartbeat>(batch, Heartbeat::KIND)? {
-                let key = heartbeat.node_id.to_string();
-                let newer = latest.get(&key).is_none_or(|(seen, _)| {
-                    (heartbeat.sampled_at, heartbeat.sample_seq)
-                        >= (seen.sampled_at, seen.sample_seq)
-                });
-                if newer {
-                    latest.insert(key, (heartbeat, stream_seq));
-                }
+            // The last sample of each node to arrive wins; earlier ones in the batch are never
+            // written.
+            let mut latest: HashMap<String, Sample<Heartbeat>> = HashMap::new();
+            for sample in samples_of::<Heartbeat>(batch, Heartbeat::KIND)? {
+                latest.insert(sample.sample.node_id.to_string(), sample);
             }
             let table = target.table("node_telemetry");
             let sql = format!(
-                "INSERT INTO {table} (node_id, sampled_at, sample_seq, heartbeat, received_seq) VALUES ($1, $2, $3, $4, $5) \
+                "INSERT INTO {table} (node_id, sampled_at, sample_seq, heartbeat, received_seq, received_at, clock_skew_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
                  ON CONFLICT (node_id) DO UPDATE SET sampled_at = EXCLUDED.sampled_at, sample_seq = EXCLUDED.sample_seq, \
-                 heartbeat = EXCLUDED.heartbeat, received_seq = EXCLUDED.received_seq \
-                 WHERE {table}.sampled_at <= EXCLUDED.sampled_at"
+                 heartbeat = EXCLUDED.heartbeat, received_seq = EXCLUDED.received_seq, \
+                 received_at = EXCLUDED.received_at, clock_skew_ms = EXCLUDED.clock_skew_ms \
+                 WHERE {table}.received_seq < EXCLUDED.received_seq"
             );
-            for (node_id, (heartbeat, stream_seq)) in latest {
+            for (node_id, arrived) in latest {
+                let heartbeat = &arrived.sample;
+                let skew = (heartbeat.sampled_at - arrived.received_at).num_milliseconds();
                 sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                     .bind(node_id)
                     .bind(heartbeat.sampled_at)
                     .bind(i64::try_from(heartbeat.sample_seq).unwrap_or(i64::MAX))
-                    .bind(Json(&heartbeat))
-                    .bind(stream_seq)
+                    .bind(Json(heartbeat))
+                    .bind(arrived.stream_seq)
+                    .bind(arrived.received_at)
+                    .bind(skew)
                     .execute(&mut *conn)
                     .await?;
             }
             // Container listings: the last to arrive wins (an agent's clock is only data).
             let mut listings: HashMap<String, (ContainersSample, i64)> = HashMap::new();
-            for (stream_seq, sample) in samples_of::<ContainersSample>(batch, CONTAINERS_KIND)? {
-                listings.insert(sample.node_id.clone(), (sample, stream_seq));
+            for arrived in samples_of::<ContainersSample>(batch, CONTAINERS_KIND)? {
+                listings.insert(
+                    arrived.sample.node_id.clone(),
+                    (arrived.sample, arrived.stream_seq),
+                );
             }
             let table = target.table("node_containers");
             let sql = format!(

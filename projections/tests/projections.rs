@@ -719,3 +719,48 @@ async fn an_idle_runner_reapplies_batches_a_database_crash_rolled_back(pool: PgP
             .unwrap();
     assert_eq!(position, 3);
 }
+
+/// Telemetry goes by arrival: an agent whose clock ran an hour ahead, then was set right (its
+/// samples now "older"), still has its latest readings shown, each with how far its clock was
+/// off when the sample arrived.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn telemetry_goes_by_arrival_and_keeps_the_clock_skew(pool: PgPool) {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let beat = |seq: u64, sampled_at: chrono::DateTime<chrono::Utc>, cpu: f32| {
+        events::telemetry::Heartbeat {
+            node_id: "skewed".parse().unwrap(),
+            sampled_at,
+            sample_seq: seq,
+            cpu_percent: cpu,
+            load_avg_1m: 0.5,
+            memory_used_bytes: 1 << 30,
+            memory_total_bytes: 8 << 30,
+            disk_used_bytes: 1,
+            disk_total_bytes: 2,
+            gpus: vec![],
+            uptime_secs: 10,
+        }
+    };
+    let now = chrono::Utc::now();
+    bus.publish_heartbeat(&beat(7, now + chrono::Duration::hours(1), 10.0))
+        .await
+        .unwrap();
+    catch_up_all(&pool, &bus).await;
+    let read = ReadModels::new(pool.clone());
+    let node = read.node("skewed").await.unwrap().unwrap();
+    let skew = node.clock_skew_ms.unwrap();
+    assert!(
+        (3_590_000..=3_610_000).contains(&skew),
+        "an hour ahead: {skew} ms"
+    );
+    // The clock set right (and the agent restarted: its sample sequence from 1 again).
+    bus.publish_heartbeat(&beat(1, chrono::Utc::now(), 55.0))
+        .await
+        .unwrap();
+    catch_up_all(&pool, &bus).await;
+    let node = read.node("skewed").await.unwrap().unwrap();
+    assert_eq!(node.heartbeat.as_ref().unwrap()["cpu_percent"], 55.0);
+    assert!(node.clock_skew_ms.unwrap().abs() < 10_000, "{node:?}");
+    assert!(node.received_at.is_some());
+}

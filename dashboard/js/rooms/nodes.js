@@ -3,7 +3,8 @@
 
 import { bar, h, hc, reconcile } from '../dom.js';
 import { DASH, fmtAge, fmtBytes, fmtPercent, fmtUptime, fmtUsage, isObj, num, ratioPercent, str, text } from '../state/format.js';
-import { gpuRows, heartbeatAge, heartbeatTime, nodeStatus, sortedNodeIds } from '../state/live.js';
+import { clockSkew, gpuRows, heartbeatAge, heartbeatTime, nodeStatus, sortedNodeIds } from '../state/live.js';
+import { SKEW_WARN_MS } from '../state/overview.js';
 import { gpuLine, nodeBadge } from '../widgets.js';
 
 const html = `
@@ -82,7 +83,11 @@ function gpusCell(node) {
 
 function seenCell(node, now) {
   const td = h('td', 'seen', fmtAge(heartbeatAge(node, now)));
-  if (heartbeatTime(node) !== null && node.heartbeat) td.title = text(node.heartbeat.sampled_at);
+  if (heartbeatTime(node) !== null && node.heartbeat) td.title = 'sampled at ' + text(node.heartbeat.sampled_at) + ' by its own clock';
+  const skew = clockSkew(node);
+  if (skew !== null && Math.abs(skew) > SKEW_WARN_MS) {
+    td.appendChild(h('span', 'badge warn clock-skew', ' clock ' + (skew > 0 ? '+' : '\u2212') + Math.round(Math.abs(skew) / 1000) + ' s'));
+  }
   return td;
 }
 

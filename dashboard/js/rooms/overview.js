@@ -2,6 +2,7 @@
 // with their GPUs and VRAM; the render jobs running and waiting; recent failures. Every item
 // links into its room.
 
+import { api } from '../api.js';
 import { bar, h, hc, roomLink } from '../dom.js';
 import { FAILURE_LIMIT, refreshAllRender, studio, subscribeRender } from '../render-feed.js';
 import { DASH, fmtAge, fmtPercent, fmtSince, fmtUsage, plural, ratioPercent, str, tailId, text, truncate } from '../state/format.js';
@@ -89,6 +90,7 @@ function mount(ctx) {
   const q = (id) => ctx.root.querySelector('#' + id);
   const el = { attention: q('overview-attention'), stats: q('overview-stats'), nodes: q('overview-nodes'), jobs: q('overview-jobs'), failures: q('overview-failures') };
   let dlq = null; // { total, error } once the dead-letter room has asked
+  let storage = null; // `GET /api/storage`, asked when the room shows
   let visible = false;
   let dirty = true;
   let timer = null;
@@ -168,7 +170,7 @@ function mount(ctx) {
     const nodes = nodeSummary(ctx.live, now);
     const jobs = jobSummary(studio);
     const failures = recentFailures(studio.failures, ctx.live.events, FAILURE_LIMIT);
-    renderAttention(attention(nodes, jobs, failures, dlq, now), nodes);
+    renderAttention(attention(nodes, jobs, failures, dlq, now, storage), nodes);
     renderStats(nodes, jobs, failures);
     renderNodes(nodes);
     renderJobs(jobs);
@@ -205,6 +207,11 @@ function mount(ctx) {
       visible = true;
       if (dirty) render();
       refreshAllRender();
+      api('/api/storage').then((res) => {
+        if (!res.ok) return;
+        storage = res.data;
+        schedule();
+      });
     },
     hide() {
       visible = false;

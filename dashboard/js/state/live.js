@@ -44,7 +44,11 @@ function normalizeNode(raw, now) {
   node.gpus = Array.isArray(raw.gpus) ? raw.gpus.filter(isObj) : [];
   node.heartbeat = isObj(raw.heartbeat) ? raw.heartbeat : null;
   node._provisional = false;
-  node._rx = node.heartbeat ? now : null;
+  // When its last heartbeat arrived, by the server's clock (never later than now); the agent's
+  // own clock is only data.
+  const received = parseTime(raw.received_at);
+  node._rx = node.heartbeat ? (received === null ? now : Math.min(received, now)) : null;
+  node._tseq = null;
   return node;
 }
 
@@ -178,18 +182,19 @@ function historyKey(env, seq) {
 }
 
 /**
- * Whether heartbeat `next` replaces `prev` (see the protocol: dropped only when the sample
- * sequence went backwards AND the sample time is older).
+ * Whether a heartbeat that arrived as TELEMETRY sequence `next` replaces the one shown (which
+ * arrived as `prev`): the later arrival wins, whatever the agents' clocks say. A frame without a
+ * sequence (an older gateway) is taken as it comes.
  */
-export function heartbeatIsNewer(prev, next) {
-  if (!isObj(prev)) return true;
-  const ps = num(prev.sample_seq);
-  const ns = num(next.sample_seq);
-  const pt = parseTime(prev.sampled_at);
-  const nt = parseTime(next.sampled_at);
-  const seqLower = ps !== null && ns !== null && ns < ps;
-  const timeOlder = pt !== null && nt !== null && nt < pt;
-  return !(seqLower && timeOlder);
+export function arrivedLater(prev, next) {
+  const p = num(prev);
+  const n = num(next);
+  return p === null || n === null || n > p;
+}
+
+/** How far a node's clock is off (ms, + ahead), as of its last heartbeat; null when unknown. */
+export function clockSkew(node) {
+  return node ? num(node.clock_skew_ms) : null;
 }
 
 function applyTelemetry(state, frame, changes, now) {
@@ -201,11 +206,13 @@ function applyTelemetry(state, frame, changes, now) {
   if (!node) {
     node = provisionalNode(id);
     state.nodes.set(id, node);
-  } else if (!heartbeatIsNewer(node.heartbeat, hb)) {
+  } else if (!arrivedLater(node._tseq, frame.telemetry_seq)) {
     return;
   }
   node.heartbeat = hb;
   node._rx = now;
+  node._tseq = num(frame.telemetry_seq);
+  if (num(frame.clock_skew_ms) !== null) node.clock_skew_ms = frame.clock_skew_ms;
   changes.nodes.add(id);
   changes.applied = true;
 }
@@ -242,17 +249,10 @@ export function applyFrame(state, frame, now) {
   return changes;
 }
 
-/**
- * Time of the last heartbeat, clamped to when we received it (guards against agent clocks
- * running ahead of the browser).
- */
+/** When the last heartbeat arrived (this page's or the server's clock, never the agent's). */
 export function heartbeatTime(node) {
   if (!node || !isObj(node.heartbeat)) return null;
-  const sampled = parseTime(node.heartbeat.sampled_at);
-  const rx = num(node._rx);
-  if (sampled === null) return rx;
-  if (rx === null) return sampled;
-  return Math.min(sampled, rx);
+  return num(node._rx);
 }
 
 export function heartbeatAge(node, now) {

@@ -2,7 +2,10 @@
 // queue and the dead letters. Pure.
 
 import { isObj, num, parseTime, plural, str, tailId } from './format.js';
-import { gpuRows, heartbeatAge, HOT_C, nodeStatus, sortedNodeIds } from './live.js';
+import { clockSkew, gpuRows, heartbeatAge, HOT_C, nodeStatus, sortedNodeIds } from './live.js';
+
+/** A node's clock this far off the server's is worth a warning. */
+export const SKEW_WARN_MS = 5000;
 import { queueJobs, queuePaused } from './studio.js';
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -30,6 +33,7 @@ export function nodeSummary(state, now) {
       status: status,
       provisional: !!node._provisional,
       age: heartbeatAge(node, now),
+      skew: clockSkew(node),
       cpu: num(hb.cpu_percent),
       ramUsed: num(hb.memory_used_bytes),
       ramTotal: num(hb.memory_total_bytes) || num(node.memory_total_bytes),
@@ -128,12 +132,14 @@ export function recentFailures(jobs, feed, limit) {
  * params? }]` (tone 'crit' or 'warn'; room null: nowhere to go, the failures are listed here).
  * Empty when all is well. `dlq` is `{ total }`, or null when unknown.
  */
-export function attention(nodes, jobs, failures, dlq, now) {
+export function attention(nodes, jobs, failures, dlq, now, storage) {
   const out = [];
+  for (const w of storageWarnings(storage)) out.push(w);
   if (nodes.counts.offline) out.push({ tone: 'crit', text: plural(nodes.counts.offline, 'node') + ' offline', room: 'nodes' });
   if (nodes.counts.stale) out.push({ tone: 'warn', text: plural(nodes.counts.stale, 'node') + ' not heard from in 30s', room: 'nodes' });
   for (const n of nodes.nodes) {
     if (n.status === 'offline') continue;
+    if (n.skew !== null && Math.abs(n.skew) > SKEW_WARN_MS) out.push({ tone: 'warn', text: 'clock on ' + n.id + ' ' + (n.skew > 0 ? 'ahead' : 'behind') + ' by ' + Math.round(Math.abs(n.skew) / 1000) + ' s', room: 'nodes', params: { node: n.id } });
     for (const g of n.gpus) if (g.temp !== null && g.temp >= HOT_C) out.push({ tone: 'warn', text: g.name + ' on ' + n.id + ' at ' + g.temp.toFixed(0) + '\u00b0C', room: 'nodes', params: { node: n.id } });
   }
   if (dlq && num(dlq.total)) out.push({ tone: 'crit', text: plural(dlq.total, 'dead letter') + ' waiting', room: 'dlq' });
@@ -142,4 +148,26 @@ export function attention(nodes, jobs, failures, dlq, now) {
   if (jobs.paused.paused) out.push({ tone: 'warn', text: 'render queue paused' + (jobs.paused.reason ? ' (' + jobs.paused.reason + ')' : ''), room: 'studio' });
   if (jobs.cap !== null && jobs.queuedCount >= jobs.cap) out.push({ tone: 'crit', text: 'render queue full (' + jobs.cap + ')', room: 'studio' });
   return out.filter((a) => a.tone === 'crit').concat(out.filter((a) => a.tone !== 'crit'));
+}
+
+/**
+ * `GET /api/storage` → the streams at or past the warning share of their limit, as attention
+ * lines (`crit` when full): `[{ tone, text, room: null }]`.
+ */
+export function storageWarnings(storage) {
+  if (!isObj(storage) || !Array.isArray(storage.streams)) return [];
+  const warn = num(storage.warn_fraction) || 0.8;
+  const out = [];
+  for (const s of storage.streams.filter(isObj)) {
+    const max = num(s.max_bytes);
+    const bytes = num(s.bytes);
+    if (!max || bytes === null) continue;
+    const share = bytes / max;
+    if (share < warn) continue;
+    const name = s.stream === 'EVENTS' ? 'event log' : str(s.stream) + ' stream';
+    const gib = (n) => (n / 1073741824).toFixed(n < 1073741824 ? 2 : 1);
+    const full = share >= 0.999;
+    out.push({ tone: full ? 'crit' : 'warn', text: name + (full ? ' full: new events are refused' : ' ' + Math.floor(share * 100) + '% full') + ' (' + gib(bytes) + ' of ' + gib(max) + ' GiB)', room: null });
+  }
+  return out;
 }

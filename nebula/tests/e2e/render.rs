@@ -422,7 +422,7 @@ async fn a_running_job_is_cancelled_through_comfyui_interrupt(pool: PgPool) {
     let log = render_log(&running.bus).await;
     assert!(of_type(&log, &id, "render.job_completed").is_empty());
     let store = render::ArtifactStore::open(state.path().join("artifacts")).unwrap();
-    assert_eq!(store.content_count().unwrap(), 0);
+    assert_eq!(store.usage().unwrap().files, 0);
     running.shutdown().await;
 }
 
@@ -484,7 +484,7 @@ async fn a_worker_killed_mid_job_leaves_it_completed_once_and_stored_once(pool: 
     assert!(of_type(&log, &id, "render.job_started").len() >= 2);
     assert_eq!(comfy.accepted_prompts().len(), 2, "one prompt per run");
     let store = render::ArtifactStore::open(&artifacts).unwrap();
-    assert_eq!(store.content_count().unwrap(), 1);
+    assert_eq!(store.usage().unwrap().files, 1);
     let sha = done["artifacts"][0]["sha256"].as_str().unwrap();
     let linked = std::fs::read(artifacts.join("jobs").join(&id).join("0.png")).unwrap();
     assert_eq!(render::artifacts::sha256_hex(&linked), sha);
@@ -565,10 +565,65 @@ async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPoo
     running.shutdown().await;
 }
 
+/// ComfyUI killed mid-job, as a crash or a supervisor's restart does: the job waits for it
+/// (burning no attempt while it is away); once ComfyUI answers again on its port the job runs
+/// again as attempt 2 and completes; the requeue says why.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
-async fn a_comfyui_that_keeps_dying_fails_the_job_after_retries_and_dead_letters_the_work(
-    pool: PgPool,
-) {
+async fn a_comfyui_killed_mid_job_and_back_runs_the_job_again_as_a_new_attempt(pool: PgPool) {
+    let nats = NatsServer::start();
+    let comfy = FakeComfy::start().await;
+    comfy.set_hold(true);
+    let port = comfy.port();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = studio_config(&nats, &pool, state.path());
+    config.render.backend = render::BackendKind::Comfyui;
+    config.render.comfyui_url = comfy.url();
+    config.render.node_id = Some("gpu-flaky".into());
+    config.render.worker.retry_backoff_secs = 0.1;
+    config.render.worker.heartbeat_secs = 0.2;
+    config.render.dispatcher.node_timeout = Duration::from_secs(30);
+    let running = nebula::start(&config, STUDIO.with(Part::RenderWorker))
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    let id = submit_ok(&client, &base, txt2img("phoenix", 5, 0, 4)).await;
+    wait_until(
+        "the job to reach ComfyUI",
+        Duration::from_secs(30),
+        || async { (comfy.running() == 1).then_some(()) },
+    )
+    .await;
+    comfy.kill().await;
+    // Away for a while: longer than the old retries took to give up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = render_log(&running.bus).await;
+    assert!(
+        of_type(&log, &id, "render.job_failed").is_empty(),
+        "an outage fails nothing"
+    );
+    assert_eq!(of_type(&log, &id, "render.job_started").len(), 1);
+    let back = FakeComfy::start_on(port, Default::default()).await.unwrap();
+    let done = wait_status(&client, &base, &id, "completed").await;
+    assert_eq!(done["attempt"], 2, "{done}");
+    let log = render_log(&running.bus).await;
+    let queued = of_type(&log, &id, "render.job_queued");
+    let why = queued.last().unwrap().data["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        why.contains("failed mid-job") && why.contains("runs again"),
+        "{why}"
+    );
+    assert_eq!(back.completed(), 1);
+    running.shutdown().await;
+}
+
+/// ComfyUI dies mid-job and stays away: after the outage wait the job fails, saying what first
+/// went wrong and that ComfyUI did not come back; the work is not redelivered.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_comfyui_that_stays_away_fails_the_job_with_its_first_cause(pool: PgPool) {
     let nats = NatsServer::start();
     let comfy = FakeComfy::start().await;
     comfy.set_hold(true);
@@ -576,9 +631,9 @@ async fn a_comfyui_that_keeps_dying_fails_the_job_after_retries_and_dead_letters
     let mut config = studio_config(&nats, &pool, state.path());
     config.render.backend = render::BackendKind::Comfyui;
     config.render.comfyui_url = comfy.url();
-    config.render.node_id = Some("gpu-flaky".into());
+    config.render.node_id = Some("gpu-gone".into());
     config.render.worker.retry_backoff_secs = 0.1;
-    config.render.worker.max_deliveries = 3;
+    config.render.worker.outage_wait_secs = 2.0;
     config.render.dispatcher.node_timeout = Duration::from_secs(30);
     let running = nebula::start(&config, STUDIO.with(Part::RenderWorker))
         .await
@@ -592,22 +647,22 @@ async fn a_comfyui_that_keeps_dying_fails_the_job_after_retries_and_dead_letters
         || async { (comfy.running() == 1).then_some(()) },
     )
     .await;
-    // ComfyUI dies mid-job and stays away: every retry finds nobody listening.
     comfy.kill().await;
     let failed = wait_status(&client, &base, &id, "failed").await;
     assert_eq!(failed["retryable"], true);
     let error = failed["error"].as_str().unwrap();
-    assert!(error.contains("gave up after 3 tries"), "{error}");
-    // The work message is in the DLQ with the reason.
-    let letters = wait_until("the dead letter", DEFAULT_WAIT, || async {
-        let last = running.bus.last_seq(bus::StreamName::Dlq).await.unwrap();
-        (last.0 >= 1).then_some(last)
-    })
-    .await;
-    assert_eq!(letters.0, 1);
+    assert!(
+        error.contains("lost mid-job") && error.contains("did not come back within 2 s"),
+        "the first cause, then the outage: {error}"
+    );
     let log = render_log(&running.bus).await;
-    assert_eq!(of_type(&log, &id, "render.job_started").len(), 3);
+    assert_eq!(of_type(&log, &id, "render.job_started").len(), 1);
     assert_eq!(of_type(&log, &id, "render.job_failed").len(), 1);
+    assert_eq!(
+        running.bus.last_seq(bus::StreamName::Dlq).await.unwrap().0,
+        0,
+        "a failure recorded is not a dead letter"
+    );
     running.shutdown().await;
 }
 

@@ -299,9 +299,8 @@ async fn a_topic_becomes_a_script_written_by_the_local_llm(pool: PgPool) {
 }
 
 /// A scene's render that fails in a way that may pass (ComfyUI answers 500 serving the picture)
-/// is tried again: once, and the project goes on; every time, and the render worker gives up
-/// after its deliveries (`max_deliveries`) and the project fails saying which scene, which job
-/// and why.
+/// is run again as a new attempt: once, and the project goes on; every time, and after its
+/// last attempt the project fails saying which scene, which job and why.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_scene_render_that_may_pass_is_retried_then_fails_its_project_saying_why(pool: PgPool) {
     let comfy = testkit::comfyui::FakeComfy::start().await;
@@ -312,7 +311,6 @@ async fn a_scene_render_that_may_pass_is_retried_then_fails_its_project_saying_w
     config.render.comfyui_url = comfy.url();
     config.render.node_id = Some("gpu-comfy".into());
     config.render.worker.ack_wait_secs = 2.0;
-    config.render.worker.max_deliveries = 2;
     config.render.worker.retry_backoff_secs = 0.1;
     config.video.steps = Some(2);
     let (running, base) = start(&config, STUDIO).await;
@@ -355,13 +353,13 @@ async fn a_scene_render_that_may_pass_is_retried_then_fails_its_project_saying_w
         reason.starts_with(&format!(
             "scene 1: render job {render_job} ended without a picture"
         )) && reason.contains("500")
-            && reason.contains("gave up after 2 tries"),
+            && reason.contains("no attempts left (3 of 3)"),
         "{reason}"
     );
     assert_eq!(
         comfy.accepted_prompts().len(),
-        4,
-        "the doomed scene's prompt ran on each of its two deliveries"
+        5,
+        "the doomed scene's prompt ran on each of its three attempts"
     );
     assert_eq!(project["video"], Value::Null);
     running.shutdown().await;

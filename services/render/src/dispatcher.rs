@@ -294,9 +294,18 @@ impl Dispatcher {
         let started = Instant::now();
         let mut state = State::default();
         let head = self.bus.last_seq(StreamName::Events).await?;
+        // Only the render jobs' and the queue's events: a restart reads what it folds, not the
+        // whole log.
         let mut log = self
             .bus
-            .read(StreamName::Events, ReadFrom::Start, None)
+            .read_subjects(
+                StreamName::Events,
+                ReadFrom::Start,
+                vec![
+                    events::subjects::events_of_type(RenderJobEvent::AGGREGATE_TYPE),
+                    events::subjects::events_of_type(RenderQueueEvent::AGGREGATE_TYPE),
+                ],
+            )
             .await?;
         let mut telemetry = self
             .bus
@@ -306,7 +315,7 @@ impl Dispatcher {
                 Some(events::subjects::TELEMETRY_ALL.to_owned()),
             )
             .await?;
-        let mut caught_up = head.0 == 0;
+        let mut caught_up = head.0 == 0 || log.backlog() == 0;
         let mut republished = false;
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -327,7 +336,7 @@ impl Dispatcher {
                             Err(err) => tracing::warn!(stream_seq = %message.stream_seq, error = %err, "undecodable commit skipped"),
                         }
                     }
-                    if message.stream_seq >= head {
+                    if message.stream_seq >= head || message.pending == Some(0) {
                         caught_up = true;
                     }
                     // Place as soon as a change arrives, but not once per message of a backlog.

@@ -8,8 +8,13 @@
 //!   after `ack_wait` and the same attempt runs again (its `Start` is accepted again).
 //! - A job that moved on (cancelled, or requeued to another node after this one was thought
 //!   lost) refuses this worker's reports, so it completes exactly once.
-//! - Failures the backend calls retryable (ComfyUI unreachable or died mid-job) are retried
-//!   with backoff; after the last delivery the job fails and the work goes to the DLQ.
+//! - Failures the backend calls retryable (ComfyUI unreachable, or died mid-job) wait for the
+//!   backend to answer again — the delivery kept alive, for at most `outage_wait_secs` — and
+//!   then the job runs again as a new attempt (`RenderCommand::Retry`; the last attempt fails
+//!   instead), its reason the original cause, not the last "connection refused". An outage
+//!   burns no attempts: only runs do. A backend that does not come back fails the job.
+//! - A worker that cannot report is retried with backoff; after the last delivery the work
+//!   goes to the DLQ.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,6 +48,9 @@ pub struct WorkerConfig {
     pub heartbeat_secs: f64,
     /// Delay before the first retry of a failed run; doubles for each one after.
     pub retry_backoff_secs: f64,
+    /// How long a job waits for its backend to come back after it went away mid-job (a
+    /// supervised ComfyUI takes 10-20 s to restart).
+    pub outage_wait_secs: f64,
 }
 
 impl WorkerConfig {
@@ -58,6 +66,7 @@ impl WorkerConfig {
             ("ack_wait_secs", self.ack_wait_secs),
             ("heartbeat_secs", self.heartbeat_secs),
             ("retry_backoff_secs", self.retry_backoff_secs),
+            ("outage_wait_secs", self.outage_wait_secs),
         ] {
             if !(secs.is_finite() && secs > 0.0) {
                 problems.push(format!(
@@ -77,6 +86,7 @@ impl Default for WorkerConfig {
             ack_wait_secs: 30.0,
             heartbeat_secs: 2.0,
             retry_backoff_secs: 2.0,
+            outage_wait_secs: 300.0,
         }
     }
 }
@@ -421,7 +431,7 @@ impl Worker {
                 }
                 let provenance = Provenance {
                     workflow_hash: output.workflow_hash,
-                    model: item.params.checkpoint.clone(),
+                    model: item.params.model_used(item.mode),
                     seed: item.params.seed,
                     node_id: self.node_id.clone(),
                     backend: self.backend.name().to_owned(),
@@ -452,17 +462,60 @@ impl Worker {
                 self.fail(item, format!("{err} outside Nebula"), false)
                     .await
             }
-            Err(err) if err.is_retryable() => {
-                if delivery.delivered >= self.config.max_deliveries {
-                    let reason = format!("{err} (gave up after {} tries)", delivery.delivered);
-                    let _ = self.fail(item, reason.clone(), true).await;
-                    Outcome::Retry(reason)
-                } else {
-                    tracing::warn!(job_id = %item.job_id, error = %err, delivered = delivery.delivered, "render failed; retrying");
-                    Outcome::Retry(err.to_string())
-                }
-            }
+            Err(err) if err.is_retryable() => self.ride_out(item, delivery, &token, err).await,
             Err(err) => self.fail(item, err.to_string(), false).await,
+        }
+    }
+
+    /// The backend went away mid-job: waits, the delivery kept alive, until it answers its
+    /// health check again (at most `outage_wait_secs`), then asks for the job to run again as a
+    /// new attempt. Whatever happens, the reason recorded is `cause`, the first failure.
+    async fn ride_out(
+        &self,
+        item: &WorkItem,
+        delivery: &Delivery,
+        token: &CancellationToken,
+        cause: BackendError,
+    ) -> Outcome {
+        let cause = cause.to_string();
+        tracing::warn!(job_id = %item.job_id, attempt = item.attempt, error = %cause, "the backend went away mid-job; waiting for it");
+        let deadline = Instant::now() + Duration::from_secs_f64(self.config.outage_wait_secs);
+        let mut pause = Duration::from_secs_f64(self.config.retry_backoff_secs.clamp(0.01, 5.0));
+        loop {
+            let healthy = matches!(
+                tokio::time::timeout(Duration::from_secs(5), self.backend.health()).await,
+                Ok(Ok(_))
+            );
+            if healthy {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let reason = format!(
+                    "{cause} (the {} backend did not come back within {:.0} s)",
+                    self.backend.name(),
+                    self.config.outage_wait_secs
+                );
+                return self.fail(item, reason, true).await;
+            }
+            tokio::select! {
+                // Cancelled while waiting: nothing runs, the cancellation is recorded already.
+                () = token.cancelled() => return Outcome::Ack,
+                // A wait between health checks (doubling to 5 s), not a guess at timing.
+                () = tokio::time::sleep(pause) => {}
+            }
+            let _ = delivery.in_progress().await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+        let retry = RenderCommand::Retry {
+            attempt: item.attempt,
+            reason: format!(
+                "the {} backend failed mid-job ({cause}); it answers again, so the job runs again",
+                self.backend.name()
+            ),
+        };
+        match self.report(item, retry).await {
+            Report::Done | Report::Obsolete(_) => Outcome::Ack,
+            Report::Retry(why) => Outcome::Retry(format!("could not ask to run again: {why}")),
         }
     }
 

@@ -14,10 +14,7 @@ use crate::artifacts::sha256_hex;
 
 /// Used when a controlnet job names no model.
 pub const DEFAULT_CONTROLNET_MODEL: &str = "control_v11p_sd15_canny.pth";
-/// Used when an upscale job names no model (validation normally requires one).
-pub const DEFAULT_UPSCALE_MODEL: &str = "RealESRGAN_x4plus.pth";
-/// ReActor's swap model.
-pub const FACE_SWAP_MODEL: &str = "inswapper_128.onnx";
+pub use events::render::{DEFAULT_UPSCALE_MODEL, FACE_SWAP_MODEL};
 /// How far `VAEEncodeForInpaint` grows the mask, in pixels (ComfyUI's default).
 pub const INPAINT_GROW_MASK_BY: u32 = 6;
 
