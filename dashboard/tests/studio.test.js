@@ -18,6 +18,7 @@ import {
   randomSeed,
   reorderPriority,
   shareOf,
+  shownStatus,
   studioLag,
 } from '../js/state/studio.js';
 
@@ -208,4 +209,11 @@ test('share events refresh the gallery, not the queue', () => {
     assert.equal(result.relevant, true);
     assert.deepEqual(result.needs, { queue: false, gallery: true, failures: false });
   }
+});
+
+test('a running job its backend has not begun is shown waiting on its node', () => {
+  assert.equal(shownStatus({ status: 'running', progress: null }), 'waiting');
+  assert.equal(shownStatus({ status: 'running', progress: { value: 0, max: 20 } }), 'running');
+  assert.equal(shownStatus({ status: 'queued' }), 'queued');
+  assert.equal(shownStatus(null), 'unknown');
 });

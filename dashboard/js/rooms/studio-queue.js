@@ -4,7 +4,7 @@ import { api } from '../api.js';
 import { byIds, closest, emptyNote, h, hc, reconcile, showError } from '../dom.js';
 import { refreshRender, studio } from '../render-feed.js';
 import { DASH, fmtClock, isObj, num, str, tailId, text, truncate } from '../state/format.js';
-import { isSimulated, queueJobs, queuePaused, reorderPriority } from '../state/studio.js';
+import { isSimulated, queueJobs, queuePaused, reorderPriority, shownStatus } from '../state/studio.js';
 import { jobBadge, progressBar, setProgress, simBadge } from '../widgets.js';
 
 const PROMPT_CHARS = 90;
@@ -34,7 +34,9 @@ function renderRow(job, jobs, justSubmitted) {
   const prompt = isObj(job.params) ? str(job.params.prompt) : null;
   const p = h('span', 'qjob-prompt', prompt ? truncate(prompt, PROMPT_CHARS) : DASH);
   if (prompt) p.title = prompt;
-  const main = hc('div', 'qjob-main', [jobId(job), h('span', 'mode-tag', text(job.mode)), jobBadge(job.status), p]);
+  const badge = jobBadge(shownStatus(job));
+  if (shownStatus(job) === 'waiting') badge.title = 'on ' + text(job.node_id) + ', waiting for its backend to begin it (in ComfyUI\u2019s own queue)';
+  const main = hc('div', 'qjob-main', [jobId(job), h('span', 'mode-tag', text(job.mode)), badge, p]);
   const meta = hc('div', 'qjob-meta', [
     h('span', 'qjob-node', 'node ' + text(job.node_id)),
     h('span', 'qjob-backend', 'backend ' + text(job.backend)),
@@ -119,7 +121,7 @@ export function mountQueue() {
     const prompt = str(isObj(job.params) ? job.params.prompt : null);
     const up = reorderPriority(jobs, job.job_id, -1) !== null;
     const down = reorderPriority(jobs, job.job_id, 1) !== null;
-    return [job.status, job.mode, job.priority, job.node_id, job.backend, job.attempt, job.max_attempts, prompt, up, down, job.job_id === lastSubmitted].join('\u0001');
+    return [shownStatus(job), job.mode, job.priority, job.node_id, job.backend, job.attempt, job.max_attempts, prompt, up, down, job.job_id === lastSubmitted].join('\u0001');
   }
 
   function renderPause() {

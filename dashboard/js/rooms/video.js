@@ -9,6 +9,16 @@ import { button, closest, h, showError } from '../dom.js';
 import { actions, buildSchedule, normalizePersonas, normalizeProject, normalizeProjects, normalizeSchedules, queueOrder, steps, touchesVideo } from '../state/video.js';
 
 const DESTINATIONS = ['twitch', 'youtube', 'kick'];
+
+/** An instant as the schedule's own zone reads it (the browser's, if it does not know it). */
+function inZone(iso, zone) {
+  const at = new Date(iso);
+  try {
+    return at.toLocaleString(undefined, { timeZone: zone, dateStyle: 'medium', timeStyle: 'short' });
+  } catch (_e) {
+    return at.toLocaleString();
+  }
+}
 const announce = (prefix) => DESTINATIONS.map((d) => `<label class="inline"><input type="checkbox" name="${prefix}-${d}" value="${d}"> ${d}</label>`).join(' ');
 
 const html = `
@@ -279,7 +289,7 @@ function mount(ctx) {
       li.dataset.schedule = s.name;
       li.appendChild(h('strong', null, s.name));
       li.appendChild(h('span', 'small', ' ' + s.cron + ' (' + s.zone + ') \u2192 ' + s.title + ' \u00b7 ' + s.source + ' \u00b7 ' + s.format + ' \u00b7 ' + s.visuals + (s.persona ? ' \u00b7 ' + s.persona : '') + (s.post.length ? ' \u00b7 announced on ' + s.post.join(', ') : '')));
-      const next = h('div', 'small muted video-next', s.enabled ? 'next: ' + (s.next.length ? s.next.map((t) => new Date(t).toLocaleString()).join(' \u00b7 ') : 'none') : 'disabled');
+      const next = h('div', 'small muted video-next', s.enabled ? 'next: ' + (s.next.length ? s.next.map((t) => inZone(t, s.zone)).join(' \u00b7 ') + ' (' + s.zone + ')' : 'none') : 'disabled');
       li.appendChild(next);
       li.appendChild(h('div', 'small muted', 'fired ' + s.fired + (s.fired === 1 ? ' time' : ' times')));
       const remove = button('Remove', 'btn-small btn-danger', 'Remove this schedule (its videos stay)');

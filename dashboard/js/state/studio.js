@@ -396,6 +396,16 @@ export function queuePaused(studio) {
   return { paused: !!(q && q.paused), reason: q ? str(q.reason) : null };
 }
 
+/**
+ * The status a job is shown with: a running job whose backend has not begun it (no progress
+ * yet: its prompt still waits in ComfyUI's own queue) is `waiting` on its node.
+ */
+export function shownStatus(job) {
+  if (!isObj(job)) return 'unknown';
+  if (job.status === 'running' && progressPercent(job.progress) === null) return 'waiting';
+  return str(job.status) || 'unknown';
+}
+
 export function progressPercent(progress) {
   if (!isObj(progress)) return null;
   const v = num(progress.value);

@@ -386,10 +386,11 @@ async fn a_running_job_is_cancelled_through_comfyui_interrupt(pool: PgPool) {
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let client = common::http();
     let id = submit_ok(&client, &base, txt2img("a long render", 7, 0, 20)).await;
+    // Begun (progress 0), then a sampler step.
     let started = wait_until("progress from ComfyUI", Duration::from_secs(30), || async {
-        job(&client, &base, &id)
-            .await
-            .filter(|job| job["status"] == "running" && job["progress"].is_object())
+        job(&client, &base, &id).await.filter(|job| {
+            job["status"] == "running" && job["progress"]["value"].as_u64().unwrap_or(0) > 0
+        })
     })
     .await;
     assert_eq!(started["progress"]["max"], 20);

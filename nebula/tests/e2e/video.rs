@@ -468,6 +468,11 @@ async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
     .await;
     let png = browser.screenshot_png().await;
     let _ = std::fs::write(std::env::temp_dir().join("nebula-video.png"), &png);
+    browser
+        .eval("document.querySelector('#video-project').scrollIntoView(); return true;")
+        .await;
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-video-project.png"), &png);
     running.shutdown().await;
 }
 

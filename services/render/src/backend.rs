@@ -74,7 +74,8 @@ impl BackendError {
     }
 }
 
-/// Called with (value, max) as the backend reports progress.
+/// Called with (value, max) as the backend reports progress; `(0, _)` first, when the device
+/// begins the job (until then it may wait in the backend's own queue).
 pub type ProgressFn<'a> = &'a (dyn Fn(u32, u32) + Send + Sync);
 
 #[async_trait]

@@ -335,6 +335,17 @@ impl ComfyUi {
             if data["prompt_id"].as_str() != Some(prompt_id) {
                 continue;
             }
+            // ComfyUI begins our prompt (it may have waited behind others in its own queue):
+            // a progress of 0 says so, before any step.
+            let begins = !started
+                && matches!(
+                    frame["type"].as_str(),
+                    Some("execution_start" | "execution_cached" | "executing" | "progress")
+                )
+                && !(frame["type"] == "executing" && data["node"].is_null());
+            if begins {
+                progress(0, 1);
+            }
             match frame["type"].as_str().unwrap_or_default() {
                 "execution_start" | "execution_cached" => started = true,
                 "executing" => {

@@ -67,6 +67,8 @@ impl Backend for SimulatedGpu {
     ) -> Result<RenderOutput, BackendError> {
         let params = &request.params;
         let steps = progress_steps(request.mode, params);
+        // The device begins at once (no queue of its own).
+        progress(0, steps);
         for step in 1..=steps {
             tokio::select! {
                 biased;
@@ -381,7 +383,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             *progress.lock().unwrap(),
-            (1..=5).map(|step| (step, 5)).collect::<Vec<_>>()
+            (0..=5).map(|step| (step, 5)).collect::<Vec<_>>()
         );
         assert_eq!(output.images.len(), 1);
         let image = &output.images[0];
@@ -561,7 +563,7 @@ mod tests {
             matches!(result, Err(BackendError::Interrupted)),
             "{result:?}"
         );
-        assert_eq!(*seen.lock().unwrap(), [1, 2]);
+        assert_eq!(*seen.lock().unwrap(), [0, 1, 2]);
     }
 
     #[tokio::test]

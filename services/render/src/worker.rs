@@ -368,7 +368,7 @@ impl Worker {
         let keepalive_every =
             Duration::from_secs_f64((self.config.ack_wait_secs / 3.0).clamp(0.2, 10.0));
         let mut keepalive = tokio::time::interval(keepalive_every);
-        let mut last_report: Option<(Instant, u32)> = None;
+        let mut last_report: Option<(Instant, u32, u32)> = None;
         let result = loop {
             tokio::select! {
                 result = &mut run => break result,
@@ -382,12 +382,16 @@ impl Worker {
                         continue;
                     }
                     let Some((value, max)) = *progress_rx.borrow_and_update() else { continue };
-                    // A progress event per step is plenty; more than 4 a second is noise.
-                    let due = last_report.is_none_or(|(at, last)| {
-                        value == max || (value != last && at.elapsed() >= Duration::from_millis(250))
+                    // A progress event per step is plenty; more than 4 a second is noise. A new
+                    // measure (the backend began the job, then its sampler counts its steps)
+                    // is always told.
+                    let due = last_report.is_none_or(|(at, last, last_max)| {
+                        value == max
+                            || max != last_max
+                            || (value != last && at.elapsed() >= Duration::from_millis(250))
                     });
                     if due && max > 0 && value <= max {
-                        last_report = Some((Instant::now(), value));
+                        last_report = Some((Instant::now(), value, max));
                         let command = RenderCommand::ReportProgress { attempt: item.attempt, value, max };
                         if let Report::Obsolete(why) = self.report(item, command).await {
                             tracing::info!(job_id = %item.job_id, reason = %why, "job moved on mid-run; stopping it");

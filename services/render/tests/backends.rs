@@ -93,8 +93,10 @@ async fn txt2img_runs_end_to_end() {
         .await
         .unwrap();
 
-    // Progress climbs step by step to the sampler's steps.
+    // Begun (0), then progress climbs step by step to the sampler's steps.
     let seen = progress.seen();
+    assert_eq!(seen.first(), Some(&(0, 1)), "the prompt's beginning, first");
+    let seen = &seen[1..];
     assert!(!seen.is_empty(), "no progress reported");
     assert!(seen.iter().all(|&(_, max)| max == 6), "{seen:?}");
     assert!(
@@ -410,8 +412,8 @@ async fn cancel_interrupts_a_running_prompt() {
     let report = |v, m| progress.record(v, m);
     let run = comfy.run(&request, &report, cancel.clone());
     let canceller = async {
-        testkit::wait_until("progress", testkit::DEFAULT_WAIT, || async {
-            (!progress.seen().is_empty()).then_some(())
+        testkit::wait_until("a step", testkit::DEFAULT_WAIT, || async {
+            progress.seen().iter().any(|(v, _)| *v > 0).then_some(())
         })
         .await;
         cancel.cancel();
@@ -423,7 +425,11 @@ async fn cancel_interrupts_a_running_prompt() {
         "{result:?}"
     );
     assert_eq!(fake.interrupts(), 1);
-    assert_eq!(progress.seen().len(), 1, "held after the first step");
+    assert_eq!(
+        progress.seen().len(),
+        2,
+        "begun, then held after the first step"
+    );
 }
 
 #[tokio::test]
@@ -500,7 +506,7 @@ async fn the_simulated_gpu_renders_a_labelled_png() {
         .unwrap();
     assert_eq!(
         progress.seen(),
-        (1..=6).map(|step| (step, 6)).collect::<Vec<_>>()
+        (0..=6).map(|step| (step, 6)).collect::<Vec<_>>()
     );
     let image = &output.images[0];
     assert!(image.bytes.starts_with(PNG_SIGNATURE));
