@@ -12,6 +12,8 @@ use std::sync::{Mutex, PoisonError};
 use cqrs_es::{Aggregate, AggregateContext, AggregateError, CqrsFramework, EventStore};
 use events::{Actor, CorrelationId, EventEnvelope, EventId, StreamSeq};
 
+use async_nats::jetstream::kv;
+
 use crate::{Bus, BusError, BusErrorKind, ExpectedSeq};
 
 /// Who issued a command and why; becomes the envelope fields of every event it produces.
@@ -94,6 +96,11 @@ impl<A: Aggregate> JetStreamContext<A> {
     pub fn last_stream_seq(&self) -> StreamSeq {
         self.last_stream_seq
     }
+
+    /// How many events the aggregate has (its last event's sequence).
+    pub fn last_aggregate_seq(&self) -> u64 {
+        self.last_aggregate_seq
+    }
 }
 
 /// The store. It keeps the state of recently used aggregates after each commit, so a command
@@ -104,7 +111,50 @@ impl<A: Aggregate> JetStreamContext<A> {
 pub struct JetStreamStore<A> {
     bus: Bus,
     cache: Mutex<Lru<Cached<A>>>,
+    /// The snapshot bucket, once looked up (`None`: this process may not use it).
+    snapshots: tokio::sync::OnceCell<Option<kv::Store>>,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+/// The bucket aggregate snapshots are kept in (its stream is `KV_nebula_snapshots`).
+pub const SNAPSHOT_BUCKET: &str = events::subjects::SNAPSHOT_BUCKET;
+/// An aggregate's state is snapshotted each time its history passes a multiple of this many
+/// events, so loading it reads at most this many events, however long its history.
+pub const SNAPSHOT_EVERY: u64 = 200;
+/// Bump when an aggregate state's serialized shape changes: older snapshots are then ignored
+/// (and replaced), never read into the new shape.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+pub(crate) fn snapshot_bucket(replicas: usize) -> kv::Config {
+    kv::Config {
+        bucket: SNAPSHOT_BUCKET.to_owned(),
+        description: "nebula aggregate snapshots: the state of long-lived aggregates".to_owned(),
+        history: 1,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        num_replicas: replicas,
+        ..Default::default()
+    }
+}
+
+/// A snapshot as stored: the state after `last_aggregate_seq` events, the last of them at
+/// `last_stream_seq`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot<T> {
+    format: u32,
+    last_aggregate_seq: u64,
+    last_stream_seq: u64,
+    state: T,
+}
+
+/// The snapshot key of an aggregate (`<type>.<id>`), when its id fits a key.
+fn snapshot_key(aggregate_type: &str, aggregate_id: &str) -> Option<String> {
+    let fits = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 200
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='))
+    };
+    (fits(aggregate_type) && fits(aggregate_id)).then(|| format!("{aggregate_type}.{aggregate_id}"))
 }
 
 /// At most `capacity` entries; when full, the least recently used tenth goes (one scan per
@@ -171,8 +221,24 @@ impl<A> JetStreamStore<A> {
         Self {
             bus,
             cache: Mutex::new(Lru::new(capacity)),
+            snapshots: tokio::sync::OnceCell::new(),
             _aggregate: PhantomData,
         }
+    }
+
+    async fn snapshot_store(&self) -> Option<&kv::Store> {
+        self.snapshots
+            .get_or_init(|| async {
+                match self.bus.jetstream.get_key_value(SNAPSHOT_BUCKET).await {
+                    Ok(store) => Some(store),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "no snapshot bucket: aggregates load from their whole history");
+                        None
+                    }
+                }
+            })
+            .await
+            .as_ref()
     }
 
     fn forget(&self, aggregate_id: &str) {
@@ -276,6 +342,104 @@ where
             last_stream_seq,
         ))
     }
+
+    /// The aggregate from its snapshot and the events after it, when a snapshot exists and
+    /// agrees with the log (the next event is the one after it); otherwise `None`, and the
+    /// caller folds the whole history.
+    async fn from_snapshot(&self, aggregate_id: &str) -> Option<JetStreamContext<A>> {
+        let key = snapshot_key(
+            <A::Event as events::DomainEvent>::AGGREGATE_TYPE,
+            aggregate_id,
+        )?;
+        let bytes = self.snapshot_store().await?.get(&key).await.ok()??;
+        let snapshot: Snapshot<A> = match serde_json::from_slice(&bytes) {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                tracing::warn!(key = %key, error = %err, "an unreadable snapshot is ignored");
+                return None;
+            }
+        };
+        if snapshot.format != SNAPSHOT_FORMAT {
+            return None;
+        }
+        let newer = self
+            .load_after(aggregate_id, StreamSeq(snapshot.last_stream_seq))
+            .await
+            .ok()?;
+        if newer.is_empty() {
+            // Nothing since: the aggregate's last stored commit must be the snapshot's.
+            let subject = events::subjects::event(
+                <A::Event as events::DomainEvent>::AGGREGATE_TYPE,
+                aggregate_id,
+            );
+            let last = self
+                .bus
+                .last_on_subject(crate::StreamName::Events, &subject)
+                .await
+                .ok()??;
+            let last_seq = last.decode_commit().ok()?.last()?.aggregate_seq;
+            if last.stream_seq.0 != snapshot.last_stream_seq
+                || last_seq != snapshot.last_aggregate_seq
+            {
+                tracing::warn!(key = %key, "a snapshot that disagrees with the log is ignored");
+                return None;
+            }
+        }
+        let mut aggregate = snapshot.state;
+        let mut last_aggregate_seq = snapshot.last_aggregate_seq;
+        let mut last_stream_seq = StreamSeq(snapshot.last_stream_seq);
+        for (stream_seq, envelope, event) in newer {
+            if envelope.aggregate_seq != last_aggregate_seq + 1 {
+                tracing::warn!(key = %key, snapshot = last_aggregate_seq, next = envelope.aggregate_seq, "a snapshot that disagrees with the log is ignored");
+                return None;
+            }
+            last_aggregate_seq = envelope.aggregate_seq;
+            last_stream_seq = stream_seq;
+            aggregate.apply(event);
+        }
+        Some(JetStreamContext {
+            aggregate,
+            aggregate_id: aggregate_id.to_owned(),
+            last_aggregate_seq,
+            last_stream_seq,
+        })
+    }
+
+    /// Keeps `aggregate` (after `last_aggregate_seq` events, the last at `last_stream_seq`) as
+    /// its snapshot. A snapshot that cannot be written only costs the next load time.
+    async fn save_snapshot(
+        &self,
+        aggregate_id: &str,
+        aggregate: &A,
+        last_aggregate_seq: u64,
+        last_stream_seq: StreamSeq,
+    ) {
+        let Some(key) = snapshot_key(
+            <A::Event as events::DomainEvent>::AGGREGATE_TYPE,
+            aggregate_id,
+        ) else {
+            return;
+        };
+        let Some(store) = self.snapshot_store().await else {
+            return;
+        };
+        let snapshot = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            last_aggregate_seq,
+            last_stream_seq: last_stream_seq.0,
+            state: aggregate,
+        };
+        let bytes = match serde_json::to_vec(&snapshot) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::warn!(key = %key, error = %err, "an aggregate that cannot be snapshotted");
+                return;
+            }
+        };
+        if let Err(err) = store.put(&key, bytes.into()).await {
+            tracing::debug!(key = %key, error = %err, "a snapshot was not kept");
+        }
+    }
 }
 
 impl<A> EventStore<A> for JetStreamStore<A>
@@ -330,6 +494,9 @@ where
                 last_stream_seq,
             });
         }
+        if let Some(context) = self.from_snapshot(aggregate_id).await {
+            return Ok(context);
+        }
         let (events, last_stream_seq) =
             self.load(aggregate_id).await.map_err(to_aggregate_error)?;
         let mut aggregate = A::default();
@@ -382,6 +549,16 @@ where
                 return Err(to_aggregate_error(err));
             }
         };
+        let last_aggregate_seq = context.last_aggregate_seq + envelopes.len() as u64;
+        if last_aggregate_seq / SNAPSHOT_EVERY > context.last_aggregate_seq / SNAPSHOT_EVERY {
+            self.save_snapshot(
+                &context.aggregate_id,
+                &context.aggregate,
+                last_aggregate_seq,
+                appended.stream_seq,
+            )
+            .await;
+        }
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -389,7 +566,7 @@ where
                 context.aggregate_id.clone(),
                 Cached {
                     aggregate: context.aggregate.clone(),
-                    last_aggregate_seq: context.last_aggregate_seq + envelopes.len() as u64,
+                    last_aggregate_seq,
                     last_stream_seq: appended.stream_seq,
                 },
             );

@@ -116,10 +116,15 @@ pub(crate) async fn provision(
             .await
             .map_err(|err| BusError::with_source(BusErrorKind::Provision, err))?;
     }
-    jetstream
-        .create_or_update_key_value(crate::sealed::config(replicas))
-        .await
-        .map_err(|err| BusError::with_source(BusErrorKind::Provision, err))?;
+    for bucket in [
+        crate::sealed::config(replicas),
+        crate::store::snapshot_bucket(replicas),
+    ] {
+        jetstream
+            .create_or_update_key_value(bucket)
+            .await
+            .map_err(|err| BusError::with_source(BusErrorKind::Provision, err))?;
+    }
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! The bus against a real nats-server (one per test, dynamic port, temporary store).
 
+mod support;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -9,50 +11,12 @@ use bus::{Bus, BusConfig, BusErrorKind, ExpectedSeq, NatsAuth, ReadFrom, StreamN
 use bytes::Bytes;
 use cqrs_es::{AggregateError, EventStore};
 use domain::node::{Node, NodeCommand, NodeError};
-use events::node::{NodeDeregistered, NodeEvent, NodeRegistered};
-use events::{Actor, CorrelationId, EventEnvelope, StreamSeq};
+use events::node::{NodeDeregistered, NodeEvent};
+use events::{Actor, EventEnvelope, StreamSeq};
 use futures::StreamExt;
+use support::{connect, inventory, read_all, registered};
 use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 use tokio_util::sync::CancellationToken;
-
-async fn connect(server: &NatsServer) -> Bus {
-    Bus::connect(BusConfig {
-        url: server.url(),
-        auth: NatsAuth::nkey(server.control_seed()),
-        ..Default::default()
-    })
-    .await
-    .expect("failed to connect")
-}
-
-fn inventory(hostname: &str) -> NodeRegistered {
-    NodeRegistered {
-        hostname: hostname.to_owned(),
-        os: "Debian GNU/Linux 12".into(),
-        kernel: "6.1".into(),
-        cpu_model: "test".into(),
-        cpu_cores: 4,
-        memory_total_bytes: 8 << 30,
-        disk_total_bytes: 1 << 40,
-        gpus: vec![],
-        gpu_source: "none".into(),
-        agent_version: "0.0.0".into(),
-        agent_url: None,
-        capabilities: Vec::new(),
-    }
-}
-
-/// A `node.registered` envelope for `node`, its `seq`-th event (the hostname says which).
-fn registered(node: &str, seq: u64) -> EventEnvelope {
-    EventEnvelope::new(
-        node,
-        seq,
-        &NodeEvent::Registered(inventory(&format!("{node}-{seq}"))),
-        CorrelationId::new(),
-        None,
-        Actor::system(),
-    )
-}
 
 /// What a plain NATS client could write, bypassing the bus.
 async fn foreign_publish(server: &NatsServer, subject: &str, payload: &'static [u8]) {
@@ -66,27 +30,6 @@ async fn foreign_publish(server: &NatsServer, subject: &str, payload: &'static [
         .unwrap()
         .await
         .unwrap();
-}
-
-async fn read_all(bus: &Bus, stream: StreamName) -> Vec<bus::StoredMessage> {
-    let last = bus.last_seq(stream).await.unwrap();
-    if last.0 == 0 {
-        return Vec::new();
-    }
-    let mut messages = bus.read(stream, ReadFrom::Start, None).await.unwrap();
-    let mut out = Vec::new();
-    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
-        .await
-        .expect("read stalled")
-    {
-        let message = message.unwrap();
-        let done = message.stream_seq >= last;
-        out.push(message);
-        if done {
-            break;
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -775,121 +718,4 @@ async fn commit_consumers_dead_letter_what_is_not_a_commit() {
     );
     let reason = letters[0].header("Nebula-Dlq-Reason").unwrap();
     assert!(reason.starts_with("undecodable commit"), "{reason}");
-}
-
-/// The event log at its limit: a write is refused as `Full` with the server's reason, nothing
-/// already stored is lost or changed, the usage says how full it is, and once the limit is
-/// raised (the next start with a larger `events_max_bytes`) writes go on.
-#[tokio::test]
-async fn a_full_event_log_refuses_writes_keeps_what_it_holds_and_recovers_when_raised() {
-    let server = NatsServer::start();
-    let small = |max: i64| BusConfig {
-        url: server.url(),
-        auth: NatsAuth::nkey(server.control_seed()),
-        events_max_bytes: max,
-        publish_retry_for: Duration::from_secs(1),
-        ..Default::default()
-    };
-    let bus = Bus::connect(small(8 * 1024)).await.unwrap();
-    let mut stored = 0u64;
-    let refused = loop {
-        match bus
-            .append(&[registered(&format!("n{stored}"), 1)], ExpectedSeq::Any)
-            .await
-        {
-            Ok(_) => stored += 1,
-            Err(err) => break err,
-        }
-        assert!(stored < 1_000, "8 KiB never filled");
-    };
-    assert_eq!(refused.kind(), BusErrorKind::Full, "{refused:#}");
-    assert!(stored > 3, "some events fit: {stored}");
-    let usage = bus.storage().await.unwrap();
-    let events = usage.iter().find(|u| u.stream == "EVENTS").unwrap();
-    assert_eq!(events.messages, stored, "nothing stored was dropped");
-    assert_eq!(events.max_bytes, Some(8 * 1024));
-    assert!(
-        events.bytes <= 8 * 1024 && events.bytes > 8 * 1024 / 2,
-        "{events:?}"
-    );
-    let work = usage.iter().find(|u| u.stream == "WORK").unwrap();
-    assert_eq!(work.max_bytes, None);
-    // Every event that was acknowledged reads back.
-    let all = read_all(&bus, StreamName::Events).await;
-    assert_eq!(all.len() as u64, stored);
-    // Room made by raising the limit: the same write goes through.
-    let roomier = Bus::connect(small(1 << 20)).await.unwrap();
-    roomier
-        .append(&[registered("after", 1)], ExpectedSeq::Any)
-        .await
-        .unwrap();
-    assert_eq!(
-        read_all(&roomier, StreamName::Events).await.len() as u64,
-        stored + 1
-    );
-}
-
-/// A reader of a few aggregate types reads only those, says how many wait when it opens, and
-/// marks the last of them (`pending == 0`): how a fold knows it has caught up without reading
-/// the rest of the log.
-#[tokio::test]
-async fn a_reader_of_some_aggregate_types_reads_only_those_and_knows_its_backlog() {
-    let server = NatsServer::start();
-    let bus = connect(&server).await;
-    let queued = |job: &str| {
-        EventEnvelope::new(
-            job,
-            1,
-            &events::render::RenderJobEvent::PriorityChanged(
-                events::render::RenderPriorityChanged { priority: 1 },
-            ),
-            CorrelationId::new(),
-            None,
-            Actor::system(),
-        )
-    };
-    for n in 0..3 {
-        bus.append(&[registered(&format!("n{n}"), 1)], ExpectedSeq::Any)
-            .await
-            .unwrap();
-        bus.append(&[queued(&format!("j{n}"))], ExpectedSeq::Any)
-            .await
-            .unwrap();
-    }
-    let mut jobs = bus
-        .read_subjects(
-            StreamName::Events,
-            ReadFrom::Start,
-            vec![
-                events::subjects::events_of_type("render_job"),
-                events::subjects::events_of_type("no_such_type"),
-            ],
-        )
-        .await
-        .unwrap();
-    assert_eq!(jobs.backlog(), 3);
-    let mut seen = Vec::new();
-    while seen.len() < 3 {
-        let message = tokio::time::timeout(DEFAULT_WAIT, jobs.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(
-            message.subject.contains(".render_job."),
-            "{}",
-            message.subject
-        );
-        seen.push(message.pending);
-    }
-    assert_eq!(seen.last(), Some(&Some(0)), "the last one says so");
-    let nothing = bus
-        .read_subjects(
-            StreamName::Events,
-            ReadFrom::Start,
-            vec![events::subjects::events_of_type("no_such_type")],
-        )
-        .await
-        .unwrap();
-    assert_eq!(nothing.backlog(), 0, "caught up at once");
 }

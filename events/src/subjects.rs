@@ -159,6 +159,10 @@ pub fn log_follows_of(node_id: &str) -> String {
 
 pub const VAULT_BUCKET: &str = "nebula_vault";
 
+/// The KV bucket aggregate snapshots are kept in, one key `<aggregate_type>.<aggregate_id>`
+/// each (its stream is `KV_<bucket>`).
+pub const SNAPSHOT_BUCKET: &str = "nebula_snapshots";
+
 /// A subject of ours, taken apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subject<'a> {

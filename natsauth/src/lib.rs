@@ -171,11 +171,17 @@ impl Identity {
                     publish.push(subject::jetstream_acks("WORK", &consumer));
                 }
                 publish.extend(event_log_consumer());
+                publish.extend(snapshots_of(&[
+                    events::chat::ChatCommandEvent::AGGREGATE_TYPE,
+                    events::render::RenderJobEvent::AGGREGATE_TYPE,
+                    events::render::RenderQueueEvent::AGGREGATE_TYPE,
+                ]));
                 publish.extend(vault_reader());
                 subscribe.push(subject::jetstream_flow_control(&vault_stream()));
             }
             Identity::Posting => {
                 publish.push(subject::event(events::post::PostEvent::AGGREGATE_TYPE, "*"));
+                publish.extend(snapshots_of(&[events::post::PostEvent::AGGREGATE_TYPE]));
                 publish.extend(event_log_consumer());
                 publish.extend(vault_reader());
                 subscribe.push(subject::jetstream_flow_control(&vault_stream()));
@@ -222,6 +228,22 @@ fn event_log_consumer() -> Vec<String> {
         "$JS.ACK.EVENTS.>".to_owned(),
         subject::DLQ_ALL.to_owned(),
     ]
+}
+
+/// Reading any aggregate's snapshot (as it may read any aggregate's events), and keeping the
+/// snapshots of the aggregates it decides on (and no others').
+fn snapshots_of(aggregate_types: &[&str]) -> Vec<String> {
+    let bucket = subject::SNAPSHOT_BUCKET;
+    let stream = format!("KV_{bucket}");
+    let mut out = vec![
+        api(&format!("DIRECT.GET.{stream}")),
+        api(&format!("DIRECT.GET.{stream}.>")),
+        api(&format!("STREAM.MSG.GET.{stream}")),
+    ];
+    for aggregate in aggregate_types {
+        out.push(format!("$KV.{bucket}.{aggregate}.*"));
+    }
+    out
 }
 
 fn vault_stream() -> String {
