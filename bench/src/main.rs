@@ -21,6 +21,7 @@ mod deploys;
 mod gateway;
 mod hosts;
 mod live;
+mod restart;
 mod video;
 mod video_scenes;
 use bus::StreamName;
@@ -57,6 +58,7 @@ struct Sizes {
     p12_steps: usize,
     p13_rounds: usize,
     p14_rounds: usize,
+    p15_sizes: [u64; 3],
 }
 
 impl Sizes {
@@ -85,6 +87,7 @@ impl Sizes {
                 p12_steps: 10,
                 p13_rounds: 1,
                 p14_rounds: 1,
+                p15_sizes: [0, 10_000, 50_000],
             }
         } else {
             Sizes {
@@ -110,6 +113,7 @@ impl Sizes {
                 p12_steps: 30,
                 p13_rounds: 3,
                 p14_rounds: 2,
+                p15_sizes: [0, 100_000, 1_000_000],
             }
         }
     }
@@ -476,6 +480,31 @@ async fn main() -> Result<()> {
             "<= 1.5 of the same work done directly (info: renders queue on one simulated GPU)",
             json!({ "rounds": sizes.p14_rounds, "scenes": video_scenes::SCENES, "project": "9:16 stills, espeak-ng, 1080x1920 at 30 fps, 0.4 s cross-fades, subtitles, thumbnail", "render": "simulated GPU, 20 steps of 120 ms at 576x1024", "direct": "the same renders, narrations, assembly and thumbnail in one process, no log" }),
         );
+    }
+
+    if wanted("p15") {
+        println!("P15 restart time of nebula up as the log grows");
+        let measured = restart::restarts(&sizes.p15_sizes).await?;
+        let first = measured
+            .at
+            .first()
+            .map_or(0.0, |(_, d)| d.as_micros() as f64);
+        report.ceiling("p15_restart_empty_log", first, "us");
+        let names = [
+            "p15_restart_log_empty",
+            "p15_restart_log_grown",
+            "p15_restart_log_large",
+        ];
+        for ((events, took), name) in measured.at.iter().zip(names) {
+            report.figure(
+                name,
+                took.as_micros() as f64,
+                "us",
+                Some(("p15_restart_empty_log", first)),
+                "<= 2 of the restart with an empty log (healthy, and a new render job placed)",
+                json!({ "events": events, "what": "nebula up killed and started again, every projection caught up before; timed to /health and a submitted render job assigned" }),
+            );
+        }
     }
 
     if wanted("p10") {
