@@ -566,35 +566,58 @@ async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPoo
     running.shutdown().await;
 }
 
-/// ComfyUI killed mid-job, as a crash or a supervisor's restart does: the job waits for it
-/// (burning no attempt while it is away); once ComfyUI answers again on its port the job runs
-/// again as attempt 2 and completes; the requeue says why.
-#[sqlx::test(migrator = "projections::MIGRATOR")]
-async fn a_comfyui_killed_mid_job_and_back_runs_the_job_again_as_a_new_attempt(pool: PgPool) {
-    let nats = NatsServer::start();
+/// A studio whose node renders through a fake ComfyUI that holds its prompt (`tune` changes the
+/// configuration), and a job that has reached ComfyUI: the fake, the state folder, the running
+/// parts, the gateway's URL and the job's id.
+async fn comfy_job_then_crash(
+    nats: &NatsServer,
+    pool: &PgPool,
+    node: &str,
+    tune: impl FnOnce(&mut nebula::Config),
+) -> (
+    FakeComfy,
+    tempfile::TempDir,
+    nebula::Running,
+    String,
+    String,
+) {
     let comfy = FakeComfy::start().await;
     comfy.set_hold(true);
-    let port = comfy.port();
     let state = tempfile::tempdir().unwrap();
-    let mut config = studio_config(&nats, &pool, state.path());
+    let mut config = studio_config(nats, pool, state.path());
     config.render.backend = render::BackendKind::Comfyui;
     config.render.comfyui_url = comfy.url();
-    config.render.node_id = Some("gpu-flaky".into());
+    config.render.node_id = Some(node.into());
     config.render.worker.retry_backoff_secs = 0.1;
-    config.render.worker.heartbeat_secs = 0.2;
     config.render.dispatcher.node_timeout = Duration::from_secs(30);
+    tune(&mut config);
     let running = nebula::start(&config, STUDIO.with(Part::RenderWorker))
         .await
         .unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
-    let client = common::http();
-    let id = submit_ok(&client, &base, txt2img("phoenix", 5, 0, 4)).await;
+    let id = submit_ok(&common::http(), &base, txt2img(node, 5, 0, 8)).await;
     wait_until(
         "the job to reach ComfyUI",
         Duration::from_secs(30),
         || async { (comfy.running() == 1).then_some(()) },
     )
     .await;
+    (comfy, state, running, base, id)
+}
+
+/// ComfyUI killed mid-job, as a crash or a supervisor's restart does: the job waits for it
+/// (burning no attempt while it is away); once ComfyUI answers again on its port the job runs
+/// again as attempt 2 and completes; the requeue says why.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_comfyui_killed_mid_job_and_back_runs_the_job_again_as_a_new_attempt(pool: PgPool) {
+    let nats = NatsServer::start();
+    let (comfy, _state, running, base, id) =
+        comfy_job_then_crash(&nats, &pool, "gpu-flaky", |config| {
+            config.render.worker.heartbeat_secs = 0.2;
+        })
+        .await;
+    let port = comfy.port();
+    let client = common::http();
     comfy.kill().await;
     // Away for a while: longer than the old retries took to give up.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -626,28 +649,12 @@ async fn a_comfyui_killed_mid_job_and_back_runs_the_job_again_as_a_new_attempt(p
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_comfyui_that_stays_away_fails_the_job_with_its_first_cause(pool: PgPool) {
     let nats = NatsServer::start();
-    let comfy = FakeComfy::start().await;
-    comfy.set_hold(true);
-    let state = tempfile::tempdir().unwrap();
-    let mut config = studio_config(&nats, &pool, state.path());
-    config.render.backend = render::BackendKind::Comfyui;
-    config.render.comfyui_url = comfy.url();
-    config.render.node_id = Some("gpu-gone".into());
-    config.render.worker.retry_backoff_secs = 0.1;
-    config.render.worker.outage_wait_secs = 2.0;
-    config.render.dispatcher.node_timeout = Duration::from_secs(30);
-    let running = nebula::start(&config, STUDIO.with(Part::RenderWorker))
-        .await
-        .unwrap();
-    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let (comfy, _state, running, base, id) =
+        comfy_job_then_crash(&nats, &pool, "gpu-gone", |config| {
+            config.render.worker.outage_wait_secs = 2.0;
+        })
+        .await;
     let client = common::http();
-    let id = submit_ok(&client, &base, txt2img("doomed", 5, 0, 8)).await;
-    wait_until(
-        "the job to reach ComfyUI",
-        Duration::from_secs(30),
-        || async { (comfy.running() == 1).then_some(()) },
-    )
-    .await;
     comfy.kill().await;
     let failed = wait_status(&client, &base, &id, "failed").await;
     assert_eq!(failed["retryable"], true);

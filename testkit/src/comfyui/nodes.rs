@@ -275,19 +275,7 @@ pub(super) async fn save_images(
     let prefix = prefix
         .replace("%width%", &images.width.to_string())
         .replace("%height%", &images.height.to_string());
-    let (subfolder, filename) = match prefix.rsplit_once('/') {
-        Some((subfolder, filename)) => (normalize_subfolder(subfolder), filename.to_owned()),
-        None => (Some(String::new()), prefix.clone()),
-    };
-    let Some(subfolder) = subfolder else {
-        return Err(node_error(
-            "Exception",
-            format!(
-                "**** ERROR: Saving image outside the output folder is not allowed.\n full_output_folder: ComfyUI/output/{prefix}\n         output_dir: ComfyUI/output"
-            ),
-            &["  File \"ComfyUI/nodes.py\", line 1578, in save_images\n    <source line>\n"],
-        ));
-    };
+    let (subfolder, filename) = split_prefix(&prefix)?;
 
     let mut text = vec![(
         "prompt".to_owned(),
@@ -330,6 +318,27 @@ pub(super) async fn save_images(
     Ok(json!({ "images": saved }))
 }
 
+/// `folder_paths.get_save_image_path`'s split of a filename prefix into its subfolder and file
+/// name, refusing one that climbs out of the output folder.
+fn split_prefix(prefix: &str) -> Result<(String, String), NodeFailure> {
+    let (subfolder, filename) = match prefix.rsplit_once('/') {
+        Some((subfolder, filename)) => (normalize_subfolder(subfolder), filename.to_owned()),
+        None => (Some(String::new()), prefix.to_owned()),
+    };
+    let Some(subfolder) = subfolder else {
+        return Err(node_error(
+            "Exception",
+            format!(
+                "**** ERROR: Saving image outside the output folder is not allowed.\n full_output_folder: ComfyUI/output/{prefix}\n         output_dir: ComfyUI/output"
+            ),
+            &[
+                "  File \"ComfyUI/folder_paths.py\", line 446, in get_save_image_path\n    <source line>\n",
+            ],
+        ));
+    };
+    Ok((subfolder, filename))
+}
+
 /// VideoHelperSuite's `VHS_VideoCombine` with `video/h264-mp4`: the batch's frames as one
 /// H.264 MP4 at `frame_rate`, `{prefix}_{counter:05}.mp4` in the output folder (or temp when
 /// `save_output` is false), reported under `gifs` with its `format` and `frame_rate`. The
@@ -354,21 +363,7 @@ async fn save_video(
             ],
         ));
     }
-    let (subfolder, filename) = match prefix.rsplit_once('/') {
-        Some((subfolder, filename)) => (normalize_subfolder(subfolder), filename.to_owned()),
-        None => (Some(String::new()), prefix.clone()),
-    };
-    let Some(subfolder) = subfolder else {
-        return Err(node_error(
-            "Exception",
-            format!(
-                "**** ERROR: Saving image outside the output folder is not allowed.\n full_output_folder: ComfyUI/output/{prefix}"
-            ),
-            &[
-                "  File \"ComfyUI/folder_paths.py\", line 446, in get_save_image_path\n    <source line>\n",
-            ],
-        ));
-    };
+    let (subfolder, filename) = split_prefix(&prefix)?;
     let folder = if save_output {
         Folder::Output
     } else {
