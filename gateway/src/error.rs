@@ -57,7 +57,15 @@ impl ApiError {
 }
 
 impl From<projections::ProjectionError> for ApiError {
+    /// Postgres away (down, restarting, refusing connections, the pool waited in vain) is a 503
+    /// that says so: the read models come back with it. Anything else is ours: a 500.
     fn from(err: projections::ProjectionError) -> Self {
+        if err.is_database_away() {
+            return ApiError::Unavailable(format!(
+                "the read models' database (Postgres) is unreachable: {err:#}; the projections \
+                 catch up when it is back"
+            ));
+        }
         ApiError::Internal(err.into())
     }
 }
@@ -98,4 +106,20 @@ pub(crate) fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiE
             },
             other => ApiError::BadRequest(format!("invalid JSON body: {}", other.body_text())),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_away_is_a_503_with_its_reason_and_our_own_errors_are_500s() {
+        let away = ApiError::from(projections::ProjectionError::Other("x".into()));
+        assert_eq!(away.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let away = ApiError::from(projections::ProjectionError::Database(
+            sqlx::Error::PoolTimedOut,
+        ));
+        assert_eq!(away.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(away.to_string().contains("Postgres"), "{away}");
+    }
 }

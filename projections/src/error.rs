@@ -58,3 +58,46 @@ pub enum ProjectionError {
     #[error("{0}")]
     Other(String),
 }
+
+impl ProjectionError {
+    /// Whether Postgres is not there now (rather than a query of ours failing): no connection,
+    /// a pool that timed out or closed, or the server shutting down or not yet accepting
+    /// (SQLSTATE classes 08 and 57P0x).
+    pub fn is_database_away(&self) -> bool {
+        let db = match self {
+            ProjectionError::Connect(_) => return true,
+            ProjectionError::Database(db) => db,
+            _ => return false,
+        };
+        match db {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(err) => err
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57P0")),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProjectionError;
+
+    #[test]
+    fn postgres_away_is_told_apart_from_our_own_errors() {
+        for away in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)),
+        ] {
+            assert!(ProjectionError::Database(away).is_database_away());
+        }
+        assert!(ProjectionError::Connect(sqlx::Error::PoolTimedOut).is_database_away());
+        assert!(!ProjectionError::Database(sqlx::Error::RowNotFound).is_database_away());
+        assert!(!ProjectionError::Other("ours".into()).is_database_away());
+    }
+}
