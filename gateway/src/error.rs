@@ -112,14 +112,16 @@ pub(crate) fn body<T>(payload: Result<Json<T>, JsonRejection>) -> Result<T, ApiE
 mod tests {
     use super::*;
 
-    #[test]
-    fn postgres_away_is_a_503_with_its_reason_and_our_own_errors_are_500s() {
-        let away = ApiError::from(projections::ProjectionError::Other("x".into()));
-        assert_eq!(away.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let away = ApiError::from(projections::ProjectionError::Database(
-            sqlx::Error::PoolTimedOut,
-        ));
+    #[tokio::test]
+    async fn postgres_away_is_a_503_with_its_reason_and_our_own_errors_are_500s() {
+        // Nobody listens on port 1: a real refusal, as when Postgres is down.
+        let refused = projections::connect("postgres://nebula@127.0.0.1:1/nebula", 1)
+            .await
+            .unwrap_err();
+        let away = ApiError::from(refused);
         assert_eq!(away.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(away.to_string().contains("Postgres"), "{away}");
+        let ours = ApiError::from(projections::ProjectionError::Other("a bug".into()));
+        assert_eq!(ours.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -64,10 +64,8 @@ impl ProjectionError {
     /// a pool that timed out or closed, or the server shutting down or not yet accepting
     /// (SQLSTATE classes 08 and 57P0x).
     pub fn is_database_away(&self) -> bool {
-        let db = match self {
-            ProjectionError::Connect(_) => return true,
-            ProjectionError::Database(db) => db,
-            _ => return false,
+        let (ProjectionError::Connect(db) | ProjectionError::Database(db)) = self else {
+            return false;
         };
         match db {
             sqlx::Error::Io(_)
@@ -97,6 +95,9 @@ mod tests {
             assert!(ProjectionError::Database(away).is_database_away());
         }
         assert!(ProjectionError::Connect(sqlx::Error::PoolTimedOut).is_database_away());
+        // A url that does not parse is ours to fix, not Postgres away.
+        let bad = ProjectionError::Connect(sqlx::Error::Configuration("bad url".into()));
+        assert!(!bad.is_database_away());
         assert!(!ProjectionError::Database(sqlx::Error::RowNotFound).is_database_away());
         assert!(!ProjectionError::Other("ours".into()).is_database_away());
     }
