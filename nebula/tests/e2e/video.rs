@@ -33,6 +33,27 @@ pub(crate) async fn start(config: &nebula::Config, parts: Parts) -> (nebula::Run
     (running, base)
 }
 
+/// A studio whose node renders through a fake ComfyUI: the fake, the NATS server and state
+/// folder to keep, and the configuration.
+pub(crate) async fn comfy_studio(
+    pool: &PgPool,
+) -> (
+    testkit::comfyui::FakeComfy,
+    NatsServer,
+    tempfile::TempDir,
+    nebula::Config,
+) {
+    let comfy = testkit::comfyui::FakeComfy::start().await;
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, pool, state.path());
+    config.render.backend = render::BackendKind::Comfyui;
+    config.render.comfyui_url = comfy.url();
+    config.render.node_id = Some("gpu-comfy".into());
+    config.render.worker.ack_wait_secs = 2.0;
+    (comfy, nats, state, config)
+}
+
 /// Project `id` once it has ended.
 pub(crate) async fn ended(base: &str, id: &str) -> Value {
     testkit::wait_until(
@@ -604,14 +625,7 @@ async fn the_queue_holds_its_cap_and_a_freed_place_goes_to_the_highest_priority(
 /// is made.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_scene_that_cannot_be_rendered_fails_its_project_saying_why(pool: PgPool) {
-    let comfy = testkit::comfyui::FakeComfy::start().await;
-    let nats = NatsServer::start();
-    let state = tempfile::tempdir().unwrap();
-    let mut config = common::config(&nats, &pool, state.path());
-    config.render.backend = render::BackendKind::Comfyui;
-    config.render.comfyui_url = comfy.url();
-    config.render.node_id = Some("gpu-comfy".into());
-    config.render.worker.ack_wait_secs = 2.0;
+    let (_comfy, _nats, _state, mut config) = comfy_studio(&pool).await;
     config.video.checkpoint = Some("corrupt-v1.safetensors".to_owned());
     let (running, base) = start(&config, STUDIO).await;
     let (status, answer) = call(

@@ -2,7 +2,7 @@
 //! topic's script written by the local LLM. The helpers are `video`'s.
 
 use crate::common::{self, call};
-use crate::video::{CONTROL, STUDIO, ended, simulated_gpu, start};
+use crate::video::{CONTROL, STUDIO, comfy_studio, ended, simulated_gpu, start};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -303,14 +303,7 @@ async fn a_topic_becomes_a_script_written_by_the_local_llm(pool: PgPool) {
 /// last attempt the project fails saying which scene, which job and why.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_scene_render_that_may_pass_is_retried_then_fails_its_project_saying_why(pool: PgPool) {
-    let comfy = testkit::comfyui::FakeComfy::start().await;
-    let nats = NatsServer::start();
-    let state = tempfile::tempdir().unwrap();
-    let mut config = common::config(&nats, &pool, state.path());
-    config.render.backend = render::BackendKind::Comfyui;
-    config.render.comfyui_url = comfy.url();
-    config.render.node_id = Some("gpu-comfy".into());
-    config.render.worker.ack_wait_secs = 2.0;
+    let (comfy, _nats, _state, mut config) = comfy_studio(&pool).await;
     config.render.worker.retry_backoff_secs = 0.1;
     config.video.steps = Some(2);
     let (running, base) = start(&config, STUDIO).await;
