@@ -198,6 +198,14 @@ impl Bus {
         &self.config
     }
 
+    /// Whether the connection to NATS is up now (it reconnects by itself when it is not).
+    pub fn connected(&self) -> bool {
+        matches!(
+            self.client.connection_state(),
+            async_nats::connection::State::Connected
+        )
+    }
+
     /// The process-wide metrics registry this bus reports into.
     pub fn metrics(&self) -> &Registry {
         &self.metrics

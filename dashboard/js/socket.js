@@ -56,7 +56,8 @@ export function createSocket(state, hooks) {
     if (changes.kind === 'invalid') return;
     backoffMs = BACKOFF_MIN_MS; // a good frame
     everLive = true;
-    hooks.status('live');
+    if (state.busConnected === false) hooks.status('reconnecting', 'reconnecting to NATS');
+    else hooks.status('live');
     hooks.changes(changes);
   }
 

@@ -205,3 +205,12 @@ test('websocket url (a one-time ticket, never the token) and backoff', () => {
   assert.equal(nextBackoff(1000), 2000);
   assert.equal(nextBackoff(4000), 5000);
 });
+
+test('the gateway saying NATS is away, then back', () => {
+  const state = createState();
+  assert.equal(state.busConnected, true);
+  assert.equal(applyFrame(state, { type: 'bus', connected: false }, NOW).applied, true);
+  assert.equal(state.busConnected, false);
+  applyFrame(state, { type: 'bus', connected: true }, NOW);
+  assert.equal(state.busConnected, true);
+});

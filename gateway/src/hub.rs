@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use bus::{Bus, ReadFrom, StoredMessage, StreamName};
@@ -80,6 +81,10 @@ impl Hub {
         ctx.spawn("hub-telemetry", move |cancel| {
             pump.clone().pump_telemetry(bus.clone(), cancel)
         });
+        let (pump, bus) = (hub.clone(), ctx.bus.clone());
+        ctx.spawn("hub-bus", move |cancel| {
+            pump.clone().pump_connection(bus.clone(), cancel)
+        });
         Ok(hub)
     }
 
@@ -140,6 +145,32 @@ impl Hub {
             None => bus
                 .metrics()
                 .inc("nebula_ws_malformed_events_skipped_total"),
+        }
+    }
+
+    /// Tells every viewer when NATS goes away and comes back (`{"type":"bus","connected":…}`):
+    /// on each change, and every second while it is away, so a viewer who arrives meanwhile
+    /// learns it too. The live feed has nothing new while the bus is away; this says why.
+    async fn pump_connection(self, bus: Bus, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut was = true;
+        // A look at the connection each second (a real interval: the client reconnects by
+        // itself and says nothing to us).
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            let connected = bus.connected();
+            if connected != was || !connected {
+                let text = format!("{{\"type\":\"bus\",\"connected\":{connected}}}");
+                let _ = self.inner.sender.send(Arc::new(Frame {
+                    seq: None,
+                    text: text.into(),
+                    revokes: None,
+                }));
+            }
+            was = connected;
         }
     }
 

@@ -17,6 +17,7 @@ export function createState() {
     lastSeq: null, // last applied stream sequence (null = never had a snapshot)
     eventCount: 0, // events received this session (distinct stream seqs)
     countedThrough: null, // highest seq already counted
+    busConnected: true, // the gateway's link to NATS, as its `bus` frames say
   };
 }
 
@@ -243,6 +244,11 @@ export function applyFrame(state, frame, now) {
     else if (frame.type === 'resumed') applyResumed(state, frame, changes);
     else if (frame.type === 'events') applyEventsFrame(state, frame, changes);
     else if (frame.type === 'telemetry') applyTelemetry(state, frame, changes, t);
+    else if (frame.type === 'bus') {
+      // The gateway's own link to NATS: while it is down nothing new can arrive.
+      state.busConnected = frame.connected !== false;
+      changes.applied = true;
+    }
   } catch (_e) {
     // Defensive: a malformed frame must never break the dashboard.
   }

@@ -727,3 +727,51 @@ async fn dead_letters_are_listed_and_sent_back_once_fixed(pool: PgPool) {
     worker.await.unwrap().unwrap();
     running.shutdown().await;
 }
+
+/// nats-server away: every viewer is told (`{"type":"bus","connected":false}`, the dashboard's
+/// "reconnecting to NATS"), and told again when it is back; the feed then carries on.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn viewers_are_told_when_nats_goes_away_and_comes_back(pool: PgPool) {
+    let mut nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let running = nebula::start(&config(&nats, &pool, state.path()), SERVER)
+        .await
+        .unwrap();
+    let addr = running.gateway_addr.unwrap();
+    let mut socket = common::ws(addr, "").await;
+    assert_eq!(frame(&mut socket).await["type"], "snapshot");
+    let bus_frame =
+        |want: bool| move |frame: &Value| frame["type"] == "bus" && frame["connected"] == want;
+    nats.kill();
+    let away = bus_frame(false);
+    loop {
+        if away(&frame(&mut socket).await) {
+            break;
+        }
+    }
+    nats.spawn();
+    let back = bus_frame(true);
+    loop {
+        if back(&frame(&mut socket).await) {
+            break;
+        }
+    }
+    // And the feed goes on, once the hub has reopened its reader (bounded).
+    let bus = common::bus(&nats).await;
+    publish(&bus, "after").await;
+    let events = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let Some(Ok(Message::Text(text))) = socket.next().await else {
+                panic!("the websocket ended");
+            };
+            let frame: Value = serde_json::from_str(&text).unwrap();
+            if frame["type"] == "events" {
+                return frame;
+            }
+        }
+    })
+    .await
+    .expect("the feed went on within 60 s of NATS coming back");
+    assert_eq!(events["events"][0]["aggregate_id"], "after");
+    running.shutdown().await;
+}
