@@ -46,7 +46,7 @@ pub(crate) async fn restarts(sizes: &[u64]) -> Result<Restarts> {
         drop(running);
         let started = Instant::now();
         let restarted = GatewayProcess::start_with(&env, "up", &settings()).await?;
-        dispatching(&restarted, started).await?;
+        dispatching(&restarted).await?;
         let events = env.bus.last_seq(bus::StreamName::Events).await?.0;
         out.at.push((events, started.elapsed()));
         stack = Some(restarted);
@@ -58,25 +58,25 @@ pub(crate) async fn restarts(sizes: &[u64]) -> Result<Restarts> {
 
 /// Waits until every projection has reached its stream's end.
 async fn caught_up(stack: &GatewayProcess) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let (_, answer) = stack.call("GET", "/api/projections", None).await?;
-        let behind: i64 = answer["projections"]
-            .as_array()
-            .map(|all| all.iter().filter_map(|p| p["lag"].as_i64()).sum())
-            .unwrap_or(i64::MAX);
-        if behind == 0 {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the projections were still {behind} events behind after 15 minutes");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    testkit::wait_until(
+        "every projection at its stream's end",
+        Duration::from_secs(900),
+        || async {
+            let (_, answer) = stack.call("GET", "/api/projections", None).await.ok()?;
+            let behind: i64 = answer["projections"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| p["lag"].as_i64())
+                .sum();
+            (behind == 0).then_some(())
+        },
+    )
+    .await;
+    Ok(())
 }
 
 /// Submits a render job and waits until the dispatcher has placed it.
-async fn dispatching(stack: &GatewayProcess, started: Instant) -> Result<()> {
+async fn dispatching(stack: &GatewayProcess) -> Result<()> {
     let body = json!({ "mode": "txt2img", "params": { "prompt": "restart", "steps": 1, "width": 64, "height": 64 } })
         .to_string();
     let (status, answer) = stack.call("POST", "/api/render/jobs", Some(&body)).await?;
@@ -84,16 +84,13 @@ async fn dispatching(stack: &GatewayProcess, started: Instant) -> Result<()> {
         bail!("the job was refused: {status} {answer}");
     }
     let id = answer["job_id"].as_str().context("no job id")?.to_owned();
-    loop {
+    testkit::wait_until("the job placed", Duration::from_secs(600), || async {
         let (_, job) = stack
             .call("GET", &format!("/api/render/jobs/{id}"), None)
-            .await?;
-        if job["node_id"].is_string() {
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("the job was not placed in 10 minutes: {job}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .await
+            .ok()?;
+        job["node_id"].is_string().then_some(())
+    })
+    .await;
+    Ok(())
 }

@@ -619,8 +619,29 @@ async fn a_comfyui_killed_mid_job_and_back_runs_the_job_again_as_a_new_attempt(p
     let port = comfy.port();
     let client = common::http();
     comfy.kill().await;
-    // Away for a while: longer than the old retries took to give up.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Away for a while, as the worker itself reports it (its heartbeats say its backend is not
+    // ready) for over a second: longer than the old retries took to give up.
+    let subject = events::subjects::telemetry("gpu-flaky", events::render::WorkerHeartbeat::KIND);
+    let first_down = std::cell::Cell::new(None);
+    wait_until(
+        "ComfyUI reported away for a second",
+        DEFAULT_WAIT,
+        || async {
+            let beat = running
+                .bus
+                .last_on_subject(bus::StreamName::Telemetry, &subject)
+                .await
+                .ok()??;
+            let ready: Value = serde_json::from_slice(&beat.payload).ok()?;
+            if ready["ready"] != false {
+                return None;
+            }
+            let since = *first_down.get().get_or_insert(beat.published);
+            first_down.set(Some(since));
+            (beat.published - since >= chrono::Duration::seconds(1)).then_some(())
+        },
+    )
+    .await;
     let log = render_log(&running.bus).await;
     assert!(
         of_type(&log, &id, "render.job_failed").is_empty(),

@@ -54,6 +54,21 @@ pub(crate) async fn comfy_studio(
     (comfy, nats, state, config)
 }
 
+/// The render job of scene `n` of `project`, as the studio's REST answers it.
+pub(crate) async fn scene_render(base: &str, project: &Value, n: u32) -> Value {
+    let id = project["progress"][n.to_string()]["render_job_id"]
+        .as_str()
+        .expect("the scene's render job");
+    let (_, job) = call(
+        Method::GET,
+        format!("{base}/api/render/jobs/{id}"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
+    job
+}
+
 /// Project `id` once it has ended.
 pub(crate) async fn ended(base: &str, id: &str) -> Value {
     testkit::wait_until(
@@ -604,17 +619,7 @@ async fn the_queue_holds_its_cap_and_a_freed_place_goes_to_the_highest_priority(
     .await;
     let first = status_of(ids[0].clone()).await;
     assert_eq!(first["status"], "cancelled");
-    let render_job = first["progress"]["1"]["render_job_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, job) = call(
-        Method::GET,
-        format!("{base}/api/render/jobs/{render_job}"),
-        common::TOKEN,
-        &Value::Null,
-    )
-    .await;
+    let job = scene_render(&base, &first, 1).await;
     assert_eq!(job["status"], "cancelled", "{job}");
     assert_eq!(status_of(ids[2].clone()).await["status"], "queued");
     running.shutdown().await;
@@ -652,14 +657,7 @@ async fn a_scene_that_cannot_be_rendered_fails_its_project_saying_why(pool: PgPo
     );
     // The render's own record: failed, as final (a model that will not load does not get
     // better by trying again; failures that may pass are retried by the render queue).
-    let render_job = project["progress"]["1"]["render_job_id"].as_str().unwrap();
-    let (_, job) = call(
-        Method::GET,
-        format!("{base}/api/render/jobs/{render_job}"),
-        common::TOKEN,
-        &Value::Null,
-    )
-    .await;
+    let job = scene_render(&base, &project, 1).await;
     assert_eq!(job["status"], "failed", "{job}");
     running.shutdown().await;
 }

@@ -2,7 +2,7 @@
 //! topic's script written by the local LLM. The helpers are `video`'s.
 
 use crate::common::{self, call};
-use crate::video::{CONTROL, STUDIO, comfy_studio, ended, simulated_gpu, start};
+use crate::video::{CONTROL, STUDIO, comfy_studio, ended, scene_render, simulated_gpu, start};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -378,15 +378,8 @@ async fn clips_make_the_scenes_and_the_video_is_announced_once(pool: PgPool) {
     let id = answer["project_id"].as_str().unwrap().to_owned();
     let project = ended(&base, &id).await;
     assert_eq!(project["status"], "completed", "{project:#}");
-    for n in ["1", "2"] {
-        let job = project["progress"][n]["render_job_id"].as_str().unwrap();
-        let (_, job) = call(
-            Method::GET,
-            format!("{base}/api/render/jobs/{job}"),
-            common::TOKEN,
-            &Value::Null,
-        )
-        .await;
+    for n in [1, 2] {
+        let job = scene_render(&base, &project, n).await;
         assert_eq!(job["mode"], "animatediff", "{job:#}");
         assert_eq!(job["params"]["animation"]["frames"], 16, "{job:#}");
     }

@@ -373,12 +373,21 @@ impl Worker {
     }
 
     async fn carry_on(&self, id: &str, known: &Known, cancel: &CancellationToken) {
+        let mut unreadable =
+            common::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             let state = match self.project_state.load_aggregate(id).await {
-                Ok(loaded) => loaded.state().clone(),
+                Ok(loaded) => {
+                    unreadable.reset();
+                    loaded.state().clone()
+                }
                 Err(err) => {
-                    tracing::warn!(project = id, error = %err, "a video project could not be read; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tracing::warn!(project = id, error = %err, retry_in = ?unreadable.peek(), "a video project could not be read; retrying");
+                    // Backing off while the event store is away; a stop ends the wait.
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = unreadable.sleep() => {}
+                    }
                     continue;
                 }
             };
