@@ -203,6 +203,115 @@ impl Bus {
         F: FnMut(&Delivery) -> Fut,
         Fut: Future<Output = Outcome>,
     {
+        let mut messages = self.open(&spec).await?;
+        loop {
+            let next = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                next = messages.next() => next,
+            };
+            let Some(delivery) = delivery_of(&spec, next)? else {
+                continue;
+            };
+            let outcome = if delivery.delivered > spec.max_deliver {
+                // Its last try ended without a verdict (a crash or an ack timeout).
+                Outcome::Retry("no outcome recorded for the last delivery".to_owned())
+            } else {
+                handler(&delivery).await
+            };
+            self.settle_or_warn(&spec, &delivery, outcome).await;
+        }
+    }
+
+    /// Like [`Bus::consume`], with up to `lanes` deliveries handled at once. Deliveries with the
+    /// same `key` go to the same lane and are handled in order (a user's commands, say);
+    /// every delivery held — being handled or waiting for its lane — is kept alive with
+    /// progress acks, so a backlog is never redelivered (nor dead-lettered) for being slow.
+    /// At most `spec.max_ack_pending` are held; the rest wait on the server.
+    pub async fn consume_lanes<K, F, Fut>(
+        &self,
+        spec: ConsumerSpec,
+        cancel: CancellationToken,
+        lanes: usize,
+        key: K,
+        handler: F,
+    ) -> Result<(), BusError>
+    where
+        K: Fn(&Delivery) -> u64,
+        F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let lanes = lanes.max(1);
+        let mut messages = self.open(&spec).await?;
+        let spec = std::sync::Arc::new(spec);
+        let handler = std::sync::Arc::new(handler);
+        let held: Held = Default::default();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut senders = Vec::with_capacity(lanes);
+        for _ in 0..lanes {
+            let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel::<Delivery>();
+            senders.push(sender);
+            let (bus, spec, handler, held) =
+                (self.clone(), spec.clone(), handler.clone(), held.clone());
+            tasks.spawn(async move {
+                while let Some(delivery) = receiver.recv().await {
+                    let outcome = if delivery.delivered > spec.max_deliver {
+                        Outcome::Retry("no outcome recorded for the last delivery".to_owned())
+                    } else {
+                        handler(delivery.clone()).await
+                    };
+                    bus.settle_or_warn(&spec, &delivery, outcome).await;
+                    held.release(delivery.message.stream_seq, &bus, &spec.durable);
+                }
+            });
+        }
+        {
+            // Progress acks for everything held, well within `ack_wait`.
+            let (held, every) = (
+                held.clone(),
+                (spec.ack_wait / 3).max(Duration::from_millis(100)),
+            );
+            tasks.spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    for delivery in held.all() {
+                        let _ = delivery.in_progress().await;
+                    }
+                }
+            });
+        }
+        let gauge = [("consumer", spec.durable.as_str())];
+        loop {
+            let next = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                ended = tasks.join_next() => {
+                    let why = match ended {
+                        Some(Err(err)) if err.is_panic() => "a lane panicked",
+                        _ => "a lane ended",
+                    };
+                    return Err(BusError::msg(BusErrorKind::Other, format!("consumer {}: {why}", spec.durable)));
+                }
+                next = messages.next() => next,
+            };
+            let Some(delivery) = delivery_of(&spec, next)? else {
+                continue;
+            };
+            if let Some(pending) = delivery.message.pending {
+                self.metrics
+                    .set("nebula_consumer_pending", &gauge, pending as f64);
+            }
+            let lane = usize::try_from(key(&delivery) % lanes as u64).unwrap_or(0);
+            held.hold(&delivery, self, &spec.durable);
+            if senders[lane].send(delivery).is_err() {
+                return Err(BusError::msg(
+                    BusErrorKind::Other,
+                    format!("consumer {}: a lane ended", spec.durable),
+                ));
+            }
+        }
+    }
+
+    /// Opens the durable consumer `spec` declares (creating it when new) and its messages.
+    async fn open(&self, spec: &ConsumerSpec) -> Result<pull::Stream, BusError> {
         let stream = self.stream(spec.stream).await?;
         let config = pull::Config {
             durable_name: Some(spec.durable.clone()),
@@ -220,70 +329,17 @@ impl Bus {
             .get_or_create_consumer(&spec.durable, config)
             .await
             .map_err(|err| BusError::with_source(BusErrorKind::Provision, err))?;
-        let mut messages = consumer
+        consumer
             .messages()
             .await
-            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))?;
-        loop {
-            let next = tokio::select! {
-                () = cancel.cancelled() => return Ok(()),
-                next = messages.next() => next,
-            };
-            let message = match next {
-                None => {
-                    return Err(BusError::msg(
-                        BusErrorKind::NotFound,
-                        format!("consumer {} ended (deleted?)", spec.durable),
-                    ));
-                }
-                Some(Err(err)) => {
-                    tracing::warn!(consumer = %spec.durable, error = %err, "consumer stream error");
-                    continue;
-                }
-                Some(Ok(message)) => message,
-            };
-            let (delivered, stream_seq, published, pending) = match message.info() {
-                Ok(info) => (
-                    info.delivered,
-                    StreamSeq(info.stream_sequence),
-                    from_offset(info.published),
-                    info.pending,
-                ),
-                Err(err) => {
-                    tracing::warn!(consumer = %spec.durable, error = %err, "delivery without metadata");
-                    continue;
-                }
-            };
-            let (message, acker) = message.split();
-            let stored = StoredMessage {
-                stream_seq,
-                subject: message.subject.to_string(),
-                published,
-                headers: message
-                    .headers
-                    .as_ref()
-                    .map(header_pairs)
-                    .unwrap_or_default(),
-                payload: message.payload,
-                pending: Some(pending),
-            };
-            let delivery = Delivery {
-                message: stored,
-                delivered,
-                acker: std::sync::Arc::new(acker),
-            };
-            let outcome = if delivered > spec.max_deliver {
-                // Its last try ended without a verdict (a crash or an ack timeout).
-                Outcome::Retry("no outcome recorded for the last delivery".to_owned())
-            } else {
-                handler(&delivery).await
-            };
-            if let Err(err) = self.settle(&spec, &delivery, outcome).await {
-                tracing::warn!(consumer = %spec.durable, stream_seq = %stream_seq, error = %err, "failed to settle delivery; it will be redelivered");
-            }
-        }
+            .map_err(|err| BusError::with_source(BusErrorKind::Other, err))
     }
 
+    async fn settle_or_warn(&self, spec: &ConsumerSpec, delivery: &Delivery, outcome: Outcome) {
+        if let Err(err) = self.settle(spec, delivery, outcome).await {
+            tracing::warn!(consumer = %spec.durable, stream_seq = %delivery.message.stream_seq, error = %err, "failed to settle delivery; it will be redelivered");
+        }
+    }
     async fn settle(
         &self,
         spec: &ConsumerSpec,
@@ -328,5 +384,103 @@ impl Bus {
             return Err(err);
         }
         ack(AckKind::Term).await
+    }
+}
+
+type Next = Option<
+    Result<
+        async_nats::jetstream::Message,
+        async_nats::error::Error<consumer::pull::MessagesErrorKind>,
+    >,
+>;
+
+/// The delivery in what the consumer's stream gave next; `Ok(None)` for a transient error or a
+/// message without metadata (skipped, and redelivered by the server), an error when the
+/// consumer ended.
+fn delivery_of(spec: &ConsumerSpec, next: Next) -> Result<Option<Delivery>, BusError> {
+    let message = match next {
+        None => {
+            return Err(BusError::msg(
+                BusErrorKind::NotFound,
+                format!("consumer {} ended (deleted?)", spec.durable),
+            ));
+        }
+        Some(Err(err)) => {
+            tracing::warn!(consumer = %spec.durable, error = %err, "consumer stream error");
+            return Ok(None);
+        }
+        Some(Ok(message)) => message,
+    };
+    let (delivered, stream_seq, published, pending) = match message.info() {
+        Ok(info) => (
+            info.delivered,
+            StreamSeq(info.stream_sequence),
+            from_offset(info.published),
+            info.pending,
+        ),
+        Err(err) => {
+            tracing::warn!(consumer = %spec.durable, error = %err, "delivery without metadata");
+            return Ok(None);
+        }
+    };
+    let (message, acker) = message.split();
+    let stored = StoredMessage {
+        stream_seq,
+        subject: message.subject.to_string(),
+        published,
+        headers: message
+            .headers
+            .as_ref()
+            .map(header_pairs)
+            .unwrap_or_default(),
+        payload: message.payload,
+        pending: Some(pending),
+    };
+    Ok(Some(Delivery {
+        message: stored,
+        delivered,
+        acker: std::sync::Arc::new(acker),
+    }))
+}
+
+/// The deliveries a lane consumer holds, kept alive by progress acks until settled.
+#[derive(Clone, Default)]
+struct Held(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<StreamSeq, Delivery>>>);
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<StreamSeq, Delivery>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn hold(&self, delivery: &Delivery, bus: &Bus, consumer: &str) {
+        let count = {
+            let mut held = self.lock();
+            held.insert(delivery.message.stream_seq, delivery.clone());
+            held.len()
+        };
+        bus.metrics.set(
+            "nebula_consumer_held",
+            &[("consumer", consumer)],
+            count as f64,
+        );
+    }
+
+    fn release(&self, seq: StreamSeq, bus: &Bus, consumer: &str) {
+        let count = {
+            let mut held = self.lock();
+            held.remove(&seq);
+            held.len()
+        };
+        bus.metrics.set(
+            "nebula_consumer_held",
+            &[("consumer", consumer)],
+            count as f64,
+        );
+    }
+
+    fn all(&self) -> Vec<Delivery> {
+        self.lock().values().cloned().collect()
     }
 }

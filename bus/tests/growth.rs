@@ -149,6 +149,7 @@ async fn a_long_lived_aggregate_loads_from_its_snapshot_to_the_same_state() {
             QueueCommand::Admit {
                 job_id: job_id.clone(),
                 cap: 100,
+                chat: None,
             },
             meta(),
             3,

@@ -13,7 +13,7 @@ test('settings fill the form: defaults where nothing is saved', () => {
     ['queue', true, ''],
     ['cancel', true, ''],
   ]);
-  assert.deepEqual([form.cooldown, form.quota, form.quotaWindow, form.nickname, form.avatar], ['30', '20', '3600', '', '']);
+  assert.deepEqual([form.cooldown, form.quota, form.quotaWindow, form.refusals, form.nickname, form.avatar], ['30', '20', '3600', 'auto', '', '']);
   const saved = settingsToForm({ commands: { queue: { enabled: true, roles: ['777', 'administrator'] }, cancel: { enabled: false, roles: [] } }, cooldown_secs: 0, quota: 5, quota_window_secs: 60, nickname: 'Bot' });
   assert.equal(saved.rules[2].roles, '777, administrator');
   assert.equal(saved.rules[3].enabled, false);
@@ -22,7 +22,7 @@ test('settings fill the form: defaults where nothing is saved', () => {
 });
 
 test('the form becomes the API body, and back again', () => {
-  const settings = { commands: { queue: { enabled: true, roles: ['777'] }, cancel: { enabled: false, roles: [] } }, cooldown_secs: 5, quota: 20, quota_window_secs: 3600, nickname: 'Studio Bot' };
+  const settings = { commands: { queue: { enabled: true, roles: ['777'] }, cancel: { enabled: false, roles: [] } }, cooldown_secs: 5, quota: 20, quota_window_secs: 3600, refusals: 'summary', nickname: 'Studio Bot' };
   const form = settingsToForm(settings);
   assert.deepEqual(formToSettings('discord', form), { settings: settings });
   const edited = Object.assign({}, form, { rules: form.rules.map((r) => (r.command === 'imagine' ? { command: 'imagine', enabled: true, roles: ' a , ,b ' } : r)) });
@@ -36,6 +36,8 @@ test('Twitch has no nickname or avatar; values are checked', () => {
   assert.deepEqual(formToSettings('discord', Object.assign({}, form, { cooldown: '1.5' })), { error: 'cooldown must be a whole number from 0 to 86400' });
   assert.deepEqual(formToSettings('discord', Object.assign({}, form, { quotaWindow: '0' })), { error: 'quota window must be a whole number from 1 to 86400' });
   assert.deepEqual(formToSettings('discord', Object.assign({}, form, { quota: '' })), { error: 'quota must be a whole number from 0 to 4294967295' });
+  assert.deepEqual(formToSettings('twitch', Object.assign({}, form, { refusals: 'loud' })), { error: 'refusals must be one of auto, summary, silent' });
+  assert.equal(settingsToForm({ refusals: 'nonsense' }).refusals, 'auto');
 });
 
 test('scopes', () => {

@@ -9,7 +9,7 @@ use cqrs_es::event_sink::EventSink;
 use events::chat::{
     ChannelSettings, ChatCommandEvent, ChatJobStarted, ChatSettingsEvent, CommandAnswered,
     CommandReceived, CommandRejected, Platform, RejectReason, ReplyFailed, ReplyKind, ReplySent,
-    SettingsChanged,
+    ReplyWithheld, SettingsChanged, Withheld,
 };
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,11 @@ pub enum ChatCommandCommand {
     RecordReplyFailure {
         kind: ReplyKind,
         error: String,
+    },
+    /// The reply is not sent on its own (merged into a summary, or not at all).
+    WithholdReply {
+        kind: ReplyKind,
+        why: Withheld,
     },
 }
 
@@ -142,6 +147,15 @@ impl Aggregate for ChatCommand {
                     artifact,
                 })
             }
+            ChatCommandCommand::WithholdReply { kind, why } => {
+                if self.received.is_none() {
+                    return Err(ChatError::NotFound);
+                }
+                if self.replied {
+                    return Err(ChatError::AlreadyReplied);
+                }
+                ChatCommandEvent::ReplyWithheld(ReplyWithheld { kind, why })
+            }
             ChatCommandCommand::RecordReplyFailure { kind, error } => {
                 if self.received.is_none() {
                     return Err(ChatError::NotFound);
@@ -169,6 +183,7 @@ impl Aggregate for ChatCommand {
             }
             ChatCommandEvent::ReplySent(_) => self.replied = true,
             ChatCommandEvent::ReplyFailed(_) => {}
+            ChatCommandEvent::ReplyWithheld(_) => self.replied = true,
         }
     }
 }

@@ -452,10 +452,12 @@ impl Aggregate for RenderJob {
 
 #[derive(Debug, Clone)]
 pub enum QueueCommand {
-    /// Takes a place in the queue for `job_id`, unless `cap` places are taken.
+    /// Takes a place in the queue for `job_id`, unless `cap` places are taken (or, for a chat
+    /// command, chat's share or the user's limit).
     Admit {
         job_id: String,
         cap: usize,
+        chat: Option<ChatPlace>,
     },
     /// Gives the place back (the job left the queue: assigned, cancelled, or never created).
     Release {
@@ -467,10 +469,25 @@ pub enum QueueCommand {
     Resume,
 }
 
+/// Who a chat command's place is for, and the limits chat's places keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatPlace {
+    /// `<platform>:<user id>`.
+    pub user: String,
+    /// Places one chat user may hold at once.
+    pub per_user: usize,
+    /// Places all chat commands may hold at once (chat's share of the cap).
+    pub share: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
     #[error("the render queue is full ({cap} jobs queued); try again when some have started")]
     Full { cap: usize },
+    #[error("chat's share of the render queue is taken ({share} jobs queued from chat)")]
+    ChatShareFull { share: usize },
+    #[error("you already have {per_user} image(s) waiting")]
+    UserFull { per_user: usize },
     #[error("the render queue is already paused")]
     AlreadyPaused,
     #[error("the render queue is not paused")]
@@ -481,6 +498,9 @@ pub enum QueueError {
 pub struct RenderQueue {
     pub admitted: BTreeSet<String>,
     pub paused: bool,
+    /// The admitted jobs chat commands started, with their user.
+    #[serde(default)]
+    pub chat: BTreeMap<String, String>,
 }
 
 impl Aggregate for RenderQueue {
@@ -497,14 +517,28 @@ impl Aggregate for RenderQueue {
         sink: &EventSink<Self>,
     ) -> Result<(), QueueError> {
         let event = match command {
-            QueueCommand::Admit { job_id, cap } => {
+            QueueCommand::Admit { job_id, cap, chat } => {
                 if self.admitted.contains(&job_id) {
                     return Ok(());
                 }
                 if self.admitted.len() >= cap {
                     return Err(QueueError::Full { cap });
                 }
-                RenderQueueEvent::Admitted(QueueAdmitted { job_id })
+                if let Some(place) = &chat {
+                    if self.chat.len() >= place.share {
+                        return Err(QueueError::ChatShareFull { share: place.share });
+                    }
+                    let held = self.chat.values().filter(|u| **u == place.user).count();
+                    if held >= place.per_user {
+                        return Err(QueueError::UserFull {
+                            per_user: place.per_user,
+                        });
+                    }
+                }
+                RenderQueueEvent::Admitted(QueueAdmitted {
+                    job_id,
+                    chat_user: chat.map(|place| place.user),
+                })
             }
             QueueCommand::Release { job_id } => {
                 if !self.admitted.contains(&job_id) {
@@ -532,9 +566,13 @@ impl Aggregate for RenderQueue {
     fn apply(&mut self, event: Event<RenderQueueEvent>) {
         match event.0 {
             RenderQueueEvent::Admitted(admitted) => {
+                if let Some(user) = admitted.chat_user {
+                    self.chat.insert(admitted.job_id.clone(), user);
+                }
                 self.admitted.insert(admitted.job_id);
             }
             RenderQueueEvent::Released(released) => {
+                self.chat.remove(&released.job_id);
                 self.admitted.remove(&released.job_id);
             }
             RenderQueueEvent::Paused(_) => self.paused = true,
@@ -792,6 +830,7 @@ mod tests {
             .map(|i| {
                 Event(RenderQueueEvent::Admitted(QueueAdmitted {
                     job_id: format!("j{i}"),
+                    chat_user: None,
                 }))
             })
             .collect();
@@ -800,6 +839,7 @@ mod tests {
             .when(QueueCommand::Admit {
                 job_id: "j3".into(),
                 cap: 3,
+                chat: None,
             })
             .then_expect_error(QueueError::Full { cap: 3 });
         TestFramework::<RenderQueue>::with(())
@@ -807,6 +847,7 @@ mod tests {
             .when(QueueCommand::Admit {
                 job_id: "j1".into(),
                 cap: 3,
+                chat: None,
             })
             .then_expect_events(vec![]);
         let mut released = given;
@@ -818,10 +859,60 @@ mod tests {
             .when(QueueCommand::Admit {
                 job_id: "j3".into(),
                 cap: 3,
+                chat: None,
             })
             .then_expect_events(vec![Event(RenderQueueEvent::Admitted(QueueAdmitted {
                 job_id: "j3".into(),
+                chat_user: None,
             }))]);
+    }
+
+    #[test]
+    fn chat_keeps_to_its_share_of_the_queue_and_each_user_to_their_limit() {
+        let admitted = |job: &str, user: Option<&str>| {
+            Event(RenderQueueEvent::Admitted(QueueAdmitted {
+                job_id: job.into(),
+                chat_user: user.map(str::to_owned),
+            }))
+        };
+        let place = |user: &str| ChatPlace {
+            user: user.into(),
+            per_user: 1,
+            share: 2,
+        };
+        let admit = |job: &str, chat: Option<ChatPlace>| QueueCommand::Admit {
+            job_id: job.into(),
+            cap: 10,
+            chat,
+        };
+        let given = vec![admitted("d1", None), admitted("c1", Some("twitch:1"))];
+        TestFramework::<RenderQueue>::with(())
+            .given(given.clone())
+            .when(admit("c2", Some(place("twitch:1"))))
+            .then_expect_error(QueueError::UserFull { per_user: 1 });
+        TestFramework::<RenderQueue>::with(())
+            .given(given.clone())
+            .when(admit("c2", Some(place("twitch:2"))))
+            .then_expect_events(vec![admitted("c2", Some("twitch:2"))]);
+        let mut full = given.clone();
+        full.push(admitted("c2", Some("twitch:2")));
+        TestFramework::<RenderQueue>::with(())
+            .given(full.clone())
+            .when(admit("c3", Some(place("twitch:3"))))
+            .then_expect_error(QueueError::ChatShareFull { share: 2 });
+        // The dashboard still has the rest of the queue.
+        TestFramework::<RenderQueue>::with(())
+            .given(full.clone())
+            .when(admit("d2", None))
+            .then_expect_events(vec![admitted("d2", None)]);
+        // A released chat job gives its user and chat's share a place back.
+        full.push(Event(RenderQueueEvent::Released(QueueReleased {
+            job_id: "c1".into(),
+        })));
+        TestFramework::<RenderQueue>::with(())
+            .given(full)
+            .when(admit("c3", Some(place("twitch:1"))))
+            .then_expect_events(vec![admitted("c3", Some("twitch:1"))]);
     }
 
     fn completed_with(sha256: &str) -> Vec<Event<RenderJobEvent>> {

@@ -101,8 +101,10 @@ pub enum RejectReason {
     Quota,
     /// The arguments do not make a valid request.
     Invalid,
-    /// The render queue is full.
+    /// The render queue (or chat's share of it) is full.
     QueueFull,
+    /// The user already has as many jobs queued as chat users may.
+    UserLimit,
 }
 
 impl RejectReason {
@@ -114,6 +116,7 @@ impl RejectReason {
             RejectReason::Quota => "quota",
             RejectReason::Invalid => "invalid",
             RejectReason::QueueFull => "queue_full",
+            RejectReason::UserLimit => "user_limit",
         }
     }
 }
@@ -165,6 +168,32 @@ pub struct ReplyFailed {
     pub error: String,
 }
 
+/// Why a reply was not sent on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Withheld {
+    /// Merged into the channel's next summary of refusals.
+    Summary,
+    /// Not answered at all, as the channel's settings ask.
+    Silent,
+}
+
+impl Withheld {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Withheld::Summary => "summary",
+            Withheld::Silent => "silent",
+        }
+    }
+}
+
+/// A reply was not sent on its own (a refusal in a flood); nothing more is sent for the command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyWithheld {
+    pub kind: ReplyKind,
+    pub why: Withheld,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum ChatCommandEvent {
@@ -180,6 +209,8 @@ pub enum ChatCommandEvent {
     ReplySent(ReplySent),
     #[serde(rename = "chat.reply_failed")]
     ReplyFailed(ReplyFailed),
+    #[serde(rename = "chat.reply_withheld")]
+    ReplyWithheld(ReplyWithheld),
 }
 
 impl DomainEvent for ChatCommandEvent {
@@ -192,6 +223,7 @@ impl DomainEvent for ChatCommandEvent {
         "chat.command_answered",
         "chat.reply_sent",
         "chat.reply_failed",
+        "chat.reply_withheld",
     ];
 
     fn event_type(&self) -> &'static str {
@@ -202,6 +234,7 @@ impl DomainEvent for ChatCommandEvent {
             ChatCommandEvent::Answered(_) => "chat.command_answered",
             ChatCommandEvent::ReplySent(_) => "chat.reply_sent",
             ChatCommandEvent::ReplyFailed(_) => "chat.reply_failed",
+            ChatCommandEvent::ReplyWithheld(_) => "chat.reply_withheld",
         }
     }
 }
@@ -224,6 +257,21 @@ impl Default for CommandRule {
     }
 }
 
+/// What becomes of a refusal's reply (cooldown, quota, a full queue …).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalReplies {
+    /// Each is answered while the channel's send budget has room; in a flood they are merged
+    /// into a periodic summary (where the platform can post one) so replies to accepted
+    /// commands keep their place.
+    #[default]
+    Auto,
+    /// Always merged into the periodic summary.
+    Summary,
+    /// Never answered (the refusal is still recorded).
+    Silent,
+}
+
 /// One Discord guild's or Twitch channel's settings. Every change records the whole of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -241,6 +289,8 @@ pub struct ChannelSettings {
     /// Job-starting commands a channel may run per quota window.
     pub quota: u32,
     pub quota_window_secs: u32,
+    /// What becomes of the replies to refused commands.
+    pub refusals: RefusalReplies,
 }
 
 impl Default for ChannelSettings {
@@ -252,6 +302,7 @@ impl Default for ChannelSettings {
             cooldown_secs: 30,
             quota: 20,
             quota_window_secs: 3600,
+            refusals: RefusalReplies::Auto,
         }
     }
 }

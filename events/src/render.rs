@@ -539,6 +539,10 @@ pub const QUEUE_ID: &str = "default";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueAdmitted {
     pub job_id: String,
+    /// The chat user (`<platform>:<user id>`) whose command the place is for; chat's places
+    /// count against chat's share of the queue and the user's own limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chat_user: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,7 +11,7 @@ use events::access::{ApiTokenEvent, Role, SecretEvent, TokenIssued};
 use events::chat::{
     ChannelSettings, ChatCommandEvent, ChatJobStarted, ChatSettingsEvent, CommandAnswered,
     CommandReceived, CommandRejected, CommandRule, Platform, RejectReason, ReplyFailed, ReplyKind,
-    ReplySent, SettingsChanged,
+    ReplySent, ReplyWithheld, SettingsChanged, Withheld,
 };
 use events::container::{
     CommandRequested, ContainerAction, ContainerCommandEvent, NodeContainersEvent, StateChanged,
@@ -258,7 +258,10 @@ fn render_events() {
     );
     golden(
         QUEUE_ID,
-        RenderQueueEvent::Admitted(QueueAdmitted { job_id: id.clone() }),
+        RenderQueueEvent::Admitted(QueueAdmitted {
+            job_id: id.clone(),
+            chat_user: None,
+        }),
     );
     golden(
         QUEUE_ID,
@@ -334,6 +337,13 @@ fn chat_events() {
         ChatCommandEvent::ReplyFailed(ReplyFailed {
             kind: ReplyKind::Result,
             error: "discord answered 503".to_owned(),
+        }),
+    );
+    golden(
+        id,
+        ChatCommandEvent::ReplyWithheld(ReplyWithheld {
+            kind: ReplyKind::Rejection,
+            why: Withheld::Summary,
         }),
     );
     let mut settings = ChannelSettings {

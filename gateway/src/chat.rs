@@ -24,6 +24,7 @@ const SETTINGS_FIELDS: &[&str] = &[
     "cooldown_secs",
     "quota",
     "quota_window_secs",
+    "refusals",
 ];
 
 fn platform(raw: &str) -> Result<Platform, ApiError> {

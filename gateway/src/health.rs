@@ -31,9 +31,23 @@ pub(crate) async fn health(State(state): State<AppState>) -> impl IntoResponse {
         state.redis.ping(),
     );
     let healthy = nats.is_ok() && postgres.is_ok() && redis.is_ok();
+    // Chat commands of this process waiting for a dependency to come back (none are lost).
+    let registry = state.bus.metrics();
+    let waiting = |on: &str| -> f64 {
+        events::chat::Platform::ALL
+            .iter()
+            .map(|p| {
+                registry.get(
+                    "nebula_chat_waiting",
+                    &[("platform", p.as_str()), ("on", on)],
+                )
+            })
+            .sum()
+    };
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
         "checks": { "nats": check(nats), "postgres": check(postgres), "redis": check(redis) },
+        "chat": { "waiting_on_redis": waiting("redis"), "waiting_on_nats": waiting("nats") },
     });
     let status = if healthy {
         StatusCode::OK

@@ -145,6 +145,7 @@ pub(crate) async fn submit(
         &state.render_jobs,
         &job_id,
         state.site.render_queue_cap,
+        None,
         RenderCommand::Submit {
             mode: request.mode,
             params,

@@ -1,7 +1,8 @@
 //! The only crate that talks to Redis: short-lived state shared by every instance of a service
 //! (chat cooldowns and quotas, reply tokens, each user's last job), values with a time to live,
 //! and Lua scripts that decide and write atomically. Nothing in Redis is a fact: facts are
-//! events; what is here may be lost (Redis runs without persistence) and only costs a cooldown.
+//! events; what is here may be lost (Redis runs without persistence), and its owner rebuilds it
+//! from the log (chat's cooldowns and quotas: `chat::limits`).
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,23 @@ impl Script {
     }
 }
 
+/// How long one Redis operation may take before it counts as Redis being away.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `operation`, or a timeout error after [`OPERATION_TIMEOUT`] (a Redis that went away mid-call
+/// may otherwise leave it hanging until the connection notices).
+async fn timed<T>(
+    operation: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, KvError> {
+    match tokio::time::timeout(OPERATION_TIMEOUT, operation).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(KvError(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "redis did not answer within 5 s",
+        )))),
+    }
+}
+
 impl Kv {
     /// Connects to `url` (`redis://host:port[/db]`).
     pub async fn connect(url: &str) -> Result<Kv, KvError> {
@@ -38,21 +56,50 @@ impl Kv {
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
-        Ok(redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut self.connection.clone())
-            .await?)
+        timed(
+            redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut self.connection.clone()),
+        )
+        .await
+    }
+
+    /// Whether `key` exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, KvError> {
+        timed(
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async(&mut self.connection.clone()),
+        )
+        .await
     }
 
     /// Sets `key` to `value` for `ttl`.
     pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), KvError> {
-        Ok(redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
-            .query_async(&mut self.connection.clone())
-            .await?)
+        timed(
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                .query_async(&mut self.connection.clone()),
+        )
+        .await
+    }
+
+    /// Sets every `(key, value, ttl)` in one transaction (all or none).
+    pub async fn set_all(&self, entries: &[(String, String, Duration)]) -> Result<(), KvError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (key, value, ttl) in entries {
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+                .ignore();
+        }
+        timed(pipe.query_async::<()>(&mut self.connection.clone())).await
     }
 
     /// Runs `script` with `keys` and integer `args`; its answer is a list of integers.
@@ -69,9 +116,7 @@ impl Kv {
         for arg in args {
             invocation.arg(arg);
         }
-        Ok(invocation
-            .invoke_async(&mut self.connection.clone())
-            .await?)
+        timed(invocation.invoke_async(&mut self.connection.clone())).await
     }
 }
 

@@ -2,7 +2,7 @@
 //! reply) and `chat_settings` (per Discord guild / Twitch channel).
 
 use bus::{StoredMessage, StreamName};
-use events::chat::{ChatCommandEvent, ChatSettingsEvent};
+use events::chat::{ChatCommandEvent, ChatSettingsEvent, Withheld};
 use events::{DomainEvent, EventEnvelope};
 use sqlx::PgConnection;
 use sqlx::types::Json;
@@ -128,6 +128,21 @@ async fn apply_command(
             .bind(at)
             .bind(seq)
             .bind(&sent.text)
+            .execute(&mut *conn)
+            .await?;
+        }
+        ChatCommandEvent::ReplyWithheld(withheld) => {
+            let note = match withheld.why {
+                Withheld::Summary => "(merged into the channel's summary of refusals)",
+                Withheld::Silent => "(not answered, as the channel's settings ask)",
+            };
+            sqlx::query(sqlx::AssertSqlSafe(update(
+                "reply = $4, reply_error = NULL",
+            )))
+            .bind(id)
+            .bind(at)
+            .bind(seq)
+            .bind(note)
             .execute(&mut *conn)
             .await?;
         }

@@ -16,7 +16,8 @@ use bus::{Bus, StoredDeadLetter};
 use cqrs_es::{AggregateError, EventStore};
 use domain::dlq::{DeadLetter, DeadLetterCommand, DeadLetterError};
 use domain::render::{
-    QUEUE_ID, QueueCommand, QueueError, RenderCommand, RenderError, RenderJob, RenderQueue,
+    ChatPlace, QUEUE_ID, QueueCommand, QueueError, RenderCommand, RenderError, RenderJob,
+    RenderQueue,
 };
 use events::dlq::{DeadLetterReplayed, dead_letter_id};
 
@@ -38,6 +39,7 @@ pub async fn submit_render(
     jobs: &Commands<RenderJob>,
     job_id: &str,
     cap: usize,
+    chat: Option<ChatPlace>,
     submit: RenderCommand,
     meta: CommandMeta,
 ) -> Result<(), SubmitError> {
@@ -47,6 +49,7 @@ pub async fn submit_render(
         QueueCommand::Admit {
             job_id: job_id.to_owned(),
             cap,
+            chat,
         },
         meta.clone(),
         10,

@@ -10,6 +10,7 @@ pub mod docker;
 mod nats;
 pub mod ollama;
 pub mod openai;
+pub mod redis;
 pub mod ssh;
 pub mod stream;
 pub mod twitch;

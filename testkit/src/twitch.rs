@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -65,6 +65,10 @@ struct Connection {
 struct State {
     connections: Vec<Connection>,
     sent: Vec<Sent>,
+    /// When the bot's messages of the last 30 s went out, by channel (Twitch's send window).
+    window: std::collections::HashMap<String, std::collections::VecDeque<std::time::Instant>>,
+    /// Messages refused for going over the send limit (Twitch drops them with a NOTICE).
+    over_limit: u64,
     logins: u64,
     next_id: u64,
 }
@@ -155,6 +159,11 @@ impl FakeTwitch {
                 let _ = connection.tx.send(line.clone());
             }
         }
+    }
+
+    /// Messages the bot sent over Twitch's send limit (refused, as Twitch does).
+    pub fn over_limit(&self) -> u64 {
+        self.lock().over_limit
     }
 
     /// Everything the bot sent, in order.
@@ -409,16 +418,38 @@ async fn serve(
                     .iter()
                     .find(|(k, _)| k == "reply-parent-msg-id")
                     .map(|(_, v)| v.clone());
-                state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .sent
-                    .push(Sent {
-                        channel: channel.clone(),
-                        text,
-                        reply_parent,
-                    });
                 let moderator = options.moderator_in.contains(&channel);
+                let refused = {
+                    let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let now = std::time::Instant::now();
+                    let window = state.window.entry(channel.clone()).or_default();
+                    while window
+                        .front()
+                        .is_some_and(|at| now.duration_since(*at) >= Duration::from_secs(30))
+                    {
+                        window.pop_front();
+                    }
+                    // Twitch: 20 messages per 30 s, 100 where the bot is a moderator.
+                    let limit = if moderator { 100 } else { 20 };
+                    if window.len() >= limit {
+                        state.over_limit += 1;
+                        true
+                    } else {
+                        window.push_back(now);
+                        state.sent.push(Sent {
+                            channel: channel.clone(),
+                            text,
+                            reply_parent,
+                        });
+                        false
+                    }
+                };
+                if refused {
+                    send(format!(
+                        "@msg-id=msg_ratelimit :tmi.twitch.tv NOTICE #{channel} :Your message was not sent because you are sending messages too quickly."
+                    ));
+                    continue;
+                }
                 send(format!(
                     "@badge-info=;badges={};color=;display-name={};emote-sets=0;mod={};subscriber=0;user-type= :tmi.twitch.tv USERSTATE #{channel}",
                     if moderator { "moderator/1" } else { "" },

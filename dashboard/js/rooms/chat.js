@@ -5,7 +5,7 @@
 
 import { api } from '../api.js';
 import { closest, h, hc, onActivateKey, showError } from '../dom.js';
-import { commandKey, commandOutcome, commandPrefix, commandTyped, commandWhere, formToSettings, normalizeScope, rolesHint, scopeLabel, settingsToForm, touchesChat } from '../state/chat.js';
+import { commandKey, commandOutcome, commandPrefix, commandTyped, commandWhere, formToSettings, normalizeScope, REFUSALS, rolesHint, scopeLabel, settingsToForm, touchesChat } from '../state/chat.js';
 import { fmtClock, isObj, plain, str, summarize } from '../state/format.js';
 import { isFeedEvent } from '../state/live.js';
 
@@ -42,6 +42,8 @@ const html = `
             <input id="chat-quota" type="number" min="0" step="1"></label>
           <label class="field" for="chat-quota-window"><span class="field-label">Quota window (s)</span>
             <input id="chat-quota-window" type="number" min="1" max="86400" step="1"></label>
+          <label class="field" for="chat-refusals"><span class="field-label">Replies to refused commands</span>
+            <select id="chat-refusals"></select></label>
           <label class="field" data-platform="discord" for="chat-nickname"><span class="field-label">Bot nickname</span>
             <input id="chat-nickname" type="text" maxlength="32" spellcheck="false" placeholder="the bot's name"></label>
           <label class="field field-wide" data-platform="discord" for="chat-avatar"><span class="field-label">Bot avatar <span class="small">(https URL or data:image/\u2026 URI)</span></span>
@@ -86,12 +88,19 @@ function mountSettings(root) {
     cooldown: q('chat-cooldown'),
     quota: q('chat-quota'),
     quotaWindow: q('chat-quota-window'),
+    refusals: q('chat-refusals'),
     nickname: q('chat-nickname'),
     avatar: q('chat-avatar'),
     save: q('chat-save'),
     notice: q('chat-notice'),
     error: q('chat-error'),
   };
+  for (const [value, label] of REFUSALS) {
+    const option = document.createElement('option');
+    option.value = value;
+    option.textContent = label;
+    ui.refusals.appendChild(option);
+  }
   let open = null; // { platform, scope } of the settings in the form
   let saving = false;
 
@@ -130,6 +139,7 @@ function mountSettings(root) {
     ui.cooldown.value = form.cooldown;
     ui.quota.value = form.quota;
     ui.quotaWindow.value = form.quotaWindow;
+    ui.refusals.value = form.refusals;
     ui.nickname.value = form.nickname;
     ui.avatar.value = form.avatar;
     for (const node of ui.form.querySelectorAll('[data-platform]')) node.hidden = node.dataset.platform !== platform;
@@ -147,6 +157,7 @@ function mountSettings(root) {
       cooldown: ui.cooldown.value,
       quota: ui.quota.value,
       quotaWindow: ui.quotaWindow.value,
+      refusals: ui.refusals.value,
       nickname: ui.nickname.value,
       avatar: ui.avatar.value,
     };

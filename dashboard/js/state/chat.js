@@ -4,7 +4,14 @@
 import { isObj, plain, str } from './format.js';
 
 const COMMANDS = ['imagine', 'status', 'queue', 'cancel'];
-const DEFAULTS = { cooldown_secs: 30, quota: 20, quota_window_secs: 3600 };
+const DEFAULTS = { cooldown_secs: 30, quota: 20, quota_window_secs: 3600, refusals: 'auto' };
+
+/** What becomes of refused commands' replies, as the settings name it and the form says it. */
+export const REFUSALS = [
+  ['auto', 'answer each; merge into a summary in a flood'],
+  ['summary', 'always merge into a summary'],
+  ['silent', 'never answer'],
+];
 
 export function commandPrefix(platform) {
   return platform === 'discord' ? '/' : '!';
@@ -39,6 +46,7 @@ export function settingsToForm(settings) {
     cooldown: String(s.cooldown_secs ?? DEFAULTS.cooldown_secs),
     quota: String(s.quota ?? DEFAULTS.quota),
     quotaWindow: String(s.quota_window_secs ?? DEFAULTS.quota_window_secs),
+    refusals: REFUSALS.some(([v]) => v === s.refusals) ? s.refusals : DEFAULTS.refusals,
     nickname: str(s.nickname) || '',
     avatar: str(s.avatar) || '',
   };
@@ -76,6 +84,9 @@ export function formToSettings(platform, form) {
       quota: whole(f.quota, 'quota', 0, 4294967295),
       quota_window_secs: whole(f.quotaWindow, 'quota window', 1, 86400),
     };
+    const refusals = f.refusals === undefined ? DEFAULTS.refusals : f.refusals;
+    if (!REFUSALS.some(([v]) => v === refusals)) throw new Error('refusals must be one of ' + REFUSALS.map(([v]) => v).join(', '));
+    settings.refusals = refusals;
   } catch (e) {
     return { error: e.message };
   }

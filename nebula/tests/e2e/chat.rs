@@ -15,9 +15,14 @@ use sqlx::PgPool;
 use testkit::twitch::{Chatter, FakeTwitch, FakeTwitchOptions, Sent};
 use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 
-const CHANNEL: &str = "nebula_tv";
+pub(crate) const CHANNEL: &str = "nebula_tv";
 
-fn chat_config(nats: &NatsServer, pool: &PgPool, state: &Path, twitch: &FakeTwitch) -> Config {
+pub(crate) fn chat_config(
+    nats: &NatsServer,
+    pool: &PgPool,
+    state: &Path,
+    twitch: &FakeTwitch,
+) -> Config {
     let mut config = common::config(nats, pool, state);
     config.chat.shared.redis_prefix = format!("test:{}", uuid::Uuid::new_v4());
     config.chat.twitch.irc_url = twitch.url();
@@ -31,23 +36,23 @@ fn chat_config(nats: &NatsServer, pool: &PgPool, state: &Path, twitch: &FakeTwit
 
 /// twitch-irc takes its address from a process-wide slot (`twitch::transport`): one Twitch
 /// client per process, so the tests of this binary take turns.
-static ONE_BOT_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static ONE_BOT_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The chat bot joined to the fake Twitch, in a process of its own signed in to NATS as the
 /// chat role (so every test here runs under that role's permissions), beside the control plane.
-struct Bot {
+pub(crate) struct Bot {
     /// The control-plane parts the test asked for, signed in as the control plane.
-    control: nebula::Running,
+    pub(crate) control: nebula::Running,
     /// The chat part alone.
-    chat: nebula::Running,
-    twitch: FakeTwitch,
+    pub(crate) chat: nebula::Running,
+    pub(crate) twitch: FakeTwitch,
     _nats: NatsServer,
     _state: tempfile::TempDir,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Bot {
-    async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         common::assert_no_permission_violations(&self.chat);
         self.chat.shutdown().await;
         self.control.shutdown().await;
@@ -55,6 +60,15 @@ impl Bot {
 }
 
 async fn start_bot(pool: &PgPool, control: Parts) -> Bot {
+    start_bot_with(pool, control, |_| {}).await
+}
+
+/// [`start_bot`], with the configuration changed by `tweak` first.
+pub(crate) async fn start_bot_with(
+    pool: &PgPool,
+    control: Parts,
+    tweak: impl FnOnce(&mut Config),
+) -> Bot {
     let turn = ONE_BOT_AT_A_TIME.lock().await;
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
@@ -63,7 +77,8 @@ async fn start_bot(pool: &PgPool, control: Parts) -> Bot {
         moderator_in: vec![],
     })
     .await;
-    let config = chat_config(&nats, pool, state.path(), &twitch);
+    let mut config = chat_config(&nats, pool, state.path(), &twitch);
+    tweak(&mut config);
     // The control plane provisions the streams the bot checks for.
     let control = nebula::start(&config, control).await.unwrap();
     let mut bot = config.clone();
@@ -81,7 +96,7 @@ async fn start_bot(pool: &PgPool, control: Parts) -> Bot {
     }
 }
 
-async fn joined(twitch: &FakeTwitch) {
+pub(crate) async fn joined(twitch: &FakeTwitch) {
     wait_until("the bot to join the channel", DEFAULT_WAIT, || async {
         twitch.joined(CHANNEL).then_some(())
     })
@@ -89,7 +104,7 @@ async fn joined(twitch: &FakeTwitch) {
 }
 
 /// The replies to message `id`, once `done` holds for them.
-async fn replies(
+pub(crate) async fn replies(
     twitch: &FakeTwitch,
     id: &str,
     what: &str,
@@ -249,7 +264,7 @@ async fn an_imagine_in_twitch_chat_comes_back_as_an_image_with_progress(pool: Pg
 }
 
 /// Changes the channel's settings through REST, as the dashboard does.
-async fn set_settings(base: &str, settings: &ChannelSettings) {
+pub(crate) async fn set_settings(base: &str, settings: &ChannelSettings) {
     let response = common::http()
         .put(format!("{base}/api/chat/settings/twitch/{CHANNEL}"))
         .bearer_auth(common::TOKEN)
@@ -260,7 +275,7 @@ async fn set_settings(base: &str, settings: &ChannelSettings) {
     assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
 }
 
-async fn reply_to(twitch: &FakeTwitch, chatter: &Chatter, text: &str) -> String {
+pub(crate) async fn reply_to(twitch: &FakeTwitch, chatter: &Chatter, text: &str) -> String {
     let id = twitch.say(CHANNEL, chatter, text);
     let replies = replies(twitch, &id, &format!("a reply to {text:?}"), |r| {
         !r.is_empty()
@@ -303,6 +318,9 @@ async fn cooldowns_quotas_roles_and_switched_off_commands_get_polite_replies(poo
     assert!(quota.contains("has used its 2 images"), "{quota}");
     let invalid = reply_to(twitch, &cat, "!imagine --seed").await;
     assert!(invalid.contains("--seed needs a value"), "{invalid}");
+    // Chat's own limits on what may be asked ([chat.twitch.limits]).
+    let big = reply_to(twitch, &cat, "!imagine a bird --size 2048x2048").await;
+    assert!(big.contains("at most 1024×1024"), "{big}");
     assert!(
         reply_to(twitch, &ann, "!queue")
             .await

@@ -638,6 +638,7 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
     browser
         .eval(&format!(
             "{SET} set('#chat-avatar', ''); set('#chat-nickname', 'Studio Bot'); set('#chat-cooldown', '5');
+             set('#chat-refusals', 'summary');
              set('#chat-rules tr[data-command=queue] input[name=roles]', '777');
              document.querySelector('#chat-save').click(); return null;"
         ))
@@ -668,6 +669,7 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
     })
     .await;
     assert_eq!(saved["settings"]["cooldown_secs"], 5);
+    assert_eq!(saved["settings"]["refusals"], "summary");
     assert_eq!(
         saved["settings"]["commands"]["queue"]["roles"],
         serde_json::json!(["777"])

@@ -9,6 +9,7 @@ mod ai_dev;
 mod ai_dev_remote;
 mod approvals;
 mod chat;
+mod chat_flood;
 mod cli;
 mod container_create;
 mod container_follow;

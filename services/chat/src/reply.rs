@@ -71,6 +71,27 @@ pub trait Replier: Send + Sync + 'static {
         reply_token: Option<&str>,
         reply: &Reply,
     ) -> Result<String, ReplyError>;
+
+    /// How many more messages `channel` takes now without waiting for its send limit; `None`
+    /// where the platform has no such limit worth heeding (Discord answers each interaction
+    /// on its own token).
+    fn room(&self, _channel: &str) -> Option<usize> {
+        None
+    }
+
+    /// Whether [`Replier::post`] works here: a platform whose every reply belongs to one
+    /// command (Discord's interactions must each be answered) cannot post summaries.
+    fn can_post(&self) -> bool {
+        false
+    }
+
+    /// Posts `text` to `channel`, answering no one command (a summary of refusals).
+    async fn post(&self, _channel: &str, _text: &str) -> Result<(), ReplyError> {
+        Err(ReplyError::permanent(format!(
+            "{} cannot post outside a command",
+            self.platform()
+        )))
+    }
 }
 
 /// The words of a reply, as every platform says them (Twitch puts `@user` in front; Discord's

@@ -46,6 +46,8 @@ pub struct Config {
     /// At most one progress edit per job this often, in seconds (Discord allows about five
     /// edits per five seconds on one response).
     pub progress_every_secs: u64,
+    /// What a Discord member may ask for.
+    pub limits: chat::ChatLimits,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
         {
             problems.push(format!("gateway_url must be a ws(s) url, got {url:?}"));
         }
+        problems.extend(self.limits.validate());
         problems
     }
 }
@@ -84,6 +87,7 @@ impl Default for Config {
             api_url: None,
             gateway_url: None,
             progress_every_secs: 3,
+            limits: chat::ChatLimits::default(),
         }
     }
 }
@@ -149,6 +153,7 @@ pub async fn start(
     chat::start_platform(
         ctx,
         chat,
+        &config.limits,
         discord,
         std::time::Duration::from_secs(config.progress_every_secs),
     )

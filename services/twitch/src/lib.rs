@@ -48,6 +48,8 @@ pub struct Config {
     pub prefix: String,
     /// At most one progress message per job this often, in seconds.
     pub progress_every_secs: u64,
+    /// What a Twitch chatter may ask for.
+    pub limits: chat::ChatLimits,
 }
 
 fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -88,6 +90,7 @@ impl Config {
         {
             problems.push("token is empty".to_owned());
         }
+        problems.extend(self.limits.validate());
         problems
     }
 }
@@ -101,6 +104,7 @@ impl Default for Config {
             channels: Vec::new(),
             prefix: "!".to_owned(),
             progress_every_secs: 20,
+            limits: chat::ChatLimits::default(),
         }
     }
 }
@@ -133,6 +137,7 @@ pub async fn start(
     chat::start_platform(
         ctx,
         chat,
+        &config.limits,
         twitch,
         Duration::from_secs(config.progress_every_secs),
     )
@@ -264,7 +269,6 @@ impl Replier for Twitch {
             ));
         }
         let text = text(command, reply);
-        self.limiter.acquire(&command.channel).await;
         // A reply in thread. Every reply starts with `@user`, so chat never reads it as a
         // command (twitch-irc's own `say_in_reply_to` guards with a leading ". " instead).
         let text = if text.starts_with('@') {
@@ -272,19 +276,47 @@ impl Replier for Twitch {
         } else {
             format!("@{} {text}", command.user_name)
         };
+        self.say(&command.channel, &text, Some(&command.message_id))
+            .await?;
+        Ok(text)
+    }
+
+    fn room(&self, channel: &str) -> Option<usize> {
+        Some(self.limiter.room(channel))
+    }
+
+    fn can_post(&self) -> bool {
+        !self.anonymous
+    }
+
+    async fn post(&self, channel: &str, text: &str) -> Result<(), ReplyError> {
+        if self.anonymous {
+            return Err(ReplyError::permanent(
+                "anonymous twitch login cannot send messages",
+            ));
+        }
+        self.say(channel, text, None).await
+    }
+}
+
+impl Twitch {
+    /// Sends `text` to `channel` within its send limit, in the thread of `parent` if given.
+    async fn say(&self, channel: &str, text: &str, parent: Option<&str>) -> Result<(), ReplyError> {
+        self.limiter.acquire(channel).await;
         let mut tags = IRCTags::new();
-        tags.0
-            .insert("reply-parent-msg-id".to_owned(), command.message_id.clone());
+        if let Some(parent) = parent {
+            tags.0
+                .insert("reply-parent-msg-id".to_owned(), parent.to_owned());
+        }
         let message = IRCMessage::new(
             tags,
             None,
             "PRIVMSG".to_owned(),
-            vec![format!("#{}", command.channel), text.clone()],
+            vec![format!("#{channel}"), text.to_owned()],
         );
         self.client
             .send_message(message)
             .await
-            .map_err(|err| ReplyError::retryable(format!("twitch: {err}")))?;
-        Ok(text)
+            .map_err(|err| ReplyError::retryable(format!("twitch: {err}")))
     }
 }

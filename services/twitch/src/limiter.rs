@@ -1,8 +1,9 @@
 //! Twitch's send limits: 20 messages per 30 seconds, or 100 in channels where the bot is a
-//! moderator (or the broadcaster). A send over the limit waits for the window to move on;
-//! it is never dropped.
+//! moderator (or the broadcaster), counted per channel, so a flood in one channel never spends
+//! another's budget. A send over the limit waits for the window to move on; it is never
+//! dropped. [`SendLimiter::room`] says how many may go now, so a sender can choose to hold back.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -17,8 +18,31 @@ pub struct SendLimiter {
 
 #[derive(Default)]
 struct State {
-    sent: VecDeque<Instant>,
+    /// When each message of the last window went out, by channel.
+    sent: HashMap<String, VecDeque<Instant>>,
     moderated: HashSet<String>,
+}
+
+impl State {
+    fn limit(&self, limiter: &SendLimiter, channel: &str) -> usize {
+        if self.moderated.contains(channel) {
+            limiter.moderator
+        } else {
+            limiter.normal
+        }
+    }
+
+    /// The sends of `channel` still inside the window.
+    fn recent(&mut self, window: Duration, channel: &str, now: Instant) -> &mut VecDeque<Instant> {
+        let sent = self.sent.entry(channel.to_owned()).or_default();
+        while sent
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= window)
+        {
+            sent.pop_front();
+        }
+        sent
+    }
 }
 
 impl SendLimiter {
@@ -50,29 +74,27 @@ impl SendLimiter {
         loop {
             let wait = {
                 let mut state = self.lock();
+                let limit = state.limit(self, channel);
                 let now = Instant::now();
-                while state
-                    .sent
-                    .front()
-                    .is_some_and(|at| now.duration_since(*at) >= self.window)
-                {
-                    state.sent.pop_front();
-                }
-                let limit = if state.moderated.contains(channel) {
-                    self.moderator
-                } else {
-                    self.normal
-                };
-                if state.sent.len() < limit {
-                    state.sent.push_back(now);
+                let sent = state.recent(self.window, channel, now);
+                if sent.len() < limit {
+                    sent.push_back(now);
                     return;
                 }
                 // The send that makes room is the one `limit` places from the end.
-                let index = state.sent.len() - limit;
-                state.sent[index] + self.window - now
+                let index = sent.len() - limit;
+                sent[index] + self.window - now
             };
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// How many messages may go to `channel` now without waiting.
+    pub fn room(&self, channel: &str) -> usize {
+        let mut state = self.lock();
+        let limit = state.limit(self, channel);
+        let sent = state.recent(self.window, channel, Instant::now()).len();
+        limit.saturating_sub(sent)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -102,8 +124,16 @@ mod tests {
             limiter.acquire("modded").await;
         }
         assert_eq!(start.elapsed(), Duration::ZERO);
-        // The non-moderated limit still counts what went out everywhere.
-        limiter.acquire("other").await;
+        assert_eq!(limiter.room("modded"), 0);
+        // Another channel keeps its own budget.
+        assert_eq!(limiter.room("other"), 20);
+        for _ in 0..20 {
+            limiter.acquire("other").await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(limiter.room("other"), 0);
+        limiter.acquire("modded").await;
         assert_eq!(start.elapsed(), Duration::from_secs(30));
+        assert_eq!(limiter.room("other"), 20);
     }
 }

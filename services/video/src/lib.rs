@@ -558,6 +558,7 @@ impl Worker {
             &self.render_jobs,
             job_id,
             self.queue_cap,
+            None,
             submit,
             self.meta(known),
         )
