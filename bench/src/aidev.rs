@@ -15,7 +15,7 @@ use events::ai_dev::AiDevEvent;
 use serde_json::json;
 use testkit::ollama::{FakeOllama, Model, Reply};
 
-use crate::gateway::GatewayProcess;
+use bench::gateway::GatewayProcess;
 
 pub(crate) struct AiDev {
     pub(crate) step: Vec<Duration>,

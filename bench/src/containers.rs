@@ -11,7 +11,7 @@ use bench::Env;
 use bollard::query_parameters::StopContainerOptionsBuilder;
 use testkit::docker::TestContainer;
 
-use crate::gateway::GatewayProcess;
+use bench::gateway::GatewayProcess;
 
 pub(crate) const NODE: &str = "bench-node";
 

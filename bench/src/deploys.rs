@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 use serde_json::json;
 
 use crate::containers::{NODE, node_stack};
-use crate::gateway::GatewayProcess;
+use bench::gateway::GatewayProcess;
 
 pub(crate) struct Deploys {
     pub(crate) deploy: Vec<Duration>,

@@ -6,29 +6,29 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::{Env, release_binary};
 use anyhow::{Context, Result, bail};
-use bench::{Env, release_binary};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// The bootstrap admin token the process is started with.
-pub(crate) const BOOTSTRAP_TOKEN: &str = "bench-token-0123456789abcdef";
+pub const BOOTSTRAP_TOKEN: &str = "bench-token-0123456789abcdef";
 
 /// A gateway on its own port and state directory, killed when dropped.
-pub(crate) struct GatewayProcess {
-    pub(crate) port: u16,
+pub struct GatewayProcess {
+    pub port: u16,
     child: Child,
     _state: tempfile::TempDir,
 }
 
 impl GatewayProcess {
-    pub(crate) async fn start(env: &Env) -> Result<GatewayProcess> {
+    pub async fn start(env: &Env) -> Result<GatewayProcess> {
         Self::start_with(env, "gateway", &[]).await
     }
 
     /// `nebula <command>` (a process whose parts include the gateway) with `extra` environment.
-    pub(crate) async fn start_with(
+    pub async fn start_with(
         env: &Env,
         command: &str,
         extra: &[(&str, String)],
@@ -45,7 +45,6 @@ impl GatewayProcess {
         let state = tempfile::tempdir()?;
         let child = Command::new(&binary)
             .arg(command)
-            .envs(extra.iter().map(|(name, value)| (*name, value.as_str())))
             .env("NATS_URL", env.nats.url())
             .env("NATS_NKEY_FILE", env.nats.control_seed())
             .env("DATABASE_URL", &env.database_url)
@@ -55,6 +54,8 @@ impl GatewayProcess {
             // Every gateway of one run opens the same vault (its bucket outlives each process).
             .env("NEBULA_VAULT_KEY", VAULT_KEY)
             .env("RUST_LOG", "warn")
+            // `extra` last: it may replace any of the above (another DATABASE_URL).
+            .envs(extra.iter().map(|(name, value)| (*name, value.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
@@ -68,7 +69,7 @@ impl GatewayProcess {
         Ok(gateway)
     }
 
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -89,12 +90,7 @@ impl GatewayProcess {
     }
 
     /// One request as the bootstrap admin: its status and JSON answer.
-    pub(crate) async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&str>,
-    ) -> Result<(u16, Value)> {
+    pub async fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value)> {
         let mut http = Http::connect(self.port).await?;
         let (status, answer) = http
             .request(method, path, Some(BOOTSTRAP_TOKEN), body)
@@ -106,7 +102,7 @@ impl GatewayProcess {
     }
 
     /// A named token with `role`, issued through `POST /api/tokens`.
-    pub(crate) async fn issue_token(&self, name: &str, role: &str) -> Result<String> {
+    pub async fn issue_token(&self, name: &str, role: &str) -> Result<String> {
         let mut http = Http::connect(self.port).await?;
         let body = json!({ "name": name, "role": role }).to_string();
         let (status, answer) = http
@@ -127,7 +123,7 @@ impl GatewayProcess {
 
     /// Requests per second of `GET path` with `token`, from `connections` keep-alive
     /// connections of `requests` each; every answer must be 200.
-    pub(crate) async fn reads(
+    pub async fn reads(
         &self,
         path: &str,
         token: &str,

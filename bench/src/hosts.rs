@@ -11,7 +11,7 @@ use bench::Env;
 use testkit::ssh::Sshd;
 
 use crate::containers::RoundTrips;
-use crate::gateway::GatewayProcess;
+use bench::gateway::GatewayProcess;
 
 const COMMAND: &str = "true";
 

@@ -13,6 +13,7 @@ use testkit::NatsServer;
 
 use crate::jobs::{JobCompleted, JobEvent, JobProgressed, JobRequested, JobStarted};
 
+pub mod gateway;
 pub mod jobs;
 
 /// A nats-server and a database of our own for one run.

@@ -14,7 +14,7 @@ use events::{Actor, CorrelationId, EventEnvelope, JobId};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
-use crate::gateway::GatewayProcess;
+use bench::gateway::GatewayProcess;
 
 /// 200 websocket clients on a separate gateway process while events are published at a fixed
 /// rate; latency from publish to each client's receipt.

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use async_nats::jetstream::{self, consumer::pull, stream};
+use bench::gateway::{self, GatewayProcess};
 use bench::jobs::{Job, JobCommand};
 use bench::{Env, job_commits, preload, rate, spawn_event_projections};
-use gateway::GatewayProcess;
 
 mod aidev;
 mod containers;
 mod deploys;
-mod gateway;
+
 mod hosts;
 mod live;
 mod restart;

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use bench::{Env, job_commits, preload};
 use serde_json::json;
 
-use crate::gateway::GatewayProcess;
+use bench::gateway::GatewayProcess;
 
 pub(crate) struct Restarts {
     /// (events in the log, time to healthy and dispatching)

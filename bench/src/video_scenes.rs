@@ -17,7 +17,7 @@ use render::simulated::SimulatedGpu;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateway::GatewayProcess;
+use bench::gateway::GatewayProcess;
 
 pub(crate) const SCENES: usize = 6;
 /// The simulated sampler: `nebula up`'s default step time, and the studio's default steps.

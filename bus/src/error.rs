@@ -38,7 +38,7 @@ impl fmt::Display for BusErrorKind {
             BusErrorKind::NotFound => "not found",
             BusErrorKind::Decode => "failed to decode message",
             BusErrorKind::Refused => "refused",
-            BusErrorKind::Full => "the stream is full",
+            BusErrorKind::Full => "the stream is full (at its max_bytes: for the event log, raise events_max_bytes or make room)",
             BusErrorKind::Other => "nats operation failed",
         })
     }

@@ -246,3 +246,91 @@ async fn a_long_lived_aggregate_loads_from_its_snapshot_to_the_same_state() {
         (serde_json::to_value(&folded).unwrap(), events)
     );
 }
+
+/// A lane consumer works several deliveries at once, keeps one key's deliveries in order, and
+/// keeps a slow delivery (and those queued behind it) alive past `ack_wait`: nothing is
+/// redelivered for waiting.
+#[tokio::test]
+async fn lanes_work_at_once_keep_each_keys_order_and_hold_slow_deliveries_alive() {
+    use bus::consumer::{ConsumerSpec, Outcome};
+    use std::sync::{Arc, Mutex};
+    use tokio_util::sync::CancellationToken;
+
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    // Four users, five messages each; user 0's first message takes three ack waits.
+    for n in 0..5 {
+        for user in 0..4 {
+            bus.publish_raw(
+                "nebula.work.lanes",
+                format!("u{user}-{n}"),
+                Vec::new(),
+                bytes::Bytes::from(format!("{user}:{n}")),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    let spec = ConsumerSpec {
+        ack_wait: Duration::from_millis(600),
+        ..ConsumerSpec::new(StreamName::Work, "test-lanes")
+    };
+    let seen = Arc::new(Mutex::new(Vec::<(u64, u64, i64)>::new()));
+    let cancel = CancellationToken::new();
+    let consumer = {
+        let (bus, seen, cancel) = (bus.clone(), seen.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let parse = |payload: &[u8]| -> (u64, u64) {
+                let text = String::from_utf8_lossy(payload).to_string();
+                let (user, n) = text.split_once(':').unwrap();
+                (user.parse().unwrap(), n.parse().unwrap())
+            };
+            bus.consume_lanes(
+                spec,
+                cancel,
+                4,
+                move |delivery| parse(&delivery.message.payload).0,
+                move |delivery| {
+                    let seen = seen.clone();
+                    async move {
+                        let (user, n) = parse(&delivery.message.payload);
+                        if (user, n) == (0, 0) {
+                            tokio::time::sleep(Duration::from_millis(1_800)).await;
+                        }
+                        seen.lock().unwrap().push((user, n, delivery.delivered));
+                        Outcome::Ack
+                    }
+                },
+            )
+            .await
+        })
+    };
+    let seen = testkit::wait_until("every message handled", DEFAULT_WAIT, || async {
+        let seen = seen.lock().unwrap().clone();
+        (seen.len() >= 20).then_some(seen)
+    })
+    .await;
+    // Let a redelivery, if any, arrive before looking.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    cancel.cancel();
+    consumer.await.unwrap().unwrap();
+    assert_eq!(seen.len(), 20, "handled once each: {seen:?}");
+    assert!(
+        seen.iter().all(|(_, _, delivered)| *delivered == 1),
+        "{seen:?}"
+    );
+    for user in 0..4 {
+        let order: Vec<u64> = seen
+            .iter()
+            .filter(|(u, _, _)| *u == user)
+            .map(|(_, n, _)| *n)
+            .collect();
+        assert_eq!(order, [0, 1, 2, 3, 4], "user {user}");
+    }
+    // The other users did not wait for user 0's slow first message.
+    let first_of_zero = seen
+        .iter()
+        .position(|(u, n, _)| (*u, *n) == (0, 0))
+        .unwrap();
+    assert!(first_of_zero >= 15, "{seen:?}");
+}

@@ -47,7 +47,16 @@ pub(crate) async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let body = json!({
         "status": if healthy { "ok" } else { "degraded" },
         "checks": { "nats": check(nats), "postgres": check(postgres), "redis": check(redis) },
-        "chat": { "waiting_on_redis": waiting("redis"), "waiting_on_nats": waiting("nats") },
+        "chat": {
+            "waiting_on_redis": waiting("redis"),
+            "waiting_on_nats": waiting("nats"),
+            // Commands taken from the stream and not yet settled (deciding, or queued behind
+            // a waiting one of the same lane).
+            "held": events::chat::Platform::ALL
+                .iter()
+                .map(|p| registry.get("nebula_consumer_held", &[("consumer", &format!("chat-intake-{p}"))]))
+                .sum::<f64>(),
+        },
     });
     let status = if healthy {
         StatusCode::OK

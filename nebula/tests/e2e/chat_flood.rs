@@ -153,12 +153,15 @@ async fn a_flood_in_one_channel_is_decided_whole_and_summarised_while_another_ke
         "{summary:?}"
     );
     // The fans whose commands were accepted heard so, in thread.
-    let queued = twitch
-        .sent()
-        .iter()
-        .filter(|s| s.channel == CHANNEL && s.text.contains("queued your image"))
-        .count();
-    assert_eq!(queued, 4);
+    wait_until("the accepted fans' notices", DEFAULT_WAIT, || async {
+        let queued = twitch
+            .sent()
+            .iter()
+            .filter(|s| s.channel == CHANNEL && s.text.contains("queued your image"))
+            .count();
+        (queued == 4).then_some(())
+    })
+    .await;
 
     // Within Twitch's limits, nothing redelivered, nothing dead-lettered; the metrics saw it.
     assert_eq!(twitch.over_limit(), 0);

@@ -454,19 +454,25 @@ impl Intake {
             };
             self.count("nebula_chat_commands_total", Some(("outcome", outcome)));
             if let Some(Decision::Job(job_id)) = &state.decision {
-                // Best effort: the follower reports the rest.
+                // Best effort, and off the lane: in a flood it may wait for the channel's send
+                // budget, which must not hold up other users' commands. The follower reports
+                // the rest.
                 let position = self.queue_position().await;
                 let reply = Reply::Progress {
                     job_id: job_id.clone(),
                     stage: Stage::Queued { position },
                 };
-                if let Err(err) = self
-                    .replier
-                    .send(command, incoming.reply_token.as_deref(), &reply)
-                    .await
-                {
-                    tracing::warn!(%id, error = %err, "the queued notice was not delivered");
-                }
+                let (replier, command, token, id) = (
+                    Arc::clone(&self.replier),
+                    command.clone(),
+                    incoming.reply_token.clone(),
+                    id.clone(),
+                );
+                tokio::spawn(async move {
+                    if let Err(err) = replier.send(&command, token.as_deref(), &reply).await {
+                        tracing::warn!(%id, error = %err, "the queued notice was not delivered");
+                    }
+                });
             }
         }
         let Some((kind, text)) = state.answer.as_ref().filter(|_| !state.replied) else {

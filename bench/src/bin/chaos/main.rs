@@ -5,9 +5,16 @@
 //! - R2: nats-server is SIGKILLed and restarted 5 times under continuous publishing.
 //! - R3: Postgres is crash-restarted (immediate stop) while the projections run.
 //! - R4: 1% of the events are poison: each ends in the DLQ, every other event is applied.
+//! - R5: a chat flood, 50 commands a second for a minute, against the fake Twitch (`chat`).
+//! - R6: Redis away for two minutes under chat commands, then back empty (`chat`).
+//! - R7: Postgres away for two minutes under `nebula up` (`postgres`).
+//! - R8: the event log fills its limit; writes are refused; space is made (`disk`).
+
+mod chat;
+mod disk;
+mod postgres;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use std::time::{Duration, Instant};
@@ -20,11 +27,11 @@ use projections::runner::RunnerConfig;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-struct Outcome {
-    name: &'static str,
-    lost: u64,
-    duplicated: u64,
-    detail: String,
+pub(crate) struct Outcome {
+    pub(crate) name: &'static str,
+    pub(crate) lost: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) detail: String,
 }
 
 #[tokio::main]
@@ -39,13 +46,16 @@ async fn main() -> Result<()> {
         )
         .try_init();
     let args: Vec<String> = std::env::args().collect();
-    // `--only r3` runs one scenario (for iterating on it).
+    // `--only r3` (or `r5,r6`) runs only those scenarios (for iterating on them).
     let only = args
         .iter()
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    let wanted = |run: &str| only.as_deref().is_none_or(|o| o == run);
+    let wanted = |run: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|o| o == run))
+    };
     let scale = if quick { 10 } else { 1 };
     let mut outcomes = Vec::new();
     if wanted("r1") {
@@ -55,10 +65,25 @@ async fn main() -> Result<()> {
         outcomes.push(r2_nats_restarts(50_000 / scale, 5).await?);
     }
     if wanted("r3") {
-        outcomes.push(r3_postgres_restart(40_000 / scale, 3).await?);
+        outcomes.push(postgres::r3_postgres_restart(40_000 / scale, 3).await?);
     }
     if wanted("r4") {
         outcomes.push(r4_poison(100_000 / scale).await?);
+    }
+    if wanted("r5") {
+        outcomes.push(chat::r5_flood(if quick { 10 } else { 60 }).await?);
+    }
+    if wanted("r6") {
+        outcomes
+            .push(chat::r6_redis_outage(Duration::from_secs(if quick { 10 } else { 120 })).await?);
+    }
+    if wanted("r7") {
+        outcomes.push(
+            postgres::r7_postgres_away(Duration::from_secs(if quick { 10 } else { 120 })).await?,
+        );
+    }
+    if wanted("r8") {
+        outcomes.push(disk::r8_disk_full().await?);
     }
     println!("\n| run | lost | duplicated | detail |\n|---|---|---|---|");
     let mut failed = false;
@@ -97,7 +122,7 @@ async fn projector() -> Result<()> {
 }
 
 /// What the read models say about `published`: (lost, duplicated).
-async fn verify(pool: &PgPool, published: &[EventEnvelope]) -> Result<(u64, u64)> {
+pub(crate) async fn verify(pool: &PgPool, published: &[EventEnvelope]) -> Result<(u64, u64)> {
     let logged: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM event_log")
         .fetch_all(pool)
         .await?;
@@ -130,7 +155,32 @@ async fn verify(pool: &PgPool, published: &[EventEnvelope]) -> Result<(u64, u64)
     Ok((lost, duplicated))
 }
 
-async fn wait_caught_up(pool: &PgPool, bus: &Bus, limit: Duration) -> Result<()> {
+/// What `nebula up`'s event log read model says about `published`: (lost, duplicated).
+pub(crate) async fn verify_log(pool: &PgPool, published: &[EventEnvelope]) -> Result<(u64, u64)> {
+    let logged: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT event_id FROM event_log")
+        .fetch_all(pool)
+        .await?;
+    let unique: HashSet<EventId> = logged.iter().copied().map(EventId).collect();
+    let lost = published
+        .iter()
+        .filter(|e| !unique.contains(&e.event_id))
+        .count() as u64;
+    Ok((lost, (logged.len() - unique.len()) as u64))
+}
+
+/// Waits until the bench's projections (`--projector`, or spawned here) reach the log's end.
+pub(crate) async fn wait_caught_up(pool: &PgPool, bus: &Bus, limit: Duration) -> Result<()> {
+    wait_for_projections(pool, bus, limit, Some(bench::event_projections().len())).await
+}
+
+/// Waits until every projection of EVENTS in `pool` (`expected` of them, when known) has
+/// reached the log's end.
+pub(crate) async fn wait_for_projections(
+    pool: &PgPool,
+    bus: &Bus,
+    limit: Duration,
+    expected: Option<usize>,
+) -> Result<()> {
     let head = bus.last_seq(StreamName::Events).await?.0 as i64;
     let deadline = Instant::now() + limit;
     loop {
@@ -144,8 +194,8 @@ async fn wait_caught_up(pool: &PgPool, bus: &Bus, limit: Duration) -> Result<()>
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default();
-        let expected = bench::event_projections().len();
-        if positions.len() == expected && positions.iter().all(|p| *p >= head) {
+        let counted = expected.map_or(!positions.is_empty(), |n| positions.len() == n);
+        if counted && positions.iter().all(|p| *p >= head) {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -155,7 +205,7 @@ async fn wait_caught_up(pool: &PgPool, bus: &Bus, limit: Duration) -> Result<()>
     }
 }
 
-async fn min_position(pool: &PgPool) -> i64 {
+pub(crate) async fn min_position(pool: &PgPool) -> i64 {
     let query = sqlx::query_scalar(
         "SELECT COALESCE(min(last_seq), 0) FROM projection_checkpoints WHERE stream = 'EVENTS'",
     )
@@ -292,171 +342,6 @@ async fn r2_nats_restarts(events: u64, restarts: usize) -> Result<Outcome> {
         lost,
         duplicated,
         detail,
-    })
-}
-
-/// A Postgres cluster of our own (so it can be crashed), run as the `postgres` user.
-struct PrivatePostgres {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    port: u16,
-}
-
-impl PrivatePostgres {
-    fn start() -> Result<PrivatePostgres> {
-        let root = PathBuf::from("/usr/lib/postgresql");
-        let version = std::fs::read_dir(&root)
-            .context("Postgres server binaries not found under /usr/lib/postgresql")?
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|v| v.parse::<u32>().ok()))
-            .max()
-            .context("no Postgres version installed")?;
-        let bin = root.join(version.to_string()).join("bin");
-        let dir = tempfile::Builder::new()
-            .prefix("nebula-chaos-pg-")
-            .tempdir()?;
-        run(Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(dir.path()))?;
-        let data = dir.path().join("data");
-        run(Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin.join("initdb"))
-            .args(["-A", "trust", "-U", "nebula", "--no-sync", "-D"])
-            .arg(&data))?;
-        let postgres = PrivatePostgres {
-            dir,
-            bin,
-            port: testkit::free_port(),
-        };
-        postgres.up()?;
-        Ok(postgres)
-    }
-
-    fn pg_ctl(&self) -> Command {
-        let mut command = Command::new("runuser");
-        command
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.path().join("data"));
-        command
-    }
-
-    fn up(&self) -> Result<()> {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.path().display()
-        );
-        run(self
-            .pg_ctl()
-            .args(["-w", "-l"])
-            .arg(self.dir.path().join("log"))
-            .args(["-o", &options, "start"]))
-    }
-
-    /// Like a crash: no shutdown checkpoint, connections cut.
-    fn crash_restart(&self) -> Result<()> {
-        run(self.pg_ctl().args(["-m", "immediate", "-w", "stop"]))?;
-        self.up()
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!("postgres://nebula@127.0.0.1:{}/{database}", self.port)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = self
-            .pg_ctl()
-            .args(["-m", "immediate", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-fn run(command: &mut Command) -> Result<()> {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("failed to run {command:?}"))?;
-    if !output.status.success() {
-        bail!(
-            "{command:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
-}
-
-async fn r3_postgres_restart(events: u64, restarts: usize) -> Result<Outcome> {
-    println!(
-        "R3: crash-restart Postgres {restarts} times while the projections run ({events} events)"
-    );
-    let postgres = PrivatePostgres::start()?;
-    let admin = projections::connect(&postgres.url("postgres"), 2).await?;
-    sqlx::query("CREATE DATABASE nebula")
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    let pool = projections::connect(&postgres.url("nebula"), 8).await?;
-    bench::migrate(&pool).await?;
-    let nats = testkit::NatsServer::start();
-    let bus = Bus::connect(bus::BusConfig {
-        url: nats.url(),
-        auth: bus::NatsAuth::nkey(nats.control_seed()),
-        ..Default::default()
-    })
-    .await?;
-    let commits = job_commits((events / 4) as usize);
-    preload(&bus, commits.clone(), 32).await?;
-    let cancel = CancellationToken::new();
-    let config = RunnerConfig {
-        batch_size: 200,
-        ..RunnerConfig::default()
-    };
-    let runners = spawn_event_projections(&pool, &bus, &config, None, &cancel);
-    let head = bus.last_seq(StreamName::Events).await?.0 as i64;
-    let mut done = 0;
-    while done < restarts {
-        let before = min_position(&pool).await;
-        if before >= head {
-            break;
-        }
-        let started = Instant::now();
-        while min_position(&pool).await < before + 1_000
-            && started.elapsed() < Duration::from_secs(2)
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        postgres.crash_restart()?;
-        done += 1;
-    }
-    wait_caught_up(&pool, &bus, Duration::from_secs(300)).await?;
-    cancel.cancel();
-    for runner in runners {
-        runner.await??;
-    }
-    if done == 0 {
-        bail!("the projections finished before Postgres could be restarted; use a larger load");
-    }
-    let (lost, duplicated) = verify(&pool, &commits).await?;
-    let retries: f64 = ["event_log", "nodes", "jobs", "render"]
-        .iter()
-        .map(|p| {
-            bus.metrics()
-                .get("nebula_projection_retries_total", &[("projection", p)])
-        })
-        .sum();
-    pool.close().await;
-    Ok(Outcome {
-        name: "R3 Postgres crash-restart",
-        lost,
-        duplicated,
-        detail: format!("{done} restarts, {retries} batch retries"),
     })
 }
 
