@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 
 import { applyFrame, createState, STALE_MS } from '../js/state/live.js';
 import { createStudioState } from '../js/state/studio.js';
-import { attention, jobSummary, nodeSummary, recentFailures, storageWarnings } from '../js/state/overview.js';
+import { attention, healthWarnings, jobSummary, nodeSummary, recentFailures, storageWarnings } from '../js/state/overview.js';
 import { HISTORY_NOTE, normalizeLetters, payloadText, replayBlocked, replayOutcome } from '../js/state/dlq.js';
 
 const NOW = Date.parse('2026-12-04T10:00:00Z');
@@ -183,4 +183,18 @@ test('attention: a stream near or at its limit', () => {
   ]);
   assert.deepEqual(storageWarnings(null), []);
   assert.deepEqual(storageWarnings({ streams: [{ stream: 'EVENTS', bytes: 1, max_bytes: 100 }] }), []);
+});
+
+test('a dependency down and chat commands waiting for it need attention', () => {
+  const health = {
+    status: 'degraded',
+    checks: { nats: { status: 'ok', latency_ms: 0.4 }, postgres: { status: 'ok' }, redis: { status: 'down', error: 'Connection refused (os error 111)' } },
+    chat: { waiting_on_redis: 3, waiting_on_nats: 0, held: 40 },
+  };
+  assert.deepEqual(healthWarnings(health).map((w) => [w.tone, w.text, w.room]), [
+    ['crit', 'Redis unreachable: Connection refused (os error 111)', null],
+    ['warn', '3 chat commands waiting for Redis (answered once it is back)', 'chat'],
+  ]);
+  assert.deepEqual(healthWarnings({ status: 'ok', checks: { redis: { status: 'ok' } }, chat: { waiting_on_redis: 0 } }), []);
+  assert.deepEqual(healthWarnings(null), []);
 });

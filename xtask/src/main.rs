@@ -29,8 +29,9 @@ commands:
                 `cargo test --workspace --no-fail-fast [args]`
   bench [--quick]  prepare the stack, build release binaries, run the benchmark; writes
                 bench/results/latest.json (--quick: small sizes, a smoke run)
-  chaos [--quick]  fault runs: projector SIGKILLs, nats-server restarts, Postgres restart,
-                poison events; non-zero exit on any lost or duplicated event
+  chaos [--quick] [--only r5,r6]  fault runs: projector SIGKILLs, nats-server restarts,
+                Postgres restarts and two minutes away, poison events, a chat flood, Redis away,
+                a full event log; non-zero exit on any lost or duplicated event
   prepare       only prepare the dev stack: apt packages, nats-server, Postgres, Redis
   help          show this
 

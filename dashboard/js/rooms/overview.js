@@ -91,6 +91,7 @@ function mount(ctx) {
   const el = { attention: q('overview-attention'), stats: q('overview-stats'), nodes: q('overview-nodes'), jobs: q('overview-jobs'), failures: q('overview-failures') };
   let dlq = null; // { total, error } once the dead-letter room has asked
   let storage = null; // `GET /api/storage`, asked when the room shows
+  let health = null; // `GET /health` (a 503 still says which check is down)
   let visible = false;
   let dirty = true;
   let timer = null;
@@ -170,7 +171,7 @@ function mount(ctx) {
     const nodes = nodeSummary(ctx.live, now);
     const jobs = jobSummary(studio);
     const failures = recentFailures(studio.failures, ctx.live.events, FAILURE_LIMIT);
-    renderAttention(attention(nodes, jobs, failures, dlq, now, storage), nodes);
+    renderAttention(attention(nodes, jobs, failures, dlq, now, storage, health), nodes);
     renderStats(nodes, jobs, failures);
     renderNodes(nodes);
     renderJobs(jobs);
@@ -210,6 +211,10 @@ function mount(ctx) {
       api('/api/storage').then((res) => {
         if (!res.ok) return;
         storage = res.data;
+        schedule();
+      });
+      api('/health').then((res) => {
+        health = res.data;
         schedule();
       });
     },

@@ -132,8 +132,9 @@ export function recentFailures(jobs, feed, limit) {
  * params? }]` (tone 'crit' or 'warn'; room null: nowhere to go, the failures are listed here).
  * Empty when all is well. `dlq` is `{ total }`, or null when unknown.
  */
-export function attention(nodes, jobs, failures, dlq, now, storage) {
+export function attention(nodes, jobs, failures, dlq, now, storage, health) {
   const out = [];
+  for (const w of healthWarnings(health)) out.push(w);
   for (const w of storageWarnings(storage)) out.push(w);
   if (nodes.counts.offline) out.push({ tone: 'crit', text: plural(nodes.counts.offline, 'node') + ' offline', room: 'nodes' });
   if (nodes.counts.stale) out.push({ tone: 'warn', text: plural(nodes.counts.stale, 'node') + ' not heard from in 30s', room: 'nodes' });
@@ -148,6 +149,28 @@ export function attention(nodes, jobs, failures, dlq, now, storage) {
   if (jobs.paused.paused) out.push({ tone: 'warn', text: 'render queue paused' + (jobs.paused.reason ? ' (' + jobs.paused.reason + ')' : ''), room: 'studio' });
   if (jobs.cap !== null && jobs.queuedCount >= jobs.cap) out.push({ tone: 'crit', text: 'render queue full (' + jobs.cap + ')', room: 'studio' });
   return out.filter((a) => a.tone === 'crit').concat(out.filter((a) => a.tone !== 'crit'));
+}
+
+const DEPENDENCIES = { nats: 'NATS', postgres: 'Postgres', redis: 'Redis' };
+
+/**
+ * `GET /health` → a dependency that is down, and chat commands waiting for one to come back
+ * (none is lost: they are answered once it is), as attention lines: `[{ tone, text, room }]`.
+ */
+export function healthWarnings(health) {
+  if (!isObj(health)) return [];
+  const out = [];
+  const checks = isObj(health.checks) ? health.checks : {};
+  for (const key of Object.keys(DEPENDENCIES)) {
+    const check = checks[key];
+    if (isObj(check) && check.status === 'down') out.push({ tone: 'crit', text: DEPENDENCIES[key] + ' unreachable' + (str(check.error) ? ': ' + str(check.error) : ''), room: null });
+  }
+  const chat = isObj(health.chat) ? health.chat : {};
+  for (const [key, name] of [['waiting_on_redis', 'Redis'], ['waiting_on_nats', 'NATS']]) {
+    const n = num(chat[key]);
+    if (n) out.push({ tone: 'warn', text: plural(n, 'chat command') + ' waiting for ' + name + ' (answered once it is back)', room: 'chat' });
+  }
+  return out;
 }
 
 /**

@@ -86,6 +86,18 @@ impl PrivatePostgres {
         run(self.pg_ctl().args(["-m", "immediate", "-w", "stop"]))
     }
 
+    /// Creates the `nebula` database, migrated, and a pool of `connections` to it.
+    async fn nebula_database(&self, connections: u32) -> Result<sqlx::PgPool> {
+        let admin = projections::connect(&self.url("postgres"), 2).await?;
+        sqlx::query("CREATE DATABASE nebula")
+            .execute(&admin)
+            .await?;
+        admin.close().await;
+        let pool = projections::connect(&self.url("nebula"), connections).await?;
+        bench::migrate(&pool).await?;
+        Ok(pool)
+    }
+
     fn url(&self, database: &str) -> String {
         format!("postgres://nebula@127.0.0.1:{}/{database}", self.port)
     }
@@ -121,13 +133,7 @@ pub(crate) async fn r3_postgres_restart(events: u64, restarts: usize) -> Result<
         "R3: crash-restart Postgres {restarts} times while the projections run ({events} events)"
     );
     let postgres = PrivatePostgres::start()?;
-    let admin = projections::connect(&postgres.url("postgres"), 2).await?;
-    sqlx::query("CREATE DATABASE nebula")
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    let pool = projections::connect(&postgres.url("nebula"), 8).await?;
-    bench::migrate(&pool).await?;
+    let pool = postgres.nebula_database(8).await?;
     let nats = testkit::NatsServer::start();
     let bus = Bus::connect(bus::BusConfig {
         url: nats.url(),
@@ -190,13 +196,7 @@ pub(crate) async fn r7_postgres_away(outage: Duration) -> Result<Outcome> {
         outage.as_secs()
     );
     let postgres = PrivatePostgres::start()?;
-    let admin = projections::connect(&postgres.url("postgres"), 2).await?;
-    sqlx::query("CREATE DATABASE nebula")
-        .execute(&admin)
-        .await?;
-    admin.close().await;
-    let pool = projections::connect(&postgres.url("nebula"), 4).await?;
-    bench::migrate(&pool).await?;
+    let pool = postgres.nebula_database(4).await?;
     let env = Env::new("chaos_r7", "").await?;
     let stack = GatewayProcess::start_with(
         &env,
