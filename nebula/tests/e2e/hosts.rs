@@ -436,7 +436,7 @@ async fn the_cli_adds_lists_and_runs_commands_on_hosts(pool: PgPool) {
         &["exec", "lab", "echo hi; echo err >&2; exit 4"],
     )
     .await;
-    assert_eq!(String::from_utf8_lossy(&run.stdout), "hi\n");
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "hi\n", "{run:?}");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(

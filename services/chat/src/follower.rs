@@ -19,7 +19,7 @@ use events::{Actor, EventEnvelope};
 use tokio_util::sync::CancellationToken;
 
 use crate::limits::Limits;
-use crate::reply::{Replier, Reply, Stage};
+use crate::reply::{Replier, Reply, Stage, short_of_room};
 use events::chat::{CommandReceived, ReplyKind};
 
 #[derive(Debug, Clone)]
@@ -137,6 +137,10 @@ impl Follower {
             | RenderJobEvent::Cancelled(_) => return self.finish(envelope, event, &target).await,
             _ => return Ok(()),
         };
+        // Progress is best effort: in a flood the channel's budget goes to results first.
+        if short_of_room(&*self.replier, &target.received.channel) {
+            return Ok(());
+        }
         let reply = Reply::Progress {
             job_id: job_id.clone(),
             stage,

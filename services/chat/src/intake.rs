@@ -32,15 +32,11 @@ use tokio_util::sync::CancellationToken;
 use crate::ChatLimits;
 use crate::command::{Incoming, imagine, parse_imagine};
 use crate::limits::{Limited, Limits, Taken};
-use crate::reply::{Replier, Reply, Stage};
+use crate::reply::{Replier, Reply, Stage, short_of_room};
 use crate::summary::Summaries;
 
 /// How long a platform's reply token is kept (Discord's interaction tokens live 15 minutes).
 const REPLY_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
-
-/// A refusal is answered on its own only while its channel can still take more than this many
-/// messages now: the rest of the budget is kept for the replies to accepted commands.
-const REFUSAL_RESERVE: usize = 5;
 
 #[derive(Debug, Clone)]
 pub(crate) struct IntakeConfig {
@@ -453,10 +449,12 @@ impl Intake {
                 _ => "other",
             };
             self.count("nebula_chat_commands_total", Some(("outcome", outcome)));
-            if let Some(Decision::Job(job_id)) = &state.decision {
-                // Best effort, and off the lane: in a flood it may wait for the channel's send
-                // budget, which must not hold up other users' commands. The follower reports
-                // the rest.
+            if let Some(Decision::Job(job_id)) = &state.decision
+                && !short_of_room(&*self.replier, &command.channel)
+            {
+                // Best effort (skipped when the channel's budget is short), and off the lane:
+                // it may still wait for the budget, which must not hold up other users'
+                // commands. The follower reports the rest.
                 let position = self.queue_position().await;
                 let reply = Reply::Progress {
                     job_id: job_id.clone(),
@@ -564,11 +562,7 @@ impl Intake {
             RefusalReplies::Silent => Some(Withheld::Silent),
             RefusalReplies::Summary if can_summarize => Some(Withheld::Summary),
             RefusalReplies::Auto
-                if can_summarize
-                    && self
-                        .replier
-                        .room(&command.channel)
-                        .is_some_and(|room| room <= REFUSAL_RESERVE) =>
+                if can_summarize && short_of_room(&*self.replier, &command.channel) =>
             {
                 Some(Withheld::Summary)
             }

@@ -94,6 +94,16 @@ pub trait Replier: Send + Sync + 'static {
     }
 }
 
+/// What is kept of a channel's send budget for the replies that must go out (results, answers):
+/// a best-effort message (a "queued" notice, progress) is skipped, and a refusal merged into the
+/// summary, once no more than this many sends are left in the channel's window.
+pub const RESERVE: usize = 5;
+
+/// Whether `channel` is short of room for best-effort messages (see [`RESERVE`]).
+pub fn short_of_room(replier: &dyn Replier, channel: &str) -> bool {
+    replier.room(channel).is_some_and(|room| room <= RESERVE)
+}
+
 /// The words of a reply, as every platform says them (Twitch puts `@user` in front; Discord's
 /// answer hangs under the user's command already, and attaches the image).
 pub fn describe(reply: &Reply) -> String {

@@ -256,17 +256,35 @@ pub(crate) async fn r5_flood(seconds: u64) -> Result<Outcome> {
     let calm_took = chat.answered(&calm_id, Duration::from_secs(120)).await?;
     ids.push(calm_id);
     let tally = chat.tally(&ids, Duration::from_secs(600)).await?;
-    let over_limit = chat.twitch.over_limit();
-    let summaries = chat
-        .twitch
-        .sent()
-        .iter()
-        .filter(|s| s.channel == FLOOD && s.reply_parent.is_none())
-        .count();
     let drained = started.elapsed();
+    // The summaries go out as the channel's budget allows: wait until they cover every merged
+    // refusal (each says how many it covers).
+    let summarised = |chat: &ChatStack| {
+        let posts: Vec<usize> = chat
+            .twitch
+            .sent()
+            .iter()
+            .filter(|s| s.channel == FLOOD && s.reply_parent.is_none())
+            .filter_map(|s| s.text.split_whitespace().next()?.parse().ok())
+            .collect();
+        (posts.len(), posts.iter().sum::<usize>() as u64)
+    };
+    let covering = Instant::now();
+    while summarised(&chat).1 < tally.withheld && covering.elapsed() < Duration::from_secs(300) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (summaries, covered) = summarised(&chat);
+    let summaries_took = drained + covering.elapsed();
+    let over_limit = chat.twitch.over_limit();
     chat.finish().await;
     if over_limit > 0 {
         bail!("{over_limit} messages went over Twitch's send limit");
+    }
+    if covered != tally.withheld {
+        bail!(
+            "summaries covered {covered} of {} merged refusals",
+            tally.withheld
+        );
     }
     Ok(Outcome {
         name: "R5 chat flood",
@@ -274,14 +292,16 @@ pub(crate) async fn r5_flood(seconds: u64) -> Result<Outcome> {
         duplicated: tally.duplicated,
         detail: format!(
             "{} commands in {:.0} s, all decided {:.0} s after the start; {} jobs, {} refused \
-             ({} merged into {summaries} summaries); the other channel answered in {:.1} s; \
-             {} dead letters; 0 over Twitch's limit",
+             ({} merged into {summaries} summaries covering {covered}, the last posted {:.0} s \
+             after the start); the other channel answered in {:.1} s; {} dead letters; 0 over \
+             Twitch's limit",
             ids.len(),
             flood_took.as_secs_f64(),
             drained.as_secs_f64(),
             tally.jobs,
             tally.refused,
             tally.withheld,
+            summaries_took.as_secs_f64(),
             calm_took.as_secs_f64(),
             tally.dead,
         ),
