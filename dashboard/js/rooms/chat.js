@@ -42,7 +42,7 @@ const html = `
             <input id="chat-quota" type="number" min="0" step="1"></label>
           <label class="field" for="chat-quota-window"><span class="field-label">Quota window (s)</span>
             <input id="chat-quota-window" type="number" min="1" max="86400" step="1"></label>
-          <label class="field" for="chat-refusals"><span class="field-label">Replies to refused commands</span>
+          <label class="field field-wide" for="chat-refusals"><span class="field-label">Replies to refused commands <span class="small">(summaries are posted in Twitch channels; Discord answers each interaction)</span></span>
             <select id="chat-refusals"></select></label>
           <label class="field" data-platform="discord" for="chat-nickname"><span class="field-label">Bot nickname</span>
             <input id="chat-nickname" type="text" maxlength="32" spellcheck="false" placeholder="the bot's name"></label>

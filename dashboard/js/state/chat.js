@@ -8,9 +8,9 @@ const DEFAULTS = { cooldown_secs: 30, quota: 20, quota_window_secs: 3600, refusa
 
 /** What becomes of refused commands' replies, as the settings name it and the form says it. */
 export const REFUSALS = [
-  ['auto', 'answer each; merge into a summary in a flood'],
-  ['summary', 'always merge into a summary'],
-  ['silent', 'never answer'],
+  ['auto', 'each answered; summarised in a flood'],
+  ['summary', 'summarised'],
+  ['silent', 'not answered'],
 ];
 
 export function commandPrefix(platform) {

@@ -670,6 +670,8 @@ async fn chat_settings_are_edited_and_commands_followed_from_the_dashboard(pool:
     .await;
     assert_eq!(saved["settings"]["cooldown_secs"], 5);
     assert_eq!(saved["settings"]["refusals"], "summary");
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-chat.png"), &png);
     assert_eq!(
         saved["settings"]["commands"]["queue"]["roles"],
         serde_json::json!(["777"])
