@@ -59,6 +59,26 @@ fn safe_component(s: &str) -> bool {
 /// write in progress takes this long.
 pub const ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// A content file as a sweep sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub sha256: String,
+    pub bytes: u64,
+    /// When it was last written or stored again ([`ArtifactStore::put`] of the same bytes).
+    pub modified: std::time::SystemTime,
+}
+
+/// What [`ArtifactStore::collect`] did with a content file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collected {
+    /// Deleted, with this many job links to it.
+    Removed { bytes: u64, links: u32 },
+    /// Written (or stored again) at or after the time given: left.
+    Fresh,
+    /// Not in the store.
+    Gone,
+}
+
 /// What the store holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
@@ -116,6 +136,106 @@ impl ArtifactStore {
         Ok(usage)
     }
 
+    /// Every content file, with its size and when it was last written (a walk: blocking).
+    pub fn contents(&self) -> io::Result<Vec<Stored>> {
+        let mut out = Vec::new();
+        for shard in std::fs::read_dir(self.root.join("sha256"))? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(shard.path())? {
+                let file = file?;
+                let Some(name) = file.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                let metadata = file.metadata()?;
+                if metadata.is_file() && is_sha256(&name) {
+                    out.push(Stored {
+                        sha256: name,
+                        bytes: metadata.len(),
+                        modified: metadata.modified()?,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Job output links by the inode they link (`jobs/<job>/<n>.<ext>`; a walk: blocking), so
+    /// collecting a content file takes its links too and frees its bytes.
+    pub fn job_links(&self) -> io::Result<std::collections::HashMap<u64, Vec<PathBuf>>> {
+        use std::os::unix::fs::MetadataExt;
+        let mut links: std::collections::HashMap<u64, Vec<PathBuf>> = Default::default();
+        for job in std::fs::read_dir(self.root.join("jobs"))? {
+            let job = job?;
+            if !job.file_type()?.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(job.path())? {
+                let file = file?;
+                let metadata = file.metadata()?;
+                if metadata.is_file() {
+                    links.entry(metadata.ino()).or_default().push(file.path());
+                }
+            }
+        }
+        Ok(links)
+    }
+
+    /// Deletes the content with this hash and its job links (from [`Self::job_links`]) unless
+    /// it was written at or after `written_before` (stored again since a sweep planned it);
+    /// a job directory left empty goes too. Blocking.
+    pub fn collect(
+        &self,
+        sha256: &str,
+        written_before: std::time::SystemTime,
+        job_links: &std::collections::HashMap<u64, Vec<PathBuf>>,
+    ) -> io::Result<Collected> {
+        use std::os::unix::fs::MetadataExt;
+        let path = self
+            .content_path(sha256)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a sha256"))?;
+        // Moved aside first (atomic), so a `put` of the same bytes meanwhile either touched it
+        // before (seen below: it stays) or finds it gone and writes it anew.
+        let aside = self
+            .root
+            .join("tmp")
+            .join(format!("{sha256}.collecting.{}", uuid::Uuid::new_v4()));
+        match std::fs::rename(&path, &aside) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Collected::Gone),
+            Err(err) => return Err(err),
+        }
+        let metadata = std::fs::metadata(&aside)?;
+        if metadata.modified()? >= written_before {
+            // Put back, unless it was stored anew meanwhile (then the new file stands).
+            if std::fs::hard_link(&aside, &path).is_err() && !path.exists() {
+                std::fs::rename(&aside, &path)?;
+            } else {
+                std::fs::remove_file(&aside)?;
+            }
+            return Ok(Collected::Fresh);
+        }
+        let mut links = 0;
+        for link in job_links.get(&metadata.ino()).into_iter().flatten() {
+            match std::fs::remove_file(link) {
+                Ok(()) => links += 1,
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+            if let Some(dir) = link.parent() {
+                // Only succeeds once the job's directory is empty.
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+        std::fs::remove_file(&aside)?;
+        Ok(Collected::Removed {
+            bytes: metadata.len(),
+            links,
+        })
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -132,7 +252,22 @@ impl ArtifactStore {
             .content_path(&sha)
             .ok_or_else(|| io::Error::other("bad hash"))?;
         if tokio::fs::try_exists(&path).await? {
-            return Ok((sha, false));
+            // Stored again: a sweep planned before now must not take it.
+            let touch = path.clone();
+            let touched = tokio::task::spawn_blocking(move || {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&touch)?
+                    .set_modified(std::time::SystemTime::now())
+            })
+            .await
+            .map_err(io::Error::other)?;
+            match touched {
+                Ok(()) => return Ok((sha, false)),
+                // A sweep took it just now: written anew below.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
         }
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await?;
@@ -257,6 +392,71 @@ mod tests {
         assert!(!old.exists() && fresh.exists());
         assert_eq!(store.remove_orphans(std::time::Duration::ZERO).unwrap(), 1);
         assert_eq!(store.usage().unwrap(), Usage::default());
+    }
+
+    #[tokio::test]
+    async fn a_collected_file_goes_with_its_job_links_unless_stored_again_since() {
+        use std::time::{Duration, SystemTime};
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path()).unwrap();
+        let (old, _) = store.put(b"old output").await.unwrap();
+        let (kept, _) = store.put(b"uploaded again").await.unwrap();
+        store.link_job("job-1", 0, &old, "png").await.unwrap();
+        let long_ago = SystemTime::now() - Duration::from_secs(30 * 86_400);
+        for sha in [&old, &kept] {
+            std::fs::File::options()
+                .write(true)
+                .open(store.content_path(sha).unwrap())
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        }
+        let contents = store.contents().unwrap();
+        assert_eq!(contents.len(), 2);
+        assert!(
+            contents
+                .iter()
+                .all(|c| c.modified < SystemTime::now() - Duration::from_secs(86_400))
+        );
+        // A plan is made now; then `kept` is stored again.
+        let planned = SystemTime::now() - Duration::from_secs(1);
+        store.put(b"uploaded again").await.unwrap();
+        let links = store.job_links().unwrap();
+        assert_eq!(
+            store.collect(&old, planned, &links).unwrap(),
+            Collected::Removed {
+                bytes: 10,
+                links: 1
+            }
+        );
+        assert!(
+            !dir.path().join("jobs/job-1").exists(),
+            "the emptied job directory goes"
+        );
+        assert_eq!(
+            store.collect(&kept, planned, &links).unwrap(),
+            Collected::Fresh
+        );
+        assert_eq!(
+            store.get(&kept).await.unwrap().unwrap(),
+            &b"uploaded again"[..]
+        );
+        assert_eq!(
+            store.collect(&old, planned, &links).unwrap(),
+            Collected::Gone
+        );
+        assert_eq!(
+            store.usage().unwrap(),
+            Usage {
+                files: 1,
+                bytes: 14
+            }
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert!(store.collect("../x", planned, &links).is_err());
     }
 
     #[tokio::test]

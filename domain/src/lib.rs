@@ -7,6 +7,7 @@
 pub mod access;
 pub mod ai_dev;
 pub mod approval;
+pub mod artifacts;
 pub mod chat;
 pub mod container;
 pub mod deploy;

@@ -80,6 +80,7 @@ fn every_event_type_has_a_golden_file() {
         .chain(ChatSettingsEvent::EVENT_TYPES)
         .chain(PostEvent::EVENT_TYPES)
         .chain(DeadLetterEvent::EVENT_TYPES)
+        .chain(events::artifacts::ArtifactSweepEvent::EVENT_TYPES)
         .chain(ApiTokenEvent::EVENT_TYPES)
         .chain(ContainerCommandEvent::EVENT_TYPES)
         .chain(NodeContainersEvent::EVENT_TYPES)
@@ -380,6 +381,55 @@ fn dead_letter_events() {
             reason: "not a work item".to_owned(),
             dlq_seq: 3,
             replayed_seq: 41,
+        }),
+    );
+}
+
+#[test]
+fn artifact_sweep_events() {
+    use events::artifacts::{
+        ArtifactCollected, ArtifactKept, ArtifactSweepEvent, SweepCandidate, SweepFinished,
+        SweepPlanned,
+    };
+    let id = "0192f0c0-0000-7000-8000-00000005ee9a";
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    golden(
+        id,
+        ArtifactSweepEvent::Planned(SweepPlanned {
+            planned_at: "2026-12-07T21:00:00Z".parse().unwrap(),
+            retention_secs: 604_800,
+            candidates: vec![SweepCandidate {
+                sha256: sha.to_owned(),
+                bytes: 48_213,
+                age_secs: 2_592_000,
+            }],
+            candidate_bytes: 48_213,
+            more: 0,
+            referenced: 412,
+            young: 3,
+        }),
+    );
+    golden(
+        id,
+        ArtifactSweepEvent::Collected(ArtifactCollected {
+            sha256: sha.to_owned(),
+            bytes: 48_213,
+            links: 1,
+        }),
+    );
+    golden(
+        id,
+        ArtifactSweepEvent::Kept(ArtifactKept {
+            sha256: sha.to_owned(),
+            why: "stored again since the plan".to_owned(),
+        }),
+    );
+    golden(
+        id,
+        ArtifactSweepEvent::Finished(SweepFinished {
+            collected: 1,
+            bytes: 48_213,
+            kept: 0,
         }),
     );
 }

@@ -26,6 +26,7 @@ mod routes;
 mod secrets;
 mod setup;
 mod shares;
+mod sweeps;
 mod tokens;
 mod video;
 mod ws;
@@ -76,6 +77,9 @@ pub struct Config {
     /// How long a container command may wait for its node's agent to take it before it
     /// expires (and is never run).
     pub container_command_timeout_secs: f64,
+    /// An artifact no read model references is collected by a sweep once nobody has written
+    /// it for this long (a sweep may ask for another, an hour at least).
+    pub artifact_retention_days: f64,
     /// Marketplace catalogs beside the built-in one: URLs answering
     /// `{"templates": {"<id>": <template>}}` (read when the marketplace is listed).
     pub marketplace_catalogs: Vec<String>,
@@ -104,6 +108,7 @@ impl Default for Config {
             ws_max_message_bytes: 64 * 1024,
             log_follow_bytes_per_sec: 256 * 1024,
             container_command_timeout_secs: 60.0,
+            artifact_retention_days: 7.0,
             marketplace_catalogs: Vec::new(),
             join_nats_url: String::new(),
             ai_dev_repos: Vec::new(),
@@ -165,6 +170,14 @@ impl Config {
                 self.container_command_timeout_secs
             ));
         }
+        if !(self.artifact_retention_days.is_finite()
+            && (1.0 / 24.0..=3650.0).contains(&self.artifact_retention_days))
+        {
+            problems.push(format!(
+                "artifact_retention_days must be from 0.0417 (an hour) to 3650, got {}",
+                self.artifact_retention_days
+            ));
+        }
         if let Some(token) = &self.admin_token
             && vault::reference(token).is_none()
             && token.expose().len() < 16
@@ -218,6 +231,10 @@ pub struct AppState {
     pub(crate) exec_commands: Arc<bus::store::Commands<domain::host::HostExec>>,
     pub(crate) exec_state: Arc<bus::store::JetStreamStore<domain::host::HostExec>>,
     pub(crate) dead_letters: Arc<bus::store::Commands<domain::dlq::DeadLetter>>,
+    pub(crate) sweeps: Arc<bus::store::Commands<domain::artifacts::ArtifactSweep>>,
+    pub(crate) sweep_state: Arc<bus::store::JetStreamStore<domain::artifacts::ArtifactSweep>>,
+    /// One artifact sweep (plan or collection) at a time.
+    pub(crate) sweep_lock: Arc<tokio::sync::Mutex<()>>,
     pub(crate) post_state: Arc<bus::store::JetStreamStore<domain::post::Post>>,
     pub(crate) artifacts: artifacts::ArtifactStore,
     pub(crate) config: Arc<Config>,
@@ -364,6 +381,9 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         vault: Arc::new(vault),
         access: Arc::new(access::Access::new(bus.clone(), token.clone())),
         dead_letters: Arc::new(bus::store::commands(bus.clone(), ())),
+        sweeps: Arc::new(bus::store::commands(bus.clone(), ())),
+        sweep_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
+        sweep_lock: Arc::default(),
         post_state: Arc::new(bus::store::JetStreamStore::new(bus.clone())),
         artifacts,
         read: ReadModels::new(pool),

@@ -11,7 +11,8 @@ use events::access::Role;
 
 use crate::{
     AppState, ai_dev, api, approvals, apps, chat, containers, dlq, domains, health, hosts,
-    log_follow, market, node_services, posts, render, secrets, setup, shares, tokens, video, ws,
+    log_follow, market, node_services, posts, render, secrets, setup, shares, sweeps, tokens,
+    video, ws,
 };
 
 /// One protected route: what a caller needs to use it.
@@ -143,6 +144,13 @@ fn table() -> Vec<Entry> {
             api::list_projections,
         ),
         entry(Viewer, get.clone(), "/api/storage", health::storage),
+        entry(Viewer, get.clone(), "/api/artifacts/sweeps", sweeps::list),
+        entry(
+            Viewer,
+            get.clone(),
+            "/api/artifacts/sweeps/{id}",
+            sweeps::get,
+        ),
         entry(Viewer, get.clone(), "/api/render/jobs", render::list),
         entry(Viewer, get.clone(), "/api/render/jobs/{id}", render::get),
         entry(Viewer, get.clone(), "/api/render/queue", render::queue),
@@ -319,6 +327,13 @@ fn table() -> Vec<Entry> {
             chat::put_settings,
         ),
         entry(Admin, post.clone(), "/api/dlq/{seq}/replay", dlq::replay),
+        entry(Admin, post.clone(), "/api/artifacts/sweeps", sweeps::plan),
+        entry(
+            Admin,
+            post.clone(),
+            "/api/artifacts/sweeps/{id}/collect",
+            sweeps::collect,
+        ),
         entry(
             Admin,
             delete.clone(),

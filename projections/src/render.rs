@@ -311,6 +311,22 @@ impl crate::ReadModels {
         .await?)
     }
 
+    /// Every artifact a render job names (its input images, its outputs) or a share link
+    /// serves: any SHA-256 in a job's parameters or outputs, so an input kind added later is
+    /// counted without a change here (a hash that names no file costs nothing).
+    pub async fn render_artifact_references(
+        &self,
+    ) -> Result<std::collections::HashSet<String>, crate::ProjectionError> {
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT m[1] FROM render_jobs, \
+             regexp_matches(params::text || coalesce(artifacts::text, ''), '([0-9a-f]{64})', 'g') AS m \
+             UNION SELECT sha256 FROM render_shares",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+
     /// One render job, or `None` if the read model has not seen it (yet).
     pub async fn render_job(
         &self,

@@ -313,3 +313,45 @@ pub async fn list_schedules(
     schedules.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(schedules)
 }
+
+/// Every artifact a video project or schedule names (music, each scene's picture, clip and
+/// narration, the video, its thumbnail): any SHA-256 in their state, so a field added later is
+/// counted without a change here.
+pub async fn artifact_references(bus: &Bus) -> Result<std::collections::HashSet<String>, BusError> {
+    let unexpected =
+        |err: &dyn std::fmt::Display| BusError::msg(bus::BusErrorKind::Other, err.to_string());
+    let mut found = std::collections::HashSet::new();
+    let projects = JetStreamStore::<domain::video::VideoProject>::new(bus.clone());
+    for (_, project) in list_projects(bus, &projects)
+        .await
+        .map_err(|err| unexpected(&err))?
+    {
+        sha256_strings(
+            &serde_json::to_value(project).unwrap_or_default(),
+            &mut found,
+        );
+    }
+    let schedules = JetStreamStore::<domain::schedule::ScheduleState>::new(bus.clone());
+    for (_, schedule) in list_schedules(bus, &schedules)
+        .await
+        .map_err(|err| unexpected(&err))?
+    {
+        sha256_strings(
+            &serde_json::to_value(schedule).unwrap_or_default(),
+            &mut found,
+        );
+    }
+    Ok(found)
+}
+
+/// Every string in `value` that is a SHA-256 (lower-case hex), into `out`.
+fn sha256_strings(value: &serde_json::Value, out: &mut std::collections::HashSet<String>) {
+    match value {
+        serde_json::Value::String(s) if common::is_sha256(s) => {
+            out.insert(s.clone());
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| sha256_strings(v, out)),
+        serde_json::Value::Object(map) => map.values().for_each(|v| sha256_strings(v, out)),
+        _ => {}
+    }
+}

@@ -32,6 +32,7 @@ mod services;
 mod setup_wizard;
 mod shares;
 mod supervisor;
+mod sweeps;
 mod vault;
 mod video;
 mod video_more;

@@ -77,7 +77,7 @@ pub(crate) async fn ended(base: &str, id: &str) -> Value {
         || async {
             let (status, project) = call(
                 Method::GET,
-                format!("{base}/api/video/projects/{id}?wait=10"),
+                format!("{base}/api/video/projects/{id}?wait=5"),
                 common::TOKEN,
                 &Value::Null,
             )

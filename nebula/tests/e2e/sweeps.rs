@@ -1,0 +1,228 @@
+//! Artifact sweeps end to end: a dry run names the files no read model references and nobody
+//! wrote for the retention period (leaving a render job's output, a video project's music and a
+//! fresh upload), deletes nothing; collecting deletes them with their job links, each recorded,
+//! and keeps one stored again since the plan.
+
+use crate::common;
+
+use std::time::{Duration, SystemTime};
+
+use nebula::{Part, Parts};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use testkit::NatsServer;
+
+use common::{TOKEN, call};
+
+/// Uploads a distinct small PNG as a studio input: its SHA-256.
+async fn upload(base: &str, shade: u8) -> String {
+    let png = artifacts::png::encode_rgb(1, 1, &[shade, 0, 0], &[]);
+    let response = common::http()
+        .post(format!("{base}/api/render/inputs"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "image/png")
+        .body(png)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    body["sha256"].as_str().unwrap().to_owned()
+}
+
+/// Makes the stored file look last written `days` ago.
+fn age(store: &artifacts::ArtifactStore, sha: &str, days: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(store.content_path(sha).unwrap())
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(days * 86_400))
+        .unwrap();
+}
+
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let studio = Parts::of(&[
+        Part::Gateway,
+        Part::Projector,
+        Part::Dispatcher,
+        Part::RenderWorker,
+    ]);
+    let running = nebula::start(&config, studio).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let store = artifacts::ArtifactStore::open(&config.artifacts_dir).unwrap();
+
+    // A render job's output, a video project's music, an unused upload, a fresh upload, and
+    // an output whose job the read models never saw (linked under its job's directory).
+    let (_, output) = common::render_one(&base).await;
+    let music = upload(&base, 10).await;
+    let (status, project) = call(
+        Method::POST,
+        format!("{base}/api/video/projects"),
+        TOKEN,
+        &json!({"title": "Tide", "script": "The sea.", "music": music}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{project}");
+    let unused = upload(&base, 20).await;
+    let fresh = upload(&base, 30).await;
+    let (orphan, _) = store.put(b"an output nobody recorded").await.unwrap();
+    let link = store
+        .link_job("ghost-job", 0, &orphan, "png")
+        .await
+        .unwrap();
+    for (sha, days) in [(&output, 40), (&music, 40), (&unused, 20), (&orphan, 30)] {
+        age(&store, sha, days);
+    }
+
+    // Only an admin plans; a bad ask is refused with its reason.
+    let viewer = common::create_token(&base, "grafana", "viewer").await;
+    let url = format!("{base}/api/artifacts/sweeps");
+    let (status, _) = call(Method::POST, url.clone(), &viewer, &json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    for bad in [
+        json!({"retention_days": 0.001}),
+        json!({"retention_days": -1}),
+        json!({"keep": 1}),
+    ] {
+        let (status, answer) = call(Method::POST, url.clone(), TOKEN, &bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|e| !e.is_empty()),
+            "{answer}"
+        );
+    }
+
+    // The dry run: the two unreferenced old files, oldest first; nothing deleted.
+    let (status, plan) = call(Method::POST, url.clone(), TOKEN, &json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    let id = plan["id"].as_str().unwrap().to_owned();
+    assert_eq!(plan["status"], "planned");
+    assert_eq!(plan["retention_secs"], 7 * 86_400);
+    let named: Vec<&str> = plan["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sha256"].as_str().unwrap())
+        .collect();
+    assert_eq!(named, [orphan.as_str(), unused.as_str()], "{plan}");
+    assert_eq!(plan["candidates"][0]["outcome"], "pending");
+    // Referenced: the output and the music at least (the project's own scenes may have
+    // rendered meanwhile); young: the fresh upload at least.
+    assert!(plan["referenced"].as_u64() >= Some(2), "{plan}");
+    assert!(plan["young"].as_u64() >= Some(1), "{plan}");
+    assert_eq!(
+        plan["candidate_bytes"],
+        25 + std::fs::metadata(store.content_path(&unused).unwrap())
+            .unwrap()
+            .len()
+    );
+    for sha in [&output, &music, &unused, &fresh, &orphan] {
+        assert!(
+            store.content_path(sha).unwrap().exists(),
+            "a dry run deletes nothing"
+        );
+    }
+
+    // Someone uploads the unused picture again before the sweep is collected.
+    assert_eq!(upload(&base, 20).await, unused);
+    let (status, _) = call(
+        Method::POST,
+        format!("{url}/{id}/collect"),
+        &viewer,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, swept) = call(
+        Method::POST,
+        format!("{url}/{id}/collect"),
+        TOKEN,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{swept}");
+    assert_eq!(swept["status"], "finished");
+    assert_eq!(
+        (swept["collected"].as_u64(), swept["kept"].as_u64()),
+        (Some(1), Some(1)),
+        "{swept}"
+    );
+    assert_eq!(swept["collected_bytes"], 25);
+    assert_eq!(swept["candidates"][0]["outcome"], "collected");
+    assert_eq!(swept["candidates"][0]["links"], 1);
+    assert_eq!(swept["candidates"][1]["outcome"], "kept");
+    assert_eq!(swept["candidates"][1]["why"], "stored again since the plan");
+    assert!(!store.content_path(&orphan).unwrap().exists());
+    assert!(
+        !link.exists() && !link.parent().unwrap().exists(),
+        "its job link went too"
+    );
+    for sha in [&output, &music, &unused, &fresh] {
+        assert!(store.content_path(sha).unwrap().exists(), "{sha} stays");
+    }
+    let (status, _) = call(
+        Method::GET,
+        format!("{base}/api/render/artifacts/{output}"),
+        TOKEN,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Once is enough; each step is on the log with who asked.
+    let (status, again) = call(
+        Method::POST,
+        format!("{url}/{id}/collect"),
+        TOKEN,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+    let recorded = common::envelopes(&running.bus, "artifact_sweep", &id).await;
+    let types: Vec<&str> = recorded.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "artifact_sweep.planned",
+            "artifact_sweep.collected",
+            "artifact_sweep.kept",
+            "artifact_sweep.finished"
+        ]
+    );
+    assert!(
+        recorded
+            .iter()
+            .all(|e| e.actor == events::Actor::User("admin".into()))
+    );
+
+    // Viewers see the sweeps; an unknown one is a 404.
+    let (status, listed) = call(Method::GET, url.clone(), &viewer, &Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["sweeps"][0]["id"], id.as_str());
+    assert_eq!(listed["sweeps"][0]["collected"], 1);
+    assert!(listed["sweeps"][0].get("candidates").is_none());
+    assert_eq!(listed["retention_days"], 7.0);
+    for unknown in ["0192f0c0-0000-7000-8000-000000000000", "../etc"] {
+        let (status, _) = call(
+            Method::GET,
+            format!("{url}/{unknown}"),
+            &viewer,
+            &Value::Null,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{unknown}");
+    }
+    let metrics = common::get_text(&common::http(), format!("{base}/metrics")).await;
+    assert!(
+        metrics.contains("nebula_artifacts_collected_total 1"),
+        "{metrics}"
+    );
+    running.shutdown().await;
+}
