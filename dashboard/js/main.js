@@ -4,7 +4,7 @@
 
 import { registerRoom, start } from './shell.js';
 
-const ROOMS = ['overview', 'setup', 'nodes', 'services', 'containers', 'hosts', 'apps', 'market', 'domains', 'approvals', 'aidev', 'events', 'dlq', 'studio', 'video', 'chat', 'streambot', 'access'];
+const ROOMS = ['overview', 'setup', 'nodes', 'services', 'containers', 'hosts', 'apps', 'market', 'domains', 'approvals', 'aidev', 'events', 'dlq', 'storage', 'studio', 'video', 'chat', 'streambot', 'access'];
 
 const loaded = await Promise.allSettled(ROOMS.map((name) => import('./rooms/' + name + '.js')));
 loaded.forEach((result, i) => {

@@ -177,9 +177,9 @@ test('attention: a stream near or at its limit', () => {
     { stream: 'WORK', bytes: 5, max_bytes: null },
     { stream: 'DLQ', bytes: 100, max_bytes: 100 },
   ] };
-  assert.deepEqual(storageWarnings(storage).map((w) => [w.tone, w.text]), [
-    ['warn', 'event log 87% full (7.0 of 8.0 GiB)'],
-    ['crit', 'DLQ stream full: new events are refused (0.00 of 0.00 GiB)'],
+  assert.deepEqual(storageWarnings(storage).map((w) => [w.tone, w.text, w.room]), [
+    ['warn', 'event log 87% full (7.0 of 8.0 GiB)', 'storage'],
+    ['crit', 'DLQ stream full: new events are refused (0.00 of 0.00 GiB)', 'storage'],
   ]);
   assert.deepEqual(storageWarnings(null), []);
   assert.deepEqual(storageWarnings({ streams: [{ stream: 'EVENTS', bytes: 1, max_bytes: 100 }] }), []);

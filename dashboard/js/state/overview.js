@@ -175,7 +175,7 @@ export function healthWarnings(health) {
 
 /**
  * `GET /api/storage` → the streams at or past the warning share of their limit, as attention
- * lines (`crit` when full): `[{ tone, text, room: null }]`.
+ * lines (`crit` when full) leading to the Storage room: `[{ tone, text, room }]`.
  */
 export function storageWarnings(storage) {
   if (!isObj(storage) || !Array.isArray(storage.streams)) return [];
@@ -190,7 +190,7 @@ export function storageWarnings(storage) {
     const name = s.stream === 'EVENTS' ? 'event log' : str(s.stream) + ' stream';
     const gib = (n) => (n / 1073741824).toFixed(n < 1073741824 ? 2 : 1);
     const full = share >= 0.999;
-    out.push({ tone: full ? 'crit' : 'warn', text: name + (full ? ' full: new events are refused' : ' ' + Math.floor(share * 100) + '% full') + ' (' + gib(bytes) + ' of ' + gib(max) + ' GiB)', room: null });
+    out.push({ tone: full ? 'crit' : 'warn', text: name + (full ? ' full: new events are refused' : ' ' + Math.floor(share * 100) + '% full') + ' (' + gib(bytes) + ' of ' + gib(max) + ' GiB)', room: 'storage' });
   }
   return out;
 }

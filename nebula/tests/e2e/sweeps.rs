@@ -224,5 +224,75 @@ async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: Pg
         metrics.contains("nebula_artifacts_collected_total 1"),
         "{metrics}"
     );
+
+    // The Storage room: what is stored, the sweep done above; a new one planned, looked at and
+    // deleted from the page.
+    let (another, _) = store.put(b"another output nobody recorded").await.unwrap();
+    age(&store, &another, 60);
+    let browser = testkit::webdriver::Browser::start().await;
+    crate::dashboard_access::sign_in(&browser, &format!("{base}/#token={TOKEN}"), "admin · admin")
+        .await;
+    crate::dashboard::open_room(&browser, "storage").await;
+    let shown = testkit::wait_until("the storage room filled", testkit::DEFAULT_WAIT, || async {
+        let shown = browser
+            .eval(&format!(
+                "const rows = [...document.querySelectorAll('#storage-rows tr')].map((r) => r.cells[0].textContent);
+                 const done = document.querySelector('#sweeps li[data-sweep=\"{id}\"]');
+                 if (!rows.includes('artifact store') || !done) return null;
+                 return [rows.includes('event log'), done.dataset.status, done.querySelector('.sweep-summary').textContent];"
+            ))
+            .await;
+        shown.is_array().then_some(shown)
+    })
+    .await;
+    assert_eq!(shown[0], true, "{shown}");
+    assert_eq!(shown[1], "finished", "{shown}");
+    assert!(
+        shown[2]
+            .as_str()
+            .unwrap()
+            .starts_with("deleted 1 file (25 B), 1 kept"),
+        "{shown}"
+    );
+    browser
+        .eval("document.querySelector('#sweep-days').value = '7'; document.querySelector('#sweep-plan').click(); return null;")
+        .await;
+    let planned = testkit::wait_until("a sweep planned from the page", testkit::DEFAULT_WAIT, || async {
+        let planned = browser
+            .eval(&format!(
+                "const first = document.querySelector('#sweeps li[data-sweep]');
+                 if (!first || first.dataset.sweep === '{id}') return null;
+                 const files = [...first.querySelectorAll('.sweep-candidate')].map((c) => c.title);
+                 return files.length ? [first.dataset.sweep, files, first.querySelector('button[data-action=collect]').textContent] : null;"
+            ))
+            .await;
+        planned.is_array().then_some(planned)
+    })
+    .await;
+    assert_eq!(planned[1], json!([another]), "{planned}");
+    assert_eq!(planned[2], "Delete 1 file (30 B)", "{planned}");
+    assert!(
+        store.content_path(&another).unwrap().exists(),
+        "planning deletes nothing"
+    );
+    let second = planned[0].as_str().unwrap().to_owned();
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(
+        std::env::temp_dir().join("nebula-storage-planned.png"),
+        &png,
+    );
+    browser
+        .eval("window.confirm = () => true; document.querySelector('#sweeps li[data-sweep] button[data-action=collect]').click(); return null;")
+        .await;
+    testkit::wait_until("the sweep deleted from the page", testkit::DEFAULT_WAIT, || async {
+        let status = browser
+            .eval(&format!("const li = document.querySelector('#sweeps li[data-sweep=\"{second}\"]'); return li ? li.dataset.status : null;"))
+            .await;
+        (status == "finished").then_some(())
+    })
+    .await;
+    assert!(!store.content_path(&another).unwrap().exists());
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-storage.png"), &png);
     running.shutdown().await;
 }
