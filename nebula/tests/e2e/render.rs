@@ -566,6 +566,86 @@ async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPoo
     running.shutdown().await;
 }
 
+/// A node whose worker is alive (it heartbeats) but never takes its work: the job is not left
+/// waiting on a work message until WORK's week drops it: after `assign_timeout` it goes back to
+/// the queue, recorded with the reason, and a working node runs it.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_job_a_live_node_never_takes_is_requeued_saying_so(pool: PgPool) {
+    let nats = NatsServer::start_with_nodes(&["gpu-b"]);
+    let state = tempfile::tempdir().unwrap();
+    let mut config = studio_config(&nats, &pool, state.path());
+    config.render.dispatcher.node_timeout = Duration::from_secs(3);
+    config.render.dispatcher.assign_timeout = Duration::from_secs(1);
+    let running = nebula::start(&config, STUDIO).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    // "gpu-stuck" says it has free slots and a ready backend, and never consumes its work.
+    let beats = running.bus.clone();
+    let heartbeats = tokio::spawn(async move {
+        loop {
+            let beat = events::render::WorkerHeartbeat {
+                node_id: "gpu-stuck".into(),
+                backend: "simulated".into(),
+                slots: 1,
+                running: 0,
+                vram_free_mib: Some(24_000),
+                vram_total_mib: Some(24_576),
+                ready: true,
+            };
+            let subject =
+                events::subjects::telemetry("gpu-stuck", events::render::WorkerHeartbeat::KIND);
+            let _ = beats
+                .publish_raw(
+                    subject,
+                    uuid::Uuid::now_v7().to_string(),
+                    Vec::new(),
+                    serde_json::to_vec(&beat).unwrap().into(),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let id = submit_ok(&client, &base, txt2img("stuck", 4, 0, 2)).await;
+    let assigned = wait_status(&client, &base, &id, "assigned").await;
+    assert_eq!(assigned["node_id"], "gpu-stuck");
+    wait_until("the untaken job requeued", DEFAULT_WAIT, || async {
+        let log = render_log(&running.bus).await;
+        (of_type(&log, &id, "render.job_queued").len() >= 2).then_some(())
+    })
+    .await;
+    heartbeats.abort();
+    let log = render_log(&running.bus).await;
+    let RenderJobEvent::Queued(requeue) = of_type(&log, &id, "render.job_queued")[1]
+        .decode::<RenderJobEvent>()
+        .unwrap()
+    else {
+        panic!("not a queued event")
+    };
+    assert!(
+        requeue
+            .reason
+            .contains("not started on node gpu-stuck within 1s")
+            && requeue.reason.contains("work message was not taken"),
+        "{}",
+        requeue.reason
+    );
+    // A node that works takes it (once the stuck one is silent, it is no longer chosen).
+    let mut node_b = config.clone();
+    node_b.render.node_id = Some("gpu-b".into());
+    common::sign_in_as(
+        &mut node_b,
+        &nats,
+        &Identity::Worker("gpu-b".parse().unwrap()),
+    );
+    let worker_b = nebula::start(&node_b, Parts::RENDER_WORKER).await.unwrap();
+    let done = wait_status(&client, &base, &id, "completed").await;
+    assert_eq!(done["node_id"], "gpu-b");
+    let log = render_log(&running.bus).await;
+    assert_eq!(of_type(&log, &id, "render.job_completed").len(), 1);
+    worker_b.shutdown().await;
+    running.shutdown().await;
+}
+
 /// A studio whose node renders through a fake ComfyUI that holds its prompt (`tune` changes the
 /// configuration), and a job that has reached ComfyUI: the fake, the state folder, the running
 /// parts, the gateway's URL and the job's id.

@@ -8,7 +8,10 @@
 //! A job goes to a node whose render worker is alive, has a free slot (at most
 //! `max_per_node` jobs assigned or running there), and reports free VRAM that fits the job's
 //! estimate. Jobs are taken by priority, then in submission order. A node whose worker has
-//! been silent for `node_timeout` is lost: its jobs go back to the queue as a new attempt.
+//! been silent for `node_timeout` is lost: its jobs go back to the queue as a new attempt. A job
+//! a live node has not started within `assign_timeout` goes back too (its work message was not
+//! taken: a stuck worker), so no job waits on a work message until WORK's `max_age` drops it
+//! unrecorded.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -51,6 +54,10 @@ pub struct Config {
     /// A worker silent this long is lost, and its jobs requeued.
     #[serde(with = "humantime_secs")]
     pub node_timeout: Duration,
+    /// A job assigned to a live node that has not started it within this long is requeued
+    /// (recorded, with the reason) as a new attempt.
+    #[serde(with = "humantime_secs")]
+    pub assign_timeout: Duration,
     /// How often placement and recovery run when nothing else wakes them.
     #[serde(with = "humantime_secs")]
     pub tick: Duration,
@@ -62,8 +69,9 @@ impl Config {
         if self.max_per_node == 0 {
             problems.push("max_per_node must be at least 1".to_owned());
         }
-        if self.node_timeout.is_zero() || self.tick.is_zero() {
-            problems.push("node_timeout and tick must be longer than zero".to_owned());
+        if self.node_timeout.is_zero() || self.tick.is_zero() || self.assign_timeout.is_zero() {
+            problems
+                .push("node_timeout, assign_timeout and tick must be longer than zero".to_owned());
         }
         problems
     }
@@ -74,6 +82,7 @@ impl Default for Config {
         Self {
             max_per_node: 2,
             node_timeout: Duration::from_secs(15),
+            assign_timeout: Duration::from_secs(600),
             tick: Duration::from_secs(1),
         }
     }
@@ -102,6 +111,8 @@ struct JobView {
     submitted_seq: u64,
     vram_mib: u64,
     node_id: Option<String>,
+    /// When this dispatcher saw its assignment (at its fold, for one made before a restart).
+    assigned_at: Option<Instant>,
     attempt: u32,
     mode: RenderMode,
     params: RenderParams,
@@ -145,6 +156,7 @@ impl State {
                             submitted_seq: stream_seq,
                             vram_mib: requested.vram_mib,
                             node_id: None,
+                            assigned_at: None,
                             attempt: 0,
                             mode: requested.mode,
                             params: requested.params.clone(),
@@ -169,6 +181,7 @@ impl State {
                     RenderJobEvent::Assigned(assigned) => {
                         job.status = RenderStatus::Assigned;
                         job.node_id = Some(assigned.node_id);
+                        job.assigned_at = Some(Instant::now());
                         job.attempt = assigned.attempt;
                     }
                     RenderJobEvent::Started(_) | RenderJobEvent::Progressed(_) => {
@@ -412,24 +425,35 @@ impl Dispatcher {
 
     async fn requeue_lost(&self, state: &mut State) {
         let timeout = self.config.node_timeout;
-        let lost: Vec<(String, JobView)> = state
+        let untaken = self.config.assign_timeout;
+        let lost: Vec<(String, JobView, String)> = state
             .jobs
             .iter()
-            .filter(|(_, job)| {
-                matches!(job.status, RenderStatus::Assigned | RenderStatus::Running)
-                    && job.node_id.as_ref().is_some_and(|node| {
-                        state
-                            .nodes
-                            .get(node)
-                            .is_none_or(|view| view.seen.elapsed() > timeout)
-                    })
+            .filter(|(_, job)| matches!(job.status, RenderStatus::Assigned | RenderStatus::Running))
+            .filter_map(|(id, job)| {
+                let node = job.node_id.as_deref()?;
+                let reason = if state
+                    .nodes
+                    .get(node)
+                    .is_none_or(|view| view.seen.elapsed() > timeout)
+                {
+                    format!("node {node} lost (no render worker heartbeat for {timeout:?})")
+                } else if job.status == RenderStatus::Assigned
+                    && job.assigned_at.is_some_and(|at| at.elapsed() > untaken)
+                {
+                    format!(
+                        "not started on node {node} within {untaken:?} of its assignment (its work \
+                         message was not taken)"
+                    )
+                } else {
+                    return None;
+                };
+                Some((id.clone(), job.clone(), reason))
             })
-            .map(|(id, job)| (id.clone(), job.clone()))
             .collect();
-        for (id, job) in lost {
+        for (id, job, reason) in lost {
             let node = job.node_id.clone().unwrap_or_default();
-            let reason = format!("node {node} lost (no render worker heartbeat for {timeout:?})");
-            tracing::warn!(job_id = %id, node = %node, attempt = job.attempt, "requeueing a job from a lost node");
+            tracing::warn!(job_id = %id, node = %node, attempt = job.attempt, reason = %reason, "requeueing a job");
             match execute(
                 &self.jobs,
                 &id,
@@ -584,6 +608,7 @@ mod tests {
             submitted_seq: 1,
             vram_mib,
             node_id: None,
+            assigned_at: None,
             attempt: 0,
             mode: RenderMode::Txt2img,
             params: RenderParams::default(),
