@@ -13,6 +13,7 @@ use testkit::NatsServer;
 
 use crate::jobs::{JobCompleted, JobEvent, JobProgressed, JobRequested, JobStarted};
 
+pub mod chat;
 pub mod gateway;
 pub mod jobs;
 

@@ -16,6 +16,7 @@ use bench::jobs::{Job, JobCommand};
 use bench::{Env, job_commits, preload, rate, spawn_event_projections};
 
 mod aidev;
+mod chat_burst;
 mod containers;
 mod deploys;
 
@@ -59,6 +60,7 @@ struct Sizes {
     p13_rounds: usize,
     p14_rounds: usize,
     p15_sizes: [u64; 3],
+    p16_commands: usize,
 }
 
 impl Sizes {
@@ -88,6 +90,7 @@ impl Sizes {
                 p13_rounds: 1,
                 p14_rounds: 1,
                 p15_sizes: [0, 10_000, 50_000],
+                p16_commands: 300,
             }
         } else {
             Sizes {
@@ -114,6 +117,7 @@ impl Sizes {
                 p13_rounds: 3,
                 p14_rounds: 2,
                 p15_sizes: [0, 100_000, 1_000_000],
+                p16_commands: 3_000,
             }
         }
     }
@@ -505,6 +509,20 @@ async fn main() -> Result<()> {
                 json!({ "events": events, "what": "nebula up killed and started again, every projection caught up before; timed to /health and a submitted render job assigned" }),
             );
         }
+    }
+
+    if wanted("p16") {
+        println!("P16 a chat flood decided by the intake");
+        let measured = chat_burst::burst(sizes.p16_commands).await?;
+        report.ceiling("chat_raw_decisions", measured.raw_per_sec, "cmd/s");
+        report.figure(
+            "p16_chat_decided_rate",
+            measured.decided_per_sec,
+            "cmd/s",
+            Some(("chat_raw_decisions", measured.raw_per_sec)),
+            ">= 50 cmd/s (the flood it must keep up with), 0 lost, 0 duplicated",
+            json!({ "commands": measured.commands, "chatters": 300, "jobs": measured.jobs, "refused": measured.refused, "lost": measured.lost, "duplicated": measured.duplicated, "raw": "per command the intake's Redis script and two acked JetStream publishes, 8 at once" }),
+        );
     }
 
     if wanted("p10") {
