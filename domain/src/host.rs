@@ -89,10 +89,15 @@ impl Aggregate for Host {
             }
             HostCommand::PinFirstKey(key) => {
                 self.require_registered()?;
-                if let Some(pinned) = &self.pinned {
-                    return Err(HostError::AlreadyPinned(pinned.fingerprint.clone()));
+                match &self.pinned {
+                    // Two first contacts raced (the metrics poller and an exec): the same key,
+                    // already pinned by the other; nothing to record.
+                    Some(pinned) if pinned.fingerprint == key.fingerprint => return Ok(()),
+                    Some(pinned) => {
+                        return Err(HostError::AlreadyPinned(pinned.fingerprint.clone()));
+                    }
+                    None => HostEvent::KeyPinned(key),
                 }
-                HostEvent::KeyPinned(key)
             }
             HostCommand::AcceptKey(key) => {
                 self.require_registered()?;
@@ -395,6 +400,11 @@ mod tests {
             .given(pinned.clone())
             .when(HostCommand::PinFirstKey(key("SHA256:b")))
             .then_expect_error(HostError::AlreadyPinned("SHA256:a".into()));
+        // The same key pinned by a first contact that raced another: already done.
+        TestFramework::<Host>::with(())
+            .given(pinned.clone())
+            .when(HostCommand::PinFirstKey(key("SHA256:a")))
+            .then_expect_events(vec![]);
         let mut refused = pinned.clone();
         refused.push(Event(HostEvent::KeyMismatch {
             pinned: key("SHA256:a"),
