@@ -14,6 +14,15 @@ use testkit::NatsServer;
 
 pub const TOKEN: &str = "test-admin-token-0123456789";
 
+/// A studio that renders on its own node: gateway, projector, dispatcher and a render worker
+/// on the simulated GPU (what [`render_one`] needs).
+pub const RENDERING_STUDIO: nebula::Parts = nebula::Parts::of(&[
+    nebula::Part::Gateway,
+    nebula::Part::Projector,
+    nebula::Part::Dispatcher,
+    nebula::Part::RenderWorker,
+]);
+
 /// The URL of the database `#[sqlx::test]` made for this test.
 pub fn database_url(pool: &PgPool) -> String {
     let base = testkit::database_url();

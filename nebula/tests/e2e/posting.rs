@@ -8,7 +8,7 @@ use crate::common;
 use std::time::Duration;
 
 use natsauth::Identity;
-use nebula::{Part, Parts};
+use nebula::Parts;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::stream::{Api, FakeStream, FakeStreamOptions};
@@ -49,12 +49,7 @@ async fn start_with(
     common::post_to(&mut config, fake);
     tune(&mut config);
     // The studio too: a post's image is a finished job's output.
-    let studio = Parts::of(&[
-        Part::Gateway,
-        Part::Projector,
-        Part::Dispatcher,
-        Part::RenderWorker,
-    ]);
+    let studio = common::RENDERING_STUDIO;
     let running = nebula::start(&config, studio).await.unwrap();
     common::sign_in_as(&mut config, &nats, &Identity::Posting);
     config.public_url = running.gateway_addr.map(|addr| format!("http://{addr}"));

@@ -4,7 +4,6 @@
 
 use crate::common;
 
-use nebula::{Part, Parts};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -37,12 +36,7 @@ async fn an_output_is_shared_by_an_unguessable_link_until_revoked(pool: PgPool) 
     let state = tempfile::tempdir().unwrap();
     let mut config = common::config(&nats, &pool, state.path());
     config.public_url = Some("https://nebula.example.com".into());
-    let studio = Parts::of(&[
-        Part::Gateway,
-        Part::Projector,
-        Part::Dispatcher,
-        Part::RenderWorker,
-    ]);
+    let studio = common::RENDERING_STUDIO;
     let running = nebula::start(&config, studio).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let (job_id, sha256) = common::render_one(&base).await;

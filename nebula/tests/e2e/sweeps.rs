@@ -7,7 +7,6 @@ use crate::common;
 
 use std::time::{Duration, SystemTime};
 
-use nebula::{Part, Parts};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -46,12 +45,7 @@ async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: Pg
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
     let config = common::config(&nats, &pool, state.path());
-    let studio = Parts::of(&[
-        Part::Gateway,
-        Part::Projector,
-        Part::Dispatcher,
-        Part::RenderWorker,
-    ]);
+    let studio = common::RENDERING_STUDIO;
     let running = nebula::start(&config, studio).await.unwrap();
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let store = artifacts::ArtifactStore::open(&config.artifacts_dir).unwrap();
