@@ -184,6 +184,8 @@ pub(crate) async fn collect(
         .map_err(|err| ApiError::Unavailable(format!("the artifact store: {err}")))?;
     let links = std::sync::Arc::new(links);
     let metrics = state.bus.metrics();
+    // One correlation for the whole collection: the log shows it as one action.
+    let meta = principal.meta();
     for candidate in sweep.pending() {
         let sha256 = candidate.sha256.clone();
         let keep = |why: &str| {
@@ -220,21 +222,15 @@ pub(crate) async fn collect(
                 artifacts::Collected::Gone => keep("no longer in the store"),
             }
         };
-        match execute(&state.sweeps, &id, command, principal.meta(), 3).await {
+        match execute(&state.sweeps, &id, command, meta.clone(), 3).await {
             // Decided by an earlier try whose answer was lost: nothing to record.
             Ok(()) | Err(AggregateError::UserError(SweepError::AlreadyDecided(_))) => {}
             Err(err) => return Err(sweep_error(err)),
         }
     }
-    execute(
-        &state.sweeps,
-        &id,
-        SweepCommand::Finish,
-        principal.meta(),
-        3,
-    )
-    .await
-    .map_err(sweep_error)?;
+    execute(&state.sweeps, &id, SweepCommand::Finish, meta, 3)
+        .await
+        .map_err(sweep_error)?;
     let sweep = existing(&state, &id).await?;
     Ok(Json(view(&id, &sweep, true)))
 }

@@ -195,6 +195,12 @@ async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: Pg
             .iter()
             .all(|e| e.actor == events::Actor::User("admin".into()))
     );
+    // The collection is one action: its records share a correlation.
+    assert!(
+        recorded[1..]
+            .iter()
+            .all(|e| e.correlation_id == recorded[1].correlation_id)
+    );
 
     // Viewers see the sweeps; an unknown one is a 404.
     let (status, listed) = call(Method::GET, url.clone(), &viewer, &Value::Null).await;
