@@ -17,7 +17,7 @@ const html = `
     <button id="storage-refresh" class="btn btn-small" type="button">Refresh</button>
   </div>
   <div id="storage-error" class="studio-error" role="alert" hidden></div>
-  <table class="storage-table">
+  <table id="storage-table">
     <thead><tr><th>Where</th><th>Holds</th><th>Size</th><th>Limit</th><th class="storage-bar-col">Used</th></tr></thead>
     <tbody id="storage-rows"></tbody>
   </table>
@@ -237,7 +237,7 @@ export default {
   title: 'Storage',
   subtitle: 'what the event log and the artifact store hold; sweep away the artifacts nothing uses',
   icon: 'M3 3h10v3H3zM3 7h10v3H3zM3 11h10v2H3z',
-  css: ['css/storage.css'],
+  css: ['css/nodes.css', 'css/storage.css'],
   html: html,
   mount: mount,
 };

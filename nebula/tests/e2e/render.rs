@@ -509,6 +509,18 @@ async fn a_worker_killed_mid_job_leaves_it_completed_once_and_stored_once(pool: 
     running.shutdown().await;
 }
 
+/// A render worker of its own on node `node` (the simulated GPU), signed in as that node.
+async fn simulated_worker(
+    config: &nebula::Config,
+    nats: &NatsServer,
+    node: &str,
+) -> nebula::Running {
+    let mut worker = config.clone();
+    worker.render.node_id = Some(node.into());
+    common::sign_in_as(&mut worker, nats, &Identity::Worker(node.parse().unwrap()));
+    nebula::start(&worker, Parts::RENDER_WORKER).await.unwrap()
+}
+
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPool) {
     let nats = NatsServer::start_with_nodes(&["gpu-a", "gpu-b"]);
@@ -534,14 +546,7 @@ async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPoo
     let first = wait_status(&client, &base, &id, "running").await;
     assert_eq!(first["node_id"], "gpu-a");
 
-    let mut node_b = config.clone();
-    node_b.render.node_id = Some("gpu-b".into());
-    common::sign_in_as(
-        &mut node_b,
-        &nats,
-        &Identity::Worker("gpu-b".parse().unwrap()),
-    );
-    let worker_b = nebula::start(&node_b, Parts::RENDER_WORKER).await.unwrap();
+    let worker_b = simulated_worker(&config, &nats, "gpu-b").await;
     // Node A goes dark: its worker stops, heartbeats and all.
     common::assert_no_permission_violations(&worker_a);
     worker_a.shutdown().await;
@@ -630,14 +635,7 @@ async fn a_job_a_live_node_never_takes_is_requeued_saying_so(pool: PgPool) {
         requeue.reason
     );
     // A node that works takes it (once the stuck one is silent, it is no longer chosen).
-    let mut node_b = config.clone();
-    node_b.render.node_id = Some("gpu-b".into());
-    common::sign_in_as(
-        &mut node_b,
-        &nats,
-        &Identity::Worker("gpu-b".parse().unwrap()),
-    );
-    let worker_b = nebula::start(&node_b, Parts::RENDER_WORKER).await.unwrap();
+    let worker_b = simulated_worker(&config, &nats, "gpu-b").await;
     let done = wait_status(&client, &base, &id, "completed").await;
     assert_eq!(done["node_id"], "gpu-b");
     let log = render_log(&running.bus).await;
