@@ -6,6 +6,7 @@
 //! aggregates with [`store::JetStreamStore`]. Nothing outside this crate sees an
 //! `async_nats::Message`.
 
+mod checkpoint;
 mod connect;
 pub mod consumer;
 mod dlq;

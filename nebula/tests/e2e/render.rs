@@ -644,6 +644,57 @@ async fn a_job_a_live_node_never_takes_is_requeued_saying_so(pool: PgPool) {
     running.shutdown().await;
 }
 
+/// The dispatcher saves its fold with the position it reflects and a restart starts from it:
+/// a checkpoint saying the queue is paused (written over the real one, which the log
+/// contradicts) holds a new job back, which only reading from the checkpoint can do; the next
+/// resume on the log lets it run.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_restarted_dispatcher_starts_from_its_checkpoint(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = studio_config(&nats, &pool, state.path());
+    config.render.dispatcher.checkpoint_every = Duration::from_millis(200);
+    let studio = STUDIO.with(Part::RenderWorker);
+    let running = nebula::start(&config, studio).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let client = common::http();
+    let first = submit_ok(&client, &base, txt2img("before", 1, 0, 2)).await;
+    wait_status(&client, &base, &first, "completed").await;
+    let head = running.bus.last_seq(bus::StreamName::Events).await.unwrap();
+    wait_until("the dispatcher's checkpoint", DEFAULT_WAIT, || async {
+        let (at, saved) = running
+            .bus
+            .load_fold::<Value>("render-dispatcher", 1)
+            .await?;
+        (at >= head && saved["paused"] == false).then_some(())
+    })
+    .await;
+    running.shutdown().await;
+
+    let bus = common::bus(&nats).await;
+    let head = bus.last_seq(bus::StreamName::Events).await.unwrap();
+    let paused = json!({"jobs": {}, "admitted": [], "paused": true});
+    bus.save_fold("render-dispatcher", 1, head, &paused)
+        .await
+        .unwrap();
+    let running = nebula::start(&config, studio).await.unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let held = submit_ok(&client, &base, txt2img("after", 2, 0, 2)).await;
+    wait_status(&client, &base, &held, "queued").await;
+    // Held back while the dispatcher believes its checkpoint (nothing on the log pauses it).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        job(&client, &base, &held).await.unwrap()["status"],
+        "queued"
+    );
+    for action in ["pause", "resume"] {
+        let url = format!("{base}/api/render/queue/{action}");
+        assert!(post(&client, url, json!({})).await.is_success(), "{action}");
+    }
+    wait_status(&client, &base, &held, "completed").await;
+    running.shutdown().await;
+}
+
 /// A studio whose node renders through a fake ComfyUI that holds its prompt (`tune` changes the
 /// configuration), and a job that has reached ComfyUI: the fake, the state folder, the running
 /// parts, the gateway's URL and the job's id.

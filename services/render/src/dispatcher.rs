@@ -25,7 +25,7 @@ use events::render::{
     WorkerHeartbeat,
 };
 use events::telemetry::Heartbeat;
-use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
+use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId, StreamSeq};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,10 @@ pub struct Config {
     /// How often placement and recovery run when nothing else wakes them.
     #[serde(with = "humantime_secs")]
     pub tick: Duration,
+    /// How often the fold's checkpoint is saved (sooner after 1,000 events), so a restart reads
+    /// only the events since.
+    #[serde(with = "humantime_secs")]
+    pub checkpoint_every: Duration,
 }
 
 impl Config {
@@ -83,6 +87,7 @@ impl Default for Config {
             max_per_node: 2,
             node_timeout: Duration::from_secs(15),
             assign_timeout: Duration::from_secs(600),
+            checkpoint_every: Duration::from_secs(30),
             tick: Duration::from_secs(1),
         }
     }
@@ -104,7 +109,7 @@ mod humantime_secs {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct JobView {
     status: RenderStatus,
     priority: i32,
@@ -112,6 +117,7 @@ struct JobView {
     vram_mib: u64,
     node_id: Option<String>,
     /// When this dispatcher saw its assignment (at its fold, for one made before a restart).
+    #[serde(skip)]
     assigned_at: Option<Instant>,
     attempt: u32,
     mode: RenderMode,
@@ -131,6 +137,22 @@ struct NodeView {
     agent_vram_free_mib: Option<u64>,
 }
 
+/// The fold's checkpoint (`fold.render-dispatcher`): the jobs it still tracks, the places
+/// still held, whether the queue is paused.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    jobs: HashMap<String, JobView>,
+    admitted: Vec<String>,
+    paused: bool,
+}
+
+const FOLD: &str = "render-dispatcher";
+/// Bump when [`Saved`]'s shape changes: an older checkpoint is then ignored.
+const FOLD_FORMAT: u32 = 1;
+/// A checkpoint is saved once this many events (or `checkpoint_every`) have passed since the
+/// last.
+const SAVE_EVERY_EVENTS: u64 = 1000;
+
 #[derive(Default)]
 struct State {
     jobs: HashMap<String, JobView>,
@@ -140,6 +162,30 @@ struct State {
 }
 
 impl State {
+    fn from_saved(saved: Saved) -> State {
+        let now = Instant::now();
+        let mut jobs = saved.jobs;
+        for job in jobs.values_mut() {
+            if job.status == RenderStatus::Assigned {
+                job.assigned_at = Some(now);
+            }
+        }
+        State {
+            jobs,
+            admitted: saved.admitted.into_iter().map(|id| (id, now)).collect(),
+            paused: saved.paused,
+            nodes: HashMap::new(),
+        }
+    }
+
+    fn saved(&self) -> Saved {
+        Saved {
+            jobs: self.jobs.clone(),
+            admitted: self.admitted.keys().cloned().collect(),
+            paused: self.paused,
+        }
+    }
+
     fn apply_event(&mut self, envelope: &EventEnvelope, stream_seq: u64) {
         match envelope.aggregate_type.as_str() {
             t if t == RenderJobEvent::AGGREGATE_TYPE => {
@@ -305,15 +351,32 @@ struct Dispatcher {
 impl Dispatcher {
     async fn run_once(&self, cancel: &CancellationToken) -> anyhow::Result<()> {
         let started = Instant::now();
-        let mut state = State::default();
+        // From the last checkpoint, when there is one; and only the render jobs' and the
+        // queue's events: a restart reads what it folds since then, not the whole log.
+        let (mut state, from, mut saved_at) =
+            match self.bus.load_fold::<Saved>(FOLD, FOLD_FORMAT).await {
+                Some((at, saved)) => {
+                    tracing::info!(
+                        at = at.0,
+                        jobs = saved.jobs.len(),
+                        "the dispatcher starts from its checkpoint"
+                    );
+                    (
+                        State::from_saved(saved),
+                        ReadFrom::Seq(StreamSeq(at.0 + 1)),
+                        at.0,
+                    )
+                }
+                None => (State::default(), ReadFrom::Start, 0),
+            };
+        let mut position = saved_at;
+        let mut last_save = Instant::now();
         let head = self.bus.last_seq(StreamName::Events).await?;
-        // Only the render jobs' and the queue's events: a restart reads what it folds, not the
-        // whole log.
         let mut log = self
             .bus
             .read_subjects(
                 StreamName::Events,
-                ReadFrom::Start,
+                from,
                 vec![
                     events::subjects::events_of_type(RenderJobEvent::AGGREGATE_TYPE),
                     events::subjects::events_of_type(RenderQueueEvent::AGGREGATE_TYPE),
@@ -328,7 +391,7 @@ impl Dispatcher {
                 Some(events::subjects::TELEMETRY_ALL.to_owned()),
             )
             .await?;
-        let mut caught_up = head.0 == 0 || log.backlog() == 0;
+        let mut caught_up = head.0 <= position || log.backlog() == 0;
         let mut republished = false;
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -349,6 +412,7 @@ impl Dispatcher {
                             Err(err) => tracing::warn!(stream_seq = %message.stream_seq, error = %err, "undecodable commit skipped"),
                         }
                     }
+                    position = position.max(message.stream_seq.0);
                     if message.stream_seq >= head || message.pending == Some(0) {
                         caught_up = true;
                     }
@@ -378,6 +442,22 @@ impl Dispatcher {
             }
             self.release_admissions(&mut state).await;
             self.place(&mut state).await;
+            if position > saved_at
+                && (position - saved_at >= SAVE_EVERY_EVENTS
+                    || last_save.elapsed() >= self.config.checkpoint_every)
+            {
+                match self
+                    .bus
+                    .save_fold(FOLD, FOLD_FORMAT, StreamSeq(position), &state.saved())
+                    .await
+                {
+                    Ok(()) => saved_at = position,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "the dispatcher's checkpoint was not saved")
+                    }
+                }
+                last_save = Instant::now();
+            }
         }
     }
 
