@@ -310,6 +310,21 @@ pub async fn envelopes(bus: &Bus, aggregate_type: &str, id: &str) -> Vec<EventEn
     bus.aggregate_events(aggregate_type, id).await.unwrap()
 }
 
+/// Uploads `png` as a studio input (`POST /api/render/inputs`, as the studio does): its SHA-256.
+pub async fn upload_png(base: &str, png: Vec<u8>) -> String {
+    let response = http()
+        .post(format!("{base}/api/render/inputs"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "image/png")
+        .body(png)
+        .send()
+        .await
+        .expect("request failed");
+    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    let body: serde_json::Value = response.json().await.expect("response is not JSON");
+    body["sha256"].as_str().expect("its sha256").to_owned()
+}
+
 /// Renders one small txt2img image through `POST /api/render/jobs` and waits until the read
 /// model shows it completed (the stack runs the gateway, projector, dispatcher and a render
 /// worker); the job's id and its output's SHA-256.

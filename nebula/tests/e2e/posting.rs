@@ -101,18 +101,7 @@ async fn settled(base: &str, post_id: &str) -> Value {
 /// shareable.
 async fn upload(base: &str) -> String {
     let png = render::artifacts::png::encode_rgb(2, 2, &[200; 12], &[]);
-    let response: Value = common::http()
-        .post(format!("{base}/api/render/inputs"))
-        .bearer_auth(common::TOKEN)
-        .header("content-type", "image/png")
-        .body(png)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    response["sha256"].as_str().unwrap().to_owned()
+    common::upload_png(base, png).await
 }
 
 #[sqlx::test(migrator = "projections::MIGRATOR")]

@@ -9,8 +9,6 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use testkit::{DEFAULT_WAIT, NatsServer, wait_until};
 
-use common::TOKEN;
-
 async fn share(base: &str, token: &str, job_id: &str, body: Value) -> (StatusCode, Value) {
     let url = format!("{base}/api/render/jobs/{job_id}/shares");
     common::call(reqwest::Method::POST, url, token, &body).await
@@ -106,18 +104,7 @@ async fn an_output_is_shared_by_an_unguessable_link_until_revoked(pool: PgPool) 
 
     // What cannot be shared, and why.
     let png = render::artifacts::png::encode_rgb(2, 2, &[9; 12], &[]);
-    let upload: Value = common::http()
-        .post(format!("{base}/api/render/inputs"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "image/png")
-        .body(png)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let uploaded = upload["sha256"].as_str().unwrap();
+    let uploaded = &common::upload_png(&base, png).await;
     let (status, refused) = share(&base, &operator, &job_id, json!({ "sha256": uploaded })).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
     assert!(

@@ -16,18 +16,7 @@ use common::{TOKEN, call};
 
 /// Uploads a distinct small PNG as a studio input: its SHA-256.
 async fn upload(base: &str, shade: u8) -> String {
-    let png = artifacts::png::encode_rgb(1, 1, &[shade, 0, 0], &[]);
-    let response = common::http()
-        .post(format!("{base}/api/render/inputs"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "image/png")
-        .body(png)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let body: Value = response.json().await.unwrap();
-    body["sha256"].as_str().unwrap().to_owned()
+    common::upload_png(base, artifacts::png::encode_rgb(1, 1, &[shade, 0, 0], &[])).await
 }
 
 /// Makes the stored file look last written `days` ago.
