@@ -415,3 +415,61 @@ async fn clips_make_the_scenes_and_the_video_is_announced_once(pool: PgPool) {
     assert_eq!(posted, 1);
     running.shutdown().await;
 }
+
+/// The scheduler saves its fold with the position it reflects, and a start reads from it: a
+/// schedule the log says is disabled, planted enabled in the checkpoint, fires after a restart
+/// — which only reading from the checkpoint can make it do.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_restarted_scheduler_starts_from_its_checkpoint(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let (running, base) = start(&config, CONTROL).await;
+    let mut later = json!({
+        "cron": "*/2 * * * * *", "time_zone": "UTC", "enabled": false,
+        "template": {"title": "Later #{n}", "scripts": ["One."]},
+    });
+    let (status, answer) = call(
+        Method::PUT,
+        format!("{base}/api/video/schedules/later"),
+        common::TOKEN,
+        &later,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    let head = running.bus.last_seq(bus::StreamName::Events).await.unwrap();
+    let saved = testkit::wait_until(
+        "the scheduler's checkpoint",
+        testkit::DEFAULT_WAIT,
+        || async {
+            let (at, saved) = running.bus.load_fold::<Value>("video-scheduler", 1).await?;
+            (at >= head).then_some(saved)
+        },
+    )
+    .await;
+    assert_eq!(saved["schedules"]["later"][0]["enabled"], false, "{saved}");
+    running.shutdown().await;
+
+    let bus = common::bus(&nats).await;
+    let head = bus.last_seq(bus::StreamName::Events).await.unwrap();
+    later["enabled"] = json!(true);
+    let since = saved["schedules"]["later"][1].clone();
+    let planted = json!({"schedules": {"later": [later, since]}});
+    bus.save_fold("video-scheduler", 1, head, &planted)
+        .await
+        .unwrap();
+    let (running, _) = start(&config, CONTROL).await;
+    testkit::wait_until(
+        "the planted schedule to fire",
+        testkit::DEFAULT_WAIT,
+        || async {
+            let fired = common::envelopes(&running.bus, "video_schedule", "later")
+                .await
+                .iter()
+                .any(|e| e.event_type == "schedule.fired");
+            fired.then_some(())
+        },
+    )
+    .await;
+    running.shutdown().await;
+}

@@ -29,6 +29,30 @@ struct Known {
     since: DateTime<Utc>,
 }
 
+/// The fold's checkpoint: each schedule's definition and since when.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Saved {
+    schedules: BTreeMap<String, (ScheduleDefined, DateTime<Utc>)>,
+}
+
+const FOLD: &str = "video-scheduler";
+/// Bump when [`Saved`]'s shape changes: an older checkpoint is then ignored.
+const FOLD_FORMAT: u32 = 1;
+/// A checkpoint is saved, once caught up, when this long or this many events have passed.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const SAVE_EVERY_EVENTS: u64 = 1000;
+
+impl Known {
+    fn new(defined: ScheduleDefined, since: DateTime<Utc>) -> Result<Known, String> {
+        let schedule = Schedule::parse(&defined.cron, &defined.time_zone)?;
+        Ok(Known {
+            defined,
+            schedule,
+            since,
+        })
+    }
+}
+
 pub(crate) struct Scheduler {
     pub(crate) bus: Bus,
     pub(crate) schedules: Commands<ScheduleState>,
@@ -41,19 +65,59 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
+        let mut known: BTreeMap<String, Known> = BTreeMap::new();
+        let (from, mut saved_at) = match self.bus.load_fold::<Saved>(FOLD, FOLD_FORMAT).await {
+            Some((at, saved)) => {
+                for (name, (defined, since)) in saved.schedules {
+                    match Known::new(defined, since) {
+                        Ok(schedule) => {
+                            known.insert(name, schedule);
+                        }
+                        Err(err) => {
+                            tracing::warn!(schedule = name, error = %err, "a checkpointed schedule cannot be read")
+                        }
+                    }
+                }
+                (ReadFrom::Seq(events::StreamSeq(at.0 + 1)), at.0)
+            }
+            None => (ReadFrom::Start, 0),
+        };
         let mut log = self
             .bus
             .read(
                 StreamName::Events,
-                ReadFrom::Start,
+                from,
                 Some(events::subjects::events_of_type(
                     ScheduleEvent::AGGREGATE_TYPE,
                 )),
             )
             .await?;
-        let mut known: BTreeMap<String, Known> = BTreeMap::new();
-        let mut caught_up = false;
+        let mut caught_up = log.backlog() == 0;
+        let mut position = saved_at;
+        let mut last_save = std::time::Instant::now();
         loop {
+            if caught_up
+                && position > saved_at
+                && (position - saved_at >= SAVE_EVERY_EVENTS || last_save.elapsed() >= SAVE_EVERY)
+            {
+                let saved = Saved {
+                    schedules: known
+                        .iter()
+                        .map(|(name, k)| (name.clone(), (k.defined.clone(), k.since)))
+                        .collect(),
+                };
+                match self
+                    .bus
+                    .save_fold(FOLD, FOLD_FORMAT, events::StreamSeq(position), &saved)
+                    .await
+                {
+                    Ok(()) => saved_at = position,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "the scheduler's checkpoint was not saved")
+                    }
+                }
+                last_save = std::time::Instant::now();
+            }
             let wake = if caught_up {
                 self.tick(&known).await
             } else {
@@ -67,6 +131,12 @@ impl Scheduler {
                     std::time::Duration::ZERO
                 })
                 .min(MAX_SLEEP);
+            // A checkpoint is due: wake to save it, however far the next firing is.
+            let sleep = if position > saved_at {
+                sleep.min(SAVE_EVERY)
+            } else {
+                sleep
+            };
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 () = tokio::time::sleep(sleep), if caught_up => {}
@@ -74,9 +144,9 @@ impl Scheduler {
                     let message = message.ok_or_else(|| anyhow::anyhow!("the video_schedule reader ended"))??;
                     for envelope in message.decode_commit().unwrap_or_default() {
                         match envelope.decode::<ScheduleEvent>() {
-                            Ok(ScheduleEvent::Defined(defined)) => match Schedule::parse(&defined.cron, &defined.time_zone) {
+                            Ok(ScheduleEvent::Defined(defined)) => match Known::new(defined, envelope.occurred_at) {
                                 Ok(schedule) => {
-                                    known.insert(envelope.aggregate_id.clone(), Known { defined, schedule, since: envelope.occurred_at });
+                                    known.insert(envelope.aggregate_id.clone(), schedule);
                                 }
                                 Err(err) => tracing::warn!(schedule = envelope.aggregate_id, error = %err, "a schedule on the log cannot be read"),
                             },
@@ -86,6 +156,7 @@ impl Scheduler {
                             _ => {}
                         }
                     }
+                    position = position.max(message.stream_seq.0);
                     caught_up = message.pending.unwrap_or(0) == 0;
                 }
             }
