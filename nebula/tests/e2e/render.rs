@@ -681,8 +681,24 @@ async fn a_restarted_dispatcher_starts_from_its_checkpoint(pool: PgPool) {
     let base = format!("http://{}", running.gateway_addr.unwrap());
     let held = submit_ok(&client, &base, txt2img("after", 2, 0, 2)).await;
     wait_status(&client, &base, &held, "queued").await;
-    // Held back while the dispatcher believes its checkpoint (nothing on the log pauses it).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Held back while the dispatcher believes its checkpoint (nothing on the log pauses it):
+    // the checkpoint it saves after a placement pass that has seen the new job says so.
+    let submitted = running.bus.last_seq(bus::StreamName::Events).await.unwrap();
+    wait_until(
+        "a placement pass that holds the job",
+        DEFAULT_WAIT,
+        || async {
+            let (at, saved) = running
+                .bus
+                .load_fold::<Value>("render-dispatcher", 1)
+                .await?;
+            (at >= submitted
+                && saved["paused"] == true
+                && saved["jobs"][&held]["status"] == "queued")
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         job(&client, &base, &held).await.unwrap()["status"],
         "queued"
