@@ -25,6 +25,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use common::metrics::Registry;
 
+pub use checkpoint::FoldLog;
 pub use dlq::StoredDeadLetter;
 pub use error::{BusError, BusErrorKind};
 pub use publish::{Appended, ExpectedSeq};

@@ -130,6 +130,108 @@ async fn a_reader_of_some_aggregate_types_reads_only_those_and_knows_its_backlog
     assert_eq!(nothing.backlog(), 0, "caught up at once");
 }
 
+/// A fold kept with a checkpoint reads its own aggregate types from the start the first time,
+/// saves its state once caught up, and the next open starts from that state and reads only what
+/// came after — told at once that it is caught up when nothing did. A checkpoint of another
+/// format is ignored, and a fold opened from the start keeps none.
+#[tokio::test]
+async fn a_checkpointed_fold_resumes_from_its_state_and_reads_only_what_came_after() {
+    let server = NatsServer::start();
+    let bus = connect(&server).await;
+    let queued = |job: &str| {
+        EventEnvelope::new(
+            job,
+            1,
+            &events::render::RenderJobEvent::PriorityChanged(
+                events::render::RenderPriorityChanged { priority: 1 },
+            ),
+            CorrelationId::new(),
+            None,
+            Actor::system(),
+        )
+    };
+    let append = |envelope: EventEnvelope| {
+        let bus = bus.clone();
+        async move { bus.append(&[envelope], ExpectedSeq::Any).await.unwrap() }
+    };
+    for n in 0..3 {
+        append(registered(&format!("n{n}"), 1)).await;
+        append(queued(&format!("j{n}"))).await;
+    }
+    let filters = || vec![events::subjects::events_of_type("render_job")];
+    let fold = |seen: &mut Vec<String>, message: &bus::StoredMessage| {
+        for envelope in message.decode_commit().unwrap() {
+            seen.push(envelope.aggregate_id);
+        }
+    };
+    async fn next(log: &mut bus::FoldLog) -> Option<bus::StoredMessage> {
+        tokio::time::timeout(DEFAULT_WAIT, log.next())
+            .await
+            .expect("the fold's reader answers")
+            .unwrap()
+    }
+
+    let (mut seen, mut log) = bus
+        .open_fold::<Vec<String>>("test", 1, filters())
+        .await
+        .unwrap();
+    assert!(seen.is_empty() && !log.caught_up(), "no checkpoint yet");
+    while !log.caught_up() {
+        let message = next(&mut log).await.expect("a message while behind");
+        fold(&mut seen, &message);
+    }
+    assert_eq!(seen, ["j0", "j1", "j2"], "only its own aggregate type");
+    assert!(log.due(), "the first checkpoint is due once caught up");
+    log.save(&seen).await;
+    assert!(!log.due() && !log.unsaved());
+    drop(log);
+
+    append(queued("j3")).await;
+    append(registered("n3", 1)).await;
+    let (mut seen, mut log) = bus
+        .open_fold::<Vec<String>>("test", 1, filters())
+        .await
+        .unwrap();
+    assert_eq!(seen, ["j0", "j1", "j2"], "the checkpoint's state");
+    let message = next(&mut log).await.expect("what came after it");
+    fold(&mut seen, &message);
+    assert_eq!(seen, ["j0", "j1", "j2", "j3"]);
+    assert!(log.settled(Some(&message)), "the last one waiting");
+    log.save(&seen).await;
+    drop(log);
+
+    let (seen, mut log) = bus
+        .open_fold::<Vec<String>>("test", 1, filters())
+        .await
+        .unwrap();
+    assert_eq!(seen, ["j0", "j1", "j2", "j3"]);
+    assert!(log.caught_up());
+    assert!(
+        next(&mut log).await.is_none(),
+        "nothing to read: told so at once, to act on the checkpoint"
+    );
+    assert!(!log.unsaved());
+
+    let (seen, mut log) = bus
+        .open_fold::<Vec<String>>("test", 2, filters())
+        .await
+        .unwrap();
+    assert!(seen.is_empty(), "another format: from the start");
+    let message = next(&mut log).await.expect("the first job again");
+    assert!(message.subject.ends_with(".j0"), "{}", message.subject);
+
+    let mut log = bus.open_fold_from_start("unkept", filters()).await.unwrap();
+    let mut seen = Vec::new();
+    while !log.caught_up() {
+        let message = next(&mut log).await.expect("a message while behind");
+        fold(&mut seen, &message);
+    }
+    assert_eq!(seen.len(), 4);
+    assert!(!log.due());
+    log.save(&seen).await;
+    assert!(bus.load_fold::<Vec<String>>("unkept", 1).await.is_none());
+}
+
 /// A long-lived aggregate (the render queue: every admission and release is an event) is
 /// snapshotted every `SNAPSHOT_EVERY` events; a store that has never seen it loads it from the
 /// snapshot and the events after it to the same state as folding its whole history; a snapshot

@@ -473,3 +473,51 @@ async fn a_restarted_scheduler_starts_from_its_checkpoint(pool: PgPool) {
     .await;
     running.shutdown().await;
 }
+
+/// The video worker keeps a project that ended in its fold (and its checkpoint) until its place
+/// in the video queue is given back, and a start reads from the checkpoint: a project the log
+/// knows nothing of, planted as ended in the checkpoint while it holds a place, has its place
+/// given back after the start — which only reading from the checkpoint can make it do.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_restarted_video_worker_gives_back_the_places_its_checkpoint_holds(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let bus = common::bus(&nats).await;
+    let queue = bus::store::commands::<domain::video::VideoQueue>(bus.clone(), ());
+    let meta = bus::store::CommandMeta::new(events::Actor::Service("test".to_owned()));
+    bus::store::execute(
+        &queue,
+        events::video::VIDEO_QUEUE_ID,
+        domain::video::VideoQueueCommand::Admit {
+            project_id: "ghost".to_owned(),
+            cap: 10,
+        },
+        meta,
+        3,
+    )
+    .await
+    .unwrap();
+    let head = bus.last_seq(bus::StreamName::Events).await.unwrap();
+    let planted = json!({"ghost": {
+        "correlation_id": events::CorrelationId::new(), "event_id": events::EventId::new(),
+        "priority": 0, "begun": true, "cancel_requested": false, "done": true,
+    }});
+    bus.save_fold("video-worker", 1, head, &planted)
+        .await
+        .unwrap();
+    let (running, _) = start(&config, CONTROL).await;
+    testkit::wait_until(
+        "the planted project's place to be given back",
+        testkit::DEFAULT_WAIT,
+        || async {
+            let released = common::envelopes(&running.bus, "video_queue", "video")
+                .await
+                .iter()
+                .any(|e| e.event_type == "video_queue.released" && e.data["project_id"] == "ghost");
+            released.then_some(())
+        },
+    )
+    .await;
+    running.shutdown().await;
+}

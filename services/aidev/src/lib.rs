@@ -33,14 +33,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
-use bus::{Bus, ReadFrom, StreamName};
+use bus::{Bus, StreamName};
 use cqrs_es::AggregateError;
 use domain::ai_dev::AiDevCommand;
 use domain::ai_dev::{AutoApprove, JobStatus};
 use domain::approval::PolicyRule;
 use events::ai_dev::AiDevEvent;
 use events::{Actor, CorrelationId, DomainEvent, EventId};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use service::Context;
 use tokio::task::JoinSet;
@@ -441,7 +440,7 @@ pub(crate) struct Worker {
 }
 
 /// A job as the fold knows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Known {
     /// The job folded from its events (what a node's runner works from: it cannot load an
     /// aggregate itself).
@@ -534,19 +533,40 @@ fn fold(jobs: &mut BTreeMap<String, Known>, envelope: &events::EventEnvelope) {
         AiDevEvent::RollbackRequested {} => job.rollbacks += 1,
         _ => {}
     }
+    // What no worker reads again leaves the fold (and its checkpoint): a job that failed or
+    // was rolled back has nothing left to do anywhere, and an ended job's diff is read by
+    // nobody (a rollback works from the merged commit, a clean-up from the branch).
+    match job.status {
+        JobStatus::Failed | JobStatus::RolledBack => {
+            jobs.remove(id);
+        }
+        status if status.is_final() => {
+            if let Some(proposed) = &mut job.state.proposed {
+                proposed.diff = String::new();
+            }
+        }
+        _ => {}
+    }
 }
 
 impl Worker {
     async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut log = self
-            .bus
-            .read(
-                StreamName::Events,
-                ReadFrom::Start,
-                Some(events::subjects::events_of_type(AiDevEvent::AGGREGATE_TYPE)),
-            )
-            .await?;
-        let mut jobs: BTreeMap<String, Known> = BTreeMap::new();
+        // The jobs with something left to do, from the fold's checkpoint on.
+        let filters = vec![events::subjects::events_of_type(AiDevEvent::AGGREGATE_TYPE)];
+        let (mut jobs, mut log) = match &self.place {
+            Place::ControlPlane => {
+                self.bus
+                    .open_fold::<BTreeMap<String, Known>>("ai-dev", 1, filters)
+                    .await?
+            }
+            // A node's credentials reach its part of the log, not the checkpoints.
+            Place::Node(_) => (
+                BTreeMap::new(),
+                self.bus
+                    .open_fold_from_start("ai-dev-runner", filters)
+                    .await?,
+            ),
+        };
         let mut taken: HashSet<String> = HashSet::new();
         let mut tokens: HashMap<String, CancellationToken> = HashMap::new();
         let mut tasks: JoinSet<String> = JoinSet::new();
@@ -562,13 +582,16 @@ impl Worker {
                     }
                 }
                 message = log.next() => {
-                    let message = message.ok_or_else(|| anyhow::anyhow!("the ai_dev_job reader ended"))??;
-                    for envelope in message.decode_commit().unwrap_or_default() {
-                        fold(&mut jobs, &envelope);
+                    let message = message?;
+                    if let Some(message) = &message {
+                        for envelope in message.decode_commit().unwrap_or_default() {
+                            fold(&mut jobs, &envelope);
+                        }
                     }
-                    if message.pending.unwrap_or(0) > 0 {
+                    if !log.settled(message.as_ref()) {
                         continue; // caught up first
                     }
+                    log.save(&jobs).await;
                 }
             }
             for (id, job) in &jobs {
@@ -601,5 +624,76 @@ impl Worker {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(id: &str, seq: u64, event: &AiDevEvent) -> events::EventEnvelope {
+        events::EventEnvelope::new(id, seq, event, CorrelationId::new(), None, Actor::system())
+    }
+
+    fn proposed() -> AiDevEvent {
+        AiDevEvent::ChangeProposed(events::ai_dev::ChangeProposed {
+            commit: "c1".to_owned(),
+            summary: "a change".to_owned(),
+            files: vec!["a.rs".to_owned()],
+            lines_added: 1,
+            lines_removed: 0,
+            diff: "+fn a() {}\n".to_owned(),
+        })
+    }
+
+    fn requested() -> AiDevEvent {
+        AiDevEvent::Requested(events::ai_dev::JobRequested {
+            repo: "r".to_owned(),
+            instruction: "do it".to_owned(),
+            base: "main".to_owned(),
+            model: None,
+        })
+    }
+
+    /// The fold (and so its checkpoint) keeps what a worker may still act on: a merged job
+    /// without its diff (a rollback works from the merged commit); a job that failed or was
+    /// rolled back not at all, whatever comes after.
+    #[test]
+    fn the_fold_keeps_only_what_a_worker_may_still_act_on() {
+        let mut jobs = BTreeMap::new();
+        for (seq, event) in [
+            requested(),
+            proposed(),
+            AiDevEvent::Merged {
+                commit: "m1".to_owned(),
+                fast_forward: true,
+            },
+        ]
+        .iter()
+        .enumerate()
+        {
+            fold(&mut jobs, &envelope("merged", seq as u64 + 1, event));
+        }
+        let merged = &jobs["merged"];
+        assert_eq!(merged.status, JobStatus::Merged);
+        let change = merged.state.proposed.as_ref().expect("its change");
+        assert!(change.diff.is_empty(), "the diff is dropped");
+        assert_eq!(change.commit, "c1");
+        assert_eq!(merged.state.merged_commit.as_deref(), Some("m1"));
+
+        fold(&mut jobs, &envelope("open", 1, &requested()));
+        fold(&mut jobs, &envelope("open", 2, &proposed()));
+        let open = &jobs["open"].state.proposed;
+        assert!(!open.as_ref().unwrap().diff.is_empty(), "still to be decided");
+
+        fold(&mut jobs, &envelope("failed", 1, &requested()));
+        let failed = AiDevEvent::Failed {
+            reason: "model".to_owned(),
+            error: "gone".to_owned(),
+        };
+        fold(&mut jobs, &envelope("failed", 2, &failed));
+        fold(&mut jobs, &envelope("failed", 3, &AiDevEvent::RollbackRequested {}));
+        assert!(!jobs.contains_key("failed"));
+        assert_eq!(jobs.len(), 2);
     }
 }

@@ -1,38 +1,35 @@
 //! Approvals nobody decided in time are recorded as expired (`approval.closed`, outcome
-//! `expired`): a fold of the approval events (the open ones and their deadlines, rebuilt at
-//! every start), checked every second.
+//! `expired`): a fold of the approval events (the open ones and their deadlines, from its
+//! checkpoint at each start), checked every second.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bus::Bus;
 use bus::store::commands;
-use bus::{Bus, ReadFrom, StreamName};
 use chrono::{DateTime, Utc};
 use events::DomainEvent;
 use events::approval::ApprovalEvent;
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) async fn run(bus: Bus, cancel: CancellationToken) -> anyhow::Result<()> {
     let approvals = commands::<domain::approval::Approval>(bus.clone(), ());
-    let mut log = bus
-        .read(
-            StreamName::Events,
-            ReadFrom::Start,
-            Some(events::subjects::events_of_type(
+    let (mut open, mut log) = bus
+        .open_fold::<HashMap<String, DateTime<Utc>>>(
+            "approval-expiry",
+            1,
+            vec![events::subjects::events_of_type(
                 ApprovalEvent::AGGREGATE_TYPE,
-            )),
+            )],
         )
         .await?;
-    let mut open: HashMap<String, DateTime<Utc>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = cancel.cancelled() => return Ok(()),
             message = log.next() => {
-                let message = message
-                    .ok_or_else(|| anyhow::anyhow!("the approval reader ended"))??;
+                let Some(message) = message? else { continue };
                 for envelope in message.decode_commit().unwrap_or_default() {
                     match envelope.decode::<ApprovalEvent>() {
                         Ok(ApprovalEvent::Requested(requested)) => {
@@ -44,8 +41,10 @@ pub(crate) async fn run(bus: Bus, cancel: CancellationToken) -> anyhow::Result<(
                         _ => {}
                     }
                 }
+                log.save(&open).await;
             }
             _ = tick.tick() => {
+                log.save(&open).await;
                 let now = Utc::now();
                 let due: Vec<String> = open
                     .iter()

@@ -26,12 +26,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::Bus;
 use bus::store::{Commands, JetStreamStore, commands};
-use bus::{Bus, ReadFrom, StreamName};
 use domain::approval::PolicyRule;
 use events::deploy::DeployEvent;
 use events::{Actor, CorrelationId, DomainEvent, EventId};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use service::Context;
 use tokio::task::JoinSet;
@@ -157,7 +156,7 @@ pub fn start(ctx: &Context, config: Config, approvals: ApprovalsConfig, domains:
 }
 
 /// A requested run, as the fold knows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Pending {
     pub(crate) app: String,
     /// Who asked (approvals are asked in their name).
@@ -187,18 +186,18 @@ pub(crate) struct Deployer {
 
 impl Deployer {
     async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut log = self
+        // Requested and not finished, in the order they were asked for (from the fold's
+        // checkpoint on).
+        let (mut pending, mut log) = self
             .bus
-            .read(
-                StreamName::Events,
-                ReadFrom::Start,
-                Some(events::subjects::events_of_type(
+            .open_fold::<Vec<(String, Pending)>>(
+                "deploy-runs",
+                1,
+                vec![events::subjects::events_of_type(
                     DeployEvent::AGGREGATE_TYPE,
-                )),
+                )],
             )
             .await?;
-        // Requested and not finished, in the order they were asked for.
-        let mut pending: Vec<(String, Pending)> = Vec::new();
         let mut started: HashSet<String> = HashSet::new();
         let mut busy: HashMap<String, String> = HashMap::new(); // app -> run id under way
         let mut tasks: JoinSet<(String, String)> = JoinSet::new();
@@ -215,21 +214,23 @@ impl Deployer {
                     }
                 }
                 message = log.next() => {
-                    let message = message
-                        .ok_or_else(|| anyhow::anyhow!("the deploy run reader ended"))??;
-                    match message.decode_commit() {
-                        Ok(commit) => {
-                            for envelope in &commit {
-                                fold(&mut pending, envelope);
+                    let message = message?;
+                    if let Some(message) = &message {
+                        match message.decode_commit() {
+                            Ok(commit) => {
+                                for envelope in &commit {
+                                    fold(&mut pending, envelope);
+                                }
+                            }
+                            Err(err) => {
+                                tracing::warn!(stream_seq = %message.stream_seq, error = %err, "undecodable commit skipped");
                             }
                         }
-                        Err(err) => {
-                            tracing::warn!(stream_seq = %message.stream_seq, error = %err, "undecodable commit skipped");
-                        }
                     }
-                    if message.pending.unwrap_or(0) > 0 {
+                    if !log.settled(message.as_ref()) {
                         continue; // caught up first: a backlog's finished runs are never started
                     }
+                    log.save(&pending).await;
                 }
             }
             // A task that panicked leaves its app marked busy until the run is folded away.

@@ -17,8 +17,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::Bus;
 use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
-use bus::{Bus, ReadFrom, StreamName};
 use chrono::{DateTime, Utc};
 use cqrs_es::{AggregateError, EventStore};
 use domain::container::{CommandStatus, ContainerCommand, ContainerCommandCommand};
@@ -27,7 +27,6 @@ use events::container::{
     SECRETS_QUESTION, SecretsQuestion,
 };
 use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use service::Context;
 use tokio_util::sync::CancellationToken;
@@ -97,6 +96,7 @@ pub fn start(ctx: &Context, config: Config) {
 }
 
 /// A request not started yet.
+#[derive(Serialize, Deserialize)]
 struct Pending {
     requested: CommandRequested,
     correlation_id: CorrelationId,
@@ -111,48 +111,50 @@ struct Router {
 
 impl Router {
     async fn run(&self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut log = self
+        // The requests nobody started, from the fold's checkpoint on; what was sent is this
+        // process's own (sent again after a restart: the agent takes a command once).
+        let (mut pending, mut log) = self
             .bus
-            .read(
-                StreamName::Events,
-                ReadFrom::Start,
-                Some(events::subjects::events_of_type(
+            .open_fold::<HashMap<String, Pending>>(
+                "container-commands",
+                1,
+                vec![events::subjects::events_of_type(
                     ContainerCommandEvent::AGGREGATE_TYPE,
-                )),
+                )],
             )
             .await?;
-        let mut pending: HashMap<String, Pending> = HashMap::new();
         let mut sent: HashSet<String> = HashSet::new();
-        let mut caught_up = false;
         let mut tick = tokio::time::interval(self.check);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 message = log.next() => {
-                    let message = message
-                        .ok_or_else(|| anyhow::anyhow!("the container command reader ended"))??;
-                    match message.decode_commit() {
-                        Ok(commit) => {
-                            for envelope in &commit {
-                                fold(&mut pending, &mut sent, envelope);
+                    let message = message?;
+                    if let Some(message) = &message {
+                        match message.decode_commit() {
+                            Ok(commit) => {
+                                for envelope in &commit {
+                                    fold(&mut pending, &mut sent, envelope);
+                                }
                             }
-                        }
-                        Err(err) => {
-                            tracing::warn!(stream_seq = %message.stream_seq, error = %err, "undecodable commit skipped");
+                            Err(err) => {
+                                tracing::warn!(stream_seq = %message.stream_seq, error = %err, "undecodable commit skipped");
+                            }
                         }
                     }
                     // Sent once caught up: a backlog's finished requests are never sent.
-                    if message.pending.unwrap_or(0) == 0 {
-                        caught_up = true;
+                    if log.settled(message.as_ref()) {
                         self.send(&pending, &mut sent).await;
+                        log.save(&pending).await;
                     }
                 }
                 _ = tick.tick() => {
                     // A send that failed (NATS away) is tried again; nothing waits for a new
                     // request to come along first.
-                    if caught_up {
+                    if log.caught_up() {
                         self.send(&pending, &mut sent).await;
+                        log.save(&pending).await;
                     }
                     self.expire(&pending, Utc::now()).await;
                 }

@@ -20,15 +20,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bus::Bus;
 use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
-use bus::{Bus, ReadFrom, StreamName};
 use cqrs_es::{AggregateError, EventStore};
 use domain::host::{Host, HostCommand, HostExec, HostExecCommand};
 use events::host::{
     ExecFailure, ExecRequested, HOST_KIND, HostError, HostExecEvent, HostSample, OutputStream,
 };
 use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use service::Context;
 use tokio::task::JoinSet;
@@ -131,6 +130,7 @@ struct Hosts {
 }
 
 /// A request seen in the log and not finished.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct Open {
     requested: ExecRequested,
     started: bool,
@@ -140,17 +140,17 @@ struct Open {
 
 impl Hosts {
     async fn execute_requests(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut log = self
+        // The requests not finished, from the fold's checkpoint on.
+        let (mut open, mut log) = self
             .bus
-            .read(
-                StreamName::Events,
-                ReadFrom::Start,
-                Some(events::subjects::events_of_type(
+            .open_fold::<HashMap<String, Open>>(
+                "host-execs",
+                1,
+                vec![events::subjects::events_of_type(
                     HostExecEvent::AGGREGATE_TYPE,
-                )),
+                )],
             )
             .await?;
-        let mut open: HashMap<String, Open> = HashMap::new();
         let mut taken: HashSet<String> = HashSet::new();
         let mut caught_up = false;
         let mut running = JoinSet::new();
@@ -159,14 +159,16 @@ impl Hosts {
                 () = cancel.cancelled() => return Ok(()),
                 Some(_) = running.join_next(), if !running.is_empty() => {}
                 message = log.next() => {
-                    let message = message
-                        .ok_or_else(|| anyhow::anyhow!("the host_exec reader ended"))??;
-                    for envelope in message.decode_commit().unwrap_or_default() {
-                        fold(&mut open, &envelope);
+                    let message = message?;
+                    if let Some(message) = &message {
+                        for envelope in message.decode_commit().unwrap_or_default() {
+                            fold(&mut open, &envelope);
+                        }
                     }
-                    if message.pending.unwrap_or(0) != 0 {
+                    if !log.settled(message.as_ref()) {
                         continue;
                     }
+                    log.save(&open).await;
                     if !caught_up {
                         caught_up = true;
                         // Started before this reader began: cut off by a restart.

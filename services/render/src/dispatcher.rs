@@ -25,7 +25,7 @@ use events::render::{
     WorkerHeartbeat,
 };
 use events::telemetry::Heartbeat;
-use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId, StreamSeq};
+use events::{Actor, CorrelationId, DomainEvent, EventEnvelope, EventId};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -139,7 +139,7 @@ struct NodeView {
 
 /// The fold's checkpoint (`fold.render-dispatcher`): the jobs it still tracks, the places
 /// still held, whether the queue is paused.
-#[derive(Serialize, Deserialize)]
+#[derive(Default, Serialize, Deserialize)]
 struct Saved {
     jobs: HashMap<String, JobView>,
     admitted: Vec<String>,
@@ -149,9 +149,6 @@ struct Saved {
 const FOLD: &str = "render-dispatcher";
 /// Bump when [`Saved`]'s shape changes: an older checkpoint is then ignored.
 const FOLD_FORMAT: u32 = 1;
-/// A checkpoint is saved once this many events (or `checkpoint_every`) have passed since the
-/// last.
-const SAVE_EVERY_EVENTS: u64 = 1000;
 
 #[derive(Default)]
 struct State {
@@ -353,36 +350,19 @@ impl Dispatcher {
         let started = Instant::now();
         // From the last checkpoint, when there is one; and only the render jobs' and the
         // queue's events: a restart reads what it folds since then, not the whole log.
-        let (mut state, from, mut saved_at) =
-            match self.bus.load_fold::<Saved>(FOLD, FOLD_FORMAT).await {
-                Some((at, saved)) => {
-                    tracing::info!(
-                        at = at.0,
-                        jobs = saved.jobs.len(),
-                        "the dispatcher starts from its checkpoint"
-                    );
-                    (
-                        State::from_saved(saved),
-                        ReadFrom::Seq(StreamSeq(at.0 + 1)),
-                        at.0,
-                    )
-                }
-                None => (State::default(), ReadFrom::Start, 0),
-            };
-        let mut position = saved_at;
-        let mut last_save = Instant::now();
-        let head = self.bus.last_seq(StreamName::Events).await?;
-        let mut log = self
+        let (saved, log) = self
             .bus
-            .read_subjects(
-                StreamName::Events,
-                from,
+            .open_fold::<Saved>(
+                FOLD,
+                FOLD_FORMAT,
                 vec![
                     events::subjects::events_of_type(RenderJobEvent::AGGREGATE_TYPE),
                     events::subjects::events_of_type(RenderQueueEvent::AGGREGATE_TYPE),
                 ],
             )
             .await?;
+        let mut log = log.save_every(self.config.checkpoint_every);
+        let mut state = State::from_saved(saved);
         let mut telemetry = self
             .bus
             .read(
@@ -391,7 +371,6 @@ impl Dispatcher {
                 Some(events::subjects::TELEMETRY_ALL.to_owned()),
             )
             .await?;
-        let mut caught_up = head.0 <= position || log.backlog() == 0;
         let mut republished = false;
         let mut tick = tokio::time::interval(self.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -399,10 +378,8 @@ impl Dispatcher {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 message = log.next() => {
-                    let message = message.ok_or_else(|| anyhow::anyhow!("event log reader ended"))??;
-                    let aggregate = events::subjects::parse(&message.subject)
-                        .and_then(|subject| subject.aggregate_type());
-                    if aggregate.is_some_and(|t| t == RenderJobEvent::AGGREGATE_TYPE || t == RenderQueueEvent::AGGREGATE_TYPE) {
+                    let message = message?;
+                    if let Some(message) = &message {
                         match message.decode_commit() {
                             Ok(commit) => {
                                 for envelope in &commit {
@@ -412,12 +389,8 @@ impl Dispatcher {
                             Err(err) => tracing::warn!(stream_seq = %message.stream_seq, error = %err, "undecodable commit skipped"),
                         }
                     }
-                    position = position.max(message.stream_seq.0);
-                    if message.stream_seq >= head || message.pending == Some(0) {
-                        caught_up = true;
-                    }
                     // Place as soon as a change arrives, but not once per message of a backlog.
-                    if !caught_up || message.pending.unwrap_or(0) > 0 {
+                    if !log.settled(message.as_ref()) {
                         continue;
                     }
                 }
@@ -428,7 +401,7 @@ impl Dispatcher {
                 }
                 _ = tick.tick() => {}
             }
-            if !caught_up {
+            if !log.caught_up() {
                 continue;
             }
             if !republished {
@@ -442,21 +415,8 @@ impl Dispatcher {
             }
             self.release_admissions(&mut state).await;
             self.place(&mut state).await;
-            if position > saved_at
-                && (position - saved_at >= SAVE_EVERY_EVENTS
-                    || last_save.elapsed() >= self.config.checkpoint_every)
-            {
-                match self
-                    .bus
-                    .save_fold(FOLD, FOLD_FORMAT, StreamSeq(position), &state.saved())
-                    .await
-                {
-                    Ok(()) => saved_at = position,
-                    Err(err) => {
-                        tracing::debug!(error = %err, "the dispatcher's checkpoint was not saved")
-                    }
-                }
-                last_save = Instant::now();
+            if log.due() {
+                log.save(&state.saved()).await;
             }
         }
     }

@@ -21,15 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artifacts::ArtifactStore;
+use bus::Bus;
 use bus::store::{CommandMeta, Commands, JetStreamStore, commands, execute};
-use bus::{Bus, ReadFrom, StreamName};
 use cqrs_es::EventStore;
 use domain::render::{RenderCommand, RenderJob, RenderQueue};
 use domain::video::{ProjectCommand, ProjectStatus, VideoProject};
 use events::render::{RenderMode, RenderStatus, Trigger};
 use events::video::{TimedText, VideoProjectEvent, Visuals};
 use events::{Actor, CorrelationId, DomainEvent, EventId};
-use futures::StreamExt;
 use media::tts::Tts;
 use service::Context;
 use tokio_util::sync::CancellationToken;
@@ -97,7 +96,7 @@ struct Worker {
 }
 
 /// A project as the fold knows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Known {
     correlation_id: CorrelationId,
     event_id: EventId,
@@ -105,6 +104,7 @@ struct Known {
     /// It has begun (its script is recorded): it goes on first after a restart.
     begun: bool,
     cancel_requested: bool,
+    /// It ended: it stays known until its place in the queue is given back.
     done: bool,
 }
 
@@ -118,17 +118,18 @@ enum Step {
 
 impl Worker {
     async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut log = self
+        // The projects not ended or whose place is not given back yet, from the fold's
+        // checkpoint on.
+        let (mut projects, mut log) = self
             .bus
-            .read(
-                StreamName::Events,
-                ReadFrom::Start,
-                Some(events::subjects::events_of_type(
+            .open_fold::<BTreeMap<String, Known>>(
+                "video-worker",
+                1,
+                vec![events::subjects::events_of_type(
                     VideoProjectEvent::AGGREGATE_TYPE,
-                )),
+                )],
             )
             .await?;
-        let mut projects: BTreeMap<String, Known> = BTreeMap::new();
         // Those being carried out now (at most `max_running`).
         let mut taken: HashSet<String> = HashSet::new();
         // Each running project's own token: its cancellation stops its waits at once.
@@ -148,8 +149,9 @@ impl Worker {
                     }
                 }
                 message = log.next() => {
-                    let message = message.ok_or_else(|| anyhow::anyhow!("the video_project reader ended"))??;
-                    for envelope in message.decode_commit().unwrap_or_default() {
+                    let message = message?;
+                    let commit = message.as_ref().map(|m| m.decode_commit().unwrap_or_default());
+                    for envelope in commit.unwrap_or_default() {
                         let Ok(event) = envelope.decode::<VideoProjectEvent>() else { continue };
                         let known = projects.entry(envelope.aggregate_id.clone()).or_insert(Known {
                             correlation_id: envelope.correlation_id,
@@ -176,36 +178,42 @@ impl Worker {
                             _ => {}
                         }
                     }
-                    if message.pending.unwrap_or(0) > 0 {
+                    if !log.settled(message.as_ref()) {
                         continue; // caught up first
                     }
                 }
             }
-            // Ended: their places in the queue given back (again after a restart: no change).
+            // Ended: their places in the queue given back (again after a restart: no change);
+            // known until that is done, so a checkpoint never forgets one.
             let ended: Vec<(String, Known)> = projects
                 .iter()
                 .filter(|(_, k)| k.done)
                 .map(|(id, k)| (id.clone(), k.clone()))
                 .collect();
             for (id, known) in ended {
-                projects.remove(&id);
-                if let Err(err) =
-                    sagas::video::release(&self.video_queue, &id, self.meta(&known)).await
-                {
-                    tracing::warn!(project = id, error = %err, "a video project's place was not given back; it is retried at the next start");
+                match sagas::video::release(&self.video_queue, &id, self.meta(&known)).await {
+                    Ok(()) => {
+                        projects.remove(&id);
+                    }
+                    Err(err) => {
+                        tracing::warn!(project = id, error = %err, "a video project's place was not given back; it is tried again");
+                    }
                 }
             }
+            log.save(&projects).await;
             // A waiting project cancelled ends now, without waiting for a place to run.
             let cancelled: Vec<String> = projects
                 .iter()
-                .filter(|(id, known)| known.cancel_requested && !taken.contains(*id))
+                .filter(|(id, known)| known.cancel_requested && !known.done && !taken.contains(*id))
                 .map(|(id, _)| id.clone())
                 .collect();
             // Those begun before a restart first, then the highest priority, then the oldest.
             let free = self.config.max_running.saturating_sub(taken.len());
             let waiting: Vec<(String, i32)> = projects
                 .iter()
-                .filter(|(id, known)| !taken.contains(*id) && !known.cancel_requested)
+                .filter(|(id, known)| {
+                    !taken.contains(*id) && !known.cancel_requested && !known.done
+                })
                 .map(|(id, known)| {
                     (
                         id.clone(),

@@ -8,14 +8,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bus::Bus;
 use bus::store::{CommandMeta, Commands, JetStreamStore, execute};
-use bus::{Bus, ReadFrom, StreamName};
 use chrono::{DateTime, Utc};
 use cqrs_es::EventStore;
 use domain::schedule::{Schedule, ScheduleCommand, ScheduleState, SkipReason};
 use events::video::{ProjectRequested, ScheduleDefined, ScheduleEvent};
 use events::{Actor, DomainEvent};
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 /// The longest the scheduler sleeps without looking again (a clock that jumped, a schedule
@@ -30,7 +29,7 @@ struct Known {
 }
 
 /// The fold's checkpoint: each schedule's definition and since when.
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Saved {
     schedules: BTreeMap<String, (ScheduleDefined, DateTime<Utc>)>,
 }
@@ -38,9 +37,8 @@ struct Saved {
 const FOLD: &str = "video-scheduler";
 /// Bump when [`Saved`]'s shape changes: an older checkpoint is then ignored.
 const FOLD_FORMAT: u32 = 1;
-/// A checkpoint is saved, once caught up, when this long or this many events have passed.
+/// A checkpoint is saved, once caught up, when this long (or 1,000 events) has passed.
 const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-const SAVE_EVERY_EVENTS: u64 = 1000;
 
 impl Known {
     fn new(defined: ScheduleDefined, since: DateTime<Utc>) -> Result<Known, String> {
@@ -65,83 +63,65 @@ pub(crate) struct Scheduler {
 
 impl Scheduler {
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut known: BTreeMap<String, Known> = BTreeMap::new();
-        let (from, mut saved_at) = match self.bus.load_fold::<Saved>(FOLD, FOLD_FORMAT).await {
-            Some((at, saved)) => {
-                for (name, (defined, since)) in saved.schedules {
-                    match Known::new(defined, since) {
-                        Ok(schedule) => {
-                            known.insert(name, schedule);
-                        }
-                        Err(err) => {
-                            tracing::warn!(schedule = name, error = %err, "a checkpointed schedule cannot be read")
-                        }
-                    }
-                }
-                (ReadFrom::Seq(events::StreamSeq(at.0 + 1)), at.0)
-            }
-            None => (ReadFrom::Start, 0),
-        };
-        let mut log = self
+        let (saved, mut log) = self
             .bus
-            .read(
-                StreamName::Events,
-                from,
-                Some(events::subjects::events_of_type(
+            .open_fold::<Saved>(
+                FOLD,
+                FOLD_FORMAT,
+                vec![events::subjects::events_of_type(
                     ScheduleEvent::AGGREGATE_TYPE,
-                )),
+                )],
             )
             .await?;
-        let mut caught_up = log.backlog() == 0;
-        let mut position = saved_at;
-        let mut last_save = std::time::Instant::now();
+        let mut known: BTreeMap<String, Known> = BTreeMap::new();
+        for (name, (defined, since)) in saved.schedules {
+            match Known::new(defined, since) {
+                Ok(schedule) => {
+                    known.insert(name, schedule);
+                }
+                Err(err) => {
+                    tracing::warn!(schedule = name, error = %err, "a checkpointed schedule cannot be read")
+                }
+            }
+        }
+        // Caught up and no message waiting: the schedules are as the log has them.
+        let mut settled = false;
         loop {
-            if caught_up
-                && position > saved_at
-                && (position - saved_at >= SAVE_EVERY_EVENTS || last_save.elapsed() >= SAVE_EVERY)
-            {
+            if log.due() {
                 let saved = Saved {
                     schedules: known
                         .iter()
                         .map(|(name, k)| (name.clone(), (k.defined.clone(), k.since)))
                         .collect(),
                 };
-                match self
-                    .bus
-                    .save_fold(FOLD, FOLD_FORMAT, events::StreamSeq(position), &saved)
-                    .await
-                {
-                    Ok(()) => saved_at = position,
-                    Err(err) => {
-                        tracing::debug!(error = %err, "the scheduler's checkpoint was not saved")
-                    }
-                }
-                last_save = std::time::Instant::now();
+                log.save(&saved).await;
             }
-            let wake = if caught_up {
+            let wake = if settled {
                 self.tick(&known).await
             } else {
                 None
             };
             let sleep = wake
                 .and_then(|at| (at - Utc::now()).to_std().ok())
-                .unwrap_or(if caught_up {
+                .unwrap_or(if settled {
                     MAX_SLEEP
                 } else {
                     std::time::Duration::ZERO
                 })
                 .min(MAX_SLEEP);
             // A checkpoint is due: wake to save it, however far the next firing is.
-            let sleep = if position > saved_at {
+            let sleep = if log.unsaved() {
                 sleep.min(SAVE_EVERY)
             } else {
                 sleep
             };
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
-                () = tokio::time::sleep(sleep), if caught_up => {}
+                () = tokio::time::sleep(sleep), if settled => {}
                 message = log.next() => {
-                    let message = message.ok_or_else(|| anyhow::anyhow!("the video_schedule reader ended"))??;
+                    let message = message?;
+                    settled = log.settled(message.as_ref());
+                    let Some(message) = message else { continue };
                     for envelope in message.decode_commit().unwrap_or_default() {
                         match envelope.decode::<ScheduleEvent>() {
                             Ok(ScheduleEvent::Defined(defined)) => match Known::new(defined, envelope.occurred_at) {
@@ -156,8 +136,6 @@ impl Scheduler {
                             _ => {}
                         }
                     }
-                    position = position.max(message.stream_seq.0);
-                    caught_up = message.pending.unwrap_or(0) == 0;
                 }
             }
         }
