@@ -506,7 +506,7 @@ async fn main() -> Result<()> {
                 "us",
                 Some(("p15_restart_empty_log", first)),
                 "<= 2 of the restart with an empty log (healthy, and a new render job placed)",
-                json!({ "events": events, "what": "nebula up killed and started again, every projection caught up before; timed to /health and a submitted render job assigned" }),
+                json!({ "events": events, "grown_with": "render job lifecycles (copies of one the stack ran): the dispatcher's own history", "what": "nebula up killed and started again, every projection caught up and the dispatcher's checkpoint at the head before; timed to /health and a submitted render job assigned" }),
             );
         }
     }

@@ -573,7 +573,9 @@ async fn a_job_on_a_lost_node_is_requeued_and_completes_exactly_once(pool: PgPoo
 
 /// A node whose worker is alive (it heartbeats) but never takes its work: the job is not left
 /// waiting on a work message until WORK's week drops it: after `assign_timeout` it goes back to
-/// the queue, recorded with the reason, and a working node runs it.
+/// the queue, recorded with the reason — placed on that node again while it is the only one —
+/// and once a working node is there, the job goes to it, though the stuck node still heartbeats
+/// with more free memory.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_job_a_live_node_never_takes_is_requeued_saying_so(pool: PgPool) {
     let nats = NatsServer::start_with_nodes(&["gpu-b"]);
@@ -591,10 +593,10 @@ async fn a_job_a_live_node_never_takes_is_requeued_saying_so(pool: PgPool) {
             let beat = events::render::WorkerHeartbeat {
                 node_id: "gpu-stuck".into(),
                 backend: "simulated".into(),
-                slots: 1,
+                slots: 2,
                 running: 0,
-                vram_free_mib: Some(24_000),
-                vram_total_mib: Some(24_576),
+                vram_free_mib: Some(1_000_000),
+                vram_total_mib: Some(1_000_000),
                 ready: true,
             };
             let subject =
@@ -613,12 +615,15 @@ async fn a_job_a_live_node_never_takes_is_requeued_saying_so(pool: PgPool) {
     let id = submit_ok(&client, &base, txt2img("stuck", 4, 0, 2)).await;
     let assigned = wait_status(&client, &base, &id, "assigned").await;
     assert_eq!(assigned["node_id"], "gpu-stuck");
-    wait_until("the untaken job requeued", DEFAULT_WAIT, || async {
-        let log = render_log(&running.bus).await;
-        (of_type(&log, &id, "render.job_queued").len() >= 2).then_some(())
-    })
+    wait_until(
+        "the untaken job requeued and placed on the only node again",
+        DEFAULT_WAIT,
+        || async {
+            let log = render_log(&running.bus).await;
+            (of_type(&log, &id, "render.job_assigned").len() >= 2).then_some(())
+        },
+    )
     .await;
-    heartbeats.abort();
     let log = render_log(&running.bus).await;
     let RenderJobEvent::Queued(requeue) = of_type(&log, &id, "render.job_queued")[1]
         .decode::<RenderJobEvent>()
@@ -634,12 +639,23 @@ async fn a_job_a_live_node_never_takes_is_requeued_saying_so(pool: PgPool) {
         "{}",
         requeue.reason
     );
-    // A node that works takes it (once the stuck one is silent, it is no longer chosen).
+    // A node that works takes it, the stuck one alive and roomier beside it.
     let worker_b = simulated_worker(&config, &nats, "gpu-b").await;
     let done = wait_status(&client, &base, &id, "completed").await;
     assert_eq!(done["node_id"], "gpu-b");
+    assert!(
+        !heartbeats.is_finished(),
+        "the stuck node heartbeats throughout"
+    );
+    heartbeats.abort();
     let log = render_log(&running.bus).await;
     assert_eq!(of_type(&log, &id, "render.job_completed").len(), 1);
+    let nodes: Vec<String> = of_type(&log, &id, "render.job_assigned")
+        .iter()
+        .map(|e| e.data["node_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(nodes[..2], ["gpu-stuck", "gpu-stuck"], "{nodes:?}");
+    assert_eq!(nodes.last().map(String::as_str), Some("gpu-b"), "{nodes:?}");
     worker_b.shutdown().await;
     running.shutdown().await;
 }

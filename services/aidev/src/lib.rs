@@ -684,7 +684,10 @@ mod tests {
         fold(&mut jobs, &envelope("open", 1, &requested()));
         fold(&mut jobs, &envelope("open", 2, &proposed()));
         let open = &jobs["open"].state.proposed;
-        assert!(!open.as_ref().unwrap().diff.is_empty(), "still to be decided");
+        assert!(
+            !open.as_ref().unwrap().diff.is_empty(),
+            "still to be decided"
+        );
 
         fold(&mut jobs, &envelope("failed", 1, &requested()));
         let failed = AiDevEvent::Failed {
@@ -692,7 +695,10 @@ mod tests {
             error: "gone".to_owned(),
         };
         fold(&mut jobs, &envelope("failed", 2, &failed));
-        fold(&mut jobs, &envelope("failed", 3, &AiDevEvent::RollbackRequested {}));
+        fold(
+            &mut jobs,
+            &envelope("failed", 3, &AiDevEvent::RollbackRequested {}),
+        );
         assert!(!jobs.contains_key("failed"));
         assert_eq!(jobs.len(), 2);
     }

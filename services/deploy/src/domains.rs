@@ -2,20 +2,19 @@
 //! the app's first node at the app's port, or to its upstream) and, when it has one, its DNS
 //! record at Cloudflare — and each attempt is recorded on the domain (`domain.route_applied |
 //! route_failed`, `domain.dns_applied | dns_failed`). The domains are a fold of their events,
-//! rebuilt at every start; every `reconcile_secs` the routes are looked for in Caddy and put
+//! read at a start from its checkpoint (`fold.domains`); every `reconcile_secs` the routes are looked for in Caddy and put
 //! back when missing (a Caddy restarted without its config).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bus::Bus;
 use bus::store::{CommandMeta, Commands, JetStreamStore, execute};
-use bus::{Bus, ReadFrom, StreamName};
 use cqrs_es::EventStore;
 use domain::web::{WebDomain, WebDomainCommand};
 use events::web::{CertificateSeen, DomainAdded, DomainTarget, WebDomainEvent, route_id};
 use events::{Actor, DomainEvent};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -99,7 +98,34 @@ pub(crate) struct Domains {
     pub(crate) tls_address: Option<String>,
 }
 
+/// Folds one of a domain's events into what is known of it.
+fn fold(entry: &mut Known, event: WebDomainEvent) {
+    match event {
+        WebDomainEvent::Added(added) => {
+            entry.wanted = Some(added);
+            entry.dirty = true;
+        }
+        WebDomainEvent::Removed {} => {
+            entry.wanted = None;
+            entry.dirty = true;
+        }
+        WebDomainEvent::RouteApplied { .. } => {
+            entry.applied = entry.wanted.clone();
+            entry.dirty = false;
+            entry.failed = None;
+        }
+        WebDomainEvent::RouteFailed { error } => {
+            entry.applied = entry.wanted.clone();
+            entry.dirty = false;
+            entry.failed = Some(error);
+        }
+        WebDomainEvent::CertificateSeen(seen) => entry.certificate = Some(seen),
+        _ => {}
+    }
+}
+
 /// One domain as the fold knows it: what is asked, and whether that was tried since.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Known {
     wanted: Option<DomainAdded>,
     /// The last one applied (what a removal or a change must undo).
@@ -145,17 +171,20 @@ impl Domains {
     }
 
     pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) -> anyhow::Result<()> {
-        let mut log = self
+        // `folded` is the domains as their events have them, what the checkpoint keeps;
+        // `known` starts as it and is changed by applying them too (a removal is recorded by
+        // nobody), so a restart does what a reading of the whole log would.
+        let (mut folded, mut log) = self
             .bus
-            .read(
-                StreamName::Events,
-                ReadFrom::Start,
-                Some(events::subjects::events_of_type(
+            .open_fold::<BTreeMap<String, Known>>(
+                "domains",
+                1,
+                vec![events::subjects::events_of_type(
                     WebDomainEvent::AGGREGATE_TYPE,
-                )),
+                )],
             )
             .await?;
-        let mut known: BTreeMap<String, Known> = BTreeMap::new();
+        let mut known = folded.clone();
         let mut caught_up = false;
         let mut tick = tokio::time::interval(self.reconcile);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -163,30 +192,19 @@ impl Domains {
             tokio::select! {
                 () = cancel.cancelled() => return Ok(()),
                 message = log.next() => {
-                    let message = message.ok_or_else(|| anyhow::anyhow!("the domain reader ended"))??;
-                    for envelope in message.decode_commit().unwrap_or_default() {
-                        let Ok(event) = envelope.decode::<WebDomainEvent>() else { continue };
-                        let entry = known.entry(envelope.aggregate_id.clone()).or_insert(Known { wanted: None, applied: None, dirty: false, failed: None, certificate: None });
-                        match event {
-                            WebDomainEvent::Added(added) => { entry.wanted = Some(added); entry.dirty = true; }
-                            WebDomainEvent::Removed {} => { entry.wanted = None; entry.dirty = true; }
-                            WebDomainEvent::RouteApplied { .. } => {
-                                entry.applied = entry.wanted.clone();
-                                entry.dirty = false;
-                                entry.failed = None;
+                    let message = message?;
+                    if let Some(message) = &message {
+                        for envelope in message.decode_commit().unwrap_or_default() {
+                            let Ok(event) = envelope.decode::<WebDomainEvent>() else { continue };
+                            for domains in [&mut folded, &mut known] {
+                                fold(domains.entry(envelope.aggregate_id.clone()).or_default(), event.clone());
                             }
-                            WebDomainEvent::RouteFailed { error } => {
-                                entry.applied = entry.wanted.clone();
-                                entry.dirty = false;
-                                entry.failed = Some(error);
-                            }
-                            WebDomainEvent::CertificateSeen(seen) => entry.certificate = Some(seen),
-                            _ => {}
                         }
                     }
-                    if message.pending.unwrap_or(0) > 0 {
+                    if !log.settled(message.as_ref()) {
                         continue;
                     }
+                    log.save(&folded).await;
                     caught_up = true;
                 }
                 _ = tick.tick() => {

@@ -1,6 +1,6 @@
 //! The dispatcher: places queued render jobs on GPU nodes.
 //!
-//! Its state is a fold of the log (render job and queue events from the start of EVENTS) plus
+//! Its state is a fold of the log (render job and queue events, from its checkpoint on) plus
 //! live telemetry (worker and agent heartbeats), so a restarted dispatcher knows exactly what
 //! it knew. Decisions are commands on the aggregates: an assignment that raced with a cancel
 //! or another dispatcher is refused by the job's own subject, never applied twice.
@@ -11,7 +11,9 @@
 //! been silent for `node_timeout` is lost: its jobs go back to the queue as a new attempt. A job
 //! a live node has not started within `assign_timeout` goes back too (its work message was not
 //! taken: a stuck worker), so no job waits on a work message until WORK's `max_age` drops it
-//! unrecorded.
+//! unrecorded. A job back in the queue before its node started it goes to another live node
+//! when there is one: the node that did not take it is chosen again only when it is the only
+//! one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -120,6 +122,10 @@ struct JobView {
     #[serde(skip)]
     assigned_at: Option<Instant>,
     attempt: u32,
+    /// The node it was last assigned to and that did not start it before it went back to the
+    /// queue (a stuck worker, or one lost before it began).
+    #[serde(default)]
+    untaken_on: Option<String>,
     mode: RenderMode,
     params: RenderParams,
     trigger: Trigger,
@@ -133,6 +139,7 @@ struct NodeView {
     slots: u32,
     ready: bool,
     vram_free_mib: Option<u64>,
+    vram_total_mib: Option<u64>,
     /// From the node agent's heartbeat: the freest GPU's free memory.
     agent_vram_free_mib: Option<u64>,
 }
@@ -201,6 +208,7 @@ impl State {
                             node_id: None,
                             assigned_at: None,
                             attempt: 0,
+                            untaken_on: None,
                             mode: requested.mode,
                             params: requested.params.clone(),
                             trigger: requested.trigger.clone(),
@@ -216,6 +224,9 @@ impl State {
                 match event {
                     RenderJobEvent::Requested(_) => {}
                     RenderJobEvent::Queued(queued) => {
+                        if job.status == RenderStatus::Assigned {
+                            job.untaken_on.clone_from(&job.node_id);
+                        }
                         job.status = RenderStatus::Queued;
                         job.priority = queued.priority;
                         job.node_id = None;
@@ -274,11 +285,23 @@ impl State {
 
     /// The node `job` should go to: alive and ready, below its job limit, with free VRAM (as
     /// both its worker and its agent report it, less what assigned jobs will take) that fits;
-    /// among those, the one with most free slots, then most free VRAM.
+    /// among those, the one with most free slots, then most free VRAM. The node that did not
+    /// take the job last time is left out while another live one could ever hold it (busy or
+    /// not: the job waits for it).
     fn choose_node(&self, job: &JobView, max_per_node: u32, timeout: Duration) -> Option<String> {
+        let alive = |node: &NodeView| node.ready && node.seen.elapsed() <= timeout;
+        let avoid = job.untaken_on.as_deref().filter(|untaken| {
+            self.nodes.iter().any(|(id, node)| {
+                id != untaken
+                    && alive(node)
+                    && node
+                        .vram_total_mib
+                        .is_none_or(|total| total >= job.vram_mib)
+            })
+        });
         let mut best: Option<(String, u32, u64)> = None;
         for (node_id, node) in &self.nodes {
-            if !node.ready || node.seen.elapsed() > timeout {
+            if !alive(node) || avoid == Some(node_id.as_str()) {
                 continue;
             }
             let (running, pending_vram) = self.load(node_id);
@@ -505,6 +528,9 @@ impl Dispatcher {
             {
                 Ok(()) => {
                     if let Some(view) = state.jobs.get_mut(&id) {
+                        if view.status == RenderStatus::Assigned {
+                            view.untaken_on = view.node_id.take();
+                        }
                         view.status = RenderStatus::Queued;
                         view.node_id = None;
                     }
@@ -619,6 +645,7 @@ fn observe_telemetry(state: &mut State, subject: &str, payload: &[u8]) {
                 slots: beat.slots,
                 ready: beat.ready,
                 vram_free_mib: beat.vram_free_mib,
+                vram_total_mib: beat.vram_total_mib,
                 agent_vram_free_mib: agent,
             },
         );
@@ -650,6 +677,7 @@ mod tests {
             node_id: None,
             assigned_at: None,
             attempt: 0,
+            untaken_on: None,
             mode: RenderMode::Txt2img,
             params: RenderParams::default(),
             trigger: Trigger {
@@ -731,5 +759,88 @@ mod tests {
             Some("a")
         );
         assert_eq!(state.choose_node(&job(8_000), 2, timeout), None);
+    }
+
+    /// A job back in the queue before its node started it goes elsewhere while another live
+    /// node exists — even a busy one, which it waits for — and to that node again only when it
+    /// is the only one; the fold learns which node that was from the log alone.
+    #[test]
+    fn a_job_its_node_did_not_take_goes_to_another_node() {
+        let mut state = State::default();
+        let timeout = Duration::from_secs(15);
+        let beat = |state: &mut State, node: &str, free: u64| {
+            observe_telemetry(
+                state,
+                &events::subjects::telemetry(node, WorkerHeartbeat::KIND),
+                &worker(node, free),
+            );
+        };
+        beat(&mut state, "stuck", 20_000);
+        let event = |seq: u64, event: RenderJobEvent| {
+            EventEnvelope::new(
+                "j",
+                seq,
+                &event,
+                CorrelationId::new(),
+                None,
+                Actor::system(),
+            )
+        };
+        let mut requested = job(1_000);
+        requested.status = RenderStatus::Queued;
+        state.jobs.insert("j".into(), requested);
+        state.apply_event(
+            &event(
+                2,
+                RenderJobEvent::Assigned(events::render::RenderAssigned {
+                    node_id: "stuck".into(),
+                    attempt: 1,
+                }),
+            ),
+            2,
+        );
+        state.apply_event(
+            &event(
+                3,
+                RenderJobEvent::Queued(events::render::RenderQueued {
+                    priority: 0,
+                    reason: "not started".into(),
+                }),
+            ),
+            3,
+        );
+        let requeued = state.jobs["j"].clone();
+        assert_eq!(requeued.untaken_on.as_deref(), Some("stuck"));
+        assert_eq!(
+            state.choose_node(&requeued, 2, timeout).as_deref(),
+            Some("stuck"),
+            "the only node"
+        );
+        beat(&mut state, "other", 4_000);
+        assert_eq!(
+            state.choose_node(&requeued, 2, timeout).as_deref(),
+            Some("other"),
+            "less free memory, but it may take it"
+        );
+        for i in 0..2 {
+            let mut running = job(1);
+            running.status = RenderStatus::Running;
+            running.node_id = Some("other".into());
+            state.jobs.insert(format!("r{i}"), running);
+        }
+        assert_eq!(state.choose_node(&requeued, 2, timeout), None, "it waits");
+        let mut large = requeued.clone();
+        large.vram_mib = 30_000;
+        beat(&mut state, "stuck", 40_000);
+        assert_eq!(
+            state.choose_node(&large, 2, timeout).as_deref(),
+            Some("stuck"),
+            "no other node could ever hold it"
+        );
+        assert_eq!(
+            state.choose_node(&job(1_000), 2, timeout).as_deref(),
+            Some("stuck"),
+            "another job may go there"
+        );
     }
 }
