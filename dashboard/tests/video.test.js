@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { actions, buildSchedule, normalizePersonas, normalizeProject, normalizeProjects, normalizeSchedules, queueOrder, seedWords, steps, touchesVideo } from '../js/state/video.js';
+import { MAX_MUSIC_BYTES, actions, audioContentType, buildSchedule, normalizePersonas, normalizeProject, normalizeProjects, normalizeSchedules, queueOrder, seedWords, steps, touchesVideo } from '../js/state/video.js';
 
 const whole = {
   project_id: 'p1', status: 'running', priority: 2, script: 'One.\n\nTwo.',
@@ -70,4 +70,20 @@ test('a schedule form becomes its body, or says what is missing', () => {
   assert.match(buildSchedule({ name: 'Bad Name', cron: 'x', title: 't', lines: 'a' }).error, /name/);
   assert.match(buildSchedule({ name: 'd', cron: '', title: 't', lines: 'a' }).error, /cron/);
   assert.match(buildSchedule({ name: 'd', cron: '* * * * *', title: 't', source: 'topics', lines: ' ' }).error, /topic/);
+});
+
+test('a music file is known by its type, else by its name', () => {
+  assert.equal(audioContentType('audio/mpeg', 'a.mp3'), 'audio/mpeg');
+  assert.equal(audioContentType('', 'Tide.WAV'), 'audio/wav');
+  assert.equal(audioContentType('application/octet-stream', 'x.opus'), 'audio/ogg');
+  assert.equal(audioContentType('', 'song.m4a'), 'audio/mp4');
+  assert.equal(audioContentType('image/png', 'cover.png'), null);
+  assert.equal(audioContentType(undefined, undefined), null);
+  assert.equal(MAX_MUSIC_BYTES, 64 * 1024 * 1024);
+});
+
+test('a project shows the music it was asked for', () => {
+  const sha = 'a'.repeat(64);
+  assert.equal(normalizeProject({ project_id: 'p', requested: { title: 't', music: sha } }).music, sha);
+  assert.equal(normalizeProject({ project_id: 'p', requested: { title: 't' } }).music, null);
 });

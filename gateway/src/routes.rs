@@ -198,6 +198,13 @@ fn table() -> Vec<Entry> {
         entry(
             Operator,
             post.clone(),
+            "/api/video/music",
+            video::upload_music,
+        )
+        .body_limit(video::MAX_MUSIC_BYTES),
+        entry(
+            Operator,
+            post.clone(),
             "/api/video/projects/{id}/cancel",
             video::cancel_project,
         ),

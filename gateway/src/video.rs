@@ -2,9 +2,10 @@
 //! embeddings, seed policy) and voice — listed and read by viewers, put and removed by
 //! operators.
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::{Extension, Json};
 use cqrs_es::AggregateError;
 use domain::video::PersonaError;
@@ -148,7 +149,7 @@ pub(crate) struct ProjectBody {
     visuals: events::video::Visuals,
     #[serde(default)]
     target_secs: Option<u32>,
-    /// Background music: an artifact's SHA-256 (uploaded like any studio input).
+    /// Background music: an artifact's SHA-256 (uploaded to `POST /api/video/music`).
     #[serde(default)]
     music: Option<String>,
     #[serde(default)]
@@ -191,7 +192,7 @@ pub(crate) async fn create_project(
             .is_none_or(|path| !path.exists())
     {
         return Err(ApiError::BadRequest(format!(
-            "music {sha:?} is not in the artifact store"
+            "music {sha:?} is not in the artifact store; upload it to /api/video/music first"
         )));
     }
     let requested = events::video::ProjectRequested {
@@ -399,4 +400,79 @@ pub(crate) async fn remove_schedule(
         .await
         .map_err(schedule_error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Largest music file accepted by `POST /api/video/music`.
+pub(crate) const MAX_MUSIC_BYTES: usize = 64 * 1024 * 1024;
+
+/// The audio container `bytes` begin with, of those the assembly's FFmpeg reads: MP3 (an ID3
+/// tag or a frame), WAV, Ogg (Vorbis, Opus), FLAC, or MP4 audio (M4A).
+fn audio_container(bytes: &[u8]) -> Option<&'static str> {
+    if bytes.starts_with(b"ID3") || (bytes.len() > 1 && bytes[0] == 0xff && bytes[1] & 0xe0 == 0xe0)
+    {
+        Some("mp3")
+    } else if bytes.starts_with(b"RIFF") && bytes.get(8..12) == Some(b"WAVE") {
+        Some("wav")
+    } else if bytes.starts_with(b"OggS") {
+        Some("ogg")
+    } else if bytes.starts_with(b"fLaC") {
+        Some("flac")
+    } else if bytes.get(4..8) == Some(b"ftyp") {
+        Some("m4a")
+    } else {
+        None
+    }
+}
+
+/// `POST /api/video/music` with an `audio/*` body (MP3, WAV, Ogg, FLAC or M4A) → 201 `{sha256,
+/// bytes, container}` (operator): a project's background music, into the artifact store.
+pub(crate) async fn upload_music(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type.starts_with("audio/") {
+        return Err(ApiError::Rejected {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!("expected an audio/* body, not {content_type:?}"),
+        });
+    }
+    let Some(container) = audio_container(&bytes) else {
+        return Err(ApiError::BadRequest(
+            "the body is not MP3, WAV, Ogg, FLAC or M4A audio".into(),
+        ));
+    };
+    let (sha256, _) = state
+        .artifacts
+        .put(&bytes)
+        .await
+        .map_err(|err| ApiError::Internal(err.into()))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "sha256": sha256, "bytes": bytes.len(), "container": container })),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::audio_container;
+
+    #[test]
+    fn audio_is_known_by_its_first_bytes() {
+        let mut wav = b"RIFF\x24\0\0\0WAVEfmt ".to_vec();
+        wav.extend([0; 16]);
+        assert_eq!(audio_container(&wav), Some("wav"));
+        assert_eq!(audio_container(b"ID3\x04\0"), Some("mp3"));
+        assert_eq!(audio_container(&[0xff, 0xfb, 0x90, 0x64]), Some("mp3"));
+        assert_eq!(audio_container(b"OggS\0\x02"), Some("ogg"));
+        assert_eq!(audio_container(b"fLaC\0\0\0\x22"), Some("flac"));
+        assert_eq!(audio_container(b"\0\0\0\x20ftypM4A "), Some("m4a"));
+        assert_eq!(audio_container(b"\x89PNG\r\n\x1a\n"), None);
+        assert_eq!(audio_container(b"RIFF\0\0\0\0AVI "), None);
+        assert_eq!(audio_container(b""), None);
+    }
 }

@@ -6,7 +6,8 @@
 import { api } from '../api.js';
 import { acquireArtifact, releaseArtifact } from '../artifacts.js';
 import { button, closest, h, showError } from '../dom.js';
-import { actions, buildSchedule, normalizePersonas, normalizeProject, normalizeProjects, normalizeSchedules, queueOrder, steps, touchesVideo } from '../state/video.js';
+import { fmtBytes } from '../state/format.js';
+import { MAX_MUSIC_BYTES, actions, audioContentType, buildSchedule, normalizePersonas, normalizeProject, normalizeProjects, normalizeSchedules, queueOrder, steps, touchesVideo } from '../state/video.js';
 
 const DESTINATIONS = ['twitch', 'youtube', 'kick'];
 
@@ -31,6 +32,7 @@ const html = `
     <label>scenes <select name="visuals"><option value="stills">stills, slowly moving</option><option value="clips">clips (AnimateDiff)</option></select></label>
     <label>priority <input name="priority" type="number" step="1" value="0" class="video-priority-input"></label>
     <span class="small">announce on ${announce('post')}</span>
+    <label>music (optional) <input name="music" type="file" accept="audio/*,.mp3,.wav,.ogg,.opus,.flac,.m4a"></label>
     <label class="video-script">script (a paragraph a scene) <textarea name="script" rows="5" maxlength="32768" required placeholder="Nova wakes in a neon city.&#10;&#10;She walks past glowing signs."></textarea></label>
     <button class="btn btn-small btn-primary" type="submit" data-needs="operator">Make the video</button>
     <span id="video-form-message" class="small"></span>
@@ -107,6 +109,7 @@ function mount(ctx) {
   let project = null;
   // The artifacts the detail shows (blob URLs), released when it changes.
   let held = [];
+  const uploads = new WeakMap(); // File -> sha256 (a chosen music file is uploaded once)
 
   function release() {
     held.forEach(releaseArtifact);
@@ -181,6 +184,18 @@ function mount(ctx) {
     if (project.post) {
       const said = project.posted ? 'announced on ' + project.post.destinations.join(', ') + ' (post ' + project.posted.slice(0, 8) + ')' : 'to be announced on ' + project.post.destinations.join(', ');
       detail.appendChild(h('div', 'small muted video-post', said));
+    }
+    if (project.music) {
+      const row = h('div', 'small muted video-music', 'music ' + project.music.slice(0, 12) + ' ');
+      row.appendChild(media(project.music, (url) => {
+        const player = document.createElement('audio');
+        player.className = 'video-music-player';
+        player.controls = true;
+        player.preload = 'none';
+        player.src = url;
+        return player;
+      }));
+      detail.appendChild(row);
     }
     if (project.video) {
       detail.appendChild(media(project.video, (url) => {
@@ -315,19 +330,46 @@ function mount(ctx) {
     loadProject();
   }
 
+  /** Uploads a music file once (the same file again is not sent twice): its sha256. */
+  async function uploadMusic(file) {
+    const known = uploads.get(file);
+    if (known) return { sha: known };
+    const type = audioContentType(file.type, file.name);
+    if (!type) return { error: 'music: ' + (file.name || 'the file') + ' is not an audio file' };
+    if (file.size > MAX_MUSIC_BYTES) return { error: 'music: ' + fmtBytes(file.size) + ' is larger than ' + fmtBytes(MAX_MUSIC_BYTES) };
+    formMessage.textContent = 'uploading the music\u2026';
+    const res = await api('/api/video/music', { method: 'POST', body: file, contentType: type });
+    if (!res.ok) return { error: 'music refused: ' + res.message };
+    const sha = res.data && typeof res.data.sha256 === 'string' ? res.data.sha256 : null;
+    if (!sha) return { error: 'music: the server answered without a sha256' };
+    uploads.set(file, sha);
+    return { sha: sha };
+  }
+
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const body = { title: form.title.value.trim(), script: form.script.value, format: form.format.value, visuals: form.visuals.value, priority: Number(form.priority.value) || 0 };
     if (personaSelect.value) body.persona = personaSelect.value;
     const destinations = DESTINATIONS.filter((d) => form['post-' + d].checked);
     if (destinations.length) body.post = { text: 'New video: {title}', destinations: destinations };
-    formMessage.textContent = 'asking\u2026';
     formMessage.className = 'small';
+    const file = form.music.files && form.music.files[0];
+    if (file) {
+      const music = await uploadMusic(file);
+      if (music.error) {
+        formMessage.textContent = music.error;
+        formMessage.className = 'small bad';
+        return;
+      }
+      body.music = music.sha;
+    }
+    formMessage.textContent = 'asking\u2026';
     const res = await api('/api/video/projects', { method: 'POST', json: body });
     formMessage.textContent = res.ok ? 'project ' + res.data.project_id.slice(0, 8) + ' queued' : 'refused: ' + res.message;
     formMessage.className = 'small ' + (res.ok ? 'ok' : 'bad');
     if (res.ok) {
       form.script.value = '';
+      form.music.value = '';
       chosen = res.data.project_id;
       ctx.setParams({ project: chosen });
     }

@@ -36,11 +36,24 @@ export function normalizeProject(p) {
     scenes: scenes,
     video: str(d.video),
     thumbnail: str(d.thumbnail),
+    music: str(requested.music),
     cancelRequested: !!d.cancel_requested,
     failure: failure,
     post: isObj(requested.post) ? { text: str(requested.post.text) || '', destinations: (Array.isArray(requested.post.destinations) ? requested.post.destinations : []).map(str).filter(Boolean) } : null,
     posted: str(d.posted),
   };
+}
+
+/** Largest music file `POST /api/video/music` takes. */
+export const MAX_MUSIC_BYTES = 64 * 1024 * 1024;
+
+const AUDIO_EXTENSIONS = { mp3: 'audio/mpeg', wav: 'audio/wav', ogg: 'audio/ogg', oga: 'audio/ogg', opus: 'audio/ogg', flac: 'audio/flac', m4a: 'audio/mp4', aac: 'audio/mp4' };
+
+/** The content type `POST /api/video/music` wants for a file, or null if it is not audio. */
+export function audioContentType(type, name) {
+  if (typeof type === 'string' && type.startsWith('audio/')) return type;
+  const m = /\.([a-z0-9]+)$/.exec(typeof name === 'string' ? name.toLowerCase() : '');
+  return m && AUDIO_EXTENSIONS[m[1]] ? AUDIO_EXTENSIONS[m[1]] : null;
 }
 
 /** The schedules answer → `{ name, cron, zone, title, source, persona, format, visuals, next, fired, last, lastProject, enabled, post }` each. */

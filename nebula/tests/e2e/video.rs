@@ -376,12 +376,36 @@ async fn a_three_scene_project_becomes_a_narrated_video_with_its_thumbnail(pool:
     running.shutdown().await;
 }
 
-/// The Video room in Chromium: a persona saved, a video asked for from its form, its pipeline
+/// The Video room in Chromium: a persona saved, a video asked for from its form with a music
+/// file (uploaded to `POST /api/video/music`, which refuses what is not audio), its pipeline
 /// followed live to the end, the MP4 played in the page and the thumbnail shown.
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
     let (_nats, _state, config) = simulated_gpu(&pool);
     let (running, base) = start(&config, STUDIO).await;
+    let upload = |content_type: &'static str, body: &'static [u8], token: String| {
+        let url = format!("{base}/api/video/music");
+        async move {
+            let response = common::http()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", content_type)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    };
+    let png: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR";
+    let (status, said) = upload("image/png", png, common::TOKEN.into()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{said}");
+    let (status, said) = upload("audio/wav", png, common::TOKEN.into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{said}");
+    assert!(said.contains("not MP3, WAV, Ogg, FLAC or M4A"), "{said}");
+    let viewer = common::create_token(&base, "watcher", "viewer").await;
+    let (status, said) = upload("audio/wav", b"RIFF\0\0\0\0WAVE", viewer).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{said}");
 
     let browser = testkit::webdriver::Browser::start().await;
     crate::dashboard_access::sign_in(
@@ -438,6 +462,23 @@ async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
         listed.contains("next:") && listed.matches("·").count() >= 2,
         "{listed}"
     );
+    // Music chosen in the form: a second of a 440 Hz tone as a WAV file.
+    browser
+        .eval(
+            "const rate = 8000, n = rate, data = new DataView(new ArrayBuffer(44 + n * 2));
+             const text = (at, s) => [...s].forEach((c, i) => data.setUint8(at + i, c.charCodeAt(0)));
+             text(0, 'RIFF'); data.setUint32(4, 36 + n * 2, true); text(8, 'WAVEfmt ');
+             data.setUint32(16, 16, true); data.setUint16(20, 1, true); data.setUint16(22, 1, true);
+             data.setUint32(24, rate, true); data.setUint32(28, rate * 2, true);
+             data.setUint16(32, 2, true); data.setUint16(34, 16, true);
+             text(36, 'data'); data.setUint32(40, n * 2, true);
+             for (let i = 0; i < n; i++) data.setInt16(44 + i * 2, Math.round(8000 * Math.sin(2 * Math.PI * 440 * i / rate)), true);
+             const files = new DataTransfer();
+             files.items.add(new File([data.buffer], 'tone.wav', { type: 'audio/wav' }));
+             document.querySelector('#video-form').music.files = files.files;
+             return true;",
+        )
+        .await;
     browser
         .eval(
             "const f = document.querySelector('#video-form');
@@ -475,6 +516,35 @@ async fn a_video_is_made_and_played_from_the_dashboard(pool: PgPool) {
         "{played}"
     );
     assert!(played["duration"].as_f64().unwrap() > 1.0, "{played}");
+    // The music went with it: uploaded from the form, asked for, and shown with a player.
+    let music = browser
+        .eval("const m = document.querySelector('#video-project .video-music'); return m ? { text: m.textContent, player: !!m.querySelector('audio.video-music-player') } : null;")
+        .await;
+    assert_eq!(music["player"], true, "{music}");
+    let (status, listed) = common::call(
+        Method::GET,
+        format!("{base}/api/video/projects"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let id = listed["projects"][0]["project_id"]
+        .as_str()
+        .unwrap_or_default();
+    let (_, project) = common::call(
+        Method::GET,
+        format!("{base}/api/video/projects/{id}"),
+        common::TOKEN,
+        &Value::Null,
+    )
+    .await;
+    let sha = project["requested"]["music"].as_str().unwrap_or_default();
+    assert_eq!(sha.len(), 64, "{project}");
+    assert!(
+        music["text"].as_str().unwrap().contains(&sha[..12]),
+        "{music}"
+    );
     // Its scenes are clips, shown moving beside the script.
     let clips = browser
         .eval(
