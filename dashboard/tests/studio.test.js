@@ -217,3 +217,20 @@ test('a running job its backend has not begun is shown waiting on its node', () 
   assert.equal(shownStatus({ status: 'queued' }), 'queued');
   assert.equal(shownStatus(null), 'unknown');
 });
+
+test('a deleted job leaves the gallery: REST is asked until it no longer lists it', () => {
+  const studio = createStudioState();
+  studio.queue = { jobs: [], queued: 0, cap: 100 };
+  studio.gallery = [{ job_id: 'j', status: 'completed' }];
+  studio.failures = [];
+  const r = applyStudioEvent(studio, ev('render.job_deleted', 'j', { outputs: ['ab'], reason: 'deleted by admin' }), 20);
+  assert.equal(r.relevant, true);
+  assert.deepEqual(r.needs, { queue: false, gallery: true, failures: true });
+  assert.equal(studioLag(studio).gallery, true, 'still listed');
+  pruneLive(studio, false);
+  assert.equal(studio.live.has('j'), true, 'kept until REST agrees');
+  studio.gallery = [];
+  assert.equal(studioLag(studio).gallery, false);
+  pruneLive(studio, false);
+  assert.equal(studio.live.has('j'), false);
+});

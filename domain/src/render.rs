@@ -16,9 +16,9 @@ use cqrs_es::event_sink::EventSink;
 pub use events::render::QUEUE_ID;
 use events::render::{
     Artifact, ComfyEvent, ComfyState, ComfyStateChanged, Provenance, RenderAssigned,
-    RenderCancelled, RenderCompleted, RenderFailed, RenderJobEvent, RenderMode, RenderParams,
-    RenderPriorityChanged, RenderProgressed, RenderQueued, RenderRequested, RenderShareRevoked,
-    RenderShared, RenderStarted, RenderStatus, Trigger,
+    RenderCancelled, RenderCompleted, RenderDeleted, RenderFailed, RenderJobEvent, RenderMode,
+    RenderParams, RenderPriorityChanged, RenderProgressed, RenderQueued, RenderRequested,
+    RenderShareRevoked, RenderShared, RenderStarted, RenderStatus, Trigger,
 };
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +86,10 @@ pub enum RenderCommand {
     RevokeShare {
         sha256: String,
     },
+    /// Takes a finished job out of the read models, its outputs and share links with it.
+    Delete {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -136,11 +140,16 @@ pub struct RenderJob {
     pub outputs: Vec<String>,
     /// The share token of each shared output, by SHA-256.
     pub shares: BTreeMap<String, String>,
+    /// Deleted: nothing more can be done to it (it is as if it did not exist).
+    #[serde(default)]
+    pub deleted: bool,
 }
 
 impl RenderJob {
     fn status(&self) -> Result<RenderStatus, RenderError> {
-        self.status.ok_or(RenderError::NotFound)
+        self.status
+            .filter(|_| !self.deleted)
+            .ok_or(RenderError::NotFound)
     }
 
     fn require(&self, allowed: &[RenderStatus], action: &'static str) -> Result<(), RenderError> {
@@ -193,7 +202,8 @@ pub fn job_node_may(
         | RenderCommand::Requeue { .. }
         | RenderCommand::Cancel { .. }
         | RenderCommand::Share { .. }
-        | RenderCommand::RevokeShare { .. } => {
+        | RenderCommand::RevokeShare { .. }
+        | RenderCommand::Delete { .. } => {
             return Err(format!("a node may not {} a job", command.verb()));
         }
     };
@@ -222,6 +232,7 @@ impl RenderCommand {
             RenderCommand::Cancel { .. } => "cancel",
             RenderCommand::Share { .. } => "share the outputs of",
             RenderCommand::RevokeShare { .. } => "revoke a share of",
+            RenderCommand::Delete { .. } => "delete",
         }
     }
 }
@@ -392,7 +403,22 @@ impl Aggregate for RenderJob {
                 }
                 vec![RenderJobEvent::Shared(RenderShared { sha256, token })]
             }
+            RenderCommand::Delete { reason } => {
+                self.require(
+                    &[
+                        RenderStatus::Completed,
+                        RenderStatus::Failed,
+                        RenderStatus::Cancelled,
+                    ],
+                    "be deleted (only a finished job can)",
+                )?;
+                vec![RenderJobEvent::Deleted(RenderDeleted {
+                    outputs: self.outputs.clone(),
+                    reason,
+                })]
+            }
             RenderCommand::RevokeShare { sha256 } => {
+                self.status()?;
                 let token = self
                     .shares
                     .get(&sha256)
@@ -447,6 +473,11 @@ impl Aggregate for RenderJob {
             }
             RenderJobEvent::Failed(_) => RenderStatus::Failed,
             RenderJobEvent::Cancelled(_) => RenderStatus::Cancelled,
+            RenderJobEvent::Deleted(_) => {
+                self.deleted = true;
+                self.shares.clear();
+                return;
+            }
         };
         self.status = Some(status);
     }
@@ -714,6 +745,49 @@ mod tests {
             })),
         ]);
         given
+    }
+
+    /// Only a finished job is deleted, naming its outputs; then nothing more can be done to it,
+    /// as if it did not exist.
+    #[test]
+    fn a_finished_job_is_deleted_with_its_outputs_and_then_is_gone() {
+        let output = "ab".repeat(32);
+        let delete = || RenderCommand::Delete {
+            reason: "deleted by admin".into(),
+        };
+        let deleted = Event(RenderJobEvent::Deleted(RenderDeleted {
+            outputs: vec![output.clone()],
+            reason: "deleted by admin".into(),
+        }));
+        TestFramework::<RenderJob>::with(())
+            .given(completed_with(&output))
+            .when(delete())
+            .then_expect_events(vec![deleted.clone()]);
+        TestFramework::<RenderJob>::with(())
+            .given(submitted())
+            .when(delete())
+            .then_expect_error(RenderError::InvalidTransition(
+                "queued".into(),
+                "be deleted (only a finished job can)".into(),
+            ));
+        let mut gone = completed_with(&output);
+        gone.push(deleted);
+        for command in [
+            delete(),
+            RenderCommand::Share {
+                sha256: output.clone(),
+                token: "0f".repeat(16),
+            },
+            RenderCommand::RevokeShare {
+                sha256: output.clone(),
+            },
+            RenderCommand::ChangePriority { priority: 1 },
+        ] {
+            TestFramework::<RenderJob>::with(())
+                .given(gone.clone())
+                .when(command)
+                .then_expect_error(RenderError::NotFound);
+        }
     }
 
     #[test]

@@ -440,6 +440,16 @@ pub struct RenderShareRevoked {
     pub token: String,
 }
 
+/// A finished job taken out of the read models (the log keeps its history): its outputs are
+/// no longer held by it, so an artifact sweep collects them once nothing else refers to them,
+/// and its share links close with it. Nothing more can be done to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenderDeleted {
+    /// The SHA-256 of each output it had.
+    pub outputs: Vec<String>,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum RenderJobEvent {
@@ -465,6 +475,8 @@ pub enum RenderJobEvent {
     Shared(RenderShared),
     #[serde(rename = "render.job_share_revoked")]
     ShareRevoked(RenderShareRevoked),
+    #[serde(rename = "render.job_deleted")]
+    Deleted(RenderDeleted),
 }
 
 impl DomainEvent for RenderJobEvent {
@@ -482,6 +494,7 @@ impl DomainEvent for RenderJobEvent {
         "render.job_cancelled",
         "render.job_shared",
         "render.job_share_revoked",
+        "render.job_deleted",
     ];
 
     fn event_type(&self) -> &'static str {
@@ -497,6 +510,7 @@ impl DomainEvent for RenderJobEvent {
             RenderJobEvent::Cancelled(_) => "render.job_cancelled",
             RenderJobEvent::Shared(_) => "render.job_shared",
             RenderJobEvent::ShareRevoked(_) => "render.job_share_revoked",
+            RenderJobEvent::Deleted(_) => "render.job_deleted",
         }
     }
 }

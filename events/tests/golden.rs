@@ -25,7 +25,7 @@ use events::post::{Destination, PostDelivered, PostEvent, PostFailed, PostReques
 use events::render::{
     Artifact, ComfyEvent, ComfyState, ComfyStateChanged, ImageRef, Lora, Provenance, QUEUE_ID,
     QueueAdmitted, QueuePaused, QueueReleased, RenderAssigned, RenderCancelled, RenderCompleted,
-    RenderFailed, RenderJobEvent, RenderMode, RenderParams, RenderPriorityChanged,
+    RenderDeleted, RenderFailed, RenderJobEvent, RenderMode, RenderParams, RenderPriorityChanged,
     RenderProgressed, RenderQueueEvent, RenderQueued, RenderRequested, RenderShareRevoked,
     RenderShared, RenderStarted, Trigger,
 };
@@ -255,6 +255,15 @@ fn render_events() {
         RenderJobEvent::ShareRevoked(RenderShareRevoked {
             sha256: shared.sha256,
             token: shared.token,
+        }),
+    );
+    golden(
+        &id,
+        RenderJobEvent::Deleted(RenderDeleted {
+            outputs: vec![
+                "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+            ],
+            reason: "deleted by admin".to_owned(),
         }),
     );
     golden(

@@ -257,6 +257,27 @@ pub(crate) async fn cancel(
     .await
 }
 
+/// `DELETE /api/render/jobs/{id} {"reason"?}`: a finished job taken out of the read models —
+/// the gallery, the job list, its share links — so its outputs are collected by the next
+/// artifact sweep once nothing else refers to them (`render.job_deleted` names them).
+pub(crate) async fn delete_job(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    payload: Result<Json<Reason>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let reason = optional_body(payload)?
+        .reason
+        .unwrap_or_else(|| format!("deleted by {}", principal.name));
+    job_command(
+        &state,
+        &id,
+        RenderCommand::Delete { reason },
+        principal.meta(),
+    )
+    .await
+}
+
 /// `POST /api/render/jobs/{id}/priority {"priority"}`: reorders a queued job.
 pub(crate) async fn priority(
     State(state): State<AppState>,

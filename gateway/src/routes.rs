@@ -253,6 +253,12 @@ fn table() -> Vec<Entry> {
         ),
         entry(
             Operator,
+            delete.clone(),
+            "/api/render/jobs/{id}",
+            render::delete_job,
+        ),
+        entry(
+            Operator,
             post.clone(),
             "/api/render/jobs/{id}/priority",
             render::priority,

@@ -186,6 +186,20 @@ async fn apply_job(
         )))
         .bind(revoked.token)
         .bind(id),
+        RenderJobEvent::Deleted(_) => {
+            // Out of the read models: its row, and its share links with it.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {} WHERE job_id = $1",
+                target.table("render_shares")
+            )))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE job_id = $1"
+            )))
+            .bind(id)
+        }
         RenderJobEvent::Cancelled(cancelled) => sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE {table} SET status = $2, error = $3, finished_at = $4, updated_at = $4, \
              last_stream_seq = $5 WHERE job_id = $1"

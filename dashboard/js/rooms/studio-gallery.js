@@ -1,11 +1,12 @@
 // The Studio's gallery: finished images (fetched with the token) with their provenance, a
 // "reuse" that loads the parameters into the form, a "share" that makes (or revokes) a public
-// link to one image, and a "post" that announces it on the streams.
+// link to one image, a "post" that announces it on the streams, and a "delete" (asked twice)
+// that takes the job out of the gallery, its file left for the next storage sweep.
 
 import { api } from '../api.js';
 import { acquireArtifact, releaseArtifact } from '../artifacts.js';
 import { byIds, closest, emptyNote, h, hc, reconcile, showError } from '../dom.js';
-import { studio } from '../render-feed.js';
+import { refreshRender, studio } from '../render-feed.js';
 import { fmtBytes, fmtClock, isObj, num, shortId, str, tailId, text, truncate } from '../state/format.js';
 import { isSimulated, shareOf } from '../state/studio.js';
 import { simBadge } from '../widgets.js';
@@ -78,15 +79,22 @@ export function mountGallery(actions) {
       share.dataset.needs = 'operator'; // posting needs the operator role
     }
     const more = artifacts.length > 1 ? h('span', 'small muted', '+' + (artifacts.length - 1) + ' more') : null;
+    const remove = h('button', 'btn btn-small btn-danger tile-delete', '\u{1F5D1} delete');
+    remove.type = 'button';
+    remove.title = 'take this job out of the gallery (its files go at the next storage sweep, unless something else uses them)';
+    remove.dataset.action = 'delete';
+    remove.dataset.needs = 'operator';
+    const removeError = h('div', 'studio-error tile-delete-error');
     const link = art && str(art.sha256) ? shareControls() : null;
     fig.appendChild(
       hc('figcaption', 'tile-caption', [
         head,
         p,
         provenance(job, art),
-        hc('div', 'tile-actions', [reuse, download, link ? link.button : null, share, more]),
+        hc('div', 'tile-actions', [reuse, download, link ? link.button : null, share, remove, more]),
         link ? link.row : null,
         link ? link.error : null,
+        removeError,
       ]),
     );
 
@@ -204,6 +212,27 @@ export function mountGallery(actions) {
     }
   }
 
+  // Asked twice: the first click turns the button into "confirm delete".
+  async function deleteAction(tile, button) {
+    const error = tile.el.querySelector('.tile-delete-error');
+    if (!tile.confirmDelete) {
+      tile.confirmDelete = true;
+      button.textContent = 'confirm delete';
+      return;
+    }
+    button.disabled = true;
+    const res = await api('/api/render/jobs/' + encodeURIComponent(tile.job.job_id), { method: 'DELETE' });
+    if (!res.ok) {
+      tile.confirmDelete = false;
+      button.disabled = false;
+      button.textContent = '\u{1F5D1} delete';
+      showError(error, 'not deleted: ' + res.message);
+      return;
+    }
+    tile.el.classList.add('tile-deleted');
+    refreshRender({ gallery: true });
+  }
+
   function render() {
     const list = Array.isArray(studio.gallery) ? studio.gallery.filter((j) => isObj(j) && str(j.job_id)) : [];
     emptyNote(el.gallery, list.length ? null : studio.gallery ? 'nothing rendered yet \u2014 your images land here' : 'loading\u2026');
@@ -226,6 +255,7 @@ export function mountGallery(actions) {
     if (!tile) return;
     if (b.dataset.action === 'reuse') actions.reuse(tile.job);
     else if (b.dataset.action === 'post-artifact') actions.post(b.dataset.sha256);
+    else if (b.dataset.action === 'delete') deleteAction(tile, b);
     else if (tile.link && ['share', 'copy-link', 'unshare'].indexOf(b.dataset.action) !== -1) shareAction(tile, b.dataset.action);
   });
 

@@ -22,7 +22,7 @@ const MAX_SEED = Number.MAX_SAFE_INTEGER;
 const I32_MIN = -2147483648;
 const I32_MAX = 2147483647;
 export const MAX_INPUT_BYTES = 16 * 1024 * 1024;
-const TERMINAL = ['completed', 'failed', 'cancelled'];
+const TERMINAL = ['completed', 'failed', 'cancelled', 'deleted'];
 const STATUS_RANK = { queued: 0, assigned: 1, running: 2, completed: 3, failed: 3, cancelled: 3 };
 const MAX_LIVE_JOBS = 500;
 
@@ -278,6 +278,12 @@ export function applyStudioEvent(studio, env, seq) {
       case 'render.job_cancelled':
         entry.status = 'cancelled';
         break;
+      case 'render.job_deleted':
+        entry.status = 'deleted';
+        result.needs.queue = false;
+        result.needs.gallery = true;
+        result.needs.failures = true;
+        break;
       case 'render.job_shared':
       case 'render.job_share_revoked':
         // The job's place in the queue is unchanged; its gallery tile shows the link.
@@ -359,6 +365,8 @@ export function studioLag(studio) {
     }
     if (entry.status === 'completed' && inGallery && !inGallery.has(id)) lag.gallery = true;
     if (entry.status === 'failed' && inFailures && !inFailures.has(id)) lag.failures = true;
+    if (entry.status === 'deleted' && inGallery && inGallery.has(id)) lag.gallery = true;
+    if (entry.status === 'deleted' && inFailures && inFailures.has(id)) lag.failures = true;
   }
   if (studio.pausedLive && studio.queue && !!studio.queue.paused !== studio.pausedLive.paused) lag.queue = true;
   return lag;
@@ -383,6 +391,7 @@ export function pruneLive(studio, giveUp) {
       if (inQueue.has(id)) continue;
       if (entry.status === 'completed' && !inGallery.has(id)) continue;
       if (entry.status === 'failed' && !inFailures.has(id)) continue;
+      if (entry.status === 'deleted' && (inGallery.has(id) || inFailures.has(id))) continue;
     }
     studio.live.delete(id);
   }

@@ -285,3 +285,145 @@ async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: Pg
     let _ = std::fs::write(std::env::temp_dir().join("nebula-storage.png"), &png);
     running.shutdown().await;
 }
+
+/// A finished render job deleted from the Studio's gallery (asked twice) leaves the read
+/// models — its job, its share link — with `render.job_deleted` naming its output, and the next
+/// sweep collects that output; a job not finished, a viewer and a job already gone are refused.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_deleted_render_job_leaves_its_output_to_the_next_sweep(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let config = common::config(&nats, &pool, state.path());
+    let running = nebula::start(&config, common::RENDERING_STUDIO)
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let store = artifacts::ArtifactStore::open(&config.artifacts_dir).unwrap();
+    let (job, output) = common::render_one(&base).await;
+    let (status, shared) = call(
+        Method::POST,
+        format!("{base}/api/render/jobs/{job}/shares"),
+        TOKEN,
+        &json!({"sha256": output}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{shared}");
+    let token = shared["token"].as_str().unwrap().to_owned();
+
+    let job_url = format!("{base}/api/render/jobs/{job}");
+    let viewer = common::create_token(&base, "grafana", "viewer").await;
+    let (status, _) = call(Method::DELETE, job_url.clone(), &viewer, &json!({})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(
+        Method::POST,
+        format!("{base}/api/render/queue/pause"),
+        TOKEN,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, waiting) = call(
+        Method::POST,
+        format!("{base}/api/render/jobs"),
+        TOKEN,
+        &json!({"mode": "txt2img", "params": {"prompt": "later", "steps": 2, "width": 64, "height": 64}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{waiting}");
+    let waiting = waiting["job_id"].as_str().unwrap();
+    let (status, refused) = call(
+        Method::DELETE,
+        format!("{base}/api/render/jobs/{waiting}"),
+        TOKEN,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("only a finished job")),
+        "{refused}"
+    );
+
+    // Deleted from the gallery: the first click asks, the second deletes.
+    let browser = testkit::webdriver::Browser::start().await;
+    crate::dashboard_access::sign_in(&browser, &format!("{base}/#token={TOKEN}"), "admin · admin")
+        .await;
+    crate::dashboard::open_room(&browser, "studio").await;
+    let button = format!(
+        "document.querySelector('#studio-gallery figure[data-job-id=\"{job}\"] button[data-action=delete]')"
+    );
+    testkit::wait_until("the job's tile", testkit::DEFAULT_WAIT, || async {
+        let found = browser.eval(&format!("return !!{button};")).await;
+        (found == Value::Bool(true)).then_some(())
+    })
+    .await;
+    let asked = browser
+        .eval(&format!(
+            "const b = {button}; b.click(); return b.textContent;"
+        ))
+        .await;
+    assert_eq!(asked, "confirm delete");
+    assert_eq!(
+        call(Method::GET, job_url.clone(), TOKEN, &Value::Null)
+            .await
+            .0,
+        StatusCode::OK,
+        "one click deletes nothing"
+    );
+    browser
+        .eval(&format!("{button}.click(); return null;"))
+        .await;
+    testkit::wait_until("the tile gone", testkit::DEFAULT_WAIT, || async {
+        let gone = browser
+            .eval(&format!(
+                "return !document.querySelector('#studio-gallery figure[data-job-id=\"{job}\"]');"
+            ))
+            .await;
+        (gone == Value::Bool(true)).then_some(())
+    })
+    .await;
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-studio-deleted.png"), &png);
+
+    let (status, _) = call(Method::GET, job_url.clone(), TOKEN, &Value::Null).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(Method::DELETE, job_url.clone(), TOKEN, &json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "deleted once");
+    let shared = common::http()
+        .get(format!("{base}/share/{token}.png"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shared.status(), StatusCode::NOT_FOUND, "its link closed");
+    let recorded = common::envelopes(&running.bus, "render_job", &job).await;
+    let deleted = recorded.last().unwrap();
+    assert_eq!(deleted.event_type, "render.job_deleted");
+    assert_eq!(deleted.data["outputs"], json!([output]));
+    assert_eq!(deleted.actor, events::Actor::User("admin".into()));
+
+    // The next sweep collects its output.
+    age(&store, &output, 40);
+    let url = format!("{base}/api/artifacts/sweeps");
+    let (status, plan) = call(Method::POST, url.clone(), TOKEN, &json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    let named: Vec<&str> = plan["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sha256"].as_str().unwrap())
+        .collect();
+    assert!(named.contains(&output.as_str()), "{plan}");
+    let id = plan["id"].as_str().unwrap();
+    let (status, swept) = call(
+        Method::POST,
+        format!("{url}/{id}/collect"),
+        TOKEN,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{swept}");
+    assert!(!store.content_path(&output).unwrap().exists());
+    running.shutdown().await;
+}

@@ -244,7 +244,9 @@ impl State {
                     RenderJobEvent::Completed(_) => job.status = RenderStatus::Completed,
                     RenderJobEvent::Failed(_) => job.status = RenderStatus::Failed,
                     RenderJobEvent::Cancelled(_) => job.status = RenderStatus::Cancelled,
-                    RenderJobEvent::Shared(_) | RenderJobEvent::ShareRevoked(_) => {}
+                    RenderJobEvent::Shared(_)
+                    | RenderJobEvent::ShareRevoked(_)
+                    | RenderJobEvent::Deleted(_) => {}
                 }
             }
             t if t == RenderQueueEvent::AGGREGATE_TYPE => {
