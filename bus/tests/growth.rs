@@ -65,6 +65,20 @@ async fn a_full_event_log_refuses_writes_keeps_what_it_holds_and_recovers_when_r
     );
 }
 
+/// A render job event of `job` (a reader of render jobs reads it).
+fn queued(job: &str) -> EventEnvelope {
+    EventEnvelope::new(
+        job,
+        1,
+        &events::render::RenderJobEvent::PriorityChanged(events::render::RenderPriorityChanged {
+            priority: 1,
+        }),
+        CorrelationId::new(),
+        None,
+        Actor::system(),
+    )
+}
+
 /// A reader of a few aggregate types reads only those, says how many wait when it opens, and
 /// marks the last of them (`pending == 0`): how a fold knows it has caught up without reading
 /// the rest of the log.
@@ -72,18 +86,6 @@ async fn a_full_event_log_refuses_writes_keeps_what_it_holds_and_recovers_when_r
 async fn a_reader_of_some_aggregate_types_reads_only_those_and_knows_its_backlog() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
-    let queued = |job: &str| {
-        EventEnvelope::new(
-            job,
-            1,
-            &events::render::RenderJobEvent::PriorityChanged(
-                events::render::RenderPriorityChanged { priority: 1 },
-            ),
-            CorrelationId::new(),
-            None,
-            Actor::system(),
-        )
-    };
     for n in 0..3 {
         bus.append(&[registered(&format!("n{n}"), 1)], ExpectedSeq::Any)
             .await
@@ -138,18 +140,6 @@ async fn a_reader_of_some_aggregate_types_reads_only_those_and_knows_its_backlog
 async fn a_checkpointed_fold_resumes_from_its_state_and_reads_only_what_came_after() {
     let server = NatsServer::start();
     let bus = connect(&server).await;
-    let queued = |job: &str| {
-        EventEnvelope::new(
-            job,
-            1,
-            &events::render::RenderJobEvent::PriorityChanged(
-                events::render::RenderPriorityChanged { priority: 1 },
-            ),
-            CorrelationId::new(),
-            None,
-            Actor::system(),
-        )
-    };
     let append = |envelope: EventEnvelope| {
         let bus = bus.clone();
         async move { bus.append(&[envelope], ExpectedSeq::Any).await.unwrap() }

@@ -237,6 +237,14 @@ async fn job_command(
     ))
 }
 
+/// The reason a body gives, else `default`'s.
+fn reason_or(
+    payload: Result<Json<Reason>, JsonRejection>,
+    default: impl FnOnce() -> String,
+) -> Result<String, ApiError> {
+    Ok(optional_body(payload)?.reason.unwrap_or_else(default))
+}
+
 /// `POST /api/render/jobs/{id}/cancel {"reason"?}`: queued jobs leave the queue; running ones
 /// are interrupted on their node.
 pub(crate) async fn cancel(
@@ -245,9 +253,7 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
     payload: Result<Json<Reason>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let reason = optional_body(payload)?
-        .reason
-        .unwrap_or_else(|| format!("cancelled by {}", principal.name));
+    let reason = reason_or(payload, || format!("cancelled by {}", principal.name))?;
     job_command(
         &state,
         &id,
@@ -266,9 +272,7 @@ pub(crate) async fn delete_job(
     Path(id): Path<String>,
     payload: Result<Json<Reason>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let reason = optional_body(payload)?
-        .reason
-        .unwrap_or_else(|| format!("deleted by {}", principal.name));
+    let reason = reason_or(payload, || format!("deleted by {}", principal.name))?;
     job_command(
         &state,
         &id,
@@ -337,11 +341,7 @@ pub(crate) async fn upload_input(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !matches!(content_type, "image/png" | "image/jpeg") {
+    if !matches!(content_type(&headers), "image/png" | "image/jpeg") {
         return Err(ApiError::Rejected {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             message: "expected an image/png or image/jpeg body".into(),
@@ -354,15 +354,33 @@ pub(crate) async fn upload_input(
             "the body is not a PNG or JPEG image".into(),
         ));
     }
+    stored(&state, &bytes, json!({})).await
+}
+
+/// The request's content type ("" without one).
+pub(crate) fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// An uploaded body into the artifact store: 201 `{sha256, bytes}` and what `more` adds.
+pub(crate) async fn stored(
+    state: &AppState,
+    bytes: &[u8],
+    more: Value,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let (sha256, _) = state
         .artifacts
-        .put(&bytes)
+        .put(bytes)
         .await
         .map_err(|err| ApiError::Internal(err.into()))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "sha256": sha256, "bytes": bytes.len() })),
-    ))
+    let mut answer = json!({ "sha256": sha256, "bytes": bytes.len() });
+    if let (Some(answer), Value::Object(more)) = (answer.as_object_mut(), more) {
+        answer.extend(more);
+    }
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 /// The link of a share token.

@@ -5,7 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use cqrs_es::AggregateError;
 use domain::video::PersonaError;
@@ -431,10 +431,7 @@ pub(crate) async fn upload_music(
     headers: HeaderMap,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let content_type = crate::render::content_type(&headers);
     if !content_type.starts_with("audio/") {
         return Err(ApiError::Rejected {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -446,15 +443,7 @@ pub(crate) async fn upload_music(
             "the body is not MP3, WAV, Ogg, FLAC or M4A audio".into(),
         ));
     };
-    let (sha256, _) = state
-        .artifacts
-        .put(&bytes)
-        .await
-        .map_err(|err| ApiError::Internal(err.into()))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "sha256": sha256, "bytes": bytes.len(), "container": container })),
-    ))
+    crate::render::stored(&state, &bytes, json!({ "container": container })).await
 }
 
 #[cfg(test)]

@@ -29,6 +29,16 @@ fn age(store: &artifacts::ArtifactStore, sha: &str, days: u64) {
         .unwrap();
 }
 
+/// The files a sweep's plan names, in its order.
+fn candidates(plan: &Value) -> Vec<&str> {
+    plan["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["sha256"].as_str().unwrap())
+        .collect()
+}
+
 #[sqlx::test(migrator = "projections::MIGRATOR")]
 async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: PgPool) {
     let nats = NatsServer::start();
@@ -88,12 +98,7 @@ async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: Pg
     let id = plan["id"].as_str().unwrap().to_owned();
     assert_eq!(plan["status"], "planned");
     assert_eq!(plan["retention_secs"], 7 * 86_400);
-    let named: Vec<&str> = plan["candidates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["sha256"].as_str().unwrap())
-        .collect();
+    let named = candidates(&plan);
     assert_eq!(named, [orphan.as_str(), unused.as_str()], "{plan}");
     assert_eq!(plan["candidates"][0]["outcome"], "pending");
     // Referenced: the output and the music at least (the project's own scenes may have
@@ -408,12 +413,7 @@ async fn a_deleted_render_job_leaves_its_output_to_the_next_sweep(pool: PgPool) 
     let url = format!("{base}/api/artifacts/sweeps");
     let (status, plan) = call(Method::POST, url.clone(), TOKEN, &json!({})).await;
     assert_eq!(status, StatusCode::CREATED, "{plan}");
-    let named: Vec<&str> = plan["candidates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["sha256"].as_str().unwrap())
-        .collect();
+    let named = candidates(&plan);
     assert!(named.contains(&output.as_str()), "{plan}");
     let id = plan["id"].as_str().unwrap();
     let (status, swept) = call(
