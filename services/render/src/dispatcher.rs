@@ -248,6 +248,11 @@ impl State {
                     | RenderJobEvent::ShareRevoked(_)
                     | RenderJobEvent::Deleted(_) => {}
                 }
+                // A finished job holding no queue place needs nothing more: forgotten at once,
+                // so a fold of a long backlog holds only the jobs still open.
+                if job.status.is_terminal() && !self.admitted.contains_key(&id) {
+                    self.jobs.remove(&id);
+                }
             }
             t if t == RenderQueueEvent::AGGREGATE_TYPE => {
                 let Ok(event) = envelope.decode::<RenderQueueEvent>() else {
@@ -259,6 +264,13 @@ impl State {
                     }
                     RenderQueueEvent::Released(released) => {
                         self.admitted.remove(&released.job_id);
+                        if self
+                            .jobs
+                            .get(&released.job_id)
+                            .is_some_and(|job| job.status.is_terminal())
+                        {
+                            self.jobs.remove(&released.job_id);
+                        }
                     }
                     RenderQueueEvent::Paused(_) => self.paused = true,
                     RenderQueueEvent::Resumed => self.paused = false,
@@ -844,5 +856,62 @@ mod tests {
             Some("stuck"),
             "another job may go there"
         );
+    }
+
+    /// A fold of a long backlog holds only the jobs still open: a finished job is forgotten as
+    /// soon as it holds no queue place (at once, or when its place is given back).
+    #[test]
+    fn finished_jobs_leave_the_fold_once_they_hold_no_place() {
+        let mut state = State::default();
+        let job_event = |id: &str, seq: u64, event: RenderJobEvent| {
+            EventEnvelope::new(id, seq, &event, CorrelationId::new(), None, Actor::system())
+        };
+        let queue_event = |seq: u64, event: RenderQueueEvent| {
+            EventEnvelope::new(
+                QUEUE_ID,
+                seq,
+                &event,
+                CorrelationId::new(),
+                None,
+                Actor::system(),
+            )
+        };
+        let finished = || {
+            RenderJobEvent::Failed(events::render::RenderFailed {
+                attempt: 1,
+                reason: "done".into(),
+                retryable: false,
+            })
+        };
+        for id in ["placed", "free"] {
+            state.jobs.insert(id.into(), job(1_000));
+        }
+        state.apply_event(
+            &queue_event(
+                1,
+                RenderQueueEvent::Admitted(events::render::QueueAdmitted {
+                    job_id: "placed".into(),
+                    chat_user: None,
+                }),
+            ),
+            1,
+        );
+        state.apply_event(&job_event("free", 2, finished()), 2);
+        state.apply_event(&job_event("placed", 2, finished()), 3);
+        assert!(!state.jobs.contains_key("free"), "no place held: forgotten");
+        assert!(
+            state.jobs.contains_key("placed"),
+            "its place is still to be given back"
+        );
+        state.apply_event(
+            &queue_event(
+                2,
+                RenderQueueEvent::Released(events::render::QueueReleased {
+                    job_id: "placed".into(),
+                }),
+            ),
+            4,
+        );
+        assert!(state.jobs.is_empty());
     }
 }
