@@ -36,6 +36,7 @@ pub use ws::{CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_ENDED};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
@@ -80,6 +81,11 @@ pub struct Config {
     /// An artifact no read model references is collected by a sweep once nobody has written
     /// it for this long (a sweep may ask for another, an hour at least).
     pub artifact_retention_days: f64,
+    /// Plan an artifact sweep on its own this often (0: only when someone asks); a plan with
+    /// nothing to delete is not recorded.
+    pub artifact_sweep_every_hours: f64,
+    /// Collect each scheduled plan at once (else it waits in the Storage room for an admin).
+    pub artifact_sweep_collect: bool,
     /// Marketplace catalogs beside the built-in one: URLs answering
     /// `{"templates": {"<id>": <template>}}` (read when the marketplace is listed).
     pub marketplace_catalogs: Vec<String>,
@@ -109,6 +115,8 @@ impl Default for Config {
             log_follow_bytes_per_sec: 256 * 1024,
             container_command_timeout_secs: 60.0,
             artifact_retention_days: 7.0,
+            artifact_sweep_every_hours: 0.0,
+            artifact_sweep_collect: false,
             marketplace_catalogs: Vec::new(),
             join_nats_url: String::new(),
             ai_dev_repos: Vec::new(),
@@ -176,6 +184,12 @@ impl Config {
             problems.push(format!(
                 "artifact_retention_days must be from 0.0417 (an hour) to 3650, got {}",
                 self.artifact_retention_days
+            ));
+        }
+        let every = self.artifact_sweep_every_hours;
+        if !(every == 0.0 || (every.is_finite() && (1.0 / 3600.0..=8760.0).contains(&every))) {
+            problems.push(format!(
+                "artifact_sweep_every_hours must be 0 (only when asked) or from 0.00028 (a second) to 8760, got {every}"
             ));
         }
         if let Some(token) = &self.admin_token
@@ -393,6 +407,12 @@ pub async fn start(ctx: &Context, config: Config) -> anyhow::Result<Gateway> {
         config: Arc::new(config),
         site,
     };
+    if state.config.artifact_sweep_every_hours > 0.0 {
+        let every = Duration::from_secs_f64(state.config.artifact_sweep_every_hours * 3600.0);
+        let (state, cancel) = (state.clone(), ctx.cancel.clone());
+        ctx.tracker
+            .spawn(async move { sweeps::scheduled(state, every, cancel).await });
+    }
     let app = router(state);
     // Live frames are small and latency-bound: no Nagle delay (with delayed acks it adds up to
     // 40 ms to a frame).

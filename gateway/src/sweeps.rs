@@ -3,7 +3,8 @@
 //! no video project or schedule) that nobody wrote for the retention period; collecting it
 //! deletes them, each recorded, and keeps (with the reason) any that became referenced or were
 //! stored again since. One sweep runs at a time; a collection cut short is finished by asking
-//! again.
+//! again. With `[gateway] artifact_sweep_every_hours` a plan is also made on its own (by the
+//! `artifact-sweeper`), and collected at once with `artifact_sweep_collect`.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
@@ -12,7 +13,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use bus::store::execute;
+use bus::store::{CommandMeta, execute};
 use cqrs_es::{AggregateError, EventStore};
 use domain::artifacts::{ArtifactSweep, Decision, SweepCommand, SweepError};
 use events::DomainEvent;
@@ -22,6 +23,8 @@ use events::artifacts::{
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::error::body;
 use crate::{ApiError, AppState, Principal};
@@ -110,8 +113,23 @@ pub(crate) async fn plan(
         )));
     }
     let retention = Duration::from_secs_f64(retention_days * 86_400.0);
+    let id = plan_sweep(&state, retention, principal.meta(), true)
+        .await?
+        .expect("an empty plan is recorded when asked for");
+    let sweep = existing(&state, &id).await?;
+    Ok((StatusCode::CREATED, Json(view(&id, &sweep, true))))
+}
+
+/// Plans a sweep of the files unreferenced and unwritten for `retention`, recorded under
+/// `meta`: its id; `None` when nothing is to be deleted and `record_empty` is false.
+async fn plan_sweep(
+    state: &AppState,
+    retention: Duration,
+    meta: CommandMeta,
+    record_empty: bool,
+) -> Result<Option<String>, ApiError> {
     let _one_at_a_time = state.sweep_lock.lock().await;
-    let referenced = references(&state).await?;
+    let referenced = references(state).await?;
     let store = state.artifacts.clone();
     let contents = tokio::task::spawn_blocking(move || store.contents())
         .await
@@ -137,6 +155,9 @@ pub(crate) async fn plan(
     old.sort_by(|a, b| b.age_secs.cmp(&a.age_secs).then(a.sha256.cmp(&b.sha256)));
     let more = old.len().saturating_sub(MAX_CANDIDATES) as u64;
     old.truncate(MAX_CANDIDATES);
+    if old.is_empty() && !record_empty {
+        return Ok(None);
+    }
     let plan = SweepPlanned {
         planned_at: chrono::Utc::now(),
         retention_secs: retention.as_secs(),
@@ -147,17 +168,10 @@ pub(crate) async fn plan(
         young,
     };
     let id = uuid::Uuid::now_v7().to_string();
-    execute(
-        &state.sweeps,
-        &id,
-        SweepCommand::Plan(plan),
-        principal.meta(),
-        1,
-    )
-    .await
-    .map_err(sweep_error)?;
-    let sweep = existing(&state, &id).await?;
-    Ok((StatusCode::CREATED, Json(view(&id, &sweep, true))))
+    execute(&state.sweeps, &id, SweepCommand::Plan(plan), meta, 1)
+        .await
+        .map_err(sweep_error)?;
+    Ok(Some(id))
 }
 
 /// `POST /api/artifacts/sweeps/{id}/collect` (admin): deletes the plan's candidates that are
@@ -169,14 +183,22 @@ pub(crate) async fn collect(
     Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let _one_at_a_time = state.sweep_lock.lock().await;
+    collect_sweep(&state, &id, principal.meta()).await?;
     let sweep = existing(&state, &id).await?;
+    Ok(Json(view(&id, &sweep, true)))
+}
+
+/// Collects sweep `id` (one correlation for the whole collection: the log shows it as one
+/// action).
+async fn collect_sweep(state: &AppState, id: &str, meta: CommandMeta) -> Result<(), ApiError> {
+    let _one_at_a_time = state.sweep_lock.lock().await;
+    let sweep = existing(state, id).await?;
     if sweep.finished.is_some() {
         return Err(sweep_error(AggregateError::UserError(SweepError::Finished)));
     }
     let plan = sweep.plan.as_ref().expect("existing sweeps have a plan");
     let written_before = SystemTime::from(plan.planned_at);
-    let referenced = references(&state).await?;
+    let referenced = references(state).await?;
     let store = state.artifacts.clone();
     let links = tokio::task::spawn_blocking(move || store.job_links())
         .await
@@ -184,8 +206,6 @@ pub(crate) async fn collect(
         .map_err(|err| ApiError::Unavailable(format!("the artifact store: {err}")))?;
     let links = std::sync::Arc::new(links);
     let metrics = state.bus.metrics();
-    // One correlation for the whole collection: the log shows it as one action.
-    let meta = principal.meta();
     for candidate in sweep.pending() {
         let sha256 = candidate.sha256.clone();
         let keep = |why: &str| {
@@ -222,17 +242,43 @@ pub(crate) async fn collect(
                 artifacts::Collected::Gone => keep("no longer in the store"),
             }
         };
-        match execute(&state.sweeps, &id, command, meta.clone(), 3).await {
+        match execute(&state.sweeps, id, command, meta.clone(), 3).await {
             // Decided by an earlier try whose answer was lost: nothing to record.
             Ok(()) | Err(AggregateError::UserError(SweepError::AlreadyDecided(_))) => {}
             Err(err) => return Err(sweep_error(err)),
         }
     }
-    execute(&state.sweeps, &id, SweepCommand::Finish, meta, 3)
+    execute(&state.sweeps, id, SweepCommand::Finish, meta, 3)
         .await
         .map_err(sweep_error)?;
-    let sweep = existing(&state, &id).await?;
-    Ok(Json(view(&id, &sweep, true)))
+    Ok(())
+}
+
+/// Plans a sweep every `every` (with the configured retention), and collects it at once when
+/// configured to; a failure is logged and tried again at the next turn.
+pub(crate) async fn scheduled(state: AppState, every: Duration, cancel: CancellationToken) {
+    let meta = || CommandMeta::new(events::Actor::Service("artifact-sweeper".to_owned()));
+    let retention = Duration::from_secs_f64(state.config.artifact_retention_days * 86_400.0);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let id = match plan_sweep(&state, retention, meta(), false).await {
+            Ok(Some(id)) => id,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::warn!(error = ?err, "a scheduled artifact sweep was not planned");
+                continue;
+            }
+        };
+        tracing::info!(sweep = id, "an artifact sweep planned on schedule");
+        if state.config.artifact_sweep_collect
+            && let Err(err) = collect_sweep(&state, &id, meta()).await
+        {
+            tracing::warn!(sweep = id, error = ?err, "a scheduled artifact sweep was not collected");
+        }
+    }
 }
 
 /// Every artifact a read model names, once the render read model has caught up with the log

@@ -427,3 +427,49 @@ async fn a_deleted_render_job_leaves_its_output_to_the_next_sweep(pool: PgPool) 
     assert!(!store.content_path(&output).unwrap().exists());
     running.shutdown().await;
 }
+
+/// With `artifact_sweep_every_hours` a sweep is planned on its own and, with
+/// `artifact_sweep_collect`, collected: an old file nothing references goes, recorded by the
+/// `artifact-sweeper`; a turn with nothing to delete records nothing.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn a_scheduled_sweep_plans_and_collects_on_its_own(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, &pool, state.path());
+    config.gateway.artifact_sweep_every_hours = 1.0 / 3600.0;
+    config.gateway.artifact_sweep_collect = true;
+    let store = artifacts::ArtifactStore::open(&config.artifacts_dir).unwrap();
+    let (orphan, _) = store.put(b"an output nobody recorded").await.unwrap();
+    age(&store, &orphan, 30);
+    let (fresh, _) = store.put(b"written just now").await.unwrap();
+    let running = nebula::start(&config, common::RENDERING_STUDIO)
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let url = format!("{base}/api/artifacts/sweeps");
+    let listed = testkit::wait_until(
+        "a sweep collected on its own",
+        testkit::DEFAULT_WAIT,
+        || async {
+            let (_, listed) = call(Method::GET, url.clone(), TOKEN, &Value::Null).await;
+            (listed["sweeps"][0]["status"] == "finished").then_some(listed)
+        },
+    )
+    .await;
+    assert_eq!(listed["sweeps"][0]["collected"], 1, "{listed}");
+    assert!(!store.content_path(&orphan).unwrap().exists());
+    assert!(store.content_path(&fresh).unwrap().exists(), "young: kept");
+    let id = listed["sweeps"][0]["id"].as_str().unwrap();
+    let recorded = common::envelopes(&running.bus, "artifact_sweep", id).await;
+    assert!(
+        recorded
+            .iter()
+            .all(|e| e.actor == events::Actor::Service("artifact-sweeper".into())),
+        "{recorded:?}"
+    );
+    // Three more turns find nothing to delete: none is recorded.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, listed) = call(Method::GET, url.clone(), TOKEN, &Value::Null).await;
+    assert_eq!(listed["sweeps"].as_array().unwrap().len(), 1, "{listed}");
+    running.shutdown().await;
+}
