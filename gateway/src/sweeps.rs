@@ -259,12 +259,24 @@ async fn collect_sweep(state: &AppState, id: &str, meta: CommandMeta) -> Result<
 pub(crate) async fn scheduled(state: AppState, every: Duration, cancel: CancellationToken) {
     let meta = || CommandMeta::new(events::Actor::Service("artifact-sweeper".to_owned()));
     let retention = Duration::from_secs_f64(state.config.artifact_retention_days * 86_400.0);
+    let metrics = state.bus.metrics();
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        let id = match plan_sweep(&state, retention, meta(), false).await {
+        let planned = plan_sweep(&state, retention, meta(), false).await;
+        let outcome = match &planned {
+            Ok(Some(_)) => "planned",
+            Ok(None) => "nothing",
+            Err(_) => "failed",
+        };
+        metrics.add(
+            "nebula_artifact_sweep_turns_total",
+            &[("outcome", outcome)],
+            1.0,
+        );
+        let id = match planned {
             Ok(Some(id)) => id,
             Ok(None) => continue,
             Err(err) => {

@@ -467,8 +467,20 @@ async fn a_scheduled_sweep_plans_and_collects_on_its_own(pool: PgPool) {
             .all(|e| e.actor == events::Actor::Service("artifact-sweeper".into())),
         "{recorded:?}"
     );
-    // Three more turns find nothing to delete: none is recorded.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Later turns find nothing to delete: none is recorded (each turn is counted).
+    testkit::wait_until(
+        "two turns with nothing to delete",
+        testkit::DEFAULT_WAIT,
+        || async {
+            let metrics = common::get_text(&common::http(), format!("{base}/metrics")).await;
+            metrics
+                .lines()
+                .find(|l| l.starts_with("nebula_artifact_sweep_turns_total{outcome=\"nothing\"}"))
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .filter(|turns| *turns >= 2.0)
+        },
+    )
+    .await;
     let (_, listed) = call(Method::GET, url.clone(), TOKEN, &Value::Null).await;
     assert_eq!(listed["sweeps"].as_array().unwrap().len(), 1, "{listed}");
     running.shutdown().await;
