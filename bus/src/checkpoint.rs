@@ -1,6 +1,6 @@
-//! Fold checkpoints: a process that folds part of the event log at start (the render
-//! dispatcher, the video scheduler and worker, the AI developer, the deploy and host runners)
-//! saves what it knows with the stream sequence it reflects, in the snapshot bucket
+//! Fold checkpoints: every process that folds part of the event log at start (the render
+//! dispatcher, the video scheduler and worker, the AI developer, the deployer, the domains part,
+//! the approvals' expiry, the container command router, the hosts executor) saves what it knows with the stream sequence it reflects, in the snapshot bucket
 //! under `fold.<name>`, so its next start reads only what came after. A checkpoint that cannot
 //! be read, is of another format, or lies past the log's head is ignored: the fold reads from
 //! the start, as it would without one.
