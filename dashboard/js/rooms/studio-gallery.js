@@ -79,12 +79,14 @@ export function mountGallery(actions) {
       share.dataset.needs = 'operator'; // posting needs the operator role
     }
     const more = artifacts.length > 1 ? h('span', 'small muted', '+' + (artifacts.length - 1) + ' more') : null;
-    const remove = h('button', 'btn btn-small btn-danger tile-delete', '\u{1F5D1} delete');
+    const remove = h('button', 'btn btn-small btn-danger tile-delete', 'delete');
     remove.type = 'button';
     remove.title = 'take this job out of the gallery (its files go at the next storage sweep, unless something else uses them)';
     remove.dataset.action = 'delete';
     remove.dataset.needs = 'operator';
     const removeError = h('div', 'studio-error tile-delete-error');
+    removeError.setAttribute('role', 'alert');
+    removeError.hidden = true;
     const link = art && str(art.sha256) ? shareControls() : null;
     fig.appendChild(
       hc('figcaption', 'tile-caption', [
@@ -225,7 +227,7 @@ export function mountGallery(actions) {
     if (!res.ok) {
       tile.confirmDelete = false;
       button.disabled = false;
-      button.textContent = '\u{1F5D1} delete';
+      button.textContent = 'delete';
       showError(error, 'not deleted: ' + res.message);
       return;
     }

@@ -370,6 +370,11 @@ async fn a_deleted_render_job_leaves_its_output_to_the_next_sweep(pool: PgPool) 
         ))
         .await;
     assert_eq!(asked, "confirm delete");
+    browser
+        .eval(&format!("{button}.scrollIntoView(); return null;"))
+        .await;
+    let png = browser.screenshot_png().await;
+    let _ = std::fs::write(std::env::temp_dir().join("nebula-studio-confirm.png"), &png);
     assert_eq!(
         call(Method::GET, job_url.clone(), TOKEN, &Value::Null)
             .await
