@@ -86,6 +86,10 @@ pub struct Config {
     pub artifact_sweep_every_hours: f64,
     /// Collect each scheduled plan at once (else it waits in the Storage room for an admin).
     pub artifact_sweep_collect: bool,
+    /// With scheduled sweeps: a finished render job without a share link is deleted this long
+    /// after it ended (`render.job_deleted`, by the sweeper), so its outputs can be collected
+    /// (0: kept until someone deletes it).
+    pub render_job_retention_days: f64,
     /// Marketplace catalogs beside the built-in one: URLs answering
     /// `{"templates": {"<id>": <template>}}` (read when the marketplace is listed).
     pub marketplace_catalogs: Vec<String>,
@@ -117,6 +121,7 @@ impl Default for Config {
             artifact_retention_days: 7.0,
             artifact_sweep_every_hours: 0.0,
             artifact_sweep_collect: false,
+            render_job_retention_days: 0.0,
             marketplace_catalogs: Vec::new(),
             join_nats_url: String::new(),
             ai_dev_repos: Vec::new(),
@@ -184,6 +189,12 @@ impl Config {
             problems.push(format!(
                 "artifact_retention_days must be from 0.0417 (an hour) to 3650, got {}",
                 self.artifact_retention_days
+            ));
+        }
+        let keep = self.render_job_retention_days;
+        if !(keep == 0.0 || (keep.is_finite() && (1.0 / 86_400.0..=36_500.0).contains(&keep))) {
+            problems.push(format!(
+                "render_job_retention_days must be 0 (kept) or from 0.0000116 (a second) to 36500, got {keep}"
             ));
         }
         let every = self.artifact_sweep_every_hours;

@@ -16,6 +16,7 @@ use axum::{Extension, Json};
 use bus::store::{CommandMeta, execute};
 use cqrs_es::{AggregateError, EventStore};
 use domain::artifacts::{ArtifactSweep, Decision, SweepCommand, SweepError};
+use domain::render::{RenderCommand, RenderError};
 use events::DomainEvent;
 use events::artifacts::{
     ArtifactCollected, ArtifactKept, ArtifactSweepEvent, MAX_CANDIDATES, SweepCandidate,
@@ -254,6 +255,43 @@ async fn collect_sweep(state: &AppState, id: &str, meta: CommandMeta) -> Result<
     Ok(())
 }
 
+/// How many finished render jobs one turn deletes at most.
+const EXPIRED_PER_TURN: i64 = 500;
+
+/// Deletes the finished render jobs without a share link that ended more than
+/// `render_job_retention_days` ago (the oldest first, a bounded number a turn), so the plan
+/// that follows finds their outputs unreferenced.
+async fn expire_render_jobs(state: &AppState, meta: CommandMeta) {
+    let days = state.config.render_job_retention_days;
+    let before = chrono::Utc::now()
+        - chrono::Duration::from_std(Duration::from_secs_f64(days * 86_400.0)).unwrap_or_default();
+    let jobs = match state
+        .read
+        .unshared_jobs_finished_before(before, EXPIRED_PER_TURN)
+        .await
+    {
+        Ok(jobs) => jobs,
+        Err(err) => {
+            tracing::warn!(error = %err, "the render jobs to expire could not be read");
+            return;
+        }
+    };
+    let metrics = state.bus.metrics();
+    for job in jobs {
+        let delete = RenderCommand::Delete {
+            reason: format!("finished more than {days} days ago (render_job_retention_days)"),
+        };
+        match execute(&state.render_jobs, &job, delete, meta.clone(), 3).await {
+            Ok(()) => metrics.add("nebula_render_jobs_expired_total", &[], 1.0),
+            // Deleted meanwhile, by someone or an earlier turn the read model has not seen.
+            Err(AggregateError::UserError(RenderError::NotFound)) => {}
+            Err(err) => {
+                tracing::warn!(job_id = job, error = %err, "an old render job was not deleted");
+            }
+        }
+    }
+}
+
 /// Plans a sweep every `every` (with the configured retention), and collects it at once when
 /// configured to; a failure is logged and tried again at the next turn.
 pub(crate) async fn scheduled(state: AppState, every: Duration, cancel: CancellationToken) {
@@ -264,6 +302,9 @@ pub(crate) async fn scheduled(state: AppState, every: Duration, cancel: Cancella
         tokio::select! {
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(every) => {}
+        }
+        if state.config.render_job_retention_days > 0.0 {
+            expire_render_jobs(&state, meta()).await;
         }
         let planned = plan_sweep(&state, retention, meta(), false).await;
         let outcome = match &planned {

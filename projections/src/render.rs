@@ -341,6 +341,25 @@ impl crate::ReadModels {
         Ok(rows.into_iter().collect())
     }
 
+    /// Up to `limit` finished jobs that ended before `before` and have no share link (an
+    /// output someone published is kept), the oldest first.
+    pub async fn unshared_jobs_finished_before(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> Result<Vec<String>, crate::ProjectionError> {
+        Ok(sqlx::query_scalar(
+            "SELECT job_id FROM render_jobs j WHERE status IN ('completed', 'failed', 'cancelled') \
+             AND finished_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM render_shares s WHERE s.job_id = j.job_id) \
+             ORDER BY finished_at, job_id LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     /// One render job, or `None` if the read model has not seen it (yet).
     pub async fn render_job(
         &self,

@@ -329,10 +329,15 @@ pub async fn upload_png(base: &str, png: Vec<u8>) -> String {
 /// model shows it completed (the stack runs the gateway, projector, dispatcher and a render
 /// worker); the job's id and its output's SHA-256.
 pub async fn render_one(base: &str) -> (String, String) {
+    render_seeded(base, 3).await
+}
+
+/// [`render_one`] with its own seed (another seed, other bytes).
+pub async fn render_seeded(base: &str, seed: u64) -> (String, String) {
     let client = http();
     let body = serde_json::json!({
         "mode": "txt2img",
-        "params": { "prompt": "a lighthouse", "seed": 3, "steps": 2, "width": 64, "height": 64 },
+        "params": { "prompt": "a lighthouse", "seed": seed, "steps": 2, "width": 64, "height": 64 },
     });
     let (_, submitted) = call(
         reqwest::Method::POST,

@@ -490,3 +490,76 @@ async fn a_scheduled_sweep_plans_and_collects_on_its_own(pool: PgPool) {
     assert_eq!(listed["sweeps"].as_array().unwrap().len(), 1, "{listed}");
     running.shutdown().await;
 }
+
+/// With `render_job_retention_days`, the sweeper deletes the finished render jobs that ended
+/// longer ago and that nobody shared, and their outputs go with its next collection; a shared
+/// job stays, its output with it.
+#[sqlx::test(migrator = "projections::MIGRATOR")]
+async fn the_sweeper_deletes_old_unshared_render_jobs_and_collects_their_outputs(pool: PgPool) {
+    let nats = NatsServer::start();
+    let state = tempfile::tempdir().unwrap();
+    let mut config = common::config(&nats, &pool, state.path());
+    config.gateway.artifact_sweep_every_hours = 1.0 / 3600.0;
+    config.gateway.artifact_sweep_collect = true;
+    // Long enough to share the kept job first on a loaded machine.
+    config.gateway.render_job_retention_days = 8.0 / 86_400.0;
+    let running = nebula::start(&config, common::RENDERING_STUDIO)
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.gateway_addr.unwrap());
+    let store = artifacts::ArtifactStore::open(&config.artifacts_dir).unwrap();
+    let (kept, kept_output) = common::render_seeded(&base, 11).await;
+    let (status, shared) = call(
+        Method::POST,
+        format!("{base}/api/render/jobs/{kept}/shares"),
+        TOKEN,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{shared}");
+    let (old, old_output) = common::render_seeded(&base, 12).await;
+    assert_ne!(kept_output, old_output);
+    for sha in [&kept_output, &old_output] {
+        age(&store, sha, 30);
+    }
+    testkit::wait_until(
+        "the old job deleted and its output collected",
+        Duration::from_secs(60),
+        || async {
+            let gone = !store.content_path(&old_output).unwrap().exists();
+            gone.then_some(())
+        },
+    )
+    .await;
+    let (status, _) = call(
+        Method::GET,
+        format!("{base}/api/render/jobs/{old}"),
+        TOKEN,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let deleted = common::envelopes(&running.bus, "render_job", &old).await;
+    let deleted = deleted.last().unwrap();
+    assert_eq!(deleted.event_type, "render.job_deleted");
+    assert_eq!(
+        deleted.actor,
+        events::Actor::Service("artifact-sweeper".into())
+    );
+    assert!(
+        deleted.data["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("render_job_retention_days")),
+        "{deleted:?}"
+    );
+    let (status, _) = call(
+        Method::GET,
+        format!("{base}/api/render/jobs/{kept}"),
+        TOKEN,
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "shared: kept");
+    assert!(store.content_path(&kept_output).unwrap().exists());
+    running.shutdown().await;
+}
