@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { candidateOutcome, collectLabel, fmtRetention, normalizeStorage, normalizeSweep, normalizeSweeps, parseRetentionDays, streamLabel, sweepSummary } from '../js/state/storage.js';
+import { candidateOutcome, collectLabel, fmtRetention, normalizeStorage, normalizeSweep, normalizeSweeps, parseRetentionDays, scheduleLine, streamLabel, sweepSummary } from '../js/state/storage.js';
 
 const MIB = 1024 * 1024;
 
@@ -94,4 +94,15 @@ test('sweeps list newest first with the default retention; the form takes sane d
   assert.equal(fmtRetention(3600), '1 hour');
   assert.equal(fmtRetention(86400 * 1.5), '1.5 days');
   assert.equal(fmtRetention(null), '');
+});
+
+test('the sweeps panel says what runs on its own', () => {
+  const off = normalizeSweeps({ sweeps: [], retention_days: 7, schedule: { every_hours: null, collect: false, render_job_retention_days: null } });
+  assert.deepEqual(off.schedule, { everyHours: null, collect: false, jobDays: null });
+  assert.match(scheduleLine(off.schedule), /^Sweeps run when an admin plans one/);
+  const on = normalizeSweeps({ schedule: { every_hours: 24, collect: true, render_job_retention_days: 90 } }).schedule;
+  assert.equal(scheduleLine(on), 'Every 24 hours a sweep is planned and deleted at once (nothing is recorded when there is nothing to delete). Finished render jobs nobody shared are deleted 90 days after they end.');
+  assert.match(scheduleLine({ everyHours: 0.5, collect: false, jobDays: null }), /^Every 30 minutes a sweep is planned and waits here for an admin/);
+  assert.match(scheduleLine({ everyHours: 168, collect: false, jobDays: null }), /^Every 7 days /);
+  assert.match(scheduleLine(normalizeSweeps({}).schedule), /^Sweeps run when an admin plans one/);
 });

@@ -65,7 +65,8 @@ pub(crate) struct PlanAsk {
 }
 
 /// `GET /api/artifacts/sweeps` (viewer): the newest sweeps, newest first, without their
-/// candidates; and the retention a new plan takes by default.
+/// candidates; the retention a new plan takes by default; and the schedule (`every_hours` null:
+/// only when asked).
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut ids = state
         .bus
@@ -81,9 +82,17 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
             sweeps.push(view(&id, &sweep, false));
         }
     }
+    let config = &state.config;
+    let positive = |v: f64| (v > 0.0).then_some(v);
     Ok(Json(json!({
         "sweeps": sweeps,
-        "retention_days": state.config.artifact_retention_days,
+        "retention_days": config.artifact_retention_days,
+        "schedule": {
+            "every_hours": positive(config.artifact_sweep_every_hours),
+            "collect": config.artifact_sweep_collect,
+            "render_job_retention_days": positive(config.render_job_retention_days)
+                .filter(|_| config.artifact_sweep_every_hours > 0.0),
+        },
     })))
 }
 

@@ -6,7 +6,7 @@
 import { api } from '../api.js';
 import { bar, button, closest, h, hc, showError } from '../dom.js';
 import { DASH, fmtBytes, fmtClock, fmtSince, plural, ratioPercent } from '../state/format.js';
-import { candidateOutcome, collectLabel, fmtRetention, normalizeStorage, normalizeSweep, normalizeSweeps, parseRetentionDays, sweepSummary } from '../state/storage.js';
+import { candidateOutcome, collectLabel, fmtRetention, normalizeStorage, normalizeSweep, normalizeSweeps, parseRetentionDays, scheduleLine, sweepSummary } from '../state/storage.js';
 
 const POLL_MS = 60 * 1000;
 
@@ -32,6 +32,7 @@ const html = `
     <button id="sweep-plan" class="btn btn-primary btn-small" type="submit">Plan a sweep (dry run)</button>
     <span id="sweep-form-note" class="small muted" role="status"></span>
   </form>
+  <div id="sweep-schedule" class="small muted sweep-schedule"></div>
   <div id="sweep-error" class="studio-error" role="alert" hidden></div>
   <ol id="sweeps" class="sweep-list" aria-live="polite"></ol>
 </section>`;
@@ -106,6 +107,7 @@ function mount(ctx) {
   const days = ctx.root.querySelector('#sweep-days');
   const note = ctx.root.querySelector('#sweep-form-note');
   const refreshButton = ctx.root.querySelector('#storage-refresh');
+  const schedule = ctx.root.querySelector('#sweep-schedule');
   let sweeps = null; // null until the first answer
   const full = new Map(); // id -> the sweep with its candidates, once asked for
   const uis = new Map(); // id -> { open, busy, message, ok }
@@ -147,6 +149,7 @@ function mount(ctx) {
         const got = normalizeSweeps(listed.data);
         sweeps = got.sweeps;
         if (!days.value) days.value = String(got.retentionDays);
+        schedule.textContent = scheduleLine(got.schedule);
         // A listed sweep replaces its older full copy when it moved on.
         for (const s of sweeps) {
           const had = full.get(s.id);

@@ -61,12 +61,31 @@ export function normalizeSweep(raw) {
   };
 }
 
-/** `GET /api/artifacts/sweeps` → `{ sweeps, retentionDays }`, newest first. */
+/** `GET /api/artifacts/sweeps` → `{ sweeps, retentionDays, schedule }`, newest first. */
 export function normalizeSweeps(data) {
   const sweeps = isObj(data) && Array.isArray(data.sweeps) ? data.sweeps.map(normalizeSweep).filter(Boolean) : [];
   sweeps.sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
   const days = isObj(data) ? num(data.retention_days) : null;
-  return { sweeps: sweeps, retentionDays: days && days > 0 ? days : 7 };
+  const s = isObj(data) && isObj(data.schedule) ? data.schedule : {};
+  const every = num(s.every_hours);
+  const keepJobs = num(s.render_job_retention_days);
+  const schedule = { everyHours: every && every > 0 ? every : null, collect: s.collect === true, jobDays: keepJobs && keepJobs > 0 ? keepJobs : null };
+  return { sweeps: sweeps, retentionDays: days && days > 0 ? days : 7, schedule: schedule };
+}
+
+/** An interval in hours as a person says it ("24 hours", "2 days", "30 minutes"). */
+function fmtHours(hours) {
+  if (hours < 1) return plural(Math.max(1, Math.round(hours * 60)), 'minute');
+  if (hours >= 48) return plural(Math.round((hours / 24) * 10) / 10, 'day');
+  return plural(Math.round(hours * 10) / 10, 'hour');
+}
+
+/** What runs on its own, in one line. */
+export function scheduleLine(schedule) {
+  if (!schedule || !schedule.everyHours) return 'Sweeps run when an admin plans one ([gateway] artifact_sweep_every_hours runs them on their own).';
+  const what = schedule.collect ? 'planned and deleted at once' : 'planned and waits here for an admin to delete what it names';
+  const jobs = schedule.jobDays ? ' Finished render jobs nobody shared are deleted ' + fmtRetention(schedule.jobDays * 86400) + ' after they end.' : '';
+  return 'Every ' + fmtHours(schedule.everyHours) + ' a sweep is ' + what + ' (nothing is recorded when there is nothing to delete).' + jobs;
 }
 
 /** A retention in days as a person says it ("7 days", "1 hour"). */

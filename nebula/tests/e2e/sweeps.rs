@@ -233,7 +233,8 @@ async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: Pg
                 "const rows = [...document.querySelectorAll('#storage-rows tr')].map((r) => r.cells[0].textContent);
                  const done = document.querySelector('#sweeps li[data-sweep=\"{id}\"]');
                  if (!rows.includes('artifact store') || !done) return null;
-                 return [rows.includes('event log'), done.dataset.status, done.querySelector('.sweep-summary').textContent];"
+                 return [rows.includes('event log'), done.dataset.status, done.querySelector('.sweep-summary').textContent,
+                         document.querySelector('#sweep-schedule').textContent];"
             ))
             .await;
         shown.is_array().then_some(shown)
@@ -246,6 +247,13 @@ async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: Pg
             .as_str()
             .unwrap()
             .starts_with("deleted 1 file (25 B), 1 kept"),
+        "{shown}"
+    );
+    assert!(
+        shown[3]
+            .as_str()
+            .unwrap()
+            .starts_with("Sweeps run when an admin plans one"),
         "{shown}"
     );
     browser
@@ -462,6 +470,10 @@ async fn a_scheduled_sweep_plans_and_collects_on_its_own(pool: PgPool) {
     )
     .await;
     assert_eq!(listed["sweeps"][0]["collected"], 1, "{listed}");
+    assert_eq!(
+        listed["schedule"],
+        json!({"every_hours": 1.0 / 3600.0, "collect": true, "render_job_retention_days": null})
+    );
     assert!(!store.content_path(&orphan).unwrap().exists());
     assert!(store.content_path(&fresh).unwrap().exists(), "young: kept");
     let id = listed["sweeps"][0]["id"].as_str().unwrap();
