@@ -441,6 +441,13 @@ async fn a_deleted_render_job_leaves_its_output_to_the_next_sweep(pool: PgPool) 
     running.shutdown().await;
 }
 
+/// `config` with a sweep planned and collected every second.
+fn sweeping_every_second(mut config: nebula::Config) -> nebula::Config {
+    config.gateway.artifact_sweep_every_hours = 1.0 / 3600.0;
+    config.gateway.artifact_sweep_collect = true;
+    config
+}
+
 /// With `artifact_sweep_every_hours` a sweep is planned on its own and, with
 /// `artifact_sweep_collect`, collected: an old file nothing references goes, recorded by the
 /// `artifact-sweeper`; a turn with nothing to delete records nothing.
@@ -448,9 +455,7 @@ async fn a_deleted_render_job_leaves_its_output_to_the_next_sweep(pool: PgPool) 
 async fn a_scheduled_sweep_plans_and_collects_on_its_own(pool: PgPool) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
-    let mut config = common::config(&nats, &pool, state.path());
-    config.gateway.artifact_sweep_every_hours = 1.0 / 3600.0;
-    config.gateway.artifact_sweep_collect = true;
+    let config = sweeping_every_second(common::config(&nats, &pool, state.path()));
     let store = artifacts::ArtifactStore::open(&config.artifacts_dir).unwrap();
     let (orphan, _) = store.put(b"an output nobody recorded").await.unwrap();
     age(&store, &orphan, 30);
@@ -510,9 +515,7 @@ async fn a_scheduled_sweep_plans_and_collects_on_its_own(pool: PgPool) {
 async fn the_sweeper_deletes_old_unshared_render_jobs_and_collects_their_outputs(pool: PgPool) {
     let nats = NatsServer::start();
     let state = tempfile::tempdir().unwrap();
-    let mut config = common::config(&nats, &pool, state.path());
-    config.gateway.artifact_sweep_every_hours = 1.0 / 3600.0;
-    config.gateway.artifact_sweep_collect = true;
+    let mut config = sweeping_every_second(common::config(&nats, &pool, state.path()));
     // Long enough to share the kept job first on a loaded machine.
     config.gateway.render_job_retention_days = 8.0 / 86_400.0;
     let running = nebula::start(&config, common::RENDERING_STUDIO)
