@@ -163,6 +163,16 @@ function mount(ctx) {
     }
   }
 
+  /** An `<audio>` or `<video>` with controls, loading `preload` of `url` up front. */
+  function player(tag, className, preload, url) {
+    const el = document.createElement(tag);
+    el.className = className;
+    el.controls = true;
+    el.preload = preload;
+    el.src = url;
+    return el;
+  }
+
   function renderDetail() {
     release();
     detail.textContent = '';
@@ -187,26 +197,10 @@ function mount(ctx) {
     }
     if (project.music) {
       const row = h('div', 'small muted video-music', 'music ' + project.music.slice(0, 12) + ' ');
-      row.appendChild(media(project.music, (url) => {
-        const player = document.createElement('audio');
-        player.className = 'video-music-player';
-        player.controls = true;
-        player.preload = 'none';
-        player.src = url;
-        return player;
-      }));
+      row.appendChild(media(project.music, (url) => player('audio', 'video-music-player', 'none', url)));
       detail.appendChild(row);
     }
-    if (project.video) {
-      detail.appendChild(media(project.video, (url) => {
-        const player = document.createElement('video');
-        player.className = 'video-player';
-        player.controls = true;
-        player.preload = 'metadata';
-        player.src = url;
-        return player;
-      }));
-    }
+    if (project.video) detail.appendChild(media(project.video, (url) => player('video', 'video-player', 'metadata', url)));
     if (project.thumbnail) {
       detail.appendChild(media(project.thumbnail, (url) => {
         const img = h('img', 'video-thumbnail');

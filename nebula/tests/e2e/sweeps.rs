@@ -29,6 +29,17 @@ fn age(store: &artifacts::ArtifactStore, sha: &str, days: u64) {
         .unwrap();
 }
 
+/// `POST {url}/{id}/collect` as `token`.
+async fn collect(url: &str, id: &str, token: &str) -> (StatusCode, Value) {
+    call(
+        Method::POST,
+        format!("{url}/{id}/collect"),
+        token,
+        &json!({}),
+    )
+    .await
+}
+
 /// The files a sweep's plan names, in its order.
 fn candidates(plan: &Value) -> Vec<&str> {
     plan["candidates"]
@@ -120,21 +131,9 @@ async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: Pg
 
     // Someone uploads the unused picture again before the sweep is collected.
     assert_eq!(upload(&base, 20).await, unused);
-    let (status, _) = call(
-        Method::POST,
-        format!("{url}/{id}/collect"),
-        &viewer,
-        &json!({}),
-    )
-    .await;
+    let (status, _) = collect(&url, &id, &viewer).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, swept) = call(
-        Method::POST,
-        format!("{url}/{id}/collect"),
-        TOKEN,
-        &json!({}),
-    )
-    .await;
+    let (status, swept) = collect(&url, &id, TOKEN).await;
     assert_eq!(status, StatusCode::OK, "{swept}");
     assert_eq!(swept["status"], "finished");
     assert_eq!(
@@ -165,13 +164,7 @@ async fn a_sweep_plans_first_then_collects_only_what_nothing_references(pool: Pg
     assert_eq!(status, StatusCode::OK);
 
     // Once is enough; each step is on the log with who asked.
-    let (status, again) = call(
-        Method::POST,
-        format!("{url}/{id}/collect"),
-        TOKEN,
-        &json!({}),
-    )
-    .await;
+    let (status, again) = collect(&url, &id, TOKEN).await;
     assert_eq!(status, StatusCode::CONFLICT, "{again}");
     let recorded = common::envelopes(&running.bus, "artifact_sweep", &id).await;
     let types: Vec<&str> = recorded.iter().map(|e| e.event_type.as_str()).collect();
@@ -429,13 +422,7 @@ async fn a_deleted_render_job_leaves_its_output_to_the_next_sweep(pool: PgPool) 
     let named = candidates(&plan);
     assert!(named.contains(&output.as_str()), "{plan}");
     let id = plan["id"].as_str().unwrap();
-    let (status, swept) = call(
-        Method::POST,
-        format!("{url}/{id}/collect"),
-        TOKEN,
-        &json!({}),
-    )
-    .await;
+    let (status, swept) = collect(&url, &id, TOKEN).await;
     assert_eq!(status, StatusCode::OK, "{swept}");
     assert!(!store.content_path(&output).unwrap().exists());
     running.shutdown().await;
